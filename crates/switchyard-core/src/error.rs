@@ -1,0 +1,77 @@
+//! Errors as types: each maps to a protocol error code or a WebSocket close code.
+
+use thiserror::Error;
+
+/// WebSocket close codes used by the relay (PROTOCOL.md, "Close codes").
+pub mod close_code {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_LARGE: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// Why a session could not be created.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SessionError {
+    #[error("invalid session id: {0}")]
+    InvalidId(String),
+    #[error("session {0:?} already exists")]
+    AlreadyExists(String),
+    #[error("invalid session option: {0}")]
+    InvalidOption(String),
+}
+
+/// Why a connection was not let into the relay; the transport closes it with
+/// [`Refusal::close_code`] and [`Refusal::reason`].
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    #[error("Session not found")]
+    SessionNotFound,
+    #[error("Session full")]
+    SessionFull,
+    #[error("Server shutting down")]
+    ShuttingDown,
+}
+
+impl Refusal {
+    pub fn close_code(self) -> u16 {
+        match self {
+            Refusal::SessionNotFound | Refusal::SessionFull => close_code::POLICY,
+            Refusal::ShuttingDown => close_code::GOING_AWAY,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::SessionNotFound => "Session not found",
+            Refusal::SessionFull => "Session full",
+            Refusal::ShuttingDown => "Server shutting down",
+        }
+    }
+}
+
+/// Codes of `error` messages sent to a client (PROTOCOL.md, "Errors"). The message
+/// is refused; the connection stays open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidMessage,
+    NoSession,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidMessage => "INVALID_MESSAGE",
+            ErrorCode::NoSession => "NO_SESSION",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidMessage => "Invalid message format",
+            ErrorCode::NoSession => "This connection is not in a session",
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! A session: the group of connections that relay to each other, and its lifetime.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::ids::{ConnId, Millis, SessionId};
+use crate::outbox::Outbox;
+
+/// What the app asks for in `createSession`.
+#[derive(Clone, Debug, Default)]
+pub struct SessionOptions {
+    pub session_id: Option<String>,
+    /// Lifetime in milliseconds; the relay's `session_timeout_ms` when absent.
+    pub expires_in_ms: Option<u64>,
+    pub metadata: Option<Value>,
+    /// Overrides the relay's `max_clients_per_session` for this session.
+    pub max_clients: Option<usize>,
+}
+
+/// A snapshot of a session, as returned to the app.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionInfo {
+    pub session_id: SessionId,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    pub client_count: usize,
+    pub last_activity: Millis,
+    pub metadata: Value,
+}
+
+pub(crate) struct Member {
+    pub conn: ConnId,
+    pub outbox: Arc<dyn Outbox>,
+}
+
+pub(crate) struct Session {
+    pub id: SessionId,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    pub max_clients: usize,
+    pub metadata: Value,
+    /// Written on every relayed message under a shared lock, hence atomic.
+    pub last_activity: AtomicU64,
+    pub members: Vec<Member>,
+}
+
+impl Session {
+    pub fn is_expired(&self, now: Millis) -> bool {
+        now >= self.expires_at
+    }
+
+    pub fn info(&self) -> SessionInfo {
+        SessionInfo {
+            session_id: self.id.clone(),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            client_count: self.members.len(),
+            last_activity: self.last_activity.load(Ordering::Relaxed),
+            metadata: self.metadata.clone(),
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! Counters kept by the relay, read by `getStats()`, `/stats` and `/metrics`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub messages_received: AtomicU64,
+    pub messages_relayed: AtomicU64,
+    pub messages_invalid: AtomicU64,
+    pub messages_dropped: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub slow_consumer_closes: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// A snapshot of the relay's state and counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub active_sessions: usize,
+    pub active_connections: usize,
+    pub messages_received: u64,
+    /// Deliveries: one message relayed to three members counts three.
+    pub messages_relayed: u64,
+    pub messages_invalid: u64,
+    /// Frames not delivered because a recipient's outbox was full.
+    pub messages_dropped: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub slow_consumer_closes: u64,
+}
+
+impl Counters {
+    pub fn snapshot(&self, active_sessions: usize, active_connections: usize) -> Stats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            active_sessions,
+            active_connections,
+            messages_received: get(&self.messages_received),
+            messages_relayed: get(&self.messages_relayed),
+            messages_invalid: get(&self.messages_invalid),
+            messages_dropped: get(&self.messages_dropped),
+            bytes_received: get(&self.bytes_received),
+            bytes_sent: get(&self.bytes_sent),
+            slow_consumer_closes: get(&self.slow_consumer_closes),
+        }
+    }
+}
