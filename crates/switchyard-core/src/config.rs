@@ -12,6 +12,26 @@ pub enum SlowConsumerPolicy {
     Drop,
 }
 
+impl SlowConsumerPolicy {
+    /// The names users write, in `Close`, `Drop` order.
+    pub const NAMES: [&'static str; 2] = ["close", "drop"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlowConsumerPolicy::Close => Self::NAMES[0],
+            SlowConsumerPolicy::Drop => Self::NAMES[1],
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "close" => Some(SlowConsumerPolicy::Close),
+            "drop" => Some(SlowConsumerPolicy::Drop),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// Lifetime of a session from its creation, unless created with its own `expiresIn`.

@@ -1,1 +1,22 @@
+//! The `switchyard` Node.js addon: `RelaySessionManager` over the Switchyard core.
+//!
+//! JavaScript calls land in [`manager`], which drives a [`switchyard_core::Relay`]; the
+//! bridge transport ([`bridge`]) moves frames between the relay and `ws` sockets. No
+//! Rust panic crosses into Node: every entry point runs under [`guard`], which turns a
+//! panic into a thrown `Error`.
 
+mod bridge;
+mod js_types;
+mod manager;
+mod options;
+mod pending;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Runs `body`, turning a panic into an error JavaScript receives as an exception.
+pub(crate) fn guard<T>(body: impl FnOnce() -> napi::Result<T>) -> napi::Result<T> {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|panic| {
+        let detail = napi::bindgen_prelude::panic_to_error(panic).reason;
+        Err(napi::Error::new(napi::Status::GenericFailure, format!("switchyard internal error: {detail}")))
+    })
+}

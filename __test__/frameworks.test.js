@@ -1,0 +1,112 @@
+// __test__/frameworks.test.js: the examples for Express, Fastify and Next.js, over real sockets.
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { TestClient, joinedClient, assertQuiet, postJson } = require('./helpers');
+
+const frameworks = {
+  express: require('../examples/express/server.js'),
+  fastify: require('../examples/fastify/server.js'),
+  nextjs: require('../examples/nextjs/server.js'),
+};
+
+for (const [name, example] of Object.entries(frameworks)) {
+  describe(`${name} example`, () => {
+    let server;
+    before(async () => {
+      server = await example.start({ port: 0, host: '127.0.0.1' });
+    });
+    after(() => server?.close());
+
+    const newSession = async () => {
+      const { status, body } = await postJson(`${server.url}/api/sessions`);
+      assert.equal(status, 201);
+      return body;
+    };
+
+    it('POST /api/sessions returns sessionId, wsUrl and expiresAt', async () => {
+      const body = await newSession();
+      assert.match(body.sessionId, /^[A-Za-z0-9_-]{22,}$/);
+      assert.equal(body.wsUrl, `ws://${new URL(server.url).host}/session/${body.sessionId}`);
+      const expiresAt = Date.parse(body.expiresAt);
+      assert.ok(expiresAt > Date.now() + 29 * 60 * 1000, `expiresAt ${body.expiresAt} is 30 minutes away`);
+      assert.equal(server.sessionManager.getSession(body.sessionId).sessionId, body.sessionId);
+    });
+
+    it('relays text and binary both ways, byte for byte, never back to the sender', async () => {
+      const { wsUrl, sessionId } = await newSession();
+      const alice = await joinedClient(wsUrl);
+      assert.equal(alice.welcome.sessionId, sessionId);
+      assert.equal(alice.welcome.clientId, 'relay-server');
+      const bob = await joinedClient(wsUrl);
+      const arrival = await alice.nextOfType('client_connected');
+      assert.equal(arrival.json.connectionId, bob.welcome.connectionId);
+
+      const text = '{"type":"cursor",  "x": 1.50, "note":"caf\\u00e9 ☕"}';
+      alice.send(text);
+      const atBob = await bob.next();
+      assert.equal(atBob.isBinary, false);
+      assert.equal(atBob.text, text, 'the exact bytes, not re-serialized');
+
+      bob.send('{"type":"reply","ok":true}');
+      assert.equal((await alice.next()).text, '{"type":"reply","ok":true}');
+
+      const bytes = Buffer.from([0, 1, 2, 253, 254, 255]);
+      bob.send(bytes);
+      const binary = await alice.next();
+      assert.equal(binary.isBinary, true);
+      assert.deepEqual(binary.data, bytes);
+      alice.send(Buffer.from('binary from alice'));
+      assert.deepEqual((await bob.next()).data, Buffer.from('binary from alice'));
+
+      await assertQuiet(alice);
+      await assertQuiet(bob);
+      await alice.close();
+      const left = await bob.nextOfType('client_disconnected');
+      assert.equal(left.json.clientId, alice.welcome.connectionId);
+      assert.deepEqual(left.json.data, { role: 'passive' });
+      await bob.close();
+    });
+
+    it('keeps sessions apart', async () => {
+      const one = await newSession();
+      const two = await newSession();
+      const a = await joinedClient(one.wsUrl);
+      const b = await joinedClient(one.wsUrl);
+      const outsider = await joinedClient(two.wsUrl);
+      await a.nextOfType('client_connected');
+      a.send('{"type":"secret"}');
+      b.send(Buffer.from('secret bytes'));
+      await b.next((m) => m.json?.type === 'secret');
+      await a.next((m) => m.isBinary);
+      await assertQuiet(outsider, 300);
+      await Promise.all([a.close(), b.close(), outsider.close()]);
+    });
+
+    it('closes unknown sessions with 1008 "Session not found"', async () => {
+      const client = new TestClient(`ws://${new URL(server.url).host}/session/no-such-session`);
+      assert.deepEqual(await client.closedWithin(), { code: 1008, reason: 'Session not found' });
+    });
+
+    it('closes with 1008 "Session full" past maxClients', async () => {
+      const session = server.sessionManager.createSession({ maxClients: 2 });
+      const url = `ws://${new URL(server.url).host}/session/${session.sessionId}`;
+      const a = await joinedClient(url);
+      const b = await joinedClient(url);
+      const third = new TestClient(url);
+      assert.deepEqual(await third.closedWithin(), { code: 1008, reason: 'Session full' });
+      assert.equal(server.sessionManager.getSession(session.sessionId).clientCount, 2);
+      await Promise.all([a.close(), b.close()]);
+    });
+
+    it('deleteSession closes its clients with 1000 "Session deleted"', async () => {
+      const { sessionId, wsUrl } = await newSession();
+      const a = await joinedClient(wsUrl);
+      const b = await joinedClient(wsUrl);
+      assert.equal(server.sessionManager.deleteSession(sessionId), true);
+      assert.deepEqual(await a.closedWithin(), { code: 1000, reason: 'Session deleted' });
+      assert.deepEqual(await b.closedWithin(), { code: 1000, reason: 'Session deleted' });
+      assert.equal(server.sessionManager.getSession(sessionId), null);
+      assert.equal(server.sessionManager.deleteSession(sessionId), false);
+    });
+  });
+}

@@ -1,0 +1,274 @@
+//! The bridge transport: connections whose socket is a `ws` WebSocket the app already
+//! accepted (from `ws`'s `WebSocketServer` or `@fastify/websocket`).
+//!
+//! The relay pushes into a [`BridgeOutbox`], which only queues; the JS thread then
+//! flushes it through the socket's own `send`, `ping` and `close`. The outbox counts what
+//! `ws` has buffered but not yet written (`bufferedAmount`) against its bound, so a client
+//! that stops reading fills it and meets the slow-consumer policy instead of growing
+//! `ws`'s buffer without limit.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, OnceLock, Weak};
+
+use napi::bindgen_prelude::{
+    BufferSlice, FnArgs, Function, FunctionRef, JsObjectValue, Object, ObjectRef, ToNapiValue, Unknown,
+};
+use napi::{Env, JsValue, Result, ValueType};
+use parking_lot::Mutex;
+use switchyard_core::{ConnId, Frame, FrameKind, Outbox, Pushed};
+
+use crate::pending::Pending;
+
+/// `ws`'s `readyState` of an open socket.
+const OPEN: u32 = 1;
+
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Frame>,
+    queued_bytes: usize,
+    /// Bytes `ws` still held unwritten at the last flush.
+    backlog: usize,
+    close: Option<(u16, String)>,
+    closed: bool,
+    /// Already waiting in [`Pending`] for a flush.
+    scheduled: bool,
+}
+
+pub struct BridgeOutbox {
+    me: Weak<BridgeOutbox>,
+    pending: Arc<Pending>,
+    capacity: usize,
+    /// Set once the relay has given the connection its id.
+    conn: OnceLock<ConnId>,
+    queue: Mutex<Queue>,
+}
+
+impl BridgeOutbox {
+    pub fn new(pending: Arc<Pending>, capacity: usize) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            pending,
+            capacity,
+            conn: OnceLock::new(),
+            queue: Mutex::default(),
+        })
+    }
+
+    pub fn set_conn(&self, conn: ConnId) {
+        let _ = self.conn.set(conn);
+    }
+
+    pub fn conn(&self) -> Option<ConnId> {
+        self.conn.get().copied()
+    }
+
+    fn schedule(&self, queue: &mut Queue) {
+        if !queue.scheduled {
+            if let Some(me) = self.me.upgrade() {
+                queue.scheduled = true;
+                self.pending.outbox_ready(me);
+            }
+        }
+    }
+
+    /// Takes what is to be written: the frames, then a close if one was asked for.
+    fn take(&self) -> (VecDeque<Frame>, Option<(u16, String)>) {
+        let mut queue = self.queue.lock();
+        queue.scheduled = false;
+        queue.queued_bytes = 0;
+        let close = queue.close.take();
+        if close.is_some() {
+            queue.closed = true;
+        }
+        (std::mem::take(&mut queue.frames), close)
+    }
+
+    fn set_backlog(&self, bytes: usize) {
+        self.queue.lock().backlog = bytes;
+    }
+}
+
+impl Outbox for BridgeOutbox {
+    fn push(&self, frame: Frame) -> Pushed {
+        let mut queue = self.queue.lock();
+        if queue.closed || queue.close.is_some() {
+            return Pushed::Closed;
+        }
+        let held = queue.queued_bytes + queue.backlog;
+        // One frame larger than the bound still goes out when nothing else waits.
+        if held > 0 && held + frame.len() > self.capacity {
+            return Pushed::Full;
+        }
+        queue.queued_bytes += frame.len();
+        queue.frames.push_back(frame);
+        self.schedule(&mut queue);
+        Pushed::Queued
+    }
+
+    fn close(&self, code: u16, reason: &str) {
+        let mut queue = self.queue.lock();
+        if !queue.closed && queue.close.is_none() {
+            queue.close = Some((code, reason.to_owned()));
+            self.schedule(&mut queue);
+        }
+    }
+}
+
+type SendFn = FunctionRef<FnArgs<(Unknown<'static>, Unknown<'static>)>, Unknown<'static>>;
+type CloseFn = FunctionRef<FnArgs<(u16, String)>, Unknown<'static>>;
+type PingFn = FunctionRef<(), Unknown<'static>>;
+
+/// The JS side of one bridge connection: its socket and the socket's bound methods.
+/// Lives on the JS thread; dropping it releases the socket.
+pub struct BridgeSocket {
+    env: napi::sys::napi_env,
+    outbox: Arc<BridgeOutbox>,
+    socket: Option<ObjectRef<false>>,
+    send: SendFn,
+    close: CloseFn,
+    ping: PingFn,
+}
+
+/// Checks that `value` is a `ws` WebSocket (by its shape; `@fastify/websocket` hands out
+/// the same class) and returns it as an object.
+pub fn as_websocket<'env>(value: Unknown<'env>) -> std::result::Result<Object<'env>, &'static str> {
+    if value.get_type().ok() != Some(ValueType::Object) {
+        return Err("socket must be a WebSocket from the ws package");
+    }
+    // SAFETY: an object, checked above.
+    let object: Object<'env> = unsafe { value.cast() }.map_err(|_| "socket must be a WebSocket")?;
+    for method in ["send", "close", "ping", "terminate", "on"] {
+        let kind = object
+            .get_named_property_unchecked::<Unknown>(method)
+            .and_then(|m| m.get_type())
+            .unwrap_or(ValueType::Undefined);
+        if kind != ValueType::Function {
+            return Err("socket must be a WebSocket from the ws package (it has no send/close/ping/terminate/on methods)");
+        }
+    }
+    match object.get_named_property_unchecked::<Unknown>("readyState").and_then(|s| s.get_type()) {
+        Ok(ValueType::Number) => Ok(object),
+        _ => Err("socket must be a WebSocket from the ws package (it has no readyState)"),
+    }
+}
+
+pub fn is_open(socket: &Object) -> Result<bool> {
+    Ok(socket.get_named_property_unchecked::<u32>("readyState")? == OPEN)
+}
+
+/// Closes a socket the relay never took (refused, or the manager is stopped).
+pub fn close_unadopted(socket: &Object, code: u16, reason: &str) -> Result<()> {
+    let close: Function<FnArgs<(u16, &str)>, Unknown> = socket.get_named_property_unchecked("close")?;
+    close.bind(socket)?.call((code, reason).into())?;
+    Ok(())
+}
+
+fn bound<Args: napi::bindgen_prelude::JsValuesTupleIntoVec, Ret: napi::bindgen_prelude::FromNapiValue>(
+    socket: &Object,
+    method: &str,
+) -> Result<FunctionRef<Args, Ret>> {
+    let function: Function<Args, Ret> = socket.get_named_property_unchecked(method)?;
+    function.bind(socket)?.create_ref()
+}
+
+impl BridgeSocket {
+    pub fn new(env: &Env, socket: &Object, outbox: Arc<BridgeOutbox>) -> Result<Self> {
+        Ok(Self {
+            env: env.raw(),
+            outbox,
+            socket: Some(socket.create_ref()?),
+            send: bound(socket, "send")?,
+            close: bound(socket, "close")?,
+            ping: bound(socket, "ping")?,
+        })
+    }
+}
+
+impl Drop for BridgeSocket {
+    fn drop(&mut self) {
+        if let Some(socket) = self.socket.take() {
+            let _ = socket.unref(&Env::from_raw(self.env));
+        }
+    }
+}
+
+/// Registers `listener` for `event` on a socket.
+pub fn listen<F>(env: &Env, socket: &Object, event: &str, listener: F) -> Result<()>
+where
+    F: 'static + Fn(napi::bindgen_prelude::FunctionCallContext) -> Result<()>,
+{
+    let on: Function<FnArgs<(&str, Function<Unknown, ()>)>, Unknown> = socket.get_named_property_unchecked("on")?;
+    let callback = env.create_function_from_closure::<Unknown, (), _>(event, listener)?;
+    on.bind(socket)?.call((event, callback).into())?;
+    Ok(())
+}
+
+/// Writes bridge outboxes to their sockets. Frames of one message fanned out to many
+/// sockets share one JS `Buffer`, as they share one `Bytes` in Rust.
+pub struct Flusher<'env> {
+    env: &'env Env,
+    buffers: HashMap<(usize, usize), Unknown<'env>>,
+    text: Option<Unknown<'env>>,
+    binary: Option<Unknown<'env>>,
+}
+
+impl<'env> Flusher<'env> {
+    pub fn new(env: &'env Env) -> Self {
+        Self { env, buffers: HashMap::new(), text: None, binary: None }
+    }
+
+    fn buffer(&mut self, frame: &Frame) -> Result<Unknown<'static>> {
+        let key = (frame.payload.as_ptr() as usize, frame.payload.len());
+        if let Some(buffer) = self.buffers.get(&key) {
+            return Ok(unsafe { Unknown::from_raw_unchecked(self.env.raw(), buffer.raw()) });
+        }
+        let slice = BufferSlice::copy_from(self.env, &frame.payload)?;
+        // SAFETY: the value lives in the current handle scope, which outlasts this flush.
+        let value = unsafe { Unknown::from_raw_unchecked(self.env.raw(), ToNapiValue::to_napi_value(self.env.raw(), &slice)?) };
+        self.buffers.insert(key, value);
+        Ok(unsafe { Unknown::from_raw_unchecked(self.env.raw(), value.raw()) })
+    }
+
+    /// `{ binary }`, the options of `ws.send` that choose the frame's opcode.
+    fn send_options(&mut self, binary: bool) -> Result<Unknown<'static>> {
+        let slot = if binary { &mut self.binary } else { &mut self.text };
+        let value = match slot {
+            Some(value) => *value,
+            None => {
+                let mut options = Object::new(self.env)?;
+                options.set("binary", binary)?;
+                let value = unsafe { Unknown::from_raw_unchecked(self.env.raw(), options.raw()) };
+                *slot = Some(value);
+                value
+            }
+        };
+        Ok(unsafe { Unknown::from_raw_unchecked(self.env.raw(), value.raw()) })
+    }
+
+    /// Writes what the outbox holds, then the close it was asked for. A socket that
+    /// throws (closed under us) loses those frames only; the `close` event that follows
+    /// removes it.
+    pub fn flush(&mut self, socket: &BridgeSocket) -> Result<()> {
+        let (frames, close) = socket.outbox.take();
+        for frame in frames {
+            let sent = match frame.kind {
+                FrameKind::Ping => socket.ping.borrow_back(self.env)?.call(()),
+                FrameKind::Text | FrameKind::Binary => {
+                    let buffer = self.buffer(&frame)?;
+                    let options = self.send_options(frame.kind == FrameKind::Binary)?;
+                    socket.send.borrow_back(self.env)?.call((buffer, options).into())
+                }
+            };
+            if sent.is_err() {
+                break;
+            }
+        }
+        if let Some((code, reason)) = close {
+            let _ = socket.close.borrow_back(self.env)?.call((code, reason).into());
+        } else if let Some(object) = &socket.socket {
+            let backlog: f64 = object.get_value(self.env)?.get_named_property_unchecked("bufferedAmount").unwrap_or(0.0);
+            socket.outbox.set_backlog(backlog as usize);
+        }
+        Ok(())
+    }
+}

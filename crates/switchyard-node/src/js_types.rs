@@ -1,0 +1,173 @@
+//! The shapes the addon hands to JavaScript: sessions, stats and event payloads. Their
+//! TypeScript interfaces in `index.d.ts` are generated from these structs.
+
+use chrono::{DateTime, Utc};
+use napi_derive::napi;
+use serde_json::Value;
+use switchyard_core::{Config, ConnectionInfo, Millis, SessionInfo, Stats};
+
+fn date(ms: Millis) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms as i64).unwrap_or_default()
+}
+
+/// A session as `createSession`, `getSession` and `listSessions` return it. The dates
+/// are `Date`s, so `res.json(session)` writes them as ISO strings.
+#[napi(object)]
+pub struct SessionData {
+    pub session_id: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// Connections in the session now.
+    pub client_count: u32,
+    /// The last time a member joined or relayed a message.
+    pub last_activity: DateTime<Utc>,
+    #[napi(ts_type = "JsonValue")]
+    pub metadata: Value,
+}
+
+impl From<SessionInfo> for SessionData {
+    fn from(info: SessionInfo) -> Self {
+        Self {
+            session_id: info.session_id.to_string(),
+            created_at: date(info.created_at),
+            expires_at: date(info.expires_at),
+            client_count: info.client_count as u32,
+            last_activity: date(info.last_activity),
+            metadata: info.metadata,
+        }
+    }
+}
+
+/// The payload of `connection` events.
+#[napi(object)]
+pub struct ConnectionEvent {
+    /// The relay's id for this connection (`c_...`), unique within the manager.
+    pub connection_id: String,
+    /// Absent for a sessionless connection.
+    pub session_id: Option<String>,
+    /// The app's `clientId`, else the first one the client sent, else `connectionId`.
+    pub client_id: String,
+    pub user_id: Option<String>,
+    pub organization_id: Option<String>,
+}
+
+impl From<ConnectionInfo> for ConnectionEvent {
+    fn from(info: ConnectionInfo) -> Self {
+        Self {
+            connection_id: info.connection_id.to_string(),
+            session_id: info.session_id.map(|s| s.to_string()),
+            client_id: info.client_id,
+            user_id: info.user_id,
+            organization_id: info.organization_id,
+        }
+    }
+}
+
+/// The payload of `disconnect` events: who left, and the close code and reason.
+#[napi(object)]
+pub struct DisconnectEvent {
+    pub connection_id: String,
+    pub session_id: Option<String>,
+    pub client_id: String,
+    pub user_id: Option<String>,
+    pub organization_id: Option<String>,
+    /// The WebSocket close code (1005 when the client sent none).
+    pub code: u32,
+    pub reason: String,
+}
+
+impl DisconnectEvent {
+    pub fn new(info: ConnectionInfo, code: u16, reason: String) -> Self {
+        let ConnectionEvent { connection_id, session_id, client_id, user_id, organization_id } = info.into();
+        Self { connection_id, session_id, client_id, user_id, organization_id, code: code.into(), reason }
+    }
+}
+
+/// The payload of `sessionDeleted` and `sessionExpired` events.
+#[napi(object)]
+pub struct SessionEndedEvent {
+    pub session_id: String,
+}
+
+#[napi(object)]
+pub struct MessageStats {
+    /// Frames received from clients.
+    pub received: i64,
+    /// Deliveries: one message relayed to three members counts three.
+    pub relayed: i64,
+    /// Text frames that were not a JSON object with a string `type`.
+    pub invalid: i64,
+    /// Deliveries not made because the recipient's outbox was full.
+    pub dropped: i64,
+}
+
+#[napi(object)]
+pub struct ByteStats {
+    pub received: i64,
+    pub sent: i64,
+}
+
+/// The configuration in force, every default filled in.
+#[napi(object)]
+pub struct ResolvedConfig {
+    pub session_timeout_ms: i64,
+    pub max_clients_per_session: u32,
+    pub ping_interval_ms: i64,
+    pub heartbeat_timeout_ms: i64,
+    pub cleanup_interval_ms: i64,
+    pub max_message_bytes: i64,
+    pub max_queued_bytes: i64,
+    #[napi(ts_type = "SlowConsumerPolicy")]
+    pub slow_consumer: String,
+}
+
+impl From<&Config> for ResolvedConfig {
+    fn from(config: &Config) -> Self {
+        Self {
+            session_timeout_ms: config.session_timeout_ms as i64,
+            max_clients_per_session: config.max_clients_per_session as u32,
+            ping_interval_ms: config.ping_interval_ms as i64,
+            heartbeat_timeout_ms: config.heartbeat_timeout_ms as i64,
+            cleanup_interval_ms: config.cleanup_interval_ms as i64,
+            max_message_bytes: config.max_message_bytes as i64,
+            max_queued_bytes: config.max_queued_bytes as i64,
+            slow_consumer: config.slow_consumer.as_str().into(),
+        }
+    }
+}
+
+/// What `getStats()` returns.
+#[napi(object)]
+pub struct RelayStats {
+    /// Between `start()` and `stop()`.
+    pub is_running: bool,
+    /// Milliseconds since `start()`; 0 when not running.
+    pub uptime_ms: i64,
+    pub active_sessions: u32,
+    pub active_connections: u32,
+    pub messages: MessageStats,
+    pub bytes: ByteStats,
+    /// Recipients closed with 1013 because their outbox stayed full.
+    pub slow_consumer_closes: i64,
+    pub config: ResolvedConfig,
+}
+
+impl RelayStats {
+    pub fn new(stats: Stats, config: &Config, uptime_ms: Option<u64>) -> Self {
+        Self {
+            is_running: uptime_ms.is_some(),
+            uptime_ms: uptime_ms.unwrap_or(0) as i64,
+            active_sessions: stats.active_sessions as u32,
+            active_connections: stats.active_connections as u32,
+            messages: MessageStats {
+                received: stats.messages_received as i64,
+                relayed: stats.messages_relayed as i64,
+                invalid: stats.messages_invalid as i64,
+                dropped: stats.messages_dropped as i64,
+            },
+            bytes: ByteStats { received: stats.bytes_received as i64, sent: stats.bytes_sent as i64 },
+            slow_consumer_closes: stats.slow_consumer_closes as i64,
+            config: config.into(),
+        }
+    }
+}

@@ -1,0 +1,66 @@
+// examples/express/server.js: Express + ws, sessions created over HTTP, relayed by Switchyard.
+const express = require('express');
+const { createServer } = require('node:http');
+const { WebSocketServer } = require('ws');
+const { RelaySessionManager } = require('switchyard');
+
+async function start({ port = 3000, host, config } = {}) {
+  const sessionManager = new RelaySessionManager(config);
+  const app = express();
+  app.use(express.json());
+
+  app.post('/api/sessions', (req, res) => {
+    const session = sessionManager.createSession({ metadata: req.body?.metadata ?? null });
+    res.status(201).json({
+      sessionId: session.sessionId,
+      wsUrl: `ws://${req.headers.host}/session/${session.sessionId}`,
+      expiresAt: session.expiresAt,
+    });
+  });
+
+  app.get('/api/sessions/:sessionId', (req, res) => {
+    const session = sessionManager.getSession(req.params.sessionId);
+    if (session) res.json(session);
+    else res.status(404).json({ error: 'Session not found' });
+  });
+
+  app.delete('/api/sessions/:sessionId', (req, res) => {
+    res.json({ deleted: sessionManager.deleteSession(req.params.sessionId) });
+  });
+
+  app.get('/api/stats', (req, res) => res.json(sessionManager.getStats()));
+
+  const server = createServer(app);
+  const wss = new WebSocketServer({ server });
+  wss.on('connection', (socket, request) => {
+    const { pathname } = new URL(request.url, 'http://localhost');
+    const [, prefix, sessionId] = pathname.split('/');
+    if (prefix !== 'session' || !sessionId) return socket.close(1008, 'Session not found');
+    sessionManager.handleUpgrade(sessionId, socket, request);
+  });
+
+  sessionManager.start();
+  await new Promise((resolve) => server.listen(port, host, resolve));
+  return {
+    url: `http://localhost:${server.address().port}`,
+    sessionManager,
+    async close() {
+      sessionManager.stop();
+      wss.close();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+module.exports = { start };
+
+if (require.main === module) {
+  start({ port: Number(process.env.PORT) || 3000 }).then(({ url, close }) => {
+    console.log(`Switchyard relay (Express example) listening on ${url}`);
+    console.log(`Create a session:  curl -X POST ${url}/api/sessions`);
+    console.log('Then connect two WebSocket clients to the wsUrl it returns; what one sends, the other receives.');
+    const shutdown = () => close().then(() => process.exit(0));
+    process.once('SIGINT', shutdown);
+    process.once('SIGTERM', shutdown);
+  });
+}

@@ -1,0 +1,50 @@
+// examples/fastify/server.js: Fastify + @fastify/websocket, relayed by Switchyard.
+const Fastify = require('fastify');
+const websocket = require('@fastify/websocket');
+const { RelaySessionManager } = require('switchyard');
+
+async function start({ port = 3000, host, config } = {}) {
+  const sessionManager = new RelaySessionManager(config);
+  const fastify = Fastify();
+  await fastify.register(websocket);
+
+  fastify.post('/api/sessions', async (request, reply) => {
+    const session = sessionManager.createSession({ metadata: request.body?.metadata ?? null });
+    reply.code(201);
+    return {
+      sessionId: session.sessionId,
+      wsUrl: `ws://${request.headers.host}/session/${session.sessionId}`,
+      expiresAt: session.expiresAt,
+    };
+  });
+
+  fastify.delete('/api/sessions/:sessionId', async (request) => ({
+    deleted: sessionManager.deleteSession(request.params.sessionId),
+  }));
+
+  fastify.register(async (scoped) => {
+    // @fastify/websocket 11 passes the ws WebSocket itself (older versions: connection.socket).
+    scoped.get('/session/:sessionId', { websocket: true }, (socket, request) => {
+      sessionManager.handleUpgrade(request.params.sessionId, socket, request.raw);
+    });
+  });
+
+  sessionManager.start();
+  await fastify.listen({ port, host });
+  return {
+    url: `http://localhost:${fastify.server.address().port}`,
+    sessionManager,
+    async close() {
+      sessionManager.stop();
+      await fastify.close();
+    },
+  };
+}
+
+module.exports = { start };
+
+if (require.main === module) {
+  start({ port: Number(process.env.PORT) || 3000 }).then(({ url }) => {
+    console.log(`Switchyard relay (Fastify example) listening on ${url}`);
+  });
+}

@@ -1,0 +1,46 @@
+// examples/nextjs/server.js: a custom Next.js server that hands /session/:id upgrades to Switchyard.
+const { createServer } = require('node:http');
+const next = require('next');
+const { WebSocketServer } = require('ws');
+const { RelaySessionManager } = require('switchyard');
+
+async function start({ port = 3000, host, config, dev = false } = {}) {
+  const sessionManager = new RelaySessionManager(config);
+  // API routes are bundled apart from this file: globalThis is what both of them see.
+  globalThis.switchyardSessionManager = sessionManager;
+  sessionManager.start();
+  const app = next({ dev, dir: __dirname });
+  await app.prepare();
+  const handle = app.getRequestHandler();
+  const server = createServer((req, res) => handle(req, res));
+
+  const wss = new WebSocketServer({ noServer: true });
+  const nextUpgrade = app.getUpgradeHandler();
+  server.on('upgrade', (request, socket, head) => {
+    const { pathname } = new URL(request.url, 'http://localhost');
+    const match = /^\/session\/([^/]+)$/.exec(pathname);
+    if (!match) return nextUpgrade(request, socket, head); // Next.js's own (HMR in dev)
+    wss.handleUpgrade(request, socket, head, (ws) => sessionManager.handleUpgrade(match[1], ws, request));
+  });
+
+  await new Promise((resolve) => server.listen(port, host, resolve));
+  return {
+    url: `http://localhost:${server.address().port}`,
+    sessionManager,
+    async close() {
+      sessionManager.stop();
+      delete globalThis.switchyardSessionManager;
+      wss.close();
+      await new Promise((resolve) => server.close(resolve));
+      await app.close?.();
+    },
+  };
+}
+
+module.exports = { start };
+
+if (require.main === module) {
+  start({ port: Number(process.env.PORT) || 3000 }).then(({ url }) => {
+    console.log(`Switchyard relay (Next.js example) listening on ${url}`);
+  });
+}

@@ -1,0 +1,65 @@
+// scripts/setup.js: installs and builds what `npm start` and `npm test` need, skipping
+// every step whose inputs have not changed since it last ran. Uses only Node's own
+// modules, so it works as the first command on a fresh clone.
+const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+
+const root = path.resolve(__dirname, '..');
+const at = (...parts) => path.join(root, ...parts);
+
+function run(command, args, options = {}) {
+  console.log(`\n> ${command} ${args.join(' ')}`);
+  const result = spawnSync(command, args, { cwd: root, stdio: 'inherit', ...options });
+  if (result.error) throw new Error(`could not run ${command}: ${result.error.message}`);
+  if (result.status !== 0) {
+    console.error(`\n${command} ${args.join(' ')} failed with exit code ${result.status}`);
+    process.exit(result.status || 1);
+  }
+}
+
+/** Newest modification time under these paths, skipping build output. */
+function newest(paths) {
+  let latest = 0;
+  const skip = new Set(['node_modules', 'target', '.next']);
+  const visit = (p) => {
+    if (!fs.existsSync(p)) return;
+    const stat = fs.statSync(p);
+    if (stat.isDirectory()) {
+      for (const entry of fs.readdirSync(p)) if (!skip.has(entry)) visit(path.join(p, entry));
+    } else {
+      latest = Math.max(latest, stat.mtimeMs);
+    }
+  };
+  paths.forEach(visit);
+  return latest;
+}
+
+const mtime = (p) => (fs.existsSync(p) ? fs.statSync(p).mtimeMs : 0);
+const npx = (bin) => at('node_modules', '.bin', bin);
+
+function installPackages() {
+  const marker = at('node_modules', '.package-lock.json');
+  if (mtime(marker) >= newest([at('package.json')])) return;
+  // `npm install`, not `npm ci`: the lockfile lacks other platforms' optional packages.
+  run('npm', ['install', '--no-audit', '--no-fund']);
+}
+
+function buildAddon() {
+  const addon = fs.readdirSync(root).find((f) => /^switchyard\..+\.node$/.test(f));
+  const sources = newest([at('crates', 'switchyard-core'), at('crates', 'switchyard-node'), at('Cargo.toml'), at('Cargo.lock')]);
+  if (addon && mtime(at(addon)) >= sources) return;
+  run(npx('napi'), ['build', '--platform', '--release', '--manifest-path', 'crates/switchyard-node/Cargo.toml',
+    '--output-dir', '.', '--js', 'index.js', '--dts', 'index.d.ts']);
+}
+
+function buildNextExample() {
+  const dir = at('examples', 'nextjs');
+  const built = at('examples', 'nextjs', '.next', 'BUILD_ID');
+  if (mtime(built) >= newest([dir, at('package-lock.json')])) return;
+  run(npx('next'), ['build', dir], { env: { ...process.env, NEXT_TELEMETRY_DISABLED: '1' } });
+}
+
+installPackages();
+buildAddon();
+buildNextExample();

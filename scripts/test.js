@@ -1,0 +1,27 @@
+// scripts/test.js: every test: the Rust workspace, then the Node tests over real sockets.
+const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+
+const root = path.resolve(__dirname, '..');
+
+function run(command, args, env = {}) {
+  console.log(`\n> ${command} ${args.join(' ')}`);
+  const result = spawnSync(command, args, { cwd: root, stdio: 'inherit', env: { ...process.env, ...env } });
+  if (result.error) throw new Error(`could not run ${command}: ${result.error.message}`);
+  return result.status === 0;
+}
+
+const testDir = path.join(root, '__test__');
+const nodeTests = fs.readdirSync(testDir).filter((f) => f.endsWith('.test.js')).map((f) => path.join('__test__', f));
+
+const results = [
+  ['cargo test', run('cargo', ['test', '--workspace'])],
+  ['node tests', run(process.execPath, ['--test', '--test-reporter=spec', ...nodeTests], { NEXT_TELEMETRY_DISABLED: '1' })],
+];
+const failed = results.filter(([, ok]) => !ok).map(([name]) => name);
+if (failed.length) {
+  console.error(`\nFailed: ${failed.join(', ')}`);
+  process.exit(1);
+}
+console.log('\nAll tests passed.');
