@@ -236,16 +236,24 @@ describe('connections', () => {
     await healthy.close();
   });
 
-  it('a listener that throws does not break routing', async () => {
+  it('a listener that throws does not break routing; its error is printed', async (t) => {
+    const printed = [];
+    t.mock.method(console, 'error', (...args) => printed.push(args));
     const server = await relayServer();
     server.sessionManager.on('connection', () => {
       throw new Error('listener bug');
     });
+    let seen = 0;
+    server.sessionManager.on('connection', () => seen++);
     const { sessionId } = server.sessionManager.createSession();
     const a = await joinedClient(server.wsUrl(sessionId));
     const b = await joinedClient(server.wsUrl(sessionId));
     a.send('{"type":"hi"}');
     assert.equal((await b.next((m) => m.json?.type === 'hi')).json.type, 'hi');
+    assert.equal(seen, 2, 'the next listener still runs');
+    assert.equal(printed.length, 2);
+    assert.equal(printed[0][0], 'switchyard: a "connection" listener threw:');
+    assert.equal(printed[0][1].message, 'listener bug');
     await Promise.all([a.close(), b.close()]);
   });
 

@@ -1,6 +1,7 @@
-// scripts/setup.js: installs and builds what `npm start` and `npm test` need, skipping
-// every step whose inputs have not changed since it last ran. Uses only Node's own
-// modules, so it works as the first command on a fresh clone.
+// scripts/setup.js: installs and builds what `npm start` (`setup.js start`) and `npm test`
+// (`setup.js test`) need, skipping every step whose inputs have not changed since it
+// last ran. Uses only Node's own modules, so it works as the first command on a fresh
+// clone.
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
@@ -36,7 +37,7 @@ function newest(paths) {
 }
 
 const mtime = (p) => (fs.existsSync(p) ? fs.statSync(p).mtimeMs : 0);
-const npx = (bin) => at('node_modules', '.bin', bin);
+const bin = (name) => at('node_modules', '.bin', name);
 
 function installPackages() {
   const marker = at('node_modules', '.package-lock.json');
@@ -49,17 +50,21 @@ function buildAddon() {
   const addon = fs.readdirSync(root).find((f) => /^switchyard\..+\.node$/.test(f));
   const sources = newest([at('crates', 'switchyard-core'), at('crates', 'switchyard-node'), at('Cargo.toml'), at('Cargo.lock')]);
   if (addon && mtime(at(addon)) >= sources) return;
-  run(npx('napi'), ['build', '--platform', '--release', '--manifest-path', 'crates/switchyard-node/Cargo.toml',
-    '--output-dir', '.', '--js', 'index.js', '--dts', 'index.d.ts']);
+  run('npm', ['run', 'build']);
 }
 
 function buildNextExample() {
   const dir = at('examples', 'nextjs');
   const built = at('examples', 'nextjs', '.next', 'BUILD_ID');
   if (mtime(built) >= newest([dir, at('package-lock.json')])) return;
-  run(npx('next'), ['build', dir], { env: { ...process.env, NEXT_TELEMETRY_DISABLED: '1' } });
+  run(bin('next'), ['build', dir], { env: { ...process.env, NEXT_TELEMETRY_DISABLED: '1' } });
 }
 
+const purpose = process.argv[2] ?? 'test';
+if (!['start', 'test'].includes(purpose)) {
+  console.error(`usage: node scripts/setup.js [start|test]`);
+  process.exit(2);
+}
 installPackages();
 buildAddon();
-buildNextExample();
+if (purpose === 'test') buildNextExample();

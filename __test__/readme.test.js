@@ -1,0 +1,65 @@
+// __test__/readme.test.js: the README says what the code does. Its integration snippets
+// are the example files the other tests run, and its TypeScript compiles, strictly,
+// against the generated index.d.ts.
+const { describe, it } = require('node:test');
+const assert = require('node:assert/strict');
+const { execFile } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+
+const root = path.resolve(__dirname, '..');
+const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
+const tsDir = path.join(__dirname, 'typescript');
+const generated = path.join(tsDir, 'generated');
+
+/** Compiles `files` (name → source) with tsc against the package's own typings. */
+function typecheck(files) {
+  fs.rmSync(generated, { recursive: true, force: true });
+  fs.mkdirSync(generated, { recursive: true });
+  for (const [name, source] of Object.entries(files)) fs.writeFileSync(path.join(generated, name), source);
+  const tsc = path.join(root, 'node_modules', 'typescript', 'bin', 'tsc');
+  return new Promise((resolve) => {
+    execFile(process.execPath, [tsc, '-p', tsDir], { cwd: root, timeout: 120000 }, (err, stdout, stderr) =>
+      resolve({ ok: !err, output: `${stdout}${stderr}` }),
+    );
+  });
+}
+
+describe('README', () => {
+  it('shows each example file verbatim', () => {
+    const marked = [...readme.matchAll(/<!-- example: (\S+) -->\n```js\n([\s\S]*?)```/g)];
+    assert.deepEqual(
+      marked.map(([, file]) => file).sort(),
+      ['examples/express/server.js', 'examples/fastify/server.js', 'examples/nextjs/pages/api/sessions.js', 'examples/nextjs/server.js'],
+    );
+    for (const [, file, snippet] of marked) {
+      assert.equal(snippet, fs.readFileSync(path.join(root, file), 'utf8'), `README's copy of ${file} is out of date`);
+    }
+  });
+
+  it('has TypeScript snippets that compile with tsc --strict', async () => {
+    const snippets = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map(([, source]) => source);
+    assert.ok(snippets.length > 0, 'the README has TypeScript snippets');
+    const files = Object.fromEntries(snippets.map((source, i) => [`readme-${i + 1}.ts`, `export {};\n${source}`]));
+    const { ok, output } = await typecheck(files);
+    assert.ok(ok, `tsc failed:\n${output}`);
+  });
+
+  it('typings refuse misspelt options, unknown events and wrong payload use', async () => {
+    const { ok, output } = await typecheck({
+      'mistakes.ts': [
+        "import { RelaySessionManager } from 'switchyard';",
+        'const manager = new RelaySessionManager({ sesionTimeoutMs: 5 });',
+        "manager.on('conection', () => {});",
+        "manager.on('disconnect', (event) => event.sessionCount);",
+        "manager.createSession({ expiresIn: '5s' });",
+        "const when: string = manager.createSession().expiresAt;",
+        '',
+      ].join('\n'),
+    });
+    assert.equal(ok, false);
+    for (const [line, what] of [[2, 'sesionTimeoutMs'], [3, 'conection'], [4, 'sessionCount'], [5, 'string'], [6, 'Date']]) {
+      assert.match(output, new RegExp(`mistakes\\.ts\\(${line},[^]*?${what}`), `line ${line} (${what}) is an error:\n${output}`);
+    }
+  });
+});
