@@ -6,6 +6,12 @@ use thiserror::Error;
 pub mod close_code {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// Set by a transport when the peer sent none; never sent on the wire.
+    pub const NO_STATUS: u16 = 1005;
+    /// Set by a transport when the connection dropped without a close frame; never sent.
+    pub const ABNORMAL: u16 = 1006;
+    pub const INVALID_PAYLOAD: u16 = 1007;
     pub const POLICY: u16 = 1008;
     pub const TOO_LARGE: u16 = 1009;
     pub const INTERNAL: u16 = 1011;

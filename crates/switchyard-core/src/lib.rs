@@ -25,6 +25,7 @@ pub use event::{ConnectionInfo, Event, EventSink, NoEvents};
 pub use frame::{Frame, FrameKind};
 pub use ids::{ConnId, Millis, SessionId};
 pub use outbox::{Outbox, Pushed};
+pub use protocol::server_message;
 pub use relay::{Identity, Relay, Route};
 pub use session::{SessionInfo, SessionOptions};
 pub use stats::Stats;

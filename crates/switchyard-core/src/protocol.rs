@@ -118,3 +118,20 @@ struct Pong<'a> {
 pub fn pong(upper_case: bool, id: Option<&RawValue>, now: Millis) -> Frame {
     to_frame(&Pong { kind: if upper_case { "PONG" } else { "pong" }, id, timestamp: now })
 }
+
+#[derive(Serialize)]
+struct ServerMessage<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    data: &'a RawValue,
+    timestamp: Millis,
+}
+
+/// A message the app sends through the server (`POST /v1/broadcast`, `broadcast*`):
+/// `{"type":...,"channel":...,"data":...,"timestamp":...}`, serialized once for every
+/// recipient. `data` is already JSON.
+pub fn server_message(kind: &str, channel: Option<&str>, data: &RawValue, now: Millis) -> Frame {
+    to_frame(&ServerMessage { kind, channel, data, timestamp: now })
+}

@@ -305,6 +305,25 @@ impl Relay {
         }
     }
 
+    /// Sends `frame` from the server to every member of a session but `except`. Returns
+    /// how many connections it reached, or `None` when there is no such session.
+    pub fn broadcast(&self, session_id: &str, frame: Frame, except: Option<ConnId>, now: Millis) -> Option<usize> {
+        let session_id = SessionId::parse(session_id).ok()?;
+        let mut slow = SlowConsumers::new();
+        let delivered = {
+            let session = self.sessions.get(&session_id)?;
+            let mut delivered = 0;
+            for member in session.members.iter().filter(|m| Some(m.conn) != except) {
+                if self.push(member.conn, &*member.outbox, frame.clone(), &mut slow) {
+                    delivered += 1;
+                }
+            }
+            delivered
+        };
+        self.close_slow_consumers(slow, now);
+        Some(delivered)
+    }
+
     /// Notes a pong (or any sign of life that is not a message) from the client.
     pub fn pong(&self, conn: ConnId, now: Millis) {
         if let Some(c) = self.conns.get(&conn) {
@@ -318,8 +337,10 @@ impl Relay {
         self.close_slow_consumers(slow, now);
     }
 
-    /// The relay ends a connection: its outbox gets the close code, the others are told.
-    fn disconnect(&self, conn: ConnId, code: u16, reason: &str, now: Millis) {
+    /// The server ends a connection: its outbox gets a close frame with `code`, the other
+    /// members are told. Transports call it for frames they refuse before reading them
+    /// whole (1009) or cannot decode (1002, 1007).
+    pub fn disconnect(&self, conn: ConnId, code: u16, reason: &str, now: Millis) {
         let slow = self.remove_connection(conn, code, reason, true, now);
         self.close_slow_consumers(slow, now);
     }
@@ -405,6 +426,11 @@ impl Relay {
         for id in sessionless {
             self.remove_connection(id, code, reason, true, now);
         }
+    }
+
+    /// A transport refused an upgrade request before any connection existed.
+    pub fn handshake_failed(&self) {
+        Counters::add(&self.counters.handshake_failures, 1);
     }
 
     pub fn stats(&self) -> Stats {

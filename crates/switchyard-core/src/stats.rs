@@ -11,6 +11,7 @@ pub(crate) struct Counters {
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub slow_consumer_closes: AtomicU64,
+    pub handshake_failures: AtomicU64,
 }
 
 impl Counters {
@@ -33,6 +34,8 @@ pub struct Stats {
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub slow_consumer_closes: u64,
+    /// Upgrade requests a transport refused before a connection existed (bad handshake).
+    pub handshake_failures: u64,
 }
 
 impl Counters {
@@ -48,6 +51,7 @@ impl Counters {
             bytes_received: get(&self.bytes_received),
             bytes_sent: get(&self.bytes_sent),
             slow_consumer_closes: get(&self.slow_consumer_closes),
+            handshake_failures: get(&self.handshake_failures),
         }
     }
 }

@@ -1,0 +1,305 @@
+//! The binary's HTTP side: WebSocket upgrades at `/session/{id}` and `/`, health, stats
+//! and Prometheus metrics, and the admin API for sessions and broadcasts.
+//!
+//! Errors are JSON: `{"error":{"code":"SESSION_NOT_FOUND","message":"..."}}`.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, SecondsFormat, Utc};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use switchyard_core::{server_message, Identity, Millis, Relay, Route, SessionError, SessionInfo, SessionOptions};
+use switchyard_server::{handshake, now, Accepted, Spawner};
+
+pub struct App {
+    pub relay: Arc<Relay>,
+    pub spawner: Spawner,
+    pub admin_token: Option<String>,
+    pub started: Instant,
+}
+
+type AppState = State<Arc<App>>;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", any(upgrade_sessionless))
+        .route("/session/{session_id}", any(upgrade_to_session))
+        .route("/health", get(health))
+        .route("/stats", get(stats))
+        .route("/metrics", get(metrics))
+        .route("/v1/sessions", post(create_session).get(list_sessions))
+        .route("/v1/sessions/{session_id}", get(get_session).delete(delete_session))
+        .route("/v1/broadcast", post(broadcast))
+        .with_state(app)
+}
+
+/// An error answer: a status and `{"error":{"code","message"}}`.
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+
+    fn session_not_found(id: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "SESSION_NOT_FOUND", format!("No session with id {id:?}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({ "error": { "code": self.code, "message": self.message } }));
+        let mut response = (self.status, body).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+async fn upgrade_sessionless(State(app): AppState, request: Request) -> Response {
+    upgrade(app, Route::Sessionless, request)
+}
+
+async fn upgrade_to_session(State(app): AppState, Path(session_id): Path<String>, request: Request) -> Response {
+    upgrade(app, Route::Session(session_id), request)
+}
+
+/// Answers a WebSocket handshake with 101 and hands the upgraded connection to the relay,
+/// or refuses it with 400.
+fn upgrade(app: Arc<App>, route: Route, request: Request) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let accept = match handshake::accept(parts.method.as_str(), header) {
+        Ok(accept) => accept,
+        Err(error) => {
+            app.relay.handshake_failed();
+            let mut response = (StatusCode::BAD_REQUEST, error.to_string()).into_response();
+            if error == handshake::HandshakeError::UnsupportedVersion {
+                response.headers_mut().insert("sec-websocket-version", HeaderValue::from_static("13"));
+            }
+            return response;
+        }
+    };
+    let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        app.relay.handshake_failed();
+        return (StatusCode::BAD_REQUEST, "This connection cannot be upgraded").into_response();
+    };
+    let spawner = app.spawner.clone();
+    spawner.tasks.spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            let accepted = Accepted {
+                io: TokioIo::new(upgraded),
+                preface: Vec::new(),
+                head: Default::default(),
+                route,
+                identity: Identity::default(),
+            };
+            let _ = app.spawner.spawn(&app.relay, accepted);
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::empty())
+        .expect("a valid response")
+}
+
+async fn health(State(app): AppState) -> Json<Value> {
+    Json(json!({ "status": "ok", "uptimeMs": app.started.elapsed().as_millis() as u64 }))
+}
+
+async fn stats(State(app): AppState) -> Json<Value> {
+    let s = app.relay.stats();
+    Json(json!({
+        "uptimeMs": app.started.elapsed().as_millis() as u64,
+        "connections": s.active_connections,
+        "sessions": s.active_sessions,
+        "messages": {
+            "received": s.messages_received,
+            "relayed": s.messages_relayed,
+            "invalid": s.messages_invalid,
+            "dropped": s.messages_dropped,
+        },
+        "bytes": { "received": s.bytes_received, "sent": s.bytes_sent },
+        "slowConsumerCloses": s.slow_consumer_closes,
+        "handshakeFailures": s.handshake_failures,
+    }))
+}
+
+async fn metrics(State(app): AppState) -> impl IntoResponse {
+    let s = app.relay.stats();
+    let metrics: [(&str, &str, &str, f64); 11] = [
+        ("switchyard_connections", "gauge", "Open WebSocket connections.", s.active_connections as f64),
+        ("switchyard_sessions", "gauge", "Sessions that exist now.", s.active_sessions as f64),
+        ("switchyard_messages_received_total", "counter", "Messages received from clients.", s.messages_received as f64),
+        ("switchyard_messages_relayed_total", "counter", "Deliveries of relayed messages.", s.messages_relayed as f64),
+        ("switchyard_messages_dropped_total", "counter", "Deliveries dropped because an outbox was full.", s.messages_dropped as f64),
+        ("switchyard_messages_invalid_total", "counter", "Text messages that were not valid protocol messages.", s.messages_invalid as f64),
+        ("switchyard_bytes_received_total", "counter", "Message bytes received from clients.", s.bytes_received as f64),
+        ("switchyard_bytes_sent_total", "counter", "Message bytes queued to clients.", s.bytes_sent as f64),
+        ("switchyard_handshake_failures_total", "counter", "Upgrade requests refused during the handshake.", s.handshake_failures as f64),
+        ("switchyard_slow_consumer_closes_total", "counter", "Connections closed with 1013 because their outbox stayed full.", s.slow_consumer_closes as f64),
+        ("switchyard_uptime_seconds", "gauge", "Seconds since the server started.", app.started.elapsed().as_secs_f64()),
+    ];
+    let mut text = String::new();
+    for (name, kind, help, value) in metrics {
+        let _ = write!(text, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+}
+
+/// Admin endpoints need the bearer token when one is configured, else a loopback peer.
+fn authorize(app: &App, peer: SocketAddr, headers: &HeaderMap) -> Result<(), ApiError> {
+    match &app.admin_token {
+        Some(token) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            match given {
+                Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
+                _ => Err(ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "A valid Authorization: Bearer token is required")),
+            }
+        }
+        None if peer.ip().is_loopback() => Ok(()),
+        None => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "Admin endpoints accept only loopback clients unless an admin token is set (--admin-token)",
+        )),
+    }
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal a prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Parses a JSON body; an empty body reads as `{}`.
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    serde_json::from_slice::<serde::de::IgnoredAny>(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_JSON", format!("The body is not valid JSON: {e}")))?;
+    serde_json::from_slice(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e.to_string()))
+}
+
+fn iso(ms: Millis) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms as i64).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// `ws://<host>/session/<id>`, from the request's Host (and a proxy's `X-Forwarded-Proto`).
+fn ws_url(headers: &HeaderMap, session_id: &str) -> Option<String> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let secure = headers.get("x-forwarded-proto").is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
+    Some(format!("{}://{host}/session/{session_id}", if secure { "wss" } else { "ws" }))
+}
+
+fn session_json(info: SessionInfo, headers: &HeaderMap) -> Value {
+    json!({
+        "sessionId": info.session_id.as_str(),
+        "wsUrl": ws_url(headers, info.session_id.as_str()),
+        "createdAt": iso(info.created_at),
+        "expiresAt": iso(info.expires_at),
+        "clientCount": info.client_count,
+        "lastActivity": iso(info.last_activity),
+        "metadata": info.metadata,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CreateSession {
+    session_id: Option<String>,
+    expires_in: Option<u64>,
+    metadata: Option<Value>,
+    max_clients: Option<usize>,
+}
+
+async fn create_session(
+    State(app): AppState,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&app, peer, &headers)?;
+    let request: CreateSession = parse_body(&body)?;
+    let options = SessionOptions {
+        session_id: request.session_id,
+        expires_in_ms: request.expires_in,
+        metadata: request.metadata,
+        max_clients: request.max_clients,
+    };
+    let info = app.relay.create_session(options, now()).map_err(|err| match err {
+        SessionError::AlreadyExists(_) => ApiError::new(StatusCode::CONFLICT, "SESSION_EXISTS", err.to_string()),
+        SessionError::InvalidId(_) => ApiError::new(StatusCode::BAD_REQUEST, "INVALID_SESSION_ID", err.to_string()),
+        SessionError::InvalidOption(_) => ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", err.to_string()),
+    })?;
+    Ok((StatusCode::CREATED, Json(session_json(info, &headers))))
+}
+
+async fn list_sessions(State(app): AppState, headers: HeaderMap) -> Json<Value> {
+    Json(Value::Array(app.relay.sessions().into_iter().map(|s| session_json(s, &headers)).collect()))
+}
+
+async fn get_session(State(app): AppState, Path(session_id): Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let info = app.relay.session(&session_id).ok_or_else(|| ApiError::session_not_found(&session_id))?;
+    Ok(Json(session_json(info, &headers)))
+}
+
+async fn delete_session(
+    State(app): AppState,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(session_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&app, peer, &headers)?;
+    if !app.relay.delete_session(&session_id, now()) {
+        return Err(ApiError::session_not_found(&session_id));
+    }
+    Ok(Json(json!({ "deleted": true })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Broadcast {
+    session_id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    data: Option<Box<RawValue>>,
+}
+
+async fn broadcast(
+    State(app): AppState,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&app, peer, &headers)?;
+    let request: Broadcast = parse_body(&body)?;
+    let null = RawValue::NULL;
+    let data = request.data.as_deref().unwrap_or(null);
+    let message = server_message(&request.kind, None, data, now());
+    let delivered = app
+        .relay
+        .broadcast(&request.session_id, message, None, now())
+        .ok_or_else(|| ApiError::session_not_found(&request.session_id))?;
+    Ok(Json(json!({ "delivered": delivered })))
+}

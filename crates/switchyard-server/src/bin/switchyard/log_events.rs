@@ -1,0 +1,31 @@
+//! The binary's event sink: one log line per connection opened and closed, and per
+//! session ended. Nothing is logged per message.
+
+use switchyard_core::{Event, EventSink};
+use tracing::{debug, info};
+
+pub struct LogEvents;
+
+impl EventSink for LogEvents {
+    fn emit(&self, event: Event) {
+        match event {
+            Event::Connected(c) => info!(
+                connection = %c.connection_id,
+                session = c.session_id.as_ref().map_or("-", |s| s.as_str()),
+                client = %c.client_id,
+                user = c.user_id.as_deref().unwrap_or("-"),
+                "connection opened"
+            ),
+            Event::Disconnected { connection: c, code, reason } => info!(
+                connection = %c.connection_id,
+                session = c.session_id.as_ref().map_or("-", |s| s.as_str()),
+                code,
+                reason = %reason,
+                "connection closed"
+            ),
+            Event::SessionCreated(s) => debug!(session = %s.session_id, "session created"),
+            Event::SessionDeleted { session_id } => info!(session = %session_id, "session deleted"),
+            Event::SessionExpired { session_id } => info!(session = %session_id, "session expired"),
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! `switchyard`: the relay as a standalone service. Parses the command line, serves
+//! WebSockets and the HTTP API on one port, ticks the relay's timers, and on SIGINT or
+//! SIGTERM stops accepting, closes every socket with 1001 and exits 0 within 5 seconds.
+
+mod cli;
+mod http;
+mod log_events;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::serve::ListenerExt;
+use clap::Parser;
+use switchyard_core::{close_code, Refusal, Relay};
+use switchyard_server::{now, Spawner};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::task::TaskTracker;
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+/// Everything after the signal (closing sockets, waiting for close handshakes) must fit here.
+const SHUTDOWN_BUDGET: Duration = Duration::from_millis(4500);
+
+fn main() -> ExitCode {
+    let args = cli::Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let threads = args.threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |n| n.get());
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            error!("cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: cli::Args) -> ExitCode {
+    let config = args.relay_config();
+    let relay = Arc::new(Relay::new(config.clone(), Arc::new(log_events::LogEvents)));
+    let address = SocketAddr::new(args.host, args.port);
+    let listener = match TcpListener::bind(address).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            error!("cannot listen on {address}: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let spawner = Spawner { runtime: tokio::runtime::Handle::current(), tasks: TaskTracker::new() };
+    let app = Arc::new(http::App {
+        relay: relay.clone(),
+        spawner: spawner.clone(),
+        admin_token: args.admin_token.clone(),
+        started: Instant::now(),
+    });
+    info!(
+        address = %listener.local_addr().map_or(address, |a| a),
+        admin = if args.admin_token.is_some() { "bearer token" } else { "loopback only" },
+        "switchyard listening"
+    );
+
+    let tick_every = Duration::from_millis(config.ping_interval_ms.min(config.cleanup_interval_ms));
+    let ticker = tokio::spawn({
+        let relay = relay.clone();
+        async move {
+            let mut interval = tokio::time::interval(tick_every);
+            loop {
+                interval.tick().await;
+                relay.tick(now());
+            }
+        }
+    });
+
+    let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let server = tokio::spawn(async move {
+        axum::serve(listener, http::router(app).into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async {
+                let _ = accepting_stopped.await;
+            })
+            .await
+    });
+
+    let signal_name = shutdown_signal().await;
+    info!(signal = signal_name, "shutting down");
+    let _ = stop_accepting.send(());
+    ticker.abort();
+    relay.shutdown(close_code::GOING_AWAY, Refusal::ShuttingDown.reason(), now());
+    spawner.tasks.close();
+    let drained = tokio::time::timeout(SHUTDOWN_BUDGET, async {
+        let _ = server.await;
+        spawner.tasks.wait().await;
+    })
+    .await;
+    if drained.is_err() {
+        info!("some connections did not finish closing in time; dropping them");
+    }
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() -> &'static str {
+    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        error!("cannot listen for signals; stop the server with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
+}

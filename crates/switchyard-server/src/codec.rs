@@ -1,0 +1,412 @@
+//! WebSocket framing (RFC 6455), server side, with no I/O: decodes what clients send,
+//! encodes the headers of what the server sends.
+//!
+//! tungstenite parses each frame header; this module adds what a relay needs on top and
+//! tungstenite's own stream types would not give: no buffer is owned while a connection
+//! is idle (the caller reads into a shared buffer and keeps only a partial frame), a
+//! frame is refused as too large from its header, before its payload is buffered, and
+//! outgoing payloads are never copied (the caller writes header and `Bytes` with one
+//! vectored write).
+
+use std::io::Cursor;
+
+use bytes::{Bytes, BytesMut};
+use switchyard_core::{close_code, Frame, FrameKind};
+use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+
+/// Control frames carry at most this many payload bytes (RFC 6455 section 5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
+/// The longest header the server writes: 2 bytes, then a 64-bit length, never a mask.
+pub const MAX_HEADER_LEN: usize = 10;
+
+/// A complete thing a client sent.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// A text (valid UTF-8) or binary message, reassembled if it was fragmented.
+    Message(Frame),
+    Ping(Bytes),
+    Pong,
+    /// The client's close frame: 1005 when it carried no code.
+    Close { code: u16, reason: String },
+}
+
+/// Why the connection must close; each maps to a close code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    Protocol(&'static str),
+    InvalidUtf8,
+    TooLarge,
+}
+
+impl DecodeError {
+    pub fn close_code(self) -> u16 {
+        match self {
+            DecodeError::Protocol(_) => close_code::PROTOCOL_ERROR,
+            DecodeError::InvalidUtf8 => close_code::INVALID_PAYLOAD,
+            DecodeError::TooLarge => close_code::TOO_LARGE,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            DecodeError::Protocol(reason) => reason,
+            DecodeError::InvalidUtf8 => "Invalid UTF-8",
+            DecodeError::TooLarge => "Message too large",
+        }
+    }
+}
+
+/// How far [`Decoder::decode`] got through its input.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes of whole frames decoded; the rest is the start of a frame.
+    pub consumed: usize,
+    /// When the rest holds a complete header, the size of its whole frame, so the caller
+    /// can reserve room for it once.
+    pub frame_len: Option<usize>,
+    /// A close frame was decoded; nothing after it is read.
+    pub closed: bool,
+}
+
+/// Per-connection decoding state: only a message being reassembled from fragments.
+pub struct Decoder {
+    max_message_bytes: usize,
+    fragments: Option<(FrameKind, BytesMut)>,
+}
+
+impl Decoder {
+    pub fn new(max_message_bytes: usize) -> Self {
+        Self { max_message_bytes, fragments: None }
+    }
+
+    /// Decodes every whole frame at the start of `input`, unmasking payloads in place,
+    /// and hands each complete thing to `emit`. Stops after a close frame.
+    pub fn decode(&mut self, input: &mut [u8], mut emit: impl FnMut(Decoded)) -> Result<Progress, DecodeError> {
+        let mut consumed = 0;
+        loop {
+            let rest = &mut input[consumed..];
+            let mut cursor = Cursor::new(&*rest);
+            let parsed = FrameHeader::parse(&mut cursor).map_err(|_| DecodeError::Protocol("Invalid opcode"))?;
+            let Some((header, length)) = parsed else {
+                return Ok(Progress { consumed, frame_len: None, closed: false });
+            };
+            let header_len = cursor.position() as usize;
+            let length = self.check(&header, length)?;
+            let frame_len = header_len + length;
+            if rest.len() < frame_len {
+                return Ok(Progress { consumed, frame_len: Some(frame_len), closed: false });
+            }
+            let payload = &mut rest[header_len..frame_len];
+            if let Some(mask) = header.mask {
+                unmask(payload, mask);
+            }
+            consumed += frame_len;
+            if let Some(decoded) = self.complete(&header, payload)? {
+                let closed = matches!(decoded, Decoded::Close { .. });
+                emit(decoded);
+                if closed {
+                    return Ok(Progress { consumed, frame_len: None, closed: true });
+                }
+            }
+        }
+    }
+
+    /// Refuses what a frame's header alone shows to be wrong; returns its payload length.
+    fn check(&self, header: &FrameHeader, length: u64) -> Result<usize, DecodeError> {
+        if header.rsv1 || header.rsv2 || header.rsv3 {
+            return Err(DecodeError::Protocol("Reserved bits are set"));
+        }
+        if header.mask.is_none() {
+            return Err(DecodeError::Protocol("Client frames must be masked"));
+        }
+        match header.opcode {
+            OpCode::Control(_) if !header.is_final || length > MAX_CONTROL_PAYLOAD as u64 => {
+                Err(DecodeError::Protocol("Control frames must be final and at most 125 bytes"))
+            }
+            OpCode::Control(_) => Ok(length as usize),
+            OpCode::Data(Data::Continue) if self.fragments.is_none() => {
+                Err(DecodeError::Protocol("Continuation frame without a message"))
+            }
+            OpCode::Data(Data::Text | Data::Binary) if self.fragments.is_some() => {
+                Err(DecodeError::Protocol("New message inside a fragmented one"))
+            }
+            OpCode::Data(_) => {
+                let buffered = self.fragments.as_ref().map_or(0, |(_, bytes)| bytes.len() as u64);
+                match length.checked_add(buffered) {
+                    Some(total) if total <= self.max_message_bytes as u64 => Ok(length as usize),
+                    _ => Err(DecodeError::TooLarge),
+                }
+            }
+        }
+    }
+
+    fn complete(&mut self, header: &FrameHeader, payload: &[u8]) -> Result<Option<Decoded>, DecodeError> {
+        let kind = match header.opcode {
+            OpCode::Control(Control::Ping) => return Ok(Some(Decoded::Ping(Bytes::copy_from_slice(payload)))),
+            OpCode::Control(Control::Pong) => return Ok(Some(Decoded::Pong)),
+            OpCode::Control(Control::Close) => return close_frame(payload).map(Some),
+            OpCode::Control(Control::Reserved(_)) | OpCode::Data(Data::Reserved(_)) => {
+                return Err(DecodeError::Protocol("Invalid opcode"))
+            }
+            OpCode::Data(Data::Text) => FrameKind::Text,
+            OpCode::Data(Data::Binary) => FrameKind::Binary,
+            OpCode::Data(Data::Continue) => {
+                let (_, buffered) = self.fragments.as_mut().expect("checked: a message is being reassembled");
+                buffered.extend_from_slice(payload);
+                if !header.is_final {
+                    return Ok(None);
+                }
+                let (kind, buffered) = self.fragments.take().expect("checked above");
+                return message(kind, buffered.freeze()).map(Some);
+            }
+        };
+        if !header.is_final {
+            self.fragments = Some((kind, BytesMut::from(payload)));
+            return Ok(None);
+        }
+        message(kind, Bytes::copy_from_slice(payload)).map(Some)
+    }
+}
+
+fn message(kind: FrameKind, payload: Bytes) -> Result<Decoded, DecodeError> {
+    if kind == FrameKind::Text && std::str::from_utf8(&payload).is_err() {
+        return Err(DecodeError::InvalidUtf8);
+    }
+    Ok(Decoded::Message(Frame { kind, payload }))
+}
+
+fn close_frame(payload: &[u8]) -> Result<Decoded, DecodeError> {
+    match payload {
+        [] => Ok(Decoded::Close { code: close_code::NO_STATUS, reason: String::new() }),
+        [_] => Err(DecodeError::Protocol("Close frame with a one-byte payload")),
+        [high, low, reason @ ..] => {
+            let code = u16::from_be_bytes([*high, *low]);
+            if !CloseCode::from(code).is_allowed() {
+                return Err(DecodeError::Protocol("Invalid close code"));
+            }
+            let reason = std::str::from_utf8(reason).map_err(|_| DecodeError::InvalidUtf8)?;
+            Ok(Decoded::Close { code, reason: reason.to_owned() })
+        }
+    }
+}
+
+/// XORs a client payload with its mask, eight bytes at a time.
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    let word = u64::from_ne_bytes([mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]]);
+    let mut chunks = payload.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let value = u64::from_ne_bytes(chunk.try_into().expect("chunks of eight")) ^ word;
+        chunk.copy_from_slice(&value.to_ne_bytes());
+    }
+    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
+        *byte ^= mask[i & 3];
+    }
+}
+
+/// The opcodes the server writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outgoing {
+    Text = 0x1,
+    Binary = 0x2,
+    Close = 0x8,
+    Ping = 0x9,
+    Pong = 0xA,
+}
+
+impl From<FrameKind> for Outgoing {
+    fn from(kind: FrameKind) -> Self {
+        match kind {
+            FrameKind::Text => Outgoing::Text,
+            FrameKind::Binary => Outgoing::Binary,
+            FrameKind::Ping => Outgoing::Ping,
+        }
+    }
+}
+
+/// Writes the header of an unmasked, final frame into `out`; returns its length.
+pub fn encode_header(opcode: Outgoing, payload_len: usize, out: &mut [u8; MAX_HEADER_LEN]) -> usize {
+    out[0] = 0x80 | opcode as u8;
+    if payload_len < 126 {
+        out[1] = payload_len as u8;
+        2
+    } else if let Ok(short) = u16::try_from(payload_len) {
+        out[1] = 126;
+        out[2..4].copy_from_slice(&short.to_be_bytes());
+        4
+    } else {
+        out[1] = 127;
+        out[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
+        10
+    }
+}
+
+/// The payload of a close frame: the code, then the reason cut to fit in 125 bytes.
+pub fn close_payload(code: u16, reason: &str) -> Bytes {
+    let mut end = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    payload.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client frame: masked, with the given first byte (FIN, RSV, opcode).
+    fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        let mut out = vec![first];
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n <= 0xFFFF => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    fn decode_all(decoder: &mut Decoder, input: &[u8]) -> (Result<Progress, DecodeError>, Vec<Decoded>) {
+        let mut input = input.to_vec();
+        let mut out = Vec::new();
+        let progress = decoder.decode(&mut input, |d| out.push(d));
+        (progress, out)
+    }
+
+    #[test]
+    fn decodes_text_binary_and_control_frames() {
+        let mut decoder = Decoder::new(1 << 20);
+        let mut input = client_frame(0x81, br#"{"type":"a"}"#);
+        input.extend(client_frame(0x82, &[0, 1, 2, 255]));
+        input.extend(client_frame(0x89, b"hi"));
+        input.extend(client_frame(0x8A, b""));
+        let (progress, out) = decode_all(&mut decoder, &input);
+        assert_eq!(progress, Ok(Progress { consumed: input.len(), frame_len: None, closed: false }));
+        assert_eq!(
+            out,
+            vec![
+                Decoded::Message(Frame::text(&br#"{"type":"a"}"#[..])),
+                Decoded::Message(Frame::binary(vec![0, 1, 2, 255])),
+                Decoded::Ping(Bytes::from_static(b"hi")),
+                Decoded::Pong,
+            ]
+        );
+    }
+
+    #[test]
+    fn unmasks_payloads_of_every_length() {
+        for len in 0..40 {
+            let payload: Vec<u8> = (0..len as u8).collect();
+            let (_, out) = decode_all(&mut Decoder::new(1024), &client_frame(0x82, &payload));
+            assert_eq!(out, vec![Decoded::Message(Frame::binary(payload))]);
+        }
+    }
+
+    #[test]
+    fn stops_at_a_partial_frame_and_says_how_big_it_is() {
+        let mut decoder = Decoder::new(1 << 20);
+        let whole = client_frame(0x82, &[7; 300]);
+        let (progress, out) = decode_all(&mut decoder, &whole[..1]);
+        assert_eq!(progress, Ok(Progress { consumed: 0, frame_len: None, closed: false }));
+        assert!(out.is_empty());
+        let (progress, _) = decode_all(&mut decoder, &whole[..100]);
+        assert_eq!(progress, Ok(Progress { consumed: 0, frame_len: Some(whole.len()), closed: false }));
+        let (_, out) = decode_all(&mut decoder, &whole);
+        assert_eq!(out, vec![Decoded::Message(Frame::binary(vec![7; 300]))]);
+    }
+
+    #[test]
+    fn reassembles_fragments_with_control_frames_between() {
+        let mut decoder = Decoder::new(1 << 20);
+        let mut input = client_frame(0x01, b"{\"type\":");
+        input.extend(client_frame(0x89, b"p"));
+        input.extend(client_frame(0x00, b"\"x\""));
+        input.extend(client_frame(0x80, b"}"));
+        let (_, out) = decode_all(&mut decoder, &input);
+        assert_eq!(out, vec![Decoded::Ping(Bytes::from_static(b"p")), Decoded::Message(Frame::text(&b"{\"type\":\"x\"}"[..]))]);
+    }
+
+    #[test]
+    fn refuses_a_frame_too_large_from_its_header_alone() {
+        let mut decoder = Decoder::new(1024);
+        let mut header = vec![0x82, 0x80 | 127];
+        header.extend_from_slice(&(1u64 << 63).to_be_bytes());
+        header.extend_from_slice(&[0, 0, 0, 0]);
+        assert_eq!(decode_all(&mut decoder, &header).0, Err(DecodeError::TooLarge));
+        let mut decoder = Decoder::new(1024);
+        let mut input = client_frame(0x02, &[0; 1000]);
+        input.extend(client_frame(0x80, &[0; 25]));
+        assert_eq!(decode_all(&mut decoder, &input).0, Err(DecodeError::TooLarge), "fragments count together");
+        assert_eq!(decode_all(&mut Decoder::new(1024), &client_frame(0x82, &[0; 1024])).1.len(), 1);
+    }
+
+    #[test]
+    fn refuses_protocol_violations() {
+        let unmasked = vec![0x81, 0x01, b'a'];
+        let cases: Vec<(Vec<u8>, DecodeError)> = vec![
+            (unmasked, DecodeError::Protocol("Client frames must be masked")),
+            (client_frame(0xC1, b"a"), DecodeError::Protocol("Reserved bits are set")),
+            (client_frame(0x83, b"a"), DecodeError::Protocol("Invalid opcode")),
+            (client_frame(0x8B, b"a"), DecodeError::Protocol("Invalid opcode")),
+            (client_frame(0x80, b"a"), DecodeError::Protocol("Continuation frame without a message")),
+            (client_frame(0x09, b"a"), DecodeError::Protocol("Control frames must be final and at most 125 bytes")),
+            (client_frame(0x89, &[0; 126]), DecodeError::Protocol("Control frames must be final and at most 125 bytes")),
+            (client_frame(0x81, &[0xff, 0xfe]), DecodeError::InvalidUtf8),
+            (client_frame(0x88, &[3]), DecodeError::Protocol("Close frame with a one-byte payload")),
+            (client_frame(0x88, &1005u16.to_be_bytes()), DecodeError::Protocol("Invalid close code")),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(decode_all(&mut Decoder::new(1024), &input).0, Err(expected), "{input:02x?}");
+        }
+        let mut interleaved = client_frame(0x01, b"a");
+        interleaved.extend(client_frame(0x81, b"b"));
+        assert_eq!(
+            decode_all(&mut Decoder::new(1024), &interleaved).0,
+            Err(DecodeError::Protocol("New message inside a fragmented one"))
+        );
+    }
+
+    #[test]
+    fn a_close_frame_ends_decoding() {
+        let mut payload = 4000u16.to_be_bytes().to_vec();
+        payload.extend_from_slice(b"bye");
+        let mut input = client_frame(0x88, &payload);
+        let close_len = input.len();
+        input.extend(client_frame(0x81, b"ignored"));
+        let (progress, out) = decode_all(&mut Decoder::new(1024), &input);
+        assert_eq!(progress, Ok(Progress { consumed: close_len, frame_len: None, closed: true }));
+        assert_eq!(out, vec![Decoded::Close { code: 4000, reason: "bye".into() }]);
+        let (_, out) = decode_all(&mut Decoder::new(1024), &client_frame(0x88, b""));
+        assert_eq!(out, vec![Decoded::Close { code: 1005, reason: String::new() }]);
+    }
+
+    #[test]
+    fn encodes_headers_at_each_length_boundary() {
+        let mut out = [0u8; MAX_HEADER_LEN];
+        assert_eq!(encode_header(Outgoing::Text, 125, &mut out), 2);
+        assert_eq!(&out[..2], &[0x81, 125]);
+        assert_eq!(encode_header(Outgoing::Binary, 126, &mut out), 4);
+        assert_eq!(&out[..4], &[0x82, 126, 0, 126]);
+        assert_eq!(encode_header(Outgoing::Ping, 65536, &mut out), 10);
+        assert_eq!(&out[..10], &[0x89, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
+    }
+
+    #[test]
+    fn close_payloads_fit_a_control_frame() {
+        assert_eq!(&close_payload(1000, "ok")[..], &[3, 232, b'o', b'k']);
+        let long = close_payload(1001, &"é".repeat(100));
+        assert!(long.len() <= 125);
+        assert!(std::str::from_utf8(&long[2..]).is_ok());
+    }
+}

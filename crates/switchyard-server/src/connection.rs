@@ -1,0 +1,395 @@
+//! One native WebSocket connection: a single task that reads frames into the relay and
+//! writes the connection's outbox to its socket.
+//!
+//! Reads go into a buffer shared by every connection on the thread; a connection keeps
+//! bytes of its own only while a frame is half-read, so an idle connection holds no
+//! buffer at all. Writes are coalesced: everything queued goes out in one vectored write
+//! of frame headers and the payloads' shared `Bytes`, never copied per recipient.
+//!
+//! Closing follows RFC 6455: a close asked for by the relay goes out after what was
+//! queued before it, then the task waits for the client's close (or gives up after
+//! [`CLOSE_TIMEOUT`]); a client's close is answered with its own code.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use switchyard_core::{close_code, ConnId, Frame, Identity, Outbox, Refusal, Relay, Route};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::runtime::Handle;
+use tokio::time::{sleep, Sleep};
+use tokio_util::task::TaskTracker;
+
+use crate::codec::{close_payload, encode_header, Decoded, Decoder, Outgoing, MAX_HEADER_LEN};
+use crate::now;
+use crate::outbox::NativeOutbox;
+
+/// The per-thread read buffer: one read takes at most this much.
+const READ_BUFFER_LEN: usize = 64 * 1024;
+/// Room reserved at a time for a half-read frame whose size is not yet known.
+const PARTIAL_CHUNK: usize = 4 * 1024;
+/// Frames per vectored write (two slices each, well under `IOV_MAX`).
+const WRITE_BATCH: usize = 64;
+/// How long a closing connection waits for its close frame to go out and the client's
+/// to come back, before the socket is dropped.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+thread_local! {
+    static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_BUFFER_LEN].into_boxed_slice());
+}
+
+/// A frame waiting to be written.
+struct Out {
+    opcode: Outgoing,
+    payload: Bytes,
+    /// Counted in the outbox's unsent bytes (it came through the outbox).
+    counted: bool,
+}
+
+fn header_len(payload_len: usize) -> usize {
+    match payload_len {
+        0..=125 => 2,
+        126..=0xFFFF => 4,
+        _ => MAX_HEADER_LEN,
+    }
+}
+
+/// How the read side ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReadEnd {
+    /// The client sent a close frame, or a frame that forced one: a close is queued.
+    Closing,
+    /// EOF or an error before any close handshake.
+    Lost,
+}
+
+struct Connection<IO> {
+    io: IO,
+    relay: Arc<Relay>,
+    conn: ConnId,
+    outbox: Arc<NativeOutbox>,
+    decoder: Decoder,
+    /// The start of a frame not yet wholly read (and, at first, bytes read with the request).
+    partial: BytesMut,
+    writing: VecDeque<Out>,
+    /// Bytes of the first frame in `writing` already written.
+    written: usize,
+    read_done: bool,
+    close_queued: bool,
+    close_written: bool,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+/// What one decoding pass asks of the connection besides routing.
+#[derive(Default)]
+struct Effects {
+    pongs: Vec<Bytes>,
+    end: Option<ReadEnd>,
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
+    fn new(io: IO, relay: Arc<Relay>, conn: ConnId, outbox: Arc<NativeOutbox>, head: Bytes) -> Self {
+        let max_message_bytes = relay.config().max_message_bytes;
+        Self {
+            io,
+            relay,
+            conn,
+            outbox,
+            decoder: Decoder::new(max_message_bytes),
+            partial: BytesMut::from(&head[..]),
+            writing: VecDeque::new(),
+            written: 0,
+            read_done: false,
+            close_queued: false,
+            close_written: false,
+            deadline: None,
+        }
+    }
+
+    async fn run(mut self, preface: Vec<u8>) {
+        if self.io.write_all(&preface).await.is_ok() {
+            if !self.partial.is_empty() {
+                let mut head = std::mem::take(&mut self.partial);
+                if let Some(end) = self.consume(&mut head) {
+                    self.read_done = true;
+                    if end == ReadEnd::Lost {
+                        return;
+                    }
+                }
+            }
+            poll_fn(|cx| self.poll(cx)).await;
+        }
+        // A no-op when the relay already let the connection go.
+        self.relay.close(self.conn, close_code::ABNORMAL, "Connection lost", now());
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.read_done {
+            if let Poll::Ready(end) = self.poll_read(cx) {
+                self.read_done = true;
+                if end == ReadEnd::Lost {
+                    return Poll::Ready(());
+                }
+            }
+        }
+        self.outbox.register(cx.waker());
+        if let Poll::Ready(Err(_)) = self.poll_write(cx) {
+            return Poll::Ready(());
+        }
+        if self.close_written {
+            // The client has its close frame; the FIN tells it nothing more follows.
+            let _ = Pin::new(&mut self.io).poll_shutdown(cx);
+            if self.read_done {
+                return Poll::Ready(());
+            }
+        }
+        match self.deadline.as_mut().map(|deadline| deadline.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(()),
+            _ => Poll::Pending,
+        }
+    }
+
+    /// Reads and routes until the socket has nothing more, or the read side ends.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<ReadEnd> {
+        loop {
+            let read = if self.partial.is_empty() {
+                READ_BUFFER.with_borrow_mut(|buffer| {
+                    let mut read_buf = ReadBuf::new(buffer);
+                    match Pin::new(&mut self.io).poll_read(cx, &mut read_buf) {
+                        Poll::Ready(Ok(())) if read_buf.filled().is_empty() => Poll::Ready(Some(ReadEnd::Lost)),
+                        Poll::Ready(Ok(())) => {
+                            let filled = read_buf.filled().len();
+                            Poll::Ready(self.consume_shared(&mut buffer[..filled]))
+                        }
+                        Poll::Ready(Err(_)) => Poll::Ready(Some(ReadEnd::Lost)),
+                        Poll::Pending => Poll::Pending,
+                    }
+                })
+            } else {
+                self.poll_read_partial(cx)
+            };
+            match read {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(ReadEnd::Lost)) => {
+                    self.relay.close(self.conn, close_code::ABNORMAL, "Connection lost", now());
+                    return Poll::Ready(ReadEnd::Lost);
+                }
+                Poll::Ready(Some(end)) => return Poll::Ready(end),
+                Poll::Ready(None) => {}
+            }
+        }
+    }
+
+    /// Reads more of a half-read frame straight into the connection's own buffer.
+    fn poll_read_partial(&mut self, cx: &mut Context<'_>) -> Poll<Option<ReadEnd>> {
+        if self.partial.capacity() == self.partial.len() {
+            self.partial.reserve(PARTIAL_CHUNK);
+        }
+        let spare = self.partial.spare_capacity_mut();
+        let mut read_buf = ReadBuf::uninit(spare);
+        match ready!(Pin::new(&mut self.io).poll_read(cx, &mut read_buf)) {
+            Ok(()) if read_buf.filled().is_empty() => Poll::Ready(Some(ReadEnd::Lost)),
+            Ok(()) => {
+                let filled = read_buf.filled().len();
+                // SAFETY: `ReadBuf` initialized these many bytes of the spare capacity.
+                unsafe { self.partial.advance_mut(filled) };
+                let mut partial = std::mem::take(&mut self.partial);
+                let end = self.consume(&mut partial);
+                Poll::Ready(end)
+            }
+            Err(_) => Poll::Ready(Some(ReadEnd::Lost)),
+        }
+    }
+
+    /// Decodes bytes read into the shared buffer; keeps a trailing half frame.
+    fn consume_shared(&mut self, data: &mut [u8]) -> Option<ReadEnd> {
+        let (consumed, frame_len, end) = self.decode(data);
+        if end.is_none() && consumed < data.len() {
+            let rest = &data[consumed..];
+            self.partial.reserve(frame_len.unwrap_or(0).max(rest.len() + PARTIAL_CHUNK));
+            self.partial.extend_from_slice(rest);
+        }
+        end
+    }
+
+    /// Decodes the connection's own buffer, keeping what is left of it in `partial`.
+    fn consume(&mut self, buffer: &mut BytesMut) -> Option<ReadEnd> {
+        let (consumed, frame_len, end) = self.decode(buffer);
+        buffer.advance(consumed);
+        if !buffer.is_empty() && end.is_none() {
+            if let Some(frame_len) = frame_len {
+                buffer.reserve(frame_len.saturating_sub(buffer.len()));
+            }
+            self.partial = std::mem::take(buffer);
+        }
+        end
+    }
+
+    /// Decodes whole frames: messages go to the relay, pings are answered. Returns bytes
+    /// consumed, the size of a trailing frame when known, and how reading ended, if it did.
+    fn decode(&mut self, data: &mut [u8]) -> (usize, Option<usize>, Option<ReadEnd>) {
+        let (relay, conn, outbox) = (&self.relay, self.conn, &self.outbox);
+        let mut effects = Effects::default();
+        let decoded = self.decoder.decode(data, |decoded| match decoded {
+            Decoded::Message(frame) => relay.receive(conn, frame, now()),
+            Decoded::Ping(payload) => {
+                relay.pong(conn, now());
+                effects.pongs.push(payload);
+            }
+            Decoded::Pong => relay.pong(conn, now()),
+            Decoded::Close { code, reason } => {
+                relay.close(conn, code, &reason, now());
+                outbox.close(code, "");
+                effects.end = Some(ReadEnd::Closing);
+            }
+        });
+        if !self.close_queued {
+            self.writing.extend(effects.pongs.into_iter().map(|payload| Out { opcode: Outgoing::Pong, payload, counted: false }));
+        }
+        match decoded {
+            Ok(progress) => (progress.consumed, progress.frame_len, effects.end),
+            Err(error) => {
+                self.relay.disconnect(self.conn, error.close_code(), error.reason(), now());
+                (data.len(), None, Some(ReadEnd::Closing))
+            }
+        }
+    }
+
+    /// Moves what the outbox holds into the write queue, the close last.
+    fn refill(&mut self) {
+        let writing = &mut self.writing;
+        let close = self.outbox.take(|frame: Frame| {
+            writing.push_back(Out { opcode: frame.kind.into(), payload: frame.payload, counted: true });
+        });
+        if let Some((code, reason)) = close {
+            // 1005 means the client's close had no code: the echo has none either.
+            let payload = if code == close_code::NO_STATUS { Bytes::new() } else { close_payload(code, &reason) };
+            self.writing.push_back(Out { opcode: Outgoing::Close, payload, counted: false });
+            self.close_queued = true;
+            self.deadline = Some(Box::pin(sleep(CLOSE_TIMEOUT)));
+        }
+    }
+
+    /// Writes until the queue and the outbox are empty (`Ready(Ok)`) or the socket is full.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if self.writing.is_empty() && !self.close_queued {
+                self.refill();
+            }
+            if self.writing.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            let count = self.writing.len().min(WRITE_BATCH);
+            let mut headers = [[0u8; MAX_HEADER_LEN]; WRITE_BATCH];
+            let mut header_lens = [0usize; WRITE_BATCH];
+            for (i, out) in self.writing.iter().take(count).enumerate() {
+                header_lens[i] = encode_header(out.opcode, out.payload.len(), &mut headers[i]);
+            }
+            let mut slices = [IoSlice::new(&[]); 2 * WRITE_BATCH];
+            let mut used = 0;
+            let mut skip = self.written;
+            for (i, out) in self.writing.iter().take(count).enumerate() {
+                for part in [&headers[i][..header_lens[i]], &out.payload[..]] {
+                    if skip >= part.len() {
+                        skip -= part.len();
+                        continue;
+                    }
+                    slices[used] = IoSlice::new(&part[skip..]);
+                    skip = 0;
+                    used += 1;
+                }
+            }
+            let written = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..used]))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.advance(written);
+        }
+    }
+
+    /// Drops the frames `written` more bytes completed.
+    fn advance(&mut self, written: usize) {
+        let mut offset = self.written + written;
+        while let Some(front) = self.writing.front() {
+            let total = header_len(front.payload.len()) + front.payload.len();
+            if offset < total {
+                break;
+            }
+            offset -= total;
+            let done = self.writing.pop_front().expect("front exists");
+            if done.counted {
+                self.outbox.sent(done.payload.len());
+            }
+            if done.opcode == Outgoing::Close {
+                self.close_written = true;
+            }
+        }
+        self.written = offset;
+        if self.writing.is_empty() && self.writing.capacity() > WRITE_BATCH {
+            self.writing = VecDeque::new();
+        }
+    }
+}
+
+/// Writes the handshake answer then a close frame, for a connection the relay refused.
+async fn refuse<IO: AsyncWrite + Unpin>(mut io: IO, preface: Vec<u8>, refusal: Refusal) {
+    let payload = close_payload(refusal.close_code(), refusal.reason());
+    let mut header = [0u8; MAX_HEADER_LEN];
+    let header_len = encode_header(Outgoing::Close, payload.len(), &mut header);
+    let mut answer = preface;
+    answer.extend_from_slice(&header[..header_len]);
+    answer.extend_from_slice(&payload);
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        io.write_all(&answer).await?;
+        io.shutdown().await
+    })
+    .await;
+}
+
+/// Where a new connection's task runs, and what tracks it for a graceful stop.
+#[derive(Clone)]
+pub struct Spawner {
+    pub runtime: Handle,
+    pub tasks: TaskTracker,
+}
+
+/// A connection that has passed its handshake.
+pub struct Accepted<IO> {
+    pub io: IO,
+    /// Written before anything else: the `101` answer, when the caller has not sent it.
+    pub preface: Vec<u8>,
+    /// Bytes the client sent after its request, already read by whoever parsed it.
+    pub head: Bytes,
+    pub route: Route,
+    pub identity: Identity,
+}
+
+impl Spawner {
+    /// Lets the connection into the relay and starts its task. A refused connection gets
+    /// the handshake answer and then a close frame with the refusal's code and reason,
+    /// as a browser needs to see them.
+    pub fn spawn<IO>(&self, relay: &Arc<Relay>, accepted: Accepted<IO>) -> Result<ConnId, Refusal>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Accepted { io, preface, head, route, identity } = accepted;
+        let outbox = Arc::new(NativeOutbox::new(relay.config().max_queued_bytes));
+        match relay.open(route, identity, outbox.clone(), now()) {
+            Ok(conn) => {
+                let connection = Connection::new(io, relay.clone(), conn, outbox, head);
+                self.tasks.spawn_on(connection.run(preface), &self.runtime);
+                Ok(conn)
+            }
+            Err(refusal) => {
+                self.tasks.spawn_on(refuse(io, preface, refusal), &self.runtime);
+                Err(refusal)
+            }
+        }
+    }
+}

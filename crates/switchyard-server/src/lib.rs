@@ -1,0 +1,23 @@
+//! Switchyard's native transport: WebSocket connections owned by Rust on a tokio runtime,
+//! feeding a [`switchyard_core::Relay`].
+//!
+//! [`handshake`] answers the upgrade request, [`Spawner::spawn`] lets the connection into
+//! the relay and starts its task ([`connection`]), which decodes frames with [`codec`]
+//! and drains a bounded [`NativeOutbox`]. The same pieces serve the `switchyard` binary
+//! (behind hyper) and sockets the Node addon takes over from Node's HTTP server.
+
+pub mod codec;
+mod connection;
+pub mod handshake;
+mod outbox;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use connection::{Accepted, Spawner, CLOSE_TIMEOUT};
+pub use outbox::NativeOutbox;
+use switchyard_core::Millis;
+
+/// The wall clock in milliseconds since the Unix epoch: the `now` the relay takes.
+pub fn now() -> Millis {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
+}

@@ -1,0 +1,129 @@
+//! The native transport's [`Outbox`]: a bounded queue the relay pushes into from any
+//! thread, drained by the connection's task.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Waker;
+
+use atomic_waker::AtomicWaker;
+use parking_lot::Mutex;
+use switchyard_core::{Frame, Outbox, Pushed};
+
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Frame>,
+    close: Option<(u16, String)>,
+    /// The close has been handed to the writer; nothing more is accepted.
+    closed: bool,
+}
+
+pub struct NativeOutbox {
+    queue: Mutex<Queue>,
+    /// Bytes pushed and not yet written to the socket, the writer's own backlog included,
+    /// so a client that stops reading fills the outbox however the writer batches.
+    unsent: AtomicUsize,
+    capacity: usize,
+    waker: AtomicWaker,
+}
+
+impl NativeOutbox {
+    pub fn new(capacity: usize) -> Self {
+        Self { queue: Mutex::default(), unsent: AtomicUsize::new(0), capacity, waker: AtomicWaker::new() }
+    }
+
+    /// The connection task's waker, woken when there is something to write.
+    pub fn register(&self, waker: &Waker) {
+        self.waker.register(waker);
+    }
+
+    /// Hands every queued frame to `each`, in order, and returns the close that was
+    /// asked for, if any: it goes out after those frames, and nothing after it.
+    pub fn take(&self, mut each: impl FnMut(Frame)) -> Option<(u16, String)> {
+        let mut queue = self.queue.lock();
+        queue.frames.drain(..).for_each(&mut each);
+        if queue.frames.capacity() > 64 {
+            queue.frames = VecDeque::new();
+        }
+        let close = queue.close.take();
+        if close.is_some() {
+            queue.closed = true;
+        }
+        close
+    }
+
+    /// The writer wrote these payload bytes to the socket.
+    pub fn sent(&self, bytes: usize) {
+        self.unsent.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+impl Outbox for NativeOutbox {
+    fn push(&self, frame: Frame) -> Pushed {
+        let len = frame.len();
+        let was_empty = {
+            let mut queue = self.queue.lock();
+            if queue.closed || queue.close.is_some() {
+                return Pushed::Closed;
+            }
+            let held = self.unsent.load(Ordering::Relaxed);
+            // One frame larger than the bound still goes out when nothing else waits.
+            if held > 0 && held + len > self.capacity {
+                return Pushed::Full;
+            }
+            self.unsent.fetch_add(len, Ordering::Relaxed);
+            queue.frames.push_back(frame);
+            queue.frames.len() == 1
+        };
+        if was_empty {
+            self.waker.wake();
+        }
+        Pushed::Queued
+    }
+
+    fn close(&self, code: u16, reason: &str) {
+        {
+            let mut queue = self.queue.lock();
+            if queue.closed || queue.close.is_some() {
+                return;
+            }
+            queue.close = Some((code, reason.to_owned()));
+        }
+        self.waker.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_bounded_by_unsent_bytes() {
+        let outbox = NativeOutbox::new(10);
+        assert_eq!(outbox.push(Frame::binary(vec![0; 6])), Pushed::Queued);
+        assert_eq!(outbox.push(Frame::binary(vec![0; 6])), Pushed::Full);
+        let mut taken = Vec::new();
+        outbox.take(|f| taken.push(f));
+        assert_eq!(outbox.push(Frame::binary(vec![0; 6])), Pushed::Full, "taken but unsent still counts");
+        outbox.sent(6);
+        assert_eq!(outbox.push(Frame::binary(vec![0; 6])), Pushed::Queued);
+    }
+
+    #[test]
+    fn a_lone_frame_larger_than_the_bound_goes_out() {
+        let outbox = NativeOutbox::new(10);
+        assert_eq!(outbox.push(Frame::binary(vec![0; 50])), Pushed::Queued);
+    }
+
+    #[test]
+    fn close_comes_after_queued_frames_and_nothing_after_it() {
+        let outbox = NativeOutbox::new(100);
+        outbox.push(Frame::text("a"));
+        outbox.close(1000, "bye");
+        assert_eq!(outbox.push(Frame::text("b")), Pushed::Closed);
+        let mut taken = Vec::new();
+        assert_eq!(outbox.take(|f| taken.push(f)), Some((1000, "bye".to_owned())));
+        assert_eq!(taken, vec![Frame::text("a")]);
+        outbox.close(1001, "again");
+        assert_eq!(outbox.take(|f| taken.push(f)), None);
+    }
+}
