@@ -4,7 +4,8 @@
 // addon reads and checks by hand to give errors that name the option. The shapes it
 // hands out are generated from the Rust structs below this header.
 
-import type { IncomingMessage } from 'node:http'
+import type { IncomingMessage, Server as HttpServer } from 'node:http'
+import type { Duplex } from 'node:stream'
 
 /** Any JSON value: session and connection `metadata`. */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue }
@@ -52,6 +53,25 @@ export interface ConnectionOptions {
   metadata?: JsonValue
 }
 
+/**
+ * `handleUpgrade`'s options: who the connection is and, for a native socket (the
+ * `net.Socket` of an HTTP server's `upgrade` event), the `head` bytes of that event.
+ */
+export interface UpgradeOptions extends ConnectionOptions {
+  head?: Buffer
+}
+
+/** What `attach`'s `authenticate` may answer: an identity, or `null`/`undefined` to refuse with 401. */
+export type Authentication = ConnectionOptions | null | undefined
+
+/** Options of `attach(server, options)`. */
+export interface AttachOptions {
+  /** Upgrades whose path matches are taken; `:sessionId` names the session. Default `/session/:sessionId`. */
+  path?: string
+  /** Decides who the connection is before the upgrade, or refuses it. */
+  authenticate?: (request: IncomingMessage) => Authentication | Promise<Authentication>
+}
+
 /** The part of a `ws` WebSocket the bridge uses; `ws`'s WebSocket (and `@fastify/websocket`'s) fits. */
 export interface WebSocketLike {
   readonly readyState: number
@@ -82,10 +102,7 @@ export interface RelayEvents {
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
-/**
- * Sessions and WebSocket connections relayed by the Rust core. See the README for the
- * whole API; `index.d.ts` types every option and event.
- */
+/** Sessions and WebSocket connections, relayed by the Rust core. */
 export declare class RelaySessionManager {
   constructor(config?: RelaySessionManagerConfig)
   /**
@@ -112,11 +129,21 @@ export declare class RelaySessionManager {
    */
   deleteSession(sessionId: string): boolean
   /**
-   * Hands an accepted `ws` WebSocket to the relay. Returns `true` when it joined;
-   * `false` when it was refused and closed (1008 "Session not found" or "Session
-   * full", 1001 after `stop()`). `sessionId` `null` makes a sessionless connection.
+   * Hands a connection to the relay. `socket` is either a `ws` WebSocket the app
+   * accepted (bridge mode), or the `net.Socket` of an HTTP server's `upgrade` event,
+   * with its `head` in `options` (native mode: Rust answers the handshake and owns the
+   * connection). Returns `true` when it joined; `false` when it was refused and closed
+   * (1008 "Session not found" or "Session full", 1001 after `stop()`, or HTTP 400 for
+   * a bad handshake). `sessionId` `null` makes a sessionless connection.
    */
-  handleUpgrade(sessionId: string | null, socket: WebSocketLike, request?: IncomingMessage, options?: ConnectionOptions): boolean
+  handleUpgrade(sessionId: string | null, socket: WebSocketLike | Duplex, request?: IncomingMessage, options?: UpgradeOptions): boolean
+  /**
+   * Takes over the WebSocket upgrades of an `http.Server` whose path matches `path`
+   * (default `/session/:sessionId`) into the native transport. `authenticate(request)`
+   * may return an identity, `null` to answer 401, or a Promise of either. Other paths
+   * are left to the server's other `upgrade` listeners.
+   */
+  attach(server: HttpServer, options?: AttachOptions): void
   getStats(): RelayStats
   /**
    * Calls `listener` with each event of this name. A listener that throws has its

@@ -46,11 +46,20 @@ function installPackages() {
   run('npm', ['install', '--no-audit', '--no-fund']);
 }
 
+const rustSources = (...crates) => newest([...crates.map((c) => at('crates', c)), at('Cargo.toml'), at('Cargo.lock')]);
+
 function buildAddon() {
   const addon = fs.readdirSync(root).find((f) => /^switchyard\..+\.node$/.test(f));
-  const sources = newest([at('crates', 'switchyard-core'), at('crates', 'switchyard-node'), at('Cargo.toml'), at('Cargo.lock')]);
-  if (addon && mtime(at(addon)) >= sources) return;
+  if (addon && mtime(at(addon)) >= rustSources('switchyard-core', 'switchyard-server', 'switchyard-node')) return;
   run('npm', ['run', 'build']);
+}
+
+/** The standalone server, built for the same target as the addon so they share compiled crates. */
+function buildServer() {
+  const { hostTriple } = require('../bin/switchyard.js');
+  const binary = at('target', hostTriple(), 'release', 'switchyard');
+  if (mtime(binary) >= rustSources('switchyard-core', 'switchyard-server')) return;
+  run('npm', ['run', 'build:server']);
 }
 
 function buildNextExample() {
@@ -67,4 +76,7 @@ if (!['start', 'test'].includes(purpose)) {
 }
 installPackages();
 buildAddon();
-if (purpose === 'test') buildNextExample();
+if (purpose === 'test') {
+  buildServer();
+  buildNextExample();
+}

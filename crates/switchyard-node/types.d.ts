@@ -4,7 +4,8 @@
 // addon reads and checks by hand to give errors that name the option. The shapes it
 // hands out are generated from the Rust structs below this header.
 
-import type { IncomingMessage } from 'node:http'
+import type { IncomingMessage, Server as HttpServer } from 'node:http'
+import type { Duplex } from 'node:stream'
 
 /** Any JSON value: session and connection `metadata`. */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue }
@@ -50,6 +51,25 @@ export interface ConnectionOptions {
   /** Shown to the other members in `client_connected`; the connection id when absent. */
   clientId?: string
   metadata?: JsonValue
+}
+
+/**
+ * `handleUpgrade`'s options: who the connection is and, for a native socket (the
+ * `net.Socket` of an HTTP server's `upgrade` event), the `head` bytes of that event.
+ */
+export interface UpgradeOptions extends ConnectionOptions {
+  head?: Buffer
+}
+
+/** What `attach`'s `authenticate` may answer: an identity, or `null`/`undefined` to refuse with 401. */
+export type Authentication = ConnectionOptions | null | undefined
+
+/** Options of `attach(server, options)`. */
+export interface AttachOptions {
+  /** Upgrades whose path matches are taken; `:sessionId` names the session. Default `/session/:sessionId`. */
+  path?: string
+  /** Decides who the connection is before the upgrade, or refuses it. */
+  authenticate?: (request: IncomingMessage) => Authentication | Promise<Authentication>
 }
 
 /** The part of a `ws` WebSocket the bridge uses; `ws`'s WebSocket (and `@fastify/websocket`'s) fits. */

@@ -11,12 +11,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, OnceLock, Weak};
 
 use napi::bindgen_prelude::{
-    BufferSlice, FnArgs, Function, FunctionRef, JsObjectValue, Object, ObjectRef, ToNapiValue, Unknown,
+    BufferSlice, FnArgs, Function, FunctionRef, JsObjectValue, Object, ToNapiValue, Unknown,
 };
 use napi::{Env, JsValue, Result, ValueType};
 use parking_lot::Mutex;
 use switchyard_core::{ConnId, Frame, FrameKind, Outbox, Pushed};
 
+use crate::held::Held;
 use crate::pending::Pending;
 
 /// `ws`'s `readyState` of an open socket.
@@ -119,11 +120,9 @@ type CloseFn = FunctionRef<FnArgs<(u16, String)>, Unknown<'static>>;
 type PingFn = FunctionRef<(), Unknown<'static>>;
 
 /// The JS side of one bridge connection: its socket and the socket's bound methods.
-/// Lives on the JS thread; dropping it releases the socket.
 pub struct BridgeSocket {
-    env: napi::sys::napi_env,
     outbox: Arc<BridgeOutbox>,
-    socket: Option<ObjectRef<false>>,
+    socket: Held,
     send: SendFn,
     close: CloseFn,
     ping: PingFn,
@@ -174,9 +173,8 @@ fn bound<Args: napi::bindgen_prelude::JsValuesTupleIntoVec, Ret: napi::bindgen_p
 impl BridgeSocket {
     pub fn new(env: &Env, socket: &Object, outbox: Arc<BridgeOutbox>) -> Result<Self> {
         Ok(Self {
-            env: env.raw(),
             outbox,
-            socket: Some(socket.create_ref()?),
+            socket: Held::new(env, socket)?,
             send: bound(socket, "send")?,
             close: bound(socket, "close")?,
             ping: bound(socket, "ping")?,
@@ -184,24 +182,6 @@ impl BridgeSocket {
     }
 }
 
-impl Drop for BridgeSocket {
-    fn drop(&mut self) {
-        if let Some(socket) = self.socket.take() {
-            let _ = socket.unref(&Env::from_raw(self.env));
-        }
-    }
-}
-
-/// Registers `listener` for `event` on a socket.
-pub fn listen<F>(env: &Env, socket: &Object, event: &str, listener: F) -> Result<()>
-where
-    F: 'static + Fn(napi::bindgen_prelude::FunctionCallContext) -> Result<()>,
-{
-    let on: Function<FnArgs<(&str, Function<Unknown, ()>)>, Unknown> = socket.get_named_property_unchecked("on")?;
-    let callback = env.create_function_from_closure::<Unknown, (), _>(event, listener)?;
-    on.bind(socket)?.call((event, callback).into())?;
-    Ok(())
-}
 
 /// Writes bridge outboxes to their sockets. Frames of one message fanned out to many
 /// sockets share one JS `Buffer`, as they share one `Bytes` in Rust.
@@ -265,8 +245,9 @@ impl<'env> Flusher<'env> {
         }
         if let Some((code, reason)) = close {
             let _ = socket.close.borrow_back(self.env)?.call((code, reason).into());
-        } else if let Some(object) = &socket.socket {
-            let backlog: f64 = object.get_value(self.env)?.get_named_property_unchecked("bufferedAmount").unwrap_or(0.0);
+        } else {
+            let object = socket.socket.get(self.env)?;
+            let backlog: f64 = object.get_named_property_unchecked("bufferedAmount").unwrap_or(0.0);
             socket.outbox.set_backlog(backlog as usize);
         }
         Ok(())

@@ -1,13 +1,22 @@
 //! The `switchyard` Node.js addon: `RelaySessionManager` over the Switchyard core.
 //!
-//! JavaScript calls land in [`manager`], which drives a [`switchyard_core::Relay`]; the
-//! bridge transport ([`bridge`]) moves frames between the relay and `ws` sockets. No
+//! JavaScript calls land in [`manager`], which drives a [`switchyard_core::Relay`] held
+//! by [`host`]. The bridge transport ([`bridge`]) moves frames between the relay and `ws`
+//! sockets on the JS thread; the native transport ([`native`], [`attach`]) hands sockets
+//! taken from Node to `switchyard_server` on its own threads. No
 //! Rust panic crosses into Node: every entry point runs under [`guard`], which turns a
 //! panic into a thrown `Error`.
 
+mod attach;
 mod bridge;
+mod config;
+mod events;
+mod held;
+mod host;
+mod js;
 mod js_types;
 mod manager;
+mod native;
 mod options;
 mod pending;
 

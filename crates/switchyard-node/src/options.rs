@@ -122,6 +122,27 @@ impl<'env> OptionsReader<'env> {
         }
     }
 
+    pub fn function(&self, name: &str) -> Result<Option<Function<'env, Object<'static>, Unknown<'static>>>> {
+        let Some(value) = self.get(name)? else { return Ok(None) };
+        if value.get_type()? == ValueType::Function {
+            // SAFETY: a function, checked.
+            return Ok(Some(unsafe { value.cast()? }));
+        }
+        Err(type_error(self.env, format!("{name} must be a function, got {}", describe(&value))))
+    }
+
+    /// The bytes of a `Buffer` (or any `Uint8Array`).
+    pub fn buffer(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let Some(value) = self.get(name)? else { return Ok(None) };
+        if value.is_typedarray()? {
+            // SAFETY: a typed array, checked; a Uint8Array is what the cast accepts.
+            if let Ok(bytes) = unsafe { value.cast::<napi::bindgen_prelude::Uint8Array>() } {
+                return Ok(Some(bytes.to_vec()));
+            }
+        }
+        Err(type_error(self.env, format!("{name} must be a Buffer, got {}", describe(&value))))
+    }
+
     /// Any JSON value (`null` included).
     pub fn json(&self, name: &str) -> Result<Option<Value>> {
         let Some(value) = self.get(name)? else { return Ok(None) };

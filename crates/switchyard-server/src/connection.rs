@@ -338,7 +338,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
 }
 
 /// Writes the handshake answer then a close frame, for a connection the relay refused.
-async fn refuse<IO: AsyncWrite + Unpin>(mut io: IO, preface: Vec<u8>, refusal: Refusal) {
+async fn write_refusal<IO: AsyncWrite + Unpin>(mut io: IO, preface: Vec<u8>, refusal: Refusal) {
     let payload = close_payload(refusal.close_code(), refusal.reason());
     let mut header = [0u8; MAX_HEADER_LEN];
     let header_len = encode_header(Outgoing::Close, payload.len(), &mut header);
@@ -387,9 +387,18 @@ impl Spawner {
                 Ok(conn)
             }
             Err(refusal) => {
-                self.tasks.spawn_on(refuse(io, preface, refusal), &self.runtime);
+                self.tasks.spawn_on(write_refusal(io, preface, refusal), &self.runtime);
                 Err(refusal)
             }
         }
+    }
+
+    /// Answers the handshake, then closes at once with the refusal's code and reason,
+    /// without asking the relay (it is shutting down).
+    pub fn refuse<IO>(&self, accepted: Accepted<IO>, refusal: Refusal)
+    where
+        IO: AsyncWrite + Unpin + Send + 'static,
+    {
+        self.tasks.spawn_on(write_refusal(accepted.io, accepted.preface, refusal), &self.runtime);
     }
 }

@@ -1,0 +1,68 @@
+#!/usr/bin/env node
+// bin/switchyard.js: `npx switchyard` starts the standalone server (the Rust `switchyard`
+// binary), passes SIGINT and SIGTERM on to it, and exits with its exit code, so a process
+// manager that signals this process stops the server too, leaving no orphan behind.
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+
+const root = path.resolve(__dirname, '..');
+const exe = process.platform === 'win32' ? 'switchyard.exe' : 'switchyard';
+
+/** The host's Rust target triple, as `napi build` and `npm test` build for it. */
+function hostTriple() {
+  const { arch, platform } = process;
+  const cpu = { x64: 'x86_64', arm64: 'aarch64' }[arch] ?? arch;
+  if (platform === 'linux') return `${cpu}-unknown-linux-gnu`;
+  if (platform === 'darwin') return `${cpu}-apple-darwin`;
+  return `${cpu}-${platform}`;
+}
+
+/**
+ * Where the binary is: $SWITCHYARD_BINARY, else the platform package published beside
+ * the addon, else this checkout's release build.
+ */
+function locateBinary() {
+  if (process.env.SWITCHYARD_BINARY) return process.env.SWITCHYARD_BINARY;
+  const candidates = [];
+  try {
+    const platformPackage = `switchyard-${process.platform}-${process.arch}${process.platform === 'linux' ? '-gnu' : ''}`;
+    candidates.push(path.join(path.dirname(require.resolve(`${platformPackage}/package.json`)), exe));
+  } catch {
+    // Not installed from the registry: look for a local build.
+  }
+  candidates.push(path.join(root, 'target', hostTriple(), 'release', exe), path.join(root, 'target', 'release', exe));
+  const found = candidates.find((candidate) => fs.existsSync(candidate));
+  if (!found) {
+    throw new Error(`the switchyard binary was not found (looked in ${candidates.join(', ')}); build it with "npm run build:server"`);
+  }
+  return found;
+}
+
+module.exports = { locateBinary, hostTriple };
+
+if (require.main === module) {
+  let binary;
+  try {
+    binary = locateBinary();
+  } catch (err) {
+    console.error(`switchyard: ${err.message}`);
+    process.exit(1);
+  }
+  const child = spawn(binary, process.argv.slice(2), { stdio: 'inherit' });
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+    process.on(signal, () => child.kill(signal));
+  }
+  child.on('error', (err) => {
+    console.error(`switchyard: cannot start ${binary}: ${err.message}`);
+    process.exit(1);
+  });
+  child.on('exit', (code, signal) => {
+    if (signal) {
+      process.removeAllListeners(signal);
+      process.kill(process.pid, signal);
+    } else {
+      process.exit(code ?? 1);
+    }
+  });
+}

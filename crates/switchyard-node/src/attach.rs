@@ -1,0 +1,254 @@
+//! `manager.attach(server, { path, authenticate })`: an `upgrade` listener on a Node
+//! HTTP server that takes the upgrades whose path matches into the native transport and
+//! leaves every other one to the server's other listeners (the app's own `ws`, Next.js's
+//! HMR).
+//!
+//! `authenticate(request)` may answer later (a Promise). Node must not read the socket
+//! meanwhile, so reading stops before it is called; bytes the client sends wait in the
+//! kernel and reach Rust after the takeover.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use napi::bindgen_prelude::{BufferSlice, FnArgs, Function, FunctionCallContext, FunctionRef, JsObjectValue, Object, Unknown};
+use napi::{Env, Error, Result, Status, ValueType};
+use switchyard_core::{Identity, Route};
+
+use crate::config::read_identity;
+use crate::events::report_error;
+use crate::guard;
+use crate::held::Held;
+use crate::host::Host;
+use crate::js::{self, call_method};
+use crate::options::{type_error, OptionsReader};
+
+const DEFAULT_PATH: &str = "/session/:sessionId";
+
+#[derive(Debug, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    SessionId,
+}
+
+/// A path such as `/session/:sessionId`: literal segments and at most one `:sessionId`.
+/// Without one, matching upgrades are sessionless connections.
+#[derive(Debug)]
+pub struct PathPattern {
+    segments: Vec<Segment>,
+}
+
+impl PathPattern {
+    pub fn parse(pattern: &str) -> std::result::Result<Self, String> {
+        let rest = pattern.strip_prefix('/').ok_or_else(|| format!("path must start with '/', got {pattern:?}"))?;
+        let segments: Vec<Segment> = rest
+            .split('/')
+            .map(|segment| match segment.strip_prefix(':') {
+                Some("sessionId") => Ok(Segment::SessionId),
+                Some(other) => Err(format!("path may use only the :sessionId parameter, got :{other}")),
+                None => Ok(Segment::Literal(segment.to_owned())),
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        if segments.iter().filter(|s| **s == Segment::SessionId).count() > 1 {
+            return Err("path may hold :sessionId once".into());
+        }
+        Ok(Self { segments })
+    }
+
+    /// Where an upgrade to `url` goes, when the path matches (the query is ignored).
+    pub fn route(&self, url: &str) -> Option<Route> {
+        let path = url.split(['?', '#']).next().unwrap_or_default();
+        let parts: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
+        if parts.len() != self.segments.len() {
+            return None;
+        }
+        let mut route = Route::Sessionless;
+        for (segment, part) in self.segments.iter().zip(parts) {
+            match segment {
+                Segment::Literal(literal) if literal == part => {}
+                Segment::SessionId if !part.is_empty() => route = Route::Session(part.to_owned()),
+                _ => return None,
+            }
+        }
+        Some(route)
+    }
+}
+
+type Authenticate = FunctionRef<Object<'static>, Unknown<'static>>;
+
+/// An upgrade waiting for `authenticate`'s answer.
+struct Waiting {
+    socket: Held,
+    request: Held,
+    head: Bytes,
+    route: Route,
+}
+
+pub fn attach(host: &Rc<Host>, env: &Env, server: Unknown, options: Option<Unknown>) -> Result<()> {
+    if server.get_type()? != ValueType::Object {
+        return Err(type_error(env, "server must be an http.Server"));
+    }
+    // SAFETY: an object, checked.
+    let server: Object = unsafe { server.cast()? };
+    let on: Unknown = server.get_named_property_unchecked("on")?;
+    if on.get_type()? != ValueType::Function {
+        return Err(type_error(env, "server must be an http.Server (it has no on method)"));
+    }
+    let secure: Unknown = server.get_named_property_unchecked("setSecureContext")?;
+    if secure.get_type()? == ValueType::Function {
+        return Err(Error::new(
+            Status::InvalidArg,
+            "attach() cannot take over TLS connections: attach it to an http.Server behind a TLS-terminating \
+             proxy, or use bridge mode (ws) with the https.Server",
+        ));
+    }
+    let options = OptionsReader::new(env, options, "options", &["path", "authenticate"])?;
+    let pattern = options.string("path")?.unwrap_or_else(|| DEFAULT_PATH.to_owned());
+    let pattern = Rc::new(PathPattern::parse(&pattern).map_err(|message| type_error(env, message))?);
+    let authenticate: Option<Rc<Authenticate>> = match options.function("authenticate")? {
+        Some(function) => Some(Rc::new(function.create_ref()?)),
+        None => None,
+    };
+    let server_ref = Rc::new(Held::new(env, &server)?);
+    let host = host.clone();
+    js::listen(env, &server, "upgrade", move |ctx: FunctionCallContext| {
+        guard(|| {
+            let env = &*ctx.env;
+            let request: Object = ctx.get(0)?;
+            let socket: Object = ctx.get(1)?;
+            let head = ctx.get::<BufferSlice>(2).map(|h| Bytes::copy_from_slice(&h)).unwrap_or_default();
+            let url: String = request.get_named_property_unchecked::<Unknown>("url").and_then(|u| unsafe { u.cast() }).unwrap_or_default();
+            let Some(route) = pattern.route(&url) else {
+                return refuse_if_unclaimed(&host, env, &server_ref, &socket);
+            };
+            match &authenticate {
+                None => upgrade(&host, env, &socket, &request, route, Identity::default(), head),
+                Some(authenticate) => {
+                    stop_reading(&socket)?;
+                    let waiting = Waiting { socket: Held::new(env, &socket)?, request: Held::new(env, &request)?, head, route };
+                    match authenticate.borrow_back(env)?.call(request) {
+                        Ok(answer) => settle_later(&host, env, answer, waiting),
+                        Err(err) => {
+                            report_error(env, "attach's authenticate threw:", err)?;
+                            host.refuse_upgrade(&socket, 500, "Internal Server Error")
+                        }
+                    }
+                }
+            }
+        })
+    })
+}
+
+/// An upgrade no pattern claims is left to the server's other `upgrade` listeners; with
+/// none, nobody would ever answer it, so it gets a 404.
+fn refuse_if_unclaimed(host: &Host, env: &Env, server: &Held, socket: &Object) -> Result<()> {
+    let server = server.get(env)?;
+    let count: Function<&str, u32> = server.get_named_property_unchecked("listenerCount")?;
+    if count.bind(&server)?.call("upgrade")? <= 1 {
+        host.refuse_upgrade(socket, 404, "Not Found")?;
+    }
+    Ok(())
+}
+
+fn stop_reading(socket: &Object) -> Result<()> {
+    let handle: Unknown = socket.get_named_property_unchecked("_handle")?;
+    if handle.get_type()? == ValueType::Object {
+        // SAFETY: an object, checked.
+        let handle: Object = unsafe { handle.cast()? };
+        call_method(&handle, "readStop")?;
+    }
+    Ok(())
+}
+
+/// Takes the socket over; an error (a TLS socket) is printed and answered with 500, as an
+/// exception thrown from an `upgrade` listener would take the process down.
+fn upgrade(host: &Rc<Host>, env: &Env, socket: &Object, request: &Object, route: Route, identity: Identity, head: Bytes) -> Result<()> {
+    if let Err(err) = host.adopt_native(env, socket, request, route, identity, head) {
+        report_error(env, "attach could not take an upgrade over:", err)?;
+        host.refuse_upgrade(socket, 500, "Internal Server Error")?;
+    }
+    Ok(())
+}
+
+/// Acts on `authenticate`'s answer now, or when its Promise settles.
+fn settle_later(host: &Rc<Host>, env: &Env, answer: Unknown, waiting: Waiting) -> Result<()> {
+    let then = match answer.get_type()? {
+        // SAFETY: an object, checked.
+        ValueType::Object => unsafe { answer.cast::<Object>()? }.get_named_property_unchecked::<Unknown>("then")?,
+        _ => return settle(host, env, Ok(answer), waiting),
+    };
+    if then.get_type()? != ValueType::Function {
+        return settle(host, env, Ok(answer), waiting);
+    }
+    let waiting = Rc::new(RefCell::new(Some(waiting)));
+    let on_settled = |resolved: bool| {
+        let host = host.clone();
+        let waiting = waiting.clone();
+        move |ctx: FunctionCallContext| {
+            guard(|| {
+                let Some(waiting) = waiting.borrow_mut().take() else { return Ok(()) };
+                let value: Unknown = ctx.get(0)?;
+                let outcome = if resolved { Ok(value) } else { Err(Error::from(value)) };
+                settle(&host, ctx.env, outcome, waiting)
+            })
+        }
+    };
+    let resolve = env.create_function_from_closure::<Unknown, (), _>("resolved", on_settled(true))?;
+    let reject = env.create_function_from_closure::<Unknown, (), _>("rejected", on_settled(false))?;
+    // SAFETY: a function, checked.
+    let then: Function<FnArgs<(Function<Unknown, ()>, Function<Unknown, ()>)>, Unknown> = unsafe { then.cast()? };
+    // SAFETY: an object, checked above.
+    then.bind(unsafe { answer.cast::<Object>()? })?.call((resolve, reject).into())?;
+    Ok(())
+}
+
+/// `null` or `undefined` refuses with 401; an identity object lets the upgrade through.
+fn settle(host: &Rc<Host>, env: &Env, outcome: Result<Unknown>, waiting: Waiting) -> Result<()> {
+    let socket = waiting.socket.get(env)?;
+    let destroyed: bool = socket.get_named_property_unchecked::<Unknown>("destroyed").and_then(|d| unsafe { d.cast() }).unwrap_or(false);
+    if destroyed {
+        return Ok(());
+    }
+    let answer = match outcome {
+        Ok(answer) => answer,
+        Err(err) => {
+            report_error(env, "attach's authenticate rejected:", err)?;
+            return host.refuse_upgrade(&socket, 500, "Internal Server Error");
+        }
+    };
+    if matches!(answer.get_type()?, ValueType::Null | ValueType::Undefined) {
+        return host.refuse_upgrade(&socket, 401, "Unauthorized");
+    }
+    let identity = match read_identity(env, Some(answer)) {
+        Ok(identity) => identity,
+        Err(err) => {
+            report_error(env, "attach's authenticate returned a bad identity:", err)?;
+            return host.refuse_upgrade(&socket, 500, "Internal Server Error");
+        }
+    };
+    let request = waiting.request.get(env)?;
+    upgrade(host, env, &socket, &request, waiting.route, identity, waiting.head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_paths_and_takes_the_session_id() {
+        let pattern = PathPattern::parse("/session/:sessionId").unwrap();
+        assert_eq!(pattern.route("/session/abc"), Some(Route::Session("abc".into())));
+        assert_eq!(pattern.route("/session/abc?token=1"), Some(Route::Session("abc".into())));
+        assert_eq!(pattern.route("/session/"), None);
+        assert_eq!(pattern.route("/session/abc/more"), None);
+        assert_eq!(pattern.route("/other/abc"), None);
+        assert_eq!(PathPattern::parse("/live").unwrap().route("/live"), Some(Route::Sessionless));
+    }
+
+    #[test]
+    fn refuses_bad_patterns() {
+        assert!(PathPattern::parse("session/:sessionId").is_err());
+        assert!(PathPattern::parse("/:room").is_err());
+        assert!(PathPattern::parse("/:sessionId/:sessionId").is_err());
+    }
+}

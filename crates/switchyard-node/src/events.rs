@@ -1,0 +1,114 @@
+//! The listeners of `on(event, listener)`, and the delivery of relay events to them.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use napi::bindgen_prelude::{FnArgs, Function, FunctionRef, JsObjectValue, Object, Unknown};
+use napi::{Env, Error, JsValue, Result, ValueType};
+use switchyard_core::Event;
+
+use crate::js_types::{ConnectionEvent, DisconnectEvent, SessionData, SessionEndedEvent};
+use crate::js::to_js;
+use crate::options::type_error;
+
+/// The events listeners can subscribe to, by the names users write.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum EventName {
+    Connection,
+    Disconnect,
+    SessionCreated,
+    SessionDeleted,
+    SessionExpired,
+}
+
+const EVENT_NAMES: [(&str, EventName); 5] = [
+    ("connection", EventName::Connection),
+    ("disconnect", EventName::Disconnect),
+    ("sessionCreated", EventName::SessionCreated),
+    ("sessionDeleted", EventName::SessionDeleted),
+    ("sessionExpired", EventName::SessionExpired),
+];
+
+impl EventName {
+    fn parse(name: &str) -> Option<Self> {
+        EVENT_NAMES.iter().find(|(n, _)| *n == name).map(|(_, e)| *e)
+    }
+
+    fn as_str(self) -> &'static str {
+        EVENT_NAMES.iter().find(|(_, e)| *e == self).map_or("?", |(n, _)| n)
+    }
+
+    fn of(event: &Event) -> Self {
+        match event {
+            Event::Connected(_) => EventName::Connection,
+            Event::Disconnected { .. } => EventName::Disconnect,
+            Event::SessionCreated(_) => EventName::SessionCreated,
+            Event::SessionDeleted { .. } => EventName::SessionDeleted,
+            Event::SessionExpired { .. } => EventName::SessionExpired,
+        }
+    }
+}
+
+type Listener = FunctionRef<Unknown<'static>, Unknown<'static>>;
+
+#[derive(Default)]
+pub struct Listeners {
+    by_event: HashMap<EventName, Vec<Rc<Listener>>>,
+}
+
+impl Listeners {
+    /// Checks `on`'s arguments and adds the listener.
+    pub fn add(&mut self, env: &Env, event: Unknown, listener: Unknown) -> Result<()> {
+        let names = || EVENT_NAMES.iter().map(|(n, _)| format!("{n:?}")).collect::<Vec<_>>().join(", ");
+        let name = match event.get_type()? {
+            // SAFETY: a string, checked.
+            ValueType::String => unsafe { event.cast::<String>()? },
+            _ => return Err(type_error(env, format!("event must be a string, one of {}", names()))),
+        };
+        let Some(name) = EventName::parse(&name) else {
+            return Err(type_error(env, format!("unknown event {name:?}; expected one of {}", names())));
+        };
+        if listener.get_type()? != ValueType::Function {
+            return Err(type_error(env, "listener must be a function"));
+        }
+        // SAFETY: a function, checked.
+        let function: Function<Unknown<'static>, Unknown<'static>> = unsafe { listener.cast()? };
+        self.by_event.entry(name).or_default().push(Rc::new(function.create_ref()?));
+        Ok(())
+    }
+
+    /// The listeners of the event, cloned so that they may add more while being called.
+    pub fn of(&self, event: &Event) -> (EventName, Vec<Rc<Listener>>) {
+        let name = EventName::of(event);
+        (name, self.by_event.get(&name).cloned().unwrap_or_default())
+    }
+}
+
+/// Calls each listener with the event's payload. One that throws has its error printed,
+/// as Node prints an unhandled rejection, and the others still run.
+pub fn deliver(env: &Env, name: EventName, listeners: Vec<Rc<Listener>>, event: Event) -> Result<()> {
+    let payload = match event {
+        Event::Connected(info) => to_js(env, ConnectionEvent::from(info))?,
+        Event::Disconnected { connection, code, reason } => to_js(env, DisconnectEvent::new(connection, code, reason))?,
+        Event::SessionCreated(info) => to_js(env, SessionData::from(info))?,
+        Event::SessionDeleted { session_id } | Event::SessionExpired { session_id } => {
+            to_js(env, SessionEndedEvent { session_id: session_id.to_string() })?
+        }
+    };
+    for listener in listeners {
+        // SAFETY: `payload` lives in the current handle scope.
+        let argument = unsafe { Unknown::from_raw_unchecked(env.raw(), payload.raw()) };
+        if let Err(err) = listener.borrow_back(env)?.call(argument) {
+            report_error(env, &format!("a {:?} listener threw:", name.as_str()), err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Prints an error thrown by the app's code, prefixed with what threw it.
+pub fn report_error(env: &Env, what: &str, err: Error) -> Result<()> {
+    let console: Object = env.get_global()?.get_named_property_unchecked("console")?;
+    let print: Function<FnArgs<(String, Error)>, Unknown> = console.get_named_property_unchecked("error")?;
+    print.bind(&console)?.call((format!("switchyard: {what}"), err).into())?;
+    Ok(())
+}

@@ -1,0 +1,248 @@
+//! The state behind a `RelaySessionManager` on the JavaScript thread: the relay, the
+//! bridge sockets, the listeners, the timer and the native runtime, and the
+//! [`Host::pump`] that ends every call into the relay.
+//!
+//! Each call ends with a pump, which writes what the relay queued for bridge sockets and
+//! hands queued events to listeners, so a relayed message leaves within the same JS task
+//! that received it. Native connections' threads wake the pump through a thread-safe
+//! function instead.
+
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use napi::bindgen_prelude::{BufferSlice, FnArgs, Function, FunctionCallContext, JsObjectValue, Object};
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
+use napi::{Env, Error, Result, Status};
+use switchyard_core::{close_code, ConnId, Config, Frame, Identity, Millis, Refusal, Relay, Route};
+use switchyard_server::{handshake, now, Accepted};
+
+use crate::bridge::{self, BridgeOutbox, BridgeSocket, Flusher};
+use crate::config::MAX_TIMER_MS;
+use crate::events::{self, Listeners};
+use crate::guard;
+use crate::held::Held;
+use crate::js;
+use crate::native::{self, NativeRuntime, Takeover};
+use crate::pending::Pending;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Constructed; sessions and connections work, timers are off.
+    Idle,
+    Running { since: Millis },
+    /// After `stop()`: new sessions and connections are refused until `start()`.
+    Stopped,
+}
+
+pub struct Host {
+    pub relay: Arc<Relay>,
+    pending: Arc<Pending>,
+    sockets: RefCell<HashMap<ConnId, Rc<BridgeSocket>>>,
+    pub listeners: RefCell<Listeners>,
+    pub lifecycle: Cell<Lifecycle>,
+    timer: RefCell<Option<Held>>,
+    native: OnceCell<NativeRuntime>,
+}
+
+impl Host {
+    pub fn new(config: Config) -> Rc<Self> {
+        let pending = Arc::new(Pending::new());
+        Rc::new(Self {
+            relay: Arc::new(Relay::new(config, pending.clone())),
+            pending,
+            sockets: RefCell::default(),
+            listeners: RefCell::default(),
+            lifecycle: Cell::new(Lifecycle::Idle),
+            timer: RefCell::default(),
+            native: OnceCell::new(),
+        })
+    }
+
+    /// Flushes bridge outboxes and delivers events until nothing is left: a listener may
+    /// act on the relay and queue more.
+    pub fn pump(&self, env: &Env) -> Result<()> {
+        loop {
+            let (outboxes, events) = self.pending.take();
+            if outboxes.is_empty() && events.is_empty() {
+                return Ok(());
+            }
+            let sockets: Vec<Rc<BridgeSocket>> = {
+                let registry = self.sockets.borrow();
+                outboxes.iter().filter_map(|o| o.conn().and_then(|c| registry.get(&c).cloned())).collect()
+            };
+            let mut flusher = Flusher::new(env);
+            for socket in &sockets {
+                flusher.flush(socket)?;
+            }
+            for event in events {
+                let (name, listeners) = self.listeners.borrow().of(&event);
+                if !listeners.is_empty() {
+                    events::deliver(env, name, listeners, event)?;
+                }
+            }
+        }
+    }
+
+    pub fn start_timer(self: &Rc<Self>, env: &Env) -> Result<()> {
+        let config = self.relay.config();
+        let every = config.ping_interval_ms.min(config.cleanup_interval_ms).min(MAX_TIMER_MS);
+        let host = Rc::downgrade(self);
+        let callback = env.create_function_from_closure::<(), (), _>("switchyardTick", move |ctx| {
+            guard(|| match host.upgrade() {
+                Some(host) => {
+                    host.relay.tick(now());
+                    host.pump(ctx.env)
+                }
+                None => Ok(()),
+            })
+        })?;
+        let set_interval: Function<FnArgs<(Function<(), ()>, f64)>, Object> =
+            env.get_global()?.get_named_property_unchecked("setInterval")?;
+        let timer = set_interval.call((callback, every as f64).into())?;
+        // An unref'd timer does not keep the process alive.
+        let unref: Function<(), Object> = timer.get_named_property_unchecked("unref")?;
+        unref.bind(&timer)?.call(())?;
+        *self.timer.borrow_mut() = Some(Held::new(env, &timer)?);
+        Ok(())
+    }
+
+    pub fn stop_timer(&self, env: &Env) -> Result<()> {
+        if let Some(timer) = self.timer.borrow_mut().take() {
+            let clear: Function<Object, Object> = env.get_global()?.get_named_property_unchecked("clearInterval")?;
+            clear.call(timer.get(env)?)?;
+        }
+        Ok(())
+    }
+
+    /// Takes a `ws` WebSocket into the relay. Returns whether it joined.
+    pub fn adopt_bridge(self: &Rc<Self>, env: &Env, mut socket: Object, route: Route, identity: Identity) -> Result<bool> {
+        if !bridge::is_open(&socket)? {
+            return Ok(false);
+        }
+        if self.lifecycle.get() == Lifecycle::Stopped {
+            let refusal = Refusal::ShuttingDown;
+            bridge::close_unadopted(&socket, refusal.close_code(), refusal.reason())?;
+            return Ok(false);
+        }
+        // `message` then hands over a Buffer whatever the app set before.
+        socket.set_named_property("binaryType", "nodebuffer")?;
+        let outbox = BridgeOutbox::new(self.pending.clone(), self.relay.config().max_queued_bytes);
+        match self.relay.open(route, identity, outbox.clone(), now()) {
+            Ok(conn) => {
+                outbox.set_conn(conn);
+                let bridged = Rc::new(BridgeSocket::new(env, &socket, outbox)?);
+                self.sockets.borrow_mut().insert(conn, bridged);
+                self.listen_to(env, &socket, conn)?;
+                self.pump(env)?;
+                Ok(true)
+            }
+            Err(refusal) => {
+                bridge::close_unadopted(&socket, refusal.close_code(), refusal.reason())?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// The bridge socket's events, wired to the relay.
+    fn listen_to(self: &Rc<Self>, env: &Env, socket: &Object, conn: ConnId) -> Result<()> {
+        let host = self.clone();
+        js::listen(env, socket, "message", move |ctx: FunctionCallContext| {
+            guard(|| {
+                let data: BufferSlice = ctx.get(0)?;
+                let is_binary: bool = ctx.get(1)?;
+                let bytes = Bytes::copy_from_slice(&data);
+                let frame = if is_binary { Frame::binary(bytes) } else { Frame::text(bytes) };
+                host.relay.receive(conn, frame, now());
+                host.pump(ctx.env)
+            })
+        })?;
+        let host = self.clone();
+        js::listen(env, socket, "pong", move |ctx: FunctionCallContext| {
+            guard(|| {
+                host.relay.pong(conn, now());
+                host.pump(ctx.env)
+            })
+        })?;
+        let host = self.clone();
+        js::listen(env, socket, "close", move |ctx: FunctionCallContext| {
+            guard(|| {
+                let code: u32 = ctx.get(0).unwrap_or(close_code::NO_STATUS.into());
+                let reason = ctx.get::<BufferSlice>(1).map(|r| String::from_utf8_lossy(&r).into_owned()).unwrap_or_default();
+                let code = u16::try_from(code).unwrap_or(close_code::NO_STATUS);
+                host.relay.close(conn, code, &reason, now());
+                host.sockets.borrow_mut().remove(&conn);
+                host.pump(ctx.env)
+            })
+        })?;
+        // Without a listener, an `error` event would be thrown; `close` follows it.
+        js::listen(env, socket, "error", |_ctx: FunctionCallContext| Ok(()))
+    }
+
+    /// The native runtime, started on first use together with the wake-up that lets its
+    /// threads reach this one.
+    fn native(self: &Rc<Self>, env: &Env) -> Result<&NativeRuntime> {
+        if let Some(native) = self.native.get() {
+            return Ok(native);
+        }
+        let runtime = NativeRuntime::start()
+            .map_err(|err| Error::new(Status::GenericFailure, format!("cannot start the native transport: {err}")))?;
+        let host = Rc::downgrade(self);
+        let drain = env.create_function_from_closure::<(), (), _>("switchyardWake", move |ctx| {
+            guard(|| host.upgrade().map_or(Ok(()), |host| host.pump(ctx.env)))
+        })?;
+        // Weak: a pending wake-up does not keep the process alive.
+        let wake = drain.build_threadsafe_function::<()>().callee_handled::<false>().weak::<true>().build()?;
+        self.pending.set_wake(Box::new(move || {
+            wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
+        }));
+        Ok(self.native.get_or_init(|| runtime))
+    }
+
+    /// Takes a `net.Socket` from Node's `upgrade` event into the native transport.
+    /// Returns whether it joined; a bad handshake is answered with 400 and `false`.
+    pub fn adopt_native(
+        self: &Rc<Self>,
+        env: &Env,
+        socket: &Object,
+        request: &Object,
+        route: Route,
+        identity: Identity,
+        head: Bytes,
+    ) -> Result<bool> {
+        let (stream, preface, head) = match native::take_over(socket, request, head)? {
+            Takeover::Taken { stream, preface, head } => (stream, preface, head),
+            Takeover::BadHandshake => {
+                self.relay.handshake_failed();
+                return Ok(false);
+            }
+        };
+        let native = self.native(env)?;
+        let io = native
+            .stream(stream)
+            .map_err(|err| Error::new(Status::GenericFailure, format!("cannot adopt the socket: {err}")))?;
+        let accepted = Accepted { io, preface, head, route, identity };
+        let admitted = if self.lifecycle.get() == Lifecycle::Stopped {
+            native.spawner.refuse(accepted, Refusal::ShuttingDown);
+            false
+        } else {
+            native.spawner.spawn(&self.relay, accepted).is_ok()
+        };
+        self.pump(env)?;
+        Ok(admitted)
+    }
+
+    /// Answers an upgrade the app refused (its `authenticate` said no, or threw).
+    pub fn refuse_upgrade(&self, socket: &Object, status: u16, reason: &str) -> Result<()> {
+        native::respond_and_close(socket, handshake::http_error(status, reason, reason, ""))
+    }
+
+    pub fn stop(&self, env: &Env) -> Result<()> {
+        self.stop_timer(env)?;
+        self.lifecycle.set(Lifecycle::Stopped);
+        self.relay.shutdown(close_code::GOING_AWAY, Refusal::ShuttingDown.reason(), now());
+        self.pump(env)
+    }
+}

@@ -1,0 +1,142 @@
+//! The native transport from Node: a socket from an HTTP server's `upgrade` event is
+//! taken from Node and handed to the Rust transport, so its messages never enter the JS
+//! thread.
+//!
+//! The takeover is synchronous, inside the caller's `upgrade` handler: libuv stops
+//! reading (`_handle.readStop()`), Rust duplicates the file descriptor, and
+//! `socket.destroy()` closes only Node's descriptor (no FIN goes out; `end()` would send
+//! one). The request was parsed by Node; Rust checks its handshake headers and answers
+//! `101` itself, or `400` through Node before letting go.
+
+use std::os::fd::BorrowedFd;
+
+use bytes::Bytes;
+use napi::bindgen_prelude::{Buffer, FnArgs, Function, JsObjectValue, Object, Unknown};
+use napi::{Error, Result, Status, ValueType};
+use switchyard_server::handshake;
+use switchyard_server::Spawner;
+
+use crate::js::call_method;
+use tokio::runtime::Runtime;
+
+/// The tokio runtime native connections run on, started with the first of them.
+pub struct NativeRuntime {
+    runtime: Option<Runtime>,
+    pub spawner: Spawner,
+}
+
+impl NativeRuntime {
+    /// One worker per CPU this process may use (`taskset` narrows it).
+    pub fn start() -> std::io::Result<Self> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("switchyard-io")
+            .enable_all()
+            .build()?;
+        let spawner = Spawner { runtime: runtime.handle().clone(), tasks: Default::default() };
+        Ok(Self { runtime: Some(runtime), spawner })
+    }
+
+    /// Makes a tokio stream of a taken-over socket (it must be registered with this
+    /// runtime's reactor).
+    pub fn stream(&self, socket: std::net::TcpStream) -> std::io::Result<tokio::net::TcpStream> {
+        let _entered = self.spawner.runtime.enter();
+        socket.set_nonblocking(true)?;
+        let stream = tokio::net::TcpStream::from_std(socket)?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+impl Drop for NativeRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks until its tasks stop; the JS thread must not wait.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Whether `value` is a `net.Socket` whose descriptor can be taken: it has a libuv
+/// handle with a file descriptor.
+pub fn is_net_socket(value: &Unknown) -> bool {
+    if value.get_type().ok() != Some(ValueType::Object) {
+        return false;
+    }
+    // SAFETY: an object, checked above.
+    let Ok(object) = (unsafe { value.cast::<Object>() }) else { return false };
+    let handle_fd = object
+        .get_named_property_unchecked::<Unknown>("_handle")
+        .ok()
+        .filter(|h| h.get_type().ok() == Some(ValueType::Object))
+        // SAFETY: an object, checked by the filter.
+        .and_then(|h| unsafe { h.cast::<Object>() }.ok())
+        .and_then(|h| h.get_named_property_unchecked::<Unknown>("fd").ok())
+        .and_then(|fd| fd.get_type().ok());
+    handle_fd == Some(ValueType::Number)
+}
+
+/// How a takeover went.
+pub enum Takeover {
+    /// The socket is Rust's now; the `101` answer (`preface`) is still to be written.
+    Taken { stream: std::net::TcpStream, preface: Vec<u8>, head: Bytes },
+    /// The handshake was refused with 400 and Node closes the socket.
+    BadHandshake,
+}
+
+/// Ends a socket Node still owns with a whole HTTP response.
+pub fn respond_and_close(socket: &Object, response: Vec<u8>) -> Result<()> {
+    let end: Function<FnArgs<(Buffer,)>, Unknown> = socket.get_named_property_unchecked("end")?;
+    end.bind(socket)?.call((Buffer::from(response),).into())?;
+    Ok(())
+}
+
+/// Reads the method and the handshake headers from a Node `IncomingMessage`.
+fn read_request(request: &Object) -> Result<(String, Vec<(&'static str, String)>)> {
+    let method: String = request.get_named_property_unchecked::<Unknown>("method").and_then(|m| unsafe { m.cast() }).unwrap_or_default();
+    let headers: Object = request.get_named_property("headers")?;
+    let mut found = Vec::new();
+    for name in ["upgrade", "connection", "sec-websocket-version", "sec-websocket-key"] {
+        let value: Unknown = headers.get_named_property_unchecked(name)?;
+        if value.get_type()? == ValueType::String {
+            // SAFETY: a string, checked.
+            found.push((name, unsafe { value.cast::<String>()? }));
+        }
+    }
+    Ok((method, found))
+}
+
+/// Checks the handshake and takes the socket from Node. A TLS socket is refused with an
+/// error: Rust would write plaintext into it.
+pub fn take_over(socket: &Object, request: &Object, head: Bytes) -> Result<Takeover> {
+    let encrypted: Option<bool> = socket.get_named_property_unchecked::<Unknown>("encrypted").ok().and_then(|e| unsafe { e.cast().ok() });
+    if encrypted == Some(true) {
+        return Err(Error::new(
+            Status::InvalidArg,
+            "A TLS socket cannot be taken over by the native transport: use bridge mode (accept the \
+             upgrade with ws and pass its WebSocket to handleUpgrade), or terminate TLS at a proxy",
+        ));
+    }
+    let (method, headers) = read_request(request)?;
+    let header = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str());
+    let accept = match handshake::accept(&method, header) {
+        Ok(accept) => accept,
+        Err(error) => {
+            respond_and_close(socket, handshake::bad_request(&error))?;
+            return Ok(Takeover::BadHandshake);
+        }
+    };
+    let handle: Object = socket.get_named_property("_handle")?;
+    call_method(&handle, "readStop")?;
+    let fd: i32 = handle.get_named_property_unchecked("fd")?;
+    if fd < 0 {
+        return Err(Error::new(Status::InvalidArg, "The socket has no file descriptor (it is closed, or not a TCP socket)"));
+    }
+    // SAFETY: Node owns `fd` and keeps it open until `destroy()` below; the duplicate is ours.
+    let owned = unsafe { BorrowedFd::borrow_raw(fd) }
+        .try_clone_to_owned()
+        .map_err(|err| Error::new(Status::GenericFailure, format!("cannot take the socket over: {err}")))?;
+    call_method(socket, "destroy")?;
+    Ok(Takeover::Taken { stream: owned.into(), preface: handshake::switching_protocols(&accept), head })
+}
