@@ -204,6 +204,8 @@ export interface RelayStats {
   bytes: ByteStats
   /** Recipients closed with 1013 because their outbox stayed full. */
   slowConsumerCloses: number
+  /** Native upgrades refused with 400 for a bad handshake. */
+  handshakeFailures: number
   config: ResolvedConfig
 }
 

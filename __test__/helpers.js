@@ -1,5 +1,6 @@
 // __test__/helpers.js: WebSocket clients that record what they receive, and HTTP helpers.
 const assert = require('node:assert/strict');
+const net = require('node:net');
 const WebSocket = require('ws');
 
 const WAIT_MS = 3000;
@@ -26,6 +27,8 @@ class TestClient {
       this.ws.once('open', resolve);
       this.ws.once('error', reject);
     });
+    // Refused clients never open; only a test that awaits `opened` should see why.
+    this.opened.catch(() => {});
     this.ws.on('error', () => {});
   }
 
@@ -115,3 +118,115 @@ async function postJson(url, body = {}) {
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 module.exports = { TestClient, joinedClient, assertQuiet, postJson, sleep };
+
+/** An upgrade request, as raw text, with the headers a test chooses to break. */
+function upgradeRequest(path, { key = 'dGhlIHNhbXBsZSBub25jZQ==', version = '13', headers = {} } = {}) {
+  const lines = [`GET ${path} HTTP/1.1`, 'Host: 127.0.0.1', 'Upgrade: websocket', 'Connection: Upgrade'];
+  if (version !== null) lines.push(`Sec-WebSocket-Version: ${version}`);
+  if (key !== null) lines.push(`Sec-WebSocket-Key: ${key}`);
+  for (const [name, value] of Object.entries(headers)) lines.push(`${name}: ${value}`);
+  return `${lines.join('\r\n')}\r\n\r\n`;
+}
+
+/** A client frame: masked unless told otherwise, announcing `length` if given (to lie). */
+function clientFrame(opcode, payload = Buffer.alloc(0), { mask = true, fin = true, length } = {}) {
+  const data = Buffer.from(payload);
+  const size = length ?? data.length;
+  const head = [(fin ? 0x80 : 0) | opcode];
+  let extended = Buffer.alloc(0);
+  if (size < 126) head.push((mask ? 0x80 : 0) | size);
+  else if (size <= 0xffff) {
+    head.push((mask ? 0x80 : 0) | 126);
+    extended = Buffer.alloc(2);
+    extended.writeUInt16BE(size);
+  } else {
+    head.push((mask ? 0x80 : 0) | 127);
+    extended = Buffer.alloc(8);
+    extended.writeBigUInt64BE(BigInt(size));
+  }
+  const key = Buffer.from([0x11, 0x22, 0x33, 0x44]);
+  const body = mask ? Buffer.from(data.map((b, i) => b ^ key[i % 4])) : data;
+  return Buffer.concat([Buffer.from(head), extended, mask ? key : Buffer.alloc(0), body]);
+}
+
+/**
+ * A TCP client that speaks just enough WebSocket to misbehave on purpose: it writes
+ * whatever bytes a test gives it and parses what the server answers (an HTTP head, then
+ * unmasked frames).
+ */
+class RawClient {
+  constructor(port) {
+    this.socket = net.connect(port, '127.0.0.1');
+    this.received = Buffer.alloc(0);
+    this.waiters = [];
+    this.ended = new Promise((resolve) => this.socket.on('close', resolve));
+    this.socket.on('data', (chunk) => {
+      this.received = Buffer.concat([this.received, chunk]);
+      this.waiters = this.waiters.filter((w) => !w());
+    });
+    this.socket.on('error', () => {});
+    this.connected = new Promise((resolve) => this.socket.once('connect', resolve));
+  }
+
+  write(bytes) {
+    this.socket.write(bytes);
+  }
+
+  /** Waits until `check()` is true of what arrived. */
+  until(check, what, timeoutMs = WAIT_MS) {
+    return new Promise((resolve, reject) => {
+      const waiter = () => {
+        if (!check()) return false;
+        clearTimeout(timer);
+        resolve();
+        return true;
+      };
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== waiter);
+        reject(new Error(`${what} did not arrive within ${timeoutMs} ms; got ${JSON.stringify(this.received.toString('latin1').slice(0, 300))}`));
+      }, timeoutMs);
+      if (!waiter()) this.waiters.push(waiter);
+    });
+  }
+
+  /** The HTTP response head, once it is complete. */
+  async responseHead() {
+    await this.until(() => this.received.includes('\r\n\r\n'), 'an HTTP response');
+    return this.received.subarray(0, this.received.indexOf('\r\n\r\n') + 4).toString('latin1');
+  }
+
+  /** The frames after the HTTP head: `{ opcode, payload }`, with `code` and `reason` for a close. */
+  frames() {
+    let at = this.received.indexOf('\r\n\r\n') + 4;
+    const frames = [];
+    while (at + 2 <= this.received.length) {
+      const opcode = this.received[at] & 0x0f;
+      let length = this.received[at + 1] & 0x7f;
+      let start = at + 2;
+      if (length === 126) {
+        length = this.received.readUInt16BE(at + 2);
+        start += 2;
+      } else if (length === 127) {
+        length = Number(this.received.readBigUInt64BE(at + 2));
+        start += 8;
+      }
+      if (start + length > this.received.length) break;
+      const payload = this.received.subarray(start, start + length);
+      const frame = { opcode, payload };
+      if (opcode === 8 && payload.length >= 2) Object.assign(frame, { code: payload.readUInt16BE(0), reason: payload.subarray(2).toString() });
+      frames.push(frame);
+      at = start + length;
+    }
+    return frames;
+  }
+
+  /** Waits for the server's close frame and returns it. */
+  async closeFrame(timeoutMs) {
+    await this.until(() => this.frames().some((f) => f.opcode === 8), 'a close frame', timeoutMs);
+    return this.frames().find((f) => f.opcode === 8);
+  }
+}
+
+module.exports.upgradeRequest = upgradeRequest;
+module.exports.clientFrame = clientFrame;
+module.exports.RawClient = RawClient;

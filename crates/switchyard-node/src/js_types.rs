@@ -149,6 +149,8 @@ pub struct RelayStats {
     pub bytes: ByteStats,
     /// Recipients closed with 1013 because their outbox stayed full.
     pub slow_consumer_closes: i64,
+    /// Native upgrades refused with 400 for a bad handshake.
+    pub handshake_failures: i64,
     pub config: ResolvedConfig,
 }
 
@@ -167,6 +169,7 @@ impl RelayStats {
             },
             bytes: ByteStats { received: stats.bytes_received as i64, sent: stats.bytes_sent as i64 },
             slow_consumer_closes: stats.slow_consumer_closes as i64,
+            handshake_failures: stats.handshake_failures as i64,
             config: config.into(),
         }
     }

@@ -155,19 +155,22 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         }
     }
 
-    /// Reads and routes until the socket has nothing more, or the read side ends.
+    /// Reads and routes until the socket has nothing more, or the read side ends. After
+    /// [`READ_BUFFER_LEN`] bytes it yields, so the writers of the connections it routed
+    /// to get to drain their outboxes before a fast sender fills them.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<ReadEnd> {
+        let mut budget = READ_BUFFER_LEN;
         loop {
             let read = if self.partial.is_empty() {
                 READ_BUFFER.with_borrow_mut(|buffer| {
                     let mut read_buf = ReadBuf::new(buffer);
                     match Pin::new(&mut self.io).poll_read(cx, &mut read_buf) {
-                        Poll::Ready(Ok(())) if read_buf.filled().is_empty() => Poll::Ready(Some(ReadEnd::Lost)),
+                        Poll::Ready(Ok(())) if read_buf.filled().is_empty() => Poll::Ready((0, Some(ReadEnd::Lost))),
                         Poll::Ready(Ok(())) => {
                             let filled = read_buf.filled().len();
-                            Poll::Ready(self.consume_shared(&mut buffer[..filled]))
+                            Poll::Ready((filled, self.consume_shared(&mut buffer[..filled])))
                         }
-                        Poll::Ready(Err(_)) => Poll::Ready(Some(ReadEnd::Lost)),
+                        Poll::Ready(Err(_)) => Poll::Ready((0, Some(ReadEnd::Lost))),
                         Poll::Pending => Poll::Pending,
                     }
                 })
@@ -176,34 +179,40 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             };
             match read {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(ReadEnd::Lost)) => {
+                Poll::Ready((_, Some(ReadEnd::Lost))) => {
                     self.relay.close(self.conn, close_code::ABNORMAL, "Connection lost", now());
                     return Poll::Ready(ReadEnd::Lost);
                 }
-                Poll::Ready(Some(end)) => return Poll::Ready(end),
-                Poll::Ready(None) => {}
+                Poll::Ready((_, Some(end))) => return Poll::Ready(end),
+                Poll::Ready((read, None)) => {
+                    budget = budget.saturating_sub(read);
+                    if budget == 0 {
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                }
             }
         }
     }
 
     /// Reads more of a half-read frame straight into the connection's own buffer.
-    fn poll_read_partial(&mut self, cx: &mut Context<'_>) -> Poll<Option<ReadEnd>> {
+    fn poll_read_partial(&mut self, cx: &mut Context<'_>) -> Poll<(usize, Option<ReadEnd>)> {
         if self.partial.capacity() == self.partial.len() {
             self.partial.reserve(PARTIAL_CHUNK);
         }
         let spare = self.partial.spare_capacity_mut();
         let mut read_buf = ReadBuf::uninit(spare);
         match ready!(Pin::new(&mut self.io).poll_read(cx, &mut read_buf)) {
-            Ok(()) if read_buf.filled().is_empty() => Poll::Ready(Some(ReadEnd::Lost)),
+            Ok(()) if read_buf.filled().is_empty() => Poll::Ready((0, Some(ReadEnd::Lost))),
             Ok(()) => {
                 let filled = read_buf.filled().len();
                 // SAFETY: `ReadBuf` initialized these many bytes of the spare capacity.
                 unsafe { self.partial.advance_mut(filled) };
                 let mut partial = std::mem::take(&mut self.partial);
                 let end = self.consume(&mut partial);
-                Poll::Ready(end)
+                Poll::Ready((filled, end))
             }
-            Err(_) => Poll::Ready(Some(ReadEnd::Lost)),
+            Err(_) => Poll::Ready((0, Some(ReadEnd::Lost))),
         }
     }
 

@@ -1,0 +1,330 @@
+// __test__/server.test.js: the standalone `switchyard` binary: its flags and environment,
+// its HTTP API and admin rules, WebSockets, logs, and a graceful stop, all over real
+// sockets against the release build; and the npm `switchyard` bin that starts it.
+const { describe, it, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { spawn, execFile } = require('node:child_process');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+const { locateBinary } = require('../bin/switchyard.js');
+const { TestClient, joinedClient, postJson, sleep, RawClient, upgradeRequest } = require('./helpers');
+
+const binary = locateBinary();
+const children = new Set();
+after(() => children.forEach((child) => child.kill('SIGKILL')));
+
+async function freePort() {
+  const server = net.createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** Runs the binary to completion (for flag errors and --help). */
+function runToEnd(args, env = {}) {
+  return new Promise((resolve) => {
+    execFile(binary, args, { env: { ...process.env, ...env }, timeout: 10000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? err.code : 0, stdout, stderr }),
+    );
+  });
+}
+
+/** Starts a server (the binary, or `command` such as the npm bin) and waits until it answers. */
+async function startServer({ args = [], env = {}, command = [binary] } = {}) {
+  const port = await freePort();
+  const child = spawn(command[0], [...command.slice(1), '--port', String(port), '--host', '127.0.0.1', ...args], {
+    env: { ...process.env, RUST_LOG: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.add(child);
+  let logs = '';
+  child.stderr.on('data', (chunk) => (logs += chunk));
+  child.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  const base = `http://127.0.0.1:${port}`;
+  for (let tries = 0; ; tries++) {
+    try {
+      if ((await fetch(`${base}/health`)).ok) break;
+    } catch {
+      if (tries > 100) throw new Error(`the server did not start:\n${logs}`);
+      await sleep(50);
+    }
+  }
+  return { child, port, base, ws: `ws://127.0.0.1:${port}`, logs: () => logs };
+}
+
+async function getJson(url, init) {
+  const response = await fetch(url, init);
+  return { status: response.status, body: await response.json() };
+}
+
+describe('switchyard binary: command line', () => {
+  it('describes every flag and its environment variable in --help', async () => {
+    const { code, stdout } = await runToEnd(['--help']);
+    assert.equal(code, 0);
+    for (const [flag, env] of [
+      ['-p, --port', 'PORT'],
+      ['-h, --host', 'HOST'],
+      ['-t, --heartbeat-timeout', 'HEARTBEAT_TIMEOUT'],
+      ['-c, --cleanup-interval', 'CLEANUP_INTERVAL'],
+      ['--admin-token', 'SWITCHYARD_ADMIN_TOKEN'],
+      ['--max-message-bytes', 'MAX_MESSAGE_BYTES'],
+      ['--slow-consumer', 'SLOW_CONSUMER'],
+    ]) {
+      assert.ok(stdout.includes(flag), `--help shows ${flag}`);
+      assert.ok(stdout.includes(`env: ${env}`), `--help shows ${env}`);
+    }
+  });
+
+  it('rejects unknown flags and bad values with a message and exit code 2', async () => {
+    for (const [args, message] of [
+      [['--nope'], /unexpected argument '--nope'/],
+      [['--port', 'abc'], /invalid value 'abc' for '--port/],
+      [['--heartbeat-timeout', '0'], /invalid value '0'/],
+      [['--slow-consumer', 'wait'], /invalid value 'wait'/],
+      [['--host', 'not-an-ip'], /invalid value 'not-an-ip'/],
+    ]) {
+      const { code, stderr } = await runToEnd(args);
+      assert.equal(code, 2, args.join(' '));
+      assert.match(stderr, message);
+    }
+    const { code, stderr } = await runToEnd([], { PORT: 'eighty' });
+    assert.equal(code, 2);
+    assert.match(stderr, /invalid value 'eighty'/);
+  });
+
+  it('takes its settings from environment variables', async () => {
+    const port = await freePort();
+    const child = spawn(binary, [], { env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', PING_INTERVAL: '100', HEARTBEAT_TIMEOUT: '300' } });
+    children.add(child);
+    for (let tries = 0; tries < 100; tries++) {
+      if (await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false)) break;
+      await sleep(50);
+    }
+    await postJson(`http://127.0.0.1:${port}/v1/sessions`, { sessionId: 'env' });
+    const deaf = await joinedClient(`ws://127.0.0.1:${port}/session/env`, { autoPong: false });
+    assert.deepEqual(await deaf.closedWithin(2000), { code: 1001, reason: 'Connection timeout' });
+    child.kill('SIGTERM');
+  });
+});
+
+describe('switchyard binary: HTTP API', () => {
+  it('creates, lists, reads and deletes sessions', async () => {
+    const server = await startServer();
+    const created = await postJson(`${server.base}/v1/sessions`, { metadata: { room: 'blue' }, expiresIn: 60000 });
+    assert.equal(created.status, 201);
+    const session = created.body;
+    assert.match(session.sessionId, /^[A-Za-z0-9]{22}$/);
+    assert.equal(session.wsUrl, `ws://127.0.0.1:${server.port}/session/${session.sessionId}`);
+    assert.equal(Date.parse(session.expiresAt) - Date.parse(session.createdAt), 60000);
+    assert.equal(session.clientCount, 0);
+    assert.deepEqual(session.metadata, { room: 'blue' });
+
+    const list = await getJson(`${server.base}/v1/sessions`);
+    assert.deepEqual(list.body.map((s) => s.sessionId), [session.sessionId]);
+    const client = await joinedClient(session.wsUrl);
+    assert.equal((await getJson(`${server.base}/v1/sessions/${session.sessionId}`)).body.clientCount, 1);
+
+    const deleted = await getJson(`${server.base}/v1/sessions/${session.sessionId}`, { method: 'DELETE' });
+    assert.deepEqual(deleted, { status: 200, body: { deleted: true } });
+    assert.deepEqual(await client.closedWithin(), { code: 1000, reason: 'Session deleted' });
+    for (const method of ['GET', 'DELETE']) {
+      const missing = await getJson(`${server.base}/v1/sessions/${session.sessionId}`, { method });
+      assert.equal(missing.status, 404);
+      assert.equal(missing.body.error.code, 'SESSION_NOT_FOUND');
+      assert.match(missing.body.error.message, new RegExp(session.sessionId));
+    }
+  });
+
+  it('answers bad bodies with 400 and a code', async () => {
+    const server = await startServer();
+    const post = (body) => getJson(`${server.base}/v1/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    const cases = [
+      ['{"sessionId":', 'INVALID_JSON'],
+      ['{"sessionId":7}', 'INVALID_REQUEST'],
+      ['{"sesionId":"typo"}', 'INVALID_REQUEST'],
+      ['{"sessionId":"a/b"}', 'INVALID_SESSION_ID'],
+      ['{"expiresIn":0}', 'INVALID_REQUEST'],
+    ];
+    for (const [body, code] of cases) {
+      const answer = await post(body);
+      assert.equal(answer.status, 400, body);
+      assert.equal(answer.body.error.code, code, body);
+      assert.equal(typeof answer.body.error.message, 'string');
+    }
+    assert.equal((await post('{"sessionId":"taken"}')).status, 201);
+    assert.equal((await post('{"sessionId":"taken"}')).body.error.code, 'SESSION_EXISTS');
+    const broadcast = await postJson(`${server.base}/v1/broadcast`, { sessionId: 'nope', type: 'x' });
+    assert.equal(broadcast.status, 404);
+    assert.equal((await postJson(`${server.base}/v1/broadcast`, { sessionId: 'taken' })).body.error.code, 'INVALID_REQUEST');
+  });
+
+  it('broadcasts to a session and relays between its clients', async () => {
+    const server = await startServer();
+    await postJson(`${server.base}/v1/sessions`, { sessionId: 'room' });
+    const a = await joinedClient(`${server.ws}/session/room`);
+    const b = await joinedClient(`${server.ws}/session/room`);
+    a.send('{"type":"hello","from":"a"}');
+    assert.equal((await b.next((m) => m.json?.type === 'hello')).text, '{"type":"hello","from":"a"}');
+    const answer = await postJson(`${server.base}/v1/broadcast`, { sessionId: 'room', type: 'NOTICE', data: { text: 'maintenance at noon' } });
+    assert.deepEqual(answer, { status: 200, body: { delivered: 2 } });
+    for (const client of [a, b]) {
+      const notice = (await client.nextOfType('NOTICE')).json;
+      assert.deepEqual(notice.data, { text: 'maintenance at noon' });
+      assert.equal(typeof notice.timestamp, 'number');
+    }
+    await Promise.all([a.close(), b.close()]);
+  });
+
+  it('serves a sessionless connection at / that answers ping', async () => {
+    const server = await startServer();
+    const client = new TestClient(`${server.ws}/`);
+    await client.opened;
+    client.send('{"type":"ping"}');
+    assert.equal((await client.nextOfType('pong')).json.type, 'pong');
+    client.send('{"type":"relay-me"}');
+    assert.equal((await client.nextOfType('error')).json.payload.code, 'NO_SESSION');
+    await client.close();
+  });
+
+  it('reports stats and Prometheus metrics that move with traffic', async () => {
+    const server = await startServer();
+    await postJson(`${server.base}/v1/sessions`, { sessionId: 'm' });
+    const a = await joinedClient(`${server.ws}/session/m`);
+    const b = await joinedClient(`${server.ws}/session/m`);
+    a.send('{"type":"x"}');
+    await b.next((m) => m.json?.type === 'x');
+    const bad = new RawClient(server.port);
+    await bad.connected;
+    bad.write(upgradeRequest('/session/m', { version: '12' }));
+    assert.match(await bad.responseHead(), /^HTTP\/1\.1 400 [^]*sec-websocket-version: 13/i);
+
+    const stats = (await getJson(`${server.base}/stats`)).body;
+    assert.equal(stats.connections, 2);
+    assert.equal(stats.sessions, 1);
+    assert.deepEqual(stats.messages, { received: 1, relayed: 1, invalid: 0, dropped: 0 });
+    assert.equal(stats.handshakeFailures, 1);
+    assert.equal(typeof stats.uptimeMs, 'number');
+
+    const response = await fetch(`${server.base}/metrics`);
+    assert.match(response.headers.get('content-type'), /^text\/plain; version=0\.0\.4/);
+    const metrics = parsePrometheus(await response.text());
+    assert.deepEqual(metrics.switchyard_connections, { type: 'gauge', value: 2 });
+    assert.deepEqual(metrics.switchyard_messages_relayed_total, { type: 'counter', value: 1 });
+    assert.deepEqual(metrics.switchyard_handshake_failures_total, { type: 'counter', value: 1 });
+    for (const name of ['sessions', 'messages_received_total', 'messages_dropped_total', 'bytes_received_total', 'bytes_sent_total', 'slow_consumer_closes_total']) {
+      assert.ok(metrics[`switchyard_${name}`], `metric switchyard_${name}`);
+    }
+    await Promise.all([a.close(), b.close()]);
+  });
+});
+
+/** Parses Prometheus text exposition, failing on any line that does not follow it. */
+function parsePrometheus(text) {
+  const metrics = {};
+  const types = {};
+  for (const line of text.split('\n').filter(Boolean)) {
+    let match;
+    if ((match = /^# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) .+$/.exec(line))) continue;
+    if ((match = /^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped)$/.exec(line))) {
+      types[match[1]] = match[2];
+      continue;
+    }
+    match = /^([a-zA-Z_:][a-zA-Z0-9_:]*) (-?[0-9.e+-]+|NaN|\+Inf|-Inf)$/.exec(line);
+    assert.ok(match, `not a Prometheus line: ${JSON.stringify(line)}`);
+    assert.ok(types[match[1]], `${match[1]} has a # TYPE line before it`);
+    metrics[match[1]] = { type: types[match[1]], value: Number(match[2]) };
+  }
+  return metrics;
+}
+
+/** A non-loopback IPv4 address of this machine, if it has one. */
+function externalAddress() {
+  return Object.values(os.networkInterfaces()).flat().find((a) => a.family === 'IPv4' && !a.internal)?.address;
+}
+
+describe('switchyard binary: admin endpoints', () => {
+  it('require the bearer token when one is set', async () => {
+    const server = await startServer({ env: { SWITCHYARD_ADMIN_TOKEN: 's3cret' } });
+    const create = (authorization) =>
+      getJson(`${server.base}/v1/sessions`, { method: 'POST', headers: authorization ? { authorization } : {} });
+    const missing = await create();
+    assert.equal(missing.status, 401);
+    assert.equal(missing.body.error.code, 'UNAUTHORIZED');
+    assert.equal((await create('Bearer wrong')).status, 401);
+    assert.equal((await create('Basic czNjcmV0')).status, 401);
+    const created = await create('Bearer s3cret');
+    assert.equal(created.status, 201);
+    assert.equal((await getJson(`${server.base}/v1/sessions/${created.body.sessionId}`, { method: 'DELETE' })).status, 401);
+    assert.equal((await getJson(`${server.base}/v1/sessions`)).status, 200, 'reads stay open');
+  });
+
+  it('refuse non-loopback clients with 403 when no token is set', async (t) => {
+    const address = externalAddress();
+    if (!address) {
+      console.warn('SKIPPED: this machine has no non-loopback IPv4 address to test the 403 from');
+      t.skip('no non-loopback address');
+      return;
+    }
+    const port = await freePort();
+    const child = spawn(binary, ['--port', String(port), '--host', '0.0.0.0']);
+    children.add(child);
+    for (let tries = 0; tries < 100; tries++) {
+      if (await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false)) break;
+      await sleep(50);
+    }
+    const remote = await getJson(`http://${address}:${port}/v1/sessions`, { method: 'POST' });
+    assert.equal(remote.status, 403);
+    assert.equal(remote.body.error.code, 'FORBIDDEN');
+    assert.equal((await getJson(`http://${address}:${port}/health`)).status, 200);
+    assert.equal((await postJson(`http://127.0.0.1:${port}/v1/sessions`)).status, 201);
+    child.kill('SIGTERM');
+  });
+});
+
+describe('switchyard binary: stopping', () => {
+  for (const signal of ['SIGTERM', 'SIGINT']) {
+    it(`closes every socket with 1001 on ${signal} and exits 0`, async () => {
+      const server = await startServer();
+      await postJson(`${server.base}/v1/sessions`, { sessionId: 's' });
+      const sessionless = new TestClient(`${server.ws}/`);
+      await sessionless.opened;
+      const clients = [await joinedClient(`${server.ws}/session/s`), await joinedClient(`${server.ws}/session/s`), sessionless];
+      const stopped = Date.now();
+      server.child.kill(signal);
+      for (const client of clients) assert.deepEqual(await client.closedWithin(5000), { code: 1001, reason: 'Server shutting down' });
+      assert.deepEqual(await server.child.exited, { code: 0, signal: null });
+      assert.ok(Date.now() - stopped < 5000, 'within 5 s');
+    });
+  }
+
+  it('logs one line per connection opened and closed, nothing per message', async () => {
+    const server = await startServer();
+    await postJson(`${server.base}/v1/sessions`, { sessionId: 'logs' });
+    const a = await joinedClient(`${server.ws}/session/logs`);
+    const b = await joinedClient(`${server.ws}/session/logs`);
+    for (let i = 0; i < 50; i++) a.send(`{"type":"m","i":${i}}`);
+    await b.next((m) => m.json?.i === 49);
+    await Promise.all([a.close(), b.close()]);
+    await sleep(100);
+    const lines = server.logs().split('\n').filter(Boolean);
+    assert.equal(lines.filter((l) => l.includes('connection opened')).length, 2);
+    assert.equal(lines.filter((l) => l.includes('connection closed')).length, 2);
+    assert.ok(lines.length < 10, `a handful of lines, not one per message:\n${lines.join('\n')}`);
+  });
+
+  it('npx switchyard passes SIGTERM on to the server and exits with its code, leaving no orphan', async () => {
+    const server = await startServer({ command: [process.execPath, path.join(__dirname, '..', 'bin', 'switchyard.js')] });
+    const childrenFile = `/proc/${server.child.pid}/task/${server.child.pid}/children`;
+    const rustPid = Number(fs.readFileSync(childrenFile, 'utf8').trim());
+    assert.ok(rustPid > 0, 'the bin started the server as its child');
+    await postJson(`${server.base}/v1/sessions`, { sessionId: 'npx' });
+    const client = await joinedClient(`${server.ws}/session/npx`);
+    server.child.kill('SIGTERM');
+    assert.deepEqual(await client.closedWithin(5000), { code: 1001, reason: 'Server shutting down' });
+    assert.deepEqual(await server.child.exited, { code: 0, signal: null });
+    assert.equal(fs.existsSync(`/proc/${rustPid}`), false, 'the server process is gone');
+  });
+});
