@@ -27,8 +27,10 @@ const OPEN: u32 = 1;
 struct Queue {
     frames: VecDeque<Frame>,
     queued_bytes: usize,
-    /// Bytes `ws` still held unwritten at the last flush.
+    /// Bytes `ws` still held unwritten when last asked.
     backlog: usize,
+    /// Bytes flushed since `ws` was last asked for its backlog.
+    unchecked: usize,
     close: Option<(u16, String)>,
     closed: bool,
     /// Already waiting in [`Pending`] for a flush.
@@ -76,6 +78,7 @@ impl BridgeOutbox {
     fn take(&self) -> (VecDeque<Frame>, Option<(u16, String)>) {
         let mut queue = self.queue.lock();
         queue.scheduled = false;
+        queue.unchecked += queue.queued_bytes;
         queue.queued_bytes = 0;
         let close = queue.close.take();
         if close.is_some() {
@@ -84,8 +87,17 @@ impl BridgeOutbox {
         (std::mem::take(&mut queue.frames), close)
     }
 
+    /// Whether to ask `ws` for its backlog now. Asking costs a call into JavaScript, so
+    /// it is done once per eighth of the bound flushed, and while a backlog remains.
+    fn backlog_due(&self) -> bool {
+        let queue = self.queue.lock();
+        queue.backlog > 0 || queue.unchecked >= self.capacity / 8
+    }
+
     fn set_backlog(&self, bytes: usize) {
-        self.queue.lock().backlog = bytes;
+        let mut queue = self.queue.lock();
+        queue.backlog = bytes;
+        queue.unchecked = 0;
     }
 }
 
@@ -117,7 +129,7 @@ impl Outbox for BridgeOutbox {
 
 type SendFn = FunctionRef<FnArgs<(Unknown<'static>, Unknown<'static>)>, Unknown<'static>>;
 type CloseFn = FunctionRef<FnArgs<(u16, String)>, Unknown<'static>>;
-type PingFn = FunctionRef<(), Unknown<'static>>;
+type NoArgsFn = FunctionRef<(), Unknown<'static>>;
 
 /// The JS side of one bridge connection: its socket and the socket's bound methods.
 pub struct BridgeSocket {
@@ -125,7 +137,10 @@ pub struct BridgeSocket {
     socket: Held,
     send: SendFn,
     close: CloseFn,
-    ping: PingFn,
+    ping: NoArgsFn,
+    /// `cork` and `uncork` of the `net.Socket` under `ws` (its `_socket`), when it has
+    /// one: the frames of one flush then leave in one write.
+    cork: Option<(NoArgsFn, NoArgsFn)>,
 }
 
 /// Checks that `value` is a `ws` WebSocket (by its shape; `@fastify/websocket` hands out
@@ -172,12 +187,23 @@ fn bound<Args: napi::bindgen_prelude::JsValuesTupleIntoVec, Ret: napi::bindgen_p
 
 impl BridgeSocket {
     pub fn new(env: &Env, socket: &Object, outbox: Arc<BridgeOutbox>) -> Result<Self> {
+        let raw: Unknown = socket.get_named_property_unchecked("_socket")?;
+        let cork = match raw.get_type()? {
+            ValueType::Object => {
+                // SAFETY: an object, checked.
+                let raw: Object = unsafe { raw.cast()? };
+                let corks = raw.get_named_property_unchecked::<Unknown>("cork")?.get_type()? == ValueType::Function;
+                if corks { Some((bound(&raw, "cork")?, bound(&raw, "uncork")?)) } else { None }
+            }
+            _ => None,
+        };
         Ok(Self {
             outbox,
             socket: Held::new(env, socket)?,
             send: bound(socket, "send")?,
             close: bound(socket, "close")?,
             ping: bound(socket, "ping")?,
+            cork,
         })
     }
 }
@@ -230,6 +256,10 @@ impl<'env> Flusher<'env> {
     /// removes it.
     pub fn flush(&mut self, socket: &BridgeSocket) -> Result<()> {
         let (frames, close) = socket.outbox.take();
+        let cork = socket.cork.as_ref().filter(|_| frames.len() > 1);
+        if let Some((cork, _)) = cork {
+            cork.borrow_back(self.env)?.call(())?;
+        }
         for frame in frames {
             let sent = match frame.kind {
                 FrameKind::Ping => socket.ping.borrow_back(self.env)?.call(()),
@@ -243,9 +273,12 @@ impl<'env> Flusher<'env> {
                 break;
             }
         }
+        if let Some((_, uncork)) = cork {
+            uncork.borrow_back(self.env)?.call(())?;
+        }
         if let Some((code, reason)) = close {
             let _ = socket.close.borrow_back(self.env)?.call((code, reason).into());
-        } else {
+        } else if socket.outbox.backlog_due() {
             let object = socket.socket.get(self.env)?;
             let backlog: f64 = object.get_named_property_unchecked("bufferedAmount").unwrap_or(0.0);
             socket.outbox.set_backlog(backlog as usize);

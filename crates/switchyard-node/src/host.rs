@@ -3,9 +3,9 @@
 //! [`Host::pump`] that ends every call into the relay.
 //!
 //! Each call ends with a pump, which writes what the relay queued for bridge sockets and
-//! hands queued events to listeners, so a relayed message leaves within the same JS task
-//! that received it. Native connections' threads wake the pump through a thread-safe
-//! function instead.
+//! hands queued events to listeners. Messages from bridge sockets are pumped once per
+//! event-loop turn instead, so a burst leaves each socket in one write. Native
+//! connections' threads wake the pump through a thread-safe function.
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
@@ -13,7 +13,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use napi::bindgen_prelude::{BufferSlice, FnArgs, Function, FunctionCallContext, JsObjectValue, Object};
+use napi::bindgen_prelude::{BufferSlice, FnArgs, Function, FunctionCallContext, FunctionRef, JsObjectValue, Object, Unknown};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{Env, Error, Result, Status};
 use switchyard_core::{close_code, ConnId, Config, Frame, Identity, Millis, Refusal, Relay, Route};
@@ -45,6 +45,10 @@ pub struct Host {
     pub lifecycle: Cell<Lifecycle>,
     timer: RefCell<Option<Held>>,
     native: OnceCell<NativeRuntime>,
+    /// A pump is scheduled for the end of this event-loop turn.
+    pump_scheduled: Cell<bool>,
+    /// The function `setImmediate` calls for it, made once.
+    deferred_pump: OnceCell<FunctionRef<(), ()>>,
 }
 
 impl Host {
@@ -58,6 +62,8 @@ impl Host {
             lifecycle: Cell::new(Lifecycle::Idle),
             timer: RefCell::default(),
             native: OnceCell::new(),
+            pump_scheduled: Cell::new(false),
+            deferred_pump: OnceCell::new(),
         })
     }
 
@@ -84,6 +90,34 @@ impl Host {
                 }
             }
         }
+    }
+
+    /// Pumps at the end of this event-loop turn (`setImmediate`) rather than now, so that
+    /// every message read in the turn is routed first and each socket gets all of its
+    /// frames in one write.
+    fn pump_soon(self: &Rc<Self>, env: &Env) -> Result<()> {
+        if self.pump_scheduled.replace(true) {
+            return Ok(());
+        }
+        let deferred = match self.deferred_pump.get() {
+            Some(deferred) => deferred,
+            None => {
+                let host = Rc::downgrade(self);
+                let function = env.create_function_from_closure::<(), (), _>("switchyardPump", move |ctx| {
+                    guard(|| match host.upgrade() {
+                        Some(host) => {
+                            host.pump_scheduled.set(false);
+                            host.pump(ctx.env)
+                        }
+                        None => Ok(()),
+                    })
+                })?;
+                self.deferred_pump.get_or_init(|| function.create_ref().expect("a reference to a new function"))
+            }
+        };
+        let set_immediate: Function<Function<(), ()>, Unknown> = env.get_global()?.get_named_property_unchecked("setImmediate")?;
+        set_immediate.call(deferred.borrow_back(env)?)?;
+        Ok(())
     }
 
     pub fn start_timer(self: &Rc<Self>, env: &Env) -> Result<()> {
@@ -156,7 +190,7 @@ impl Host {
                 let bytes = Bytes::copy_from_slice(&data);
                 let frame = if is_binary { Frame::binary(bytes) } else { Frame::text(bytes) };
                 host.relay.receive(conn, frame, now());
-                host.pump(ctx.env)
+                host.pump_soon(ctx.env)
             })
         })?;
         let host = self.clone();

@@ -1,0 +1,368 @@
+//! `loadgen`: the load generator of `npm run bench`. It creates sessions over HTTP, opens
+//! S x K WebSocket clients (tokio-tungstenite) and has every client send B-byte JSON
+//! messages to its session, either as fast as a bounded window of undelivered messages
+//! allows (throughput) or at a fixed total rate (latency). Every delivery is checked:
+//! none lost, none out of order, none crossing sessions, none echoed to its sender. It
+//! prints one JSON line and exits 1 if any check failed.
+//!
+//! `--idle` opens the clients and holds them, silent, until a line arrives on stdin, so
+//! the caller can measure the server's memory per idle connection.
+//!
+//! Everything runs on one thread (a current-thread runtime), so the caller can pin the
+//! load generator to one core and report that core's use.
+
+mod message;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::LocalSet;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use message::Stamp;
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "WebSocket relay load generator: checks every delivery, prints one JSON line")]
+struct Args {
+    /// `host:port` of the server under test.
+    #[arg(long)]
+    server: String,
+    /// Path that creates a session when POSTed to; the answer's JSON has `sessionId`.
+    #[arg(long, default_value = "/sessions")]
+    create_path: String,
+    /// Path prefix of a session's WebSocket; the session id is appended.
+    #[arg(long, default_value = "/session/")]
+    ws_path: String,
+    #[arg(long, default_value_t = 100)]
+    sessions: usize,
+    /// Clients per session.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Size of each message in bytes.
+    #[arg(long, default_value_t = 100)]
+    bytes: usize,
+    /// Measured time, after the warm-up.
+    #[arg(long, default_value_t = 5000)]
+    duration_ms: u64,
+    #[arg(long, default_value_t = 1000)]
+    warmup_ms: u64,
+    /// Throughput mode: messages a sender may have sent that not all its peers have yet.
+    #[arg(long, default_value_t = 16)]
+    window: u64,
+    /// Latency mode: messages per second sent in total, at an even pace.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Idle mode: open the clients, send nothing, hold them until stdin has a line.
+    #[arg(long)]
+    idle: bool,
+    /// WebSocket handshakes in flight at once while connecting.
+    #[arg(long, default_value_t = 64)]
+    connect_concurrency: usize,
+}
+
+type Sink = SplitSink<WebSocketStream<MaybeTlsStream<TcpStream>>, Message>;
+type Source = SplitStream<WebSocketStream<MaybeTlsStream<TcpStream>>>;
+
+#[derive(Default)]
+struct Errors {
+    crossed: Cell<u64>,
+    echoed: Cell<u64>,
+    lost: Cell<u64>,
+    out_of_order: Cell<u64>,
+    disconnected: Cell<u64>,
+}
+
+/// State shared by every client; single-threaded, hence `Cell`s.
+struct Run {
+    k: usize,
+    bytes: usize,
+    started: Instant,
+    /// Messages each client has sent.
+    sent: Vec<Cell<u64>>,
+    /// `next[r * k + l]`: the sequence number client `r` expects next from the member
+    /// of its session with local index `l`.
+    next: Vec<Cell<u64>>,
+    /// A sender waiting for room in its window.
+    room: Vec<Notify>,
+    stopping: Cell<bool>,
+    measuring: Cell<bool>,
+    measured: Cell<u64>,
+    latency_us: RefCell<Histogram<u64>>,
+    errors: Errors,
+}
+
+impl Run {
+    fn now_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
+    }
+
+    /// The fewest messages of `sender` that any other member of its session has received.
+    fn delivered_everywhere(&self, sender: usize) -> u64 {
+        let (session, local) = (sender / self.k, sender % self.k);
+        (0..self.k)
+            .filter(|&l| l != local)
+            .map(|l| self.next[(session * self.k + l) * self.k + local].get())
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    fn received(&self, me: usize, text: &[u8]) {
+        let Some(Stamp { sender, seq, sent_us }) = message::decode(text) else { return };
+        let sender = sender as usize;
+        if sender == me {
+            self.errors.echoed.set(self.errors.echoed.get() + 1);
+            return;
+        }
+        if sender / self.k != me / self.k || sender >= self.sent.len() {
+            self.errors.crossed.set(self.errors.crossed.get() + 1);
+            return;
+        }
+        let next = &self.next[me * self.k + sender % self.k];
+        if seq < next.get() {
+            self.errors.out_of_order.set(self.errors.out_of_order.get() + 1);
+            return;
+        }
+        if seq > next.get() {
+            self.errors.lost.set(self.errors.lost.get() + seq - next.get());
+        }
+        next.set(seq + 1);
+        self.room[sender].notify_one();
+        if self.measuring.get() {
+            self.measured.set(self.measured.get() + 1);
+            let _ = self.latency_us.borrow_mut().record(self.now_us().saturating_sub(sent_us).max(1));
+        }
+    }
+}
+
+/// POSTs to the create path and returns the session id from the answer.
+async fn create_session(args: &Args) -> Result<String, String> {
+    let mut stream = TcpStream::connect(&args.server).await.map_err(|e| e.to_string())?;
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}",
+        args.create_path, args.server
+    );
+    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.map_err(|e| e.to_string())?;
+    let body = &answer[answer.find('{').ok_or("no JSON in the answer")?..=answer.rfind('}').ok_or("no JSON")?];
+    let json: serde_json::Value = serde_json::from_str(body).map_err(|e| format!("{e}: {body}"))?;
+    json["sessionId"].as_str().map(str::to_owned).ok_or_else(|| format!("no sessionId in {body}"))
+}
+
+async fn connect(args: &Args, session: &str) -> Result<(Sink, Source), String> {
+    let url = format!("ws://{}{}{}", args.server, args.ws_path, session);
+    let (stream, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await.map_err(|e| e.to_string())?;
+    Ok(stream.split())
+}
+
+async fn receive(run: Rc<Run>, me: usize, mut source: Source) {
+    while let Some(message) = source.next().await {
+        match message {
+            Ok(Message::Text(text)) => run.received(me, text.as_bytes()),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    if !run.stopping.get() {
+        run.errors.disconnected.set(run.errors.disconnected.get() + 1);
+    }
+}
+
+fn next_message(run: &Run, me: usize) -> Message {
+    let seq = run.sent[me].get();
+    run.sent[me].set(seq + 1);
+    Message::text(message::encode(Stamp { sender: me as u64, seq, sent_us: run.now_us() }, run.bytes))
+}
+
+/// Sends as fast as the window allows, many messages per flush.
+async fn send_windowed(run: Rc<Run>, me: usize, mut sink: Sink, window: u64) -> Sink {
+    while !run.stopping.get() {
+        let in_flight = run.sent[me].get().saturating_sub(run.delivered_everywhere(me));
+        let room = window.saturating_sub(in_flight);
+        if room == 0 {
+            run.room[me].notified().await;
+            continue;
+        }
+        for _ in 0..room {
+            if sink.feed(next_message(&run, me)).await.is_err() {
+                return sink;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return sink;
+        }
+    }
+    sink
+}
+
+/// Sends one message every `period`, starting after `offset` to spread the senders.
+async fn send_paced(run: Rc<Run>, me: usize, mut sink: Sink, period: Duration, offset: Duration) -> Sink {
+    tokio::time::sleep(offset).await;
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !run.stopping.get() {
+        ticks.tick().await;
+        if sink.send(next_message(&run, me)).await.is_err() {
+            break;
+        }
+    }
+    sink
+}
+
+fn main() {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    let ok = LocalSet::new().block_on(&runtime, run(args));
+    std::process::exit(if ok { 0 } else { 1 });
+}
+
+async fn run(args: Args) -> bool {
+    let total = args.sessions * args.clients;
+    let mut session_ids = Vec::with_capacity(args.sessions);
+    for _ in 0..args.sessions {
+        match create_session(&args).await {
+            Ok(id) => session_ids.push(id),
+            Err(err) => return fail(&format!("cannot create a session: {err}")),
+        }
+    }
+
+    let gate = Rc::new(Semaphore::new(args.connect_concurrency));
+    let connecting: Vec<_> = (0..total)
+        .map(|i| {
+            let (args, gate, session) = (args.clone(), gate.clone(), session_ids[i / args.clients].clone());
+            tokio::task::spawn_local(async move {
+                let _permit = gate.acquire().await;
+                connect(&args, &session).await
+            })
+        })
+        .collect();
+    let mut clients = Vec::with_capacity(total);
+    for handle in connecting {
+        match handle.await.expect("connect task") {
+            Ok(client) => clients.push(client),
+            Err(err) => return fail(&format!("cannot connect client {}: {err}", clients.len())),
+        }
+    }
+
+    if args.idle {
+        println!("{}", json!({ "mode": "idle", "ready": true, "connections": total }));
+        let mut line = String::new();
+        let _ = tokio::io::BufReader::new(tokio::io::stdin()).read_line(&mut line).await;
+        return true;
+    }
+    // Let every server finish registering its last clients before anyone sends.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let run = Rc::new(Run {
+        k: args.clients,
+        bytes: args.bytes.max(message::MIN_LEN),
+        started: Instant::now(),
+        sent: (0..total).map(|_| Cell::new(0)).collect(),
+        next: (0..total * args.clients).map(|_| Cell::new(0)).collect(),
+        room: (0..total).map(|_| Notify::new()).collect(),
+        stopping: Cell::new(false),
+        measuring: Cell::new(false),
+        measured: Cell::new(0),
+        latency_us: RefCell::new(Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")),
+        errors: Errors::default(),
+    });
+    let mut senders = Vec::with_capacity(total);
+    for (me, (sink, source)) in clients.into_iter().enumerate() {
+        tokio::task::spawn_local(receive(run.clone(), me, source));
+        let run = run.clone();
+        senders.push(match args.rate {
+            Some(rate) => {
+                let period = Duration::from_secs_f64(total as f64 / rate);
+                let offset = period.mul_f64(me as f64 / total as f64);
+                tokio::task::spawn_local(send_paced(run, me, sink, period, offset))
+            }
+            None => tokio::task::spawn_local(send_windowed(run, me, sink, args.window.max(1))),
+        });
+    }
+
+    tokio::time::sleep(Duration::from_millis(args.warmup_ms)).await;
+    run.latency_us.borrow_mut().reset();
+    run.measuring.set(true);
+    let measure_start = Instant::now();
+    tokio::time::sleep(Duration::from_millis(args.duration_ms)).await;
+    run.measuring.set(false);
+    let measured_for = measure_start.elapsed();
+    run.stopping.set(true);
+    for notify in &run.room {
+        notify.notify_one();
+    }
+    let mut sinks = Vec::with_capacity(total);
+    for sender in senders {
+        sinks.push(sender.await.expect("sender task"));
+    }
+
+    // Drain: every message sent must reach every other member of its session.
+    let expected = |run: &Run| -> u64 {
+        (0..total).map(|s| run.sent[s].get().saturating_sub(run.delivered_everywhere(s)) * (run.k as u64 - 1)).sum()
+    };
+    let drain_deadline = Instant::now() + Duration::from_secs(5);
+    while expected(&run) > 0 && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let undelivered: u64 = (0..total)
+        .map(|r| {
+            let (session, local) = (r / run.k, r % run.k);
+            (0..run.k)
+                .filter(|&l| l != local)
+                .map(|l| run.sent[session * run.k + l].get().saturating_sub(run.next[r * run.k + l].get()))
+                .sum::<u64>()
+        })
+        .sum();
+    for mut sink in sinks {
+        let _ = sink.close().await;
+    }
+
+    let errors = &run.errors;
+    let lost = errors.lost.get() + undelivered;
+    let ok = lost == 0 && errors.crossed.get() == 0 && errors.echoed.get() == 0 && errors.out_of_order.get() == 0 && errors.disconnected.get() == 0;
+    let histogram = run.latency_us.borrow();
+    let sent: u64 = run.sent.iter().map(Cell::get).sum();
+    println!(
+        "{}",
+        json!({
+            "mode": if args.rate.is_some() { "rate" } else { "throughput" },
+            "sessions": args.sessions,
+            "clients": args.clients,
+            "bytes": run.bytes,
+            "measuredMs": measured_for.as_millis() as u64,
+            "sent": sent,
+            "deliveries": run.measured.get(),
+            "deliveriesPerSec": run.measured.get() as f64 / measured_for.as_secs_f64(),
+            "latencyUs": {
+                "p50": histogram.value_at_quantile(0.50),
+                "p99": histogram.value_at_quantile(0.99),
+                "p999": histogram.value_at_quantile(0.999),
+                "max": histogram.max(),
+            },
+            "errors": {
+                "lost": lost,
+                "crossed": errors.crossed.get(),
+                "echoed": errors.echoed.get(),
+                "outOfOrder": errors.out_of_order.get(),
+                "disconnected": errors.disconnected.get(),
+            },
+            "ok": ok,
+        })
+    );
+    ok
+}
+
+fn fail(message: &str) -> bool {
+    println!("{}", json!({ "ok": false, "error": message }));
+    false
+}

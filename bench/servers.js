@@ -1,0 +1,90 @@
+// bench/servers.js: the relays `npm run bench` compares, each a Node process serving
+// `POST /sessions` (answering `{ sessionId }`) and WebSockets at `/session/<id>`:
+//
+//   native    switchyard, sockets taken over by Rust through attach()
+//   bridge    switchyard over ws: ws accepts, handleUpgrade bridges
+//   ws        baseline 1: a plain ws relay, a Map of Sets forwarding the received data
+//   original  baseline 2: the original design, JSON.parse then JSON.stringify per recipient
+//
+// Usage: node --expose-gc bench/servers.js <kind> <port>. `POST /gc` collects garbage so
+// memory is measured on live objects only.
+const http = require('node:http');
+const crypto = require('node:crypto');
+const { WebSocketServer } = require('ws');
+const { RelaySessionManager } = require('..');
+
+const [kind, port] = [process.argv[2], Number(process.argv[3])];
+const sessionPath = /^\/session\/([^/?]+)/;
+
+function httpHandler(createSession) {
+  return (req, res) => {
+    if (req.method === 'POST' && req.url === '/sessions') {
+      res.setHeader('content-type', 'application/json');
+      return res.end(JSON.stringify({ sessionId: createSession() }));
+    }
+    if (req.method === 'POST' && req.url === '/gc') {
+      global.gc?.();
+      return res.end('{}');
+    }
+    res.statusCode = 404;
+    res.end();
+  };
+}
+
+/** The baselines: sessions are a Map of Sets of sockets. */
+function plainRelay(forward) {
+  const sessions = new Map();
+  const server = http.createServer(
+    httpHandler(() => {
+      const id = crypto.randomUUID();
+      sessions.set(id, new Set());
+      return id;
+    }),
+  );
+  const wss = new WebSocketServer({ server });
+  wss.on('connection', (socket, request) => {
+    const members = sessions.get(sessionPath.exec(request.url)?.[1]);
+    if (!members) return socket.close(1008, 'Session not found');
+    members.add(socket);
+    socket.on('message', (data, isBinary) => forward(members, socket, data, isBinary));
+    socket.on('close', () => members.delete(socket));
+  });
+  return server;
+}
+
+const servers = {
+  native() {
+    const manager = new RelaySessionManager({ maxClientsPerSession: 100 });
+    manager.start();
+    const server = http.createServer(httpHandler(() => manager.createSession().sessionId));
+    manager.attach(server);
+    return server;
+  },
+  bridge() {
+    const manager = new RelaySessionManager({ maxClientsPerSession: 100 });
+    manager.start();
+    const server = http.createServer(httpHandler(() => manager.createSession().sessionId));
+    const wss = new WebSocketServer({ server });
+    wss.on('connection', (socket, request) => manager.handleUpgrade(sessionPath.exec(request.url)?.[1] ?? '', socket, request));
+    return server;
+  },
+  ws() {
+    return plainRelay((members, from, data, isBinary) => {
+      for (const member of members) if (member !== from) member.send(data, { binary: isBinary });
+    });
+  },
+  original() {
+    return plainRelay((members, from, data) => {
+      const message = JSON.parse(data.toString());
+      for (const member of members) if (member !== from) member.send(JSON.stringify(message));
+    });
+  },
+};
+
+if (!servers[kind]) {
+  console.error(`usage: node bench/servers.js <${Object.keys(servers).join('|')}> <port>`);
+  process.exit(2);
+}
+const server = servers[kind]();
+server.listen(port, '127.0.0.1', () => console.log(`${kind} listening on ${port}`));
+process.on('SIGTERM', () => process.exit(0));
