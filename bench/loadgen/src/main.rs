@@ -5,8 +5,14 @@
 //! none lost, none out of order, none crossing sessions, none echoed to its sender. It
 //! prints one JSON line and exits 1 if any check failed.
 //!
-//! `--idle` opens the clients and holds them, silent, until a line arrives on stdin, so
-//! the caller can measure the server's memory per idle connection.
+//! `--idle` opens the clients and holds them, silent, so the caller can measure the
+//! server's memory per idle connection: after creating the sessions it writes
+//! `{"event":"sessions-created"}` to stderr and waits for a line on stdin, then after
+//! connecting `{"event":"connected"}` and waits for another.
+//!
+//! Otherwise it writes `{"event":"measure-start"}` and `{"event":"measure-end"}` to stderr
+//! around the measured time, so the caller can sample the server's CPU over exactly that
+//! window; its own CPU use over the window is in its output.
 //!
 //! Everything runs on one thread (a current-thread runtime), so the caller can pin the
 //! load generator to one core and report that core's use.
@@ -26,6 +32,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::LocalSet;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -161,7 +168,10 @@ async fn create_session(args: &Args) -> Result<String, String> {
 
 async fn connect(args: &Args, session: &str) -> Result<(Sink, Source), String> {
     let url = format!("ws://{}{}{}", args.server, args.ws_path, session);
-    let (stream, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await.map_err(|e| e.to_string())?;
+    // tungstenite zero-fills its whole read buffer before every read: the default 128 KiB
+    // would make each small read cost a large memset, and the clients the bottleneck.
+    let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
+    let (stream, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await.map_err(|e| e.to_string())?;
     Ok(stream.split())
 }
 
@@ -219,6 +229,28 @@ async fn send_paced(run: Rc<Run>, me: usize, mut sink: Sink, period: Duration, o
     sink
 }
 
+/// CPU time this process has used, user and system.
+fn cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// Tells the caller where the run is, on stderr.
+fn event(name: &str) {
+    eprintln!("{}", json!({ "event": name }));
+}
+
+async fn read_line() {
+    let mut line = String::new();
+    let _ = tokio::io::BufReader::new(tokio::io::stdin()).read_line(&mut line).await;
+}
+
 fn main() {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
@@ -236,6 +268,10 @@ async fn run(args: Args) -> bool {
         }
     }
 
+    if args.idle {
+        event("sessions-created");
+        read_line().await;
+    }
     let gate = Rc::new(Semaphore::new(args.connect_concurrency));
     let connecting: Vec<_> = (0..total)
         .map(|i| {
@@ -253,11 +289,10 @@ async fn run(args: Args) -> bool {
             Err(err) => return fail(&format!("cannot connect client {}: {err}", clients.len())),
         }
     }
-
     if args.idle {
-        println!("{}", json!({ "mode": "idle", "ready": true, "connections": total }));
-        let mut line = String::new();
-        let _ = tokio::io::BufReader::new(tokio::io::stdin()).read_line(&mut line).await;
+        event("connected");
+        read_line().await;
+        println!("{}", json!({ "mode": "idle", "connections": total, "ok": true }));
         return true;
     }
     // Let every server finish registering its last clients before anyone sends.
@@ -293,10 +328,12 @@ async fn run(args: Args) -> bool {
     tokio::time::sleep(Duration::from_millis(args.warmup_ms)).await;
     run.latency_us.borrow_mut().reset();
     run.measuring.set(true);
-    let measure_start = Instant::now();
+    event("measure-start");
+    let (measure_start, cpu_start) = (Instant::now(), cpu_time());
     tokio::time::sleep(Duration::from_millis(args.duration_ms)).await;
     run.measuring.set(false);
-    let measured_for = measure_start.elapsed();
+    let (measured_for, cpu_used) = (measure_start.elapsed(), cpu_time() - cpu_start);
+    event("measure-end");
     run.stopping.set(true);
     for notify in &run.room {
         notify.notify_one();
@@ -343,6 +380,7 @@ async fn run(args: Args) -> bool {
             "sent": sent,
             "deliveries": run.measured.get(),
             "deliveriesPerSec": run.measured.get() as f64 / measured_for.as_secs_f64(),
+            "cpuPercent": 100.0 * cpu_used.as_secs_f64() / measured_for.as_secs_f64(),
             "latencyUs": {
                 "p50": histogram.value_at_quantile(0.50),
                 "p99": histogram.value_at_quantile(0.99),

@@ -29,3 +29,4 @@ pub(crate) fn guard<T>(body: impl FnOnce() -> napi::Result<T>) -> napi::Result<T
         Err(napi::Error::new(napi::Status::GenericFailure, format!("switchyard internal error: {detail}")))
     })
 }
+

@@ -113,7 +113,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     }
 
     async fn run(mut self, preface: Vec<u8>) {
-        if self.io.write_all(&preface).await.is_ok() {
+        // The answer is freed once written, not kept for the connection's life.
+        let answered = self.io.write_all(&{ preface }).await.is_ok();
+        if answered {
             if !self.partial.is_empty() {
                 let mut head = std::mem::take(&mut self.partial);
                 if let Some(end) = self.consume(&mut head) {
