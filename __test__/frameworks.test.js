@@ -7,6 +7,7 @@ const frameworks = {
   express: require('../examples/express/server.js'),
   fastify: require('../examples/fastify/server.js'),
   nextjs: require('../examples/nextjs/server.js'),
+  native: require('../examples/native/server.js'),
 };
 
 for (const [name, example] of Object.entries(frameworks)) {
