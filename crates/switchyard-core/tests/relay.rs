@@ -309,3 +309,23 @@ fn shutdown_closes_everyone_and_forgets_sessions() {
     let stats = relay.stats();
     assert_eq!((stats.active_sessions, stats.active_connections), (0, 0));
 }
+
+#[test]
+fn broadcast_reaches_the_session_but_the_excepted_connection() {
+    let (relay, _) = relay();
+    session(&relay, "s1");
+    session(&relay, "s2");
+    let (a, a_out) = join(&relay, "s1");
+    let (_, b_out) = join(&relay, "s1");
+    let (_, c_out) = join(&relay, "s2");
+    for out in [&a_out, &b_out, &c_out] {
+        out.take();
+    }
+    let frame = Frame::text(&br#"{"type":"NOTICE","data":1}"#[..]);
+    assert_eq!(relay.broadcast("s1", frame.clone(), None, T0), Some(2));
+    assert_eq!(relay.broadcast("s1", frame.clone(), Some(a), T0), Some(1));
+    assert_eq!(relay.broadcast("nope", frame.clone(), None, T0), None);
+    assert_eq!(a_out.take(), vec![frame.clone()]);
+    assert_eq!(b_out.take(), vec![frame.clone(), frame]);
+    assert!(c_out.take().is_empty());
+}
