@@ -13,6 +13,12 @@ export type JsonValue = string | number | boolean | null | JsonValue[] | { [key:
 /** What happens when a recipient's outbox is full: close it with 1013, or drop the frame. */
 export type SlowConsumerPolicy = 'close' | 'drop'
 
+/** Which messages get `ACK`/`NACK`: a string `id` with `"ack": true`, any string `id`, or none. */
+export type AckPolicy = 'requested' | 'always' | 'never'
+
+/** With role management, what `request_control` does while another member is active. */
+export type ConflictResolution = 'ask-active' | 'deny'
+
 /** Options of `new RelaySessionManager(config)`. Times are milliseconds, sizes bytes. */
 export interface RelaySessionManagerConfig {
   /** Lifetime of a session from its creation, unless `createSession` gives `expiresIn`. Default 30 minutes. */
@@ -31,6 +37,20 @@ export interface RelaySessionManagerConfig {
   maxQueuedBytes?: number
   /** What happens when that queue is full. Default `'close'`. */
   slowConsumer?: SlowConsumerPolicy
+  /**
+   * Which channels may be joined: patterns such as `"notifications"`, `"chat:*"`,
+   * `"user:{userId}"`. Default: any valid name. `user:` and `org:` channels always need
+   * the matching identity.
+   */
+  channels?: { allow?: string[] }
+  /** A request the handler has not answered in this time gets `REQUEST_TIMEOUT`. Default 30 000. */
+  requestTimeoutMs?: number
+  /** Default `'requested'`. */
+  ack?: AckPolicy
+  /** Control roles: one active member per session. Default false. */
+  enableRoleManagement?: boolean
+  /** Default `'ask-active'`. */
+  conflictResolution?: ConflictResolution
 }
 
 /** Options of `createSession(options)`. */
@@ -84,6 +104,18 @@ export interface WebSocketLike {
   on(event: string, listener: (...args: any[]) => void): unknown
 }
 
+/** A message of a type a `message` listener asked for, with who sent it. */
+export interface MessageEvent extends ConnectionEvent {
+  type: string
+  /** The message as sent, parsed. */
+  message: { [key: string]: JsonValue }
+}
+
+/** Which message types a `message` listener receives. */
+export interface MessageFilter {
+  types: string[]
+}
+
 /** Event names and the payload each listener receives. */
 export interface RelayEvents {
   connection: ConnectionEvent
@@ -91,6 +123,36 @@ export interface RelayEvents {
   sessionCreated: SessionData
   sessionDeleted: SessionEndedEvent
   sessionExpired: SessionEndedEvent
+  message: MessageEvent
+}
+
+/** `on`'s arguments after the event name: `message` takes a filter before its listener. */
+export type ListenerArgs<E extends keyof RelayEvents> = E extends 'message'
+  ? [filter: MessageFilter, listener: (payload: RelayEvents[E]) => void]
+  : [listener: (payload: RelayEvents[E]) => void]
+
+/** Who sent a request, and its `requestId`. */
+export interface RequestContext extends ConnectionEvent {
+  requestId: string | number
+}
+
+/** `onRequest`'s handler: its result (or its Promise's) is the response; what it throws, `REQUEST_FAILED`. */
+export type RequestHandler = (payload: JsonValue, context: RequestContext) => JsonValue | void | Promise<JsonValue | void>
+
+/** A server-side message: a string is sent as text and a Buffer as binary, as they are; anything else as JSON. */
+export type OutgoingMessage = JsonValue | Buffer | Uint8Array
+
+/** Which connections `broadcastToFiltered` reaches: all the given fields must match (at least one). */
+export interface SendFilter {
+  userId?: string
+  organizationId?: string
+  sessionId?: string
+  channel?: string
+}
+
+export interface BroadcastOptions {
+  /** A connection (`c_...`) left out, usually the one the message came from. */
+  exceptConnectionId?: string
 }
 
 
@@ -146,15 +208,43 @@ export declare class RelaySessionManager {
   attach(server: HttpServer, options?: AttachOptions): void
   getStats(): RelayStats
   /**
-   * Calls `listener` with each event of this name. A listener that throws has its
-   * error printed; routing and the other listeners go on.
+   * Calls `listener` with each event of this name; for `message`, with each message
+   * whose type is in `filter.types` (only those cross into JavaScript). A listener
+   * that throws has its error printed; routing and the other listeners go on.
    */
-  on<E extends keyof RelayEvents>(event: E, listener: (payload: RelayEvents[E]) => void): this
+  on<E extends keyof RelayEvents>(event: E, ...args: ListenerArgs<E>): this
+  /**
+   * Answers `request` messages: `handler(payload, context)` returns the result (or a
+   * Promise of it), sent back as a `response`; what it throws becomes `REQUEST_FAILED`.
+   * `null` removes the handler (requests then get `NO_HANDLER`).
+   */
+  onRequest(handler: RequestHandler | null): void
+  /**
+   * Sends `message` to every connection of a session (but `exceptConnectionId`).
+   * Returns how many connections it reached.
+   */
+  broadcast(sessionId: string, message: OutgoingMessage, options?: BroadcastOptions): number
+  /** Sends `message` to every member of a channel. Returns how many it reached. */
+  broadcastToChannel(channel: string, message: OutgoingMessage): number
+  /**
+   * Sends `message` to every connection matching all the fields of `filter` (at least
+   * one). Returns how many it reached.
+   */
+  broadcastToFiltered(filter: SendFilter, message: OutgoingMessage): number
+  /** Sends `message` to every connection of a user. Returns how many it reached. */
+  sendToUser(userId: string, message: OutgoingMessage): number
 }
 
 export interface ByteStats {
   received: number
   sent: number
+}
+
+export interface ChannelStats {
+  /** Channels with members. */
+  total: number
+  /** Each channel's member count, by name. */
+  breakdown: Record<string, number>
 }
 
 /** The payload of `connection` events. */
@@ -167,6 +257,7 @@ export interface ConnectionEvent {
   clientId: string
   userId?: string
   organizationId?: string
+  metadata?: JsonValue
 }
 
 /** The payload of `disconnect` events: who left, and the close code and reason. */
@@ -176,6 +267,7 @@ export interface DisconnectEvent {
   clientId: string
   userId?: string
   organizationId?: string
+  metadata?: JsonValue
   /** The WebSocket close code (1005 when the client sent none). */
   code: number
   reason: string
@@ -206,7 +298,21 @@ export interface RelayStats {
   slowConsumerCloses: number
   /** Native upgrades refused with 400 for a bad handshake. */
   handshakeFailures: number
+  channels: ChannelStats
+  /** Distinct users with a connection. */
+  users: number
+  /** `request` messages handed to the request handler. */
+  requests: number
+  acks: number
+  nacks: number
+  /** Joins and messages refused for identity (`CHANNEL_FORBIDDEN`, `FORBIDDEN`). */
+  forbidden: number
   config: ResolvedConfig
+}
+
+export interface ResolvedChannels {
+  /** Absent when any valid name may be joined. */
+  allow?: Array<string>
 }
 
 /** The configuration in force, every default filled in. */
@@ -219,6 +325,11 @@ export interface ResolvedConfig {
   maxMessageBytes: number
   maxQueuedBytes: number
   slowConsumer: SlowConsumerPolicy
+  channels: ResolvedChannels
+  requestTimeoutMs: number
+  ack: AckPolicy
+  enableRoleManagement: boolean
+  conflictResolution: ConflictResolution
 }
 
 /**
@@ -234,6 +345,8 @@ export interface SessionData {
   /** The last time a member joined or relayed a message. */
   lastActivity: Date
   metadata: JsonValue
+  /** With role management, the `clientId` of the member holding control. */
+  activeClientId?: string
 }
 
 /** The payload of `sessionDeleted` and `sessionExpired` events. */

@@ -1,7 +1,9 @@
 // __test__/helpers.js: WebSocket clients that record what they receive, and HTTP helpers.
 const assert = require('node:assert/strict');
 const net = require('node:net');
+const http = require('node:http');
 const WebSocket = require('ws');
+const { WebSocketServer } = WebSocket;
 
 const WAIT_MS = 3000;
 
@@ -230,3 +232,50 @@ class RawClient {
 module.exports.upgradeRequest = upgradeRequest;
 module.exports.clientFrame = clientFrame;
 module.exports.RawClient = RawClient;
+
+/**
+ * An HTTP server with both transports on one manager: native (attach) at
+ * `/session/:sessionId` and, sessionless, `/live`; bridge (ws) at `/bridge/:sessionId`
+ * and `/bridge-live`. Clients name themselves with `x-user`, `x-org` and `x-client`
+ * headers, which become their identity (through `authenticate` in native mode, through
+ * `handleUpgrade`'s options in bridge mode) unless `attachOptions` says otherwise.
+ */
+async function startMixedServer(config, attachOptions) {
+  const { RelaySessionManager } = require('..');
+  const manager = new RelaySessionManager(config);
+  manager.start();
+  const server = http.createServer((req, res) => res.end('plain http'));
+  const identify = (request) => {
+    const header = (name) => request.headers[name] ?? undefined;
+    return { userId: header('x-user'), organizationId: header('x-org'), clientId: header('x-client') };
+  };
+  const options = attachOptions ?? { authenticate: identify };
+  manager.attach(server, options);
+  manager.attach(server, { ...options, path: '/live' });
+  const wss = new WebSocketServer({ noServer: true });
+  server.on('upgrade', (request, socket, head) => {
+    const match = /^\/bridge(?:\/([^/?]+)|-live)/.exec(request.url);
+    if (match) wss.handleUpgrade(request, socket, head, (ws) => manager.handleUpgrade(match[1] ?? null, ws, request, identify(request)));
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = server.address().port;
+  const base = `ws://127.0.0.1:${port}`;
+  return {
+    manager,
+    port,
+    native: (id) => `${base}/session/${id}`,
+    bridge: (id) => `${base}/bridge/${id}`,
+    /** A sessionless URL of either transport. */
+    sessionless: (transport) => (transport === 'native' ? `${base}/live` : `${base}/bridge-live`),
+    /** A session URL of either transport. */
+    url: (transport, id) => (transport === 'native' ? `${base}/session/${id}` : `${base}/bridge/${id}`),
+    async close() {
+      manager.stop();
+      wss.close();
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+module.exports.startMixedServer = startMixedServer;

@@ -28,6 +28,11 @@ describe('configuration', () => {
       maxMessageBytes: 1048576,
       maxQueuedBytes: 1048576,
       slowConsumer: 'close',
+      channels: {},
+      requestTimeoutMs: 30000,
+      ack: 'requested',
+      enableRoleManagement: false,
+      conflictResolution: 'ask-active',
     });
   });
 
@@ -40,6 +45,13 @@ describe('configuration', () => {
       [{ cleanupIntervalMs: Infinity }, /cleanupIntervalMs/],
       [{ maxMessageBytes: 1.5 }, /maxMessageBytes/],
       [{ slowConsumer: 'wait' }, /slowConsumer/],
+      [{ ack: 'sometimes' }, /ack must be one of "requested" or "always" or "never"/],
+      [{ enableRoleManagement: 'yes' }, /enableRoleManagement must be true or false/],
+      [{ conflictResolution: 'vote' }, /conflictResolution/],
+      [{ requestTimeoutMs: 0 }, /requestTimeoutMs/],
+      [{ channels: { allow: 'chat:*' } }, /allow must be an array of strings/],
+      [{ channels: { allow: ['bad pattern'] } }, /channels\.allow pattern "bad pattern"/],
+      [{ channels: { deny: [] } }, /unknown option "deny" in channels/],
       [{ sessionTimeout: 1000 }, /unknown option "sessionTimeout"/],
       ['fast', /config/],
     ];
@@ -180,6 +192,7 @@ describe('connections', () => {
       clientId: 'alice-laptop',
       userId: 'user-1',
       organizationId: 'org-1',
+      metadata: { plan: 'pro' },
     });
     assert.equal(name, 'disconnect');
     assert.deepEqual(gone, { ...second, code: 4000, reason: 'done' });

@@ -8,43 +8,16 @@ const fs = require('node:fs');
 const http = require('node:http');
 const https = require('node:https');
 const path = require('node:path');
-const { WebSocketServer } = require('ws');
 const { RelaySessionManager } = require('..');
-const { TestClient, joinedClient, assertQuiet, sleep, RawClient, upgradeRequest, clientFrame } = require('./helpers');
+const { TestClient, joinedClient, assertQuiet, sleep, RawClient, upgradeRequest, clientFrame, startMixedServer } = require('./helpers');
 
 const servers = [];
 after(() => Promise.all(servers.map((s) => s.close())));
 
-/**
- * An HTTP server whose `/session/:sessionId` upgrades are native (attach) and whose
- * `/bridge/:sessionId` upgrades go through ws (bridge), on one manager.
- */
-async function mixedServer(config, attachOptions = {}) {
-  const manager = new RelaySessionManager(config);
-  manager.start();
-  const server = http.createServer((req, res) => res.end('plain http'));
-  manager.attach(server, attachOptions);
-  const wss = new WebSocketServer({ noServer: true });
-  server.on('upgrade', (request, socket, head) => {
-    const match = /^\/bridge\/([^/?]+)/.exec(request.url);
-    if (match) wss.handleUpgrade(request, socket, head, (ws) => manager.handleUpgrade(match[1], ws, request));
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = server.address().port;
-  const handle = {
-    manager,
-    port,
-    native: (id) => `ws://127.0.0.1:${port}/session/${id}`,
-    bridge: (id) => `ws://127.0.0.1:${port}/bridge/${id}`,
-    async close() {
-      manager.stop();
-      wss.close();
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
-    },
-  };
-  servers.push(handle);
-  return handle;
+async function mixedServer(config, attachOptions) {
+  const server = await startMixedServer(config, attachOptions);
+  servers.push(server);
+  return server;
 }
 
 /** Two clients of one session relaying to each other, to show a bad neighbour harmed no one. */

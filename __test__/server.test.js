@@ -72,6 +72,10 @@ describe('switchyard binary: command line', () => {
       ['--admin-token', 'SWITCHYARD_ADMIN_TOKEN'],
       ['--max-message-bytes', 'MAX_MESSAGE_BYTES'],
       ['--slow-consumer', 'SLOW_CONSUMER'],
+      ['--ack', 'ACK'],
+      ['--enable-role-management', 'ENABLE_ROLE_MANAGEMENT'],
+      ['--channel-allow', 'CHANNEL_ALLOW'],
+      ['--request-timeout', 'REQUEST_TIMEOUT'],
     ]) {
       assert.ok(stdout.includes(flag), `--help shows ${flag}`);
       assert.ok(stdout.includes(`env: ${env}`), `--help shows ${env}`);
@@ -176,6 +180,30 @@ describe('switchyard binary: HTTP API', () => {
       assert.equal(typeof notice.timestamp, 'number');
     }
     await Promise.all([a.close(), b.close()]);
+  });
+
+  it('broadcasts to channels, takes the routing flags, and answers requests NO_HANDLER', async () => {
+    const server = await startServer({ args: ['--channel-allow', 'alerts,chat:*', '--ack', 'always', '--request-timeout', '500'] });
+    const a = new TestClient(`${server.ws}/`);
+    await a.opened;
+    a.send('{"type":"JOIN_CHANNEL","channel":"news"}');
+    assert.equal((await a.nextOfType('error')).json.payload.code, 'CHANNEL_FORBIDDEN');
+    a.send('{"type":"JOIN_CHANNEL","channel":"alerts"}');
+    await a.nextOfType('CHANNEL_JOINED');
+    const answer = await postJson(`${server.base}/v1/broadcast`, { channel: 'alerts', type: 'ALERT', data: { level: 2 } });
+    assert.deepEqual(answer, { status: 200, body: { delivered: 1 } });
+    const alert = (await a.nextOfType('ALERT')).json;
+    assert.deepEqual([alert.channel, alert.data], ['alerts', { level: 2 }]);
+    assert.equal((await postJson(`${server.base}/v1/broadcast`, { type: 'x' })).body.error.code, 'INVALID_REQUEST');
+    assert.deepEqual((await postJson(`${server.base}/v1/broadcast`, { userId: 'nobody', type: 'x' })).body, { delivered: 0 });
+    a.send('{"type":"say","channel":"alerts","id":"m1"}');
+    assert.deepEqual([(await a.nextOfType('ACK')).json.delivered], [0]);
+    a.send('{"type":"request","requestId":1}');
+    assert.equal((await a.nextOfType('error')).json.payload.code, 'NO_HANDLER');
+    const stats = (await getJson(`${server.base}/stats`)).body;
+    assert.deepEqual(stats.channels, { total: 1, breakdown: { alerts: 1 } });
+    assert.deepEqual([stats.acks, stats.forbidden], [1, 1]);
+    await a.close();
   });
 
   it('serves a sessionless connection at / that answers ping', async () => {

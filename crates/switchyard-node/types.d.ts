@@ -13,6 +13,12 @@ export type JsonValue = string | number | boolean | null | JsonValue[] | { [key:
 /** What happens when a recipient's outbox is full: close it with 1013, or drop the frame. */
 export type SlowConsumerPolicy = 'close' | 'drop'
 
+/** Which messages get `ACK`/`NACK`: a string `id` with `"ack": true`, any string `id`, or none. */
+export type AckPolicy = 'requested' | 'always' | 'never'
+
+/** With role management, what `request_control` does while another member is active. */
+export type ConflictResolution = 'ask-active' | 'deny'
+
 /** Options of `new RelaySessionManager(config)`. Times are milliseconds, sizes bytes. */
 export interface RelaySessionManagerConfig {
   /** Lifetime of a session from its creation, unless `createSession` gives `expiresIn`. Default 30 minutes. */
@@ -31,6 +37,20 @@ export interface RelaySessionManagerConfig {
   maxQueuedBytes?: number
   /** What happens when that queue is full. Default `'close'`. */
   slowConsumer?: SlowConsumerPolicy
+  /**
+   * Which channels may be joined: patterns such as `"notifications"`, `"chat:*"`,
+   * `"user:{userId}"`. Default: any valid name. `user:` and `org:` channels always need
+   * the matching identity.
+   */
+  channels?: { allow?: string[] }
+  /** A request the handler has not answered in this time gets `REQUEST_TIMEOUT`. Default 30 000. */
+  requestTimeoutMs?: number
+  /** Default `'requested'`. */
+  ack?: AckPolicy
+  /** Control roles: one active member per session. Default false. */
+  enableRoleManagement?: boolean
+  /** Default `'ask-active'`. */
+  conflictResolution?: ConflictResolution
 }
 
 /** Options of `createSession(options)`. */
@@ -84,6 +104,18 @@ export interface WebSocketLike {
   on(event: string, listener: (...args: any[]) => void): unknown
 }
 
+/** A message of a type a `message` listener asked for, with who sent it. */
+export interface MessageEvent extends ConnectionEvent {
+  type: string
+  /** The message as sent, parsed. */
+  message: { [key: string]: JsonValue }
+}
+
+/** Which message types a `message` listener receives. */
+export interface MessageFilter {
+  types: string[]
+}
+
 /** Event names and the payload each listener receives. */
 export interface RelayEvents {
   connection: ConnectionEvent
@@ -91,5 +123,35 @@ export interface RelayEvents {
   sessionCreated: SessionData
   sessionDeleted: SessionEndedEvent
   sessionExpired: SessionEndedEvent
+  message: MessageEvent
+}
+
+/** `on`'s arguments after the event name: `message` takes a filter before its listener. */
+export type ListenerArgs<E extends keyof RelayEvents> = E extends 'message'
+  ? [filter: MessageFilter, listener: (payload: RelayEvents[E]) => void]
+  : [listener: (payload: RelayEvents[E]) => void]
+
+/** Who sent a request, and its `requestId`. */
+export interface RequestContext extends ConnectionEvent {
+  requestId: string | number
+}
+
+/** `onRequest`'s handler: its result (or its Promise's) is the response; what it throws, `REQUEST_FAILED`. */
+export type RequestHandler = (payload: JsonValue, context: RequestContext) => JsonValue | void | Promise<JsonValue | void>
+
+/** A server-side message: a string is sent as text and a Buffer as binary, as they are; anything else as JSON. */
+export type OutgoingMessage = JsonValue | Buffer | Uint8Array
+
+/** Which connections `broadcastToFiltered` reaches: all the given fields must match (at least one). */
+export interface SendFilter {
+  userId?: string
+  organizationId?: string
+  sessionId?: string
+  channel?: string
+}
+
+export interface BroadcastOptions {
+  /** A connection (`c_...`) left out, usually the one the message came from. */
+  exceptConnectionId?: string
 }
 

@@ -32,6 +32,67 @@ impl SlowConsumerPolicy {
     }
 }
 
+/// Which messages are answered with `ACK` (or `NACK`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AckPolicy {
+    /// Messages with a string `id` and `"ack": true`.
+    #[default]
+    Requested,
+    /// Every message with a string `id`.
+    Always,
+    Never,
+}
+
+impl AckPolicy {
+    pub const NAMES: [&'static str; 3] = ["requested", "always", "never"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckPolicy::Requested => Self::NAMES[0],
+            AckPolicy::Always => Self::NAMES[1],
+            AckPolicy::Never => Self::NAMES[2],
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "requested" => Some(AckPolicy::Requested),
+            "always" => Some(AckPolicy::Always),
+            "never" => Some(AckPolicy::Never),
+            _ => None,
+        }
+    }
+}
+
+/// What `request_control` does while another member is active.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ConflictResolution {
+    /// Forward the request to the active member, who accepts or declines.
+    #[default]
+    AskActive,
+    /// Decline at once.
+    Deny,
+}
+
+impl ConflictResolution {
+    pub const NAMES: [&'static str; 2] = ["ask-active", "deny"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConflictResolution::AskActive => Self::NAMES[0],
+            ConflictResolution::Deny => Self::NAMES[1],
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "ask-active" => Some(ConflictResolution::AskActive),
+            "deny" => Some(ConflictResolution::Deny),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// Lifetime of a session from its creation, unless created with its own `expiresIn`.
@@ -48,6 +109,15 @@ pub struct Config {
     /// Bound of each connection's outbox.
     pub max_queued_bytes: usize,
     pub slow_consumer: SlowConsumerPolicy,
+    /// Patterns of the channels connections may join (`"chat:*"`, `"user:{userId}"`);
+    /// `None` allows any valid name. `user:` and `org:` channels need a matching identity
+    /// either way.
+    pub channel_allow: Option<Vec<String>>,
+    /// A request the app has not answered within this is answered `REQUEST_TIMEOUT`.
+    pub request_timeout_ms: u64,
+    pub ack: AckPolicy,
+    pub enable_role_management: bool,
+    pub conflict_resolution: ConflictResolution,
 }
 
 impl Default for Config {
@@ -61,6 +131,11 @@ impl Default for Config {
             max_message_bytes: 1024 * 1024,
             max_queued_bytes: 1024 * 1024,
             slow_consumer: SlowConsumerPolicy::Close,
+            channel_allow: None,
+            request_timeout_ms: 30_000,
+            ack: AckPolicy::Requested,
+            enable_role_management: false,
+            conflict_resolution: ConflictResolution::AskActive,
         }
     }
 }
@@ -73,9 +148,27 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// The relay's timers need no finer grain than this.
+const MAX_TICK_MS: u64 = 1000;
+
 impl Config {
+    /// How often [`Relay::tick`](crate::Relay::tick) should run: often enough for pings,
+    /// expiry and request timeouts to be on time.
+    pub fn tick_interval_ms(&self) -> u64 {
+        [self.ping_interval_ms, self.cleanup_interval_ms, self.request_timeout_ms, MAX_TICK_MS]
+            .into_iter()
+            .min()
+            .unwrap_or(MAX_TICK_MS)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, u64); 7] = [
+        if let Some(patterns) = &self.channel_allow {
+            for pattern in patterns {
+                crate::channels::AllowPattern::parse(pattern)
+                    .map_err(|reason| ConfigError { option: "channels.allow", reason })?;
+            }
+        }
+        let positive: [(&'static str, u64); 8] = [
             ("sessionTimeoutMs", self.session_timeout_ms),
             ("maxClientsPerSession", self.max_clients_per_session as u64),
             ("pingIntervalMs", self.ping_interval_ms),
@@ -83,6 +176,7 @@ impl Config {
             ("cleanupIntervalMs", self.cleanup_interval_ms),
             ("maxMessageBytes", self.max_message_bytes as u64),
             ("maxQueuedBytes", self.max_queued_bytes as u64),
+            ("requestTimeoutMs", self.request_timeout_ms),
         ];
         match positive.iter().find(|(_, value)| *value == 0) {
             Some((option, _)) => Err(ConfigError { option, reason: "must be greater than 0".into() }),

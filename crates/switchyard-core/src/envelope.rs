@@ -1,4 +1,5 @@
-//! Reads a text message only as far as routing needs: its `type` and a few ids.
+//! Reads a text message only as far as routing needs: its `type`, its channel, the ids
+//! that replies carry, and the payload of the messages the relay itself handles.
 //!
 //! Every other field is skipped without being allocated; the relay forwards the
 //! original bytes, so nothing here is ever serialized again.
@@ -16,6 +17,16 @@ pub struct Envelope<'a> {
     pub client_id: Option<Cow<'a, str>>,
     /// The raw JSON of `id`, echoed back in replies such as `pong`.
     pub id: Option<&'a RawValue>,
+    /// `id` when it is a string: what an acknowledgement correlates with.
+    pub correlation_id: Option<Cow<'a, str>>,
+    /// `"ack": true`.
+    pub ack: bool,
+    /// A string `channel`: the message is published there, not to the session.
+    pub channel: Option<Cow<'a, str>>,
+    /// The raw JSON of a string or number `requestId`.
+    pub request_id: Option<&'a RawValue>,
+    pub payload: Option<&'a RawValue>,
+    pub data: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -26,21 +37,57 @@ struct Wire<'a> {
     client_id: Option<&'a RawValue>,
     #[serde(borrow, default)]
     id: Option<&'a RawValue>,
+    #[serde(default)]
+    ack: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    channel: Option<&'a RawValue>,
+    #[serde(rename = "requestId", borrow, default)]
+    request_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    payload: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
 }
 
 /// Why a text frame is not a protocol message.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Malformed;
 
+/// A JSON string's contents, when `raw` is a string.
+fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
+    serde_json::from_str::<Cow<'_, str>>(raw.get()).ok()
+}
+
 impl<'a> Envelope<'a> {
-    /// Parses a JSON object with a string `type`. Anything else is [`Malformed`].
+    /// Parses a JSON object with a string `type`, a `channel` that is a string if present,
+    /// and a `requestId` that is a string or a number if present. Anything else is
+    /// [`Malformed`].
     pub fn parse(text: &'a [u8]) -> Result<Self, Malformed> {
         let wire: Wire<'a> = serde_json::from_slice(text).map_err(|_| Malformed)?;
-        let client_id = wire
-            .client_id
-            .and_then(|raw| serde_json::from_str::<Cow<'a, str>>(raw.get()).ok())
-            .filter(|id| !id.is_empty());
-        Ok(Self { kind: wire.kind, client_id, id: wire.id })
+        let client_id = wire.client_id.and_then(as_str).filter(|id| !id.is_empty());
+        let channel = match wire.channel {
+            None => None,
+            Some(raw) if raw.get() == "null" => None,
+            Some(raw) => Some(as_str(raw).ok_or(Malformed)?),
+        };
+        let request_id = match wire.request_id {
+            Some(raw) if raw.get().starts_with('"') || raw.get().starts_with(|c: char| c == '-' || c.is_ascii_digit()) => {
+                Some(raw)
+            }
+            Some(_) => return Err(Malformed),
+            None => None,
+        };
+        Ok(Self {
+            kind: wire.kind,
+            client_id,
+            correlation_id: wire.id.and_then(as_str),
+            id: wire.id,
+            ack: wire.ack.is_some_and(|raw| raw.get() == "true"),
+            channel,
+            request_id,
+            payload: wire.payload,
+            data: wire.data,
+        })
     }
 }
 
@@ -54,6 +101,22 @@ mod tests {
         assert_eq!(env.kind, "cursor");
         assert_eq!(env.client_id.as_deref(), Some("alice"));
         assert_eq!(env.id.map(RawValue::get), Some("7"));
+        assert_eq!(env.correlation_id, None, "only a string id correlates");
+        assert!(!env.ack);
+    }
+
+    #[test]
+    fn reads_channel_ack_request_and_payload() {
+        let env = Envelope::parse(
+            br#"{"type":"chat","channel":"room:1","id":"m1","ack":true,"requestId":42,"payload":{"a":1},"data":[1]}"#,
+        )
+        .unwrap();
+        assert_eq!(env.channel.as_deref(), Some("room:1"));
+        assert_eq!(env.correlation_id.as_deref(), Some("m1"));
+        assert!(env.ack);
+        assert_eq!(env.request_id.map(RawValue::get), Some("42"));
+        assert_eq!(env.payload.map(RawValue::get), Some(r#"{"a":1}"#));
+        assert_eq!(env.data.map(RawValue::get), Some("[1]"));
     }
 
     #[test]
@@ -64,14 +127,27 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_typed_object() {
-        for bad in [&b"not json"[..], b"[1,2]", b"\"str\"", b"{}", br#"{"type":5}"#, br#"{"type":"a""#, b""] {
-            assert_eq!(Envelope::parse(bad).unwrap_err(), Malformed, "{:?}", String::from_utf8_lossy(bad));
+        let bad: [&[u8]; 10] = [
+            b"not json",
+            b"[1,2]",
+            b"\"str\"",
+            b"{}",
+            br#"{"type":5}"#,
+            br#"{"type":"a""#,
+            b"",
+            br#"{"type":"a","channel":5}"#,
+            br#"{"type":"a","requestId":{"x":1}}"#,
+            br#"{"type":"a","requestId":true}"#,
+        ];
+        for text in bad {
+            assert_eq!(Envelope::parse(text).unwrap_err(), Malformed, "{:?}", String::from_utf8_lossy(text));
         }
     }
 
     #[test]
     fn escaped_types_are_unescaped() {
-        let env = Envelope::parse(br#"{"type":"a\u0062"}"#).unwrap();
+        let env = Envelope::parse(br#"{"type":"a\u0062","channel":"c\u0068"}"#).unwrap();
         assert_eq!(env.kind, "ab");
+        assert_eq!(env.channel.as_deref(), Some("ch"));
     }
 }

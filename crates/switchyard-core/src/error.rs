@@ -64,6 +64,15 @@ impl Refusal {
 pub enum ErrorCode {
     InvalidMessage,
     NoSession,
+    NotInChannel,
+    ChannelForbidden,
+    Forbidden,
+    NotActive,
+    ConnectionLimit,
+    RateLimited,
+    NoHandler,
+    RequestFailed,
+    RequestTimeout,
 }
 
 impl ErrorCode {
@@ -71,13 +80,51 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidMessage => "INVALID_MESSAGE",
             ErrorCode::NoSession => "NO_SESSION",
+            ErrorCode::NotInChannel => "NOT_IN_CHANNEL",
+            ErrorCode::ChannelForbidden => "CHANNEL_FORBIDDEN",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::NotActive => "NOT_ACTIVE",
+            ErrorCode::ConnectionLimit => "CONNECTION_LIMIT",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::NoHandler => "NO_HANDLER",
+            ErrorCode::RequestFailed => "REQUEST_FAILED",
+            ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
         }
     }
 
+    /// The message sent when nothing more specific is known.
     pub fn message(self) -> &'static str {
         match self {
             ErrorCode::InvalidMessage => "Invalid message format",
             ErrorCode::NoSession => "This connection is not in a session",
+            ErrorCode::NotInChannel => "Join the channel before publishing to it",
+            ErrorCode::ChannelForbidden => "This channel may not be joined",
+            ErrorCode::Forbidden => "Identity mismatch",
+            ErrorCode::NotActive => "Only the active member may do this",
+            ErrorCode::ConnectionLimit => "Maximum connections per user exceeded",
+            ErrorCode::RateLimited => "Too many messages; this one was dropped",
+            ErrorCode::NoHandler => "No request handler is registered",
+            ErrorCode::RequestFailed => "The request failed",
+            ErrorCode::RequestTimeout => "The request was not answered in time",
         }
+    }
+}
+
+/// Why the relay refused one message: a code and what to tell the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: ErrorCode,
+    pub message: std::borrow::Cow<'static, str>,
+}
+
+impl From<ErrorCode> for Rejection {
+    fn from(code: ErrorCode) -> Self {
+        Self { code, message: code.message().into() }
+    }
+}
+
+impl Rejection {
+    pub fn new(code: ErrorCode, message: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        Self { code, message: message.into() }
     }
 }

@@ -1,4 +1,8 @@
-//! What the relay tells the application: connections coming and going, sessions ending.
+//! What the relay tells the application: connections coming and going, sessions ending,
+//! requests to answer, and messages of the types the app watches.
+
+use bytes::Bytes;
+use serde_json::Value;
 
 use crate::ids::{ConnId, SessionId};
 use crate::session::SessionInfo;
@@ -11,6 +15,7 @@ pub struct ConnectionInfo {
     pub client_id: String,
     pub user_id: Option<String>,
     pub organization_id: Option<String>,
+    pub metadata: Option<Value>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -20,6 +25,11 @@ pub enum Event {
     SessionCreated(SessionInfo),
     SessionDeleted { session_id: SessionId },
     SessionExpired { session_id: SessionId },
+    /// A `request` for the app's handler; answer with [`Relay::respond`](crate::Relay::respond).
+    /// `request_id` and `payload` are raw JSON.
+    Request { connection: ConnectionInfo, request_id: String, payload: String },
+    /// A message of a type the app watches ([`Relay::watch`](crate::Relay::watch)), as sent.
+    Message { connection: ConnectionInfo, kind: String, message: Bytes },
 }
 
 /// Receives events. Called from whichever thread routed the change, possibly while the

@@ -1,4 +1,5 @@
-//! Switchyard's relay engine: sessions, connections and message routing, with no I/O.
+//! Switchyard's relay engine: sessions, channels, requests, acknowledgements and control
+//! roles, with no I/O.
 //!
 //! A transport (the Node bridge, the native tokio server, a test) hands each frame it
 //! reads to [`Relay::receive`] together with the connection's id; the relay decides where
@@ -6,6 +7,7 @@
 //! argument (`now`, milliseconds since the Unix epoch), never read from a clock, so expiry
 //! and heartbeats are tested without sleeping.
 
+mod channels;
 mod config;
 mod envelope;
 mod error;
@@ -15,17 +17,20 @@ mod ids;
 mod outbox;
 mod protocol;
 mod relay;
+mod requests;
+mod roles;
 mod session;
 mod stats;
 pub mod testing;
 
-pub use config::{Config, ConfigError, SlowConsumerPolicy};
-pub use error::{close_code, ErrorCode, Refusal, SessionError};
+pub use channels::ChannelName;
+pub use config::{AckPolicy, Config, ConfigError, ConflictResolution, SlowConsumerPolicy};
+pub use error::{close_code, ErrorCode, Refusal, Rejection, SessionError};
 pub use event::{ConnectionInfo, Event, EventSink, NoEvents};
 pub use frame::{Frame, FrameKind};
 pub use ids::{ConnId, Millis, SessionId};
 pub use outbox::{Outbox, Pushed};
 pub use protocol::server_message;
-pub use relay::{Identity, Relay, Route};
+pub use relay::{Identity, Relay, Route, Target, MAX_CHANNELS_PER_CONNECTION};
 pub use session::{SessionInfo, SessionOptions};
 pub use stats::Stats;

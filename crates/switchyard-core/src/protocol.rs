@@ -1,10 +1,11 @@
-//! The messages the relay itself writes (PROTOCOL.md), serialized once per event.
+//! The messages the relay itself writes (PROTOCOL.md), each serialized once however many
+//! connections receive it.
 
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::error::ErrorCode;
+use crate::error::Rejection;
 use crate::frame::Frame;
 use crate::ids::Millis;
 
@@ -72,35 +73,46 @@ struct ClientDisconnected<'a> {
     protocol_version: u32,
 }
 
-pub fn client_disconnected(client_id: &str, connection_id: &str, now: Millis) -> Frame {
+/// Sent to the other members when someone leaves; `was_active` when it held control.
+pub fn client_disconnected(client_id: &str, connection_id: &str, was_active: bool, now: Millis) -> Frame {
     to_frame(&ClientDisconnected {
         kind: "client_disconnected",
         client_id,
         connection_id,
-        data: RoleData { role: "passive" },
+        data: RoleData { role: if was_active { "active" } else { "passive" } },
         timestamp: now,
         protocol_version: PROTOCOL_VERSION,
     })
 }
 
 #[derive(Serialize)]
-struct ErrorPayload {
+struct ErrorPayload<'a> {
     code: &'static str,
-    message: &'static str,
+    message: &'a str,
+    #[serde(rename = "requestId", skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a RawValue>,
+    #[serde(rename = "correlationId", skip_serializing_if = "Option::is_none")]
+    correlation_id: Option<&'a str>,
 }
 
 #[derive(Serialize)]
-struct ErrorMessage {
+struct ErrorMessage<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    payload: ErrorPayload,
+    payload: ErrorPayload<'a>,
     timestamp: Millis,
 }
 
-pub fn error(code: ErrorCode, now: Millis) -> Frame {
+/// An `error`, carrying the `requestId` or the `correlationId` of the message it refuses.
+pub fn error(rejection: &Rejection, request_id: Option<&RawValue>, correlation_id: Option<&str>, now: Millis) -> Frame {
     to_frame(&ErrorMessage {
         kind: "error",
-        payload: ErrorPayload { code: code.as_str(), message: code.message() },
+        payload: ErrorPayload {
+            code: rejection.code.as_str(),
+            message: &rejection.message,
+            request_id,
+            correlation_id: if request_id.is_some() { None } else { correlation_id },
+        },
         timestamp: now,
     })
 }
@@ -120,6 +132,93 @@ pub fn pong(upper_case: bool, id: Option<&RawValue>, now: Millis) -> Frame {
 }
 
 #[derive(Serialize)]
+struct ChannelAnswer<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    channel: &'a str,
+}
+
+pub fn channel_joined(channel: &str) -> Frame {
+    to_frame(&ChannelAnswer { kind: "CHANNEL_JOINED", channel })
+}
+
+pub fn channel_left(channel: &str) -> Frame {
+    to_frame(&ChannelAnswer { kind: "CHANNEL_LEFT", channel })
+}
+
+#[derive(Serialize)]
+struct Ack<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(rename = "correlationId")]
+    correlation_id: &'a str,
+    delivered: usize,
+    timestamp: Millis,
+}
+
+/// A routed message was delivered to `delivered` connections.
+pub fn ack(correlation_id: &str, delivered: usize, now: Millis) -> Frame {
+    to_frame(&Ack { kind: "ACK", correlation_id, delivered, timestamp: now })
+}
+
+#[derive(Serialize)]
+struct NackPayload<'a> {
+    code: &'static str,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct Nack<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(rename = "correlationId")]
+    correlation_id: &'a str,
+    payload: NackPayload<'a>,
+    timestamp: Millis,
+}
+
+/// A message that asked for an acknowledgement was refused: this replaces its `error`.
+pub fn nack(correlation_id: &str, rejection: &Rejection, now: Millis) -> Frame {
+    to_frame(&Nack {
+        kind: "NACK",
+        correlation_id,
+        payload: NackPayload { code: rejection.code.as_str(), message: &rejection.message },
+        timestamp: now,
+    })
+}
+
+#[derive(Serialize)]
+struct Response<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(rename = "requestId")]
+    request_id: &'a RawValue,
+    payload: &'a RawValue,
+    timestamp: Millis,
+}
+
+/// The app's answer to a `request`.
+pub fn response(request_id: &RawValue, payload: &RawValue, now: Millis) -> Frame {
+    to_frame(&Response { kind: "response", request_id, payload, timestamp: now })
+}
+
+#[derive(Serialize)]
+struct Control<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(rename = "clientId")]
+    client_id: &'a str,
+    data: &'a RawValue,
+    timestamp: Millis,
+}
+
+/// A control-role message (`request_control`, `accept_control`, `decline_control`,
+/// `role_changed`) from `client_id`, with `data` already JSON.
+pub fn control(kind: &'static str, client_id: &str, data: &RawValue, now: Millis) -> Frame {
+    to_frame(&Control { kind, client_id, data, timestamp: now })
+}
+
+#[derive(Serialize)]
 struct ServerMessage<'a> {
     #[serde(rename = "type")]
     kind: &'a str,
@@ -129,7 +228,7 @@ struct ServerMessage<'a> {
     timestamp: Millis,
 }
 
-/// A message the app sends through the server (`POST /v1/broadcast`, `broadcast*`):
+/// A message the app sends through the server (`POST /v1/broadcast`):
 /// `{"type":...,"channel":...,"data":...,"timestamp":...}`, serialized once for every
 /// recipient. `data` is already JSON.
 pub fn server_message(kind: &str, channel: Option<&str>, data: &RawValue, now: Millis) -> Frame {

@@ -1,32 +1,42 @@
-//! The relay: who is connected to which session, and where each frame goes.
+//! The relay: who is connected to which session and channel, and where each frame goes.
 //!
 //! State lives in sharded maps so transport threads route concurrently. No method holds
-//! a guard of one map while taking a guard of the other, so lock order cannot deadlock;
-//! outboxes are pushed under a session's lock, which is why they only queue.
+//! a guard of one map while taking a guard of another, so lock order cannot deadlock;
+//! outboxes are pushed under a session's or a channel's lock, which is why they only
+//! queue.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use dashmap::DashMap;
+use parking_lot::{Mutex, RwLock};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::config::{Config, SlowConsumerPolicy};
+use crate::channels::{AllowList, ChannelName, Channels, Joiner};
+use crate::config::{AckPolicy, Config, SlowConsumerPolicy};
 use crate::envelope::Envelope;
-use crate::error::{close_code, ErrorCode, Refusal, SessionError};
+use crate::error::{close_code, ErrorCode, Refusal, Rejection, SessionError};
 use crate::event::{ConnectionInfo, Event, EventSink};
 use crate::frame::{Frame, FrameKind};
 use crate::ids::{ConnId, Millis, SessionId};
 use crate::outbox::{Outbox, Pushed};
 use crate::protocol;
-use crate::session::{Member, Session, SessionInfo, SessionOptions};
-use crate::stats::{Counters, Stats};
+use crate::requests::Requests;
+use crate::roles::Send;
+use crate::session::{ClientName, Member, Session, SessionInfo, SessionOptions};
+use crate::stats::{Counters, Sizes, Stats};
+
+/// A connection may be in this many channels at once; more joins are refused.
+pub const MAX_CHANNELS_PER_CONNECTION: usize = 256;
 
 /// Where a new connection goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
     /// Into the session with this id (as given in the URL; checked by the relay).
     Session(String),
-    /// Into no session: awareness and channels only.
+    /// Into no session: channels, requests and awareness only.
     Sessionless,
 }
 
@@ -39,52 +49,95 @@ pub struct Identity {
     pub metadata: Option<Value>,
 }
 
+/// Which connections a server-side send reaches: all the given fields must match.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Target<'a> {
+    pub session_id: Option<&'a str>,
+    pub channel: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+    pub organization_id: Option<&'a str>,
+    pub except: Option<ConnId>,
+}
+
 struct Connection {
     session: Option<SessionId>,
     outbox: Arc<dyn Outbox>,
-    identity: Identity,
-    /// The first `clientId` the client sent, when the app gave none.
-    announced_client_id: OnceLock<String>,
+    name: Arc<ClientName>,
+    identity: Arc<Identity>,
+    channels: Mutex<Vec<ChannelName>>,
     /// Last time anything (a message or a pong) was heard from the client.
     last_seen: AtomicU64,
 }
 
 impl Connection {
-    fn client_id(&self, id: ConnId) -> String {
-        self.identity
-            .client_id
-            .clone()
-            .or_else(|| self.announced_client_id.get().cloned())
-            .unwrap_or_else(|| id.to_string())
-    }
-
     fn info(&self, id: ConnId) -> ConnectionInfo {
         ConnectionInfo {
             connection_id: id,
             session_id: self.session.clone(),
-            client_id: self.client_id(id),
+            client_id: self.name.get(id),
             user_id: self.identity.user_id.clone(),
             organization_id: self.identity.organization_id.clone(),
+            metadata: self.identity.metadata.clone(),
         }
     }
 }
 
-/// What a received frame is for.
-enum Routed {
-    /// An answer to the sender alone (a pong, an error).
+/// What routing a message needs of its sender, copied out of the connection map so that
+/// no guard of it is held while routing.
+struct Sender {
+    id: ConnId,
+    outbox: Arc<dyn Outbox>,
+    session: Option<SessionId>,
+    name: Arc<ClientName>,
+    identity: Arc<Identity>,
+}
+
+impl Sender {
+    fn info(&self) -> ConnectionInfo {
+        ConnectionInfo {
+            connection_id: self.id,
+            session_id: self.session.clone(),
+            client_id: self.name.get(self.id),
+            user_id: self.identity.user_id.clone(),
+            organization_id: self.identity.organization_id.clone(),
+            metadata: self.identity.metadata.clone(),
+        }
+    }
+
+    fn joiner(&self) -> Joiner<'_> {
+        Joiner { user_id: self.identity.user_id.as_deref(), organization_id: self.identity.organization_id.as_deref() }
+    }
+}
+
+/// What became of a message.
+enum Outcome {
+    /// An answer to the sender alone.
     Reply(Frame),
-    /// A relay message for the other members of this session.
-    ToSession(SessionId),
+    /// Routed to this many connections.
+    Routed(usize),
+    /// Handled, with nothing to say now.
+    Done,
+    Rejected(Rejection),
 }
 
 /// Recipients whose outbox was full during a fan-out; dealt with once no lock is held.
 type SlowConsumers = Vec<ConnId>;
+
+const CONTROL_TYPES: [&str; 4] = ["request_control", "accept_control", "decline_control", "release_control"];
 
 pub struct Relay {
     config: Config,
     events: Arc<dyn EventSink>,
     sessions: DashMap<SessionId, Session>,
     conns: DashMap<ConnId, Connection>,
+    channels: Channels,
+    allow: AllowList,
+    requests: Requests,
+    users: DashMap<Arc<str>, Vec<ConnId>>,
+    /// Message types the app watches; `watching` spares the lock while there are none.
+    watched: RwLock<HashSet<Box<str>>>,
+    watching: AtomicBool,
+    answers_requests: AtomicBool,
     last_conn_id: AtomicU64,
     counters: Counters,
     next_cleanup: AtomicU64,
@@ -95,10 +148,17 @@ impl Relay {
     /// `config` must have passed [`Config::validate`].
     pub fn new(config: Config, events: Arc<dyn EventSink>) -> Self {
         Self {
+            allow: AllowList::new(config.channel_allow.as_deref()),
             config,
             events,
             sessions: DashMap::new(),
             conns: DashMap::new(),
+            channels: Channels::default(),
+            requests: Requests::default(),
+            users: DashMap::new(),
+            watched: RwLock::default(),
+            watching: AtomicBool::new(false),
+            answers_requests: AtomicBool::new(false),
             last_conn_id: AtomicU64::new(0),
             counters: Counters::default(),
             next_cleanup: AtomicU64::new(0),
@@ -130,11 +190,10 @@ impl Relay {
             metadata: options.metadata.unwrap_or(Value::Null),
             last_activity: AtomicU64::new(now),
             members: Vec::new(),
+            control: Default::default(),
         };
         let info = match self.sessions.entry(id) {
-            dashmap::Entry::Occupied(taken) => {
-                return Err(SessionError::AlreadyExists(taken.key().to_string()))
-            }
+            dashmap::Entry::Occupied(taken) => return Err(SessionError::AlreadyExists(taken.key().to_string())),
             dashmap::Entry::Vacant(slot) => slot.insert(session).info(),
         };
         self.events.emit(Event::SessionCreated(info.clone()));
@@ -162,29 +221,34 @@ impl Relay {
     }
 
     /// Lets a connection in, or says why not. The outbox receives the welcome at once.
-    pub fn open(&self, route: Route, identity: Identity, outbox: Arc<dyn Outbox>, now: Millis) -> Result<ConnId, Refusal> {
+    pub fn open(&self, route: Route, mut identity: Identity, outbox: Arc<dyn Outbox>, now: Millis) -> Result<ConnId, Refusal> {
         let id = ConnId(self.last_conn_id.fetch_add(1, Ordering::Relaxed) + 1);
         let session_id = match route {
             Route::Session(ref raw) => Some(SessionId::parse(raw).map_err(|_| Refusal::SessionNotFound)?),
             Route::Sessionless => None,
         };
+        let name = Arc::new(ClientName { given: identity.client_id.take(), announced: Default::default() });
         let connection = Connection {
             session: session_id.clone(),
             outbox: outbox.clone(),
-            identity,
-            announced_client_id: OnceLock::new(),
+            name: name.clone(),
+            identity: Arc::new(identity),
+            channels: Mutex::default(),
             last_seen: AtomicU64::new(now),
         };
         let info = connection.info(id);
+        let user = connection.identity.user_id.as_deref().map(Arc::<str>::from);
         self.conns.insert(id, connection);
 
         let mut slow = SlowConsumers::new();
         if let Some(session_id) = &session_id {
-            let admitted = self.join_session(session_id, id, &info.client_id, outbox, now, &mut slow);
-            if let Err(refusal) = admitted {
+            if let Err(refusal) = self.join_session(session_id, id, name, outbox, now, &mut slow) {
                 self.conns.remove(&id);
                 return Err(refusal);
             }
+        }
+        if let Some(user) = user {
+            self.users.entry(user).or_default().push(id);
         }
         self.events.emit(Event::Connected(info));
         self.close_slow_consumers(slow, now);
@@ -195,7 +259,7 @@ impl Relay {
         &self,
         session_id: &SessionId,
         id: ConnId,
-        client_id: &str,
+        name: Arc<ClientName>,
         outbox: Arc<dyn Outbox>,
         now: Millis,
         slow: &mut SlowConsumers,
@@ -209,11 +273,11 @@ impl Relay {
         }
         let connection_id = id.to_string();
         self.push(id, &*outbox, protocol::welcome(&connection_id, session_id.as_str(), now), slow);
-        let announcement = protocol::client_connected(client_id, &connection_id, now);
+        let announcement = protocol::client_connected(&name.get(id), &connection_id, now);
         for member in &session.members {
             self.push(member.conn, &*member.outbox, announcement.clone(), slow);
         }
-        session.members.push(Member { conn: id, outbox });
+        session.members.push(Member { conn: id, outbox, name });
         session.last_activity.store(now, Ordering::Relaxed);
         Ok(())
     }
@@ -226,55 +290,327 @@ impl Relay {
             self.disconnect(from, close_code::TOO_LARGE, "Message too large", now);
             return;
         }
-        let (sender, route) = {
-            let Some(conn) = self.conns.get(&from) else { return };
-            conn.last_seen.store(now, Ordering::Relaxed);
-            (conn.outbox.clone(), self.route(&conn, &frame, now))
-        };
-        match route {
-            Routed::Reply(answer) => {
-                let mut slow = SlowConsumers::new();
-                self.push(from, &*sender, answer, &mut slow);
-                self.close_slow_consumers(slow, now);
-            }
-            Routed::ToSession(session) => self.relay_to_session(from, &session, frame, now),
-        }
-    }
-
-    /// Decides what a frame is for, reading only its envelope.
-    fn route(&self, conn: &Connection, frame: &Frame, now: Millis) -> Routed {
-        if frame.kind == FrameKind::Text {
-            let Ok(envelope) = Envelope::parse(&frame.payload) else {
-                Counters::add(&self.counters.messages_invalid, 1);
-                return Routed::Reply(protocol::error(ErrorCode::InvalidMessage, now));
-            };
-            if conn.identity.client_id.is_none() {
-                if let Some(announced) = envelope.client_id {
-                    conn.announced_client_id.get_or_init(|| announced.into_owned());
-                }
-            }
-            if envelope.kind == "ping" || envelope.kind == "PING" {
-                return Routed::Reply(protocol::pong(envelope.kind == "PING", envelope.id, now));
-            }
-        }
-        match &conn.session {
-            Some(session) => Routed::ToSession(session.clone()),
-            None => Routed::Reply(protocol::error(ErrorCode::NoSession, now)),
-        }
-    }
-
-    /// Delivers `frame` byte for byte to every member of the session but its sender.
-    fn relay_to_session(&self, from: ConnId, session_id: &SessionId, frame: Frame, now: Millis) {
+        let Some(sender) = self.sender(from, now) else { return };
         let mut slow = SlowConsumers::new();
+        if frame.kind == FrameKind::Text {
+            self.receive_text(&sender, &frame, now, &mut slow);
+        } else if let Outcome::Rejected(rejection) = self.relay_to_session(&sender, &frame, now, &mut slow) {
+            self.push(from, &*sender.outbox, protocol::error(&rejection, None, None, now), &mut slow);
+        }
+        self.close_slow_consumers(slow, now);
+    }
+
+    fn sender(&self, id: ConnId, now: Millis) -> Option<Sender> {
+        let conn = self.conns.get(&id)?;
+        conn.last_seen.store(now, Ordering::Relaxed);
+        Some(Sender {
+            id,
+            outbox: conn.outbox.clone(),
+            session: conn.session.clone(),
+            name: conn.name.clone(),
+            identity: conn.identity.clone(),
+        })
+    }
+
+    fn receive_text(&self, sender: &Sender, frame: &Frame, now: Millis, slow: &mut SlowConsumers) {
+        let Ok(envelope) = Envelope::parse(&frame.payload) else {
+            Counters::add(&self.counters.messages_invalid, 1);
+            let error = protocol::error(&ErrorCode::InvalidMessage.into(), None, None, now);
+            self.push(sender.id, &*sender.outbox, error, slow);
+            return;
+        };
+        if sender.name.given.is_none() {
+            if let Some(announced) = &envelope.client_id {
+                sender.name.announced.get_or_init(|| announced.clone().into_owned());
+            }
+        }
+        let ack_to = match self.config.ack {
+            AckPolicy::Never => None,
+            AckPolicy::Always => envelope.correlation_id.as_deref(),
+            AckPolicy::Requested => envelope.correlation_id.as_deref().filter(|_| envelope.ack),
+        };
+        let answer = match self.dispatch(sender, &envelope, frame, now, slow) {
+            Outcome::Reply(answer) => Some(answer),
+            Outcome::Routed(delivered) => {
+                self.report_watched(sender, &envelope, frame);
+                ack_to.map(|id| {
+                    Counters::add(&self.counters.acks, 1);
+                    protocol::ack(id, delivered, now)
+                })
+            }
+            Outcome::Done => {
+                self.report_watched(sender, &envelope, frame);
+                None
+            }
+            Outcome::Rejected(rejection) => {
+                if matches!(rejection.code, ErrorCode::ChannelForbidden | ErrorCode::Forbidden) {
+                    Counters::add(&self.counters.forbidden, 1);
+                }
+                Some(match ack_to {
+                    Some(id) => {
+                        Counters::add(&self.counters.nacks, 1);
+                        protocol::nack(id, &rejection, now)
+                    }
+                    None => protocol::error(&rejection, envelope.request_id, envelope.correlation_id.as_deref(), now),
+                })
+            }
+        };
+        if let Some(answer) = answer {
+            self.push(sender.id, &*sender.outbox, answer, slow);
+        }
+    }
+
+    /// Decides what a message is for, from its envelope, and does it.
+    fn dispatch(&self, sender: &Sender, envelope: &Envelope, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> Outcome {
+        let kind = envelope.kind.as_ref();
+        match kind {
+            "ping" | "PING" => Outcome::Reply(protocol::pong(kind == "PING", envelope.id, now)),
+            "JOIN_CHANNEL" => self.join_channel(sender, envelope),
+            "LEAVE_CHANNEL" => self.leave_channel(sender, envelope),
+            "request" => self.request(sender, envelope, now),
+            _ if self.config.enable_role_management && CONTROL_TYPES.contains(&kind) => {
+                self.control(sender, kind, envelope, now, slow)
+            }
+            "state_update" if self.config.enable_role_management && !self.is_active(sender) => {
+                Outcome::Rejected(ErrorCode::NotActive.into())
+            }
+            _ => match &envelope.channel {
+                Some(channel) => self.publish(sender, channel, frame, slow),
+                None => self.relay_to_session(sender, frame, now, slow),
+            },
+        }
+    }
+
+    /// Delivers `frame` byte for byte to every member of the sender's session but itself.
+    fn relay_to_session(&self, sender: &Sender, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> Outcome {
+        let Some(session_id) = &sender.session else { return Outcome::Rejected(ErrorCode::NoSession.into()) };
+        let mut delivered = 0;
         if let Some(session) = self.sessions.get(session_id) {
             session.last_activity.store(now, Ordering::Relaxed);
-            for member in session.members.iter().filter(|m| m.conn != from) {
-                if self.push(member.conn, &*member.outbox, frame.clone(), &mut slow) {
-                    Counters::add(&self.counters.messages_relayed, 1);
+            for member in session.members.iter().filter(|m| m.conn != sender.id) {
+                if self.push(member.conn, &*member.outbox, frame.clone(), slow) {
+                    delivered += 1;
                 }
+            }
+        }
+        Counters::add(&self.counters.messages_relayed, delivered as u64);
+        Outcome::Routed(delivered)
+    }
+
+    fn channel_of(envelope: &Envelope) -> Result<ChannelName, Rejection> {
+        let name = envelope
+            .channel
+            .as_deref()
+            .ok_or_else(|| Rejection::new(ErrorCode::InvalidMessage, "A channel message needs a string channel"))?;
+        ChannelName::parse(name)
+    }
+
+    fn join_channel(&self, sender: &Sender, envelope: &Envelope) -> Outcome {
+        let name = match Self::channel_of(envelope) {
+            Ok(name) => name,
+            Err(rejection) => return Outcome::Rejected(rejection),
+        };
+        if let Err(rejection) = self.allow.check(&name, &sender.joiner()) {
+            return Outcome::Rejected(rejection);
+        }
+        {
+            let Some(conn) = self.conns.get(&sender.id) else { return Outcome::Done };
+            let mut joined = conn.channels.lock();
+            if !joined.contains(&name) {
+                if joined.len() >= MAX_CHANNELS_PER_CONNECTION {
+                    return Outcome::Rejected(Rejection::new(
+                        ErrorCode::ChannelForbidden,
+                        format!("A connection may be in at most {MAX_CHANNELS_PER_CONNECTION} channels"),
+                    ));
+                }
+                joined.push(name.clone());
+            }
+        }
+        self.channels.join(&name, sender.id, sender.outbox.clone());
+        // The connection may have closed meanwhile, after leaving its channels.
+        if !self.conns.contains_key(&sender.id) {
+            self.channels.leave(&name, sender.id);
+            return Outcome::Done;
+        }
+        Outcome::Reply(protocol::channel_joined(name.as_str()))
+    }
+
+    fn leave_channel(&self, sender: &Sender, envelope: &Envelope) -> Outcome {
+        let name = match Self::channel_of(envelope) {
+            Ok(name) => name,
+            Err(rejection) => return Outcome::Rejected(rejection),
+        };
+        if let Some(conn) = self.conns.get(&sender.id) {
+            conn.channels.lock().retain(|joined| *joined != name);
+        }
+        self.channels.leave(&name, sender.id);
+        Outcome::Reply(protocol::channel_left(name.as_str()))
+    }
+
+    /// Delivers `frame` byte for byte to the other members of a channel the sender is in.
+    fn publish(&self, sender: &Sender, channel: &str, frame: &Frame, slow: &mut SlowConsumers) -> Outcome {
+        let name = match ChannelName::parse(channel) {
+            Ok(name) => name,
+            Err(rejection) => return Outcome::Rejected(rejection),
+        };
+        if !self.channels.is_member(&name, sender.id) {
+            return Outcome::Rejected(ErrorCode::NotInChannel.into());
+        }
+        let mut delivered = 0;
+        self.channels.for_each_member(&name, Some(sender.id), |member| {
+            if self.push(member.conn, &*member.outbox, frame.clone(), slow) {
+                delivered += 1;
+            }
+        });
+        Counters::add(&self.counters.messages_relayed, delivered as u64);
+        Outcome::Routed(delivered)
+    }
+
+    /// Whether the app has a request handler; without one, requests get `NO_HANDLER`.
+    pub fn answer_requests(&self, answering: bool) {
+        self.answers_requests.store(answering, Ordering::Relaxed);
+    }
+
+    fn request(&self, sender: &Sender, envelope: &Envelope, now: Millis) -> Outcome {
+        let Some(request_id) = envelope.request_id else {
+            return Outcome::Rejected(Rejection::new(ErrorCode::InvalidMessage, "A request needs a requestId"));
+        };
+        if !self.answers_requests.load(Ordering::Relaxed) {
+            return Outcome::Rejected(ErrorCode::NoHandler.into());
+        }
+        let deadline = now.saturating_add(self.config.request_timeout_ms);
+        if let Err(rejection) = self.requests.start(sender.id, request_id.get(), deadline) {
+            return Outcome::Rejected(rejection);
+        }
+        Counters::add(&self.counters.requests, 1);
+        self.events.emit(Event::Request {
+            connection: sender.info(),
+            request_id: request_id.get().to_owned(),
+            payload: envelope.payload.map_or("null", RawValue::get).to_owned(),
+        });
+        Outcome::Done
+    }
+
+    /// Answers a request: `Ok` with the result as JSON, or `Err` with why it failed.
+    /// Returns false when the request is no longer waiting (it timed out, or its
+    /// connection left).
+    pub fn respond(&self, conn: ConnId, request_id: &str, outcome: Result<&RawValue, &str>, now: Millis) -> bool {
+        if !self.requests.finish(conn, request_id) {
+            return false;
+        }
+        let Some(outbox) = self.conns.get(&conn).map(|c| c.outbox.clone()) else { return false };
+        let Ok(id) = RawValue::from_string(request_id.to_owned()) else { return false };
+        let answer = match outcome {
+            Ok(result) => protocol::response(&id, result, now),
+            Err(message) => protocol::error(&Rejection::new(ErrorCode::RequestFailed, message.to_owned()), Some(&id), None, now),
+        };
+        let mut slow = SlowConsumers::new();
+        self.push(conn, &*outbox, answer, &mut slow);
+        self.close_slow_consumers(slow, now);
+        true
+    }
+
+    fn is_active(&self, sender: &Sender) -> bool {
+        let Some(session_id) = &sender.session else { return false };
+        self.sessions.get(session_id).is_some_and(|s| s.control.active == Some(sender.id))
+    }
+
+    fn control(&self, sender: &Sender, kind: &str, envelope: &Envelope, now: Millis, slow: &mut SlowConsumers) -> Outcome {
+        let Some(session_id) = &sender.session else { return Outcome::Rejected(ErrorCode::NoSession.into()) };
+        let Some(mut session) = self.sessions.get_mut(session_id) else { return Outcome::Done };
+        let Session { control, members, .. } = &mut *session;
+        let sends = match kind {
+            "request_control" => Ok(control.request(sender.id, envelope.data, self.config.conflict_resolution, &*members, now)),
+            "accept_control" => control.accept(sender.id, &*members, now),
+            "decline_control" => control.decline(sender.id, envelope.data, &*members, now),
+            _ => control.release(sender.id, &*members, now),
+        };
+        match sends {
+            Ok(sends) => {
+                self.deliver(members, sends, slow);
+                Outcome::Done
+            }
+            Err(rejection) => Outcome::Rejected(rejection),
+        }
+    }
+
+    fn deliver(&self, members: &[Member], sends: Vec<Send>, slow: &mut SlowConsumers) {
+        for send in sends {
+            match send {
+                Send::To(conn, frame) => {
+                    if let Some(member) = members.iter().find(|m| m.conn == conn) {
+                        self.push(member.conn, &*member.outbox, frame, slow);
+                    }
+                }
+                Send::All(frame) => {
+                    for member in members {
+                        self.push(member.conn, &*member.outbox, frame.clone(), slow);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Has the app's `message` listeners see messages of `kind` (with the sender's ids).
+    pub fn watch(&self, kind: &str) {
+        self.watched.write().insert(kind.into());
+        self.watching.store(true, Ordering::Release);
+    }
+
+    fn report_watched(&self, sender: &Sender, envelope: &Envelope, frame: &Frame) {
+        if self.watching.load(Ordering::Acquire) && self.watched.read().contains(envelope.kind.as_ref()) {
+            self.events.emit(Event::Message {
+                connection: sender.info(),
+                kind: envelope.kind.clone().into_owned(),
+                message: frame.payload.clone(),
+            });
+        }
+    }
+
+    /// Sends `frame` from the server to every connection `target` matches. Returns how
+    /// many it reached.
+    pub fn send(&self, target: &Target, frame: Frame, now: Millis) -> usize {
+        let channel = match target.channel.map(ChannelName::parse) {
+            Some(Ok(name)) => Some(name),
+            Some(Err(_)) => return 0,
+            None => None,
+        };
+        let session = match target.session_id.map(SessionId::parse) {
+            Some(Ok(id)) => Some(id),
+            Some(Err(_)) => return 0,
+            None => None,
+        };
+        let candidates: Vec<ConnId> = if let Some(name) = &channel {
+            let mut members = Vec::new();
+            self.channels.for_each_member(name, None, |m| members.push(m.conn));
+            members
+        } else if let Some(id) = &session {
+            self.sessions.get(id).map(|s| s.members.iter().map(|m| m.conn).collect()).unwrap_or_default()
+        } else if let Some(user) = target.user_id {
+            self.users.get(user).map(|conns| conns.clone()).unwrap_or_default()
+        } else {
+            self.conns.iter().map(|c| *c.key()).collect()
+        };
+        let mut slow = SlowConsumers::new();
+        let mut delivered = 0;
+        for id in candidates.into_iter().filter(|id| Some(*id) != target.except) {
+            let outbox = {
+                let Some(conn) = self.conns.get(&id) else { continue };
+                let matches = session.as_ref().is_none_or(|s| conn.session.as_ref() == Some(s))
+                    && target.user_id.is_none_or(|u| conn.identity.user_id.as_deref() == Some(u))
+                    && target.organization_id.is_none_or(|o| conn.identity.organization_id.as_deref() == Some(o))
+                    && channel.as_ref().is_none_or(|c| conn.channels.lock().contains(c));
+                if !matches {
+                    continue;
+                }
+                conn.outbox.clone()
+            };
+            if self.push(id, &*outbox, frame.clone(), &mut slow) {
+                delivered += 1;
             }
         }
         self.close_slow_consumers(slow, now);
+        delivered
     }
 
     /// Pushes one frame, noting a full outbox. Returns whether the frame was queued.
@@ -305,25 +641,6 @@ impl Relay {
         }
     }
 
-    /// Sends `frame` from the server to every member of a session but `except`. Returns
-    /// how many connections it reached, or `None` when there is no such session.
-    pub fn broadcast(&self, session_id: &str, frame: Frame, except: Option<ConnId>, now: Millis) -> Option<usize> {
-        let session_id = SessionId::parse(session_id).ok()?;
-        let mut slow = SlowConsumers::new();
-        let delivered = {
-            let session = self.sessions.get(&session_id)?;
-            let mut delivered = 0;
-            for member in session.members.iter().filter(|m| Some(m.conn) != except) {
-                if self.push(member.conn, &*member.outbox, frame.clone(), &mut slow) {
-                    delivered += 1;
-                }
-            }
-            delivered
-        };
-        self.close_slow_consumers(slow, now);
-        Some(delivered)
-    }
-
     /// Notes a pong (or any sign of life that is not a message) from the client.
     pub fn pong(&self, conn: ConnId, now: Millis) {
         if let Some(c) = self.conns.get(&conn) {
@@ -351,14 +668,27 @@ impl Relay {
         if close_outbox {
             conn.outbox.close(code, reason);
         }
+        self.requests.forget(id);
+        for name in conn.channels.lock().drain(..) {
+            self.channels.leave(&name, id);
+        }
+        if let Some(user) = conn.identity.user_id.as_deref() {
+            self.users.remove_if_mut(user, |_, conns| {
+                conns.retain(|c| *c != id);
+                conns.is_empty()
+            });
+        }
         let info = conn.info(id);
         if let Some(session_id) = &conn.session {
             if let Some(mut session) = self.sessions.get_mut(session_id) {
-                session.members.retain(|m| m.conn != id);
-                let farewell = protocol::client_disconnected(&info.client_id, &id.to_string(), now);
-                for member in &session.members {
+                let Session { control, members, .. } = &mut *session;
+                let (was_active, sends) = control.left(id, &*members, now);
+                members.retain(|m| m.conn != id);
+                let farewell = protocol::client_disconnected(&info.client_id, &id.to_string(), was_active, now);
+                for member in members.iter() {
                     self.push(member.conn, &*member.outbox, farewell.clone(), &mut slow);
                 }
+                self.deliver(members, sends, &mut slow);
             }
         }
         self.events.emit(Event::Disconnected { connection: info, code, reason: reason.to_owned() });
@@ -374,7 +704,8 @@ impl Relay {
     }
 
     /// Runs what is due: session expiry every cleanup interval; pings and heartbeat
-    /// timeouts every ping interval. Call it at least as often as the shorter of the two.
+    /// timeouts every ping interval; request timeouts. Call it every
+    /// [`Config::tick_interval_ms`].
     pub fn tick(&self, now: Millis) {
         if now >= self.next_cleanup.load(Ordering::Relaxed) {
             self.next_cleanup.store(now + self.config.cleanup_interval_ms, Ordering::Relaxed);
@@ -384,17 +715,28 @@ impl Relay {
             self.next_heartbeat.store(now + self.config.ping_interval_ms, Ordering::Relaxed);
             self.heartbeat(now);
         }
+        self.expire_requests(now);
     }
 
     fn expire_sessions(&self, now: Millis) {
-        let expired: Vec<SessionId> =
-            self.sessions.iter().filter(|s| s.is_expired(now)).map(|s| s.id.clone()).collect();
+        let expired: Vec<SessionId> = self.sessions.iter().filter(|s| s.is_expired(now)).map(|s| s.id.clone()).collect();
         for id in expired {
             if let Some((_, session)) = self.sessions.remove_if(&id, |_, s| s.is_expired(now)) {
                 self.end_session(session, close_code::NORMAL, "Session expired", now);
                 self.events.emit(Event::SessionExpired { session_id: id });
             }
         }
+    }
+
+    fn expire_requests(&self, now: Millis) {
+        let mut slow = SlowConsumers::new();
+        for (conn, request_id) in self.requests.expire(now) {
+            let Some(outbox) = self.conns.get(&conn).map(|c| c.outbox.clone()) else { continue };
+            let Ok(id) = RawValue::from_string(request_id.into()) else { continue };
+            let timeout = protocol::error(&ErrorCode::RequestTimeout.into(), Some(&id), None, now);
+            self.push(conn, &*outbox, timeout, &mut slow);
+        }
+        self.close_slow_consumers(slow, now);
     }
 
     fn heartbeat(&self, now: Millis) {
@@ -434,6 +776,16 @@ impl Relay {
     }
 
     pub fn stats(&self) -> Stats {
-        self.counters.snapshot(self.sessions.len(), self.conns.len())
+        self.counters.snapshot(Sizes {
+            sessions: self.sessions.len(),
+            connections: self.conns.len(),
+            channels: self.channels.count(),
+            users: self.users.len(),
+        })
+    }
+
+    /// Each channel's name and how many members it has, by name.
+    pub fn channel_breakdown(&self) -> Vec<(String, usize)> {
+        self.channels.breakdown()
     }
 }

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::ids::{ConnId, Millis, SessionId};
 use crate::outbox::Outbox;
+use crate::roles::{Control, Names};
 
 /// What the app asks for in `createSession`.
 #[derive(Clone, Debug, Default)]
@@ -28,11 +29,34 @@ pub struct SessionInfo {
     pub client_count: usize,
     pub last_activity: Millis,
     pub metadata: Value,
+    /// The `clientId` of the member holding control, with role management on.
+    pub active_client_id: Option<String>,
+}
+
+/// How a connection is named to others: the app's `clientId`, else the first one the
+/// client sent, else its connection id. Shared by the connection and its membership.
+#[derive(Default)]
+pub(crate) struct ClientName {
+    pub given: Option<String>,
+    pub announced: std::sync::OnceLock<String>,
+}
+
+impl ClientName {
+    pub fn get(&self, conn: ConnId) -> String {
+        self.given.clone().or_else(|| self.announced.get().cloned()).unwrap_or_else(|| conn.to_string())
+    }
 }
 
 pub(crate) struct Member {
     pub conn: ConnId,
     pub outbox: Arc<dyn Outbox>,
+    pub name: Arc<ClientName>,
+}
+
+impl Names for Vec<Member> {
+    fn client_id(&self, conn: ConnId) -> String {
+        self.iter().find(|m| m.conn == conn).map_or_else(|| conn.to_string(), |m| m.name.get(conn))
+    }
 }
 
 pub(crate) struct Session {
@@ -44,6 +68,7 @@ pub(crate) struct Session {
     /// Written on every relayed message under a shared lock, hence atomic.
     pub last_activity: AtomicU64,
     pub members: Vec<Member>,
+    pub control: Control,
 }
 
 impl Session {
@@ -59,6 +84,7 @@ impl Session {
             client_count: self.members.len(),
             last_activity: self.last_activity.load(Ordering::Relaxed),
             metadata: self.metadata.clone(),
+            active_client_id: self.control.active.map(|active| self.members.client_id(active)),
         }
     }
 }

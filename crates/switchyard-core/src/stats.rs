@@ -12,6 +12,10 @@ pub(crate) struct Counters {
     pub bytes_sent: AtomicU64,
     pub slow_consumer_closes: AtomicU64,
     pub handshake_failures: AtomicU64,
+    pub requests: AtomicU64,
+    pub acks: AtomicU64,
+    pub nacks: AtomicU64,
+    pub forbidden: AtomicU64,
 }
 
 impl Counters {
@@ -36,14 +40,31 @@ pub struct Stats {
     pub slow_consumer_closes: u64,
     /// Upgrade requests a transport refused before a connection existed (bad handshake).
     pub handshake_failures: u64,
+    /// Channels that have members.
+    pub channels: usize,
+    /// Distinct users with a connection.
+    pub users: usize,
+    /// `request` messages handed to the app.
+    pub requests: u64,
+    pub acks: u64,
+    pub nacks: u64,
+    /// Refusals for identity: `CHANNEL_FORBIDDEN` and `FORBIDDEN`.
+    pub forbidden: u64,
 }
 
 impl Counters {
-    pub fn snapshot(&self, active_sessions: usize, active_connections: usize) -> Stats {
+    /// The counters, with the sizes only the relay's maps know.
+    pub fn snapshot(&self, sizes: Sizes) -> Stats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Stats {
-            active_sessions,
-            active_connections,
+            active_sessions: sizes.sessions,
+            active_connections: sizes.connections,
+            channels: sizes.channels,
+            users: sizes.users,
+            requests: get(&self.requests),
+            acks: get(&self.acks),
+            nacks: get(&self.nacks),
+            forbidden: get(&self.forbidden),
             messages_received: get(&self.messages_received),
             messages_relayed: get(&self.messages_relayed),
             messages_invalid: get(&self.messages_invalid),
@@ -54,4 +75,12 @@ impl Counters {
             handshake_failures: get(&self.handshake_failures),
         }
     }
+}
+
+/// How many of each thing the relay holds now.
+pub(crate) struct Sizes {
+    pub sessions: usize,
+    pub connections: usize,
+    pub channels: usize,
+    pub users: usize,
 }

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use switchyard_core::testing::{RecordingEvents, RecordingOutbox};
 use switchyard_core::{
     Config, ConnId, Event, Frame, FrameKind, Identity, Refusal, Relay, Route, SessionError, SessionOptions,
-    SlowConsumerPolicy,
+    SlowConsumerPolicy, Target,
 };
 
 const T0: u64 = 1_700_000_000_000;
@@ -311,7 +311,7 @@ fn shutdown_closes_everyone_and_forgets_sessions() {
 }
 
 #[test]
-fn broadcast_reaches_the_session_but_the_excepted_connection() {
+fn a_server_send_to_a_session_reaches_it_but_the_excepted_connection() {
     let (relay, _) = relay();
     session(&relay, "s1");
     session(&relay, "s2");
@@ -322,9 +322,10 @@ fn broadcast_reaches_the_session_but_the_excepted_connection() {
         out.take();
     }
     let frame = Frame::text(&br#"{"type":"NOTICE","data":1}"#[..]);
-    assert_eq!(relay.broadcast("s1", frame.clone(), None, T0), Some(2));
-    assert_eq!(relay.broadcast("s1", frame.clone(), Some(a), T0), Some(1));
-    assert_eq!(relay.broadcast("nope", frame.clone(), None, T0), None);
+    let to_s1 = Target { session_id: Some("s1"), ..Default::default() };
+    assert_eq!(relay.send(&to_s1, frame.clone(), T0), 2);
+    assert_eq!(relay.send(&Target { except: Some(a), ..to_s1 }, frame.clone(), T0), 1);
+    assert_eq!(relay.send(&Target { session_id: Some("nope"), ..to_s1 }, frame.clone(), T0), 0);
     assert_eq!(a_out.take(), vec![frame.clone()]);
     assert_eq!(b_out.take(), vec![frame.clone(), frame]);
     assert!(c_out.take().is_empty());

@@ -1,5 +1,6 @@
-//! Property test: for random joins, leaves and sends, no message crosses sessions, none
-//! reaches its sender, and none is lost while outboxes have room.
+//! Property tests: for random joins, leaves and sends, no message crosses sessions, none
+//! reaches its sender, and none is lost while outboxes have room; a channel publish
+//! reaches exactly the channel's other members.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -94,4 +95,71 @@ proptest! {
             prop_assert_eq!(&sorted, ns, "delivered out of order");
         }
     }
+
+    #[test]
+    fn a_channel_publish_reaches_exactly_the_other_members(ops in prop::collection::vec(channel_op(), 1..150)) {
+        let relay = Relay::new(Config::default(), Arc::new(NoEvents));
+        let clients: Vec<(ConnId, Arc<RecordingOutbox>)> = (0..CLIENTS)
+            .map(|_| {
+                let outbox = RecordingOutbox::new();
+                (relay.open(Route::Sessionless, Identity::default(), outbox.clone(), 0).unwrap(), outbox)
+            })
+            .collect();
+        let mut members: Vec<HashSet<usize>> = vec![HashSet::new(); CHANNELS];
+        for op in ops {
+            let (client, channel) = match op {
+                ChannelOp::Join(c, ch) | ChannelOp::Leave(c, ch) | ChannelOp::Publish(c, ch) => (c, ch),
+            };
+            let (id, outbox) = &clients[client];
+            outbox.take();
+            let text = match op {
+                ChannelOp::Join(..) => {
+                    members[channel].insert(client);
+                    format!(r#"{{"type":"JOIN_CHANNEL","channel":"c{channel}"}}"#)
+                }
+                ChannelOp::Leave(..) => {
+                    members[channel].remove(&client);
+                    format!(r#"{{"type":"LEAVE_CHANNEL","channel":"c{channel}"}}"#)
+                }
+                ChannelOp::Publish(..) => format!(r#"{{"type":"p","channel":"c{channel}"}}"#),
+            };
+            for (_, other) in &clients {
+                other.take();
+            }
+            relay.receive(*id, Frame::text(text.clone()), 0);
+            if let ChannelOp::Publish(..) = op {
+                let got: HashSet<usize> = (0..CLIENTS).filter(|&i| clients[i].1.take_texts().contains(&text)).collect();
+                let mut expected = members[channel].clone();
+                expected.remove(&client);
+                if !members[channel].contains(&client) {
+                    expected.clear();
+                }
+                prop_assert_eq!(got, expected);
+            }
+        }
+        let live: Vec<(String, usize)> = (0..CHANNELS)
+            .filter(|&ch| !members[ch].is_empty())
+            .map(|ch| (format!("c{ch}"), members[ch].len()))
+            .collect();
+        prop_assert_eq!(relay.channel_breakdown(), live, "empty channels are deleted");
+    }
+}
+
+const CLIENTS: usize = 5;
+const CHANNELS: usize = 3;
+
+#[derive(Clone, Copy, Debug)]
+enum ChannelOp {
+    Join(usize, usize),
+    Leave(usize, usize),
+    Publish(usize, usize),
+}
+
+fn channel_op() -> impl Strategy<Value = ChannelOp> {
+    let pick = (0..CLIENTS, 0..CHANNELS);
+    prop_oneof![
+        2 => pick.clone().prop_map(|(c, ch)| ChannelOp::Join(c, ch)),
+        1 => pick.clone().prop_map(|(c, ch)| ChannelOp::Leave(c, ch)),
+        3 => pick.prop_map(|(c, ch)| ChannelOp::Publish(c, ch)),
+    ]
 }

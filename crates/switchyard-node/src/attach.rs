@@ -7,11 +7,10 @@
 //! meanwhile, so reading stops before it is called; bytes the client sends wait in the
 //! kernel and reach Rust after the takeover.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use napi::bindgen_prelude::{BufferSlice, FnArgs, Function, FunctionCallContext, FunctionRef, JsObjectValue, Object, Unknown};
+use napi::bindgen_prelude::{BufferSlice, Function, FunctionCallContext, FunctionRef, JsObjectValue, Object, Unknown};
 use napi::{Env, Error, Result, Status, ValueType};
 use switchyard_core::{Identity, Route};
 
@@ -127,7 +126,12 @@ pub fn attach(host: &Rc<Host>, env: &Env, server: Unknown, options: Option<Unkno
                     stop_reading(&socket)?;
                     let waiting = Waiting { socket: Held::new(env, &socket)?, request: Held::new(env, &request)?, head, route };
                     match authenticate.borrow_back(env)?.call(request) {
-                        Ok(answer) => settle_later(&host, env, answer, waiting),
+                        Ok(answer) => {
+                            let host = host.clone();
+                            js::when_settled(env, answer, move |env, outcome| {
+                                settle(&host, env, outcome.map_err(|reason| Error::new(Status::GenericFailure, js::reason(reason))), waiting)
+                            })
+                        }
                         Err(err) => {
                             report_error(env, "attach's authenticate threw:", err)?;
                             host.refuse_upgrade(&socket, 500, "Internal Server Error")
@@ -167,38 +171,6 @@ fn upgrade(host: &Rc<Host>, env: &Env, socket: &Object, request: &Object, route:
         report_error(env, "attach could not take an upgrade over:", err)?;
         host.refuse_upgrade(socket, 500, "Internal Server Error")?;
     }
-    Ok(())
-}
-
-/// Acts on `authenticate`'s answer now, or when its Promise settles.
-fn settle_later(host: &Rc<Host>, env: &Env, answer: Unknown, waiting: Waiting) -> Result<()> {
-    let then = match answer.get_type()? {
-        // SAFETY: an object, checked.
-        ValueType::Object => unsafe { answer.cast::<Object>()? }.get_named_property_unchecked::<Unknown>("then")?,
-        _ => return settle(host, env, Ok(answer), waiting),
-    };
-    if then.get_type()? != ValueType::Function {
-        return settle(host, env, Ok(answer), waiting);
-    }
-    let waiting = Rc::new(RefCell::new(Some(waiting)));
-    let on_settled = |resolved: bool| {
-        let host = host.clone();
-        let waiting = waiting.clone();
-        move |ctx: FunctionCallContext| {
-            guard(|| {
-                let Some(waiting) = waiting.borrow_mut().take() else { return Ok(()) };
-                let value: Unknown = ctx.get(0)?;
-                let outcome = if resolved { Ok(value) } else { Err(Error::from(value)) };
-                settle(&host, ctx.env, outcome, waiting)
-            })
-        }
-    };
-    let resolve = env.create_function_from_closure::<Unknown, (), _>("resolved", on_settled(true))?;
-    let reject = env.create_function_from_closure::<Unknown, (), _>("rejected", on_settled(false))?;
-    // SAFETY: a function, checked.
-    let then: Function<FnArgs<(Function<Unknown, ()>, Function<Unknown, ()>)>, Unknown> = unsafe { then.cast()? };
-    // SAFETY: an object, checked above.
-    then.bind(unsafe { answer.cast::<Object>()? })?.call((resolve, reject).into())?;
     Ok(())
 }
 

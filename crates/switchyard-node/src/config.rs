@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use napi::bindgen_prelude::Unknown;
 use napi::{Env, Error, Result, Status, ValueType};
-use switchyard_core::{Config, Identity, Route, SessionError, SessionOptions, SlowConsumerPolicy};
+use switchyard_core::{AckPolicy, Config, ConflictResolution, Identity, Route, SessionError, SessionOptions, SlowConsumerPolicy};
 
 use crate::options::{type_error, OptionsReader};
 
@@ -15,7 +15,7 @@ const MAX_MS: u64 = 1 << 50;
 const MAX_BYTES: u64 = 1 << 40;
 const MAX_COUNT: u64 = u32::MAX as u64;
 
-const CONFIG_OPTIONS: [&str; 8] = [
+const CONFIG_OPTIONS: [&str; 13] = [
     "sessionTimeoutMs",
     "maxClientsPerSession",
     "pingIntervalMs",
@@ -24,6 +24,11 @@ const CONFIG_OPTIONS: [&str; 8] = [
     "maxMessageBytes",
     "maxQueuedBytes",
     "slowConsumer",
+    "channels",
+    "requestTimeoutMs",
+    "ack",
+    "enableRoleManagement",
+    "conflictResolution",
 ];
 const SESSION_OPTIONS: [&str; 4] = ["sessionId", "expiresIn", "metadata", "maxClients"];
 const IDENTITY_OPTIONS: [&str; 4] = ["userId", "organizationId", "clientId", "metadata"];
@@ -47,6 +52,14 @@ pub fn read_config(env: &Env, value: Option<Unknown>) -> Result<Config> {
             .choice("slowConsumer", &SlowConsumerPolicy::NAMES)?
             .and_then(SlowConsumerPolicy::from_name)
             .unwrap_or(defaults.slow_consumer),
+        channel_allow: options.nested("channels", &["allow"])?.strings("allow")?,
+        request_timeout_ms: options.positive_integer("requestTimeoutMs", MAX_TIMER_MS)?.unwrap_or(defaults.request_timeout_ms),
+        ack: options.choice("ack", &AckPolicy::NAMES)?.and_then(AckPolicy::from_name).unwrap_or(defaults.ack),
+        enable_role_management: options.boolean("enableRoleManagement")?.unwrap_or(defaults.enable_role_management),
+        conflict_resolution: options
+            .choice("conflictResolution", &ConflictResolution::NAMES)?
+            .and_then(ConflictResolution::from_name)
+            .unwrap_or(defaults.conflict_resolution),
     };
     config.validate().map_err(|err| type_error(env, err.to_string()))?;
     Ok(config)

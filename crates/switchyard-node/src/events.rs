@@ -1,6 +1,7 @@
-//! The listeners of `on(event, listener)`, and the delivery of relay events to them.
+//! The listeners of `on(event, listener)` (and `on('message', { types }, listener)`), and
+//! the delivery of relay events to them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use napi::bindgen_prelude::{FnArgs, Function, FunctionRef, JsObjectValue, Object, Unknown};
@@ -8,8 +9,8 @@ use napi::{Env, Error, JsValue, Result, ValueType};
 use switchyard_core::Event;
 
 use crate::js_types::{ConnectionEvent, DisconnectEvent, SessionData, SessionEndedEvent};
-use crate::js::to_js;
-use crate::options::type_error;
+use crate::js::{parse, to_js};
+use crate::options::{type_error, OptionsReader};
 
 /// The events listeners can subscribe to, by the names users write.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -19,14 +20,16 @@ pub enum EventName {
     SessionCreated,
     SessionDeleted,
     SessionExpired,
+    Message,
 }
 
-const EVENT_NAMES: [(&str, EventName); 5] = [
+const EVENT_NAMES: [(&str, EventName); 6] = [
     ("connection", EventName::Connection),
     ("disconnect", EventName::Disconnect),
     ("sessionCreated", EventName::SessionCreated),
     ("sessionDeleted", EventName::SessionDeleted),
     ("sessionExpired", EventName::SessionExpired),
+    ("message", EventName::Message),
 ];
 
 impl EventName {
@@ -38,14 +41,18 @@ impl EventName {
         EVENT_NAMES.iter().find(|(_, e)| *e == self).map_or("?", |(n, _)| n)
     }
 
-    fn of(event: &Event) -> Self {
-        match event {
+    /// The listeners' event for a relay event; `None` for requests, which go to the
+    /// request handler instead.
+    fn of(event: &Event) -> Option<Self> {
+        Some(match event {
             Event::Connected(_) => EventName::Connection,
             Event::Disconnected { .. } => EventName::Disconnect,
             Event::SessionCreated(_) => EventName::SessionCreated,
             Event::SessionDeleted { .. } => EventName::SessionDeleted,
             Event::SessionExpired { .. } => EventName::SessionExpired,
-        }
+            Event::Message { .. } => EventName::Message,
+            Event::Request { .. } => return None,
+        })
     }
 }
 
@@ -54,11 +61,25 @@ type Listener = FunctionRef<Unknown<'static>, Unknown<'static>>;
 #[derive(Default)]
 pub struct Listeners {
     by_event: HashMap<EventName, Vec<Rc<Listener>>>,
+    /// `message` listeners, each with the types it asked for.
+    by_type: Vec<(HashSet<String>, Rc<Listener>)>,
+}
+
+fn listener_of(env: &Env, listener: Option<Unknown>) -> Result<Listener> {
+    match listener {
+        Some(listener) if listener.get_type()? == ValueType::Function => {
+            // SAFETY: a function, checked.
+            let function: Function<Unknown<'static>, Unknown<'static>> = unsafe { listener.cast()? };
+            function.create_ref()
+        }
+        _ => Err(type_error(env, "listener must be a function")),
+    }
 }
 
 impl Listeners {
-    /// Checks `on`'s arguments and adds the listener.
-    pub fn add(&mut self, env: &Env, event: Unknown, listener: Unknown) -> Result<()> {
+    /// Checks `on`'s arguments and adds the listener. For `message`, `filter` is
+    /// `{ types: [...] }` and the types are returned, for the relay to watch.
+    pub fn add(&mut self, env: &Env, event: Unknown, filter: Unknown, listener: Option<Unknown>) -> Result<Vec<String>> {
         let names = || EVENT_NAMES.iter().map(|(n, _)| format!("{n:?}")).collect::<Vec<_>>().join(", ");
         let name = match event.get_type()? {
             // SAFETY: a string, checked.
@@ -68,19 +89,35 @@ impl Listeners {
         let Some(name) = EventName::parse(&name) else {
             return Err(type_error(env, format!("unknown event {name:?}; expected one of {}", names())));
         };
-        if listener.get_type()? != ValueType::Function {
-            return Err(type_error(env, "listener must be a function"));
+        if name != EventName::Message {
+            if listener.is_some_and(|l| l.get_type().ok() != Some(ValueType::Undefined)) {
+                return Err(type_error(env, "on(event, listener) takes two arguments; only 'message' takes a filter"));
+            }
+            self.by_event.entry(name).or_default().push(Rc::new(listener_of(env, Some(filter))?));
+            return Ok(Vec::new());
         }
-        // SAFETY: a function, checked.
-        let function: Function<Unknown<'static>, Unknown<'static>> = unsafe { listener.cast()? };
-        self.by_event.entry(name).or_default().push(Rc::new(function.create_ref()?));
-        Ok(())
+        if filter.get_type()? != ValueType::Object {
+            return Err(type_error(env, "on('message', { types }, listener) needs a filter with the message types"));
+        }
+        let types = OptionsReader::new(env, Some(filter), "the message filter", &["types"])?.strings("types")?;
+        let types = match types {
+            Some(types) if !types.is_empty() => types,
+            _ => return Err(type_error(env, "on('message', { types }, listener) needs a non-empty types array")),
+        };
+        self.by_type.push((types.iter().cloned().collect(), Rc::new(listener_of(env, listener)?)));
+        Ok(types)
     }
 
     /// The listeners of the event, cloned so that they may add more while being called.
-    pub fn of(&self, event: &Event) -> (EventName, Vec<Rc<Listener>>) {
-        let name = EventName::of(event);
-        (name, self.by_event.get(&name).cloned().unwrap_or_default())
+    pub fn of(&self, event: &Event) -> Option<(EventName, Vec<Rc<Listener>>)> {
+        let name = EventName::of(event)?;
+        let listeners = match event {
+            Event::Message { kind, .. } => {
+                self.by_type.iter().filter(|(types, _)| types.contains(kind)).map(|(_, l)| l.clone()).collect()
+            }
+            _ => self.by_event.get(&name).cloned().unwrap_or_default(),
+        };
+        Some((name, listeners))
     }
 }
 
@@ -94,6 +131,15 @@ pub fn deliver(env: &Env, name: EventName, listeners: Vec<Rc<Listener>>, event: 
         Event::SessionDeleted { session_id } | Event::SessionExpired { session_id } => {
             to_js(env, SessionEndedEvent { session_id: session_id.to_string() })?
         }
+        Event::Message { connection, kind, message } => {
+            let payload = to_js(env, ConnectionEvent::from(connection))?;
+            // SAFETY: a ConnectionEvent is an object.
+            let mut object: Object = unsafe { payload.cast()? };
+            object.set("type", kind)?;
+            object.set("message", parse(env, &String::from_utf8_lossy(&message))?)?;
+            payload
+        }
+        Event::Request { .. } => return Ok(()),
     };
     for listener in listeners {
         // SAFETY: `payload` lives in the current handle scope.

@@ -16,7 +16,10 @@ use bytes::Bytes;
 use napi::bindgen_prelude::{BufferSlice, FnArgs, Function, FunctionCallContext, FunctionRef, JsObjectValue, Object, Unknown};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{Env, Error, Result, Status};
-use switchyard_core::{close_code, ConnId, Config, Frame, Identity, Millis, Refusal, Relay, Route};
+use serde_json::value::RawValue;
+use switchyard_core::{
+    close_code, ConnId, Config, ConnectionInfo, ErrorCode, Event, Frame, Identity, Millis, Refusal, Relay, Route, Target,
+};
 use switchyard_server::{handshake, now, Accepted};
 
 use crate::bridge::{self, BridgeOutbox, BridgeSocket, Flusher};
@@ -24,9 +27,13 @@ use crate::config::MAX_TIMER_MS;
 use crate::events::{self, Listeners};
 use crate::guard;
 use crate::held::Held;
-use crate::js;
+use crate::js::{self, to_js};
+use crate::js_types::ConnectionEvent;
 use crate::native::{self, NativeRuntime, Takeover};
 use crate::pending::Pending;
+
+/// `onRequest`'s handler: `(payload, context) => result`.
+pub type RequestHandler = FunctionRef<FnArgs<(Unknown<'static>, Unknown<'static>)>, Unknown<'static>>;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Lifecycle {
@@ -45,6 +52,8 @@ pub struct Host {
     pub lifecycle: Cell<Lifecycle>,
     timer: RefCell<Option<Held>>,
     native: OnceCell<NativeRuntime>,
+    /// `onRequest`'s handler.
+    request_handler: RefCell<Option<Rc<RequestHandler>>>,
     /// A pump is scheduled for the end of this event-loop turn.
     pump_scheduled: Cell<bool>,
     /// The function `setImmediate` calls for it, made once.
@@ -62,6 +71,7 @@ impl Host {
             lifecycle: Cell::new(Lifecycle::Idle),
             timer: RefCell::default(),
             native: OnceCell::new(),
+            request_handler: RefCell::default(),
             pump_scheduled: Cell::new(false),
             deferred_pump: OnceCell::new(),
         })
@@ -69,7 +79,7 @@ impl Host {
 
     /// Flushes bridge outboxes and delivers events until nothing is left: a listener may
     /// act on the relay and queue more.
-    pub fn pump(&self, env: &Env) -> Result<()> {
+    pub fn pump(self: &Rc<Self>, env: &Env) -> Result<()> {
         loop {
             let (outboxes, events) = self.pending.take();
             if outboxes.is_empty() && events.is_empty() {
@@ -84,12 +94,60 @@ impl Host {
                 flusher.flush(socket)?;
             }
             for event in events {
-                let (name, listeners) = self.listeners.borrow().of(&event);
+                if let Event::Request { connection, request_id, payload } = event {
+                    self.handle_request(env, connection, request_id, payload)?;
+                    continue;
+                }
+                let Some((name, listeners)) = self.listeners.borrow().of(&event) else { continue };
                 if !listeners.is_empty() {
                     events::deliver(env, name, listeners, event)?;
                 }
             }
         }
+    }
+
+    /// Sets (or, with `None`, removes) the handler of `request` messages.
+    pub fn set_request_handler(&self, handler: Option<RequestHandler>) {
+        self.relay.answer_requests(handler.is_some());
+        *self.request_handler.borrow_mut() = handler.map(Rc::new);
+    }
+
+    /// Calls the request handler with the payload and who asked; its result (or its
+    /// Promise's) is the `response`, what it throws a `REQUEST_FAILED`.
+    fn handle_request(self: &Rc<Self>, env: &Env, connection: ConnectionInfo, request_id: String, payload: String) -> Result<()> {
+        let conn = connection.connection_id;
+        let Some(handler) = self.request_handler.borrow().clone() else {
+            self.relay.respond(conn, &request_id, Err(ErrorCode::NoHandler.message()), now());
+            return Ok(());
+        };
+        let context = to_js(env, ConnectionEvent::from(connection))?;
+        // SAFETY: a ConnectionEvent is an object.
+        unsafe { context.cast::<Object>()? }.set("requestId", js::parse(env, &request_id)?)?;
+        let host = self.clone();
+        let answer = move |env: &Env, outcome: std::result::Result<Unknown, Unknown>| -> Result<()> {
+            let result = match outcome {
+                Ok(value) => match js::stringify(env, value) {
+                    Ok(json) => Ok(json.unwrap_or_else(|| "null".into())),
+                    Err(err) => Err(format!("The result is not JSON: {}", err.reason)),
+                },
+                Err(reason) => Err(js::reason(reason)),
+            };
+            let result = result.and_then(|json| RawValue::from_string(json).map_err(|err| err.to_string()));
+            host.relay.respond(conn, &request_id, result.as_deref().map_err(String::as_str), now());
+            host.pump(env)
+        };
+        let payload = js::parse(env, &payload)?;
+        match handler.borrow_back(env)?.call((payload, context).into()) {
+            Ok(value) => js::when_settled(env, value, answer),
+            Err(thrown) => answer(env, Err(to_js(env, thrown)?)),
+        }
+    }
+
+    /// Sends a message from the app to every connection `target` matches.
+    pub fn send(self: &Rc<Self>, env: &Env, target: &Target, frame: Frame) -> Result<u32> {
+        let delivered = self.relay.send(target, frame, now());
+        self.pump(env)?;
+        Ok(delivered as u32)
     }
 
     /// Pumps at the end of this event-loop turn (`setImmediate`) rather than now, so that
@@ -121,8 +179,7 @@ impl Host {
     }
 
     pub fn start_timer(self: &Rc<Self>, env: &Env) -> Result<()> {
-        let config = self.relay.config();
-        let every = config.ping_interval_ms.min(config.cleanup_interval_ms).min(MAX_TIMER_MS);
+        let every = self.relay.config().tick_interval_ms().min(MAX_TIMER_MS);
         let host = Rc::downgrade(self);
         let callback = env.create_function_from_closure::<(), (), _>("switchyardTick", move |ctx| {
             guard(|| match host.upgrade() {
@@ -273,7 +330,7 @@ impl Host {
         native::respond_and_close(socket, handshake::http_error(status, reason, reason, ""))
     }
 
-    pub fn stop(&self, env: &Env) -> Result<()> {
+    pub fn stop(self: &Rc<Self>, env: &Env) -> Result<()> {
         self.stop_timer(env)?;
         self.lifecycle.set(Lifecycle::Stopped);
         self.relay.shutdown(close_code::GOING_AWAY, Refusal::ShuttingDown.reason(), now());

@@ -1,7 +1,12 @@
 //! Small helpers for calling into JavaScript from Rust.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use napi::bindgen_prelude::{FnArgs, Function, FunctionCallContext, JsObjectValue, Object, ToNapiValue, Unknown};
-use napi::{Env, Result};
+use napi::{Env, JsValue, Result, ValueType};
+
+use crate::guard;
 
 /// Registers `listener` for `event` on an EventEmitter (a socket, a server).
 pub fn listen<F>(env: &Env, emitter: &Object, event: &str, listener: F) -> Result<()>
@@ -24,4 +29,70 @@ pub fn call_method<'env>(object: &Object<'env>, name: &str) -> Result<Unknown<'e
 pub fn to_js<T: ToNapiValue>(env: &Env, value: T) -> Result<Unknown<'static>> {
     // SAFETY: the value is created in the current handle scope and used within it.
     unsafe { Ok(Unknown::from_raw_unchecked(env.raw(), T::to_napi_value(env.raw(), value)?)) }
+}
+
+/// Calls `then` with `value` now or, when `value` is a Promise (any thenable), once it
+/// settles: `Ok` with what it resolved to, `Err` with the reason it was rejected.
+pub fn when_settled<F>(env: &Env, value: Unknown, then: F) -> Result<()>
+where
+    F: 'static + FnOnce(&Env, std::result::Result<Unknown, Unknown>) -> Result<()>,
+{
+    let method = match value.get_type()? {
+        // SAFETY: an object, checked.
+        ValueType::Object => unsafe { value.cast::<Object>()? }.get_named_property_unchecked::<Unknown>("then")?,
+        _ => return then(env, Ok(value)),
+    };
+    if method.get_type()? != ValueType::Function {
+        return then(env, Ok(value));
+    }
+    let waiting = Rc::new(RefCell::new(Some(then)));
+    let settle = |resolved: bool| {
+        let waiting = waiting.clone();
+        move |ctx: FunctionCallContext| {
+            guard(|| {
+                let Some(then) = waiting.borrow_mut().take() else { return Ok(()) };
+                let value: Unknown = ctx.get(0)?;
+                then(ctx.env, if resolved { Ok(value) } else { Err(value) })
+            })
+        }
+    };
+    let resolve = env.create_function_from_closure::<Unknown, (), _>("resolved", settle(true))?;
+    let reject = env.create_function_from_closure::<Unknown, (), _>("rejected", settle(false))?;
+    // SAFETY: a function and an object, both checked above.
+    let method: Function<FnArgs<(Function<Unknown, ()>, Function<Unknown, ()>)>, Unknown> = unsafe { method.cast()? };
+    method.bind(unsafe { value.cast::<Object>()? })?.call((resolve, reject).into())?;
+    Ok(())
+}
+
+/// What a thrown value or a rejection reason says: an `Error`'s message, else the value as
+/// a string.
+pub fn reason(value: Unknown) -> String {
+    if value.get_type().ok() == Some(ValueType::Object) {
+        // SAFETY: an object, checked.
+        if let Ok(message) = unsafe { value.cast::<Object>() }.and_then(|o| o.get_named_property_unchecked::<Unknown>("message")) {
+            if message.get_type().ok() == Some(ValueType::String) {
+                // SAFETY: a string, checked.
+                if let Ok(text) = unsafe { message.cast::<String>() } {
+                    return text;
+                }
+            }
+        }
+    }
+    value.coerce_to_string().and_then(|s| s.into_utf8()).and_then(|s| s.into_owned()).unwrap_or_else(|_| "unknown error".into())
+}
+
+/// `JSON.stringify(value)`; `None` for what has no JSON form (`undefined`, a function).
+pub fn stringify(env: &Env, value: Unknown) -> Result<Option<String>> {
+    let json: Object = env.get_global()?.get_named_property_unchecked("JSON")?;
+    let stringify: Function<Unknown, Unknown> = json.get_named_property_unchecked("stringify")?;
+    let text = stringify.call(value)?;
+    // SAFETY: a string, checked.
+    Ok(if text.get_type()? == ValueType::String { Some(unsafe { text.cast::<String>()? }) } else { None })
+}
+
+/// `JSON.parse(text)`.
+pub fn parse<'env>(env: &'env Env, text: &str) -> Result<Unknown<'env>> {
+    let json: Object = env.get_global()?.get_named_property_unchecked("JSON")?;
+    let parse: Function<&str, Unknown> = json.get_named_property_unchecked("parse")?;
+    parse.call(text)
 }

@@ -1,6 +1,8 @@
 //! The shapes the addon hands to JavaScript: sessions, stats and event payloads. Their
 //! TypeScript interfaces in `index.d.ts` are generated from these structs.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use napi_derive::napi;
 use serde_json::Value;
@@ -23,6 +25,8 @@ pub struct SessionData {
     pub last_activity: DateTime<Utc>,
     #[napi(ts_type = "JsonValue")]
     pub metadata: Value,
+    /// With role management, the `clientId` of the member holding control.
+    pub active_client_id: Option<String>,
 }
 
 impl From<SessionInfo> for SessionData {
@@ -34,6 +38,7 @@ impl From<SessionInfo> for SessionData {
             client_count: info.client_count as u32,
             last_activity: date(info.last_activity),
             metadata: info.metadata,
+            active_client_id: info.active_client_id,
         }
     }
 }
@@ -49,6 +54,8 @@ pub struct ConnectionEvent {
     pub client_id: String,
     pub user_id: Option<String>,
     pub organization_id: Option<String>,
+    #[napi(ts_type = "JsonValue")]
+    pub metadata: Option<Value>,
 }
 
 impl From<ConnectionInfo> for ConnectionEvent {
@@ -59,6 +66,7 @@ impl From<ConnectionInfo> for ConnectionEvent {
             client_id: info.client_id,
             user_id: info.user_id,
             organization_id: info.organization_id,
+            metadata: info.metadata,
         }
     }
 }
@@ -71,6 +79,8 @@ pub struct DisconnectEvent {
     pub client_id: String,
     pub user_id: Option<String>,
     pub organization_id: Option<String>,
+    #[napi(ts_type = "JsonValue")]
+    pub metadata: Option<Value>,
     /// The WebSocket close code (1005 when the client sent none).
     pub code: u32,
     pub reason: String,
@@ -78,8 +88,8 @@ pub struct DisconnectEvent {
 
 impl DisconnectEvent {
     pub fn new(info: ConnectionInfo, code: u16, reason: String) -> Self {
-        let ConnectionEvent { connection_id, session_id, client_id, user_id, organization_id } = info.into();
-        Self { connection_id, session_id, client_id, user_id, organization_id, code: code.into(), reason }
+        let ConnectionEvent { connection_id, session_id, client_id, user_id, organization_id, metadata } = info.into();
+        Self { connection_id, session_id, client_id, user_id, organization_id, metadata, code: code.into(), reason }
     }
 }
 
@@ -119,6 +129,19 @@ pub struct ResolvedConfig {
     pub max_queued_bytes: i64,
     #[napi(ts_type = "SlowConsumerPolicy")]
     pub slow_consumer: String,
+    pub channels: ResolvedChannels,
+    pub request_timeout_ms: i64,
+    #[napi(ts_type = "AckPolicy")]
+    pub ack: String,
+    pub enable_role_management: bool,
+    #[napi(ts_type = "ConflictResolution")]
+    pub conflict_resolution: String,
+}
+
+#[napi(object)]
+pub struct ResolvedChannels {
+    /// Absent when any valid name may be joined.
+    pub allow: Option<Vec<String>>,
 }
 
 impl From<&Config> for ResolvedConfig {
@@ -132,6 +155,11 @@ impl From<&Config> for ResolvedConfig {
             max_message_bytes: config.max_message_bytes as i64,
             max_queued_bytes: config.max_queued_bytes as i64,
             slow_consumer: config.slow_consumer.as_str().into(),
+            channels: ResolvedChannels { allow: config.channel_allow.clone() },
+            request_timeout_ms: config.request_timeout_ms as i64,
+            ack: config.ack.as_str().into(),
+            enable_role_management: config.enable_role_management,
+            conflict_resolution: config.conflict_resolution.as_str().into(),
         }
     }
 }
@@ -151,11 +179,28 @@ pub struct RelayStats {
     pub slow_consumer_closes: i64,
     /// Native upgrades refused with 400 for a bad handshake.
     pub handshake_failures: i64,
+    pub channels: ChannelStats,
+    /// Distinct users with a connection.
+    pub users: u32,
+    /// `request` messages handed to the request handler.
+    pub requests: i64,
+    pub acks: i64,
+    pub nacks: i64,
+    /// Joins and messages refused for identity (`CHANNEL_FORBIDDEN`, `FORBIDDEN`).
+    pub forbidden: i64,
     pub config: ResolvedConfig,
 }
 
+#[napi(object)]
+pub struct ChannelStats {
+    /// Channels with members.
+    pub total: u32,
+    /// Each channel's member count, by name.
+    pub breakdown: HashMap<String, u32>,
+}
+
 impl RelayStats {
-    pub fn new(stats: Stats, config: &Config, uptime_ms: Option<u64>) -> Self {
+    pub fn new(stats: Stats, breakdown: Vec<(String, usize)>, config: &Config, uptime_ms: Option<u64>) -> Self {
         Self {
             is_running: uptime_ms.is_some(),
             uptime_ms: uptime_ms.unwrap_or(0) as i64,
@@ -170,6 +215,15 @@ impl RelayStats {
             bytes: ByteStats { received: stats.bytes_received as i64, sent: stats.bytes_sent as i64 },
             slow_consumer_closes: stats.slow_consumer_closes as i64,
             handshake_failures: stats.handshake_failures as i64,
+            channels: ChannelStats {
+                total: stats.channels as u32,
+                breakdown: breakdown.into_iter().map(|(name, members)| (name, members as u32)).collect(),
+            },
+            users: stats.users as u32,
+            requests: stats.requests as i64,
+            acks: stats.acks as i64,
+            nacks: stats.nacks as i64,
+            forbidden: stats.forbidden as i64,
             config: config.into(),
         }
     }

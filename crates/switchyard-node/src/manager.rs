@@ -3,9 +3,10 @@
 
 use std::rc::Rc;
 
-use napi::bindgen_prelude::{Object, This, Unknown};
-use napi::{Env, Error, Result, Status};
+use napi::bindgen_prelude::{FnArgs, Function, Object, This, Uint8Array, Unknown};
+use napi::{Env, Error, JsValue, Result, Status, ValueType};
 use napi_derive::napi;
+use switchyard_core::{ChannelName, ConnId, Frame, Target};
 use switchyard_server::now;
 
 use crate::bridge;
@@ -14,8 +15,9 @@ use crate::guard;
 use crate::host::{Host, Lifecycle};
 use crate::js_types::{RelayStats, SessionData};
 use crate::native;
-use crate::options::type_error;
 use crate::attach;
+use crate::js;
+use crate::options::{type_error, OptionsReader};
 
 /// Sessions and WebSocket connections, relayed by the Rust core.
 #[napi]
@@ -143,21 +145,118 @@ impl RelaySessionManager {
                 Lifecycle::Running { since } => Some(now().saturating_sub(since)),
                 Lifecycle::Idle | Lifecycle::Stopped => None,
             };
-            Ok(RelayStats::new(self.host.relay.stats(), self.host.relay.config(), uptime))
+            let relay = &self.host.relay;
+            Ok(RelayStats::new(relay.stats(), relay.channel_breakdown(), relay.config(), uptime))
         })
     }
 
-    /// Calls `listener` with each event of this name. A listener that throws has its
-    /// error printed; routing and the other listeners go on.
+    /// Calls `listener` with each event of this name; for `message`, with each message
+    /// whose type is in `filter.types` (only those cross into JavaScript). A listener
+    /// that throws has its error printed; routing and the other listeners go on.
     #[napi(
         ts_generic_types = "E extends keyof RelayEvents",
-        ts_args_type = "event: E, listener: (payload: RelayEvents[E]) => void",
+        ts_args_type = "event: E, ...args: ListenerArgs<E>",
         ts_return_type = "this"
     )]
-    pub fn on<'env>(&self, env: Env, this: This<'env>, event: Unknown, listener: Unknown) -> Result<This<'env>> {
+    pub fn on<'env>(&self, env: Env, this: This<'env>, event: Unknown, filter: Unknown, listener: Option<Unknown>) -> Result<This<'env>> {
         guard(|| {
-            self.host.listeners.borrow_mut().add(&env, event, listener)?;
+            for kind in self.host.listeners.borrow_mut().add(&env, event, filter, listener)? {
+                self.host.relay.watch(&kind);
+            }
             Ok(this)
         })
+    }
+
+    /// Answers `request` messages: `handler(payload, context)` returns the result (or a
+    /// Promise of it), sent back as a `response`; what it throws becomes `REQUEST_FAILED`.
+    /// `null` removes the handler (requests then get `NO_HANDLER`).
+    #[napi(ts_args_type = "handler: RequestHandler | null")]
+    pub fn on_request(&self, env: Env, handler: Unknown) -> Result<()> {
+        guard(|| {
+            let handler = match handler.get_type()? {
+                ValueType::Null | ValueType::Undefined => None,
+                // SAFETY: a function, checked.
+                ValueType::Function => Some(unsafe { handler.cast::<Function<FnArgs<(Unknown, Unknown)>, Unknown>>()? }.create_ref()?),
+                _ => return Err(type_error(&env, "handler must be a function, or null")),
+            };
+            self.host.set_request_handler(handler);
+            Ok(())
+        })
+    }
+
+    /// Sends `message` to every connection of a session (but `exceptConnectionId`).
+    /// Returns how many connections it reached.
+    #[napi(ts_args_type = "sessionId: string, message: OutgoingMessage, options?: BroadcastOptions")]
+    pub fn broadcast(&self, env: Env, session_id: String, message: Unknown, options: Option<Unknown>) -> Result<u32> {
+        guard(|| {
+            let except = match OptionsReader::new(&env, options, "options", &["exceptConnectionId"])?.string("exceptConnectionId")? {
+                Some(id) => Some(ConnId::parse(&id).ok_or_else(|| type_error(&env, format!("exceptConnectionId {id:?} is not a connection id")))?),
+                None => None,
+            };
+            let frame = outgoing(&env, message)?;
+            self.host.send(&env, &Target { session_id: Some(&session_id), except, ..Default::default() }, frame)
+        })
+    }
+
+    /// Sends `message` to every member of a channel. Returns how many it reached.
+    #[napi(ts_args_type = "channel: string, message: OutgoingMessage")]
+    pub fn broadcast_to_channel(&self, env: Env, channel: String, message: Unknown) -> Result<u32> {
+        guard(|| {
+            ChannelName::parse(&channel).map_err(|r| type_error(&env, r.message))?;
+            let frame = outgoing(&env, message)?;
+            self.host.send(&env, &Target { channel: Some(&channel), ..Default::default() }, frame)
+        })
+    }
+
+    /// Sends `message` to every connection matching all the fields of `filter` (at least
+    /// one). Returns how many it reached.
+    #[napi(ts_args_type = "filter: SendFilter, message: OutgoingMessage")]
+    pub fn broadcast_to_filtered(&self, env: Env, filter: Unknown, message: Unknown) -> Result<u32> {
+        guard(|| {
+            let fields = ["userId", "organizationId", "sessionId", "channel"];
+            let filter = OptionsReader::new(&env, Some(filter), "filter", &fields)?;
+            let [user, organization, session, channel] = fields.map(|field| filter.string(field));
+            let (user, organization, session, channel) = (user?, organization?, session?, channel?);
+            if user.is_none() && organization.is_none() && session.is_none() && channel.is_none() {
+                return Err(type_error(&env, "filter must give at least one of userId, organizationId, sessionId, channel"));
+            }
+            let frame = outgoing(&env, message)?;
+            let target = Target {
+                session_id: session.as_deref(),
+                channel: channel.as_deref(),
+                user_id: user.as_deref(),
+                organization_id: organization.as_deref(),
+                except: None,
+            };
+            self.host.send(&env, &target, frame)
+        })
+    }
+
+    /// Sends `message` to every connection of a user. Returns how many it reached.
+    #[napi(ts_args_type = "userId: string, message: OutgoingMessage")]
+    pub fn send_to_user(&self, env: Env, user_id: String, message: Unknown) -> Result<u32> {
+        guard(|| {
+            let frame = outgoing(&env, message)?;
+            self.host.send(&env, &Target { user_id: Some(&user_id), ..Default::default() }, frame)
+        })
+    }
+}
+
+/// A server-side message: a string goes as text and a Buffer as binary, as they are;
+/// anything else is serialized once with `JSON.stringify`.
+fn outgoing(env: &Env, message: Unknown) -> Result<Frame> {
+    match message.get_type()? {
+        // SAFETY: a string, checked.
+        ValueType::String => Ok(Frame::text(unsafe { message.cast::<String>()? })),
+        _ if message.is_typedarray()? => {
+            // SAFETY: a typed array, checked; a Uint8Array (a Buffer) is what the cast accepts.
+            let bytes = unsafe { message.cast::<Uint8Array>() }.map_err(|_| type_error(env, "message must be a Buffer or Uint8Array"))?;
+            Ok(Frame::binary(bytes.to_vec()))
+        }
+        _ => match js::stringify(env, message) {
+            Ok(Some(json)) => Ok(Frame::text(json)),
+            Ok(None) => Err(type_error(env, "message must be an object, a string or a Buffer")),
+            Err(err) => Err(type_error(env, format!("message must be JSON: {}", err.reason))),
+        },
     }
 }

@@ -101,6 +101,39 @@ impl<'env> OptionsReader<'env> {
         ))
     }
 
+    pub fn boolean(&self, name: &str) -> Result<Option<bool>> {
+        let Some(value) = self.get(name)? else { return Ok(None) };
+        if value.get_type()? == ValueType::Boolean {
+            // SAFETY: a boolean, checked.
+            return Ok(Some(unsafe { value.cast::<bool>()? }));
+        }
+        Err(type_error(self.env, format!("{name} must be true or false, got {}", describe(&value))))
+    }
+
+    /// An array of strings.
+    pub fn strings(&self, name: &str) -> Result<Option<Vec<String>>> {
+        let Some(value) = self.get(name)? else { return Ok(None) };
+        let refused = || type_error(self.env, format!("{name} must be an array of strings, got {}", describe(&value)));
+        if !is_array(&value) {
+            return Err(refused());
+        }
+        // SAFETY: an array, checked; each element is checked to be a string.
+        let items: Vec<Unknown> = unsafe { value.cast() }.map_err(|_| refused())?;
+        items
+            .into_iter()
+            .map(|item| match item.get_type() {
+                Ok(ValueType::String) => unsafe { item.cast::<String>() }.map_err(|_| refused()),
+                _ => Err(refused()),
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    /// A nested options object, read with the same rules.
+    pub fn nested(&self, name: &str, known: &[&str]) -> Result<OptionsReader<'env>> {
+        OptionsReader::new(self.env, self.get(name)?, name, known)
+    }
+
     pub fn string(&self, name: &str) -> Result<Option<String>> {
         let Some(value) = self.get(name)? else { return Ok(None) };
         if value.get_type()? == ValueType::String {

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use clap::Parser;
-use switchyard_core::{Config, SlowConsumerPolicy};
+use switchyard_core::{AckPolicy, Config, ConflictResolution, SlowConsumerPolicy};
 
 /// A positive whole number of milliseconds or bytes.
 type Positive = std::num::NonZeroU64;
@@ -64,6 +64,29 @@ pub struct Args {
     #[arg(long, env = "SLOW_CONSUMER", default_value = "close", value_parser = SlowConsumerPolicy::NAMES)]
     pub slow_consumer: String,
 
+    /// Milliseconds a `request` waits for an answer before REQUEST_TIMEOUT (the server
+    /// has no request handler: requests are answered NO_HANDLER).
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30000", value_name = "MS")]
+    pub request_timeout: Positive,
+
+    /// Which messages get ACK or NACK: those with a string id and "ack":true, all with
+    /// a string id, or none.
+    #[arg(long, env = "ACK", default_value = "requested", value_parser = AckPolicy::NAMES)]
+    pub ack: String,
+
+    /// Control roles: one active member per session; state_update only from it.
+    #[arg(long, env = "ENABLE_ROLE_MANAGEMENT")]
+    pub enable_role_management: bool,
+
+    /// With role management, what request_control does while another member is active.
+    #[arg(long, env = "CONFLICT_RESOLUTION", default_value = "ask-active", value_parser = ConflictResolution::NAMES)]
+    pub conflict_resolution: String,
+
+    /// A pattern of channels clients may join ("chat:*", "user:{userId}"); repeat it,
+    /// or separate patterns with commas. Without it any valid name may be joined.
+    #[arg(long = "channel-allow", env = "CHANNEL_ALLOW", value_delimiter = ',', value_name = "PATTERN")]
+    pub channel_allow: Vec<String>,
+
     /// Bearer token the admin endpoints (POST, DELETE) require. Without it they accept
     /// only loopback clients.
     #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
@@ -91,6 +114,11 @@ impl Args {
             max_message_bytes: size(self.max_message_bytes),
             max_queued_bytes: size(self.max_queued_bytes),
             slow_consumer: SlowConsumerPolicy::from_name(&self.slow_consumer).unwrap_or_default(),
+            channel_allow: (!self.channel_allow.is_empty()).then(|| self.channel_allow.clone()),
+            request_timeout_ms: ms(self.request_timeout),
+            ack: AckPolicy::from_name(&self.ack).unwrap_or_default(),
+            enable_role_management: self.enable_role_management,
+            conflict_resolution: ConflictResolution::from_name(&self.conflict_resolution).unwrap_or_default(),
         }
     }
 }

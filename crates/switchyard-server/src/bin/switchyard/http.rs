@@ -19,7 +19,9 @@ use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use switchyard_core::{server_message, Identity, Millis, Relay, Route, SessionError, SessionInfo, SessionOptions};
+use switchyard_core::{
+    server_message, ChannelName, Identity, Millis, Relay, Route, SessionError, SessionInfo, SessionOptions, Target,
+};
 use switchyard_server::{handshake, now, Accepted, Spawner};
 
 pub struct App {
@@ -141,12 +143,21 @@ async fn stats(State(app): AppState) -> Json<Value> {
         "bytes": { "received": s.bytes_received, "sent": s.bytes_sent },
         "slowConsumerCloses": s.slow_consumer_closes,
         "handshakeFailures": s.handshake_failures,
+        "users": s.users,
+        "channels": {
+            "total": s.channels,
+            "breakdown": app.relay.channel_breakdown().into_iter().map(|(name, members)| (name, json!(members))).collect::<serde_json::Map<_, _>>(),
+        },
+        "requests": s.requests,
+        "acks": s.acks,
+        "nacks": s.nacks,
+        "forbidden": s.forbidden,
     }))
 }
 
 async fn metrics(State(app): AppState) -> impl IntoResponse {
     let s = app.relay.stats();
-    let metrics: [(&str, &str, &str, f64); 11] = [
+    let metrics: [(&str, &str, &str, f64); 17] = [
         ("switchyard_connections", "gauge", "Open WebSocket connections.", s.active_connections as f64),
         ("switchyard_sessions", "gauge", "Sessions that exist now.", s.active_sessions as f64),
         ("switchyard_messages_received_total", "counter", "Messages received from clients.", s.messages_received as f64),
@@ -157,6 +168,12 @@ async fn metrics(State(app): AppState) -> impl IntoResponse {
         ("switchyard_bytes_sent_total", "counter", "Message bytes queued to clients.", s.bytes_sent as f64),
         ("switchyard_handshake_failures_total", "counter", "Upgrade requests refused during the handshake.", s.handshake_failures as f64),
         ("switchyard_slow_consumer_closes_total", "counter", "Connections closed with 1013 because their outbox stayed full.", s.slow_consumer_closes as f64),
+        ("switchyard_users", "gauge", "Distinct users with a connection.", s.users as f64),
+        ("switchyard_channels", "gauge", "Channels with members.", s.channels as f64),
+        ("switchyard_requests_total", "counter", "Requests handed to the request handler.", s.requests as f64),
+        ("switchyard_acks_total", "counter", "Messages acknowledged with ACK.", s.acks as f64),
+        ("switchyard_nacks_total", "counter", "Messages refused with NACK.", s.nacks as f64),
+        ("switchyard_forbidden_total", "counter", "Joins and messages refused for identity.", s.forbidden as f64),
         ("switchyard_uptime_seconds", "gauge", "Seconds since the server started.", app.started.elapsed().as_secs_f64()),
     ];
     let mut text = String::new();
@@ -280,12 +297,17 @@ async fn delete_session(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Broadcast {
-    session_id: String,
+    session_id: Option<String>,
+    channel: Option<String>,
+    user_id: Option<String>,
+    organization_id: Option<String>,
     #[serde(rename = "type")]
     kind: String,
     data: Option<Box<RawValue>>,
 }
 
+/// Sends `{"type","channel","data","timestamp"}` to every connection matching all the
+/// targets given (at least one), answering how many it reached.
 async fn broadcast(
     State(app): AppState,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -294,12 +316,29 @@ async fn broadcast(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&app, peer, &headers)?;
     let request: Broadcast = parse_body(&body)?;
-    let null = RawValue::NULL;
-    let data = request.data.as_deref().unwrap_or(null);
-    let message = server_message(&request.kind, None, data, now());
-    let delivered = app
-        .relay
-        .broadcast(&request.session_id, message, None, now())
-        .ok_or_else(|| ApiError::session_not_found(&request.session_id))?;
-    Ok(Json(json!({ "delivered": delivered })))
+    if request.session_id.is_none() && request.channel.is_none() && request.user_id.is_none() && request.organization_id.is_none() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "Give at least one of sessionId, channel, userId, organizationId",
+        ));
+    }
+    if let Some(session_id) = &request.session_id {
+        if app.relay.session(session_id).is_none() {
+            return Err(ApiError::session_not_found(session_id));
+        }
+    }
+    if let Some(channel) = &request.channel {
+        ChannelName::parse(channel).map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", r.message))?;
+    }
+    let data = request.data.as_deref().unwrap_or(RawValue::NULL);
+    let message = server_message(&request.kind, request.channel.as_deref(), data, now());
+    let target = Target {
+        session_id: request.session_id.as_deref(),
+        channel: request.channel.as_deref(),
+        user_id: request.user_id.as_deref(),
+        organization_id: request.organization_id.as_deref(),
+        except: None,
+    };
+    Ok(Json(json!({ "delivered": app.relay.send(&target, message, now()) })))
 }

@@ -66,7 +66,7 @@ async fn serve(args: cli::Args) -> ExitCode {
         "switchyard listening"
     );
 
-    let tick_every = Duration::from_millis(config.ping_interval_ms.min(config.cleanup_interval_ms));
+    let tick_every = Duration::from_millis(config.tick_interval_ms());
     let ticker = tokio::spawn({
         let relay = relay.clone();
         async move {

@@ -1,0 +1,268 @@
+//! Channels: named groups that connections join and publish to, across sessions, with
+//! the rules of who may join which name.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use crate::error::{ErrorCode, Rejection};
+use crate::ids::ConnId;
+use crate::outbox::Outbox;
+
+const MAX_NAME_LEN: usize = 128;
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-' | '.' | '@')
+}
+
+/// A channel's name: 1 to 128 characters of `A-Z a-z 0-9 : _ - . @`.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct ChannelName(Arc<str>);
+
+impl ChannelName {
+    pub fn parse(name: &str) -> Result<Self, Rejection> {
+        if name.is_empty() || name.len() > MAX_NAME_LEN || !name.chars().all(is_name_char) {
+            return Err(Rejection::new(
+                ErrorCode::InvalidMessage,
+                "A channel name is 1 to 128 characters of A-Z a-z 0-9 : _ - . @",
+            ));
+        }
+        Ok(Self(name.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Who is asking to join: the identity the reserved channels and patterns look at.
+pub struct Joiner<'a> {
+    pub user_id: Option<&'a str>,
+    pub organization_id: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    /// `*`: any run of characters.
+    Any,
+    UserId,
+    OrganizationId,
+}
+
+/// One entry of `channels.allow`: literal text, `*`, `{userId}` and `{organizationId}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowPattern {
+    pieces: Vec<Piece>,
+}
+
+impl AllowPattern {
+    pub fn parse(pattern: &str) -> Result<Self, String> {
+        let mut pieces = Vec::new();
+        let mut rest = pattern;
+        while !rest.is_empty() {
+            if let Some(after) = rest.strip_prefix('*') {
+                pieces.push(Piece::Any);
+                rest = after;
+            } else if let Some(after) = rest.strip_prefix("{userId}") {
+                pieces.push(Piece::UserId);
+                rest = after;
+            } else if let Some(after) = rest.strip_prefix("{organizationId}") {
+                pieces.push(Piece::OrganizationId);
+                rest = after;
+            } else {
+                let end = rest.find(['*', '{']).unwrap_or(rest.len());
+                if end == 0 || !rest[..end].chars().all(is_name_char) {
+                    return Err(format!(
+                        "pattern {pattern:?} may hold only channel-name characters, *, {{userId}} and {{organizationId}}"
+                    ));
+                }
+                pieces.push(Piece::Text(rest[..end].to_owned()));
+                rest = &rest[end..];
+            }
+        }
+        if pieces.is_empty() {
+            return Err("a pattern must not be empty".into());
+        }
+        Ok(Self { pieces })
+    }
+
+    fn matches(&self, name: &str, joiner: &Joiner) -> bool {
+        fn go(pieces: &[Piece], name: &str, joiner: &Joiner) -> bool {
+            let Some((piece, rest)) = pieces.split_first() else { return name.is_empty() };
+            let literal = match piece {
+                Piece::Any => return (0..=name.len()).filter(|&i| name.is_char_boundary(i)).any(|i| go(rest, &name[i..], joiner)),
+                Piece::Text(text) => text.as_str(),
+                Piece::UserId => match joiner.user_id {
+                    Some(id) => id,
+                    None => return false,
+                },
+                Piece::OrganizationId => match joiner.organization_id {
+                    Some(id) => id,
+                    None => return false,
+                },
+            };
+            name.strip_prefix(literal).is_some_and(|after| go(rest, after, joiner))
+        }
+        go(&self.pieces, name, joiner)
+    }
+}
+
+/// Who may join what: `user:{id}` and `org:{id}` only their own user and organization,
+/// and, when the app gave patterns, only names one of them matches.
+pub struct AllowList {
+    patterns: Option<Vec<AllowPattern>>,
+}
+
+impl AllowList {
+    /// Patterns were checked by `Config::validate`; a bad one matches nothing.
+    pub fn new(patterns: Option<&[String]>) -> Self {
+        Self { patterns: patterns.map(|p| p.iter().filter_map(|p| AllowPattern::parse(p).ok()).collect()) }
+    }
+
+    pub fn check(&self, name: &ChannelName, joiner: &Joiner) -> Result<(), Rejection> {
+        let name = name.as_str();
+        let forbidden = || Rejection::new(ErrorCode::ChannelForbidden, "This channel may not be joined");
+        if let Some(user) = name.strip_prefix("user:") {
+            if joiner.user_id != Some(user) {
+                return Err(Rejection::new(ErrorCode::ChannelForbidden, "Only that user may join a user: channel"));
+            }
+        }
+        if let Some(org) = name.strip_prefix("org:") {
+            if joiner.organization_id != Some(org) {
+                return Err(Rejection::new(ErrorCode::ChannelForbidden, "Only that organization may join an org: channel"));
+            }
+        }
+        match &self.patterns {
+            Some(patterns) if !patterns.iter().any(|p| p.matches(name, joiner)) => Err(forbidden()),
+            _ => Ok(()),
+        }
+    }
+}
+
+pub(crate) struct Subscriber {
+    pub conn: ConnId,
+    pub outbox: Arc<dyn Outbox>,
+}
+
+/// The members of every channel. A channel exists while it has members.
+#[derive(Default)]
+pub(crate) struct Channels {
+    members: DashMap<ChannelName, Vec<Subscriber>>,
+}
+
+impl Channels {
+    /// Adds the connection; returns whether it was new to the channel.
+    pub fn join(&self, name: &ChannelName, conn: ConnId, outbox: Arc<dyn Outbox>) -> bool {
+        let mut members = self.members.entry(name.clone()).or_default();
+        if members.iter().any(|m| m.conn == conn) {
+            return false;
+        }
+        members.push(Subscriber { conn, outbox });
+        true
+    }
+
+    /// Removes the connection, and the channel if it was the last; returns whether it was a member.
+    pub fn leave(&self, name: &ChannelName, conn: ConnId) -> bool {
+        let mut left = false;
+        self.members.remove_if_mut(name, |_, members| {
+            let before = members.len();
+            members.retain(|m| m.conn != conn);
+            left = members.len() < before;
+            members.is_empty()
+        });
+        left
+    }
+
+    pub fn is_member(&self, name: &ChannelName, conn: ConnId) -> bool {
+        self.members.get(name).is_some_and(|members| members.iter().any(|m| m.conn == conn))
+    }
+
+    /// Calls `each` with every member but `except`, while the channel is locked for
+    /// reading (so `each` must only push to outboxes).
+    pub fn for_each_member(&self, name: &ChannelName, except: Option<ConnId>, mut each: impl FnMut(&Subscriber)) {
+        if let Some(members) = self.members.get(name) {
+            members.iter().filter(|m| Some(m.conn) != except).for_each(&mut each);
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Each channel's name and member count, sorted by name.
+    pub fn breakdown(&self) -> Vec<(String, usize)> {
+        let mut breakdown: Vec<_> = self.members.iter().map(|c| (c.key().as_str().to_owned(), c.len())).collect();
+        breakdown.sort();
+        breakdown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALICE: Joiner = Joiner { user_id: Some("alice"), organization_id: Some("acme") };
+    const NOBODY: Joiner = Joiner { user_id: None, organization_id: None };
+
+    fn name(n: &str) -> ChannelName {
+        ChannelName::parse(n).unwrap()
+    }
+
+    #[test]
+    fn names_follow_the_rules() {
+        assert!(ChannelName::parse("notifications").is_ok());
+        assert!(ChannelName::parse("chat:room-1_a.b@c").is_ok());
+        assert!(ChannelName::parse(&"a".repeat(128)).is_ok());
+        for bad in ["", "has space", "slash/no", "é", &"a".repeat(129)] {
+            assert_eq!(ChannelName::parse(bad).unwrap_err().code, ErrorCode::InvalidMessage, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn user_and_org_channels_need_a_matching_identity() {
+        let open = AllowList::new(None);
+        assert!(open.check(&name("user:alice"), &ALICE).is_ok());
+        assert!(open.check(&name("org:acme"), &ALICE).is_ok());
+        for (channel, joiner) in [("user:bob", &ALICE), ("org:other", &ALICE), ("user:alice", &NOBODY), ("org:acme", &NOBODY)] {
+            assert_eq!(open.check(&name(channel), joiner).unwrap_err().code, ErrorCode::ChannelForbidden, "{channel}");
+        }
+        assert!(open.check(&name("anything"), &NOBODY).is_ok());
+    }
+
+    #[test]
+    fn patterns_allow_only_what_they_match() {
+        let patterns: Vec<String> =
+            ["notifications", "chat:*", "user:{userId}", "team-{organizationId}-*"].map(String::from).to_vec();
+        let list = AllowList::new(Some(&patterns));
+        for allowed in ["notifications", "chat:", "chat:lobby", "user:alice", "team-acme-sales"] {
+            assert!(list.check(&name(allowed), &ALICE).is_ok(), "{allowed}");
+        }
+        // org:acme:sales would be the channel of an organization named "acme:sales".
+        for refused in ["notification", "chatter", "news", "org:acme", "org:acme:sales", "user:bob", "team-other-x"] {
+            assert!(list.check(&name(refused), &ALICE).is_err(), "{refused}");
+        }
+        assert!(list.check(&name("chat:x"), &NOBODY).is_ok());
+    }
+
+    #[test]
+    fn bad_patterns_are_refused() {
+        for bad in ["", "has space", "{user}", "a/b"] {
+            assert!(AllowPattern::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn empty_channels_are_deleted() {
+        let channels = Channels::default();
+        let outbox = crate::testing::RecordingOutbox::new();
+        assert!(channels.join(&name("c"), ConnId(1), outbox.clone()));
+        assert!(!channels.join(&name("c"), ConnId(1), outbox.clone()));
+        assert!(channels.join(&name("c"), ConnId(2), outbox));
+        assert!(channels.leave(&name("c"), ConnId(1)));
+        assert_eq!(channels.breakdown(), vec![("c".to_owned(), 1)]);
+        assert!(channels.leave(&name("c"), ConnId(2)));
+        assert!(!channels.leave(&name("c"), ConnId(2)));
+        assert_eq!(channels.count(), 0);
+    }
+}

@@ -1,0 +1,96 @@
+//! Requests waiting for the app's answer: each has a deadline, after which the client is
+//! told `REQUEST_TIMEOUT` and a late answer is dropped.
+
+use dashmap::DashMap;
+
+use crate::error::{ErrorCode, Rejection};
+use crate::ids::{ConnId, Millis};
+
+/// A connection may wait on this many requests at once; more are refused.
+pub const MAX_IN_FLIGHT: usize = 256;
+
+/// A request: its `requestId`, as raw JSON (`"abc"` or `42`), and its deadline.
+struct Waiting {
+    id: Box<str>,
+    deadline: Millis,
+}
+
+#[derive(Default)]
+pub(crate) struct Requests {
+    by_conn: DashMap<ConnId, Vec<Waiting>>,
+}
+
+impl Requests {
+    pub fn start(&self, conn: ConnId, id: &str, deadline: Millis) -> Result<(), Rejection> {
+        let mut waiting = self.by_conn.entry(conn).or_default();
+        if waiting.iter().any(|w| &*w.id == id) {
+            return Err(Rejection::new(ErrorCode::InvalidMessage, "A request with this requestId is already waiting"));
+        }
+        if waiting.len() >= MAX_IN_FLIGHT {
+            return Err(Rejection::new(ErrorCode::RequestFailed, "Too many requests are waiting on this connection"));
+        }
+        waiting.push(Waiting { id: id.into(), deadline });
+        Ok(())
+    }
+
+    /// Takes the request off the waiting list; false when it timed out or its connection left.
+    pub fn finish(&self, conn: ConnId, id: &str) -> bool {
+        let mut found = false;
+        self.by_conn.remove_if_mut(&conn, |_, waiting| {
+            let before = waiting.len();
+            waiting.retain(|w| &*w.id != id);
+            found = waiting.len() < before;
+            waiting.is_empty()
+        });
+        found
+    }
+
+    /// Takes every request past its deadline.
+    pub fn expire(&self, now: Millis) -> Vec<(ConnId, Box<str>)> {
+        let mut expired = Vec::new();
+        self.by_conn.retain(|conn, waiting| {
+            waiting.retain(|w| {
+                let late = now >= w.deadline;
+                if late {
+                    expired.push((*conn, w.id.clone()));
+                }
+                !late
+            });
+            !waiting.is_empty()
+        });
+        expired
+    }
+
+    pub fn forget(&self, conn: ConnId) {
+        self.by_conn.remove(&conn);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finishes_once_and_expires_by_deadline() {
+        let requests = Requests::default();
+        requests.start(ConnId(1), "\"a\"", 100).unwrap();
+        requests.start(ConnId(1), "7", 200).unwrap();
+        assert_eq!(requests.start(ConnId(1), "7", 300).unwrap_err().code, ErrorCode::InvalidMessage);
+        assert!(requests.finish(ConnId(1), "\"a\""));
+        assert!(!requests.finish(ConnId(1), "\"a\""));
+        assert_eq!(requests.expire(199), vec![]);
+        assert_eq!(requests.expire(200), vec![(ConnId(1), "7".into())]);
+        assert!(!requests.finish(ConnId(1), "7"), "a late answer finds nothing");
+    }
+
+    #[test]
+    fn bounds_requests_per_connection() {
+        let requests = Requests::default();
+        for i in 0..MAX_IN_FLIGHT {
+            requests.start(ConnId(1), &i.to_string(), 100).unwrap();
+        }
+        assert_eq!(requests.start(ConnId(1), "x", 100).unwrap_err().code, ErrorCode::RequestFailed);
+        requests.forget(ConnId(1));
+        assert!(requests.start(ConnId(1), "x", 100).is_ok());
+    }
+}
