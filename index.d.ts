@@ -51,6 +51,8 @@ export interface RelaySessionManagerConfig {
   enableRoleManagement?: boolean
   /** Default `'ask-active'`. */
   conflictResolution?: ConflictResolution
+  /** Connections one user may hold (from its identity or its first `register`); the next gets `CONNECTION_LIMIT` and 1008. Default 10. */
+  maxConnectionsPerUser?: number
 }
 
 /** Options of `createSession(options)`. */
@@ -301,6 +303,8 @@ export interface RelayStats {
   channels: ChannelStats
   /** Distinct users with a connection. */
   users: number
+  /** Awareness registrations: windows with a case open. */
+  registrations: number
   /** `request` messages handed to the request handler. */
   requests: number
   acks: number
@@ -330,6 +334,7 @@ export interface ResolvedConfig {
   ack: AckPolicy
   enableRoleManagement: boolean
   conflictResolution: ConflictResolution
+  maxConnectionsPerUser: number
 }
 
 /**

@@ -33,6 +33,7 @@ describe('configuration', () => {
       ack: 'requested',
       enableRoleManagement: false,
       conflictResolution: 'ask-active',
+      maxConnectionsPerUser: 10,
     });
   });
 

@@ -41,14 +41,14 @@ describe('README', () => {
   it('has TypeScript snippets that compile with tsc --strict', async () => {
     const snippets = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map(([, source]) => source);
     assert.ok(snippets.length > 0, 'the README has TypeScript snippets');
-    const files = Object.fromEntries(snippets.map((source, i) => [`readme-${i + 1}.ts`, `export {};\n${source}`]));
+    const files = Object.fromEntries(snippets.map((source, i) => [`readme-${i + 1}.mts`, `export {};\n${source}`]));
     const { ok, output } = await typecheck(files);
     assert.ok(ok, `tsc failed:\n${output}`);
   });
 
   it('typings refuse misspelt options, unknown events and wrong payload use', async () => {
     const { ok, output } = await typecheck({
-      'mistakes.ts': [
+      'mistakes.mts': [
         "import { RelaySessionManager } from 'switchyard';",
         'const manager = new RelaySessionManager({ sesionTimeoutMs: 5 });',
         "manager.on('conection', () => {});",
@@ -60,7 +60,7 @@ describe('README', () => {
     });
     assert.equal(ok, false);
     for (const [line, what] of [[2, 'sesionTimeoutMs'], [3, 'conection'], [4, 'sessionCount'], [5, 'string'], [6, 'Date']]) {
-      assert.match(output, new RegExp(`mistakes\\.ts\\(${line},[^]*?${what}`), `line ${line} (${what}) is an error:\n${output}`);
+      assert.match(output, new RegExp(`mistakes\\.mts\\(${line},[^]*?${what}`), `line ${line} (${what}) is an error:\n${output}`);
     }
   });
 });

@@ -4,6 +4,7 @@
 // clone.
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
 
 const root = path.resolve(__dirname, '..');
@@ -62,6 +63,36 @@ function buildServer() {
   run('npm', ['run', 'build:server']);
 }
 
+/** The wasm-bindgen version the client crate pins; the CLI must be the very same. */
+function wasmBindgenVersion() {
+  const manifest = fs.readFileSync(at('crates', 'switchyard-client', 'Cargo.toml'), 'utf8');
+  return /^wasm-bindgen = "=([^"]+)"/m.exec(manifest)[1];
+}
+
+/** The wasm-bindgen CLI of that version, installed with cargo if it is missing. */
+function wasmBindgen() {
+  const version = wasmBindgenVersion();
+  const cargoBin = path.join(process.env.CARGO_HOME ?? path.join(os.homedir(), '.cargo'), 'bin');
+  for (const candidate of ['wasm-bindgen', path.join(cargoBin, 'wasm-bindgen')]) {
+    const found = spawnSync(candidate, ['--version'], { encoding: 'utf8' });
+    if (found.stdout?.trim() === `wasm-bindgen ${version}`) return candidate;
+  }
+  run('cargo', ['install', 'wasm-bindgen-cli', '--version', version]);
+  return path.join(cargoBin, 'wasm-bindgen');
+}
+
+/** @switchyard/client: the Rust client built for wasm32, then wrapped by wasm-bindgen. */
+function buildClient() {
+  const output = at('npm', 'client', 'switchyard_client_bg.wasm');
+  if (mtime(output) >= rustSources('switchyard-client')) return;
+  const installed = spawnSync('rustup', ['target', 'list', '--installed'], { encoding: 'utf8' });
+  if (!installed.stdout?.includes('wasm32-unknown-unknown')) run('rustup', ['target', 'add', 'wasm32-unknown-unknown']);
+  const bindgen = wasmBindgen();
+  run('cargo', ['build', '--profile', 'wasm-release', '--target', 'wasm32-unknown-unknown', '-p', 'switchyard-client']);
+  const wasm = at('target', 'wasm32-unknown-unknown', 'wasm-release', 'switchyard_client.wasm');
+  run(bindgen, ['--target', 'web', '--remove-name-section', '--remove-producers-section', '--out-dir', at('npm', 'client'), wasm]);
+}
+
 function buildNextExample() {
   const dir = at('examples', 'nextjs');
   const built = at('examples', 'nextjs', '.next', 'BUILD_ID');
@@ -76,6 +107,7 @@ if (!['start', 'test'].includes(purpose)) {
 }
 installPackages();
 buildAddon();
+buildClient();
 if (purpose === 'test') {
   buildServer();
   buildNextExample();

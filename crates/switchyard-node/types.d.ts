@@ -51,6 +51,8 @@ export interface RelaySessionManagerConfig {
   enableRoleManagement?: boolean
   /** Default `'ask-active'`. */
   conflictResolution?: ConflictResolution
+  /** Connections one user may hold (from its identity or its first `register`); the next gets `CONNECTION_LIMIT` and 1008. Default 10. */
+  maxConnectionsPerUser?: number
 }
 
 /** Options of `createSession(options)`. */

@@ -1,6 +1,8 @@
 // examples/express/server.js: Express + ws, sessions created over HTTP, relayed by Switchyard.
+// The page at / is a demo of @switchyard/client: relayed messages and case awareness.
 const express = require('express');
 const { createServer } = require('node:http');
+const path = require('node:path');
 const { WebSocketServer } = require('ws');
 const { RelaySessionManager } = require('switchyard');
 
@@ -8,6 +10,8 @@ async function start({ port = 3000, host, config } = {}) {
   const sessionManager = new RelaySessionManager(config);
   const app = express();
   app.use(express.json());
+  app.use(express.static(path.join(__dirname, 'public')));
+  app.use('/client', express.static(path.dirname(require.resolve('@switchyard/client/package.json'))));
 
   app.post('/api/sessions', (req, res) => {
     const session = sessionManager.createSession({ metadata: req.body?.metadata ?? null });
@@ -34,6 +38,8 @@ async function start({ port = 3000, host, config } = {}) {
   const wss = new WebSocketServer({ server });
   wss.on('connection', (socket, request) => {
     const { pathname } = new URL(request.url, 'http://localhost');
+    // Sessionless: case awareness (register, heartbeat, focus) and channels.
+    if (pathname === '/awareness') return sessionManager.handleUpgrade(null, socket, request);
     const [, prefix, sessionId] = pathname.split('/');
     if (prefix !== 'session' || !sessionId) return socket.close(1008, 'Session not found');
     sessionManager.handleUpgrade(sessionId, socket, request);
@@ -57,8 +63,8 @@ module.exports = { start };
 if (require.main === module) {
   start({ port: Number(process.env.PORT) || 3000 }).then(({ url, close }) => {
     console.log(`Switchyard relay (Express example) listening on ${url}`);
-    console.log(`Create a session:  curl -X POST ${url}/api/sessions`);
-    console.log('Then connect two WebSocket clients to the wsUrl it returns; what one sends, the other receives.');
+    console.log(`Open ${url} in two browser windows: what one sends, the other receives; open two cases to see the warning.`);
+    console.log(`Or create a session with curl -X POST ${url}/api/sessions and connect two WebSocket clients to its wsUrl.`);
     const shutdown = () => close().then(() => process.exit(0));
     process.once('SIGINT', shutdown);
     process.once('SIGTERM', shutdown);

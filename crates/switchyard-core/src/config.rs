@@ -118,6 +118,8 @@ pub struct Config {
     pub ack: AckPolicy,
     pub enable_role_management: bool,
     pub conflict_resolution: ConflictResolution,
+    /// Connections one user may hold; the next is refused with `CONNECTION_LIMIT` and 1008.
+    pub max_connections_per_user: usize,
 }
 
 impl Default for Config {
@@ -136,6 +138,7 @@ impl Default for Config {
             ack: AckPolicy::Requested,
             enable_role_management: false,
             conflict_resolution: ConflictResolution::AskActive,
+            max_connections_per_user: 10,
         }
     }
 }
@@ -168,7 +171,7 @@ impl Config {
                     .map_err(|reason| ConfigError { option: "channels.allow", reason })?;
             }
         }
-        let positive: [(&'static str, u64); 8] = [
+        let positive: [(&'static str, u64); 9] = [
             ("sessionTimeoutMs", self.session_timeout_ms),
             ("maxClientsPerSession", self.max_clients_per_session as u64),
             ("pingIntervalMs", self.ping_interval_ms),
@@ -177,6 +180,7 @@ impl Config {
             ("maxMessageBytes", self.max_message_bytes as u64),
             ("maxQueuedBytes", self.max_queued_bytes as u64),
             ("requestTimeoutMs", self.request_timeout_ms),
+            ("maxConnectionsPerUser", self.max_connections_per_user as u64),
         ];
         match positive.iter().find(|(_, value)| *value == 0) {
             Some((option, _)) => Err(ConfigError { option, reason: "must be greater than 0".into() }),

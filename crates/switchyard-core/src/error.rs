@@ -39,12 +39,14 @@ pub enum Refusal {
     SessionFull,
     #[error("Server shutting down")]
     ShuttingDown,
+    #[error("Connection limit")]
+    ConnectionLimit,
 }
 
 impl Refusal {
     pub fn close_code(self) -> u16 {
         match self {
-            Refusal::SessionNotFound | Refusal::SessionFull => close_code::POLICY,
+            Refusal::SessionNotFound | Refusal::SessionFull | Refusal::ConnectionLimit => close_code::POLICY,
             Refusal::ShuttingDown => close_code::GOING_AWAY,
         }
     }
@@ -54,6 +56,15 @@ impl Refusal {
             Refusal::SessionNotFound => "Session not found",
             Refusal::SessionFull => "Session full",
             Refusal::ShuttingDown => "Server shutting down",
+            Refusal::ConnectionLimit => "Connection limit",
+        }
+    }
+
+    /// The message a refused client reads before the close frame, when there is one.
+    pub fn notice(self, now: crate::ids::Millis) -> Option<crate::frame::Frame> {
+        match self {
+            Refusal::ConnectionLimit => Some(crate::protocol::error(&ErrorCode::ConnectionLimit.into(), None, None, now)),
+            _ => None,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! argument (`now`, milliseconds since the Unix epoch), never read from a clock, so expiry
 //! and heartbeats are tested without sleeping.
 
+mod awareness;
 mod channels;
 mod config;
 mod envelope;

@@ -10,10 +10,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
 use parking_lot::{Mutex, RwLock};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::awareness::{Audience, Awareness, Notices, Registration};
 use crate::channels::{AllowList, ChannelName, Channels, Joiner};
 use crate::config::{AckPolicy, Config, SlowConsumerPolicy};
 use crate::envelope::Envelope;
@@ -30,6 +35,19 @@ use crate::stats::{Counters, Sizes, Stats};
 
 /// A connection may be in this many channels at once; more joins are refused.
 pub const MAX_CHANNELS_PER_CONNECTION: usize = 256;
+/// Longest user, window and case id an awareness message may carry.
+const MAX_AWARENESS_ID_LEN: usize = 256;
+
+/// The payload of `register`, `deregister`, `heartbeat` and `focus`.
+#[derive(Deserialize)]
+struct FocusPayload<'a> {
+    #[serde(rename = "userId", borrow)]
+    user_id: Cow<'a, str>,
+    #[serde(rename = "windowId", borrow)]
+    window_id: Cow<'a, str>,
+    #[serde(rename = "caseId", borrow, default)]
+    case_id: Option<Cow<'a, str>>,
+}
 
 /// Where a new connection goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +82,8 @@ struct Connection {
     outbox: Arc<dyn Outbox>,
     name: Arc<ClientName>,
     identity: Arc<Identity>,
+    /// The identity's user, or else the user of the connection's first `register`.
+    user: OnceLock<Arc<str>>,
     channels: Mutex<Vec<ChannelName>>,
     /// Last time anything (a message or a pong) was heard from the client.
     last_seen: AtomicU64,
@@ -133,6 +153,8 @@ pub struct Relay {
     channels: Channels,
     allow: AllowList,
     requests: Requests,
+    awareness: Awareness,
+    /// Each user's connections.
     users: DashMap<Arc<str>, Vec<ConnId>>,
     /// Message types the app watches; `watching` spares the lock while there are none.
     watched: RwLock<HashSet<Box<str>>>,
@@ -155,6 +177,7 @@ impl Relay {
             conns: DashMap::new(),
             channels: Channels::default(),
             requests: Requests::default(),
+            awareness: Awareness::default(),
             users: DashMap::new(),
             watched: RwLock::default(),
             watching: AtomicBool::new(false),
@@ -227,32 +250,56 @@ impl Relay {
             Route::Session(ref raw) => Some(SessionId::parse(raw).map_err(|_| Refusal::SessionNotFound)?),
             Route::Sessionless => None,
         };
+        let user = identity.user_id.as_deref().map(Arc::<str>::from);
+        if let Some(user) = &user {
+            if !self.take_user_slot(user, id) {
+                return Err(Refusal::ConnectionLimit);
+            }
+        }
         let name = Arc::new(ClientName { given: identity.client_id.take(), announced: Default::default() });
         let connection = Connection {
             session: session_id.clone(),
             outbox: outbox.clone(),
             name: name.clone(),
             identity: Arc::new(identity),
+            user: user.clone().map(OnceLock::from).unwrap_or_default(),
             channels: Mutex::default(),
             last_seen: AtomicU64::new(now),
         };
         let info = connection.info(id);
-        let user = connection.identity.user_id.as_deref().map(Arc::<str>::from);
         self.conns.insert(id, connection);
 
         let mut slow = SlowConsumers::new();
         if let Some(session_id) = &session_id {
             if let Err(refusal) = self.join_session(session_id, id, name, outbox, now, &mut slow) {
                 self.conns.remove(&id);
+                if let Some(user) = &user {
+                    self.release_user_slot(user, id);
+                }
                 return Err(refusal);
             }
-        }
-        if let Some(user) = user {
-            self.users.entry(user).or_default().push(id);
         }
         self.events.emit(Event::Connected(info));
         self.close_slow_consumers(slow, now);
         Ok(id)
+    }
+
+    /// Counts `conn` among the user's connections, unless the user has
+    /// `maxConnectionsPerUser` already.
+    fn take_user_slot(&self, user: &Arc<str>, conn: ConnId) -> bool {
+        let mut conns = self.users.entry(user.clone()).or_default();
+        if conns.len() >= self.config.max_connections_per_user {
+            return false;
+        }
+        conns.push(conn);
+        true
+    }
+
+    fn release_user_slot(&self, user: &str, conn: ConnId) {
+        self.users.remove_if_mut(user, |_, conns| {
+            conns.retain(|c| *c != conn);
+            conns.is_empty()
+        });
     }
 
     fn join_session(
@@ -368,6 +415,7 @@ impl Relay {
             "JOIN_CHANNEL" => self.join_channel(sender, envelope),
             "LEAVE_CHANNEL" => self.leave_channel(sender, envelope),
             "request" => self.request(sender, envelope, now),
+            "register" | "deregister" | "heartbeat" | "focus" => self.awareness(sender, kind, envelope, now, slow),
             _ if self.config.enable_role_management && CONTROL_TYPES.contains(&kind) => {
                 self.control(sender, kind, envelope, now, slow)
             }
@@ -510,6 +558,88 @@ impl Relay {
         true
     }
 
+    /// `register`, `deregister`, `heartbeat` and `focus` (PROTOCOL.md, "Awareness").
+    fn awareness(&self, sender: &Sender, kind: &str, envelope: &Envelope, now: Millis, slow: &mut SlowConsumers) -> Outcome {
+        let Some(payload) = envelope.payload.and_then(|raw| serde_json::from_str::<FocusPayload>(raw.get()).ok()) else {
+            return Outcome::Rejected(Rejection::new(ErrorCode::InvalidMessage, "An awareness message needs a payload with userId and windowId"));
+        };
+        let ids_ok = |id: &str| !id.is_empty() && id.len() <= MAX_AWARENESS_ID_LEN;
+        if !ids_ok(&payload.user_id) || !ids_ok(&payload.window_id) {
+            return Outcome::Rejected(Rejection::new(ErrorCode::InvalidMessage, "userId and windowId are 1 to 256 characters"));
+        }
+        let user = match self.user_for(sender, &payload.user_id, kind == "register", now) {
+            Ok(user) => user,
+            Err(outcome) => return outcome,
+        };
+        let notices = match kind {
+            "register" => {
+                let Some(case_id) = payload.case_id.as_deref().filter(|c| ids_ok(c)) else {
+                    return Outcome::Rejected(Rejection::new(ErrorCode::InvalidMessage, "register needs a caseId of 1 to 256 characters"));
+                };
+                let registration = Registration { user: &user, window_id: &payload.window_id, case_id };
+                self.awareness.register(registration, sender.id, now)
+            }
+            "deregister" => self.awareness.deregister(&user, &payload.window_id),
+            "heartbeat" => {
+                self.awareness.heartbeat(&user, &payload.window_id, now);
+                Notices::new()
+            }
+            _ => {
+                self.awareness.focus(&user, &payload.window_id);
+                Notices::new()
+            }
+        };
+        self.notify(notices, slow);
+        Outcome::Done
+    }
+
+    /// The user an awareness message acts for: the connection's, which the payload's
+    /// `userId` must match (`FORBIDDEN`). A connection without one takes it from its first
+    /// `register`, within `maxConnectionsPerUser` (else `CONNECTION_LIMIT` and 1008).
+    fn user_for(&self, sender: &Sender, claimed: &str, registering: bool, now: Millis) -> Result<Arc<str>, Outcome> {
+        let Some(current) = self.conns.get(&sender.id).map(|c| c.user.get().cloned()) else { return Err(Outcome::Done) };
+        if let Some(user) = current {
+            return if *user == *claimed {
+                Ok(user)
+            } else {
+                Err(Outcome::Rejected(Rejection::new(ErrorCode::Forbidden, "The payload's userId is not this connection's user")))
+            };
+        }
+        if !registering {
+            return Err(Outcome::Rejected(Rejection::new(ErrorCode::Forbidden, "Register before sending for a user")));
+        }
+        let user: Arc<str> = claimed.into();
+        if !self.take_user_slot(&user, sender.id) {
+            let error = protocol::error(&ErrorCode::ConnectionLimit.into(), None, None, now);
+            let mut slow = SlowConsumers::new();
+            self.push(sender.id, &*sender.outbox, error, &mut slow);
+            self.disconnect(sender.id, close_code::POLICY, Refusal::ConnectionLimit.reason(), now);
+            return Err(Outcome::Done);
+        }
+        // A connection's messages are routed one at a time, so nothing set its user meanwhile.
+        let still_open = self.conns.get(&sender.id).map(|c| c.user.set(user.clone())).is_some();
+        if !still_open {
+            self.release_user_slot(&user, sender.id);
+            return Err(Outcome::Done);
+        }
+        Ok(user)
+    }
+
+    /// Delivers awareness notices: to a connection, or to every connection of a user.
+    fn notify(&self, notices: Notices, slow: &mut SlowConsumers) {
+        for (audience, frame) in notices {
+            let recipients = match audience {
+                Audience::Conn(conn) => vec![conn],
+                Audience::User(user) => self.users.get(&*user).map(|conns| conns.clone()).unwrap_or_default(),
+            };
+            for conn in recipients {
+                if let Some(outbox) = self.conns.get(&conn).map(|c| c.outbox.clone()) {
+                    self.push(conn, &*outbox, frame.clone(), slow);
+                }
+            }
+        }
+    }
+
     fn is_active(&self, sender: &Sender) -> bool {
         let Some(session_id) = &sender.session else { return false };
         self.sessions.get(session_id).is_some_and(|s| s.control.active == Some(sender.id))
@@ -597,7 +727,7 @@ impl Relay {
             let outbox = {
                 let Some(conn) = self.conns.get(&id) else { continue };
                 let matches = session.as_ref().is_none_or(|s| conn.session.as_ref() == Some(s))
-                    && target.user_id.is_none_or(|u| conn.identity.user_id.as_deref() == Some(u))
+                    && target.user_id.is_none_or(|u| conn.user.get().is_some_and(|user| **user == *u))
                     && target.organization_id.is_none_or(|o| conn.identity.organization_id.as_deref() == Some(o))
                     && channel.as_ref().is_none_or(|c| conn.channels.lock().contains(c));
                 if !matches {
@@ -672,11 +802,10 @@ impl Relay {
         for name in conn.channels.lock().drain(..) {
             self.channels.leave(&name, id);
         }
-        if let Some(user) = conn.identity.user_id.as_deref() {
-            self.users.remove_if_mut(user, |_, conns| {
-                conns.retain(|c| *c != id);
-                conns.is_empty()
-            });
+        if let Some(user) = conn.user.get() {
+            self.release_user_slot(user, id);
+            let notices = self.awareness.connection_closed(user, id);
+            self.notify(notices, &mut slow);
         }
         let info = conn.info(id);
         if let Some(session_id) = &conn.session {
@@ -716,6 +845,9 @@ impl Relay {
             self.heartbeat(now);
         }
         self.expire_requests(now);
+        let mut slow = SlowConsumers::new();
+        self.notify(self.awareness.expire(now, self.config.heartbeat_timeout_ms), &mut slow);
+        self.close_slow_consumers(slow, now);
     }
 
     fn expire_sessions(&self, now: Millis) {
@@ -781,6 +913,7 @@ impl Relay {
             connections: self.conns.len(),
             channels: self.channels.count(),
             users: self.users.len(),
+            registrations: self.awareness.registrations(),
         })
     }
 

@@ -44,6 +44,8 @@ pub struct Stats {
     pub channels: usize,
     /// Distinct users with a connection.
     pub users: usize,
+    /// Awareness registrations: windows with a case open.
+    pub registrations: usize,
     /// `request` messages handed to the app.
     pub requests: u64,
     pub acks: u64,
@@ -61,6 +63,7 @@ impl Counters {
             active_connections: sizes.connections,
             channels: sizes.channels,
             users: sizes.users,
+            registrations: sizes.registrations,
             requests: get(&self.requests),
             acks: get(&self.acks),
             nacks: get(&self.nacks),
@@ -83,4 +86,5 @@ pub(crate) struct Sizes {
     pub connections: usize,
     pub channels: usize,
     pub users: usize,
+    pub registrations: usize,
 }

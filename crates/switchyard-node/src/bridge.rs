@@ -15,7 +15,7 @@ use napi::bindgen_prelude::{
 };
 use napi::{Env, JsValue, Result, ValueType};
 use parking_lot::Mutex;
-use switchyard_core::{ConnId, Frame, FrameKind, Outbox, Pushed};
+use switchyard_core::{ConnId, Frame, FrameKind, Outbox, Pushed, Refusal};
 
 use crate::held::Held;
 use crate::pending::Pending;
@@ -170,10 +170,15 @@ pub fn is_open(socket: &Object) -> Result<bool> {
     Ok(socket.get_named_property_unchecked::<u32>("readyState")? == OPEN)
 }
 
-/// Closes a socket the relay never took (refused, or the manager is stopped).
-pub fn close_unadopted(socket: &Object, code: u16, reason: &str) -> Result<()> {
+/// Closes a socket the relay never took (refused, or the manager is stopped), after the
+/// refusal's notice if it has one.
+pub fn refuse(socket: &Object, refusal: Refusal) -> Result<()> {
+    if let Some(notice) = refusal.notice(switchyard_server::now()) {
+        let send: Function<String, Unknown> = socket.get_named_property_unchecked("send")?;
+        send.bind(socket)?.call(String::from_utf8_lossy(&notice.payload).into_owned())?;
+    }
     let close: Function<FnArgs<(u16, &str)>, Unknown> = socket.get_named_property_unchecked("close")?;
-    close.bind(socket)?.call((code, reason).into())?;
+    close.bind(socket)?.call((refusal.close_code(), refusal.reason()).into())?;
     Ok(())
 }
 

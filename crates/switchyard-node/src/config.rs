@@ -15,7 +15,7 @@ const MAX_MS: u64 = 1 << 50;
 const MAX_BYTES: u64 = 1 << 40;
 const MAX_COUNT: u64 = u32::MAX as u64;
 
-const CONFIG_OPTIONS: [&str; 13] = [
+const CONFIG_OPTIONS: [&str; 14] = [
     "sessionTimeoutMs",
     "maxClientsPerSession",
     "pingIntervalMs",
@@ -29,6 +29,7 @@ const CONFIG_OPTIONS: [&str; 13] = [
     "ack",
     "enableRoleManagement",
     "conflictResolution",
+    "maxConnectionsPerUser",
 ];
 const SESSION_OPTIONS: [&str; 4] = ["sessionId", "expiresIn", "metadata", "maxClients"];
 const IDENTITY_OPTIONS: [&str; 4] = ["userId", "organizationId", "clientId", "metadata"];
@@ -60,6 +61,9 @@ pub fn read_config(env: &Env, value: Option<Unknown>) -> Result<Config> {
             .choice("conflictResolution", &ConflictResolution::NAMES)?
             .and_then(ConflictResolution::from_name)
             .unwrap_or(defaults.conflict_resolution),
+        max_connections_per_user: options
+            .positive_integer("maxConnectionsPerUser", MAX_COUNT)?
+            .map_or(defaults.max_connections_per_user, size),
     };
     config.validate().map_err(|err| type_error(env, err.to_string()))?;
     Ok(config)

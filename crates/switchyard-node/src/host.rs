@@ -214,8 +214,7 @@ impl Host {
             return Ok(false);
         }
         if self.lifecycle.get() == Lifecycle::Stopped {
-            let refusal = Refusal::ShuttingDown;
-            bridge::close_unadopted(&socket, refusal.close_code(), refusal.reason())?;
+            bridge::refuse(&socket, Refusal::ShuttingDown)?;
             return Ok(false);
         }
         // `message` then hands over a Buffer whatever the app set before.
@@ -231,7 +230,7 @@ impl Host {
                 Ok(true)
             }
             Err(refusal) => {
-                bridge::close_unadopted(&socket, refusal.close_code(), refusal.reason())?;
+                bridge::refuse(&socket, refusal)?;
                 Ok(false)
             }
         }

@@ -136,6 +136,7 @@ pub struct ResolvedConfig {
     pub enable_role_management: bool,
     #[napi(ts_type = "ConflictResolution")]
     pub conflict_resolution: String,
+    pub max_connections_per_user: u32,
 }
 
 #[napi(object)]
@@ -160,6 +161,7 @@ impl From<&Config> for ResolvedConfig {
             ack: config.ack.as_str().into(),
             enable_role_management: config.enable_role_management,
             conflict_resolution: config.conflict_resolution.as_str().into(),
+            max_connections_per_user: config.max_connections_per_user as u32,
         }
     }
 }
@@ -182,6 +184,8 @@ pub struct RelayStats {
     pub channels: ChannelStats,
     /// Distinct users with a connection.
     pub users: u32,
+    /// Awareness registrations: windows with a case open.
+    pub registrations: u32,
     /// `request` messages handed to the request handler.
     pub requests: i64,
     pub acks: i64,
@@ -220,6 +224,7 @@ impl RelayStats {
                 breakdown: breakdown.into_iter().map(|(name, members)| (name, members as u32)).collect(),
             },
             users: stats.users as u32,
+            registrations: stats.registrations as u32,
             requests: stats.requests as i64,
             acks: stats.acks as i64,
             nacks: stats.nacks as i64,

@@ -348,14 +348,20 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     }
 }
 
-/// Writes the handshake answer then a close frame, for a connection the relay refused.
+/// Writes the handshake answer, the refusal's notice if it has one, then a close frame,
+/// for a connection the relay refused.
 async fn write_refusal<IO: AsyncWrite + Unpin>(mut io: IO, preface: Vec<u8>, refusal: Refusal) {
-    let payload = close_payload(refusal.close_code(), refusal.reason());
-    let mut header = [0u8; MAX_HEADER_LEN];
-    let header_len = encode_header(Outgoing::Close, payload.len(), &mut header);
     let mut answer = preface;
-    answer.extend_from_slice(&header[..header_len]);
-    answer.extend_from_slice(&payload);
+    let mut frame = |opcode: Outgoing, payload: &[u8]| {
+        let mut header = [0u8; MAX_HEADER_LEN];
+        let header_len = encode_header(opcode, payload.len(), &mut header);
+        answer.extend_from_slice(&header[..header_len]);
+        answer.extend_from_slice(payload);
+    };
+    if let Some(notice) = refusal.notice(now()) {
+        frame(Outgoing::Text, &notice.payload);
+    }
+    frame(Outgoing::Close, &close_payload(refusal.close_code(), refusal.reason()));
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
         io.write_all(&answer).await?;
         io.shutdown().await

@@ -1,5 +1,5 @@
 //! The command line: flags, their environment variables and defaults, as the awareness
-//! service this binary replaces had them (`-p -h -t -c`), plus the relay's own options.
+//! service this binary replaces had them (`-p -h -t -c -m`), plus the relay's own options.
 
 use std::net::IpAddr;
 
@@ -38,6 +38,10 @@ pub struct Args {
     /// Milliseconds between removals of expired sessions.
     #[arg(short = 'c', long, env = "CLEANUP_INTERVAL", default_value = "30000", value_name = "MS")]
     pub cleanup_interval: Positive,
+
+    /// Connections one user may hold; the next gets CONNECTION_LIMIT and is closed with 1008.
+    #[arg(short = 'm', long = "max-connections", env = "MAX_CONNECTIONS", default_value = "10", value_name = "N")]
+    pub max_connections: Positive,
 
     /// Milliseconds between WebSocket pings to each connection.
     #[arg(long, env = "PING_INTERVAL", default_value = "30000", value_name = "MS")]
@@ -119,6 +123,7 @@ impl Args {
             ack: AckPolicy::from_name(&self.ack).unwrap_or_default(),
             enable_role_management: self.enable_role_management,
             conflict_resolution: ConflictResolution::from_name(&self.conflict_resolution).unwrap_or_default(),
+            max_connections_per_user: size(self.max_connections),
         }
     }
 }

@@ -130,8 +130,11 @@ async fn health(State(app): AppState) -> Json<Value> {
 
 async fn stats(State(app): AppState) -> Json<Value> {
     let s = app.relay.stats();
+    let uptime_ms = app.started.elapsed().as_millis() as u64;
     Json(json!({
-        "uptimeMs": app.started.elapsed().as_millis() as u64,
+        "uptimeMs": uptime_ms,
+        // The awareness service's getStats() called it `uptime`; its clients still read it.
+        "uptime": uptime_ms,
         "connections": s.active_connections,
         "sessions": s.active_sessions,
         "messages": {
@@ -144,6 +147,7 @@ async fn stats(State(app): AppState) -> Json<Value> {
         "slowConsumerCloses": s.slow_consumer_closes,
         "handshakeFailures": s.handshake_failures,
         "users": s.users,
+        "registrations": s.registrations,
         "channels": {
             "total": s.channels,
             "breakdown": app.relay.channel_breakdown().into_iter().map(|(name, members)| (name, json!(members))).collect::<serde_json::Map<_, _>>(),
@@ -157,7 +161,7 @@ async fn stats(State(app): AppState) -> Json<Value> {
 
 async fn metrics(State(app): AppState) -> impl IntoResponse {
     let s = app.relay.stats();
-    let metrics: [(&str, &str, &str, f64); 17] = [
+    let metrics: [(&str, &str, &str, f64); 18] = [
         ("switchyard_connections", "gauge", "Open WebSocket connections.", s.active_connections as f64),
         ("switchyard_sessions", "gauge", "Sessions that exist now.", s.active_sessions as f64),
         ("switchyard_messages_received_total", "counter", "Messages received from clients.", s.messages_received as f64),
@@ -169,6 +173,7 @@ async fn metrics(State(app): AppState) -> impl IntoResponse {
         ("switchyard_handshake_failures_total", "counter", "Upgrade requests refused during the handshake.", s.handshake_failures as f64),
         ("switchyard_slow_consumer_closes_total", "counter", "Connections closed with 1013 because their outbox stayed full.", s.slow_consumer_closes as f64),
         ("switchyard_users", "gauge", "Distinct users with a connection.", s.users as f64),
+        ("switchyard_registrations", "gauge", "Awareness registrations: windows with a case open.", s.registrations as f64),
         ("switchyard_channels", "gauge", "Channels with members.", s.channels as f64),
         ("switchyard_requests_total", "counter", "Requests handed to the request handler.", s.requests as f64),
         ("switchyard_acks_total", "counter", "Messages acknowledged with ACK.", s.acks as f64),

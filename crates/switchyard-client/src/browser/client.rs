@@ -1,0 +1,466 @@
+//! `RelayClient`: a WebSocket to a Switchyard relay that survives bad networks. It
+//! reconnects with backoff, queues what is sent while down, rejoins its channels, and
+//! matches requests to responses.
+//!
+//! JavaScript callbacks (listeners, Promise settlers) are always called with no borrow of
+//! the client's state held, so they may call the client again. Closures that end their
+//! own timer or socket hand it to `retired`, emptied when the next callback starts.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::rc::{Rc, Weak};
+
+use js_sys::{Function, JSON, Object, Reflect, Uint8Array};
+use serde::Deserialize;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
+
+use super::timer::Timer;
+use super::{error, type_error, Status};
+use crate::backoff::{reconnects_after, Backoff};
+use crate::outgoing::Outgoing;
+use crate::requests::Requests;
+
+const DEFAULT_QUEUE_LIMIT: usize = 1000;
+const DEFAULT_REQUEST_TIMEOUT_MS: f64 = 30_000.0;
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientOptions {
+    #[serde(default)]
+    pub reconnect: Backoff,
+    pub queue_limit: Option<usize>,
+}
+
+/// A socket and the closures that handle its events.
+struct Socket {
+    ws: WebSocket,
+    _handlers: Vec<Closure<dyn FnMut(JsValue)>>,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.ws.set_onopen(None);
+        self.ws.set_onmessage(None);
+        self.ws.set_onclose(None);
+        self.ws.set_onerror(None);
+    }
+}
+
+struct Pending {
+    resolve: Function,
+    reject: Function,
+    timer: Timer,
+}
+
+struct Join {
+    channel: String,
+    resolve: Function,
+    reject: Function,
+}
+
+struct State {
+    socket: Option<Socket>,
+    status: Status,
+    /// Reconnection attempts since the connection was last open.
+    attempt: u32,
+    /// `close()` was called: never reconnect.
+    stopped: bool,
+    outgoing: Outgoing,
+    requests: Requests<Pending>,
+    /// `joinChannel` Promises, by the `id` their JOIN_CHANNEL carried.
+    joins: HashMap<String, Join>,
+    next_join: u64,
+    /// Channels to rejoin after a reconnect.
+    channels: BTreeSet<String>,
+    listeners: Vec<(String, Function)>,
+    status_listeners: Vec<Function>,
+    reconnect: Option<Timer>,
+    retired: Vec<Box<dyn Any>>,
+}
+
+/// Called on the connection's own thread (JS is single-threaded) when it opens.
+pub type OnOpen = Box<dyn Fn()>;
+
+pub struct Connection {
+    url: String,
+    backoff: Backoff,
+    me: Weak<Connection>,
+    state: RefCell<State>,
+    /// Run after each (re)open, before queued messages go out: the focus protocol
+    /// registers its open case here.
+    on_open: RefCell<Option<OnOpen>>,
+}
+
+impl Connection {
+    pub fn new(url: &str, options: ClientOptions) -> Result<Rc<Self>, JsValue> {
+        options.reconnect.check().map_err(|message| type_error(&message))?;
+        let limit = options.queue_limit.unwrap_or(DEFAULT_QUEUE_LIMIT);
+        let connection = Rc::new_cyclic(|me| Self {
+            url: url.to_owned(),
+            backoff: options.reconnect,
+            me: me.clone(),
+            state: RefCell::new(State {
+                socket: None,
+                status: Status::Connecting,
+                attempt: 0,
+                stopped: false,
+                outgoing: Outgoing::new(limit),
+                requests: Requests::default(),
+                joins: HashMap::new(),
+                next_join: 0,
+                channels: BTreeSet::new(),
+                listeners: Vec::new(),
+                status_listeners: Vec::new(),
+                reconnect: None,
+                retired: Vec::new(),
+            }),
+            on_open: RefCell::new(None),
+        });
+        connection.connect()?;
+        Ok(connection)
+    }
+
+    pub fn set_on_open(&self, on_open: OnOpen) {
+        *self.on_open.borrow_mut() = Some(on_open);
+    }
+
+    /// Frees what callbacks retired; called first thing in every callback.
+    fn sweep(&self) {
+        let retired = std::mem::take(&mut self.state.borrow_mut().retired);
+        drop(retired);
+    }
+
+    fn handler(&self, mut on: impl FnMut(&Connection, JsValue) + 'static) -> Closure<dyn FnMut(JsValue)> {
+        let me = self.me.clone();
+        Closure::new(move |event: JsValue| {
+            if let Some(connection) = me.upgrade() {
+                connection.sweep();
+                on(&connection, event);
+            }
+        })
+    }
+
+    fn connect(&self) -> Result<(), JsValue> {
+        let ws = WebSocket::new(&self.url)?;
+        ws.set_binary_type(BinaryType::Arraybuffer);
+        let handlers = vec![
+            self.handler(|c, _| c.opened()),
+            self.handler(|c, event| c.received(event.unchecked_into())),
+            self.handler(|c, event| c.closed(event.unchecked_into())),
+            // An error is followed by a close event, which decides what to do.
+            self.handler(|_, _| {}),
+        ];
+        ws.set_onopen(Some(handlers[0].as_ref().unchecked_ref()));
+        ws.set_onmessage(Some(handlers[1].as_ref().unchecked_ref()));
+        ws.set_onclose(Some(handlers[2].as_ref().unchecked_ref()));
+        ws.set_onerror(Some(handlers[3].as_ref().unchecked_ref()));
+        self.state.borrow_mut().socket = Some(Socket { ws, _handlers: handlers });
+        Ok(())
+    }
+
+    fn set_status(&self, status: Status) {
+        let listeners = {
+            let mut state = self.state.borrow_mut();
+            if state.status == status {
+                return;
+            }
+            state.status = status;
+            state.status_listeners.clone()
+        };
+        let value = JsValue::from_str(status.as_str());
+        for listener in listeners {
+            let _ = listener.call1(&JsValue::NULL, &value);
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        self.state.borrow().status
+    }
+
+    fn opened(&self) {
+        let (channels, ws) = {
+            let mut state = self.state.borrow_mut();
+            state.attempt = 0;
+            let Some(socket) = &state.socket else { return };
+            (state.channels.iter().cloned().collect::<Vec<_>>(), socket.ws.clone())
+        };
+        for channel in channels {
+            let _ = ws.send_with_str(&join_message(&channel, None));
+        }
+        if let Some(on_open) = &*self.on_open.borrow() {
+            on_open();
+        }
+        let waiting: Vec<String> = self.state.borrow_mut().outgoing.drain().collect();
+        for message in waiting {
+            let _ = ws.send_with_str(&message);
+        }
+        self.set_status(Status::Open);
+    }
+
+    fn received(&self, event: MessageEvent) {
+        let data = event.data();
+        if let Some(buffer) = data.dyn_ref::<js_sys::ArrayBuffer>() {
+            self.dispatch("binary", &Uint8Array::new(buffer).into());
+            return;
+        }
+        let Some(text) = data.as_string() else { return };
+        let Ok(message) = JSON::parse(&text) else { return };
+        let kind = field(&message, "type").as_string().unwrap_or_default();
+        match kind.as_str() {
+            "response" => {
+                let id = request_id(&field(&message, "requestId"));
+                let waiting = self.state.borrow_mut().requests.take(&id);
+                if let Some(pending) = waiting {
+                    self.retire(pending.timer);
+                    let _ = pending.resolve.call1(&JsValue::NULL, &field(&message, "payload"));
+                }
+            }
+            "error" => self.refused(&field(&message, "payload")),
+            "CHANNEL_JOINED" => {
+                let channel = field(&message, "channel").as_string().unwrap_or_default();
+                let joined: Vec<Join> = {
+                    let mut state = self.state.borrow_mut();
+                    let ids: Vec<String> = state.joins.iter().filter(|(_, j)| j.channel == channel).map(|(id, _)| id.clone()).collect();
+                    ids.iter().filter_map(|id| state.joins.remove(id)).collect()
+                };
+                for join in joined {
+                    let _ = join.resolve.call0(&JsValue::NULL);
+                }
+            }
+            _ => {}
+        }
+        self.dispatch(&kind, &message);
+    }
+
+    /// An `error` from the server settles the request or join it names.
+    fn refused(&self, payload: &JsValue) {
+        let reason = || {
+            let code = field(payload, "code").as_string().unwrap_or_default();
+            let message = field(payload, "message").as_string().unwrap_or_default();
+            error(&format!("{code}: {message}"))
+        };
+        let request = field(payload, "requestId");
+        if !request.is_undefined() {
+            let waiting = self.state.borrow_mut().requests.take(&request_id(&request));
+            if let Some(pending) = waiting {
+                self.retire(pending.timer);
+                let _ = pending.reject.call1(&JsValue::NULL, &reason());
+            }
+        }
+        if let Some(id) = field(payload, "correlationId").as_string() {
+            let join = self.state.borrow_mut().joins.remove(&id);
+            if let Some(join) = join {
+                self.state.borrow_mut().channels.remove(&join.channel);
+                let _ = join.reject.call1(&JsValue::NULL, &reason());
+            }
+        }
+    }
+
+    fn dispatch(&self, kind: &str, message: &JsValue) {
+        let listeners: Vec<Function> =
+            self.state.borrow().listeners.iter().filter(|(k, _)| k == kind || k == "*").map(|(_, f)| f.clone()).collect();
+        for listener in listeners {
+            let _ = listener.call1(&JsValue::NULL, message);
+        }
+    }
+
+    fn closed(&self, event: CloseEvent) {
+        let delay = {
+            let mut state = self.state.borrow_mut();
+            if let Some(socket) = state.socket.take() {
+                state.retired.push(Box::new(socket));
+            }
+            if state.stopped {
+                return;
+            }
+            let delay = if reconnects_after(event.code()) { self.backoff.delay(state.attempt, js_sys::Math::random()) } else { None };
+            if delay.is_some() {
+                state.attempt += 1;
+            }
+            delay
+        };
+        match delay {
+            Some(delay) => {
+                self.set_status(Status::Reconnecting);
+                let me = self.me.clone();
+                let timer = Timer::once(delay, move || {
+                    if let Some(connection) = me.upgrade() {
+                        connection.sweep();
+                        if connection.connect().is_err() {
+                            connection.give_up();
+                        }
+                    }
+                });
+                self.state.borrow_mut().reconnect = Some(timer);
+            }
+            None => self.give_up(),
+        }
+    }
+
+    /// The connection is over for good: what waits for it fails.
+    fn give_up(&self) {
+        let (requests, joins) = {
+            let mut state = self.state.borrow_mut();
+            state.stopped = true;
+            state.outgoing.clear();
+            (state.requests.take_all(), state.joins.drain().map(|(_, j)| j).collect::<Vec<_>>())
+        };
+        let closed = error("the connection closed before an answer came");
+        for pending in requests {
+            self.retire(pending.timer);
+            let _ = pending.reject.call1(&JsValue::NULL, &closed);
+        }
+        for join in joins {
+            let _ = join.reject.call1(&JsValue::NULL, &closed);
+        }
+        self.set_status(Status::Closed);
+    }
+
+    fn retire(&self, timer: Timer) {
+        timer.cancel();
+        self.state.borrow_mut().retired.push(Box::new(timer));
+    }
+
+    /// Sends now when open, else queues; fails when the queue is full or the client closed.
+    pub fn send_text(&self, text: String) -> Result<(), JsValue> {
+        let mut state = self.state.borrow_mut();
+        if state.stopped {
+            return Err(error("the client is closed"));
+        }
+        let open = state.socket.as_ref().filter(|s| s.ws.ready_state() == WebSocket::OPEN).map(|s| s.ws.clone());
+        match open {
+            Some(ws) => {
+                drop(state);
+                ws.send_with_str(&text)
+            }
+            None => state.outgoing.push(text).map_err(|full| error(&full.to_string())),
+        }
+    }
+
+    pub fn request(&self, payload: JsValue, timeout_ms: f64) -> js_sys::Promise {
+        let me = self.me.clone();
+        js_sys::Promise::new(&mut |resolve, reject| {
+            let Some(connection) = me.upgrade() else { return };
+            let id_cell: Rc<RefCell<String>> = Rc::default();
+            let timer = {
+                let (me, id_cell, timeout) = (connection.me.clone(), id_cell.clone(), timeout_ms);
+                Timer::once(timeout_ms, move || {
+                    let Some(connection) = me.upgrade() else { return };
+                    connection.sweep();
+                    let id = id_cell.borrow().clone();
+                    let waiting = connection.state.borrow_mut().requests.take(&id);
+                    if let Some(pending) = waiting {
+                        let timed_out = error(&format!("request {id} got no response within {timeout} ms"));
+                        connection.retire(pending.timer);
+                        let _ = pending.reject.call1(&JsValue::NULL, &timed_out);
+                    }
+                })
+            };
+            let id = connection.state.borrow_mut().requests.start(Pending { resolve, reject: reject.clone(), timer });
+            *id_cell.borrow_mut() = id.clone();
+            let message = Object::new();
+            let _ = Reflect::set(&message, &"type".into(), &"request".into());
+            let _ = Reflect::set(&message, &"requestId".into(), &JsValue::from_str(&id));
+            let _ = Reflect::set(&message, &"payload".into(), &payload);
+            let sent = JSON::stringify(&message).map(String::from).map_err(|_| error("the payload is not JSON"));
+            if let Err(err) = sent.and_then(|text| connection.send_text(text)) {
+                let waiting = connection.state.borrow_mut().requests.take(&id);
+                if let Some(pending) = waiting {
+                    connection.retire(pending.timer);
+                }
+                let _ = reject.call1(&JsValue::NULL, &err);
+            }
+        })
+    }
+
+    pub fn join(&self, channel: &str) -> js_sys::Promise {
+        let me = self.me.clone();
+        let channel = channel.to_owned();
+        js_sys::Promise::new(&mut |resolve, reject| {
+            let Some(connection) = me.upgrade() else { return };
+            let id = {
+                let mut state = connection.state.borrow_mut();
+                state.next_join += 1;
+                let id = format!("join-{}", state.next_join);
+                state.channels.insert(channel.clone());
+                state.joins.insert(id.clone(), Join { channel: channel.clone(), resolve, reject: reject.clone() });
+                id
+            };
+            if let Err(err) = connection.send_text(join_message(&channel, Some(&id))) {
+                connection.state.borrow_mut().joins.remove(&id);
+                let _ = reject.call1(&JsValue::NULL, &err);
+            }
+        })
+    }
+
+    pub fn leave(&self, channel: &str) -> Result<(), JsValue> {
+        self.state.borrow_mut().channels.remove(channel);
+        self.send_text(format!(r#"{{"type":"LEAVE_CHANNEL","channel":{}}}"#, quote(channel)))
+    }
+
+    pub fn on(&self, kind: &str, listener: Function) {
+        self.state.borrow_mut().listeners.push((kind.to_owned(), listener));
+    }
+
+    pub fn off(&self, kind: &str, listener: &Function) {
+        self.state.borrow_mut().listeners.retain(|(k, f)| !(k == kind && f == listener));
+    }
+
+    pub fn on_status(&self, listener: Function) {
+        self.state.borrow_mut().status_listeners.push(listener);
+    }
+
+    /// Closes for good: no reconnection; what waits fails.
+    pub fn close(&self) {
+        let socket = {
+            let mut state = self.state.borrow_mut();
+            state.stopped = true;
+            if let Some(timer) = state.reconnect.take() {
+                timer.cancel();
+                state.retired.push(Box::new(timer));
+            }
+            state.socket.take()
+        };
+        if let Some(socket) = socket {
+            let _ = socket.ws.close_with_code(1000);
+            self.state.borrow_mut().retired.push(Box::new(socket));
+        }
+        self.give_up();
+    }
+}
+
+fn field(object: &JsValue, name: &str) -> JsValue {
+    Reflect::get(object, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// A `requestId` as the waiting list knows it: the string itself.
+fn request_id(value: &JsValue) -> String {
+    value.as_string().or_else(|| value.as_f64().map(|n| n.to_string())).unwrap_or_default()
+}
+
+fn quote(text: &str) -> String {
+    JSON::stringify(&JsValue::from_str(text)).map(String::from).unwrap_or_else(|_| "\"\"".into())
+}
+
+fn join_message(channel: &str, id: Option<&str>) -> String {
+    match id {
+        Some(id) => format!(r#"{{"type":"JOIN_CHANNEL","channel":{},"id":{}}}"#, quote(channel), quote(id)),
+        None => format!(r#"{{"type":"JOIN_CHANNEL","channel":{}}}"#, quote(channel)),
+    }
+}
+
+/// A message for `send`: a string as it is, anything else as JSON.
+pub fn serialize(message: &JsValue) -> Result<String, JsValue> {
+    if let Some(text) = message.as_string() {
+        return Ok(text);
+    }
+    match JSON::stringify(message) {
+        Ok(text) if text.is_string() => Ok(text.into()),
+        _ => Err(type_error("message must be an object, or a string of JSON")),
+    }
+}
+
+pub const REQUEST_TIMEOUT_MS: f64 = DEFAULT_REQUEST_TIMEOUT_MS;

@@ -1,0 +1,210 @@
+//! The classes JavaScript sees: `RelayClient` and `FocusDeclarationProtocol`, and the
+//! TypeScript shapes of their options and messages.
+
+mod client;
+mod focus;
+mod timer;
+
+use js_sys::Function;
+use wasm_bindgen::prelude::*;
+
+use client::{serialize, ClientOptions, Connection, REQUEST_TIMEOUT_MS};
+
+#[wasm_bindgen(typescript_custom_section)]
+const TYPES: &'static str = r#"
+/** Any JSON value. */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+
+/** Where a client's connection stands. */
+export type ConnectionStatus = 'connecting' | 'open' | 'reconnecting' | 'closed';
+
+/** Reconnection with exponential backoff and jitter. */
+export interface ReconnectOptions {
+  /** Delay before the first attempt. Default 1000. */
+  initialDelayMs?: number;
+  /** Longest delay. Default 30 000. */
+  maxDelayMs?: number;
+  /** Attempts in a row before giving up; `Infinity` never gives up. Default 10. */
+  maxAttempts?: number;
+}
+
+export interface RelayClientOptions {
+  reconnect?: ReconnectOptions;
+  /** Messages that may wait while the connection is down. Default 1000. */
+  queueLimit?: number;
+}
+
+/** A message from the relay: a JSON object with a string `type`. */
+export interface ServerMessage {
+  type: string;
+  [field: string]: JsonValue;
+}
+
+export interface RequestOptions {
+  /** Reject if no response comes within this. Default 30 000. */
+  timeoutMs?: number;
+}
+
+export interface FocusDeclarationOptions {
+  /** The awareness service, e.g. `ws://localhost:8765`. */
+  sessionServiceUrl: string;
+  userId: string;
+  /** This window's id; by default a random one kept in sessionStorage, so a reload keeps it. */
+  windowId?: string;
+  /** How often a heartbeat keeps the registration fresh. Default 20 000. */
+  heartbeatIntervalMs?: number;
+  reconnect?: ReconnectOptions;
+}
+
+export interface CaseWindow {
+  caseId: string;
+  windowId: string;
+}
+
+/** The answer to a registration. */
+export interface Registered {
+  windowId: string;
+  caseId: string;
+}
+
+/** `multi-case`: the user has several cases open; `case-mismatch`: a window opened a case other than the one in focus. */
+export interface CaseWarning {
+  type: 'multi-case' | 'case-mismatch';
+  cases: CaseWindow[];
+  message: string;
+  /** For `case-mismatch`: the case just opened, and where. */
+  caseId?: string;
+  windowId?: string;
+}
+
+export interface WarningCleared {
+  cases: CaseWindow[];
+}
+"#;
+
+/// Where a connection stands.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Status {
+    Connecting,
+    Open,
+    Reconnecting,
+    Closed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Connecting => "connecting",
+            Status::Open => "open",
+            Status::Reconnecting => "reconnecting",
+            Status::Closed => "closed",
+        }
+    }
+}
+
+pub(crate) fn error(message: &str) -> JsValue {
+    js_sys::Error::new(message).into()
+}
+
+pub(crate) fn type_error(message: &str) -> JsValue {
+    js_sys::TypeError::new(message).into()
+}
+
+/// Reads an object JavaScript gave, naming what was wrong with it.
+pub(crate) fn read<T: serde::de::DeserializeOwned>(value: JsValue, what: &str) -> Result<T, JsValue> {
+    serde_wasm_bindgen::from_value(value).map_err(|err| type_error(&format!("{what}: {err}")))
+}
+
+/// Reads an optional options object: `undefined` or `null` gives the defaults.
+pub(crate) fn options<T: serde::de::DeserializeOwned + Default>(value: JsValue, what: &str) -> Result<T, JsValue> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(T::default());
+    }
+    read(value, what)
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RequestOptions {
+    timeout_ms: Option<f64>,
+}
+
+/// A connection to a Switchyard relay that reconnects by itself.
+#[wasm_bindgen]
+pub struct RelayClient {
+    connection: std::rc::Rc<Connection>,
+}
+
+#[wasm_bindgen]
+impl RelayClient {
+    /// Connects to `url` (a session's `wsUrl`, or a sessionless endpoint). Reconnects with
+    /// exponential backoff and jitter after a dropped connection or a 1001 (server
+    /// shutting down, usually to restart); not after 1000 or 1008, which retrying cannot
+    /// change (the session is gone, full, or not allowed).
+    #[wasm_bindgen(constructor)]
+    pub fn new(url: &str, #[wasm_bindgen(unchecked_optional_param_type = "RelayClientOptions")] options: JsValue) -> Result<RelayClient, JsValue> {
+        let options: ClientOptions = self::options(options, "RelayClient options")?;
+        Ok(Self { connection: Connection::new(url, options)? })
+    }
+
+    /// Calls `listener` with each message of this `type` (`'*'` for every message,
+    /// `'binary'` for binary frames, as a `Uint8Array`).
+    pub fn on(&self, r#type: &str, #[wasm_bindgen(unchecked_param_type = "(message: ServerMessage) => void")] listener: Function) {
+        self.connection.on(r#type, listener);
+    }
+
+    pub fn off(&self, r#type: &str, #[wasm_bindgen(unchecked_param_type = "(message: ServerMessage) => void")] listener: &Function) {
+        self.connection.off(r#type, listener);
+    }
+
+    /// Calls `listener` with the new status each time it changes.
+    #[wasm_bindgen(js_name = onStatusChange)]
+    pub fn on_status_change(&self, #[wasm_bindgen(unchecked_param_type = "(status: ConnectionStatus) => void")] listener: Function) {
+        self.connection.on_status(listener);
+    }
+
+    /// Sends a message (an object, sent as JSON, or a string sent as it is). While the
+    /// connection is down it waits in a bounded queue and goes out, in order, once the
+    /// connection is back; a full queue throws.
+    pub fn send(&self, #[wasm_bindgen(unchecked_param_type = "ServerMessage | string")] message: JsValue) -> Result<(), JsValue> {
+        self.connection.send_text(serialize(&message)?)
+    }
+
+    /// Sends a `request` and resolves with the `response`'s payload; rejects with the
+    /// server's error (`REQUEST_FAILED: ...`) or when no answer comes within `timeoutMs`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<JsonValue>")]
+    pub fn request(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "JsonValue")] payload: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "RequestOptions")] options: JsValue,
+    ) -> Result<js_sys::Promise, JsValue> {
+        let options: RequestOptions = self::options(options, "request options")?;
+        let timeout = options.timeout_ms.unwrap_or(REQUEST_TIMEOUT_MS);
+        if !timeout.is_finite() || timeout <= 0.0 {
+            return Err(type_error("timeoutMs must be a positive number of milliseconds"));
+        }
+        Ok(self.connection.request(payload, timeout))
+    }
+
+    /// Joins a channel; resolves once joined, rejects if refused. The client rejoins its
+    /// channels after reconnecting.
+    #[wasm_bindgen(js_name = joinChannel, unchecked_return_type = "Promise<void>")]
+    pub fn join_channel(&self, name: &str) -> js_sys::Promise {
+        self.connection.join(name)
+    }
+
+    #[wasm_bindgen(js_name = leaveChannel)]
+    pub fn leave_channel(&self, name: &str) -> Result<(), JsValue> {
+        self.connection.leave(name)
+    }
+
+    /// Closes the connection for good (1000). Waiting requests reject.
+    pub fn close(&self) {
+        self.connection.close();
+    }
+
+    #[wasm_bindgen(getter, unchecked_return_type = "ConnectionStatus")]
+    pub fn status(&self) -> String {
+        self.connection.status().as_str().to_owned()
+    }
+}
