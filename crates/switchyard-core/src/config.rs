@@ -93,7 +93,7 @@ impl ConflictResolution {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// Lifetime of a session from its creation, unless created with its own `expiresIn`.
     pub session_timeout_ms: u64,
@@ -120,6 +120,10 @@ pub struct Config {
     pub conflict_resolution: ConflictResolution,
     /// Connections one user may hold; the next is refused with `CONNECTION_LIMIT` and 1008.
     pub max_connections_per_user: usize,
+    /// How fast connections and users may send; `None` for no limit.
+    pub rate_limit: Option<crate::limits::RateLimits>,
+    /// New connections one address may open per minute; `None` for no limit.
+    pub connections_per_minute_per_ip: Option<u32>,
 }
 
 impl Default for Config {
@@ -139,6 +143,8 @@ impl Default for Config {
             enable_role_management: false,
             conflict_resolution: ConflictResolution::AskActive,
             max_connections_per_user: 10,
+            rate_limit: None,
+            connections_per_minute_per_ip: None,
         }
     }
 }
@@ -170,6 +176,15 @@ impl Config {
                 crate::channels::AllowPattern::parse(pattern)
                     .map_err(|reason| ConfigError { option: "channels.allow", reason })?;
             }
+        }
+        if let Some(limits) = &self.rate_limit {
+            limits.per_connection.check("rateLimit")?;
+            if let Some(per_user) = &limits.per_user {
+                per_user.check("rateLimit.perUser")?;
+            }
+        }
+        if self.connections_per_minute_per_ip == Some(0) {
+            return Err(ConfigError { option: "connectionsPerMinutePerIp", reason: "must be greater than 0".into() });
         }
         let positive: [(&'static str, u64); 9] = [
             ("sessionTimeoutMs", self.session_timeout_ms),

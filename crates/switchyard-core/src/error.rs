@@ -41,12 +41,17 @@ pub enum Refusal {
     ShuttingDown,
     #[error("Connection limit")]
     ConnectionLimit,
+    /// Too many new connections from one address; refused before the upgrade (HTTP 429).
+    #[error("Too many connections")]
+    TooManyConnections,
 }
 
 impl Refusal {
     pub fn close_code(self) -> u16 {
         match self {
-            Refusal::SessionNotFound | Refusal::SessionFull | Refusal::ConnectionLimit => close_code::POLICY,
+            Refusal::SessionNotFound | Refusal::SessionFull | Refusal::ConnectionLimit | Refusal::TooManyConnections => {
+                close_code::POLICY
+            }
             Refusal::ShuttingDown => close_code::GOING_AWAY,
         }
     }
@@ -57,6 +62,7 @@ impl Refusal {
             Refusal::SessionFull => "Session full",
             Refusal::ShuttingDown => "Server shutting down",
             Refusal::ConnectionLimit => "Connection limit",
+            Refusal::TooManyConnections => "Rate limit exceeded",
         }
     }
 

@@ -6,7 +6,8 @@
 //! queue.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -26,12 +27,13 @@ use crate::error::{close_code, ErrorCode, Refusal, Rejection, SessionError};
 use crate::event::{ConnectionInfo, Event, EventSink};
 use crate::frame::{Frame, FrameKind};
 use crate::ids::{ConnId, Millis, SessionId};
+use crate::limits::{Bucket, Rate, RateLimits};
 use crate::outbox::{Outbox, Pushed};
 use crate::protocol;
 use crate::requests::Requests;
 use crate::roles::Send;
 use crate::session::{ClientName, Member, Session, SessionInfo, SessionOptions};
-use crate::stats::{Counters, Sizes, Stats};
+use crate::stats::{Counters, Health, Sizes, Stats};
 
 /// A connection may be in this many channels at once; more joins are refused.
 pub const MAX_CHANNELS_PER_CONNECTION: usize = 256;
@@ -65,6 +67,8 @@ pub struct Identity {
     pub organization_id: Option<String>,
     pub client_id: Option<String>,
     pub metadata: Option<Value>,
+    /// This connection's own message rate (a tier), in place of `rateLimit`'s.
+    pub rate_limit: Option<Rate>,
 }
 
 /// Which connections a server-side send reaches: all the given fields must match.
@@ -87,6 +91,14 @@ struct Connection {
     channels: Mutex<Vec<ChannelName>>,
     /// Last time anything (a message or a pong) was heard from the client.
     last_seen: AtomicU64,
+    /// When the ping now waiting for its pong was sent; 0 when none waits.
+    ping_sent: AtomicU64,
+    /// The last ping's round trip in milliseconds; `u64::MAX` before the first.
+    round_trip: AtomicU64,
+    /// Present when messages are rate limited.
+    bucket: Option<Mutex<Bucket>>,
+    /// Messages refused for the rate so far.
+    violations: AtomicU32,
 }
 
 impl Connection {
@@ -156,6 +168,8 @@ pub struct Relay {
     awareness: Awareness,
     /// Each user's connections.
     users: DashMap<Arc<str>, Vec<ConnId>>,
+    user_buckets: DashMap<Arc<str>, Bucket>,
+    address_buckets: DashMap<IpAddr, Bucket>,
     /// Message types the app watches; `watching` spares the lock while there are none.
     watched: RwLock<HashSet<Box<str>>>,
     watching: AtomicBool,
@@ -179,6 +193,8 @@ impl Relay {
             requests: Requests::default(),
             awareness: Awareness::default(),
             users: DashMap::new(),
+            user_buckets: DashMap::new(),
+            address_buckets: DashMap::new(),
             watched: RwLock::default(),
             watching: AtomicBool::new(false),
             answers_requests: AtomicBool::new(false),
@@ -257,14 +273,21 @@ impl Relay {
             }
         }
         let name = Arc::new(ClientName { given: identity.client_id.take(), announced: Default::default() });
+        let identity = Arc::new(identity);
         let connection = Connection {
             session: session_id.clone(),
             outbox: outbox.clone(),
             name: name.clone(),
-            identity: Arc::new(identity),
+            identity: identity.clone(),
             user: user.clone().map(OnceLock::from).unwrap_or_default(),
             channels: Mutex::default(),
             last_seen: AtomicU64::new(now),
+            ping_sent: AtomicU64::new(0),
+            round_trip: AtomicU64::new(u64::MAX),
+            bucket: self.config.rate_limit.as_ref().map(|limits| {
+                Mutex::new(Bucket::full(identity.rate_limit.unwrap_or(limits.per_connection), now))
+            }),
+            violations: AtomicU32::new(0),
         };
         let info = connection.info(id);
         self.conns.insert(id, connection);
@@ -333,11 +356,18 @@ impl Relay {
     pub fn receive(&self, from: ConnId, frame: Frame, now: Millis) {
         Counters::add(&self.counters.messages_received, 1);
         Counters::add(&self.counters.bytes_received, frame.len() as u64);
+        self.counters.frame_received(frame.len() as u64);
         if frame.len() > self.config.max_message_bytes {
             self.disconnect(from, close_code::TOO_LARGE, "Message too large", now);
             return;
         }
         let Some(sender) = self.sender(from, now) else { return };
+        if let Some(limits) = &self.config.rate_limit {
+            if !self.within_rate(&sender, limits, now) {
+                self.rate_limited(&sender, limits, &frame, now);
+                return;
+            }
+        }
         let mut slow = SlowConsumers::new();
         if frame.kind == FrameKind::Text {
             self.receive_text(&sender, &frame, now, &mut slow);
@@ -345,6 +375,57 @@ impl Relay {
             self.push(from, &*sender.outbox, protocol::error(&rejection, None, None, now), &mut slow);
         }
         self.close_slow_consumers(slow, now);
+    }
+
+    /// Takes a token from the connection's bucket and from its user's.
+    fn within_rate(&self, sender: &Sender, limits: &RateLimits, now: Millis) -> bool {
+        let (own, user) = {
+            let Some(conn) = self.conns.get(&sender.id) else { return false };
+            let rate = conn.identity.rate_limit.unwrap_or(limits.per_connection);
+            let own = conn.bucket.as_ref().is_none_or(|bucket| bucket.lock().take(rate, now));
+            (own, conn.user.get().cloned())
+        };
+        let shared = match (limits.per_user, user) {
+            (Some(rate), Some(user)) => self.user_buckets.entry(user).or_insert_with(|| Bucket::full(rate, now)).take(rate, now),
+            _ => true,
+        };
+        own && shared
+    }
+
+    /// A message over the rate is dropped and refused; past `max_violations` of them the
+    /// connection is closed with 1008.
+    fn rate_limited(&self, sender: &Sender, limits: &RateLimits, frame: &Frame, now: Millis) {
+        Counters::add(&self.counters.rate_limited, 1);
+        let violations = self.conns.get(&sender.id).map_or(0, |c| c.violations.fetch_add(1, Ordering::Relaxed) + 1);
+        if violations > limits.max_violations {
+            self.disconnect(sender.id, close_code::POLICY, "Rate limit exceeded", now);
+            return;
+        }
+        let rejection = Rejection::from(ErrorCode::RateLimited);
+        let envelope = (frame.kind == FrameKind::Text).then(|| Envelope::parse(&frame.payload).ok()).flatten();
+        let answer = match envelope {
+            Some(e) if e.ack && e.correlation_id.is_some() && self.config.ack != AckPolicy::Never => {
+                Counters::add(&self.counters.nacks, 1);
+                protocol::nack(e.correlation_id.as_deref().unwrap_or_default(), &rejection, now)
+            }
+            Some(e) => protocol::error(&rejection, e.request_id, e.correlation_id.as_deref(), now),
+            None => protocol::error(&rejection, None, None, now),
+        };
+        let mut slow = SlowConsumers::new();
+        self.push(sender.id, &*sender.outbox, answer, &mut slow);
+        self.close_slow_consumers(slow, now);
+    }
+
+    /// Whether `address` may open another connection now (`connectionsPerMinutePerIp`).
+    /// Transports ask before upgrading, and refuse with HTTP 429 when it may not.
+    pub fn admit(&self, address: IpAddr, now: Millis) -> bool {
+        let Some(per_minute) = self.config.connections_per_minute_per_ip else { return true };
+        let rate = Rate { per_second: f64::from(per_minute) / 60.0, burst: f64::from(per_minute) };
+        let admitted = self.address_buckets.entry(address).or_insert_with(|| Bucket::full(rate, now)).take(rate, now);
+        if !admitted {
+            Counters::add(&self.counters.rate_limited, 1);
+        }
+        admitted
     }
 
     fn sender(&self, id: ConnId, now: Millis) -> Option<Sender> {
@@ -771,10 +852,46 @@ impl Relay {
         }
     }
 
-    /// Notes a pong (or any sign of life that is not a message) from the client.
+    /// Notes a pong from the client: it is alive, and the ping's round trip is known.
     pub fn pong(&self, conn: ConnId, now: Millis) {
         if let Some(c) = self.conns.get(&conn) {
             c.last_seen.store(now, Ordering::Relaxed);
+            let sent = c.ping_sent.swap(0, Ordering::Relaxed);
+            if sent != 0 {
+                c.round_trip.store(now.saturating_sub(sent), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Notes a sign of life that is neither a message nor a pong (a client's ping).
+    pub fn alive(&self, conn: ConnId, now: Millis) {
+        if let Some(c) = self.conns.get(&conn) {
+            c.last_seen.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Connections by how they answer pings: one whose ping has waited longer than half
+    /// the ping interval is unhealthy.
+    pub fn health(&self, now: Millis) -> Health {
+        let patience = (self.config.ping_interval_ms / 2).max(1);
+        let (mut unhealthy, mut round_trips, mut measured) = (0, 0u64, 0usize);
+        for conn in self.conns.iter() {
+            let sent = conn.ping_sent.load(Ordering::Relaxed);
+            if sent != 0 && now.saturating_sub(sent) >= patience {
+                unhealthy += 1;
+            }
+            let round_trip = conn.round_trip.load(Ordering::Relaxed);
+            if round_trip != u64::MAX {
+                round_trips += round_trip;
+                measured += 1;
+            }
+        }
+        let active = self.conns.len();
+        Health {
+            active_connections: active,
+            healthy_connections: active.saturating_sub(unhealthy),
+            unhealthy_connections: unhealthy,
+            average_latency_ms: (measured > 0).then(|| round_trips as f64 / measured as f64),
         }
     }
 
@@ -845,6 +962,7 @@ impl Relay {
             self.heartbeat(now);
         }
         self.expire_requests(now);
+        self.forget_full_buckets(now);
         let mut slow = SlowConsumers::new();
         self.notify(self.awareness.expire(now, self.config.heartbeat_timeout_ms), &mut slow);
         self.close_slow_consumers(slow, now);
@@ -857,6 +975,17 @@ impl Relay {
                 self.end_session(session, close_code::NORMAL, "Session expired", now);
                 self.events.emit(Event::SessionExpired { session_id: id });
             }
+        }
+    }
+
+    /// A full bucket says nothing a new one would not: dropping them bounds the maps.
+    fn forget_full_buckets(&self, now: Millis) {
+        if let Some(per_minute) = self.config.connections_per_minute_per_ip {
+            let rate = Rate { per_second: f64::from(per_minute) / 60.0, burst: f64::from(per_minute) };
+            self.address_buckets.retain(|_, bucket| !bucket.is_full(rate, now));
+        }
+        if let Some(rate) = self.config.rate_limit.as_ref().and_then(|limits| limits.per_user) {
+            self.user_buckets.retain(|_, bucket| !bucket.is_full(rate, now));
         }
     }
 
@@ -878,8 +1007,8 @@ impl Relay {
             let heard = conn.last_seen.load(Ordering::Relaxed);
             if now.saturating_sub(heard) >= self.config.heartbeat_timeout_ms {
                 silent.push(*conn.key());
-            } else {
-                self.push(*conn.key(), &*conn.outbox, Frame::ping(), &mut slow);
+            } else if self.push(*conn.key(), &*conn.outbox, Frame::ping(), &mut slow) {
+                let _ = conn.ping_sent.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
             }
         }
         for conn in silent {

@@ -16,6 +16,19 @@ pub(crate) struct Counters {
     pub acks: AtomicU64,
     pub nacks: AtomicU64,
     pub forbidden: AtomicU64,
+    pub rate_limited: AtomicU64,
+    /// Frames received, by size (see [`FRAME_SIZES`]).
+    pub frame_sizes: [AtomicU64; FRAME_SIZES.len() + 1],
+}
+
+/// The upper bounds of the frame size buckets; one more bucket holds larger frames.
+pub const FRAME_SIZES: [u64; 5] = [128, 1024, 16 * 1024, 128 * 1024, 1024 * 1024];
+
+impl Counters {
+    pub fn frame_received(&self, len: u64) {
+        let bucket = FRAME_SIZES.iter().position(|&bound| len <= bound).unwrap_or(FRAME_SIZES.len());
+        Self::add(&self.frame_sizes[bucket], 1);
+    }
 }
 
 impl Counters {
@@ -52,6 +65,21 @@ pub struct Stats {
     pub nacks: u64,
     /// Refusals for identity: `CHANNEL_FORBIDDEN` and `FORBIDDEN`.
     pub forbidden: u64,
+    /// Messages dropped for going over a rate limit.
+    pub rate_limited: u64,
+    /// Frames received by size: up to 128 B, 1 KiB, 16 KiB, 128 KiB, 1 MiB, and larger.
+    pub frame_sizes: [u64; FRAME_SIZES.len() + 1],
+}
+
+/// Connections by how they answer pings.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Health {
+    pub active_connections: usize,
+    /// Connections with no ping waiting for its pong longer than half the ping interval.
+    pub healthy_connections: usize,
+    pub unhealthy_connections: usize,
+    /// The mean of each connection's last ping round trip, among those that have one.
+    pub average_latency_ms: Option<f64>,
 }
 
 impl Counters {
@@ -68,6 +96,8 @@ impl Counters {
             acks: get(&self.acks),
             nacks: get(&self.nacks),
             forbidden: get(&self.forbidden),
+            rate_limited: get(&self.rate_limited),
+            frame_sizes: self.frame_sizes.each_ref().map(get),
             messages_received: get(&self.messages_received),
             messages_relayed: get(&self.messages_relayed),
             messages_invalid: get(&self.messages_invalid),
