@@ -53,6 +53,62 @@ export interface RelaySessionManagerConfig {
   conflictResolution?: ConflictResolution
   /** Connections one user may hold (from its identity or its first `register`); the next gets `CONNECTION_LIMIT` and 1008. Default 10. */
   maxConnectionsPerUser?: number
+  /** Message rate limits (token buckets). Off by default. */
+  rateLimit?: RateLimitOptions
+  /** New connections one address may open per minute; more are refused (HTTP 429 in native mode, 1008 in bridge mode). Off by default. */
+  connectionsPerMinutePerIp?: number
+  /** Token auth on upgrade. Off by default. */
+  auth?: AuthOptions
+  /** permessage-deflate in native mode is not supported: `true` makes the constructor throw, saying why. Use bridge mode with ws's `perMessageDeflate`. */
+  nativeCompression?: boolean
+}
+
+/** A sustained rate and the burst allowed above it. */
+export interface Rate {
+  messagesPerSecond: number
+  burst: number
+}
+
+export interface RateLimitOptions extends Rate {
+  /** One bucket shared by all of a user's connections. */
+  perUser?: Rate
+  /** Refused messages tolerated before the connection is closed with 1008 "Rate limit exceeded". Default 10. */
+  maxViolations?: number
+}
+
+/** JWT verification (the `jsonwebtoken` crate). Give exactly one of `secret`, `publicKey`, `jwks`. */
+export interface JwtOptions {
+  /** HMAC secret (HS256, HS384, HS512). */
+  secret?: string
+  /** A PEM public key (RSA, EC or Ed25519). */
+  publicKey?: string
+  /** A JWKS document, or the path of a JSON file holding one; the token's `kid` picks the key. */
+  jwks?: JsonValue | string
+  /** Accepted algorithms (`HS256`, `RS256`, `ES256`, `EdDSA`, ...). Default: `HS256` with a secret, `RS256` otherwise. */
+  algorithms?: string[]
+  issuer?: string
+  audience?: string
+  /** The claim naming the user. Default `sub`. */
+  userClaim?: string
+  organizationClaim?: string
+  /** Clock skew allowed on `exp` and `nbf`. Default 0. */
+  leewaySeconds?: number
+}
+
+export interface AuthOptions {
+  jwt: JwtOptions
+  /** Refuse connections without a token. Default true. */
+  required?: boolean
+}
+
+/** Options of `stop(options)`. */
+export interface StopOptions {
+  /** Close code for every connection. Default 1001; 1012 "Service restart" tells clients to come back. */
+  code?: number
+  /** Default "Server shutting down" (1001), "Service restart" (1012). At most 123 bytes. */
+  reason?: string
+  /** How long close handshakes may take before what is left is terminated. Default 5000. */
+  timeoutMs?: number
 }
 
 /** Options of `createSession(options)`. */
@@ -73,6 +129,8 @@ export interface ConnectionOptions {
   /** Shown to the other members in `client_connected`; the connection id when absent. */
   clientId?: string
   metadata?: JsonValue
+  /** This connection's own message rate (a tier), in place of the config's `rateLimit`. */
+  rateLimit?: Rate
 }
 
 /**
@@ -175,10 +233,13 @@ export declare class RelaySessionManager {
    */
   start(): void
   /**
-   * Closes every connection with 1001 "Server shutting down", forgets every session
-   * and stops the timers. Until `start()`, new sessions and connections are refused.
+   * Closes every connection (by default with 1001 "Server shutting down"; 1012
+   * "Service restart" tells clients to come back), forgets every session and stops
+   * the timers; until `start()`, new sessions and connections are refused. The
+   * Promise resolves once every socket has closed, or after `timeoutMs` (default
+   * 5000) once what is left has been terminated.
    */
-  stop(): void
+  stop(options?: StopOptions): Promise<void>
   /**
    * Creates a session. Throws a `TypeError` for a bad option and an `Error` for an id
    * that is taken or not `[A-Za-z0-9_-]{1,128}`.
@@ -209,6 +270,15 @@ export declare class RelaySessionManager {
    */
   attach(server: HttpServer, options?: AttachOptions): void
   getStats(): RelayStats
+  /** Connections by how they answer pings: `getStats().health`. */
+  checkConnectionHealth(): HealthStats
+  /**
+   * Checks an upgrade request's token, as `handleUpgrade` would: returns the identity
+   * its claims give (`{}` without auth, or without a token when none is required), or
+   * `null` when the request should be refused with 401. For bridge mode, to refuse
+   * before `ws` upgrades.
+   */
+  authenticate(request: IncomingMessage): IdentityData | null
   /**
    * Calls `listener` with each event of this name; for `message`, with each message
    * whose type is in `filter.types` (only those cross into JavaScript). A listener
@@ -249,6 +319,18 @@ export interface ChannelStats {
   breakdown: Record<string, number>
 }
 
+/** permessage-deflate, negotiated by `ws` in bridge mode. */
+export interface CompressionStats {
+  /** Bridge sockets open now with permessage-deflate. */
+  connections: number
+  /** Payload bytes sent to such sockets (open and closed), before compression. */
+  bytesBeforeCompression: number
+  /** The bytes that went on the wire for them: compressed payloads, frame headers, handshakes. */
+  bytesOnWire: number
+  /** `bytesOnWire / bytesBeforeCompression`; absent before anything was sent. */
+  ratio?: number
+}
+
 /** The payload of `connection` events. */
 export interface ConnectionEvent {
   /** The relay's id for this connection (`c_...`), unique within the manager. */
@@ -273,6 +355,24 @@ export interface DisconnectEvent {
   /** The WebSocket close code (1005 when the client sent none). */
   code: number
   reason: string
+}
+
+/** Connections by how they answer pings. */
+export interface HealthStats {
+  activeConnections: number
+  /** No ping has waited for its pong longer than half the ping interval. */
+  healthyConnections: number
+  unhealthyConnections: number
+  /** The mean of each connection's last ping round trip; absent before any. */
+  averageLatencyMs?: number
+}
+
+/** An identity, as `authenticate` returns it. */
+export interface IdentityData {
+  userId?: string
+  organizationId?: string
+  clientId?: string
+  metadata?: JsonValue
 }
 
 export interface MessageStats {
@@ -311,6 +411,12 @@ export interface RelayStats {
   nacks: number
   /** Joins and messages refused for identity (`CHANNEL_FORBIDDEN`, `FORBIDDEN`). */
   forbidden: number
+  /** Messages dropped, and connections refused, for going over a rate limit. */
+  rateLimited: number
+  /** Frames received by size: `<=128`, `<=1024`, `<=16384`, `<=131072`, `<=1048576`, `>1048576` bytes. */
+  frames: Record<string, number>
+  health: HealthStats
+  compression: CompressionStats
   config: ResolvedConfig
 }
 

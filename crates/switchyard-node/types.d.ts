@@ -53,6 +53,62 @@ export interface RelaySessionManagerConfig {
   conflictResolution?: ConflictResolution
   /** Connections one user may hold (from its identity or its first `register`); the next gets `CONNECTION_LIMIT` and 1008. Default 10. */
   maxConnectionsPerUser?: number
+  /** Message rate limits (token buckets). Off by default. */
+  rateLimit?: RateLimitOptions
+  /** New connections one address may open per minute; more are refused (HTTP 429 in native mode, 1008 in bridge mode). Off by default. */
+  connectionsPerMinutePerIp?: number
+  /** Token auth on upgrade. Off by default. */
+  auth?: AuthOptions
+  /** permessage-deflate in native mode is not supported: `true` makes the constructor throw, saying why. Use bridge mode with ws's `perMessageDeflate`. */
+  nativeCompression?: boolean
+}
+
+/** A sustained rate and the burst allowed above it. */
+export interface Rate {
+  messagesPerSecond: number
+  burst: number
+}
+
+export interface RateLimitOptions extends Rate {
+  /** One bucket shared by all of a user's connections. */
+  perUser?: Rate
+  /** Refused messages tolerated before the connection is closed with 1008 "Rate limit exceeded". Default 10. */
+  maxViolations?: number
+}
+
+/** JWT verification (the `jsonwebtoken` crate). Give exactly one of `secret`, `publicKey`, `jwks`. */
+export interface JwtOptions {
+  /** HMAC secret (HS256, HS384, HS512). */
+  secret?: string
+  /** A PEM public key (RSA, EC or Ed25519). */
+  publicKey?: string
+  /** A JWKS document, or the path of a JSON file holding one; the token's `kid` picks the key. */
+  jwks?: JsonValue | string
+  /** Accepted algorithms (`HS256`, `RS256`, `ES256`, `EdDSA`, ...). Default: `HS256` with a secret, `RS256` otherwise. */
+  algorithms?: string[]
+  issuer?: string
+  audience?: string
+  /** The claim naming the user. Default `sub`. */
+  userClaim?: string
+  organizationClaim?: string
+  /** Clock skew allowed on `exp` and `nbf`. Default 0. */
+  leewaySeconds?: number
+}
+
+export interface AuthOptions {
+  jwt: JwtOptions
+  /** Refuse connections without a token. Default true. */
+  required?: boolean
+}
+
+/** Options of `stop(options)`. */
+export interface StopOptions {
+  /** Close code for every connection. Default 1001; 1012 "Service restart" tells clients to come back. */
+  code?: number
+  /** Default "Server shutting down" (1001), "Service restart" (1012). At most 123 bytes. */
+  reason?: string
+  /** How long close handshakes may take before what is left is terminated. Default 5000. */
+  timeoutMs?: number
 }
 
 /** Options of `createSession(options)`. */
@@ -73,6 +129,8 @@ export interface ConnectionOptions {
   /** Shown to the other members in `client_connected`; the connection id when absent. */
   clientId?: string
   metadata?: JsonValue
+  /** This connection's own message rate (a tier), in place of the config's `rateLimit`. */
+  rateLimit?: Rate
 }
 
 /**

@@ -44,14 +44,19 @@ pub enum Refusal {
     /// Too many new connections from one address; refused before the upgrade (HTTP 429).
     #[error("Too many connections")]
     TooManyConnections,
+    /// No valid token; refused before the upgrade (HTTP 401) where the transport can.
+    #[error("Unauthorized")]
+    Unauthorized,
 }
 
 impl Refusal {
     pub fn close_code(self) -> u16 {
         match self {
-            Refusal::SessionNotFound | Refusal::SessionFull | Refusal::ConnectionLimit | Refusal::TooManyConnections => {
-                close_code::POLICY
-            }
+            Refusal::SessionNotFound
+            | Refusal::SessionFull
+            | Refusal::ConnectionLimit
+            | Refusal::TooManyConnections
+            | Refusal::Unauthorized => close_code::POLICY,
             Refusal::ShuttingDown => close_code::GOING_AWAY,
         }
     }
@@ -63,6 +68,7 @@ impl Refusal {
             Refusal::ShuttingDown => "Server shutting down",
             Refusal::ConnectionLimit => "Connection limit",
             Refusal::TooManyConnections => "Rate limit exceeded",
+            Refusal::Unauthorized => "Unauthorized",
         }
     }
 

@@ -7,6 +7,7 @@
 //! that stops reading fills it and meets the slow-consumer policy instead of growing
 //! `ws`'s buffer without limit.
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, OnceLock, Weak};
 
@@ -135,6 +136,12 @@ type NoArgsFn = FunctionRef<(), Unknown<'static>>;
 pub struct BridgeSocket {
     outbox: Arc<BridgeOutbox>,
     socket: Held,
+    /// The `net.Socket` under `ws` (its `_socket`), which counts the bytes on the wire.
+    raw: Option<Held>,
+    /// permessage-deflate was negotiated for this socket.
+    compressed: bool,
+    /// Payload bytes handed to `ws.send`, before any compression.
+    sent: Cell<u64>,
     send: SendFn,
     close: CloseFn,
     ping: NoArgsFn,
@@ -191,20 +198,41 @@ fn bound<Args: napi::bindgen_prelude::JsValuesTupleIntoVec, Ret: napi::bindgen_p
 }
 
 impl BridgeSocket {
+    /// For a socket with permessage-deflate: the payload bytes sent, and the bytes that
+    /// went on the wire for them (frame headers and the handshake included).
+    pub fn compression(&self, env: &Env) -> Result<Option<(u64, u64)>> {
+        let Some(raw) = self.raw.as_ref().filter(|_| self.compressed) else { return Ok(None) };
+        let on_wire: f64 = raw.get(env)?.get_named_property_unchecked("bytesWritten").unwrap_or(0.0);
+        Ok(Some((self.sent.get(), on_wire as u64)))
+    }
+
+    /// Drops the connection without a close handshake (a stop that ran out of time).
+    pub fn terminate(&self, env: &Env) -> Result<()> {
+        crate::js::call_method(&self.socket.get(env)?, "terminate").map(drop)
+    }
+
     pub fn new(env: &Env, socket: &Object, outbox: Arc<BridgeOutbox>) -> Result<Self> {
         let raw: Unknown = socket.get_named_property_unchecked("_socket")?;
-        let cork = match raw.get_type()? {
+        let (raw, cork) = match raw.get_type()? {
             ValueType::Object => {
                 // SAFETY: an object, checked.
                 let raw: Object = unsafe { raw.cast()? };
                 let corks = raw.get_named_property_unchecked::<Unknown>("cork")?.get_type()? == ValueType::Function;
-                if corks { Some((bound(&raw, "cork")?, bound(&raw, "uncork")?)) } else { None }
+                let cork = if corks { Some((bound(&raw, "cork")?, bound(&raw, "uncork")?)) } else { None };
+                (Some(Held::new(env, &raw)?), cork)
             }
-            _ => None,
+            _ => (None, None),
         };
+        let extensions: Unknown = socket.get_named_property_unchecked("extensions")?;
+        let compressed = extensions.get_type()? == ValueType::String
+            // SAFETY: a string, checked.
+            && unsafe { extensions.cast::<String>()? }.contains("permessage-deflate");
         Ok(Self {
             outbox,
             socket: Held::new(env, socket)?,
+            raw,
+            compressed,
+            sent: Cell::new(0),
             send: bound(socket, "send")?,
             close: bound(socket, "close")?,
             ping: bound(socket, "ping")?,
@@ -269,6 +297,7 @@ impl<'env> Flusher<'env> {
             let sent = match frame.kind {
                 FrameKind::Ping => socket.ping.borrow_back(self.env)?.call(()),
                 FrameKind::Text | FrameKind::Binary => {
+                    socket.sent.set(socket.sent.get() + frame.len() as u64);
                     let buffer = self.buffer(&frame)?;
                     let options = self.send_options(frame.kind == FrameKind::Binary)?;
                     socket.send.borrow_back(self.env)?.call((buffer, options).into())

@@ -4,9 +4,12 @@
 use bytes::Bytes;
 use napi::bindgen_prelude::Unknown;
 use napi::{Env, Error, Result, Status, ValueType};
-use switchyard_core::{AckPolicy, Config, ConflictResolution, Identity, Route, SessionError, SessionOptions, SlowConsumerPolicy};
+use switchyard_core::{
+    AckPolicy, Config, ConflictResolution, Identity, Rate, RateLimits, Route, SessionError, SessionOptions, SlowConsumerPolicy,
+};
+use switchyard_server::auth::{self, JwtConfig, Keys, Verifier};
 
-use crate::options::{type_error, OptionsReader};
+use crate::options::{json_value, type_error, OptionsReader};
 
 /// Longest interval a JS timer accepts (2^31 - 1 ms); longer ones fire at once.
 pub const MAX_TIMER_MS: u64 = i32::MAX as u64;
@@ -15,7 +18,7 @@ const MAX_MS: u64 = 1 << 50;
 const MAX_BYTES: u64 = 1 << 40;
 const MAX_COUNT: u64 = u32::MAX as u64;
 
-const CONFIG_OPTIONS: [&str; 14] = [
+const CONFIG_OPTIONS: [&str; 18] = [
     "sessionTimeoutMs",
     "maxClientsPerSession",
     "pingIntervalMs",
@@ -30,13 +33,106 @@ const CONFIG_OPTIONS: [&str; 14] = [
     "enableRoleManagement",
     "conflictResolution",
     "maxConnectionsPerUser",
+    "rateLimit",
+    "connectionsPerMinutePerIp",
+    "auth",
+    "nativeCompression",
 ];
 const SESSION_OPTIONS: [&str; 4] = ["sessionId", "expiresIn", "metadata", "maxClients"];
-const IDENTITY_OPTIONS: [&str; 4] = ["userId", "organizationId", "clientId", "metadata"];
-const UPGRADE_OPTIONS: [&str; 5] = ["userId", "organizationId", "clientId", "metadata", "head"];
+const IDENTITY_OPTIONS: [&str; 5] = ["userId", "organizationId", "clientId", "metadata", "rateLimit"];
+const UPGRADE_OPTIONS: [&str; 6] = ["userId", "organizationId", "clientId", "metadata", "rateLimit", "head"];
+const RATE_OPTIONS: [&str; 2] = ["messagesPerSecond", "burst"];
+const JWT_OPTIONS: [&str; 9] =
+    ["secret", "publicKey", "jwks", "algorithms", "issuer", "audience", "userClaim", "organizationClaim", "leewaySeconds"];
 
-pub fn read_config(env: &Env, value: Option<Unknown>) -> Result<Config> {
+/// Token auth, when configured: the verifier, and whether a token is required.
+pub struct Auth {
+    pub verifier: Verifier,
+    pub required: bool,
+}
+
+/// Everything the constructor's config sets.
+pub struct Settings {
+    pub config: Config,
+    pub auth: Option<Auth>,
+}
+
+/// `{ messagesPerSecond, burst }`, both required.
+fn read_rate(env: &Env, reader: OptionsReader, what: &str) -> Result<Option<Rate>> {
+    match (reader.positive_number("messagesPerSecond")?, reader.positive_number("burst")?) {
+        (Some(per_second), Some(burst)) => Ok(Some(Rate { per_second, burst })),
+        (None, None) => Ok(None),
+        _ => Err(type_error(env, format!("{what} needs both messagesPerSecond and burst"))),
+    }
+}
+
+fn read_rate_limits(env: &Env, options: &OptionsReader) -> Result<Option<RateLimits>> {
+    if !options.has("rateLimit")? {
+        return Ok(None);
+    }
+    let limits = options.nested("rateLimit", &["messagesPerSecond", "burst", "perUser", "maxViolations"])?;
+    let per_user = read_rate(env, limits.nested("perUser", &RATE_OPTIONS)?, "rateLimit.perUser")?;
+    let max_violations = limits.count("maxViolations", u32::MAX.into())?.map_or(10, |n| n as u32);
+    let Some(per_connection) = read_rate(env, limits, "rateLimit")? else {
+        return Err(type_error(env, "rateLimit needs messagesPerSecond and burst"));
+    };
+    Ok(Some(RateLimits { per_connection, per_user, max_violations }))
+}
+
+fn read_auth(env: &Env, options: &OptionsReader) -> Result<Option<Auth>> {
+    if !options.has("auth")? {
+        return Ok(None);
+    }
+    let auth = options.nested("auth", &["jwt", "required"])?;
+    let jwt = auth.nested("jwt", &JWT_OPTIONS)?;
+    let refused = |message: String| type_error(env, format!("auth.jwt: {message}"));
+    let keys = match (jwt.string("secret")?, jwt.string("publicKey")?, jwt.raw("jwks")?) {
+        (Some(secret), None, None) => Keys::Secret(secret.into_bytes()),
+        (None, Some(pem), None) => Keys::PublicKeyPem(pem.into_bytes()),
+        (None, None, Some(jwks)) => {
+            let document = match jwks.get_type()? {
+                // SAFETY: a string, checked: the path of a JWKS file.
+                ValueType::String => {
+                    let path = unsafe { jwks.cast::<String>()? };
+                    let text = std::fs::read_to_string(&path).map_err(|err| refused(format!("cannot read the JWKS file {path:?}: {err}")))?;
+                    serde_json::from_str(&text).map_err(|err| refused(format!("{path:?} is not JSON: {err}")))?
+                }
+                _ => json_value(env, jwks, "auth.jwt.jwks")?,
+            };
+            Keys::Jwks(serde_json::from_value(document).map_err(|err| refused(format!("jwks is not a JWKS document: {err}")))?)
+        }
+        _ => return Err(refused("give exactly one of secret, publicKey and jwks".into())),
+    };
+    let algorithms = jwt
+        .strings("algorithms")?
+        .unwrap_or_default()
+        .iter()
+        .map(|name| auth::algorithm(name))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(refused)?;
+    let config = JwtConfig {
+        keys,
+        algorithms,
+        issuer: jwt.string("issuer")?,
+        audience: jwt.string("audience")?,
+        user_claim: jwt.string("userClaim")?.unwrap_or_else(|| "sub".into()),
+        organization_claim: jwt.string("organizationClaim")?,
+        leeway_seconds: jwt.count("leewaySeconds", 86_400)?.unwrap_or(0),
+    };
+    let verifier = Verifier::new(config).map_err(refused)?;
+    Ok(Some(Auth { verifier, required: auth.boolean("required")?.unwrap_or(true) }))
+}
+
+pub fn read_settings(env: &Env, value: Option<Unknown>) -> Result<Settings> {
     let options = OptionsReader::new(env, value, "config", &CONFIG_OPTIONS)?;
+    if options.boolean("nativeCompression")? == Some(true) {
+        return Err(Error::new(
+            Status::InvalidArg,
+            "nativeCompression: permessage-deflate is not supported by the native transport, which writes each \
+             message's bytes, shared by all its recipients, straight to the sockets. Compress at a proxy, or use \
+             bridge mode with ws's perMessageDeflate option.",
+        ));
+    }
     let defaults = Config::default();
     let size = |n: u64| n as usize;
     let config = Config {
@@ -64,9 +160,11 @@ pub fn read_config(env: &Env, value: Option<Unknown>) -> Result<Config> {
         max_connections_per_user: options
             .positive_integer("maxConnectionsPerUser", MAX_COUNT)?
             .map_or(defaults.max_connections_per_user, size),
+        rate_limit: read_rate_limits(env, &options)?,
+        connections_per_minute_per_ip: options.positive_integer("connectionsPerMinutePerIp", MAX_COUNT)?.map(|n| n as u32),
     };
     config.validate().map_err(|err| type_error(env, err.to_string()))?;
-    Ok(config)
+    Ok(Settings { config, auth: read_auth(env, &options)? })
 }
 
 pub fn read_session_options(env: &Env, value: Option<Unknown>) -> Result<SessionOptions> {
@@ -79,18 +177,19 @@ pub fn read_session_options(env: &Env, value: Option<Unknown>) -> Result<Session
     })
 }
 
-fn identity_from(options: &OptionsReader) -> Result<Identity> {
+fn identity_from(env: &Env, options: &OptionsReader) -> Result<Identity> {
     Ok(Identity {
         user_id: options.string("userId")?,
         organization_id: options.string("organizationId")?,
         client_id: options.string("clientId")?,
         metadata: options.json("metadata")?,
+        rate_limit: read_rate(env, options.nested("rateLimit", &RATE_OPTIONS)?, "rateLimit")?,
     })
 }
 
 /// An identity as `attach`'s `authenticate` returns it.
 pub fn read_identity(env: &Env, value: Option<Unknown>) -> Result<Identity> {
-    identity_from(&OptionsReader::new(env, value, "the identity", &IDENTITY_OPTIONS)?)
+    identity_from(env, &OptionsReader::new(env, value, "the identity", &IDENTITY_OPTIONS)?)
 }
 
 /// `handleUpgrade`'s options: the identity, and for a native socket the `head` bytes
@@ -98,7 +197,7 @@ pub fn read_identity(env: &Env, value: Option<Unknown>) -> Result<Identity> {
 pub fn read_upgrade_options(env: &Env, value: Option<Unknown>) -> Result<(Identity, Bytes)> {
     let options = OptionsReader::new(env, value, "options", &UPGRADE_OPTIONS)?;
     let head = options.buffer("head")?.map(Bytes::from).unwrap_or_default();
-    Ok((identity_from(&options)?, head))
+    Ok((identity_from(env, &options)?, head))
 }
 
 /// `sessionId` as given to `handleUpgrade`: a string, or `null` for a sessionless

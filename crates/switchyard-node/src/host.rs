@@ -11,6 +11,7 @@ use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use napi::bindgen_prelude::{BufferSlice, FnArgs, Function, FunctionCallContext, FunctionRef, JsObjectValue, Object, Unknown};
@@ -18,12 +19,14 @@ use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{Env, Error, Result, Status};
 use serde_json::value::RawValue;
 use switchyard_core::{
-    close_code, ConnId, Config, ConnectionInfo, ErrorCode, Event, Frame, Identity, Millis, Refusal, Relay, Route, Target,
+    close_code, ConnId, ConnectionInfo, ErrorCode, Event, Frame, Identity, Millis, Refusal, Relay, Route, Target,
 };
+use switchyard_server::auth::{self, AuthError, TokenSource};
 use switchyard_server::{handshake, now, Accepted};
 
 use crate::bridge::{self, BridgeOutbox, BridgeSocket, Flusher};
-use crate::config::MAX_TIMER_MS;
+use crate::config::{Auth, Settings, MAX_TIMER_MS};
+use crate::request::UpgradeRequest;
 use crate::events::{self, Listeners};
 use crate::guard;
 use crate::held::Held;
@@ -31,6 +34,9 @@ use crate::js::{self, to_js};
 use crate::js_types::ConnectionEvent;
 use crate::native::{self, NativeRuntime, Takeover};
 use crate::pending::Pending;
+
+/// How often a stopping manager looks whether its sockets have closed.
+const STOP_POLL_MS: f64 = 20.0;
 
 /// `onRequest`'s handler: `(payload, context) => result`.
 pub type RequestHandler = FunctionRef<FnArgs<(Unknown<'static>, Unknown<'static>)>, Unknown<'static>>;
@@ -46,6 +52,7 @@ pub enum Lifecycle {
 
 pub struct Host {
     pub relay: Arc<Relay>,
+    auth: Option<Auth>,
     pending: Arc<Pending>,
     sockets: RefCell<HashMap<ConnId, Rc<BridgeSocket>>>,
     pub listeners: RefCell<Listeners>,
@@ -54,6 +61,9 @@ pub struct Host {
     native: OnceCell<NativeRuntime>,
     /// `onRequest`'s handler.
     request_handler: RefCell<Option<Rc<RequestHandler>>>,
+    /// permessage-deflate totals of the bridge sockets that have closed: bytes before
+    /// compression, bytes on the wire.
+    closed_compression: Cell<(u64, u64)>,
     /// A pump is scheduled for the end of this event-loop turn.
     pump_scheduled: Cell<bool>,
     /// The function `setImmediate` calls for it, made once.
@@ -61,10 +71,11 @@ pub struct Host {
 }
 
 impl Host {
-    pub fn new(config: Config) -> Rc<Self> {
+    pub fn new(settings: Settings) -> Rc<Self> {
         let pending = Arc::new(Pending::new());
         Rc::new(Self {
-            relay: Arc::new(Relay::new(config, pending.clone())),
+            relay: Arc::new(Relay::new(settings.config, pending.clone())),
+            auth: settings.auth,
             pending,
             sockets: RefCell::default(),
             listeners: RefCell::default(),
@@ -72,6 +83,7 @@ impl Host {
             timer: RefCell::default(),
             native: OnceCell::new(),
             request_handler: RefCell::default(),
+            closed_compression: Cell::new((0, 0)),
             pump_scheduled: Cell::new(false),
             deferred_pump: OnceCell::new(),
         })
@@ -178,7 +190,35 @@ impl Host {
         Ok(())
     }
 
-    pub fn start_timer(self: &Rc<Self>, env: &Env) -> Result<()> {
+    /// Starts the timers; after a stop, lets native connections in again.
+    pub fn start(self: &Rc<Self>, env: &Env) -> Result<()> {
+        if let Lifecycle::Running { .. } = self.lifecycle.get() {
+            return Ok(());
+        }
+        self.start_timer(env)?;
+        if let Some(native) = self.native.get() {
+            native.spawner.tasks.reopen();
+        }
+        self.lifecycle.set(Lifecycle::Running { since: now() });
+        Ok(())
+    }
+
+    /// permessage-deflate over the bridge: sockets that negotiated it now, and, over all
+    /// that ever did, payload bytes sent and bytes on the wire.
+    pub fn compression(&self, env: &Env) -> Result<(u32, u64, u64)> {
+        let (mut before, mut after) = self.closed_compression.get();
+        let mut live = 0;
+        for socket in self.sockets.borrow().values() {
+            if let Some((sent, on_wire)) = socket.compression(env)? {
+                live += 1;
+                before += sent;
+                after += on_wire;
+            }
+        }
+        Ok((live, before, after))
+    }
+
+    fn start_timer(self: &Rc<Self>, env: &Env) -> Result<()> {
         let every = self.relay.config().tick_interval_ms().min(MAX_TIMER_MS);
         let host = Rc::downgrade(self);
         let callback = env.create_function_from_closure::<(), (), _>("switchyardTick", move |ctx| {
@@ -208,8 +248,57 @@ impl Host {
         Ok(())
     }
 
+    /// Whether an upgrade may go ahead, and as whom: the address must be within
+    /// `connectionsPerMinutePerIp`, and the token valid when auth is configured. The
+    /// token's claims give the identity; what the app passed overrides them field by
+    /// field. The protocol is the subprotocol the answer must name.
+    fn check_upgrade(&self, request: Option<&UpgradeRequest>, given: Identity) -> std::result::Result<(Identity, Option<&'static str>), (Refusal, String)> {
+        if let Some(address) = request.and_then(|r| r.address) {
+            if !self.relay.admit(address, now()) {
+                return Err((Refusal::TooManyConnections, "Too many connections from this address".into()));
+            }
+        }
+        let Some(auth) = &self.auth else { return Ok((given, None)) };
+        let found = match request {
+            Some(request) => auth::authenticate(&auth.verifier, auth.required, &request.url, |name| request.header(name)),
+            None if auth.required => Err(AuthError::Missing),
+            None => Ok(None),
+        };
+        match found {
+            Ok(Some((token, source))) => {
+                let identity = Identity {
+                    user_id: given.user_id.or(token.user_id),
+                    organization_id: given.organization_id.or(token.organization_id),
+                    client_id: given.client_id.or(token.client_id),
+                    metadata: given.metadata.or(token.metadata),
+                    rate_limit: given.rate_limit.or(token.rate_limit),
+                };
+                Ok((identity, (source == TokenSource::Subprotocol).then_some(auth::TOKEN_SUBPROTOCOL)))
+            }
+            Ok(None) => Ok((given, None)),
+            Err(refused) => Err((Refusal::Unauthorized, refused.to_string())),
+        }
+    }
+
+    /// `manager.authenticate(request)`: the identity a valid token gives, `Ok(None)` when
+    /// the request must be refused (401).
+    pub fn authenticate(&self, request: &UpgradeRequest) -> Option<Identity> {
+        let Some(auth) = &self.auth else { return Some(Identity::default()) };
+        match auth::authenticate(&auth.verifier, auth.required, &request.url, |name| request.header(name)) {
+            Ok(found) => Some(found.map(|(identity, _)| identity).unwrap_or_default()),
+            Err(_) => None,
+        }
+    }
+
     /// Takes a `ws` WebSocket into the relay. Returns whether it joined.
-    pub fn adopt_bridge(self: &Rc<Self>, env: &Env, mut socket: Object, route: Route, identity: Identity) -> Result<bool> {
+    pub fn adopt_bridge(
+        self: &Rc<Self>,
+        env: &Env,
+        mut socket: Object,
+        request: Option<&UpgradeRequest>,
+        route: Route,
+        identity: Identity,
+    ) -> Result<bool> {
         if !bridge::is_open(&socket)? {
             return Ok(false);
         }
@@ -217,6 +306,13 @@ impl Host {
             bridge::refuse(&socket, Refusal::ShuttingDown)?;
             return Ok(false);
         }
+        let identity = match self.check_upgrade(request, identity) {
+            Ok((identity, _)) => identity,
+            Err((refusal, _)) => {
+                bridge::refuse(&socket, refusal)?;
+                return Ok(false);
+            }
+        };
         // `message` then hands over a Buffer whatever the app set before.
         socket.set_named_property("binaryType", "nodebuffer")?;
         let outbox = BridgeOutbox::new(self.pending.clone(), self.relay.config().max_queued_bytes);
@@ -263,7 +359,11 @@ impl Host {
                 let reason = ctx.get::<BufferSlice>(1).map(|r| String::from_utf8_lossy(&r).into_owned()).unwrap_or_default();
                 let code = u16::try_from(code).unwrap_or(close_code::NO_STATUS);
                 host.relay.close(conn, code, &reason, now());
-                host.sockets.borrow_mut().remove(&conn);
+                let closed = host.sockets.borrow_mut().remove(&conn);
+                if let Some((before, after)) = closed.map(|s| s.compression(ctx.env)).transpose()?.flatten() {
+                    let (total_before, total_after) = host.closed_compression.get();
+                    host.closed_compression.set((total_before + before, total_after + after));
+                }
                 host.pump(ctx.env)
             })
         })?;
@@ -302,7 +402,20 @@ impl Host {
         identity: Identity,
         head: Bytes,
     ) -> Result<bool> {
-        let (stream, preface, head) = match native::take_over(socket, request, head)? {
+        let request = UpgradeRequest::read(request)?;
+        let (identity, protocol) = match self.check_upgrade(Some(&request), identity) {
+            Ok(admitted) => admitted,
+            Err((Refusal::TooManyConnections, reason)) => {
+                native::respond_and_close(socket, handshake::http_error(429, "Too Many Requests", &reason, ""))?;
+                return Ok(false);
+            }
+            Err((_, reason)) => {
+                let answer = handshake::http_error(401, "Unauthorized", &reason, "WWW-Authenticate: Bearer\r\n");
+                native::respond_and_close(socket, answer)?;
+                return Ok(false);
+            }
+        };
+        let (stream, preface, head) = match native::take_over(socket, &request, head, protocol)? {
             Takeover::Taken { stream, preface, head } => (stream, preface, head),
             Takeover::BadHandshake => {
                 self.relay.handshake_failed();
@@ -329,10 +442,42 @@ impl Host {
         native::respond_and_close(socket, handshake::http_error(status, reason, reason, ""))
     }
 
-    pub fn stop(self: &Rc<Self>, env: &Env) -> Result<()> {
+    /// Closes every connection with `code` and `reason`, forgets every session and stops
+    /// the timers; resolves the returned Promise once every socket has closed, or, after
+    /// `timeout_ms`, once what is left has been terminated.
+    pub fn stop<'env>(self: &Rc<Self>, env: &'env Env, code: u16, reason: &str, timeout_ms: f64) -> Result<Object<'env>> {
         self.stop_timer(env)?;
         self.lifecycle.set(Lifecycle::Stopped);
-        self.relay.shutdown(close_code::GOING_AWAY, Refusal::ShuttingDown.reason(), now());
-        self.pump(env)
+        self.relay.shutdown(code, reason, now());
+        self.pump(env)?;
+        if let Some(native) = self.native.get() {
+            native.spawner.tasks.close();
+        }
+        let (deferred, promise) = env.create_deferred::<(), fn(Env) -> Result<()>>()?;
+        self.await_closed(env, Instant::now() + Duration::from_secs_f64(timeout_ms / 1000.0), Box::new(move || deferred.resolve(|_| Ok(()))))?;
+        Ok(promise)
+    }
+
+    /// Calls `done` once no socket is open, polling every few milliseconds; at `deadline`
+    /// terminates bridge sockets and drops native connections first.
+    fn await_closed(self: &Rc<Self>, env: &Env, deadline: Instant, done: Box<dyn FnOnce()>) -> Result<()> {
+        let native_open = self.native.get().is_some_and(|n| !n.spawner.tasks.is_empty());
+        if self.sockets.borrow().is_empty() && !native_open {
+            done();
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let sockets: Vec<Rc<BridgeSocket>> = self.sockets.borrow_mut().drain().map(|(_, s)| s).collect();
+            for socket in sockets {
+                socket.terminate(env)?;
+            }
+            if let Some(native) = self.native.get() {
+                native.spawner.abort_all();
+            }
+            done();
+            return Ok(());
+        }
+        let host = self.clone();
+        js::set_timeout(env, STOP_POLL_MS, move |env| host.await_closed(env, deadline, done))
     }
 }

@@ -96,3 +96,18 @@ pub fn parse<'env>(env: &'env Env, text: &str) -> Result<Unknown<'env>> {
     let parse: Function<&str, Unknown> = json.get_named_property_unchecked("parse")?;
     parse.call(text)
 }
+
+/// Calls `callback` once after `ms` milliseconds (a ref'd timer: it keeps Node alive
+/// until it fires).
+pub fn set_timeout(env: &Env, ms: f64, callback: impl FnOnce(&Env) -> Result<()> + 'static) -> Result<()> {
+    let callback = RefCell::new(Some(callback));
+    let function = env.create_function_from_closure::<(), (), _>("switchyardTimeout", move |ctx| {
+        guard(|| match callback.borrow_mut().take() {
+            Some(callback) => callback(ctx.env),
+            None => Ok(()),
+        })
+    })?;
+    let set_timeout: Function<FnArgs<(Function<(), ()>, f64)>, Unknown> = env.get_global()?.get_named_property_unchecked("setTimeout")?;
+    set_timeout.call((function, ms).into())?;
+    Ok(())
+}

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use napi_derive::napi;
 use serde_json::Value;
-use switchyard_core::{Config, ConnectionInfo, Millis, SessionInfo, Stats};
+use switchyard_core::{Config, ConnectionInfo, Health, Identity, Millis, SessionInfo, Stats, FRAME_SIZES};
 
 fn date(ms: Millis) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms as i64).unwrap_or_default()
@@ -192,7 +192,87 @@ pub struct RelayStats {
     pub nacks: i64,
     /// Joins and messages refused for identity (`CHANNEL_FORBIDDEN`, `FORBIDDEN`).
     pub forbidden: i64,
+    /// Messages dropped, and connections refused, for going over a rate limit.
+    pub rate_limited: i64,
+    /// Frames received by size: `<=128`, `<=1024`, `<=16384`, `<=131072`, `<=1048576`, `>1048576` bytes.
+    pub frames: HashMap<String, i64>,
+    pub health: HealthStats,
+    pub compression: CompressionStats,
     pub config: ResolvedConfig,
+}
+
+/// What `getStats()` gathers beyond the relay's counters.
+pub struct StatsExtra {
+    pub breakdown: Vec<(String, usize)>,
+    pub health: HealthStats,
+    pub compression: CompressionStats,
+}
+
+/// Connections by how they answer pings.
+#[napi(object)]
+pub struct HealthStats {
+    pub active_connections: u32,
+    /// No ping has waited for its pong longer than half the ping interval.
+    pub healthy_connections: u32,
+    pub unhealthy_connections: u32,
+    /// The mean of each connection's last ping round trip; absent before any.
+    pub average_latency_ms: Option<f64>,
+}
+
+impl From<Health> for HealthStats {
+    fn from(health: Health) -> Self {
+        Self {
+            active_connections: health.active_connections as u32,
+            healthy_connections: health.healthy_connections as u32,
+            unhealthy_connections: health.unhealthy_connections as u32,
+            average_latency_ms: health.average_latency_ms,
+        }
+    }
+}
+
+/// permessage-deflate, negotiated by `ws` in bridge mode.
+#[napi(object)]
+pub struct CompressionStats {
+    /// Bridge sockets open now with permessage-deflate.
+    pub connections: u32,
+    /// Payload bytes sent to such sockets (open and closed), before compression.
+    pub bytes_before_compression: i64,
+    /// The bytes that went on the wire for them: compressed payloads, frame headers, handshakes.
+    pub bytes_on_wire: i64,
+    /// `bytesOnWire / bytesBeforeCompression`; absent before anything was sent.
+    pub ratio: Option<f64>,
+}
+
+impl From<(u32, u64, u64)> for CompressionStats {
+    fn from((connections, before, after): (u32, u64, u64)) -> Self {
+        Self {
+            connections,
+            bytes_before_compression: before as i64,
+            bytes_on_wire: after as i64,
+            ratio: (before > 0).then(|| after as f64 / before as f64),
+        }
+    }
+}
+
+/// An identity, as `authenticate` returns it.
+#[napi(object)]
+pub struct IdentityData {
+    pub user_id: Option<String>,
+    pub organization_id: Option<String>,
+    pub client_id: Option<String>,
+    #[napi(ts_type = "JsonValue")]
+    pub metadata: Option<Value>,
+}
+
+impl From<Identity> for IdentityData {
+    fn from(identity: Identity) -> Self {
+        Self {
+            user_id: identity.user_id,
+            organization_id: identity.organization_id,
+            client_id: identity.client_id,
+            metadata: identity.metadata,
+        }
+    }
 }
 
 #[napi(object)]
@@ -204,7 +284,7 @@ pub struct ChannelStats {
 }
 
 impl RelayStats {
-    pub fn new(stats: Stats, breakdown: Vec<(String, usize)>, config: &Config, uptime_ms: Option<u64>) -> Self {
+    pub fn new(stats: Stats, extra: StatsExtra, config: &Config, uptime_ms: Option<u64>) -> Self {
         Self {
             is_running: uptime_ms.is_some(),
             uptime_ms: uptime_ms.unwrap_or(0) as i64,
@@ -221,8 +301,17 @@ impl RelayStats {
             handshake_failures: stats.handshake_failures as i64,
             channels: ChannelStats {
                 total: stats.channels as u32,
-                breakdown: breakdown.into_iter().map(|(name, members)| (name, members as u32)).collect(),
+                breakdown: extra.breakdown.into_iter().map(|(name, members)| (name, members as u32)).collect(),
             },
+            rate_limited: stats.rate_limited as i64,
+            frames: FRAME_SIZES
+                .iter()
+                .map(|bound| format!("<={bound}"))
+                .chain([format!(">{}", FRAME_SIZES[FRAME_SIZES.len() - 1])])
+                .zip(stats.frame_sizes.iter().map(|&n| n as i64))
+                .collect(),
+            health: extra.health,
+            compression: extra.compression,
             users: stats.users as u32,
             registrations: stats.registrations as u32,
             requests: stats.requests as i64,

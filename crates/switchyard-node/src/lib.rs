@@ -19,6 +19,7 @@ mod manager;
 mod native;
 mod options;
 mod pending;
+mod request;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

@@ -3,21 +3,26 @@
 
 use std::rc::Rc;
 
-use napi::bindgen_prelude::{FnArgs, Function, Object, This, Uint8Array, Unknown};
+use napi::bindgen_prelude::{FnArgs, Function, Null, Object, This, Uint8Array, Unknown};
 use napi::{Env, Error, JsValue, Result, Status, ValueType};
 use napi_derive::napi;
-use switchyard_core::{ChannelName, ConnId, Frame, Target};
+use switchyard_core::{close_code, ChannelName, ConnId, Frame, Target};
 use switchyard_server::now;
 
 use crate::bridge;
-use crate::config::{read_config, read_route, read_session_options, read_upgrade_options, session_error};
+use crate::config::{read_route, read_session_options, read_settings, read_upgrade_options, session_error};
 use crate::guard;
 use crate::host::{Host, Lifecycle};
-use crate::js_types::{RelayStats, SessionData};
+use crate::config::MAX_TIMER_MS;
+use crate::js_types::{HealthStats, IdentityData, RelayStats, SessionData, StatsExtra};
 use crate::native;
 use crate::attach;
 use crate::js;
 use crate::options::{type_error, OptionsReader};
+use crate::request::UpgradeRequest;
+
+/// How long `stop()` waits for close handshakes before terminating what is left.
+const DEFAULT_STOP_TIMEOUT_MS: u64 = 5000;
 
 /// Sessions and WebSocket connections, relayed by the Rust core.
 #[napi]
@@ -29,28 +34,42 @@ pub struct RelaySessionManager {
 impl RelaySessionManager {
     #[napi(constructor, ts_args_type = "config?: RelaySessionManagerConfig")]
     pub fn new(env: Env, config: Option<Unknown>) -> Result<Self> {
-        guard(|| Ok(Self { host: Host::new(read_config(&env, config)?) }))
+        guard(|| Ok(Self { host: Host::new(read_settings(&env, config)?) }))
     }
 
     /// Starts the ping and cleanup timers. Calling it while running does nothing; after
     /// `stop()` it makes the manager usable again. The timers never keep Node alive.
     #[napi]
     pub fn start(&self, env: Env) -> Result<()> {
-        guard(|| {
-            if let Lifecycle::Running { .. } = self.host.lifecycle.get() {
-                return Ok(());
-            }
-            self.host.start_timer(&env)?;
-            self.host.lifecycle.set(Lifecycle::Running { since: now() });
-            Ok(())
-        })
+        guard(|| self.host.start(&env))
     }
 
-    /// Closes every connection with 1001 "Server shutting down", forgets every session
-    /// and stops the timers. Until `start()`, new sessions and connections are refused.
-    #[napi]
-    pub fn stop(&self, env: Env) -> Result<()> {
-        guard(|| self.host.stop(&env))
+    /// Closes every connection (by default with 1001 "Server shutting down"; 1012
+    /// "Service restart" tells clients to come back), forgets every session and stops
+    /// the timers; until `start()`, new sessions and connections are refused. The
+    /// Promise resolves once every socket has closed, or after `timeoutMs` (default
+    /// 5000) once what is left has been terminated.
+    #[napi(ts_args_type = "options?: StopOptions", ts_return_type = "Promise<void>")]
+    pub fn stop<'env>(&self, env: &'env Env, options: Option<Unknown>) -> Result<Object<'env>> {
+        guard(|| {
+            let options = OptionsReader::new(env, options, "options", &["code", "reason", "timeoutMs"])?;
+            let code = match options.positive_integer("code", 4999)? {
+                None => close_code::GOING_AWAY,
+                Some(code) if (1000..=1014).contains(&code) && ![1004, 1005, 1006].contains(&code) || code >= 3000 => code as u16,
+                Some(code) => return Err(type_error(env, format!("code {code} cannot be sent in a close frame"))),
+            };
+            let default_reason = match code {
+                close_code::GOING_AWAY => "Server shutting down",
+                1012 => "Service restart",
+                _ => "",
+            };
+            let reason = options.string("reason")?.unwrap_or_else(|| default_reason.into());
+            if reason.len() > 123 {
+                return Err(type_error(env, "reason must be at most 123 bytes of UTF-8"));
+            }
+            let timeout = options.positive_integer("timeoutMs", MAX_TIMER_MS)?.unwrap_or(DEFAULT_STOP_TIMEOUT_MS);
+            self.host.stop(env, code, &reason, timeout as f64)
+        })
     }
 
     /// Creates a session. Throws a `TypeError` for a bad option and an `Error` for an id
@@ -125,7 +144,14 @@ impl RelaySessionManager {
             }
             let socket = bridge::as_websocket(socket).map_err(|message| type_error(&env, message))?;
             let (identity, _head) = read_upgrade_options(&env, options)?;
-            self.host.adopt_bridge(&env, socket, route, identity)
+            let request = match request {
+                // SAFETY: `Object` accepts any object; a wrong shape reads as an empty request.
+                Some(request) if request.get_type()? == napi::ValueType::Object => {
+                    Some(UpgradeRequest::read(&unsafe { request.cast::<Object>()? })?)
+                }
+                _ => None,
+            };
+            self.host.adopt_bridge(&env, socket, request.as_ref(), route, identity)
         })
     }
 
@@ -139,14 +165,44 @@ impl RelaySessionManager {
     }
 
     #[napi]
-    pub fn get_stats(&self) -> Result<RelayStats> {
+    pub fn get_stats(&self, env: Env) -> Result<RelayStats> {
         guard(|| {
             let uptime = match self.host.lifecycle.get() {
                 Lifecycle::Running { since } => Some(now().saturating_sub(since)),
                 Lifecycle::Idle | Lifecycle::Stopped => None,
             };
             let relay = &self.host.relay;
-            Ok(RelayStats::new(relay.stats(), relay.channel_breakdown(), relay.config(), uptime))
+            let extra = StatsExtra {
+                breakdown: relay.channel_breakdown(),
+                health: relay.health(now()).into(),
+                compression: self.host.compression(&env)?.into(),
+            };
+            Ok(RelayStats::new(relay.stats(), extra, relay.config(), uptime))
+        })
+    }
+
+    /// Connections by how they answer pings: `getStats().health`.
+    #[napi]
+    pub fn check_connection_health(&self) -> Result<HealthStats> {
+        guard(|| Ok(self.host.relay.health(now()).into()))
+    }
+
+    /// Checks an upgrade request's token, as `handleUpgrade` would: returns the identity
+    /// its claims give (`{}` without auth, or without a token when none is required), or
+    /// `null` when the request should be refused with 401. For bridge mode, to refuse
+    /// before `ws` upgrades.
+    #[napi(ts_args_type = "request: IncomingMessage", ts_return_type = "IdentityData | null")]
+    pub fn authenticate<'env>(&self, env: &'env Env, request: Unknown) -> Result<Unknown<'env>> {
+        guard(|| {
+            if request.get_type()? != napi::ValueType::Object {
+                return Err(type_error(env, "request must be the IncomingMessage of the upgrade"));
+            }
+            // SAFETY: an object, checked.
+            let request = UpgradeRequest::read(&unsafe { request.cast::<Object>()? })?;
+            match self.host.authenticate(&request) {
+                Some(identity) => crate::js::to_js(env, IdentityData::from(identity)),
+                None => crate::js::to_js(env, Null),
+            }
         })
     }
 

@@ -17,6 +17,7 @@ use switchyard_server::handshake;
 use switchyard_server::Spawner;
 
 use crate::js::call_method;
+use crate::request::UpgradeRequest;
 use tokio::runtime::Runtime;
 
 /// The tokio runtime native connections run on, started with the first of them.
@@ -34,7 +35,7 @@ impl NativeRuntime {
             .thread_name("switchyard-io")
             .enable_all()
             .build()?;
-        let spawner = Spawner { runtime: runtime.handle().clone(), tasks: Default::default() };
+        let spawner = Spawner::new(runtime.handle().clone());
         Ok(Self { runtime: Some(runtime), spawner })
     }
 
@@ -92,24 +93,9 @@ pub fn respond_and_close(socket: &Object, response: Vec<u8>) -> Result<()> {
     Ok(())
 }
 
-/// Reads the method and the handshake headers from a Node `IncomingMessage`.
-fn read_request(request: &Object) -> Result<(String, Vec<(&'static str, String)>)> {
-    let method: String = request.get_named_property_unchecked::<Unknown>("method").and_then(|m| unsafe { m.cast() }).unwrap_or_default();
-    let headers: Object = request.get_named_property("headers")?;
-    let mut found = Vec::new();
-    for name in ["upgrade", "connection", "sec-websocket-version", "sec-websocket-key"] {
-        let value: Unknown = headers.get_named_property_unchecked(name)?;
-        if value.get_type()? == ValueType::String {
-            // SAFETY: a string, checked.
-            found.push((name, unsafe { value.cast::<String>()? }));
-        }
-    }
-    Ok((method, found))
-}
-
 /// Checks the handshake and takes the socket from Node. A TLS socket is refused with an
 /// error: Rust would write plaintext into it.
-pub fn take_over(socket: &Object, request: &Object, head: Bytes) -> Result<Takeover> {
+pub fn take_over(socket: &Object, request: &UpgradeRequest, head: Bytes, protocol: Option<&str>) -> Result<Takeover> {
     let encrypted: Option<bool> = socket.get_named_property_unchecked::<Unknown>("encrypted").ok().and_then(|e| unsafe { e.cast().ok() });
     if encrypted == Some(true) {
         return Err(Error::new(
@@ -118,9 +104,7 @@ pub fn take_over(socket: &Object, request: &Object, head: Bytes) -> Result<Takeo
              upgrade with ws and pass its WebSocket to handleUpgrade), or terminate TLS at a proxy",
         ));
     }
-    let (method, headers) = read_request(request)?;
-    let header = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str());
-    let accept = match handshake::accept(&method, header) {
+    let accept = match handshake::accept(&request.method, |name| request.header(name)) {
         Ok(accept) => accept,
         Err(error) => {
             respond_and_close(socket, handshake::bad_request(&error))?;
@@ -138,5 +122,5 @@ pub fn take_over(socket: &Object, request: &Object, head: Bytes) -> Result<Takeo
         .try_clone_to_owned()
         .map_err(|err| Error::new(Status::GenericFailure, format!("cannot take the socket over: {err}")))?;
     call_method(socket, "destroy")?;
-    Ok(Takeover::Taken { stream: owned.into(), preface: handshake::switching_protocols(&accept), head })
+    Ok(Takeover::Taken { stream: owned.into(), preface: handshake::switching_protocols(&accept, protocol), head })
 }

@@ -101,6 +101,42 @@ impl<'env> OptionsReader<'env> {
         ))
     }
 
+    /// A finite number greater than 0 (fractions allowed).
+    pub fn positive_number(&self, name: &str) -> Result<Option<f64>> {
+        let Some(value) = self.get(name)? else { return Ok(None) };
+        if value.get_type()? == ValueType::Number {
+            // SAFETY: a number, checked.
+            let n = unsafe { value.cast::<f64>()? };
+            if n.is_finite() && n > 0.0 {
+                return Ok(Some(n));
+            }
+        }
+        Err(type_error(self.env, format!("{name} must be a number greater than 0, got {}", describe(&value))))
+    }
+
+    /// A whole number from 0 to `max`.
+    pub fn count(&self, name: &str, max: u64) -> Result<Option<u64>> {
+        let Some(value) = self.get(name)? else { return Ok(None) };
+        if value.get_type()? == ValueType::Number {
+            // SAFETY: a number, checked.
+            let n = unsafe { value.cast::<f64>()? };
+            if n.is_finite() && n.fract() == 0.0 && n >= 0.0 && n <= max as f64 {
+                return Ok(Some(n as u64));
+            }
+        }
+        Err(type_error(self.env, format!("{name} must be a whole number from 0 to {max}, got {}", describe(&value))))
+    }
+
+    /// Whether `name` is given at all.
+    pub fn has(&self, name: &str) -> Result<bool> {
+        Ok(self.get(name)?.is_some())
+    }
+
+    /// The raw value of `name`, for a reader of its own.
+    pub fn raw(&self, name: &str) -> Result<Option<Unknown<'env>>> {
+        self.get(name)
+    }
+
     pub fn boolean(&self, name: &str) -> Result<Option<bool>> {
         let Some(value) = self.get(name)? else { return Ok(None) };
         if value.get_type()? == ValueType::Boolean {

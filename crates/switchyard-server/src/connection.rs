@@ -24,6 +24,8 @@ use switchyard_core::{close_code, ConnId, Frame, Identity, Outbox, Refusal, Rela
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::runtime::Handle;
 use tokio::time::{sleep, Sleep};
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::codec::{close_payload, encode_header, Decoded, Decoder, Outgoing, MAX_HEADER_LEN};
@@ -112,23 +114,35 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         }
     }
 
-    async fn run(mut self, preface: Vec<u8>) {
+    /// Serves the connection until it closes, or until `abort` (a stop that ran out of
+    /// time) drops it.
+    async fn run(mut self, preface: Vec<u8>, abort: CancellationToken) {
         // The answer is freed once written, not kept for the connection's life.
         let answered = self.io.write_all(&{ preface }).await.is_ok();
-        if answered {
-            if !self.partial.is_empty() {
-                let mut head = std::mem::take(&mut self.partial);
-                if let Some(end) = self.consume(&mut head) {
-                    self.read_done = true;
-                    if end == ReadEnd::Lost {
-                        return;
-                    }
-                }
+        if answered && !self.consume_head() {
+            tokio::select! {
+                () = poll_fn(|cx| self.poll(cx)) => {}
+                () = abort.cancelled() => {}
             }
-            poll_fn(|cx| self.poll(cx)).await;
         }
         // A no-op when the relay already let the connection go.
         self.relay.close(self.conn, close_code::ABNORMAL, "Connection lost", now());
+    }
+
+    /// Routes the bytes that came with the request; false when they ended the connection.
+    fn consume_head(&mut self) -> bool {
+        if self.partial.is_empty() {
+            return false;
+        }
+        let mut head = std::mem::take(&mut self.partial);
+        match self.consume(&mut head) {
+            Some(ReadEnd::Lost) => true,
+            Some(ReadEnd::Closing) => {
+                self.read_done = true;
+                false
+            }
+            None => false,
+        }
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -250,7 +264,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         let decoded = self.decoder.decode(data, |decoded| match decoded {
             Decoded::Message(frame) => relay.receive(conn, frame, now()),
             Decoded::Ping(payload) => {
-                relay.pong(conn, now());
+                relay.alive(conn, now());
                 effects.pongs.push(payload);
             }
             Decoded::Pong => relay.pong(conn, now()),
@@ -260,8 +274,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 effects.end = Some(ReadEnd::Closing);
             }
         });
-        if !self.close_queued {
-            self.writing.extend(effects.pongs.into_iter().map(|payload| Out { opcode: Outgoing::Pong, payload, counted: false }));
+        // Only the latest ping needs its pong (RFC 6455 section 5.5.3): a ping flood from a
+        // client that does not read grows nothing.
+        if let (Some(payload), false) = (effects.pongs.pop(), self.close_queued) {
+            let waiting = self.writing.iter().skip(usize::from(self.written > 0)).position(|out| out.opcode == Outgoing::Pong);
+            match waiting {
+                Some(index) => self.writing[index + usize::from(self.written > 0)].payload = payload,
+                None => self.writing.push_back(Out { opcode: Outgoing::Pong, payload, counted: false }),
+            }
         }
         match decoded {
             Ok(progress) => (progress.consumed, progress.frame_len, effects.end),
@@ -369,11 +389,13 @@ async fn write_refusal<IO: AsyncWrite + Unpin>(mut io: IO, preface: Vec<u8>, ref
     .await;
 }
 
-/// Where a new connection's task runs, and what tracks it for a graceful stop.
+/// Where a new connection's task runs, what tracks it for a graceful stop, and what
+/// ends it when the stop runs out of time.
 #[derive(Clone)]
 pub struct Spawner {
     pub runtime: Handle,
     pub tasks: TaskTracker,
+    abort: Arc<Mutex<CancellationToken>>,
 }
 
 /// A connection that has passed its handshake.
@@ -388,6 +410,16 @@ pub struct Accepted<IO> {
 }
 
 impl Spawner {
+    pub fn new(runtime: Handle) -> Self {
+        Self { runtime, tasks: TaskTracker::new(), abort: Arc::default() }
+    }
+
+    /// Drops every connection task at once (after a graceful stop ran out of time).
+    /// Connections spawned afterwards are not affected.
+    pub fn abort_all(&self) {
+        std::mem::take(&mut *self.abort.lock()).cancel();
+    }
+
     /// Lets the connection into the relay and starts its task. A refused connection gets
     /// the handshake answer and then a close frame with the refusal's code and reason,
     /// as a browser needs to see them.
@@ -400,7 +432,8 @@ impl Spawner {
         match relay.open(route, identity, outbox.clone(), now()) {
             Ok(conn) => {
                 let connection = Connection::new(io, relay.clone(), conn, outbox, head);
-                self.tasks.spawn_on(connection.run(preface), &self.runtime);
+                let abort = self.abort.lock().clone();
+                self.tasks.spawn_on(connection.run(preface, abort), &self.runtime);
                 Ok(conn)
             }
             Err(refusal) => {

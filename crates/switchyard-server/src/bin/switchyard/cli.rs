@@ -2,9 +2,11 @@
 //! service this binary replaces had them (`-p -h -t -c -m`), plus the relay's own options.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use clap::Parser;
-use switchyard_core::{AckPolicy, Config, ConflictResolution, SlowConsumerPolicy};
+use switchyard_core::{AckPolicy, Config, ConflictResolution, Rate, RateLimits, SlowConsumerPolicy};
+use switchyard_server::auth::{self, JwtConfig, Keys, Verifier};
 
 /// A positive whole number of milliseconds or bytes.
 type Positive = std::num::NonZeroU64;
@@ -91,6 +93,77 @@ pub struct Args {
     #[arg(long = "channel-allow", env = "CHANNEL_ALLOW", value_delimiter = ',', value_name = "PATTERN")]
     pub channel_allow: Vec<String>,
 
+    /// Messages per second each connection may send (with --rate-burst); over it messages
+    /// are refused with RATE_LIMITED. Off when absent.
+    #[arg(long, env = "RATE_LIMIT", value_name = "PER_SECOND", requires = "rate_burst")]
+    pub rate_limit: Option<f64>,
+
+    /// Messages a connection may send in a burst above --rate-limit.
+    #[arg(long, env = "RATE_BURST", value_name = "N", requires = "rate_limit")]
+    pub rate_burst: Option<f64>,
+
+    /// Messages per second one user may send over all its connections (with --user-rate-burst).
+    #[arg(long, env = "USER_RATE_LIMIT", value_name = "PER_SECOND", requires_all = ["user_rate_burst", "rate_limit"])]
+    pub user_rate_limit: Option<f64>,
+
+    /// The burst above --user-rate-limit.
+    #[arg(long, env = "USER_RATE_BURST", value_name = "N", requires = "user_rate_limit")]
+    pub user_rate_burst: Option<f64>,
+
+    /// Refused messages tolerated before the connection is closed with 1008.
+    #[arg(long, env = "MAX_VIOLATIONS", default_value_t = 10, value_name = "N")]
+    pub max_violations: u32,
+
+    /// New connections one address may open per minute; more get HTTP 429.
+    #[arg(long, env = "CONNECTIONS_PER_MINUTE_PER_IP", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub connections_per_minute_per_ip: Option<u32>,
+
+    /// HMAC secret of the JWTs clients present (HS256 unless --jwt-algorithms says otherwise).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, value_name = "SECRET", group = "jwt_key")]
+    pub jwt_secret: Option<String>,
+
+    /// PEM file of the public key (RSA, EC or Ed25519) that verifies the JWTs.
+    #[arg(long, env = "JWT_PUBLIC_KEY_FILE", value_name = "FILE", group = "jwt_key")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// JWKS file whose keys verify the JWTs (chosen by the token's kid).
+    #[arg(long, env = "JWKS_FILE", value_name = "FILE", group = "jwt_key")]
+    pub jwks: Option<PathBuf>,
+
+    /// JWT algorithms accepted (HS256, RS256, ES256, EdDSA, ...), comma-separated.
+    #[arg(long, env = "JWT_ALGORITHMS", value_delimiter = ',', value_name = "ALG", value_parser = auth::algorithm)]
+    pub jwt_algorithms: Vec<jsonwebtoken::Algorithm>,
+
+    /// The issuer (iss) tokens must have.
+    #[arg(long, env = "JWT_ISSUER", value_name = "ISS")]
+    pub jwt_issuer: Option<String>,
+
+    /// The audience (aud) tokens must be for.
+    #[arg(long, env = "JWT_AUDIENCE", value_name = "AUD")]
+    pub jwt_audience: Option<String>,
+
+    /// The claim naming the user.
+    #[arg(long, env = "JWT_USER_CLAIM", default_value = "sub", value_name = "CLAIM")]
+    pub jwt_user_claim: String,
+
+    /// The claim naming the organization.
+    #[arg(long, env = "JWT_ORGANIZATION_CLAIM", value_name = "CLAIM")]
+    pub jwt_organization_claim: Option<String>,
+
+    /// Seconds of clock skew allowed on exp and nbf.
+    #[arg(long, env = "JWT_LEEWAY", default_value_t = 0, value_name = "SECONDS")]
+    pub jwt_leeway: u64,
+
+    /// With a JWT key, let clients without a token in too (those with one must still
+    /// present a valid one).
+    #[arg(long, env = "AUTH_OPTIONAL")]
+    pub auth_optional: bool,
+
+    /// permessage-deflate. Not available: the server refuses to start with it, rather
+    /// than silently serve uncompressed.
+    #[arg(long, env = "COMPRESSION")]
+    pub compression: bool,
+
     /// Bearer token the admin endpoints (POST, DELETE) require. Without it they accept
     /// only loopback clients.
     #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
@@ -124,6 +197,37 @@ impl Args {
             enable_role_management: self.enable_role_management,
             conflict_resolution: ConflictResolution::from_name(&self.conflict_resolution).unwrap_or_default(),
             max_connections_per_user: size(self.max_connections),
+            rate_limit: self.rate_limit.zip(self.rate_burst).map(|(per_second, burst)| RateLimits {
+                per_connection: Rate { per_second, burst },
+                per_user: self.user_rate_limit.zip(self.user_rate_burst).map(|(per_second, burst)| Rate { per_second, burst }),
+                max_violations: self.max_violations,
+            }),
+            connections_per_minute_per_ip: self.connections_per_minute_per_ip,
         }
+    }
+
+    /// The token verifier, when a JWT key is given, and whether tokens are required.
+    pub fn verifier(&self) -> Result<Option<(Verifier, bool)>, String> {
+        let read = |path: &PathBuf| std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()));
+        let keys = if let Some(secret) = &self.jwt_secret {
+            Keys::Secret(secret.clone().into_bytes())
+        } else if let Some(path) = &self.jwt_public_key {
+            Keys::PublicKeyPem(read(path)?)
+        } else if let Some(path) = &self.jwks {
+            let set = serde_json::from_slice(&read(path)?).map_err(|err| format!("{} is not a JWKS document: {err}", path.display()))?;
+            Keys::Jwks(set)
+        } else {
+            return Ok(None);
+        };
+        let config = JwtConfig {
+            keys,
+            algorithms: self.jwt_algorithms.clone(),
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            user_claim: self.jwt_user_claim.clone(),
+            organization_claim: self.jwt_organization_claim.clone(),
+            leeway_seconds: self.jwt_leeway,
+        };
+        Ok(Some((Verifier::new(config)?, !self.auth_optional)))
     }
 }

@@ -20,14 +20,18 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use switchyard_core::{
-    server_message, ChannelName, Identity, Millis, Relay, Route, SessionError, SessionInfo, SessionOptions, Target,
+    server_message, ChannelName, Health, Identity, Millis, Relay, Route, SessionError, SessionInfo, SessionOptions, Target,
+    FRAME_SIZES,
 };
+use switchyard_server::auth::{self, TokenSource, Verifier};
 use switchyard_server::{handshake, now, Accepted, Spawner};
 
 pub struct App {
     pub relay: Arc<Relay>,
     pub spawner: Spawner,
     pub admin_token: Option<String>,
+    /// The token verifier, and whether a token is required.
+    pub auth: Option<(Verifier, bool)>,
     pub started: Instant,
 }
 
@@ -74,19 +78,41 @@ impl IntoResponse for ApiError {
     }
 }
 
-async fn upgrade_sessionless(State(app): AppState, request: Request) -> Response {
-    upgrade(app, Route::Sessionless, request)
+async fn upgrade_sessionless(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketAddr>, request: Request) -> Response {
+    upgrade(app, peer, Route::Sessionless, request)
 }
 
-async fn upgrade_to_session(State(app): AppState, Path(session_id): Path<String>, request: Request) -> Response {
-    upgrade(app, Route::Session(session_id), request)
+async fn upgrade_to_session(
+    State(app): AppState,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(session_id): Path<String>,
+    request: Request,
+) -> Response {
+    upgrade(app, peer, Route::Session(session_id), request)
 }
 
 /// Answers a WebSocket handshake with 101 and hands the upgraded connection to the relay,
-/// or refuses it with 400.
-fn upgrade(app: Arc<App>, route: Route, request: Request) -> Response {
+/// or refuses it: 429 for an address opening connections too fast, 401 without a valid
+/// token (when tokens are configured), 400 for a bad handshake.
+fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
+    if !app.relay.admit(peer.ip(), now()) {
+        return (StatusCode::TOO_MANY_REQUESTS, "Too many connections from this address").into_response();
+    }
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let url = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let (identity, protocol) = match &app.auth {
+        None => (Identity::default(), None),
+        Some((verifier, required)) => match auth::authenticate(verifier, *required, url, header) {
+            Ok(Some((identity, source))) => (identity, (source == TokenSource::Subprotocol).then_some(auth::TOKEN_SUBPROTOCOL)),
+            Ok(None) => (Identity::default(), None),
+            Err(refused) => {
+                let mut response = (StatusCode::UNAUTHORIZED, refused.to_string()).into_response();
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return response;
+            }
+        },
+    };
     let accept = match handshake::accept(parts.method.as_str(), header) {
         Ok(accept) => accept,
         Err(error) => {
@@ -105,23 +131,19 @@ fn upgrade(app: Arc<App>, route: Route, request: Request) -> Response {
     let spawner = app.spawner.clone();
     spawner.tasks.spawn(async move {
         if let Ok(upgraded) = on_upgrade.await {
-            let accepted = Accepted {
-                io: TokioIo::new(upgraded),
-                preface: Vec::new(),
-                head: Default::default(),
-                route,
-                identity: Identity::default(),
-            };
+            let accepted = Accepted { io: TokioIo::new(upgraded), preface: Vec::new(), head: Default::default(), route, identity };
             let _ = app.spawner.spawn(&app.relay, accepted);
         }
     });
-    Response::builder()
+    let mut response = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::UPGRADE, "websocket")
         .header(header::CONNECTION, "Upgrade")
-        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
-        .body(Body::empty())
-        .expect("a valid response")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if let Some(protocol) = protocol {
+        response = response.header(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
+    response.body(Body::empty()).expect("a valid response")
 }
 
 async fn health(State(app): AppState) -> Json<Value> {
@@ -156,12 +178,34 @@ async fn stats(State(app): AppState) -> Json<Value> {
         "acks": s.acks,
         "nacks": s.nacks,
         "forbidden": s.forbidden,
+        "rateLimited": s.rate_limited,
+        "frames": frame_sizes(&s.frame_sizes),
+        "health": health_json(app.relay.health(now())),
     }))
+}
+
+/// Frames by size, each bucket named by its upper bound.
+fn frame_sizes(counts: &[u64; FRAME_SIZES.len() + 1]) -> Value {
+    let mut buckets = serde_json::Map::new();
+    for (i, count) in counts.iter().enumerate() {
+        let name = FRAME_SIZES.get(i).map_or_else(|| format!(">{}", FRAME_SIZES[FRAME_SIZES.len() - 1]), |b| format!("<={b}"));
+        buckets.insert(name, json!(count));
+    }
+    Value::Object(buckets)
+}
+
+fn health_json(health: Health) -> Value {
+    json!({
+        "activeConnections": health.active_connections,
+        "healthyConnections": health.healthy_connections,
+        "unhealthyConnections": health.unhealthy_connections,
+        "averageLatencyMs": health.average_latency_ms,
+    })
 }
 
 async fn metrics(State(app): AppState) -> impl IntoResponse {
     let s = app.relay.stats();
-    let metrics: [(&str, &str, &str, f64); 18] = [
+    let metrics: [(&str, &str, &str, f64); 19] = [
         ("switchyard_connections", "gauge", "Open WebSocket connections.", s.active_connections as f64),
         ("switchyard_sessions", "gauge", "Sessions that exist now.", s.active_sessions as f64),
         ("switchyard_messages_received_total", "counter", "Messages received from clients.", s.messages_received as f64),
@@ -179,6 +223,7 @@ async fn metrics(State(app): AppState) -> impl IntoResponse {
         ("switchyard_acks_total", "counter", "Messages acknowledged with ACK.", s.acks as f64),
         ("switchyard_nacks_total", "counter", "Messages refused with NACK.", s.nacks as f64),
         ("switchyard_forbidden_total", "counter", "Joins and messages refused for identity.", s.forbidden as f64),
+        ("switchyard_rate_limited_total", "counter", "Messages and connections refused for their rate.", s.rate_limited as f64),
         ("switchyard_uptime_seconds", "gauge", "Seconds since the server started.", app.started.elapsed().as_secs_f64()),
     ];
     let mut text = String::new();

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use axum::serve::ListenerExt;
 use clap::Parser;
-use switchyard_core::{close_code, Refusal, Relay};
+use switchyard_core::{close_code, Config, Refusal, Relay};
+use switchyard_server::auth::Verifier;
 use switchyard_server::{now, Spawner};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
@@ -26,6 +26,27 @@ const SHUTDOWN_BUDGET: Duration = Duration::from_millis(4500);
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
+    if args.compression {
+        eprintln!(
+            "switchyard: --compression (permessage-deflate) is not supported: the native transport writes each \
+             message's bytes, shared by all its recipients, straight to the sockets, and compressing them per \
+             connection would undo that. Compress at a proxy, or use the Node addon in bridge mode with ws's \
+             perMessageDeflate."
+        );
+        return ExitCode::from(2);
+    }
+    let config = args.relay_config();
+    if let Err(err) = config.validate() {
+        eprintln!("switchyard: {err}");
+        return ExitCode::from(2);
+    }
+    let auth = match args.verifier() {
+        Ok(auth) => auth,
+        Err(err) => {
+            eprintln!("switchyard: {err}");
+            return ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -39,11 +60,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(args))
+    runtime.block_on(serve(args, config, auth))
 }
 
-async fn serve(args: cli::Args) -> ExitCode {
-    let config = args.relay_config();
+async fn serve(args: cli::Args, config: Config, auth: Option<(Verifier, bool)>) -> ExitCode {
     let relay = Arc::new(Relay::new(config.clone(), Arc::new(log_events::LogEvents)));
     let address = SocketAddr::new(args.host, args.port);
     let listener = match TcpListener::bind(address).await {
@@ -53,11 +73,12 @@ async fn serve(args: cli::Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let spawner = Spawner { runtime: tokio::runtime::Handle::current(), tasks: TaskTracker::new() };
+    let spawner = Spawner::new(tokio::runtime::Handle::current());
     let app = Arc::new(http::App {
         relay: relay.clone(),
         spawner: spawner.clone(),
         admin_token: args.admin_token.clone(),
+        auth,
         started: Instant::now(),
     });
     info!(
