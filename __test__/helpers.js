@@ -1,5 +1,7 @@
-// __test__/helpers.js: WebSocket clients that record what they receive, and HTTP helpers.
+// __test__/helpers.js: WebSocket clients that record what they receive, raw sockets that
+// misbehave on purpose, servers of both transports, the binary, and HTTP helpers.
 const assert = require('node:assert/strict');
+const { spawn } = require('node:child_process');
 const net = require('node:net');
 const http = require('node:http');
 const WebSocket = require('ws');
@@ -9,8 +11,8 @@ const WAIT_MS = 3000;
 
 /** A `ws` client that keeps every message it gets, so none is missed between awaits. */
 class TestClient {
-  constructor(url, options) {
-    this.ws = new WebSocket(url, options);
+  constructor(url, options, protocols) {
+    this.ws = protocols ? new WebSocket(url, protocols, options) : new WebSocket(url, options);
     this.inbox = [];
     this.waiters = [];
     this.ws.on('message', (data, isBinary) => {
@@ -270,7 +272,8 @@ async function startMixedServer(config, attachOptions) {
     /** A session URL of either transport. */
     url: (transport, id) => (transport === 'native' ? `${base}/session/${id}` : `${base}/bridge/${id}`),
     async close() {
-      manager.stop();
+      // Short: a test may leave a client that never answers the close handshake.
+      await manager.stop({ timeoutMs: 200 });
       wss.close();
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
@@ -279,3 +282,47 @@ async function startMixedServer(config, attachOptions) {
 }
 
 module.exports.startMixedServer = startMixedServer;
+
+/** The binaries the tests started; `stopBinaries` kills what is left of them. */
+const binaries = new Set();
+
+async function freePort() {
+  const server = net.createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** Starts the `switchyard` binary (or `command`, such as the npm bin) and waits until it answers. */
+async function startBinary({ args = [], env = {}, command } = {}) {
+  const [program, ...rest] = command ?? [require('../bin/switchyard.js').locateBinary()];
+  const port = await freePort();
+  const child = spawn(program, [...rest, '--port', String(port), '--host', '127.0.0.1', ...args], {
+    env: { ...process.env, RUST_LOG: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  binaries.add(child);
+  let logs = '';
+  child.stderr.on('data', (chunk) => (logs += chunk));
+  child.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  const base = `http://127.0.0.1:${port}`;
+  for (let tries = 0; ; tries++) {
+    try {
+      if ((await fetch(`${base}/health`)).ok) break;
+    } catch {
+      if (tries > 100) throw new Error(`the server did not start:\n${logs}`);
+      await sleep(50);
+    }
+  }
+  return { child, port, base, ws: `ws://127.0.0.1:${port}`, logs: () => logs };
+}
+
+function stopBinaries() {
+  for (const child of binaries) child.kill('SIGKILL');
+}
+
+module.exports.binaries = binaries;
+module.exports.freePort = freePort;
+module.exports.startBinary = startBinary;
+module.exports.stopBinaries = stopBinaries;

@@ -5,23 +5,13 @@ const { describe, it, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { spawn, execFile } = require('node:child_process');
 const fs = require('node:fs');
-const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 const { locateBinary } = require('../bin/switchyard.js');
-const { TestClient, joinedClient, postJson, sleep, RawClient, upgradeRequest } = require('./helpers');
+const { TestClient, joinedClient, postJson, sleep, RawClient, upgradeRequest, freePort, startBinary, stopBinaries, binaries } = require('./helpers');
 
 const binary = locateBinary();
-const children = new Set();
-after(() => children.forEach((child) => child.kill('SIGKILL')));
-
-async function freePort() {
-  const server = net.createServer();
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
+after(stopBinaries);
 
 /** Runs the binary to completion (for flag errors and --help). */
 function runToEnd(args, env = {}) {
@@ -30,29 +20,6 @@ function runToEnd(args, env = {}) {
       resolve({ code: err ? err.code : 0, stdout, stderr }),
     );
   });
-}
-
-/** Starts a server (the binary, or `command` such as the npm bin) and waits until it answers. */
-async function startServer({ args = [], env = {}, command = [binary] } = {}) {
-  const port = await freePort();
-  const child = spawn(command[0], [...command.slice(1), '--port', String(port), '--host', '127.0.0.1', ...args], {
-    env: { ...process.env, RUST_LOG: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.add(child);
-  let logs = '';
-  child.stderr.on('data', (chunk) => (logs += chunk));
-  child.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-  const base = `http://127.0.0.1:${port}`;
-  for (let tries = 0; ; tries++) {
-    try {
-      if ((await fetch(`${base}/health`)).ok) break;
-    } catch {
-      if (tries > 100) throw new Error(`the server did not start:\n${logs}`);
-      await sleep(50);
-    }
-  }
-  return { child, port, base, ws: `ws://127.0.0.1:${port}`, logs: () => logs };
 }
 
 async function getJson(url, init) {
@@ -102,7 +69,7 @@ describe('switchyard binary: command line', () => {
   it('takes its settings from environment variables', async () => {
     const port = await freePort();
     const child = spawn(binary, [], { env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', PING_INTERVAL: '100', HEARTBEAT_TIMEOUT: '300' } });
-    children.add(child);
+    binaries.add(child);
     for (let tries = 0; tries < 100; tries++) {
       if (await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false)) break;
       await sleep(50);
@@ -116,7 +83,7 @@ describe('switchyard binary: command line', () => {
 
 describe('switchyard binary: HTTP API', () => {
   it('creates, lists, reads and deletes sessions', async () => {
-    const server = await startServer();
+    const server = await startBinary();
     const created = await postJson(`${server.base}/v1/sessions`, { metadata: { room: 'blue' }, expiresIn: 60000 });
     assert.equal(created.status, 201);
     const session = created.body;
@@ -143,7 +110,7 @@ describe('switchyard binary: HTTP API', () => {
   });
 
   it('answers bad bodies with 400 and a code', async () => {
-    const server = await startServer();
+    const server = await startBinary();
     const post = (body) => getJson(`${server.base}/v1/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
     const cases = [
       ['{"sessionId":', 'INVALID_JSON'],
@@ -166,7 +133,7 @@ describe('switchyard binary: HTTP API', () => {
   });
 
   it('broadcasts to a session and relays between its clients', async () => {
-    const server = await startServer();
+    const server = await startBinary();
     await postJson(`${server.base}/v1/sessions`, { sessionId: 'room' });
     const a = await joinedClient(`${server.ws}/session/room`);
     const b = await joinedClient(`${server.ws}/session/room`);
@@ -183,7 +150,7 @@ describe('switchyard binary: HTTP API', () => {
   });
 
   it('broadcasts to channels, takes the routing flags, and answers requests NO_HANDLER', async () => {
-    const server = await startServer({ args: ['--channel-allow', 'alerts,chat:*', '--ack', 'always', '--request-timeout', '500'] });
+    const server = await startBinary({ args: ['--channel-allow', 'alerts,chat:*', '--ack', 'always', '--request-timeout', '500'] });
     const a = new TestClient(`${server.ws}/`);
     await a.opened;
     a.send('{"type":"JOIN_CHANNEL","channel":"news"}');
@@ -207,7 +174,7 @@ describe('switchyard binary: HTTP API', () => {
   });
 
   it('serves a sessionless connection at / that answers ping', async () => {
-    const server = await startServer();
+    const server = await startBinary();
     const client = new TestClient(`${server.ws}/`);
     await client.opened;
     client.send('{"type":"ping"}');
@@ -218,7 +185,7 @@ describe('switchyard binary: HTTP API', () => {
   });
 
   it('reports stats and Prometheus metrics that move with traffic', async () => {
-    const server = await startServer();
+    const server = await startBinary();
     await postJson(`${server.base}/v1/sessions`, { sessionId: 'm' });
     const a = await joinedClient(`${server.ws}/session/m`);
     const b = await joinedClient(`${server.ws}/session/m`);
@@ -275,7 +242,7 @@ function externalAddress() {
 
 describe('switchyard binary: admin endpoints', () => {
   it('require the bearer token when one is set', async () => {
-    const server = await startServer({ env: { SWITCHYARD_ADMIN_TOKEN: 's3cret' } });
+    const server = await startBinary({ env: { SWITCHYARD_ADMIN_TOKEN: 's3cret' } });
     const create = (authorization) =>
       getJson(`${server.base}/v1/sessions`, { method: 'POST', headers: authorization ? { authorization } : {} });
     const missing = await create();
@@ -298,7 +265,7 @@ describe('switchyard binary: admin endpoints', () => {
     }
     const port = await freePort();
     const child = spawn(binary, ['--port', String(port), '--host', '0.0.0.0']);
-    children.add(child);
+    binaries.add(child);
     for (let tries = 0; tries < 100; tries++) {
       if (await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false)) break;
       await sleep(50);
@@ -315,7 +282,7 @@ describe('switchyard binary: admin endpoints', () => {
 describe('switchyard binary: stopping', () => {
   for (const signal of ['SIGTERM', 'SIGINT']) {
     it(`closes every socket with 1001 on ${signal} and exits 0`, async () => {
-      const server = await startServer();
+      const server = await startBinary();
       await postJson(`${server.base}/v1/sessions`, { sessionId: 's' });
       const sessionless = new TestClient(`${server.ws}/`);
       await sessionless.opened;
@@ -329,7 +296,7 @@ describe('switchyard binary: stopping', () => {
   }
 
   it('logs one line per connection opened and closed, nothing per message', async () => {
-    const server = await startServer();
+    const server = await startBinary();
     await postJson(`${server.base}/v1/sessions`, { sessionId: 'logs' });
     const a = await joinedClient(`${server.ws}/session/logs`);
     const b = await joinedClient(`${server.ws}/session/logs`);
@@ -344,7 +311,7 @@ describe('switchyard binary: stopping', () => {
   });
 
   it('npx switchyard passes SIGTERM on to the server and exits with its code, leaving no orphan', async () => {
-    const server = await startServer({ command: [process.execPath, path.join(__dirname, '..', 'bin', 'switchyard.js')] });
+    const server = await startBinary({ command: [process.execPath, path.join(__dirname, '..', 'bin', 'switchyard.js')] });
     const childrenFile = `/proc/${server.child.pid}/task/${server.child.pid}/children`;
     const rustPid = Number(fs.readFileSync(childrenFile, 'utf8').trim());
     assert.ok(rustPid > 0, 'the bin started the server as its child');

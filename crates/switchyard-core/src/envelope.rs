@@ -9,6 +9,8 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::error::{ErrorCode, Rejection};
+
 /// The routing-relevant fields of a client message.
 #[derive(Debug)]
 pub struct Envelope<'a> {
@@ -49,9 +51,60 @@ struct Wire<'a> {
     data: Option<&'a RawValue>,
 }
 
+/// How deeply a message's JSON may nest: serde_json's own limit, so every message the
+/// relay passes on can be parsed again by a recursive parser without risk.
+pub const MAX_NESTING: usize = 128;
+
 /// Why a text frame is not a protocol message.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Malformed;
+pub enum Malformed {
+    /// Not a JSON object with a string `type`, or a field of the wrong kind.
+    Shape,
+    /// Arrays and objects nested deeper than [`MAX_NESTING`].
+    TooDeep,
+}
+
+impl From<Malformed> for Rejection {
+    fn from(malformed: Malformed) -> Self {
+        match malformed {
+            Malformed::Shape => ErrorCode::InvalidMessage.into(),
+            Malformed::TooDeep => Rejection::new(ErrorCode::InvalidMessage, "JSON nested deeper than 128 levels"),
+        }
+    }
+}
+
+/// Whether JSON nests arrays and objects deeper than `limit`. serde_json keeps the fields
+/// the relay passes on raw without counting their depth, so this counts it, before
+/// parsing, so that any too deep message gets the same answer.
+fn nests_deeper_than(json: &[u8], limit: usize) -> bool {
+    if json.len() <= limit {
+        return false;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in json {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
 
 /// A JSON string's contents, when `raw` is a string.
 fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
@@ -60,21 +113,24 @@ fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
 
 impl<'a> Envelope<'a> {
     /// Parses a JSON object with a string `type`, a `channel` that is a string if present,
-    /// and a `requestId` that is a string or a number if present. Anything else is
-    /// [`Malformed`].
+    /// and a `requestId` that is a string or a number if present, nested no deeper than
+    /// [`MAX_NESTING`]. Anything else is [`Malformed`].
     pub fn parse(text: &'a [u8]) -> Result<Self, Malformed> {
-        let wire: Wire<'a> = serde_json::from_slice(text).map_err(|_| Malformed)?;
+        if nests_deeper_than(text, MAX_NESTING) {
+            return Err(Malformed::TooDeep);
+        }
+        let wire: Wire<'a> = serde_json::from_slice(text).map_err(|_| Malformed::Shape)?;
         let client_id = wire.client_id.and_then(as_str).filter(|id| !id.is_empty());
         let channel = match wire.channel {
             None => None,
             Some(raw) if raw.get() == "null" => None,
-            Some(raw) => Some(as_str(raw).ok_or(Malformed)?),
+            Some(raw) => Some(as_str(raw).ok_or(Malformed::Shape)?),
         };
         let request_id = match wire.request_id {
             Some(raw) if raw.get().starts_with('"') || raw.get().starts_with(|c: char| c == '-' || c.is_ascii_digit()) => {
                 Some(raw)
             }
-            Some(_) => return Err(Malformed),
+            Some(_) => return Err(Malformed::Shape),
             None => None,
         };
         Ok(Self {
@@ -140,8 +196,18 @@ mod tests {
             br#"{"type":"a","requestId":true}"#,
         ];
         for text in bad {
-            assert_eq!(Envelope::parse(text).unwrap_err(), Malformed, "{:?}", String::from_utf8_lossy(text));
+            assert_eq!(Envelope::parse(text).unwrap_err(), Malformed::Shape, "{:?}", String::from_utf8_lossy(text));
         }
+    }
+
+    #[test]
+    fn nesting_is_counted_outside_strings_only() {
+        let nested = |depth: usize, filler: &str| {
+            format!(r#"{{"type":"m","s":"{filler}","p":{}{}}}"#, "[{\"a\":".repeat(depth / 2) + &"[".repeat(depth % 2), "]".repeat(depth % 2) + &"}]".repeat(depth / 2))
+        };
+        let brackets = "[[[[{{{{\\\"[[[[".repeat(40);
+        assert!(Envelope::parse(nested(MAX_NESTING - 1, &brackets).as_bytes()).is_ok(), "the envelope is the 128th level");
+        assert_eq!(Envelope::parse(nested(MAX_NESTING, &brackets).as_bytes()).unwrap_err(), Malformed::TooDeep);
     }
 
     #[test]

@@ -441,11 +441,14 @@ impl Relay {
     }
 
     fn receive_text(&self, sender: &Sender, frame: &Frame, now: Millis, slow: &mut SlowConsumers) {
-        let Ok(envelope) = Envelope::parse(&frame.payload) else {
-            Counters::add(&self.counters.messages_invalid, 1);
-            let error = protocol::error(&ErrorCode::InvalidMessage.into(), None, None, now);
-            self.push(sender.id, &*sender.outbox, error, slow);
-            return;
+        let envelope = match Envelope::parse(&frame.payload) {
+            Ok(envelope) => envelope,
+            Err(malformed) => {
+                Counters::add(&self.counters.messages_invalid, 1);
+                let error = protocol::error(&malformed.into(), None, None, now);
+                self.push(sender.id, &*sender.outbox, error, slow);
+                return;
+            }
         };
         if sender.name.given.is_none() {
             if let Some(announced) = &envelope.client_id {

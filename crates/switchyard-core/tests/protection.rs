@@ -125,3 +125,21 @@ fn frames_are_counted_by_size() {
     }
     assert_eq!(relay.stats().frame_sizes, [2, 1, 1, 1, 1, 0]);
 }
+
+#[test]
+fn deeply_nested_json_is_refused_without_harm() {
+    let relay = relay(Config::default());
+    let (a, a_out) = join(&relay, Identity::default());
+    let (_, b_out) = join(&relay, Identity::default());
+    a_out.take();
+    b_out.take();
+    let nested = |depth: usize| format!(r#"{{"type":"m","id":"deep","payload":{}{}}}"#, "[".repeat(depth), "]".repeat(depth));
+    relay.receive(a, Frame::text(nested(200)), T0);
+    let refused = texts(&a_out);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["payload"]["code"], "INVALID_MESSAGE");
+    assert!(b_out.take_texts().is_empty(), "nothing reached the peer");
+    relay.receive(a, Frame::text(nested(20)), T0);
+    assert_eq!(b_out.take_texts().len(), 1, "reasonable nesting still relays");
+    assert_eq!(a_out.closed(), None);
+}

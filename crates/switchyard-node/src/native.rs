@@ -86,8 +86,13 @@ pub enum Takeover {
     BadHandshake,
 }
 
-/// Ends a socket Node still owns with a whole HTTP response.
+/// Ends a socket Node still owns with a whole HTTP response, then destroys it once the
+/// response is flushed: `end()` alone half-closes, and a client that never closes its side
+/// would hold the socket (and `server.close()`) open for ever.
 pub fn respond_and_close(socket: &Object, response: Vec<u8>) -> Result<()> {
+    let destroy: Unknown = socket.get_named_property_unchecked("destroy")?;
+    let once: Function<FnArgs<(String, Unknown)>, Unknown> = socket.get_named_property_unchecked("once")?;
+    once.bind(socket)?.call(("finish".to_owned(), destroy).into())?;
     let end: Function<FnArgs<(Buffer,)>, Unknown> = socket.get_named_property_unchecked("end")?;
     end.bind(socket)?.call((Buffer::from(response),).into())?;
     Ok(())

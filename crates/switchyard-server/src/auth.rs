@@ -134,6 +134,9 @@ impl Verifier {
             Keys::Secret(secret) if secret.is_empty() => return Err("the JWT secret must not be empty".into()),
             Keys::Secret(secret) => Decoding::One(DecodingKey::from_secret(&secret)),
             Keys::PublicKeyPem(pem) => {
+                if let Some(other) = algorithms.iter().find(|a| a.family() != algorithms[0].family()) {
+                    return Err(format!("algorithms {:?} and {other:?} need different kinds of key; one PEM key is of one kind", algorithms[0]));
+                }
                 let key = match algorithms[0] {
                     Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&pem),
                     Algorithm::EdDSA => DecodingKey::from_ed_pem(&pem),
@@ -172,18 +175,23 @@ impl Verifier {
     /// their claims, a `rateLimit` claim (`{ messagesPerSecond, burst }`) as the
     /// connection's tier, and every claim as its metadata.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let header = decode_header(token).map_err(from_jwt)?;
+        if !self.validation.algorithms.contains(&header.alg) {
+            return Err(AuthError::Invalid(format!("the algorithm {:?} is not allowed", header.alg)));
+        }
         let key = match &self.decoding {
             Decoding::One(key) => key,
-            Decoding::ByKid(keys) => {
-                let header = decode_header(token).map_err(from_jwt)?;
-                match header.kid {
-                    Some(kid) => keys.get(&kid).ok_or(AuthError::UnknownKey)?,
-                    None if keys.len() == 1 => keys.values().next().expect("one key"),
-                    None => return Err(AuthError::UnknownKey),
-                }
-            }
+            Decoding::ByKid(keys) => match header.kid {
+                Some(kid) => keys.get(&kid).ok_or(AuthError::UnknownKey)?,
+                None if keys.len() == 1 => keys.values().next().expect("one key"),
+                None => return Err(AuthError::UnknownKey),
+            },
         };
-        let claims: Map<String, Value> = decode(token, key, &self.validation).map_err(from_jwt)?.claims;
+        // jsonwebtoken wants every allowed algorithm to fit the key, and a JWKS may
+        // hold keys of several kinds: validate against the token's own algorithm.
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![header.alg];
+        let claims: Map<String, Value> = decode(token, key, &validation).map_err(from_jwt)?.claims;
         let text = |claim: &str| match claims.get(claim) {
             Some(Value::String(s)) => Some(s.clone()),
             Some(Value::Number(n)) => Some(n.to_string()),
