@@ -10,15 +10,14 @@
 //
 // Options: --rounds N (3), --duration-ms N (5000), --only name,name (servers),
 // --scenarios name,name.
-const { spawn, spawnSync } = require('node:child_process');
+const { spawn } = require('node:child_process');
 const fs = require('node:fs');
-const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 const readline = require('node:readline');
-const { hostTriple, locateBinary } = require('../bin/switchyard.js');
+const { hostTriple } = require('../bin/switchyard.js');
+const { root, relays, build, sleep, cpuSeconds, rssBytes, startRelay } = require('./processes');
 
-const root = path.resolve(__dirname, '..');
 const option = (name, fallback) => {
   const at = process.argv.indexOf(`--${name}`);
   return at === -1 ? fallback : process.argv[at + 1];
@@ -26,18 +25,11 @@ const option = (name, fallback) => {
 const rounds = Number(option('rounds', 3));
 const durationMs = Number(option('duration-ms', 5000));
 const loadgenPath = path.join(root, 'target', hostTriple(), 'release', 'loadgen');
-const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim()) || 100;
 const IDLE_CONNECTIONS = 10_000;
 const LOADGEN_CAPPED_PERCENT = 90;
 const SETTLE_SAMPLES = 12;
 
-const servers = [
-  { name: 'native', label: 'switchyard native (attach)', node: 'native' },
-  { name: 'bridge', label: 'switchyard bridge (ws)', node: 'bridge' },
-  { name: 'binary', label: 'switchyard binary', binary: true },
-  { name: 'ws', label: 'baseline 1: plain ws relay', node: 'ws' },
-  { name: 'original', label: 'baseline 2: parse + stringify per recipient', node: 'original' },
-].filter((s) => !option('only') || option('only').split(',').includes(s.name));
+const servers = relays.filter((s) => !option('only') || option('only').split(',').includes(s.name));
 
 const scenarios = [
   { name: 'relay', label: '100 sessions x 4 clients x 100 B, max rate', args: ['--sessions', '100', '--clients', '4', '--bytes', '100'] },
@@ -45,37 +37,6 @@ const scenarios = [
   { name: 'latency', label: '100 x 4 at 20,000 messages/s (60,000 deliveries/s)', args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--rate', '20000'] },
   { name: 'idle', label: `${IDLE_CONNECTIONS} idle connections`, idle: true },
 ].filter((s) => !option('scenarios') || option('scenarios').split(',').includes(s.name));
-
-function build() {
-  const run = (command, args) => {
-    const result = spawnSync(command, args, { cwd: root, stdio: 'inherit' });
-    if (result.status !== 0) throw new Error(`${command} ${args.join(' ')} failed`);
-  };
-  run(process.execPath, ['scripts/setup.js', 'start']);
-  run('npm', ['run', 'build:server']);
-  run('cargo', ['build', '--release', '-p', 'switchyard-bench', '--target', hostTriple()]);
-}
-
-async function freePort() {
-  const server = net.createServer();
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** CPU seconds a process has used, all threads, from /proc. */
-function cpuSeconds(pid) {
-  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
-}
-
-function rssBytes(pid) {
-  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+) kB/.exec(status)[1]) * 1024;
-}
 
 /** RSS once idle memory has settled: the lowest of several samples, each after a GC. */
 async function settledRss(running, pid) {
@@ -86,37 +47,6 @@ async function settledRss(running, pid) {
     lowest = Math.min(lowest, rssBytes(pid));
   }
   return lowest;
-}
-
-async function startServer(server) {
-  const port = await freePort();
-  const command = server.binary
-    ? [locateBinary(), '--port', String(port), '--host', '127.0.0.1', '--max-clients-per-session', '100']
-    : [process.execPath, '--expose-gc', path.join(__dirname, 'servers.js'), server.node, String(port)];
-  const child = spawn('taskset', ['-c', '0', ...command], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, RUST_LOG: 'warn' } });
-  for (let tries = 0; ; tries++) {
-    const open = await new Promise((resolve) => {
-      const socket = net.connect(port, '127.0.0.1', () => socket.end(() => resolve(true)));
-      socket.on('error', () => resolve(false));
-    });
-    if (open) break;
-    if (tries > 200) throw new Error(`${server.name} did not start`);
-    await sleep(25);
-  }
-  return {
-    child,
-    port,
-    createPath: server.binary ? '/v1/sessions' : '/sessions',
-    /** Node servers: collect garbage, so memory counts live objects only. */
-    async collectGarbage() {
-      if (!server.binary) await fetch(`http://127.0.0.1:${port}/gc`, { method: 'POST' });
-      await sleep(200);
-    },
-    async stop() {
-      child.kill('SIGTERM');
-      await new Promise((resolve) => child.exitCode !== null ? resolve() : child.on('exit', resolve));
-    },
-  };
 }
 
 /** Runs the load generator against a server; `onEvent(name)` hears its stderr events. */
@@ -146,7 +76,7 @@ function loadgen(args, onEvent) {
 }
 
 async function measure(server, scenario) {
-  const running = await startServer(server);
+  const running = await startRelay(server);
   const pid = running.child.pid;
   const common = ['--server', `127.0.0.1:${running.port}`, '--create-path', running.createPath];
   try {
@@ -252,7 +182,7 @@ function markdown(summary, machine) {
 
 (async () => {
   if (os.platform() !== 'linux') throw new Error('the benchmark needs Linux (taskset, /proc)');
-  build();
+  build({ loadgen: true });
   const results = [];
   let failures = 0;
   for (let round = 0; round < rounds; round++) {

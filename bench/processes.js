@@ -1,0 +1,85 @@
+// bench/processes.js: what `npm run bench` and `npm run soak` share: the relays they can
+// start (each its own process, pinned to core 0), building them, and reading a process's
+// CPU time and memory from /proc.
+const { spawn, spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const net = require('node:net');
+const path = require('node:path');
+const { hostTriple, locateBinary } = require('../bin/switchyard.js');
+
+const root = path.resolve(__dirname, '..');
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim()) || 100;
+
+const relays = [
+  { name: 'native', label: 'switchyard native (attach)', node: 'native' },
+  { name: 'bridge', label: 'switchyard bridge (ws)', node: 'bridge' },
+  { name: 'binary', label: 'switchyard binary', binary: true },
+  { name: 'ws', label: 'baseline 1: plain ws relay', node: 'ws' },
+  { name: 'original', label: 'baseline 2: parse + stringify per recipient', node: 'original' },
+];
+
+/** Builds the addon and the binary (release), and the load generator when asked. */
+function build({ loadgen = false } = {}) {
+  const run = (command, args) => {
+    const result = spawnSync(command, args, { cwd: root, stdio: 'inherit' });
+    if (result.status !== 0) throw new Error(`${command} ${args.join(' ')} failed`);
+  };
+  run(process.execPath, ['scripts/setup.js', 'start']);
+  run('npm', ['run', 'build:server']);
+  if (loadgen) run('cargo', ['build', '--release', '-p', 'switchyard-bench', '--target', hostTriple()]);
+}
+
+async function freePort() {
+  const server = net.createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** CPU seconds a process has used, all threads, from /proc. */
+function cpuSeconds(pid) {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+}
+
+function rssBytes(pid) {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)[1]) * 1024;
+}
+
+/** Starts one of `relays` on core 0 and waits until it accepts connections. */
+async function startRelay(relay) {
+  const port = await freePort();
+  const command = relay.binary
+    ? [locateBinary(), '--port', String(port), '--host', '127.0.0.1', '--max-clients-per-session', '100']
+    : [process.execPath, '--expose-gc', path.join(__dirname, 'servers.js'), relay.node, String(port)];
+  const child = spawn('taskset', ['-c', '0', ...command], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, RUST_LOG: 'warn' } });
+  for (let tries = 0; ; tries++) {
+    const open = await new Promise((resolve) => {
+      const socket = net.connect(port, '127.0.0.1', () => socket.end(() => resolve(true)));
+      socket.on('error', () => resolve(false));
+    });
+    if (open) break;
+    if (tries > 200) throw new Error(`${relay.name} did not start`);
+    await sleep(25);
+  }
+  return {
+    child,
+    port,
+    createPath: relay.binary ? '/v1/sessions' : '/sessions',
+    /** Node servers: collect garbage, so memory counts live objects only. */
+    async collectGarbage() {
+      if (!relay.binary) await fetch(`http://127.0.0.1:${port}/gc`, { method: 'POST' });
+      await sleep(200);
+    },
+    async stop() {
+      child.kill('SIGTERM');
+      await new Promise((resolve) => (child.exitCode !== null ? resolve() : child.on('exit', resolve)));
+    },
+  };
+}
+
+module.exports = { root, relays, build, sleep, cpuSeconds, rssBytes, startRelay };
