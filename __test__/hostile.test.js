@@ -175,7 +175,7 @@ for (const kind of Object.keys(targets)) {
       const pair = await withPair(kind);
       pair.a.send(`{"type":"deep","payload":${'['.repeat(200)}${']'.repeat(200)}}`);
       const error = (await pair.a.nextOfType('error')).json;
-      assert.deepEqual([error.payload.code, error.payload.message], ['INVALID_MESSAGE', 'JSON nested deeper than 128 levels']);
+      assert.deepEqual([error.payload.code, error.payload.message], ['INVALID_MESSAGE', 'JSON nested deeper than 100 levels']);
       await pair.stillRelaying();
       assert.equal(pair.b.inbox.filter((m) => m.json?.type === 'deep').length, 0, 'nothing reached the peer');
     });

@@ -17,6 +17,7 @@
 
 use bytes::{Buf, BytesMut};
 use libfuzzer_sys::fuzz_target;
+use switchyard_fuzz::chunks;
 use switchyard_core::{Frame, FrameKind};
 use switchyard_server::codec::{close_payload, encode_header, Decoded, Decoder, Outgoing, Progress, MAX_HEADER_LEN};
 
@@ -25,23 +26,6 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 const MAX_CLIENT_HEADER: usize = 14;
 /// What the connection reserves at a time for a frame of unknown size.
 const PARTIAL_CHUNK: usize = 4 * 1024;
-
-fn chunks(data: &[u8]) -> Option<(Vec<usize>, &[u8])> {
-    let (&mode, rest) = data.split_first()?;
-    let largest = [1usize, 2, 3, 7, 16, 64, 512, 65536][usize::from(mode & 7)];
-    let mut state = u32::from(mode >> 3) | 0x9e37_0000;
-    let mut sizes = Vec::new();
-    let mut left = rest.len();
-    while left > 0 {
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
-        let size = (1 + state as usize % largest).min(left);
-        sizes.push(size);
-        left -= size;
-    }
-    Some((sizes, rest))
-}
 
 /// Checks one thing the decoder produced.
 fn check(decoded: &Decoded) {

@@ -18,6 +18,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+use switchyard_fuzz::chunks;
 use switchyard_core::SessionId;
 use switchyard_server::auth::{self, JwtConfig, Keys, Verifier};
 use switchyard_server::codec::Decoder;
@@ -28,25 +29,6 @@ const MAX_REQUEST_BYTES: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
 
 static VERIFIER: OnceLock<Verifier> = OnceLock::new();
-
-/// Cuts `data` as reads from a socket would: byte 0's low three bits give the largest
-/// read (1 byte to 64 KiB), its other bits seed the sizes below it.
-fn chunks(data: &[u8]) -> Option<(Vec<usize>, &[u8])> {
-    let (&mode, rest) = data.split_first()?;
-    let largest = [1usize, 2, 3, 7, 16, 64, 512, 65536][usize::from(mode & 7)];
-    let mut state = u32::from(mode >> 3) | 0x9e37_0000;
-    let mut sizes = Vec::new();
-    let mut left = rest.len();
-    while left > 0 {
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
-        let size = (1 + state as usize % largest).min(left);
-        sizes.push(size);
-        left -= size;
-    }
-    Some((sizes, rest))
-}
 
 /// A parsed request, its header values as strings the way the servers give them.
 struct Request<'a> {

@@ -51,9 +51,10 @@ struct Wire<'a> {
     data: Option<&'a RawValue>,
 }
 
-/// How deeply a message's JSON may nest: serde_json's own limit, so every message the
-/// relay passes on can be parsed again by a recursive parser without risk.
-pub const MAX_NESTING: usize = 128;
+/// How deeply a message's JSON may nest, the envelope counting as the first level: below
+/// serde_json's recursion limit (127 levels), so every message the relay passes on can be
+/// parsed again by a recursive parser, with room to wrap it.
+pub const MAX_NESTING: usize = 100;
 
 /// Why a text frame is not a protocol message.
 #[derive(Debug, PartialEq, Eq)]
@@ -68,7 +69,7 @@ impl From<Malformed> for Rejection {
     fn from(malformed: Malformed) -> Self {
         match malformed {
             Malformed::Shape => ErrorCode::InvalidMessage.into(),
-            Malformed::TooDeep => Rejection::new(ErrorCode::InvalidMessage, "JSON nested deeper than 128 levels"),
+            Malformed::TooDeep => Rejection::new(ErrorCode::InvalidMessage, format!("JSON nested deeper than {MAX_NESTING} levels")),
         }
     }
 }
@@ -206,7 +207,9 @@ mod tests {
             format!(r#"{{"type":"m","s":"{filler}","p":{}{}}}"#, "[{\"a\":".repeat(depth / 2) + &"[".repeat(depth % 2), "]".repeat(depth % 2) + &"}]".repeat(depth / 2))
         };
         let brackets = "[[[[{{{{\\\"[[[[".repeat(40);
-        assert!(Envelope::parse(nested(MAX_NESTING - 1, &brackets).as_bytes()).is_ok(), "the envelope is the 128th level");
+        let deepest = nested(MAX_NESTING - 1, &brackets);
+        assert!(Envelope::parse(deepest.as_bytes()).is_ok(), "the envelope is the first level");
+        assert!(serde_json::from_str::<serde_json::Value>(&deepest).is_ok(), "what is relayed parses again");
         assert_eq!(Envelope::parse(nested(MAX_NESTING, &brackets).as_bytes()).unwrap_err(), Malformed::TooDeep);
     }
 

@@ -138,7 +138,7 @@ fn deeply_nested_json_is_refused_without_harm() {
     let refused = texts(&a_out);
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert_eq!(refused[0]["payload"]["code"], "INVALID_MESSAGE");
-    assert_eq!(refused[0]["payload"]["message"], "JSON nested deeper than 128 levels");
+    assert_eq!(refused[0]["payload"]["message"], "JSON nested deeper than 100 levels");
     assert!(b_out.take_texts().is_empty(), "nothing reached the peer");
     relay.receive(a, Frame::text(nested(20)), T0);
     assert_eq!(b_out.take_texts().len(), 1, "reasonable nesting still relays");
