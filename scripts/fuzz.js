@@ -11,9 +11,7 @@
 const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
-
-const root = path.resolve(__dirname, '..');
-const at = (...parts) => path.join(root, ...parts);
+const { root, at, run } = require('./run');
 
 const fuzzDir = at('fuzz');
 const targetDir = at('target', 'fuzz');
@@ -30,15 +28,6 @@ const limits = ['-timeout=10', '-rss_limit_mb=512', '-malloc_limit_mb=128', '-pr
  */
 const asanOptions = [process.env.ASAN_OPTIONS, 'quarantine_size_mb=32', 'malloc_context_size=10'].filter(Boolean).join(':');
 
-function run(command, args, options = {}) {
-  console.log(`\n> ${command} ${args.join(' ')}`);
-  const result = spawnSync(command, args, { cwd: root, stdio: 'inherit', ...options });
-  if (result.error) throw new Error(`could not run ${command}: ${result.error.message}`);
-  if (result.status !== 0) {
-    console.error(`\n${command} ${args.join(' ')} failed with exit code ${result.status}`);
-    process.exit(result.status || 1);
-  }
-}
 
 function usage(message) {
   if (message) console.error(message);

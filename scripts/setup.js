@@ -6,19 +6,7 @@ const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-
-const root = path.resolve(__dirname, '..');
-const at = (...parts) => path.join(root, ...parts);
-
-function run(command, args, options = {}) {
-  console.log(`\n> ${command} ${args.join(' ')}`);
-  const result = spawnSync(command, args, { cwd: root, stdio: 'inherit', ...options });
-  if (result.error) throw new Error(`could not run ${command}: ${result.error.message}`);
-  if (result.status !== 0) {
-    console.error(`\n${command} ${args.join(' ')} failed with exit code ${result.status}`);
-    process.exit(result.status || 1);
-  }
-}
+const { root, at, run } = require('./run');
 
 /** Newest modification time under these paths, skipping build output. */
 function newest(paths) {
