@@ -307,13 +307,9 @@ async function startBinary({ args = [], env = {}, command } = {}) {
   child.stderr.on('data', (chunk) => (logs += chunk));
   child.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
   const base = `http://127.0.0.1:${port}`;
-  for (let tries = 0; ; tries++) {
-    try {
-      if ((await fetch(`${base}/health`)).ok) break;
-    } catch {
-      if (tries > 100) throw new Error(`the server did not start:\n${logs}`);
-      await sleep(50);
-    }
+  for (let tries = 0; !(await fetch(`${base}/health`).then((r) => r.ok, () => false)); tries++) {
+    if (tries > 100) throw new Error(`the server did not start:\n${logs}`);
+    await sleep(50);
   }
   return { child, port, base, ws: `ws://127.0.0.1:${port}`, logs: () => logs };
 }

@@ -145,13 +145,19 @@ describe('native transport', () => {
       sender.send(`{"type":"flood","i":${i},"pad":"${filler}"}`);
       // The fast client shares this thread: it reads only while the sender waits, so the
       // sender keeps at most 200 messages ahead of it, as a reader at full speed would.
-      while (i - received > 200) await new Promise(setImmediate);
+      while (i - received > 200) {
+        assert.ok(Date.now() - started < 10_000, `the fast client stalled at ${received} of ${count}`);
+        await new Promise(setImmediate);
+      }
     }
     await allReceived;
     const elapsed = Date.now() - started;
     assert.ok(elapsed < 10_000, `the fast client got all ${count} messages in ${elapsed} ms`);
 
-    while (server.manager.getStats().slowConsumerCloses === 0) await sleep(20);
+    for (let tries = 0; server.manager.getStats().slowConsumerCloses === 0; tries++) {
+      assert.ok(tries < 250, 'the slow client was never closed');
+      await sleep(20);
+    }
     slow.socket.resume();
     const close = await slow.closeFrame(8000);
     assert.deepEqual([close.code, close.reason], [1013, 'Slow consumer']);
@@ -221,16 +227,37 @@ describe('attach', () => {
     await bridged.close();
   });
 
-  it('answers 404 to an upgrade nobody claims', async () => {
+  it('answers 404 to an upgrade nobody claims, once, however many attach() calls passed it over', async () => {
     const manager = new RelaySessionManager();
     const server = http.createServer();
     manager.attach(server, { path: '/live/:sessionId' });
+    manager.attach(server, { path: '/other' });
     await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
     servers.push({ close: () => new Promise((resolve) => server.close(resolve)) });
     const raw = new RawClient(server.address().port);
     await raw.connected;
     raw.write(upgradeRequest('/elsewhere'));
     assert.match(await raw.responseHead(), /^HTTP\/1\.1 404 /);
+    await raw.ended;
+    assert.equal(raw.received.toString().split('HTTP/1.1').length, 2, 'one answer');
+    const claimed = new RawClient(server.address().port);
+    await claimed.connected;
+    claimed.write(upgradeRequest('/other'));
+    assert.match(await claimed.responseHead(), /^HTTP\/1\.1 101 /, 'the second attach takes its own path');
+    claimed.socket.destroy();
+  });
+
+  it('leaves an upgrade no attach() claims to the server\'s other listeners', async () => {
+    const manager = new RelaySessionManager();
+    const server = http.createServer();
+    manager.attach(server, { path: '/live/:sessionId' });
+    server.on('upgrade', (request, socket) => socket.end('HTTP/1.1 418 I\'m a teapot\r\n\r\n'));
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    servers.push({ close: () => new Promise((resolve) => server.close(resolve)) });
+    const raw = new RawClient(server.address().port);
+    await raw.connected;
+    raw.write(upgradeRequest('/elsewhere'));
+    assert.match(await raw.responseHead(), /^HTTP\/1\.1 418 /);
   });
 
   it('answers 401 when authenticate returns null, sync or async, and 500 when it throws', async (t) => {

@@ -142,6 +142,23 @@ describe('token auth', () => {
     ];
     for (const [config, message] of cases) assert.throws(() => new RelaySessionManager(config), message, JSON.stringify(config));
   });
+
+  it("with auth, a connection without a token's user cannot claim one by register", async () => {
+    const s = await server({ auth: { jwt: { secret: SECRET }, required: false } }, {});
+    const register = (client, userId) => client.send(JSON.stringify({ type: 'register', payload: { userId, windowId: 'w', caseId: 'C' } }));
+    const opened = async (url) => {
+      const client = new TestClient(url);
+      await client.opened;
+      return client;
+    };
+    const anonymous = await opened(s.sessionless('native'));
+    register(anonymous, 'alice');
+    assert.equal((await anonymous.nextOfType('error')).json.payload.code, 'FORBIDDEN');
+    const alice = await opened(`${s.sessionless('native')}?token=${sign({ sub: 'alice', exp: now() + 60 }, { key: SECRET })}`);
+    register(alice, 'alice');
+    await alice.nextOfType('registered');
+    assert.equal(s.manager.sendToUser('alice', { type: 'for-alice' }), 1, 'only the real alice');
+  });
 });
 
 describe('rate limits', () => {

@@ -35,7 +35,7 @@ async function start({ port = 3000, host, config } = {}) {
     url: `http://localhost:${fastify.server.address().port}`,
     sessionManager,
     async close() {
-      sessionManager.stop();
+      await sessionManager.stop();
       await fastify.close();
     },
   };

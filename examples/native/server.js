@@ -32,7 +32,7 @@ async function start({ port = 3000, host, config } = {}) {
     url: `http://localhost:${server.address().port}`,
     sessionManager,
     async close() {
-      sessionManager.stop();
+      await sessionManager.stop();
       await new Promise((resolve) => server.close(resolve));
     },
   };

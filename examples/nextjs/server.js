@@ -28,7 +28,7 @@ async function start({ port = 3000, host, config, dev = false } = {}) {
     url: `http://localhost:${server.address().port}`,
     sessionManager,
     async close() {
-      sessionManager.stop();
+      await sessionManager.stop();
       delete globalThis.switchyardSessionManager;
       wss.close();
       await new Promise((resolve) => server.close(resolve));

@@ -31,8 +31,8 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use switchyard_core::testing::{RecordingEvents, RecordingOutbox};
 use switchyard_core::{
-    server_message, AckPolicy, Config, ConflictResolution, ConnId, Event, Frame, FrameKind, Identity, Millis, Rate,
-    RateLimits, Relay, Route, SessionOptions, SlowConsumerPolicy, Target,
+    server_message, AckPolicy, Config, ConflictResolution, ConnId, ErrorCode, Event, Frame, FrameKind, Identity, Millis,
+    Rate, RateLimits, Rejection, Relay, Route, SessionOptions, SlowConsumerPolicy, Target,
 };
 
 const T0: Millis = 1_700_000_000_000;
@@ -117,6 +117,7 @@ fn config(flags: u8) -> Config {
         },
         conflict_resolution: if bit(4) { ConflictResolution::Deny } else { ConflictResolution::AskActive },
         slow_consumer: if bit(5) { SlowConsumerPolicy::Drop } else { SlowConsumerPolicy::Close },
+        verified_users_only: bit(1) && bit(4),
         ..Config::default()
     }
 }
@@ -249,9 +250,10 @@ impl World {
     fn respond(&mut self, arg: &[u8]) {
         let answer = text(arg);
         let raw: Option<Box<RawValue>> = serde_json::from_str(&answer).ok();
+        let failed = Rejection::new(ErrorCode::RequestFailed, answer.clone());
         let outcome = match &raw {
             Some(raw) => Ok(&**raw),
-            None => Err(answer.as_str()),
+            None => Err(&failed),
         };
         if let Some((conn, request_id)) = self.requests.pop_front() {
             self.relay.respond(conn, &request_id, outcome, self.now);

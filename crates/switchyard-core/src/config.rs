@@ -124,6 +124,10 @@ pub struct Config {
     pub rate_limit: Option<crate::limits::RateLimits>,
     /// New connections one address may open per minute; `None` for no limit.
     pub connections_per_minute_per_ip: Option<u32>,
+    /// Whether only users the transport verified count (with token auth): a connection
+    /// without one may not claim a user by `register`, so it can neither receive that
+    /// user's messages nor use up the user's connections and rate.
+    pub verified_users_only: bool,
 }
 
 impl Default for Config {
@@ -145,6 +149,7 @@ impl Default for Config {
             max_connections_per_user: 10,
             rate_limit: None,
             connections_per_minute_per_ip: None,
+            verified_users_only: false,
         }
     }
 }
@@ -161,6 +166,12 @@ pub struct ConfigError {
 const MAX_TICK_MS: u64 = 1000;
 
 impl Config {
+    /// `connectionsPerMinutePerIp` as a token bucket's rate: a minute's worth as the burst.
+    pub fn address_rate(&self) -> Option<crate::Rate> {
+        let per_minute = f64::from(self.connections_per_minute_per_ip?);
+        Some(crate::Rate { per_second: per_minute / 60.0, burst: per_minute })
+    }
+
     /// How often [`Relay::tick`](crate::Relay::tick) should run: often enough for pings,
     /// expiry and request timeouts to be on time.
     pub fn tick_interval_ms(&self) -> u64 {

@@ -377,19 +377,21 @@ impl Relay {
         self.close_slow_consumers(slow, now);
     }
 
-    /// Takes a token from the connection's bucket and from its user's.
+    /// Takes a token from the connection's bucket, then from its user's: a message its
+    /// own bucket refuses costs the user's other connections nothing.
     fn within_rate(&self, sender: &Sender, limits: &RateLimits, now: Millis) -> bool {
-        let (own, user) = {
+        let user = {
             let Some(conn) = self.conns.get(&sender.id) else { return false };
             let rate = conn.identity.rate_limit.unwrap_or(limits.per_connection);
-            let own = conn.bucket.as_ref().is_none_or(|bucket| bucket.lock().take(rate, now));
-            (own, conn.user.get().cloned())
+            if !conn.bucket.as_ref().is_none_or(|bucket| bucket.lock().take(rate, now)) {
+                return false;
+            }
+            conn.user.get().cloned()
         };
-        let shared = match (limits.per_user, user) {
+        match (limits.per_user, user) {
             (Some(rate), Some(user)) => self.user_buckets.entry(user).or_insert_with(|| Bucket::full(rate, now)).take(rate, now),
             _ => true,
-        };
-        own && shared
+        }
     }
 
     /// A message over the rate is dropped and refused; past `max_violations` of them the
@@ -402,13 +404,8 @@ impl Relay {
             return;
         }
         let rejection = Rejection::from(ErrorCode::RateLimited);
-        let envelope = (frame.kind == FrameKind::Text).then(|| Envelope::parse(&frame.payload).ok()).flatten();
-        let answer = match envelope {
-            Some(e) if e.ack && e.correlation_id.is_some() && self.config.ack != AckPolicy::Never => {
-                Counters::add(&self.counters.nacks, 1);
-                protocol::nack(e.correlation_id.as_deref().unwrap_or_default(), &rejection, now)
-            }
-            Some(e) => protocol::error(&rejection, e.request_id, e.correlation_id.as_deref(), now),
+        let answer = match (frame.kind == FrameKind::Text).then(|| Envelope::parse(&frame.payload).ok()).flatten() {
+            Some(envelope) => self.refusal(&envelope, &rejection, now),
             None => protocol::error(&rejection, None, None, now),
         };
         let mut slow = SlowConsumers::new();
@@ -419,8 +416,7 @@ impl Relay {
     /// Whether `address` may open another connection now (`connectionsPerMinutePerIp`).
     /// Transports ask before upgrading, and refuse with HTTP 429 when it may not.
     pub fn admit(&self, address: IpAddr, now: Millis) -> bool {
-        let Some(per_minute) = self.config.connections_per_minute_per_ip else { return true };
-        let rate = Rate { per_second: f64::from(per_minute) / 60.0, burst: f64::from(per_minute) };
+        let Some(rate) = self.config.address_rate() else { return true };
         let admitted = self.address_buckets.entry(address).or_insert_with(|| Bucket::full(rate, now)).take(rate, now);
         if !admitted {
             Counters::add(&self.counters.rate_limited, 1);
@@ -455,16 +451,11 @@ impl Relay {
                 sender.name.announced.get_or_init(|| announced.clone().into_owned());
             }
         }
-        let ack_to = match self.config.ack {
-            AckPolicy::Never => None,
-            AckPolicy::Always => envelope.correlation_id.as_deref(),
-            AckPolicy::Requested => envelope.correlation_id.as_deref().filter(|_| envelope.ack),
-        };
         let answer = match self.dispatch(sender, &envelope, frame, now, slow) {
             Outcome::Reply(answer) => Some(answer),
             Outcome::Routed(delivered) => {
                 self.report_watched(sender, &envelope, frame);
-                ack_to.map(|id| {
+                self.ack_to(&envelope).map(|id| {
                     Counters::add(&self.counters.acks, 1);
                     protocol::ack(id, delivered, now)
                 })
@@ -477,17 +468,32 @@ impl Relay {
                 if matches!(rejection.code, ErrorCode::ChannelForbidden | ErrorCode::Forbidden) {
                     Counters::add(&self.counters.forbidden, 1);
                 }
-                Some(match ack_to {
-                    Some(id) => {
-                        Counters::add(&self.counters.nacks, 1);
-                        protocol::nack(id, &rejection, now)
-                    }
-                    None => protocol::error(&rejection, envelope.request_id, envelope.correlation_id.as_deref(), now),
-                })
+                Some(self.refusal(&envelope, &rejection, now))
             }
         };
         if let Some(answer) = answer {
             self.push(sender.id, &*sender.outbox, answer, slow);
+        }
+    }
+
+    /// The id a message is acknowledged by, under the `ack` policy.
+    fn ack_to<'e>(&self, envelope: &'e Envelope) -> Option<&'e str> {
+        let id = envelope.correlation_id.as_deref();
+        match self.config.ack {
+            AckPolicy::Never => None,
+            AckPolicy::Always => id,
+            AckPolicy::Requested => id.filter(|_| envelope.ack),
+        }
+    }
+
+    /// The answer to a refused message: a `NACK` when it is acknowledged, else an `error`.
+    fn refusal(&self, envelope: &Envelope, rejection: &Rejection, now: Millis) -> Frame {
+        match self.ack_to(envelope) {
+            Some(id) => {
+                Counters::add(&self.counters.nacks, 1);
+                protocol::nack(id, rejection, now)
+            }
+            None => protocol::error(rejection, envelope.request_id, envelope.correlation_id.as_deref(), now),
         }
     }
 
@@ -626,7 +632,7 @@ impl Relay {
     /// Answers a request: `Ok` with the result as JSON, or `Err` with why it failed.
     /// Returns false when the request is no longer waiting (it timed out, or its
     /// connection left).
-    pub fn respond(&self, conn: ConnId, request_id: &str, outcome: Result<&RawValue, &str>, now: Millis) -> bool {
+    pub fn respond(&self, conn: ConnId, request_id: &str, outcome: Result<&RawValue, &Rejection>, now: Millis) -> bool {
         if !self.requests.finish(conn, request_id) {
             return false;
         }
@@ -634,7 +640,7 @@ impl Relay {
         let Ok(id) = RawValue::from_string(request_id.to_owned()) else { return false };
         let answer = match outcome {
             Ok(result) => protocol::response(&id, result, now),
-            Err(message) => protocol::error(&Rejection::new(ErrorCode::RequestFailed, message.to_owned()), Some(&id), None, now),
+            Err(rejection) => protocol::error(rejection, Some(&id), None, now),
         };
         let mut slow = SlowConsumers::new();
         self.push(conn, &*outbox, answer, &mut slow);
@@ -692,12 +698,16 @@ impl Relay {
         if !registering {
             return Err(Outcome::Rejected(Rejection::new(ErrorCode::Forbidden, "Register before sending for a user")));
         }
+        if self.config.verified_users_only {
+            return Err(Outcome::Rejected(Rejection::new(ErrorCode::Forbidden, "With token auth, a connection is the user its token names")));
+        }
         let user: Arc<str> = claimed.into();
         if !self.take_user_slot(&user, sender.id) {
-            let error = protocol::error(&ErrorCode::ConnectionLimit.into(), None, None, now);
-            let mut slow = SlowConsumers::new();
-            self.push(sender.id, &*sender.outbox, error, &mut slow);
-            self.disconnect(sender.id, close_code::POLICY, Refusal::ConnectionLimit.reason(), now);
+            let refusal = Refusal::ConnectionLimit;
+            if let Some(notice) = refusal.notice(now) {
+                self.push(sender.id, &*sender.outbox, notice, &mut SlowConsumers::new());
+            }
+            self.disconnect(sender.id, refusal.close_code(), refusal.reason(), now);
             return Err(Outcome::Done);
         }
         // A connection's messages are routed one at a time, so nothing set its user meanwhile.
@@ -983,8 +993,7 @@ impl Relay {
 
     /// A full bucket says nothing a new one would not: dropping them bounds the maps.
     fn forget_full_buckets(&self, now: Millis) {
-        if let Some(per_minute) = self.config.connections_per_minute_per_ip {
-            let rate = Rate { per_second: f64::from(per_minute) / 60.0, burst: f64::from(per_minute) };
+        if let Some(rate) = self.config.address_rate() {
             self.address_buckets.retain(|_, bucket| !bucket.is_full(rate, now));
         }
         if let Some(rate) = self.config.rate_limit.as_ref().and_then(|limits| limits.per_user) {

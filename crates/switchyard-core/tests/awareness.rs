@@ -138,3 +138,16 @@ fn a_user_holds_at_most_max_connections() {
     assert_eq!(pages[2].out.closed(), Some((1008, "Connection limit".into())));
     assert_eq!(relay.stats().active_connections, 4);
 }
+
+#[test]
+fn with_token_auth_only_the_verified_user_may_register() {
+    let relay = relay(Config { verified_users_only: true, ..Config::default() });
+    let anonymous = open(&relay, Identity::default());
+    register(&relay, &anonymous, "alice", "w1", "C");
+    assert_eq!(anonymous.kinds(), vec!["error FORBIDDEN"], "an unverified connection cannot become alice");
+    let alice = open(&relay, Identity { user_id: Some("alice".into()), ..Identity::default() });
+    register(&relay, &alice, "alice", "w2", "C");
+    assert_eq!(alice.kinds(), vec!["registered"]);
+    let to_alice = switchyard_core::Target { user_id: Some("alice"), ..Default::default() };
+    assert_eq!(relay.send(&to_alice, Frame::text("{}"), T0), 1, "server sends to alice reach her only");
+}

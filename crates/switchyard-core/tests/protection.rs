@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use switchyard_core::testing::RecordingOutbox;
-use switchyard_core::{Config, ConnId, Frame, Identity, NoEvents, Rate, RateLimits, Relay, Route, SessionOptions};
+use switchyard_core::{AckPolicy, Config, ConnId, Frame, Identity, NoEvents, Rate, RateLimits, Relay, Route, SessionOptions};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -143,4 +143,29 @@ fn deeply_nested_json_is_refused_without_harm() {
     relay.receive(a, Frame::text(nested(20)), T0);
     assert_eq!(b_out.take_texts().len(), 1, "reasonable nesting still relays");
     assert_eq!(a_out.closed(), None);
+}
+
+#[test]
+fn under_ack_always_a_rate_limited_message_with_an_id_gets_a_nack() {
+    let relay = relay(Config { ack: AckPolicy::Always, ..limited(1.0, 1.0, None) });
+    let (a, a_out) = join(&relay, Identity::default());
+    relay.receive(a, Frame::text(r#"{"type":"m","id":"first"}"#), T0);
+    relay.receive(a, Frame::text(r#"{"type":"m","id":"second"}"#), T0);
+    let answers = texts(&a_out);
+    assert_eq!((answers[0]["type"].as_str(), answers[1]["type"].as_str()), (Some("ACK"), Some("NACK")), "{answers:?}");
+    assert_eq!(answers[1]["payload"]["code"], "RATE_LIMITED");
+}
+
+#[test]
+fn a_message_its_own_bucket_refuses_costs_the_users_other_connections_nothing() {
+    let relay = relay(limited(1.0, 1.0, Some(Rate { per_second: 1.0, burst: 3.0 })));
+    let alice = || Identity { user_id: Some("alice".into()), ..Identity::default() };
+    let (laptop, laptop_out) = join(&relay, alice());
+    let (phone, phone_out) = join(&relay, alice());
+    for _ in 0..4 {
+        relay.receive(laptop, Frame::text(r#"{"type":"m"}"#), T0);
+    }
+    assert_eq!(texts(&laptop_out).iter().filter(|m| m["type"] == "error").count(), 3, "the laptop's own burst is 1");
+    relay.receive(phone, Frame::text(r#"{"type":"m"}"#), T0);
+    assert!(texts(&phone_out).iter().all(|m| m["type"] != "error"), "the user's bucket lost one token, not four");
 }

@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 use serde_json::value::RawValue;
 use switchyard_core::testing::{RecordingEvents, RecordingOutbox};
 use switchyard_core::{
-    AckPolicy, Config, ConflictResolution, ConnId, Event, Frame, Identity, Relay, Route, SessionOptions, Target,
+    AckPolicy, Config, ConflictResolution, ConnId, ErrorCode, Event, Frame, Identity, Rejection, Relay, Route, SessionOptions,
+    Target,
 };
 
 const T0: u64 = 1_700_000_000_000;
@@ -170,7 +171,7 @@ fn requests_go_to_the_app_and_answers_come_back_matched() {
     );
     let result = RawValue::from_string(r#"{"rows":3}"#.into()).unwrap();
     assert!(world.relay.respond(a.id, "2", Ok(&result), T0 + 1), "answered out of order");
-    assert!(world.relay.respond(a.id, "\"r1\"", Err("database is down"), T0 + 2));
+    assert!(world.relay.respond(a.id, "\"r1\"", Err(&Rejection::new(ErrorCode::RequestFailed, "database is down")), T0 + 2));
     assert!(!world.relay.respond(a.id, "\"r1\"", Ok(&result), T0 + 3), "answered once");
     let answers = a.messages();
     assert_eq!(answers[0]["type"], "response");

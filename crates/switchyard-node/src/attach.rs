@@ -23,6 +23,20 @@ use crate::js::{self, call_method};
 use crate::options::{type_error, OptionsReader};
 
 const DEFAULT_PATH: &str = "/session/:sessionId";
+/// On a server: how many `upgrade` listeners `attach` has added to it.
+const ATTACHED: &str = "__switchyardAttached";
+/// On an upgrade's socket: how many of those listeners found its path not theirs.
+const PASSED_OVER: &str = "__switchyardPassedOver";
+
+/// Reads a whole-number property this module keeps on a JS object; 0 when absent.
+fn counter(object: &Object, name: &str) -> Result<u32> {
+    let value: Unknown = object.get_named_property_unchecked(name)?;
+    if value.get_type()? != ValueType::Number {
+        return Ok(0);
+    }
+    // SAFETY: a number, checked.
+    unsafe { value.cast() }
+}
 
 #[derive(Debug, PartialEq, Eq)]
 enum Segment {
@@ -88,7 +102,7 @@ pub fn attach(host: &Rc<Host>, env: &Env, server: Unknown, options: Option<Unkno
         return Err(type_error(env, "server must be an http.Server"));
     }
     // SAFETY: an object, checked.
-    let server: Object = unsafe { server.cast()? };
+    let mut server: Object = unsafe { server.cast()? };
     let on: Unknown = server.get_named_property_unchecked("on")?;
     if on.get_type()? != ValueType::Function {
         return Err(type_error(env, "server must be an http.Server (it has no on method)"));
@@ -109,6 +123,8 @@ pub fn attach(host: &Rc<Host>, env: &Env, server: Unknown, options: Option<Unkno
         None => None,
     };
     let server_ref = Rc::new(Held::new(env, &server)?);
+    let attached = counter(&server, ATTACHED)? + 1;
+    server.set_named_property(ATTACHED, attached)?;
     let host = host.clone();
     js::listen(env, &server, "upgrade", move |ctx: FunctionCallContext| {
         guard(|| {
@@ -143,13 +159,18 @@ pub fn attach(host: &Rc<Host>, env: &Env, server: Unknown, options: Option<Unkno
     })
 }
 
-/// An upgrade no pattern claims is left to the server's other `upgrade` listeners; with
-/// none, nobody would ever answer it, so it gets a 404.
+/// An upgrade no pattern claims is left to the server's other `upgrade` listeners; when
+/// every listener is an `attach` and each has passed it over, nobody would ever answer
+/// it, so the last of them answers 404.
 fn refuse_if_unclaimed(host: &Host, env: &Env, server: &Held, socket: &Object) -> Result<()> {
     let server = server.get(env)?;
+    let passed_over = counter(socket, PASSED_OVER)? + 1;
+    let mut socket = *socket;
+    socket.set_named_property(PASSED_OVER, passed_over)?;
     let count: Function<&str, u32> = server.get_named_property_unchecked("listenerCount")?;
-    if count.bind(&server)?.call("upgrade")? <= 1 {
-        host.refuse_upgrade(socket, 404, "Not Found")?;
+    let listeners = count.bind(&server)?.call("upgrade")?;
+    if listeners == counter(&server, ATTACHED)? && passed_over == listeners {
+        host.refuse_upgrade(&socket, 404, "Not Found")?;
     }
     Ok(())
 }

@@ -135,6 +135,7 @@ pub fn read_settings(env: &Env, value: Option<Unknown>) -> Result<Settings> {
     }
     let defaults = Config::default();
     let size = |n: u64| n as usize;
+    let auth = read_auth(env, &options)?;
     let config = Config {
         session_timeout_ms: options.positive_integer("sessionTimeoutMs", MAX_MS)?.unwrap_or(defaults.session_timeout_ms),
         max_clients_per_session: options
@@ -162,9 +163,10 @@ pub fn read_settings(env: &Env, value: Option<Unknown>) -> Result<Settings> {
             .map_or(defaults.max_connections_per_user, size),
         rate_limit: read_rate_limits(env, &options)?,
         connections_per_minute_per_ip: options.positive_integer("connectionsPerMinutePerIp", MAX_COUNT)?.map(|n| n as u32),
+        verified_users_only: auth.is_some(),
     };
     config.validate().map_err(|err| type_error(env, err.to_string()))?;
-    Ok(Settings { config, auth: read_auth(env, &options)? })
+    Ok(Settings { config, auth })
 }
 
 pub fn read_session_options(env: &Env, value: Option<Unknown>) -> Result<SessionOptions> {

@@ -19,7 +19,7 @@ use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{Env, Error, Result, Status};
 use serde_json::value::RawValue;
 use switchyard_core::{
-    close_code, ConnId, ConnectionInfo, ErrorCode, Event, Frame, Identity, Millis, Refusal, Relay, Route, Target,
+    close_code, ConnId, ConnectionInfo, ErrorCode, Event, Frame, Identity, Millis, Refusal, Rejection, Relay, Route, Target,
 };
 use switchyard_server::auth::{self, AuthError, TokenSource};
 use switchyard_server::{handshake, now, Accepted};
@@ -129,7 +129,7 @@ impl Host {
     fn handle_request(self: &Rc<Self>, env: &Env, connection: ConnectionInfo, request_id: String, payload: String) -> Result<()> {
         let conn = connection.connection_id;
         let Some(handler) = self.request_handler.borrow().clone() else {
-            self.relay.respond(conn, &request_id, Err(ErrorCode::NoHandler.message()), now());
+            self.relay.respond(conn, &request_id, Err(&ErrorCode::NoHandler.into()), now());
             return Ok(());
         };
         let context = to_js(env, ConnectionEvent::from(connection))?;
@@ -144,8 +144,10 @@ impl Host {
                 },
                 Err(reason) => Err(js::reason(reason)),
             };
-            let result = result.and_then(|json| RawValue::from_string(json).map_err(|err| err.to_string()));
-            host.relay.respond(conn, &request_id, result.as_deref().map_err(String::as_str), now());
+            let result = result
+                .and_then(|json| RawValue::from_string(json).map_err(|err| err.to_string()))
+                .map_err(|message| Rejection::new(ErrorCode::RequestFailed, message));
+            host.relay.respond(conn, &request_id, result.as_deref().map_err(|rejection| rejection), now());
             host.pump(env)
         };
         let payload = js::parse(env, &payload)?;

@@ -129,7 +129,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         self.relay.close(self.conn, close_code::ABNORMAL, "Connection lost", now());
     }
 
-    /// Routes the bytes that came with the request; false when they ended the connection.
+    /// Routes the bytes that came with the request; true when the connection was lost
+    /// while doing so (a close from the client only stops reading, so it is false).
     fn consume_head(&mut self) -> bool {
         if self.partial.is_empty() {
             return false;

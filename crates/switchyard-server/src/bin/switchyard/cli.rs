@@ -203,6 +203,7 @@ impl Args {
                 max_violations: self.max_violations,
             }),
             connections_per_minute_per_ip: self.connections_per_minute_per_ip,
+            verified_users_only: self.jwt_secret.is_some() || self.jwt_public_key.is_some() || self.jwks.is_some(),
         }
     }
 
