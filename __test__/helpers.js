@@ -121,7 +121,29 @@ async function postJson(url, body = {}) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-module.exports = { TestClient, joinedClient, assertQuiet, postJson, sleep };
+/**
+ * Retries `assertion` until it stops throwing, then returns what it returned; after
+ * `timeoutMs` it throws the assertion's last error. For what the server does a little
+ * after the event a test awaited, such as counting a closed connection.
+ */
+async function eventually(assertion, timeoutMs = WAIT_MS) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await assertion();
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await sleep(10);
+    }
+  }
+}
+
+/** Waits until the HTTP server at `base` answers `/health`. */
+async function untilHealthy(base, logs = () => '') {
+  await eventually(async () => assert.ok(await fetch(`${base}/health`).then((r) => r.ok, () => false), `the server did not start:\n${logs()}`), 5000);
+}
+
+module.exports = { TestClient, joinedClient, assertQuiet, postJson, sleep, eventually, untilHealthy };
 
 /** An upgrade request, as raw text, with the headers a test chooses to break. */
 function upgradeRequest(path, { key = 'dGhlIHNhbXBsZSBub25jZQ==', version = '13', headers = {} } = {}) {
@@ -207,6 +229,9 @@ class RawClient {
       const opcode = this.received[at] & 0x0f;
       let length = this.received[at + 1] & 0x7f;
       let start = at + 2;
+      const extendedBytes = length === 126 ? 2 : length === 127 ? 8 : 0;
+      // A frame header can arrive split across reads: wait for the rest of it.
+      if (start + extendedBytes > this.received.length) break;
       if (length === 126) {
         length = this.received.readUInt16BE(at + 2);
         start += 2;
@@ -307,10 +332,7 @@ async function startBinary({ args = [], env = {}, command } = {}) {
   child.stderr.on('data', (chunk) => (logs += chunk));
   child.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
   const base = `http://127.0.0.1:${port}`;
-  for (let tries = 0; !(await fetch(`${base}/health`).then((r) => r.ok, () => false)); tries++) {
-    if (tries > 100) throw new Error(`the server did not start:\n${logs}`);
-    await sleep(50);
-  }
+  await untilHealthy(base, () => logs);
   return { child, port, base, ws: `ws://127.0.0.1:${port}`, logs: () => logs };
 }
 

@@ -5,7 +5,7 @@
 const { describe, it, after } = require('node:test');
 const assert = require('node:assert/strict');
 const net = require('node:net');
-const { joinedClient, postJson, sleep, startMixedServer, RawClient, upgradeRequest, clientFrame, startBinary, stopBinaries } = require('./helpers');
+const { joinedClient, postJson, sleep, eventually, startMixedServer, RawClient, upgradeRequest, clientFrame, startBinary, stopBinaries } = require('./helpers');
 
 const cleanups = [];
 after(async () => {
@@ -61,10 +61,7 @@ async function withPair(kind) {
     },
     /** Waits until the server holds the pair's two connections and no other. */
     async onlyThePairLeft() {
-      for (let tries = 0; (await target.stats()).health.activeConnections !== 2; tries++) {
-        assert.ok(tries < 100, `connections left: ${(await target.stats()).health.activeConnections}`);
-        await sleep(50);
-      }
+      await eventually(async () => assert.equal((await target.stats()).health.activeConnections, 2, 'connections left'), 10_000);
     },
   };
 }

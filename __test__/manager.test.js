@@ -5,7 +5,7 @@ const { execFile } = require('node:child_process');
 const path = require('node:path');
 const { RelaySessionManager } = require('..');
 const express = require('../examples/express/server.js');
-const { TestClient, joinedClient, assertQuiet, sleep } = require('./helpers');
+const { TestClient, joinedClient, sleep, eventually } = require('./helpers');
 
 const servers = [];
 async function relayServer(config) {
@@ -124,8 +124,7 @@ describe('sessions', () => {
     await sleep(300);
     assert.ok(server.sessionManager.getSession(empty.sessionId), 'an empty session survives cleanups');
     assert.deepEqual(await client.closedWithin(1500), { code: 1000, reason: 'Session expired' });
-    await sleep(100);
-    assert.equal(server.sessionManager.getSession(empty.sessionId), null);
+    await eventually(() => assert.equal(server.sessionManager.getSession(empty.sessionId), null));
     assert.deepEqual(expired.sort(), [empty.sessionId, busy.sessionId].sort());
   });
 });

@@ -10,7 +10,7 @@ const path = require('node:path');
 const WebSocket = require('ws');
 const { RelaySessionManager } = require('..');
 const { locateBinary } = require('../bin/switchyard.js');
-const { TestClient, joinedClient, sleep, startMixedServer, RawClient, upgradeRequest, startBinary, stopBinaries } = require('./helpers');
+const { TestClient, joinedClient, sleep, eventually, startMixedServer, RawClient, upgradeRequest, startBinary, stopBinaries } = require('./helpers');
 const { sign, keyPair, now } = require('./jwt');
 
 const SECRET = 'a shared secret that is long enough';
@@ -72,8 +72,7 @@ describe('token auth', () => {
         if (protocols) assert.equal(result.protocol, 'switchyard.jwt', 'the subprotocol is answered, as browsers need');
         result.open.ws.terminate();
       }
-      await sleep(50);
-      assert.deepEqual([seen[0].userId, seen[0].organizationId, seen[0].metadata.iss], ['alice', 'acme', 'https://id.example']);
+      await eventually(() => assert.deepEqual([seen[0]?.userId, seen[0]?.organizationId, seen[0]?.metadata.iss], ['alice', 'acme', 'https://id.example']));
 
       for (const [name, bad] of Object.entries({ ...refusals, missing: null })) {
         const where = bad ? `${url}?token=${bad}` : url;
@@ -172,8 +171,7 @@ describe('rate limits', () => {
       const refused = (await flooder.nextOfType('error')).json.payload;
       assert.deepEqual(refused, { code: 'RATE_LIMITED', message: 'Too many messages; this one was dropped', correlationId: 'm3' });
       assert.deepEqual(await flooder.closedWithin(), { code: 1008, reason: 'Rate limit exceeded' });
-      await sleep(50);
-      assert.deepEqual(peer.inbox.filter((m) => m.json?.type === 'm').map((m) => m.json.i), [0, 1, 2]);
+      await eventually(() => assert.deepEqual(peer.inbox.filter((m) => m.json?.type === 'm').map((m) => m.json.i), [0, 1, 2]));
       assert.equal(s.manager.getStats().rateLimited, 3);
     });
   }
@@ -250,14 +248,16 @@ describe('compression, frames and health', () => {
       const s = await server({ pingIntervalMs: 100, heartbeatTimeoutMs: 5000 });
       const { sessionId } = s.manager.createSession();
       await joinedClient(s.url(transport, sessionId));
-      await sleep(250);
-      const before = s.manager.checkConnectionHealth();
-      assert.deepEqual([before.activeConnections, before.healthyConnections, before.unhealthyConnections], [1, 1, 0]);
-      assert.equal(typeof before.averageLatencyMs, 'number');
+      await eventually(() => {
+        const health = s.manager.checkConnectionHealth();
+        assert.deepEqual([health.activeConnections, health.healthyConnections, health.unhealthyConnections], [1, 1, 0]);
+        assert.equal(typeof health.averageLatencyMs, 'number', 'a latency once a pong came back');
+      });
       await joinedClient(s.url(transport, sessionId), { autoPong: false });
-      await sleep(350);
-      const health = s.manager.getStats().health;
-      assert.deepEqual([health.activeConnections, health.healthyConnections, health.unhealthyConnections], [2, 1, 1]);
+      await eventually(() => {
+        const { health } = s.manager.getStats();
+        assert.deepEqual([health.activeConnections, health.healthyConnections, health.unhealthyConnections], [2, 1, 1]);
+      });
     });
   }
 });

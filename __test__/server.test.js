@@ -8,7 +8,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { locateBinary } = require('../bin/switchyard.js');
-const { TestClient, joinedClient, postJson, sleep, RawClient, upgradeRequest, freePort, startBinary, stopBinaries, binaries } = require('./helpers');
+const { TestClient, joinedClient, postJson, eventually, untilHealthy, RawClient, upgradeRequest, freePort, startBinary, stopBinaries, binaries } = require('./helpers');
 
 const binary = locateBinary();
 after(stopBinaries);
@@ -70,10 +70,7 @@ describe('switchyard binary: command line', () => {
     const port = await freePort();
     const child = spawn(binary, [], { env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', PING_INTERVAL: '100', HEARTBEAT_TIMEOUT: '300' } });
     binaries.add(child);
-    for (let tries = 0; tries < 100; tries++) {
-      if (await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false)) break;
-      await sleep(50);
-    }
+    await untilHealthy(`http://127.0.0.1:${port}`);
     await postJson(`http://127.0.0.1:${port}/v1/sessions`, { sessionId: 'env' });
     const deaf = await joinedClient(`ws://127.0.0.1:${port}/session/env`, { autoPong: false });
     assert.deepEqual(await deaf.closedWithin(2000), { code: 1001, reason: 'Connection timeout' });
@@ -266,10 +263,7 @@ describe('switchyard binary: admin endpoints', () => {
     const port = await freePort();
     const child = spawn(binary, ['--port', String(port), '--host', '0.0.0.0']);
     binaries.add(child);
-    for (let tries = 0; tries < 100; tries++) {
-      if (await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false)) break;
-      await sleep(50);
-    }
+    await untilHealthy(`http://127.0.0.1:${port}`);
     const remote = await getJson(`http://${address}:${port}/v1/sessions`, { method: 'POST' });
     assert.equal(remote.status, 403);
     assert.equal(remote.body.error.code, 'FORBIDDEN');
@@ -303,11 +297,10 @@ describe('switchyard binary: stopping', () => {
     for (let i = 0; i < 50; i++) a.send(`{"type":"m","i":${i}}`);
     await b.next((m) => m.json?.i === 49);
     await Promise.all([a.close(), b.close()]);
-    await sleep(100);
-    const lines = server.logs().split('\n').filter(Boolean);
-    assert.equal(lines.filter((l) => l.includes('connection opened')).length, 2);
-    assert.equal(lines.filter((l) => l.includes('connection closed')).length, 2);
-    assert.ok(lines.length < 10, `a handful of lines, not one per message:\n${lines.join('\n')}`);
+    const lines = () => server.logs().split('\n').filter(Boolean);
+    await eventually(() => assert.equal(lines().filter((l) => l.includes('connection closed')).length, 2));
+    assert.equal(lines().filter((l) => l.includes('connection opened')).length, 2);
+    assert.ok(lines().length < 10, `a handful of lines, not one per message:\n${lines().join('\n')}`);
   });
 
   it('npx switchyard passes SIGTERM on to the server and exits with its code, leaving no orphan', async () => {
