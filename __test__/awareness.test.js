@@ -4,9 +4,8 @@
 const { describe, it, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { spawn } = require('node:child_process');
-const net = require('node:net');
 const { locateBinary } = require('../bin/switchyard.js');
-const { TestClient, sleep, startMixedServer } = require('./helpers');
+const { TestClient, sleep, untilHealthy, freePort, startMixedServer } = require('./helpers');
 
 const cleanups = [];
 after(async () => {
@@ -103,23 +102,31 @@ for (const transport of ['native', 'bridge']) {
       assert.deepEqual(await anonymous[2].closedWithin(), { code: 1008, reason: 'Connection limit' });
       assert.equal(s.manager.getStats().forbidden, 1);
     });
+
+    it('refuses a 65th window with WINDOW_LIMIT and keeps the connection and the other 64', async () => {
+      const s = await server();
+      const page = await open(s.sessionless(transport), { 'x-user': 'erin' });
+      for (let i = 0; i < 64; i++) register(page, 'erin', `w${i}`, 'CASE-1');
+      register(page, 'erin', 'w64', 'CASE-1');
+      const refused = (await page.nextOfType('error')).json.payload;
+      assert.deepEqual(refused, { code: 'WINDOW_LIMIT', message: 'Maximum windows per user exceeded; deregister one first' });
+      assert.equal(page.inbox.filter((m) => m.json?.type === 'registered').length, 64);
+      say(page, 'deregister', { userId: 'erin', windowId: 'w0' });
+      register(page, 'erin', 'w64', 'CASE-2');
+      assert.deepEqual((await page.next((m) => m.json?.payload?.windowId === 'w64')).json, { type: 'registered', payload: { windowId: 'w64', caseId: 'CASE-2' } });
+      assert.equal(s.manager.getStats().registrations, 64);
+      assert.equal(page.closeEvent, undefined);
+      await page.close();
+    });
   });
 }
 
 describe('the switchyard binary as the awareness service', () => {
   it('takes the old flags and serves an old-style client unchanged', async () => {
-    const port = await new Promise((resolve) => {
-      const probe = net.createServer().listen(0, '127.0.0.1', () => {
-        const { port } = probe.address();
-        probe.close(() => resolve(port));
-      });
-    });
+    const port = await freePort();
     const child = spawn(locateBinary(), ['-p', String(port), '-h', '127.0.0.1', '-t', '60000', '-c', '30000', '-m', '10']);
     cleanups.push(() => child.kill('SIGKILL'));
-    for (let tries = 0; tries < 100; tries++) {
-      if (await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false)) break;
-      await sleep(50);
-    }
+    await untilHealthy(`http://127.0.0.1:${port}`);
     const url = `ws://127.0.0.1:${port}`;
     const health = await open(url);
     health.send('{"type":"ping"}');

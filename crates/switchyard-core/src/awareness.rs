@@ -3,14 +3,22 @@
 //!
 //! A registration is a (user, window) pair bound to the connection that registered it.
 //! Every change returns what must be said and to whom; the relay delivers it.
+//!
+//! A user holds at most [`MAX_WINDOWS_PER_USER`] registrations. Every warning lists all
+//! of them and goes to all of the user's connections, so without a cap one client
+//! registering made-up windows would make each `register` cost more than the last.
 
 use std::sync::Arc;
 
 use dashmap::DashMap;
 use serde::Serialize;
 
+use crate::error::{ErrorCode, Rejection};
 use crate::frame::Frame;
 use crate::ids::{ConnId, Millis};
+
+/// Far more windows than a person keeps open, few enough that a warning stays small.
+pub const MAX_WINDOWS_PER_USER: usize = 64;
 
 /// Who hears a notice.
 #[derive(Debug, PartialEq)]
@@ -113,12 +121,17 @@ pub(crate) struct Awareness {
 
 impl Awareness {
     /// Stores or replaces the registration, bound to `conn`: answers `registered`, then
-    /// the warnings it causes.
-    pub fn register(&self, registration: Registration, conn: ConnId, now: Millis) -> Notices {
+    /// the warnings it causes. A new window past [`MAX_WINDOWS_PER_USER`] is refused
+    /// with `WINDOW_LIMIT`.
+    pub fn register(&self, registration: Registration, conn: ConnId, now: Millis) -> Result<Notices, Rejection> {
         let Registration { user, window_id, case_id } = registration;
-        let order = self.next_registration.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut windows = self.users.entry(user.clone()).or_default();
+        let count = windows.windows.len();
         windows.windows.retain(|w| w.id != window_id);
+        if count == windows.windows.len() && count >= MAX_WINDOWS_PER_USER {
+            return Err(ErrorCode::WindowLimit.into());
+        }
+        let order = self.next_registration.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         windows.windows.push(Window { id: window_id.into(), case_id: case_id.into(), conn, last_heartbeat: now, registered: order });
 
         let mut notices: Notices = vec![(
@@ -147,7 +160,7 @@ impl Awareness {
             let others = windows.windows.iter().filter(|w| w.id != window_id && w.case_id != case_id);
             notices.extend(others.map(|w| (Audience::Conn(w.conn), warning.clone())));
         }
-        notices
+        Ok(notices)
     }
 
     pub fn focus(&self, user: &str, window_id: &str) {
@@ -217,7 +230,7 @@ mod tests {
     }
 
     fn register(awareness: &Awareness, who: &Arc<str>, window: &str, case: &str, conn: u64, now: Millis) -> Vec<(String, Value)> {
-        show(awareness.register(Registration { user: who, window_id: window, case_id: case }, ConnId(conn), now))
+        show(awareness.register(Registration { user: who, window_id: window, case_id: case }, ConnId(conn), now).unwrap())
     }
 
     fn show(notices: Notices) -> Vec<(String, Value)> {
@@ -318,5 +331,21 @@ mod tests {
         assert_eq!(awareness.registrations(), 1);
         assert!(awareness.connection_closed("alice", ConnId(1)).is_empty());
         assert_eq!(awareness.registrations(), 1, "bound to the new connection now");
+    }
+
+    #[test]
+    fn a_user_past_the_window_limit_may_replace_a_window_but_not_add_one() {
+        let awareness = Awareness::default();
+        let alice = user("alice");
+        for i in 0..MAX_WINDOWS_PER_USER {
+            register(&awareness, &alice, &format!("w{i}"), "CASE-1", 1, 0);
+        }
+        let one_more = Registration { user: &alice, window_id: "extra", case_id: "CASE-1" };
+        assert_eq!(awareness.register(one_more, ConnId(1), 0).unwrap_err().code, ErrorCode::WindowLimit);
+        assert_eq!(register(&awareness, &alice, "w0", "CASE-2", 1, 0)[0].1["type"], "registered", "w0 replaced");
+        assert_eq!(awareness.registrations(), MAX_WINDOWS_PER_USER);
+        register(&awareness, &user("bob"), "w0", "CASE-1", 2, 0);
+        awareness.deregister("alice", "w1");
+        assert_eq!(register(&awareness, &alice, "extra", "CASE-1", 1, 0)[0].1["type"], "registered");
     }
 }

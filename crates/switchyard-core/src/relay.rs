@@ -254,7 +254,8 @@ impl Relay {
             return false;
         };
         let session_id = session.id.clone();
-        self.end_session(session, close_code::NORMAL, "Session deleted", now);
+        let slow = self.end_session(session, close_code::NORMAL, "Session deleted", now);
+        self.close_slow_consumers(slow, now);
         self.events.emit(Event::SessionDeleted { session_id });
         true
     }
@@ -667,7 +668,10 @@ impl Relay {
                     return Outcome::Rejected(Rejection::new(ErrorCode::InvalidMessage, "register needs a caseId of 1 to 256 characters"));
                 };
                 let registration = Registration { user: &user, window_id: &payload.window_id, case_id };
-                self.awareness.register(registration, sender.id, now)
+                match self.awareness.register(registration, sender.id, now) {
+                    Ok(notices) => notices,
+                    Err(rejection) => return Outcome::Rejected(rejection),
+                }
             }
             "deregister" => self.awareness.deregister(&user, &payload.window_id),
             "heartbeat" => {
@@ -955,11 +959,14 @@ impl Relay {
     }
 
     /// Closes every member of a session that is already out of the map, so nobody is
-    /// left to be told of the others leaving.
-    fn end_session(&self, session: Session, code: u16, reason: &str, now: Millis) {
+    /// left to be told of the others leaving. Returns the connections elsewhere (a member
+    /// user's other windows) whose outboxes overflowed with the news.
+    fn end_session(&self, session: Session, code: u16, reason: &str, now: Millis) -> SlowConsumers {
+        let mut slow = SlowConsumers::new();
         for member in session.members {
-            self.remove_connection(member.conn, code, reason, true, now);
+            slow.extend(self.remove_connection(member.conn, code, reason, true, now));
         }
+        slow
     }
 
     /// Runs what is due: session expiry every cleanup interval; pings and heartbeat
@@ -985,7 +992,8 @@ impl Relay {
         let expired: Vec<SessionId> = self.sessions.iter().filter(|s| s.is_expired(now)).map(|s| s.id.clone()).collect();
         for id in expired {
             if let Some((_, session)) = self.sessions.remove_if(&id, |_, s| s.is_expired(now)) {
-                self.end_session(session, close_code::NORMAL, "Session expired", now);
+                let slow = self.end_session(session, close_code::NORMAL, "Session expired", now);
+                self.close_slow_consumers(slow, now);
                 self.events.emit(Event::SessionExpired { session_id: id });
             }
         }
@@ -1033,6 +1041,7 @@ impl Relay {
     pub fn shutdown(&self, code: u16, reason: &str, now: Millis) {
         let sessions: Vec<SessionId> = self.sessions.iter().map(|s| s.id.clone()).collect();
         for id in sessions {
+            // Every connection closes with `code` here: none is singled out as slow.
             if let Some((_, session)) = self.sessions.remove(&id) {
                 self.end_session(session, code, reason, now);
             }

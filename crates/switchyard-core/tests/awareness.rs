@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use switchyard_core::testing::RecordingOutbox;
-use switchyard_core::{Config, ConnId, Frame, Identity, NoEvents, Refusal, Relay, Route};
+use switchyard_core::{Config, ConnId, Frame, Identity, NoEvents, Refusal, Relay, Route, SessionOptions};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -150,4 +150,27 @@ fn with_token_auth_only_the_verified_user_may_register() {
     assert_eq!(alice.kinds(), vec!["registered"]);
     let to_alice = switchyard_core::Target { user_id: Some("alice"), ..Default::default() };
     assert_eq!(relay.send(&to_alice, Frame::text("{}"), T0), 1, "server sends to alice reach her only");
+}
+
+#[test]
+fn a_window_too_slow_for_the_news_of_a_deleted_session_is_closed_as_a_slow_consumer() {
+    let relay = relay(Config::default());
+    relay.create_session(SessionOptions { session_id: Some("room".into()), ..Default::default() }, T0).unwrap();
+    let out = RecordingOutbox::new();
+    let id = relay.open(Route::Session("room".into()), Identity::default(), out.clone(), T0).unwrap();
+    let in_room = Page { id, out };
+    // Room for its `registered` and its multi-case warning (266 bytes), not for more.
+    let out = RecordingOutbox::with_capacity(300);
+    let id = relay.open(Route::Sessionless, Identity::default(), out.clone(), T0).unwrap();
+    let elsewhere = Page { id, out };
+    register(&relay, &in_room, "u", "w-room", "CASE-1");
+    register(&relay, &elsewhere, "u", "w-elsewhere", "CASE-2");
+    assert_eq!(elsewhere.out.closed(), None, "its warnings fit");
+
+    // The warnings still fill its outbox, so the warning_cleared that deleting the room
+    // causes does not fit.
+    assert!(relay.delete_session("room", T0));
+    assert_eq!(in_room.out.closed(), Some((1000, "Session deleted".into())));
+    assert_eq!(elsewhere.out.closed(), Some((1013, "Slow consumer".into())));
+    assert_eq!(relay.stats().slow_consumer_closes, 1);
 }
