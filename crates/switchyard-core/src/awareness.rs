@@ -102,6 +102,11 @@ struct Cleared<'a> {
     cases: Vec<CaseWindow<'a>>,
 }
 
+/// `warning_cleared`, with the cases the user has left.
+fn cleared(windows: &UserWindows) -> Frame {
+    frame(&Message::WarningCleared { payload: Cleared { cases: windows.cases() } })
+}
+
 fn frame(message: &Message) -> Frame {
     Frame::text(serde_json::to_vec(message).expect("awareness messages serialize"))
 }
@@ -127,6 +132,7 @@ impl Awareness {
         let Registration { user, window_id, case_id } = registration;
         let mut windows = self.users.entry(user.clone()).or_default();
         let count = windows.windows.len();
+        let cases_before = windows.distinct_cases();
         windows.windows.retain(|w| w.id != window_id);
         if count == windows.windows.len() && count >= MAX_WINDOWS_PER_USER {
             return Err(ErrorCode::WindowLimit.into());
@@ -138,9 +144,13 @@ impl Awareness {
             Audience::Conn(conn),
             frame(&Message::Registered { payload: CaseWindow { case_id, window_id } }),
         )];
-        if windows.distinct_cases() >= 2 {
+        let cases_after = windows.distinct_cases();
+        if cases_after >= 2 {
             let warning = Warning::MultiCase { cases: windows.cases(), message: "Multiple cases are open in this session" };
             notices.push((Audience::User(user.clone()), frame(&Message::Warning { payload: warning })));
+        } else if cases_before >= 2 {
+            // The window switched to the case the others show: the user is back to one.
+            notices.push((Audience::User(user.clone()), cleared(&windows)));
         }
         let focused = windows
             .focused
@@ -190,8 +200,10 @@ impl Awareness {
 
     /// Forgets registrations whose last heartbeat is `timeout` old or older.
     pub fn expire(&self, now: Millis, timeout: Millis) -> Notices {
-        let users: Vec<Arc<str>> = self.users.iter().map(|u| u.key().clone()).collect();
-        users.iter().flat_map(|user| self.remove(user, |w| now.saturating_sub(w.last_heartbeat) >= timeout)).collect()
+        let stale = |w: &Window| now.saturating_sub(w.last_heartbeat) >= timeout;
+        // Runs every tick: a shared look first, so only users with a stale window are locked.
+        let users: Vec<Arc<str>> = self.users.iter().filter(|u| u.windows.iter().any(stale)).map(|u| u.key().clone()).collect();
+        users.iter().flat_map(|user| self.remove(user, stale)).collect()
     }
 
     /// Removes the user's windows that `gone` picks; tells the user when that ends a
@@ -203,8 +215,7 @@ impl Awareness {
             let count = windows.windows.len();
             windows.windows.retain(|w| !gone(w));
             if windows.windows.len() < count && before >= 2 && windows.distinct_cases() <= 1 {
-                let cleared = Message::WarningCleared { payload: Cleared { cases: windows.cases() } };
-                notices.push((Audience::User(key.clone()), frame(&cleared)));
+                notices.push((Audience::User(key.clone()), cleared(windows)));
             }
             if windows.focused.as_deref().is_some_and(|f| !windows.windows.iter().any(|w| w.id == f)) {
                 windows.focused = None;
@@ -331,6 +342,22 @@ mod tests {
         assert_eq!(awareness.registrations(), 1);
         assert!(awareness.connection_closed("alice", ConnId(1)).is_empty());
         assert_eq!(awareness.registrations(), 1, "bound to the new connection now");
+    }
+
+    #[test]
+    fn a_window_switching_to_the_other_windows_case_clears_the_warning() {
+        let awareness = Awareness::default();
+        let alice = user("alice");
+        register(&awareness, &alice, "w1", "CASE-1", 1, 0);
+        register(&awareness, &alice, "w2", "CASE-2", 2, 0);
+        assert_eq!(
+            register(&awareness, &alice, "w2", "CASE-1", 2, 0),
+            vec![
+                ("conn 2".into(), json!({"type":"registered","payload":{"caseId":"CASE-1","windowId":"w2"}})),
+                ("user alice".into(), json!({"type":"warning_cleared","payload":{"cases":[{"caseId":"CASE-1","windowId":"w1"},{"caseId":"CASE-1","windowId":"w2"}]}})),
+            ]
+        );
+        assert_eq!(register(&awareness, &alice, "w1", "CASE-1", 1, 0).len(), 1, "one case before and after: nothing to clear");
     }
 
     #[test]
