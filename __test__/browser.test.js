@@ -30,8 +30,8 @@ if (!fs.existsSync(CHROMIUM)) {
  * A Node server for the pages: an empty page at /, the client package at /client/, and
  * one manager with native sessions at /session/:sessionId and awareness at /awareness.
  */
-async function appServer({ port = 0, prepare = () => {} } = {}) {
-  const manager = new RelaySessionManager({ pingIntervalMs: 1000, heartbeatTimeoutMs: 5000 });
+async function appServer({ port = 0, prepare = () => {}, config = {} } = {}) {
+  const manager = new RelaySessionManager({ pingIntervalMs: 1000, heartbeatTimeoutMs: 5000, ...config });
   prepare(manager);
   manager.start();
   const server = http.createServer((req, res) => {
@@ -169,6 +169,33 @@ function defineBrowserTests() {
       assert.deepEqual(await opened.evaluate(() => window.statuses), ['open', 'reconnecting', 'open']);
       assert.deepEqual(consoleErrors, []);
     });
+
+    for (const ack of ['requested', 'always']) {
+      it(`settles joinChannel on CHANNEL_JOINED and on a refusal (ack: '${ack}'), and hands binary frames over as bytes`, async () => {
+        const server = await appServer({
+          config: { ack, channels: { allow: ['chat:*'] } },
+          prepare: (manager) => manager.createSession({ sessionId: 'room-3' }),
+        });
+        cleanups.push(() => server.close());
+        const opened = await page(`${server.url}/`);
+        await opened.evaluate(async (port) => {
+          const { RelayClient } = await import('/client/index.js');
+          window.relay = new RelayClient(`ws://127.0.0.1:${port}/session/room-3`);
+          window.bytes = [];
+          window.relay.on('binary', (data) => window.bytes.push(data instanceof Uint8Array ? [...data] : String(data)));
+          window.joined = await window.relay.joinChannel('chat:lobby').then(() => 'joined', (err) => err.message);
+          window.refused = await window.relay.joinChannel('secret').then(() => 'joined', (err) => err.message);
+        }, server.port);
+        const { joined, refused } = await opened.evaluate(() => ({ joined: window.joined, refused: window.refused }));
+        assert.equal(joined, 'joined');
+        assert.equal(refused, 'CHANNEL_FORBIDDEN: This channel may not be joined');
+        assert.deepEqual(server.manager.getStats().channels, { total: 1, breakdown: { 'chat:lobby': 1 } });
+        assert.equal(server.manager.broadcast('room-3', Buffer.from([7, 8, 9])), 1);
+        await opened.waitForFunction(() => window.bytes.length === 1, null, { timeout: 5000 });
+        assert.deepEqual(await opened.evaluate(() => window.bytes), [[7, 8, 9]]);
+        assert.deepEqual(consoleErrors, []);
+      });
+    }
 
     it('round-trips a RelayClient request through the server\'s onRequest handler', async () => {
       const server = await appServer({

@@ -218,7 +218,12 @@ impl Connection {
                     let _ = pending.resolve.call1(&JsValue::NULL, &field(&message, "payload"));
                 }
             }
-            "error" => self.refused(&field(&message, "payload")),
+            "error" => {
+                let payload = field(&message, "payload");
+                self.refused(&payload, &field(&payload, "requestId"), &field(&payload, "correlationId"));
+            }
+            // A server acknowledging every message (`ack: 'always'`) refuses a join this way.
+            "NACK" => self.refused(&field(&message, "payload"), &JsValue::UNDEFINED, &field(&message, "correlationId")),
             "CHANNEL_JOINED" => {
                 let channel = field(&message, "channel").as_string().unwrap_or_default();
                 let joined: Vec<Join> = {
@@ -235,22 +240,21 @@ impl Connection {
         self.dispatch(&kind, &message);
     }
 
-    /// An `error` from the server settles the request or join it names.
-    fn refused(&self, payload: &JsValue) {
+    /// An `error` or `NACK` from the server settles the request or join it names.
+    fn refused(&self, payload: &JsValue, request: &JsValue, correlation: &JsValue) {
         let reason = || {
             let code = field(payload, "code").as_string().unwrap_or_default();
             let message = field(payload, "message").as_string().unwrap_or_default();
             error(&format!("{code}: {message}"))
         };
-        let request = field(payload, "requestId");
         if !request.is_undefined() {
-            let waiting = self.state.borrow_mut().requests.take(&request_id(&request));
+            let waiting = self.state.borrow_mut().requests.take(&request_id(request));
             if let Some(pending) = waiting {
                 self.retire(pending.timer);
                 let _ = pending.reject.call1(&JsValue::NULL, &reason());
             }
         }
-        if let Some(id) = field(payload, "correlationId").as_string() {
+        if let Some(id) = correlation.as_string() {
             let join = self.state.borrow_mut().joins.remove(&id);
             if let Some(join) = join {
                 self.state.borrow_mut().channels.remove(&join.channel);

@@ -80,6 +80,12 @@ export interface CaseWarning {
 export interface WarningCleared {
   cases: CaseWindow[];
 }
+
+/** Binary frames arrive as bytes, not as a `ServerMessage`. */
+export interface RelayClient {
+  on(type: 'binary', listener: (data: Uint8Array) => void): void;
+  off(type: 'binary', listener: (data: Uint8Array) => void): void;
+}
 "#;
 
 /// Where a connection stands.
