@@ -257,9 +257,11 @@ export declare class RelaySessionManager {
    * Hands a connection to the relay. `socket` is either a `ws` WebSocket the app
    * accepted (bridge mode), or the `net.Socket` of an HTTP server's `upgrade` event,
    * with its `head` in `options` (native mode: Rust answers the handshake and owns the
-   * connection). Returns `true` when it joined; `false` when it was refused and closed
-   * (1008 "Session not found" or "Session full", 1001 after `stop()`, or HTTP 400 for
-   * a bad handshake). `sessionId` `null` makes a sessionless connection.
+   * connection). Returns `true` when it joined; `false` when it was refused and closed:
+   * 1008 "Session not found", "Session full", "Connection limit", "Unauthorized" (no
+   * valid token under `auth`) or "Rate limit exceeded" (`connectionsPerMinutePerIp`),
+   * 1001 after `stop()`; natively, before the upgrade, HTTP 400 for a bad handshake,
+   * 401 and 429 for the last two. `sessionId` `null` makes a sessionless connection.
    */
   handleUpgrade(sessionId: string | null, socket: WebSocketLike | Duplex, request?: IncomingMessage, options?: UpgradeOptions): boolean
   /**

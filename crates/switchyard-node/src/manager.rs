@@ -18,7 +18,7 @@ use crate::js_types::{HealthStats, IdentityData, RelayStats, SessionData, StatsE
 use crate::native;
 use crate::attach;
 use crate::js;
-use crate::options::{type_error, OptionsReader};
+use crate::options::{string_argument, type_error, OptionsReader};
 use crate::request::UpgradeRequest;
 
 /// How long `stop()` waits for close handshakes before terminating what is left.
@@ -91,9 +91,12 @@ impl RelaySessionManager {
     }
 
     /// The session, or `null` when there is none with this id.
-    #[napi]
-    pub fn get_session(&self, session_id: String) -> Result<Option<SessionData>> {
-        guard(|| Ok(self.host.relay.session(&session_id).map(Into::into)))
+    #[napi(ts_args_type = "sessionId: string")]
+    pub fn get_session(&self, env: Env, session_id: Unknown) -> Result<Option<SessionData>> {
+        guard(|| {
+            let session_id = string_argument(&env, session_id, "sessionId")?;
+            Ok(self.host.relay.session(&session_id).map(Into::into))
+        })
     }
 
     #[napi]
@@ -103,9 +106,10 @@ impl RelaySessionManager {
 
     /// Removes a session, closing its connections with 1000 "Session deleted". Returns
     /// whether it existed.
-    #[napi]
-    pub fn delete_session(&self, env: Env, session_id: String) -> Result<bool> {
+    #[napi(ts_args_type = "sessionId: string")]
+    pub fn delete_session(&self, env: Env, session_id: Unknown) -> Result<bool> {
         guard(|| {
+            let session_id = string_argument(&env, session_id, "sessionId")?;
             let deleted = self.host.relay.delete_session(&session_id, now());
             self.host.pump(&env)?;
             Ok(deleted)
@@ -115,9 +119,11 @@ impl RelaySessionManager {
     /// Hands a connection to the relay. `socket` is either a `ws` WebSocket the app
     /// accepted (bridge mode), or the `net.Socket` of an HTTP server's `upgrade` event,
     /// with its `head` in `options` (native mode: Rust answers the handshake and owns the
-    /// connection). Returns `true` when it joined; `false` when it was refused and closed
-    /// (1008 "Session not found" or "Session full", 1001 after `stop()`, or HTTP 400 for
-    /// a bad handshake). `sessionId` `null` makes a sessionless connection.
+    /// connection). Returns `true` when it joined; `false` when it was refused and closed:
+    /// 1008 "Session not found", "Session full", "Connection limit", "Unauthorized" (no
+    /// valid token under `auth`) or "Rate limit exceeded" (`connectionsPerMinutePerIp`),
+    /// 1001 after `stop()`; natively, before the upgrade, HTTP 400 for a bad handshake,
+    /// 401 and 429 for the last two. `sessionId` `null` makes a sessionless connection.
     #[napi(
         ts_args_type = "sessionId: string | null, socket: WebSocketLike | Duplex, request?: IncomingMessage, options?: UpgradeOptions"
     )]
@@ -243,8 +249,9 @@ impl RelaySessionManager {
     /// Sends `message` to every connection of a session (but `exceptConnectionId`).
     /// Returns how many connections it reached.
     #[napi(ts_args_type = "sessionId: string, message: OutgoingMessage, options?: BroadcastOptions")]
-    pub fn broadcast(&self, env: Env, session_id: String, message: Unknown, options: Option<Unknown>) -> Result<u32> {
+    pub fn broadcast(&self, env: Env, session_id: Unknown, message: Unknown, options: Option<Unknown>) -> Result<u32> {
         guard(|| {
+            let session_id = string_argument(&env, session_id, "sessionId")?;
             let except = match OptionsReader::new(&env, options, "options", &["exceptConnectionId"])?.string("exceptConnectionId")? {
                 Some(id) => Some(ConnId::parse(&id).ok_or_else(|| type_error(&env, format!("exceptConnectionId {id:?} is not a connection id")))?),
                 None => None,
@@ -256,8 +263,9 @@ impl RelaySessionManager {
 
     /// Sends `message` to every member of a channel. Returns how many it reached.
     #[napi(ts_args_type = "channel: string, message: OutgoingMessage")]
-    pub fn broadcast_to_channel(&self, env: Env, channel: String, message: Unknown) -> Result<u32> {
+    pub fn broadcast_to_channel(&self, env: Env, channel: Unknown, message: Unknown) -> Result<u32> {
         guard(|| {
+            let channel = string_argument(&env, channel, "channel")?;
             ChannelName::parse(&channel).map_err(|r| type_error(&env, r.message))?;
             let frame = outgoing(&env, message)?;
             self.host.send(&env, &Target { channel: Some(&channel), ..Default::default() }, frame)
@@ -290,8 +298,9 @@ impl RelaySessionManager {
 
     /// Sends `message` to every connection of a user. Returns how many it reached.
     #[napi(ts_args_type = "userId: string, message: OutgoingMessage")]
-    pub fn send_to_user(&self, env: Env, user_id: String, message: Unknown) -> Result<u32> {
+    pub fn send_to_user(&self, env: Env, user_id: Unknown, message: Unknown) -> Result<u32> {
         guard(|| {
+            let user_id = string_argument(&env, user_id, "userId")?;
             let frame = outgoing(&env, message)?;
             self.host.send(&env, &Target { user_id: Some(&user_id), ..Default::default() }, frame)
         })

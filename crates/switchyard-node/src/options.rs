@@ -45,6 +45,15 @@ fn is_array(value: &Unknown) -> bool {
     value.is_array().unwrap_or(false)
 }
 
+/// A string argument or option; anything else is a `TypeError` naming it.
+pub fn string_argument(env: &Env, value: Unknown, name: &str) -> Result<String> {
+    if value.get_type()? == ValueType::String {
+        // SAFETY: a string, checked above.
+        return unsafe { value.cast::<String>() };
+    }
+    Err(type_error(env, format!("{name} must be a string, got {}", describe(&value))))
+}
+
 /// A plain options object (or nothing), checked against the names it may contain.
 pub struct OptionsReader<'env> {
     env: &'env Env,
@@ -171,12 +180,7 @@ impl<'env> OptionsReader<'env> {
     }
 
     pub fn string(&self, name: &str) -> Result<Option<String>> {
-        let Some(value) = self.get(name)? else { return Ok(None) };
-        if value.get_type()? == ValueType::String {
-            // SAFETY: a string, checked above.
-            return Ok(Some(unsafe { value.cast::<String>()? }));
-        }
-        Err(type_error(self.env, format!("{name} must be a string, got {}", describe(&value))))
+        self.get(name)?.map(|value| string_argument(self.env, value, name)).transpose()
     }
 
     /// A string that must be one of `choices`.
