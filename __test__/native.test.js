@@ -112,12 +112,16 @@ describe('native transport', () => {
     const { sessionId } = server.manager.createSession();
     const a = await joinedClient(server.native(sessionId));
     const b = await joinedClient(server.native(sessionId));
-    const big = await joinedClient(server.native(sessionId));
-    big.send(Buffer.alloc(1024, 1));
-    assert.equal((await a.next((m) => m.isBinary)).data.length, 1024);
-    big.send(Buffer.alloc(1025, 1));
-    assert.deepEqual(await big.closedWithin(), { code: 1009, reason: 'Message too large' });
-    await assertStillRelaying(a, b, 'after 1009');
+    // A bridge client too: this server's ws has no maxPayload, so the relay itself refuses.
+    for (const transport of ['native', 'bridge']) {
+      const big = await joinedClient(server.url(transport, sessionId));
+      big.send(Buffer.alloc(1024, 1));
+      assert.equal((await a.next((m) => m.isBinary && m.data.length === 1024)).data.length, 1024);
+      a.inbox.length = 0;
+      big.send(Buffer.alloc(1025, 1));
+      assert.deepEqual(await big.closedWithin(), { code: 1009, reason: 'Message too large' }, transport);
+      await assertStillRelaying(a, b, `after 1009 (${transport})`);
+    }
     await Promise.all([a.close(), b.close()]);
   });
 

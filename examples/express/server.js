@@ -35,7 +35,10 @@ async function start({ port = 3000, host, config } = {}) {
   app.get('/api/stats', (req, res) => res.json(sessionManager.getStats()));
 
   const server = createServer(app);
-  const wss = new WebSocketServer({ server });
+  // ws reads each message whole before the relay sees it: capped at the relay's
+  // maxMessageBytes, a bigger one is refused (1009) before it is buffered.
+  const maxPayload = config?.maxMessageBytes ?? 1024 * 1024;
+  const wss = new WebSocketServer({ server, maxPayload });
   wss.on('connection', (socket, request) => {
     const { pathname } = new URL(request.url, 'http://localhost');
     // Sessionless: case awareness (register, heartbeat, focus) and channels.

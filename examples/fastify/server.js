@@ -6,7 +6,10 @@ const { RelaySessionManager } = require('switchyard');
 async function start({ port = 3000, host, config } = {}) {
   const sessionManager = new RelaySessionManager(config);
   const fastify = Fastify();
-  await fastify.register(websocket);
+  // ws reads each message whole before the relay sees it: capped at the relay's
+  // maxMessageBytes, a bigger one is refused (1009) before it is buffered.
+  const maxPayload = config?.maxMessageBytes ?? 1024 * 1024;
+  await fastify.register(websocket, { options: { maxPayload } });
 
   fastify.post('/api/sessions', async (request, reply) => {
     const session = sessionManager.createSession({ metadata: request.body?.metadata ?? null });

@@ -14,7 +14,10 @@ async function start({ port = 3000, host, config, dev = false } = {}) {
   const handle = app.getRequestHandler();
   const server = createServer((req, res) => handle(req, res));
 
-  const wss = new WebSocketServer({ noServer: true });
+  // ws reads each message whole before the relay sees it: capped at the relay's
+  // maxMessageBytes, a bigger one is refused (1009) before it is buffered.
+  const maxPayload = config?.maxMessageBytes ?? 1024 * 1024;
+  const wss = new WebSocketServer({ noServer: true, maxPayload });
   const nextUpgrade = app.getUpgradeHandler();
   server.on('upgrade', (request, socket, head) => {
     const { pathname } = new URL(request.url, 'http://localhost');
