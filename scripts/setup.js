@@ -1,6 +1,6 @@
 // scripts/setup.js: installs and builds what `npm start` (`setup.js start`) and `npm test`
 // (`setup.js test`) need, skipping every step whose inputs have not changed since it
-// last ran. Uses only Node's own modules, so it works as the first command on a fresh
+// last ran; `setup.js package` also stages this platform's npm package for publishing. Uses only Node's own modules, so it works as the first command on a fresh
 // clone.
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -88,15 +88,30 @@ function buildNextExample() {
   run(bin('next'), ['build', dir], { env: { ...process.env, NEXT_TELEMETRY_DISABLED: '1' } });
 }
 
+/**
+ * Copies the addon and the `switchyard` binary into this platform's package
+ * (`npm/<platform>`), where `require('switchyard')` and `npx switchyard` look for them
+ * once installed from the registry.
+ */
+function stagePlatformPackage() {
+  const { hostTriple } = require('../bin/switchyard.js');
+  const addon = fs.readdirSync(root).find((f) => /^switchyard\..+\.node$/.test(f));
+  const platform = addon.split('.')[1];
+  const dir = at('npm', platform);
+  if (!fs.existsSync(at('npm', platform, 'package.json'))) throw new Error(`no platform package at npm/${platform}`);
+  fs.copyFileSync(at(addon), path.join(dir, addon));
+  fs.copyFileSync(at('target', hostTriple(), 'release', 'switchyard'), path.join(dir, 'switchyard'));
+  console.log(`\nstaged npm/${platform}: ${addon}, switchyard`);
+}
+
 const purpose = process.argv[2] ?? 'test';
-if (!['start', 'test'].includes(purpose)) {
-  console.error(`usage: node scripts/setup.js [start|test]`);
+if (!['start', 'test', 'package'].includes(purpose)) {
+  console.error(`usage: node scripts/setup.js [start|test|package]`);
   process.exit(2);
 }
 installPackages();
 buildAddon();
 buildClient();
-if (purpose === 'test') {
-  buildServer();
-  buildNextExample();
-}
+if (purpose !== 'start') buildServer();
+if (purpose === 'test') buildNextExample();
+if (purpose === 'package') stagePlatformPackage();
