@@ -3,7 +3,7 @@
 // sockets against the release build; and the npm `switchyard` bin that starts it.
 const { describe, it, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn, execFile } = require('node:child_process');
+const { spawn, execFile, execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -314,5 +314,25 @@ describe('switchyard binary: stopping', () => {
     assert.deepEqual(await client.closedWithin(5000), { code: 1001, reason: 'Server shutting down' });
     assert.deepEqual(await server.child.exited, { code: 0, signal: null });
     assert.equal(fs.existsSync(`/proc/${rustPid}`), false, 'the server process is gone');
+  });
+
+  it('works installed from the packed npm packages: require(\'switchyard\') and npx switchyard', () => {
+    const root = path.join(__dirname, '..');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchyard-pack-'));
+    const run = (command, args, cwd) => execFileSync(command, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000 });
+    try {
+      run(process.execPath, [path.join(root, 'scripts', 'setup.js'), 'package'], root);
+      const platform = fs.readdirSync(root).find((f) => /^switchyard\..+\.node$/.test(f)).split('.')[1];
+      const tarballs = [path.join(root, 'npm', platform), root].map((from) => path.join(dir, run('npm', ['pack', '--silent', '--pack-destination', dir], from).trim().split('\n').pop()));
+      const app = path.join(dir, 'app');
+      fs.mkdirSync(app);
+      fs.writeFileSync(path.join(app, 'package.json'), '{"name":"app","private":true}');
+      run('npm', ['install', '--offline', '--no-audit', '--no-fund', ...tarballs], app);
+      assert.match(run('npx', ['--no-install', 'switchyard', '--help'], app), /^Switchyard: a WebSocket session relay/);
+      const script = "const { RelaySessionManager } = require('switchyard'); console.log(require.resolve('switchyard-' + process.argv[1] + '/package.json') && new RelaySessionManager().createSession().sessionId.length)";
+      assert.equal(run(process.execPath, ['-e', script, platform], app).trim(), '22', 'the addon loads from the platform package');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
