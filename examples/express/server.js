@@ -37,7 +37,7 @@ async function start({ port = 3000, host, config } = {}) {
   const server = createServer(app);
   // ws reads each message whole before the relay sees it: capped at the relay's
   // maxMessageBytes, a bigger one is refused (1009) before it is buffered.
-  const maxPayload = config?.maxMessageBytes ?? 1024 * 1024;
+  const maxPayload = sessionManager.getStats().config.maxMessageBytes;
   const wss = new WebSocketServer({ server, maxPayload });
   wss.on('connection', (socket, request) => {
     const { pathname } = new URL(request.url, 'http://localhost');

@@ -8,7 +8,7 @@ async function start({ port = 3000, host, config } = {}) {
   const fastify = Fastify();
   // ws reads each message whole before the relay sees it: capped at the relay's
   // maxMessageBytes, a bigger one is refused (1009) before it is buffered.
-  const maxPayload = config?.maxMessageBytes ?? 1024 * 1024;
+  const maxPayload = sessionManager.getStats().config.maxMessageBytes;
   await fastify.register(websocket, { options: { maxPayload } });
 
   fastify.post('/api/sessions', async (request, reply) => {

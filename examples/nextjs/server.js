@@ -16,7 +16,7 @@ async function start({ port = 3000, host, config, dev = false } = {}) {
 
   // ws reads each message whole before the relay sees it: capped at the relay's
   // maxMessageBytes, a bigger one is refused (1009) before it is buffered.
-  const maxPayload = config?.maxMessageBytes ?? 1024 * 1024;
+  const maxPayload = sessionManager.getStats().config.maxMessageBytes;
   const wss = new WebSocketServer({ noServer: true, maxPayload });
   const nextUpgrade = app.getUpgradeHandler();
   server.on('upgrade', (request, socket, head) => {
