@@ -110,13 +110,14 @@ async function assertQuiet(client, ms = 200, ignore = () => false) {
   assert.deepEqual(unexpected.map((m) => m.text ?? `<binary ${m.data.length}>`), [], 'expected no messages');
 }
 
-async function postJson(url, body = {}) {
-  const response = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
+/** Fetches `url` and reads its JSON answer: `{ status, body }`. */
+async function fetchJson(url, init) {
+  const response = await fetch(url, init);
   return { status: response.status, body: await response.json() };
+}
+
+function postJson(url, body = {}) {
+  return fetchJson(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -143,7 +144,7 @@ async function untilHealthy(base, logs = () => '') {
   await eventually(async () => assert.ok(await fetch(`${base}/health`).then((r) => r.ok, () => false), `the server did not start:\n${logs()}`), 5000);
 }
 
-module.exports = { TestClient, joinedClient, assertQuiet, postJson, sleep, eventually, untilHealthy };
+module.exports = { TestClient, joinedClient, assertQuiet, fetchJson, postJson, sleep, eventually, untilHealthy };
 
 /** An upgrade request, as raw text, with the headers a test chooses to break. */
 function upgradeRequest(path, { key = 'dGhlIHNhbXBsZSBub25jZQ==', version = '13', headers = {} } = {}) {

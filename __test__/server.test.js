@@ -8,7 +8,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { locateBinary } = require('../bin/switchyard.js');
-const { TestClient, joinedClient, postJson, eventually, untilHealthy, RawClient, upgradeRequest, freePort, startBinary, stopBinaries, binaries } = require('./helpers');
+const { TestClient, joinedClient, fetchJson, postJson, eventually, untilHealthy, RawClient, upgradeRequest, freePort, startBinary, stopBinaries, binaries } = require('./helpers');
 
 const binary = locateBinary();
 after(stopBinaries);
@@ -20,11 +20,6 @@ function runToEnd(args, env = {}) {
       resolve({ code: err ? err.code : 0, stdout, stderr }),
     );
   });
-}
-
-async function getJson(url, init) {
-  const response = await fetch(url, init);
-  return { status: response.status, body: await response.json() };
 }
 
 describe('switchyard binary: command line', () => {
@@ -76,6 +71,26 @@ describe('switchyard binary: command line', () => {
     assert.deepEqual(await deaf.closedWithin(2000), { code: 1001, reason: 'Connection timeout' });
     child.kill('SIGTERM');
   });
+
+  it('works installed from the packed npm packages: require(\'switchyard\') and npx switchyard', () => {
+    const root = path.join(__dirname, '..');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchyard-pack-'));
+    const run = (command, args, cwd) => execFileSync(command, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000 });
+    try {
+      run(process.execPath, [path.join(root, 'scripts', 'setup.js'), 'package'], root);
+      const platform = fs.readdirSync(root).find((f) => /^switchyard\..+\.node$/.test(f)).split('.')[1];
+      const tarballs = [path.join(root, 'npm', platform), root].map((from) => path.join(dir, run('npm', ['pack', '--silent', '--pack-destination', dir], from).trim().split('\n').pop()));
+      const app = path.join(dir, 'app');
+      fs.mkdirSync(app);
+      fs.writeFileSync(path.join(app, 'package.json'), '{"name":"app","private":true}');
+      run('npm', ['install', '--offline', '--no-audit', '--no-fund', ...tarballs], app);
+      assert.match(run('npx', ['--no-install', 'switchyard', '--help'], app), /^Switchyard: a WebSocket session relay/);
+      const script = "require.resolve(`switchyard-${process.argv[1]}/package.json`); const { RelaySessionManager } = require('switchyard'); console.log(new RelaySessionManager().createSession().sessionId.length)";
+      assert.equal(run(process.execPath, ['-e', script, platform], app).trim(), '22', 'the addon loads from the platform package');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('switchyard binary: HTTP API', () => {
@@ -90,16 +105,16 @@ describe('switchyard binary: HTTP API', () => {
     assert.equal(session.clientCount, 0);
     assert.deepEqual(session.metadata, { room: 'blue' });
 
-    const list = await getJson(`${server.base}/v1/sessions`);
+    const list = await fetchJson(`${server.base}/v1/sessions`);
     assert.deepEqual(list.body.map((s) => s.sessionId), [session.sessionId]);
     const client = await joinedClient(session.wsUrl);
-    assert.equal((await getJson(`${server.base}/v1/sessions/${session.sessionId}`)).body.clientCount, 1);
+    assert.equal((await fetchJson(`${server.base}/v1/sessions/${session.sessionId}`)).body.clientCount, 1);
 
-    const deleted = await getJson(`${server.base}/v1/sessions/${session.sessionId}`, { method: 'DELETE' });
+    const deleted = await fetchJson(`${server.base}/v1/sessions/${session.sessionId}`, { method: 'DELETE' });
     assert.deepEqual(deleted, { status: 200, body: { deleted: true } });
     assert.deepEqual(await client.closedWithin(), { code: 1000, reason: 'Session deleted' });
     for (const method of ['GET', 'DELETE']) {
-      const missing = await getJson(`${server.base}/v1/sessions/${session.sessionId}`, { method });
+      const missing = await fetchJson(`${server.base}/v1/sessions/${session.sessionId}`, { method });
       assert.equal(missing.status, 404);
       assert.equal(missing.body.error.code, 'SESSION_NOT_FOUND');
       assert.match(missing.body.error.message, new RegExp(session.sessionId));
@@ -108,7 +123,7 @@ describe('switchyard binary: HTTP API', () => {
 
   it('answers bad bodies with 400 and a code', async () => {
     const server = await startBinary();
-    const post = (body) => getJson(`${server.base}/v1/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    const post = (body) => fetchJson(`${server.base}/v1/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
     const cases = [
       ['{"sessionId":', 'INVALID_JSON'],
       ['{"sessionId":7}', 'INVALID_REQUEST'],
@@ -164,7 +179,7 @@ describe('switchyard binary: HTTP API', () => {
     assert.deepEqual([(await a.nextOfType('ACK')).json.delivered], [0]);
     a.send('{"type":"request","requestId":1}');
     assert.equal((await a.nextOfType('error')).json.payload.code, 'NO_HANDLER');
-    const stats = (await getJson(`${server.base}/stats`)).body;
+    const stats = (await fetchJson(`${server.base}/stats`)).body;
     assert.deepEqual(stats.channels, { total: 1, breakdown: { alerts: 1 } });
     assert.deepEqual([stats.acks, stats.forbidden], [1, 1]);
     await a.close();
@@ -193,7 +208,7 @@ describe('switchyard binary: HTTP API', () => {
     bad.write(upgradeRequest('/session/m', { version: '12' }));
     assert.match(await bad.responseHead(), /^HTTP\/1\.1 400 [^]*sec-websocket-version: 13/i);
 
-    const stats = (await getJson(`${server.base}/stats`)).body;
+    const stats = (await fetchJson(`${server.base}/stats`)).body;
     assert.equal(stats.connections, 2);
     assert.equal(stats.sessions, 1);
     assert.deepEqual(stats.messages, { received: 1, relayed: 1, invalid: 0, dropped: 0 });
@@ -241,7 +256,7 @@ describe('switchyard binary: admin endpoints', () => {
   it('require the bearer token when one is set', async () => {
     const server = await startBinary({ env: { SWITCHYARD_ADMIN_TOKEN: 's3cret' } });
     const create = (authorization) =>
-      getJson(`${server.base}/v1/sessions`, { method: 'POST', headers: authorization ? { authorization } : {} });
+      fetchJson(`${server.base}/v1/sessions`, { method: 'POST', headers: authorization ? { authorization } : {} });
     const missing = await create();
     assert.equal(missing.status, 401);
     assert.equal(missing.body.error.code, 'UNAUTHORIZED');
@@ -249,8 +264,8 @@ describe('switchyard binary: admin endpoints', () => {
     assert.equal((await create('Basic czNjcmV0')).status, 401);
     const created = await create('Bearer s3cret');
     assert.equal(created.status, 201);
-    assert.equal((await getJson(`${server.base}/v1/sessions/${created.body.sessionId}`, { method: 'DELETE' })).status, 401);
-    assert.equal((await getJson(`${server.base}/v1/sessions`)).status, 200, 'reads stay open');
+    assert.equal((await fetchJson(`${server.base}/v1/sessions/${created.body.sessionId}`, { method: 'DELETE' })).status, 401);
+    assert.equal((await fetchJson(`${server.base}/v1/sessions`)).status, 200, 'reads stay open');
   });
 
   it('refuse non-loopback clients with 403 when no token is set', async (t) => {
@@ -264,10 +279,10 @@ describe('switchyard binary: admin endpoints', () => {
     const child = spawn(binary, ['--port', String(port), '--host', '0.0.0.0']);
     binaries.add(child);
     await untilHealthy(`http://127.0.0.1:${port}`);
-    const remote = await getJson(`http://${address}:${port}/v1/sessions`, { method: 'POST' });
+    const remote = await fetchJson(`http://${address}:${port}/v1/sessions`, { method: 'POST' });
     assert.equal(remote.status, 403);
     assert.equal(remote.body.error.code, 'FORBIDDEN');
-    assert.equal((await getJson(`http://${address}:${port}/health`)).status, 200);
+    assert.equal((await fetchJson(`http://${address}:${port}/health`)).status, 200);
     assert.equal((await postJson(`http://127.0.0.1:${port}/v1/sessions`)).status, 201);
     child.kill('SIGTERM');
   });
@@ -314,25 +329,5 @@ describe('switchyard binary: stopping', () => {
     assert.deepEqual(await client.closedWithin(5000), { code: 1001, reason: 'Server shutting down' });
     assert.deepEqual(await server.child.exited, { code: 0, signal: null });
     assert.equal(fs.existsSync(`/proc/${rustPid}`), false, 'the server process is gone');
-  });
-
-  it('works installed from the packed npm packages: require(\'switchyard\') and npx switchyard', () => {
-    const root = path.join(__dirname, '..');
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchyard-pack-'));
-    const run = (command, args, cwd) => execFileSync(command, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000 });
-    try {
-      run(process.execPath, [path.join(root, 'scripts', 'setup.js'), 'package'], root);
-      const platform = fs.readdirSync(root).find((f) => /^switchyard\..+\.node$/.test(f)).split('.')[1];
-      const tarballs = [path.join(root, 'npm', platform), root].map((from) => path.join(dir, run('npm', ['pack', '--silent', '--pack-destination', dir], from).trim().split('\n').pop()));
-      const app = path.join(dir, 'app');
-      fs.mkdirSync(app);
-      fs.writeFileSync(path.join(app, 'package.json'), '{"name":"app","private":true}');
-      run('npm', ['install', '--offline', '--no-audit', '--no-fund', ...tarballs], app);
-      assert.match(run('npx', ['--no-install', 'switchyard', '--help'], app), /^Switchyard: a WebSocket session relay/);
-      const script = "const { RelaySessionManager } = require('switchyard'); console.log(require.resolve('switchyard-' + process.argv[1] + '/package.json') && new RelaySessionManager().createSession().sessionId.length)";
-      assert.equal(run(process.execPath, ['-e', script, platform], app).trim(), '22', 'the addon loads from the platform package');
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
   });
 });

@@ -6,8 +6,9 @@ const fs = require('node:fs');
 const net = require('node:net');
 const path = require('node:path');
 const { hostTriple, locateBinary } = require('../bin/switchyard.js');
+const { root, run } = require('../scripts/run');
+const { freePort, sleep } = require('../__test__/helpers');
 
-const root = path.resolve(__dirname, '..');
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim()) || 100;
 
 const relays = [
@@ -20,24 +21,10 @@ const relays = [
 
 /** Builds the addon and the binary (release), and the load generator when asked. */
 function build({ loadgen = false } = {}) {
-  const run = (command, args) => {
-    const result = spawnSync(command, args, { cwd: root, stdio: 'inherit' });
-    if (result.status !== 0) throw new Error(`${command} ${args.join(' ')} failed`);
-  };
   run(process.execPath, ['scripts/setup.js', 'start']);
   run('npm', ['run', 'build:server']);
   if (loadgen) run('cargo', ['build', '--release', '-p', 'switchyard-bench', '--target', hostTriple()]);
 }
-
-async function freePort() {
-  const server = net.createServer();
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** CPU seconds a process has used, all threads, from /proc. */
 function cpuSeconds(pid) {

@@ -1,4 +1,4 @@
-// scripts/run.js: what the set-up and fuzz scripts share: the project root, and running a
+// scripts/run.js: what the set-up, fuzz and benchmark scripts share: the project root, and running a
 // command in it that must succeed. Uses only Node's own modules.
 const { spawnSync } = require('node:child_process');
 const path = require('node:path');
