@@ -1,7 +1,7 @@
 // __test__/browser.test.js: @switchyard/client (the WebAssembly build) in real headless
 // Chromium, driven by playwright-core, against real servers started here. Without
 // Chromium the tests say loudly that they were skipped; under CI=true that is a failure.
-const { describe, it, before, after } = require('node:test');
+const { describe, it, before, beforeEach, after } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const http = require('node:http');
@@ -64,6 +64,11 @@ function defineBrowserTests() {
   let browser;
   const consoleErrors = [];
   const cleanups = [];
+
+  // Each test answers for the console errors of its own pages only.
+  beforeEach(() => {
+    consoleErrors.length = 0;
+  });
 
   before(async () => {
     browser = await chromium.launch({

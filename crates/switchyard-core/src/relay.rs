@@ -103,14 +103,18 @@ struct Connection {
 
 impl Connection {
     fn info(&self, id: ConnId) -> ConnectionInfo {
-        ConnectionInfo {
-            connection_id: id,
-            session_id: self.session.clone(),
-            client_id: self.name.get(id),
-            user_id: self.identity.user_id.clone(),
-            organization_id: self.identity.organization_id.clone(),
-            metadata: self.identity.metadata.clone(),
-        }
+        connection_info(id, &self.session, &self.name, &self.identity)
+    }
+}
+
+fn connection_info(id: ConnId, session: &Option<SessionId>, name: &ClientName, identity: &Identity) -> ConnectionInfo {
+    ConnectionInfo {
+        connection_id: id,
+        session_id: session.clone(),
+        client_id: name.get(id),
+        user_id: identity.user_id.clone(),
+        organization_id: identity.organization_id.clone(),
+        metadata: identity.metadata.clone(),
     }
 }
 
@@ -126,14 +130,7 @@ struct Sender {
 
 impl Sender {
     fn info(&self) -> ConnectionInfo {
-        ConnectionInfo {
-            connection_id: self.id,
-            session_id: self.session.clone(),
-            client_id: self.name.get(self.id),
-            user_id: self.identity.user_id.clone(),
-            organization_id: self.identity.organization_id.clone(),
-            metadata: self.identity.metadata.clone(),
-        }
+        connection_info(self.id, &self.session, &self.name, &self.identity)
     }
 
     fn joiner(&self) -> Joiner<'_> {
