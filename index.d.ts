@@ -16,14 +16,17 @@ export type SlowConsumerPolicy = 'close' | 'drop'
 /** Which messages get `ACK`/`NACK`: a string `id` with `"ack": true`, any string `id`, or none. */
 export type AckPolicy = 'requested' | 'always' | 'never'
 
-/** With role management, what `request_control` does while another member is active. */
-export type ConflictResolution = 'ask-active' | 'deny'
+/**
+ * A conflict resolution strategy: a member of the `ConflictResolution` enum, or its
+ * value as a string (so the original package's own enum members fit too).
+ */
+export type ConflictResolutionName = ConflictResolution | `${ConflictResolution}`
 
 /** Options of `new RelaySessionManager(config)`. Times are milliseconds, sizes bytes. */
 export interface RelaySessionManagerConfig {
   /** Lifetime of a session from its creation, unless `createSession` gives `expiresIn`. Default 30 minutes. */
   sessionTimeoutMs?: number
-  /** Connections a session admits; the next is closed with 1008 "Session full". Default 10. */
+  /** Connections a session admits; the next is closed with 1008 "Session full". Default 2, as in the original. */
   maxClientsPerSession?: number
   /** How often every connection is sent a WebSocket ping. Default 30 000. */
   pingIntervalMs?: number
@@ -47,10 +50,12 @@ export interface RelaySessionManagerConfig {
   requestTimeoutMs?: number
   /** Default `'requested'`. */
   ack?: AckPolicy
-  /** Control roles: one active member per session. Default false. */
+  /** Control roles: one active member per session. Default true, as in the original. */
   enableRoleManagement?: boolean
-  /** Default `'ask-active'`. */
-  conflictResolution?: ConflictResolution
+  /** How `request_control` is decided while a member is active, in sessions created without their own. Default `first-come-first-served`. */
+  defaultConflictResolution?: ConflictResolutionName
+  /** How long the active member has to answer a forwarded `request_control` before the requester is declined with `"timeout"`. Default 5000. */
+  controlRequestTimeoutMs?: number
   /** Connections one user may hold (from its identity or its first `register`); the next gets `CONNECTION_LIMIT` and 1008. Default 10. */
   maxConnectionsPerUser?: number
   /** Message rate limits (token buckets). Off by default. */
@@ -112,14 +117,20 @@ export interface StopOptions {
 }
 
 /** Options of `createSession(options)`. */
-export interface CreateSessionOptions {
-  /** 1 to 128 characters of `A-Z a-z 0-9 _ -`; generated (22 characters, 130 random bits) when absent. */
+export interface CreateSessionOptions<MetaData = any> {
+  /**
+   * 1 to 128 characters, none of them `/`, `?`, `#`, whitespace or a control character
+   * (`tutorial:intro.step-1` is fine); generated (22 characters, 130 random bits) when absent.
+   */
   sessionId?: string
-  /** Lifetime in milliseconds; `sessionTimeoutMs` when absent. */
+  /** Lifetime in milliseconds; `sessionTimeoutMs` when absent or 0. */
   expiresIn?: number
-  metadata?: JsonValue
+  /** Any JSON value, handed back in `SessionData.metadata`. */
+  metadata?: MetaData
   /** Overrides `maxClientsPerSession` for this session. */
   maxClients?: number
+  /** Overrides `defaultConflictResolution` for this session. */
+  conflictResolution?: ConflictResolutionName
 }
 
 /** Who a connection is, as the app says: the fourth argument of `handleUpgrade`. */
@@ -225,7 +236,7 @@ export interface BroadcastOptions {
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
 /** Sessions and WebSocket connections, relayed by the Rust core. */
-export declare class RelaySessionManager {
+export declare class RelaySessionManager<MetaData = any> {
   constructor(config?: RelaySessionManagerConfig)
   /**
    * Starts the ping and cleanup timers. Calling it while running does nothing; after
@@ -241,13 +252,14 @@ export declare class RelaySessionManager {
    */
   stop(options?: StopOptions): Promise<void>
   /**
-   * Creates a session. Throws a `TypeError` for a bad option and an `Error` for an id
-   * that is taken or not `[A-Za-z0-9_-]{1,128}`.
+   * Creates a session, whether or not the manager is running. Throws a `TypeError`
+   * for a bad option and an `Error` for an id that is taken or not 1 to 128
+   * characters free of `/ ? #`, whitespace and control characters.
    */
-  createSession(options?: CreateSessionOptions): SessionData
+  createSession(options?: CreateSessionOptions<MetaData>): SessionData<MetaData>
   /** The session, or `null` when there is none with this id. */
-  getSession(sessionId: string): SessionData | null
-  listSessions(): Array<SessionData>
+  getSession(sessionId: string): SessionData<MetaData> | null
+  listSessions(): Array<SessionData<MetaData>>
   /**
    * Removes a session, closing its connections with 1000 "Session deleted". Returns
    * whether it existed.
@@ -321,6 +333,16 @@ export interface ChannelStats {
   breakdown: Record<string, number>
 }
 
+/** A member's control role, under the original's names. */
+export declare enum ClientRole {
+  /** Holds control: its `state_update` messages are relayed. */
+  ACTIVE = 'active',
+  /** Observes: its `state_update` messages are dropped. */
+  PASSIVE = 'passive',
+  /** Asking for control (the original client's own state; the server never sets it). */
+  REQUESTING = 'requesting',
+}
+
 /** permessage-deflate, negotiated by `ws` in bridge mode. */
 export interface CompressionStats {
   /** Bridge sockets open now with permessage-deflate. */
@@ -331,6 +353,23 @@ export interface CompressionStats {
   bytesOnWire: number
   /** `bytesOnWire / bytesBeforeCompression`; absent before anything was sent. */
   ratio?: number
+}
+
+/**
+ * The original's conflict resolution strategies (`defaultConflictResolution`,
+ * `createSession({ conflictResolution })`), under the original's names.
+ */
+export declare enum ConflictResolution {
+  /** Forward a request to the active member only when it joined after the requester. */
+  FIRST_COME_FIRST_SERVED = 'first-come-first-served',
+  /** Decline every request while a member is active. */
+  DENY_BOTH = 'deny-both',
+  /** Forward every request to the active member, who decides. */
+  USER_CHOICE = 'user-choice',
+  /** As `user-choice`, as in the original. */
+  ACTIVE_WINS = 'active-wins',
+  /** As `user-choice`, as in the original. */
+  TIMESTAMP_WINS = 'timestamp-wins',
 }
 
 /** The payload of `connection` events. */
@@ -386,6 +425,8 @@ export interface MessageStats {
   invalid: number
   /** Deliveries not made because the recipient's outbox was full. */
   dropped: number
+  /** `state_update` messages from passive members, dropped as the original drops them. */
+  passiveUpdatesDropped: number
 }
 
 /** What `getStats()` returns. */
@@ -422,6 +463,10 @@ export interface RelayStats {
   config: ResolvedConfig
 }
 
+export interface ResolvedAuth {
+  required: boolean
+}
+
 export interface ResolvedChannels {
   /** Absent when any valid name may be joined. */
   allow?: Array<string>
@@ -441,15 +486,34 @@ export interface ResolvedConfig {
   requestTimeoutMs: number
   ack: AckPolicy
   enableRoleManagement: boolean
-  conflictResolution: ConflictResolution
+  defaultConflictResolution: ConflictResolution
+  controlRequestTimeoutMs: number
   maxConnectionsPerUser: number
+  rateLimit: ResolvedRateLimit | null
+  connectionsPerMinutePerIp: number | null
+  /** Whether token auth is on and requires a token; `null` without auth. */
+  auth: { required: boolean } | null
+  /** Always false: the constructor refuses `true`. */
+  nativeCompression: boolean
+}
+
+export interface ResolvedRate {
+  messagesPerSecond: number
+  burst: number
+}
+
+export interface ResolvedRateLimit {
+  messagesPerSecond: number
+  burst: number
+  perUser: ResolvedRate | null
+  maxViolations: number
 }
 
 /**
  * A session as `createSession`, `getSession` and `listSessions` return it. The dates
  * are `Date`s, so `res.json(session)` writes them as ISO strings.
  */
-export interface SessionData {
+export interface SessionData<MetaData = any> {
   sessionId: string
   createdAt: Date
   expiresAt: Date
@@ -457,9 +521,15 @@ export interface SessionData {
   clientCount: number
   /** The last time a member joined or relayed a message. */
   lastActivity: Date
-  metadata: JsonValue
-  /** With role management, the `clientId` of the member holding control. */
-  activeClientId?: string
+  /**
+   * As `createSession` was given it; `undefined` when it was given none (typed as
+   * always there, as the original's users read it).
+   */
+  metadata: MetaData
+  /** With role management, the `clientId` of the member holding control; `null` when none does. */
+  activeClientId: string | null
+  /** How `request_control` is decided in this session. */
+  conflictResolution: ConflictResolution
 }
 
 /** The payload of `sessionDeleted` and `sessionExpired` events. */

@@ -836,3 +836,5 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.RelaySessionManager = nativeBinding.RelaySessionManager
+module.exports.ClientRole = nativeBinding.ClientRole
+module.exports.ConflictResolution = nativeBinding.ConflictResolution

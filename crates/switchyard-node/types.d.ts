@@ -16,14 +16,17 @@ export type SlowConsumerPolicy = 'close' | 'drop'
 /** Which messages get `ACK`/`NACK`: a string `id` with `"ack": true`, any string `id`, or none. */
 export type AckPolicy = 'requested' | 'always' | 'never'
 
-/** With role management, what `request_control` does while another member is active. */
-export type ConflictResolution = 'ask-active' | 'deny'
+/**
+ * A conflict resolution strategy: a member of the `ConflictResolution` enum, or its
+ * value as a string (so the original package's own enum members fit too).
+ */
+export type ConflictResolutionName = ConflictResolution | `${ConflictResolution}`
 
 /** Options of `new RelaySessionManager(config)`. Times are milliseconds, sizes bytes. */
 export interface RelaySessionManagerConfig {
   /** Lifetime of a session from its creation, unless `createSession` gives `expiresIn`. Default 30 minutes. */
   sessionTimeoutMs?: number
-  /** Connections a session admits; the next is closed with 1008 "Session full". Default 10. */
+  /** Connections a session admits; the next is closed with 1008 "Session full". Default 2, as in the original. */
   maxClientsPerSession?: number
   /** How often every connection is sent a WebSocket ping. Default 30 000. */
   pingIntervalMs?: number
@@ -47,10 +50,12 @@ export interface RelaySessionManagerConfig {
   requestTimeoutMs?: number
   /** Default `'requested'`. */
   ack?: AckPolicy
-  /** Control roles: one active member per session. Default false. */
+  /** Control roles: one active member per session. Default true, as in the original. */
   enableRoleManagement?: boolean
-  /** Default `'ask-active'`. */
-  conflictResolution?: ConflictResolution
+  /** How `request_control` is decided while a member is active, in sessions created without their own. Default `first-come-first-served`. */
+  defaultConflictResolution?: ConflictResolutionName
+  /** How long the active member has to answer a forwarded `request_control` before the requester is declined with `"timeout"`. Default 5000. */
+  controlRequestTimeoutMs?: number
   /** Connections one user may hold (from its identity or its first `register`); the next gets `CONNECTION_LIMIT` and 1008. Default 10. */
   maxConnectionsPerUser?: number
   /** Message rate limits (token buckets). Off by default. */
@@ -112,14 +117,20 @@ export interface StopOptions {
 }
 
 /** Options of `createSession(options)`. */
-export interface CreateSessionOptions {
-  /** 1 to 128 characters of `A-Z a-z 0-9 _ -`; generated (22 characters, 130 random bits) when absent. */
+export interface CreateSessionOptions<MetaData = any> {
+  /**
+   * 1 to 128 characters, none of them `/`, `?`, `#`, whitespace or a control character
+   * (`tutorial:intro.step-1` is fine); generated (22 characters, 130 random bits) when absent.
+   */
   sessionId?: string
-  /** Lifetime in milliseconds; `sessionTimeoutMs` when absent. */
+  /** Lifetime in milliseconds; `sessionTimeoutMs` when absent or 0. */
   expiresIn?: number
-  metadata?: JsonValue
+  /** Any JSON value, handed back in `SessionData.metadata`. */
+  metadata?: MetaData
   /** Overrides `maxClientsPerSession` for this session. */
   maxClients?: number
+  /** Overrides `defaultConflictResolution` for this session. */
+  conflictResolution?: ConflictResolutionName
 }
 
 /** Who a connection is, as the app says: the fourth argument of `handleUpgrade`. */

@@ -64,32 +64,40 @@ impl AckPolicy {
     }
 }
 
-/// What `request_control` does while another member is active.
+/// What `request_control` does while another member is active: the original
+/// RelaySessionManager's strategies, by its names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ConflictResolution {
-    /// Forward the request to the active member, who accepts or declines.
+    /// Forward the request to the active member only when that member joined after the
+    /// requester; otherwise decline it.
     #[default]
-    AskActive,
-    /// Decline at once.
-    Deny,
+    FirstComeFirstServed,
+    /// Decline every request while a member is active.
+    DenyBoth,
+    /// Forward every request to the active member, who accepts or declines.
+    UserChoice,
+    /// Accepted by the original and treated as `UserChoice`, as it treats it.
+    ActiveWins,
+    /// Accepted by the original and treated as `UserChoice`, as it treats it.
+    TimestampWins,
 }
 
 impl ConflictResolution {
-    pub const NAMES: [&'static str; 2] = ["ask-active", "deny"];
+    pub const NAMES: [&'static str; 5] = ["first-come-first-served", "deny-both", "user-choice", "active-wins", "timestamp-wins"];
+    const ALL: [ConflictResolution; 5] = [
+        ConflictResolution::FirstComeFirstServed,
+        ConflictResolution::DenyBoth,
+        ConflictResolution::UserChoice,
+        ConflictResolution::ActiveWins,
+        ConflictResolution::TimestampWins,
+    ];
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            ConflictResolution::AskActive => Self::NAMES[0],
-            ConflictResolution::Deny => Self::NAMES[1],
-        }
+        Self::NAMES[Self::ALL.iter().position(|c| *c == self).expect("every strategy is listed")]
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "ask-active" => Some(ConflictResolution::AskActive),
-            "deny" => Some(ConflictResolution::Deny),
-            _ => None,
-        }
+        Self::NAMES.iter().position(|n| *n == name).map(|i| Self::ALL[i])
     }
 }
 
@@ -117,7 +125,11 @@ pub struct Config {
     pub request_timeout_ms: u64,
     pub ack: AckPolicy,
     pub enable_role_management: bool,
-    pub conflict_resolution: ConflictResolution,
+    /// Sessions created without a strategy of their own use this one.
+    pub default_conflict_resolution: ConflictResolution,
+    /// How long the active member has to answer a forwarded `request_control`; then the
+    /// requester is declined, so an unanswered request never blocks the session.
+    pub control_request_timeout_ms: u64,
     /// Connections one user may hold; the next is refused with `CONNECTION_LIMIT` and 1008.
     pub max_connections_per_user: usize,
     /// How fast connections and users may send; `None` for no limit.
@@ -134,7 +146,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             session_timeout_ms: 30 * 60 * 1000,
-            max_clients_per_session: 10,
+            max_clients_per_session: 2,
             ping_interval_ms: 30_000,
             heartbeat_timeout_ms: 60_000,
             cleanup_interval_ms: 60_000,
@@ -144,8 +156,9 @@ impl Default for Config {
             channel_allow: None,
             request_timeout_ms: 30_000,
             ack: AckPolicy::Requested,
-            enable_role_management: false,
-            conflict_resolution: ConflictResolution::AskActive,
+            enable_role_management: true,
+            default_conflict_resolution: ConflictResolution::FirstComeFirstServed,
+            control_request_timeout_ms: 5_000,
             max_connections_per_user: 10,
             rate_limit: None,
             connections_per_minute_per_ip: None,
@@ -175,7 +188,7 @@ impl Config {
     /// How often [`Relay::tick`](crate::Relay::tick) should run: often enough for pings,
     /// expiry and request timeouts to be on time.
     pub fn tick_interval_ms(&self) -> u64 {
-        [self.ping_interval_ms, self.cleanup_interval_ms, self.request_timeout_ms, MAX_TICK_MS]
+        [self.ping_interval_ms, self.cleanup_interval_ms, self.request_timeout_ms, self.control_request_timeout_ms, MAX_TICK_MS]
             .into_iter()
             .min()
             .unwrap_or(MAX_TICK_MS)
@@ -197,7 +210,7 @@ impl Config {
         if self.connections_per_minute_per_ip == Some(0) {
             return Err(ConfigError { option: "connectionsPerMinutePerIp", reason: "must be greater than 0".into() });
         }
-        let positive: [(&'static str, u64); 9] = [
+        let positive: [(&'static str, u64); 10] = [
             ("sessionTimeoutMs", self.session_timeout_ms),
             ("maxClientsPerSession", self.max_clients_per_session as u64),
             ("pingIntervalMs", self.ping_interval_ms),
@@ -206,6 +219,7 @@ impl Config {
             ("maxMessageBytes", self.max_message_bytes as u64),
             ("maxQueuedBytes", self.max_queued_bytes as u64),
             ("requestTimeoutMs", self.request_timeout_ms),
+            ("controlRequestTimeoutMs", self.control_request_timeout_ms),
             ("maxConnectionsPerUser", self.max_connections_per_user as u64),
         ];
         match positive.iter().find(|(_, value)| *value == 0) {
@@ -230,5 +244,13 @@ mod tests {
         let err = config.validate().unwrap_err();
         assert_eq!(err.option, "pingIntervalMs");
         assert_eq!(err.to_string(), "pingIntervalMs must be greater than 0");
+    }
+
+    #[test]
+    fn conflict_resolutions_round_trip_by_the_original_names() {
+        for name in ConflictResolution::NAMES {
+            assert_eq!(ConflictResolution::from_name(name).map(ConflictResolution::as_str), Some(name));
+        }
+        assert_eq!(ConflictResolution::from_name("ask-active"), None);
     }
 }

@@ -75,7 +75,9 @@ impl Refusal {
     /// The message a refused client reads before the close frame, when there is one.
     pub fn notice(self, now: crate::ids::Millis) -> Option<crate::frame::Frame> {
         match self {
-            Refusal::ConnectionLimit => Some(crate::protocol::error(&ErrorCode::ConnectionLimit.into(), None, None, now)),
+            Refusal::ConnectionLimit => {
+                Some(crate::protocol::error(&ErrorCode::ConnectionLimit.into(), crate::protocol::Offending::default(), now))
+            }
             _ => None,
         }
     }

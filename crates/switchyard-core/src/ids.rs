@@ -15,7 +15,9 @@ const MAX_SESSION_ID_LEN: usize = 128;
 /// 22 characters of a 62-letter alphabet carry 130 random bits.
 const GENERATED_SESSION_ID_LEN: usize = 22;
 
-/// A session's id: 1 to 128 characters of `[A-Za-z0-9_-]`, safe in a URL path.
+/// A session's id: 1 to 128 characters, none of them `/`, `?`, `#`, whitespace or a
+/// control character, so that it is one segment of a URL path (the original accepted
+/// ids such as `tutorial:intro.step-1`, and apps still make them).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(Arc<str>);
 
@@ -25,15 +27,15 @@ impl SessionId {
         if id.is_empty() {
             return Err(SessionError::InvalidId("session id must not be empty".into()));
         }
-        if id.len() > MAX_SESSION_ID_LEN {
+        let length = id.chars().count();
+        if length > MAX_SESSION_ID_LEN {
             return Err(SessionError::InvalidId(format!(
-                "session id must be at most {MAX_SESSION_ID_LEN} characters, got {}",
-                id.len()
+                "session id must be at most {MAX_SESSION_ID_LEN} characters, got {length}"
             )));
         }
-        if let Some(bad) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
+        if let Some(bad) = id.chars().find(|c| matches!(c, '/' | '?' | '#') || c.is_whitespace() || c.is_control()) {
             return Err(SessionError::InvalidId(format!(
-                "session id may contain only A-Z, a-z, 0-9, '_' and '-', found {bad:?}"
+                "session id may not contain '/', '?', '#', whitespace or control characters, found {bad:?}"
             )));
         }
         Ok(Self(id.into()))
@@ -110,8 +112,12 @@ mod tests {
         assert!(SessionId::parse("").is_err());
         assert!(SessionId::parse(&"a".repeat(128)).is_ok());
         assert!(SessionId::parse(&"a".repeat(129)).is_err());
-        assert!(SessionId::parse("a/b").is_err());
-        assert!(SessionId::parse("é").is_err());
+        assert!(SessionId::parse(&"é".repeat(128)).is_ok(), "the limit counts characters, not bytes");
+        assert!(SessionId::parse("tutorial:intro.step-1").is_ok());
+        assert!(SessionId::parse("user@example.com~1").is_ok());
+        for bad in ["a/b", "a?b", "a#b", "a b", "a\tb", "a\u{0}b", "a\u{7f}b", "a\u{2028}b"] {
+            assert!(SessionId::parse(bad).is_err(), "{bad:?} is refused");
+        }
     }
 
     #[test]

@@ -85,36 +85,105 @@ pub fn client_disconnected(client_id: &str, connection_id: &str, was_active: boo
     })
 }
 
+/// What an `error` answers, so that the client that caused it can read it: its casing
+/// and ids, and the offending message itself.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Offending<'a> {
+    /// The channel manager's clients speak upper-case types; they get `ERROR`, with
+    /// `"channel":"error"` and `data.originalMessage`.
+    pub upper_case: bool,
+    pub request_id: Option<&'a RawValue>,
+    pub correlation_id: Option<&'a str>,
+    /// The offending message's bytes, for `originalMessage`.
+    pub original: Option<&'a [u8]>,
+}
+
+/// The most of a message that is not JSON that `originalMessage` repeats.
+const MAX_ORIGINAL_TEXT: usize = 1024;
+
+/// The offending message as `originalMessage` shows it: as sent when it is JSON, else as
+/// a string of (at most 1 KiB of) its text.
+enum Original<'a> {
+    Json(&'a RawValue),
+    Text(String),
+}
+
+impl Serialize for Original<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Original::Json(raw) => raw.serialize(serializer),
+            Original::Text(text) => serializer.serialize_str(text),
+        }
+    }
+}
+
+impl<'a> Original<'a> {
+    fn of(bytes: &'a [u8]) -> Self {
+        if let Some(raw) = std::str::from_utf8(bytes).ok().and_then(|text| serde_json::from_str::<&RawValue>(text).ok()) {
+            return Original::Json(raw);
+        }
+        let mut end = bytes.len().min(MAX_ORIGINAL_TEXT);
+        while end > 0 && end < bytes.len() && (bytes[end] & 0b1100_0000) == 0b1000_0000 {
+            end -= 1;
+        }
+        Original::Text(String::from_utf8_lossy(&bytes[..end]).into_owned())
+    }
+}
+
 #[derive(Serialize)]
-struct ErrorPayload<'a> {
+struct ErrorBody<'a> {
     code: &'static str,
     message: &'a str,
     #[serde(rename = "requestId", skip_serializing_if = "Option::is_none")]
     request_id: Option<&'a RawValue>,
     #[serde(rename = "correlationId", skip_serializing_if = "Option::is_none")]
     correlation_id: Option<&'a str>,
+    #[serde(rename = "originalMessage", skip_serializing_if = "Option::is_none")]
+    original_message: Option<Original<'a>>,
 }
 
 #[derive(Serialize)]
 struct ErrorMessage<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    payload: ErrorPayload<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'static str>,
+    #[serde(rename = "clientId")]
+    client_id: &'static str,
+    data: ErrorBody<'a>,
+    payload: ErrorBody<'a>,
     timestamp: Millis,
+    protocol_version: u32,
 }
 
-/// An `error`, carrying the `requestId` or the `correlationId` of the message it refuses.
-pub fn error(rejection: &Rejection, request_id: Option<&RawValue>, correlation_id: Option<&str>, now: Millis) -> Frame {
+/// An `error` that every kind of client reads (PROTOCOL.md, "Errors"): the original
+/// relay client reads `data.message`, awareness clients `payload.code`, channel-manager
+/// clients `ERROR` with `data.message`.
+pub fn error(rejection: &Rejection, offending: Offending, now: Millis) -> Frame {
+    let correlation_id = if offending.request_id.is_some() { None } else { offending.correlation_id };
+    let body = |original_message| ErrorBody {
+        code: rejection.code.as_str(),
+        message: &rejection.message,
+        request_id: offending.request_id,
+        correlation_id,
+        original_message,
+    };
+    let original = offending.original.filter(|_| offending.upper_case).map(Original::of);
     to_frame(&ErrorMessage {
-        kind: "error",
-        payload: ErrorPayload {
-            code: rejection.code.as_str(),
-            message: &rejection.message,
-            request_id,
-            correlation_id: if request_id.is_some() { None } else { correlation_id },
-        },
+        kind: if offending.upper_case { "ERROR" } else { "error" },
+        channel: offending.upper_case.then_some("error"),
+        client_id: SERVER_CLIENT_ID,
+        data: body(original),
+        payload: body(None),
         timestamp: now,
+        protocol_version: PROTOCOL_VERSION,
     })
+}
+
+/// Whether a message type is written in upper case (`JOIN_CHANNEL`, `PING`), as the
+/// channel manager's clients write theirs.
+pub fn is_upper_case(kind: &str) -> bool {
+    kind.bytes().any(|b| b.is_ascii_uppercase()) && !kind.bytes().any(|b| b.is_ascii_lowercase())
 }
 
 #[derive(Serialize)]
@@ -210,12 +279,13 @@ struct Control<'a> {
     client_id: &'a str,
     data: &'a RawValue,
     timestamp: Millis,
+    protocol_version: u32,
 }
 
-/// A control-role message (`request_control`, `accept_control`, `decline_control`,
-/// `role_changed`) from `client_id`, with `data` already JSON.
+/// A control-role message the server writes (`accept_control`, `decline_control`,
+/// `confirm_transfer`) in the name of `client_id`, with `data` already JSON.
 pub fn control(kind: &'static str, client_id: &str, data: &RawValue, now: Millis) -> Frame {
-    to_frame(&Control { kind, client_id, data, timestamp: now })
+    to_frame(&Control { kind, client_id, data, timestamp: now, protocol_version: PROTOCOL_VERSION })
 }
 
 #[derive(Serialize)]

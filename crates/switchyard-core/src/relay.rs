@@ -29,7 +29,7 @@ use crate::frame::{Frame, FrameKind};
 use crate::ids::{ConnId, Millis, SessionId};
 use crate::limits::{Bucket, Rate, RateLimits};
 use crate::outbox::{Outbox, Pushed};
-use crate::protocol;
+use crate::protocol::{self, Offending};
 use crate::requests::Requests;
 use crate::roles::Send;
 use crate::session::{ClientName, Member, Session, SessionInfo, SessionOptions};
@@ -37,6 +37,9 @@ use crate::stats::{Counters, Health, Sizes, Stats};
 
 /// A connection may be in this many channels at once; more joins are refused.
 pub const MAX_CHANNELS_PER_CONNECTION: usize = 256;
+/// Longest lifetime a session may be given (about 35,000 years): its end stays a
+/// date every client can write.
+pub const MAX_SESSION_LIFETIME_MS: u64 = 1 << 50;
 /// Longest user, window and case id an awareness message may carry.
 const MAX_AWARENESS_ID_LEN: usize = 256;
 
@@ -49,6 +52,13 @@ struct FocusPayload<'a> {
     window_id: Cow<'a, str>,
     #[serde(rename = "caseId", borrow, default)]
     case_id: Option<Cow<'a, str>>,
+}
+
+/// The `data` of `role_changed`: the role its sender announces.
+#[derive(Deserialize)]
+struct RoleAnnouncement<'a> {
+    #[serde(borrow, default)]
+    role: Option<Cow<'a, str>>,
 }
 
 /// Where a new connection goes.
@@ -99,6 +109,9 @@ struct Connection {
     bucket: Option<Mutex<Bucket>>,
     /// Messages refused for the rate so far.
     violations: AtomicU32,
+    /// Whether the last message with a readable type had an upper-case one: errors about
+    /// messages with none follow its casing.
+    upper_case: AtomicBool,
 }
 
 impl Connection {
@@ -126,6 +139,7 @@ struct Sender {
     session: Option<SessionId>,
     name: Arc<ClientName>,
     identity: Arc<Identity>,
+    upper_case: bool,
 }
 
 impl Sender {
@@ -147,12 +161,15 @@ enum Outcome {
     /// Handled, with nothing to say now.
     Done,
     Rejected(Rejection),
+    /// Dropped without an answer, unless the message asked for an acknowledgement,
+    /// which gets a `NACK`.
+    Dropped(Rejection),
 }
 
 /// Recipients whose outbox was full during a fan-out; dealt with once no lock is held.
 type SlowConsumers = Vec<ConnId>;
 
-const CONTROL_TYPES: [&str; 4] = ["request_control", "accept_control", "decline_control", "release_control"];
+const CONTROL_TYPES: [&str; 5] = ["request_control", "accept_control", "decline_control", "release_control", "role_changed"];
 
 pub struct Relay {
     config: Config,
@@ -175,6 +192,8 @@ pub struct Relay {
     counters: Counters,
     next_cleanup: AtomicU64,
     next_heartbeat: AtomicU64,
+    /// Sessions whose forwarded `request_control` waits for an answer, with its deadline.
+    transfers: Mutex<Vec<(SessionId, Millis)>>,
 }
 
 impl Relay {
@@ -199,6 +218,7 @@ impl Relay {
             counters: Counters::default(),
             next_cleanup: AtomicU64::new(0),
             next_heartbeat: AtomicU64::new(0),
+            transfers: Mutex::default(),
         }
     }
 
@@ -207,26 +227,30 @@ impl Relay {
     }
 
     pub fn create_session(&self, options: SessionOptions, now: Millis) -> Result<SessionInfo, SessionError> {
-        let id = match options.session_id.as_deref() {
+        // An empty id asks for a generated one, as it did in the original.
+        let id = match options.session_id.as_deref().filter(|id| !id.is_empty()) {
             Some(id) => SessionId::parse(id)?,
             None => SessionId::generate(),
         };
-        if options.expires_in_ms == Some(0) {
-            return Err(SessionError::InvalidOption("expiresIn must be greater than 0".into()));
+        if options.expires_in_ms.is_some_and(|ms| ms > MAX_SESSION_LIFETIME_MS) {
+            return Err(SessionError::InvalidOption(format!("expiresIn must be at most {MAX_SESSION_LIFETIME_MS} ms")));
         }
         if options.max_clients == Some(0) {
             return Err(SessionError::InvalidOption("maxClients must be greater than 0".into()));
         }
-        let lifetime = options.expires_in_ms.unwrap_or(self.config.session_timeout_ms);
+        // 0 means the default, as it did in the original.
+        let lifetime = options.expires_in_ms.filter(|ms| *ms > 0).unwrap_or(self.config.session_timeout_ms);
         let session = Session {
             id: id.clone(),
             created_at: now,
             expires_at: now.saturating_add(lifetime),
             max_clients: options.max_clients.unwrap_or(self.config.max_clients_per_session),
-            metadata: options.metadata.unwrap_or(Value::Null),
+            metadata: options.metadata,
             last_activity: AtomicU64::new(now),
             members: Vec::new(),
+            joins: 0,
             control: Default::default(),
+            conflict_resolution: options.conflict_resolution.unwrap_or(self.config.default_conflict_resolution),
         };
         let info = match self.sessions.entry(id) {
             dashmap::Entry::Occupied(taken) => return Err(SessionError::AlreadyExists(taken.key().to_string())),
@@ -286,6 +310,7 @@ impl Relay {
                 Mutex::new(Bucket::full(identity.rate_limit.unwrap_or(limits.per_connection), now))
             }),
             violations: AtomicU32::new(0),
+            upper_case: AtomicBool::new(false),
         };
         let info = connection.info(id);
         self.conns.insert(id, connection);
@@ -345,7 +370,9 @@ impl Relay {
         for member in &session.members {
             self.push(member.conn, &*member.outbox, announcement.clone(), slow);
         }
-        session.members.push(Member { conn: id, outbox, name });
+        session.joins += 1;
+        let joined = session.joins;
+        session.members.push(Member { conn: id, outbox, name, joined });
         session.last_activity.store(now, Ordering::Relaxed);
         Ok(())
     }
@@ -370,7 +397,8 @@ impl Relay {
         if frame.kind == FrameKind::Text {
             self.receive_text(&sender, &frame, now, &mut slow);
         } else if let Outcome::Rejected(rejection) = self.relay_to_session(&sender, &frame, now, &mut slow) {
-            self.push(from, &*sender.outbox, protocol::error(&rejection, None, None, now), &mut slow);
+            let error = protocol::error(&rejection, Offending { upper_case: sender.upper_case, ..Default::default() }, now);
+            self.push(from, &*sender.outbox, error, &mut slow);
         }
         self.close_slow_consumers(slow, now);
     }
@@ -403,8 +431,8 @@ impl Relay {
         }
         let rejection = Rejection::from(ErrorCode::RateLimited);
         let answer = match (frame.kind == FrameKind::Text).then(|| Envelope::parse(&frame.payload).ok()).flatten() {
-            Some(envelope) => self.refusal(&envelope, &rejection, now),
-            None => protocol::error(&rejection, None, None, now),
+            Some(envelope) => self.refusal(&envelope, frame, &rejection, now),
+            None => protocol::error(&rejection, Offending { upper_case: sender.upper_case, ..Default::default() }, now),
         };
         let mut slow = SlowConsumers::new();
         self.push(sender.id, &*sender.outbox, answer, &mut slow);
@@ -431,6 +459,7 @@ impl Relay {
             session: conn.session.clone(),
             name: conn.name.clone(),
             identity: conn.identity.clone(),
+            upper_case: conn.upper_case.load(Ordering::Relaxed),
         })
     }
 
@@ -439,11 +468,18 @@ impl Relay {
             Ok(envelope) => envelope,
             Err(malformed) => {
                 Counters::add(&self.counters.messages_invalid, 1);
-                let error = protocol::error(&malformed.into(), None, None, now);
+                let offending = Offending { upper_case: sender.upper_case, original: Some(&frame.payload), ..Default::default() };
+                let error = protocol::error(&malformed.into(), offending, now);
                 self.push(sender.id, &*sender.outbox, error, slow);
                 return;
             }
         };
+        let upper_case = protocol::is_upper_case(&envelope.kind);
+        if upper_case != sender.upper_case {
+            if let Some(conn) = self.conns.get(&sender.id) {
+                conn.upper_case.store(upper_case, Ordering::Relaxed);
+            }
+        }
         if sender.name.given.is_none() {
             if let Some(announced) = &envelope.client_id {
                 sender.name.announced.get_or_init(|| announced.clone().into_owned());
@@ -466,7 +502,10 @@ impl Relay {
                 if matches!(rejection.code, ErrorCode::ChannelForbidden | ErrorCode::Forbidden) {
                     Counters::add(&self.counters.forbidden, 1);
                 }
-                Some(self.refusal(&envelope, &rejection, now))
+                Some(self.refusal(&envelope, frame, &rejection, now))
+            }
+            Outcome::Dropped(rejection) => {
+                self.ack_to(&envelope).is_some().then(|| self.refusal(&envelope, frame, &rejection, now))
             }
         };
         if let Some(answer) = answer {
@@ -485,13 +524,21 @@ impl Relay {
     }
 
     /// The answer to a refused message: a `NACK` when it is acknowledged, else an `error`.
-    fn refusal(&self, envelope: &Envelope, rejection: &Rejection, now: Millis) -> Frame {
+    fn refusal(&self, envelope: &Envelope, frame: &Frame, rejection: &Rejection, now: Millis) -> Frame {
         match self.ack_to(envelope) {
             Some(id) => {
                 Counters::add(&self.counters.nacks, 1);
                 protocol::nack(id, rejection, now)
             }
-            None => protocol::error(rejection, envelope.request_id, envelope.correlation_id.as_deref(), now),
+            None => {
+                let offending = Offending {
+                    upper_case: protocol::is_upper_case(&envelope.kind),
+                    request_id: envelope.request_id,
+                    correlation_id: envelope.correlation_id.as_deref(),
+                    original: Some(&frame.payload),
+                };
+                protocol::error(rejection, offending, now)
+            }
         }
     }
 
@@ -505,10 +552,11 @@ impl Relay {
             "request" => self.request(sender, envelope, now),
             "register" | "deregister" | "heartbeat" | "focus" => self.awareness(sender, kind, envelope, now, slow),
             _ if self.config.enable_role_management && CONTROL_TYPES.contains(&kind) => {
-                self.control(sender, kind, envelope, now, slow)
+                self.control(sender, kind, envelope, frame, now, slow)
             }
             "state_update" if self.config.enable_role_management && !self.is_active(sender) => {
-                Outcome::Rejected(ErrorCode::NotActive.into())
+                Counters::add(&self.counters.passive_updates_dropped, 1);
+                Outcome::Dropped(ErrorCode::NotActive.into())
             }
             _ => match &envelope.channel {
                 Some(channel) => self.publish(sender, channel, frame, slow),
@@ -638,7 +686,7 @@ impl Relay {
         let Ok(id) = RawValue::from_string(request_id.to_owned()) else { return false };
         let answer = match outcome {
             Ok(result) => protocol::response(&id, result, now),
-            Err(rejection) => protocol::error(rejection, Some(&id), None, now),
+            Err(rejection) => protocol::error(rejection, Offending { request_id: Some(&id), ..Default::default() }, now),
         };
         let mut slow = SlowConsumers::new();
         self.push(conn, &*outbox, answer, &mut slow);
@@ -740,23 +788,32 @@ impl Relay {
         self.sessions.get(session_id).is_some_and(|s| s.control.active == Some(sender.id))
     }
 
-    fn control(&self, sender: &Sender, kind: &str, envelope: &Envelope, now: Millis, slow: &mut SlowConsumers) -> Outcome {
+    /// A control-role message (PROTOCOL.md, "Control roles"), handled by the session's
+    /// [`Control`](crate::roles::Control).
+    fn control(&self, sender: &Sender, kind: &str, envelope: &Envelope, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> Outcome {
         let Some(session_id) = &sender.session else { return Outcome::Rejected(ErrorCode::NoSession.into()) };
         let Some(mut session) = self.sessions.get_mut(session_id) else { return Outcome::Done };
-        let Session { control, members, .. } = &mut *session;
+        session.last_activity.store(now, Ordering::Relaxed);
+        let Session { control, members, conflict_resolution, .. } = &mut *session;
         let sends = match kind {
-            "request_control" => Ok(control.request(sender.id, envelope.data, self.config.conflict_resolution, &*members, now)),
-            "accept_control" => control.accept(sender.id, &*members, now),
-            "decline_control" => control.decline(sender.id, envelope.data, &*members, now),
-            _ => control.release(sender.id, &*members, now),
-        };
-        match sends {
-            Ok(sends) => {
-                self.deliver(members, sends, slow);
-                Outcome::Done
+            "request_control" => {
+                let timeout = self.config.control_request_timeout_ms;
+                let sends = control.request(sender.id, frame, *conflict_resolution, timeout, &*members, now);
+                if let Some(transfer) = control.transfer.filter(|t| t.requester == sender.id) {
+                    self.transfers.lock().push((session_id.clone(), transfer.deadline));
+                }
+                sends
             }
-            Err(rejection) => Outcome::Rejected(rejection),
-        }
+            "accept_control" => control.accept(sender.id, frame, &*members, now),
+            "decline_control" => control.decline(sender.id, frame),
+            "release_control" => control.release(sender.id, frame, now),
+            _ => {
+                let announced = envelope.data.and_then(|raw| serde_json::from_str::<RoleAnnouncement>(raw.get()).ok());
+                control.role_changed(sender.id, announced.as_ref().and_then(|a| a.role.as_deref()), frame, now)
+            }
+        };
+        self.deliver(members, sends, slow);
+        Outcome::Done
     }
 
     fn deliver(&self, members: &[Member], sends: Vec<Send>, slow: &mut SlowConsumers) {
@@ -767,8 +824,8 @@ impl Relay {
                         self.push(member.conn, &*member.outbox, frame, slow);
                     }
                 }
-                Send::All(frame) => {
-                    for member in members {
+                Send::AllBut(except, frame) => {
+                    for member in members.iter().filter(|m| m.conn != except) {
                         self.push(member.conn, &*member.outbox, frame.clone(), slow);
                     }
                 }
@@ -942,7 +999,7 @@ impl Relay {
         if let Some(session_id) = &conn.session {
             if let Some(mut session) = self.sessions.get_mut(session_id) {
                 let Session { control, members, .. } = &mut *session;
-                let (was_active, sends) = control.left(id, &*members, now);
+                let (was_active, sends) = control.left(id, now);
                 members.retain(|m| m.conn != id);
                 let farewell = protocol::client_disconnected(&info.client_id, &id.to_string(), was_active, now);
                 for member in members.iter() {
@@ -979,6 +1036,7 @@ impl Relay {
             self.heartbeat(now);
         }
         self.expire_requests(now);
+        self.expire_transfers(now);
         self.forget_full_buckets(now);
         let mut slow = SlowConsumers::new();
         self.notify(self.awareness.expire(now, self.config.heartbeat_timeout_ms), &mut slow);
@@ -996,6 +1054,25 @@ impl Relay {
         }
     }
 
+    /// Declines the forwarded control requests nobody answered in time.
+    fn expire_transfers(&self, now: Millis) {
+        let due: Vec<SessionId> = {
+            let mut transfers = self.transfers.lock();
+            let (due, waiting): (Vec<_>, Vec<_>) = transfers.drain(..).partition(|(_, deadline)| *deadline <= now);
+            *transfers = waiting;
+            due.into_iter().map(|(id, _)| id).collect()
+        };
+        let mut slow = SlowConsumers::new();
+        for id in due {
+            if let Some(mut session) = self.sessions.get_mut(&id) {
+                let Session { control, members, .. } = &mut *session;
+                let sends = control.expire(now);
+                self.deliver(members, sends, &mut slow);
+            }
+        }
+        self.close_slow_consumers(slow, now);
+    }
+
     /// A full bucket says nothing a new one would not: dropping them bounds the maps.
     fn forget_full_buckets(&self, now: Millis) {
         if let Some(rate) = self.config.address_rate() {
@@ -1011,7 +1088,7 @@ impl Relay {
         for (conn, request_id) in self.requests.expire(now) {
             let Some(outbox) = self.conns.get(&conn).map(|c| c.outbox.clone()) else { continue };
             let Ok(id) = RawValue::from_string(request_id.into()) else { continue };
-            let timeout = protocol::error(&ErrorCode::RequestTimeout.into(), Some(&id), None, now);
+            let timeout = protocol::error(&ErrorCode::RequestTimeout.into(), Offending { request_id: Some(&id), ..Default::default() }, now);
             self.push(conn, &*outbox, timeout, &mut slow);
         }
         self.close_slow_consumers(slow, now);

@@ -1,15 +1,21 @@
 //! Control roles (`enableRoleManagement`): at most one member of a session is `active`;
-//! the others are `passive` and ask for control, which the active member grants or
-//! declines, or the server grants when nobody holds it.
+//! the others are `passive`. The rules are the original RelaySessionManager's, with its
+//! messages passed on as the clients sent them (PROTOCOL.md, "Control roles"):
+//! `request_control` is granted by the server when nobody holds control, else forwarded
+//! to the active member or declined as the session's conflict resolution says;
+//! `accept_control` from the active member during a transfer swaps the roles;
+//! `role_changed` announcing `"active"` makes its sender the active member.
 //!
 //! A pure state machine per session: each step returns the messages to send, and the
-//! relay delivers them.
+//! relay delivers them. A control message that does not apply (an `accept_control` with
+//! no transfer waiting, a `release_control` from a passive member) is dropped without an
+//! answer, as the original drops it: its client turns every `error` into an `error`
+//! event, which throws where nobody listens.
 
-use serde_json::value::RawValue;
 use serde_json::json;
+use serde_json::value::RawValue;
 
 use crate::config::ConflictResolution;
-use crate::error::{ErrorCode, Rejection};
 use crate::frame::Frame;
 use crate::ids::{ConnId, Millis};
 use crate::protocol::{self, SERVER_CLIENT_ID};
@@ -18,213 +24,302 @@ use crate::protocol::{self, SERVER_CLIENT_ID};
 #[derive(Debug, PartialEq)]
 pub(crate) enum Send {
     To(ConnId, Frame),
-    All(Frame),
+    /// To every member but this one.
+    AllBut(ConnId, Frame),
+}
+
+/// A forwarded `request_control` waiting for the active member's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Transfer {
+    pub requester: ConnId,
+    /// Past this the requester is declined with `"timeout"`.
+    pub deadline: Millis,
 }
 
 #[derive(Default, Debug)]
 pub(crate) struct Control {
     pub active: Option<ConnId>,
-    /// A member asked the active one for control and waits for the answer.
-    pub requester: Option<ConnId>,
+    pub transfer: Option<Transfer>,
+}
+
+/// What the control rules need to know of the members.
+pub(crate) trait Members {
+    /// How the member is named to others: its `clientId`.
+    fn client_id(&self, conn: ConnId) -> String;
+    /// The member's place in the order of joining the session (1 for the first).
+    fn joined(&self, conn: ConnId) -> u64;
 }
 
 fn data(value: serde_json::Value) -> Box<RawValue> {
     serde_json::value::to_raw_value(&value).expect("JSON values serialize")
 }
 
-/// Names a member by its `clientId`.
-pub(crate) trait Names {
-    fn client_id(&self, conn: ConnId) -> String;
+fn granted(now: Millis) -> Frame {
+    protocol::control("accept_control", SERVER_CLIENT_ID, &data(json!({ "granted": true, "timestamp": now })), now)
+}
+
+fn declined(reason: &str, now: Millis) -> Frame {
+    protocol::control("decline_control", SERVER_CLIENT_ID, &data(json!({ "reason": reason })), now)
+}
+
+/// Whether `policy` forwards `requester`'s request to `active` (rather than declining it).
+fn forwards(policy: ConflictResolution, requester: ConnId, active: ConnId, members: &dyn Members) -> bool {
+    match policy {
+        ConflictResolution::FirstComeFirstServed => members.joined(active) > members.joined(requester),
+        ConflictResolution::DenyBoth => false,
+        ConflictResolution::UserChoice | ConflictResolution::ActiveWins | ConflictResolution::TimestampWins => true,
+    }
 }
 
 impl Control {
-    fn granted(&mut self, to: ConnId, by: &str, names: &dyn Names, now: Millis) -> Vec<Send> {
-        let previous = self.active.replace(to);
-        self.requester = None;
+    /// `request_control` (the client's `frame`) from `from`.
+    pub fn request(
+        &mut self,
+        from: ConnId,
+        frame: &Frame,
+        policy: ConflictResolution,
+        timeout_ms: u64,
+        members: &dyn Members,
+        now: Millis,
+    ) -> Vec<Send> {
+        match self.active {
+            None => {
+                self.active = Some(from);
+                self.transfer = None;
+                vec![Send::To(from, granted(now))]
+            }
+            Some(active) if active == from => vec![Send::To(from, granted(now))],
+            Some(_) if self.transfer.is_some() => vec![Send::To(from, declined("transfer_in_progress", now))],
+            Some(active) if forwards(policy, from, active, members) => {
+                self.transfer = Some(Transfer { requester: from, deadline: now.saturating_add(timeout_ms) });
+                vec![Send::To(active, frame.clone())]
+            }
+            Some(_) => vec![Send::To(from, declined("conflict_resolution_denied", now))],
+        }
+    }
+
+    /// `accept_control` from `from`: from the active member during a transfer, the
+    /// requester becomes active, receives the accept, and everyone else is told.
+    pub fn accept(&mut self, from: ConnId, frame: &Frame, members: &dyn Members, now: Millis) -> Vec<Send> {
+        let Some(transfer) = self.transfer.filter(|_| self.active == Some(from)) else { return Vec::new() };
+        self.active = Some(transfer.requester);
+        self.transfer = None;
+        let confirmation = data(json!({ "newActiveClient": members.client_id(transfer.requester) }));
         vec![
-            Send::To(to, protocol::control("accept_control", by, &data(json!({ "granted": true })), now)),
-            Send::All(role_changed(Some(to), previous, names, now)),
+            Send::To(transfer.requester, frame.clone()),
+            Send::AllBut(from, protocol::control("confirm_transfer", &members.client_id(from), &confirmation, now)),
         ]
     }
 
-    /// `request_control` from `from`.
-    pub fn request(&mut self, from: ConnId, body: Option<&RawValue>, policy: ConflictResolution, names: &dyn Names, now: Millis) -> Vec<Send> {
-        let decline = |reason: &str| {
-            vec![Send::To(
-                from,
-                protocol::control("decline_control", SERVER_CLIENT_ID, &data(json!({ "granted": false, "reason": reason })), now),
-            )]
-        };
-        match self.active {
-            None => self.granted(from, SERVER_CLIENT_ID, names, now),
-            Some(active) if active == from => {
-                vec![Send::To(from, protocol::control("accept_control", SERVER_CLIENT_ID, &data(json!({ "granted": true })), now))]
-            }
-            Some(_) if self.requester.is_some() => decline("transfer_in_progress"),
-            Some(_) if policy == ConflictResolution::Deny => decline("control_held"),
-            Some(active) => {
-                self.requester = Some(from);
-                let body = body.map_or_else(|| data(json!({})), ToOwned::to_owned);
-                vec![Send::To(active, protocol::control("request_control", &names.client_id(from), &body, now))]
-            }
-        }
+    /// `decline_control` from `from`: it ends a transfer, and is relayed.
+    pub fn decline(&mut self, from: ConnId, frame: &Frame) -> Vec<Send> {
+        self.transfer = None;
+        vec![Send::AllBut(from, frame.clone())]
     }
 
-    fn pending_transfer(&self, from: ConnId) -> Result<ConnId, Rejection> {
+    /// `release_control` from the active member: relayed, and control goes to the member
+    /// waiting for it, else to nobody.
+    pub fn release(&mut self, from: ConnId, frame: &Frame, now: Millis) -> Vec<Send> {
         if self.active != Some(from) {
-            return Err(ErrorCode::NotActive.into());
+            return Vec::new();
         }
-        self.requester.ok_or_else(|| Rejection::new(ErrorCode::InvalidMessage, "No control request is waiting"))
+        let mut sends = vec![Send::AllBut(from, frame.clone())];
+        sends.extend(self.vacate(now));
+        sends
     }
 
-    /// `accept_control` from the active member: the requester becomes active.
-    pub fn accept(&mut self, from: ConnId, names: &dyn Names, now: Millis) -> Result<Vec<Send>, Rejection> {
-        let requester = self.pending_transfer(from)?;
-        Ok(self.granted(requester, &names.client_id(from), names, now))
-    }
-
-    /// `decline_control` from the active member: the requester is told, roles stay.
-    pub fn decline(&mut self, from: ConnId, body: Option<&RawValue>, names: &dyn Names, now: Millis) -> Result<Vec<Send>, Rejection> {
-        let requester = self.pending_transfer(from)?;
-        self.requester = None;
-        let body = body.map_or_else(|| data(json!({ "granted": false })), ToOwned::to_owned);
-        Ok(vec![Send::To(requester, protocol::control("decline_control", &names.client_id(from), &body, now))])
-    }
-
-    /// `release_control` from the active member: a waiting requester gets control, else nobody holds it.
-    pub fn release(&mut self, from: ConnId, names: &dyn Names, now: Millis) -> Result<Vec<Send>, Rejection> {
-        if self.active != Some(from) {
-            return Err(ErrorCode::NotActive.into());
+    /// `role_changed` from `from`, announcing `role`: `"active"` makes it the active
+    /// member; `"passive"` from the active member frees control, as a release does.
+    /// Relayed either way.
+    pub fn role_changed(&mut self, from: ConnId, role: Option<&str>, frame: &Frame, now: Millis) -> Vec<Send> {
+        let mut sends = vec![Send::AllBut(from, frame.clone())];
+        match role {
+            Some("active") => {
+                self.active = Some(from);
+                if self.transfer.is_some_and(|t| t.requester == from) {
+                    self.transfer = None;
+                }
+            }
+            Some("passive") if self.active == Some(from) => sends.extend(self.vacate(now)),
+            _ => {}
         }
-        Ok(self.vacate(names, now))
+        sends
     }
 
     /// A member left; returns whether it was active, and what the others must hear.
-    pub fn left(&mut self, conn: ConnId, names: &dyn Names, now: Millis) -> (bool, Vec<Send>) {
-        if self.requester == Some(conn) {
-            self.requester = None;
+    pub fn left(&mut self, conn: ConnId, now: Millis) -> (bool, Vec<Send>) {
+        if self.transfer.is_some_and(|t| t.requester == conn) {
+            self.transfer = None;
         }
         if self.active != Some(conn) {
             return (false, Vec::new());
         }
-        (true, self.vacate(names, now))
+        (true, self.vacate(now))
     }
 
-    fn vacate(&mut self, names: &dyn Names, now: Millis) -> Vec<Send> {
-        match self.requester {
-            Some(requester) => self.granted(requester, SERVER_CLIENT_ID, names, now),
-            None => {
-                let previous = self.active.take();
-                vec![Send::All(role_changed(None, previous, names, now))]
+    /// Declines a transfer the active member has not answered in time.
+    pub fn expire(&mut self, now: Millis) -> Vec<Send> {
+        match self.transfer {
+            Some(transfer) if now >= transfer.deadline => {
+                self.transfer = None;
+                vec![Send::To(transfer.requester, declined("timeout", now))]
             }
+            _ => Vec::new(),
         }
     }
-}
 
-fn role_changed(active: Option<ConnId>, previous: Option<ConnId>, names: &dyn Names, now: Millis) -> Frame {
-    let name = |conn: Option<ConnId>| conn.map(|c| names.client_id(c));
-    let body = data(json!({ "activeClientId": name(active), "previousClientId": name(previous) }));
-    protocol::control("role_changed", SERVER_CLIENT_ID, &body, now)
+    fn vacate(&mut self, now: Millis) -> Vec<Send> {
+        self.active = None;
+        match self.transfer.take() {
+            Some(transfer) => {
+                self.active = Some(transfer.requester);
+                vec![Send::To(transfer.requester, granted(now))]
+            }
+            None => Vec::new(),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    struct ById;
-    impl Names for ById {
+    /// Members named `client-<n>`, joined in the order of their ids.
+    struct ByJoinOrder;
+    impl Members for ByJoinOrder {
         fn client_id(&self, conn: ConnId) -> String {
             format!("client-{}", conn.0)
         }
+        fn joined(&self, conn: ConnId) -> u64 {
+            conn.0
+        }
     }
 
-    fn kinds(sends: &[Send]) -> Vec<(Option<u64>, String)> {
+    fn kinds(sends: &[Send]) -> Vec<String> {
         sends
             .iter()
             .map(|send| {
                 let (to, frame) = match send {
-                    Send::To(conn, frame) => (Some(conn.0), frame),
-                    Send::All(frame) => (None, frame),
+                    Send::To(conn, frame) => (format!("to {}", conn.0), frame),
+                    Send::AllBut(conn, frame) => (format!("all but {}", conn.0), frame),
                 };
                 let json: serde_json::Value = serde_json::from_slice(&frame.payload).unwrap();
-                (to, format!("{} {} {}", json["type"].as_str().unwrap(), json["clientId"].as_str().unwrap(), json["data"]))
+                let mut data = json["data"].clone();
+                if let Some(data) = data.as_object_mut() {
+                    data.remove("timestamp");
+                }
+                format!("{to}: {} {} {data}", json["type"].as_str().unwrap(), json["clientId"].as_str().unwrap())
             })
             .collect()
+    }
+
+    fn client_frame(kind: &str, from: ConnId) -> Frame {
+        let text = format!(r#"{{"type":"{kind}","clientId":"client-{}","data":{{"why":"mine"}}}}"#, from.0);
+        Frame::text(bytes::Bytes::from(text))
     }
 
     const A: ConnId = ConnId(1);
     const B: ConnId = ConnId(2);
     const C: ConnId = ConnId(3);
+    const FCFS: ConflictResolution = ConflictResolution::FirstComeFirstServed;
 
     #[test]
     fn the_first_request_is_granted_by_the_server() {
         let mut control = Control::default();
-        let sends = control.request(A, None, ConflictResolution::AskActive, &ById, 0);
-        assert_eq!(
-            kinds(&sends),
-            vec![
-                (Some(1), r#"accept_control relay-server {"granted":true}"#.into()),
-                (None, r#"role_changed relay-server {"activeClientId":"client-1","previousClientId":null}"#.into()),
-            ]
-        );
+        let sends = control.request(A, &client_frame("request_control", A), FCFS, 5000, &ByJoinOrder, 0);
+        assert_eq!(kinds(&sends), vec![r#"to 1: accept_control relay-server {"granted":true}"#]);
         assert_eq!(control.active, Some(A));
     }
 
     #[test]
-    fn a_transfer_asks_the_active_member_and_refuses_a_second_requester() {
-        let mut control = Control { active: Some(A), requester: None };
-        let body = RawValue::from_string(r#"{"why":"my turn"}"#.into()).unwrap();
-        let forwarded = control.request(B, Some(&body), ConflictResolution::AskActive, &ById, 0);
-        assert_eq!(kinds(&forwarded), vec![(Some(1), r#"request_control client-2 {"why":"my turn"}"#.into())]);
-        let second = control.request(C, None, ConflictResolution::AskActive, &ById, 0);
-        assert_eq!(
-            kinds(&second),
-            vec![(Some(3), r#"decline_control relay-server {"granted":false,"reason":"transfer_in_progress"}"#.into())]
-        );
-        assert_eq!(control.accept(B, &ById, 0).unwrap_err().code, ErrorCode::NotActive);
-        let accepted = control.accept(A, &ById, 0).unwrap();
-        assert_eq!(
-            kinds(&accepted),
-            vec![
-                (Some(2), r#"accept_control client-1 {"granted":true}"#.into()),
-                (None, r#"role_changed relay-server {"activeClientId":"client-2","previousClientId":"client-1"}"#.into()),
-            ]
-        );
-        assert_eq!((control.active, control.requester), (Some(B), None));
+    fn first_come_first_served_forwards_only_to_a_later_joiner() {
+        let mut control = Control { active: Some(A), transfer: None };
+        let declined = control.request(B, &client_frame("request_control", B), FCFS, 5000, &ByJoinOrder, 0);
+        assert_eq!(kinds(&declined), vec![r#"to 2: decline_control relay-server {"reason":"conflict_resolution_denied"}"#]);
+        assert_eq!(control.transfer, None);
+
+        let mut control = Control { active: Some(B), transfer: None };
+        let request = client_frame("request_control", A);
+        let forwarded = control.request(A, &request, FCFS, 5000, &ByJoinOrder, 10);
+        assert_eq!(forwarded, vec![Send::To(B, request)], "the client's own frame, unchanged");
+        assert_eq!(control.transfer, Some(Transfer { requester: A, deadline: 5010 }));
     }
 
     #[test]
-    fn a_decline_reaches_the_requester_and_roles_stay() {
-        let mut control = Control { active: Some(A), requester: Some(B) };
-        let declined = control.decline(A, None, &ById, 0).unwrap();
-        assert_eq!(kinds(&declined), vec![(Some(2), r#"decline_control client-1 {"granted":false}"#.into())]);
-        assert_eq!((control.active, control.requester), (Some(A), None));
-        assert_eq!(control.decline(A, None, &ById, 0).unwrap_err().code, ErrorCode::InvalidMessage);
+    fn each_strategy_decides_as_the_original() {
+        for (policy, forwarded) in [
+            (ConflictResolution::DenyBoth, false),
+            (ConflictResolution::UserChoice, true),
+            (ConflictResolution::ActiveWins, true),
+            (ConflictResolution::TimestampWins, true),
+        ] {
+            let mut control = Control { active: Some(A), transfer: None };
+            let sends = control.request(B, &client_frame("request_control", B), policy, 5000, &ByJoinOrder, 0);
+            assert_eq!(control.transfer.is_some(), forwarded, "{policy:?}");
+            assert_eq!(matches!(sends[0], Send::To(A, _)), forwarded, "{policy:?}");
+        }
     }
 
     #[test]
-    fn deny_declines_at_once() {
-        let mut control = Control { active: Some(A), requester: None };
-        let sends = control.request(B, None, ConflictResolution::Deny, &ById, 0);
-        assert_eq!(kinds(&sends), vec![(Some(2), r#"decline_control relay-server {"granted":false,"reason":"control_held"}"#.into())]);
-        assert_eq!(control.requester, None);
+    fn a_transfer_refuses_a_second_requester_and_an_accept_swaps_the_roles() {
+        let mut control = Control { active: Some(A), transfer: None };
+        control.request(B, &client_frame("request_control", B), ConflictResolution::UserChoice, 5000, &ByJoinOrder, 0);
+        let second = control.request(C, &client_frame("request_control", C), ConflictResolution::UserChoice, 5000, &ByJoinOrder, 0);
+        assert_eq!(kinds(&second), vec![r#"to 3: decline_control relay-server {"reason":"transfer_in_progress"}"#]);
+
+        assert_eq!(control.accept(B, &client_frame("accept_control", B), &ByJoinOrder, 0), vec![], "only the active member answers");
+        let accept = client_frame("accept_control", A);
+        let sends = control.accept(A, &accept, &ByJoinOrder, 0);
+        assert_eq!(sends[0], Send::To(B, accept));
+        assert_eq!(kinds(&sends[1..]), vec![r#"all but 1: confirm_transfer client-1 {"newActiveClient":"client-2"}"#]);
+        assert_eq!((control.active, control.transfer), (Some(B), None));
+        assert_eq!(control.accept(B, &client_frame("accept_control", B), &ByJoinOrder, 0), vec![], "no transfer waits");
     }
 
     #[test]
-    fn leaving_or_releasing_frees_the_role_or_hands_it_to_the_waiting_requester() {
-        let mut control = Control { active: Some(A), requester: None };
-        assert_eq!(control.release(B, &ById, 0).unwrap_err().code, ErrorCode::NotActive);
-        let released = control.release(A, &ById, 0).unwrap();
-        assert_eq!(kinds(&released), vec![(None, r#"role_changed relay-server {"activeClientId":null,"previousClientId":"client-1"}"#.into())]);
+    fn a_decline_ends_the_transfer_and_is_relayed() {
+        let mut control = Control { active: Some(A), transfer: Some(Transfer { requester: B, deadline: 9 }) };
+        let decline = client_frame("decline_control", A);
+        assert_eq!(control.decline(A, &decline), vec![Send::AllBut(A, decline)]);
+        assert_eq!((control.active, control.transfer), (Some(A), None));
+    }
 
-        let mut control = Control { active: Some(A), requester: Some(B) };
-        let (was_active, sends) = control.left(A, &ById, 0);
-        assert!(was_active);
-        assert_eq!(kinds(&sends)[0], (Some(2), r#"accept_control relay-server {"granted":true}"#.into()));
+    #[test]
+    fn an_unanswered_request_times_out() {
+        let mut control = Control { active: Some(A), transfer: Some(Transfer { requester: B, deadline: 100 }) };
+        assert_eq!(control.expire(99), vec![]);
+        assert_eq!(kinds(&control.expire(100)), vec![r#"to 2: decline_control relay-server {"reason":"timeout"}"#]);
+        assert_eq!((control.active, control.transfer), (Some(A), None));
+    }
+
+    #[test]
+    fn role_changed_to_active_takes_control_and_is_relayed() {
+        let mut control = Control { active: Some(A), transfer: None };
+        let announcement = client_frame("role_changed", B);
+        assert_eq!(control.role_changed(B, Some("active"), &announcement, 0), vec![Send::AllBut(B, announcement.clone())]);
         assert_eq!(control.active, Some(B));
+        control.role_changed(A, Some("passive"), &client_frame("role_changed", A), 0);
+        assert_eq!(control.active, Some(B), "a passive member saying so changes nothing");
+        control.role_changed(B, Some("passive"), &announcement, 0);
+        assert_eq!(control.active, None, "the active member saying it is passive frees control");
+    }
 
-        let mut control = Control { active: Some(A), requester: Some(B) };
-        assert_eq!(control.left(B, &ById, 0), (false, vec![]));
-        assert_eq!(control.requester, None);
+    #[test]
+    fn releasing_or_leaving_frees_the_role_or_hands_it_to_the_waiting_requester() {
+        let mut control = Control { active: Some(A), transfer: None };
+        assert_eq!(control.release(B, &client_frame("release_control", B), 0), vec![], "only the active member releases");
+        let release = client_frame("release_control", A);
+        assert_eq!(control.release(A, &release, 0), vec![Send::AllBut(A, release)]);
+        assert_eq!(control.active, None);
+
+        let mut control = Control { active: Some(A), transfer: Some(Transfer { requester: B, deadline: 9 }) };
+        let (was_active, sends) = control.left(A, 0);
+        assert!(was_active);
+        assert_eq!(kinds(&sends), vec![r#"to 2: accept_control relay-server {"granted":true}"#]);
+        assert_eq!((control.active, control.transfer), (Some(B), None));
+
+        let mut control = Control { active: Some(A), transfer: Some(Transfer { requester: B, deadline: 9 }) };
+        assert_eq!(control.left(B, 0), (false, vec![]));
+        assert_eq!(control.transfer, None);
     }
 }

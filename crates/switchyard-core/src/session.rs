@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::config::ConflictResolution;
 use crate::ids::{ConnId, Millis, SessionId};
 use crate::outbox::Outbox;
-use crate::roles::{Control, Names};
+use crate::roles::{Control, Members};
 
 /// What the app asks for in `createSession`.
 #[derive(Clone, Debug, Default)]
@@ -18,6 +19,8 @@ pub struct SessionOptions {
     pub metadata: Option<Value>,
     /// Overrides the relay's `max_clients_per_session` for this session.
     pub max_clients: Option<usize>,
+    /// Overrides the relay's `default_conflict_resolution` for this session.
+    pub conflict_resolution: Option<ConflictResolution>,
 }
 
 /// A snapshot of a session, as returned to the app.
@@ -28,9 +31,11 @@ pub struct SessionInfo {
     pub expires_at: Millis,
     pub client_count: usize,
     pub last_activity: Millis,
-    pub metadata: Value,
+    /// As the app gave it; `None` when it gave none.
+    pub metadata: Option<Value>,
     /// The `clientId` of the member holding control, with role management on.
     pub active_client_id: Option<String>,
+    pub conflict_resolution: ConflictResolution,
 }
 
 /// How a connection is named to others: the app's `clientId`, else the first one the
@@ -51,11 +56,17 @@ pub(crate) struct Member {
     pub conn: ConnId,
     pub outbox: Arc<dyn Outbox>,
     pub name: Arc<ClientName>,
+    /// The member's place in the order of joining (the session's `joins` when it came).
+    pub joined: u64,
 }
 
-impl Names for Vec<Member> {
+impl Members for Vec<Member> {
     fn client_id(&self, conn: ConnId) -> String {
         self.iter().find(|m| m.conn == conn).map_or_else(|| conn.to_string(), |m| m.name.get(conn))
+    }
+
+    fn joined(&self, conn: ConnId) -> u64 {
+        self.iter().find(|m| m.conn == conn).map_or(u64::MAX, |m| m.joined)
     }
 }
 
@@ -64,11 +75,15 @@ pub(crate) struct Session {
     pub created_at: Millis,
     pub expires_at: Millis,
     pub max_clients: usize,
-    pub metadata: Value,
+    pub metadata: Option<Value>,
     /// Written on every relayed message under a shared lock, hence atomic.
     pub last_activity: AtomicU64,
     pub members: Vec<Member>,
+    /// How many connections have joined so far: orders joins without a clock, so that
+    /// `first-come-first-served` never meets a tie.
+    pub joins: u64,
     pub control: Control,
+    pub conflict_resolution: ConflictResolution,
 }
 
 impl Session {
@@ -85,6 +100,7 @@ impl Session {
             last_activity: self.last_activity.load(Ordering::Relaxed),
             metadata: self.metadata.clone(),
             active_client_id: self.control.active.map(|active| self.members.client_id(active)),
+            conflict_resolution: self.conflict_resolution,
         }
     }
 }

@@ -8,6 +8,7 @@ pub(crate) struct Counters {
     pub messages_relayed: AtomicU64,
     pub messages_invalid: AtomicU64,
     pub messages_dropped: AtomicU64,
+    pub passive_updates_dropped: AtomicU64,
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub slow_consumer_closes: AtomicU64,
@@ -48,6 +49,8 @@ pub struct Stats {
     pub messages_invalid: u64,
     /// Frames not delivered because a recipient's outbox was full.
     pub messages_dropped: u64,
+    /// `state_update` messages from passive members, dropped as the original drops them.
+    pub passive_updates_dropped: u64,
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub slow_consumer_closes: u64,
@@ -102,6 +105,7 @@ impl Counters {
             messages_relayed: get(&self.messages_relayed),
             messages_invalid: get(&self.messages_invalid),
             messages_dropped: get(&self.messages_dropped),
+            passive_updates_dropped: get(&self.passive_updates_dropped),
             bytes_received: get(&self.bytes_received),
             bytes_sent: get(&self.bytes_sent),
             slow_consumer_closes: get(&self.slow_consumer_closes),

@@ -11,7 +11,7 @@ const T0: u64 = 1_700_000_000_000;
 
 fn relay(config: Config) -> Relay {
     let relay = Relay::new(config, Arc::new(NoEvents));
-    relay.create_session(SessionOptions { session_id: Some("s".into()), ..Default::default() }, T0).unwrap();
+    relay.create_session(SessionOptions { session_id: Some("s".into()), max_clients: Some(10), ..Default::default() }, T0).unwrap();
     relay
 }
 

@@ -20,9 +20,10 @@ fn relay() -> (Relay, Arc<RecordingEvents>) {
     relay_with(Config::default())
 }
 
+/// A session with room for every member a test adds: capacity is tested on its own.
 fn session(relay: &Relay, id: &str) {
     relay
-        .create_session(SessionOptions { session_id: Some(id.into()), ..Default::default() }, T0)
+        .create_session(SessionOptions { session_id: Some(id.into()), max_clients: Some(10), ..Default::default() }, T0)
         .unwrap();
 }
 
@@ -92,10 +93,13 @@ fn invalid_messages_get_an_error_and_the_connection_stays() {
     }
     let errors = a_out.take_texts();
     assert_eq!(errors.len(), 4);
+    let body = json!({"code":"INVALID_MESSAGE","message":"Invalid message format"});
     for e in errors {
+        // One frame every kind of client reads: the original relay client `data.message`,
+        // awareness clients `payload.code`.
         assert_eq!(
             json_of(&e),
-            json!({"type":"error","payload":{"code":"INVALID_MESSAGE","message":"Invalid message format"},"timestamp":T0})
+            json!({"type":"error","clientId":"relay-server","data":body,"payload":body,"timestamp":T0,"protocol_version":1})
         );
     }
     assert!(b_out.take().is_empty());
@@ -103,6 +107,34 @@ fn invalid_messages_get_an_error_and_the_connection_stays() {
     relay.receive(a, Frame::text(&br#"{"type":"ok"}"#[..]), T0);
     assert_eq!(b_out.take().len(), 1);
     assert_eq!(relay.stats().messages_invalid, 4);
+}
+
+#[test]
+fn errors_follow_the_casing_of_what_they_answer() {
+    let (relay, _) = relay();
+    let out = RecordingOutbox::new();
+    let c = relay.open(Route::Sessionless, Identity::default(), out.clone(), T0).unwrap();
+    out.take();
+
+    // A channel-manager client's refused message: `ERROR`, with the message it refuses.
+    relay.receive(c, Frame::text(&br#"{"type":"JOIN_CHANNEL","channel":"bad name!"}"#[..]), T0);
+    let error = json_of(&out.take_texts()[0]);
+    assert_eq!((error["type"].as_str(), error["channel"].as_str()), (Some("ERROR"), Some("error")));
+    assert_eq!(error["data"]["originalMessage"], json!({"type":"JOIN_CHANNEL","channel":"bad name!"}));
+    assert!(error["data"]["message"].is_string());
+    assert_eq!(error["payload"]["code"], error["data"]["code"]);
+    assert!(error["payload"].get("originalMessage").is_none());
+
+    // What has no readable type follows the last type the connection used.
+    relay.receive(c, Frame::text(&b"not json"[..]), T0);
+    let error = json_of(&out.take_texts()[0]);
+    assert_eq!((error["type"].as_str(), error["data"]["originalMessage"].as_str()), (Some("ERROR"), Some("not json")));
+    relay.receive(c, Frame::text(&br#"{"type":"ping"}"#[..]), T0);
+    out.take();
+    relay.receive(c, Frame::text(&b"not json"[..]), T0);
+    let error = json_of(&out.take_texts()[0]);
+    assert_eq!(error["type"], "error");
+    assert!(error.get("channel").is_none() && error["data"].get("originalMessage").is_none());
 }
 
 #[test]
@@ -147,14 +179,20 @@ fn session_ids_are_checked_and_unique() {
     session(&relay, "taken");
     let again = relay.create_session(SessionOptions { session_id: Some("taken".into()), ..Default::default() }, T0);
     assert_eq!(again.unwrap_err(), SessionError::AlreadyExists("taken".into()));
-    for bad in ["", "has space", "slash/", &"x".repeat(129)] {
+    for bad in ["has space", "slash/", &"x".repeat(129)] {
         let result = relay.create_session(SessionOptions { session_id: Some(bad.into()), ..Default::default() }, T0);
         assert!(matches!(result, Err(SessionError::InvalidId(_))), "{bad:?}");
     }
     let generated = relay.create_session(SessionOptions::default(), T0).unwrap();
     assert_eq!(generated.session_id.as_str().len(), 22);
     assert_eq!(generated.expires_at, T0 + Config::default().session_timeout_ms);
-    assert_eq!(generated.metadata, Value::Null);
+    assert_eq!(generated.metadata, None);
+    let empty = SessionOptions { session_id: Some(String::new()), ..Default::default() };
+    assert_eq!(relay.create_session(empty, T0).unwrap().session_id.as_str().len(), 22, "an empty id asks for one");
+    let default_life = SessionOptions { expires_in_ms: Some(0), ..Default::default() };
+    assert_eq!(relay.create_session(default_life, T0).unwrap().expires_at, T0 + Config::default().session_timeout_ms, "0 is the default");
+    let forever = SessionOptions { expires_in_ms: Some(u64::MAX), ..Default::default() };
+    assert!(matches!(relay.create_session(forever, T0), Err(SessionError::InvalidOption(_))));
 }
 
 #[test]

@@ -39,8 +39,9 @@ impl World {
     fn new(config: Config) -> Self {
         let events = RecordingEvents::new();
         let relay = Relay::new(config, events.clone());
+        // Room for every member a test adds: capacity is tested on its own.
         for id in ["s1", "s2"] {
-            relay.create_session(SessionOptions { session_id: Some(id.into()), ..Default::default() }, T0).unwrap();
+            relay.create_session(SessionOptions { session_id: Some(id.into()), max_clients: Some(10), ..Default::default() }, T0).unwrap();
         }
         Self { relay, events }
     }
@@ -125,7 +126,7 @@ fn joins_are_checked_for_names_reserved_prefixes_and_allow_patterns() {
     for (channel, expected) in cases {
         world.send(&alice, json!({"type":"JOIN_CHANNEL","channel":channel,"id":"j1"}));
         let answer = &alice.messages()[0];
-        let got = if answer["type"] == "error" { error_code(answer) } else { answer["type"].as_str().unwrap() };
+        let got = if answer["type"] == "ERROR" { error_code(answer) } else { answer["type"].as_str().unwrap() };
         assert_eq!(got, expected, "{channel}");
         if expected != "CHANNEL_JOINED" && expected != "INVALID_MESSAGE" || channel == json!("bad name") {
             assert_eq!(answer["payload"]["correlationId"], "j1");
@@ -223,62 +224,125 @@ fn acknowledgements_follow_the_policy() {
     assert_eq!(world.relay.stats().nacks, 1);
 }
 
+/// The messages `client` received since last asked, as sent (welcomes and announcements left out).
+fn texts(client: &Client) -> Vec<String> {
+    client.out.take_texts().into_iter().filter(|t| !t.contains("\"client_")).collect()
+}
+
 #[test]
-fn control_roles_move_through_the_relay() {
-    let world = World::new(Config { enable_role_management: true, ..Config::default() });
+fn a_passive_members_state_update_is_dropped_without_an_answer_unless_it_asked_for_one() {
+    let world = World::new(Config::default());
+    let [a, b] = [world.in_session("s1"), world.in_session("s1")];
+    world.send(&b, json!({"type":"state_update","clientId":"b","data":{"step":1}}));
+    assert!(texts(&a).is_empty() && texts(&b).is_empty());
+    world.send(&b, json!({"type":"state_update","id":"u1","ack":true}));
+    let nack = &b.messages()[0];
+    assert_eq!((nack["type"].as_str(), nack["payload"]["code"].as_str()), (Some("NACK"), Some("NOT_ACTIVE")));
+    assert_eq!(world.relay.stats().passive_updates_dropped, 2);
+}
+
+#[test]
+fn control_moves_as_the_original_moves_it() {
+    let world = World::new(Config::default());
     let [a, b, c] = [world.in_session("s1"), world.in_session("s1"), world.in_session("s1")];
-    let kinds = |client: &Client| client.messages().iter().map(|m| m["type"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
 
-    world.send(&b, json!({"type":"state_update","x":1}));
-    assert_eq!(error_code(&b.messages()[0]), "NOT_ACTIVE");
-    world.send(&a, json!({"type":"request_control"}));
-    assert_eq!(kinds(&a), ["accept_control", "role_changed"]);
-    assert_eq!(kinds(&b), ["role_changed"]);
-    c.messages();
-    assert_eq!(world.relay.session("s1").unwrap().active_client_id, Some(a.id.to_string()));
-    world.send(&a, json!({"type":"state_update","x":1}));
-    assert_eq!(kinds(&b), ["state_update"]);
-    c.messages();
+    // Nobody holds control: the server grants it.
+    world.send(&c, json!({"type":"request_control","clientId":"c","data":{}}));
+    let granted = &c.messages()[0];
+    assert_eq!((granted["type"].as_str(), granted["clientId"].as_str()), (Some("accept_control"), Some("relay-server")));
+    assert_eq!(granted["data"]["granted"], true);
+    assert_eq!(granted["protocol_version"], 1);
+    assert!(texts(&a).is_empty() && texts(&b).is_empty(), "the grant is the requester's alone");
+    assert_eq!(world.relay.session("s1").unwrap().active_client_id.as_deref(), Some("c"));
+    world.send(&c, json!({"type":"state_update","data":{"step":2}}));
+    assert_eq!((texts(&a).len(), texts(&b).len()), (1, 1));
 
-    world.send(&b, json!({"type":"request_control","data":{"note":"please"}}));
-    let forwarded = &a.messages()[0];
-    assert_eq!((forwarded["type"].as_str(), forwarded["clientId"].as_str()), (Some("request_control"), Some(b.id.to_string().as_str())));
-    world.send(&c, json!({"type":"request_control"}));
-    assert_eq!(c.messages()[0]["data"]["reason"], "transfer_in_progress");
+    // `a` joined before the active `c`: first come, first served forwards its request,
+    // byte for byte; a second requester waits its turn.
+    let request = r#"{"type":"request_control","clientId":"a","data":{"reason":"mine"}}"#;
+    world.relay.receive(a.id, Frame::text(request), T0);
+    assert_eq!(texts(&c), [request]);
+    world.send(&b, json!({"type":"request_control","clientId":"b","data":{}}));
+    assert_eq!(b.messages()[0]["data"], json!({"reason":"transfer_in_progress"}));
 
-    // The active member leaves mid-transfer: the role is released, and the waiting
-    // requester gets it.
-    world.relay.close(a.id, 1000, "", T0);
-    let b_saw: Vec<Value> = b.out.take_texts().iter().map(|t| serde_json::from_str(t).unwrap()).collect();
-    let gone = b_saw.iter().find(|m| m["type"] == "client_disconnected").unwrap();
-    assert_eq!(gone["data"], json!({"role":"active"}));
-    assert!(b_saw.iter().any(|m| m["type"] == "accept_control"));
-    assert_eq!(world.relay.session("s1").unwrap().active_client_id, Some(b.id.to_string()));
+    // Only the active member answers; its accept reaches the requester, who now holds control.
+    world.send(&b, json!({"type":"accept_control","clientId":"b","data":{}}));
+    assert!(texts(&a).is_empty());
+    let accept = r#"{"type":"accept_control","clientId":"c","data":{"fromClientId":"a"}}"#;
+    world.relay.receive(c.id, Frame::text(accept), T0);
+    let a_saw = texts(&a);
+    assert_eq!(a_saw[0], accept);
+    let confirm = &b.messages()[0];
+    assert_eq!((confirm["type"].as_str(), confirm["clientId"].as_str()), (Some("confirm_transfer"), Some("c")));
+    assert_eq!(confirm["data"], json!({"newActiveClient":"a"}));
+    assert_eq!(serde_json::from_str::<Value>(&a_saw[1]).unwrap(), *confirm, "every member but the accepter is told");
+    assert!(texts(&c).is_empty(), "the accepter is not told of its own accept");
+    assert_eq!(world.relay.session("s1").unwrap().active_client_id.as_deref(), Some("a"));
 
-    world.send(&c, json!({"type":"request_control"}));
-    world.send(&b, json!({"type":"decline_control","data":{"reason":"busy"}}));
-    assert_eq!(c.messages().last().unwrap()["data"], json!({"reason":"busy"}));
-    world.send(&c, json!({"type":"accept_control"}));
-    assert_eq!(error_code(&c.messages()[0]), "NOT_ACTIVE");
-    world.send(&b, json!({"type":"release_control"}));
-    assert_eq!(c.messages()[0]["data"]["activeClientId"], Value::Null);
+    // An announced `role_changed` to active completes an offered handoff, and is relayed.
+    world.send(&a, json!({"type":"offer_control","clientId":"a","data":{}}));
+    assert_eq!((texts(&b).len(), texts(&c).len()), (1, 1));
+    let announcement = r#"{"type":"role_changed","clientId":"b","data":{"role":"active"}}"#;
+    world.relay.receive(b.id, Frame::text(announcement), T0);
+    assert_eq!((texts(&a), texts(&c)), (vec![announcement.to_owned()], vec![announcement.to_owned()]));
+    assert_eq!(world.relay.session("s1").unwrap().active_client_id.as_deref(), Some("b"));
+    world.send(&b, json!({"type":"state_update","data":{"step":3}}));
+    assert_eq!((texts(&a).len(), texts(&c).len()), (1, 1), "the new active member's updates arrive");
+    world.send(&a, json!({"type":"state_update","data":{"step":4}}));
+    assert!(texts(&b).is_empty(), "the old one's are dropped");
+
+    // A release is relayed and frees control; from a passive member it does nothing.
+    world.send(&a, json!({"type":"release_control","clientId":"a","data":{}}));
+    assert!(texts(&b).is_empty());
+    world.send(&b, json!({"type":"release_control","clientId":"b","data":{}}));
+    assert_eq!((texts(&a).len(), texts(&c).len()), (1, 1));
     assert_eq!(world.relay.session("s1").unwrap().active_client_id, None);
 }
 
 #[test]
-fn deny_refuses_a_request_while_someone_is_active() {
-    let config = Config { enable_role_management: true, conflict_resolution: ConflictResolution::Deny, ..Config::default() };
-    let world = World::new(config);
-    let [a, b] = [world.in_session("s1"), world.in_session("s1")];
-    world.send(&a, json!({"type":"request_control"}));
+fn an_unanswered_request_is_declined_in_time_and_a_departure_hands_control_on() {
+    let world = World::new(Config { control_request_timeout_ms: 5000, ..Config::default() });
+    let [a, b, c] = [world.in_session("s1"), world.in_session("s1"), world.in_session("s1")];
+    world.send(&c, json!({"type":"request_control","data":{}}));
+    world.send(&a, json!({"type":"request_control","data":{}}));
+    c.messages();
+    world.relay.tick(T0 + 4999);
+    assert!(texts(&a).iter().all(|t| !t.contains("decline_control")));
+    world.relay.tick(T0 + 5000);
+    let declined: Vec<Value> = a.messages().into_iter().filter(|m| m["type"] == "decline_control").collect();
+    assert_eq!(declined[0]["data"], json!({"reason":"timeout"}));
+    assert_eq!(world.relay.session("s1").unwrap().active_client_id, Some(c.id.to_string()), "roles stay");
+
+    // The active member leaves while a request waits: the requester gets control.
+    world.send(&b, json!({"type":"request_control","data":{}}));
+    world.relay.close(c.id, 1000, "", T0);
+    let b_saw: Vec<Value> = b.out.take_texts().iter().map(|t| serde_json::from_str(t).unwrap()).collect();
+    let gone = b_saw.iter().find(|m| m["type"] == "client_disconnected").unwrap();
+    assert_eq!(gone["data"], json!({"role":"active"}));
+    assert!(b_saw.iter().any(|m| m["type"] == "accept_control" && m["data"]["granted"] == true));
+    assert_eq!(world.relay.session("s1").unwrap().active_client_id, Some(b.id.to_string()));
+}
+
+#[test]
+fn a_session_can_have_its_own_conflict_resolution() {
+    let world = World::new(Config::default());
+    let options = SessionOptions {
+        session_id: Some("strict".into()),
+        conflict_resolution: Some(ConflictResolution::DenyBoth),
+        ..Default::default()
+    };
+    assert_eq!(world.relay.create_session(options, T0).unwrap().conflict_resolution, ConflictResolution::DenyBoth);
+    let [a, b] = [world.in_session("strict"), world.in_session("strict")];
+    world.send(&b, json!({"type":"request_control","data":{}}));
     b.messages();
-    world.send(&b, json!({"type":"request_control"}));
-    assert_eq!(b.messages()[0]["data"], json!({"granted":false,"reason":"control_held"}));
+    world.send(&a, json!({"type":"request_control","data":{}}));
+    assert_eq!(a.messages()[0]["data"], json!({"reason":"conflict_resolution_denied"}));
+    assert!(texts(&b).is_empty());
 }
 
 #[test]
 fn without_role_management_control_messages_are_relayed() {
-    let world = World::new(Config::default());
+    let world = World::new(Config { enable_role_management: false, ..Config::default() });
     let [a, b] = [world.in_session("s1"), world.in_session("s1")];
     world.send(&a, json!({"type":"request_control"}));
     world.send(&a, json!({"type":"state_update"}));

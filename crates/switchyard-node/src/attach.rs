@@ -68,7 +68,8 @@ impl PathPattern {
         Ok(Self { segments })
     }
 
-    /// Where an upgrade to `url` goes, when the path matches (the query is ignored).
+    /// Where an upgrade to `url` goes, when the path matches (the query is ignored). The
+    /// session id is percent-decoded, as a URL path segment is.
     pub fn route(&self, url: &str) -> Option<Route> {
         let path = url.split(['?', '#']).next().unwrap_or_default();
         let parts: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
@@ -79,7 +80,9 @@ impl PathPattern {
         for (segment, part) in self.segments.iter().zip(parts) {
             match segment {
                 Segment::Literal(literal) if literal == part => {}
-                Segment::SessionId if !part.is_empty() => route = Route::Session(part.to_owned()),
+                Segment::SessionId if !part.is_empty() => {
+                    route = Route::Session(percent_encoding::percent_decode_str(part).decode_utf8().ok()?.into_owned())
+                }
                 _ => return None,
             }
         }
@@ -232,6 +235,9 @@ mod tests {
         let pattern = PathPattern::parse("/session/:sessionId").unwrap();
         assert_eq!(pattern.route("/session/abc"), Some(Route::Session("abc".into())));
         assert_eq!(pattern.route("/session/abc?token=1"), Some(Route::Session("abc".into())));
+        assert_eq!(pattern.route("/session/tutorial:intro.step-1"), Some(Route::Session("tutorial:intro.step-1".into())));
+        assert_eq!(pattern.route("/session/caf%C3%A9%20%2F"), Some(Route::Session("café /".into())));
+        assert_eq!(pattern.route("/session/%FF"), None);
         assert_eq!(pattern.route("/session/"), None);
         assert_eq!(pattern.route("/session/abc/more"), None);
         assert_eq!(pattern.route("/other/abc"), None);

@@ -18,7 +18,7 @@ const MAX_MS: u64 = 1 << 50;
 const MAX_BYTES: u64 = 1 << 40;
 const MAX_COUNT: u64 = u32::MAX as u64;
 
-const CONFIG_OPTIONS: [&str; 18] = [
+const CONFIG_OPTIONS: [&str; 19] = [
     "sessionTimeoutMs",
     "maxClientsPerSession",
     "pingIntervalMs",
@@ -31,14 +31,15 @@ const CONFIG_OPTIONS: [&str; 18] = [
     "requestTimeoutMs",
     "ack",
     "enableRoleManagement",
-    "conflictResolution",
+    "defaultConflictResolution",
+    "controlRequestTimeoutMs",
     "maxConnectionsPerUser",
     "rateLimit",
     "connectionsPerMinutePerIp",
     "auth",
     "nativeCompression",
 ];
-const SESSION_OPTIONS: [&str; 4] = ["sessionId", "expiresIn", "metadata", "maxClients"];
+const SESSION_OPTIONS: [&str; 5] = ["sessionId", "expiresIn", "metadata", "maxClients", "conflictResolution"];
 const IDENTITY_OPTIONS: [&str; 5] = ["userId", "organizationId", "clientId", "metadata", "rateLimit"];
 const UPGRADE_OPTIONS: [&str; 6] = ["userId", "organizationId", "clientId", "metadata", "rateLimit", "head"];
 const RATE_OPTIONS: [&str; 2] = ["messagesPerSecond", "burst"];
@@ -154,10 +155,11 @@ pub fn read_settings(env: &Env, value: Option<Unknown>) -> Result<Settings> {
         request_timeout_ms: options.positive_integer("requestTimeoutMs", MAX_TIMER_MS)?.unwrap_or(defaults.request_timeout_ms),
         ack: options.choice("ack", &AckPolicy::NAMES)?.and_then(AckPolicy::from_name).unwrap_or(defaults.ack),
         enable_role_management: options.boolean("enableRoleManagement")?.unwrap_or(defaults.enable_role_management),
-        conflict_resolution: options
-            .choice("conflictResolution", &ConflictResolution::NAMES)?
-            .and_then(ConflictResolution::from_name)
-            .unwrap_or(defaults.conflict_resolution),
+        default_conflict_resolution: read_conflict_resolution(&options, "defaultConflictResolution")?
+            .unwrap_or(defaults.default_conflict_resolution),
+        control_request_timeout_ms: options
+            .positive_integer("controlRequestTimeoutMs", MAX_TIMER_MS)?
+            .unwrap_or(defaults.control_request_timeout_ms),
         max_connections_per_user: options
             .positive_integer("maxConnectionsPerUser", MAX_COUNT)?
             .map_or(defaults.max_connections_per_user, size),
@@ -169,13 +171,19 @@ pub fn read_settings(env: &Env, value: Option<Unknown>) -> Result<Settings> {
     Ok(Settings { config, auth })
 }
 
+fn read_conflict_resolution(options: &OptionsReader, name: &str) -> Result<Option<ConflictResolution>> {
+    Ok(options.choice(name, &ConflictResolution::NAMES)?.and_then(ConflictResolution::from_name))
+}
+
 pub fn read_session_options(env: &Env, value: Option<Unknown>) -> Result<SessionOptions> {
     let options = OptionsReader::new(env, value, "options", &SESSION_OPTIONS)?;
     Ok(SessionOptions {
         session_id: options.string("sessionId")?,
-        expires_in_ms: options.positive_integer("expiresIn", MAX_MS)?,
+        // 0, as in the original, means `sessionTimeoutMs`.
+        expires_in_ms: options.count("expiresIn", MAX_MS)?,
         metadata: options.json("metadata")?,
         max_clients: options.positive_integer("maxClients", MAX_COUNT)?.map(|n| n as usize),
+        conflict_resolution: read_conflict_resolution(&options, "conflictResolution")?,
     })
 }
 

@@ -46,7 +46,8 @@ pub enum Lifecycle {
     /// Constructed; sessions and connections work, timers are off.
     Idle,
     Running { since: Millis },
-    /// After `stop()`: new sessions and connections are refused until `start()`.
+    /// After `stop()`: new connections are refused until `start()`, so that a graceful
+    /// stop does not admit what it is closing; sessions can still be created.
     Stopped,
 }
 
@@ -203,6 +204,11 @@ impl Host {
         }
         self.lifecycle.set(Lifecycle::Running { since: now() });
         Ok(())
+    }
+
+    /// Whether a token is required, when token auth is on.
+    pub fn auth_required(&self) -> Option<bool> {
+        self.auth.as_ref().map(|auth| auth.required)
     }
 
     /// permessage-deflate over the bridge: sockets that negotiated it now, and, over all

@@ -4,17 +4,55 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use napi::bindgen_prelude::{Either, Null, Undefined};
 use napi_derive::napi;
 use serde_json::Value;
-use switchyard_core::{Config, ConnectionInfo, Health, Identity, Millis, SessionInfo, Stats, FRAME_SIZES};
+use switchyard_core::{Config, ConnectionInfo, Health, Identity, Millis, Rate, SessionInfo, Stats, FRAME_SIZES};
 
 fn date(ms: Millis) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms as i64).unwrap_or_default()
 }
 
+/// The original's conflict resolution strategies (`defaultConflictResolution`,
+/// `createSession({ conflictResolution })`), under the original's names.
+#[napi(string_enum)]
+#[allow(non_camel_case_types)]
+pub enum ConflictResolution {
+    /// Forward a request to the active member only when it joined after the requester.
+    #[napi(value = "first-come-first-served")]
+    FIRST_COME_FIRST_SERVED,
+    /// Decline every request while a member is active.
+    #[napi(value = "deny-both")]
+    DENY_BOTH,
+    /// Forward every request to the active member, who decides.
+    #[napi(value = "user-choice")]
+    USER_CHOICE,
+    /// As `user-choice`, as in the original.
+    #[napi(value = "active-wins")]
+    ACTIVE_WINS,
+    /// As `user-choice`, as in the original.
+    #[napi(value = "timestamp-wins")]
+    TIMESTAMP_WINS,
+}
+
+/// A member's control role, under the original's names.
+#[napi(string_enum)]
+#[allow(non_camel_case_types)]
+pub enum ClientRole {
+    /// Holds control: its `state_update` messages are relayed.
+    #[napi(value = "active")]
+    ACTIVE,
+    /// Observes: its `state_update` messages are dropped.
+    #[napi(value = "passive")]
+    PASSIVE,
+    /// Asking for control (the original client's own state; the server never sets it).
+    #[napi(value = "requesting")]
+    REQUESTING,
+}
+
 /// A session as `createSession`, `getSession` and `listSessions` return it. The dates
 /// are `Date`s, so `res.json(session)` writes them as ISO strings.
-#[napi(object)]
+#[napi(object, object_from_js = false)]
 pub struct SessionData {
     pub session_id: String,
     pub created_at: DateTime<Utc>,
@@ -23,10 +61,16 @@ pub struct SessionData {
     pub client_count: u32,
     /// The last time a member joined or relayed a message.
     pub last_activity: DateTime<Utc>,
-    #[napi(ts_type = "JsonValue")]
-    pub metadata: Value,
-    /// With role management, the `clientId` of the member holding control.
-    pub active_client_id: Option<String>,
+    /// As `createSession` was given it; `undefined` when it was given none (typed as
+    /// always there, as the original's users read it).
+    #[napi(ts_type = "MetaData")]
+    pub metadata: Either<Value, Undefined>,
+    /// With role management, the `clientId` of the member holding control; `null` when none does.
+    #[napi(ts_type = "string | null")]
+    pub active_client_id: Either<String, Null>,
+    /// How `request_control` is decided in this session.
+    #[napi(ts_type = "ConflictResolution")]
+    pub conflict_resolution: String,
 }
 
 impl From<SessionInfo> for SessionData {
@@ -37,8 +81,9 @@ impl From<SessionInfo> for SessionData {
             expires_at: date(info.expires_at),
             client_count: info.client_count as u32,
             last_activity: date(info.last_activity),
-            metadata: info.metadata,
-            active_client_id: info.active_client_id,
+            metadata: info.metadata.map_or(Either::B(()), Either::A),
+            active_client_id: or_null(info.active_client_id),
+            conflict_resolution: info.conflict_resolution.as_str().into(),
         }
     }
 }
@@ -109,6 +154,8 @@ pub struct MessageStats {
     pub invalid: i64,
     /// Deliveries not made because the recipient's outbox was full.
     pub dropped: i64,
+    /// `state_update` messages from passive members, dropped as the original drops them.
+    pub passive_updates_dropped: i64,
 }
 
 #[napi(object)]
@@ -135,8 +182,48 @@ pub struct ResolvedConfig {
     pub ack: String,
     pub enable_role_management: bool,
     #[napi(ts_type = "ConflictResolution")]
-    pub conflict_resolution: String,
+    pub default_conflict_resolution: String,
+    pub control_request_timeout_ms: i64,
     pub max_connections_per_user: u32,
+    #[napi(ts_type = "ResolvedRateLimit | null")]
+    pub rate_limit: Either<ResolvedRateLimit, Null>,
+    #[napi(ts_type = "number | null")]
+    pub connections_per_minute_per_ip: Either<u32, Null>,
+    /// Whether token auth is on and requires a token; `null` without auth.
+    #[napi(ts_type = "{ required: boolean } | null")]
+    pub auth: Either<ResolvedAuth, Null>,
+    /// Always false: the constructor refuses `true`.
+    pub native_compression: bool,
+}
+
+#[napi(object)]
+pub struct ResolvedRate {
+    pub messages_per_second: f64,
+    pub burst: f64,
+}
+
+impl From<Rate> for ResolvedRate {
+    fn from(rate: Rate) -> Self {
+        Self { messages_per_second: rate.per_second, burst: rate.burst }
+    }
+}
+
+#[napi(object)]
+pub struct ResolvedRateLimit {
+    pub messages_per_second: f64,
+    pub burst: f64,
+    #[napi(ts_type = "ResolvedRate | null")]
+    pub per_user: Either<ResolvedRate, Null>,
+    pub max_violations: u32,
+}
+
+#[napi(object)]
+pub struct ResolvedAuth {
+    pub required: bool,
+}
+
+fn or_null<T>(value: Option<T>) -> Either<T, Null> {
+    value.map_or(Either::B(Null), Either::A)
 }
 
 #[napi(object)]
@@ -145,8 +232,9 @@ pub struct ResolvedChannels {
     pub allow: Option<Vec<String>>,
 }
 
-impl From<&Config> for ResolvedConfig {
-    fn from(config: &Config) -> Self {
+impl ResolvedConfig {
+    /// `auth_required`: whether a token is required, when token auth is on.
+    pub fn new(config: &Config, auth_required: Option<bool>) -> Self {
         Self {
             session_timeout_ms: config.session_timeout_ms as i64,
             max_clients_per_session: config.max_clients_per_session as u32,
@@ -160,8 +248,18 @@ impl From<&Config> for ResolvedConfig {
             request_timeout_ms: config.request_timeout_ms as i64,
             ack: config.ack.as_str().into(),
             enable_role_management: config.enable_role_management,
-            conflict_resolution: config.conflict_resolution.as_str().into(),
+            default_conflict_resolution: config.default_conflict_resolution.as_str().into(),
+            control_request_timeout_ms: config.control_request_timeout_ms as i64,
             max_connections_per_user: config.max_connections_per_user as u32,
+            rate_limit: or_null(config.rate_limit.as_ref().map(|limits| ResolvedRateLimit {
+                messages_per_second: limits.per_connection.per_second,
+                burst: limits.per_connection.burst,
+                per_user: or_null(limits.per_user.map(Into::into)),
+                max_violations: limits.max_violations,
+            })),
+            connections_per_minute_per_ip: or_null(config.connections_per_minute_per_ip),
+            auth: or_null(auth_required.map(|required| ResolvedAuth { required })),
+            native_compression: false,
         }
     }
 }
@@ -206,6 +304,8 @@ pub struct StatsExtra {
     pub breakdown: Vec<(String, usize)>,
     pub health: HealthStats,
     pub compression: CompressionStats,
+    /// Whether a token is required, when token auth is on.
+    pub auth_required: Option<bool>,
 }
 
 /// Connections by how they answer pings.
@@ -295,6 +395,7 @@ impl RelayStats {
                 relayed: stats.messages_relayed as i64,
                 invalid: stats.messages_invalid as i64,
                 dropped: stats.messages_dropped as i64,
+                passive_updates_dropped: stats.passive_updates_dropped as i64,
             },
             bytes: ByteStats { received: stats.bytes_received as i64, sent: stats.bytes_sent as i64 },
             slow_consumer_closes: stats.slow_consumer_closes as i64,
@@ -318,7 +419,7 @@ impl RelayStats {
             acks: stats.acks as i64,
             nacks: stats.nacks as i64,
             forbidden: stats.forbidden as i64,
-            config: config.into(),
+            config: ResolvedConfig::new(config, extra.auth_required),
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use napi::bindgen_prelude::{FnArgs, Function, Null, Object, This, Uint8Array, Unknown};
-use napi::{Env, Error, JsValue, Result, Status, ValueType};
+use napi::{Env, JsValue, Result, ValueType};
 use napi_derive::napi;
 use switchyard_core::{close_code, ChannelName, ConnId, Frame, Target};
 use switchyard_server::now;
@@ -72,18 +72,13 @@ impl RelaySessionManager {
         })
     }
 
-    /// Creates a session. Throws a `TypeError` for a bad option and an `Error` for an id
-    /// that is taken or not `[A-Za-z0-9_-]{1,128}`.
-    #[napi(ts_args_type = "options?: CreateSessionOptions")]
+    /// Creates a session, whether or not the manager is running. Throws a `TypeError`
+    /// for a bad option and an `Error` for an id that is taken or not 1 to 128
+    /// characters free of `/ ? #`, whitespace and control characters.
+    #[napi(ts_args_type = "options?: CreateSessionOptions<MetaData>", ts_return_type = "SessionData<MetaData>")]
     pub fn create_session(&self, env: Env, options: Option<Unknown>) -> Result<SessionData> {
         guard(|| {
             let options = read_session_options(&env, options)?;
-            if self.host.lifecycle.get() == Lifecycle::Stopped {
-                return Err(Error::new(
-                    Status::GenericFailure,
-                    "RelaySessionManager is stopped; call start() before creating sessions",
-                ));
-            }
             let info = self.host.relay.create_session(options, now()).map_err(|err| session_error(&env, err))?;
             self.host.pump(&env)?;
             Ok(info.into())
@@ -91,7 +86,7 @@ impl RelaySessionManager {
     }
 
     /// The session, or `null` when there is none with this id.
-    #[napi(ts_args_type = "sessionId: string")]
+    #[napi(ts_args_type = "sessionId: string", ts_return_type = "SessionData<MetaData> | null")]
     pub fn get_session(&self, env: Env, session_id: Unknown) -> Result<Option<SessionData>> {
         guard(|| {
             let session_id = string_argument(&env, session_id, "sessionId")?;
@@ -99,7 +94,7 @@ impl RelaySessionManager {
         })
     }
 
-    #[napi]
+    #[napi(ts_return_type = "Array<SessionData<MetaData>>")]
     pub fn list_sessions(&self) -> Result<Vec<SessionData>> {
         guard(|| Ok(self.host.relay.sessions().into_iter().map(Into::into).collect()))
     }
@@ -182,6 +177,7 @@ impl RelaySessionManager {
                 breakdown: relay.channel_breakdown(),
                 health: relay.health(now()).into(),
                 compression: self.host.compression(&env)?.into(),
+                auth_required: self.host.auth_required(),
             };
             Ok(RelayStats::new(relay.stats(), extra, relay.config(), uptime))
         })

@@ -54,7 +54,7 @@ pub struct Args {
     pub session_timeout: Positive,
 
     /// Connections one session admits.
-    #[arg(long, env = "MAX_CLIENTS_PER_SESSION", default_value = "10", value_name = "N")]
+    #[arg(long, env = "MAX_CLIENTS_PER_SESSION", default_value = "2", value_name = "N")]
     pub max_clients_per_session: Positive,
 
     /// Largest message accepted; a larger one closes its connection with 1009.
@@ -80,13 +80,25 @@ pub struct Args {
     #[arg(long, env = "ACK", default_value = "requested", value_parser = AckPolicy::NAMES)]
     pub ack: String,
 
-    /// Control roles: one active member per session; state_update only from it.
-    #[arg(long, env = "ENABLE_ROLE_MANAGEMENT")]
+    /// Control roles: one active member per session; state_update only from it. On by
+    /// default, as in the original RelaySessionManager.
+    #[arg(long, env = "ENABLE_ROLE_MANAGEMENT", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub enable_role_management: bool,
 
-    /// With role management, what request_control does while another member is active.
-    #[arg(long, env = "CONFLICT_RESOLUTION", default_value = "ask-active", value_parser = ConflictResolution::NAMES)]
-    pub conflict_resolution: String,
+    /// With role management, what request_control does while another member is active;
+    /// a session created with its own conflictResolution uses that instead.
+    #[arg(
+        long,
+        env = "DEFAULT_CONFLICT_RESOLUTION",
+        default_value = "first-come-first-served",
+        value_parser = ConflictResolution::NAMES
+    )]
+    pub default_conflict_resolution: String,
+
+    /// How long the active member has to answer a forwarded request_control before the
+    /// requester is declined with "timeout".
+    #[arg(long, env = "CONTROL_REQUEST_TIMEOUT", default_value = "5000", value_name = "MS")]
+    pub control_request_timeout: Positive,
 
     /// A pattern of channels clients may join ("chat:*", "user:{userId}"); repeat it,
     /// or separate patterns with commas. Without it any valid name may be joined.
@@ -195,7 +207,8 @@ impl Args {
             request_timeout_ms: ms(self.request_timeout),
             ack: AckPolicy::from_name(&self.ack).unwrap_or_default(),
             enable_role_management: self.enable_role_management,
-            conflict_resolution: ConflictResolution::from_name(&self.conflict_resolution).unwrap_or_default(),
+            default_conflict_resolution: ConflictResolution::from_name(&self.default_conflict_resolution).unwrap_or_default(),
+            control_request_timeout_ms: ms(self.control_request_timeout),
             max_connections_per_user: size(self.max_connections),
             rate_limit: self.rate_limit.zip(self.rate_burst).map(|(per_second, burst)| RateLimits {
                 per_connection: Rate { per_second, burst },

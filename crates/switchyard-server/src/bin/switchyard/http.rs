@@ -16,11 +16,12 @@ use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
 use hyper_util::rt::TokioIo;
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use switchyard_core::{
-    server_message, ChannelName, Health, Identity, Millis, Relay, Route, SessionError, SessionInfo, SessionOptions, Target,
+    server_message, ChannelName, ConflictResolution, Health, Identity, Millis, Relay, Route, SessionError, SessionInfo, SessionOptions, Target,
     FRAME_SIZES,
 };
 use switchyard_server::auth::{self, TokenSource, Verifier};
@@ -272,11 +273,17 @@ fn iso(ms: Millis) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms as i64).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// What a session id must escape to be one URL path segment: RFC 3986's path-segment set
+/// leaves unreserved characters, sub-delimiters, `:` and `@` as they are.
+const PATH_SEGMENT: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'/').add(b'<').add(b'>').add(b'?').add(b'[')
+    .add(b'\\').add(b']').add(b'^').add(b'`').add(b'{').add(b'|').add(b'}');
+
 /// `ws://<host>/session/<id>`, from the request's Host (and a proxy's `X-Forwarded-Proto`).
 fn ws_url(headers: &HeaderMap, session_id: &str) -> Option<String> {
     let host = headers.get(header::HOST)?.to_str().ok()?;
     let secure = headers.get("x-forwarded-proto").is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
-    Some(format!("{}://{host}/session/{session_id}", if secure { "wss" } else { "ws" }))
+    let segment = utf8_percent_encode(session_id, PATH_SEGMENT);
+    Some(format!("{}://{host}/session/{segment}", if secure { "wss" } else { "ws" }))
 }
 
 fn session_json(info: SessionInfo, headers: &HeaderMap) -> Value {
@@ -288,6 +295,8 @@ fn session_json(info: SessionInfo, headers: &HeaderMap) -> Value {
         "clientCount": info.client_count,
         "lastActivity": iso(info.last_activity),
         "metadata": info.metadata,
+        "activeClientId": info.active_client_id,
+        "conflictResolution": info.conflict_resolution.as_str(),
     })
 }
 
@@ -298,6 +307,7 @@ struct CreateSession {
     expires_in: Option<u64>,
     metadata: Option<Value>,
     max_clients: Option<usize>,
+    conflict_resolution: Option<String>,
 }
 
 async fn create_session(
@@ -308,11 +318,19 @@ async fn create_session(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     authorize(&app, peer, &headers)?;
     let request: CreateSession = parse_body(&body)?;
+    let conflict_resolution = match request.conflict_resolution.as_deref() {
+        None => None,
+        Some(name) => Some(ConflictResolution::from_name(name).ok_or_else(|| {
+            let names = ConflictResolution::NAMES.join(", ");
+            ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", format!("conflictResolution must be one of {names}, got {name:?}"))
+        })?),
+    };
     let options = SessionOptions {
         session_id: request.session_id,
         expires_in_ms: request.expires_in,
         metadata: request.metadata,
         max_clients: request.max_clients,
+        conflict_resolution,
     };
     let info = app.relay.create_session(options, now()).map_err(|err| match err {
         SessionError::AlreadyExists(_) => ApiError::new(StatusCode::CONFLICT, "SESSION_EXISTS", err.to_string()),
