@@ -1,7 +1,9 @@
 // __test__/helpers.js: WebSocket clients that record what they receive, raw sockets that
 // misbehave on purpose, servers of both transports, the binary, and HTTP helpers.
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
+const { spawn, execFile } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
 const net = require('node:net');
 const http = require('node:http');
 const WebSocket = require('ws');
@@ -144,7 +146,30 @@ async function untilHealthy(base, logs = () => '') {
   await eventually(async () => assert.ok(await fetch(`${base}/health`).then((r) => r.ok, () => false), `the server did not start:\n${logs()}`), 5000);
 }
 
-module.exports = { TestClient, joinedClient, assertQuiet, fetchJson, postJson, sleep, eventually, untilHealthy };
+/**
+ * Compiles `files` (name → source) with `tsc --strict` against the package's own typings
+ * (`__test__/typescript/tsconfig.json`), each call in a folder of its own so that test
+ * files running at once do not clash. Resolves to `{ ok, output }`.
+ */
+async function typecheck(files) {
+  const base = path.join(__dirname, 'typescript');
+  const dir = fs.mkdtempSync(path.join(base, 'generated-'));
+  try {
+    fs.writeFileSync(path.join(dir, 'tsconfig.json'), JSON.stringify({ extends: '../tsconfig.json', include: ['*.mts'] }));
+    for (const [name, source] of Object.entries(files)) fs.writeFileSync(path.join(dir, name), source);
+    const root = path.resolve(__dirname, '..');
+    const tsc = path.join(root, 'node_modules', 'typescript', 'bin', 'tsc');
+    return await new Promise((resolve) => {
+      execFile(process.execPath, [tsc, '-p', dir], { cwd: root, timeout: 120000 }, (err, stdout, stderr) =>
+        resolve({ ok: !err, output: `${stdout}${stderr}` }),
+      );
+    });
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+module.exports = { TestClient, joinedClient, assertQuiet, fetchJson, postJson, sleep, eventually, untilHealthy, typecheck };
 
 /** An upgrade request, as raw text, with the headers a test chooses to break. */
 function upgradeRequest(path, { key = 'dGhlIHNhbXBsZSBub25jZQ==', version = '13', headers = {} } = {}) {

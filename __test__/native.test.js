@@ -15,7 +15,8 @@ const servers = [];
 after(() => Promise.all(servers.map((s) => s.close())));
 
 async function mixedServer(config, attachOptions) {
-  const server = await startMixedServer(config, attachOptions);
+  // Room for more than the default two members: capacity is tested on its own.
+  const server = await startMixedServer({ maxClientsPerSession: 8, ...config }, attachOptions);
   servers.push(server);
   return server;
 }

@@ -21,7 +21,8 @@ after(async () => {
 });
 
 async function server(config, attachOptions) {
-  const started = await startMixedServer(config, attachOptions);
+  // Room for more than the default two members: capacity is tested on its own.
+  const started = await startMixedServer({ maxClientsPerSession: 8, ...config }, attachOptions);
   cleanups.push(() => started.close());
   return started;
 }

@@ -3,27 +3,12 @@
 // against the generated index.d.ts.
 const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
-const { execFile } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
+const { typecheck } = require('./helpers');
 
 const root = path.resolve(__dirname, '..');
 const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
-const tsDir = path.join(__dirname, 'typescript');
-const generated = path.join(tsDir, 'generated');
-
-/** Compiles `files` (name → source) with tsc against the package's own typings. */
-function typecheck(files) {
-  fs.rmSync(generated, { recursive: true, force: true });
-  fs.mkdirSync(generated, { recursive: true });
-  for (const [name, source] of Object.entries(files)) fs.writeFileSync(path.join(generated, name), source);
-  const tsc = path.join(root, 'node_modules', 'typescript', 'bin', 'tsc');
-  return new Promise((resolve) => {
-    execFile(process.execPath, [tsc, '-p', tsDir], { cwd: root, timeout: 120000 }, (err, stdout, stderr) =>
-      resolve({ ok: !err, output: `${stdout}${stderr}` }),
-    );
-  });
-}
 
 describe('README', () => {
   it('shows each example file verbatim', () => {

@@ -129,7 +129,9 @@ describe('switchyard binary: HTTP API', () => {
       ['{"sessionId":7}', 'INVALID_REQUEST'],
       ['{"sesionId":"typo"}', 'INVALID_REQUEST'],
       ['{"sessionId":"a/b"}', 'INVALID_SESSION_ID'],
-      ['{"expiresIn":0}', 'INVALID_REQUEST'],
+      ['{"expiresIn":18446744073709551615}', 'INVALID_REQUEST'],
+      ['{"expiresIn":-1}', 'INVALID_REQUEST'],
+      ['{"conflictResolution":"ask-active"}', 'INVALID_REQUEST'],
     ];
     for (const [body, code] of cases) {
       const answer = await post(body);
@@ -137,6 +139,9 @@ describe('switchyard binary: HTTP API', () => {
       assert.equal(answer.body.error.code, code, body);
       assert.equal(typeof answer.body.error.message, 'string');
     }
+    const lasting = (await post('{"sessionId":"default-life","expiresIn":0,"conflictResolution":"deny-both"}')).body;
+    assert.equal(Date.parse(lasting.expiresAt) - Date.parse(lasting.createdAt), 1800000, 'expiresIn 0 is the default');
+    assert.deepEqual([lasting.conflictResolution, lasting.activeClientId], ['deny-both', null]);
     assert.equal((await post('{"sessionId":"taken"}')).status, 201);
     assert.equal((await post('{"sessionId":"taken"}')).body.error.code, 'SESSION_EXISTS');
     const broadcast = await postJson(`${server.base}/v1/broadcast`, { sessionId: 'nope', type: 'x' });
@@ -166,7 +171,7 @@ describe('switchyard binary: HTTP API', () => {
     const a = new TestClient(`${server.ws}/`);
     await a.opened;
     a.send('{"type":"JOIN_CHANNEL","channel":"news"}');
-    assert.equal((await a.nextOfType('error')).json.payload.code, 'CHANNEL_FORBIDDEN');
+    assert.equal((await a.nextOfType('ERROR')).json.data.code, 'CHANNEL_FORBIDDEN');
     a.send('{"type":"JOIN_CHANNEL","channel":"alerts"}');
     await a.nextOfType('CHANNEL_JOINED');
     const answer = await postJson(`${server.base}/v1/broadcast`, { channel: 'alerts', type: 'ALERT', data: { level: 2 } });
