@@ -218,7 +218,8 @@ impl Connection {
                     let _ = pending.resolve.call1(&JsValue::NULL, &field(&message, "payload"));
                 }
             }
-            "error" => {
+            // `ERROR` answers an upper-case message, such as a refused JOIN_CHANNEL.
+            "error" | "ERROR" => {
                 let payload = field(&message, "payload");
                 self.refused(&payload, &field(&payload, "requestId"), &field(&payload, "correlationId"));
             }
