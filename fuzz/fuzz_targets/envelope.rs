@@ -11,7 +11,8 @@
 //! Input layout (the seeds in `fuzz/corpus/envelope/` follow it):
 //! - byte 0 picks the configuration, one option a bit: 0 role management, 1 rate
 //!   limits (and per-address admission), 2 a `channels.allow` list, 3 `ack: always`,
-//!   4 `conflictResolution: deny`, 5 the `drop` slow-consumer policy, 6 an app that
+//!   4 `defaultConflictResolution: deny-both` (else `user-choice`, which forwards every
+//!   request), 5 the `drop` slow-consumer policy, 6 an app that
 //!   answers requests and watches message types, 7 `ack: never`;
 //! - the rest is split into lines at `\n`. A line's first byte is its control byte, the
 //!   rest its argument. A control byte below 0x80 sends the argument as a message:
@@ -115,7 +116,8 @@ fn config(flags: u8) -> Config {
             (false, true) => AckPolicy::Always,
             (false, false) => AckPolicy::Requested,
         },
-        conflict_resolution: if bit(4) { ConflictResolution::Deny } else { ConflictResolution::AskActive },
+        default_conflict_resolution: if bit(4) { ConflictResolution::DenyBoth } else { ConflictResolution::UserChoice },
+        control_request_timeout_ms: 2_000,
         slow_consumer: if bit(5) { SlowConsumerPolicy::Drop } else { SlowConsumerPolicy::Close },
         verified_users_only: bit(1) && bit(4),
         ..Config::default()
@@ -148,7 +150,12 @@ impl World {
 
     fn create_sessions(&self) {
         let s1 = SessionOptions { session_id: Some("s1".into()), metadata: Some(json!({"doc": 1})), ..Default::default() };
-        let s2 = SessionOptions { session_id: Some("s2".into()), expires_in_ms: Some(120_000), ..Default::default() };
+        let s2 = SessionOptions {
+            session_id: Some("s2".into()),
+            expires_in_ms: Some(120_000),
+            conflict_resolution: Some(ConflictResolution::FirstComeFirstServed),
+            ..Default::default()
+        };
         let _ = self.relay.create_session(s1, self.now);
         let _ = self.relay.create_session(s2, self.now);
     }
