@@ -282,6 +282,50 @@ class RawClient {
   }
 }
 
+/**
+ * Floods a session from `sender` while `slow` (a raw client that upgraded and then
+ * stopped reading) is in it too, and measures how `fast` keeps up: the sender stays at
+ * most `window` messages ahead of what `fast` has received, as a full-speed reader would
+ * let it, and the run fails as soon as `fast` waits longer than `maxGapMs` for its next
+ * message. Resolves to the longest wait seen. No total time is asserted: a loaded machine
+ * is slower, but a fast client held up behind a slow one waits without end.
+ */
+async function floodBesideSlowReader({ sender, fast, count = 20_000, window = 200, maxGapMs = 2000 }) {
+  const filler = 'x'.repeat(1000);
+  let received = 0;
+  let lastArrival = performance.now();
+  let longestGap = 0;
+  let caughtUp = null;
+  fast.ws.on('message', (data) => {
+    if (!data.toString('latin1', 0, 16).startsWith('{"type":"flood"')) return;
+    const now = performance.now();
+    longestGap = Math.max(longestGap, now - lastArrival);
+    lastArrival = now;
+    received += 1;
+    if (caughtUp && received >= caughtUp.at) caughtUp.resolve();
+  });
+  const progress = (at) =>
+    new Promise((resolve, reject) => {
+      const watchdog = setInterval(() => {
+        const waited = performance.now() - lastArrival;
+        if (waited > maxGapMs) {
+          clearInterval(watchdog);
+          reject(new Error(`the fast client waited ${Math.round(waited)} ms for a message, at ${received} of ${count}`));
+        }
+      }, 50);
+      caughtUp = { at, resolve: () => { clearInterval(watchdog); caughtUp = null; resolve(); } };
+      if (received >= at) caughtUp.resolve();
+    });
+  lastArrival = performance.now();
+  for (let i = 0; i < count; i++) {
+    sender.send(`{"type":"flood","i":${i},"pad":"${filler}"}`);
+    if (i + 1 - received > window) await progress(i + 1 - window / 2);
+  }
+  await progress(count);
+  return { received, longestGap };
+}
+
+module.exports.floodBesideSlowReader = floodBesideSlowReader;
 module.exports.upgradeRequest = upgradeRequest;
 module.exports.clientFrame = clientFrame;
 module.exports.RawClient = RawClient;

@@ -21,6 +21,7 @@ describe('configuration', () => {
     const { config } = new RelaySessionManager().getStats();
     assert.deepEqual(config, {
       sessionTimeoutMs: 1800000,
+      maxSessions: 100000,
       maxClientsPerSession: 2,
       pingIntervalMs: 30000,
       heartbeatTimeoutMs: 60000,
@@ -104,6 +105,14 @@ describe('sessions', () => {
     const ids = new Set(Array.from({ length: 500 }, () => manager.createSession().sessionId));
     assert.equal(ids.size, 500);
     for (const id of ids) assert.match(id, /^[A-Za-z0-9]{22}$/);
+  });
+
+  it('holds at most maxSessions sessions', () => {
+    const manager = new RelaySessionManager({ maxSessions: 3 });
+    const made = [1, 2, 3].map(() => manager.createSession());
+    assert.throws(() => manager.createSession(), /there are 3 sessions, the most allowed \(maxSessions\)/);
+    manager.deleteSession(made[0].sessionId);
+    assert.ok(manager.createSession().sessionId, 'room again once one is gone');
   });
 
   it('refuses bad or taken ids, and arguments of the wrong type, with clear errors', () => {

@@ -5,10 +5,27 @@ const { describe, it, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { spawn, execFile, execFileSync } = require('node:child_process');
 const fs = require('node:fs');
+const http = require('node:http');
+const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 const { locateBinary } = require('../bin/switchyard.js');
-const { TestClient, joinedClient, fetchJson, postJson, eventually, untilHealthy, RawClient, upgradeRequest, freePort, startBinary, stopBinaries, binaries } = require('./helpers');
+const {
+  TestClient,
+  joinedClient,
+  fetchJson,
+  postJson,
+  sleep,
+  eventually,
+  untilHealthy,
+  RawClient,
+  upgradeRequest,
+  freePort,
+  startBinary,
+  stopBinaries,
+  binaries,
+  floodBesideSlowReader,
+} = require('./helpers');
 
 const binary = locateBinary();
 after(stopBinaries);
@@ -106,7 +123,7 @@ describe('switchyard binary: HTTP API', () => {
     assert.deepEqual(session.metadata, { room: 'blue' });
 
     const list = await fetchJson(`${server.base}/v1/sessions`);
-    assert.deepEqual(list.body.map((s) => s.sessionId), [session.sessionId]);
+    assert.deepEqual([list.body.sessions.map((s) => s.sessionId), list.body.next], [[session.sessionId], null]);
     const client = await joinedClient(session.wsUrl);
     assert.equal((await fetchJson(`${server.base}/v1/sessions/${session.sessionId}`)).body.clientCount, 1);
 
@@ -216,7 +233,7 @@ describe('switchyard binary: HTTP API', () => {
     const stats = (await fetchJson(`${server.base}/stats`)).body;
     assert.equal(stats.connections, 2);
     assert.equal(stats.sessions, 1);
-    assert.deepEqual(stats.messages, { received: 1, relayed: 1, invalid: 0, dropped: 0 });
+    assert.deepEqual(stats.messages, { received: 1, relayed: 1, invalid: 0, dropped: 0, passiveUpdatesDropped: 0 });
     assert.equal(stats.handshakeFailures, 1);
     assert.equal(typeof stats.uptimeMs, 'number');
 
@@ -270,7 +287,12 @@ describe('switchyard binary: admin endpoints', () => {
     const created = await create('Bearer s3cret');
     assert.equal(created.status, 201);
     assert.equal((await fetchJson(`${server.base}/v1/sessions/${created.body.sessionId}`, { method: 'DELETE' })).status, 401);
-    assert.equal((await fetchJson(`${server.base}/v1/sessions`)).status, 200, 'reads stay open');
+    // Session ids are what it takes to join: listing them needs the token too.
+    for (const read of ['/v1/sessions', `/v1/sessions/${created.body.sessionId}`, '/stats', '/metrics']) {
+      assert.equal((await fetch(`${server.base}${read}`)).status, 401, read);
+      assert.equal((await fetch(`${server.base}${read}`, { headers: { authorization: 'bearer s3cret' } })).status, 200, `${read}, scheme in lower case (RFC 7235)`);
+    }
+    assert.equal((await fetchJson(`${server.base}/health`)).status, 200, 'health stays open');
   });
 
   it('refuse non-loopback clients with 403 when no token is set', async (t) => {
@@ -287,13 +309,166 @@ describe('switchyard binary: admin endpoints', () => {
     const remote = await fetchJson(`http://${address}:${port}/v1/sessions`, { method: 'POST' });
     assert.equal(remote.status, 403);
     assert.equal(remote.body.error.code, 'FORBIDDEN');
+    assert.equal((await fetchJson(`http://${address}:${port}/v1/sessions`)).status, 403, 'nor list session ids');
+    assert.equal((await fetchJson(`http://${address}:${port}/stats`)).status, 200, 'counters stay readable');
     assert.equal((await fetchJson(`http://${address}:${port}/health`)).status, 200);
     assert.equal((await postJson(`http://127.0.0.1:${port}/v1/sessions`)).status, 201);
     child.kill('SIGTERM');
   });
 });
 
+describe('switchyard binary: bounds', () => {
+  it('pages the session list in order of id, and caps how many sessions exist', async () => {
+    const server = await startBinary({ args: ['--max-sessions', '25'] });
+    const ids = Array.from({ length: 25 }, (_, i) => `s${String(i).padStart(2, '0')}`);
+    for (const sessionId of [...ids].reverse()) assert.equal((await postJson(`${server.base}/v1/sessions`, { sessionId })).status, 201);
+    const full = await postJson(`${server.base}/v1/sessions`, {});
+    assert.deepEqual([full.status, full.body.error.code], [503, 'SESSION_LIMIT']);
+    const seen = [];
+    let after = '';
+    for (let page = 0; page < 10; page++) {
+      const { body } = await fetchJson(`${server.base}/v1/sessions?limit=10${after ? `&after=${after}` : ''}`);
+      seen.push(...body.sessions.map((s) => s.sessionId));
+      if (!body.next) break;
+      assert.equal(body.next, body.sessions.at(-1).sessionId);
+      after = body.next;
+    }
+    assert.deepEqual(seen, ids, 'every session once, in order');
+    assert.equal((await fetchJson(`${server.base}/v1/sessions`)).body.sessions.length, 25, '100 a page unless asked');
+    for (const bad of ['limit=0', 'limit=1001', 'limit=x', 'sort=id']) {
+      const answer = await fetchJson(`${server.base}/v1/sessions?${bad}`);
+      assert.deepEqual([answer.status, answer.body.error.code], [400, 'INVALID_REQUEST'], bad);
+    }
+    assert.equal((await fetchJson(`${server.base}/v1/sessions/s00`, { method: 'DELETE' })).status, 200);
+    assert.equal((await postJson(`${server.base}/v1/sessions`, {})).status, 201, 'room again once one is gone');
+  });
+
+  it('never holds a fast client up behind one that stopped reading', async () => {
+    const server = await startBinary({ args: ['--max-queued-bytes', String(256 * 1024), '--max-clients-per-session', '3'] });
+    await postJson(`${server.base}/v1/sessions`, { sessionId: 'flood' });
+    const sender = await joinedClient(`${server.ws}/session/flood`);
+    const fast = await joinedClient(`${server.ws}/session/flood`);
+    const slow = new RawClient(server.port);
+    await slow.connected;
+    slow.write(upgradeRequest('/session/flood'));
+    await slow.responseHead();
+    slow.socket.pause();
+    const { received, longestGap } = await floodBesideSlowReader({ sender, fast });
+    assert.equal(received, 20_000, `every message reached the fast client; its longest wait was ${Math.round(longestGap)} ms`);
+    await eventually(async () => assert.equal((await fetchJson(`${server.base}/stats`)).body.slowConsumerCloses, 1));
+    slow.socket.destroy();
+    await Promise.all([sender.close(), fast.close()]);
+  });
+});
+
+/** A TCP connection to the binary from `localAddress` (another loopback address), whose `ended` resolves when it closes. */
+function connectFrom(port, localAddress) {
+  const socket = net.connect({ port, host: '127.0.0.1', localAddress });
+  socket.on('error', () => {});
+  // Reading (and dropping) what arrives is what lets Node see the server close it.
+  socket.resume();
+  socket.ended = new Promise((resolve) => socket.on('close', resolve));
+  return new Promise((resolve) => socket.once('connect', () => resolve(socket)));
+}
+
+/**
+ * GET `path` from `localAddress` on a connection of its own (closed after it): `{ status,
+ * body }`, or `{ status: <the error code> }` when the connection was refused.
+ */
+function getFrom(port, localAddress, path) {
+  return new Promise((resolve) => {
+    http
+      .get({ port, host: '127.0.0.1', localAddress, path, agent: false }, (res) => {
+        let text = '';
+        res.on('data', (chunk) => (text += chunk));
+        res.on('end', () => resolve({ status: res.statusCode, body: JSON.parse(text) }));
+      })
+      .on('error', (e) => resolve({ status: e.code }));
+  });
+}
+
+/** The binary's resident memory in KiB. */
+const rssKiB = (pid) => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))[1]);
+
+describe('switchyard binary: connections that have not finished their handshake', () => {
+  it('closes a silent or trickling connection at the handshake deadline', async () => {
+    const server = await startBinary({ args: ['--handshake-timeout', '300'] });
+    const silent = await connectFrom(server.port, '127.0.0.1');
+    const trickle = await connectFrom(server.port, '127.0.0.1');
+    const request = Buffer.from(upgradeRequest('/'));
+    let sent = 0;
+    const dripping = setInterval(() => trickle.write(request.subarray(sent, ++sent)), 50);
+    await Promise.all([silent.ended, trickle.ended]);
+    clearInterval(dripping);
+    assert.ok(sent < request.length, `the trickle was cut off after ${sent} of ${request.length} bytes`);
+    const prompt = new TestClient(`${server.ws}/`);
+    await prompt.opened;
+    await prompt.close();
+  });
+
+  it('caps waiting connections per address and overall, and /health and handshakes from elsewhere still work', async () => {
+    const server = await startBinary({ args: ['--max-pending-handshakes-per-ip', '20', '--max-pending-handshakes', '30'] });
+    await postJson(`${server.base}/v1/sessions`, { sessionId: 'still-open' });
+    const held = [];
+    const closed = () => held.filter((s) => s.closed).length;
+    for (let i = 0; i < 40; i++) held.push(await connectFrom(server.port, '127.0.0.9'));
+    await eventually(() => assert.equal(closed(), 20, 'past 20 from one address, closed at once'));
+    assert.equal((await getFrom(server.port, '127.0.0.2', '/health')).status, 200, 'another address is answered');
+    const client = new TestClient(`${server.ws}/session/still-open`);
+    assert.equal((await client.nextOfType('client_connected')).json.sessionId, 'still-open', 'and can join a session');
+    // Fill up to the overall cap from a second address, until one is refused.
+    for (let refused = closed(); closed() === refused; ) {
+      held.push(await connectFrom(server.port, '127.0.0.3'));
+      if (held.length > 80) assert.fail('nothing was refused past the overall cap');
+      await new Promise(setImmediate);
+    }
+    await eventually(() => assert.ok(held.filter((s) => !s.closed).length <= 30, 'no more than 30 waiting'));
+    assert.notEqual((await getFrom(server.port, '127.0.0.4', '/health')).status, 200, 'past the overall cap, a new address is refused too');
+    for (const socket of held) socket.destroy();
+    await eventually(async () => assert.equal((await getFrom(server.port, '127.0.0.4', '/health')).status, 200));
+    assert.ok((await getFrom(server.port, '127.0.0.4', '/stats')).body.handshakeFailures >= 22, 'the refused are counted');
+    await client.close();
+  });
+
+  it('bounds what a request head may hold: endless headers cost no memory', async () => {
+    const server = await startBinary();
+    const before = rssKiB(server.child.pid);
+    const header = `X-Filler: ${'a'.repeat(1024)}\r\n`;
+    const sockets = await Promise.all(Array.from({ length: 200 }, () => connectFrom(server.port, '127.0.0.5')));
+    await Promise.all(
+      sockets.map(async (socket) => {
+        socket.write('GET /session/x HTTP/1.1\r\nHost: x\r\n');
+        for (let i = 0; i < 400 && !socket.destroyed; i++) if (!socket.write(header)) await new Promise((resolve) => socket.once('drain', resolve).once('close', resolve));
+        await socket.ended;
+      }),
+    );
+    const grown = rssKiB(server.child.pid) - before;
+    assert.ok(grown < 32 * 1024, `200 connections sending 400 KiB of headers each grew the server by ${grown} KiB`);
+    assert.equal((await fetchJson(`${server.base}/health`)).status, 200);
+  });
+});
+
 describe('switchyard binary: stopping', () => {
+  it('a SIGSTOP longer than the heartbeat timeout closes nobody and loses nothing', async () => {
+    const server = await startBinary({ args: ['--ping-interval', '300', '--heartbeat-timeout', '900'] });
+    await postJson(`${server.base}/v1/sessions`, { sessionId: 'paused' });
+    const a = await joinedClient(`${server.ws}/session/paused`);
+    const b = await joinedClient(`${server.ws}/session/paused`);
+    server.child.kill('SIGSTOP');
+    for (let i = 0; i < 200; i++) a.send(`{"type":"during","i":${i}}`);
+    // The stop itself is what is tested: well past the heartbeat timeout.
+    await sleep(2500);
+    server.child.kill('SIGCONT');
+    for (let i = 0; i < 200; i++) assert.equal((await b.next((m) => m.json?.type === 'during')).json.i, i);
+    // Two ping intervals on, both have been judged on pongs read after the stop.
+    await sleep(700);
+    a.send('{"type":"after"}');
+    await b.nextOfType('after');
+    assert.equal(a.closeEvent, undefined);
+    assert.equal(b.closeEvent, undefined);
+    await Promise.all([a.close(), b.close()]);
+  });
+
   for (const signal of ['SIGTERM', 'SIGINT']) {
     it(`closes every socket with 1001 on ${signal} and exits 0`, async () => {
       const server = await startBinary();

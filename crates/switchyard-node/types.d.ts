@@ -26,6 +26,8 @@ export type ConflictResolutionName = ConflictResolution | `${ConflictResolution}
 export interface RelaySessionManagerConfig {
   /** Lifetime of a session from its creation, unless `createSession` gives `expiresIn`. Default 30 minutes. */
   sessionTimeoutMs?: number
+  /** Sessions that may exist at once; `createSession` throws past it. Default 100 000. */
+  maxSessions?: number
   /** Connections a session admits; the next is closed with 1008 "Session full". Default 2, as in the original. */
   maxClientsPerSession?: number
   /** How often every connection is sent a WebSocket ping. Default 30 000. */

@@ -105,6 +105,8 @@ impl ConflictResolution {
 pub struct Config {
     /// Lifetime of a session from its creation, unless created with its own `expiresIn`.
     pub session_timeout_ms: u64,
+    /// Sessions that may exist at once; creating more fails until some end.
+    pub max_sessions: usize,
     pub max_clients_per_session: usize,
     /// How often every connection is pinged.
     pub ping_interval_ms: u64,
@@ -146,6 +148,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             session_timeout_ms: 30 * 60 * 1000,
+            max_sessions: 100_000,
             max_clients_per_session: 2,
             ping_interval_ms: 30_000,
             heartbeat_timeout_ms: 60_000,
@@ -210,8 +213,9 @@ impl Config {
         if self.connections_per_minute_per_ip == Some(0) {
             return Err(ConfigError { option: "connectionsPerMinutePerIp", reason: "must be greater than 0".into() });
         }
-        let positive: [(&'static str, u64); 10] = [
+        let positive: [(&'static str, u64); 11] = [
             ("sessionTimeoutMs", self.session_timeout_ms),
+            ("maxSessions", self.max_sessions as u64),
             ("maxClientsPerSession", self.max_clients_per_session as u64),
             ("pingIntervalMs", self.ping_interval_ms),
             ("heartbeatTimeoutMs", self.heartbeat_timeout_ms),

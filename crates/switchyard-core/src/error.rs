@@ -16,6 +16,13 @@ pub mod close_code {
     pub const TOO_LARGE: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
     pub const TRY_AGAIN_LATER: u16 = 1013;
+
+    /// Whether a close frame may carry `code` (RFC 6455 section 7.4 and IANA's registry):
+    /// 1000 to 1003 and 1007 to 1014, or 3000 to 4999 for libraries and applications.
+    /// 1004 is reserved, 1005, 1006 and 1015 only ever stand for what was not sent.
+    pub fn may_be_sent(code: u16) -> bool {
+        matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+    }
 }
 
 /// Why a session could not be created.
@@ -27,6 +34,9 @@ pub enum SessionError {
     AlreadyExists(String),
     #[error("invalid session option: {0}")]
     InvalidOption(String),
+    /// `maxSessions` sessions exist already.
+    #[error("there are {0} sessions, the most allowed (maxSessions); delete some or let them expire")]
+    TooMany(usize),
 }
 
 /// Why a connection was not let into the relay; the transport closes it with

@@ -192,6 +192,11 @@ pub struct Relay {
     counters: Counters,
     next_cleanup: AtomicU64,
     next_heartbeat: AtomicU64,
+    /// When `tick` last ran; 0 before it first did.
+    last_tick: AtomicU64,
+    /// No connection is judged silent before this: after the relay itself stood still,
+    /// what its clients sent meanwhile must be read first.
+    judge_silence_after: AtomicU64,
     /// Sessions whose forwarded `request_control` waits for an answer, with its deadline.
     transfers: Mutex<Vec<(SessionId, Millis)>>,
 }
@@ -218,6 +223,8 @@ impl Relay {
             counters: Counters::default(),
             next_cleanup: AtomicU64::new(0),
             next_heartbeat: AtomicU64::new(0),
+            last_tick: AtomicU64::new(0),
+            judge_silence_after: AtomicU64::new(0),
             transfers: Mutex::default(),
         }
     }
@@ -252,6 +259,10 @@ impl Relay {
             control: Default::default(),
             conflict_resolution: options.conflict_resolution.unwrap_or(self.config.default_conflict_resolution),
         };
+        // Concurrent creators may pass this together: the cap holds within their number.
+        if self.sessions.len() >= self.config.max_sessions {
+            return Err(SessionError::TooMany(self.config.max_sessions));
+        }
         let info = match self.sessions.entry(id) {
             dashmap::Entry::Occupied(taken) => return Err(SessionError::AlreadyExists(taken.key().to_string())),
             dashmap::Entry::Vacant(slot) => slot.insert(session).info(),
@@ -267,6 +278,21 @@ impl Relay {
 
     pub fn sessions(&self) -> Vec<SessionInfo> {
         self.sessions.iter().map(|s| s.info()).collect()
+    }
+
+    /// Up to `limit` sessions whose ids sort after `after`, in order of id, and whether
+    /// more follow. Only the ids are gathered while the maps are walked, so a page costs
+    /// relaying no more than a shared look at each shard.
+    pub fn sessions_page(&self, after: Option<&str>, limit: usize) -> (Vec<SessionInfo>, bool) {
+        let mut ids: Vec<SessionId> =
+            self.sessions.iter().map(|s| s.key().clone()).filter(|id| after.is_none_or(|after| id.as_str() > after)).collect();
+        let more = ids.len() > limit;
+        if more {
+            ids.select_nth_unstable(limit);
+            ids.truncate(limit);
+        }
+        ids.sort_unstable();
+        (ids.iter().filter_map(|id| self.sessions.get(id).map(|s| s.info())).collect(), more)
     }
 
     /// Removes a session and closes its connections with 1000 "Session deleted".
@@ -1027,6 +1053,13 @@ impl Relay {
     /// timeouts every ping interval; request timeouts. Call it every
     /// [`Config::tick_interval_ms`].
     pub fn tick(&self, now: Millis) {
+        let previous = self.last_tick.swap(now, Ordering::Relaxed);
+        if previous != 0 && now.saturating_sub(previous) > self.stall_threshold_ms() {
+            // The relay was not running (the process was stopped, or starved of CPU):
+            // every client looks silent, though its pongs may wait unread in a socket.
+            // Give the transports a ping interval to read them before judging anyone.
+            self.judge_silence_after.store(now.saturating_add(self.config.ping_interval_ms), Ordering::Relaxed);
+        }
         if now >= self.next_cleanup.load(Ordering::Relaxed) {
             self.next_cleanup.store(now + self.config.cleanup_interval_ms, Ordering::Relaxed);
             self.expire_sessions(now);
@@ -1094,12 +1127,19 @@ impl Relay {
         self.close_slow_consumers(slow, now);
     }
 
+    /// Ticks further apart than this mean the relay stood still (a late timer only
+    /// postpones judging by a ping interval, so erring towards it costs nothing).
+    fn stall_threshold_ms(&self) -> u64 {
+        3 * self.config.tick_interval_ms()
+    }
+
     fn heartbeat(&self, now: Millis) {
         let mut silent = Vec::new();
         let mut slow = SlowConsumers::new();
+        let judging = now >= self.judge_silence_after.load(Ordering::Relaxed);
         for conn in self.conns.iter() {
             let heard = conn.last_seen.load(Ordering::Relaxed);
-            if now.saturating_sub(heard) >= self.config.heartbeat_timeout_ms {
+            if judging && now.saturating_sub(heard) >= self.config.heartbeat_timeout_ms {
                 silent.push(*conn.key());
             } else if self.push(*conn.key(), &*conn.outbox, Frame::ping(), &mut slow) {
                 let _ = conn.ping_sent.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);

@@ -256,6 +256,24 @@ fn silent_connections_are_pinged_then_closed_with_1001() {
 }
 
 #[test]
+fn after_the_relay_stood_still_nobody_is_judged_silent_before_their_pongs_can_be_read() {
+    let config = Config { ping_interval_ms: 1000, heartbeat_timeout_ms: 3000, ..Config::default() };
+    let (relay, _) = relay_with(config);
+    session(&relay, "s1");
+    let (a, a_out) = join(&relay, "s1");
+    let (_, b_out) = join(&relay, "s1");
+    relay.tick(T0);
+    relay.tick(T0 + 1000);
+    // Stopped for five seconds: both clients' pongs wait in their sockets.
+    relay.tick(T0 + 6000);
+    assert!(a_out.closed().is_none() && b_out.closed().is_none(), "not judged on the first tick back");
+    relay.pong(a, T0 + 6010);
+    relay.tick(T0 + 7000);
+    assert!(a_out.closed().is_none(), "its pong, read after the stop, counts");
+    assert_eq!(b_out.closed(), Some((1001, "Connection timeout".into())), "a ping interval on, a client that really is silent is closed");
+}
+
+#[test]
 fn oversized_frames_close_with_1009() {
     let (relay, _) = relay_with(Config { max_message_bytes: 8, ..Config::default() });
     session(&relay, "s1");

@@ -18,8 +18,9 @@ const MAX_MS: u64 = 1 << 50;
 const MAX_BYTES: u64 = 1 << 40;
 const MAX_COUNT: u64 = u32::MAX as u64;
 
-const CONFIG_OPTIONS: [&str; 19] = [
+const CONFIG_OPTIONS: [&str; 20] = [
     "sessionTimeoutMs",
+    "maxSessions",
     "maxClientsPerSession",
     "pingIntervalMs",
     "heartbeatTimeoutMs",
@@ -139,6 +140,7 @@ pub fn read_settings(env: &Env, value: Option<Unknown>) -> Result<Settings> {
     let auth = read_auth(env, &options)?;
     let config = Config {
         session_timeout_ms: options.positive_integer("sessionTimeoutMs", MAX_MS)?.unwrap_or(defaults.session_timeout_ms),
+        max_sessions: options.positive_integer("maxSessions", MAX_COUNT)?.map_or(defaults.max_sessions, size),
         max_clients_per_session: options
             .positive_integer("maxClientsPerSession", MAX_COUNT)?
             .map_or(defaults.max_clients_per_session, size),

@@ -168,6 +168,7 @@ pub struct ByteStats {
 #[napi(object)]
 pub struct ResolvedConfig {
     pub session_timeout_ms: i64,
+    pub max_sessions: u32,
     pub max_clients_per_session: u32,
     pub ping_interval_ms: i64,
     pub heartbeat_timeout_ms: i64,
@@ -237,6 +238,7 @@ impl ResolvedConfig {
     pub fn new(config: &Config, auth_required: Option<bool>) -> Self {
         Self {
             session_timeout_ms: config.session_timeout_ms as i64,
+            max_sessions: config.max_sessions as u32,
             max_clients_per_session: config.max_clients_per_session as u32,
             ping_interval_ms: config.ping_interval_ms as i64,
             heartbeat_timeout_ms: config.heartbeat_timeout_ms as i64,

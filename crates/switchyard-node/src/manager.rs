@@ -55,7 +55,7 @@ impl RelaySessionManager {
             let options = OptionsReader::new(env, options, "options", &["code", "reason", "timeoutMs"])?;
             let code = match options.positive_integer("code", 4999)? {
                 None => close_code::GOING_AWAY,
-                Some(code) if (1000..=1014).contains(&code) && ![1004, 1005, 1006].contains(&code) || code >= 3000 => code as u16,
+                Some(code) if close_code::may_be_sent(code as u16) => code as u16,
                 Some(code) => return Err(type_error(env, format!("code {code} cannot be sent in a close frame"))),
             };
             let default_reason = match code {

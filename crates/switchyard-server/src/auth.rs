@@ -220,6 +220,14 @@ pub enum TokenSource {
     Subprotocol,
 }
 
+/// The token of an `Authorization: Bearer <token>` header's value. The scheme's name is
+/// case-insensitive (RFC 7235 section 2.1), so `bearer` and `BEARER` are read too.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// Finds a token in an upgrade request: `url` is its path and query, `header` looks a
 /// header up by its lower-case name.
 pub fn find_token<'a>(url: &'a str, header: impl Fn(&str) -> Option<&'a str>) -> Option<(&'a str, TokenSource)> {
@@ -227,7 +235,7 @@ pub fn find_token<'a>(url: &'a str, header: impl Fn(&str) -> Option<&'a str>) ->
     if let Some(token) = query.and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("token="))).filter(|t| !t.is_empty()) {
         return Some((token, TokenSource::Query));
     }
-    if let Some(token) = header("authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).filter(|t| !t.is_empty()) {
+    if let Some(token) = header("authorization").and_then(bearer_token) {
         return Some((token, TokenSource::Authorization));
     }
     let protocols: Vec<&str> = header("sec-websocket-protocol")?.split(',').map(str::trim).collect();
@@ -324,6 +332,8 @@ mod tests {
         let headers = |pairs: &'static [(&'static str, &'static str)]| move |name: &str| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
         assert_eq!(find_token("/s/1?a=b&token=t1", headers(&[])), Some(("t1", TokenSource::Query)));
         assert_eq!(find_token("/s/1", headers(&[("authorization", "Bearer t2")])), Some(("t2", TokenSource::Authorization)));
+        assert_eq!(find_token("/s/1", headers(&[("authorization", "bearer  t3 ")])), Some(("t3", TokenSource::Authorization)));
+        assert_eq!(find_token("/s/1", headers(&[("authorization", "Basic dTpw")])), None);
         assert_eq!(
             find_token("/s/1", headers(&[("sec-websocket-protocol", "switchyard.jwt, t3")])),
             Some(("t3", TokenSource::Subprotocol))

@@ -12,7 +12,7 @@ use std::io::Cursor;
 
 use bytes::{Bytes, BytesMut};
 use switchyard_core::{close_code, Frame, FrameKind};
-use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
 /// Control frames carry at most this many payload bytes (RFC 6455 section 5.5).
@@ -114,6 +114,11 @@ impl Decoder {
 
     /// Refuses what a frame's header alone shows to be wrong; returns its payload length.
     fn check(&self, header: &FrameHeader, length: u64) -> Result<usize, DecodeError> {
+        // RFC 6455 section 5.2: a 64-bit length's most significant bit must be 0. Breaking
+        // that is a protocol error (1002), not a message that is merely too large (1009).
+        if length > i64::MAX as u64 {
+            return Err(DecodeError::Protocol("Payload length with its most significant bit set"));
+        }
         if header.rsv1 || header.rsv2 || header.rsv3 {
             return Err(DecodeError::Protocol("Reserved bits are set"));
         }
@@ -182,7 +187,7 @@ fn close_frame(payload: &[u8]) -> Result<Decoded, DecodeError> {
         [_] => Err(DecodeError::Protocol("Close frame with a one-byte payload")),
         [high, low, reason @ ..] => {
             let code = u16::from_be_bytes([*high, *low]);
-            if !CloseCode::from(code).is_allowed() {
+            if !close_code::may_be_sent(code) {
                 return Err(DecodeError::Protocol("Invalid close code"));
             }
             let reason = std::str::from_utf8(reason).map_err(|_| DecodeError::InvalidUtf8)?;
@@ -340,10 +345,18 @@ mod tests {
     #[test]
     fn refuses_a_frame_too_large_from_its_header_alone() {
         let mut decoder = Decoder::new(1024);
-        let mut header = vec![0x82, 0x80 | 127];
-        header.extend_from_slice(&(1u64 << 63).to_be_bytes());
-        header.extend_from_slice(&[0, 0, 0, 0]);
-        assert_eq!(decode_all(&mut decoder, &header).0, Err(DecodeError::TooLarge));
+        let length_header = |length: u64| {
+            let mut header = vec![0x82, 0x80 | 127];
+            header.extend_from_slice(&length.to_be_bytes());
+            header.extend_from_slice(&[0, 0, 0, 0]);
+            header
+        };
+        assert_eq!(decode_all(&mut decoder, &length_header(1 << 40)).0, Err(DecodeError::TooLarge));
+        assert_eq!(
+            decode_all(&mut decoder, &length_header(1 << 63)).0,
+            Err(DecodeError::Protocol("Payload length with its most significant bit set")),
+            "a length RFC 6455 forbids is a protocol error"
+        );
         let mut decoder = Decoder::new(1024);
         let mut input = client_frame(0x02, &[0; 1000]);
         input.extend(client_frame(0x80, &[0; 25]));
@@ -365,9 +378,15 @@ mod tests {
             (client_frame(0x81, &[0xff, 0xfe]), DecodeError::InvalidUtf8),
             (client_frame(0x88, &[3]), DecodeError::Protocol("Close frame with a one-byte payload")),
             (client_frame(0x88, &1005u16.to_be_bytes()), DecodeError::Protocol("Invalid close code")),
+            (client_frame(0x88, &1015u16.to_be_bytes()), DecodeError::Protocol("Invalid close code")),
+            (client_frame(0x88, &2999u16.to_be_bytes()), DecodeError::Protocol("Invalid close code")),
         ];
         for (input, expected) in cases {
             assert_eq!(decode_all(&mut Decoder::new(1024), &input).0, Err(expected), "{input:02x?}");
+        }
+        for code in [1012u16, 1013, 1014, 3000, 4999] {
+            let (result, out) = decode_all(&mut Decoder::new(1024), &client_frame(0x88, &code.to_be_bytes()));
+            assert!(result.is_ok() && out == vec![Decoded::Close { code, reason: String::new() }], "{code} is a close code");
         }
         let mut interleaved = client_frame(0x01, b"a");
         interleaved.extend(client_frame(0x81, b"b"));

@@ -156,6 +156,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             }
         }
         self.outbox.register(cx.waker());
+        // A close the relay asked for waits behind what was queued before it; a client
+        // that reads nothing (a slow consumer) would hold its socket and backlog forever.
+        if self.deadline.is_none() && self.outbox.closing() {
+            self.deadline = Some(Box::pin(sleep(CLOSE_TIMEOUT)));
+        }
         if let Poll::Ready(Err(_)) = self.poll_write(cx) {
             return Poll::Ready(());
         }
@@ -304,7 +309,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             let payload = if code == close_code::NO_STATUS { Bytes::new() } else { close_payload(code, &reason) };
             self.writing.push_back(Out { opcode: Outgoing::Close, payload, counted: false });
             self.close_queued = true;
-            self.deadline = Some(Box::pin(sleep(CLOSE_TIMEOUT)));
+            self.deadline.get_or_insert_with(|| Box::pin(sleep(CLOSE_TIMEOUT)));
         }
     }
 

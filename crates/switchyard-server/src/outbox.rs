@@ -51,6 +51,12 @@ impl NativeOutbox {
         close
     }
 
+    /// Whether a close has been asked for (taken or not).
+    pub fn closing(&self) -> bool {
+        let queue = self.queue.lock();
+        queue.closed || queue.close.is_some()
+    }
+
     /// The writer wrote these payload bytes to the socket.
     pub fn sent(&self, bytes: usize) {
         self.unsent.fetch_sub(bytes, Ordering::Relaxed);

@@ -53,6 +53,23 @@ pub struct Args {
     #[arg(long, env = "SESSION_TIMEOUT", default_value = "1800000", value_name = "MS")]
     pub session_timeout: Positive,
 
+    /// How long a connection may take to send its HTTP request (a WebSocket handshake or
+    /// an API call); a slower one is closed.
+    #[arg(long, env = "HANDSHAKE_TIMEOUT", default_value = "10000", value_name = "MS")]
+    pub handshake_timeout: Positive,
+
+    /// Connections that may wait for their handshake at once; more are closed at once.
+    #[arg(long, env = "MAX_PENDING_HANDSHAKES", default_value = "4096", value_name = "N")]
+    pub max_pending_handshakes: Positive,
+
+    /// Connections one address may have waiting for their handshake at once.
+    #[arg(long, env = "MAX_PENDING_HANDSHAKES_PER_IP", default_value = "256", value_name = "N")]
+    pub max_pending_handshakes_per_ip: Positive,
+
+    /// Sessions that may exist at once; POST /v1/sessions answers 503 past it.
+    #[arg(long, env = "MAX_SESSIONS", default_value = "100000", value_name = "N")]
+    pub max_sessions: Positive,
+
     /// Connections one session admits.
     #[arg(long, env = "MAX_CLIENTS_PER_SESSION", default_value = "2", value_name = "N")]
     pub max_clients_per_session: Positive,
@@ -196,6 +213,7 @@ impl Args {
         let size = |value: Positive| usize::try_from(value.get()).unwrap_or(usize::MAX);
         Config {
             session_timeout_ms: ms(self.session_timeout),
+            max_sessions: size(self.max_sessions),
             max_clients_per_session: size(self.max_clients_per_session),
             ping_interval_ms: ms(self.ping_interval),
             heartbeat_timeout_ms: ms(self.heartbeat_timeout),
@@ -217,6 +235,15 @@ impl Args {
             }),
             connections_per_minute_per_ip: self.connections_per_minute_per_ip,
             verified_users_only: self.jwt_secret.is_some() || self.jwt_public_key.is_some() || self.jwks.is_some(),
+        }
+    }
+
+    pub fn handshake_limits(&self) -> crate::accept::Limits {
+        let count = |value: Positive| usize::try_from(value.get()).unwrap_or(usize::MAX);
+        crate::accept::Limits {
+            deadline: std::time::Duration::from_millis(self.handshake_timeout.get()),
+            total: count(self.max_pending_handshakes),
+            per_address: count(self.max_pending_handshakes_per_ip),
         }
     }
 

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -34,6 +35,8 @@ pub struct App {
     /// The token verifier, and whether a token is required.
     pub auth: Option<(Verifier, bool)>,
     pub started: Instant,
+    /// Connections that have not finished their handshake.
+    pub waiting: Arc<crate::accept::Waiting>,
 }
 
 type AppState = State<Arc<App>>;
@@ -151,10 +154,11 @@ async fn health(State(app): AppState) -> Json<Value> {
     Json(json!({ "status": "ok", "uptimeMs": app.started.elapsed().as_millis() as u64 }))
 }
 
-async fn stats(State(app): AppState) -> Json<Value> {
+async fn stats(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authorize(&app, peer, &headers, Access::Monitoring)?;
     let s = app.relay.stats();
     let uptime_ms = app.started.elapsed().as_millis() as u64;
-    Json(json!({
+    Ok(Json(json!({
         "uptimeMs": uptime_ms,
         // The awareness service's getStats() called it `uptime`; its clients still read it.
         "uptime": uptime_ms,
@@ -165,10 +169,12 @@ async fn stats(State(app): AppState) -> Json<Value> {
             "relayed": s.messages_relayed,
             "invalid": s.messages_invalid,
             "dropped": s.messages_dropped,
+            "passiveUpdatesDropped": s.passive_updates_dropped,
         },
         "bytes": { "received": s.bytes_received, "sent": s.bytes_sent },
         "slowConsumerCloses": s.slow_consumer_closes,
         "handshakeFailures": s.handshake_failures,
+        "pendingHandshakes": app.waiting.count(),
         "users": s.users,
         "registrations": s.registrations,
         "channels": {
@@ -182,7 +188,7 @@ async fn stats(State(app): AppState) -> Json<Value> {
         "rateLimited": s.rate_limited,
         "frames": frame_sizes(&s.frame_sizes),
         "health": health_json(app.relay.health(now())),
-    }))
+    })))
 }
 
 /// Frames by size, each bucket named by its upper bound.
@@ -204,9 +210,10 @@ fn health_json(health: Health) -> Value {
     })
 }
 
-async fn metrics(State(app): AppState) -> impl IntoResponse {
+async fn metrics(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+    authorize(&app, peer, &headers, Access::Monitoring)?;
     let s = app.relay.stats();
-    let metrics: [(&str, &str, &str, f64); 19] = [
+    let metrics: [(&str, &str, &str, f64); 20] = [
         ("switchyard_connections", "gauge", "Open WebSocket connections.", s.active_connections as f64),
         ("switchyard_sessions", "gauge", "Sessions that exist now.", s.active_sessions as f64),
         ("switchyard_messages_received_total", "counter", "Messages received from clients.", s.messages_received as f64),
@@ -215,7 +222,8 @@ async fn metrics(State(app): AppState) -> impl IntoResponse {
         ("switchyard_messages_invalid_total", "counter", "Text messages that were not valid protocol messages.", s.messages_invalid as f64),
         ("switchyard_bytes_received_total", "counter", "Message bytes received from clients.", s.bytes_received as f64),
         ("switchyard_bytes_sent_total", "counter", "Message bytes queued to clients.", s.bytes_sent as f64),
-        ("switchyard_handshake_failures_total", "counter", "Upgrade requests refused during the handshake.", s.handshake_failures as f64),
+        ("switchyard_handshake_failures_total", "counter", "Connections refused at or before the handshake.", s.handshake_failures as f64),
+        ("switchyard_pending_handshakes", "gauge", "Connections that have not finished their handshake.", app.waiting.count() as f64),
         ("switchyard_slow_consumer_closes_total", "counter", "Connections closed with 1013 because their outbox stayed full.", s.slow_consumer_closes as f64),
         ("switchyard_users", "gauge", "Distinct users with a connection.", s.users as f64),
         ("switchyard_registrations", "gauge", "Awareness registrations: windows with a case open.", s.registrations as f64),
@@ -231,23 +239,31 @@ async fn metrics(State(app): AppState) -> impl IntoResponse {
     for (name, kind, help, value) in metrics {
         let _ = write!(text, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text))
 }
 
-/// Admin endpoints need the bearer token when one is configured, else a loopback peer.
-fn authorize(app: &App, peer: SocketAddr, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Who may call an endpoint.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Changes state or shows session ids (which are what it takes to join a session):
+    /// the admin token when one is set, else loopback clients only.
+    Admin,
+    /// Counters: the admin token when one is set, else anyone.
+    Monitoring,
+}
+
+/// Checks the admin token when one is configured; without one, `Admin` endpoints take
+/// only loopback peers.
+fn authorize(app: &App, peer: SocketAddr, headers: &HeaderMap, access: Access) -> Result<(), ApiError> {
     match &app.admin_token {
         Some(token) => {
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
+            let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(auth::bearer_token);
             match given {
                 Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
                 _ => Err(ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "A valid Authorization: Bearer token is required")),
             }
         }
-        None if peer.ip().is_loopback() => Ok(()),
+        None if access == Access::Monitoring || peer.ip().is_loopback() => Ok(()),
         None => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "FORBIDDEN",
@@ -316,7 +332,7 @@ async fn create_session(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    authorize(&app, peer, &headers)?;
+    authorize(&app, peer, &headers, Access::Admin)?;
     let request: CreateSession = parse_body(&body)?;
     let conflict_resolution = match request.conflict_resolution.as_deref() {
         None => None,
@@ -336,15 +352,48 @@ async fn create_session(
         SessionError::AlreadyExists(_) => ApiError::new(StatusCode::CONFLICT, "SESSION_EXISTS", err.to_string()),
         SessionError::InvalidId(_) => ApiError::new(StatusCode::BAD_REQUEST, "INVALID_SESSION_ID", err.to_string()),
         SessionError::InvalidOption(_) => ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", err.to_string()),
+        SessionError::TooMany(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "SESSION_LIMIT", err.to_string()),
     })?;
     Ok((StatusCode::CREATED, Json(session_json(info, &headers))))
 }
 
-async fn list_sessions(State(app): AppState, headers: HeaderMap) -> Json<Value> {
-    Json(Value::Array(app.relay.sessions().into_iter().map(|s| session_json(s, &headers)).collect()))
+/// `GET /v1/sessions?limit=&after=`: a page of sessions in order of id.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    limit: Option<usize>,
+    after: Option<String>,
 }
 
-async fn get_session(State(app): AppState, Path(session_id): Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+/// Sessions per page unless `limit` says otherwise, and the most it may say.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+async fn list_sessions(
+    State(app): AppState,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    page: Result<Query<Page>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&app, peer, &headers, Access::Admin)?;
+    let Query(page) = page.map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", err.body_text()))?;
+    let limit = page.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", format!("limit must be from 1 to {MAX_PAGE}")));
+    }
+    let (sessions, more) = app.relay.sessions_page(page.after.as_deref(), limit);
+    let next = more.then(|| sessions.last().map(|s| s.session_id.to_string())).flatten();
+    let sessions: Vec<Value> = sessions.into_iter().map(|s| session_json(s, &headers)).collect();
+    Ok(Json(json!({ "sessions": sessions, "next": next })))
+}
+
+async fn get_session(
+    State(app): AppState,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(session_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&app, peer, &headers, Access::Admin)?;
     let info = app.relay.session(&session_id).ok_or_else(|| ApiError::session_not_found(&session_id))?;
     Ok(Json(session_json(info, &headers)))
 }
@@ -355,7 +404,7 @@ async fn delete_session(
     Path(session_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&app, peer, &headers)?;
+    authorize(&app, peer, &headers, Access::Admin)?;
     if !app.relay.delete_session(&session_id, now()) {
         return Err(ApiError::session_not_found(&session_id));
     }
@@ -382,7 +431,7 @@ async fn broadcast(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&app, peer, &headers)?;
+    authorize(&app, peer, &headers, Access::Admin)?;
     let request: Broadcast = parse_body(&body)?;
     if request.session_id.is_none() && request.channel.is_none() && request.user_id.is_none() && request.organization_id.is_none() {
         return Err(ApiError::new(

@@ -2,6 +2,7 @@
 //! WebSockets and the HTTP API on one port, ticks the relay's timers, and on SIGINT or
 //! SIGTERM stops accepting, closes every socket with 1001 and exits 0 within 5 seconds.
 
+mod accept;
 mod cli;
 mod http;
 mod log_events;
@@ -11,12 +12,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::serve::ListenerExt;
 use clap::Parser;
 use switchyard_core::{close_code, Config, Refusal, Relay};
 use switchyard_server::auth::Verifier;
 use switchyard_server::{now, Spawner};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
@@ -66,7 +66,7 @@ fn main() -> ExitCode {
 async fn serve(args: cli::Args, config: Config, auth: Option<(Verifier, bool)>) -> ExitCode {
     let relay = Arc::new(Relay::new(config.clone(), Arc::new(log_events::LogEvents)));
     let address = SocketAddr::new(args.host, args.port);
-    let listener = match TcpListener::bind(address).await {
+    let listener = match listen(address) {
         Ok(listener) => listener,
         Err(err) => {
             error!("cannot listen on {address}: {err}");
@@ -74,12 +74,14 @@ async fn serve(args: cli::Args, config: Config, auth: Option<(Verifier, bool)>) 
         }
     };
     let spawner = Spawner::new(tokio::runtime::Handle::current());
+    let waiting = accept::Waiting::new(args.handshake_limits());
     let app = Arc::new(http::App {
         relay: relay.clone(),
         spawner: spawner.clone(),
         admin_token: args.admin_token.clone(),
         auth,
         started: Instant::now(),
+        waiting: waiting.clone(),
     });
     info!(
         address = %listener.local_addr().map_or(address, |a| a),
@@ -100,15 +102,9 @@ async fn serve(args: cli::Args, config: Config, auth: Option<(Verifier, bool)>) 
     });
 
     let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = tokio::spawn(async move {
-        axum::serve(listener, http::router(app).into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async {
-                let _ = accepting_stopped.await;
-            })
-            .await
+    let server = tokio::spawn({
+        let relay = relay.clone();
+        accept::serve(listener, http::router(app), waiting, move || relay.handshake_failed(), accepting_stopped)
     });
 
     let signal_name = shutdown_signal().await;
@@ -126,6 +122,18 @@ async fn serve(args: cli::Args, config: Config, auth: Option<(Verifier, bool)>) 
         info!("some connections did not finish closing in time; dropping them");
     }
     ExitCode::SUCCESS
+}
+
+/// Connections the kernel may hold for `accept` at once. The default of 128 lets a burst of
+/// clients (or an attacker's sockets) overflow it, and the kernel then drops handshakes
+/// it already answered; the kernel caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn shutdown_signal() -> &'static str {
