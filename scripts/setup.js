@@ -51,6 +51,19 @@ function buildServer() {
   run('npm', ['run', 'build:server']);
 }
 
+/**
+ * The addon built with the `test-panic` feature (debug, sharing `target/` with the Rust
+ * tests), for the test that a panic reaches JavaScript as an Error. Never published.
+ */
+function buildTestAddon() {
+  const output = at('target', 'test-addon', 'switchyard.node');
+  if (mtime(output) >= rustSources('switchyard-core', 'switchyard-server', 'switchyard-node')) return;
+  run('cargo', ['build', '-p', 'switchyard-node', '--features', 'test-panic']);
+  const library = process.platform === 'darwin' ? 'libswitchyard_node.dylib' : process.platform === 'win32' ? 'switchyard_node.dll' : 'libswitchyard_node.so';
+  fs.mkdirSync(path.dirname(output), { recursive: true });
+  fs.copyFileSync(at('target', 'debug', library), output);
+}
+
 /** The wasm-bindgen version the client crate pins; the CLI must be the very same. */
 function wasmBindgenVersion() {
   const manifest = fs.readFileSync(at('crates', 'switchyard-client', 'Cargo.toml'), 'utf8');
@@ -113,5 +126,6 @@ installPackages();
 buildAddon();
 buildClient();
 if (purpose !== 'start') buildServer();
+if (purpose === 'test') buildTestAddon();
 if (purpose === 'test') buildNextExample();
 if (purpose === 'package') stagePlatformPackage();

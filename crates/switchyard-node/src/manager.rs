@@ -321,3 +321,13 @@ fn outgoing(env: &Env, message: Unknown) -> Result<Frame> {
         },
     }
 }
+
+#[cfg(feature = "test-panic")]
+#[napi]
+impl RelaySessionManager {
+    /// Panics inside the guard, as a bug in any method would. Only in test builds.
+    #[napi]
+    pub fn panic_for_tests(&self, message: String) -> Result<()> {
+        guard(|| panic!("{message}"))
+    }
+}
