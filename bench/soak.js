@@ -8,12 +8,21 @@
 // it, in order, unless it left itself. A client that leaves closes gracefully after its
 // last send, so its messages still count.
 //
+// Bad neighbours can be mixed in, and are left out of the loss count: `--slow N` clients
+// that upgrade and then never read (the server must close them, 1013, without holding
+// anyone up; each is replaced after 20 s), and `--garbage N` connections a second that
+// send a frame breaking RFC 6455 (closed with 1002) or text that is not JSON (answered
+// INVALID_MESSAGE). `--hogs N` runs CPU-bound processes beside it all.
+//
 // Options: --server binary|native|bridge (binary), --minutes N (10), --connections N
 // (2000), --per-session N (10), --rate N (messages per client per second, 1),
 // --churn N (clients replaced per second, 10), --warmup-seconds N (60, at most a fifth
-// of the run).
+// of the run), --slow N (0), --garbage N (0), --hogs N (0).
+const net = require('node:net');
+const { spawn } = require('node:child_process');
 const WebSocket = require('ws');
 const { relays, build, sleep, rssBytes, startRelay } = require('./processes');
+const { upgradeRequest, clientFrame } = require('../__test__/helpers');
 
 const option = (name, fallback) => {
   const at = process.argv.indexOf(`--${name}`);
@@ -30,12 +39,61 @@ const perSession = option('per-session', 10);
 const ratePerClient = option('rate', 1);
 const churnPerSecond = option('churn', 10);
 const warmupMs = Math.min(option('warmup-seconds', 60) * 1000, durationMs / 5);
+const slowCount = option('slow', 0);
+const garbagePerSecond = option('garbage', 0);
+const hogCount = option('hogs', 0);
+const SLOW_LIFETIME_MS = 20_000;
 const RSS_TOLERANCE = 0.1;
 const DRAIN_MS = 3000;
 const SAMPLE_EVERY_MS = 30_000;
 const PADDING = 'x'.repeat(64);
 
 const totals = { sent: 0, delivered: 0, lost: 0, duplicated: 0, joins: 0, leaves: 0, refused: 0, closedByServer: 0 };
+const neighbours = { slowOpened: 0, garbageSent: 0, garbageAnswered: 0 };
+
+/** A raw connection to `path` that has upgraded: resolves once the 101 arrived. */
+function rawUpgraded(port, path) {
+  const socket = net.connect(port, '127.0.0.1');
+  socket.on('error', () => {});
+  socket.write(upgradeRequest(path));
+  return new Promise((resolve) => {
+    let head = '';
+    const onData = (chunk) => {
+      head += chunk.toString('latin1');
+      if (!head.includes('\r\n\r\n')) return;
+      socket.off('data', onData);
+      resolve(socket);
+    };
+    socket.on('data', onData);
+    socket.on('close', () => resolve(socket));
+  });
+}
+
+/** A client that upgrades and then never reads again. */
+async function openSlowConsumer(port, path) {
+  const socket = await rawUpgraded(port, path);
+  socket.pause();
+  neighbours.slowOpened++;
+  return { socket, openedAt: performance.now() };
+}
+
+/** A connection that misbehaves once: a frame breaking RFC 6455, or text that is not JSON. */
+async function misbehave(port, path, kind) {
+  const socket = await rawUpgraded(port, path);
+  neighbours.garbageSent++;
+  socket.resume();
+  socket.on('data', () => {});
+  socket.write(kind === 'frame' ? clientFrame(1, '{"type":"bare"}', { mask: false }) : clientFrame(1, 'not json {'));
+  await new Promise((resolve) => {
+    socket.once('data', () => {
+      neighbours.garbageAnswered++;
+      resolve();
+    });
+    socket.once('close', resolve);
+    setTimeout(resolve, 2000);
+  });
+  socket.destroy();
+}
 const latencies = [];
 let nextClientNumber = 0;
 
@@ -130,6 +188,8 @@ class SoakClient {
 
 async function main() {
   build();
+  const hogs = Array.from({ length: hogCount }, () => spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' }));
+  process.on('exit', () => hogs.forEach((hog) => hog.kill('SIGKILL')));
   const running = await startRelay(relay);
   const base = `127.0.0.1:${running.port}`;
   const pid = running.child.pid;
@@ -148,7 +208,12 @@ async function main() {
   for (let i = 0; i < connections; i += 100) {
     await Promise.all(Array.from({ length: Math.min(100, connections - i) }, (_, k) => join(sessions[(i + k) % sessions.length])));
   }
-  console.error(`soak: ${connections} connections in ${sessions.length} sessions on the ${relay.label}; ${durationMs / 60_000} min at ${ratePerClient}/s each, ${churnPerSecond} replaced per second`);
+  const sessionPath = (session) => new URL(session.url).pathname;
+  const randomSession = () => sessions[Math.floor(Math.random() * sessions.length)];
+  const slow = await Promise.all(Array.from({ length: slowCount }, () => openSlowConsumer(running.port, sessionPath(randomSession()))));
+  console.error(
+    `soak: ${connections} connections in ${sessions.length} sessions on the ${relay.label}; ${durationMs / 60_000} min at ${ratePerClient}/s each, ${churnPerSecond} replaced per second; ${slowCount} slow consumers, ${garbagePerSecond} misbehaving connections a second, ${hogCount} CPU hogs`,
+  );
 
   const started = performance.now();
   const samples = [];
@@ -169,6 +234,19 @@ async function main() {
         pending.add(joined);
         joined.finally(() => pending.delete(joined));
       }
+      for (let i = 0; i < slow.length; i++) {
+        if (now - slow[i].openedAt < SLOW_LIFETIME_MS) continue;
+        slow[i].socket.destroy();
+        slow[i] = { socket: null, openedAt: now };
+        const replaced = openSlowConsumer(running.port, sessionPath(randomSession())).then((fresh) => (slow[i] = fresh));
+        pending.add(replaced);
+        replaced.finally(() => pending.delete(replaced));
+      }
+      for (let i = 0; i < garbagePerSecond; i++) {
+        const bad = misbehave(running.port, sessionPath(randomSession()), i % 2 === 0 ? 'frame' : 'text');
+        pending.add(bad);
+        bad.finally(() => pending.delete(bad));
+      }
       const elapsed = now - started;
       if (rssAfterWarmup === null && elapsed >= warmupMs) {
         await running.collectGarbage();
@@ -188,7 +266,10 @@ async function main() {
   await sleep(DRAIN_MS);
   for (const session of sessions) for (const client of session.members) totals.lost += client.missing();
   for (const session of sessions) for (const client of session.members) client.leave();
+  for (const consumer of slow) consumer.socket?.destroy();
+  const serverStats = relay.binary ? await (await fetch(`http://${base}/stats`)).json() : null;
   await running.stop();
+  hogs.forEach((hog) => hog.kill('SIGKILL'));
 
   latencies.sort((a, b) => a - b);
   const growth = rssAtEnd / rssAfterWarmup - 1;
@@ -199,6 +280,8 @@ async function main() {
     minutes: durationMs / 60_000,
     connections,
     ...totals,
+    neighbours: { ...neighbours, slowConsumerCloses: serverStats?.slowConsumerCloses, invalid: serverStats?.messages.invalid },
+    hogs: hogCount,
     latencyMs: { p50: latencies[Math.floor(latencies.length * 0.5)], p99: latencies[Math.floor(latencies.length * 0.99)] },
     rssMiB: { afterWarmup: +(rssAfterWarmup / 2 ** 20).toFixed(1), atEnd: +(rssAtEnd / 2 ** 20).toFixed(1), growthPercent: +(growth * 100).toFixed(1) },
     samples,
