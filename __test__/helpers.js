@@ -304,13 +304,23 @@ async function floodBesideSlowReader({ sender, fast, count = 20_000, window = 20
     received += 1;
     if (caughtUp && received >= caughtUp.at) caughtUp.resolve();
   });
+  let sent = 0;
   const progress = (at) =>
     new Promise((resolve, reject) => {
+      // The watchdog runs on this thread too: how late its own ticks come says whether the
+      // wait was this process's (its event loop held up) or the server's.
+      let lastTick = performance.now();
+      let latestTick = 0;
       const watchdog = setInterval(() => {
-        const waited = performance.now() - lastArrival;
+        const now = performance.now();
+        latestTick = Math.max(latestTick, now - lastTick);
+        lastTick = now;
+        const waited = now - lastArrival;
         if (waited > maxGapMs) {
           clearInterval(watchdog);
-          reject(new Error(`the fast client waited ${Math.round(waited)} ms for a message, at ${received} of ${count}`));
+          const closed = fast.closeEvent ? `, the fast client closed with ${JSON.stringify(fast.closeEvent)}` : '';
+          const state = `sent ${sent}, the sender's socket holding ${sender.ws.bufferedAmount} bytes${closed}; this event loop's longest tick ${Math.round(latestTick)} ms`;
+          reject(new Error(`the fast client waited ${Math.round(waited)} ms for a message, at ${received} of ${count}; ${state}`));
         }
       }, 50);
       caughtUp = { at, resolve: () => { clearInterval(watchdog); caughtUp = null; resolve(); } };
@@ -319,6 +329,7 @@ async function floodBesideSlowReader({ sender, fast, count = 20_000, window = 20
   lastArrival = performance.now();
   for (let i = 0; i < count; i++) {
     sender.send(`{"type":"flood","i":${i},"pad":"${filler}"}`);
+    sent = i + 1;
     if (i + 1 - received > window) await progress(i + 1 - window / 2);
   }
   await progress(count);

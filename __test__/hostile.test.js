@@ -146,6 +146,24 @@ for (const kind of Object.keys(targets)) {
       assert.equal(pair.b.inbox.filter((m) => m.json?.type === 'bare').length, 0, 'the unmasked message was not relayed');
     });
 
+    it('echoes every registered close code, 1012 to 1014 and 3000 to 4999 among them, and refuses 1005 and 1015', async () => {
+      const pair = await withPair(kind);
+      const codeFrame = (code) => { const payload = Buffer.alloc(2); payload.writeUInt16BE(code); return clientFrame(8, payload); };
+      for (const code of [1000, 1012, 1013, 1014, 3000, 4999]) {
+        const raw = await upgraded(pair.target.port, pair.target.path(pair.sessionId));
+        raw.write(codeFrame(code));
+        assert.equal((await raw.closeFrame()).code, code, `${code} is echoed`);
+        await raw.ended;
+      }
+      for (const code of [1005, 1015]) {
+        const raw = await upgraded(pair.target.port, pair.target.path(pair.sessionId));
+        raw.write(codeFrame(code));
+        assert.deepEqual([(await raw.closeFrame()).code, (await raw.closeFrame()).reason], [1002, 'Invalid close code'], `${code} is refused`);
+        await raw.ended;
+      }
+      await pair.stillRelaying();
+    });
+
     it('closes with 1007 on invalid UTF-8 in a text frame, relaying none of it', async () => {
       const pair = await withPair(kind);
       const raw = await upgraded(pair.target.port, pair.target.path(pair.sessionId));

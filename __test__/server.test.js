@@ -355,7 +355,10 @@ describe('switchyard binary: bounds', () => {
     slow.socket.pause();
     const { received, longestGap } = await floodBesideSlowReader({ sender, fast });
     assert.equal(received, 20_000, `every message reached the fast client; its longest wait was ${Math.round(longestGap)} ms`);
-    await eventually(async () => assert.equal((await fetchJson(`${server.base}/stats`)).body.slowConsumerCloses, 1));
+    await eventually(async () => {
+      sender.send('{"type":"nudge"}');
+      assert.equal((await fetchJson(`${server.base}/stats`)).body.slowConsumerCloses, 1);
+    }, 10_000);
     slow.socket.destroy();
     await Promise.all([sender.close(), fast.close()]);
   });

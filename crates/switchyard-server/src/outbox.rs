@@ -1,9 +1,16 @@
 //! The native transport's [`Outbox`]: a bounded queue the relay pushes into from any
 //! thread, drained by the connection's task.
+//!
+//! It is full when its client is slow, not when our own writer is late: past the bound,
+//! a frame is still queued (up to twice the bound) as long as the socket took something
+//! within [`STALL_GRACE`]. On a busy machine the writer thread can be descheduled between
+//! a write and its accounting, or behind others, for milliseconds, and a client reading at
+//! full speed must not be closed as a slow consumer for it.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::Waker;
+use std::time::{Duration, Instant};
 
 use atomic_waker::AtomicWaker;
 use parking_lot::Mutex;
@@ -17,6 +24,10 @@ struct Queue {
     closed: bool,
 }
 
+/// How long the socket may take nothing while the outbox is past its bound before the
+/// client counts as slow.
+pub const STALL_GRACE: Duration = Duration::from_secs(1);
+
 pub struct NativeOutbox {
     queue: Mutex<Queue>,
     /// Bytes pushed and not yet written to the socket, the writer's own backlog included,
@@ -24,11 +35,36 @@ pub struct NativeOutbox {
     unsent: AtomicUsize,
     capacity: usize,
     waker: AtomicWaker,
+    created: Instant,
+    /// When the socket last took bytes (or the outbox was made), in ms since `created`.
+    last_progress_ms: AtomicU64,
 }
 
 impl NativeOutbox {
     pub fn new(capacity: usize) -> Self {
-        Self { queue: Mutex::default(), unsent: AtomicUsize::new(0), capacity, waker: AtomicWaker::new() }
+        Self {
+            queue: Mutex::default(),
+            unsent: AtomicUsize::new(0),
+            capacity,
+            waker: AtomicWaker::new(),
+            created: Instant::now(),
+            last_progress_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.created.elapsed().as_millis() as u64
+    }
+
+    /// Whether `len` more bytes must be refused: past the bound when the socket has taken
+    /// nothing for [`STALL_GRACE`], and past twice the bound in any case.
+    fn refuses(&self, held: usize, len: usize) -> bool {
+        // One frame larger than the bound still goes out when nothing else waits.
+        if held == 0 || held + len <= self.capacity {
+            return false;
+        }
+        let stalled = self.elapsed_ms().saturating_sub(self.last_progress_ms.load(Ordering::Relaxed)) >= STALL_GRACE.as_millis() as u64;
+        stalled || held + len > self.capacity.saturating_mul(2)
     }
 
     /// The connection task's waker, woken when there is something to write.
@@ -60,6 +96,7 @@ impl NativeOutbox {
     /// The writer wrote these payload bytes to the socket.
     pub fn sent(&self, bytes: usize) {
         self.unsent.fetch_sub(bytes, Ordering::Relaxed);
+        self.last_progress_ms.store(self.elapsed_ms(), Ordering::Relaxed);
     }
 }
 
@@ -71,9 +108,7 @@ impl Outbox for NativeOutbox {
             if queue.closed || queue.close.is_some() {
                 return Pushed::Closed;
             }
-            let held = self.unsent.load(Ordering::Relaxed);
-            // One frame larger than the bound still goes out when nothing else waits.
-            if held > 0 && held + len > self.capacity {
+            if self.refuses(self.unsent.load(Ordering::Relaxed), len) {
                 return Pushed::Full;
             }
             self.unsent.fetch_add(len, Ordering::Relaxed);
@@ -103,8 +138,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn is_bounded_by_unsent_bytes() {
+    fn a_stalled_socket_is_bounded_by_unsent_bytes() {
         let outbox = NativeOutbox::new(10);
+        std::thread::sleep(STALL_GRACE);
         assert_eq!(outbox.push(Frame::binary(vec![0; 6])), Pushed::Queued);
         assert_eq!(outbox.push(Frame::binary(vec![0; 6])), Pushed::Full);
         let mut taken = Vec::new();
@@ -112,6 +148,15 @@ mod tests {
         assert_eq!(outbox.push(Frame::binary(vec![0; 6])), Pushed::Full, "taken but unsent still counts");
         outbox.sent(6);
         assert_eq!(outbox.push(Frame::binary(vec![0; 6])), Pushed::Queued);
+    }
+
+    #[test]
+    fn a_socket_that_took_something_lately_may_hold_twice_the_bound() {
+        let outbox = NativeOutbox::new(10);
+        for _ in 0..3 {
+            assert_eq!(outbox.push(Frame::binary(vec![0; 6])), Pushed::Queued, "a late writer is not a slow client");
+        }
+        assert_eq!(outbox.push(Frame::binary(vec![0; 6])), Pushed::Full, "past twice the bound");
     }
 
     #[test]
