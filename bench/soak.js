@@ -9,8 +9,9 @@
 // last send, so its messages still count.
 //
 // Bad neighbours can be mixed in, and are left out of the loss count: `--slow N` clients
-// that upgrade and then never read (the server must close them, 1013, without holding
-// anyone up; each is replaced after 20 s), and `--garbage N` connections a second that
+// that upgrade and then never read (answering no ping, the server closes them at its
+// heartbeat timeout, or with 1013 once their queue is full, without holding anyone up;
+// each is replaced after 90 s), and `--garbage N` connections a second that
 // send a frame breaking RFC 6455 (closed with 1002) or text that is not JSON (answered
 // INVALID_MESSAGE). `--hogs N` runs CPU-bound processes beside it all.
 //
@@ -42,7 +43,7 @@ const warmupMs = Math.min(option('warmup-seconds', 60) * 1000, durationMs / 5);
 const slowCount = option('slow', 0);
 const garbagePerSecond = option('garbage', 0);
 const hogCount = option('hogs', 0);
-const SLOW_LIFETIME_MS = 20_000;
+const SLOW_LIFETIME_MS = 90_000;
 const RSS_TOLERANCE = 0.1;
 const DRAIN_MS = 3000;
 const SAMPLE_EVERY_MS = 30_000;
