@@ -197,8 +197,9 @@ pub struct Relay {
     /// No connection is judged silent before this: after the relay itself stood still,
     /// what its clients sent meanwhile must be read first.
     judge_silence_after: AtomicU64,
-    /// Sessions whose forwarded `request_control` waits for an answer, with its deadline.
-    transfers: Mutex<Vec<(SessionId, Millis)>>,
+    /// Sessions whose forwarded `request_control` waits for an answer, with its deadline:
+    /// one entry a session, so spamming requests grows nothing.
+    transfers: DashMap<SessionId, Millis>,
 }
 
 impl Relay {
@@ -225,7 +226,7 @@ impl Relay {
             next_heartbeat: AtomicU64::new(0),
             last_tick: AtomicU64::new(0),
             judge_silence_after: AtomicU64::new(0),
-            transfers: Mutex::default(),
+            transfers: DashMap::new(),
         }
     }
 
@@ -826,7 +827,7 @@ impl Relay {
                 let timeout = self.config.control_request_timeout_ms;
                 let sends = control.request(sender.id, frame, *conflict_resolution, timeout, &*members, now);
                 if let Some(transfer) = control.transfer.filter(|t| t.requester == sender.id) {
-                    self.transfers.lock().push((session_id.clone(), transfer.deadline));
+                    self.transfers.insert(session_id.clone(), transfer.deadline);
                 }
                 sends
             }
@@ -1089,14 +1090,10 @@ impl Relay {
 
     /// Declines the forwarded control requests nobody answered in time.
     fn expire_transfers(&self, now: Millis) {
-        let due: Vec<SessionId> = {
-            let mut transfers = self.transfers.lock();
-            let (due, waiting): (Vec<_>, Vec<_>) = transfers.drain(..).partition(|(_, deadline)| *deadline <= now);
-            *transfers = waiting;
-            due.into_iter().map(|(id, _)| id).collect()
-        };
+        let due: Vec<SessionId> = self.transfers.iter().filter(|entry| *entry.value() <= now).map(|entry| entry.key().clone()).collect();
         let mut slow = SlowConsumers::new();
         for id in due {
+            self.transfers.remove_if(&id, |_, deadline| *deadline <= now);
             if let Some(mut session) = self.sessions.get_mut(&id) {
                 let Session { control, members, .. } = &mut *session;
                 let sends = control.expire(now);
