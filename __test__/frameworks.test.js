@@ -1,6 +1,9 @@
 // __test__/frameworks.test.js: the examples for Express, Fastify and Next.js, over real sockets.
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
+const { execFile } = require('node:child_process');
+const net = require('node:net');
+const path = require('node:path');
 const { TestClient, joinedClient, assertQuiet, postJson } = require('./helpers');
 
 const frameworks = {
@@ -111,3 +114,23 @@ for (const [name, example] of Object.entries(frameworks)) {
     });
   });
 }
+
+describe('npm start', () => {
+  it('says what to do when its port is taken, instead of a stack trace', async () => {
+    const taken = net.createServer();
+    await new Promise((resolve) => taken.listen(0, resolve));
+    const port = taken.address().port;
+    try {
+      const script = path.join(__dirname, '..', 'examples', 'express', 'server.js');
+      const { code, stderr } = await new Promise((resolve) =>
+        execFile(process.execPath, [script], { env: { ...process.env, PORT: String(port) }, timeout: 30_000 }, (err, _stdout, stderr) =>
+          resolve({ code: err?.code, stderr }),
+        ),
+      );
+      assert.equal(code, 1);
+      assert.equal(stderr.trim(), `Port ${port} is in use. Stop what listens there, or pick another port: PORT=3001 npm start`);
+    } finally {
+      taken.close();
+    }
+  });
+});

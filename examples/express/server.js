@@ -49,7 +49,11 @@ async function start({ port = 3000, host, config } = {}) {
   });
 
   sessionManager.start();
-  await new Promise((resolve) => server.listen(port, host, resolve));
+  // ws re-emits the server's errors (a port in use among them) on itself.
+  await new Promise((resolve, reject) => {
+    wss.once('error', reject);
+    server.listen(port, host, resolve);
+  });
   return {
     url: `http://localhost:${server.address().port}`,
     sessionManager,
@@ -64,12 +68,17 @@ async function start({ port = 3000, host, config } = {}) {
 module.exports = { start };
 
 if (require.main === module) {
-  start({ port: Number(process.env.PORT) || 3000 }).then(({ url, close }) => {
+  const port = Number(process.env.PORT) || 3000;
+  start({ port }).then(({ url, close }) => {
     console.log(`Switchyard relay (Express example) listening on ${url}`);
     console.log(`Open ${url} in two browser windows: what one sends, the other receives; open two cases to see the warning.`);
     console.log(`Or create a session with curl -X POST ${url}/api/sessions and connect two WebSocket clients to its wsUrl.`);
     const shutdown = () => close().then(() => process.exit(0));
     process.once('SIGINT', shutdown);
     process.once('SIGTERM', shutdown);
+  }, (err) => {
+    if (err.code === 'EADDRINUSE') console.error(`Port ${port} is in use. Stop what listens there, or pick another port: PORT=3001 npm start`);
+    else console.error(err);
+    process.exit(1);
   });
 }
