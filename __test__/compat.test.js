@@ -324,7 +324,7 @@ describe('the original manager API', () => {
     assert.equal(manager.getSession('after-stop').clientCount, 0);
   });
 
-  it('serves the original server code: ws, a ?session= query, and ids with any URL character', async () => {
+  it('serves the original server code: ws, a ?session= query, and an id with a colon and a dot', async () => {
     const manager = new RelaySessionManager();
     const httpServer = http.createServer();
     const wss = new WebSocketServer({ server: httpServer });
@@ -351,7 +351,7 @@ describe('the original manager API', () => {
 
   it('joins a session whose id needs escaping through the native path', async () => {
     const s = await server();
-    const { sessionId } = s.manager.createSession({ sessionId: 'caf\u00e9:step 1'.replace(' ', '-') });
+    const { sessionId } = s.manager.createSession({ sessionId: 'caf\u00e9:step-1' });
     const peer = await OriginalPeer.join(s.native(encodeURIComponent(sessionId)));
     assert.equal(peer.welcome.sessionId, sessionId);
   });

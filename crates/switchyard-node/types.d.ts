@@ -38,7 +38,10 @@ export interface RelaySessionManagerConfig {
   cleanupIntervalMs?: number
   /** A larger message closes its connection with 1009 "Message too large". Default 1 MiB. */
   maxMessageBytes?: number
-  /** Bound of each connection's outgoing queue. Default 1 MiB. */
+  /**
+   * Bound of each connection's outgoing queue. Default 1 MiB. Natively a queue past it
+   * is full only once its socket has taken nothing for a second, or at twice the bound.
+   */
   maxQueuedBytes?: number
   /** What happens when that queue is full. Default `'close'`. */
   slowConsumer?: SlowConsumerPolicy

@@ -99,7 +99,15 @@ pub struct Args {
 
     /// Control roles: one active member per session; state_update only from it. On by
     /// default, as in the original RelaySessionManager.
-    #[arg(long, env = "ENABLE_ROLE_MANAGEMENT", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    #[arg(
+        long,
+        env = "ENABLE_ROLE_MANAGEMENT",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
     pub enable_role_management: bool,
 
     /// With role management, what request_control does while another member is active;
