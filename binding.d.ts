@@ -289,6 +289,12 @@ export declare class RelaySessionManager<MetaData = any> {
    */
   attach(server: HttpServer, options?: AttachOptions): void
   getStats(): RelayStats
+  /**
+   * The relay's Prometheus metrics in the text exposition format (serve them with
+   * content type `text/plain; version=0.0.4`): connections by transport, closes by
+   * transport and code, histograms of relay latency and message size, process metrics.
+   */
+  metrics(): string
   /** Connections by how they answer pings: `getStats().health`. */
   checkConnectionHealth(): HealthStats
   /**
@@ -421,6 +427,20 @@ export interface IdentityData {
   metadata?: JsonValue
 }
 
+/**
+ * Relay latency, from the histogram `/metrics` exports: for each write to a socket, how
+ * long its oldest message had waited since it was routed. Each figure is the upper
+ * bound of its histogram bucket (50 µs to 2.5 s), so never below the true value.
+ */
+export interface LatencyStats {
+  /** Writes measured since start. */
+  samples: number
+  /** Absent before any sample, or when above 2.5 s. */
+  p50Ms?: number
+  p90Ms?: number
+  p99Ms?: number
+}
+
 export interface MessageStats {
   /** Frames received from clients. */
   received: number
@@ -463,6 +483,10 @@ export interface RelayStats {
   rateLimited: number
   /** Frames received by size: `<=128`, `<=1024`, `<=16384`, `<=131072`, `<=1048576`, `>1048576` bytes. */
   frames: Record<string, number>
+  /** How long relayed messages waited between being routed and being written. */
+  relayLatency: LatencyStats
+  /** Open connections by transport. */
+  connectionsByTransport: TransportCounts
   health: HealthStats
   compression: CompressionStats
   config: ResolvedConfig
@@ -541,4 +565,11 @@ export interface SessionData<MetaData = any> {
 /** The payload of `sessionDeleted` and `sessionExpired` events. */
 export interface SessionEndedEvent {
   sessionId: string
+}
+
+export interface TransportCounts {
+  /** `attach()` connections, whose sockets Rust owns. */
+  native: number
+  /** `handleUpgrade()` connections, written through `ws`. */
+  bridge: number
 }

@@ -237,23 +237,208 @@ function defineBrowserTests() {
     });
 
     it('runs the npm start demo: two windows relay messages and see the case warning', async () => {
+      // Generous: the suite must pass on a loaded 2-core machine.
+      const patient = { timeout: 20000 };
       const demo = await express.start({ port: 0, host: '127.0.0.1' });
       cleanups.push(() => demo.close());
-      const first = await page(`http://127.0.0.1:${new URL(demo.url).port}/`);
-      await first.waitForFunction(() => window.switchyardDemo && location.search.includes('session='));
-      const second = await page(first.url());
-      for (const p of [first, second]) await p.waitForFunction(() => window.switchyardDemo.relay.status === 'open');
+      const home = `http://127.0.0.1:${new URL(demo.url).port}/`;
+      const relayOpen = (p) => p.waitForFunction(() => window.switchyardDemo?.relay.status === 'open', null, patient);
+      /** Waits for a log line of this kind, from this window, with this text. */
+      const logLine = (p, line) =>
+        p.waitForFunction(
+          ({ kind, who, text }) =>
+            [...document.querySelectorAll('#log [data-kind]')].some(
+              (l) => l.dataset.kind === kind && l.dataset.who === who && (!text || l.textContent.endsWith(text)),
+            ),
+          line,
+          patient,
+        );
+      const caseOpen = (p, caseId) => p.waitForFunction((caseId) => document.querySelector('#case-status').textContent === `This window shows ${caseId}.`, caseId, patient);
+      const warning = (p) => p.evaluate(() => ({
+        state: document.querySelector('#warning').dataset.state,
+        text: document.querySelector('#warning-text').textContent,
+        detail: document.querySelector('#warning-detail').textContent,
+      }));
+
+      // A newcomer opens / : the page creates a session and offers its link.
+      const first = await page(home);
+      const share = first.locator('#share-link');
+      await share.waitFor({ state: 'visible', ...patient });
+      await relayOpen(first);
+      const { sessionId, name: firstName } = await first.evaluate(() => ({ sessionId: window.switchyardDemo.sessionId, name: window.switchyardDemo.name }));
+      assert.equal(await share.getAttribute('target'), '_blank');
+      const href = await share.getAttribute('href');
+      assert.equal(href, `${home}?session=${sessionId}`);
+      assert.equal(await first.inputValue('#share-url'), href);
+      await first.click('#copy');
+      await first.waitForFunction(() => /Copied|Ctrl\+C/.test(document.querySelector('#copied').textContent), null, patient);
+
+      // The second window comes from that link: one session, one name per window.
+      const second = await page(href);
+      await relayOpen(second);
+      const secondName = await second.evaluate(() => window.switchyardDemo.name);
+      assert.match(firstName, /^Window-\w{4}$/);
+      assert.match(secondName, /^Window-\w{4}$/);
+      assert.notEqual(firstName, secondName);
+      assert.equal(await first.textContent('#me'), firstName);
+      assert.equal(await second.textContent('#me'), secondName);
+      await logLine(first, { kind: 'join', who: secondName });
+      await logLine(second, { kind: 'join', who: firstName });
+      await first.waitForFunction((n) => document.querySelector('#peer-status').textContent === `${n} is in this session with you.`, secondName, patient);
+
+      // Messages carry the name the join line showed, both ways.
       await first.fill('#text', 'hello from the first window');
-      await first.click('#send-form button');
-      await second.waitForFunction(() => document.querySelector('#log').textContent.includes('hello from the first window'));
+      await first.press('#text', 'Enter');
+      await logLine(second, { kind: 'chat', who: firstName, text: ': hello from the first window' });
+      await second.fill('#text', 'hello back');
+      await second.click('#send-form button');
+      await logLine(first, { kind: 'chat', who: secondName, text: ': hello back' });
+      for (const p of [first, second]) assert.doesNotMatch(await p.textContent('#log'), /\bc_\w+/, 'no connectionId stands in for a name');
+
+      // Case awareness: one person per demo session, the same explanation in both windows.
+      const userId = `demo-user-${sessionId.slice(0, 6)}`;
+      for (const p of [first, second]) assert.equal(await p.textContent('#user'), userId);
       await first.click('[data-case="CASE-001"]');
-      await first.waitForFunction(() => document.querySelector('#focus-status').textContent === 'CASE-001 open');
+      await caseOpen(first, 'CASE-001');
       await second.click('[data-case="CASE-002"]');
+      await caseOpen(second, 'CASE-002');
+      const explained = `Warning: ${userId} has 2 cases open at once: CASE-001 in ${firstName}, CASE-002 in ${secondName}. Close one, or open the same case in every window.`;
       for (const p of [first, second]) {
-        await p.waitForFunction(() => document.querySelector('#warning').className === 'on');
-        assert.match(await p.textContent("#warning"), /(Multiple cases are open in this session|Another case was opened in a different window): CASE-001, CASE-002/);
+        await p.waitForFunction((text) => document.querySelector('#warning-text').textContent === text, explained, patient);
       }
+      // The window that the switch contradicts also says which window switched.
+      await first.waitForFunction(
+        (text) => document.querySelector('#warning-detail').textContent === text,
+        `Another window, ${secondName}, switched to CASE-002 while this one shows CASE-001.`,
+        patient,
+      );
+      assert.deepEqual(await warning(second), { state: 'warning', text: explained, detail: '' });
+
+      // A window of another demo session is another person: no warning for it, nor from it.
+      const other = await page(home);
+      await relayOpen(other);
+      const otherUser = await other.textContent('#user');
+      assert.notEqual(otherUser, userId);
+      await other.click('[data-case="CASE-003"]');
+      await caseOpen(other, 'CASE-003');
+      // A second registration answered means any warning the first caused has arrived.
+      await other.click('[data-case="CASE-001"]');
+      await caseOpen(other, 'CASE-001');
+      assert.equal((await warning(other)).state, 'none');
+      for (const p of [first, second]) assert.equal((await warning(p)).text, explained);
+
+      // Screenshots of both windows (and the other session's), clearly more than a blank page.
+      const dir = path.join(__dirname, '..', 'target', 'screenshots');
+      fs.mkdirSync(dir, { recursive: true });
+      const blank = await (await page('about:blank')).screenshot();
+      for (const [file, p] of [['demo-first-window.png', first], ['demo-second-window.png', second], ['demo-other-session.png', other]]) {
+        const shot = await p.screenshot({ path: path.join(dir, file), fullPage: true });
+        assert.ok(shot.length > 10 * blank.length, `${file}: ${shot.length} bytes, a blank page takes ${blank.length}`);
+      }
+
+      // Back to one case: both windows say so alike; then the second window leaves, by its name.
+      await second.click('[data-case="CASE-001"]');
+      for (const p of [first, second]) {
+        await p.waitForFunction(() => document.querySelector('#warning').dataset.state === 'cleared', null, patient);
+        assert.deepEqual(await warning(p), { state: 'cleared', text: 'One case open (CASE-001): no warning.', detail: '' });
+      }
+      await second.close();
+      await logLine(first, { kind: 'leave', who: secondName });
       assert.deepEqual(consoleErrors, []);
+    });
+  });
+
+  describe('the admin view', () => {
+    /**
+     * Dark pixels in a screenshot, counted by decoding it in the page: text and figures
+     * drawn, not a blank or an error page.
+     */
+    async function inkIn(shot, onPage) {
+      return onPage.evaluate(async (base64) => {
+        const image = new Image();
+        image.src = `data:image/png;base64,${base64}`;
+        await image.decode();
+        const canvas = Object.assign(document.createElement('canvas'), { width: image.width, height: image.height });
+        const context = canvas.getContext('2d');
+        context.drawImage(image, 0, 0);
+        const { data } = context.getImageData(0, 0, image.width, image.height);
+        let dark = 0;
+        for (let i = 0; i < data.length; i += 4) if (data[i] + data[i + 1] + data[i + 2] < 300) dark++;
+        return dark;
+      }, shot.toString('base64'));
+    }
+
+    const patient = { timeout: 20_000 };
+    const tile = (p, id) => p.textContent(`#${id}`);
+
+    /** Waits until the page shows these tile values, then saves and checks a screenshot. */
+    async function showsLive(p, expected, file) {
+      await p.waitForFunction((want) => Object.entries(want).every(([id, text]) => document.getElementById(id).textContent === text), expected, patient);
+      // Rates need two polls: wait for the second, which fills them in.
+      await p.waitForFunction(() => document.getElementById('received-rate').textContent !== '–', null, patient);
+      assert.match(await tile(p, 'status'), /^Live, updated/);
+      assert.notEqual(await tile(p, 'latency'), '– / –', 'relay latency is measured');
+      const dir = path.join(__dirname, '..', 'target', 'screenshots');
+      fs.mkdirSync(dir, { recursive: true });
+      const shot = await p.screenshot({ path: path.join(dir, file), fullPage: true });
+      const ink = await inkIn(shot, p);
+      assert.ok(ink > 5000, `${file} shows figures and text (${ink} dark pixels)`);
+    }
+
+    it('in the Express example: live sessions, connections by transport, channels, rates and latency', async () => {
+      const demo = await express.start({ port: 0, host: '127.0.0.1' });
+      cleanups.push(() => demo.close());
+      const base = `http://127.0.0.1:${new URL(demo.url).port}`;
+      const created = await (await fetch(`${base}/api/sessions`, { method: 'POST' })).json();
+      const { TestClient } = require('./helpers');
+      const a = new TestClient(created.wsUrl.replace('localhost', '127.0.0.1'));
+      const b = new TestClient(created.wsUrl.replace('localhost', '127.0.0.1'));
+      cleanups.push(() => Promise.all([a.close(), b.close()]));
+      await Promise.all([a.nextOfType('client_connected'), b.nextOfType('client_connected')]);
+      const watcher = new TestClient(`ws://127.0.0.1:${new URL(demo.url).port}/awareness`);
+      cleanups.push(() => watcher.close());
+      await watcher.opened;
+      watcher.send('{"type":"JOIN_CHANNEL","channel":"news"}');
+      await watcher.nextOfType('CHANNEL_JOINED');
+      for (let i = 0; i < 20; i++) a.send(JSON.stringify({ type: 'chat', n: i }));
+      await b.next((m) => m.json?.n === 19);
+
+      const admin = await page(`${base}/admin`);
+      assert.equal(new URL(admin.url()).pathname, '/admin/', 'redirected to the directory the page polls from');
+      await showsLive(admin, { sessions: '1', connections: '3', channels: '1', users: '0' }, 'admin-express.png');
+      assert.equal(await tile(admin, 'by-transport'), '(bridge 3)');
+      // Traffic while the page watches: the rates it computes between polls move.
+      const traffic = setInterval(() => a.send('{"type":"chat"}'), 20);
+      cleanups.push(() => clearInterval(traffic));
+      await admin.waitForFunction(() => Number(document.getElementById('received-rate').textContent) > 0, null, patient);
+      clearInterval(traffic);
+      assert.deepEqual(await admin.$$eval('#channel-list tr', (rows) => rows.map((r) => r.textContent)), ['news1']);
+      assert.deepEqual(consoleErrors, []);
+    });
+
+    it('in the switchyard binary, behind --admin-token: asks for the token, then shows the relay', async () => {
+      const { startBinary, stopBinaries } = require('./helpers');
+      const server = await startBinary({ env: { SWITCHYARD_ADMIN_TOKEN: 'adm1n' } });
+      cleanups.push(() => stopBinaries());
+      const created = await (await fetch(`${server.base}/v1/sessions`, { method: 'POST', headers: { authorization: 'Bearer adm1n' } })).json();
+      const { TestClient } = require('./helpers');
+      const a = new TestClient(`${server.ws}/session/${created.sessionId}`);
+      const b = new TestClient(`${server.ws}/session/${created.sessionId}`);
+      cleanups.push(() => Promise.all([a.close(), b.close()]));
+      await Promise.all([a.nextOfType('client_connected'), b.nextOfType('client_connected')]);
+      a.send('{"type":"chat"}');
+      await b.nextOfType('chat');
+
+      const admin = await page(`${server.base}/admin/`);
+      await admin.waitForSelector('#token-form.shown', patient);
+      assert.equal(await tile(admin, 'status'), 'Needs the admin token');
+      assert.equal(await tile(admin, 'sessions'), '–', 'nothing shown without the token');
+      await admin.fill('#token', 'adm1n');
+      await admin.click('#token-form button');
+      await showsLive(admin, { sessions: '1', connections: '2' }, 'admin-binary.png');
+      assert.equal(await tile(admin, 'by-transport'), '(native 2)');
+      const refused = `${server.base}/admin/: Failed to load resource: the server responded with a status of 401 (Unauthorized)`;
+      assert.deepEqual(consoleErrors.filter((e) => e !== refused), [], 'no errors but the first poll, refused without the token');
     });
   });
 }

@@ -25,6 +25,7 @@ const {
   stopBinaries,
   binaries,
   floodBesideSlowReader,
+  parsePrometheus,
 } = require('./helpers');
 
 const binary = locateBinary();
@@ -240,34 +241,25 @@ describe('switchyard binary: HTTP API', () => {
     const response = await fetch(`${server.base}/metrics`);
     assert.match(response.headers.get('content-type'), /^text\/plain; version=0\.0\.4/);
     const metrics = parsePrometheus(await response.text());
-    assert.deepEqual(metrics.switchyard_connections, { type: 'gauge', value: 2 });
+    assert.deepEqual(metrics['switchyard_connections{transport="native"}'], { type: 'gauge', value: 2 });
     assert.deepEqual(metrics.switchyard_messages_relayed_total, { type: 'counter', value: 1 });
     assert.deepEqual(metrics.switchyard_handshake_failures_total, { type: 'counter', value: 1 });
-    for (const name of ['sessions', 'messages_received_total', 'messages_dropped_total', 'bytes_received_total', 'bytes_sent_total', 'slow_consumer_closes_total']) {
+    assert.equal(metrics.switchyard_message_size_bytes_count.value, 1, 'the one message sent');
+    assert.equal(metrics['switchyard_message_size_bytes_bucket{le="128"}'].value, 1);
+    assert.equal(metrics.switchyard_message_size_bytes_sum.value, '{"type":"x"}'.length);
+    assert.ok(metrics.switchyard_relay_latency_seconds_count.value >= 1, 'the relayed message was measured');
+    assert.ok(metrics.process_resident_memory_bytes.value > 0, 'process metrics');
+    for (const name of ['sessions', 'messages_received_total', 'messages_dropped_total', 'bytes_received_total', 'bytes_sent_total', 'slow_consumer_closes_total', 'pending_handshakes']) {
       assert.ok(metrics[`switchyard_${name}`], `metric switchyard_${name}`);
     }
-    await Promise.all([a.close(), b.close()]);
+    a.ws.close(1000, 'done');
+    await a.closed;
+    const scrape = async () => parsePrometheus(await (await fetch(`${server.base}/metrics`)).text());
+    await eventually(async () => assert.equal((await scrape())['switchyard_connections_closed_total{transport="native",code="1000"}']?.value, 1, 'closes are counted by code'));
+    assert.equal((await scrape())['switchyard_connections{transport="native"}'].value, 1);
+    await b.close();
   });
 });
-
-/** Parses Prometheus text exposition, failing on any line that does not follow it. */
-function parsePrometheus(text) {
-  const metrics = {};
-  const types = {};
-  for (const line of text.split('\n').filter(Boolean)) {
-    let match;
-    if ((match = /^# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) .+$/.exec(line))) continue;
-    if ((match = /^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped)$/.exec(line))) {
-      types[match[1]] = match[2];
-      continue;
-    }
-    match = /^([a-zA-Z_:][a-zA-Z0-9_:]*) (-?[0-9.e+-]+|NaN|\+Inf|-Inf)$/.exec(line);
-    assert.ok(match, `not a Prometheus line: ${JSON.stringify(line)}`);
-    assert.ok(types[match[1]], `${match[1]} has a # TYPE line before it`);
-    metrics[match[1]] = { type: types[match[1]], value: Number(match[2]) };
-  }
-  return metrics;
-}
 
 /** A non-loopback IPv4 address of this machine, if it has one. */
 function externalAddress() {

@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-/// WebSocket close codes used by the relay (PROTOCOL.md, "Close codes").
+/// WebSocket close codes used by the relay (docs/protocol.md, "Close codes").
 pub mod close_code {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
@@ -93,7 +93,7 @@ impl Refusal {
     }
 }
 
-/// Codes of `error` messages sent to a client (PROTOCOL.md, "Errors"). The message
+/// Codes of `error` messages sent to a client (docs/protocol.md, "Errors"). The message
 /// is refused; the connection stays open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -132,7 +132,7 @@ impl ErrorCode {
     /// The message sent when nothing more specific is known.
     pub fn message(self) -> &'static str {
         match self {
-            ErrorCode::InvalidMessage => "Invalid message format",
+            ErrorCode::InvalidMessage => r#"Invalid message format: expected a JSON object with a string "type", such as {"type":"chat","text":"hello"}"#,
             ErrorCode::NoSession => "This connection is not in a session",
             ErrorCode::NotInChannel => "Join the channel before publishing to it",
             ErrorCode::ChannelForbidden => "This channel may not be joined",

@@ -1,4 +1,4 @@
-//! The messages the relay itself writes (PROTOCOL.md), each serialized once however many
+//! The messages the relay itself writes (docs/protocol.md), each serialized once however many
 //! connections receive it.
 
 use bytes::Bytes;
@@ -156,7 +156,7 @@ struct ErrorMessage<'a> {
     protocol_version: u32,
 }
 
-/// An `error` that every kind of client reads (PROTOCOL.md, "Errors"): the original
+/// An `error` that every kind of client reads (docs/protocol.md, "Errors"): the original
 /// relay client reads `data.message`, awareness clients `payload.code`, channel-manager
 /// clients `ERROR` with `data.message`.
 pub fn error(rejection: &Rejection, offending: Offending, now: Millis) -> Frame {

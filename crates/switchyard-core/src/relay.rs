@@ -340,6 +340,7 @@ impl Relay {
             upper_case: AtomicBool::new(false),
         };
         let info = connection.info(id);
+        let transport = outbox.transport();
         self.conns.insert(id, connection);
 
         let mut slow = SlowConsumers::new();
@@ -352,6 +353,7 @@ impl Relay {
                 return Err(refusal);
             }
         }
+        self.counters.opened(transport);
         self.events.emit(Event::Connected(info));
         self.close_slow_consumers(slow, now);
         Ok(id)
@@ -408,7 +410,7 @@ impl Relay {
     pub fn receive(&self, from: ConnId, frame: Frame, now: Millis) {
         Counters::add(&self.counters.messages_received, 1);
         Counters::add(&self.counters.bytes_received, frame.len() as u64);
-        self.counters.frame_received(frame.len() as u64);
+        self.counters.frame_sizes.record(frame.len() as u64);
         if frame.len() > self.config.max_message_bytes {
             self.disconnect(from, close_code::TOO_LARGE, "Message too large", now);
             return;
@@ -721,7 +723,7 @@ impl Relay {
         true
     }
 
-    /// `register`, `deregister`, `heartbeat` and `focus` (PROTOCOL.md, "Awareness").
+    /// `register`, `deregister`, `heartbeat` and `focus` (docs/protocol.md, "Case awareness").
     fn awareness(&self, sender: &Sender, kind: &str, envelope: &Envelope, now: Millis, slow: &mut SlowConsumers) -> Outcome {
         let Some(payload) = envelope.payload.and_then(|raw| serde_json::from_str::<FocusPayload>(raw.get()).ok()) else {
             return Outcome::Rejected(Rejection::new(ErrorCode::InvalidMessage, "An awareness message needs a payload with userId and windowId"));
@@ -815,7 +817,7 @@ impl Relay {
         self.sessions.get(session_id).is_some_and(|s| s.control.active == Some(sender.id))
     }
 
-    /// A control-role message (PROTOCOL.md, "Control roles"), handled by the session's
+    /// A control-role message (docs/protocol.md, "Control roles"), handled by the session's
     /// [`Control`](crate::roles::Control).
     fn control(&self, sender: &Sender, kind: &str, envelope: &Envelope, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> Outcome {
         let Some(session_id) = &sender.session else { return Outcome::Rejected(ErrorCode::NoSession.into()) };
@@ -1010,6 +1012,7 @@ impl Relay {
     fn remove_connection(&self, id: ConnId, code: u16, reason: &str, close_outbox: bool, now: Millis) -> SlowConsumers {
         let mut slow = SlowConsumers::new();
         let Some((_, conn)) = self.conns.remove(&id) else { return slow };
+        self.counters.closed(conn.outbox.transport(), code);
         if close_outbox {
             conn.outbox.close(code, reason);
         }
@@ -1166,6 +1169,12 @@ impl Relay {
     /// A transport refused an upgrade request before any connection existed.
     pub fn handshake_failed(&self) {
         Counters::add(&self.counters.handshake_failures, 1);
+    }
+
+    /// A transport's writer took frames that had waited this long since the first of them
+    /// was routed to its connection: the relay latency in [`Stats::relay_latency`].
+    pub fn record_relay_latency(&self, waited: std::time::Duration) {
+        self.counters.relay_latency(waited);
     }
 
     pub fn stats(&self) -> Stats {

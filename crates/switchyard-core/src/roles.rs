@@ -1,6 +1,6 @@
 //! Control roles (`enableRoleManagement`): at most one member of a session is `active`;
 //! the others are `passive`. The rules are the original RelaySessionManager's, with its
-//! messages passed on as the clients sent them (PROTOCOL.md, "Control roles"):
+//! messages passed on as the clients sent them (docs/protocol.md, "Control roles"):
 //! `request_control` is granted by the server when nobody holds control, else forwarded
 //! to the active member or declined as the session's conflict resolution says;
 //! `accept_control` from the active member during a transfer swaps the roles;

@@ -1,8 +1,75 @@
 //! Counters kept by the relay, read by `getStats()`, `/stats` and `/metrics`.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-#[derive(Default)]
+use parking_lot::Mutex;
+
+use crate::outbox::Transport;
+
+/// Counts of values by bucket, and their sum, kept in atomics: recording never locks,
+/// so transports record on the relay path. A value goes in the first bucket whose upper
+/// bound holds it; one more bucket holds the values above the last bound.
+pub(crate) struct Histogram<const N: usize> {
+    bounds: &'static [u64; N],
+    counts: [AtomicU64; N],
+    above: AtomicU64,
+    sum: AtomicU64,
+}
+
+impl<const N: usize> Histogram<N> {
+    pub const fn new(bounds: &'static [u64; N]) -> Self {
+        Self { bounds, counts: [const { AtomicU64::new(0) }; N], above: AtomicU64::new(0), sum: AtomicU64::new(0) }
+    }
+
+    pub fn record(&self, value: u64) {
+        let bucket = self.bounds.iter().position(|&bound| value <= bound).map_or(&self.above, |i| &self.counts[i]);
+        bucket.fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(value, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> HistogramSnapshot {
+        let counts = self.counts.iter().chain([&self.above]).map(|c| c.load(Ordering::Relaxed)).collect();
+        HistogramSnapshot { bounds: self.bounds, counts, sum: self.sum.load(Ordering::Relaxed) }
+    }
+}
+
+/// A histogram's state: `counts` has one entry per bound, then the count above the last.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    pub bounds: &'static [u64],
+    pub counts: Vec<u64>,
+    pub sum: u64,
+}
+
+impl HistogramSnapshot {
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The upper bound of the bucket holding the `q` quantile (0 to 1): an estimate no
+    /// lower than the true value. `None` with no values, or when it is above every bound.
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        let rank = (q.clamp(0.0, 1.0) * self.count() as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        self.bounds.iter().zip(&self.counts).find_map(|(&bound, &n)| {
+            seen += n;
+            (seen >= rank).then_some(bound)
+        })
+    }
+}
+
+impl Default for HistogramSnapshot {
+    fn default() -> Self {
+        Self { bounds: &[], counts: vec![0], sum: 0 }
+    }
+}
+
+/// The upper bounds of the relay latency buckets, in microseconds: 50 µs to 2.5 s.
+pub const RELAY_LATENCY_MICROS: [u64; 15] =
+    [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000];
+
 pub(crate) struct Counters {
     pub messages_received: AtomicU64,
     pub messages_relayed: AtomicU64,
@@ -18,23 +85,60 @@ pub(crate) struct Counters {
     pub nacks: AtomicU64,
     pub forbidden: AtomicU64,
     pub rate_limited: AtomicU64,
-    /// Frames received, by size (see [`FRAME_SIZES`]).
-    pub frame_sizes: [AtomicU64; FRAME_SIZES.len() + 1],
+    /// Frames received, by size in bytes (see [`FRAME_SIZES`]).
+    pub frame_sizes: Histogram<{ FRAME_SIZES.len() }>,
+    /// How long relayed frames waited to be written (see [`crate::Relay::record_relay_latency`]).
+    pub relay_latency: Histogram<{ RELAY_LATENCY_MICROS.len() }>,
+    /// Connections let in, by transport (in [`Transport::ALL`]'s order).
+    pub opened: [AtomicU64; Transport::ALL.len()],
+    /// Connections ended, by transport and close code. Locked once per close, never on
+    /// the relay path.
+    pub closed: Mutex<BTreeMap<(Transport, u16), u64>>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            messages_received: AtomicU64::new(0),
+            messages_relayed: AtomicU64::new(0),
+            messages_invalid: AtomicU64::new(0),
+            messages_dropped: AtomicU64::new(0),
+            passive_updates_dropped: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            slow_consumer_closes: AtomicU64::new(0),
+            handshake_failures: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            acks: AtomicU64::new(0),
+            nacks: AtomicU64::new(0),
+            forbidden: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            frame_sizes: Histogram::new(&FRAME_SIZES),
+            relay_latency: Histogram::new(&RELAY_LATENCY_MICROS),
+            opened: [const { AtomicU64::new(0) }; Transport::ALL.len()],
+            closed: Mutex::default(),
+        }
+    }
 }
 
 /// The upper bounds of the frame size buckets; one more bucket holds larger frames.
 pub const FRAME_SIZES: [u64; 5] = [128, 1024, 16 * 1024, 128 * 1024, 1024 * 1024];
 
 impl Counters {
-    pub fn frame_received(&self, len: u64) {
-        let bucket = FRAME_SIZES.iter().position(|&bound| len <= bound).unwrap_or(FRAME_SIZES.len());
-        Self::add(&self.frame_sizes[bucket], 1);
-    }
-}
-
-impl Counters {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn opened(&self, transport: Transport) {
+        Self::add(&self.opened[transport as usize], 1);
+    }
+
+    pub fn closed(&self, transport: Transport, code: u16) {
+        *self.closed.lock().entry((transport, code)).or_default() += 1;
+    }
+
+    pub fn relay_latency(&self, waited: Duration) {
+        self.relay_latency.record(u64::try_from(waited.as_micros()).unwrap_or(u64::MAX));
     }
 }
 
@@ -70,8 +174,24 @@ pub struct Stats {
     pub forbidden: u64,
     /// Messages dropped for going over a rate limit.
     pub rate_limited: u64,
-    /// Frames received by size: up to 128 B, 1 KiB, 16 KiB, 128 KiB, 1 MiB, and larger.
-    pub frame_sizes: [u64; FRAME_SIZES.len() + 1],
+    /// Frames received by size in bytes: up to 128 B, 1 KiB, 16 KiB, 128 KiB, 1 MiB, and larger.
+    pub frame_sizes: HistogramSnapshot,
+    /// How long relayed frames waited to be written, in microseconds: per write, the
+    /// oldest frame's wait from being routed to its connection's writer taking it.
+    pub relay_latency: HistogramSnapshot,
+    /// Connections let in since start, by transport.
+    pub opened: Vec<(Transport, u64)>,
+    /// Connections ended since start, by transport and close code.
+    pub closed: Vec<(Transport, u16, u64)>,
+}
+
+impl Stats {
+    /// Connections of this transport open now: let in and not yet ended.
+    pub fn open_connections(&self, transport: Transport) -> u64 {
+        let opened: u64 = self.opened.iter().filter(|(t, _)| *t == transport).map(|(_, n)| n).sum();
+        let closed: u64 = self.closed.iter().filter(|(t, ..)| *t == transport).map(|(.., n)| n).sum();
+        opened.saturating_sub(closed)
+    }
 }
 
 /// Connections by how they answer pings.
@@ -100,7 +220,10 @@ impl Counters {
             nacks: get(&self.nacks),
             forbidden: get(&self.forbidden),
             rate_limited: get(&self.rate_limited),
-            frame_sizes: self.frame_sizes.each_ref().map(get),
+            frame_sizes: self.frame_sizes.snapshot(),
+            relay_latency: self.relay_latency.snapshot(),
+            opened: Transport::ALL.iter().map(|&t| (t, get(&self.opened[t as usize]))).collect(),
+            closed: self.closed.lock().iter().map(|(&(t, code), &n)| (t, code, n)).collect(),
             messages_received: get(&self.messages_received),
             messages_relayed: get(&self.messages_relayed),
             messages_invalid: get(&self.messages_invalid),
@@ -121,4 +244,25 @@ pub(crate) struct Sizes {
     pub channels: usize,
     pub users: usize,
     pub registrations: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_histogram_counts_by_bucket_and_estimates_quantiles_from_above() {
+        static BOUNDS: [u64; 3] = [10, 100, 1000];
+        let histogram = Histogram::new(&BOUNDS);
+        for value in [1, 10, 11, 50, 99, 5000] {
+            histogram.record(value);
+        }
+        let snapshot = histogram.snapshot();
+        assert_eq!(snapshot.counts, [2, 3, 0, 1]);
+        assert_eq!(snapshot.sum, 5171);
+        assert_eq!(snapshot.quantile(0.0), Some(10));
+        assert_eq!(snapshot.quantile(0.5), Some(100));
+        assert_eq!(snapshot.quantile(0.99), None, "above every bound");
+        assert_eq!(HistogramSnapshot::default().quantile(0.5), None);
+    }
 }

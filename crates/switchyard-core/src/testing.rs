@@ -52,6 +52,10 @@ impl RecordingOutbox {
 }
 
 impl Outbox for RecordingOutbox {
+    fn transport(&self) -> crate::Transport {
+        crate::Transport::Native
+    }
+
     fn push(&self, frame: Frame) -> Pushed {
         let mut state = self.state.lock();
         if state.closed.is_some() {

@@ -123,7 +123,7 @@ fn frames_are_counted_by_size() {
     for len in [10, 128, 129, 5000, 20_000, 200_000] {
         relay.receive(a, Frame::binary(vec![0; len]), T0);
     }
-    assert_eq!(relay.stats().frame_sizes, [2, 1, 1, 1, 1, 0]);
+    assert_eq!(relay.stats().frame_sizes.counts, [2, 1, 1, 1, 1, 0]);
 }
 
 #[test]

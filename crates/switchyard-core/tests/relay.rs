@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use switchyard_core::testing::{RecordingEvents, RecordingOutbox};
 use switchyard_core::{
-    Config, ConnId, Event, Frame, FrameKind, Identity, Refusal, Relay, Route, SessionError, SessionOptions,
+    Config, ConnId, ErrorCode, Event, Frame, FrameKind, Identity, Refusal, Relay, Route, SessionError, SessionOptions,
     SlowConsumerPolicy, Target,
 };
 
@@ -93,7 +93,7 @@ fn invalid_messages_get_an_error_and_the_connection_stays() {
     }
     let errors = a_out.take_texts();
     assert_eq!(errors.len(), 4);
-    let body = json!({"code":"INVALID_MESSAGE","message":"Invalid message format"});
+    let body = json!({"code":"INVALID_MESSAGE","message":ErrorCode::InvalidMessage.message()});
     for e in errors {
         // One frame every kind of client reads: the original relay client `data.message`,
         // awareness clients `payload.code`.

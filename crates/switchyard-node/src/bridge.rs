@@ -10,13 +10,14 @@
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use napi::bindgen_prelude::{
     BufferSlice, FnArgs, Function, FunctionRef, JsObjectValue, Object, ToNapiValue, Unknown,
 };
 use napi::{Env, JsValue, Result, ValueType};
 use parking_lot::Mutex;
-use switchyard_core::{ConnId, Frame, FrameKind, Outbox, Pushed, Refusal};
+use switchyard_core::{ConnId, Frame, FrameKind, Outbox, Pushed, Refusal, Transport};
 
 use crate::held::Held;
 use crate::pending::Pending;
@@ -27,6 +28,8 @@ const OPEN: u32 = 1;
 #[derive(Default)]
 struct Queue {
     frames: VecDeque<Frame>,
+    /// When the oldest of `frames` was queued: one clock read per flush, not per frame.
+    oldest: Option<Instant>,
     queued_bytes: usize,
     /// Bytes `ws` still held unwritten when last asked.
     backlog: usize,
@@ -75,8 +78,9 @@ impl BridgeOutbox {
         }
     }
 
-    /// Takes what is to be written: the frames, then a close if one was asked for.
-    fn take(&self) -> (VecDeque<Frame>, Option<(u16, String)>) {
+    /// Takes what is to be written: the frames, then a close if one was asked for, and how
+    /// long the oldest frame waited.
+    fn take(&self) -> (VecDeque<Frame>, Option<(u16, String)>, Option<Duration>) {
         let mut queue = self.queue.lock();
         queue.scheduled = false;
         queue.unchecked += queue.queued_bytes;
@@ -85,7 +89,8 @@ impl BridgeOutbox {
         if close.is_some() {
             queue.closed = true;
         }
-        (std::mem::take(&mut queue.frames), close)
+        let waited = queue.oldest.take().map(|oldest| oldest.elapsed());
+        (std::mem::take(&mut queue.frames), close, waited)
     }
 
     /// Whether to ask `ws` for its backlog now. Asking costs a call into JavaScript, so
@@ -103,6 +108,10 @@ impl BridgeOutbox {
 }
 
 impl Outbox for BridgeOutbox {
+    fn transport(&self) -> Transport {
+        Transport::Bridge
+    }
+
     fn push(&self, frame: Frame) -> Pushed {
         let mut queue = self.queue.lock();
         if queue.closed || queue.close.is_some() {
@@ -115,6 +124,7 @@ impl Outbox for BridgeOutbox {
         }
         queue.queued_bytes += frame.len();
         queue.frames.push_back(frame);
+        queue.oldest.get_or_insert_with(Instant::now);
         self.schedule(&mut queue);
         Pushed::Queued
     }
@@ -286,9 +296,9 @@ impl<'env> Flusher<'env> {
 
     /// Writes what the outbox holds, then the close it was asked for. A socket that
     /// throws (closed under us) loses those frames only; the `close` event that follows
-    /// removes it.
-    pub fn flush(&mut self, socket: &BridgeSocket) -> Result<()> {
-        let (frames, close) = socket.outbox.take();
+    /// removes it. Returns how long the oldest frame written had waited.
+    pub fn flush(&mut self, socket: &BridgeSocket) -> Result<Option<Duration>> {
+        let (frames, close, waited) = socket.outbox.take();
         let cork = socket.cork.as_ref().filter(|_| frames.len() > 1);
         if let Some((cork, _)) = cork {
             cork.borrow_back(self.env)?.call(())?;
@@ -317,6 +327,6 @@ impl<'env> Flusher<'env> {
             let backlog: f64 = object.get_named_property_unchecked("bufferedAmount").unwrap_or(0.0);
             socket.outbox.set_backlog(backlog as usize);
         }
-        Ok(())
+        Ok(waited)
     }
 }

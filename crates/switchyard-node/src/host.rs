@@ -104,7 +104,9 @@ impl Host {
             };
             let mut flusher = Flusher::new(env);
             for socket in &sockets {
-                flusher.flush(socket)?;
+                if let Some(waited) = flusher.flush(socket)? {
+                    self.relay.record_relay_latency(waited);
+                }
             }
             for event in events {
                 if let Event::Request { connection, request_id, payload } = event {

@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use napi::bindgen_prelude::{Either, Null, Undefined};
 use napi_derive::napi;
 use serde_json::Value;
-use switchyard_core::{Config, ConnectionInfo, Health, Identity, Millis, Rate, SessionInfo, Stats, FRAME_SIZES};
+use switchyard_core::{
+    Config, ConnectionInfo, Health, HistogramSnapshot, Identity, Millis, Rate, SessionInfo, Stats, Transport, FRAME_SIZES,
+};
 
 fn date(ms: Millis) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms as i64).unwrap_or_default()
@@ -296,9 +298,48 @@ pub struct RelayStats {
     pub rate_limited: i64,
     /// Frames received by size: `<=128`, `<=1024`, `<=16384`, `<=131072`, `<=1048576`, `>1048576` bytes.
     pub frames: HashMap<String, i64>,
+    /// How long relayed messages waited between being routed and being written.
+    pub relay_latency: LatencyStats,
+    /// Open connections by transport.
+    pub connections_by_transport: TransportCounts,
     pub health: HealthStats,
     pub compression: CompressionStats,
     pub config: ResolvedConfig,
+}
+
+/// Relay latency, from the histogram `/metrics` exports: for each write to a socket, how
+/// long its oldest message had waited since it was routed. Each figure is the upper
+/// bound of its histogram bucket (50 µs to 2.5 s), so never below the true value.
+#[napi(object)]
+pub struct LatencyStats {
+    /// Writes measured since start.
+    pub samples: i64,
+    /// Absent before any sample, or when above 2.5 s.
+    pub p50_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+impl From<&HistogramSnapshot> for LatencyStats {
+    fn from(latency: &HistogramSnapshot) -> Self {
+        let ms = |q| latency.quantile(q).map(|micros| micros as f64 / 1000.0);
+        Self { samples: latency.count() as i64, p50_ms: ms(0.5), p90_ms: ms(0.9), p99_ms: ms(0.99) }
+    }
+}
+
+#[napi(object)]
+pub struct TransportCounts {
+    /// `attach()` connections, whose sockets Rust owns.
+    pub native: u32,
+    /// `handleUpgrade()` connections, written through `ws`.
+    pub bridge: u32,
+}
+
+impl From<&Stats> for TransportCounts {
+    fn from(stats: &Stats) -> Self {
+        let open = |transport| stats.open_connections(transport) as u32;
+        Self { native: open(Transport::Native), bridge: open(Transport::Bridge) }
+    }
 }
 
 /// What `getStats()` gathers beyond the relay's counters.
@@ -411,8 +452,10 @@ impl RelayStats {
                 .iter()
                 .map(|bound| format!("<={bound}"))
                 .chain([format!(">{}", FRAME_SIZES[FRAME_SIZES.len() - 1])])
-                .zip(stats.frame_sizes.iter().map(|&n| n as i64))
+                .zip(stats.frame_sizes.counts.iter().map(|&n| n as i64))
                 .collect(),
+            relay_latency: LatencyStats::from(&stats.relay_latency),
+            connections_by_transport: TransportCounts::from(&stats),
             health: extra.health,
             compression: extra.compression,
             users: stats.users as u32,

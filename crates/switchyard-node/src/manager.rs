@@ -183,6 +183,14 @@ impl RelaySessionManager {
         })
     }
 
+    /// The relay's Prometheus metrics in the text exposition format (serve them with
+    /// content type `text/plain; version=0.0.4`): connections by transport, closes by
+    /// transport and code, histograms of relay latency and message size, process metrics.
+    #[napi]
+    pub fn metrics(&self) -> Result<String> {
+        guard(|| Ok(switchyard_server::metrics::render(&self.host.relay, self.host.relay.health(now()), Vec::new())))
+    }
+
     /// Connections by how they answer pings: `getStats().health`.
     #[napi]
     pub fn check_connection_health(&self) -> Result<HealthStats> {

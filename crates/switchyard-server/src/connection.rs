@@ -301,10 +301,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     /// Moves what the outbox holds into the write queue, the close last.
     fn refill(&mut self) {
         let writing = &mut self.writing;
-        let close = self.outbox.take(|frame: Frame| {
+        let taken = self.outbox.take(|frame: Frame| {
             writing.push_back(Out { opcode: frame.kind.into(), payload: frame.payload, counted: true });
         });
-        if let Some((code, reason)) = close {
+        if let Some(waited) = taken.waited {
+            self.relay.record_relay_latency(waited);
+        }
+        if let Some((code, reason)) = taken.close {
             // 1005 means the client's close had no code: the echo has none either.
             let payload = if code == close_code::NO_STATUS { Bytes::new() } else { close_payload(code, &reason) };
             self.writing.push_back(Out { opcode: Outgoing::Close, payload, counted: false });

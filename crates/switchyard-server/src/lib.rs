@@ -10,6 +10,7 @@ pub mod auth;
 pub mod codec;
 mod connection;
 pub mod handshake;
+pub mod metrics;
 mod outbox;
 
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -14,11 +14,13 @@ use std::time::{Duration, Instant};
 
 use atomic_waker::AtomicWaker;
 use parking_lot::Mutex;
-use switchyard_core::{Frame, Outbox, Pushed};
+use switchyard_core::{Frame, Outbox, Pushed, Transport};
 
 #[derive(Default)]
 struct Queue {
     frames: VecDeque<Frame>,
+    /// When the oldest of `frames` was queued: one clock read per batch, not per frame.
+    oldest: Option<Instant>,
     close: Option<(u16, String)>,
     /// The close has been handed to the writer; nothing more is accepted.
     closed: bool,
@@ -27,6 +29,13 @@ struct Queue {
 /// How long the socket may take nothing while the outbox is past its bound before the
 /// client counts as slow.
 pub const STALL_GRACE: Duration = Duration::from_secs(1);
+
+/// What [`NativeOutbox::take`] found besides the frames.
+pub struct Taken {
+    /// How long the oldest frame taken had waited; `None` when there was none.
+    pub waited: Option<Duration>,
+    pub close: Option<(u16, String)>,
+}
 
 pub struct NativeOutbox {
     queue: Mutex<Queue>,
@@ -74,7 +83,7 @@ impl NativeOutbox {
 
     /// Hands every queued frame to `each`, in order, and returns the close that was
     /// asked for, if any: it goes out after those frames, and nothing after it.
-    pub fn take(&self, mut each: impl FnMut(Frame)) -> Option<(u16, String)> {
+    pub fn take(&self, mut each: impl FnMut(Frame)) -> Taken {
         let mut queue = self.queue.lock();
         queue.frames.drain(..).for_each(&mut each);
         if queue.frames.capacity() > 64 {
@@ -84,7 +93,7 @@ impl NativeOutbox {
         if close.is_some() {
             queue.closed = true;
         }
-        close
+        Taken { waited: queue.oldest.take().map(|oldest| oldest.elapsed()), close }
     }
 
     /// Whether a close has been asked for (taken or not).
@@ -101,6 +110,10 @@ impl NativeOutbox {
 }
 
 impl Outbox for NativeOutbox {
+    fn transport(&self) -> Transport {
+        Transport::Native
+    }
+
     fn push(&self, frame: Frame) -> Pushed {
         let len = frame.len();
         let was_empty = {
@@ -113,7 +126,11 @@ impl Outbox for NativeOutbox {
             }
             self.unsent.fetch_add(len, Ordering::Relaxed);
             queue.frames.push_back(frame);
-            queue.frames.len() == 1
+            let was_empty = queue.frames.len() == 1;
+            if was_empty {
+                queue.oldest = Some(Instant::now());
+            }
+            was_empty
         };
         if was_empty {
             self.waker.wake();
@@ -172,9 +189,9 @@ mod tests {
         outbox.close(1000, "bye");
         assert_eq!(outbox.push(Frame::text("b")), Pushed::Closed);
         let mut taken = Vec::new();
-        assert_eq!(outbox.take(|f| taken.push(f)), Some((1000, "bye".to_owned())));
+        assert_eq!(outbox.take(|f| taken.push(f)).close, Some((1000, "bye".to_owned())));
         assert_eq!(taken, vec![Frame::text("a")]);
         outbox.close(1001, "again");
-        assert_eq!(outbox.take(|f| taken.push(f)), None);
+        assert_eq!(outbox.take(|f| taken.push(f)).close, None);
     }
 }

@@ -3,7 +3,6 @@
 //!
 //! Errors are JSON: `{"error":{"code":"SESSION_NOT_FOUND","message":"..."}}`.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,10 +21,11 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use switchyard_core::{
-    server_message, ChannelName, ConflictResolution, Health, Identity, Millis, Relay, Route, SessionError, SessionInfo, SessionOptions, Target,
-    FRAME_SIZES,
+    server_message, ChannelName, ConflictResolution, Health, HistogramSnapshot, Identity, Millis, Relay, Route, SessionError, SessionInfo,
+    SessionOptions, Target, Transport, FRAME_SIZES,
 };
 use switchyard_server::auth::{self, TokenSource, Verifier};
+use switchyard_server::metrics::{self, HostGauge};
 use switchyard_server::{handshake, now, Accepted, Spawner};
 
 pub struct App {
@@ -47,6 +47,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/session/{session_id}", any(upgrade_to_session))
         .route("/health", get(health))
         .route("/stats", get(stats))
+        .route("/admin", get(|| async { axum::response::Redirect::permanent("/admin/") }))
+        .route("/admin/", get(admin_page))
+        .route("/admin/stats", get(admin_stats))
         .route("/metrics", get(metrics))
         .route("/v1/sessions", post(create_session).get(list_sessions))
         .route("/v1/sessions/{session_id}", get(get_session).delete(delete_session))
@@ -82,8 +85,45 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A WebSocket upgrade at `/` is a sessionless connection; anything else there is most
+/// likely someone finding out what this server is.
 async fn upgrade_sessionless(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketAddr>, request: Request) -> Response {
+    if request.method() == axum::http::Method::GET && !request.headers().contains_key(header::UPGRADE) {
+        return ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], ABOUT).into_response();
+    }
     upgrade(app, peer, Route::Sessionless, request)
+}
+
+const ABOUT: &str = concat!(
+    "Switchyard ",
+    env!("CARGO_PKG_VERSION"),
+    ": a WebSocket session relay.\n\n",
+    "WebSocket:\n",
+    "  /session/{id}             join a session (create one with POST /v1/sessions)\n",
+    "  /                         a sessionless connection: channels and case awareness\n\n",
+    "HTTP:\n",
+    "  POST   /v1/sessions       create a session; answers its sessionId and wsUrl\n",
+    "  GET    /v1/sessions       list sessions (admin)\n",
+    "  GET    /v1/sessions/{id}  one session (admin)\n",
+    "  DELETE /v1/sessions/{id}  end a session (admin)\n",
+    "  POST   /v1/broadcast      send to sessions, channels or users (admin)\n",
+    "  GET    /health            liveness\n",
+    "  GET    /stats             counters as JSON\n",
+    "  GET    /metrics           Prometheus metrics\n",
+    "  GET    /admin/            the admin view in a browser\n\n",
+    "Admin endpoints take the --admin-token as a bearer token; without one, only loopback clients.\n",
+    "The wire protocol: docs/protocol.md in the switchyard package.\n",
+);
+
+/// The admin view's page: static, so it holds nothing secret; what it shows comes from
+/// `/admin/stats`, which takes the admin token.
+async fn admin_page() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], include_str!("../../../../../admin/index.html")).into_response()
+}
+
+async fn admin_stats(state: AppState, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authorize(&state.0, peer, &headers, Access::Admin)?;
+    stats(state, ConnectInfo(peer), headers).await
 }
 
 async fn upgrade_to_session(
@@ -187,14 +227,22 @@ async fn stats(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketAddr>,
         "forbidden": s.forbidden,
         "rateLimited": s.rate_limited,
         "frames": frame_sizes(&s.frame_sizes),
+        "relayLatency": latency_json(&s.relay_latency),
+        "connectionsByTransport": { "native": s.open_connections(Transport::Native) },
         "health": health_json(app.relay.health(now())),
     })))
 }
 
+/// Relay latency as `getStats()` gives it: each figure the upper bound of its bucket.
+fn latency_json(latency: &HistogramSnapshot) -> Value {
+    let ms = |q| latency.quantile(q).map(|micros| micros as f64 / 1000.0);
+    json!({ "samples": latency.count(), "p50Ms": ms(0.5), "p90Ms": ms(0.9), "p99Ms": ms(0.99) })
+}
+
 /// Frames by size, each bucket named by its upper bound.
-fn frame_sizes(counts: &[u64; FRAME_SIZES.len() + 1]) -> Value {
+fn frame_sizes(sizes: &HistogramSnapshot) -> Value {
     let mut buckets = serde_json::Map::new();
-    for (i, count) in counts.iter().enumerate() {
+    for (i, count) in sizes.counts.iter().enumerate() {
         let name = FRAME_SIZES.get(i).map_or_else(|| format!(">{}", FRAME_SIZES[FRAME_SIZES.len() - 1]), |b| format!("<={b}"));
         buckets.insert(name, json!(count));
     }
@@ -212,34 +260,12 @@ fn health_json(health: Health) -> Value {
 
 async fn metrics(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     authorize(&app, peer, &headers, Access::Monitoring)?;
-    let s = app.relay.stats();
-    let metrics: [(&str, &str, &str, f64); 20] = [
-        ("switchyard_connections", "gauge", "Open WebSocket connections.", s.active_connections as f64),
-        ("switchyard_sessions", "gauge", "Sessions that exist now.", s.active_sessions as f64),
-        ("switchyard_messages_received_total", "counter", "Messages received from clients.", s.messages_received as f64),
-        ("switchyard_messages_relayed_total", "counter", "Deliveries of relayed messages.", s.messages_relayed as f64),
-        ("switchyard_messages_dropped_total", "counter", "Deliveries dropped because an outbox was full.", s.messages_dropped as f64),
-        ("switchyard_messages_invalid_total", "counter", "Text messages that were not valid protocol messages.", s.messages_invalid as f64),
-        ("switchyard_bytes_received_total", "counter", "Message bytes received from clients.", s.bytes_received as f64),
-        ("switchyard_bytes_sent_total", "counter", "Message bytes queued to clients.", s.bytes_sent as f64),
-        ("switchyard_handshake_failures_total", "counter", "Connections refused at or before the handshake.", s.handshake_failures as f64),
-        ("switchyard_pending_handshakes", "gauge", "Connections that have not finished their handshake.", app.waiting.count() as f64),
-        ("switchyard_slow_consumer_closes_total", "counter", "Connections closed with 1013 because their outbox stayed full.", s.slow_consumer_closes as f64),
-        ("switchyard_users", "gauge", "Distinct users with a connection.", s.users as f64),
-        ("switchyard_registrations", "gauge", "Awareness registrations: windows with a case open.", s.registrations as f64),
-        ("switchyard_channels", "gauge", "Channels with members.", s.channels as f64),
-        ("switchyard_requests_total", "counter", "Requests handed to the request handler.", s.requests as f64),
-        ("switchyard_acks_total", "counter", "Messages acknowledged with ACK.", s.acks as f64),
-        ("switchyard_nacks_total", "counter", "Messages refused with NACK.", s.nacks as f64),
-        ("switchyard_forbidden_total", "counter", "Joins and messages refused for identity.", s.forbidden as f64),
-        ("switchyard_rate_limited_total", "counter", "Messages and connections refused for their rate.", s.rate_limited as f64),
-        ("switchyard_uptime_seconds", "gauge", "Seconds since the server started.", app.started.elapsed().as_secs_f64()),
+    let host = vec![
+        HostGauge { name: "pending_handshakes", help: "Connections that have not finished their handshake.", value: app.waiting.count() as f64 },
+        HostGauge { name: "uptime_seconds", help: "Seconds since the server started.", value: app.started.elapsed().as_secs_f64() },
     ];
-    let mut text = String::new();
-    for (name, kind, help, value) in metrics {
-        let _ = write!(text, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
-    }
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text))
+    let text = metrics::render(&app.relay, app.relay.health(now()), host);
+    Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text))
 }
 
 /// Who may call an endpoint.
