@@ -7,7 +7,7 @@ const assert = require('node:assert/strict');
 const http = require('node:http');
 const { WebSocketServer } = require('ws');
 const { RelaySessionManager, ConflictResolution, ClientRole } = require('..');
-const { TestClient, startMixedServer, typecheck } = require('./helpers');
+const { TestClient, startMixedServer, typecheck, INVALID_MESSAGE } = require('./helpers');
 
 const servers = [];
 after(() => Promise.all(servers.map((s) => s.close())));
@@ -251,8 +251,8 @@ for (const transport of ['native', 'bridge']) {
       assert.deepEqual(error, {
         type: 'error',
         clientId: 'relay-server',
-        data: { code: 'INVALID_MESSAGE', message: 'Invalid message format' },
-        payload: { code: 'INVALID_MESSAGE', message: 'Invalid message format' },
+        data: { code: 'INVALID_MESSAGE', message: INVALID_MESSAGE },
+        payload: { code: 'INVALID_MESSAGE', message: INVALID_MESSAGE },
         timestamp: error.timestamp,
         protocol_version: 1,
       });

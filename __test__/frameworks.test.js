@@ -2,7 +2,9 @@
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { execFile } = require('node:child_process');
+const fs = require('node:fs');
 const net = require('node:net');
+const os = require('node:os');
 const path = require('node:path');
 const { TestClient, joinedClient, assertQuiet, postJson } = require('./helpers');
 
@@ -115,22 +117,41 @@ for (const [name, example] of Object.entries(frameworks)) {
   });
 }
 
-describe('npm start', () => {
-  it('says what to do when its port is taken, instead of a stack trace', async () => {
-    const taken = net.createServer();
-    await new Promise((resolve) => taken.listen(0, resolve));
-    const port = taken.address().port;
+describe('the examples, run as the README says', () => {
+  const commands = {
+    express: 'npm start',
+    fastify: 'node examples/fastify/server.js',
+    nextjs: 'npm run start:nextjs',
+    native: 'node examples/native/server.js',
+  };
+  for (const [name, command] of Object.entries(commands)) {
+    it(`${name}: says what to do when its port is taken, instead of a stack trace`, async () => {
+      const taken = net.createServer();
+      await new Promise((resolve) => taken.listen(0, resolve));
+      const port = taken.address().port;
+      try {
+        const script = path.join(__dirname, '..', 'examples', name, 'server.js');
+        const { code, stderr } = await new Promise((resolve) =>
+          execFile(process.execPath, [script], { env: { ...process.env, PORT: String(port) }, timeout: 120_000 }, (err, _stdout, stderr) =>
+            resolve({ code: err?.code, stderr }),
+          ),
+        );
+        assert.equal(code, 1);
+        assert.equal(stderr.trim().split('\n').at(-1), `Port ${port} is in use. Stop what listens there, or pick another port: PORT=3001 ${command}`);
+      } finally {
+        taken.close();
+      }
+    });
+  }
+
+  it('nextjs: refuses to start unbuilt, naming the command that builds it', async () => {
+    const unbuilt = fs.mkdtempSync(path.join(os.tmpdir(), 'switchyard-next-'));
     try {
-      const script = path.join(__dirname, '..', 'examples', 'express', 'server.js');
-      const { code, stderr } = await new Promise((resolve) =>
-        execFile(process.execPath, [script], { env: { ...process.env, PORT: String(port) }, timeout: 30_000 }, (err, _stdout, stderr) =>
-          resolve({ code: err?.code, stderr }),
-        ),
-      );
-      assert.equal(code, 1);
-      assert.equal(stderr.trim(), `Port ${port} is in use. Stop what listens there, or pick another port: PORT=3001 npm start`);
+      await assert.rejects(frameworks.nextjs.start({ port: 0, host: '127.0.0.1', dir: unbuilt }), {
+        message: 'The Next.js example is not built yet. Build and start it with: npm run start:nextjs',
+      });
     } finally {
-      taken.close();
+      fs.rmSync(unbuilt, { recursive: true });
     }
   });
 });

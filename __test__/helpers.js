@@ -425,3 +425,31 @@ module.exports.binaries = binaries;
 module.exports.freePort = freePort;
 module.exports.startBinary = startBinary;
 module.exports.stopBinaries = stopBinaries;
+
+/** What the relay answers to a text frame that is not a JSON object with a string `type`. */
+module.exports.INVALID_MESSAGE = 'Invalid message format: expected a JSON object with a string "type", such as {"type":"chat","text":"hello"}';
+
+/**
+ * Parses Prometheus text exposition, failing on any line that does not follow it: each
+ * sample by its name and labels as written (`name{transport="native"}`), with the type
+ * its family declared.
+ */
+module.exports.parsePrometheus = function parsePrometheus(text) {
+  const samples = {};
+  const types = {};
+  for (const line of text.split('\n').filter(Boolean)) {
+    if (/^# HELP [a-zA-Z_:][a-zA-Z0-9_:]* .+$/.test(line)) continue;
+    const declared = /^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped)$/.exec(line);
+    if (declared) {
+      types[declared[1]] = declared[2];
+      continue;
+    }
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="[^"]*",?)*\})? (-?[0-9.e+-]+|NaN|\+Inf|-Inf)$/.exec(line);
+    assert.ok(match, `not a Prometheus line: ${JSON.stringify(line)}`);
+    const histogram = match[1].replace(/_(bucket|sum|count)$/, '');
+    const type = types[match[1]] ?? (types[histogram] === 'histogram' ? 'histogram' : undefined);
+    assert.ok(type, `${match[1]} has a # TYPE line before it`);
+    samples[match[1] + (match[2] ?? '')] = { type, value: Number(match[3]) };
+  }
+  return samples;
+};

@@ -5,7 +5,7 @@ const { execFile } = require('node:child_process');
 const path = require('node:path');
 const { RelaySessionManager } = require('..');
 const express = require('../examples/express/server.js');
-const { TestClient, joinedClient, sleep, eventually } = require('./helpers');
+const { TestClient, joinedClient, sleep, eventually, INVALID_MESSAGE } = require('./helpers');
 
 const servers = [];
 async function relayServer(config) {
@@ -230,7 +230,7 @@ describe('connections', () => {
     for (const bad of ['{not json', '[1,2]', '{"type":5}', '"just a string"']) {
       a.send(bad);
       const error = (await a.nextOfType('error')).json;
-      assert.deepEqual(error.payload, { code: 'INVALID_MESSAGE', message: 'Invalid message format' });
+      assert.deepEqual(error.payload, { code: 'INVALID_MESSAGE', message: INVALID_MESSAGE });
       assert.equal(typeof error.timestamp, 'number');
     }
     a.send('{"type":"still here"}');

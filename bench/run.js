@@ -1,6 +1,7 @@
 // bench/run.js (`npm run bench`): every relay under the same load, interleaved, over
-// several rounds; medians reported as ratios to a plain `ws` relay. Writes
-// bench/RESULTS.md and prints one JSON line. Exits 1 if any run lost, duplicated,
+// several rounds; medians reported as ratios to a plain `ws` relay. Prints the results as
+// Markdown and one JSON line; with --write, also writes them to bench/RESULTS.md (the
+// committed figures, so only full runs should). Exits 1 if any run lost, duplicated,
 // misrouted or echoed a message.
 //
 // Fairness: each server runs pinned to core 0 (`taskset -c 0`) and the load generator
@@ -9,7 +10,7 @@
 // is capped by it, and the table says so.
 //
 // Options: --rounds N (3), --duration-ms N (5000), --only name,name (servers),
-// --scenarios name,name.
+// --scenarios name,name, --write.
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
@@ -210,7 +211,13 @@ function markdown(summary, machine) {
     memoryGiB: Math.round(os.totalmem() / 2 ** 30),
     kernel: os.release(),
   };
-  fs.writeFileSync(path.join(__dirname, 'RESULTS.md'), markdown(summary, machine));
+  const report = markdown(summary, machine);
+  if (process.argv.includes('--write')) {
+    fs.writeFileSync(path.join(__dirname, 'RESULTS.md'), report);
+    console.error('wrote bench/RESULTS.md');
+  } else {
+    console.error(`\n${report}\n(printed only: npm run bench -- --write puts it in bench/RESULTS.md)`);
+  }
   console.log(JSON.stringify({ machine, rounds, durationMs, failures, summary }));
   process.exit(failures ? 1 : 0);
 })().catch((err) => {

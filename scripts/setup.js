@@ -1,7 +1,8 @@
-// scripts/setup.js: installs and builds what `npm start` (`setup.js start`) and `npm test`
-// (`setup.js test`) need, skipping every step whose inputs have not changed since it
-// last ran; `setup.js package` also stages this platform's npm package for publishing. Uses only Node's own modules, so it works as the first command on a fresh
-// clone.
+// scripts/setup.js: installs and builds what `npm start` (`setup.js start`), `npm test`
+// (`setup.js test`) and `npm run start:nextjs` (`setup.js nextjs`) need, skipping every
+// step whose inputs have not changed since it last ran; `setup.js package` also stages
+// this platform's npm package for publishing. Uses only Node's own modules, so it works
+// as the first command on a fresh clone, and leaves the clone's tracked files as they were.
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
@@ -23,6 +24,12 @@ function newest(paths) {
   };
   paths.forEach(visit);
   return latest;
+}
+
+/** `git status --porcelain` lines; none outside a git work tree (an unpacked package). */
+function gitStatus() {
+  const status = spawnSync('git', ['status', '--porcelain'], { cwd: root, encoding: 'utf8' });
+  return status.status === 0 ? status.stdout.split('\n').filter(Boolean) : [];
 }
 
 const mtime = (p) => (fs.existsSync(p) ? fs.statSync(p).mtimeMs : 0);
@@ -117,15 +124,23 @@ function stagePlatformPackage() {
   console.log(`\nstaged npm/${platform}: ${addon}, switchyard`);
 }
 
+const purposes = {
+  start: [installPackages, buildAddon, buildClient],
+  nextjs: [installPackages, buildAddon, buildNextExample],
+  test: [installPackages, buildAddon, buildClient, buildServer, buildTestAddon, buildNextExample],
+  package: [installPackages, buildAddon, buildClient, buildServer, stagePlatformPackage],
+};
 const purpose = process.argv[2] ?? 'test';
-if (!['start', 'test', 'package'].includes(purpose)) {
-  console.error(`usage: node scripts/setup.js [start|test|package]`);
+if (!purposes[purpose]) {
+  console.error(`usage: node scripts/setup.js [${Object.keys(purposes).join('|')}]`);
   process.exit(2);
 }
-installPackages();
-buildAddon();
-buildClient();
-if (purpose !== 'start') buildServer();
-if (purpose === 'test') buildTestAddon();
-if (purpose === 'test') buildNextExample();
-if (purpose === 'package') stagePlatformPackage();
+const before = gitStatus();
+for (const step of purposes[purpose]) step();
+const changed = gitStatus().filter((line) => !before.includes(line));
+if (changed.length) {
+  // Setting up must not touch tracked files (a rewritten lockfile, regenerated typings
+  // that differ from the committed ones): a fresh clone stays clean.
+  console.error(`\nsetup.js ${purpose} changed files in the work tree:\n  ${changed.join('\n  ')}`);
+  if (process.env.CI === 'true') process.exit(1);
+}

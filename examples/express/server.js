@@ -34,6 +34,12 @@ async function start({ port = 3000, host, config } = {}) {
 
   app.get('/api/stats', (req, res) => res.json(sessionManager.getStats()));
 
+  // The admin view (live sessions, connections, message rates, relay latency) and the
+  // Prometheus metrics. Open to anyone here: in production, pass a token (the page asks
+  // for it) or mount both behind your own auth.
+  app.use('/admin', sessionManager.adminHandler({ token: process.env.ADMIN_TOKEN || undefined }));
+  app.get('/metrics', (req, res) => res.type('text/plain; version=0.0.4').send(sessionManager.metrics()));
+
   const server = createServer(app);
   // ws reads each message whole before the relay sees it: capped at the relay's
   // maxMessageBytes, a bigger one is refused (1009) before it is buffered.
@@ -71,8 +77,9 @@ if (require.main === module) {
   const port = Number(process.env.PORT) || 3000;
   start({ port }).then(({ url, close }) => {
     console.log(`Switchyard relay (Express example) listening on ${url}`);
-    console.log(`Open ${url} in two browser windows: what one sends, the other receives; open two cases to see the warning.`);
+    console.log(`Open ${url} in a browser: the page gives you a link for a second window of its session.`);
     console.log(`Or create a session with curl -X POST ${url}/api/sessions and connect two WebSocket clients to its wsUrl.`);
+    console.log(`The admin view is at ${url}/admin/, Prometheus metrics at ${url}/metrics.`);
     const shutdown = () => close().then(() => process.exit(0));
     process.once('SIGINT', shutdown);
     process.once('SIGTERM', shutdown);

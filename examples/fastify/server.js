@@ -47,7 +47,12 @@ async function start({ port = 3000, host, config } = {}) {
 module.exports = { start };
 
 if (require.main === module) {
-  start({ port: Number(process.env.PORT) || 3000 }).then(({ url }) => {
+  const port = Number(process.env.PORT) || 3000;
+  start({ port }).then(({ url }) => {
     console.log(`Switchyard relay (Fastify example) listening on ${url}`);
+  }, (err) => {
+    if (err.code === 'EADDRINUSE') console.error(`Port ${port} is in use. Stop what listens there, or pick another port: PORT=3001 node examples/fastify/server.js`);
+    else console.error(err);
+    process.exit(1);
   });
 }

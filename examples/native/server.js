@@ -27,7 +27,10 @@ async function start({ port = 3000, host, config } = {}) {
   });
 
   sessionManager.start();
-  await new Promise((resolve) => server.listen(port, host, resolve));
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, resolve);
+  });
   return {
     url: `http://localhost:${server.address().port}`,
     sessionManager,
@@ -41,7 +44,12 @@ async function start({ port = 3000, host, config } = {}) {
 module.exports = { start };
 
 if (require.main === module) {
-  start({ port: Number(process.env.PORT) || 3000 }).then(({ url }) => {
+  const port = Number(process.env.PORT) || 3000;
+  start({ port }).then(({ url }) => {
     console.log(`Switchyard relay (native transport) listening on ${url}`);
+  }, (err) => {
+    if (err.code === 'EADDRINUSE') console.error(`Port ${port} is in use. Stop what listens there, or pick another port: PORT=3001 node examples/native/server.js`);
+    else console.error(err);
+    process.exit(1);
   });
 }

@@ -1,15 +1,20 @@
 // examples/nextjs/server.js: a custom Next.js server that hands /session/:id upgrades to Switchyard.
+const fs = require('node:fs');
 const { createServer } = require('node:http');
+const path = require('node:path');
 const next = require('next');
 const { WebSocketServer } = require('ws');
 const { RelaySessionManager } = require('switchyard');
 
-async function start({ port = 3000, host, config, dev = false } = {}) {
+async function start({ port = 3000, host, config, dev = false, dir = __dirname } = {}) {
+  if (!dev && !fs.existsSync(path.join(dir, '.next', 'BUILD_ID'))) {
+    throw new Error('The Next.js example is not built yet. Build and start it with: npm run start:nextjs');
+  }
   const sessionManager = new RelaySessionManager(config);
   // API routes are bundled apart from this file: globalThis is what both of them see.
   globalThis.switchyardSessionManager = sessionManager;
   sessionManager.start();
-  const app = next({ dev, dir: __dirname });
+  const app = next({ dev, dir });
   await app.prepare();
   const handle = app.getRequestHandler();
   const server = createServer((req, res) => handle(req, res));
@@ -26,7 +31,10 @@ async function start({ port = 3000, host, config, dev = false } = {}) {
     wss.handleUpgrade(request, socket, head, (ws) => sessionManager.handleUpgrade(match[1], ws, request));
   });
 
-  await new Promise((resolve) => server.listen(port, host, resolve));
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, resolve);
+  });
   return {
     url: `http://localhost:${server.address().port}`,
     sessionManager,
@@ -43,7 +51,12 @@ async function start({ port = 3000, host, config, dev = false } = {}) {
 module.exports = { start };
 
 if (require.main === module) {
-  start({ port: Number(process.env.PORT) || 3000 }).then(({ url }) => {
-    console.log(`Switchyard relay (Next.js example) listening on ${url}`);
+  const port = Number(process.env.PORT) || 3000;
+  start({ port }).then(({ url }) => {
+    console.log(`Switchyard relay (Next.js example) listening on ${url}; create a session with curl -X POST ${url}/api/sessions`);
+  }, (err) => {
+    if (err.code === 'EADDRINUSE') console.error(`Port ${port} is in use. Stop what listens there, or pick another port: PORT=3001 npm run start:nextjs`);
+    else console.error(err.message);
+    process.exit(1);
   });
 }
