@@ -71,6 +71,36 @@ export interface RelaySessionManagerConfig {
   auth?: AuthOptions
   /** permessage-deflate in native mode is not supported: `true` makes the constructor throw, saying why. Use bridge mode with ws's `perMessageDeflate`. */
   nativeCompression?: boolean
+  /**
+   * The stream each session keeps (unless created with its own): its last `size`
+   * publications, each at most `ttlMs` old, so reconnecting clients recover what they
+   * missed and `history()` reads them. Off by default.
+   */
+  history?: HistoryOptions
+  /** The bytes all session streams may keep together; the oldest publications go first past it. Default 64 MiB. */
+  historyMaxBytes?: number
+}
+
+/** A session stream's bounds. */
+export interface HistoryOptions {
+  /** Publications kept, 1 to 100 000. */
+  size: number
+  /** How long each is kept. */
+  ttlMs: number
+}
+
+/** Options of `history(sessionId, options)`. */
+export interface HistoryReadOptions {
+  /** `"<epoch>:<offset>"`: the publications after that position; all that are kept without it. */
+  since?: string
+  /** At most this many, 1 to 1000. Default 100. */
+  limit?: number
+}
+
+/** Options of `publish(sessionId, message, options)`. */
+export interface PublishOptions {
+  /** Publish as the member with this `clientId` (which does not receive it); as the server without it. */
+  clientId?: string
 }
 
 /** A sustained rate and the burst allowed above it. */
@@ -136,6 +166,8 @@ export interface CreateSessionOptions<MetaData = any> {
   maxClients?: number
   /** Overrides `defaultConflictResolution` for this session. */
   conflictResolution?: ConflictResolutionName
+  /** Overrides the manager's `history` for this session's stream. */
+  history?: HistoryOptions
 }
 
 /** Who a connection is, as the app says: the fourth argument of `handleUpgrade`. */
@@ -321,6 +353,21 @@ export declare class RelaySessionManager<MetaData = any> {
    * Returns how many connections it reached.
    */
   broadcast(sessionId: string, message: OutgoingMessage, options?: BroadcastOptions): number
+  /**
+   * A session's kept publications after `since` (`"<epoch>:<offset>"`; all it keeps
+   * without one), at most `limit` (100; up to 1000): `recovered` says whether they are
+   * every one since then. `null` when there is no such session.
+   */
+  history(sessionId: string, options?: HistoryReadOptions): SessionHistory | null
+  /**
+   * Publishes `message` to a session as the server, or as the member whose `clientId`
+   * is `options.clientId` (which does not receive it): numbered and kept when the
+   * session has a stream. Returns its offset (`null` without a stream) and how many
+   * members it reached.
+   */
+  publish(sessionId: string, message: OutgoingMessage, options?: PublishOptions): Published
+  /** Who is in a session now, in the order they joined; `null` when there is no such session. */
+  presence(sessionId: string): Array<PresenceData> | null
   /** Sends `message` to every member of a channel. Returns how many it reached. */
   broadcastToChannel(channel: string, message: OutgoingMessage): number
   /**
@@ -454,6 +501,36 @@ export interface MessageStats {
   passiveUpdatesDropped: number
 }
 
+/** A member of a session, as `presence()` shows it. */
+export interface PresenceData {
+  connectionId: string
+  clientId: string
+  userId?: string
+  organizationId?: string
+  /** `"active"` for the member holding control, else `"passive"`. */
+  role: 'active' | 'passive'
+  /** When it joined, in milliseconds since the Unix epoch. */
+  connectedAt: number
+}
+
+/** One kept publication: `data` is a text message parsed, `binary` a binary one's bytes. */
+export interface PublicationData {
+  offset: number
+  /** The publisher's connectionId, or `"server"`. */
+  from: string
+  timestamp: number
+  data?: JsonValue
+  binary?: Buffer
+}
+
+/** What `publish()` answers. */
+export interface Published {
+  /** The publication's offset in the session's stream; absent without history. */
+  offset?: number
+  /** Members it reached. */
+  delivered: number
+}
+
 /** What `getStats()` returns. */
 export interface RelayStats {
   /** Between `start()` and `stop()`. */
@@ -487,6 +564,8 @@ export interface RelayStats {
   relayLatency: LatencyStats
   /** Open connections by transport. */
   connectionsByTransport: TransportCounts
+  /** Bytes the session streams keep together (at most `historyMaxBytes`). */
+  historyBytes: number
   health: HealthStats
   compression: CompressionStats
   config: ResolvedConfig
@@ -525,6 +604,14 @@ export interface ResolvedConfig {
   auth: { required: boolean } | null
   /** Always false: the constructor refuses `true`. */
   nativeCompression: boolean
+  /** The stream sessions keep unless created with their own; `null`: none. */
+  history: ResolvedHistory | null
+  historyMaxBytes: number
+}
+
+export interface ResolvedHistory {
+  size: number
+  ttlMs: number
 }
 
 export interface ResolvedRate {
@@ -565,6 +652,17 @@ export interface SessionData<MetaData = any> {
 /** The payload of `sessionDeleted` and `sessionExpired` events. */
 export interface SessionEndedEvent {
   sessionId: string
+}
+
+/** What `history()` answers. */
+export interface SessionHistory {
+  /** The stream's epoch; `null` when the session keeps no history. */
+  epoch: string | null
+  /** The latest offset (0 before the first publication, or without history). */
+  offset: number
+  /** Whether `publications` are every one after the position asked for. */
+  recovered: boolean
+  publications: Array<PublicationData>
 }
 
 export interface TransportCounts {

@@ -40,6 +40,8 @@ describe('configuration', () => {
       connectionsPerMinutePerIp: null,
       auth: null,
       nativeCompression: false,
+      history: null,
+      historyMaxBytes: 67108864,
     });
   });
 

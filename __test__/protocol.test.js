@@ -544,6 +544,88 @@ const scenarios = {
       }
     },
   },
+  'client_connected.positions': {
+    transports: BOTH,
+    config: { history: { size: 100, ttlMs: 60_000 } },
+    async run(s) {
+      const { sessionId } = s.manager.createSession();
+      const client = await s.open(`${s.server.url(s.transport, sessionId)}?positions=1`);
+      return (await s.next(client, 'client_connected')).json;
+    },
+  },
+  publication: {
+    transports: BOTH,
+    config: { history: { size: 100, ttlMs: 60_000 } },
+    async run(s) {
+      const { sessionId } = s.manager.createSession();
+      const reader = await s.open(`${s.server.url(s.transport, sessionId)}?positions=1`);
+      await s.next(reader, 'client_connected');
+      const publisher = await s.member(sessionId);
+      const documented = example('publication');
+      s.send(publisher, documented.data);
+      const publication = (await s.next(reader, 'publication')).json;
+      assert.deepEqual([publication.from, publication.data], [publisher.welcome.connectionId, documented.data]);
+      return publication;
+    },
+  },
+  'client_connected.recovered': {
+    transports: BOTH,
+    config: { history: { size: 100, ttlMs: 60_000 } },
+    async run(s) {
+      const { sessionId } = s.manager.createSession();
+      const url = s.server.url(s.transport, sessionId);
+      const first = await s.open(`${url}?positions=1`);
+      const { epoch, connectionId } = (await s.next(first, 'client_connected')).json;
+      s.manager.publish(sessionId, { type: 'missed' });
+      await s.next(first, 'publication');
+      first.ws.terminate();
+      s.manager.publish(sessionId, { type: 'missed' });
+      const back = await s.open(`${url}?since=${epoch}:1&previous=${connectionId}`);
+      const welcome = (await s.next(back, 'client_connected')).json;
+      assert.equal((await s.next(back, 'publication')).json.offset, 2, 'the missed publication follows');
+      return welcome;
+    },
+  },
+  'http.history': {
+    binary: true,
+    async run({ binary }) {
+      const { sessionId } = await (await fetch(`${binary.base}/v1/sessions`, { method: 'POST', body: '{"history":{"size":10,"ttlMs":60000}}' })).json();
+      const documented = example('http.history').publications[0].data;
+      const publish = () => fetch(`${binary.base}/v1/sessions/${sessionId}/messages`, { method: 'POST', body: JSON.stringify(documented) });
+      await publish();
+      const { epoch } = await (await fetch(`${binary.base}/v1/sessions/${sessionId}/history`)).json();
+      await publish();
+      return (await fetch(`${binary.base}/v1/sessions/${sessionId}/history?since=${epoch}:1`)).json();
+    },
+  },
+  'http.published': {
+    binary: true,
+    async run({ binary }) {
+      const { sessionId } = await (await fetch(`${binary.base}/v1/sessions`, { method: 'POST', body: '{"history":{"size":10,"ttlMs":60000}}' })).json();
+      const member = new TestClient(`${binary.ws}/session/${sessionId}`);
+      try {
+        await member.opened;
+        const post = () => fetch(`${binary.base}/v1/sessions/${sessionId}/messages`, { method: 'POST', body: '{"type":"op"}' }).then((r) => r.json());
+        await post();
+        return await post();
+      } finally {
+        member.ws.terminate();
+      }
+    },
+  },
+  'http.presence': {
+    binary: true,
+    async run({ binary }) {
+      const { sessionId } = await (await fetch(`${binary.base}/v1/sessions`, { method: 'POST' })).json();
+      const member = new TestClient(`${binary.ws}/session/${sessionId}`);
+      try {
+        await member.nextOfType('client_connected', TIMEOUT_MS);
+        return await (await fetch(`${binary.base}/v1/sessions/${sessionId}/presence`)).json();
+      } finally {
+        member.ws.terminate();
+      }
+    },
+  },
   request_control: {
     async run(s) {
       const { alice, bob } = await aliceInControl(s, { conflictResolution: 'user-choice' });

@@ -71,6 +71,36 @@ export interface RelaySessionManagerConfig {
   auth?: AuthOptions
   /** permessage-deflate in native mode is not supported: `true` makes the constructor throw, saying why. Use bridge mode with ws's `perMessageDeflate`. */
   nativeCompression?: boolean
+  /**
+   * The stream each session keeps (unless created with its own): its last `size`
+   * publications, each at most `ttlMs` old, so reconnecting clients recover what they
+   * missed and `history()` reads them. Off by default.
+   */
+  history?: HistoryOptions
+  /** The bytes all session streams may keep together; the oldest publications go first past it. Default 64 MiB. */
+  historyMaxBytes?: number
+}
+
+/** A session stream's bounds. */
+export interface HistoryOptions {
+  /** Publications kept, 1 to 100 000. */
+  size: number
+  /** How long each is kept. */
+  ttlMs: number
+}
+
+/** Options of `history(sessionId, options)`. */
+export interface HistoryReadOptions {
+  /** `"<epoch>:<offset>"`: the publications after that position; all that are kept without it. */
+  since?: string
+  /** At most this many, 1 to 1000. Default 100. */
+  limit?: number
+}
+
+/** Options of `publish(sessionId, message, options)`. */
+export interface PublishOptions {
+  /** Publish as the member with this `clientId` (which does not receive it); as the server without it. */
+  clientId?: string
 }
 
 /** A sustained rate and the burst allowed above it. */
@@ -136,6 +166,8 @@ export interface CreateSessionOptions<MetaData = any> {
   maxClients?: number
   /** Overrides `defaultConflictResolution` for this session. */
   conflictResolution?: ConflictResolutionName
+  /** Overrides the manager's `history` for this session's stream. */
+  history?: HistoryOptions
 }
 
 /** Who a connection is, as the app says: the fourth argument of `handleUpgrade`. */

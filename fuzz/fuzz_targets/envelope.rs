@@ -168,6 +168,7 @@ impl World {
             client_id: spec.client_id.map(Into::into),
             metadata: spec.user.map(|user| json!({ "sub": user, "roles": ["editor"] })),
             rate_limit: spec.tier,
+            resume: Default::default(),
         };
         let route = match spec.session {
             Some(id) => Route::Session(id.into()),

@@ -142,6 +142,11 @@ pub struct Config {
     /// without one may not claim a user by `register`, so it can neither receive that
     /// user's messages nor use up the user's connections and rate.
     pub verified_users_only: bool,
+    /// The stream each session keeps, unless created with its own; `None`: none.
+    pub history: Option<crate::streams::HistoryConfig>,
+    /// The bytes every stream together may keep: history memory is bounded whatever
+    /// the sessions ask for.
+    pub history_max_bytes: usize,
 }
 
 impl Default for Config {
@@ -166,6 +171,8 @@ impl Default for Config {
             rate_limit: None,
             connections_per_minute_per_ip: None,
             verified_users_only: false,
+            history: None,
+            history_max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -213,7 +220,10 @@ impl Config {
         if self.connections_per_minute_per_ip == Some(0) {
             return Err(ConfigError { option: "connectionsPerMinutePerIp", reason: "must be greater than 0".into() });
         }
-        let positive: [(&'static str, u64); 11] = [
+        if let Some(history) = &self.history {
+            history.validate().map_err(|reason| ConfigError { option: "history", reason })?;
+        }
+        let positive: [(&'static str, u64); 12] = [
             ("sessionTimeoutMs", self.session_timeout_ms),
             ("maxSessions", self.max_sessions as u64),
             ("maxClientsPerSession", self.max_clients_per_session as u64),
@@ -225,6 +235,7 @@ impl Config {
             ("requestTimeoutMs", self.request_timeout_ms),
             ("controlRequestTimeoutMs", self.control_request_timeout_ms),
             ("maxConnectionsPerUser", self.max_connections_per_user as u64),
+            ("historyMaxBytes", self.history_max_bytes as u64),
         ];
         match positive.iter().find(|(_, value)| *value == 0) {
             Some((option, _)) => Err(ConfigError { option, reason: "must be greater than 0".into() }),

@@ -30,6 +30,9 @@ pub enum Event {
     Request { connection: ConnectionInfo, request_id: String, payload: String },
     /// A message of a type the app watches ([`Relay::watch`](crate::Relay::watch)), as sent.
     Message { connection: ConnectionInfo, kind: String, message: Bytes },
+    /// A session that keeps a stream has a new publication: what long polls for its
+    /// history wait for.
+    Published { session_id: SessionId, offset: u64 },
 }
 
 /// Receives events. Called from whichever thread routed the change, possibly while the

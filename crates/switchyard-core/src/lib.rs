@@ -23,6 +23,7 @@ mod requests;
 mod roles;
 mod session;
 mod stats;
+mod streams;
 pub mod testing;
 
 pub use channels::ChannelName;
@@ -33,7 +34,8 @@ pub use frame::{Frame, FrameKind};
 pub use ids::{ConnId, Millis, SessionId};
 pub use outbox::{Outbox, Pushed, Transport};
 pub use protocol::server_message;
-pub use relay::{Identity, Relay, Route, Target, MAX_CHANNELS_PER_CONNECTION};
+pub use relay::{History, Identity, Present, PublishError, Relay, Route, Target, MAX_CHANNELS_PER_CONNECTION};
 pub use session::{SessionInfo, SessionOptions};
 pub use limits::{Rate, RateLimits};
+pub use streams::{HistoryConfig, Position, Publication, Resume};
 pub use stats::{Health, HistogramSnapshot, Stats, FRAME_SIZES, RELAY_LATENCY_MICROS};

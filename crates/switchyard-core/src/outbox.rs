@@ -41,6 +41,9 @@ pub trait Outbox: Send + Sync {
     /// Which transport carries the connection, for the metrics labelled by it.
     fn transport(&self) -> Transport;
     fn push(&self, frame: Frame) -> Pushed;
+    /// Queues a replayed publication past the byte bound: a replay is bounded by the
+    /// history kept, and is not the client reading slowly.
+    fn push_replay(&self, frame: Frame);
     /// Sends a close frame with this code and reason after what is already queued.
     fn close(&self, code: u16, reason: &str);
 }

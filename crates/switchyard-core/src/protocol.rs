@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 use crate::error::Rejection;
 use crate::frame::Frame;
 use crate::ids::Millis;
+use crate::streams::Position;
 
 pub const PROTOCOL_VERSION: u32 = 1;
 /// The `clientId` the server uses for itself.
@@ -29,10 +30,24 @@ struct ClientConnected<'a> {
     session_id: Option<&'a str>,
     timestamp: Millis,
     protocol_version: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovered: Option<bool>,
 }
 
-/// Sent to a newcomer: it names the server, its own connection and the session.
-pub fn welcome(connection_id: &str, session_id: &str, now: Millis) -> Frame {
+/// What a welcome says of the session's stream, to a connection that asked for positions.
+pub struct WelcomePosition<'a> {
+    pub position: &'a Position,
+    /// Whether what the connection missed follows; `None` when it did not ask to recover.
+    pub recovered: Option<bool>,
+}
+
+/// Sent to a newcomer: it names the server, its own connection and the session, and with
+/// positions the stream's latest.
+pub fn welcome(connection_id: &str, session_id: &str, stream: Option<WelcomePosition>, now: Millis) -> Frame {
     to_frame(&ClientConnected {
         kind: "client_connected",
         client_id: SERVER_CLIENT_ID,
@@ -40,6 +55,9 @@ pub fn welcome(connection_id: &str, session_id: &str, now: Millis) -> Frame {
         session_id: Some(session_id),
         timestamp: now,
         protocol_version: PROTOCOL_VERSION,
+        epoch: stream.as_ref().map(|s| &*s.position.epoch),
+        offset: stream.as_ref().map(|s| s.position.offset),
+        recovered: stream.and_then(|s| s.recovered),
     })
 }
 
@@ -52,6 +70,9 @@ pub fn client_connected(client_id: &str, connection_id: &str, now: Millis) -> Fr
         session_id: None,
         timestamp: now,
         protocol_version: PROTOCOL_VERSION,
+        epoch: None,
+        offset: None,
+        recovered: None,
     })
 }
 

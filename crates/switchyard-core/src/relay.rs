@@ -32,7 +32,9 @@ use crate::outbox::{Outbox, Pushed};
 use crate::protocol::{self, Offending};
 use crate::requests::Requests;
 use crate::roles::Send;
+use crate::protocol::WelcomePosition;
 use crate::session::{ClientName, Member, Session, SessionInfo, SessionOptions};
+use crate::streams::{Budget, Position, Publication, Resume, Since, Stream};
 use crate::stats::{Counters, Health, Sizes, Stats};
 
 /// A connection may be in this many channels at once; more joins are refused.
@@ -79,6 +81,8 @@ pub struct Identity {
     pub metadata: Option<Value>,
     /// This connection's own message rate (a tier), in place of `rateLimit`'s.
     pub rate_limit: Option<Rate>,
+    /// What it asked of its session's stream (positions, recovery), from its upgrade URL.
+    pub resume: Resume,
 }
 
 /// Which connections a server-side send reaches: all the given fields must match.
@@ -152,6 +156,40 @@ impl Sender {
     }
 }
 
+/// How a server-side publication is named in its `from`.
+const SERVER_PUBLISHER: &str = "server";
+
+/// A session's history, as read over HTTP.
+#[derive(Debug, Default)]
+pub struct History {
+    /// The stream's latest position; `None` when the session keeps no stream.
+    pub position: Option<Position>,
+    /// Whether `publications` are every one after the position asked for.
+    pub recovered: bool,
+    pub publications: Vec<Publication>,
+}
+
+/// A member of a session, as `presence` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Present {
+    pub connection_id: ConnId,
+    pub client_id: String,
+    pub user_id: Option<String>,
+    pub organization_id: Option<String>,
+    /// `"active"` for the member holding control, else `"passive"`.
+    pub role: &'static str,
+    pub connected_at: Millis,
+}
+
+/// Why [`Relay::publish`] refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PublishError {
+    #[error("Session not found")]
+    SessionNotFound,
+    #[error("A text message must be a JSON object with a string \"type\"")]
+    Invalid,
+}
+
 /// What became of a message.
 enum Outcome {
     /// An answer to the sender alone.
@@ -200,12 +238,15 @@ pub struct Relay {
     /// Sessions whose forwarded `request_control` waits for an answer, with its deadline:
     /// one entry a session, so spamming requests grows nothing.
     transfers: DashMap<SessionId, Millis>,
+    /// What every session's stream may keep together.
+    history_budget: Arc<Budget>,
 }
 
 impl Relay {
     /// `config` must have passed [`Config::validate`].
     pub fn new(config: Config, events: Arc<dyn EventSink>) -> Self {
         Self {
+            history_budget: Arc::new(Budget::new(config.history_max_bytes)),
             allow: AllowList::new(config.channel_allow.as_deref()),
             config,
             events,
@@ -246,6 +287,10 @@ impl Relay {
         if options.max_clients == Some(0) {
             return Err(SessionError::InvalidOption("maxClients must be greater than 0".into()));
         }
+        if let Some(history) = &options.history {
+            history.validate().map_err(SessionError::InvalidOption)?;
+        }
+        let history = options.history.or(self.config.history);
         // 0 means the default, as it did in the original.
         let lifetime = options.expires_in_ms.filter(|ms| *ms > 0).unwrap_or(self.config.session_timeout_ms);
         let session = Session {
@@ -259,6 +304,7 @@ impl Relay {
             joins: 0,
             control: Default::default(),
             conflict_resolution: options.conflict_resolution.unwrap_or(self.config.default_conflict_resolution),
+            stream: history.map(|history| Mutex::new(Stream::new(history, self.history_budget.clone()))),
         };
         // Concurrent creators may pass this together: the cap holds within their number.
         if self.sessions.len() >= self.config.max_sessions {
@@ -315,6 +361,9 @@ impl Relay {
             Route::Session(ref raw) => Some(SessionId::parse(raw).map_err(|_| Refusal::SessionNotFound)?),
             Route::Sessionless => None,
         };
+        if let (Some(session_id), Some(previous)) = (&session_id, &identity.resume.previous) {
+            self.replace_previous(session_id, previous, &identity, now);
+        }
         let user = identity.user_id.as_deref().map(Arc::<str>::from);
         if let Some(user) = &user {
             if !self.take_user_slot(user, id) {
@@ -345,7 +394,7 @@ impl Relay {
 
         let mut slow = SlowConsumers::new();
         if let Some(session_id) = &session_id {
-            if let Err(refusal) = self.join_session(session_id, id, name, outbox, now, &mut slow) {
+            if let Err(refusal) = self.join_session(session_id, id, name, outbox, &identity.resume, now, &mut slow) {
                 self.conns.remove(&id);
                 if let Some(user) = &user {
                     self.release_user_slot(user, id);
@@ -377,12 +426,27 @@ impl Relay {
         });
     }
 
+    /// A reconnecting client names the connection it replaces: if that one is still open
+    /// in the session (its socket not yet found dead) and is the same user's, it is closed
+    /// with 1000, so a reconnect never finds the session full of its own past.
+    fn replace_previous(&self, session_id: &SessionId, previous: &str, identity: &Identity, now: Millis) {
+        let Some(previous) = ConnId::parse(previous) else { return };
+        let same = self.conns.get(&previous).is_some_and(|conn| {
+            conn.session.as_ref() == Some(session_id) && conn.identity.user_id == identity.user_id
+        });
+        if same {
+            self.disconnect(previous, close_code::NORMAL, "Replaced by a reconnect", now);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn join_session(
         &self,
         session_id: &SessionId,
         id: ConnId,
         name: Arc<ClientName>,
         outbox: Arc<dyn Outbox>,
+        resume: &Resume,
         now: Millis,
         slow: &mut SlowConsumers,
     ) -> Result<(), Refusal> {
@@ -394,14 +458,36 @@ impl Relay {
             return Err(Refusal::SessionFull);
         }
         let connection_id = id.to_string();
-        self.push(id, &*outbox, protocol::welcome(&connection_id, session_id.as_str(), now), slow);
+        // Membership and the replay happen under the session's lock, which every
+        // publication takes: nothing published is missed or doubled around the replay.
+        let positions = resume.positions && session.stream.is_some();
+        match session.stream.as_ref().filter(|_| positions) {
+            Some(stream) => {
+                let mut stream = stream.lock();
+                let position = stream.position();
+                let missed = resume.since.as_ref().map(|since| match stream.since(since, now) {
+                    Since::Recovered(missed) => Some(missed.into_iter().cloned().collect::<Vec<_>>()),
+                    Since::Lost => None,
+                });
+                let recovered = missed.as_ref().map(Option::is_some);
+                let welcome = protocol::welcome(&connection_id, session_id.as_str(), Some(WelcomePosition { position: &position, recovered }), now);
+                self.push(id, &*outbox, welcome, slow);
+                let previous = resume.previous.as_deref();
+                for publication in missed.flatten().into_iter().flatten().filter(|p| Some(&*p.from) != previous) {
+                    outbox.push_replay(publication.wrapped());
+                }
+            }
+            None => {
+                self.push(id, &*outbox, protocol::welcome(&connection_id, session_id.as_str(), None, now), slow);
+            }
+        }
         let announcement = protocol::client_connected(&name.get(id), &connection_id, now);
         for member in &session.members {
             self.push(member.conn, &*member.outbox, announcement.clone(), slow);
         }
         session.joins += 1;
         let joined = session.joins;
-        session.members.push(Member { conn: id, outbox, name, joined });
+        session.members.push(Member { conn: id, outbox, name, joined, positions, joined_at: now });
         session.last_activity.store(now, Ordering::Relaxed);
         Ok(())
     }
@@ -588,7 +674,7 @@ impl Relay {
                 Outcome::Dropped(ErrorCode::NotActive.into())
             }
             _ => match &envelope.channel {
-                Some(channel) => self.publish(sender, channel, frame, slow),
+                Some(channel) => self.publish_to_channel(sender, channel, frame, slow),
                 None => self.relay_to_session(sender, frame, now, slow),
             },
         }
@@ -597,17 +683,103 @@ impl Relay {
     /// Delivers `frame` byte for byte to every member of the sender's session but itself.
     fn relay_to_session(&self, sender: &Sender, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> Outcome {
         let Some(session_id) = &sender.session else { return Outcome::Rejected(ErrorCode::NoSession.into()) };
+        let delivered = match self.sessions.get(session_id) {
+            Some(session) => self.publish_in_session(&session, Some(sender.id), Some(sender.id), frame, now, slow).0,
+            None => 0,
+        };
+        Counters::add(&self.counters.messages_relayed, delivered as u64);
+        Outcome::Routed(delivered)
+    }
+
+    /// Delivers `frame` byte for byte to every member of `session` but `skip`, as published
+    /// by `from` (a member, or the server when `None`). In a session with a stream it is
+    /// numbered and kept first, and members with positions get it wrapped. Returns how
+    /// many members it reached, and its offset.
+    #[allow(clippy::too_many_arguments)]
+    fn publish_in_session(
+        &self,
+        session: &Session,
+        from: Option<ConnId>,
+        skip: Option<ConnId>,
+        frame: &Frame,
+        now: Millis,
+        slow: &mut SlowConsumers,
+    ) -> (usize, Option<u64>) {
+        session.last_activity.store(now, Ordering::Relaxed);
+        let others = session.members.iter().filter(|m| Some(m.conn) != skip);
         let mut delivered = 0;
-        if let Some(session) = self.sessions.get(session_id) {
-            session.last_activity.store(now, Ordering::Relaxed);
-            for member in session.members.iter().filter(|m| m.conn != sender.id) {
+        let Some(stream) = &session.stream else {
+            for member in others {
                 if self.push(member.conn, &*member.outbox, frame.clone(), slow) {
                     delivered += 1;
                 }
             }
+            return (delivered, None);
+        };
+        let mut stream = stream.lock();
+        let from: Arc<str> = from.map_or_else(|| SERVER_PUBLISHER.into(), |conn| conn.to_string().into());
+        let publication = stream.append(from, frame.clone(), now);
+        let wrapped = OnceLock::new();
+        for member in others {
+            let frame = if member.positions { wrapped.get_or_init(|| publication.wrapped()).clone() } else { frame.clone() };
+            if self.push(member.conn, &*member.outbox, frame, slow) {
+                delivered += 1;
+            }
         }
-        Counters::add(&self.counters.messages_relayed, delivered as u64);
-        Outcome::Routed(delivered)
+        self.events.emit(Event::Published { session_id: session.id.clone(), offset: publication.offset });
+        (delivered, Some(publication.offset))
+    }
+
+    /// A session's kept publications after `since` (all it keeps without one), oldest
+    /// first, at most `limit`: the history clients read over HTTP. `None` for no session.
+    pub fn history(&self, session_id: &str, since: Option<&Position>, limit: usize, now: Millis) -> Option<History> {
+        let session = self.sessions.get(&SessionId::parse(session_id).ok()?)?;
+        let Some(stream) = &session.stream else { return Some(History::default()) };
+        let mut stream = stream.lock();
+        let position = stream.position();
+        let since = since.cloned().unwrap_or(Position { epoch: position.epoch.clone(), offset: 0 });
+        let (recovered, publications) = match stream.since(&since, now) {
+            Since::Recovered(_) => (true, stream.read(since.offset, limit, now)),
+            Since::Lost => (false, Vec::new()),
+        };
+        Some(History { position: Some(position), recovered, publications })
+    }
+
+    /// Publishes a message to a session: the HTTP fallback for clients without a
+    /// WebSocket, and server-side sends. When a connected member's `clientId` is
+    /// `as_client`, it is published as that member (which does not receive it back);
+    /// otherwise as the server. Answers the members reached and the offset.
+    pub fn publish(&self, session_id: &str, frame: Frame, as_client: Option<&str>, now: Millis) -> Result<(usize, Option<u64>), PublishError> {
+        let session_id = SessionId::parse(session_id).map_err(|_| PublishError::SessionNotFound)?;
+        let mut slow = SlowConsumers::new();
+        let outcome = {
+            let session = self.sessions.get(&session_id).ok_or(PublishError::SessionNotFound)?;
+            let publisher = as_client.and_then(|client_id| session.members.iter().find(|m| m.name.get(m.conn) == client_id)).map(|m| m.conn);
+            if frame.kind == FrameKind::Text {
+                Envelope::parse(&frame.payload).map_err(|_| PublishError::Invalid)?;
+            }
+            self.publish_in_session(&session, publisher, publisher, &frame, now, &mut slow)
+        };
+        Counters::add(&self.counters.messages_relayed, outcome.0 as u64);
+        self.close_slow_consumers(slow, now);
+        Ok(outcome)
+    }
+
+    /// Who is in a session now, in the order they joined; `None` for no session.
+    pub fn presence(&self, session_id: &str) -> Option<Vec<Present>> {
+        let session = self.sessions.get(&SessionId::parse(session_id).ok()?)?;
+        let members = session.members.iter().map(|member| {
+            let identity = self.conns.get(&member.conn).map(|conn| conn.identity.clone());
+            Present {
+                connection_id: member.conn,
+                client_id: member.name.get(member.conn),
+                user_id: identity.as_ref().and_then(|i| i.user_id.clone()),
+                organization_id: identity.as_ref().and_then(|i| i.organization_id.clone()),
+                role: if session.control.active == Some(member.conn) { "active" } else { "passive" },
+                connected_at: member.joined_at,
+            }
+        });
+        Some(members.collect())
     }
 
     fn channel_of(envelope: &Envelope) -> Result<ChannelName, Rejection> {
@@ -661,7 +833,7 @@ impl Relay {
     }
 
     /// Delivers `frame` byte for byte to the other members of a channel the sender is in.
-    fn publish(&self, sender: &Sender, channel: &str, frame: &Frame, slow: &mut SlowConsumers) -> Outcome {
+    fn publish_to_channel(&self, sender: &Sender, channel: &str, frame: &Frame, slow: &mut SlowConsumers) -> Outcome {
         let name = match ChannelName::parse(channel) {
             Ok(name) => name,
             Err(rejection) => return Outcome::Rejected(rejection),
@@ -891,6 +1063,16 @@ impl Relay {
             Some(Err(_)) => return 0,
             None => None,
         };
+        if let (Some(id), None, None, None) = (&session, &channel, target.user_id, target.organization_id) {
+            // To a whole session: a publication, numbered and kept when it has a stream.
+            let mut slow = SlowConsumers::new();
+            let delivered = match self.sessions.get(id) {
+                Some(session) => self.publish_in_session(&session, None, target.except, &frame, now, &mut slow).0,
+                None => 0,
+            };
+            self.close_slow_consumers(slow, now);
+            return delivered;
+        }
         let candidates: Vec<ConnId> = if let Some(name) = &channel {
             let mut members = Vec::new();
             self.channels.for_each_member(name, None, |m| members.push(m.conn));
@@ -1184,6 +1366,7 @@ impl Relay {
             channels: self.channels.count(),
             users: self.users.len(),
             registrations: self.awareness.registrations(),
+            history_bytes: self.history_budget.used(),
         })
     }
 

@@ -3,12 +3,14 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use serde_json::Value;
 
 use crate::config::ConflictResolution;
 use crate::ids::{ConnId, Millis, SessionId};
 use crate::outbox::Outbox;
 use crate::roles::{Control, Members};
+use crate::streams::{HistoryConfig, Position, Stream};
 
 /// What the app asks for in `createSession`.
 #[derive(Clone, Debug, Default)]
@@ -21,6 +23,8 @@ pub struct SessionOptions {
     pub max_clients: Option<usize>,
     /// Overrides the relay's `default_conflict_resolution` for this session.
     pub conflict_resolution: Option<ConflictResolution>,
+    /// Overrides the relay's `history` for this session's stream.
+    pub history: Option<HistoryConfig>,
 }
 
 /// A snapshot of a session, as returned to the app.
@@ -36,6 +40,8 @@ pub struct SessionInfo {
     /// The `clientId` of the member holding control, with role management on.
     pub active_client_id: Option<String>,
     pub conflict_resolution: ConflictResolution,
+    /// The stream's latest position, when the session keeps one.
+    pub position: Option<Position>,
 }
 
 /// How a connection is named to others: the app's `clientId`, else the first one the
@@ -58,6 +64,9 @@ pub(crate) struct Member {
     pub name: Arc<ClientName>,
     /// The member's place in the order of joining (the session's `joins` when it came).
     pub joined: u64,
+    /// Whether it receives publications with their positions.
+    pub positions: bool,
+    pub joined_at: Millis,
 }
 
 impl Members for Vec<Member> {
@@ -84,6 +93,9 @@ pub(crate) struct Session {
     pub joins: u64,
     pub control: Control,
     pub conflict_resolution: ConflictResolution,
+    /// The session's stream, when it keeps history. Locked for each publication, from
+    /// numbering it to handing it to every member, so members see offsets in order.
+    pub stream: Option<Mutex<Stream>>,
 }
 
 impl Session {
@@ -101,6 +113,7 @@ impl Session {
             metadata: self.metadata.clone(),
             active_client_id: self.control.active.map(|active| self.members.client_id(active)),
             conflict_resolution: self.conflict_resolution,
+            position: self.stream.as_ref().map(|stream| stream.lock().position()),
         }
     }
 }

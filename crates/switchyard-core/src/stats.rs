@@ -179,6 +179,8 @@ pub struct Stats {
     /// How long relayed frames waited to be written, in microseconds: per write, the
     /// oldest frame's wait from being routed to its connection's writer taking it.
     pub relay_latency: HistogramSnapshot,
+    /// Bytes the session streams keep together (bounded by `history_max_bytes`).
+    pub history_bytes: usize,
     /// Connections let in since start, by transport.
     pub opened: Vec<(Transport, u64)>,
     /// Connections ended since start, by transport and close code.
@@ -215,6 +217,7 @@ impl Counters {
             channels: sizes.channels,
             users: sizes.users,
             registrations: sizes.registrations,
+            history_bytes: sizes.history_bytes,
             requests: get(&self.requests),
             acks: get(&self.acks),
             nacks: get(&self.nacks),
@@ -244,6 +247,7 @@ pub(crate) struct Sizes {
     pub channels: usize,
     pub users: usize,
     pub registrations: usize,
+    pub history_bytes: usize,
 }
 
 #[cfg(test)]

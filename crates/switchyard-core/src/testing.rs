@@ -69,6 +69,14 @@ impl Outbox for RecordingOutbox {
         Pushed::Queued
     }
 
+    fn push_replay(&self, frame: Frame) {
+        let mut state = self.state.lock();
+        if state.closed.is_none() {
+            state.queued_bytes += frame.len();
+            state.frames.push(frame);
+        }
+    }
+
     fn close(&self, code: u16, reason: &str) {
         let mut state = self.state.lock();
         state.closed.get_or_insert_with(|| (code, reason.to_owned()));

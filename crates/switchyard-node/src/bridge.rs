@@ -129,6 +129,17 @@ impl Outbox for BridgeOutbox {
         Pushed::Queued
     }
 
+    fn push_replay(&self, frame: Frame) {
+        let mut queue = self.queue.lock();
+        if queue.closed || queue.close.is_some() {
+            return;
+        }
+        queue.queued_bytes += frame.len();
+        queue.frames.push_back(frame);
+        queue.oldest.get_or_insert_with(Instant::now);
+        self.schedule(&mut queue);
+    }
+
     fn close(&self, code: u16, reason: &str) {
         let mut queue = self.queue.lock();
         if !queue.closed && queue.close.is_none() {

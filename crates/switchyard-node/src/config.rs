@@ -5,7 +5,8 @@ use bytes::Bytes;
 use napi::bindgen_prelude::Unknown;
 use napi::{Env, Error, Result, Status, ValueType};
 use switchyard_core::{
-    AckPolicy, Config, ConflictResolution, Identity, Rate, RateLimits, Route, SessionError, SessionOptions, SlowConsumerPolicy,
+    AckPolicy, Config, ConflictResolution, HistoryConfig, Identity, Rate, RateLimits, Route, SessionError, SessionOptions,
+    SlowConsumerPolicy,
 };
 use switchyard_server::auth::{self, JwtConfig, Keys, Verifier};
 
@@ -18,7 +19,7 @@ const MAX_MS: u64 = 1 << 50;
 const MAX_BYTES: u64 = 1 << 40;
 const MAX_COUNT: u64 = u32::MAX as u64;
 
-const CONFIG_OPTIONS: [&str; 20] = [
+const CONFIG_OPTIONS: [&str; 22] = [
     "sessionTimeoutMs",
     "maxSessions",
     "maxClientsPerSession",
@@ -39,8 +40,11 @@ const CONFIG_OPTIONS: [&str; 20] = [
     "connectionsPerMinutePerIp",
     "auth",
     "nativeCompression",
+    "history",
+    "historyMaxBytes",
 ];
-const SESSION_OPTIONS: [&str; 5] = ["sessionId", "expiresIn", "metadata", "maxClients", "conflictResolution"];
+const SESSION_OPTIONS: [&str; 6] = ["sessionId", "expiresIn", "metadata", "maxClients", "conflictResolution", "history"];
+const HISTORY_OPTIONS: [&str; 2] = ["size", "ttlMs"];
 const IDENTITY_OPTIONS: [&str; 5] = ["userId", "organizationId", "clientId", "metadata", "rateLimit"];
 const UPGRADE_OPTIONS: [&str; 6] = ["userId", "organizationId", "clientId", "metadata", "rateLimit", "head"];
 const RATE_OPTIONS: [&str; 2] = ["messagesPerSecond", "burst"];
@@ -57,6 +61,15 @@ pub struct Auth {
 pub struct Settings {
     pub config: Config,
     pub auth: Option<Auth>,
+}
+
+/// `{ size, ttlMs }`, both required: a session stream's bounds.
+fn read_history(env: &Env, reader: OptionsReader) -> Result<Option<HistoryConfig>> {
+    match (reader.positive_integer("size", HistoryConfig::MAX_SIZE as u64)?, reader.positive_integer("ttlMs", MAX_MS)?) {
+        (Some(size), Some(ttl_ms)) => Ok(Some(HistoryConfig { size: size as usize, ttl_ms })),
+        (None, None) => Ok(None),
+        _ => Err(type_error(env, "history needs both size and ttlMs, such as { size: 100, ttlMs: 300000 }")),
+    }
 }
 
 /// `{ messagesPerSecond, burst }`, both required.
@@ -168,6 +181,8 @@ pub fn read_settings(env: &Env, value: Option<Unknown>) -> Result<Settings> {
         rate_limit: read_rate_limits(env, &options)?,
         connections_per_minute_per_ip: options.positive_integer("connectionsPerMinutePerIp", MAX_COUNT)?.map(|n| n as u32),
         verified_users_only: auth.is_some(),
+        history: read_history(env, options.nested("history", &HISTORY_OPTIONS)?)?,
+        history_max_bytes: options.positive_integer("historyMaxBytes", MAX_BYTES)?.map_or(defaults.history_max_bytes, size),
     };
     config.validate().map_err(|err| type_error(env, err.to_string()))?;
     Ok(Settings { config, auth })
@@ -186,6 +201,7 @@ pub fn read_session_options(env: &Env, value: Option<Unknown>) -> Result<Session
         metadata: options.json("metadata")?,
         max_clients: options.positive_integer("maxClients", MAX_COUNT)?.map(|n| n as usize),
         conflict_resolution: read_conflict_resolution(&options, "conflictResolution")?,
+        history: read_history(env, options.nested("history", &HISTORY_OPTIONS)?)?,
     })
 }
 
@@ -196,6 +212,7 @@ fn identity_from(env: &Env, options: &OptionsReader) -> Result<Identity> {
         client_id: options.string("clientId")?,
         metadata: options.json("metadata")?,
         rate_limit: read_rate(env, options.nested("rateLimit", &RATE_OPTIONS)?, "rateLimit")?,
+        resume: Default::default(),
     })
 }
 

@@ -51,7 +51,7 @@ impl EventName {
             Event::SessionDeleted { .. } => EventName::SessionDeleted,
             Event::SessionExpired { .. } => EventName::SessionExpired,
             Event::Message { .. } => EventName::Message,
-            Event::Request { .. } => return None,
+            Event::Request { .. } | Event::Published { .. } => return None,
         })
     }
 }
@@ -139,7 +139,7 @@ pub fn deliver(env: &Env, name: EventName, listeners: Vec<Rc<Listener>>, event: 
             object.set("message", parse(env, &String::from_utf8_lossy(&message))?)?;
             payload
         }
-        Event::Request { .. } => return Ok(()),
+        Event::Request { .. } | Event::Published { .. } => return Ok(()),
     };
     for listener in listeners {
         // SAFETY: `payload` lives in the current handle scope.

@@ -19,7 +19,7 @@ use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{Env, Error, Result, Status};
 use serde_json::value::RawValue;
 use switchyard_core::{
-    close_code, ConnId, ConnectionInfo, ErrorCode, Event, Frame, Identity, Millis, Refusal, Rejection, Relay, Route, Target,
+    close_code, ConnId, ConnectionInfo, ErrorCode, Event, Frame, Identity, Millis, Refusal, Rejection, Relay, Resume, Route, Target,
 };
 use switchyard_server::auth::{self, AuthError, TokenSource};
 use switchyard_server::{handshake, now, Accepted};
@@ -262,7 +262,8 @@ impl Host {
     /// `connectionsPerMinutePerIp`, and the token valid when auth is configured. The
     /// token's claims give the identity; what the app passed overrides them field by
     /// field. The protocol is the subprotocol the answer must name.
-    fn check_upgrade(&self, request: Option<&UpgradeRequest>, given: Identity) -> std::result::Result<(Identity, Option<&'static str>), (Refusal, String)> {
+    fn check_upgrade(&self, request: Option<&UpgradeRequest>, mut given: Identity) -> std::result::Result<(Identity, Option<&'static str>), (Refusal, String)> {
+        given.resume = request.map_or_else(Resume::default, |r| Resume::from_url(&r.url));
         if let Some(address) = request.and_then(|r| r.address) {
             if !self.relay.admit(address, now()) {
                 return Err((Refusal::TooManyConnections, "Too many connections from this address".into()));
@@ -282,6 +283,7 @@ impl Host {
                     client_id: given.client_id.or(token.client_id),
                     metadata: given.metadata.or(token.metadata),
                     rate_limit: given.rate_limit.or(token.rate_limit),
+                    resume: given.resume,
                 };
                 Ok((identity, (source == TokenSource::Subprotocol).then_some(auth::TOKEN_SUBPROTOCOL)))
             }

@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use napi::bindgen_prelude::{Either, Null, Undefined};
+use napi::bindgen_prelude::{Buffer, Either, Null, Undefined};
 use napi_derive::napi;
 use serde_json::Value;
 use switchyard_core::{
-    Config, ConnectionInfo, Health, HistogramSnapshot, Identity, Millis, Rate, SessionInfo, Stats, Transport, FRAME_SIZES,
+    Config, ConnectionInfo, FrameKind, Health, HistogramSnapshot, History, HistoryConfig, Identity, Millis, Present, Rate, SessionInfo,
+    Stats, Transport, FRAME_SIZES,
 };
 
 fn date(ms: Millis) -> DateTime<Utc> {
@@ -197,6 +198,22 @@ pub struct ResolvedConfig {
     pub auth: Either<ResolvedAuth, Null>,
     /// Always false: the constructor refuses `true`.
     pub native_compression: bool,
+    /// The stream sessions keep unless created with their own; `null`: none.
+    #[napi(ts_type = "ResolvedHistory | null")]
+    pub history: Either<ResolvedHistory, Null>,
+    pub history_max_bytes: i64,
+}
+
+#[napi(object)]
+pub struct ResolvedHistory {
+    pub size: u32,
+    pub ttl_ms: i64,
+}
+
+impl From<HistoryConfig> for ResolvedHistory {
+    fn from(history: HistoryConfig) -> Self {
+        Self { size: history.size as u32, ttl_ms: history.ttl_ms as i64 }
+    }
 }
 
 #[napi(object)]
@@ -264,6 +281,8 @@ impl ResolvedConfig {
             connections_per_minute_per_ip: or_null(config.connections_per_minute_per_ip),
             auth: or_null(auth_required.map(|required| ResolvedAuth { required })),
             native_compression: false,
+            history: or_null(config.history.map(ResolvedHistory::from)),
+            history_max_bytes: config.history_max_bytes as i64,
         }
     }
 }
@@ -302,9 +321,96 @@ pub struct RelayStats {
     pub relay_latency: LatencyStats,
     /// Open connections by transport.
     pub connections_by_transport: TransportCounts,
+    /// Bytes the session streams keep together (at most `historyMaxBytes`).
+    pub history_bytes: i64,
     pub health: HealthStats,
     pub compression: CompressionStats,
     pub config: ResolvedConfig,
+}
+
+/// What `history()` answers.
+#[napi(object)]
+pub struct SessionHistory {
+    /// The stream's epoch; `null` when the session keeps no history.
+    #[napi(ts_type = "string | null")]
+    pub epoch: Either<String, Null>,
+    /// The latest offset (0 before the first publication, or without history).
+    pub offset: i64,
+    /// Whether `publications` are every one after the position asked for.
+    pub recovered: bool,
+    pub publications: Vec<PublicationData>,
+}
+
+/// One kept publication: `data` is a text message parsed, `binary` a binary one's bytes.
+#[napi(object)]
+pub struct PublicationData {
+    pub offset: i64,
+    /// The publisher's connectionId, or `"server"`.
+    pub from: String,
+    pub timestamp: i64,
+    #[napi(ts_type = "JsonValue")]
+    pub data: Option<Value>,
+    pub binary: Option<Buffer>,
+}
+
+impl From<History> for SessionHistory {
+    fn from(history: History) -> Self {
+        Self {
+            epoch: or_null(history.position.as_ref().map(|p| p.epoch.to_string())),
+            offset: history.position.map_or(0, |p| p.offset as i64),
+            recovered: history.recovered,
+            publications: history
+                .publications
+                .into_iter()
+                .map(|p| {
+                    let binary = p.frame.kind == FrameKind::Binary;
+                    PublicationData {
+                        offset: p.offset as i64,
+                        from: p.from.to_string(),
+                        timestamp: p.timestamp as i64,
+                        data: (!binary).then(|| serde_json::from_slice(&p.frame.payload).ok()).flatten(),
+                        binary: binary.then(|| p.frame.payload.to_vec().into()),
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A member of a session, as `presence()` shows it.
+#[napi(object)]
+pub struct PresenceData {
+    pub connection_id: String,
+    pub client_id: String,
+    pub user_id: Option<String>,
+    pub organization_id: Option<String>,
+    /// `"active"` for the member holding control, else `"passive"`.
+    #[napi(ts_type = "'active' | 'passive'")]
+    pub role: String,
+    /// When it joined, in milliseconds since the Unix epoch.
+    pub connected_at: i64,
+}
+
+impl From<Present> for PresenceData {
+    fn from(present: Present) -> Self {
+        Self {
+            connection_id: present.connection_id.to_string(),
+            client_id: present.client_id,
+            user_id: present.user_id,
+            organization_id: present.organization_id,
+            role: present.role.into(),
+            connected_at: present.connected_at as i64,
+        }
+    }
+}
+
+/// What `publish()` answers.
+#[napi(object)]
+pub struct Published {
+    /// The publication's offset in the session's stream; absent without history.
+    pub offset: Option<i64>,
+    /// Members it reached.
+    pub delivered: u32,
 }
 
 /// Relay latency, from the histogram `/metrics` exports: for each write to a socket, how
@@ -456,6 +562,7 @@ impl RelayStats {
                 .collect(),
             relay_latency: LatencyStats::from(&stats.relay_latency),
             connections_by_transport: TransportCounts::from(&stats),
+            history_bytes: stats.history_bytes as i64,
             health: extra.health,
             compression: extra.compression,
             users: stats.users as u32,

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use napi::bindgen_prelude::{FnArgs, Function, Null, Object, This, Uint8Array, Unknown};
 use napi::{Env, JsValue, Result, ValueType};
 use napi_derive::napi;
-use switchyard_core::{close_code, ChannelName, ConnId, Frame, Target};
+use switchyard_core::{close_code, ChannelName, ConnId, Frame, Position, PublishError, Target};
 use switchyard_server::now;
 
 use crate::bridge;
@@ -14,12 +14,16 @@ use crate::config::{read_route, read_session_options, read_settings, read_upgrad
 use crate::guard;
 use crate::host::{Host, Lifecycle};
 use crate::config::MAX_TIMER_MS;
-use crate::js_types::{HealthStats, IdentityData, RelayStats, SessionData, StatsExtra};
+use crate::js_types::{HealthStats, IdentityData, PresenceData, Published, RelayStats, SessionData, SessionHistory, StatsExtra};
 use crate::native;
 use crate::attach;
 use crate::js;
 use crate::options::{string_argument, type_error, OptionsReader};
 use crate::request::UpgradeRequest;
+
+/// Publications `history()` returns unless asked for another number, and at most.
+const DEFAULT_HISTORY_READ: usize = 100;
+const MAX_HISTORY_READ: usize = 1000;
 
 /// How long `stop()` waits for close handshakes before terminating what is left.
 const DEFAULT_STOP_TIMEOUT_MS: u64 = 5000;
@@ -262,6 +266,52 @@ impl RelaySessionManager {
             };
             let frame = outgoing(&env, message)?;
             self.host.send(&env, &Target { session_id: Some(&session_id), except, ..Default::default() }, frame)
+        })
+    }
+
+    /// A session's kept publications after `since` (`"<epoch>:<offset>"`; all it keeps
+    /// without one), at most `limit` (100; up to 1000): `recovered` says whether they are
+    /// every one since then. `null` when there is no such session.
+    #[napi(ts_args_type = "sessionId: string, options?: HistoryReadOptions", ts_return_type = "SessionHistory | null")]
+    pub fn history(&self, env: Env, session_id: Unknown, options: Option<Unknown>) -> Result<Option<SessionHistory>> {
+        guard(|| {
+            let session_id = string_argument(&env, session_id, "sessionId")?;
+            let options = OptionsReader::new(&env, options, "options", &["since", "limit"])?;
+            let since = match options.string("since")? {
+                Some(text) => Some(Position::parse(&text).ok_or_else(|| type_error(&env, format!("since {text:?} is not <epoch>:<offset>")))?),
+                None => None,
+            };
+            let limit = options.positive_integer("limit", MAX_HISTORY_READ as u64)?.map_or(DEFAULT_HISTORY_READ, |n| n as usize);
+            Ok(self.host.relay.history(&session_id, since.as_ref(), limit, now()).map(SessionHistory::from))
+        })
+    }
+
+    /// Publishes `message` to a session as the server, or as the member whose `clientId`
+    /// is `options.clientId` (which does not receive it): numbered and kept when the
+    /// session has a stream. Returns its offset (`null` without a stream) and how many
+    /// members it reached.
+    #[napi(ts_args_type = "sessionId: string, message: OutgoingMessage, options?: PublishOptions")]
+    pub fn publish(&self, env: Env, session_id: Unknown, message: Unknown, options: Option<Unknown>) -> Result<Published> {
+        guard(|| {
+            let session_id = string_argument(&env, session_id, "sessionId")?;
+            let client_id = OptionsReader::new(&env, options, "options", &["clientId"])?.string("clientId")?;
+            let frame = outgoing(&env, message)?;
+            let published = self.host.relay.publish(&session_id, frame, client_id.as_deref(), now());
+            self.host.pump(&env)?;
+            match published {
+                Ok((delivered, offset)) => Ok(Published { offset: offset.map(|o| o as i64), delivered: delivered as u32 }),
+                Err(PublishError::SessionNotFound) => Err(napi::Error::from_reason(format!("Session not found: {session_id}"))),
+                Err(err) => Err(type_error(&env, err.to_string())),
+            }
+        })
+    }
+
+    /// Who is in a session now, in the order they joined; `null` when there is no such session.
+    #[napi(ts_args_type = "sessionId: string")]
+    pub fn presence(&self, env: Env, session_id: Unknown) -> Result<Option<Vec<PresenceData>>> {
+        guard(|| {
+            let session_id = string_argument(&env, session_id, "sessionId")?;
+            Ok(self.host.relay.presence(&session_id).map(|members| members.into_iter().map(PresenceData::from).collect()))
         })
     }
 

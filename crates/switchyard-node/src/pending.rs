@@ -73,6 +73,10 @@ impl Pending {
 
 impl EventSink for Pending {
     fn emit(&self, event: Event) {
+        // The app reads history when it wants it; no listener waits for publications.
+        if matches!(event, Event::Published { .. }) {
+            return;
+        }
         self.events.lock().push(event);
         self.wake_js_thread();
     }

@@ -207,6 +207,7 @@ impl Verifier {
             client_id: None,
             metadata: Some(Value::Object(claims.clone())),
             rate_limit,
+            resume: Default::default(),
         })
     }
 }

@@ -109,6 +109,7 @@ impl Collector for RelayCollector {
         gauge(&mut encoder, "users", "Distinct users with a connection.", s.users as f64)?;
         gauge(&mut encoder, "registrations", "Awareness registrations: windows with a case open.", s.registrations as f64)?;
         gauge(&mut encoder, "channels", "Channels with members.", s.channels as f64)?;
+        gauge(&mut encoder, "history_bytes", "Bytes the session streams keep together.", s.history_bytes as f64)?;
         gauge(&mut encoder, "unhealthy_connections", "Connections whose ping has waited over half the ping interval.", self.health.unhealthy_connections as f64)?;
         if let Some(ms) = self.health.average_latency_ms {
             gauge(&mut encoder, "ping_round_trip_seconds", "The mean of each connection's last ping round trip.", ms / 1000.0)?;

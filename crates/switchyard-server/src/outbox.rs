@@ -138,6 +138,22 @@ impl Outbox for NativeOutbox {
         Pushed::Queued
     }
 
+    fn push_replay(&self, frame: Frame) {
+        let was_empty = {
+            let mut queue = self.queue.lock();
+            if queue.closed || queue.close.is_some() {
+                return;
+            }
+            self.unsent.fetch_add(frame.len(), Ordering::Relaxed);
+            queue.frames.push_back(frame);
+            queue.oldest.get_or_insert_with(Instant::now);
+            queue.frames.len() == 1
+        };
+        if was_empty {
+            self.waker.wake();
+        }
+    }
+
     fn close(&self, code: u16, reason: &str) {
         {
             let mut queue = self.queue.lock();

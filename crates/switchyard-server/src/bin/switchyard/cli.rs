@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use switchyard_core::{AckPolicy, Config, ConflictResolution, Rate, RateLimits, SlowConsumerPolicy};
+use switchyard_core::{AckPolicy, Config, ConflictResolution, HistoryConfig, Rate, RateLimits, SlowConsumerPolicy};
 use switchyard_server::auth::{self, JwtConfig, Keys, Verifier};
 
 /// A positive whole number of milliseconds or bytes.
@@ -69,6 +69,19 @@ pub struct Args {
     /// Sessions that may exist at once; POST /v1/sessions answers 503 past it.
     #[arg(long, env = "MAX_SESSIONS", default_value = "100000", value_name = "N")]
     pub max_sessions: Positive,
+
+    /// Publications each session's stream keeps, for clients recovering after a reconnect
+    /// and for GET /v1/sessions/{id}/history; 0 keeps none.
+    #[arg(long, env = "HISTORY_SIZE", default_value = "0", value_name = "N", value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub history_size: u64,
+
+    /// Milliseconds each kept publication is kept.
+    #[arg(long, env = "HISTORY_TTL", default_value = "300000", value_name = "MS")]
+    pub history_ttl: Positive,
+
+    /// Bytes all session streams may keep together; the oldest publications go first past it.
+    #[arg(long, env = "HISTORY_MAX_BYTES", default_value = "67108864", value_name = "BYTES")]
+    pub history_max_bytes: Positive,
 
     /// Connections one session admits.
     #[arg(long, env = "MAX_CLIENTS_PER_SESSION", default_value = "2", value_name = "N")]
@@ -243,6 +256,8 @@ impl Args {
             }),
             connections_per_minute_per_ip: self.connections_per_minute_per_ip,
             verified_users_only: self.jwt_secret.is_some() || self.jwt_public_key.is_some() || self.jwks.is_some(),
+            history: (self.history_size > 0).then(|| HistoryConfig { size: self.history_size as usize, ttl_ms: ms(self.history_ttl) }),
+            history_max_bytes: size(self.history_max_bytes),
         }
     }
 

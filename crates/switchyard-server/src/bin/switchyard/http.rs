@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
+use base64::Engine as _;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -21,8 +22,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use switchyard_core::{
-    server_message, ChannelName, ConflictResolution, Health, HistogramSnapshot, Identity, Millis, Relay, Route, SessionError, SessionInfo,
-    SessionOptions, Target, Transport, FRAME_SIZES,
+    server_message, ChannelName, ConflictResolution, Frame, FrameKind, Health, HistogramSnapshot, History, HistoryConfig, Identity, Millis,
+    Position, PublishError, Relay, Resume, Route, SessionError, SessionInfo, SessionOptions, Target, Transport, FRAME_SIZES,
 };
 use switchyard_server::auth::{self, TokenSource, Verifier};
 use switchyard_server::metrics::{self, HostGauge};
@@ -37,6 +38,8 @@ pub struct App {
     pub started: Instant,
     /// Connections that have not finished their handshake.
     pub waiting: Arc<crate::accept::Waiting>,
+    /// Wakes history long polls.
+    pub events: Arc<crate::log_events::LogEvents>,
 }
 
 type AppState = State<Arc<App>>;
@@ -53,6 +56,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/sessions", post(create_session).get(list_sessions))
         .route("/v1/sessions/{session_id}", get(get_session).delete(delete_session))
+        .route("/v1/sessions/{session_id}/history", get(session_history))
+        .route("/v1/sessions/{session_id}/messages", post(publish_message))
+        .route("/v1/sessions/{session_id}/presence", get(session_presence))
         .route("/v1/broadcast", post(broadcast))
         .with_state(app)
 }
@@ -157,6 +163,7 @@ fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request) -> R
             }
         },
     };
+    let identity = Identity { resume: Resume::from_url(url), ..identity };
     let accept = match handshake::accept(parts.method.as_str(), header) {
         Ok(accept) => accept,
         Err(error) => {
@@ -229,6 +236,7 @@ async fn stats(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketAddr>,
         "frames": frame_sizes(&s.frame_sizes),
         "relayLatency": latency_json(&s.relay_latency),
         "connectionsByTransport": { "native": s.open_connections(Transport::Native) },
+        "historyBytes": s.history_bytes,
         "health": health_json(app.relay.health(now())),
     })))
 }
@@ -350,6 +358,14 @@ struct CreateSession {
     metadata: Option<Value>,
     max_clients: Option<usize>,
     conflict_resolution: Option<String>,
+    history: Option<HistoryBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct HistoryBody {
+    size: usize,
+    ttl_ms: u64,
 }
 
 async fn create_session(
@@ -373,6 +389,7 @@ async fn create_session(
         metadata: request.metadata,
         max_clients: request.max_clients,
         conflict_resolution,
+        history: request.history.map(|h| HistoryConfig { size: h.size, ttl_ms: h.ttl_ms }),
     };
     let info = app.relay.create_session(options, now()).map_err(|err| match err {
         SessionError::AlreadyExists(_) => ApiError::new(StatusCode::CONFLICT, "SESSION_EXISTS", err.to_string()),
@@ -435,6 +452,130 @@ async fn delete_session(
         return Err(ApiError::session_not_found(&session_id));
     }
     Ok(Json(json!({ "deleted": true })))
+}
+
+/// What the HTTP fallback needs to read or publish: a session id is what it takes to join
+/// a session, as over WebSocket, and with token auth the same token (as a bearer token or
+/// `?token=`).
+fn authorize_member(app: &App, url: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some((verifier, required)) = &app.auth else { return Ok(()) };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    auth::authenticate(verifier, *required, url, header)
+        .map(|_| ())
+        .map_err(|refused| ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", refused.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryQuery {
+    since: Option<String>,
+    limit: Option<usize>,
+    wait_ms: Option<u64>,
+    /// Read by [`authorize_member`] from the URL itself.
+    #[allow(dead_code)]
+    token: Option<String>,
+}
+
+/// How long a history long poll may wait at most.
+const MAX_WAIT_MS: u64 = 60_000;
+
+/// `GET /v1/sessions/{id}/history?since=&limit=&waitMs=`: the publications after `since`;
+/// with `waitMs`, waits up to that long for one when there is none yet.
+async fn session_history(
+    State(app): AppState,
+    Path(session_id): Path<String>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let url = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    authorize_member(&app, &url, request.headers())?;
+    let Query(query) = query.map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", err.body_text()))?;
+    let since = match query.since.as_deref() {
+        None => None,
+        Some(text) => Some(Position::parse(text).ok_or_else(|| {
+            ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", format!("since must be <epoch>:<offset>, got {text:?}"))
+        })?),
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", format!("limit must be from 1 to {MAX_PAGE}")));
+    }
+    let wait = std::time::Duration::from_millis(query.wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Listening before looking, so a publication between the two is not missed.
+        let published = app.events.published.notified();
+        tokio::pin!(published);
+        published.as_mut().enable();
+        let history = app.relay.history(&session_id, since.as_ref(), limit, now()).ok_or_else(|| ApiError::session_not_found(&session_id))?;
+        let waiting = history.recovered && history.publications.is_empty() && history.position.is_some();
+        if !waiting || tokio::time::timeout_at(deadline, published).await.is_err() {
+            return Ok(Json(history_json(history)));
+        }
+    }
+}
+
+fn history_json(history: History) -> Value {
+    let publications: Vec<Value> = history
+        .publications
+        .iter()
+        .map(|p| {
+            let mut entry = json!({ "offset": p.offset, "from": &*p.from, "timestamp": p.timestamp });
+            match p.frame.kind {
+                FrameKind::Binary => entry["binary"] = json!(base64::engine::general_purpose::STANDARD.encode(&p.frame.payload)),
+                FrameKind::Text | FrameKind::Ping => entry["data"] = serde_json::from_slice(&p.frame.payload).unwrap_or(Value::Null),
+            }
+            entry
+        })
+        .collect();
+    json!({
+        "epoch": history.position.as_ref().map(|p| &*p.epoch),
+        "offset": history.position.as_ref().map_or(0, |p| p.offset),
+        "recovered": history.recovered,
+        "publications": publications,
+    })
+}
+
+/// `POST /v1/sessions/{id}/messages`: publishes the body (a message with a string `type`)
+/// to the session, as the connected member its `clientId` names, else as the server.
+async fn publish_message(State(app): AppState, Path(session_id): Path<String>, request: Request) -> Result<Json<Value>, ApiError> {
+    let url = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    authorize_member(&app, &url, request.headers())?;
+    let body = axum::body::to_bytes(request.into_body(), app.relay.config().max_message_bytes)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "MESSAGE_TOO_LARGE", "The message is larger than --max-message-bytes"))?;
+    #[derive(Deserialize)]
+    struct Member {
+        #[serde(rename = "clientId")]
+        client_id: Option<String>,
+    }
+    let member: Member = serde_json::from_slice(&body).map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_JSON", err.to_string()))?;
+    match app.relay.publish(&session_id, Frame::text(body), member.client_id.as_deref(), now()) {
+        Ok((delivered, offset)) => Ok(Json(json!({ "offset": offset, "delivered": delivered }))),
+        Err(PublishError::SessionNotFound) => Err(ApiError::session_not_found(&session_id)),
+        Err(err) => Err(ApiError::new(StatusCode::BAD_REQUEST, "INVALID_MESSAGE", err.to_string())),
+    }
+}
+
+/// `GET /v1/sessions/{id}/presence`: who is in the session now.
+async fn session_presence(State(app): AppState, Path(session_id): Path<String>, request: Request) -> Result<Json<Value>, ApiError> {
+    let url = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    authorize_member(&app, &url, request.headers())?;
+    let clients = app.relay.presence(&session_id).ok_or_else(|| ApiError::session_not_found(&session_id))?;
+    let clients: Vec<Value> = clients
+        .into_iter()
+        .map(|c| {
+            json!({
+                "connectionId": c.connection_id.to_string(),
+                "clientId": c.client_id,
+                "userId": c.user_id,
+                "organizationId": c.organization_id,
+                "role": c.role,
+                "connectedAt": c.connected_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "clients": clients })))
 }
 
 #[derive(Deserialize)]

@@ -1,10 +1,17 @@
 //! The binary's event sink: one log line per connection opened and closed, and per
-//! session ended. Nothing is logged per message.
+//! session ended, and a wake-up for history long polls per publication. Nothing is
+//! logged per message.
 
 use switchyard_core::{Event, EventSink};
+use tokio::sync::Notify;
 use tracing::{debug, info};
 
-pub struct LogEvents;
+#[derive(Default)]
+pub struct LogEvents {
+    /// Woken at every publication in a session with a stream; each long poll then looks
+    /// at its own session's history.
+    pub published: Notify,
+}
 
 impl EventSink for LogEvents {
     fn emit(&self, event: Event) {
@@ -29,6 +36,7 @@ impl EventSink for LogEvents {
             // The binary has no request handler (requests are answered NO_HANDLER before an
             // event exists) and watches no message types.
             Event::Request { .. } | Event::Message { .. } => {}
+            Event::Published { .. } => self.published.notify_waiters(),
         }
     }
 }

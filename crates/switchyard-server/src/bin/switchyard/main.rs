@@ -64,7 +64,8 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: cli::Args, config: Config, auth: Option<(Verifier, bool)>) -> ExitCode {
-    let relay = Arc::new(Relay::new(config.clone(), Arc::new(log_events::LogEvents)));
+    let events = Arc::new(log_events::LogEvents::default());
+    let relay = Arc::new(Relay::new(config.clone(), events.clone()));
     let address = SocketAddr::new(args.host, args.port);
     let listener = match listen(address) {
         Ok(listener) => listener,
@@ -82,6 +83,7 @@ async fn serve(args: cli::Args, config: Config, auth: Option<(Verifier, bool)>) 
         auth,
         started: Instant::now(),
         waiting: waiting.clone(),
+        events,
     });
     info!(
         address = %listener.local_addr().map_or(address, |a| a),

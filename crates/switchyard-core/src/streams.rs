@@ -1,0 +1,328 @@
+//! Streams: a session's last publications, each at a position (an epoch naming the
+//! stream's life, and an offset counting its publications), kept so that a client that
+//! reconnects receives what it missed, and so that HTTP clients can read them.
+//!
+//! Recovery is all or nothing: a stream either holds every publication after a position,
+//! or the client is told it lost some. Memory is bounded three ways: publications per
+//! stream, their age, and the bytes of every stream of a relay together ([`Budget`]).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use rand::distr::{Alphanumeric, SampleString};
+
+use crate::frame::{Frame, FrameKind};
+use crate::ids::Millis;
+
+/// How much of a stream to keep: `size` publications at most, each `ttl_ms` at most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryConfig {
+    pub size: usize,
+    pub ttl_ms: u64,
+}
+
+impl HistoryConfig {
+    /// The most publications one stream may keep.
+    pub const MAX_SIZE: usize = 100_000;
+
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=Self::MAX_SIZE).contains(&self.size) {
+            return Err(format!("history.size must be 1 to {}", Self::MAX_SIZE));
+        }
+        if self.ttl_ms == 0 {
+            return Err("history.ttlMs must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// A place in a stream: after the publication numbered `offset` (0: before the first).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Position {
+    pub epoch: Arc<str>,
+    pub offset: u64,
+}
+
+impl Position {
+    /// Reads `<epoch>:<offset>`, as clients send it in `since`.
+    pub fn parse(text: &str) -> Option<Position> {
+        let (epoch, offset) = text.rsplit_once(':')?;
+        if epoch.is_empty() || epoch.len() > 64 {
+            return None;
+        }
+        Some(Position { epoch: epoch.into(), offset: offset.parse().ok()? })
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.epoch, self.offset)
+    }
+}
+
+/// What a connection asks of its session's stream, in the query of its upgrade URL:
+/// `positions=1`, `since=<epoch>:<offset>`, `previous=<its previous connectionId>` (either
+/// of the last two implies the first).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resume {
+    pub positions: bool,
+    pub since: Option<Position>,
+    pub previous: Option<String>,
+}
+
+impl Resume {
+    /// Reads the query of a request target (`/session/x?positions=1`); parameters it does
+    /// not know, and values it cannot read, are left alone.
+    pub fn from_url(url: &str) -> Resume {
+        let mut resume = Resume::default();
+        let Some((_, query)) = url.split_once('?') else { return resume };
+        for pair in query.split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
+            match key {
+                "positions" => resume.positions |= matches!(&*value, "1" | "true"),
+                "since" => resume.since = Position::parse(&value),
+                "previous" if !value.is_empty() && value.len() <= 64 => resume.previous = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+        resume.positions |= resume.since.is_some() || resume.previous.is_some();
+        resume
+    }
+}
+
+/// One publication, as kept.
+#[derive(Clone, Debug)]
+pub struct Publication {
+    pub offset: u64,
+    /// The publisher's connection id, or `"server"`.
+    pub from: Arc<str>,
+    pub timestamp: Millis,
+    /// The message as it was published.
+    pub frame: Frame,
+}
+
+impl Publication {
+    /// The frame a connection with positions receives: a text message wrapped as
+    /// `{"type":"publication","offset":N,"from":"...","data":<the message>}`, a binary one
+    /// behind its offset in 8 bytes, big-endian. Built once per publication.
+    pub fn wrapped(&self) -> Frame {
+        match self.frame.kind {
+            FrameKind::Binary => {
+                let mut bytes = Vec::with_capacity(8 + self.frame.len());
+                bytes.extend_from_slice(&self.offset.to_be_bytes());
+                bytes.extend_from_slice(&self.frame.payload);
+                Frame::binary(bytes)
+            }
+            FrameKind::Text | FrameKind::Ping => {
+                let from = serde_json::to_string(&*self.from).expect("a string serializes");
+                let mut text = Vec::with_capacity(64 + self.frame.len());
+                text.extend_from_slice(format!(r#"{{"type":"publication","offset":{},"from":{from},"data":"#, self.offset).as_bytes());
+                text.extend_from_slice(&self.frame.payload);
+                text.push(b'}');
+                Frame::text(text)
+            }
+        }
+    }
+}
+
+/// The bytes every stream of a relay may keep together.
+pub struct Budget {
+    used: AtomicUsize,
+    cap: usize,
+}
+
+impl Budget {
+    pub fn new(cap: usize) -> Self {
+        Self { used: AtomicUsize::new(0), cap }
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn take(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| used.checked_add(bytes).filter(|&total| total <= self.cap))
+            .is_ok()
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// What a stream holds after a position.
+#[derive(Debug)]
+pub enum Since<'a> {
+    /// Every publication after it, oldest first (none when it is the latest position).
+    Recovered(Vec<&'a Publication>),
+    /// Some are gone (past the kept history, or another epoch): nothing is replayed.
+    Lost,
+}
+
+pub struct Stream {
+    epoch: Arc<str>,
+    config: HistoryConfig,
+    /// The offset of the latest publication; 0 before the first.
+    last: u64,
+    kept: VecDeque<Publication>,
+    bytes: usize,
+    budget: Arc<Budget>,
+}
+
+/// What one kept publication costs: its bytes and its bookkeeping.
+fn cost(publication: &Publication) -> usize {
+    publication.frame.len() + publication.from.len() + std::mem::size_of::<Publication>()
+}
+
+impl Stream {
+    pub fn new(config: HistoryConfig, budget: Arc<Budget>) -> Self {
+        Self { epoch: Alphanumeric.sample_string(&mut rand::rng(), 8).into(), config, last: 0, kept: VecDeque::new(), bytes: 0, budget }
+    }
+
+    pub fn position(&self) -> Position {
+        Position { epoch: self.epoch.clone(), offset: self.last }
+    }
+
+    /// Numbers a publication and keeps it. When the relay's budget has no room for it even
+    /// with none of this stream's older ones kept, it goes unkept: nothing up to it can be
+    /// recovered then, which [`Stream::since`] says.
+    pub fn append(&mut self, from: Arc<str>, frame: Frame, now: Millis) -> Publication {
+        self.last += 1;
+        let publication = Publication { offset: self.last, from, timestamp: now, frame };
+        self.expire(now);
+        while self.kept.len() >= self.config.size {
+            self.drop_oldest();
+        }
+        let needed = cost(&publication);
+        loop {
+            if self.budget.take(needed) {
+                self.bytes += needed;
+                self.kept.push_back(publication.clone());
+                break;
+            }
+            if !self.drop_oldest() {
+                break;
+            }
+        }
+        publication
+    }
+
+    fn drop_oldest(&mut self) -> bool {
+        let Some(oldest) = self.kept.pop_front() else { return false };
+        let freed = cost(&oldest);
+        self.bytes -= freed;
+        self.budget.give_back(freed);
+        true
+    }
+
+    /// Lets go of publications older than the history's time to live.
+    pub fn expire(&mut self, now: Millis) {
+        while self.kept.front().is_some_and(|p| p.timestamp.saturating_add(self.config.ttl_ms) <= now) {
+            self.drop_oldest();
+        }
+    }
+
+    /// The publications after `position`, if the stream still has every one of them.
+    pub fn since(&mut self, position: &Position, now: Millis) -> Since<'_> {
+        self.expire(now);
+        let first_kept = self.kept.front().map_or(self.last + 1, |p| p.offset);
+        if position.epoch != self.epoch || position.offset > self.last || position.offset + 1 < first_kept {
+            return Since::Lost;
+        }
+        Since::Recovered(self.kept.iter().filter(|p| p.offset > position.offset).collect())
+    }
+
+    /// Up to `limit` publications after `offset`, oldest first, for reading over HTTP.
+    pub fn read(&mut self, after: u64, limit: usize, now: Millis) -> Vec<Publication> {
+        self.expire(now);
+        self.kept.iter().filter(|p| p.offset > after).take(limit).cloned().collect()
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.budget.give_back(self.bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(size: usize, ttl_ms: u64, cap: usize) -> (Stream, Arc<Budget>) {
+        let budget = Arc::new(Budget::new(cap));
+        (Stream::new(HistoryConfig { size, ttl_ms }, budget.clone()), budget)
+    }
+
+    fn offsets(since: Since<'_>) -> Option<Vec<u64>> {
+        match since {
+            Since::Recovered(publications) => Some(publications.iter().map(|p| p.offset).collect()),
+            Since::Lost => None,
+        }
+    }
+
+    #[test]
+    fn recovers_everything_after_a_position_or_nothing() {
+        let (mut s, _) = stream(3, 1_000, 1 << 20);
+        let start = s.position();
+        assert_eq!(start.offset, 0);
+        for i in 1..=5 {
+            assert_eq!(s.append("c_1".into(), Frame::text(format!(r#"{{"type":"m","i":{i}}}"#)), 10).offset, i);
+        }
+        assert_eq!(offsets(s.since(&Position { epoch: start.epoch.clone(), offset: 2 }, 10)), Some(vec![3, 4, 5]));
+        assert_eq!(offsets(s.since(&Position { epoch: start.epoch.clone(), offset: 5 }, 10)), Some(vec![]));
+        assert_eq!(offsets(s.since(&Position { epoch: start.epoch.clone(), offset: 1 }, 10)), None, "2 is gone");
+        assert_eq!(offsets(s.since(&Position { epoch: start.epoch.clone(), offset: 6 }, 10)), None, "from the future");
+        assert_eq!(offsets(s.since(&Position { epoch: "other".into(), offset: 4 }, 10)), None, "another epoch");
+        assert_eq!(offsets(s.since(&Position { epoch: start.epoch, offset: 4 }, 1_010)), None, "all expired");
+    }
+
+    #[test]
+    fn the_relay_budget_bounds_every_stream_together() {
+        let budget = Arc::new(Budget::new(3 * (100 + 3 + std::mem::size_of::<Publication>())));
+        let config = HistoryConfig { size: 100, ttl_ms: 60_000 };
+        let (mut a, mut b) = (Stream::new(config, budget.clone()), Stream::new(config, budget.clone()));
+        let message = || Frame::text(vec![b'x'; 100]);
+        for _ in 0..3 {
+            a.append("c_1".into(), message(), 0);
+        }
+        b.append("c_2".into(), message(), 0);
+        let epoch = b.position().epoch;
+        assert_eq!(offsets(b.since(&Position { epoch: epoch.clone(), offset: 0 }, 0)), None, "b could not keep its first (a holds the budget): from before it, all is lost");
+        assert_eq!(offsets(b.since(&Position { epoch, offset: 1 }, 0)), Some(vec![]));
+        a.append("c_1".into(), message(), 0);
+        assert_eq!(budget.used(), budget.cap, "a makes room by letting its oldest go");
+        drop(a);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn wraps_text_and_binary_publications() {
+        let publication = Publication { offset: 7, from: "c_5".into(), timestamp: 0, frame: Frame::text(r#"{"type":"x"}"#) };
+        assert_eq!(&publication.wrapped().payload[..], br#"{"type":"publication","offset":7,"from":"c_5","data":{"type":"x"}}"#);
+        let binary = Publication { frame: Frame::binary(vec![1, 2]), ..publication };
+        assert_eq!(&binary.wrapped().payload[..], &[0, 0, 0, 0, 0, 0, 0, 7, 1, 2]);
+    }
+
+    #[test]
+    fn reads_what_a_reconnect_asks_for_from_its_url() {
+        assert_eq!(Resume::from_url("/session/s"), Resume::default());
+        assert!(Resume::from_url("/session/s?positions=1&token=x").positions);
+        let resume = Resume::from_url("/session/s?since=Ab12%3A40&previous=c_7");
+        assert_eq!(resume, Resume { positions: true, since: Some(Position { epoch: "Ab12".into(), offset: 40 }), previous: Some("c_7".into()) });
+        assert_eq!(Resume::from_url("/s?since=garbage&positions=0"), Resume::default());
+    }
+
+    #[test]
+    fn reads_positions_as_clients_write_them() {
+        assert_eq!(Position::parse("aB3:17"), Some(Position { epoch: "aB3".into(), offset: 17 }));
+        assert_eq!(Position::parse("a:b:2").map(|p| p.to_string()), Some("a:b:2".into()));
+        for bad in ["", ":3", "abc", "abc:", "abc:-1", "abc:x"] {
+            assert_eq!(Position::parse(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Session streams driven as a transport would: positions, recovery after a reconnect (all
+//! or nothing), the previous connection replaced, and history read and published over HTTP.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use switchyard_core::testing::{RecordingEvents, RecordingOutbox};
+use switchyard_core::{
+    Config, ConnId, Frame, HistoryConfig, Identity, Position, PublishError, Relay, Resume, Route, SessionOptions,
+};
+
+const T0: u64 = 1_700_000_000_000;
+
+fn relay(history: HistoryConfig) -> Relay {
+    let relay = Relay::new(Config { history: Some(history), ..Config::default() }, RecordingEvents::new());
+    relay.create_session(SessionOptions { session_id: Some("s".into()), max_clients: Some(10), ..Default::default() }, T0).unwrap();
+    relay
+}
+
+fn join(relay: &Relay, url: &str, now: u64) -> (ConnId, Arc<RecordingOutbox>) {
+    let outbox = RecordingOutbox::new();
+    let identity = Identity { resume: Resume::from_url(url), ..Default::default() };
+    (relay.open(Route::Session("s".into()), identity, outbox.clone(), now).unwrap(), outbox)
+}
+
+fn texts(outbox: &RecordingOutbox) -> Vec<Value> {
+    outbox.take_texts().iter().map(|t| serde_json::from_str(t).unwrap()).collect()
+}
+
+fn send(relay: &Relay, from: ConnId, i: u64, now: u64) {
+    relay.receive(from, Frame::text(format!(r#"{{"type":"m","i":{i}}}"#)), now);
+}
+
+fn position(welcome: &Value) -> Position {
+    Position { epoch: welcome["epoch"].as_str().unwrap().into(), offset: welcome["offset"].as_u64().unwrap() }
+}
+
+#[test]
+fn positions_wrap_publications_and_plain_members_keep_the_bytes() {
+    let relay = relay(HistoryConfig { size: 100, ttl_ms: 60_000 });
+    let (a, a_out) = join(&relay, "/session/s?positions=1", T0);
+    let (b, b_out) = join(&relay, "/session/s", T0);
+    let welcome = &texts(&a_out)[0];
+    assert_eq!(welcome["offset"], 0);
+    assert!(welcome["epoch"].as_str().is_some_and(|e| !e.is_empty()));
+    assert!(texts(&b_out)[0].get("epoch").is_none(), "no positions asked for, none given");
+
+    send(&relay, b, 1, T0);
+    let publication = a_out.take_texts().pop().unwrap();
+    assert_eq!(publication, format!(r#"{{"type":"publication","offset":1,"from":"{b}","data":{{"type":"m","i":1}}}}"#));
+    send(&relay, a, 2, T0);
+    assert_eq!(b_out.take_texts(), [r#"{"type":"m","i":2}"#], "byte for byte, numbered but not wrapped");
+    relay.receive(b, Frame::binary(vec![9, 9]), T0);
+    assert_eq!(&a_out.take()[0].payload[..], &[0, 0, 0, 0, 0, 0, 0, 3, 9, 9]);
+}
+
+#[test]
+fn a_reconnect_gets_what_it_missed_in_order_before_anything_live_and_replaces_its_past() {
+    let relay = relay(HistoryConfig { size: 100, ttl_ms: 60_000 });
+    let (a, a_out) = join(&relay, "/session/s?positions=1", T0);
+    let (b, _) = join(&relay, "/session/s", T0);
+    let seen = position(&texts(&a_out)[0]);
+    send(&relay, b, 1, T0);
+    send(&relay, a, 2, T0);
+    let last = Position { offset: 1, ..seen.clone() };
+    a_out.take();
+    // a's socket is half dead: the relay does not know yet, and b keeps sending.
+    send(&relay, b, 3, T0);
+    send(&relay, b, 4, T0);
+    let (a2, a2_out) = join(&relay, &format!("/session/s?since={}&previous={a}", last), T0 + 1);
+    assert_eq!(a_out.closed(), Some((1000, "Replaced by a reconnect".into())));
+    send(&relay, b, 5, T0 + 2);
+    let frames = texts(&a2_out);
+    assert_eq!(frames[0]["recovered"], true);
+    assert_eq!(frames[0]["offset"], 4);
+    let offsets: Vec<_> = frames[1..].iter().filter(|f| f["type"] == "publication").map(|f| f["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, [3, 4, 5], "2 was its own, 1 it had seen; the live 5 after the replay");
+    assert_ne!(a2, a);
+}
+
+#[test]
+fn a_gap_past_the_kept_history_recovers_nothing() {
+    let relay = relay(HistoryConfig { size: 2, ttl_ms: 60_000 });
+    let (a, a_out) = join(&relay, "/session/s?positions=1", T0);
+    let seen = position(&texts(&a_out)[0]);
+    let (_, _) = join(&relay, "/session/s", T0);
+    relay.close(a, 1006, "gone", T0);
+    for i in 1..=3 {
+        send(&relay, ConnId::parse("c_2").unwrap(), i, T0);
+    }
+    let (_, back) = join(&relay, &format!("/session/s?since={seen}"), T0);
+    let frames = texts(&back);
+    assert_eq!((frames[0]["recovered"].clone(), frames[0]["offset"].clone()), (json!(false), json!(3)));
+    assert_eq!(frames.len(), 1, "nothing replayed");
+    let (_, other_epoch) = join(&relay, "/session/s?since=nope:1", T0);
+    assert_eq!(texts(&other_epoch)[0]["recovered"], false);
+}
+
+#[test]
+fn history_is_read_and_published_over_http() {
+    let relay = relay(HistoryConfig { size: 100, ttl_ms: 1_000 });
+    let (a, a_out) = join(&relay, "/session/s?positions=1&clientId=x", T0);
+    a_out.take();
+    assert_eq!(relay.publish("s", Frame::text(r#"{"type":"note"}"#), None, T0), Ok((1, Some(1))));
+    assert_eq!(&texts(&a_out)[0]["from"], "server");
+    assert_eq!(relay.publish("s", Frame::text("nope"), None, T0), Err(PublishError::Invalid));
+    assert_eq!(relay.publish("s", Frame::text(r#"{"type":"x"}"#), Some("ghost"), T0), Ok((1, Some(2))), "no such member: as the server");
+    assert_eq!(relay.publish("s", Frame::text(r#"{"type":"mine"}"#), Some(&a.to_string()), T0), Ok((0, Some(3))), "not echoed to its publisher");
+    assert_eq!(relay.publish("missing", Frame::text(r#"{"type":"x"}"#), None, T0), Err(PublishError::SessionNotFound));
+
+    let history = relay.history("s", None, 10, T0).unwrap();
+    assert!(history.recovered);
+    assert_eq!(history.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(history.publications.iter().map(|p| &*p.from).collect::<Vec<_>>(), ["server", "server", &*a.to_string()]);
+    let after_one = Position { offset: 1, ..history.position.clone().unwrap() };
+    assert_eq!(relay.history("s", Some(&after_one), 10, T0).unwrap().publications.len(), 2);
+    let expired = relay.history("s", Some(&Position { offset: 0, ..after_one }), 10, T0 + 1_000).unwrap();
+    assert_eq!((expired.recovered, expired.publications.len()), (false, 0), "past the time to live");
+    assert!(relay.history("missing", None, 10, T0).is_none());
+}
+
+#[test]
+fn memory_for_history_is_bounded_whatever_the_sessions_ask() {
+    let relay = Relay::new(
+        Config { history: Some(HistoryConfig { size: 100_000, ttl_ms: 60_000 }), history_max_bytes: 64 * 1024, ..Config::default() },
+        RecordingEvents::new(),
+    );
+    for s in 0..4 {
+        relay.create_session(SessionOptions { session_id: Some(format!("s{s}")), ..Default::default() }, T0).unwrap();
+        for _ in 0..200 {
+            relay.publish(&format!("s{s}"), Frame::text(format!(r#"{{"type":"big","pad":"{}"}}"#, "x".repeat(1000))), None, T0).unwrap();
+        }
+    }
+    assert!(relay.stats().history_bytes <= 64 * 1024, "{} bytes kept", relay.stats().history_bytes);
+}
