@@ -475,8 +475,8 @@ export interface IdentityData {
 }
 
 /**
- * Relay latency, from the histogram `/metrics` exports: for each write to a socket, how
- * long its oldest message had waited since it was routed. Each figure is the upper
+ * Relay latency, from the histogram `/metrics` exports: for one write to a socket in 16,
+ * how long its oldest message had waited since it was routed. Each figure is the upper
  * bound of its histogram bucket (50 µs to 2.5 s), so never below the true value.
  */
 export interface LatencyStats {

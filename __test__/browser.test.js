@@ -8,7 +8,7 @@ const http = require('node:http');
 const path = require('node:path');
 const { RelaySessionManager } = require('..');
 const express = require('../examples/express/server.js');
-const { eventually } = require('./helpers');
+const { eventually, oneByOne } = require('./helpers');
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const clientDir = path.join(__dirname, '..', 'npm', 'client');
@@ -400,8 +400,7 @@ function defineBrowserTests() {
       await watcher.opened;
       watcher.send('{"type":"JOIN_CHANNEL","channel":"news"}');
       await watcher.nextOfType('CHANNEL_JOINED');
-      for (let i = 0; i < 20; i++) a.send(JSON.stringify({ type: 'chat', n: i }));
-      await b.next((m) => m.json?.n === 19);
+      await oneByOne(a, b);
 
       const admin = await page(`${base}/admin`);
       assert.equal(new URL(admin.url()).pathname, '/admin/', 'redirected to the directory the page polls from');
@@ -426,8 +425,7 @@ function defineBrowserTests() {
       const b = new TestClient(`${server.ws}/session/${created.sessionId}`);
       cleanups.push(() => Promise.all([a.close(), b.close()]));
       await Promise.all([a.nextOfType('client_connected'), b.nextOfType('client_connected')]);
-      a.send('{"type":"chat"}');
-      await b.nextOfType('chat');
+      await oneByOne(a, b);
 
       const admin = await page(`${server.base}/admin/`);
       await admin.waitForSelector('#token-form.shown', patient);

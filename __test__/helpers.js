@@ -453,3 +453,14 @@ module.exports.parsePrometheus = function parsePrometheus(text) {
   }
   return samples;
 };
+
+/**
+ * Sends `times` messages from `from` to `to`, each after the last arrived, so that each is
+ * a write of its own: the relay times one write in 16 per connection (its latency sample).
+ */
+module.exports.oneByOne = async function oneByOne(from, to, times = 16) {
+  for (let i = 0; i < times; i++) {
+    from.send(JSON.stringify({ type: 'one-by-one', i }));
+    await to.next((m) => m.json?.type === 'one-by-one' && m.json.i === i);
+  }
+};

@@ -8,6 +8,7 @@
 //! and heartbeats are tested without sleeping.
 
 mod awareness;
+mod broker;
 mod channels;
 mod config;
 mod envelope;
@@ -34,7 +35,8 @@ pub use frame::{Frame, FrameKind};
 pub use ids::{ConnId, Millis, SessionId};
 pub use outbox::{Outbox, Pushed, Transport};
 pub use protocol::server_message;
-pub use relay::{History, Identity, Present, PublishError, Relay, Route, Target, MAX_CHANNELS_PER_CONNECTION};
+pub use broker::{Broker, History, MemoryBroker, Recovery, Topic};
+pub use relay::{Identity, Present, PublishError, Relay, Route, Target, MAX_CHANNELS_PER_CONNECTION};
 pub use session::{SessionInfo, SessionOptions};
 pub use limits::{Rate, RateLimits};
 pub use streams::{HistoryConfig, Position, Publication, Resume};

@@ -34,7 +34,8 @@ use crate::requests::Requests;
 use crate::roles::Send;
 use crate::protocol::WelcomePosition;
 use crate::session::{ClientName, Member, Session, SessionInfo, SessionOptions};
-use crate::streams::{Budget, Position, Publication, Resume, Since, Stream};
+use crate::broker::{Broker, History, MemoryBroker, Recovery, Topic};
+use crate::streams::{Position, Publication, Resume};
 use crate::stats::{Counters, Health, Sizes, Stats};
 
 /// A connection may be in this many channels at once; more joins are refused.
@@ -159,16 +160,6 @@ impl Sender {
 /// How a server-side publication is named in its `from`.
 const SERVER_PUBLISHER: &str = "server";
 
-/// A session's history, as read over HTTP.
-#[derive(Debug, Default)]
-pub struct History {
-    /// The stream's latest position; `None` when the session keeps no stream.
-    pub position: Option<Position>,
-    /// Whether `publications` are every one after the position asked for.
-    pub recovered: bool,
-    pub publications: Vec<Publication>,
-}
-
 /// A member of a session, as `presence` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Present {
@@ -238,15 +229,21 @@ pub struct Relay {
     /// Sessions whose forwarded `request_control` waits for an answer, with its deadline:
     /// one entry a session, so spamming requests grows nothing.
     transfers: DashMap<SessionId, Millis>,
-    /// What every session's stream may keep together.
-    history_budget: Arc<Budget>,
+    /// Where the streams of sessions live.
+    broker: Arc<dyn Broker>,
 }
 
 impl Relay {
-    /// `config` must have passed [`Config::validate`].
+    /// `config` must have passed [`Config::validate`]. Streams are kept in this process.
     pub fn new(config: Config, events: Arc<dyn EventSink>) -> Self {
+        let broker = Arc::new(MemoryBroker::new(config.history_max_bytes));
+        Self::with_broker(config, events, broker)
+    }
+
+    /// A relay whose streams live in `broker`.
+    pub fn with_broker(config: Config, events: Arc<dyn EventSink>, broker: Arc<dyn Broker>) -> Self {
         Self {
-            history_budget: Arc::new(Budget::new(config.history_max_bytes)),
+            broker,
             allow: AllowList::new(config.channel_allow.as_deref()),
             config,
             events,
@@ -304,7 +301,7 @@ impl Relay {
             joins: 0,
             control: Default::default(),
             conflict_resolution: options.conflict_resolution.unwrap_or(self.config.default_conflict_resolution),
-            stream: history.map(|history| Mutex::new(Stream::new(history, self.history_budget.clone()))),
+            order: history.map(|_| Mutex::new(())),
         };
         // Concurrent creators may pass this together: the cap holds within their number.
         if self.sessions.len() >= self.config.max_sessions {
@@ -312,7 +309,12 @@ impl Relay {
         }
         let info = match self.sessions.entry(id) {
             dashmap::Entry::Occupied(taken) => return Err(SessionError::AlreadyExists(taken.key().to_string())),
-            dashmap::Entry::Vacant(slot) => slot.insert(session).info(),
+            dashmap::Entry::Vacant(slot) => {
+                if let Some(history) = history {
+                    self.broker.open_stream(&Topic::Session(slot.key().clone()), history);
+                }
+                slot.insert(session).info()
+            }
         };
         self.events.emit(Event::SessionCreated(info.clone()));
         Ok(info)
@@ -361,8 +363,10 @@ impl Relay {
             Route::Session(ref raw) => Some(SessionId::parse(raw).map_err(|_| Refusal::SessionNotFound)?),
             Route::Sessionless => None,
         };
-        if let (Some(session_id), Some(previous)) = (&session_id, &identity.resume.previous) {
-            self.replace_previous(session_id, previous, &identity, now);
+        if let Some(session_id) = &session_id {
+            for previous in &identity.resume.previous {
+                self.replace_previous(session_id, previous, &identity, now);
+            }
         }
         let user = identity.user_id.as_deref().map(Arc::<str>::from);
         if let Some(user) = &user {
@@ -460,20 +464,20 @@ impl Relay {
         let connection_id = id.to_string();
         // Membership and the replay happen under the session's lock, which every
         // publication takes: nothing published is missed or doubled around the replay.
-        let positions = resume.positions && session.stream.is_some();
-        match session.stream.as_ref().filter(|_| positions) {
-            Some(stream) => {
-                let mut stream = stream.lock();
-                let position = stream.position();
-                let missed = resume.since.as_ref().map(|since| match stream.since(since, now) {
-                    Since::Recovered(missed) => Some(missed.into_iter().cloned().collect::<Vec<_>>()),
-                    Since::Lost => None,
+        let topic = Topic::Session(session_id.clone());
+        let position = session.order.as_ref().filter(|_| resume.positions).and_then(|_| self.broker.position(&topic));
+        let positions = position.is_some();
+        match position {
+            Some(position) => {
+                let missed = resume.since.as_ref().map(|since| match self.broker.recover(&topic, since, now) {
+                    Some(Recovery::Recovered(missed)) => Some(missed),
+                    Some(Recovery::Lost) | None => None,
                 });
                 let recovered = missed.as_ref().map(Option::is_some);
                 let welcome = protocol::welcome(&connection_id, session_id.as_str(), Some(WelcomePosition { position: &position, recovered }), now);
                 self.push(id, &*outbox, welcome, slow);
-                let previous = resume.previous.as_deref();
-                for publication in missed.flatten().into_iter().flatten().filter(|p| Some(&*p.from) != previous) {
+                let own = |p: &Publication| resume.previous.iter().any(|previous| **previous == *p.from);
+                for publication in missed.flatten().into_iter().flatten().filter(|p| !own(p)) {
                     outbox.push_replay(publication.wrapped());
                 }
             }
@@ -708,7 +712,7 @@ impl Relay {
         session.last_activity.store(now, Ordering::Relaxed);
         let others = session.members.iter().filter(|m| Some(m.conn) != skip);
         let mut delivered = 0;
-        let Some(stream) = &session.stream else {
+        let Some(order) = &session.order else {
             for member in others {
                 if self.push(member.conn, &*member.outbox, frame.clone(), slow) {
                     delivered += 1;
@@ -716,9 +720,12 @@ impl Relay {
             }
             return (delivered, None);
         };
-        let mut stream = stream.lock();
+        let _order = order.lock();
         let from: Arc<str> = from.map_or_else(|| SERVER_PUBLISHER.into(), |conn| conn.to_string().into());
-        let publication = stream.append(from, frame.clone(), now);
+        let topic = Topic::Session(session.id.clone());
+        let Some(publication) = self.broker.publish(&topic, from, frame.clone(), now) else {
+            return (delivered, None);
+        };
         let wrapped = OnceLock::new();
         for member in others {
             let frame = if member.positions { wrapped.get_or_init(|| publication.wrapped()).clone() } else { frame.clone() };
@@ -734,15 +741,7 @@ impl Relay {
     /// first, at most `limit`: the history clients read over HTTP. `None` for no session.
     pub fn history(&self, session_id: &str, since: Option<&Position>, limit: usize, now: Millis) -> Option<History> {
         let session = self.sessions.get(&SessionId::parse(session_id).ok()?)?;
-        let Some(stream) = &session.stream else { return Some(History::default()) };
-        let mut stream = stream.lock();
-        let position = stream.position();
-        let since = since.cloned().unwrap_or(Position { epoch: position.epoch.clone(), offset: 0 });
-        let (recovered, publications) = match stream.since(&since, now) {
-            Since::Recovered(_) => (true, stream.read(since.offset, limit, now)),
-            Since::Lost => (false, Vec::new()),
-        };
-        Some(History { position: Some(position), recovered, publications })
+        Some(self.broker.read(&Topic::Session(session.id.clone()), since, limit, now).unwrap_or_default())
     }
 
     /// Publishes a message to a session: the HTTP fallback for clients without a
@@ -1228,6 +1227,9 @@ impl Relay {
     /// left to be told of the others leaving. Returns the connections elsewhere (a member
     /// user's other windows) whose outboxes overflowed with the news.
     fn end_session(&self, session: Session, code: u16, reason: &str, now: Millis) -> SlowConsumers {
+        if session.order.is_some() {
+            self.broker.close_stream(&Topic::Session(session.id.clone()));
+        }
         let mut slow = SlowConsumers::new();
         for member in session.members {
             slow.extend(self.remove_connection(member.conn, code, reason, true, now));
@@ -1366,7 +1368,7 @@ impl Relay {
             channels: self.channels.count(),
             users: self.users.len(),
             registrations: self.awareness.registrations(),
-            history_bytes: self.history_budget.used(),
+            history_bytes: self.broker.kept_bytes(),
         })
     }
 

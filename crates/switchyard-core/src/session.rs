@@ -10,7 +10,7 @@ use crate::config::ConflictResolution;
 use crate::ids::{ConnId, Millis, SessionId};
 use crate::outbox::Outbox;
 use crate::roles::{Control, Members};
-use crate::streams::{HistoryConfig, Position, Stream};
+use crate::streams::HistoryConfig;
 
 /// What the app asks for in `createSession`.
 #[derive(Clone, Debug, Default)]
@@ -40,8 +40,6 @@ pub struct SessionInfo {
     /// The `clientId` of the member holding control, with role management on.
     pub active_client_id: Option<String>,
     pub conflict_resolution: ConflictResolution,
-    /// The stream's latest position, when the session keeps one.
-    pub position: Option<Position>,
 }
 
 /// How a connection is named to others: the app's `clientId`, else the first one the
@@ -93,9 +91,10 @@ pub(crate) struct Session {
     pub joins: u64,
     pub control: Control,
     pub conflict_resolution: ConflictResolution,
-    /// The session's stream, when it keeps history. Locked for each publication, from
-    /// numbering it to handing it to every member, so members see offsets in order.
-    pub stream: Option<Mutex<Stream>>,
+    /// Present when the session keeps a stream (in the relay's broker): held from
+    /// numbering a publication to handing it to every member, so members see offsets in
+    /// order.
+    pub order: Option<Mutex<()>>,
 }
 
 impl Session {
@@ -113,7 +112,7 @@ impl Session {
             metadata: self.metadata.clone(),
             active_client_id: self.control.active.map(|active| self.members.client_id(active)),
             conflict_resolution: self.conflict_resolution,
-            position: self.stream.as_ref().map(|stream| stream.lock().position()),
+
         }
     }
 }

@@ -64,12 +64,19 @@ impl fmt::Display for Position {
 
 /// What a connection asks of its session's stream, in the query of its upgrade URL:
 /// `positions=1`, `since=<epoch>:<offset>`, `previous=<its previous connectionId>` (either
-/// of the last two implies the first).
+/// of the last two implies the first). `previous` may list several ids, comma-separated:
+/// every connection the client had since the last publication it saw, so that none of
+/// what it published through them comes back to it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Resume {
     pub positions: bool,
     pub since: Option<Position>,
-    pub previous: Option<String>,
+    pub previous: Vec<String>,
+}
+
+impl Resume {
+    /// The most connection ids `previous` may name.
+    pub const MAX_PREVIOUS: usize = 16;
 }
 
 impl Resume {
@@ -84,17 +91,20 @@ impl Resume {
             match key {
                 "positions" => resume.positions |= matches!(&*value, "1" | "true"),
                 "since" => resume.since = Position::parse(&value),
-                "previous" if !value.is_empty() && value.len() <= 64 => resume.previous = Some(value.into_owned()),
+                "previous" => {
+                    let ids = value.split(',').filter(|id| !id.is_empty() && id.len() <= 64);
+                    resume.previous = ids.take(Self::MAX_PREVIOUS).map(str::to_owned).collect();
+                }
                 _ => {}
             }
         }
-        resume.positions |= resume.since.is_some() || resume.previous.is_some();
+        resume.positions |= resume.since.is_some() || !resume.previous.is_empty();
         resume
     }
 }
 
 /// One publication, as kept.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Publication {
     pub offset: u64,
     /// The publisher's connection id, or `"server"`.
@@ -313,7 +323,8 @@ mod tests {
         assert_eq!(Resume::from_url("/session/s"), Resume::default());
         assert!(Resume::from_url("/session/s?positions=1&token=x").positions);
         let resume = Resume::from_url("/session/s?since=Ab12%3A40&previous=c_7");
-        assert_eq!(resume, Resume { positions: true, since: Some(Position { epoch: "Ab12".into(), offset: 40 }), previous: Some("c_7".into()) });
+        assert_eq!(resume, Resume { positions: true, since: Some(Position { epoch: "Ab12".into(), offset: 40 }), previous: vec!["c_7".into()] });
+        assert_eq!(Resume::from_url("/s?previous=c_7%2Cc_9,").previous, ["c_7", "c_9"]);
         assert_eq!(Resume::from_url("/s?since=garbage&positions=0"), Resume::default());
     }
 

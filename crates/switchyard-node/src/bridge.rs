@@ -10,7 +10,7 @@
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use napi::bindgen_prelude::{
     BufferSlice, FnArgs, Function, FunctionRef, JsObjectValue, Object, ToNapiValue, Unknown,
@@ -18,6 +18,7 @@ use napi::bindgen_prelude::{
 use napi::{Env, JsValue, Result, ValueType};
 use parking_lot::Mutex;
 use switchyard_core::{ConnId, Frame, FrameKind, Outbox, Pushed, Refusal, Transport};
+use switchyard_server::LatencySample;
 
 use crate::held::Held;
 use crate::pending::Pending;
@@ -28,8 +29,7 @@ const OPEN: u32 = 1;
 #[derive(Default)]
 struct Queue {
     frames: VecDeque<Frame>,
-    /// When the oldest of `frames` was queued: one clock read per flush, not per frame.
-    oldest: Option<Instant>,
+    latency: LatencySample,
     queued_bytes: usize,
     /// Bytes `ws` still held unwritten when last asked.
     backlog: usize,
@@ -89,7 +89,7 @@ impl BridgeOutbox {
         if close.is_some() {
             queue.closed = true;
         }
-        let waited = queue.oldest.take().map(|oldest| oldest.elapsed());
+        let waited = queue.latency.taken();
         (std::mem::take(&mut queue.frames), close, waited)
     }
 
@@ -124,7 +124,9 @@ impl Outbox for BridgeOutbox {
         }
         queue.queued_bytes += frame.len();
         queue.frames.push_back(frame);
-        queue.oldest.get_or_insert_with(Instant::now);
+        if queue.frames.len() == 1 {
+            queue.latency.started();
+        }
         self.schedule(&mut queue);
         Pushed::Queued
     }
@@ -136,7 +138,9 @@ impl Outbox for BridgeOutbox {
         }
         queue.queued_bytes += frame.len();
         queue.frames.push_back(frame);
-        queue.oldest.get_or_insert_with(Instant::now);
+        if queue.frames.len() == 1 {
+            queue.latency.started();
+        }
         self.schedule(&mut queue);
     }
 

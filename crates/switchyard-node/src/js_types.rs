@@ -413,8 +413,8 @@ pub struct Published {
     pub delivered: u32,
 }
 
-/// Relay latency, from the histogram `/metrics` exports: for each write to a socket, how
-/// long its oldest message had waited since it was routed. Each figure is the upper
+/// Relay latency, from the histogram `/metrics` exports: for one write to a socket in 16,
+/// how long its oldest message had waited since it was routed. Each figure is the upper
 /// bound of its histogram bucket (50 µs to 2.5 s), so never below the true value.
 #[napi(object)]
 pub struct LatencyStats {

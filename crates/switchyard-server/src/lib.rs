@@ -16,7 +16,7 @@ mod outbox;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use connection::{Accepted, Spawner, CLOSE_TIMEOUT};
-pub use outbox::NativeOutbox;
+pub use outbox::{LatencySample, NativeOutbox};
 use switchyard_core::Millis;
 
 /// The wall clock in milliseconds since the Unix epoch: the `now` the relay takes.

@@ -118,7 +118,7 @@ impl Collector for RelayCollector {
         histogram(
             &mut encoder,
             "relay_latency",
-            "For each write to a socket, how long its oldest message had waited since it was routed.",
+            "For one write to a socket in 16, how long its oldest message had waited since it was routed.",
             Unit::Seconds,
             &s.relay_latency,
             1e6,

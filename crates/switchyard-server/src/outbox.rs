@@ -16,11 +16,36 @@ use atomic_waker::AtomicWaker;
 use parking_lot::Mutex;
 use switchyard_core::{Frame, Outbox, Pushed, Transport};
 
+/// Times how long frames wait in an outbox, for the relay latency histogram: the oldest
+/// frame of one batch in [`LatencySample::EVERY`], so that the clock is read rarely on
+/// the relay path however many recipients a message has.
+#[derive(Default)]
+pub struct LatencySample {
+    batches: u32,
+    oldest: Option<Instant>,
+}
+
+impl LatencySample {
+    pub const EVERY: u32 = 16;
+
+    /// The outbox went from empty to holding a frame.
+    pub fn started(&mut self) {
+        self.batches = self.batches.wrapping_add(1);
+        if self.batches % Self::EVERY == 0 {
+            self.oldest = Some(Instant::now());
+        }
+    }
+
+    /// The writer took what was queued: how long the sampled oldest frame waited.
+    pub fn taken(&mut self) -> Option<Duration> {
+        self.oldest.take().map(|oldest| oldest.elapsed())
+    }
+}
+
 #[derive(Default)]
 struct Queue {
     frames: VecDeque<Frame>,
-    /// When the oldest of `frames` was queued: one clock read per batch, not per frame.
-    oldest: Option<Instant>,
+    latency: LatencySample,
     close: Option<(u16, String)>,
     /// The close has been handed to the writer; nothing more is accepted.
     closed: bool,
@@ -32,7 +57,7 @@ pub const STALL_GRACE: Duration = Duration::from_secs(1);
 
 /// What [`NativeOutbox::take`] found besides the frames.
 pub struct Taken {
-    /// How long the oldest frame taken had waited; `None` when there was none.
+    /// How long the oldest frame taken had waited, when this batch was sampled.
     pub waited: Option<Duration>,
     pub close: Option<(u16, String)>,
 }
@@ -93,7 +118,7 @@ impl NativeOutbox {
         if close.is_some() {
             queue.closed = true;
         }
-        Taken { waited: queue.oldest.take().map(|oldest| oldest.elapsed()), close }
+        Taken { waited: queue.latency.taken(), close }
     }
 
     /// Whether a close has been asked for (taken or not).
@@ -128,7 +153,7 @@ impl Outbox for NativeOutbox {
             queue.frames.push_back(frame);
             let was_empty = queue.frames.len() == 1;
             if was_empty {
-                queue.oldest = Some(Instant::now());
+                queue.latency.started();
             }
             was_empty
         };
@@ -146,8 +171,11 @@ impl Outbox for NativeOutbox {
             }
             self.unsent.fetch_add(frame.len(), Ordering::Relaxed);
             queue.frames.push_back(frame);
-            queue.oldest.get_or_insert_with(Instant::now);
-            queue.frames.len() == 1
+            let was_empty = queue.frames.len() == 1;
+            if was_empty {
+                queue.latency.started();
+            }
+            was_empty
         };
         if was_empty {
             self.waker.wake();
