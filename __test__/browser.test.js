@@ -59,6 +59,56 @@ async function appServer({ port = 0, prepare = () => {}, config = {} } = {}) {
   };
 }
 
+/**
+ * A TCP proxy to `port` whose network can be dropped: `down()` kills the client side of
+ * every connection (the browser sees it die) while the server side stays open and
+ * silent, as after a network loss, and refuses new connections until `up()`.
+ */
+async function networkProxy(port) {
+  const net = require('node:net');
+  const pairs = new Set();
+  let up = true;
+  const proxy = net.createServer((client) => {
+    if (!up) return client.destroy();
+    const upstream = net.connect(port, '127.0.0.1');
+    const pair = { client, upstream, dropped: false };
+    pairs.add(pair);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.on('error', () => {});
+    upstream.on('error', () => {});
+    client.on('close', () => pair.dropped || upstream.destroy());
+    upstream.on('close', () => {
+      client.destroy();
+      pairs.delete(pair);
+    });
+  });
+  await new Promise((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  return {
+    port: proxy.address().port,
+    down() {
+      up = false;
+      for (const pair of pairs) {
+        pair.dropped = true;
+        pair.client.unpipe(pair.upstream);
+        pair.upstream.unpipe(pair.client);
+        pair.upstream.pause();
+        pair.client.destroy();
+      }
+    },
+    up() {
+      up = true;
+    },
+    async close() {
+      for (const { client, upstream } of pairs) {
+        client.destroy();
+        upstream.destroy();
+      }
+      await new Promise((resolve) => proxy.close(resolve));
+    },
+  };
+}
+
 function defineBrowserTests() {
   const { chromium } = require('playwright-core');
   let browser;
@@ -172,6 +222,91 @@ function defineBrowserTests() {
         assert.equal(server.manager.getStats().registrations, 1, 'the open case was registered again');
       }, 5000);
       assert.deepEqual(await opened.evaluate(() => window.statuses), ['open', 'reconnecting', 'open']);
+      assert.deepEqual(consoleErrors, []);
+    });
+
+    it('recovers what was published while its network was down, once and in order (recover: true, behind a proxy that drops it)', async () => {
+      const server = await appServer({
+        config: { history: { size: 1000, ttlMs: 600_000 } },
+        prepare: (manager) => manager.createSession({ sessionId: 'room-r' }),
+      });
+      cleanups.push(() => server.close());
+      const proxy = await networkProxy(server.port);
+      cleanups.push(() => proxy.close());
+      const opened = await page(`${server.url}/`);
+      await opened.evaluate(async (port) => {
+        const { RelayClient } = await import('/client/index.js');
+        window.got = [];
+        window.events = [];
+        window.relay = new RelayClient(`ws://127.0.0.1:${port}/session/room-r`, {
+          recover: true,
+          reconnect: { initialDelayMs: 200, maxDelayMs: 1000, maxAttempts: Infinity },
+        });
+        window.relay.on('tick', (message) => window.got.push(message.n));
+        window.relay.on('recovered', () => window.events.push('recovered'));
+        window.relay.on('resync', () => window.events.push('resync'));
+        await new Promise((resolve) => window.relay.onStatusChange((s) => s === 'open' && resolve()));
+      }, proxy.port);
+      const { TestClient } = require('./helpers');
+      const sender = new TestClient(`ws://127.0.0.1:${server.port}/session/room-r`);
+      cleanups.push(() => sender.close());
+      await sender.nextOfType('client_connected');
+      const send = (from, to) => {
+        for (let n = from; n <= to; n++) sender.send(JSON.stringify({ type: 'tick', n }));
+      };
+      const patient = { timeout: 20_000 };
+      send(1, 50);
+      await opened.waitForFunction(() => window.got.length === 50, null, patient);
+
+      // The network goes: the browser's socket dies, the server's stays open and silent.
+      proxy.down();
+      await opened.waitForFunction(() => window.relay.status === 'reconnecting', null, patient);
+      send(51, 150);
+      await eventually(() => assert.equal(server.manager.history('room-r').offset, 150));
+      proxy.up();
+
+      await opened.waitForFunction(() => window.got.length >= 150, null, patient);
+      send(151, 160);
+      await opened.waitForFunction(() => window.got.length >= 160, null, patient);
+      const { got, events } = await opened.evaluate(() => ({ got: window.got, events: window.events }));
+      assert.deepEqual(got, Array.from({ length: 160 }, (_, i) => i + 1), 'every message once, in order, live ones after the replay');
+      assert.deepEqual(events, ['recovered']);
+      assert.equal(server.manager.getSession('room-r').clientCount, 2, 'the half-dead connection was replaced');
+      assert.deepEqual(consoleErrors, []);
+    });
+
+    it('says resync, and replays nothing, when the server no longer holds what was missed', async () => {
+      const server = await appServer({
+        config: { history: { size: 5, ttlMs: 600_000 } },
+        prepare: (manager) => manager.createSession({ sessionId: 'room-s' }),
+      });
+      cleanups.push(() => server.close());
+      const proxy = await networkProxy(server.port);
+      cleanups.push(() => proxy.close());
+      const opened = await page(`${server.url}/`);
+      await opened.evaluate(async (port) => {
+        const { RelayClient } = await import('/client/index.js');
+        window.got = [];
+        window.events = [];
+        window.relay = new RelayClient(`ws://127.0.0.1:${port}/session/room-s`, {
+          recover: true,
+          reconnect: { initialDelayMs: 200, maxDelayMs: 1000, maxAttempts: Infinity },
+        });
+        window.relay.on('tick', (message) => window.got.push(message.n));
+        window.relay.on('resync', (welcome) => window.events.push(`resync at ${welcome.offset}`));
+        await new Promise((resolve) => window.relay.onStatusChange((s) => s === 'open' && resolve()));
+      }, proxy.port);
+      const patient = { timeout: 20_000 };
+      server.manager.publish('room-s', { type: 'tick', n: 1 });
+      await opened.waitForFunction(() => window.got.length === 1, null, patient);
+      proxy.down();
+      await opened.waitForFunction(() => window.relay.status === 'reconnecting', null, patient);
+      for (let n = 2; n <= 20; n++) server.manager.publish('room-s', { type: 'tick', n });
+      proxy.up();
+      await opened.waitForFunction(() => window.events.length === 1, null, patient);
+      server.manager.publish('room-s', { type: 'tick', n: 21 });
+      await opened.waitForFunction(() => window.got.length === 2, null, patient);
+      assert.deepEqual(await opened.evaluate(() => ({ got: window.got, events: window.events })), { got: [1, 21], events: ['resync at 20'] });
       assert.deepEqual(consoleErrors, []);
     });
 

@@ -1,6 +1,7 @@
 //! `RelayClient`: a WebSocket to a Switchyard relay that survives bad networks. It
 //! reconnects with backoff, queues what is sent while down, rejoins its channels, and
-//! matches requests to responses.
+//! matches requests to responses. With `recover`, it follows its session's stream and
+//! reconnects from the last position it saw, so nothing published meanwhile is lost.
 //!
 //! JavaScript callbacks (listeners, Promise settlers) are always called with no borrow of
 //! the client's state held, so they may call the client again. Closures that end their
@@ -32,12 +33,46 @@ pub struct ClientOptions {
     #[serde(default)]
     pub reconnect: Backoff,
     pub queue_limit: Option<usize>,
+    #[serde(default)]
+    pub recover: bool,
+}
+
+/// Where the client stands in its session's stream, with `recover`.
+#[derive(Default)]
+struct Place {
+    /// The stream's epoch and the last offset seen; `None` before the first welcome.
+    position: Option<(String, u64)>,
+    /// Its connections since the last publication it saw: what a reconnect names as
+    /// `previous`, so that nothing it published through them comes back.
+    since_seen: Vec<String>,
+}
+
+impl Place {
+    /// The most connections `previous` names (the server reads 16).
+    const MAX_PREVIOUS: usize = 16;
+
+    /// The query a (re)connection adds to the URL.
+    fn query(&self) -> String {
+        match &self.position {
+            None => "positions=1".into(),
+            Some((epoch, offset)) => {
+                let previous: Vec<String> = self.since_seen.iter().map(|id| encode(id)).collect();
+                format!("since={}:{offset}&previous={}", encode(epoch), previous.join(","))
+            }
+        }
+    }
+}
+
+fn encode(text: &str) -> String {
+    js_sys::encode_uri_component(text).into()
 }
 
 /// A socket and the closures that handle its events.
 struct Socket {
     ws: WebSocket,
     _handlers: Vec<Closure<dyn FnMut(JsValue)>>,
+    /// The relay's name for this connection, from its welcome.
+    connection_id: Option<String>,
 }
 
 impl Drop for Socket {
@@ -79,6 +114,8 @@ struct State {
     status_listeners: Vec<Function>,
     reconnect: Option<Timer>,
     retired: Vec<Box<dyn Any>>,
+    /// With `recover`.
+    place: Option<Place>,
 }
 
 /// Called on the connection's own thread (JS is single-threaded) when it opens.
@@ -116,6 +153,7 @@ impl Connection {
                 status_listeners: Vec::new(),
                 reconnect: None,
                 retired: Vec::new(),
+                place: options.recover.then(Place::default),
             }),
             on_open: RefCell::new(None),
         });
@@ -144,7 +182,11 @@ impl Connection {
     }
 
     fn connect(&self) -> Result<(), JsValue> {
-        let ws = WebSocket::new(&self.url)?;
+        let url = match &self.state.borrow().place {
+            Some(place) => format!("{}{}{}", self.url, if self.url.contains('?') { '&' } else { '?' }, place.query()),
+            None => self.url.clone(),
+        };
+        let ws = WebSocket::new(&url)?;
         ws.set_binary_type(BinaryType::Arraybuffer);
         let handlers = vec![
             self.handler(|c, _| c.opened()),
@@ -157,7 +199,7 @@ impl Connection {
         ws.set_onmessage(Some(handlers[1].as_ref().unchecked_ref()));
         ws.set_onclose(Some(handlers[2].as_ref().unchecked_ref()));
         ws.set_onerror(Some(handlers[3].as_ref().unchecked_ref()));
-        self.state.borrow_mut().socket = Some(Socket { ws, _handlers: handlers });
+        self.state.borrow_mut().socket = Some(Socket { ws, _handlers: handlers, connection_id: None });
         Ok(())
     }
 
@@ -202,13 +244,33 @@ impl Connection {
 
     fn received(&self, event: MessageEvent) {
         let data = event.data();
+        let following = self.state.borrow().place.is_some();
         if let Some(buffer) = data.dyn_ref::<js_sys::ArrayBuffer>() {
-            self.dispatch("binary", &Uint8Array::new(buffer).into());
+            let bytes = Uint8Array::new(buffer);
+            // Following a stream, a binary publication carries its offset in 8 bytes first.
+            if following && bytes.length() >= 8 {
+                let mut offset = [0u8; 8];
+                bytes.subarray(0, 8).copy_to(&mut offset);
+                self.seen(u64::from_be_bytes(offset));
+                self.dispatch("binary", &bytes.subarray(8, bytes.length()).into());
+            } else {
+                self.dispatch("binary", &bytes.into());
+            }
             return;
         }
         let Some(text) = data.as_string() else { return };
-        let Ok(message) = JSON::parse(&text) else { return };
-        let kind = field(&message, "type").as_string().unwrap_or_default();
+        let Ok(mut message) = JSON::parse(&text) else { return };
+        let mut kind = field(&message, "type").as_string().unwrap_or_default();
+        if following && kind == "publication" && field(&message, "channel").is_undefined() {
+            // The app hears the message as it was published; the client keeps its place.
+            if let Some(offset) = field(&message, "offset").as_f64() {
+                self.seen(offset as u64);
+            }
+            message = field(&message, "data");
+            kind = field(&message, "type").as_string().unwrap_or_default();
+        } else if following && kind == "client_connected" && field(&message, "clientId").as_string().as_deref() == Some("relay-server") {
+            self.welcomed(&message);
+        }
         match kind.as_str() {
             "response" => {
                 let id = request_id(&field(&message, "requestId"));
@@ -239,6 +301,50 @@ impl Connection {
             _ => {}
         }
         self.dispatch(&kind, &message);
+    }
+
+    /// A publication at `offset` arrived: the stream's place moves on.
+    fn seen(&self, offset: u64) {
+        let mut state = self.state.borrow_mut();
+        let current = state.socket.as_ref().map(|s| s.connection_id.clone());
+        if let Some(place) = state.place.as_mut() {
+            if let Some((_, last)) = place.position.as_mut() {
+                *last = offset;
+            }
+            place.since_seen = current.flatten().into_iter().collect();
+        }
+    }
+
+    /// The welcome of a connection following the stream: it names the connection, and
+    /// says whether what was missed follows (`recovered`) or the app must reload its
+    /// state (`resync`).
+    fn welcomed(&self, welcome: &JsValue) {
+        let epoch = field(welcome, "epoch").as_string();
+        let offset = field(welcome, "offset").as_f64().map(|o| o as u64);
+        let recovered = field(welcome, "recovered").as_bool();
+        let connection_id = field(welcome, "connectionId").as_string();
+        {
+            let mut state = self.state.borrow_mut();
+            if let Some(socket) = state.socket.as_mut() {
+                socket.connection_id = connection_id.clone();
+            }
+            let Some(place) = state.place.as_mut() else { return };
+            if let Some(id) = connection_id {
+                place.since_seen.push(id);
+                let excess = place.since_seen.len().saturating_sub(Place::MAX_PREVIOUS);
+                place.since_seen.drain(..excess);
+            }
+            if recovered != Some(true) {
+                if let (Some(epoch), Some(offset)) = (epoch, offset) {
+                    place.position = Some((epoch, offset));
+                }
+            }
+        }
+        match recovered {
+            Some(true) => self.dispatch("recovered", welcome),
+            Some(false) => self.dispatch("resync", welcome),
+            None => {}
+        }
     }
 
     /// An `error` or `NACK` from the server settles the request or join it names.

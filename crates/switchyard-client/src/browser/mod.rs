@@ -32,6 +32,14 @@ export interface RelayClientOptions {
   reconnect?: ReconnectOptions;
   /** Messages that may wait while the connection is down. Default 1000. */
   queueLimit?: number;
+  /**
+   * Follow the session's stream (the server must keep history) and reconnect from the
+   * last position seen: what was published meanwhile arrives, once and in order, before
+   * anything live. Listeners hear each message as it was published. After a reconnect
+   * the client emits `recovered`, or `resync` when the server no longer had it all: then
+   * reload the state. Default false.
+   */
+  recover?: boolean;
 }
 
 /** A message from the relay: a JSON object with a string `type`. */
