@@ -50,7 +50,11 @@ export interface RelaySessionManagerConfig {
    * `"user:{userId}"`. Default: any valid name. `user:` and `org:` channels always need
    * the matching identity.
    */
-  channels?: { allow?: string[] }
+  channels?: {
+    allow?: string[]
+    /** The stream each channel keeps, for members that join with `positions` or `since`, and `channelHistory()`. Off by default. */
+    history?: HistoryOptions
+  }
   /** A request the handler has not answered in this time gets `REQUEST_TIMEOUT`. Default 30 000. */
   requestTimeoutMs?: number
   /** Default `'requested'`. */
@@ -95,6 +99,14 @@ export interface HistoryReadOptions {
   since?: string
   /** At most this many, 1 to 1000. Default 100. */
   limit?: number
+}
+
+/** A channel member, as `channelPresence()` and `PRESENCE` show it. */
+export interface ChannelMember {
+  connectionId: string
+  clientId: string
+  userId: string | null
+  organizationId: string | null
 }
 
 /** Options of `publish(sessionId, message, options)`. */
@@ -366,6 +378,13 @@ export declare class RelaySessionManager<MetaData = any> {
    * members it reached.
    */
   publish(sessionId: string, message: OutgoingMessage, options?: PublishOptions): Published
+  /**
+   * A channel's kept publications after `since`, at most `limit`, as `history()` reads a
+   * session's (with `channels.history` on; an empty history otherwise).
+   */
+  channelHistory(channel: string, options?: HistoryReadOptions): SessionHistory
+  /** A channel's members, as `PRESENCE` answers: `{ connectionId, clientId, userId, organizationId }` each. */
+  channelPresence(channel: string): ChannelMember[]
   /** Who is in a session now, in the order they joined; `null` when there is no such session. */
   presence(sessionId: string): Array<PresenceData> | null
   /** Sends `message` to every member of a channel. Returns how many it reached. */
@@ -578,6 +597,8 @@ export interface ResolvedAuth {
 export interface ResolvedChannels {
   /** Absent when any valid name may be joined. */
   allow?: Array<string>
+  /** The stream each channel keeps; absent when channels keep none. */
+  history?: ResolvedHistory
 }
 
 /** The configuration in force, every default filled in. */

@@ -275,6 +275,43 @@ function defineBrowserTests() {
       assert.deepEqual(consoleErrors, []);
     });
 
+    it('recovers its channels too, rejoining each from where it left off', async () => {
+      const server = await appServer({ config: { channels: { history: { size: 1000, ttlMs: 600_000 } } } });
+      cleanups.push(() => server.close());
+      const proxy = await networkProxy(server.port);
+      cleanups.push(() => proxy.close());
+      const opened = await page(`${server.url}/`);
+      await opened.evaluate(async (port) => {
+        const { RelayClient } = await import('/client/index.js');
+        window.got = [];
+        window.events = [];
+        window.relay = new RelayClient(`ws://127.0.0.1:${port}/awareness`, {
+          recover: true,
+          reconnect: { initialDelayMs: 200, maxDelayMs: 1000, maxAttempts: Infinity },
+        });
+        window.relay.on('note', (message) => window.got.push(message.n));
+        window.relay.on('recovered', (joined) => window.events.push(`recovered ${joined.channel}`));
+        await window.relay.joinChannel('desk');
+      }, proxy.port);
+      const patient = { timeout: 20_000 };
+      const publish = (from, to) => {
+        for (let n = from; n <= to; n++) server.manager.broadcastToChannel('desk', { type: 'note', n });
+      };
+      publish(1, 20);
+      await opened.waitForFunction(() => window.got.length === 20, null, patient);
+      proxy.down();
+      await opened.waitForFunction(() => window.relay.status === 'reconnecting', null, patient);
+      publish(21, 60);
+      proxy.up();
+      await opened.waitForFunction(() => window.got.length >= 60, null, patient);
+      publish(61, 65);
+      await opened.waitForFunction(() => window.got.length >= 65, null, patient);
+      const { got, events } = await opened.evaluate(() => ({ got: window.got, events: window.events }));
+      assert.deepEqual(got, Array.from({ length: 65 }, (_, i) => i + 1));
+      assert.deepEqual(events, ['recovered desk']);
+      assert.deepEqual(consoleErrors, []);
+    });
+
     it('says resync, and replays nothing, when the server no longer holds what was missed', async () => {
       const server = await appServer({
         config: { history: { size: 5, ttlMs: 600_000 } },

@@ -201,6 +201,43 @@ async function twoCases(scene) {
   return { first, second };
 }
 
+const CHANNEL_HISTORY = { channels: { history: { size: 100, ttlMs: 60_000 } } };
+
+/** A member reads a channel publication, drops, two more are published, and it joins again with `since`. */
+async function channelRecovered(s) {
+  const { channel } = example('channel.join');
+  const first = await s.sessionless();
+  s.send(first, example('channel.join.positions'));
+  const { epoch } = (await s.next(first, 'CHANNEL_JOINED')).json;
+  s.manager.broadcastToChannel(channel, { type: 'headline', text: 'one' });
+  const { offset } = (await s.next(first, 'publication')).json;
+  first.ws.terminate();
+  s.manager.broadcastToChannel(channel, { type: 'headline', text: 'two' });
+  s.manager.broadcastToChannel(channel, { type: 'headline', text: 'three' });
+  const back = await s.sessionless();
+  const sent = { type: 'JOIN_CHANNEL', channel, since: { epoch, offset } };
+  s.send(back, sent);
+  const joined = (await s.next(back, 'CHANNEL_JOINED')).json;
+  const replayed = [(await s.next(back, 'publication')).json.offset, (await s.next(back, 'publication')).json.offset];
+  assert.deepEqual(replayed, [offset + 1, offset + 2], 'the missed publications follow, in order');
+  return { sent, joined };
+}
+
+/** A watcher joined with presence sees another member join, then leave. */
+async function memberComesAndGoes(s) {
+  const watcher = await s.sessionless();
+  s.send(watcher, { ...example('channel.join'), presence: true });
+  await s.next(watcher, 'CHANNEL_JOINED');
+  const other = await s.sessionless();
+  s.send(other, example('channel.join'));
+  await s.next(other, 'CHANNEL_JOINED');
+  const joined = (await s.next(watcher, 'CHANNEL_MEMBER_JOINED')).json;
+  s.send(other, example('channel.leave'));
+  const left = (await s.next(watcher, 'CHANNEL_MEMBER_LEFT')).json;
+  assert.deepEqual(left.client, joined.client);
+  return { joined, left };
+}
+
 const warning = (kind) => (m) => m.json?.type === 'warning' && m.json.payload?.type === kind;
 const BOTH = ['bridge', 'native'];
 
@@ -624,6 +661,89 @@ const scenarios = {
       } finally {
         member.ws.terminate();
       }
+    },
+  },
+  'channel.join.positions': {
+    transports: BOTH,
+    config: CHANNEL_HISTORY,
+    async run(s) {
+      const client = await s.sessionless();
+      const sent = example('channel.join.positions');
+      s.send(client, sent);
+      assert.equal(typeof (await s.next(client, 'CHANNEL_JOINED')).json.epoch, 'string', 'answered with a position');
+      return sent;
+    },
+  },
+  'channel.joined.positions': {
+    transports: BOTH,
+    config: CHANNEL_HISTORY,
+    async run(s) {
+      const client = await s.sessionless();
+      s.send(client, example('channel.join.positions'));
+      return (await s.next(client, 'CHANNEL_JOINED')).json;
+    },
+  },
+  'channel.publication': {
+    transports: BOTH,
+    config: CHANNEL_HISTORY,
+    async run(s) {
+      const reader = await s.sessionless();
+      s.send(reader, example('channel.join.positions'));
+      await s.next(reader, 'CHANNEL_JOINED');
+      const writer = await s.sessionless();
+      s.send(writer, example('channel.join'));
+      await s.next(writer, 'CHANNEL_JOINED');
+      const message = example('channel.publication').data;
+      s.send(writer, message);
+      const publication = (await s.next(reader, 'publication')).json;
+      assert.deepEqual(publication.data, message);
+      return publication;
+    },
+  },
+  'channel.join.since': {
+    config: CHANNEL_HISTORY,
+    async run(s) {
+      return (await channelRecovered(s)).sent;
+    },
+  },
+  'channel.joined.recovered': {
+    transports: BOTH,
+    config: CHANNEL_HISTORY,
+    async run(s) {
+      return (await channelRecovered(s)).joined;
+    },
+  },
+  'channel.presence.ask': {
+    async run(s) {
+      const client = await s.sessionless();
+      s.send(client, example('channel.join'));
+      await s.next(client, 'CHANNEL_JOINED');
+      const asked = example('channel.presence.ask');
+      s.send(client, asked);
+      assert.equal((await s.next(client, 'PRESENCE')).json.clients.length, 1);
+      return asked;
+    },
+  },
+  'channel.presence': {
+    transports: BOTH,
+    async run(s) {
+      const client = await s.sessionless();
+      s.send(client, example('channel.join'));
+      await s.next(client, 'CHANNEL_JOINED');
+      s.send(client, example('channel.presence.ask'));
+      return (await s.next(client, 'PRESENCE')).json;
+    },
+  },
+  'channel.member-joined': {
+    transports: BOTH,
+    async run(s) {
+      return (await memberComesAndGoes(s)).joined;
+    },
+  },
+  'channel.member-left': {
+    transports: BOTH,
+    async run(s) {
+      return (await memberComesAndGoes(s)).left;
     },
   },
   request_control: {

@@ -202,3 +202,60 @@ describe('history, publish and presence over HTTP (the binary)', () => {
     assert.deepEqual(Object.keys(presence.clients[0]).sort(), ['clientId', 'connectedAt', 'connectionId', 'organizationId', 'role', 'userId']);
   });
 });
+
+describe('channel streams and presence', () => {
+  it('recover a channel after an abrupt drop, and show who is there, in Node and over HTTP', async () => {
+    const s = await server({ history: undefined, channels: { history: { size: 100, ttlMs: 60_000 } } });
+    const join = async (url, fields) => {
+      const client = new TestClient(url);
+      await client.opened;
+      client.send(JSON.stringify({ type: 'JOIN_CHANNEL', channel: 'desk', ...fields }));
+      client.joined = (await client.nextOfType('CHANNEL_JOINED', WAIT_MS)).json;
+      return client;
+    };
+    const reader = await join(s.sessionless('native'), { positions: true, presence: true });
+    const writer = await join(s.sessionless('bridge'), {});
+    const { epoch } = reader.joined;
+    assert.equal((await reader.nextOfType('CHANNEL_MEMBER_JOINED', WAIT_MS)).json.channel, 'desk');
+    writer.send('{"type":"note","channel":"desk","n":1}');
+    assert.equal((await reader.nextOfType('publication', WAIT_MS)).json.offset, 1);
+    reader.ws.terminate();
+    for (let n = 2; n <= 4; n++) writer.send(`{"type":"note","channel":"desk","n":${n}}`);
+    await eventually(() => assert.equal(s.manager.channelHistory('desk').offset, 4));
+    const back = await join(s.sessionless('bridge'), { since: { epoch, offset: 1 } });
+    assert.deepEqual([back.joined.recovered, back.joined.offset], [true, 4]);
+    const replayed = [];
+    for (let i = 0; i < 3; i++) replayed.push((await back.nextOfType('publication', WAIT_MS)).json.data.n);
+    assert.deepEqual(replayed, [2, 3, 4]);
+
+    const history = s.manager.channelHistory('desk', { since: `${epoch}:3` });
+    assert.deepEqual(history.publications.map((p) => p.data.n), [4]);
+    await eventually(() => assert.equal(s.manager.channelPresence('desk').length, 2));
+    assert.deepEqual(s.manager.channelPresence('desk').map((c) => Object.keys(c).sort()), [
+      ['clientId', 'connectionId', 'organizationId', 'userId'],
+      ['clientId', 'connectionId', 'organizationId', 'userId'],
+    ]);
+    assert.throws(() => s.manager.channelHistory('bad name'), { name: 'TypeError', message: /channel name/ });
+    assert.deepEqual(s.manager.getStats().config.channels, { history: { size: 100, ttlMs: 60_000 } });
+    await Promise.all([back.close(), writer.close()]);
+  });
+
+  it('serves channel history and presence from the binary, following the rules of joining', async () => {
+    const binary = await startBinary({ args: ['--channel-history-size', '10'] });
+    const member = new TestClient(`${binary.ws}/`);
+    cleanups.push(() => member.close());
+    await member.opened;
+    member.send('{"type":"JOIN_CHANNEL","channel":"ops","positions":true}');
+    const { epoch } = (await member.nextOfType('CHANNEL_JOINED', WAIT_MS)).json;
+    await fetch(`${binary.base}/v1/broadcast`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"channel":"ops","type":"alert","data":{"level":2}}' });
+    assert.equal((await member.nextOfType('publication', WAIT_MS)).json.offset, 1);
+    const history = await (await fetch(`${binary.base}/v1/channels/ops/history`)).json();
+    assert.deepEqual([history.epoch, history.offset, history.recovered], [epoch, 1, true]);
+    assert.equal(history.publications[0].data.type, 'alert');
+    const presence = await (await fetch(`${binary.base}/v1/channels/ops/presence`)).json();
+    assert.equal(presence.clients.length, 1);
+    const forbidden = await fetch(`${binary.base}/v1/channels/user:someone/history`);
+    assert.equal(forbidden.status, 403);
+    assert.equal((await forbidden.json()).error.code, 'CHANNEL_FORBIDDEN');
+  });
+});

@@ -50,7 +50,11 @@ export interface RelaySessionManagerConfig {
    * `"user:{userId}"`. Default: any valid name. `user:` and `org:` channels always need
    * the matching identity.
    */
-  channels?: { allow?: string[] }
+  channels?: {
+    allow?: string[]
+    /** The stream each channel keeps, for members that join with `positions` or `since`, and `channelHistory()`. Off by default. */
+    history?: HistoryOptions
+  }
   /** A request the handler has not answered in this time gets `REQUEST_TIMEOUT`. Default 30 000. */
   requestTimeoutMs?: number
   /** Default `'requested'`. */
@@ -95,6 +99,14 @@ export interface HistoryReadOptions {
   since?: string
   /** At most this many, 1 to 1000. Default 100. */
   limit?: number
+}
+
+/** A channel member, as `channelPresence()` and `PRESENCE` show it. */
+export interface ChannelMember {
+  connectionId: string
+  clientId: string
+  userId: string | null
+  organizationId: string | null
 }
 
 /** Options of `publish(sessionId, message, options)`. */

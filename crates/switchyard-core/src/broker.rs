@@ -58,6 +58,9 @@ pub trait Broker: Send + Sync {
     fn read(&self, topic: &Topic, since: Option<&Position>, limit: usize, now: Millis) -> Option<History>;
     /// The bytes every stream keeps together.
     fn kept_bytes(&self) -> usize;
+    /// Forgets the streams of channels that hold nothing (all expired) and that
+    /// `in_use` says nobody is subscribed to. Sessions' streams end with their sessions.
+    fn sweep(&self, now: Millis, in_use: &dyn Fn(&Topic) -> bool);
 }
 
 /// Streams kept in this process: a bounded ring per topic, all of them within one budget
@@ -113,5 +116,18 @@ impl Broker for MemoryBroker {
 
     fn kept_bytes(&self) -> usize {
         self.budget.used()
+    }
+
+    fn sweep(&self, now: Millis, in_use: &dyn Fn(&Topic) -> bool) {
+        let idle: Vec<Topic> = self
+            .streams
+            .iter()
+            .filter(|entry| matches!(entry.key(), Topic::Channel(_)) && entry.value().lock().holds_nothing(now))
+            .map(|entry| entry.key().clone())
+            .collect();
+        // Asked without a stream locked: the relay takes its channel locks before ours.
+        for topic in idle.into_iter().filter(|topic| !in_use(topic)) {
+            self.streams.remove_if(&topic, |_, stream| stream.lock().holds_nothing(now));
+        }
     }
 }

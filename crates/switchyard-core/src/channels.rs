@@ -143,7 +143,17 @@ impl AllowList {
 pub(crate) struct Subscriber {
     pub conn: ConnId,
     pub outbox: Arc<dyn Outbox>,
+    /// Receives publications with their positions (the channel keeps a stream).
+    pub positions: bool,
+    /// Is told of members joining and leaving.
+    pub presence: bool,
+    /// Who it is, as presence shows it: `{connectionId, clientId, userId, organizationId}`,
+    /// taken when it joined.
+    pub client: Arc<serde_json::Value>,
 }
+
+/// The members told of a change in a channel's membership, and their outboxes.
+pub(crate) type Watchers = Vec<(ConnId, Arc<dyn Outbox>)>;
 
 /// The members of every channel. A channel exists while it has members.
 #[derive(Default)]
@@ -152,26 +162,39 @@ pub(crate) struct Channels {
 }
 
 impl Channels {
-    /// Adds the connection; returns whether it was new to the channel.
-    pub fn join(&self, name: &ChannelName, conn: ConnId, outbox: Arc<dyn Outbox>) -> bool {
-        let mut members = self.members.entry(name.clone()).or_default();
-        if members.iter().any(|m| m.conn == conn) {
-            return false;
-        }
-        members.push(Subscriber { conn, outbox });
-        true
+    /// Runs `f` on the channel's members (creating the channel), locked for writing: what
+    /// it does happens between two publications of the channel, never during one.
+    pub fn with_members<R>(&self, name: &ChannelName, f: impl FnOnce(&mut Vec<Subscriber>) -> R) -> R {
+        f(&mut self.members.entry(name.clone()).or_default())
     }
 
-    /// Removes the connection, and the channel if it was the last; returns whether it was a member.
-    pub fn leave(&self, name: &ChannelName, conn: ConnId) -> bool {
-        let mut left = false;
+    /// Runs `f` on the members of a channel that exists, locked for writing: a publication
+    /// to a channel with a stream, numbered and handed to every member in one go.
+    pub fn with_existing_members<R>(&self, name: &ChannelName, f: impl FnOnce(&mut Vec<Subscriber>) -> R) -> Option<R> {
+        self.members.get_mut(name).map(|mut members| f(&mut members))
+    }
+
+    /// Removes the connection, and the channel if it was the last; returns the member as
+    /// it was, and the members left who want to know.
+    pub fn leave(&self, name: &ChannelName, conn: ConnId) -> Option<(Subscriber, Watchers)> {
+        let mut left = None;
         self.members.remove_if_mut(name, |_, members| {
-            let before = members.len();
-            members.retain(|m| m.conn != conn);
-            left = members.len() < before;
+            if let Some(at) = members.iter().position(|m| m.conn == conn) {
+                let watching = members.iter().filter(|m| m.presence && m.conn != conn).map(|m| (m.conn, m.outbox.clone())).collect();
+                left = Some((members.remove(at), watching));
+            }
             members.is_empty()
         });
         left
+    }
+
+    /// The members as presence shows them, in the order they joined.
+    pub fn clients(&self, name: &ChannelName) -> Vec<Arc<serde_json::Value>> {
+        self.members.get(name).map(|members| members.iter().map(|m| m.client.clone()).collect()).unwrap_or_default()
+    }
+
+    pub fn exists(&self, name: &ChannelName) -> bool {
+        self.members.contains_key(name)
     }
 
     pub fn is_member(&self, name: &ChannelName, conn: ConnId) -> bool {
@@ -255,14 +278,21 @@ mod tests {
     #[test]
     fn empty_channels_are_deleted() {
         let channels = Channels::default();
-        let outbox = crate::testing::RecordingOutbox::new();
-        assert!(channels.join(&name("c"), ConnId(1), outbox.clone()));
-        assert!(!channels.join(&name("c"), ConnId(1), outbox.clone()));
-        assert!(channels.join(&name("c"), ConnId(2), outbox));
-        assert!(channels.leave(&name("c"), ConnId(1)));
+        let outbox: Arc<dyn Outbox> = crate::testing::RecordingOutbox::new();
+        let join = |conn: u64| {
+            let client = Arc::new(serde_json::json!({ "connectionId": ConnId(conn).to_string() }));
+            let subscriber = Subscriber { conn: ConnId(conn), outbox: outbox.clone(), positions: false, presence: conn == 2, client };
+            channels.with_members(&name("c"), |members| members.push(subscriber));
+        };
+        join(1);
+        join(2);
+        let (left, watchers) = channels.leave(&name("c"), ConnId(1)).unwrap();
+        assert_eq!(left.conn, ConnId(1));
+        assert_eq!(watchers.iter().map(|(conn, _)| *conn).collect::<Vec<_>>(), [ConnId(2)], "who asked for presence");
         assert_eq!(channels.breakdown(), vec![("c".to_owned(), 1)]);
-        assert!(channels.leave(&name("c"), ConnId(2)));
-        assert!(!channels.leave(&name("c"), ConnId(2)));
+        assert!(channels.leave(&name("c"), ConnId(2)).is_some());
+        assert!(channels.leave(&name("c"), ConnId(2)).is_none());
         assert_eq!(channels.count(), 0);
+        assert!(!channels.exists(&name("c")));
     }
 }

@@ -144,6 +144,9 @@ pub struct Config {
     pub verified_users_only: bool,
     /// The stream each session keeps, unless created with its own; `None`: none.
     pub history: Option<crate::streams::HistoryConfig>,
+    /// The stream every channel keeps, for members that join with `positions` or
+    /// `since`; `None`: none.
+    pub channel_history: Option<crate::streams::HistoryConfig>,
     /// The bytes every stream together may keep: history memory is bounded whatever
     /// the sessions ask for.
     pub history_max_bytes: usize,
@@ -172,6 +175,7 @@ impl Default for Config {
             connections_per_minute_per_ip: None,
             verified_users_only: false,
             history: None,
+            channel_history: None,
             history_max_bytes: 64 * 1024 * 1024,
         }
     }
@@ -222,6 +226,9 @@ impl Config {
         }
         if let Some(history) = &self.history {
             history.validate().map_err(|reason| ConfigError { option: "history", reason })?;
+        }
+        if let Some(history) = &self.channel_history {
+            history.validate().map_err(|reason| ConfigError { option: "channels.history", reason })?;
         }
         let positive: [(&'static str, u64); 12] = [
             ("sessionTimeoutMs", self.session_timeout_ms),

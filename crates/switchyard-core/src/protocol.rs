@@ -226,14 +226,55 @@ struct ChannelAnswer<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     channel: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovered: Option<bool>,
 }
 
-pub fn channel_joined(channel: &str) -> Frame {
-    to_frame(&ChannelAnswer { kind: "CHANNEL_JOINED", channel })
+/// `CHANNEL_JOINED`, with the channel stream's latest position when positions were asked for.
+pub fn channel_joined(channel: &str, stream: Option<WelcomePosition>) -> Frame {
+    to_frame(&ChannelAnswer {
+        kind: "CHANNEL_JOINED",
+        channel,
+        epoch: stream.as_ref().map(|s| &*s.position.epoch),
+        offset: stream.as_ref().map(|s| s.position.offset),
+        recovered: stream.and_then(|s| s.recovered),
+    })
+}
+
+#[derive(Serialize)]
+struct ChannelMember<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    channel: &'a str,
+    client: &'a serde_json::Value,
+}
+
+/// To the members that joined with `presence`: someone joined (`CHANNEL_MEMBER_JOINED`)
+/// or left (`CHANNEL_MEMBER_LEFT`).
+pub fn channel_member(joined: bool, channel: &str, client: &serde_json::Value) -> Frame {
+    let kind = if joined { "CHANNEL_MEMBER_JOINED" } else { "CHANNEL_MEMBER_LEFT" };
+    to_frame(&ChannelMember { kind, channel, client })
+}
+
+#[derive(Serialize)]
+struct Presence<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    channel: &'a str,
+    clients: Vec<&'a serde_json::Value>,
+}
+
+/// The answer to `PRESENCE`: the channel's members, in the order they joined.
+pub fn presence(channel: &str, clients: &[std::sync::Arc<serde_json::Value>]) -> Frame {
+    to_frame(&Presence { kind: "PRESENCE", channel, clients: clients.iter().map(|c| &**c).collect() })
 }
 
 pub fn channel_left(channel: &str) -> Frame {
-    to_frame(&ChannelAnswer { kind: "CHANNEL_LEFT", channel })
+    to_frame(&ChannelAnswer { kind: "CHANNEL_LEFT", channel, epoch: None, offset: None, recovered: None })
 }
 
 #[derive(Serialize)]

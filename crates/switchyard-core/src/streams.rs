@@ -116,9 +116,10 @@ pub struct Publication {
 
 impl Publication {
     /// The frame a connection with positions receives: a text message wrapped as
-    /// `{"type":"publication","offset":N,"from":"...","data":<the message>}`, a binary one
-    /// behind its offset in 8 bytes, big-endian. Built once per publication.
-    pub fn wrapped(&self) -> Frame {
+    /// `{"type":"publication","offset":N,"from":"...","data":<the message>}` (with the
+    /// `channel` for a channel's), a binary one behind its offset in 8 bytes, big-endian.
+    /// Built once per publication.
+    pub fn wrapped(&self, channel: Option<&str>) -> Frame {
         match self.frame.kind {
             FrameKind::Binary => {
                 let mut bytes = Vec::with_capacity(8 + self.frame.len());
@@ -128,8 +129,10 @@ impl Publication {
             }
             FrameKind::Text | FrameKind::Ping => {
                 let from = serde_json::to_string(&*self.from).expect("a string serializes");
-                let mut text = Vec::with_capacity(64 + self.frame.len());
-                text.extend_from_slice(format!(r#"{{"type":"publication","offset":{},"from":{from},"data":"#, self.offset).as_bytes());
+                let channel = channel.map(|c| format!(r#""channel":{},"#, serde_json::to_string(c).expect("a string serializes")));
+                let mut text = Vec::with_capacity(96 + self.frame.len());
+                let head = format!(r#"{{"type":"publication",{}"offset":{},"from":{from},"data":"#, channel.unwrap_or_default(), self.offset);
+                text.extend_from_slice(head.as_bytes());
                 text.extend_from_slice(&self.frame.payload);
                 text.push(b'}');
                 Frame::text(text)
@@ -236,6 +239,12 @@ impl Stream {
         }
     }
 
+    /// Whether every publication it kept has expired (or it never kept one).
+    pub fn holds_nothing(&mut self, now: Millis) -> bool {
+        self.expire(now);
+        self.kept.is_empty()
+    }
+
     /// The publications after `position`, if the stream still has every one of them.
     pub fn since(&mut self, position: &Position, now: Millis) -> Since<'_> {
         self.expire(now);
@@ -313,9 +322,10 @@ mod tests {
     #[test]
     fn wraps_text_and_binary_publications() {
         let publication = Publication { offset: 7, from: "c_5".into(), timestamp: 0, frame: Frame::text(r#"{"type":"x"}"#) };
-        assert_eq!(&publication.wrapped().payload[..], br#"{"type":"publication","offset":7,"from":"c_5","data":{"type":"x"}}"#);
+        assert_eq!(&publication.wrapped(None).payload[..], br#"{"type":"publication","offset":7,"from":"c_5","data":{"type":"x"}}"#);
+        assert_eq!(&publication.wrapped(Some("news")).payload[..], br#"{"type":"publication","channel":"news","offset":7,"from":"c_5","data":{"type":"x"}}"#);
         let binary = Publication { frame: Frame::binary(vec![1, 2]), ..publication };
-        assert_eq!(&binary.wrapped().payload[..], &[0, 0, 0, 0, 0, 0, 0, 7, 1, 2]);
+        assert_eq!(&binary.wrapped(None).payload[..], &[0, 0, 0, 0, 0, 0, 0, 7, 1, 2]);
     }
 
     #[test]

@@ -133,3 +133,56 @@ fn memory_for_history_is_bounded_whatever_the_sessions_ask() {
     }
     assert!(relay.stats().history_bytes <= 64 * 1024, "{} bytes kept", relay.stats().history_bytes);
 }
+
+fn sessionless(relay: &Relay, user: &str) -> (ConnId, Arc<RecordingOutbox>) {
+    let outbox = RecordingOutbox::new();
+    let identity = Identity { user_id: Some(user.into()), ..Default::default() };
+    (relay.open(Route::Sessionless, identity, outbox.clone(), T0).unwrap(), outbox)
+}
+
+#[test]
+fn channels_keep_streams_recover_and_tell_presence() {
+    let history = HistoryConfig { size: 100, ttl_ms: 60_000 };
+    let relay = Relay::new(Config { channel_history: Some(history), ..Config::default() }, RecordingEvents::new());
+    let (b, b_out) = sessionless(&relay, "bob");
+    relay.receive(b, Frame::text(r#"{"type":"JOIN_CHANNEL","channel":"news","presence":true}"#), T0);
+    assert_eq!(texts(&b_out), [json!({"type":"CHANNEL_JOINED","channel":"news"})]);
+    let (a, a_out) = sessionless(&relay, "alice");
+    relay.receive(a, Frame::text(r#"{"type":"JOIN_CHANNEL","channel":"news","positions":true}"#), T0);
+    let joined = texts(&a_out).remove(0);
+    assert_eq!((joined["type"].clone(), joined["offset"].clone()), (json!("CHANNEL_JOINED"), json!(0)));
+    let epoch = joined["epoch"].as_str().unwrap().to_owned();
+    let alice = json!({"connectionId": a.to_string(), "clientId": a.to_string(), "userId": "alice", "organizationId": null});
+    assert_eq!(texts(&b_out), [json!({"type":"CHANNEL_MEMBER_JOINED","channel":"news","client":alice})]);
+
+    relay.receive(b, Frame::text(r#"{"type":"x","channel":"news"}"#), T0);
+    assert_eq!(a_out.take_texts(), [format!(r#"{{"type":"publication","channel":"news","offset":1,"from":"{b}","data":{{"type":"x","channel":"news"}}}}"#)]);
+    relay.send(&switchyard_core::Target { channel: Some("news"), ..Default::default() }, Frame::text(r#"{"type":"s"}"#), T0);
+    assert_eq!(texts(&a_out)[0]["offset"], 2);
+    assert_eq!(b_out.take_texts(), [r#"{"type":"s"}"#], "without positions, the bytes as sent");
+
+    relay.close(a, 1006, "gone", T0);
+    assert_eq!(texts(&b_out), [json!({"type":"CHANNEL_MEMBER_LEFT","channel":"news","client":alice})]);
+    relay.receive(b, Frame::text(r#"{"type":"y","channel":"news"}"#), T0);
+    let (a2, a2_out) = sessionless(&relay, "alice");
+    relay.receive(a2, Frame::text(format!(r#"{{"type":"JOIN_CHANNEL","channel":"news","since":{{"epoch":"{epoch}","offset":1}}}}"#)), T0);
+    let frames = texts(&a2_out);
+    assert_eq!((frames[0]["recovered"].clone(), frames[0]["offset"].clone()), (json!(true), json!(3)));
+    assert_eq!(frames[1..].iter().map(|f| f["offset"].as_u64().unwrap()).collect::<Vec<_>>(), [2, 3]);
+
+    relay.receive(a2, Frame::text(r#"{"type":"PRESENCE","channel":"news"}"#), T0);
+    let presence = texts(&a2_out).remove(0);
+    assert_eq!(presence["clients"].as_array().unwrap().iter().map(|c| c["userId"].clone()).collect::<Vec<_>>(), [json!("bob"), json!("alice")]);
+    let (stranger, stranger_out) = sessionless(&relay, "carol");
+    relay.receive(stranger, Frame::text(r#"{"type":"PRESENCE","channel":"news"}"#), T0);
+    assert_eq!(texts(&stranger_out)[0]["payload"]["code"], "NOT_IN_CHANNEL");
+    relay.receive(stranger, Frame::text(r#"{"type":"JOIN_CHANNEL","channel":"news","positions":"yes"}"#), T0);
+    assert_eq!(texts(&stranger_out)[0]["data"]["code"], "INVALID_MESSAGE");
+
+    assert_eq!(relay.channel_history("news", None, 10, T0).unwrap().publications.len(), 3);
+    for conn in [b, a2, stranger] {
+        relay.close(conn, 1000, "bye", T0);
+    }
+    relay.tick(T0 + 60_000);
+    assert_eq!(relay.channel_history("news", None, 10, T0 + 60_000).unwrap().position, None, "the stream went with its last publication and member");
+}

@@ -171,7 +171,7 @@ fn refuse_if_unclaimed(host: &Host, env: &Env, server: &Held, socket: &Object) -
     let mut socket = *socket;
     socket.set_named_property(PASSED_OVER, passed_over)?;
     let count: Function<&str, u32> = server.get_named_property_unchecked("listenerCount")?;
-    let listeners = count.bind(&server)?.call("upgrade")?;
+    let listeners = count.bind(server)?.call("upgrade")?;
     if listeners == counter(&server, ATTACHED)? && passed_over == listeners {
         host.refuse_upgrade(&socket, 404, "Not Found")?;
     }

@@ -166,7 +166,8 @@ pub fn read_settings(env: &Env, value: Option<Unknown>) -> Result<Settings> {
             .choice("slowConsumer", &SlowConsumerPolicy::NAMES)?
             .and_then(SlowConsumerPolicy::from_name)
             .unwrap_or(defaults.slow_consumer),
-        channel_allow: options.nested("channels", &["allow"])?.strings("allow")?,
+        channel_allow: options.nested("channels", &["allow", "history"])?.strings("allow")?,
+        channel_history: read_history(env, options.nested("channels", &["allow", "history"])?.nested("history", &HISTORY_OPTIONS)?)?,
         request_timeout_ms: options.positive_integer("requestTimeoutMs", MAX_TIMER_MS)?.unwrap_or(defaults.request_timeout_ms),
         ack: options.choice("ack", &AckPolicy::NAMES)?.and_then(AckPolicy::from_name).unwrap_or(defaults.ack),
         enable_role_management: options.boolean("enableRoleManagement")?.unwrap_or(defaults.enable_role_management),

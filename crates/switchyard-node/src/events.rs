@@ -155,6 +155,6 @@ pub fn deliver(env: &Env, name: EventName, listeners: Vec<Rc<Listener>>, event: 
 pub fn report_error(env: &Env, what: &str, err: Error) -> Result<()> {
     let console: Object = env.get_global()?.get_named_property_unchecked("console")?;
     let print: Function<FnArgs<(String, Error)>, Unknown> = console.get_named_property_unchecked("error")?;
-    print.bind(&console)?.call((format!("switchyard: {what}"), err).into())?;
+    print.bind(console)?.call((format!("switchyard: {what}"), err).into())?;
     Ok(())
 }

@@ -150,7 +150,7 @@ impl Host {
             let result = result
                 .and_then(|json| RawValue::from_string(json).map_err(|err| err.to_string()))
                 .map_err(|message| Rejection::new(ErrorCode::RequestFailed, message));
-            host.relay.respond(conn, &request_id, result.as_deref().map_err(|rejection| rejection), now());
+            host.relay.respond(conn, &request_id, result.as_deref(), now());
             host.pump(env)
         };
         let payload = js::parse(env, &payload)?;

@@ -250,6 +250,8 @@ fn or_null<T>(value: Option<T>) -> Either<T, Null> {
 pub struct ResolvedChannels {
     /// Absent when any valid name may be joined.
     pub allow: Option<Vec<String>>,
+    /// The stream each channel keeps; absent when channels keep none.
+    pub history: Option<ResolvedHistory>,
 }
 
 impl ResolvedConfig {
@@ -265,7 +267,7 @@ impl ResolvedConfig {
             max_message_bytes: config.max_message_bytes as i64,
             max_queued_bytes: config.max_queued_bytes as i64,
             slow_consumer: config.slow_consumer.as_str().into(),
-            channels: ResolvedChannels { allow: config.channel_allow.clone() },
+            channels: ResolvedChannels { allow: config.channel_allow.clone(), history: config.channel_history.map(ResolvedHistory::from) },
             request_timeout_ms: config.request_timeout_ms as i64,
             ack: config.ack.as_str().into(),
             enable_role_management: config.enable_role_management,

@@ -276,12 +276,7 @@ impl RelaySessionManager {
     pub fn history(&self, env: Env, session_id: Unknown, options: Option<Unknown>) -> Result<Option<SessionHistory>> {
         guard(|| {
             let session_id = string_argument(&env, session_id, "sessionId")?;
-            let options = OptionsReader::new(&env, options, "options", &["since", "limit"])?;
-            let since = match options.string("since")? {
-                Some(text) => Some(Position::parse(&text).ok_or_else(|| type_error(&env, format!("since {text:?} is not <epoch>:<offset>")))?),
-                None => None,
-            };
-            let limit = options.positive_integer("limit", MAX_HISTORY_READ as u64)?.map_or(DEFAULT_HISTORY_READ, |n| n as usize);
+            let (since, limit) = read_history_options(&env, options)?;
             Ok(self.host.relay.history(&session_id, since.as_ref(), limit, now()).map(SessionHistory::from))
         })
     }
@@ -303,6 +298,28 @@ impl RelaySessionManager {
                 Err(PublishError::SessionNotFound) => Err(napi::Error::from_reason(format!("Session not found: {session_id}"))),
                 Err(err) => Err(type_error(&env, err.to_string())),
             }
+        })
+    }
+
+    /// A channel's kept publications after `since`, at most `limit`, as `history()` reads a
+    /// session's (with `channels.history` on; an empty history otherwise).
+    #[napi(ts_args_type = "channel: string, options?: HistoryReadOptions")]
+    pub fn channel_history(&self, env: Env, channel: Unknown, options: Option<Unknown>) -> Result<SessionHistory> {
+        guard(|| {
+            let channel = string_argument(&env, channel, "channel")?;
+            let (since, limit) = read_history_options(&env, options)?;
+            let history = self.host.relay.channel_history(&channel, since.as_ref(), limit, now()).map_err(|r| type_error(&env, r.message))?;
+            Ok(SessionHistory::from(history))
+        })
+    }
+
+    /// A channel's members, as `PRESENCE` answers: `{ connectionId, clientId, userId, organizationId }` each.
+    #[napi(ts_args_type = "channel: string", ts_return_type = "ChannelMember[]")]
+    pub fn channel_presence(&self, env: Env, channel: Unknown) -> Result<Vec<serde_json::Value>> {
+        guard(|| {
+            let channel = string_argument(&env, channel, "channel")?;
+            let clients = self.host.relay.channel_presence_of(&channel).map_err(|r| type_error(&env, r.message))?;
+            Ok(clients.iter().map(|c| (**c).clone()).collect())
         })
     }
 
@@ -363,6 +380,17 @@ impl RelaySessionManager {
 
 /// A server-side message: a string goes as text and a Buffer as binary, as they are;
 /// anything else is serialized once with `JSON.stringify`.
+/// `{ since?, limit? }` of `history()` and `channelHistory()`.
+fn read_history_options(env: &Env, options: Option<Unknown>) -> Result<(Option<Position>, usize)> {
+    let options = OptionsReader::new(env, options, "options", &["since", "limit"])?;
+    let since = match options.string("since")? {
+        Some(text) => Some(Position::parse(&text).ok_or_else(|| type_error(env, format!("since {text:?} is not <epoch>:<offset>")))?),
+        None => None,
+    };
+    let limit = options.positive_integer("limit", MAX_HISTORY_READ as u64)?.map_or(DEFAULT_HISTORY_READ, |n| n as usize);
+    Ok((since, limit))
+}
+
 fn outgoing(env: &Env, message: Unknown) -> Result<Frame> {
     match message.get_type()? {
         // SAFETY: a string, checked.

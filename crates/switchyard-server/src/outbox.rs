@@ -31,7 +31,7 @@ impl LatencySample {
     /// The outbox went from empty to holding a frame.
     pub fn started(&mut self) {
         self.batches = self.batches.wrapping_add(1);
-        if self.batches % Self::EVERY == 0 {
+        if self.batches.is_multiple_of(Self::EVERY) {
             self.oldest = Some(Instant::now());
         }
     }

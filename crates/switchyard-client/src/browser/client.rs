@@ -45,11 +45,22 @@ struct Place {
     /// Its connections since the last publication it saw: what a reconnect names as
     /// `previous`, so that nothing it published through them comes back.
     since_seen: Vec<String>,
+    /// Each joined channel's epoch and last offset seen.
+    channels: HashMap<String, (String, u64)>,
 }
 
 impl Place {
     /// The most connections `previous` names (the server reads 16).
     const MAX_PREVIOUS: usize = 16;
+
+    /// What a `JOIN_CHANNEL` adds to follow the channel's stream: from where it left off,
+    /// or from now.
+    fn join_fields(&self, channel: &str) -> String {
+        match self.channels.get(channel) {
+            Some((epoch, offset)) => format!(r#","since":{{"epoch":{},"offset":{offset}}}"#, quote(epoch)),
+            None => r#","positions":true"#.into(),
+        }
+    }
 
     /// The query a (re)connection adds to the URL.
     fn query(&self) -> String {
@@ -223,14 +234,17 @@ impl Connection {
     }
 
     fn opened(&self) {
-        let (channels, ws) = {
+        let (joins, ws) = {
             let mut state = self.state.borrow_mut();
             state.attempt = 0;
             let Some(socket) = &state.socket else { return };
-            (state.channels.iter().cloned().collect::<Vec<_>>(), socket.ws.clone())
+            let place = state.place.as_ref();
+            let joins: Vec<String> =
+                state.channels.iter().map(|c| join_message(c, None, &place.map(|p| p.join_fields(c)).unwrap_or_default())).collect();
+            (joins, socket.ws.clone())
         };
-        for channel in channels {
-            let _ = ws.send_with_str(&join_message(&channel, None));
+        for join in joins {
+            let _ = ws.send_with_str(&join);
         }
         if let Some(on_open) = &*self.on_open.borrow() {
             on_open();
@@ -261,15 +275,19 @@ impl Connection {
         let Some(text) = data.as_string() else { return };
         let Ok(mut message) = JSON::parse(&text) else { return };
         let mut kind = field(&message, "type").as_string().unwrap_or_default();
-        if following && kind == "publication" && field(&message, "channel").is_undefined() {
+        if following && kind == "publication" {
             // The app hears the message as it was published; the client keeps its place.
-            if let Some(offset) = field(&message, "offset").as_f64() {
-                self.seen(offset as u64);
+            let offset = field(&message, "offset").as_f64().map(|o| o as u64).unwrap_or_default();
+            match field(&message, "channel").as_string() {
+                Some(channel) => self.seen_in_channel(&channel, offset),
+                None => self.seen(offset),
             }
             message = field(&message, "data");
             kind = field(&message, "type").as_string().unwrap_or_default();
         } else if following && kind == "client_connected" && field(&message, "clientId").as_string().as_deref() == Some("relay-server") {
             self.welcomed(&message);
+        } else if following && kind == "CHANNEL_JOINED" {
+            self.channel_joined(&message);
         }
         match kind.as_str() {
             "response" => {
@@ -312,6 +330,34 @@ impl Connection {
                 *last = offset;
             }
             place.since_seen = current.flatten().into_iter().collect();
+        }
+    }
+
+    fn seen_in_channel(&self, channel: &str, offset: u64) {
+        if let Some(place) = self.state.borrow_mut().place.as_mut() {
+            if let Some((_, last)) = place.channels.get_mut(channel) {
+                *last = offset;
+            }
+        }
+    }
+
+    /// A channel joined with positions: its place, and whether what was missed follows.
+    fn channel_joined(&self, joined: &JsValue) {
+        let (Some(channel), Some(epoch), Some(offset)) =
+            (field(joined, "channel").as_string(), field(joined, "epoch").as_string(), field(joined, "offset").as_f64())
+        else {
+            return;
+        };
+        let recovered = field(joined, "recovered").as_bool();
+        if recovered != Some(true) {
+            if let Some(place) = self.state.borrow_mut().place.as_mut() {
+                place.channels.insert(channel, (epoch, offset as u64));
+            }
+        }
+        match recovered {
+            Some(true) => self.dispatch("recovered", joined),
+            Some(false) => self.dispatch("resync", joined),
+            None => {}
         }
     }
 
@@ -500,7 +546,8 @@ impl Connection {
                 state.joins.insert(id.clone(), Join { channel: channel.clone(), resolve, reject: reject.clone() });
                 id
             };
-            if let Err(err) = connection.send_text(join_message(&channel, Some(&id))) {
+            let fields = connection.state.borrow().place.as_ref().map(|p| p.join_fields(&channel)).unwrap_or_default();
+            if let Err(err) = connection.send_text(join_message(&channel, Some(&id), &fields)) {
                 connection.state.borrow_mut().joins.remove(&id);
                 let _ = reject.call1(&JsValue::NULL, &err);
             }
@@ -508,7 +555,12 @@ impl Connection {
     }
 
     pub fn leave(&self, channel: &str) -> Result<(), JsValue> {
-        self.state.borrow_mut().channels.remove(channel);
+        let mut state = self.state.borrow_mut();
+        state.channels.remove(channel);
+        if let Some(place) = state.place.as_mut() {
+            place.channels.remove(channel);
+        }
+        drop(state);
         self.send_text(format!(r#"{{"type":"LEAVE_CHANNEL","channel":{}}}"#, quote(channel)))
     }
 
@@ -556,10 +608,11 @@ fn quote(text: &str) -> String {
     JSON::stringify(&JsValue::from_str(text)).map(String::from).unwrap_or_else(|_| "\"\"".into())
 }
 
-fn join_message(channel: &str, id: Option<&str>) -> String {
+/// `JOIN_CHANNEL`, with an `id` to settle its Promise by, and `fields` (a stream's place).
+fn join_message(channel: &str, id: Option<&str>, fields: &str) -> String {
     match id {
-        Some(id) => format!(r#"{{"type":"JOIN_CHANNEL","channel":{},"id":{}}}"#, quote(channel), quote(id)),
-        None => format!(r#"{{"type":"JOIN_CHANNEL","channel":{}}}"#, quote(channel)),
+        Some(id) => format!(r#"{{"type":"JOIN_CHANNEL","channel":{},"id":{}{fields}}}"#, quote(channel), quote(id)),
+        None => format!(r#"{{"type":"JOIN_CHANNEL","channel":{}{fields}}}"#, quote(channel)),
     }
 }
 

@@ -37,7 +37,8 @@ export interface RelayClientOptions {
    * last position seen: what was published meanwhile arrives, once and in order, before
    * anything live. Listeners hear each message as it was published. After a reconnect
    * the client emits `recovered`, or `resync` when the server no longer had it all: then
-   * reload the state. Default false.
+   * reload the state. Channels likewise (with the server's `channels.history`): their
+   * `recovered` and `resync` carry the `CHANNEL_JOINED` answer. Default false.
    */
   recover?: boolean;
 }

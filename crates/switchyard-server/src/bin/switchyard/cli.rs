@@ -83,6 +83,15 @@ pub struct Args {
     #[arg(long, env = "HISTORY_MAX_BYTES", default_value = "67108864", value_name = "BYTES")]
     pub history_max_bytes: Positive,
 
+    /// Publications each channel's stream keeps, for members joining with positions or
+    /// since and for GET /v1/channels/{name}/history; 0 keeps none.
+    #[arg(long, env = "CHANNEL_HISTORY_SIZE", default_value = "0", value_name = "N", value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub channel_history_size: u64,
+
+    /// Milliseconds each kept channel publication is kept.
+    #[arg(long, env = "CHANNEL_HISTORY_TTL", default_value = "300000", value_name = "MS")]
+    pub channel_history_ttl: Positive,
+
     /// Connections one session admits.
     #[arg(long, env = "MAX_CLIENTS_PER_SESSION", default_value = "2", value_name = "N")]
     pub max_clients_per_session: Positive,
@@ -257,6 +266,8 @@ impl Args {
             connections_per_minute_per_ip: self.connections_per_minute_per_ip,
             verified_users_only: self.jwt_secret.is_some() || self.jwt_public_key.is_some() || self.jwks.is_some(),
             history: (self.history_size > 0).then(|| HistoryConfig { size: self.history_size as usize, ttl_ms: ms(self.history_ttl) }),
+            channel_history: (self.channel_history_size > 0)
+                .then(|| HistoryConfig { size: self.channel_history_size as usize, ttl_ms: ms(self.channel_history_ttl) }),
             history_max_bytes: size(self.history_max_bytes),
         }
     }

@@ -59,6 +59,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/sessions/{session_id}/history", get(session_history))
         .route("/v1/sessions/{session_id}/messages", post(publish_message))
         .route("/v1/sessions/{session_id}/presence", get(session_presence))
+        .route("/v1/channels/{channel}/history", get(channel_history))
+        .route("/v1/channels/{channel}/presence", get(channel_presence))
         .route("/v1/broadcast", post(broadcast))
         .with_state(app)
 }
@@ -457,12 +459,60 @@ async fn delete_session(
 /// What the HTTP fallback needs to read or publish: a session id is what it takes to join
 /// a session, as over WebSocket, and with token auth the same token (as a bearer token or
 /// `?token=`).
-fn authorize_member(app: &App, url: &str, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some((verifier, required)) = &app.auth else { return Ok(()) };
+fn authorize_member(app: &App, url: &str, headers: &HeaderMap) -> Result<Identity, ApiError> {
+    let Some((verifier, required)) = &app.auth else { return Ok(Identity::default()) };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     auth::authenticate(verifier, *required, url, header)
-        .map(|_| ())
+        .map(|found| found.map(|(identity, _)| identity).unwrap_or_default())
         .map_err(|refused| ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", refused.to_string()))
+}
+
+/// What a history request asks: `since`, checked, and `limit`, within bounds.
+fn history_request(query: &HistoryQuery) -> Result<(Option<Position>, usize), ApiError> {
+    let since = match query.since.as_deref() {
+        None => None,
+        Some(text) => Some(Position::parse(text).ok_or_else(|| {
+            ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", format!("since must be <epoch>:<offset>, got {text:?}"))
+        })?),
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", format!("limit must be from 1 to {MAX_PAGE}")));
+    }
+    Ok((since, limit))
+}
+
+/// A channel name that this identity may read, or why not (as `JOIN_CHANNEL` would refuse).
+fn readable_channel(app: &App, channel: &str, identity: &Identity) -> Result<(), ApiError> {
+    app.relay.may_join(channel, identity).map_err(|refused| {
+        let status = if refused.code == switchyard_core::ErrorCode::ChannelForbidden { StatusCode::FORBIDDEN } else { StatusCode::BAD_REQUEST };
+        ApiError::new(status, refused.code.as_str(), refused.message.into_owned())
+    })
+}
+
+/// `GET /v1/channels/{name}/history?since=&limit=`: a channel's kept publications.
+async fn channel_history(
+    State(app): AppState,
+    Path(channel): Path<String>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let url = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let identity = authorize_member(&app, &url, request.headers())?;
+    readable_channel(&app, &channel, &identity)?;
+    let Query(query) = query.map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", err.body_text()))?;
+    let (since, limit) = history_request(&query)?;
+    let history = app.relay.channel_history(&channel, since.as_ref(), limit, now()).map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r.code.as_str(), r.message.into_owned()))?;
+    Ok(Json(history_json(history)))
+}
+
+/// `GET /v1/channels/{name}/presence`: a channel's members.
+async fn channel_presence(State(app): AppState, Path(channel): Path<String>, request: Request) -> Result<Json<Value>, ApiError> {
+    let url = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let identity = authorize_member(&app, &url, request.headers())?;
+    readable_channel(&app, &channel, &identity)?;
+    let clients = app.relay.channel_presence_of(&channel).map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r.code.as_str(), r.message.into_owned()))?;
+    Ok(Json(json!({ "clients": clients.iter().map(|c| (**c).clone()).collect::<Vec<_>>() })))
 }
 
 #[derive(Deserialize)]
@@ -490,16 +540,7 @@ async fn session_history(
     let url = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
     authorize_member(&app, &url, request.headers())?;
     let Query(query) = query.map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", err.body_text()))?;
-    let since = match query.since.as_deref() {
-        None => None,
-        Some(text) => Some(Position::parse(text).ok_or_else(|| {
-            ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", format!("since must be <epoch>:<offset>, got {text:?}"))
-        })?),
-    };
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", format!("limit must be from 1 to {MAX_PAGE}")));
-    }
+    let (since, limit) = history_request(&query)?;
     let wait = std::time::Duration::from_millis(query.wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
     let deadline = tokio::time::Instant::now() + wait;
     loop {
