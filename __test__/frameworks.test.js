@@ -155,3 +155,36 @@ describe('the examples, run as the README says', () => {
     }
   });
 });
+
+describe('nextjs example: the App Router realtime route', () => {
+  let server;
+  before(async () => {
+    server = await frameworks.nextjs.start({ port: 0, host: '127.0.0.1' });
+  });
+  after(() => server?.close());
+
+  it('answers health and where to connect, publishes a client\'s pending operations, and long-polls what it missed', async () => {
+    const { sessionId } = (await postJson(`${server.url}/api/sessions`)).body;
+    const health = await (await fetch(`${server.url}/api/realtime?sessionId=${sessionId}`, { headers: { 'x-user-id': 'u-7' } })).json();
+    assert.deepEqual(health, { status: 'ok', wsUrl: `ws://${new URL(server.url).host}/session/${sessionId}?positions=1`, user: 'u-7' });
+
+    const member = await joinedClient(health.wsUrl.replace('localhost', '127.0.0.1'));
+    const { epoch } = member.welcome;
+    const posted = await postJson(`${server.url}/api/realtime`, { sessionId, clientId: 'offline-3', operations: [{ type: 'op', n: 1 }, { type: 'op', n: 2 }] });
+    assert.deepEqual(posted.body, { results: [{ offset: 1, delivered: 1 }, { offset: 2, delivered: 1 }] });
+    assert.deepEqual((await member.nextOfType('publication')).json.data, { type: 'op', n: 1 });
+
+    const missed = await (await fetch(`${server.url}/api/realtime?sessionId=${sessionId}&since=${epoch}:1`)).json();
+    assert.deepEqual(missed.history.publications.map((p) => p.data), [{ type: 'op', n: 2 }]);
+    // Nothing new after 2: the poll waits, and answers once something is published.
+    const polling = fetch(`${server.url}/api/realtime?sessionId=${sessionId}&since=${epoch}:2&waitMs=20000`).then((r) => r.json());
+    member.send('{"type":"op","n":3}');
+    const polled = await polling;
+    assert.deepEqual(polled.history.publications.map((p) => [p.offset, p.data.n]), [[3, 3]]);
+
+    assert.equal((await postJson(`${server.url}/api/realtime`, { operations: [] })).status, 400);
+    assert.equal((await postJson(`${server.url}/api/realtime`, { sessionId: 'nope', operations: [] })).status, 404);
+    assert.equal((await fetch(`${server.url}/api/realtime?sessionId=${sessionId}&since=garbage`)).status, 400);
+    await member.close();
+  });
+});

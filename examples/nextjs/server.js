@@ -1,4 +1,6 @@
-// examples/nextjs/server.js: a custom Next.js server that hands /session/:id upgrades to Switchyard.
+// examples/nextjs/server.js: a custom Next.js server that hands /session/:id upgrades to
+// Switchyard; pages/api/sessions.js creates sessions, app/api/realtime/route.js is the
+// App Router fallback for clients without a WebSocket.
 const fs = require('node:fs');
 const { createServer } = require('node:http');
 const path = require('node:path');
@@ -10,7 +12,8 @@ async function start({ port = 3000, host, config, dev = false, dir = __dirname }
   if (!dev && !fs.existsSync(path.join(dir, '.next', 'BUILD_ID'))) {
     throw new Error('The Next.js example is not built yet. Build and start it with: npm run start:nextjs');
   }
-  const sessionManager = new RelaySessionManager(config);
+  // History lets clients recover after a reconnect, and app/api/realtime read what they missed.
+  const sessionManager = new RelaySessionManager({ history: { size: 1000, ttlMs: 10 * 60 * 1000 }, ...config });
   // API routes are bundled apart from this file: globalThis is what both of them see.
   globalThis.switchyardSessionManager = sessionManager;
   sessionManager.start();
