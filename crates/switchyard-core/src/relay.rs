@@ -1,9 +1,13 @@
 //! The relay: who is connected to which session and channel, and where each frame goes.
+//! Each kind of reserved message is handled in a module of its own below this one
+//! (channels, publications, control roles, requests, awareness), as are rates and user
+//! slots, and server-side send targeting.
 //!
-//! State lives in sharded maps so transport threads route concurrently. No method holds
-//! a guard of one map while taking a guard of another, so lock order cannot deadlock;
-//! outboxes are pushed under a session's or a channel's lock, which is why they only
-//! queue.
+//! State lives in sharded maps so transport threads route concurrently. Where a guard is
+//! taken under another, it is a session's or a channel's first and then the broker's (a
+//! publication is numbered under its topic's lock), never the other way round, so lock
+//! order cannot deadlock; outboxes are pushed under a session's or a channel's lock,
+//! which is why they only queue.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -18,6 +22,17 @@ use parking_lot::{Mutex, RwLock};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
+
+mod awareness_messages;
+mod channel_messages;
+mod control_messages;
+mod publications;
+mod rates;
+mod request_messages;
+mod targeting;
+
+pub use publications::{Present, PublishError};
+pub use targeting::Target;
 
 use crate::awareness::{Audience, Awareness, Notices, Registration};
 use crate::channels::{AllowList, ChannelName, Channels, Joiner, Subscriber};
@@ -86,16 +101,6 @@ pub struct Identity {
     pub resume: Resume,
 }
 
-/// Which connections a server-side send reaches: all the given fields must match.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Target<'a> {
-    pub session_id: Option<&'a str>,
-    pub channel: Option<&'a str>,
-    pub user_id: Option<&'a str>,
-    pub organization_id: Option<&'a str>,
-    pub except: Option<ConnId>,
-}
-
 struct Connection {
     session: Option<SessionId>,
     outbox: Arc<dyn Outbox>,
@@ -155,46 +160,6 @@ impl Sender {
     fn joiner(&self) -> Joiner<'_> {
         Joiner { user_id: self.identity.user_id.as_deref(), organization_id: self.identity.organization_id.as_deref() }
     }
-}
-
-/// What `JOIN_CHANNEL` may ask besides its channel.
-#[derive(Deserialize, Default)]
-struct JoinOptions {
-    #[serde(default)]
-    positions: bool,
-    #[serde(default)]
-    presence: bool,
-    since: Option<JoinSince>,
-}
-
-#[derive(Deserialize)]
-struct JoinSince {
-    epoch: String,
-    offset: u64,
-}
-
-/// How a server-side publication is named in its `from`.
-const SERVER_PUBLISHER: &str = "server";
-
-/// A member of a session, as `presence` shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Present {
-    pub connection_id: ConnId,
-    pub client_id: String,
-    pub user_id: Option<String>,
-    pub organization_id: Option<String>,
-    /// `"active"` for the member holding control, else `"passive"`.
-    pub role: &'static str,
-    pub connected_at: Millis,
-}
-
-/// Why [`Relay::publish`] refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PublishError {
-    #[error("Session not found")]
-    SessionNotFound,
-    #[error("A text message must be a JSON object with a string \"type\"")]
-    Invalid,
 }
 
 /// What became of a message.
@@ -428,37 +393,6 @@ impl Relay {
         Ok(id)
     }
 
-    /// Counts `conn` among the user's connections, unless the user has
-    /// `maxConnectionsPerUser` already.
-    fn take_user_slot(&self, user: &Arc<str>, conn: ConnId) -> bool {
-        let mut conns = self.users.entry(user.clone()).or_default();
-        if conns.len() >= self.config.max_connections_per_user {
-            return false;
-        }
-        conns.push(conn);
-        true
-    }
-
-    fn release_user_slot(&self, user: &str, conn: ConnId) {
-        self.users.remove_if_mut(user, |_, conns| {
-            conns.retain(|c| *c != conn);
-            conns.is_empty()
-        });
-    }
-
-    /// A reconnecting client names the connection it replaces: if that one is still open
-    /// in the session (its socket not yet found dead) and is the same user's, it is closed
-    /// with 1000, so a reconnect never finds the session full of its own past.
-    fn replace_previous(&self, session_id: &SessionId, previous: &str, identity: &Identity, now: Millis) {
-        let Some(previous) = ConnId::parse(previous) else { return };
-        let same = self.conns.get(&previous).is_some_and(|conn| {
-            conn.session.as_ref() == Some(session_id) && conn.identity.user_id == identity.user_id
-        });
-        if same {
-            self.disconnect(previous, close_code::NORMAL, "Replaced by a reconnect", now);
-        }
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn join_session(
         &self,
@@ -536,53 +470,6 @@ impl Relay {
             self.push(from, &*sender.outbox, error, &mut slow);
         }
         self.close_slow_consumers(slow, now);
-    }
-
-    /// Takes a token from the connection's bucket, then from its user's: a message its
-    /// own bucket refuses costs the user's other connections nothing.
-    fn within_rate(&self, sender: &Sender, limits: &RateLimits, now: Millis) -> bool {
-        let user = {
-            let Some(conn) = self.conns.get(&sender.id) else { return false };
-            let rate = conn.identity.rate_limit.unwrap_or(limits.per_connection);
-            if !conn.bucket.as_ref().is_none_or(|bucket| bucket.lock().take(rate, now)) {
-                return false;
-            }
-            conn.user.get().cloned()
-        };
-        match (limits.per_user, user) {
-            (Some(rate), Some(user)) => self.user_buckets.entry(user).or_insert_with(|| Bucket::full(rate, now)).take(rate, now),
-            _ => true,
-        }
-    }
-
-    /// A message over the rate is dropped and refused; past `max_violations` of them the
-    /// connection is closed with 1008.
-    fn rate_limited(&self, sender: &Sender, limits: &RateLimits, frame: &Frame, now: Millis) {
-        Counters::add(&self.counters.rate_limited, 1);
-        let violations = self.conns.get(&sender.id).map_or(0, |c| c.violations.fetch_add(1, Ordering::Relaxed) + 1);
-        if violations > limits.max_violations {
-            self.disconnect(sender.id, close_code::POLICY, "Rate limit exceeded", now);
-            return;
-        }
-        let rejection = Rejection::from(ErrorCode::RateLimited);
-        let answer = match (frame.kind == FrameKind::Text).then(|| Envelope::parse(&frame.payload).ok()).flatten() {
-            Some(envelope) => self.refusal(&envelope, frame, &rejection, now),
-            None => protocol::error(&rejection, Offending { upper_case: sender.upper_case, ..Default::default() }, now),
-        };
-        let mut slow = SlowConsumers::new();
-        self.push(sender.id, &*sender.outbox, answer, &mut slow);
-        self.close_slow_consumers(slow, now);
-    }
-
-    /// Whether `address` may open another connection now (`connectionsPerMinutePerIp`).
-    /// Transports ask before upgrading, and refuse with HTTP 429 when it may not.
-    pub fn admit(&self, address: IpAddr, now: Millis) -> bool {
-        let Some(rate) = self.config.address_rate() else { return true };
-        let admitted = self.address_buckets.entry(address).or_insert_with(|| Bucket::full(rate, now)).take(rate, now);
-        if !admitted {
-            Counters::add(&self.counters.rate_limited, 1);
-        }
-        admitted
     }
 
     fn sender(&self, id: ConnId, now: Millis) -> Option<Sender> {
@@ -701,422 +588,6 @@ impl Relay {
         }
     }
 
-    /// Delivers `frame` byte for byte to every member of the sender's session but itself.
-    fn relay_to_session(&self, sender: &Sender, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> Outcome {
-        let Some(session_id) = &sender.session else { return Outcome::Rejected(ErrorCode::NoSession.into()) };
-        let delivered = match self.sessions.get(session_id) {
-            Some(session) => self.publish_in_session(&session, Some(sender.id), Some(sender.id), frame, now, slow).0,
-            None => 0,
-        };
-        Counters::add(&self.counters.messages_relayed, delivered as u64);
-        Outcome::Routed(delivered)
-    }
-
-    /// Delivers `frame` byte for byte to every member of `session` but `skip`, as published
-    /// by `from` (a member, or the server when `None`). In a session with a stream it is
-    /// numbered and kept first, and members with positions get it wrapped. Returns how
-    /// many members it reached, and its offset.
-    #[allow(clippy::too_many_arguments)]
-    fn publish_in_session(
-        &self,
-        session: &Session,
-        from: Option<ConnId>,
-        skip: Option<ConnId>,
-        frame: &Frame,
-        now: Millis,
-        slow: &mut SlowConsumers,
-    ) -> (usize, Option<u64>) {
-        session.last_activity.store(now, Ordering::Relaxed);
-        let others = session.members.iter().filter(|m| Some(m.conn) != skip);
-        let mut delivered = 0;
-        let Some(order) = &session.order else {
-            for member in others {
-                if self.push(member.conn, &*member.outbox, frame.clone(), slow) {
-                    delivered += 1;
-                }
-            }
-            return (delivered, None);
-        };
-        let _order = order.lock();
-        let from: Arc<str> = from.map_or_else(|| SERVER_PUBLISHER.into(), |conn| conn.to_string().into());
-        let topic = Topic::Session(session.id.clone());
-        let Some(publication) = self.broker.publish(&topic, from, frame.clone(), now) else {
-            return (delivered, None);
-        };
-        let wrapped = OnceLock::new();
-        for member in others {
-            let frame = if member.positions { wrapped.get_or_init(|| publication.wrapped(None)).clone() } else { frame.clone() };
-            if self.push(member.conn, &*member.outbox, frame, slow) {
-                delivered += 1;
-            }
-        }
-        self.events.emit(Event::Published { session_id: session.id.clone(), offset: publication.offset });
-        (delivered, Some(publication.offset))
-    }
-
-    /// A session's kept publications after `since` (all it keeps without one), oldest
-    /// first, at most `limit`: the history clients read over HTTP. `None` for no session.
-    pub fn history(&self, session_id: &str, since: Option<&Position>, limit: usize, now: Millis) -> Option<History> {
-        let session = self.sessions.get(&SessionId::parse(session_id).ok()?)?;
-        Some(self.broker.read(&Topic::Session(session.id.clone()), since, limit, now).unwrap_or_default())
-    }
-
-    /// Publishes a message to a session: the HTTP fallback for clients without a
-    /// WebSocket, and server-side sends. When a connected member's `clientId` is
-    /// `as_client`, it is published as that member (which does not receive it back);
-    /// otherwise as the server. Answers the members reached and the offset.
-    pub fn publish(&self, session_id: &str, frame: Frame, as_client: Option<&str>, now: Millis) -> Result<(usize, Option<u64>), PublishError> {
-        let session_id = SessionId::parse(session_id).map_err(|_| PublishError::SessionNotFound)?;
-        let mut slow = SlowConsumers::new();
-        let outcome = {
-            let session = self.sessions.get(&session_id).ok_or(PublishError::SessionNotFound)?;
-            let publisher = as_client.and_then(|client_id| session.members.iter().find(|m| m.name.get(m.conn) == client_id)).map(|m| m.conn);
-            if frame.kind == FrameKind::Text {
-                Envelope::parse(&frame.payload).map_err(|_| PublishError::Invalid)?;
-            }
-            self.publish_in_session(&session, publisher, publisher, &frame, now, &mut slow)
-        };
-        Counters::add(&self.counters.messages_relayed, outcome.0 as u64);
-        self.close_slow_consumers(slow, now);
-        Ok(outcome)
-    }
-
-    /// Who is in a session now, in the order they joined; `None` for no session.
-    pub fn presence(&self, session_id: &str) -> Option<Vec<Present>> {
-        let session = self.sessions.get(&SessionId::parse(session_id).ok()?)?;
-        let members = session.members.iter().map(|member| {
-            let identity = self.conns.get(&member.conn).map(|conn| conn.identity.clone());
-            Present {
-                connection_id: member.conn,
-                client_id: member.name.get(member.conn),
-                user_id: identity.as_ref().and_then(|i| i.user_id.clone()),
-                organization_id: identity.as_ref().and_then(|i| i.organization_id.clone()),
-                role: if session.control.active == Some(member.conn) { "active" } else { "passive" },
-                connected_at: member.joined_at,
-            }
-        });
-        Some(members.collect())
-    }
-
-    fn channel_of(envelope: &Envelope) -> Result<ChannelName, Rejection> {
-        let name = envelope
-            .channel
-            .as_deref()
-            .ok_or_else(|| Rejection::new(ErrorCode::InvalidMessage, "A channel message needs a string channel"))?;
-        ChannelName::parse(name)
-    }
-
-    fn join_channel(&self, sender: &Sender, envelope: &Envelope, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> Outcome {
-        let name = match Self::channel_of(envelope) {
-            Ok(name) => name,
-            Err(rejection) => return Outcome::Rejected(rejection),
-        };
-        let Ok(options) = serde_json::from_slice::<JoinOptions>(&frame.payload) else {
-            return Outcome::Rejected(Rejection::new(
-                ErrorCode::InvalidMessage,
-                "JOIN_CHANNEL's positions and presence are true or false, its since {\"epoch\":...,\"offset\":...}",
-            ));
-        };
-        if let Err(rejection) = self.allow.check(&name, &sender.joiner()) {
-            return Outcome::Rejected(rejection);
-        }
-        {
-            let Some(conn) = self.conns.get(&sender.id) else { return Outcome::Done };
-            let mut joined = conn.channels.lock();
-            if !joined.contains(&name) {
-                if joined.len() >= MAX_CHANNELS_PER_CONNECTION {
-                    return Outcome::Rejected(Rejection::new(
-                        ErrorCode::ChannelForbidden,
-                        format!("A connection may be in at most {MAX_CHANNELS_PER_CONNECTION} channels"),
-                    ));
-                }
-                joined.push(name.clone());
-            }
-        }
-        let topic = Topic::Channel(name.clone());
-        let since = options.since.map(|s| Position { epoch: s.epoch.into(), offset: s.offset });
-        let stream = self.config.channel_history.filter(|_| options.positions || since.is_some());
-        let client = Arc::new(serde_json::json!({
-            "connectionId": sender.id.to_string(),
-            "clientId": sender.name.get(sender.id),
-            "userId": sender.identity.user_id,
-            "organizationId": sender.identity.organization_id,
-        }));
-        // The answer, the replay and the membership happen under the channel's lock, which
-        // a publication to a channel with a stream takes: nothing is missed or doubled.
-        self.channels.with_members(&name, |members| {
-            let position = stream.and_then(|history| {
-                self.broker.open_stream(&topic, history);
-                self.broker.position(&topic)
-            });
-            let mut replay = Vec::new();
-            let recovered = match (&position, &since) {
-                (Some(_), Some(since)) => match self.broker.recover(&topic, since, now) {
-                    Some(Recovery::Recovered(missed)) => {
-                        replay = missed;
-                        Some(true)
-                    }
-                    Some(Recovery::Lost) | None => Some(false),
-                },
-                _ => None,
-            };
-            let stream_position = position.as_ref().map(|position| WelcomePosition { position, recovered });
-            self.push(sender.id, &*sender.outbox, protocol::channel_joined(name.as_str(), stream_position), slow);
-            for publication in replay.iter().filter(|p| *p.from != *sender.id.to_string()) {
-                sender.outbox.push_replay(publication.wrapped(Some(name.as_str())));
-            }
-            match members.iter_mut().find(|m| m.conn == sender.id) {
-                Some(member) => {
-                    member.positions = position.is_some();
-                    member.presence = options.presence;
-                }
-                None => {
-                    let joined = protocol::channel_member(true, name.as_str(), &client);
-                    for watcher in members.iter().filter(|m| m.presence) {
-                        self.push(watcher.conn, &*watcher.outbox, joined.clone(), slow);
-                    }
-                    let outbox = sender.outbox.clone();
-                    members.push(Subscriber { conn: sender.id, outbox, positions: position.is_some(), presence: options.presence, client });
-                }
-            }
-        });
-        // The connection may have closed meanwhile, after leaving its channels.
-        if !self.conns.contains_key(&sender.id) {
-            self.leave_channel_as(&name, sender.id, slow);
-        }
-        Outcome::Done
-    }
-
-    /// Takes a connection out of a channel, telling the members who asked.
-    fn leave_channel_as(&self, name: &ChannelName, conn: ConnId, slow: &mut SlowConsumers) {
-        if let Some((left, watchers)) = self.channels.leave(name, conn) {
-            let notice = protocol::channel_member(false, name.as_str(), &left.client);
-            for (watcher, outbox) in watchers {
-                self.push(watcher, &*outbox, notice.clone(), slow);
-            }
-        }
-    }
-
-    fn leave_channel(&self, sender: &Sender, envelope: &Envelope, slow: &mut SlowConsumers) -> Outcome {
-        let name = match Self::channel_of(envelope) {
-            Ok(name) => name,
-            Err(rejection) => return Outcome::Rejected(rejection),
-        };
-        if let Some(conn) = self.conns.get(&sender.id) {
-            conn.channels.lock().retain(|joined| *joined != name);
-        }
-        self.leave_channel_as(&name, sender.id, slow);
-        Outcome::Reply(protocol::channel_left(name.as_str()))
-    }
-
-    /// `PRESENCE`: a member asks who is in the channel.
-    fn channel_presence(&self, sender: &Sender, envelope: &Envelope) -> Outcome {
-        let name = match Self::channel_of(envelope) {
-            Ok(name) => name,
-            Err(rejection) => return Outcome::Rejected(rejection),
-        };
-        if !self.channels.is_member(&name, sender.id) {
-            return Outcome::Rejected(ErrorCode::NotInChannel.into());
-        }
-        Outcome::Reply(protocol::presence(name.as_str(), &self.channels.clients(&name)))
-    }
-
-    /// Delivers `frame` byte for byte to the other members of a channel the sender is in.
-    fn publish_to_channel(&self, sender: &Sender, channel: &str, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> Outcome {
-        let name = match ChannelName::parse(channel) {
-            Ok(name) => name,
-            Err(rejection) => return Outcome::Rejected(rejection),
-        };
-        if !self.channels.is_member(&name, sender.id) {
-            return Outcome::Rejected(ErrorCode::NotInChannel.into());
-        }
-        let delivered = self.publish_in_channel(&name, Some(sender.id), frame, now, slow);
-        Counters::add(&self.counters.messages_relayed, delivered as u64);
-        Outcome::Routed(delivered)
-    }
-
-    /// Delivers `frame` to every member of a channel but its publisher (`None`: the
-    /// server). With channel history on it is numbered and kept first, under the
-    /// channel's lock, and members with positions get it wrapped. Returns how many it reached.
-    fn publish_in_channel(&self, name: &ChannelName, from: Option<ConnId>, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> usize {
-        let mut delivered = 0;
-        let Some(history) = self.config.channel_history else {
-            self.channels.for_each_member(name, from, |member| {
-                if self.push(member.conn, &*member.outbox, frame.clone(), slow) {
-                    delivered += 1;
-                }
-            });
-            return delivered;
-        };
-        let topic = Topic::Channel(name.clone());
-        let publisher: Arc<str> = from.map_or_else(|| SERVER_PUBLISHER.into(), |conn| conn.to_string().into());
-        let publish = || {
-            let publication = self.broker.publish(&topic, publisher.clone(), frame.clone(), now);
-            publication.or_else(|| {
-                self.broker.open_stream(&topic, history);
-                self.broker.publish(&topic, publisher.clone(), frame.clone(), now)
-            })
-        };
-        let reached = self.channels.with_existing_members(name, |members| {
-            let publication = publish();
-            let wrapped = OnceLock::new();
-            let mut reached = 0;
-            for member in members.iter().filter(|m| Some(m.conn) != from) {
-                let frame = match (&publication, member.positions) {
-                    (Some(publication), true) => wrapped.get_or_init(|| publication.wrapped(Some(name.as_str()))).clone(),
-                    _ => frame.clone(),
-                };
-                if self.push(member.conn, &*member.outbox, frame, slow) {
-                    reached += 1;
-                }
-            }
-            reached
-        });
-        // A channel with no members now still keeps the publication, for those who come back.
-        reached.unwrap_or_else(|| {
-            publish();
-            0
-        })
-    }
-
-    /// A channel's kept publications after `since` (all it keeps without one), at most
-    /// `limit`; an empty history when the channel keeps none (channel history is off, or
-    /// nothing was published to it lately).
-    pub fn channel_history(&self, channel: &str, since: Option<&Position>, limit: usize, now: Millis) -> Result<History, Rejection> {
-        let name = ChannelName::parse(channel)?;
-        Ok(self.broker.read(&Topic::Channel(name), since, limit, now).unwrap_or_default())
-    }
-
-    /// Who is in a channel now, as `PRESENCE` answers.
-    pub fn channel_presence_of(&self, channel: &str) -> Result<Vec<Arc<Value>>, Rejection> {
-        Ok(self.channels.clients(&ChannelName::parse(channel)?))
-    }
-
-    /// Whether this identity may join (and so read) a channel: the rules `JOIN_CHANNEL`
-    /// follows, for readers over HTTP.
-    pub fn may_join(&self, channel: &str, identity: &Identity) -> Result<(), Rejection> {
-        let joiner = Joiner { user_id: identity.user_id.as_deref(), organization_id: identity.organization_id.as_deref() };
-        self.allow.check(&ChannelName::parse(channel)?, &joiner)
-    }
-
-    /// Whether the app has a request handler; without one, requests get `NO_HANDLER`.
-    pub fn answer_requests(&self, answering: bool) {
-        self.answers_requests.store(answering, Ordering::Relaxed);
-    }
-
-    fn request(&self, sender: &Sender, envelope: &Envelope, now: Millis) -> Outcome {
-        let Some(request_id) = envelope.request_id else {
-            return Outcome::Rejected(Rejection::new(ErrorCode::InvalidMessage, "A request needs a requestId"));
-        };
-        if !self.answers_requests.load(Ordering::Relaxed) {
-            return Outcome::Rejected(ErrorCode::NoHandler.into());
-        }
-        let deadline = now.saturating_add(self.config.request_timeout_ms);
-        if let Err(rejection) = self.requests.start(sender.id, request_id.get(), deadline) {
-            return Outcome::Rejected(rejection);
-        }
-        Counters::add(&self.counters.requests, 1);
-        self.events.emit(Event::Request {
-            connection: sender.info(),
-            request_id: request_id.get().to_owned(),
-            payload: envelope.payload.map_or("null", RawValue::get).to_owned(),
-        });
-        Outcome::Done
-    }
-
-    /// Answers a request: `Ok` with the result as JSON, or `Err` with why it failed.
-    /// Returns false when the request is no longer waiting (it timed out, or its
-    /// connection left).
-    pub fn respond(&self, conn: ConnId, request_id: &str, outcome: Result<&RawValue, &Rejection>, now: Millis) -> bool {
-        if !self.requests.finish(conn, request_id) {
-            return false;
-        }
-        let Some(outbox) = self.conns.get(&conn).map(|c| c.outbox.clone()) else { return false };
-        let Ok(id) = RawValue::from_string(request_id.to_owned()) else { return false };
-        let answer = match outcome {
-            Ok(result) => protocol::response(&id, result, now),
-            Err(rejection) => protocol::error(rejection, Offending { request_id: Some(&id), ..Default::default() }, now),
-        };
-        let mut slow = SlowConsumers::new();
-        self.push(conn, &*outbox, answer, &mut slow);
-        self.close_slow_consumers(slow, now);
-        true
-    }
-
-    /// `register`, `deregister`, `heartbeat` and `focus` (docs/protocol.md, "Case awareness").
-    fn awareness(&self, sender: &Sender, kind: &str, envelope: &Envelope, now: Millis, slow: &mut SlowConsumers) -> Outcome {
-        let Some(payload) = envelope.payload.and_then(|raw| serde_json::from_str::<FocusPayload>(raw.get()).ok()) else {
-            return Outcome::Rejected(Rejection::new(ErrorCode::InvalidMessage, "An awareness message needs a payload with userId and windowId"));
-        };
-        let ids_ok = |id: &str| !id.is_empty() && id.len() <= MAX_AWARENESS_ID_LEN;
-        if !ids_ok(&payload.user_id) || !ids_ok(&payload.window_id) {
-            return Outcome::Rejected(Rejection::new(ErrorCode::InvalidMessage, "userId and windowId are 1 to 256 characters"));
-        }
-        let user = match self.user_for(sender, &payload.user_id, kind == "register", now) {
-            Ok(user) => user,
-            Err(outcome) => return outcome,
-        };
-        let notices = match kind {
-            "register" => {
-                let Some(case_id) = payload.case_id.as_deref().filter(|c| ids_ok(c)) else {
-                    return Outcome::Rejected(Rejection::new(ErrorCode::InvalidMessage, "register needs a caseId of 1 to 256 characters"));
-                };
-                let registration = Registration { user: &user, window_id: &payload.window_id, case_id };
-                match self.awareness.register(registration, sender.id, now) {
-                    Ok(notices) => notices,
-                    Err(rejection) => return Outcome::Rejected(rejection),
-                }
-            }
-            "deregister" => self.awareness.deregister(&user, &payload.window_id),
-            "heartbeat" => {
-                self.awareness.heartbeat(&user, &payload.window_id, now);
-                Notices::new()
-            }
-            _ => {
-                self.awareness.focus(&user, &payload.window_id);
-                Notices::new()
-            }
-        };
-        self.notify(notices, slow);
-        Outcome::Done
-    }
-
-    /// The user an awareness message acts for: the connection's, which the payload's
-    /// `userId` must match (`FORBIDDEN`). A connection without one takes it from its first
-    /// `register`, within `maxConnectionsPerUser` (else `CONNECTION_LIMIT` and 1008).
-    fn user_for(&self, sender: &Sender, claimed: &str, registering: bool, now: Millis) -> Result<Arc<str>, Outcome> {
-        let Some(current) = self.conns.get(&sender.id).map(|c| c.user.get().cloned()) else { return Err(Outcome::Done) };
-        if let Some(user) = current {
-            return if *user == *claimed {
-                Ok(user)
-            } else {
-                Err(Outcome::Rejected(Rejection::new(ErrorCode::Forbidden, "The payload's userId is not this connection's user")))
-            };
-        }
-        if !registering {
-            return Err(Outcome::Rejected(Rejection::new(ErrorCode::Forbidden, "Register before sending for a user")));
-        }
-        if self.config.verified_users_only {
-            return Err(Outcome::Rejected(Rejection::new(ErrorCode::Forbidden, "With token auth, a connection is the user its token names")));
-        }
-        let user: Arc<str> = claimed.into();
-        if !self.take_user_slot(&user, sender.id) {
-            let refusal = Refusal::ConnectionLimit;
-            if let Some(notice) = refusal.notice(now) {
-                self.push(sender.id, &*sender.outbox, notice, &mut SlowConsumers::new());
-            }
-            self.disconnect(sender.id, refusal.close_code(), refusal.reason(), now);
-            return Err(Outcome::Done);
-        }
-        // A connection's messages are routed one at a time, so nothing set its user meanwhile.
-        let still_open = self.conns.get(&sender.id).map(|c| c.user.set(user.clone())).is_some();
-        if !still_open {
-            self.release_user_slot(&user, sender.id);
-            return Err(Outcome::Done);
-        }
-        Ok(user)
-    }
-
     /// Delivers awareness notices: to a connection, or to every connection of a user.
     fn notify(&self, notices: Notices, slow: &mut SlowConsumers) {
         for (audience, frame) in notices {
@@ -1127,56 +598,6 @@ impl Relay {
             for conn in recipients {
                 if let Some(outbox) = self.conns.get(&conn).map(|c| c.outbox.clone()) {
                     self.push(conn, &*outbox, frame.clone(), slow);
-                }
-            }
-        }
-    }
-
-    fn is_active(&self, sender: &Sender) -> bool {
-        let Some(session_id) = &sender.session else { return false };
-        self.sessions.get(session_id).is_some_and(|s| s.control.active == Some(sender.id))
-    }
-
-    /// A control-role message (docs/protocol.md, "Control roles"), handled by the session's
-    /// [`Control`](crate::roles::Control).
-    fn control(&self, sender: &Sender, kind: &str, envelope: &Envelope, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> Outcome {
-        let Some(session_id) = &sender.session else { return Outcome::Rejected(ErrorCode::NoSession.into()) };
-        let Some(mut session) = self.sessions.get_mut(session_id) else { return Outcome::Done };
-        session.last_activity.store(now, Ordering::Relaxed);
-        let Session { control, members, conflict_resolution, .. } = &mut *session;
-        let sends = match kind {
-            "request_control" => {
-                let timeout = self.config.control_request_timeout_ms;
-                let sends = control.request(sender.id, frame, *conflict_resolution, timeout, &*members, now);
-                if let Some(transfer) = control.transfer.filter(|t| t.requester == sender.id) {
-                    self.transfers.insert(session_id.clone(), transfer.deadline);
-                }
-                sends
-            }
-            "accept_control" => control.accept(sender.id, frame, &*members, now),
-            "decline_control" => control.decline(sender.id, frame),
-            "release_control" => control.release(sender.id, frame, now),
-            _ => {
-                let announced = envelope.data.and_then(|raw| serde_json::from_str::<RoleAnnouncement>(raw.get()).ok());
-                control.role_changed(sender.id, announced.as_ref().and_then(|a| a.role.as_deref()), frame, now)
-            }
-        };
-        self.deliver(members, sends, slow);
-        Outcome::Done
-    }
-
-    fn deliver(&self, members: &[Member], sends: Vec<Send>, slow: &mut SlowConsumers) {
-        for send in sends {
-            match send {
-                Send::To(conn, frame) => {
-                    if let Some(member) = members.iter().find(|m| m.conn == conn) {
-                        self.push(member.conn, &*member.outbox, frame, slow);
-                    }
-                }
-                Send::AllBut(except, frame) => {
-                    for member in members.iter().filter(|m| m.conn != except) {
-                        self.push(member.conn, &*member.outbox, frame.clone(), slow);
-                    }
                 }
             }
         }
@@ -1196,69 +617,6 @@ impl Relay {
                 message: frame.payload.clone(),
             });
         }
-    }
-
-    /// Sends `frame` from the server to every connection `target` matches. Returns how
-    /// many it reached.
-    pub fn send(&self, target: &Target, frame: Frame, now: Millis) -> usize {
-        let channel = match target.channel.map(ChannelName::parse) {
-            Some(Ok(name)) => Some(name),
-            Some(Err(_)) => return 0,
-            None => None,
-        };
-        let session = match target.session_id.map(SessionId::parse) {
-            Some(Ok(id)) => Some(id),
-            Some(Err(_)) => return 0,
-            None => None,
-        };
-        if let (None, Some(name), None, None) = (&session, &channel, target.user_id, target.organization_id) {
-            // To a whole channel: a publication, numbered and kept with channel history on.
-            let mut slow = SlowConsumers::new();
-            let delivered = self.publish_in_channel(name, target.except, &frame, now, &mut slow);
-            self.close_slow_consumers(slow, now);
-            return delivered;
-        }
-        if let (Some(id), None, None, None) = (&session, &channel, target.user_id, target.organization_id) {
-            // To a whole session: a publication, numbered and kept when it has a stream.
-            let mut slow = SlowConsumers::new();
-            let delivered = match self.sessions.get(id) {
-                Some(session) => self.publish_in_session(&session, None, target.except, &frame, now, &mut slow).0,
-                None => 0,
-            };
-            self.close_slow_consumers(slow, now);
-            return delivered;
-        }
-        let candidates: Vec<ConnId> = if let Some(name) = &channel {
-            let mut members = Vec::new();
-            self.channels.for_each_member(name, None, |m| members.push(m.conn));
-            members
-        } else if let Some(id) = &session {
-            self.sessions.get(id).map(|s| s.members.iter().map(|m| m.conn).collect()).unwrap_or_default()
-        } else if let Some(user) = target.user_id {
-            self.users.get(user).map(|conns| conns.clone()).unwrap_or_default()
-        } else {
-            self.conns.iter().map(|c| *c.key()).collect()
-        };
-        let mut slow = SlowConsumers::new();
-        let mut delivered = 0;
-        for id in candidates.into_iter().filter(|id| Some(*id) != target.except) {
-            let outbox = {
-                let Some(conn) = self.conns.get(&id) else { continue };
-                let matches = session.as_ref().is_none_or(|s| conn.session.as_ref() == Some(s))
-                    && target.user_id.is_none_or(|u| conn.user.get().is_some_and(|user| **user == *u))
-                    && target.organization_id.is_none_or(|o| conn.identity.organization_id.as_deref() == Some(o))
-                    && channel.as_ref().is_none_or(|c| conn.channels.lock().contains(c));
-                if !matches {
-                    continue;
-                }
-                conn.outbox.clone()
-            };
-            if self.push(id, &*outbox, frame.clone(), &mut slow) {
-                delivered += 1;
-            }
-        }
-        self.close_slow_consumers(slow, now);
-        delivered
     }
 
     /// Pushes one frame, noting a full outbox. Returns whether the frame was queued.
@@ -1432,42 +790,6 @@ impl Relay {
                 self.events.emit(Event::SessionExpired { session_id: id });
             }
         }
-    }
-
-    /// Declines the forwarded control requests nobody answered in time.
-    fn expire_transfers(&self, now: Millis) {
-        let due: Vec<SessionId> = self.transfers.iter().filter(|entry| *entry.value() <= now).map(|entry| entry.key().clone()).collect();
-        let mut slow = SlowConsumers::new();
-        for id in due {
-            self.transfers.remove_if(&id, |_, deadline| *deadline <= now);
-            if let Some(mut session) = self.sessions.get_mut(&id) {
-                let Session { control, members, .. } = &mut *session;
-                let sends = control.expire(now);
-                self.deliver(members, sends, &mut slow);
-            }
-        }
-        self.close_slow_consumers(slow, now);
-    }
-
-    /// A full bucket says nothing a new one would not: dropping them bounds the maps.
-    fn forget_full_buckets(&self, now: Millis) {
-        if let Some(rate) = self.config.address_rate() {
-            self.address_buckets.retain(|_, bucket| !bucket.is_full(rate, now));
-        }
-        if let Some(rate) = self.config.rate_limit.as_ref().and_then(|limits| limits.per_user) {
-            self.user_buckets.retain(|_, bucket| !bucket.is_full(rate, now));
-        }
-    }
-
-    fn expire_requests(&self, now: Millis) {
-        let mut slow = SlowConsumers::new();
-        for (conn, request_id) in self.requests.expire(now) {
-            let Some(outbox) = self.conns.get(&conn).map(|c| c.outbox.clone()) else { continue };
-            let Ok(id) = RawValue::from_string(request_id.into()) else { continue };
-            let timeout = protocol::error(&ErrorCode::RequestTimeout.into(), Offending { request_id: Some(&id), ..Default::default() }, now);
-            self.push(conn, &*outbox, timeout, &mut slow);
-        }
-        self.close_slow_consumers(slow, now);
     }
 
     /// Ticks further apart than this mean the relay stood still (a late timer only

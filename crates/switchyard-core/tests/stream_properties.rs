@@ -86,7 +86,7 @@ fn check_streams(broker: Arc<dyn Broker>, ops: Vec<Op>) -> Result<(), TestCaseEr
     let config = Config { history: Some(HistoryConfig { size: 10_000, ttl_ms: 60_000 }), max_clients_per_session: 10, ..Config::default() };
     let relay = Relay::with_broker(config, Arc::new(NoEvents), broker);
     let mut clients: Vec<Vec<Client>> = Vec::new();
-    let mut published = vec![0u64; SESSIONS];
+    let mut published = [0u64; SESSIONS];
     // Each session's offsets, by the client that published them (None: the server).
     let mut publishers: Vec<HashMap<u64, Option<usize>>> = vec![HashMap::new(); SESSIONS];
     for session in 0..SESSIONS {

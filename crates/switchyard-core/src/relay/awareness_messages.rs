@@ -1,0 +1,80 @@
+//! Case awareness messages: `register`, `deregister`, `heartbeat` and `focus`, and whose
+//! user a connection speaks for.
+
+use super::*;
+
+impl Relay {
+    /// `register`, `deregister`, `heartbeat` and `focus` (docs/protocol.md, "Case awareness").
+    pub(super) fn awareness(&self, sender: &Sender, kind: &str, envelope: &Envelope, now: Millis, slow: &mut SlowConsumers) -> Outcome {
+        let Some(payload) = envelope.payload.and_then(|raw| serde_json::from_str::<FocusPayload>(raw.get()).ok()) else {
+            return Outcome::Rejected(Rejection::new(ErrorCode::InvalidMessage, "An awareness message needs a payload with userId and windowId"));
+        };
+        let ids_ok = |id: &str| !id.is_empty() && id.len() <= MAX_AWARENESS_ID_LEN;
+        if !ids_ok(&payload.user_id) || !ids_ok(&payload.window_id) {
+            return Outcome::Rejected(Rejection::new(ErrorCode::InvalidMessage, "userId and windowId are 1 to 256 characters"));
+        }
+        let user = match self.user_for(sender, &payload.user_id, kind == "register", now) {
+            Ok(user) => user,
+            Err(outcome) => return outcome,
+        };
+        let notices = match kind {
+            "register" => {
+                let Some(case_id) = payload.case_id.as_deref().filter(|c| ids_ok(c)) else {
+                    return Outcome::Rejected(Rejection::new(ErrorCode::InvalidMessage, "register needs a caseId of 1 to 256 characters"));
+                };
+                let registration = Registration { user: &user, window_id: &payload.window_id, case_id };
+                match self.awareness.register(registration, sender.id, now) {
+                    Ok(notices) => notices,
+                    Err(rejection) => return Outcome::Rejected(rejection),
+                }
+            }
+            "deregister" => self.awareness.deregister(&user, &payload.window_id),
+            "heartbeat" => {
+                self.awareness.heartbeat(&user, &payload.window_id, now);
+                Notices::new()
+            }
+            _ => {
+                self.awareness.focus(&user, &payload.window_id);
+                Notices::new()
+            }
+        };
+        self.notify(notices, slow);
+        Outcome::Done
+    }
+
+    /// The user an awareness message acts for: the connection's, which the payload's
+    /// `userId` must match (`FORBIDDEN`). A connection without one takes it from its first
+    /// `register`, within `maxConnectionsPerUser` (else `CONNECTION_LIMIT` and 1008).
+    pub(super) fn user_for(&self, sender: &Sender, claimed: &str, registering: bool, now: Millis) -> Result<Arc<str>, Outcome> {
+        let Some(current) = self.conns.get(&sender.id).map(|c| c.user.get().cloned()) else { return Err(Outcome::Done) };
+        if let Some(user) = current {
+            return if *user == *claimed {
+                Ok(user)
+            } else {
+                Err(Outcome::Rejected(Rejection::new(ErrorCode::Forbidden, "The payload's userId is not this connection's user")))
+            };
+        }
+        if !registering {
+            return Err(Outcome::Rejected(Rejection::new(ErrorCode::Forbidden, "Register before sending for a user")));
+        }
+        if self.config.verified_users_only {
+            return Err(Outcome::Rejected(Rejection::new(ErrorCode::Forbidden, "With token auth, a connection is the user its token names")));
+        }
+        let user: Arc<str> = claimed.into();
+        if !self.take_user_slot(&user, sender.id) {
+            let refusal = Refusal::ConnectionLimit;
+            if let Some(notice) = refusal.notice(now) {
+                self.push(sender.id, &*sender.outbox, notice, &mut SlowConsumers::new());
+            }
+            self.disconnect(sender.id, refusal.close_code(), refusal.reason(), now);
+            return Err(Outcome::Done);
+        }
+        // A connection's messages are routed one at a time, so nothing set its user meanwhile.
+        let still_open = self.conns.get(&sender.id).map(|c| c.user.set(user.clone())).is_some();
+        if !still_open {
+            self.release_user_slot(&user, sender.id);
+            return Err(Outcome::Done);
+        }
+        Ok(user)
+    }
+}

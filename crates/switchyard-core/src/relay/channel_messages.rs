@@ -1,0 +1,225 @@
+//! Channel messages: `JOIN_CHANNEL` (with positions, recovery and presence),
+//! `LEAVE_CHANNEL`, `PRESENCE`, publishing to a channel, and reading a channel's history
+//! and members.
+
+use super::publications::SERVER_PUBLISHER;
+use super::*;
+
+/// What `JOIN_CHANNEL` may ask besides its channel.
+#[derive(Deserialize, Default)]
+pub(super) struct JoinOptions {
+    #[serde(default)]
+    positions: bool,
+    #[serde(default)]
+    presence: bool,
+    since: Option<JoinSince>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct JoinSince {
+    epoch: String,
+    offset: u64,
+}
+
+impl Relay {
+    pub(super) fn channel_of(envelope: &Envelope) -> Result<ChannelName, Rejection> {
+        let name = envelope
+            .channel
+            .as_deref()
+            .ok_or_else(|| Rejection::new(ErrorCode::InvalidMessage, "A channel message needs a string channel"))?;
+        ChannelName::parse(name)
+    }
+
+    pub(super) fn join_channel(&self, sender: &Sender, envelope: &Envelope, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> Outcome {
+        let name = match Self::channel_of(envelope) {
+            Ok(name) => name,
+            Err(rejection) => return Outcome::Rejected(rejection),
+        };
+        let Ok(options) = serde_json::from_slice::<JoinOptions>(&frame.payload) else {
+            return Outcome::Rejected(Rejection::new(
+                ErrorCode::InvalidMessage,
+                "JOIN_CHANNEL's positions and presence are true or false, its since {\"epoch\":...,\"offset\":...}",
+            ));
+        };
+        if let Err(rejection) = self.allow.check(&name, &sender.joiner()) {
+            return Outcome::Rejected(rejection);
+        }
+        {
+            let Some(conn) = self.conns.get(&sender.id) else { return Outcome::Done };
+            let mut joined = conn.channels.lock();
+            if !joined.contains(&name) {
+                if joined.len() >= MAX_CHANNELS_PER_CONNECTION {
+                    return Outcome::Rejected(Rejection::new(
+                        ErrorCode::ChannelForbidden,
+                        format!("A connection may be in at most {MAX_CHANNELS_PER_CONNECTION} channels"),
+                    ));
+                }
+                joined.push(name.clone());
+            }
+        }
+        let topic = Topic::Channel(name.clone());
+        let since = options.since.map(|s| Position { epoch: s.epoch.into(), offset: s.offset });
+        let stream = self.config.channel_history.filter(|_| options.positions || since.is_some());
+        let client = Arc::new(serde_json::json!({
+            "connectionId": sender.id.to_string(),
+            "clientId": sender.name.get(sender.id),
+            "userId": sender.identity.user_id,
+            "organizationId": sender.identity.organization_id,
+        }));
+        // The answer, the replay and the membership happen under the channel's lock, which
+        // a publication to a channel with a stream takes: nothing is missed or doubled.
+        self.channels.with_members(&name, |members| {
+            let position = stream.and_then(|history| {
+                self.broker.open_stream(&topic, history);
+                self.broker.position(&topic)
+            });
+            let mut replay = Vec::new();
+            let recovered = match (&position, &since) {
+                (Some(_), Some(since)) => match self.broker.recover(&topic, since, now) {
+                    Some(Recovery::Recovered(missed)) => {
+                        replay = missed;
+                        Some(true)
+                    }
+                    Some(Recovery::Lost) | None => Some(false),
+                },
+                _ => None,
+            };
+            let stream_position = position.as_ref().map(|position| WelcomePosition { position, recovered });
+            self.push(sender.id, &*sender.outbox, protocol::channel_joined(name.as_str(), stream_position), slow);
+            for publication in replay.iter().filter(|p| *p.from != *sender.id.to_string()) {
+                sender.outbox.push_replay(publication.wrapped(Some(name.as_str())));
+            }
+            match members.iter_mut().find(|m| m.conn == sender.id) {
+                Some(member) => {
+                    member.positions = position.is_some();
+                    member.presence = options.presence;
+                }
+                None => {
+                    let joined = protocol::channel_member(true, name.as_str(), &client);
+                    for watcher in members.iter().filter(|m| m.presence) {
+                        self.push(watcher.conn, &*watcher.outbox, joined.clone(), slow);
+                    }
+                    let outbox = sender.outbox.clone();
+                    members.push(Subscriber { conn: sender.id, outbox, positions: position.is_some(), presence: options.presence, client });
+                }
+            }
+        });
+        // The connection may have closed meanwhile, after leaving its channels.
+        if !self.conns.contains_key(&sender.id) {
+            self.leave_channel_as(&name, sender.id, slow);
+        }
+        Outcome::Done
+    }
+
+    /// Takes a connection out of a channel, telling the members who asked.
+    pub(super) fn leave_channel_as(&self, name: &ChannelName, conn: ConnId, slow: &mut SlowConsumers) {
+        if let Some((left, watchers)) = self.channels.leave(name, conn) {
+            let notice = protocol::channel_member(false, name.as_str(), &left.client);
+            for (watcher, outbox) in watchers {
+                self.push(watcher, &*outbox, notice.clone(), slow);
+            }
+        }
+    }
+
+    pub(super) fn leave_channel(&self, sender: &Sender, envelope: &Envelope, slow: &mut SlowConsumers) -> Outcome {
+        let name = match Self::channel_of(envelope) {
+            Ok(name) => name,
+            Err(rejection) => return Outcome::Rejected(rejection),
+        };
+        if let Some(conn) = self.conns.get(&sender.id) {
+            conn.channels.lock().retain(|joined| *joined != name);
+        }
+        self.leave_channel_as(&name, sender.id, slow);
+        Outcome::Reply(protocol::channel_left(name.as_str()))
+    }
+
+    /// `PRESENCE`: a member asks who is in the channel.
+    pub(super) fn channel_presence(&self, sender: &Sender, envelope: &Envelope) -> Outcome {
+        let name = match Self::channel_of(envelope) {
+            Ok(name) => name,
+            Err(rejection) => return Outcome::Rejected(rejection),
+        };
+        if !self.channels.is_member(&name, sender.id) {
+            return Outcome::Rejected(ErrorCode::NotInChannel.into());
+        }
+        Outcome::Reply(protocol::presence(name.as_str(), &self.channels.clients(&name)))
+    }
+
+    /// Delivers `frame` byte for byte to the other members of a channel the sender is in.
+    pub(super) fn publish_to_channel(&self, sender: &Sender, channel: &str, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> Outcome {
+        let name = match ChannelName::parse(channel) {
+            Ok(name) => name,
+            Err(rejection) => return Outcome::Rejected(rejection),
+        };
+        if !self.channels.is_member(&name, sender.id) {
+            return Outcome::Rejected(ErrorCode::NotInChannel.into());
+        }
+        let delivered = self.publish_in_channel(&name, Some(sender.id), frame, now, slow);
+        Counters::add(&self.counters.messages_relayed, delivered as u64);
+        Outcome::Routed(delivered)
+    }
+
+    /// Delivers `frame` to every member of a channel but its publisher (`None`: the
+    /// server). With channel history on it is numbered and kept first, under the
+    /// channel's lock, and members with positions get it wrapped. Returns how many it reached.
+    pub(super) fn publish_in_channel(&self, name: &ChannelName, from: Option<ConnId>, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> usize {
+        let mut delivered = 0;
+        let Some(history) = self.config.channel_history else {
+            self.channels.for_each_member(name, from, |member| {
+                if self.push(member.conn, &*member.outbox, frame.clone(), slow) {
+                    delivered += 1;
+                }
+            });
+            return delivered;
+        };
+        let topic = Topic::Channel(name.clone());
+        let publisher: Arc<str> = from.map_or_else(|| SERVER_PUBLISHER.into(), |conn| conn.to_string().into());
+        let publish = || {
+            let publication = self.broker.publish(&topic, publisher.clone(), frame.clone(), now);
+            publication.or_else(|| {
+                self.broker.open_stream(&topic, history);
+                self.broker.publish(&topic, publisher.clone(), frame.clone(), now)
+            })
+        };
+        let reached = self.channels.with_existing_members(name, |members| {
+            let publication = publish();
+            let wrapped = OnceLock::new();
+            let mut reached = 0;
+            for member in members.iter().filter(|m| Some(m.conn) != from) {
+                let frame = match (&publication, member.positions) {
+                    (Some(publication), true) => wrapped.get_or_init(|| publication.wrapped(Some(name.as_str()))).clone(),
+                    _ => frame.clone(),
+                };
+                if self.push(member.conn, &*member.outbox, frame, slow) {
+                    reached += 1;
+                }
+            }
+            reached
+        });
+        // A channel with no members now still keeps the publication, for those who come back.
+        reached.unwrap_or_else(|| {
+            publish();
+            0
+        })
+    }
+
+    /// A channel's kept publications after `since` (all it keeps without one), at most
+    /// `limit`; an empty history when the channel keeps none (channel history is off, or
+    /// nothing was published to it lately).
+    pub fn channel_history(&self, channel: &str, since: Option<&Position>, limit: usize, now: Millis) -> Result<History, Rejection> {
+        let name = ChannelName::parse(channel)?;
+        Ok(self.broker.read(&Topic::Channel(name), since, limit, now).unwrap_or_default())
+    }
+
+    /// Who is in a channel now, as `PRESENCE` answers.
+    pub fn channel_presence_of(&self, channel: &str) -> Result<Vec<Arc<Value>>, Rejection> {
+        Ok(self.channels.clients(&ChannelName::parse(channel)?))
+    }
+
+    /// Whether this identity may join (and so read) a channel: the rules `JOIN_CHANNEL`
+    /// follows, for readers over HTTP.
+    pub fn may_join(&self, channel: &str, identity: &Identity) -> Result<(), Rejection> {
+        let joiner = Joiner { user_id: identity.user_id.as_deref(), organization_id: identity.organization_id.as_deref() };
+        self.allow.check(&ChannelName::parse(channel)?, &joiner)
+    }
+}

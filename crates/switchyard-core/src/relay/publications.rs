@@ -1,0 +1,141 @@
+//! Publications to a session: relayed messages and server sends, numbered and kept when
+//! the session has a stream; reading its history and members; and the reconnect that
+//! replaces its own past.
+
+use super::*;
+
+/// How a server-side publication is named in its `from`.
+pub(super) const SERVER_PUBLISHER: &str = "server";
+
+/// A member of a session, as `presence` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Present {
+    pub connection_id: ConnId,
+    pub client_id: String,
+    pub user_id: Option<String>,
+    pub organization_id: Option<String>,
+    /// `"active"` for the member holding control, else `"passive"`.
+    pub role: &'static str,
+    pub connected_at: Millis,
+}
+
+/// Why [`Relay::publish`] refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PublishError {
+    #[error("Session not found")]
+    SessionNotFound,
+    #[error("A text message must be a JSON object with a string \"type\"")]
+    Invalid,
+}
+
+impl Relay {
+    /// Delivers `frame` byte for byte to every member of the sender's session but itself.
+    pub(super) fn relay_to_session(&self, sender: &Sender, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> Outcome {
+        let Some(session_id) = &sender.session else { return Outcome::Rejected(ErrorCode::NoSession.into()) };
+        let delivered = match self.sessions.get(session_id) {
+            Some(session) => self.publish_in_session(&session, Some(sender.id), Some(sender.id), frame, now, slow).0,
+            None => 0,
+        };
+        Counters::add(&self.counters.messages_relayed, delivered as u64);
+        Outcome::Routed(delivered)
+    }
+
+    /// Delivers `frame` byte for byte to every member of `session` but `skip`, as published
+    /// by `from` (a member, or the server when `None`). In a session with a stream it is
+    /// numbered and kept first, and members with positions get it wrapped. Returns how
+    /// many members it reached, and its offset.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn publish_in_session(
+        &self,
+        session: &Session,
+        from: Option<ConnId>,
+        skip: Option<ConnId>,
+        frame: &Frame,
+        now: Millis,
+        slow: &mut SlowConsumers,
+    ) -> (usize, Option<u64>) {
+        session.last_activity.store(now, Ordering::Relaxed);
+        let others = session.members.iter().filter(|m| Some(m.conn) != skip);
+        let mut delivered = 0;
+        let Some(order) = &session.order else {
+            for member in others {
+                if self.push(member.conn, &*member.outbox, frame.clone(), slow) {
+                    delivered += 1;
+                }
+            }
+            return (delivered, None);
+        };
+        let _order = order.lock();
+        let from: Arc<str> = from.map_or_else(|| SERVER_PUBLISHER.into(), |conn| conn.to_string().into());
+        let topic = Topic::Session(session.id.clone());
+        let Some(publication) = self.broker.publish(&topic, from, frame.clone(), now) else {
+            return (delivered, None);
+        };
+        let wrapped = OnceLock::new();
+        for member in others {
+            let frame = if member.positions { wrapped.get_or_init(|| publication.wrapped(None)).clone() } else { frame.clone() };
+            if self.push(member.conn, &*member.outbox, frame, slow) {
+                delivered += 1;
+            }
+        }
+        self.events.emit(Event::Published { session_id: session.id.clone(), offset: publication.offset });
+        (delivered, Some(publication.offset))
+    }
+
+    /// A session's kept publications after `since` (all it keeps without one), oldest
+    /// first, at most `limit`: the history clients read over HTTP. `None` for no session.
+    pub fn history(&self, session_id: &str, since: Option<&Position>, limit: usize, now: Millis) -> Option<History> {
+        let session = self.sessions.get(&SessionId::parse(session_id).ok()?)?;
+        Some(self.broker.read(&Topic::Session(session.id.clone()), since, limit, now).unwrap_or_default())
+    }
+
+    /// Publishes a message to a session: the HTTP fallback for clients without a
+    /// WebSocket, and server-side sends. When a connected member's `clientId` is
+    /// `as_client`, it is published as that member (which does not receive it back);
+    /// otherwise as the server. Answers the members reached and the offset.
+    pub fn publish(&self, session_id: &str, frame: Frame, as_client: Option<&str>, now: Millis) -> Result<(usize, Option<u64>), PublishError> {
+        let session_id = SessionId::parse(session_id).map_err(|_| PublishError::SessionNotFound)?;
+        let mut slow = SlowConsumers::new();
+        let outcome = {
+            let session = self.sessions.get(&session_id).ok_or(PublishError::SessionNotFound)?;
+            let publisher = as_client.and_then(|client_id| session.members.iter().find(|m| m.name.get(m.conn) == client_id)).map(|m| m.conn);
+            if frame.kind == FrameKind::Text {
+                Envelope::parse(&frame.payload).map_err(|_| PublishError::Invalid)?;
+            }
+            self.publish_in_session(&session, publisher, publisher, &frame, now, &mut slow)
+        };
+        Counters::add(&self.counters.messages_relayed, outcome.0 as u64);
+        self.close_slow_consumers(slow, now);
+        Ok(outcome)
+    }
+
+    /// Who is in a session now, in the order they joined; `None` for no session.
+    pub fn presence(&self, session_id: &str) -> Option<Vec<Present>> {
+        let session = self.sessions.get(&SessionId::parse(session_id).ok()?)?;
+        let members = session.members.iter().map(|member| {
+            let identity = self.conns.get(&member.conn).map(|conn| conn.identity.clone());
+            Present {
+                connection_id: member.conn,
+                client_id: member.name.get(member.conn),
+                user_id: identity.as_ref().and_then(|i| i.user_id.clone()),
+                organization_id: identity.as_ref().and_then(|i| i.organization_id.clone()),
+                role: if session.control.active == Some(member.conn) { "active" } else { "passive" },
+                connected_at: member.joined_at,
+            }
+        });
+        Some(members.collect())
+    }
+
+    /// A reconnecting client names the connection it replaces: if that one is still open
+    /// in the session (its socket not yet found dead) and is the same user's, it is closed
+    /// with 1000, so a reconnect never finds the session full of its own past.
+    pub(super) fn replace_previous(&self, session_id: &SessionId, previous: &str, identity: &Identity, now: Millis) {
+        let Some(previous) = ConnId::parse(previous) else { return };
+        let same = self.conns.get(&previous).is_some_and(|conn| {
+            conn.session.as_ref() == Some(session_id) && conn.identity.user_id == identity.user_id
+        });
+        if same {
+            self.disconnect(previous, close_code::NORMAL, "Replaced by a reconnect", now);
+        }
+    }
+}

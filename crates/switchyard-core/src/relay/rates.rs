@@ -1,0 +1,81 @@
+//! Rates and slots: the token buckets of connections, users and addresses, and the
+//! connections each user may hold.
+
+use super::*;
+
+impl Relay {
+    /// Takes a token from the connection's bucket, then from its user's: a message its
+    /// own bucket refuses costs the user's other connections nothing.
+    pub(super) fn within_rate(&self, sender: &Sender, limits: &RateLimits, now: Millis) -> bool {
+        let user = {
+            let Some(conn) = self.conns.get(&sender.id) else { return false };
+            let rate = conn.identity.rate_limit.unwrap_or(limits.per_connection);
+            if !conn.bucket.as_ref().is_none_or(|bucket| bucket.lock().take(rate, now)) {
+                return false;
+            }
+            conn.user.get().cloned()
+        };
+        match (limits.per_user, user) {
+            (Some(rate), Some(user)) => self.user_buckets.entry(user).or_insert_with(|| Bucket::full(rate, now)).take(rate, now),
+            _ => true,
+        }
+    }
+
+    /// A message over the rate is dropped and refused; past `max_violations` of them the
+    /// connection is closed with 1008.
+    pub(super) fn rate_limited(&self, sender: &Sender, limits: &RateLimits, frame: &Frame, now: Millis) {
+        Counters::add(&self.counters.rate_limited, 1);
+        let violations = self.conns.get(&sender.id).map_or(0, |c| c.violations.fetch_add(1, Ordering::Relaxed) + 1);
+        if violations > limits.max_violations {
+            self.disconnect(sender.id, close_code::POLICY, "Rate limit exceeded", now);
+            return;
+        }
+        let rejection = Rejection::from(ErrorCode::RateLimited);
+        let answer = match (frame.kind == FrameKind::Text).then(|| Envelope::parse(&frame.payload).ok()).flatten() {
+            Some(envelope) => self.refusal(&envelope, frame, &rejection, now),
+            None => protocol::error(&rejection, Offending { upper_case: sender.upper_case, ..Default::default() }, now),
+        };
+        let mut slow = SlowConsumers::new();
+        self.push(sender.id, &*sender.outbox, answer, &mut slow);
+        self.close_slow_consumers(slow, now);
+    }
+
+    /// Whether `address` may open another connection now (`connectionsPerMinutePerIp`).
+    /// Transports ask before upgrading, and refuse with HTTP 429 when it may not.
+    pub fn admit(&self, address: IpAddr, now: Millis) -> bool {
+        let Some(rate) = self.config.address_rate() else { return true };
+        let admitted = self.address_buckets.entry(address).or_insert_with(|| Bucket::full(rate, now)).take(rate, now);
+        if !admitted {
+            Counters::add(&self.counters.rate_limited, 1);
+        }
+        admitted
+    }
+
+    /// A full bucket says nothing a new one would not: dropping them bounds the maps.
+    pub(super) fn forget_full_buckets(&self, now: Millis) {
+        if let Some(rate) = self.config.address_rate() {
+            self.address_buckets.retain(|_, bucket| !bucket.is_full(rate, now));
+        }
+        if let Some(rate) = self.config.rate_limit.as_ref().and_then(|limits| limits.per_user) {
+            self.user_buckets.retain(|_, bucket| !bucket.is_full(rate, now));
+        }
+    }
+
+    /// Counts `conn` among the user's connections, unless the user has
+    /// `maxConnectionsPerUser` already.
+    pub(super) fn take_user_slot(&self, user: &Arc<str>, conn: ConnId) -> bool {
+        let mut conns = self.users.entry(user.clone()).or_default();
+        if conns.len() >= self.config.max_connections_per_user {
+            return false;
+        }
+        conns.push(conn);
+        true
+    }
+
+    pub(super) fn release_user_slot(&self, user: &str, conn: ConnId) {
+        self.users.remove_if_mut(user, |_, conns| {
+            conns.retain(|c| *c != conn);
+            conns.is_empty()
+        });
+    }
+}

@@ -1,0 +1,60 @@
+//! `request` messages: handed to the app's handler, answered with `respond`, timed out.
+
+use super::*;
+
+impl Relay {
+    /// Whether the app has a request handler; without one, requests get `NO_HANDLER`.
+    pub fn answer_requests(&self, answering: bool) {
+        self.answers_requests.store(answering, Ordering::Relaxed);
+    }
+
+    pub(super) fn request(&self, sender: &Sender, envelope: &Envelope, now: Millis) -> Outcome {
+        let Some(request_id) = envelope.request_id else {
+            return Outcome::Rejected(Rejection::new(ErrorCode::InvalidMessage, "A request needs a requestId"));
+        };
+        if !self.answers_requests.load(Ordering::Relaxed) {
+            return Outcome::Rejected(ErrorCode::NoHandler.into());
+        }
+        let deadline = now.saturating_add(self.config.request_timeout_ms);
+        if let Err(rejection) = self.requests.start(sender.id, request_id.get(), deadline) {
+            return Outcome::Rejected(rejection);
+        }
+        Counters::add(&self.counters.requests, 1);
+        self.events.emit(Event::Request {
+            connection: sender.info(),
+            request_id: request_id.get().to_owned(),
+            payload: envelope.payload.map_or("null", RawValue::get).to_owned(),
+        });
+        Outcome::Done
+    }
+
+    /// Answers a request: `Ok` with the result as JSON, or `Err` with why it failed.
+    /// Returns false when the request is no longer waiting (it timed out, or its
+    /// connection left).
+    pub fn respond(&self, conn: ConnId, request_id: &str, outcome: Result<&RawValue, &Rejection>, now: Millis) -> bool {
+        if !self.requests.finish(conn, request_id) {
+            return false;
+        }
+        let Some(outbox) = self.conns.get(&conn).map(|c| c.outbox.clone()) else { return false };
+        let Ok(id) = RawValue::from_string(request_id.to_owned()) else { return false };
+        let answer = match outcome {
+            Ok(result) => protocol::response(&id, result, now),
+            Err(rejection) => protocol::error(rejection, Offending { request_id: Some(&id), ..Default::default() }, now),
+        };
+        let mut slow = SlowConsumers::new();
+        self.push(conn, &*outbox, answer, &mut slow);
+        self.close_slow_consumers(slow, now);
+        true
+    }
+
+    pub(super) fn expire_requests(&self, now: Millis) {
+        let mut slow = SlowConsumers::new();
+        for (conn, request_id) in self.requests.expire(now) {
+            let Some(outbox) = self.conns.get(&conn).map(|c| c.outbox.clone()) else { continue };
+            let Ok(id) = RawValue::from_string(request_id.into()) else { continue };
+            let timeout = protocol::error(&ErrorCode::RequestTimeout.into(), Offending { request_id: Some(&id), ..Default::default() }, now);
+            self.push(conn, &*outbox, timeout, &mut slow);
+        }
+        self.close_slow_consumers(slow, now);
+    }
+}
