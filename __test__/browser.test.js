@@ -142,6 +142,26 @@ function defineBrowserTests() {
     return opened;
   }
 
+  /**
+   * A page whose RelayClient follows its stream (`recover: true`, quick reconnects): the
+   * `n` of each `type` message lands in window.got, `recovered`/`resync` in
+   * window.events (with the channel or offset they name).
+   */
+  async function recoveringPage(server, url, type) {
+    const opened = await page(`${server.url}/`);
+    await opened.evaluate(async ([url, type]) => {
+      const { RelayClient } = await import('/client/index.js');
+      window.got = [];
+      window.events = [];
+      window.relay = new RelayClient(url, { recover: true, reconnect: { initialDelayMs: 200, maxDelayMs: 1000, maxAttempts: Infinity } });
+      window.relay.on(type, (message) => window.got.push(message.n));
+      window.relay.on('recovered', (answer) => window.events.push(answer.channel ? `recovered ${answer.channel}` : 'recovered'));
+      window.relay.on('resync', (answer) => window.events.push(`resync at ${answer.offset}`));
+      await new Promise((resolve) => window.relay.onStatusChange((s) => s === 'open' && resolve()));
+    }, [url, type]);
+    return opened;
+  }
+
   /** Loads the client in the page and starts a focus protocol whose events land in window.events. */
   async function focusPage(server, userId, caseId) {
     const opened = await page(`${server.url}/`);
@@ -233,20 +253,7 @@ function defineBrowserTests() {
       cleanups.push(() => server.close());
       const proxy = await networkProxy(server.port);
       cleanups.push(() => proxy.close());
-      const opened = await page(`${server.url}/`);
-      await opened.evaluate(async (port) => {
-        const { RelayClient } = await import('/client/index.js');
-        window.got = [];
-        window.events = [];
-        window.relay = new RelayClient(`ws://127.0.0.1:${port}/session/room-r`, {
-          recover: true,
-          reconnect: { initialDelayMs: 200, maxDelayMs: 1000, maxAttempts: Infinity },
-        });
-        window.relay.on('tick', (message) => window.got.push(message.n));
-        window.relay.on('recovered', () => window.events.push('recovered'));
-        window.relay.on('resync', () => window.events.push('resync'));
-        await new Promise((resolve) => window.relay.onStatusChange((s) => s === 'open' && resolve()));
-      }, proxy.port);
+      const opened = await recoveringPage(server, `ws://127.0.0.1:${proxy.port}/session/room-r`, 'tick');
       const { TestClient } = require('./helpers');
       const sender = new TestClient(`ws://127.0.0.1:${server.port}/session/room-r`);
       cleanups.push(() => sender.close());
@@ -280,19 +287,8 @@ function defineBrowserTests() {
       cleanups.push(() => server.close());
       const proxy = await networkProxy(server.port);
       cleanups.push(() => proxy.close());
-      const opened = await page(`${server.url}/`);
-      await opened.evaluate(async (port) => {
-        const { RelayClient } = await import('/client/index.js');
-        window.got = [];
-        window.events = [];
-        window.relay = new RelayClient(`ws://127.0.0.1:${port}/awareness`, {
-          recover: true,
-          reconnect: { initialDelayMs: 200, maxDelayMs: 1000, maxAttempts: Infinity },
-        });
-        window.relay.on('note', (message) => window.got.push(message.n));
-        window.relay.on('recovered', (joined) => window.events.push(`recovered ${joined.channel}`));
-        await window.relay.joinChannel('desk');
-      }, proxy.port);
+      const opened = await recoveringPage(server, `ws://127.0.0.1:${proxy.port}/awareness`, 'note');
+      await opened.evaluate(() => window.relay.joinChannel('desk'));
       const patient = { timeout: 20_000 };
       const publish = (from, to) => {
         for (let n = from; n <= to; n++) server.manager.broadcastToChannel('desk', { type: 'note', n });
@@ -320,19 +316,7 @@ function defineBrowserTests() {
       cleanups.push(() => server.close());
       const proxy = await networkProxy(server.port);
       cleanups.push(() => proxy.close());
-      const opened = await page(`${server.url}/`);
-      await opened.evaluate(async (port) => {
-        const { RelayClient } = await import('/client/index.js');
-        window.got = [];
-        window.events = [];
-        window.relay = new RelayClient(`ws://127.0.0.1:${port}/session/room-s`, {
-          recover: true,
-          reconnect: { initialDelayMs: 200, maxDelayMs: 1000, maxAttempts: Infinity },
-        });
-        window.relay.on('tick', (message) => window.got.push(message.n));
-        window.relay.on('resync', (welcome) => window.events.push(`resync at ${welcome.offset}`));
-        await new Promise((resolve) => window.relay.onStatusChange((s) => s === 'open' && resolve()));
-      }, proxy.port);
+      const opened = await recoveringPage(server, `ws://127.0.0.1:${proxy.port}/session/room-s`, 'tick');
       const patient = { timeout: 20_000 };
       server.manager.publish('room-s', { type: 'tick', n: 1 });
       await opened.waitForFunction(() => window.got.length === 1, null, patient);

@@ -107,19 +107,17 @@ impl BridgeOutbox {
     }
 }
 
-impl Outbox for BridgeOutbox {
-    fn transport(&self) -> Transport {
-        Transport::Bridge
-    }
-
-    fn push(&self, frame: Frame) -> Pushed {
+impl BridgeOutbox {
+    /// Queues a frame for the next flush; `bounded` refuses it past the bound (a replay
+    /// is not).
+    fn enqueue(&self, frame: Frame, bounded: bool) -> Pushed {
         let mut queue = self.queue.lock();
         if queue.closed || queue.close.is_some() {
             return Pushed::Closed;
         }
         let held = queue.queued_bytes + queue.backlog;
         // One frame larger than the bound still goes out when nothing else waits.
-        if held > 0 && held + frame.len() > self.capacity {
+        if bounded && held > 0 && held + frame.len() > self.capacity {
             return Pushed::Full;
         }
         queue.queued_bytes += frame.len();
@@ -130,18 +128,19 @@ impl Outbox for BridgeOutbox {
         self.schedule(&mut queue);
         Pushed::Queued
     }
+}
+
+impl Outbox for BridgeOutbox {
+    fn transport(&self) -> Transport {
+        Transport::Bridge
+    }
+
+    fn push(&self, frame: Frame) -> Pushed {
+        self.enqueue(frame, true)
+    }
 
     fn push_replay(&self, frame: Frame) {
-        let mut queue = self.queue.lock();
-        if queue.closed || queue.close.is_some() {
-            return;
-        }
-        queue.queued_bytes += frame.len();
-        queue.frames.push_back(frame);
-        if queue.frames.len() == 1 {
-            queue.latency.started();
-        }
-        self.schedule(&mut queue);
+        self.enqueue(frame, false);
     }
 
     fn close(&self, code: u16, reason: &str) {

@@ -132,21 +132,16 @@ impl NativeOutbox {
         self.unsent.fetch_sub(bytes, Ordering::Relaxed);
         self.last_progress_ms.store(self.elapsed_ms(), Ordering::Relaxed);
     }
-}
-
-impl Outbox for NativeOutbox {
-    fn transport(&self) -> Transport {
-        Transport::Native
-    }
-
-    fn push(&self, frame: Frame) -> Pushed {
+    /// Queues a frame and wakes the writer if it was idle; `bounded` refuses it past the
+    /// bound (a replay is not).
+    fn enqueue(&self, frame: Frame, bounded: bool) -> Pushed {
         let len = frame.len();
         let was_empty = {
             let mut queue = self.queue.lock();
             if queue.closed || queue.close.is_some() {
                 return Pushed::Closed;
             }
-            if self.refuses(self.unsent.load(Ordering::Relaxed), len) {
+            if bounded && self.refuses(self.unsent.load(Ordering::Relaxed), len) {
                 return Pushed::Full;
             }
             self.unsent.fetch_add(len, Ordering::Relaxed);
@@ -162,24 +157,19 @@ impl Outbox for NativeOutbox {
         }
         Pushed::Queued
     }
+}
+
+impl Outbox for NativeOutbox {
+    fn transport(&self) -> Transport {
+        Transport::Native
+    }
+
+    fn push(&self, frame: Frame) -> Pushed {
+        self.enqueue(frame, true)
+    }
 
     fn push_replay(&self, frame: Frame) {
-        let was_empty = {
-            let mut queue = self.queue.lock();
-            if queue.closed || queue.close.is_some() {
-                return;
-            }
-            self.unsent.fetch_add(frame.len(), Ordering::Relaxed);
-            queue.frames.push_back(frame);
-            let was_empty = queue.frames.len() == 1;
-            if was_empty {
-                queue.latency.started();
-            }
-            was_empty
-        };
-        if was_empty {
-            self.waker.wake();
-        }
+        self.enqueue(frame, false);
     }
 
     fn close(&self, code: u16, reason: &str) {
