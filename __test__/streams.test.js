@@ -139,6 +139,10 @@ describe('history, publish and presence from Node', () => {
     assert.equal(typeof present[0].connectedAt, 'number');
     assert.equal(s.manager.presence('no-such-session'), null);
 
+    assert.throws(() => s.manager.publish(sessionId, { type: 'state_update', data: {} }, { clientId: 'bob' }), {
+      message: 'NOT_ACTIVE: Only the active member may do this',
+    }, 'as bob, a passive member, as over its socket');
+    assert.throws(() => s.manager.publish(sessionId, { type: 'request_control' }, { clientId: 'bob' }), /Control-role messages go over the member's WebSocket/);
     assert.throws(() => s.manager.publish('no-such-session', { type: 'x' }), /Session not found: no-such-session/);
     assert.throws(() => s.manager.publish(sessionId, 'not json'), { name: 'TypeError', message: /JSON object with a string "type"/ });
     assert.throws(() => s.manager.history(sessionId, { since: 'garbage' }), { name: 'TypeError', message: /since "garbage" is not <epoch>:<offset>/ });
@@ -196,6 +200,11 @@ describe('history, publish and presence over HTTP (the binary)', () => {
     assert.equal((await fetch(`${binary.base}/v1/sessions/nope/history`)).status, 404);
     const bad = await fetch(`${binary.base}/v1/sessions/${id}/messages`, { method: 'POST', body: '{"no":"type"}' });
     assert.equal(bad.status, 400);
+    const passive = await fetch(`${binary.base}/v1/sessions/${id}/messages`, {
+      method: 'POST',
+      body: JSON.stringify({ type: 'state_update', clientId: a.welcome.connectionId, data: {} }),
+    });
+    assert.deepEqual([passive.status, (await passive.json()).error.code], [403, 'NOT_ACTIVE'], 'as the connected member, which is passive');
 
     const presence = await (await fetch(`${binary.base}/v1/sessions/${id}/presence`)).json();
     assert.deepEqual(presence.clients.map((c) => [c.connectionId, c.role]), [[a.welcome.connectionId, 'passive']]);

@@ -186,3 +186,28 @@ fn channels_keep_streams_recover_and_tell_presence() {
     relay.tick(T0 + 60_000);
     assert_eq!(relay.channel_history("news", None, 10, T0 + 60_000).unwrap().position, None, "the stream went with its last publication and member");
 }
+
+#[test]
+fn publishing_as_a_member_obeys_its_roles_and_rate() {
+    let rate = switchyard_core::RateLimits { per_connection: switchyard_core::Rate { per_second: 0.001, burst: 4.0 }, per_user: None, max_violations: 10 };
+    let relay = Relay::new(
+        Config { history: Some(HistoryConfig { size: 100, ttl_ms: 60_000 }), rate_limit: Some(rate), ..Config::default() },
+        RecordingEvents::new(),
+    );
+    relay.create_session(SessionOptions { session_id: Some("s".into()), ..Default::default() }, T0).unwrap();
+    let (a, _) = join(&relay, "/session/s", T0);
+    let (_, b_out) = join(&relay, "/session/s", T0);
+    let name = a.to_string();
+    let update = || Frame::text(r#"{"type":"state_update","data":{}}"#);
+    let refused = relay.publish("s", update(), Some(&name), T0).unwrap_err();
+    assert!(matches!(&refused, PublishError::Refused(r) if r.code.as_str() == "NOT_ACTIVE"), "{refused:?}: a passive member's update");
+    let control = relay.publish("s", Frame::text(r#"{"type":"request_control"}"#), Some(&name), T0).unwrap_err();
+    assert!(matches!(control, PublishError::Refused(_)), "control goes over the socket");
+    relay.receive(a, Frame::text(r#"{"type":"request_control","clientId":"x","data":{},"timestamp":0,"protocol_version":1}"#), T0);
+    b_out.take();
+    // Its request_control named it "x"; every try above took a token of its burst of 4.
+    assert_eq!(relay.publish("s", update(), Some("x"), T0).map(|(delivered, _)| delivered), Ok(1), "in control now");
+    let over = relay.publish("s", update(), Some("x"), T0).unwrap_err();
+    assert!(matches!(&over, PublishError::Refused(r) if r.code.as_str() == "RATE_LIMITED"), "{over:?}: the burst is spent");
+    assert!(relay.publish("s", update(), None, T0).is_ok(), "the server has no rate");
+}

@@ -296,6 +296,7 @@ impl RelaySessionManager {
             match published {
                 Ok((delivered, offset)) => Ok(Published { offset: offset.map(|o| o as i64), delivered: delivered as u32 }),
                 Err(PublishError::SessionNotFound) => Err(napi::Error::from_reason(format!("Session not found: {session_id}"))),
+                Err(refused @ PublishError::Refused(_)) => Err(napi::Error::from_reason(refused.to_string())),
                 Err(err) => Err(type_error(&env, err.to_string())),
             }
         })

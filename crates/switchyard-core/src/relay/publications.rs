@@ -26,6 +26,10 @@ pub enum PublishError {
     SessionNotFound,
     #[error("A text message must be a JSON object with a string \"type\"")]
     Invalid,
+    /// Refused as the member's own message would be: over its rate, or a `state_update`
+    /// from a member not in control; control-role messages go over its WebSocket.
+    #[error("{}: {}", .0.code.as_str(), .0.message)]
+    Refused(Rejection),
 }
 
 impl Relay {
@@ -95,18 +99,52 @@ impl Relay {
     /// otherwise as the server. Answers the members reached and the offset.
     pub fn publish(&self, session_id: &str, frame: Frame, as_client: Option<&str>, now: Millis) -> Result<(usize, Option<u64>), PublishError> {
         let session_id = SessionId::parse(session_id).map_err(|_| PublishError::SessionNotFound)?;
+        let kind = match frame.kind {
+            FrameKind::Text => Some(Envelope::parse(&frame.payload).map_err(|_| PublishError::Invalid)?.kind.into_owned()),
+            FrameKind::Binary | FrameKind::Ping => None,
+        };
+        let publisher = {
+            let session = self.sessions.get(&session_id).ok_or(PublishError::SessionNotFound)?;
+            as_client.and_then(|client_id| session.members.iter().find(|m| m.name.get(m.conn) == client_id)).map(|m| m.conn)
+        };
+        // A member's publication obeys what its own messages obey (checked with no
+        // session guard held, as for a message from its socket).
+        if let Some(sender) = publisher.and_then(|conn| self.sender(conn, now)) {
+            self.may_publish_as(&sender, kind.as_deref(), now).map_err(PublishError::Refused)?;
+        }
         let mut slow = SlowConsumers::new();
         let outcome = {
             let session = self.sessions.get(&session_id).ok_or(PublishError::SessionNotFound)?;
-            let publisher = as_client.and_then(|client_id| session.members.iter().find(|m| m.name.get(m.conn) == client_id)).map(|m| m.conn);
-            if frame.kind == FrameKind::Text {
-                Envelope::parse(&frame.payload).map_err(|_| PublishError::Invalid)?;
-            }
             self.publish_in_session(&session, publisher, publisher, &frame, now, &mut slow)
         };
         Counters::add(&self.counters.messages_relayed, outcome.0 as u64);
         self.close_slow_consumers(slow, now);
         Ok(outcome)
+    }
+
+    /// Whether a member may publish a message of this type over HTTP: within its rate,
+    /// and, with control roles, no `state_update` unless it holds control and no
+    /// control-role message at all (those are answered on its socket).
+    fn may_publish_as(&self, sender: &Sender, kind: Option<&str>, now: Millis) -> Result<(), Rejection> {
+        if let Some(limits) = &self.config.rate_limit {
+            if !self.within_rate(sender, limits, now) {
+                Counters::add(&self.counters.rate_limited, 1);
+                return Err(ErrorCode::RateLimited.into());
+            }
+        }
+        if !self.config.enable_role_management {
+            return Ok(());
+        }
+        match kind {
+            Some(kind) if CONTROL_TYPES.contains(&kind) => {
+                Err(Rejection::new(ErrorCode::InvalidMessage, "Control-role messages go over the member's WebSocket"))
+            }
+            Some("state_update") if !self.is_active(sender) => {
+                Counters::add(&self.counters.passive_updates_dropped, 1);
+                Err(ErrorCode::NotActive.into())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Who is in a session now, in the order they joined; `None` for no session.

@@ -594,6 +594,14 @@ async fn publish_message(State(app): AppState, Path(session_id): Path<String>, r
     match app.relay.publish(&session_id, Frame::text(body), member.client_id.as_deref(), now()) {
         Ok((delivered, offset)) => Ok(Json(json!({ "offset": offset, "delivered": delivered }))),
         Err(PublishError::SessionNotFound) => Err(ApiError::session_not_found(&session_id)),
+        Err(PublishError::Refused(refused)) => {
+            let status = match refused.code {
+                switchyard_core::ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+                switchyard_core::ErrorCode::NotActive => StatusCode::FORBIDDEN,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            Err(ApiError::new(status, refused.code.as_str(), refused.message.into_owned()))
+        }
         Err(err) => Err(ApiError::new(StatusCode::BAD_REQUEST, "INVALID_MESSAGE", err.to_string())),
     }
 }
