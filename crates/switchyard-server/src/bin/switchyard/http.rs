@@ -515,15 +515,14 @@ async fn channel_presence(State(app): AppState, Path(channel): Path<String>, req
     Ok(Json(json!({ "clients": clients.iter().map(|c| (**c).clone()).collect::<Vec<_>>() })))
 }
 
+/// A history request's query; other parameters (`token`, read from the URL by
+/// [`authorize_member`]) are left alone.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct HistoryQuery {
     since: Option<String>,
     limit: Option<usize>,
     wait_ms: Option<u64>,
-    /// Read by [`authorize_member`] from the URL itself.
-    #[allow(dead_code)]
-    token: Option<String>,
 }
 
 /// How long a history long poll may wait at most.
