@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use crate::channels::ChannelName;
 use crate::frame::Frame;
 use crate::ids::{Millis, SessionId};
-use crate::streams::{Budget, HistoryConfig, Position, Publication, Since, Stream};
+use crate::streams::{Budget, HistoryConfig, Position, Publication, Stream};
 
 /// What a publication is addressed to, and a stream is kept for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -96,9 +96,9 @@ impl Broker for MemoryBroker {
     fn recover(&self, topic: &Topic, since: &Position, now: Millis) -> Option<Recovery> {
         let stream = self.streams.get(topic)?;
         let mut stream = stream.lock();
-        Some(match stream.since(since, now) {
-            Since::Recovered(missed) => Recovery::Recovered(missed.into_iter().cloned().collect()),
-            Since::Lost => Recovery::Lost,
+        Some(match stream.holds_after(since, now) {
+            true => Recovery::Recovered(stream.read(since.offset, usize::MAX, now)),
+            false => Recovery::Lost,
         })
     }
 
@@ -107,10 +107,8 @@ impl Broker for MemoryBroker {
         let mut stream = stream.lock();
         let position = stream.position();
         let since = since.cloned().unwrap_or(Position { epoch: position.epoch.clone(), offset: 0 });
-        let (recovered, publications) = match stream.since(&since, now) {
-            Since::Recovered(_) => (true, stream.read(since.offset, limit, now)),
-            Since::Lost => (false, Vec::new()),
-        };
+        let recovered = stream.holds_after(&since, now);
+        let publications = if recovered { stream.read(since.offset, limit, now) } else { Vec::new() };
         Some(History { position: Some(position), recovered, publications })
     }
 

@@ -30,19 +30,30 @@ struct ClientConnected<'a> {
     session_id: Option<&'a str>,
     timestamp: Millis,
     protocol_version: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    epoch: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    offset: Option<u64>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    stream: Option<StreamPlace<'a>>,
+}
+
+/// What a welcome or `CHANNEL_JOINED` says of the stream, to a connection that asked for
+/// positions: its latest position, and whether what the connection missed follows.
+pub struct WelcomePosition<'a> {
+    pub position: &'a Position,
+    /// `None` when it did not ask to recover.
+    pub recovered: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct StreamPlace<'a> {
+    epoch: &'a str,
+    offset: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     recovered: Option<bool>,
 }
 
-/// What a welcome says of the session's stream, to a connection that asked for positions.
-pub struct WelcomePosition<'a> {
-    pub position: &'a Position,
-    /// Whether what the connection missed follows; `None` when it did not ask to recover.
-    pub recovered: Option<bool>,
+impl<'a> From<WelcomePosition<'a>> for StreamPlace<'a> {
+    fn from(place: WelcomePosition<'a>) -> Self {
+        Self { epoch: &place.position.epoch, offset: place.position.offset, recovered: place.recovered }
+    }
 }
 
 /// Sent to a newcomer: it names the server, its own connection and the session, and with
@@ -55,9 +66,7 @@ pub fn welcome(connection_id: &str, session_id: &str, stream: Option<WelcomePosi
         session_id: Some(session_id),
         timestamp: now,
         protocol_version: PROTOCOL_VERSION,
-        epoch: stream.as_ref().map(|s| &*s.position.epoch),
-        offset: stream.as_ref().map(|s| s.position.offset),
-        recovered: stream.and_then(|s| s.recovered),
+        stream: stream.map(StreamPlace::from),
     })
 }
 
@@ -70,9 +79,7 @@ pub fn client_connected(client_id: &str, connection_id: &str, now: Millis) -> Fr
         session_id: None,
         timestamp: now,
         protocol_version: PROTOCOL_VERSION,
-        epoch: None,
-        offset: None,
-        recovered: None,
+        stream: None,
     })
 }
 
@@ -226,12 +233,8 @@ struct ChannelAnswer<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     channel: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    epoch: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    offset: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    recovered: Option<bool>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    stream: Option<StreamPlace<'a>>,
 }
 
 /// `CHANNEL_JOINED`, with the channel stream's latest position when positions were asked for.
@@ -239,9 +242,7 @@ pub fn channel_joined(channel: &str, stream: Option<WelcomePosition>) -> Frame {
     to_frame(&ChannelAnswer {
         kind: "CHANNEL_JOINED",
         channel,
-        epoch: stream.as_ref().map(|s| &*s.position.epoch),
-        offset: stream.as_ref().map(|s| s.position.offset),
-        recovered: stream.and_then(|s| s.recovered),
+        stream: stream.map(StreamPlace::from),
     })
 }
 
@@ -274,7 +275,7 @@ pub fn presence(channel: &str, clients: &[std::sync::Arc<serde_json::Value>]) ->
 }
 
 pub fn channel_left(channel: &str) -> Frame {
-    to_frame(&ChannelAnswer { kind: "CHANNEL_LEFT", channel, epoch: None, offset: None, recovered: None })
+    to_frame(&ChannelAnswer { kind: "CHANNEL_LEFT", channel, stream: None })
 }
 
 #[derive(Serialize)]

@@ -50,7 +50,7 @@ use crate::roles::Send;
 use crate::protocol::WelcomePosition;
 use crate::session::{ClientName, Member, Session, SessionInfo, SessionOptions};
 use crate::broker::{Broker, History, MemoryBroker, Recovery, Topic};
-use crate::streams::{Position, Publication, Resume};
+use crate::streams::{Position, Resume};
 use crate::stats::{Counters, Health, Sizes, Stats};
 
 /// A connection may be in this many channels at once; more joins are refused.
@@ -170,6 +170,8 @@ enum Outcome {
     Routed(usize),
     /// Handled, with nothing to say now.
     Done,
+    /// Answered already, in order with what followed the answer (a replay).
+    Answered,
     Rejected(Rejection),
     /// Dropped without an answer, unless the message asked for an acknowledgement,
     /// which gets a `NACK`.
@@ -426,8 +428,7 @@ impl Relay {
                 let recovered = missed.as_ref().map(Option::is_some);
                 let welcome = protocol::welcome(&connection_id, session_id.as_str(), Some(WelcomePosition { position: &position, recovered }), now);
                 self.push(id, &*outbox, welcome, slow);
-                let own = |p: &Publication| resume.previous.iter().any(|previous| **previous == *p.from);
-                for publication in missed.flatten().into_iter().flatten().filter(|p| !own(p)) {
+                for publication in missed.flatten().into_iter().flatten().filter(|p| !resume.published(&p.from)) {
                     outbox.push_replay(publication.wrapped(None));
                 }
             }
@@ -520,6 +521,7 @@ impl Relay {
                 self.report_watched(sender, &envelope, frame);
                 None
             }
+            Outcome::Answered => None,
             Outcome::Rejected(rejection) => {
                 if matches!(rejection.code, ErrorCode::ChannelForbidden | ErrorCode::Forbidden) {
                     Counters::add(&self.counters.forbidden, 1);

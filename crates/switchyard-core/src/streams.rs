@@ -77,6 +77,12 @@ pub struct Resume {
 impl Resume {
     /// The most connection ids `previous` may name.
     pub const MAX_PREVIOUS: usize = 16;
+
+    /// Whether a publication from `from` was the client's own, through a connection it
+    /// named as `previous`: a replay leaves those out.
+    pub fn published(&self, from: &str) -> bool {
+        self.previous.iter().any(|previous| previous == from)
+    }
 }
 
 impl Resume {
@@ -167,15 +173,6 @@ impl Budget {
     }
 }
 
-/// What a stream holds after a position.
-#[derive(Debug)]
-pub enum Since<'a> {
-    /// Every publication after it, oldest first (none when it is the latest position).
-    Recovered(Vec<&'a Publication>),
-    /// Some are gone (past the kept history, or another epoch): nothing is replayed.
-    Lost,
-}
-
 pub struct Stream {
     epoch: Arc<str>,
     config: HistoryConfig,
@@ -245,14 +242,12 @@ impl Stream {
         self.kept.is_empty()
     }
 
-    /// The publications after `position`, if the stream still has every one of them.
-    pub fn since(&mut self, position: &Position, now: Millis) -> Since<'_> {
+    /// Whether the stream still holds every publication after `position`: same epoch,
+    /// not from the future, and nothing after it let go.
+    pub fn holds_after(&mut self, position: &Position, now: Millis) -> bool {
         self.expire(now);
         let first_kept = self.kept.front().map_or(self.last + 1, |p| p.offset);
-        if position.epoch != self.epoch || position.offset > self.last || position.offset + 1 < first_kept {
-            return Since::Lost;
-        }
-        Since::Recovered(self.kept.iter().filter(|p| p.offset > position.offset).collect())
+        position.epoch == self.epoch && position.offset <= self.last && position.offset + 1 >= first_kept
     }
 
     /// Up to `limit` publications after `offset`, oldest first, for reading over HTTP.
@@ -277,11 +272,9 @@ mod tests {
         (Stream::new(HistoryConfig { size, ttl_ms }, budget.clone()), budget)
     }
 
-    fn offsets(since: Since<'_>) -> Option<Vec<u64>> {
-        match since {
-            Since::Recovered(publications) => Some(publications.iter().map(|p| p.offset).collect()),
-            Since::Lost => None,
-        }
+    /// What a reconnect from `position` would get: the offsets after it, or `None`.
+    fn offsets(stream: &mut Stream, position: &Position, now: Millis) -> Option<Vec<u64>> {
+        stream.holds_after(position, now).then(|| stream.read(position.offset, usize::MAX, now).iter().map(|p| p.offset).collect())
     }
 
     #[test]
@@ -292,12 +285,12 @@ mod tests {
         for i in 1..=5 {
             assert_eq!(s.append("c_1".into(), Frame::text(format!(r#"{{"type":"m","i":{i}}}"#)), 10).offset, i);
         }
-        assert_eq!(offsets(s.since(&Position { epoch: start.epoch.clone(), offset: 2 }, 10)), Some(vec![3, 4, 5]));
-        assert_eq!(offsets(s.since(&Position { epoch: start.epoch.clone(), offset: 5 }, 10)), Some(vec![]));
-        assert_eq!(offsets(s.since(&Position { epoch: start.epoch.clone(), offset: 1 }, 10)), None, "2 is gone");
-        assert_eq!(offsets(s.since(&Position { epoch: start.epoch.clone(), offset: 6 }, 10)), None, "from the future");
-        assert_eq!(offsets(s.since(&Position { epoch: "other".into(), offset: 4 }, 10)), None, "another epoch");
-        assert_eq!(offsets(s.since(&Position { epoch: start.epoch, offset: 4 }, 1_010)), None, "all expired");
+        assert_eq!(offsets(&mut s, &Position { epoch: start.epoch.clone(), offset: 2 }, 10), Some(vec![3, 4, 5]));
+        assert_eq!(offsets(&mut s, &Position { epoch: start.epoch.clone(), offset: 5 }, 10), Some(vec![]));
+        assert_eq!(offsets(&mut s, &Position { epoch: start.epoch.clone(), offset: 1 }, 10), None, "2 is gone");
+        assert_eq!(offsets(&mut s, &Position { epoch: start.epoch.clone(), offset: 6 }, 10), None, "from the future");
+        assert_eq!(offsets(&mut s, &Position { epoch: "other".into(), offset: 4 }, 10), None, "another epoch");
+        assert_eq!(offsets(&mut s, &Position { epoch: start.epoch, offset: 4 }, 1_010), None, "all expired");
     }
 
     #[test]
@@ -311,8 +304,8 @@ mod tests {
         }
         b.append("c_2".into(), message(), 0);
         let epoch = b.position().epoch;
-        assert_eq!(offsets(b.since(&Position { epoch: epoch.clone(), offset: 0 }, 0)), None, "b could not keep its first (a holds the budget): from before it, all is lost");
-        assert_eq!(offsets(b.since(&Position { epoch, offset: 1 }, 0)), Some(vec![]));
+        assert_eq!(offsets(&mut b, &Position { epoch: epoch.clone(), offset: 0 }, 0), None, "b could not keep its first (a holds the budget): from before it, all is lost");
+        assert_eq!(offsets(&mut b, &Position { epoch, offset: 1 }, 0), Some(vec![]));
         a.append("c_1".into(), message(), 0);
         assert_eq!(budget.used(), budget.cap, "a makes room by letting its oldest go");
         drop(a);

@@ -86,7 +86,9 @@ impl Relay {
             };
             let stream_position = position.as_ref().map(|position| WelcomePosition { position, recovered });
             self.push(sender.id, &*sender.outbox, protocol::channel_joined(name.as_str(), stream_position), slow);
-            for publication in replay.iter().filter(|p| *p.from != *sender.id.to_string()) {
+            let me = sender.id.to_string();
+            let own = |from: &str| from == me || sender.identity.resume.published(from);
+            for publication in replay.iter().filter(|p| !own(&p.from)) {
                 sender.outbox.push_replay(publication.wrapped(Some(name.as_str())));
             }
             match members.iter_mut().find(|m| m.conn == sender.id) {
@@ -108,7 +110,7 @@ impl Relay {
         if !self.conns.contains_key(&sender.id) {
             self.leave_channel_as(&name, sender.id, slow);
         }
-        Outcome::Done
+        Outcome::Answered
     }
 
     /// Takes a connection out of a channel, telling the members who asked.

@@ -459,9 +459,10 @@ async fn delete_session(
 /// What the HTTP fallback needs to read or publish: a session id is what it takes to join
 /// a session, as over WebSocket, and with token auth the same token (as a bearer token or
 /// `?token=`).
-fn authorize_member(app: &App, url: &str, headers: &HeaderMap) -> Result<Identity, ApiError> {
+fn authorize_member(app: &App, request: &Request) -> Result<Identity, ApiError> {
     let Some((verifier, required)) = &app.auth else { return Ok(Identity::default()) };
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let url = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
     auth::authenticate(verifier, *required, url, header)
         .map(|found| found.map(|(identity, _)| identity).unwrap_or_default())
         .map_err(|refused| ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", refused.to_string()))
@@ -497,8 +498,7 @@ async fn channel_history(
     query: Result<Query<HistoryQuery>, QueryRejection>,
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let url = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    let identity = authorize_member(&app, &url, request.headers())?;
+    let identity = authorize_member(&app, &request)?;
     readable_channel(&app, &channel, &identity)?;
     let Query(query) = query.map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", err.body_text()))?;
     let (since, limit) = history_request(&query)?;
@@ -508,8 +508,7 @@ async fn channel_history(
 
 /// `GET /v1/channels/{name}/presence`: a channel's members.
 async fn channel_presence(State(app): AppState, Path(channel): Path<String>, request: Request) -> Result<Json<Value>, ApiError> {
-    let url = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    let identity = authorize_member(&app, &url, request.headers())?;
+    let identity = authorize_member(&app, &request)?;
     readable_channel(&app, &channel, &identity)?;
     let clients = app.relay.channel_presence_of(&channel).map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r.code.as_str(), r.message.into_owned()))?;
     Ok(Json(json!({ "clients": clients.iter().map(|c| (**c).clone()).collect::<Vec<_>>() })))
@@ -536,8 +535,7 @@ async fn session_history(
     query: Result<Query<HistoryQuery>, QueryRejection>,
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let url = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    authorize_member(&app, &url, request.headers())?;
+    authorize_member(&app, &request)?;
     let Query(query) = query.map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", err.body_text()))?;
     let (since, limit) = history_request(&query)?;
     let wait = std::time::Duration::from_millis(query.wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
@@ -579,8 +577,7 @@ fn history_json(history: History) -> Value {
 /// `POST /v1/sessions/{id}/messages`: publishes the body (a message with a string `type`)
 /// to the session, as the connected member its `clientId` names, else as the server.
 async fn publish_message(State(app): AppState, Path(session_id): Path<String>, request: Request) -> Result<Json<Value>, ApiError> {
-    let url = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    authorize_member(&app, &url, request.headers())?;
+    authorize_member(&app, &request)?;
     let body = axum::body::to_bytes(request.into_body(), app.relay.config().max_message_bytes)
         .await
         .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "MESSAGE_TOO_LARGE", "The message is larger than --max-message-bytes"))?;
@@ -607,8 +604,7 @@ async fn publish_message(State(app): AppState, Path(session_id): Path<String>, r
 
 /// `GET /v1/sessions/{id}/presence`: who is in the session now.
 async fn session_presence(State(app): AppState, Path(session_id): Path<String>, request: Request) -> Result<Json<Value>, ApiError> {
-    let url = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    authorize_member(&app, &url, request.headers())?;
+    authorize_member(&app, &request)?;
     let clients = app.relay.presence(&session_id).ok_or_else(|| ApiError::session_not_found(&session_id))?;
     let clients: Vec<Value> = clients
         .into_iter()
