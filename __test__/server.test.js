@@ -10,6 +10,7 @@ const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 const { locateBinary } = require('../bin/switchyard.js');
+const { RelaySessionManager } = require('..');
 const {
   TestClient,
   joinedClient,
@@ -31,6 +32,17 @@ const {
 
 const binary = locateBinary();
 after(stopBinaries);
+
+/** An object's keys, nested, with each leaf's type (absent values left out): what two
+ * stats answers must share. Maps (frame buckets, channel breakdowns) are one leaf. */
+function shapeOf(value, leaveOut = []) {
+  if (typeof value !== 'object' || value === null) return typeof value;
+  if (Object.keys(value).every((key) => /^[<>]=?\d+$/.test(key))) return 'map';
+  const present = Object.keys(value).filter((key) => value[key] != null && !leaveOut.includes(key));
+  return Object.fromEntries(present.sort().map((key) => [key, shapeOf(value[key])]));
+}
+/** In getStats() only, or in /stats only (the awareness service's names). */
+const addonOnly = ['isRunning', 'compression', 'config', 'uptime', 'connections', 'sessions', 'pendingHandshakes'];
 
 /** Runs the binary to completion (for flag errors and --help). */
 function runToEnd(args, env = {}) {
@@ -220,6 +232,13 @@ describe('switchyard binary: HTTP API', () => {
     await client.close();
   });
 
+  it("answers GET /stats in getStats()'s shape", async () => {
+    const server = await startBinary();
+    const stats = (await fetchJson(`${server.base}/stats`)).body;
+    assert.deepEqual(shapeOf(stats, addonOnly), shapeOf(new RelaySessionManager().getStats(), addonOnly));
+    assert.deepEqual([stats.connections, stats.sessions, typeof stats.uptime], [0, 0, 'number'], "and the awareness service's names");
+  });
+
   it('reports stats and Prometheus metrics that move with traffic', async () => {
     const server = await startBinary();
     await postJson(`${server.base}/v1/sessions`, { sessionId: 'm' });
@@ -238,6 +257,8 @@ describe('switchyard binary: HTTP API', () => {
     assert.deepEqual(stats.messages, { received: 1, relayed: 1, invalid: 0, dropped: 0, passiveUpdatesDropped: 0 });
     assert.equal(stats.handshakeFailures, 1);
     assert.equal(typeof stats.uptimeMs, 'number');
+    assert.equal(stats.activeConnections, 2);
+    assert.deepEqual(stats.connectionsByTransport, { native: 2, bridge: 0 });
 
     const response = await fetch(`${server.base}/metrics`);
     assert.match(response.headers.get('content-type'), /^text\/plain; version=0\.0\.4/);

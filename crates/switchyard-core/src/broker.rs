@@ -14,14 +14,22 @@ use parking_lot::Mutex;
 
 use crate::channels::ChannelName;
 use crate::frame::Frame;
-use crate::ids::{Millis, SessionId};
+use crate::ids::{ConnId, Millis, SessionId};
 use crate::streams::{Budget, HistoryConfig, Position, Publication, Stream};
 
-/// What a publication is addressed to, and a stream is kept for.
+/// What a delivery is addressed to. Sessions and channels may keep a stream; the others
+/// only ever deliver.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Topic {
     Session(SessionId),
     Channel(ChannelName),
+    /// Every connection of a user.
+    User(Arc<str>),
+    /// Every connection of an organization.
+    Organization(Arc<str>),
+    Connection(ConnId),
+    /// Every connection.
+    Everyone,
 }
 
 /// What a topic's stream holds after a position.

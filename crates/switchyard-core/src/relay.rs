@@ -26,6 +26,7 @@ use serde_json::Value;
 mod awareness_messages;
 mod channel_messages;
 mod control_messages;
+mod fan_out;
 mod publications;
 mod rates;
 mod request_messages;
@@ -33,6 +34,7 @@ mod targeting;
 
 pub use publications::{Present, PublishError};
 pub use targeting::Target;
+use fan_out::{Delivery, Filter};
 
 use crate::awareness::{Audience, Awareness, Notices, Registration};
 use crate::channels::{AllowList, ChannelName, Channels, Joiner, Subscriber};
@@ -51,6 +53,7 @@ use crate::protocol::WelcomePosition;
 use crate::session::{ClientName, Member, Session, SessionInfo, SessionOptions};
 use crate::broker::{Broker, History, MemoryBroker, Recovery, Topic};
 use crate::streams::{Position, Resume};
+use crate::report::StatsReport;
 use crate::stats::{Counters, Health, Sizes, Stats};
 
 /// A connection may be in this many channels at once; more joins are refused.
@@ -591,17 +594,14 @@ impl Relay {
     }
 
     /// Delivers awareness notices: to a connection, or to every connection of a user.
-    fn notify(&self, notices: Notices, slow: &mut SlowConsumers) {
+    fn notify(&self, notices: Notices, now: Millis, slow: &mut SlowConsumers) {
         for (audience, frame) in notices {
-            let recipients = match audience {
-                Audience::Conn(conn) => vec![conn],
-                Audience::User(user) => self.users.get(&*user).map(|conns| conns.clone()).unwrap_or_default(),
+            let topic = match audience {
+                Audience::Conn(conn) => Topic::Connection(conn),
+                Audience::User(user) => Topic::User(user),
             };
-            for conn in recipients {
-                if let Some(outbox) = self.conns.get(&conn).map(|c| c.outbox.clone()) {
-                    self.push(conn, &*outbox, frame.clone(), slow);
-                }
-            }
+            let delivery = Delivery { frame: &frame, from: None, except: None, publication: false, filter: Filter::default() };
+            self.fan_out(&topic, &delivery, now, slow);
         }
     }
 
@@ -720,7 +720,7 @@ impl Relay {
         if let Some(user) = conn.user.get() {
             self.release_user_slot(user, id);
             let notices = self.awareness.connection_closed(user, id);
-            self.notify(notices, &mut slow);
+            self.notify(notices, now, &mut slow);
         }
         let info = conn.info(id);
         if let Some(session_id) = &conn.session {
@@ -779,7 +779,7 @@ impl Relay {
         self.expire_transfers(now);
         self.forget_full_buckets(now);
         let mut slow = SlowConsumers::new();
-        self.notify(self.awareness.expire(now, self.config.heartbeat_timeout_ms), &mut slow);
+        self.notify(self.awareness.expire(now, self.config.heartbeat_timeout_ms), now, &mut slow);
         self.close_slow_consumers(slow, now);
     }
 
@@ -853,6 +853,11 @@ impl Relay {
             registrations: self.awareness.registrations(),
             history_bytes: self.broker.kept_bytes(),
         })
+    }
+
+    /// The counters and sizes as `getStats()` and `GET /stats` answer them.
+    pub fn report(&self, now: Millis) -> StatsReport {
+        StatsReport::new(&self.stats(), self.channels.breakdown(), self.health(now))
     }
 
     /// Each channel's name and how many members it has, by name.

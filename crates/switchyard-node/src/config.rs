@@ -8,6 +8,7 @@ use switchyard_core::{
     AckPolicy, Config, ConflictResolution, HistoryConfig, Identity, Rate, RateLimits, Route, SessionError, SessionOptions,
     SlowConsumerPolicy,
 };
+use switchyard_server::admission::TokenAuth;
 use switchyard_server::auth::{self, JwtConfig, Keys, Verifier};
 
 use crate::options::{json_value, type_error, OptionsReader};
@@ -51,16 +52,10 @@ const RATE_OPTIONS: [&str; 2] = ["messagesPerSecond", "burst"];
 const JWT_OPTIONS: [&str; 9] =
     ["secret", "publicKey", "jwks", "algorithms", "issuer", "audience", "userClaim", "organizationClaim", "leewaySeconds"];
 
-/// Token auth, when configured: the verifier, and whether a token is required.
-pub struct Auth {
-    pub verifier: Verifier,
-    pub required: bool,
-}
-
 /// Everything the constructor's config sets.
 pub struct Settings {
     pub config: Config,
-    pub auth: Option<Auth>,
+    pub auth: Option<TokenAuth>,
 }
 
 /// `{ size, ttlMs }`, both required: a session stream's bounds.
@@ -94,7 +89,7 @@ fn read_rate_limits(env: &Env, options: &OptionsReader) -> Result<Option<RateLim
     Ok(Some(RateLimits { per_connection, per_user, max_violations }))
 }
 
-fn read_auth(env: &Env, options: &OptionsReader) -> Result<Option<Auth>> {
+fn read_auth(env: &Env, options: &OptionsReader) -> Result<Option<TokenAuth>> {
     if !options.has("auth")? {
         return Ok(None);
     }
@@ -135,7 +130,7 @@ fn read_auth(env: &Env, options: &OptionsReader) -> Result<Option<Auth>> {
         leeway_seconds: jwt.count("leewaySeconds", 86_400)?.unwrap_or(0),
     };
     let verifier = Verifier::new(config).map_err(refused)?;
-    Ok(Some(Auth { verifier, required: auth.boolean("required")?.unwrap_or(true) }))
+    Ok(Some(TokenAuth { verifier, required: auth.boolean("required")?.unwrap_or(true) }))
 }
 
 pub fn read_settings(env: &Env, value: Option<Unknown>) -> Result<Settings> {

@@ -19,13 +19,13 @@ use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{Env, Error, Result, Status};
 use serde_json::value::RawValue;
 use switchyard_core::{
-    close_code, ConnId, ConnectionInfo, ErrorCode, Event, Frame, Identity, Millis, Refusal, Rejection, Relay, Resume, Route, Target,
+    close_code, ConnId, ConnectionInfo, ErrorCode, Event, Frame, Identity, Millis, Refusal, Rejection, Relay, Route, Target,
 };
-use switchyard_server::auth::{self, AuthError, TokenSource};
+use switchyard_server::admission::{self, Admitted, Refused, TokenAuth, Upgrade};
 use switchyard_server::{handshake, now, Accepted};
 
 use crate::bridge::{self, BridgeOutbox, BridgeSocket, Flusher};
-use crate::config::{Auth, Settings, MAX_TIMER_MS};
+use crate::config::{Settings, MAX_TIMER_MS};
 use crate::request::UpgradeRequest;
 use crate::events::{self, Listeners};
 use crate::guard;
@@ -53,7 +53,7 @@ pub enum Lifecycle {
 
 pub struct Host {
     pub relay: Arc<Relay>,
-    auth: Option<Auth>,
+    auth: Option<TokenAuth>,
     pending: Arc<Pending>,
     sockets: RefCell<HashMap<ConnId, Rc<BridgeSocket>>>,
     pub listeners: RefCell<Listeners>,
@@ -258,45 +258,22 @@ impl Host {
         Ok(())
     }
 
-    /// Whether an upgrade may go ahead, and as whom: the address must be within
-    /// `connectionsPerMinutePerIp`, and the token valid when auth is configured. The
-    /// token's claims give the identity; what the app passed overrides them field by
-    /// field. The protocol is the subprotocol the answer must name.
-    fn check_upgrade(&self, request: Option<&UpgradeRequest>, mut given: Identity) -> std::result::Result<(Identity, Option<&'static str>), (Refusal, String)> {
-        given.resume = request.map_or_else(Resume::default, |r| Resume::from_url(&r.url));
-        if let Some(address) = request.and_then(|r| r.address) {
-            if !self.relay.admit(address, now()) {
-                return Err((Refusal::TooManyConnections, "Too many connections from this address".into()));
-            }
-        }
-        let Some(auth) = &self.auth else { return Ok((given, None)) };
-        let found = match request {
-            Some(request) => auth::authenticate(&auth.verifier, auth.required, &request.url, |name| request.header(name)),
-            None if auth.required => Err(AuthError::Missing),
-            None => Ok(None),
+    /// Whether an upgrade may go ahead, and as whom: [`admission::admit`], with what
+    /// the app passed overriding the token's claims field by field.
+    fn check_upgrade(&self, request: Option<&UpgradeRequest>, given: Identity) -> std::result::Result<Admitted, Refused> {
+        let upgrade = Upgrade {
+            url: request.map(|r| r.url.as_str()),
+            address: request.and_then(|r| r.address),
+            header: |name: &str| request.and_then(|r| r.header(name)),
         };
-        match found {
-            Ok(Some((token, source))) => {
-                let identity = Identity {
-                    user_id: given.user_id.or(token.user_id),
-                    organization_id: given.organization_id.or(token.organization_id),
-                    client_id: given.client_id.or(token.client_id),
-                    metadata: given.metadata.or(token.metadata),
-                    rate_limit: given.rate_limit.or(token.rate_limit),
-                    resume: given.resume,
-                };
-                Ok((identity, (source == TokenSource::Subprotocol).then_some(auth::TOKEN_SUBPROTOCOL)))
-            }
-            Ok(None) => Ok((given, None)),
-            Err(refused) => Err((Refusal::Unauthorized, refused.to_string())),
-        }
+        admission::admit(&self.relay, self.auth.as_ref(), upgrade, given)
     }
 
     /// `manager.authenticate(request)`: the identity a valid token gives, `Ok(None)` when
     /// the request must be refused (401).
     pub fn authenticate(&self, request: &UpgradeRequest) -> Option<Identity> {
         let Some(auth) = &self.auth else { return Some(Identity::default()) };
-        match auth::authenticate(&auth.verifier, auth.required, &request.url, |name| request.header(name)) {
+        match auth.identify(&request.url, |name| request.header(name)) {
             Ok(found) => Some(found.map(|(identity, _)| identity).unwrap_or_default()),
             Err(_) => None,
         }
@@ -319,9 +296,9 @@ impl Host {
             return Ok(false);
         }
         let identity = match self.check_upgrade(request, identity) {
-            Ok((identity, _)) => identity,
-            Err((refusal, _)) => {
-                bridge::refuse(&socket, refusal)?;
+            Ok(admitted) => admitted.identity,
+            Err(refused) => {
+                bridge::refuse(&socket, refused.refusal())?;
                 return Ok(false);
             }
         };
@@ -416,13 +393,13 @@ impl Host {
     ) -> Result<bool> {
         let request = UpgradeRequest::read(request)?;
         let (identity, protocol) = match self.check_upgrade(Some(&request), identity) {
-            Ok(admitted) => admitted,
-            Err((Refusal::TooManyConnections, reason)) => {
-                native::respond_and_close(socket, handshake::http_error(429, "Too Many Requests", &reason, ""))?;
+            Ok(admitted) => (admitted.identity, admitted.protocol),
+            Err(refused @ Refused::TooManyConnections) => {
+                native::respond_and_close(socket, handshake::http_error(429, "Too Many Requests", &refused.to_string(), ""))?;
                 return Ok(false);
             }
-            Err((_, reason)) => {
-                let answer = handshake::http_error(401, "Unauthorized", &reason, "WWW-Authenticate: Bearer\r\n");
+            Err(refused @ Refused::Unauthorized(_)) => {
+                let answer = handshake::http_error(401, "Unauthorized", &refused.to_string(), "WWW-Authenticate: Bearer\r\n");
                 native::respond_and_close(socket, answer)?;
                 return Ok(false);
             }

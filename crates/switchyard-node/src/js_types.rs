@@ -8,9 +8,9 @@ use napi::bindgen_prelude::{Buffer, Either, Null, Undefined};
 use napi_derive::napi;
 use serde_json::Value;
 use switchyard_core::{
-    Config, ConnectionInfo, FrameKind, Health, HistogramSnapshot, History, HistoryConfig, Identity, Millis, Present, Rate, SessionInfo,
-    Stats, Transport, FRAME_SIZES,
+    Config, ConnectionInfo, FrameKind, History, HistoryConfig, Identity, Millis, Present, Rate, SessionInfo, StatsReport,
 };
+use switchyard_core::report::{HealthReport, Latency};
 
 fn date(ms: Millis) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms as i64).unwrap_or_default()
@@ -428,10 +428,9 @@ pub struct LatencyStats {
     pub p99_ms: Option<f64>,
 }
 
-impl From<&HistogramSnapshot> for LatencyStats {
-    fn from(latency: &HistogramSnapshot) -> Self {
-        let ms = |q| latency.quantile(q).map(|micros| micros as f64 / 1000.0);
-        Self { samples: latency.count() as i64, p50_ms: ms(0.5), p90_ms: ms(0.9), p99_ms: ms(0.99) }
+impl From<&Latency> for LatencyStats {
+    fn from(latency: &Latency) -> Self {
+        Self { samples: latency.samples as i64, p50_ms: latency.p50_ms, p90_ms: latency.p90_ms, p99_ms: latency.p99_ms }
     }
 }
 
@@ -443,17 +442,10 @@ pub struct TransportCounts {
     pub bridge: u32,
 }
 
-impl From<&Stats> for TransportCounts {
-    fn from(stats: &Stats) -> Self {
-        let open = |transport| stats.open_connections(transport) as u32;
-        Self { native: open(Transport::Native), bridge: open(Transport::Bridge) }
-    }
-}
+
 
 /// What `getStats()` gathers beyond the relay's counters.
 pub struct StatsExtra {
-    pub breakdown: Vec<(String, usize)>,
-    pub health: HealthStats,
     pub compression: CompressionStats,
     /// Whether a token is required, when token auth is on.
     pub auth_required: Option<bool>,
@@ -470,8 +462,8 @@ pub struct HealthStats {
     pub average_latency_ms: Option<f64>,
 }
 
-impl From<Health> for HealthStats {
-    fn from(health: Health) -> Self {
+impl From<HealthReport> for HealthStats {
+    fn from(health: HealthReport) -> Self {
         Self {
             active_connections: health.active_connections as u32,
             healthy_connections: health.healthy_connections as u32,
@@ -535,44 +527,43 @@ pub struct ChannelStats {
 }
 
 impl RelayStats {
-    pub fn new(stats: Stats, extra: StatsExtra, config: &Config, uptime_ms: Option<u64>) -> Self {
+    pub fn new(report: StatsReport, extra: StatsExtra, config: &Config, uptime_ms: Option<u64>) -> Self {
+        let messages = &report.messages;
         Self {
             is_running: uptime_ms.is_some(),
             uptime_ms: uptime_ms.unwrap_or(0) as i64,
-            active_sessions: stats.active_sessions as u32,
-            active_connections: stats.active_connections as u32,
+            active_sessions: report.active_sessions as u32,
+            active_connections: report.active_connections as u32,
             messages: MessageStats {
-                received: stats.messages_received as i64,
-                relayed: stats.messages_relayed as i64,
-                invalid: stats.messages_invalid as i64,
-                dropped: stats.messages_dropped as i64,
-                passive_updates_dropped: stats.passive_updates_dropped as i64,
+                received: messages.received as i64,
+                relayed: messages.relayed as i64,
+                invalid: messages.invalid as i64,
+                dropped: messages.dropped as i64,
+                passive_updates_dropped: messages.passive_updates_dropped as i64,
             },
-            bytes: ByteStats { received: stats.bytes_received as i64, sent: stats.bytes_sent as i64 },
-            slow_consumer_closes: stats.slow_consumer_closes as i64,
-            handshake_failures: stats.handshake_failures as i64,
+            bytes: ByteStats { received: report.bytes.received as i64, sent: report.bytes.sent as i64 },
+            slow_consumer_closes: report.slow_consumer_closes as i64,
+            handshake_failures: report.handshake_failures as i64,
             channels: ChannelStats {
-                total: stats.channels as u32,
-                breakdown: extra.breakdown.into_iter().map(|(name, members)| (name, members as u32)).collect(),
+                total: report.channels.total as u32,
+                breakdown: report.channels.breakdown.into_iter().map(|(name, members)| (name, members as u32)).collect(),
             },
-            rate_limited: stats.rate_limited as i64,
-            frames: FRAME_SIZES
-                .iter()
-                .map(|bound| format!("<={bound}"))
-                .chain([format!(">{}", FRAME_SIZES[FRAME_SIZES.len() - 1])])
-                .zip(stats.frame_sizes.counts.iter().map(|&n| n as i64))
-                .collect(),
-            relay_latency: LatencyStats::from(&stats.relay_latency),
-            connections_by_transport: TransportCounts::from(&stats),
-            history_bytes: stats.history_bytes as i64,
-            health: extra.health,
+            rate_limited: report.rate_limited as i64,
+            frames: report.frames.into_iter().map(|(bucket, n)| (bucket, n as i64)).collect(),
+            relay_latency: LatencyStats::from(&report.relay_latency),
+            connections_by_transport: TransportCounts {
+                native: report.connections_by_transport.native as u32,
+                bridge: report.connections_by_transport.bridge as u32,
+            },
+            history_bytes: report.history_bytes as i64,
+            health: report.health.into(),
             compression: extra.compression,
-            users: stats.users as u32,
-            registrations: stats.registrations as u32,
-            requests: stats.requests as i64,
-            acks: stats.acks as i64,
-            nacks: stats.nacks as i64,
-            forbidden: stats.forbidden as i64,
+            users: report.users as u32,
+            registrations: report.registrations as u32,
+            requests: report.requests as i64,
+            acks: report.acks as i64,
+            nacks: report.nacks as i64,
+            forbidden: report.forbidden as i64,
             config: ResolvedConfig::new(config, extra.auth_required),
         }
     }

@@ -7,6 +7,7 @@ use napi::bindgen_prelude::{FnArgs, Function, Null, Object, This, Uint8Array, Un
 use napi::{Env, JsValue, Result, ValueType};
 use napi_derive::napi;
 use switchyard_core::{close_code, ChannelName, ConnId, Frame, Position, PublishError, Target};
+use switchyard_core::report::HealthReport;
 use switchyard_server::now;
 
 use crate::bridge;
@@ -178,12 +179,10 @@ impl RelaySessionManager {
             };
             let relay = &self.host.relay;
             let extra = StatsExtra {
-                breakdown: relay.channel_breakdown(),
-                health: relay.health(now()).into(),
                 compression: self.host.compression(&env)?.into(),
                 auth_required: self.host.auth_required(),
             };
-            Ok(RelayStats::new(relay.stats(), extra, relay.config(), uptime))
+            Ok(RelayStats::new(relay.report(now()), extra, relay.config(), uptime))
         })
     }
 
@@ -198,7 +197,7 @@ impl RelaySessionManager {
     /// Connections by how they answer pings: `getStats().health`.
     #[napi]
     pub fn check_connection_health(&self) -> Result<HealthStats> {
-        guard(|| Ok(self.host.relay.health(now()).into()))
+        guard(|| Ok(HealthReport::from(self.host.relay.health(now())).into()))
     }
 
     /// Checks an upgrade request's token, as `handleUpgrade` would: returns the identity

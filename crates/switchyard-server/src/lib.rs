@@ -6,6 +6,7 @@
 //! and drains a bounded [`NativeOutbox`]. The same pieces serve the `switchyard` binary
 //! (behind hyper) and sockets the Node addon takes over from Node's HTTP server.
 
+pub mod admission;
 pub mod auth;
 pub mod codec;
 mod connection;

@@ -38,7 +38,7 @@ impl Relay {
                 Notices::new()
             }
         };
-        self.notify(notices, slow);
+        self.notify(notices, now, slow);
         Outcome::Done
     }
 

@@ -2,7 +2,7 @@
 //! `LEAVE_CHANNEL`, `PRESENCE`, publishing to a channel, and reading a channel's history
 //! and members.
 
-use super::publications::SERVER_PUBLISHER;
+use super::fan_out::{Delivery, Filter};
 use super::*;
 
 /// What `JOIN_CHANNEL` may ask besides its channel.
@@ -156,53 +156,10 @@ impl Relay {
         if !self.channels.is_member(&name, sender.id) {
             return Outcome::Rejected(ErrorCode::NotInChannel.into());
         }
-        let delivered = self.publish_in_channel(&name, Some(sender.id), frame, now, slow);
+        let delivery = Delivery { frame, from: Some(sender.id), except: None, publication: true, filter: Filter::default() };
+        let delivered = self.fan_out(&Topic::Channel(name), &delivery, now, slow).delivered;
         Counters::add(&self.counters.messages_relayed, delivered as u64);
         Outcome::Routed(delivered)
-    }
-
-    /// Delivers `frame` to every member of a channel but its publisher (`None`: the
-    /// server). With channel history on it is numbered and kept first, under the
-    /// channel's lock, and members with positions get it wrapped. Returns how many it reached.
-    pub(super) fn publish_in_channel(&self, name: &ChannelName, from: Option<ConnId>, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> usize {
-        let mut delivered = 0;
-        let Some(history) = self.config.channel_history else {
-            self.channels.for_each_member(name, from, |member| {
-                if self.push(member.conn, &*member.outbox, frame.clone(), slow) {
-                    delivered += 1;
-                }
-            });
-            return delivered;
-        };
-        let topic = Topic::Channel(name.clone());
-        let publisher: Arc<str> = from.map_or_else(|| SERVER_PUBLISHER.into(), |conn| conn.to_string().into());
-        let publish = || {
-            let publication = self.broker.publish(&topic, publisher.clone(), frame.clone(), now);
-            publication.or_else(|| {
-                self.broker.open_stream(&topic, history);
-                self.broker.publish(&topic, publisher.clone(), frame.clone(), now)
-            })
-        };
-        let reached = self.channels.with_existing_members(name, |members| {
-            let publication = publish();
-            let wrapped = OnceLock::new();
-            let mut reached = 0;
-            for member in members.iter().filter(|m| Some(m.conn) != from) {
-                let frame = match (&publication, member.positions) {
-                    (Some(publication), true) => wrapped.get_or_init(|| publication.wrapped(Some(name.as_str()))).clone(),
-                    _ => frame.clone(),
-                };
-                if self.push(member.conn, &*member.outbox, frame, slow) {
-                    reached += 1;
-                }
-            }
-            reached
-        });
-        // A channel with no members now still keeps the publication, for those who come back.
-        reached.unwrap_or_else(|| {
-            publish();
-            0
-        })
     }
 
     /// A channel's kept publications after `since` (all it keeps without one), at most

@@ -2,10 +2,8 @@
 //! the session has a stream; reading its history and members; and the reconnect that
 //! replaces its own past.
 
+use super::fan_out::{Delivery, FanOut, Filter};
 use super::*;
-
-/// How a server-side publication is named in its `from`.
-pub(super) const SERVER_PUBLISHER: &str = "server";
 
 /// A member of a session, as `presence` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,54 +34,15 @@ impl Relay {
     /// Delivers `frame` byte for byte to every member of the sender's session but itself.
     pub(super) fn relay_to_session(&self, sender: &Sender, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> Outcome {
         let Some(session_id) = &sender.session else { return Outcome::Rejected(ErrorCode::NoSession.into()) };
-        let delivered = match self.sessions.get(session_id) {
-            Some(session) => self.publish_in_session(&session, Some(sender.id), Some(sender.id), frame, now, slow).0,
-            None => 0,
-        };
+        let delivered = self.publish_in_session(session_id, Some(sender.id), frame, now, slow).delivered;
         Counters::add(&self.counters.messages_relayed, delivered as u64);
         Outcome::Routed(delivered)
     }
 
-    /// Delivers `frame` byte for byte to every member of `session` but `skip`, as published
-    /// by `from` (a member, or the server when `None`). In a session with a stream it is
-    /// numbered and kept first, and members with positions get it wrapped. Returns how
-    /// many members it reached, and its offset.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn publish_in_session(
-        &self,
-        session: &Session,
-        from: Option<ConnId>,
-        skip: Option<ConnId>,
-        frame: &Frame,
-        now: Millis,
-        slow: &mut SlowConsumers,
-    ) -> (usize, Option<u64>) {
-        session.last_activity.store(now, Ordering::Relaxed);
-        let others = session.members.iter().filter(|m| Some(m.conn) != skip);
-        let mut delivered = 0;
-        let Some(order) = &session.order else {
-            for member in others {
-                if self.push(member.conn, &*member.outbox, frame.clone(), slow) {
-                    delivered += 1;
-                }
-            }
-            return (delivered, None);
-        };
-        let _order = order.lock();
-        let from: Arc<str> = from.map_or_else(|| SERVER_PUBLISHER.into(), |conn| conn.to_string().into());
-        let topic = Topic::Session(session.id.clone());
-        let Some(publication) = self.broker.publish(&topic, from, frame.clone(), now) else {
-            return (delivered, None);
-        };
-        let wrapped = OnceLock::new();
-        for member in others {
-            let frame = if member.positions { wrapped.get_or_init(|| publication.wrapped(None)).clone() } else { frame.clone() };
-            if self.push(member.conn, &*member.outbox, frame, slow) {
-                delivered += 1;
-            }
-        }
-        self.events.emit(Event::Published { session_id: session.id.clone(), offset: publication.offset });
-        (delivered, Some(publication.offset))
+    /// Publishes `frame` to a session as `from` (a member, or the server when `None`).
+    fn publish_in_session(&self, session_id: &SessionId, from: Option<ConnId>, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> FanOut {
+        let delivery = Delivery { frame, from, except: None, publication: true, filter: Filter::default() };
+        self.fan_out(&Topic::Session(session_id.clone()), &delivery, now, slow)
     }
 
     /// A session's kept publications after `since` (all it keeps without one), oldest
@@ -112,14 +71,14 @@ impl Relay {
         if let Some(sender) = publisher.and_then(|conn| self.sender(conn, now)) {
             self.may_publish_as(&sender, kind.as_deref(), now).map_err(PublishError::Refused)?;
         }
+        if !self.sessions.contains_key(&session_id) {
+            return Err(PublishError::SessionNotFound);
+        }
         let mut slow = SlowConsumers::new();
-        let outcome = {
-            let session = self.sessions.get(&session_id).ok_or(PublishError::SessionNotFound)?;
-            self.publish_in_session(&session, publisher, publisher, &frame, now, &mut slow)
-        };
-        Counters::add(&self.counters.messages_relayed, outcome.0 as u64);
+        let outcome = self.publish_in_session(&session_id, publisher, &frame, now, &mut slow);
+        Counters::add(&self.counters.messages_relayed, outcome.delivered as u64);
         self.close_slow_consumers(slow, now);
-        Ok(outcome)
+        Ok((outcome.delivered, outcome.offset))
     }
 
     /// Whether a member may publish a message of this type over HTTP: within its rate,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use switchyard_core::{AckPolicy, Config, ConflictResolution, HistoryConfig, Rate, RateLimits, SlowConsumerPolicy};
+use switchyard_server::admission::TokenAuth;
 use switchyard_server::auth::{self, JwtConfig, Keys, Verifier};
 
 /// A positive whole number of milliseconds or bytes.
@@ -282,7 +283,7 @@ impl Args {
     }
 
     /// The token verifier, when a JWT key is given, and whether tokens are required.
-    pub fn verifier(&self) -> Result<Option<(Verifier, bool)>, String> {
+    pub fn verifier(&self) -> Result<Option<TokenAuth>, String> {
         let read = |path: &PathBuf| std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()));
         let keys = if let Some(secret) = &self.jwt_secret {
             Keys::Secret(secret.clone().into_bytes())
@@ -303,6 +304,6 @@ impl Args {
             organization_claim: self.jwt_organization_claim.clone(),
             leeway_seconds: self.jwt_leeway,
         };
-        Ok(Some((Verifier::new(config)?, !self.auth_optional)))
+        Ok(Some(TokenAuth { verifier: Verifier::new(config)?, required: !self.auth_optional }))
     }
 }

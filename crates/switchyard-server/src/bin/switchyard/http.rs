@@ -22,10 +22,11 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use switchyard_core::{
-    server_message, ChannelName, ConflictResolution, Frame, FrameKind, Health, HistogramSnapshot, History, HistoryConfig, Identity, Millis,
-    Position, PublishError, Relay, Resume, Route, SessionError, SessionInfo, SessionOptions, Target, Transport, FRAME_SIZES,
+    server_message, ChannelName, ConflictResolution, Frame, FrameKind, History, HistoryConfig, Identity, Millis,
+    Position, PublishError, Relay, Route, SessionError, SessionInfo, SessionOptions, Target,
 };
-use switchyard_server::auth::{self, TokenSource, Verifier};
+use switchyard_server::admission::{self, Refused, TokenAuth, Upgrade};
+use switchyard_server::auth;
 use switchyard_server::metrics::{self, HostGauge};
 use switchyard_server::{handshake, now, Accepted, Spawner};
 
@@ -33,8 +34,7 @@ pub struct App {
     pub relay: Arc<Relay>,
     pub spawner: Spawner,
     pub admin_token: Option<String>,
-    /// The token verifier, and whether a token is required.
-    pub auth: Option<(Verifier, bool)>,
+    pub auth: Option<TokenAuth>,
     pub started: Instant,
     /// Connections that have not finished their handshake.
     pub waiting: Arc<crate::accept::Waiting>,
@@ -148,24 +148,18 @@ async fn upgrade_to_session(
 /// token (when tokens are configured), 400 for a bad handshake.
 fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
-    if !app.relay.admit(peer.ip(), now()) {
-        return (StatusCode::TOO_MANY_REQUESTS, "Too many connections from this address").into_response();
-    }
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let url = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let (identity, protocol) = match &app.auth {
-        None => (Identity::default(), None),
-        Some((verifier, required)) => match auth::authenticate(verifier, *required, url, header) {
-            Ok(Some((identity, source))) => (identity, (source == TokenSource::Subprotocol).then_some(auth::TOKEN_SUBPROTOCOL)),
-            Ok(None) => (Identity::default(), None),
-            Err(refused) => {
-                let mut response = (StatusCode::UNAUTHORIZED, refused.to_string()).into_response();
-                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                return response;
-            }
-        },
+    let upgrade = Upgrade { url: Some(url), address: Some(peer.ip()), header };
+    let (identity, protocol) = match admission::admit(&app.relay, app.auth.as_ref(), upgrade, Identity::default()) {
+        Ok(admitted) => (admitted.identity, admitted.protocol),
+        Err(refused @ Refused::TooManyConnections) => return (StatusCode::TOO_MANY_REQUESTS, refused.to_string()).into_response(),
+        Err(refused @ Refused::Unauthorized(_)) => {
+            let mut response = (StatusCode::UNAUTHORIZED, refused.to_string()).into_response();
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
     };
-    let identity = Identity { resume: Resume::from_url(url), ..identity };
     let accept = match handshake::accept(parts.method.as_str(), header) {
         Ok(accept) => accept,
         Err(error) => {
@@ -205,67 +199,20 @@ async fn health(State(app): AppState) -> Json<Value> {
 
 async fn stats(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     authorize(&app, peer, &headers, Access::Monitoring)?;
-    let s = app.relay.stats();
+    let report = app.relay.report(now());
     let uptime_ms = app.started.elapsed().as_millis() as u64;
-    Ok(Json(json!({
+    let mut answer = json!({
         "uptimeMs": uptime_ms,
-        // The awareness service's getStats() called it `uptime`; its clients still read it.
-        "uptime": uptime_ms,
-        "connections": s.active_connections,
-        "sessions": s.active_sessions,
-        "messages": {
-            "received": s.messages_received,
-            "relayed": s.messages_relayed,
-            "invalid": s.messages_invalid,
-            "dropped": s.messages_dropped,
-            "passiveUpdatesDropped": s.passive_updates_dropped,
-        },
-        "bytes": { "received": s.bytes_received, "sent": s.bytes_sent },
-        "slowConsumerCloses": s.slow_consumer_closes,
-        "handshakeFailures": s.handshake_failures,
         "pendingHandshakes": app.waiting.count(),
-        "users": s.users,
-        "registrations": s.registrations,
-        "channels": {
-            "total": s.channels,
-            "breakdown": app.relay.channel_breakdown().into_iter().map(|(name, members)| (name, json!(members))).collect::<serde_json::Map<_, _>>(),
-        },
-        "requests": s.requests,
-        "acks": s.acks,
-        "nacks": s.nacks,
-        "forbidden": s.forbidden,
-        "rateLimited": s.rate_limited,
-        "frames": frame_sizes(&s.frame_sizes),
-        "relayLatency": latency_json(&s.relay_latency),
-        "connectionsByTransport": { "native": s.open_connections(Transport::Native) },
-        "historyBytes": s.history_bytes,
-        "health": health_json(app.relay.health(now())),
-    })))
-}
-
-/// Relay latency as `getStats()` gives it: each figure the upper bound of its bucket.
-fn latency_json(latency: &HistogramSnapshot) -> Value {
-    let ms = |q| latency.quantile(q).map(|micros| micros as f64 / 1000.0);
-    json!({ "samples": latency.count(), "p50Ms": ms(0.5), "p90Ms": ms(0.9), "p99Ms": ms(0.99) })
-}
-
-/// Frames by size, each bucket named by its upper bound.
-fn frame_sizes(sizes: &HistogramSnapshot) -> Value {
-    let mut buckets = serde_json::Map::new();
-    for (i, count) in sizes.counts.iter().enumerate() {
-        let name = FRAME_SIZES.get(i).map_or_else(|| format!(">{}", FRAME_SIZES[FRAME_SIZES.len() - 1]), |b| format!("<={b}"));
-        buckets.insert(name, json!(count));
+        // The awareness service's getStats() named these so; its clients still read them.
+        "uptime": uptime_ms,
+        "connections": report.active_connections,
+        "sessions": report.active_sessions,
+    });
+    if let (Some(answer), Ok(Value::Object(report))) = (answer.as_object_mut(), serde_json::to_value(report)) {
+        answer.extend(report);
     }
-    Value::Object(buckets)
-}
-
-fn health_json(health: Health) -> Value {
-    json!({
-        "activeConnections": health.active_connections,
-        "healthyConnections": health.healthy_connections,
-        "unhealthyConnections": health.unhealthy_connections,
-        "averageLatencyMs": health.average_latency_ms,
-    })
+    Ok(Json(answer))
 }
 
 async fn metrics(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
@@ -460,10 +407,10 @@ async fn delete_session(
 /// a session, as over WebSocket, and with token auth the same token (as a bearer token or
 /// `?token=`).
 fn authorize_member(app: &App, request: &Request) -> Result<Identity, ApiError> {
-    let Some((verifier, required)) = &app.auth else { return Ok(Identity::default()) };
+    let Some(auth) = &app.auth else { return Ok(Identity::default()) };
     let url = request.uri().path_and_query().map_or("/", |p| p.as_str());
     let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
-    auth::authenticate(verifier, *required, url, header)
+    auth.identify(url, header)
         .map(|found| found.map(|(identity, _)| identity).unwrap_or_default())
         .map_err(|refused| ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", refused.to_string()))
 }

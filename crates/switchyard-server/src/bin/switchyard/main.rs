@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use switchyard_core::{close_code, Config, Refusal, Relay};
-use switchyard_server::auth::Verifier;
+use switchyard_server::admission::TokenAuth;
 use switchyard_server::{now, Spawner};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{signal, SignalKind};
@@ -63,7 +63,7 @@ fn main() -> ExitCode {
     runtime.block_on(serve(args, config, auth))
 }
 
-async fn serve(args: cli::Args, config: Config, auth: Option<(Verifier, bool)>) -> ExitCode {
+async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>) -> ExitCode {
     let events = Arc::new(log_events::LogEvents::default());
     let relay = Arc::new(Relay::new(config.clone(), events.clone()));
     let address = SocketAddr::new(args.host, args.port);

@@ -1,0 +1,163 @@
+//! What `getStats()` and the binary's `GET /stats` answer: one shape, serialized by the
+//! binary as JSON and copied field for field into the addon's typed object.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::outbox::Transport;
+use crate::stats::{Health, HistogramSnapshot, Stats, FRAME_SIZES};
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsReport {
+    pub active_sessions: usize,
+    pub active_connections: usize,
+    pub messages: MessageCounts,
+    pub bytes: ByteCounts,
+    /// Recipients closed with 1013 because their outbox stayed full.
+    pub slow_consumer_closes: u64,
+    /// Upgrades refused with 400 for a bad handshake.
+    pub handshake_failures: u64,
+    pub channels: ChannelCounts,
+    /// Distinct users with a connection.
+    pub users: usize,
+    /// Awareness registrations: windows with a case open.
+    pub registrations: usize,
+    /// `request` messages handed to the request handler.
+    pub requests: u64,
+    pub acks: u64,
+    pub nacks: u64,
+    /// Joins and messages refused for identity (`CHANNEL_FORBIDDEN`, `FORBIDDEN`).
+    pub forbidden: u64,
+    /// Messages dropped, and connections refused, for going over a rate limit.
+    pub rate_limited: u64,
+    /// Frames received by size, each bucket named by its upper bound (`<=128` ... `>1048576`).
+    pub frames: BTreeMap<String, u64>,
+    pub relay_latency: Latency,
+    pub connections_by_transport: TransportCounts,
+    /// Bytes the streams keep together (at most `historyMaxBytes`).
+    pub history_bytes: usize,
+    pub health: HealthReport,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageCounts {
+    /// Frames received from clients.
+    pub received: u64,
+    /// Deliveries: one message relayed to three members counts three.
+    pub relayed: u64,
+    /// Text frames that were not a JSON object with a string `type`.
+    pub invalid: u64,
+    /// Deliveries not made because the recipient's outbox was full.
+    pub dropped: u64,
+    /// `state_update` messages from passive members, dropped as the original drops them.
+    pub passive_updates_dropped: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ByteCounts {
+    pub received: u64,
+    pub sent: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChannelCounts {
+    /// Channels that have members.
+    pub total: usize,
+    /// Members by channel name.
+    pub breakdown: BTreeMap<String, usize>,
+}
+
+/// Relay latency: for one write to a socket in 16, how long its oldest message had waited
+/// since it was routed. Each figure is the upper bound of its histogram bucket (50 µs to
+/// 2.5 s), so never below the true value; absent before any sample or above 2.5 s.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Latency {
+    pub samples: u64,
+    pub p50_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// Open connections by transport.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TransportCounts {
+    /// Sockets Rust owns: the binary's, and the addon's `attach()`.
+    pub native: u64,
+    /// The addon's `handleUpgrade()` connections, written through `ws`.
+    pub bridge: u64,
+}
+
+/// Connections by how they answer pings.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthReport {
+    pub active_connections: usize,
+    /// No ping has waited for its pong longer than half the ping interval.
+    pub healthy_connections: usize,
+    pub unhealthy_connections: usize,
+    /// The mean of each connection's last ping round trip; absent before any.
+    pub average_latency_ms: Option<f64>,
+}
+
+impl From<&HistogramSnapshot> for Latency {
+    fn from(latency: &HistogramSnapshot) -> Self {
+        let ms = |q| latency.quantile(q).map(|micros| micros as f64 / 1000.0);
+        Self { samples: latency.count(), p50_ms: ms(0.5), p90_ms: ms(0.9), p99_ms: ms(0.99) }
+    }
+}
+
+impl From<Health> for HealthReport {
+    fn from(health: Health) -> Self {
+        Self {
+            active_connections: health.active_connections,
+            healthy_connections: health.healthy_connections,
+            unhealthy_connections: health.unhealthy_connections,
+            average_latency_ms: health.average_latency_ms,
+        }
+    }
+}
+
+/// Frames by size, each bucket named by its upper bound.
+fn frame_buckets(sizes: &HistogramSnapshot) -> BTreeMap<String, u64> {
+    let names = FRAME_SIZES.iter().map(|bound| format!("<={bound}")).chain([format!(">{}", FRAME_SIZES[FRAME_SIZES.len() - 1])]);
+    names.zip(sizes.counts.iter().copied()).collect()
+}
+
+impl StatsReport {
+    pub fn new(stats: &Stats, breakdown: Vec<(String, usize)>, health: Health) -> Self {
+        Self {
+            active_sessions: stats.active_sessions,
+            active_connections: stats.active_connections,
+            messages: MessageCounts {
+                received: stats.messages_received,
+                relayed: stats.messages_relayed,
+                invalid: stats.messages_invalid,
+                dropped: stats.messages_dropped,
+                passive_updates_dropped: stats.passive_updates_dropped,
+            },
+            bytes: ByteCounts { received: stats.bytes_received, sent: stats.bytes_sent },
+            slow_consumer_closes: stats.slow_consumer_closes,
+            handshake_failures: stats.handshake_failures,
+            channels: ChannelCounts { total: stats.channels, breakdown: breakdown.into_iter().collect() },
+            users: stats.users,
+            registrations: stats.registrations,
+            requests: stats.requests,
+            acks: stats.acks,
+            nacks: stats.nacks,
+            forbidden: stats.forbidden,
+            rate_limited: stats.rate_limited,
+            frames: frame_buckets(&stats.frame_sizes),
+            relay_latency: Latency::from(&stats.relay_latency),
+            connections_by_transport: TransportCounts {
+                native: stats.open_connections(Transport::Native),
+                bridge: stats.open_connections(Transport::Bridge),
+            },
+            history_bytes: stats.history_bytes,
+            health: health.into(),
+        }
+    }
+}

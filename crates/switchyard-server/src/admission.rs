@@ -1,0 +1,99 @@
+//! Admission: whether an upgrade may go ahead, and as whom. One path for the binary's
+//! upgrades, the addon's native takeovers and its bridge upgrades: the address must be
+//! within the relay's connection rate, the token valid when token auth is on, and the
+//! upgrade URL says what the client resumes (`positions`, `since`, `previous`).
+
+use std::net::IpAddr;
+
+use switchyard_core::{Identity, Refusal, Relay, Resume};
+
+use crate::auth::{self, AuthError, TokenSource, Verifier};
+use crate::now;
+
+/// Token auth: the verifier, and whether a connection without a token is refused.
+pub struct TokenAuth {
+    pub verifier: Verifier,
+    pub required: bool,
+}
+
+impl TokenAuth {
+    /// The identity the request's token gives: `Ok(None)` for no token where none is
+    /// required.
+    pub fn identify<'a>(&self, url: &'a str, header: impl Fn(&str) -> Option<&'a str>) -> Result<Option<(Identity, TokenSource)>, AuthError> {
+        auth::authenticate(&self.verifier, self.required, url, header)
+    }
+}
+
+/// What the transport knows of an upgrade request; `None` fields where it has no request
+/// (the addon's `handleUpgrade` called without one).
+pub struct Upgrade<'a, H> {
+    pub url: Option<&'a str>,
+    pub address: Option<IpAddr>,
+    pub header: H,
+}
+
+/// Why an upgrade was refused: answered 429 and 401 before the handshake where the
+/// transport can, else closed with the refusal's code.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Refused {
+    #[error("Too many connections from this address")]
+    TooManyConnections,
+    #[error("{0}")]
+    Unauthorized(AuthError),
+}
+
+impl Refused {
+    pub fn refusal(&self) -> Refusal {
+        match self {
+            Refused::TooManyConnections => Refusal::TooManyConnections,
+            Refused::Unauthorized(_) => Refusal::Unauthorized,
+        }
+    }
+
+    /// The HTTP status that answers it before the handshake.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refused::TooManyConnections => 429,
+            Refused::Unauthorized(_) => 401,
+        }
+    }
+}
+
+/// An upgrade let in.
+pub struct Admitted {
+    pub identity: Identity,
+    /// The subprotocol the 101 answer must name: the token's, when it came as one.
+    pub protocol: Option<&'static str>,
+}
+
+/// Lets an upgrade in or refuses it. `given` is what the app said of the connection: each
+/// field it sets overrides the token's claim.
+pub fn admit<'a>(relay: &Relay, auth: Option<&TokenAuth>, upgrade: Upgrade<'a, impl Fn(&str) -> Option<&'a str>>, given: Identity) -> Result<Admitted, Refused> {
+    if let Some(address) = upgrade.address {
+        if !relay.admit(address, now()) {
+            return Err(Refused::TooManyConnections);
+        }
+    }
+    let resume = upgrade.url.map_or_else(Resume::default, Resume::from_url);
+    let given = Identity { resume, ..given };
+    let Some(auth) = auth else { return Ok(Admitted { identity: given, protocol: None }) };
+    let found = match upgrade.url {
+        Some(url) => auth.identify(url, upgrade.header),
+        None if auth.required => Err(AuthError::Missing),
+        None => Ok(None),
+    };
+    match found.map_err(Refused::Unauthorized)? {
+        Some((token, source)) => Ok(Admitted {
+            identity: Identity {
+                user_id: given.user_id.or(token.user_id),
+                organization_id: given.organization_id.or(token.organization_id),
+                client_id: given.client_id.or(token.client_id),
+                metadata: given.metadata.or(token.metadata),
+                rate_limit: given.rate_limit.or(token.rate_limit),
+                resume: given.resume,
+            },
+            protocol: (source == TokenSource::Subprotocol).then_some(auth::TOKEN_SUBPROTOCOL),
+        }),
+        None => Ok(Admitted { identity: given, protocol: None }),
+    }
+}
