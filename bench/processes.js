@@ -38,12 +38,13 @@ function rssBytes(pid) {
 }
 
 /** Starts one of `relays` on core 0 and waits until it accepts connections. */
-async function startRelay(relay) {
+/** Starts a relay with `env` added to its environment (the binary and servers.js read `HISTORY_SIZE`). */
+async function startRelay(relay, env = {}) {
   const port = await freePort();
   const command = relay.binary
     ? [locateBinary(), '--port', String(port), '--host', '127.0.0.1', '--max-clients-per-session', '100']
     : [process.execPath, '--expose-gc', path.join(__dirname, 'servers.js'), relay.node, String(port)];
-  const child = spawn('taskset', ['-c', '0', ...command], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, RUST_LOG: 'warn' } });
+  const child = spawn('taskset', ['-c', '0', ...command], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, RUST_LOG: 'warn', ...env } });
   for (let tries = 0; ; tries++) {
     const open = await new Promise((resolve) => {
       const socket = net.connect(port, '127.0.0.1', () => socket.end(() => resolve(true)));

@@ -31,11 +31,24 @@ const LOADGEN_CAPPED_PERCENT = 90;
 const SETTLE_SAMPLES = 12;
 
 const servers = relays.filter((s) => !option('only') || option('only').split(',').includes(s.name));
+/** The servers a scenario runs on: all, unless it needs a feature the baselines lack. */
+const serversOf = (scenario) => servers.filter((s) => !scenario.relays || scenario.relays.includes(s.name));
+/** What a scenario's ratios are to: the `ws` baseline, or the same server in another scenario. */
+const versusLabel = (scenario) => (scenario.versus ? `vs ${scenario.versus}` : 'vs ws');
+const versus = (summary, scenario, server) => (scenario.versus ? summary[scenario.versus]?.[server.name] : summary[scenario.name].ws);
 
 const scenarios = [
   { name: 'relay', label: '100 sessions x 4 clients x 100 B, max rate', args: ['--sessions', '100', '--clients', '4', '--bytes', '100'] },
   { name: 'fanout', label: '10 sessions x 50 clients x 100 B, max rate', args: ['--sessions', '10', '--clients', '50', '--bytes', '100', '--window', '4'] },
   { name: 'latency', label: '100 x 4 at 20,000 messages/s (60,000 deliveries/s)', args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--rate', '20000'] },
+  {
+    name: 'positions',
+    label: '100 x 4, max rate, history on and one client per session with positions (the others get frames as sent)',
+    args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--positions-clients', '1'],
+    env: { HISTORY_SIZE: '100' },
+    relays: ['native', 'bridge', 'binary'],
+    versus: 'relay',
+  },
   { name: 'idle', label: `${IDLE_CONNECTIONS} idle connections`, idle: true },
 ].filter((s) => !option('scenarios') || option('scenarios').split(',').includes(s.name));
 
@@ -77,7 +90,7 @@ function loadgen(args, onEvent) {
 }
 
 async function measure(server, scenario) {
-  const running = await startRelay(server);
+  const running = await startRelay(server, scenario.env);
   const pid = running.child.pid;
   const common = ['--server', `127.0.0.1:${running.port}`, '--create-path', running.createPath];
   try {
@@ -118,7 +131,7 @@ function summarize(results) {
   const summary = {};
   for (const scenario of scenarios) {
     summary[scenario.name] = {};
-    for (const server of servers) {
+    for (const server of serversOf(scenario)) {
       const runs = results.filter((r) => r.scenario === scenario.name && r.server === server.name).map((r) => r.result);
       const pick = (f) => median(runs.map(f));
       summary[scenario.name][server.name] = scenario.idle
@@ -146,7 +159,7 @@ function markdown(summary, machine) {
     '',
     `Written by \`npm run bench\` on ${new Date().toISOString().slice(0, 10)}: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, Linux ${machine.kernel}, Node ${process.version}.`,
     `Each server pinned to core 0, the load generator to core 1; ${rounds} rounds, servers interleaved, medians shown; ${durationMs / 1000} s measured per run after 1 s of warm-up.`,
-    'Ratios are to baseline 1, a plain `ws` relay. Every delivery was checked: none lost, reordered, echoed or sent to another session.',
+    'Ratios are to baseline 1, a plain `ws` relay, unless a table says otherwise. Every delivery was checked: none lost, reordered, echoed or sent to another session.',
     '',
   ];
   for (const scenario of scenarios) {
@@ -165,14 +178,14 @@ function markdown(summary, machine) {
       }
     } else {
       lines.push(
-        '| server | deliveries/s | vs ws | p50 | p99 | p99.9 | server CPU | server RSS | load generator CPU |',
+        `| server | deliveries/s | ${versusLabel(scenario)} | p50 | p99 | p99.9 | server CPU | server RSS | load generator CPU |`,
         '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
       );
-      for (const server of servers) {
+      for (const server of serversOf(scenario)) {
         const r = rows[server.name];
         const capped = r.loadgenCpuPercent >= LOADGEN_CAPPED_PERCENT ? ' (capped by the load generator)' : '';
         lines.push(
-          `| ${server.label} | ${fmt(r.deliveriesPerSec)}${capped} | ${ratio(r.deliveriesPerSec, rows.ws?.deliveriesPerSec)} | ${fmt(r.p50Us / 1000, 2)} ms | ${fmt(r.p99Us / 1000, 2)} ms | ${fmt(r.p999Us / 1000, 2)} ms | ${fmt(r.serverCpuPercent)}% | ${fmt(r.serverRssBytes / 2 ** 20, 1)} MiB | ${fmt(r.loadgenCpuPercent)}% |`,
+          `| ${server.label} | ${fmt(r.deliveriesPerSec)}${capped} | ${ratio(r.deliveriesPerSec, versus(summary, scenario, server)?.deliveriesPerSec)} | ${fmt(r.p50Us / 1000, 2)} ms | ${fmt(r.p99Us / 1000, 2)} ms | ${fmt(r.p999Us / 1000, 2)} ms | ${fmt(r.serverCpuPercent)}% | ${fmt(r.serverRssBytes / 2 ** 20, 1)} MiB | ${fmt(r.loadgenCpuPercent)}% |`,
         );
       }
     }
@@ -189,7 +202,8 @@ function markdown(summary, machine) {
   for (let round = 0; round < rounds; round++) {
     for (const scenario of scenarios) {
       // Rotate the order each round, so no server always runs first or last.
-      const order = servers.map((_, i) => servers[(i + round) % servers.length]);
+      const runs = serversOf(scenario);
+      const order = runs.map((_, i) => runs[(i + round) % runs.length]);
       for (const server of order) {
         const result = await measure(server, scenario);
         if (!result.ok) {

@@ -6,7 +6,8 @@
 //   ws        baseline 1: a plain ws relay, a Map of Sets forwarding the received data
 //   original  baseline 2: the original design, JSON.parse then JSON.stringify per recipient
 //
-// Usage: node --expose-gc bench/servers.js <kind> <port>. `POST /gc` collects garbage so
+// Usage: node --expose-gc bench/servers.js <kind> <port>; HISTORY_SIZE=n keeps session
+// history in the switchyard servers, as it does in the binary. `POST /gc` collects garbage so
 // memory is measured on live objects only.
 const http = require('node:http');
 const crypto = require('node:crypto');
@@ -14,6 +15,9 @@ const { WebSocketServer } = require('ws');
 const { RelaySessionManager } = require('..');
 
 const [kind, port] = [process.argv[2], Number(process.argv[3])];
+// As the binary's HISTORY_SIZE and HISTORY_TTL: sessions keep this many publications.
+const { HISTORY_SIZE, HISTORY_TTL = '300000' } = process.env;
+const history = HISTORY_SIZE ? { size: Number(HISTORY_SIZE), ttlMs: Number(HISTORY_TTL) } : undefined;
 const sessionPath = /^\/session\/([^/?]+)/;
 
 function httpHandler(createSession) {
@@ -54,14 +58,14 @@ function plainRelay(forward) {
 
 const servers = {
   native() {
-    const manager = new RelaySessionManager({ maxClientsPerSession: 100 });
+    const manager = new RelaySessionManager({ maxClientsPerSession: 100, history });
     manager.start();
     const server = http.createServer(httpHandler(() => manager.createSession().sessionId));
     manager.attach(server);
     return server;
   },
   bridge() {
-    const manager = new RelaySessionManager({ maxClientsPerSession: 100 });
+    const manager = new RelaySessionManager({ maxClientsPerSession: 100, history });
     manager.start();
     const server = http.createServer(httpHandler(() => manager.createSession().sessionId));
     const wss = new WebSocketServer({ server });

@@ -72,6 +72,10 @@ struct Args {
     /// Idle mode: open the clients, send nothing, hold them until stdin has a line.
     #[arg(long)]
     idle: bool,
+    /// Clients per session that connect with `?positions=1`, so receive each message
+    /// wrapped in a publication (the server must keep history).
+    #[arg(long, default_value_t = 0)]
+    positions_clients: usize,
     /// WebSocket handshakes in flight at once while connecting.
     #[arg(long, default_value_t = 64)]
     connect_concurrency: usize,
@@ -166,8 +170,9 @@ async fn create_session(args: &Args) -> Result<String, String> {
     json["sessionId"].as_str().map(str::to_owned).ok_or_else(|| format!("no sessionId in {body}"))
 }
 
-async fn connect(args: &Args, session: &str) -> Result<(Sink, Source), String> {
-    let url = format!("ws://{}{}{}", args.server, args.ws_path, session);
+async fn connect(args: &Args, session: &str, positions: bool) -> Result<(Sink, Source), String> {
+    let query = if positions { "?positions=1" } else { "" };
+    let url = format!("ws://{}{}{}{query}", args.server, args.ws_path, session);
     // tungstenite zero-fills its whole read buffer before every read: the default 128 KiB
     // would make each small read cost a large memset, and the clients the bottleneck.
     let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
@@ -278,7 +283,7 @@ async fn run(args: Args) -> bool {
             let (args, gate, session) = (args.clone(), gate.clone(), session_ids[i / args.clients].clone());
             tokio::task::spawn_local(async move {
                 let _permit = gate.acquire().await;
-                connect(&args, &session).await
+                connect(&args, &session, i % args.clients < args.positions_clients).await
             })
         })
         .collect();

@@ -51,9 +51,17 @@ pub fn encode(stamp: Stamp, len: usize) -> String {
     String::from_utf8(out).expect("ASCII")
 }
 
-/// The stamp of a benchmark message; `None` for anything else (the server's own
-/// messages, such as `client_connected`).
+/// Where a publication's `data` starts: `{"type":"publication",...,"data":` then the message.
+const PUBLICATION: &[u8] = br#"{"type":"publication","#;
+const DATA: &[u8] = br#""data":"#;
+
+/// The stamp of a benchmark message, as sent or wrapped in a publication; `None` for
+/// anything else (the server's own messages, such as `client_connected`).
 pub fn decode(text: &[u8]) -> Option<Stamp> {
+    if text.starts_with(PUBLICATION) {
+        let at = text.windows(DATA.len()).position(|w| w == DATA)? + DATA.len();
+        return decode(&text[at..]);
+    }
     if text.len() < MIN_LEN || !text.starts_with(PREFIX) {
         return None;
     }
@@ -79,5 +87,7 @@ mod tests {
             assert_eq!(json["type"], "b");
         }
         assert_eq!(decode(br#"{"type":"client_connected"}"#), None);
+        let published = format!(r#"{{"type":"publication","offset":7,"from":"c1","data":{}}}"#, encode(stamp, 100));
+        assert_eq!(decode(published.as_bytes()), Some(stamp));
     }
 }
