@@ -83,6 +83,21 @@ export interface RelaySessionManagerConfig {
   history?: HistoryOptions
   /** The bytes all session streams may keep together; the oldest publications go first past it. Default 64 MiB. */
   historyMaxBytes?: number
+  /**
+   * Makes this manager a node of a cluster: every node serves every session, through
+   * this Redis (or Valkey). Off by default: one process alone, nothing to install.
+   */
+  redis?: RedisOptions
+}
+
+/** How a manager joins a cluster. */
+export interface RedisOptions {
+  /** `redis://[user:password@]host:port[/db]`. */
+  url: string
+  /** Put before every key and channel name, so clusters can share one Redis. Default `"switchyard:"`. */
+  keyPrefix?: string
+  /** This node's name, unique in the cluster. Default: host, process id and a random suffix. */
+  nodeId?: string
 }
 
 /** A session stream's bounds. */
@@ -420,6 +435,16 @@ export declare enum ClientRole {
   REQUESTING = 'requesting',
 }
 
+export interface ClusterStats {
+  nodeId: string
+  /** Whether Redis is reachable: while it is not, the node relays among its own clients. */
+  connected: boolean
+  /** Other nodes whose lease is current. */
+  peers: number
+  /** Messages for other nodes dropped while Redis was unreachable or the queue full. */
+  dropped: number
+}
+
 /** permessage-deflate, negotiated by `ws` in bridge mode. */
 export interface CompressionStats {
   /** Bridge sockets open now with permessage-deflate. */
@@ -552,6 +577,8 @@ export interface Published {
 
 /** What `getStats()` returns. */
 export interface RelayStats {
+  /** `"ok"`, or `"degraded"` while the cluster's Redis is unreachable. */
+  status: 'ok' | 'degraded'
   /** Between `start()` and `stop()`. */
   isRunning: boolean
   /** Milliseconds since `start()`; 0 when not running. */
@@ -588,6 +615,8 @@ export interface RelayStats {
   health: HealthStats
   compression: CompressionStats
   config: ResolvedConfig
+  /** This node's place in a cluster (`redis` configured); absent for one process alone. */
+  cluster?: ClusterStats
 }
 
 export interface ResolvedAuth {

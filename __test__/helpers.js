@@ -464,3 +464,43 @@ module.exports.oneByOne = async function oneByOne(from, to, times = 16) {
     await to.next((m) => m.json?.type === 'one-by-one' && m.json.i === i);
   }
 };
+
+/** Where `redis-server` is, if it is installed. */
+function redisServerPath() {
+  const dirs = (process.env.PATH ?? '').split(path.delimiter).concat(['/usr/bin', '/usr/local/bin', '/usr/sbin']);
+  return dirs.map((dir) => path.join(dir, 'redis-server')).find((file) => fs.existsSync(file));
+}
+
+/** Whether something answers on 127.0.0.1:`port`. */
+function listening(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1', () => socket.end(() => resolve(true)));
+    socket.on('error', () => resolve(false));
+  });
+}
+
+/**
+ * Starts a `redis-server` of its own on a free port (or `port`), keeping nothing on disk,
+ * and waits until it answers. `kill()` SIGKILLs it; `start()` again on the same port.
+ */
+async function startRedis(port) {
+  const program = redisServerPath();
+  if (!program) throw new Error('redis-server is not installed (apt-get install redis-server)');
+  port ??= await freePort();
+  const redis = { port, url: `redis://127.0.0.1:${port}`, child: null };
+  redis.start = async () => {
+    const child = spawn(program, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    child.exited = new Promise((resolve) => child.on('exit', resolve));
+    redis.child = child;
+    await eventually(async () => assert.ok(await listening(port), `redis-server did not start on ${port}`), 5000);
+  };
+  redis.kill = async () => {
+    redis.child.kill('SIGKILL');
+    await redis.child.exited;
+  };
+  await redis.start();
+  return redis;
+}
+
+module.exports.redisServerPath = redisServerPath;
+module.exports.startRedis = startRedis;

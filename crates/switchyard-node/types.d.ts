@@ -83,6 +83,21 @@ export interface RelaySessionManagerConfig {
   history?: HistoryOptions
   /** The bytes all session streams may keep together; the oldest publications go first past it. Default 64 MiB. */
   historyMaxBytes?: number
+  /**
+   * Makes this manager a node of a cluster: every node serves every session, through
+   * this Redis (or Valkey). Off by default: one process alone, nothing to install.
+   */
+  redis?: RedisOptions
+}
+
+/** How a manager joins a cluster. */
+export interface RedisOptions {
+  /** `redis://[user:password@]host:port[/db]`. */
+  url: string
+  /** Put before every key and channel name, so clusters can share one Redis. Default `"switchyard:"`. */
+  keyPrefix?: string
+  /** This node's name, unique in the cluster. Default: host, process id and a random suffix. */
+  nodeId?: string
 }
 
 /** A session stream's bounds. */

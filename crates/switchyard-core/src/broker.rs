@@ -6,6 +6,12 @@
 //!
 //! The relay calls [`Broker::publish`] under the topic's own order (a session's lock, a
 //! channel's), so the offsets a broker gives reach every subscriber in order.
+//!
+//! A broker shared by several nodes (a cluster) also carries what the nodes tell each
+//! other, as [`Remote`]s: the relay hands each delivery made here to [`Broker::forward`],
+//! says which topics have subscribers here, and takes what other nodes sent through one
+//! entry point, [`crate::Relay::handle_remote`]. Nothing here does I/O: a cluster
+//! broker queues, and its own task talks to the other nodes.
 
 use std::sync::Arc;
 
@@ -13,9 +19,12 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 
 use crate::channels::ChannelName;
+use crate::config::ConflictResolution;
+use crate::relay::Present;
 use crate::frame::Frame;
 use crate::ids::{ConnId, Millis, SessionId};
 use crate::streams::{Budget, HistoryConfig, Position, Publication, Stream};
+
 
 /// What a delivery is addressed to. Sessions and channels may keep a stream; the others
 /// only ever deliver.
@@ -30,6 +39,89 @@ pub enum Topic {
     Connection(ConnId),
     /// Every connection.
     Everyone,
+}
+
+/// A delivery to a topic's subscribers.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub topic: Topic,
+    pub frame: Frame,
+    /// The member that published it, which does not get it back; `None` for the server.
+    pub from: Option<ConnId>,
+    /// A subscriber that does not get it either.
+    pub except: Option<ConnId>,
+    /// A publication is numbered and kept where the topic has a stream; a notice is only
+    /// delivered.
+    pub publication: bool,
+    /// What a subscriber must also match (a filtered send).
+    pub filter: Filter,
+}
+
+/// Fields a connection must match, beyond subscribing to the topic: all that are given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub session: Option<SessionId>,
+    pub channel: Option<ChannelName>,
+    pub user: Option<Arc<str>>,
+    pub organization: Option<Arc<str>>,
+}
+
+impl Filter {
+    pub fn is_empty(&self) -> bool {
+        self.session.is_none() && self.channel.is_none() && self.user.is_none() && self.organization.is_none()
+    }
+}
+
+/// A session as every node of a cluster knows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    pub max_clients: usize,
+    pub metadata: Option<serde_json::Value>,
+    pub conflict_resolution: ConflictResolution,
+    pub history: Option<HistoryConfig>,
+}
+
+/// A member of a session connected to another node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteMember {
+    pub node: Arc<str>,
+    pub present: Present,
+}
+
+/// What one node of a cluster tells the others.
+#[derive(Clone, Debug)]
+pub enum Remote {
+    /// A delivery made on the sending node, for the subscribers here.
+    Delivery(Delivery),
+    SessionCreated(SessionRecord),
+    SessionDeleted(SessionId),
+    /// A member joined on its node; `announce` tells the session's members here
+    /// (`client_connected`), as a join does, where a resync after reconnecting does not.
+    MemberJoined { session: SessionId, member: RemoteMember, announce: bool },
+    /// A member left on its node; the session's members here are told.
+    MemberLeft { session: SessionId, conn: ConnId, was_active: bool },
+    /// A node is gone (its lease ran out, or it stopped): its members left.
+    NodeGone(Arc<str>),
+}
+
+/// How a cluster broker's link to the other nodes is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterStatus {
+    pub node_id: Arc<str>,
+    /// False while the shared broker is unreachable: the node relays among its own
+    /// clients only.
+    pub connected: bool,
+    /// Whether it has been connected since the node started: sessions created before
+    /// that are registered when it connects; after it, while unreachable, creating one
+    /// is refused (`UNAVAILABLE`).
+    pub joined: bool,
+    /// Other nodes whose lease is current.
+    pub peers: usize,
+    /// Messages for other nodes dropped because the link was down or its queue full.
+    pub dropped: u64,
 }
 
 /// What a topic's stream holds after a position.
@@ -69,6 +161,19 @@ pub trait Broker: Send + Sync {
     /// Forgets the streams of channels that hold nothing (all expired) and that
     /// `in_use` says nobody is subscribed to. Sessions' streams end with their sessions.
     fn sweep(&self, now: Millis, in_use: &dyn Fn(&Topic) -> bool);
+
+    /// The cluster's state; `None` for a broker of one process.
+    fn cluster(&self) -> Option<ClusterStatus> {
+        None
+    }
+    /// Hands what happened here to the other nodes.
+    fn forward(&self, _remote: Remote) {}
+    /// This node has its first subscriber to `topic` (`true`) or lost its last.
+    fn subscribed(&self, _topic: &Topic, _subscribed: bool) {}
+    /// Where this node's connection ids start, so that they are unique in a cluster.
+    fn connection_id_base(&self) -> u64 {
+        0
+    }
 }
 
 /// Streams kept in this process: a bounded ring per topic, all of them within one budget

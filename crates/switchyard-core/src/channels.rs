@@ -213,6 +213,11 @@ impl Channels {
         self.members.len()
     }
 
+    /// The channels that have members.
+    pub fn names(&self) -> Vec<ChannelName> {
+        self.members.iter().map(|c| c.key().clone()).collect()
+    }
+
     /// Each channel's name and member count, sorted by name.
     pub fn breakdown(&self) -> Vec<(String, usize)> {
         let mut breakdown: Vec<_> = self.members.iter().map(|c| (c.key().as_str().to_owned(), c.len())).collect();

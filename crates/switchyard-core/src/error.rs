@@ -37,6 +37,10 @@ pub enum SessionError {
     /// `maxSessions` sessions exist already.
     #[error("there are {0} sessions, the most allowed (maxSessions); delete some or let them expire")]
     TooMany(usize),
+    /// In a cluster whose Redis is unreachable: the id could not be checked as unique,
+    /// nor the other nodes told.
+    #[error("UNAVAILABLE: the cluster's Redis is unreachable; try again")]
+    Unavailable,
 }
 
 /// Why a connection was not let into the relay; the transport closes it with
@@ -109,6 +113,7 @@ pub enum ErrorCode {
     NoHandler,
     RequestFailed,
     RequestTimeout,
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -126,6 +131,7 @@ impl ErrorCode {
             ErrorCode::NoHandler => "NO_HANDLER",
             ErrorCode::RequestFailed => "REQUEST_FAILED",
             ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
+            ErrorCode::Unavailable => "UNAVAILABLE",
         }
     }
 
@@ -144,6 +150,7 @@ impl ErrorCode {
             ErrorCode::NoHandler => "No request handler is registered",
             ErrorCode::RequestFailed => "The request failed",
             ErrorCode::RequestTimeout => "The request was not answered in time",
+            ErrorCode::Unavailable => "The cluster's Redis is unreachable; try again",
         }
     }
 }

@@ -10,6 +10,12 @@ use crate::error::SessionError;
 /// Milliseconds since the Unix epoch, as passed in by the transport.
 pub type Millis = u64;
 
+/// The wall clock: the `now` transports pass in. The relay itself never reads it.
+pub fn now() -> Millis {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
+}
+
 /// Longest session id accepted from the app.
 const MAX_SESSION_ID_LEN: usize = 128;
 /// 22 characters of a 62-letter alphabet carry 130 random bits.

@@ -33,10 +33,10 @@ pub use config::{AckPolicy, Config, ConfigError, ConflictResolution, SlowConsume
 pub use error::{close_code, ErrorCode, Refusal, Rejection, SessionError};
 pub use event::{ConnectionInfo, Event, EventSink, NoEvents};
 pub use frame::{Frame, FrameKind};
-pub use ids::{ConnId, Millis, SessionId};
+pub use ids::{now, ConnId, Millis, SessionId};
 pub use outbox::{Outbox, Pushed, Transport};
 pub use protocol::server_message;
-pub use broker::{Broker, History, MemoryBroker, Recovery, Topic};
+pub use broker::{Broker, ClusterStatus, Delivery, Filter, History, MemoryBroker, Recovery, Remote, RemoteMember, SessionRecord, Topic};
 pub use relay::{Identity, Present, PublishError, Relay, Route, Target, MAX_CHANNELS_PER_CONNECTION};
 pub use report::StatsReport;
 pub use session::{SessionInfo, SessionOptions};

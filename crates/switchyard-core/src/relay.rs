@@ -29,12 +29,13 @@ mod control_messages;
 mod fan_out;
 mod publications;
 mod rates;
+mod remote;
 mod request_messages;
 mod targeting;
 
 pub use publications::{Present, PublishError};
 pub use targeting::Target;
-use fan_out::{Delivery, Filter};
+use fan_out::Reach;
 
 use crate::awareness::{Audience, Awareness, Notices, Registration};
 use crate::channels::{AllowList, ChannelName, Channels, Joiner, Subscriber};
@@ -51,7 +52,7 @@ use crate::requests::Requests;
 use crate::roles::Send;
 use crate::protocol::WelcomePosition;
 use crate::session::{ClientName, Member, Session, SessionInfo, SessionOptions};
-use crate::broker::{Broker, History, MemoryBroker, Recovery, Topic};
+use crate::broker::{Broker, ClusterStatus, Delivery, Filter, History, MemoryBroker, Recovery, Remote, RemoteMember, SessionRecord, Topic};
 use crate::streams::{Position, Resume};
 use crate::report::StatsReport;
 use crate::stats::{Counters, Health, Sizes, Stats};
@@ -215,8 +216,14 @@ pub struct Relay {
     /// Sessions whose forwarded `request_control` waits for an answer, with its deadline:
     /// one entry a session, so spamming requests grows nothing.
     transfers: DashMap<SessionId, Millis>,
-    /// Where the streams of sessions live.
+    /// Where the streams of sessions live, and in a cluster the link to the other nodes.
     broker: Arc<dyn Broker>,
+    /// Whether the broker is shared with other nodes: only then is anything forwarded.
+    clustered: bool,
+    /// This node's name in the cluster; empty alone.
+    node_id: Arc<str>,
+    /// Members of this node's sessions connected to other nodes, as they told us.
+    remote_members: DashMap<SessionId, Vec<RemoteMember>>,
 }
 
 impl Relay {
@@ -229,6 +236,10 @@ impl Relay {
     /// A relay whose streams live in `broker`.
     pub fn with_broker(config: Config, events: Arc<dyn EventSink>, broker: Arc<dyn Broker>) -> Self {
         Self {
+            clustered: broker.cluster().is_some(),
+            node_id: broker.cluster().map_or_else(|| "".into(), |cluster| cluster.node_id),
+            last_conn_id: AtomicU64::new(broker.connection_id_base()),
+            remote_members: DashMap::new(),
             broker,
             allow: AllowList::new(config.channel_allow.as_deref()),
             config,
@@ -244,7 +255,6 @@ impl Relay {
             watched: RwLock::default(),
             watching: AtomicBool::new(false),
             answers_requests: AtomicBool::new(false),
-            last_conn_id: AtomicU64::new(0),
             counters: Counters::default(),
             next_cleanup: AtomicU64::new(0),
             next_heartbeat: AtomicU64::new(0),
@@ -273,22 +283,21 @@ impl Relay {
         if let Some(history) = &options.history {
             history.validate().map_err(SessionError::InvalidOption)?;
         }
+        if self.broker.cluster().is_some_and(|cluster| cluster.joined && !cluster.connected) {
+            return Err(SessionError::Unavailable);
+        }
         let history = options.history.or(self.config.history);
         // 0 means the default, as it did in the original.
         let lifetime = options.expires_in_ms.filter(|ms| *ms > 0).unwrap_or(self.config.session_timeout_ms);
-        let session = Session {
+        let session = Session::from_record(SessionRecord {
             id: id.clone(),
             created_at: now,
             expires_at: now.saturating_add(lifetime),
             max_clients: options.max_clients.unwrap_or(self.config.max_clients_per_session),
             metadata: options.metadata,
-            last_activity: AtomicU64::new(now),
-            members: Vec::new(),
-            joins: 0,
-            control: Default::default(),
             conflict_resolution: options.conflict_resolution.unwrap_or(self.config.default_conflict_resolution),
-            order: history.map(|_| Mutex::new(())),
-        };
+            history,
+        });
         // Concurrent creators may pass this together: the cap holds within their number.
         if self.sessions.len() >= self.config.max_sessions {
             return Err(SessionError::TooMany(self.config.max_sessions));
@@ -299,7 +308,11 @@ impl Relay {
                 if let Some(history) = history {
                     self.broker.open_stream(&Topic::Session(slot.key().clone()), history);
                 }
-                slot.insert(session).info()
+                let session = slot.insert(session);
+                if self.clustered {
+                    self.broker.forward(Remote::SessionCreated(session.record()));
+                }
+                session.info()
             }
         };
         self.events.emit(Event::SessionCreated(info.clone()));
@@ -308,11 +321,11 @@ impl Relay {
 
     pub fn session(&self, id: &str) -> Option<SessionInfo> {
         let id = SessionId::parse(id).ok()?;
-        self.sessions.get(&id).map(|s| s.info())
+        self.sessions.get(&id).map(|s| self.info_of(&s))
     }
 
     pub fn sessions(&self) -> Vec<SessionInfo> {
-        self.sessions.iter().map(|s| s.info()).collect()
+        self.sessions.iter().map(|s| self.info_of(&s)).collect()
     }
 
     /// Up to `limit` sessions whose ids sort after `after`, in order of id, and whether
@@ -327,12 +340,30 @@ impl Relay {
             ids.truncate(limit);
         }
         ids.sort_unstable();
-        (ids.iter().filter_map(|id| self.sessions.get(id).map(|s| s.info())).collect(), more)
+        (ids.iter().filter_map(|id| self.sessions.get(id).map(|s| self.info_of(&s))).collect(), more)
     }
 
-    /// Removes a session and closes its connections with 1000 "Session deleted".
+    /// A session as the app sees it: its members counted on every node.
+    fn info_of(&self, session: &Session) -> SessionInfo {
+        let mut info = session.info();
+        info.client_count += self.remote_members.get(&session.id).map_or(0, |members| members.len());
+        info
+    }
+
+    /// Removes a session and closes its connections with 1000 "Session deleted", on
+    /// every node of a cluster.
     pub fn delete_session(&self, id: &str, now: Millis) -> bool {
-        let Some((_, session)) = SessionId::parse(id).ok().and_then(|id| self.sessions.remove(&id)) else {
+        let Ok(id) = SessionId::parse(id) else { return false };
+        if self.clustered {
+            self.broker.forward(Remote::SessionDeleted(id.clone()));
+        }
+        self.end_session_here(&id, now)
+    }
+
+    /// Removes a session from this node, closing its members here.
+    fn end_session_here(&self, id: &SessionId, now: Millis) -> bool {
+        self.remote_members.remove(id);
+        let Some((_, session)) = self.sessions.remove(id) else {
             return false;
         };
         let session_id = session.id.clone();
@@ -413,7 +444,8 @@ impl Relay {
         if session.is_expired(now) {
             return Err(Refusal::SessionNotFound);
         }
-        if session.members.len() >= session.max_clients {
+        let elsewhere = self.remote_members.get(session_id).map_or(0, |members| members.len());
+        if session.members.len() + elsewhere >= session.max_clients {
             return Err(Refusal::SessionFull);
         }
         let connection_id = id.to_string();
@@ -447,6 +479,15 @@ impl Relay {
         let joined = session.joins;
         session.members.push(Member { conn: id, outbox, name, joined, positions, joined_at: now });
         session.last_activity.store(now, Ordering::Relaxed);
+        if self.clustered {
+            let first = session.members.len() == 1;
+            let present = self.present(&session, session.members.last().expect("just joined"));
+            drop(session);
+            self.broker.forward(Remote::MemberJoined { session: session_id.clone(), member: self.as_remote(present), announce: true });
+            if first {
+                self.broker.subscribed(&topic, true);
+            }
+        }
         Ok(())
     }
 
@@ -600,8 +641,8 @@ impl Relay {
                 Audience::Conn(conn) => Topic::Connection(conn),
                 Audience::User(user) => Topic::User(user),
             };
-            let delivery = Delivery { frame: &frame, from: None, except: None, publication: false, filter: Filter::default() };
-            self.fan_out(&topic, &delivery, now, slow);
+            let delivery = Delivery { topic, frame, from: None, except: None, publication: false, filter: Filter::default() };
+            self.fan_out(delivery, Reach::Here, now, slow);
         }
     }
 
@@ -733,6 +774,14 @@ impl Relay {
                     self.push(member.conn, &*member.outbox, farewell.clone(), &mut slow);
                 }
                 self.deliver(members, sends, &mut slow);
+                let last = members.is_empty();
+                drop(session);
+                if self.clustered {
+                    self.broker.forward(Remote::MemberLeft { session: session_id.clone(), conn: id, was_active });
+                    if last {
+                        self.broker.subscribed(&Topic::Session(session_id.clone()), false);
+                    }
+                }
             }
         }
         self.events.emit(Event::Disconnected { connection: info, code, reason: reason.to_owned() });
@@ -747,6 +796,13 @@ impl Relay {
             self.broker.close_stream(&Topic::Session(session.id.clone()));
         }
         let mut slow = SlowConsumers::new();
+        if self.clustered && !session.members.is_empty() {
+            // Out of the map already, the session tells no one of its members leaving.
+            for member in &session.members {
+                self.broker.forward(Remote::MemberLeft { session: session.id.clone(), conn: member.conn, was_active: false });
+            }
+            self.broker.subscribed(&Topic::Session(session.id.clone()), false);
+        }
         for member in session.members {
             slow.extend(self.remove_connection(member.conn, code, reason, true, now));
         }
@@ -855,9 +911,14 @@ impl Relay {
         })
     }
 
+    /// This node's place in a cluster; `None` alone.
+    pub fn cluster(&self) -> Option<ClusterStatus> {
+        self.broker.cluster()
+    }
+
     /// The counters and sizes as `getStats()` and `GET /stats` answer them.
     pub fn report(&self, now: Millis) -> StatsReport {
-        StatsReport::new(&self.stats(), self.channels.breakdown(), self.health(now))
+        StatsReport::new(&self.stats(), self.channels.breakdown(), self.health(now), self.broker.cluster())
     }
 
     /// Each channel's name and how many members it has, by name.

@@ -5,12 +5,15 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::broker::ClusterStatus;
 use crate::outbox::Transport;
 use crate::stats::{Health, HistogramSnapshot, Stats, FRAME_SIZES};
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatsReport {
+    /// `"ok"`, or `"degraded"` while the cluster's Redis is unreachable.
+    pub status: &'static str,
     pub active_sessions: usize,
     pub active_connections: usize,
     pub messages: MessageCounts,
@@ -39,6 +42,27 @@ pub struct StatsReport {
     /// Bytes the streams keep together (at most `historyMaxBytes`).
     pub history_bytes: usize,
     pub health: HealthReport,
+    /// This node's place in a cluster; absent for one process alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterReport {
+    pub node_id: String,
+    /// Whether Redis is reachable: while it is not, the node relays among its own clients.
+    pub connected: bool,
+    /// Other nodes whose lease is current.
+    pub peers: usize,
+    /// Messages for other nodes dropped while Redis was unreachable or the queue full.
+    pub dropped: u64,
+}
+
+impl From<ClusterStatus> for ClusterReport {
+    fn from(status: ClusterStatus) -> Self {
+        Self { node_id: status.node_id.to_string(), connected: status.connected, peers: status.peers, dropped: status.dropped }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -128,8 +152,10 @@ fn frame_buckets(sizes: &HistogramSnapshot) -> BTreeMap<String, u64> {
 }
 
 impl StatsReport {
-    pub fn new(stats: &Stats, breakdown: Vec<(String, usize)>, health: Health) -> Self {
+    pub fn new(stats: &Stats, breakdown: Vec<(String, usize)>, health: Health, cluster: Option<ClusterStatus>) -> Self {
         Self {
+            status: if cluster.as_ref().is_some_and(|c| !c.connected) { "degraded" } else { "ok" },
+            cluster: cluster.map(ClusterReport::from),
             active_sessions: stats.active_sessions,
             active_connections: stats.active_connections,
             messages: MessageCounts {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde_json::Value;
 
+use crate::broker::SessionRecord;
 use crate::config::ConflictResolution;
 use crate::ids::{ConnId, Millis, SessionId};
 use crate::outbox::Outbox;
@@ -95,11 +96,43 @@ pub(crate) struct Session {
     /// numbering a publication to handing it to every member, so members see offsets in
     /// order.
     pub order: Option<Mutex<()>>,
+    pub history: Option<HistoryConfig>,
 }
 
 impl Session {
     pub fn is_expired(&self, now: Millis) -> bool {
         now >= self.expires_at
+    }
+
+    /// The session as the other nodes of a cluster are told of it.
+    pub fn record(&self) -> SessionRecord {
+        SessionRecord {
+            id: self.id.clone(),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            max_clients: self.max_clients,
+            metadata: self.metadata.clone(),
+            conflict_resolution: self.conflict_resolution,
+            history: self.history,
+        }
+    }
+
+    /// A session another node created, as this node keeps it.
+    pub fn from_record(record: SessionRecord) -> Self {
+        Session {
+            id: record.id,
+            created_at: record.created_at,
+            expires_at: record.expires_at,
+            max_clients: record.max_clients,
+            metadata: record.metadata,
+            last_activity: AtomicU64::new(record.created_at),
+            members: Vec::new(),
+            joins: 0,
+            control: Default::default(),
+            conflict_resolution: record.conflict_resolution,
+            order: record.history.map(|_| Mutex::new(())),
+            history: record.history,
+        }
     }
 
     pub fn info(&self) -> SessionInfo {

@@ -8,6 +8,7 @@ use switchyard_core::{
     AckPolicy, Config, ConflictResolution, HistoryConfig, Identity, Rate, RateLimits, Route, SessionError, SessionOptions,
     SlowConsumerPolicy,
 };
+use switchyard_redis::RedisOptions;
 use switchyard_server::admission::TokenAuth;
 use switchyard_server::auth::{self, JwtConfig, Keys, Verifier};
 
@@ -20,7 +21,7 @@ const MAX_MS: u64 = 1 << 50;
 const MAX_BYTES: u64 = 1 << 40;
 const MAX_COUNT: u64 = u32::MAX as u64;
 
-const CONFIG_OPTIONS: [&str; 22] = [
+const CONFIG_OPTIONS: [&str; 23] = [
     "sessionTimeoutMs",
     "maxSessions",
     "maxClientsPerSession",
@@ -43,6 +44,7 @@ const CONFIG_OPTIONS: [&str; 22] = [
     "nativeCompression",
     "history",
     "historyMaxBytes",
+    "redis",
 ];
 const SESSION_OPTIONS: [&str; 6] = ["sessionId", "expiresIn", "metadata", "maxClients", "conflictResolution", "history"];
 const HISTORY_OPTIONS: [&str; 2] = ["size", "ttlMs"];
@@ -56,6 +58,24 @@ const JWT_OPTIONS: [&str; 9] =
 pub struct Settings {
     pub config: Config,
     pub auth: Option<TokenAuth>,
+    pub redis: Option<RedisOptions>,
+}
+
+/// `redis: { url, keyPrefix, nodeId }`: this manager is a node of a cluster. A node
+/// silent for `heartbeatTimeoutMs` is gone: its lease lasts half of it.
+fn read_redis(env: &Env, options: &OptionsReader, config: &Config) -> Result<Option<RedisOptions>> {
+    if !options.has("redis")? {
+        return Ok(None);
+    }
+    let redis = options.nested("redis", &["url", "keyPrefix", "nodeId"])?;
+    let Some(url) = redis.string("url")? else { return Err(type_error(env, "redis needs a url, such as { url: 'redis://127.0.0.1:6379' }")) };
+    Ok(Some(RedisOptions {
+        url,
+        prefix: redis.string("keyPrefix")?.unwrap_or_else(|| RedisOptions::DEFAULT_PREFIX.into()),
+        node_id: redis.string("nodeId")?.unwrap_or_else(RedisOptions::default_node_id),
+        lease_ms: config.heartbeat_timeout_ms / 2,
+        queue: RedisOptions::DEFAULT_QUEUE,
+    }))
 }
 
 /// `{ size, ttlMs }`, both required: a session stream's bounds.
@@ -181,7 +201,8 @@ pub fn read_settings(env: &Env, value: Option<Unknown>) -> Result<Settings> {
         history_max_bytes: options.positive_integer("historyMaxBytes", MAX_BYTES)?.map_or(defaults.history_max_bytes, size),
     };
     config.validate().map_err(|err| type_error(env, err.to_string()))?;
-    Ok(Settings { config, auth })
+    let redis = read_redis(env, &options, &config)?;
+    Ok(Settings { config, auth, redis })
 }
 
 fn read_conflict_resolution(options: &OptionsReader, name: &str) -> Result<Option<ConflictResolution>> {

@@ -21,6 +21,7 @@ use serde_json::value::RawValue;
 use switchyard_core::{
     close_code, ConnId, ConnectionInfo, ErrorCode, Event, Frame, Identity, Millis, Refusal, Rejection, Relay, Route, Target,
 };
+use switchyard_redis::{RedisBroker, RedisConfigError};
 use switchyard_server::admission::{self, Admitted, Refused, TokenAuth, Upgrade};
 use switchyard_server::{handshake, now, Accepted};
 
@@ -53,6 +54,8 @@ pub enum Lifecycle {
 
 pub struct Host {
     pub relay: Arc<Relay>,
+    /// The link to the other nodes, with `redis` configured.
+    cluster: Option<Arc<RedisBroker>>,
     auth: Option<TokenAuth>,
     pending: Arc<Pending>,
     sockets: RefCell<HashMap<ConnId, Rc<BridgeSocket>>>,
@@ -72,10 +75,16 @@ pub struct Host {
 }
 
 impl Host {
-    pub fn new(settings: Settings) -> Rc<Self> {
+    pub fn new(settings: Settings) -> std::result::Result<Rc<Self>, RedisConfigError> {
         let pending = Arc::new(Pending::new());
-        Rc::new(Self {
-            relay: Arc::new(Relay::new(settings.config, pending.clone())),
+        let cluster = settings.redis.map(|options| RedisBroker::new(options, settings.config.history_max_bytes)).transpose()?;
+        let relay = match &cluster {
+            Some(broker) => Relay::with_broker(settings.config, pending.clone(), broker.clone()),
+            None => Relay::new(settings.config, pending.clone()),
+        };
+        Ok(Rc::new(Self {
+            relay: Arc::new(relay),
+            cluster,
             auth: settings.auth,
             pending,
             sockets: RefCell::default(),
@@ -87,7 +96,17 @@ impl Host {
             closed_compression: Cell::new((0, 0)),
             pump_scheduled: Cell::new(false),
             deferred_pump: OnceCell::new(),
-        })
+        }))
+    }
+
+    /// Starts the link to the cluster's Redis, on the native runtime (whose wake-up lets
+    /// what other nodes send reach bridge sockets). Nothing without `redis`.
+    pub fn join_cluster(self: &Rc<Self>, env: &Env) -> Result<()> {
+        let Some(broker) = &self.cluster else { return Ok(()) };
+        let native = self.native(env)?;
+        let _entered = native.spawner.runtime.enter();
+        broker.start(self.relay.clone());
+        Ok(())
     }
 
     /// Flushes bridge outboxes and delivers events until nothing is left: a listener may
@@ -203,6 +222,10 @@ impl Host {
         self.start_timer(env)?;
         if let Some(native) = self.native.get() {
             native.spawner.tasks.reopen();
+        }
+        // After stop() the relay forgot the cluster's sessions; the link learns them again.
+        if let (Some(broker), Lifecycle::Stopped) = (&self.cluster, self.lifecycle.get()) {
+            broker.resync();
         }
         self.lifecycle.set(Lifecycle::Running { since: now() });
         Ok(())

@@ -292,6 +292,9 @@ impl ResolvedConfig {
 /// What `getStats()` returns.
 #[napi(object)]
 pub struct RelayStats {
+    /// `"ok"`, or `"degraded"` while the cluster's Redis is unreachable.
+    #[napi(ts_type = "'ok' | 'degraded'")]
+    pub status: String,
     /// Between `start()` and `stop()`.
     pub is_running: bool,
     /// Milliseconds since `start()`; 0 when not running.
@@ -328,6 +331,19 @@ pub struct RelayStats {
     pub health: HealthStats,
     pub compression: CompressionStats,
     pub config: ResolvedConfig,
+    /// This node's place in a cluster (`redis` configured); absent for one process alone.
+    pub cluster: Option<ClusterStats>,
+}
+
+#[napi(object)]
+pub struct ClusterStats {
+    pub node_id: String,
+    /// Whether Redis is reachable: while it is not, the node relays among its own clients.
+    pub connected: bool,
+    /// Other nodes whose lease is current.
+    pub peers: u32,
+    /// Messages for other nodes dropped while Redis was unreachable or the queue full.
+    pub dropped: i64,
 }
 
 /// What `history()` answers.
@@ -530,6 +546,8 @@ impl RelayStats {
     pub fn new(report: StatsReport, extra: StatsExtra, config: &Config, uptime_ms: Option<u64>) -> Self {
         let messages = &report.messages;
         Self {
+            status: report.status.into(),
+            cluster: report.cluster.map(|c| ClusterStats { node_id: c.node_id, connected: c.connected, peers: c.peers as u32, dropped: c.dropped as i64 }),
             is_running: uptime_ms.is_some(),
             uptime_ms: uptime_ms.unwrap_or(0) as i64,
             active_sessions: report.active_sessions as u32,

@@ -39,7 +39,11 @@ pub struct RelaySessionManager {
 impl RelaySessionManager {
     #[napi(constructor, ts_args_type = "config?: RelaySessionManagerConfig")]
     pub fn new(env: Env, config: Option<Unknown>) -> Result<Self> {
-        guard(|| Ok(Self { host: Host::new(read_settings(&env, config)?) }))
+        guard(|| {
+            let host = Host::new(read_settings(&env, config)?).map_err(|err| type_error(&env, err.to_string()))?;
+            host.join_cluster(&env)?;
+            Ok(Self { host })
+        })
     }
 
     /// Starts the ping and cleanup timers. Calling it while running does nothing; after

@@ -14,13 +14,6 @@ pub mod handshake;
 pub mod metrics;
 mod outbox;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 pub use connection::{Accepted, Spawner, CLOSE_TIMEOUT};
 pub use outbox::{LatencySample, NativeOutbox};
-use switchyard_core::Millis;
-
-/// The wall clock in milliseconds since the Unix epoch: the `now` the relay takes.
-pub fn now() -> Millis {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
-}
+pub use switchyard_core::now;

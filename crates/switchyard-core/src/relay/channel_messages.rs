@@ -2,7 +2,7 @@
 //! `LEAVE_CHANNEL`, `PRESENCE`, publishing to a channel, and reading a channel's history
 //! and members.
 
-use super::fan_out::{Delivery, Filter};
+use super::fan_out::Reach;
 use super::*;
 
 /// What `JOIN_CHANNEL` may ask besides its channel.
@@ -68,7 +68,9 @@ impl Relay {
         }));
         // The answer, the replay and the membership happen under the channel's lock, which
         // a publication to a channel with a stream takes: nothing is missed or doubled.
+        let mut first = false;
         self.channels.with_members(&name, |members| {
+            first = members.is_empty();
             let position = stream.and_then(|history| {
                 self.broker.open_stream(&topic, history);
                 self.broker.position(&topic)
@@ -106,6 +108,9 @@ impl Relay {
                 }
             }
         });
+        if first && self.clustered {
+            self.broker.subscribed(&topic, true);
+        }
         // The connection may have closed meanwhile, after leaving its channels.
         if !self.conns.contains_key(&sender.id) {
             self.leave_channel_as(&name, sender.id, slow);
@@ -119,6 +124,9 @@ impl Relay {
             let notice = protocol::channel_member(false, name.as_str(), &left.client);
             for (watcher, outbox) in watchers {
                 self.push(watcher, &*outbox, notice.clone(), slow);
+            }
+            if self.clustered && !self.channels.exists(name) {
+                self.broker.subscribed(&Topic::Channel(name.clone()), false);
             }
         }
     }
@@ -156,8 +164,8 @@ impl Relay {
         if !self.channels.is_member(&name, sender.id) {
             return Outcome::Rejected(ErrorCode::NotInChannel.into());
         }
-        let delivery = Delivery { frame, from: Some(sender.id), except: None, publication: true, filter: Filter::default() };
-        let delivered = self.fan_out(&Topic::Channel(name), &delivery, now, slow).delivered;
+        let delivery = Delivery { topic: Topic::Channel(name), frame: frame.clone(), from: Some(sender.id), except: None, publication: true, filter: Filter::default() };
+        let delivered = self.fan_out(delivery, Reach::Everywhere, now, slow).delivered;
         Counters::add(&self.counters.messages_relayed, delivered as u64);
         Outcome::Routed(delivered)
     }

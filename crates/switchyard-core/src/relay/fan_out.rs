@@ -4,7 +4,8 @@
 //! topic's subscribers and pushes into their outboxes. A publication to a topic with a
 //! stream is numbered and kept by the broker first, under the topic's lock, so offsets
 //! reach every subscriber in order, and subscribers with positions get it wrapped (built
-//! once per publication).
+//! once per publication). In a cluster, a delivery made here is then forwarded to the
+//! other nodes, which fan it out to theirs.
 //!
 //! Notices that are part of a membership change (a session's `client_connected`, a
 //! channel's `CHANNEL_MEMBER_JOINED`) are pushed by the change itself, under the lock it
@@ -15,73 +16,53 @@ use super::*;
 /// How a server-side publication is named in its `from`.
 const SERVER_PUBLISHER: &str = "server";
 
-/// What [`Relay::fan_out`] delivers, and to which of the topic's subscribers.
-pub(super) struct Delivery<'a> {
-    pub frame: &'a Frame,
-    /// The member that published it, which does not get it back; `None` for the server.
-    pub from: Option<ConnId>,
-    /// A subscriber that does not get it either.
-    pub except: Option<ConnId>,
-    /// A publication is numbered and kept where the topic has a stream; a notice is only
-    /// delivered.
-    pub publication: bool,
-    /// What a subscriber must also match (a filtered send).
-    pub filter: Filter,
-}
-
-/// Fields a connection must match, beyond subscribing to the topic: all that are given.
-#[derive(Default)]
-pub(super) struct Filter {
-    pub session: Option<SessionId>,
-    pub channel: Option<ChannelName>,
-    pub user: Option<Arc<str>>,
-    pub organization: Option<Arc<str>>,
-}
-
-impl Filter {
-    pub fn is_empty(&self) -> bool {
-        self.session.is_none() && self.channel.is_none() && self.user.is_none() && self.organization.is_none()
-    }
-
-    fn admits(&self, conn: &Connection) -> bool {
-        self.session.as_ref().is_none_or(|s| conn.session.as_ref() == Some(s))
-            && self.user.as_ref().is_none_or(|u| conn.user.get() == Some(u))
-            && self.organization.as_deref().is_none_or(|o| conn.identity.organization_id.as_deref() == Some(o))
-            && self.channel.as_ref().is_none_or(|c| conn.channels.lock().contains(c))
-    }
+/// Whom a fan-out reaches.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reach {
+    /// The topic's subscribers on this node only: what another node sent, and notices
+    /// about this node's own state.
+    Here,
+    /// On every node of a cluster.
+    Everywhere,
 }
 
 /// What a fan-out did.
 #[derive(Default)]
 pub(super) struct FanOut {
-    /// Subscribers whose outbox took it.
+    /// Subscribers here whose outbox took it.
     pub delivered: usize,
     /// Its offset in the topic's stream, when it was kept.
     pub offset: Option<u64>,
 }
 
-impl Delivery<'_> {
-    fn skips(&self, conn: ConnId) -> bool {
-        Some(conn) == self.from || Some(conn) == self.except
-    }
+fn skips(delivery: &Delivery, conn: ConnId) -> bool {
+    Some(conn) == delivery.from || Some(conn) == delivery.except
+}
 
-    fn publisher(&self) -> Arc<str> {
-        self.from.map_or_else(|| SERVER_PUBLISHER.into(), |conn| conn.to_string().into())
-    }
+fn publisher(delivery: &Delivery) -> Arc<str> {
+    delivery.from.map_or_else(|| SERVER_PUBLISHER.into(), |conn| conn.to_string().into())
+}
+
+fn filter_admits(filter: &Filter, conn: &Connection) -> bool {
+    filter.session.as_ref().is_none_or(|s| conn.session.as_ref() == Some(s))
+        && filter.user.as_ref().is_none_or(|u| conn.user.get() == Some(u))
+        && filter.organization.as_deref().is_none_or(|o| conn.identity.organization_id.as_deref() == Some(o))
+        && filter.channel.as_ref().is_none_or(|c| conn.channels.lock().contains(c))
 }
 
 impl Relay {
-    /// Delivers to every subscriber of `topic` on this node that `delivery` does not skip.
-    pub(super) fn fan_out(&self, topic: &Topic, delivery: &Delivery, now: Millis, slow: &mut SlowConsumers) -> FanOut {
-        match topic {
+    /// Delivers to every subscriber of the delivery's topic that it does not skip: here,
+    /// and with `Reach::Everywhere` on the cluster's other nodes too.
+    pub(super) fn fan_out(&self, delivery: Delivery, reach: Reach, now: Millis, slow: &mut SlowConsumers) -> FanOut {
+        let done = match &delivery.topic {
             Topic::Session(id) => match self.sessions.get(id) {
-                Some(session) => self.fan_out_in_session(&session, delivery, now, slow),
+                Some(session) => self.fan_out_in_session(&session, &delivery, now, slow),
                 None => FanOut::default(),
             },
-            Topic::Channel(name) => self.fan_out_in_channel(name, delivery, now, slow),
+            Topic::Channel(name) => self.fan_out_in_channel(name, &delivery, now, slow),
             Topic::User(user) => {
                 let conns = self.users.get(user).map(|conns| conns.clone()).unwrap_or_default();
-                self.fan_out_to(conns, delivery, slow)
+                self.fan_out_to(conns, &delivery, slow)
             }
             Topic::Organization(organization) => {
                 let conns = self
@@ -90,22 +71,26 @@ impl Relay {
                     .filter(|c| c.identity.organization_id.as_deref() == Some(&**organization))
                     .map(|c| *c.key())
                     .collect();
-                self.fan_out_to(conns, delivery, slow)
+                self.fan_out_to(conns, &delivery, slow)
             }
-            Topic::Connection(conn) => self.fan_out_to(vec![*conn], delivery, slow),
+            Topic::Connection(conn) => self.fan_out_to(vec![*conn], &delivery, slow),
             Topic::Everyone => {
                 let conns = self.conns.iter().map(|c| *c.key()).collect();
-                self.fan_out_to(conns, delivery, slow)
+                self.fan_out_to(conns, &delivery, slow)
             }
+        };
+        if reach == Reach::Everywhere && self.clustered {
+            self.broker.forward(Remote::Delivery(delivery));
         }
+        done
     }
 
     /// A topic without a stream: the given connections, each checked against the filter.
     fn fan_out_to(&self, conns: Vec<ConnId>, delivery: &Delivery, slow: &mut SlowConsumers) -> FanOut {
         let mut delivered = 0;
-        for id in conns.into_iter().filter(|id| !delivery.skips(*id)) {
+        for id in conns.into_iter().filter(|id| !skips(delivery, *id)) {
             let outbox = match self.conns.get(&id) {
-                Some(conn) if delivery.filter.admits(&conn) => conn.outbox.clone(),
+                Some(conn) if filter_admits(&delivery.filter, &conn) => conn.outbox.clone(),
                 _ => continue,
             };
             if self.push(id, &*outbox, delivery.frame.clone(), slow) {
@@ -118,7 +103,7 @@ impl Relay {
     /// Whether a member of a session or channel gets a delivery: a filtered send looks
     /// the member's connection up; the relay's own path never does.
     fn admits(&self, conn: ConnId, delivery: &Delivery) -> bool {
-        !delivery.skips(conn) && (delivery.filter.is_empty() || self.conns.get(&conn).is_some_and(|c| delivery.filter.admits(&c)))
+        !skips(delivery, conn) && (delivery.filter.is_empty() || self.conns.get(&conn).is_some_and(|c| filter_admits(&delivery.filter, &c)))
     }
 
     fn fan_out_in_session(&self, session: &Session, delivery: &Delivery, now: Millis, slow: &mut SlowConsumers) -> FanOut {
@@ -135,8 +120,7 @@ impl Relay {
             return FanOut { delivered, offset: None };
         };
         let _order = order.lock();
-        let topic = Topic::Session(session.id.clone());
-        let Some(publication) = self.broker.publish(&topic, delivery.publisher(), delivery.frame.clone(), now) else {
+        let Some(publication) = self.broker.publish(&delivery.topic, publisher(delivery), delivery.frame.clone(), now) else {
             return FanOut::default();
         };
         let wrapped = OnceLock::new();
@@ -161,13 +145,12 @@ impl Relay {
             });
             return FanOut { delivered, offset: None };
         };
-        let topic = Topic::Channel(name.clone());
         let publish = || {
-            let publisher = delivery.publisher();
-            let publication = self.broker.publish(&topic, publisher.clone(), delivery.frame.clone(), now);
+            let topic = &delivery.topic;
+            let publication = self.broker.publish(topic, publisher(delivery), delivery.frame.clone(), now);
             publication.or_else(|| {
-                self.broker.open_stream(&topic, history);
-                self.broker.publish(&topic, publisher, delivery.frame.clone(), now)
+                self.broker.open_stream(topic, history);
+                self.broker.publish(topic, publisher(delivery), delivery.frame.clone(), now)
             })
         };
         let reached = self.channels.with_existing_members(name, |members| {

@@ -2,7 +2,7 @@
 //! the session has a stream; reading its history and members; and the reconnect that
 //! replaces its own past.
 
-use super::fan_out::{Delivery, FanOut, Filter};
+use super::fan_out::{FanOut, Reach};
 use super::*;
 
 /// A member of a session, as `presence` shows it.
@@ -41,8 +41,8 @@ impl Relay {
 
     /// Publishes `frame` to a session as `from` (a member, or the server when `None`).
     fn publish_in_session(&self, session_id: &SessionId, from: Option<ConnId>, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> FanOut {
-        let delivery = Delivery { frame, from, except: None, publication: true, filter: Filter::default() };
-        self.fan_out(&Topic::Session(session_id.clone()), &delivery, now, slow)
+        let delivery = Delivery { topic: Topic::Session(session_id.clone()), frame: frame.clone(), from, except: None, publication: true, filter: Filter::default() };
+        self.fan_out(delivery, Reach::Everywhere, now, slow)
     }
 
     /// A session's kept publications after `since` (all it keeps without one), oldest
@@ -106,21 +106,27 @@ impl Relay {
         }
     }
 
-    /// Who is in a session now, in the order they joined; `None` for no session.
+    /// Who is in a session now: its members here in the order they joined, then those on
+    /// the cluster's other nodes. `None` for no session.
     pub fn presence(&self, session_id: &str) -> Option<Vec<Present>> {
         let session = self.sessions.get(&SessionId::parse(session_id).ok()?)?;
-        let members = session.members.iter().map(|member| {
-            let identity = self.conns.get(&member.conn).map(|conn| conn.identity.clone());
-            Present {
-                connection_id: member.conn,
-                client_id: member.name.get(member.conn),
-                user_id: identity.as_ref().and_then(|i| i.user_id.clone()),
-                organization_id: identity.as_ref().and_then(|i| i.organization_id.clone()),
-                role: if session.control.active == Some(member.conn) { "active" } else { "passive" },
-                connected_at: member.joined_at,
-            }
-        });
-        Some(members.collect())
+        let mut present: Vec<Present> = session.members.iter().map(|member| self.present(&session, member)).collect();
+        if let Some(elsewhere) = self.remote_members.get(&session.id) {
+            present.extend(elsewhere.iter().map(|member| member.present.clone()));
+        }
+        Some(present)
+    }
+
+    pub(super) fn present(&self, session: &Session, member: &Member) -> Present {
+        let identity = self.conns.get(&member.conn).map(|conn| conn.identity.clone());
+        Present {
+            connection_id: member.conn,
+            client_id: member.name.get(member.conn),
+            user_id: identity.as_ref().and_then(|i| i.user_id.clone()),
+            organization_id: identity.as_ref().and_then(|i| i.organization_id.clone()),
+            role: if session.control.active == Some(member.conn) { "active" } else { "passive" },
+            connected_at: member.joined_at,
+        }
     }
 
     /// A reconnecting client names the connection it replaces: if that one is still open

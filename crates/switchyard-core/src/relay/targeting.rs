@@ -1,6 +1,6 @@
 //! Server-side sends: the topic a [`Target`] names and what else it asks of a connection.
 
-use super::fan_out::{Delivery, Filter};
+use super::fan_out::Reach;
 use super::*;
 
 /// Which connections a server-side send reaches: all the given fields must match.
@@ -46,9 +46,9 @@ impl Relay {
     pub fn send(&self, target: &Target, frame: Frame, now: Millis) -> usize {
         let Some((topic, filter)) = target.topic() else { return 0 };
         let publication = filter.is_empty();
-        let delivery = Delivery { frame: &frame, from: None, except: target.except, publication, filter };
+        let delivery = Delivery { topic, frame, from: None, except: target.except, publication, filter };
         let mut slow = SlowConsumers::new();
-        let delivered = self.fan_out(&topic, &delivery, now, &mut slow).delivered;
+        let delivered = self.fan_out(delivery, Reach::Everywhere, now, &mut slow).delivered;
         self.close_slow_consumers(slow, now);
         delivered
     }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use switchyard_core::{AckPolicy, Config, ConflictResolution, HistoryConfig, Rate, RateLimits, SlowConsumerPolicy};
+use switchyard_redis::RedisOptions;
 use switchyard_server::admission::TokenAuth;
 use switchyard_server::auth::{self, JwtConfig, Keys, Verifier};
 
@@ -96,6 +97,19 @@ pub struct Args {
     /// Connections one session admits.
     #[arg(long, env = "MAX_CLIENTS_PER_SESSION", default_value = "2", value_name = "N")]
     pub max_clients_per_session: Positive,
+
+    /// Redis (or Valkey) shared by the nodes of a cluster, e.g. redis://127.0.0.1:6379:
+    /// any node then serves any session. Without it the server is one process alone.
+    #[arg(long, env = "REDIS_URL", value_name = "URL")]
+    pub redis_url: Option<String>,
+
+    /// Put before every Redis key and channel, so clusters can share one Redis.
+    #[arg(long, env = "REDIS_PREFIX", default_value = "switchyard:", value_name = "PREFIX")]
+    pub redis_prefix: String,
+
+    /// This node's name in the cluster (default: host, process id and a random suffix).
+    #[arg(long, env = "NODE_ID", value_name = "ID")]
+    pub node_id: Option<String>,
 
     /// Largest message accepted; a larger one closes its connection with 1009.
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value = "1048576", value_name = "BYTES")]
@@ -239,6 +253,18 @@ pub struct Args {
 }
 
 impl Args {
+    /// How this node joins a cluster, when `--redis-url` names one. A node silent for the
+    /// heartbeat timeout is gone: its lease lasts half of it, renewed every quarter lease.
+    pub fn redis_options(&self) -> Option<RedisOptions> {
+        Some(RedisOptions {
+            url: self.redis_url.clone()?,
+            prefix: self.redis_prefix.clone(),
+            node_id: self.node_id.clone().unwrap_or_else(RedisOptions::default_node_id),
+            lease_ms: self.heartbeat_timeout.get() / 2,
+            queue: RedisOptions::DEFAULT_QUEUE,
+        })
+    }
+
     pub fn relay_config(&self) -> Config {
         let ms = |value: Positive| value.get();
         let size = |value: Positive| usize::try_from(value.get()).unwrap_or(usize::MAX);

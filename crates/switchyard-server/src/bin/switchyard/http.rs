@@ -23,8 +23,9 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use switchyard_core::{
     server_message, ChannelName, ConflictResolution, Frame, FrameKind, History, HistoryConfig, Identity, Millis,
-    Position, PublishError, Relay, Route, SessionError, SessionInfo, SessionOptions, Target,
+    Position, PublishError, Relay, Route, SessionError, SessionId, SessionInfo, SessionOptions, Target,
 };
+use switchyard_redis::RedisBroker;
 use switchyard_server::admission::{self, Refused, TokenAuth, Upgrade};
 use switchyard_server::auth;
 use switchyard_server::metrics::{self, HostGauge};
@@ -32,6 +33,8 @@ use switchyard_server::{handshake, now, Accepted, Spawner};
 
 pub struct App {
     pub relay: Arc<Relay>,
+    /// The link to the other nodes, with `--redis-url`.
+    pub cluster: Option<Arc<RedisBroker>>,
     pub spawner: Spawner,
     pub admin_token: Option<String>,
     pub auth: Option<TokenAuth>,
@@ -140,7 +143,20 @@ async fn upgrade_to_session(
     Path(session_id): Path<String>,
     request: Request,
 ) -> Response {
+    app.learn_session(&session_id).await;
     upgrade(app, peer, Route::Session(session_id), request)
+}
+
+impl App {
+    /// In a cluster, a session created on another node a moment ago may not have reached
+    /// this one yet: the directory is asked before it is called unknown.
+    async fn learn_session(&self, session_id: &str) {
+        if let (Some(cluster), None) = (&self.cluster, self.relay.session(session_id)) {
+            if let Ok(id) = SessionId::parse(session_id) {
+                cluster.lookup(id).await;
+            }
+        }
+    }
 }
 
 /// Answers a WebSocket handshake with 101 and hands the upgraded connection to the relay,
@@ -193,8 +209,16 @@ fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request) -> R
     response.body(Body::empty()).expect("a valid response")
 }
 
+/// 200 while the process serves: `"status":"degraded"` (still 200, since the node still
+/// relays among its own clients) while the cluster's Redis is unreachable.
 async fn health(State(app): AppState) -> Json<Value> {
-    Json(json!({ "status": "ok", "uptimeMs": app.started.elapsed().as_millis() as u64 }))
+    let cluster = app.relay.cluster();
+    let status = if cluster.as_ref().is_some_and(|c| !c.connected) { "degraded" } else { "ok" };
+    let mut answer = json!({ "status": status, "uptimeMs": app.started.elapsed().as_millis() as u64 });
+    if let Some(cluster) = cluster {
+        answer["cluster"] = json!({ "nodeId": &*cluster.node_id, "connected": cluster.connected, "peers": cluster.peers });
+    }
+    Json(answer)
 }
 
 async fn stats(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
@@ -345,6 +369,7 @@ async fn create_session(
         SessionError::InvalidId(_) => ApiError::new(StatusCode::BAD_REQUEST, "INVALID_SESSION_ID", err.to_string()),
         SessionError::InvalidOption(_) => ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", err.to_string()),
         SessionError::TooMany(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "SESSION_LIMIT", err.to_string()),
+        SessionError::Unavailable => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", err.to_string()),
     })?;
     Ok((StatusCode::CREATED, Json(session_json(info, &headers))))
 }
@@ -386,6 +411,7 @@ async fn get_session(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&app, peer, &headers, Access::Admin)?;
+    app.learn_session(&session_id).await;
     let info = app.relay.session(&session_id).ok_or_else(|| ApiError::session_not_found(&session_id))?;
     Ok(Json(session_json(info, &headers)))
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use switchyard_core::{close_code, Config, Refusal, Relay};
+use switchyard_redis::RedisBroker;
 use switchyard_server::admission::TokenAuth;
 use switchyard_server::{now, Spawner};
 use tokio::net::{TcpListener, TcpSocket};
@@ -65,7 +66,18 @@ fn main() -> ExitCode {
 
 async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>) -> ExitCode {
     let events = Arc::new(log_events::LogEvents::default());
-    let relay = Arc::new(Relay::new(config.clone(), events.clone()));
+    let cluster = match args.redis_options().map(|options| RedisBroker::new(options, config.history_max_bytes)).transpose() {
+        Ok(cluster) => cluster,
+        Err(err) => {
+            error!("{err}");
+            return ExitCode::from(2);
+        }
+    };
+    let relay = Arc::new(match &cluster {
+        Some(broker) => Relay::with_broker(config.clone(), events.clone(), broker.clone()),
+        None => Relay::new(config.clone(), events.clone()),
+    });
+    let link = cluster.as_ref().and_then(|broker| broker.start(relay.clone()));
     let address = SocketAddr::new(args.host, args.port);
     let listener = match listen(address) {
         Ok(listener) => listener,
@@ -78,6 +90,7 @@ async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>) -> Exit
     let waiting = accept::Waiting::new(args.handshake_limits());
     let app = Arc::new(http::App {
         relay: relay.clone(),
+        cluster: cluster.clone(),
         spawner: spawner.clone(),
         admin_token: args.admin_token.clone(),
         auth,
@@ -114,6 +127,10 @@ async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>) -> Exit
     let _ = stop_accepting.send(());
     ticker.abort();
     relay.shutdown(close_code::GOING_AWAY, Refusal::ShuttingDown.reason(), now());
+    if let (Some(broker), Some(link)) = (&cluster, link) {
+        broker.stop();
+        let _ = tokio::time::timeout(Duration::from_secs(1), link).await;
+    }
     spawner.tasks.close();
     let drained = tokio::time::timeout(SHUTDOWN_BUDGET, async {
         let _ = server.await;

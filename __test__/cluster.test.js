@@ -1,0 +1,309 @@
+// __test__/cluster.test.js: clusters on Redis. A real `redis-server` of the tests' own,
+// three `switchyard` binaries and Node managers in one cluster: the session directory,
+// capacity and deletion everywhere, relay and channel publications across nodes
+// (verbatim, no echo, in order, once), server sends from any node and from a worker with
+// no clients, presence, a SIGKILLed node, Redis killed and restarted, and clients that
+// come in through a round-robin proxy with no stickiness. Without redis-server the tests
+// say loudly that they were skipped; under CI=true that is a failure.
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const net = require('node:net');
+const { RelaySessionManager } = require('..');
+const { TestClient, fetchJson, postJson, eventually, startBinary, stopBinaries, startMixedServer, startRedis, redisServerPath } = require('./helpers');
+
+const HEARTBEAT_TIMEOUT_MS = 4000;
+const NODE_ARGS = ['--max-clients-per-session', '10', '--heartbeat-timeout', String(HEARTBEAT_TIMEOUT_MS), '--ping-interval', '1000'];
+/** Long enough for news to cross the cluster on a loaded machine. */
+const CROSSING_MS = 5000;
+
+if (!redisServerPath()) {
+  const message = 'redis-server not found: the cluster tests were SKIPPED (install it with apt-get install redis-server)';
+  if (process.env.CI === 'true') {
+    it('has redis-server to run the cluster tests (CI=true)', () => assert.fail(message));
+  } else {
+    console.warn(`\n*** ${message} ***\n`);
+    it('cluster tests', { skip: message }, () => {});
+  }
+} else {
+  clusterTests();
+}
+
+/** A TCP proxy that sends each new connection to the next of `ports` in turn. */
+async function roundRobin(ports) {
+  let next = 0;
+  const sockets = new Set();
+  const proxy = net.createServer((client) => {
+    const upstream = net.connect(ports[next++ % ports.length], '127.0.0.1');
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('error', () => {});
+      socket.on('close', () => sockets.delete(socket));
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  return {
+    port: proxy.address().port,
+    /** Cuts every connection through it at once, as a network that drops. */
+    cutAll() {
+      for (const socket of sockets) socket.destroy();
+    },
+    close: () => new Promise((resolve) => {
+      for (const socket of sockets) socket.destroy();
+      proxy.close(resolve);
+    }),
+  };
+}
+
+const health = async (node) => (await fetchJson(`${node.base}/health`)).body;
+const presenceOn = async (node, id) => (await fetchJson(`${node.base}/v1/sessions/${id}/presence`)).body.clients ?? [];
+
+/** Sends `count` numbered messages from each client, and checks every other got each once, in order. */
+async function everyoneHearsEveryone(clients, count, label) {
+  for (const [index, client] of clients.entries()) {
+    for (let n = 0; n < count; n++) client.send(JSON.stringify({ type: 'seq', label, from: index, n }));
+  }
+  for (const [index, client] of clients.entries()) {
+    const heard = clients.map(() => []);
+    while (heard.reduce((sum, list) => sum + list.length, 0) < (clients.length - 1) * count) {
+      const { json } = await client.next((m) => m.json?.type === 'seq' && m.json.label === label, CROSSING_MS);
+      assert.notEqual(json.from, index, `client ${index} got its own message back`);
+      heard[json.from].push(json.n);
+    }
+    for (const [from, list] of heard.entries()) {
+      if (from !== index) assert.deepEqual(list, [...Array(count).keys()], `client ${index} heard client ${from}'s messages once each, in order`);
+    }
+  }
+  for (const client of clients) {
+    assert.equal(client.inbox.filter((m) => m.json?.label === label).length, 0, 'and nothing more');
+  }
+}
+
+function clusterTests() {
+  let redis;
+  let nodes;
+  let managerNode;
+  let worker;
+  const closers = [];
+
+  before(async () => {
+    redis = await startRedis();
+    nodes = await Promise.all(['a', 'b', 'c'].map((id) => startBinary({ args: [...NODE_ARGS, '--redis-url', redis.url, '--node-id', id] })));
+    managerNode = await startMixedServer({ redis: { url: redis.url, nodeId: 'm' }, maxClientsPerSession: 10, heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS });
+    closers.push(() => managerNode.close());
+    // A worker: a manager with no server and no clients, publishing into the cluster.
+    worker = new RelaySessionManager({ redis: { url: redis.url, nodeId: 'worker' }, heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS });
+    closers.push(() => worker.stop({ timeoutMs: 200 }));
+    await eventually(async () => {
+      for (const node of nodes) assert.equal((await health(node)).cluster?.peers, 4, 'every node sees the four others');
+      assert.equal(managerNode.manager.getStats().cluster?.peers, 4);
+    }, 10000);
+  });
+
+  after(async () => {
+    for (const close of closers.reverse()) await close();
+    stopBinaries();
+    await redis?.kill();
+  });
+
+  describe('clusters on Redis: the session directory', () => {
+    it('sees a session created on one node on every node, keeps ids unique, and counts capacity across nodes', async () => {
+      const [a, b, c] = nodes;
+      assert.equal((await postJson(`${a.base}/v1/sessions`, { sessionId: 'dir-1', maxClients: 2 })).status, 201);
+      for (const node of [b, c]) assert.equal((await fetchJson(`${node.base}/v1/sessions/dir-1`)).status, 200, 'GET on another node');
+      await eventually(() => assert.equal(managerNode.manager.getSession('dir-1')?.sessionId, 'dir-1'), CROSSING_MS);
+      assert.equal((await postJson(`${b.base}/v1/sessions`, { sessionId: 'dir-1' })).status, 409, 'the id is taken cluster-wide');
+
+      const first = await new TestClient(`${a.ws}/session/dir-1`).joined();
+      const second = await new TestClient(`${b.ws}/session/dir-1`).joined();
+      const heard = await first.nextOfType('client_connected', CROSSING_MS);
+      assert.equal(heard.json.connectionId, second.welcome.connectionId, 'a join on one node is announced on the other');
+      await eventually(async () => assert.equal((await presenceOn(c, 'dir-1')).length, 2), CROSSING_MS);
+      assert.equal((await fetchJson(`${c.base}/v1/sessions/dir-1`)).body.clientCount, 2, 'clientCount counts every node');
+      const third = new TestClient(`${c.ws}/session/dir-1`);
+      assert.deepEqual(await third.closedWithin(CROSSING_MS), { code: 1008, reason: 'Session full' }, 'two members on two nodes fill a session of two');
+      await Promise.all([first.close(), second.close()]);
+    });
+
+    it('closes the members on every node when a session is deleted on any', async () => {
+      const [a, b, c] = nodes;
+      await postJson(`${a.base}/v1/sessions`, { sessionId: 'dir-2' });
+      const onA = await new TestClient(`${a.ws}/session/dir-2`).joined();
+      const onB = await new TestClient(`${b.ws}/session/dir-2`).joined();
+      await eventually(() => assert.ok(managerNode.manager.getSession('dir-2')), CROSSING_MS);
+      const onM = await new TestClient(managerNode.native('dir-2')).joined();
+      assert.equal((await fetch(`${c.base}/v1/sessions/dir-2`, { method: 'DELETE' })).status, 200);
+      for (const client of [onA, onB, onM]) {
+        assert.deepEqual(await client.closedWithin(CROSSING_MS), { code: 1000, reason: 'Session deleted' });
+      }
+      for (const node of nodes) await eventually(async () => assert.equal((await fetchJson(`${node.base}/v1/sessions/dir-2`)).status, 404), CROSSING_MS);
+      await eventually(() => assert.equal(managerNode.manager.getSession('dir-2'), null), CROSSING_MS);
+    });
+  });
+
+  describe('clusters on Redis: publications across nodes', () => {
+    it('relays among members on every node and both transports: verbatim, never echoed, in order, once', async () => {
+      const [a, b, c] = nodes;
+      await postJson(`${b.base}/v1/sessions`, { sessionId: 'relay-1' });
+      await eventually(() => assert.ok(managerNode.manager.getSession('relay-1')), CROSSING_MS);
+      const clients = await Promise.all(
+        [`${a.ws}/session/relay-1`, `${b.ws}/session/relay-1`, `${c.ws}/session/relay-1`, managerNode.native('relay-1'), managerNode.bridge('relay-1')].map((url) => new TestClient(url).joined()),
+      );
+      await eventually(async () => assert.equal((await presenceOn(a, 'relay-1')).length, 5), CROSSING_MS);
+      for (const client of clients) client.inbox.length = 0;
+
+      const exact = '{"type":"exact",  "spaced" : [1, 2.50, "é"]}';
+      clients[0].send(exact);
+      for (const other of clients.slice(1)) assert.equal((await other.nextOfType('exact', CROSSING_MS)).text, exact, 'byte for byte');
+      await everyoneHearsEveryone(clients, 200, 'relay');
+      await Promise.all(clients.map((client) => client.close()));
+    });
+
+    it("publishes to a channel's members on every node", async () => {
+      const members = await Promise.all([...nodes.map((node) => `${node.ws}/`), managerNode.sessionless('native')].map(async (url) => {
+        const client = new TestClient(url);
+        await client.opened;
+        client.send(JSON.stringify({ type: 'JOIN_CHANNEL', channel: 'news' }));
+        await client.nextOfType('CHANNEL_JOINED');
+        return client;
+      }));
+      await eventually(async () => {
+        const probe = `probe-${Date.now()}`;
+        members[0].send(JSON.stringify({ type: 'probe', channel: 'news', probe }));
+        for (const member of members.slice(1)) await member.next((m) => m.json?.probe === probe, 300);
+      }, CROSSING_MS);
+      for (const member of members) member.inbox.length = 0;
+      for (const [index, member] of members.entries()) {
+        for (let n = 0; n < 50; n++) member.send(JSON.stringify({ type: 'headline', channel: 'news', from: index, n }));
+      }
+      for (const [index, member] of members.entries()) {
+        const heard = new Map();
+        for (let i = 0; i < 50 * (members.length - 1); i++) {
+          const { json } = await member.nextOfType('headline', CROSSING_MS);
+          assert.notEqual(json.from, index, 'never echoed');
+          heard.set(json.from, [...(heard.get(json.from) ?? []), json.n]);
+        }
+        for (const list of heard.values()) assert.deepEqual(list, [...Array(50).keys()]);
+      }
+      await Promise.all(members.map((member) => member.close()));
+    });
+
+    it('delivers server sends from any node and from a worker with no clients: to sessions, channels, users and organizations', async () => {
+      const [a, b] = nodes;
+      await postJson(`${a.base}/v1/sessions`, { sessionId: 'sends-1' });
+      await eventually(() => assert.ok(managerNode.manager.getSession('sends-1')), CROSSING_MS);
+      const inSession = await Promise.all([`${b.ws}/session/sends-1`, managerNode.native('sends-1')].map((url) => new TestClient(url).joined()));
+      const alice = new TestClient(managerNode.sessionless('native'), { headers: { 'x-user': 'alice', 'x-org': 'acme' } });
+      const bob = new TestClient(managerNode.sessionless('bridge'), { headers: { 'x-user': 'bob', 'x-org': 'acme' } });
+      const onChannel = new TestClient(`${b.ws}/`);
+      await Promise.all([alice.opened, bob.opened, onChannel.opened]);
+      onChannel.send(JSON.stringify({ type: 'JOIN_CHANNEL', channel: 'alerts' }));
+      await onChannel.nextOfType('CHANNEL_JOINED');
+      await eventually(async () => assert.equal((await presenceOn(a, 'sends-1')).length, 2), CROSSING_MS);
+
+      // A worker's sends: its returned counts are deliveries on its own node, none here.
+      await eventually(async () => {
+        assert.equal(worker.broadcastToChannel('alerts', { type: 'alert', n: 1 }), 0);
+        await onChannel.next((m) => m.json?.type === 'alert', 300);
+      }, CROSSING_MS);
+      worker.broadcast('sends-1', { type: 'to-session' });
+      for (const client of inSession) await client.nextOfType('to-session', CROSSING_MS);
+      worker.sendToUser('alice', { type: 'to-alice' });
+      await alice.nextOfType('to-alice', CROSSING_MS);
+      worker.broadcastToFiltered({ organizationId: 'acme' }, { type: 'to-acme' });
+      for (const client of [alice, bob]) await client.nextOfType('to-acme', CROSSING_MS);
+
+      const answer = await postJson(`${a.base}/v1/broadcast`, { channel: 'alerts', type: 'from-http' });
+      assert.equal(answer.status, 200);
+      await onChannel.nextOfType('from-http', CROSSING_MS);
+      assert.equal(bob.inbox.filter((m) => m.json?.type === 'to-alice').length, 0, 'a user send reaches that user only');
+      await Promise.all([...inSession, alice, bob, onChannel].map((client) => client.close()));
+    });
+  });
+
+  describe('clusters on Redis: failures', () => {
+    it('takes the members of a SIGKILLed node out of presence within the heartbeat timeout, and loses no session', async () => {
+      const victim = await startBinary({ args: [...NODE_ARGS, '--redis-url', redis.url, '--node-id', 'victim'] });
+      const [a] = nodes;
+      await postJson(`${a.base}/v1/sessions`, { sessionId: 'kill-1' });
+      const survivor = await new TestClient(`${a.ws}/session/kill-1`).joined();
+      const doomed = await new TestClient(`${victim.ws}/session/kill-1`).joined();
+      await survivor.nextOfType('client_connected', CROSSING_MS);
+      await eventually(async () => assert.equal((await presenceOn(a, 'kill-1')).length, 2), CROSSING_MS);
+
+      const killedAt = Date.now();
+      victim.child.kill('SIGKILL');
+      const left = await survivor.nextOfType('client_disconnected', HEARTBEAT_TIMEOUT_MS * 2);
+      const tookMs = Date.now() - killedAt;
+      console.log(`# a SIGKILLed node's member left its peers' presence after ${tookMs} ms (heartbeatTimeoutMs ${HEARTBEAT_TIMEOUT_MS})`);
+      assert.equal(left.json.connectionId, doomed.welcome.connectionId);
+      assert.ok(tookMs <= HEARTBEAT_TIMEOUT_MS, `within heartbeatTimeoutMs (took ${tookMs} ms)`);
+      assert.deepEqual((await presenceOn(a, 'kill-1')).map((p) => p.connectionId), [survivor.welcome.connectionId]);
+      assert.equal((await fetchJson(`${nodes[2].base}/v1/sessions/kill-1`)).status, 200, 'the session lives on');
+      const back = await new TestClient(`${nodes[1].ws}/session/kill-1`).joined();
+      await survivor.nextOfType('client_connected', CROSSING_MS);
+      back.send('{"type":"after-kill"}');
+      await survivor.nextOfType('after-kill', CROSSING_MS);
+      await Promise.all([survivor.close(), back.close()]);
+    });
+
+    it('keeps relaying on each node while Redis is gone, reports degraded, refuses new sessions UNAVAILABLE, and heals when Redis returns', async () => {
+      const [a, b] = nodes;
+      await postJson(`${a.base}/v1/sessions`, { sessionId: 'heal-1' });
+      const onA1 = await new TestClient(`${a.ws}/session/heal-1`).joined();
+      const onA2 = await new TestClient(`${a.ws}/session/heal-1`).joined();
+      const onB = await new TestClient(`${b.ws}/session/heal-1`).joined();
+      await eventually(async () => assert.equal((await presenceOn(b, 'heal-1')).length, 3), CROSSING_MS);
+
+      await redis.kill();
+      const lostAt = Date.now();
+      await eventually(async () => assert.equal((await health(a)).status, 'degraded'), CROSSING_MS);
+      await eventually(() => assert.equal(managerNode.manager.getStats().status, 'degraded'), CROSSING_MS);
+      onA1.send('{"type":"local-only"}');
+      await onA2.nextOfType('local-only', CROSSING_MS);
+      const refused = await postJson(`${a.base}/v1/sessions`, {});
+      assert.deepEqual([refused.status, refused.body.error.code], [503, 'UNAVAILABLE']);
+      assert.throws(() => managerNode.manager.createSession(), /UNAVAILABLE/);
+
+      await redis.start();
+      await eventually(async () => {
+        for (const node of nodes) assert.equal((await health(node)).status, 'ok');
+        assert.equal(managerNode.manager.getStats().status, 'ok');
+      }, 15000);
+      console.log(`# Redis was away ${Date.now() - lostAt} ms in all; every node healed by itself`);
+      await eventually(async () => {
+        const probe = `probe-${Date.now()}`;
+        onA1.send(JSON.stringify({ type: 'healed', probe }));
+        await onB.next((m) => m.json?.probe === probe, 300);
+      }, 15000);
+      assert.equal((await presenceOn(b, 'heal-1')).length, 3, 'members registered again');
+      assert.ok((await fetchJson(`${a.base}/stats`)).body.cluster.dropped >= 1, 'what could not cross was dropped and counted');
+      await Promise.all([onA1.close(), onA2.close(), onB.close()]);
+    });
+  });
+
+  describe('clusters on Redis: no sticky sessions', () => {
+    it('serves clients that a round-robin proxy spreads over the nodes, and that reconnect elsewhere', async () => {
+      const proxy = await roundRobin(nodes.map((node) => node.port));
+      closers.push(() => proxy.close());
+      const base = `http://127.0.0.1:${proxy.port}`;
+      const created = await postJson(`${base}/v1/sessions`, { sessionId: 'rr-1' });
+      assert.equal(created.status, 201);
+      const clients = [];
+      for (let i = 0; i < 3; i++) clients.push(await new TestClient(`ws://127.0.0.1:${proxy.port}/session/rr-1`).joined());
+      await eventually(async () => assert.equal((await presenceOn(nodes[0], 'rr-1')).length, 3), CROSSING_MS);
+      await everyoneHearsEveryone(clients, 50, 'rr-before');
+
+      proxy.cutAll();
+      await Promise.all(clients.map((client) => client.closed));
+      const again = [];
+      for (let i = 0; i < 3; i++) again.push(await new TestClient(`ws://127.0.0.1:${proxy.port}/session/rr-1`).joined());
+      await eventually(async () => assert.equal((await presenceOn(nodes[1], 'rr-1')).length, 3, 'the dropped members left, the new ones came'), HEARTBEAT_TIMEOUT_MS * 2);
+      await everyoneHearsEveryone(again, 50, 'rr-after');
+      await Promise.all(again.map((client) => client.close()));
+    });
+  });
+}

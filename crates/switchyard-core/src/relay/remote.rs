@@ -1,0 +1,113 @@
+//! A node of a cluster: what the other nodes tell this one ([`Relay::handle_remote`], the
+//! one entry point for them), and what a cluster broker asks of this node when it
+//! (re)joins: which topics have subscribers here, and who its members are.
+
+use super::fan_out::Reach;
+use super::*;
+
+impl Relay {
+    /// Takes in what another node of the cluster sent.
+    pub fn handle_remote(&self, remote: Remote, now: Millis) {
+        let mut slow = SlowConsumers::new();
+        match remote {
+            Remote::Delivery(delivery) => {
+                let delivered = self.fan_out(delivery, Reach::Here, now, &mut slow).delivered;
+                Counters::add(&self.counters.messages_relayed, delivered as u64);
+            }
+            Remote::SessionCreated(record) => {
+                if record.expires_at > now {
+                    if let Some(history) = record.history {
+                        self.broker.open_stream(&Topic::Session(record.id.clone()), history);
+                    }
+                    self.sessions.entry(record.id.clone()).or_insert_with(|| Session::from_record(record));
+                }
+            }
+            Remote::SessionDeleted(id) => {
+                self.end_session_here(&id, now);
+            }
+            Remote::MemberJoined { session, member, announce } => {
+                let Some(local) = self.sessions.get(&session) else { return };
+                let mut elsewhere = self.remote_members.entry(session.clone()).or_default();
+                if elsewhere.iter().any(|m| m.present.connection_id == member.present.connection_id) {
+                    return;
+                }
+                if announce {
+                    let id = member.present.connection_id.to_string();
+                    let announcement = protocol::client_connected(&member.present.client_id, &id, now);
+                    for here in &local.members {
+                        self.push(here.conn, &*here.outbox, announcement.clone(), &mut slow);
+                    }
+                }
+                elsewhere.push(member);
+            }
+            Remote::MemberLeft { session, conn, was_active } => self.remote_member_left(&session, |m| m.present.connection_id == conn, was_active, now, &mut slow),
+            Remote::NodeGone(node) => {
+                let sessions: Vec<SessionId> = self.remote_members.iter().map(|entry| entry.key().clone()).collect();
+                for session in sessions {
+                    self.remote_member_left(&session, |m| m.node == node, false, now, &mut slow);
+                }
+            }
+        }
+        self.close_slow_consumers(slow, now);
+    }
+
+    /// Forgets the remote members of a session that `gone` picks, telling the members here.
+    fn remote_member_left(&self, session: &SessionId, gone: impl Fn(&RemoteMember) -> bool, was_active: bool, now: Millis, slow: &mut SlowConsumers) {
+        let left: Vec<RemoteMember> = match self.remote_members.get_mut(session) {
+            Some(mut members) => {
+                let (left, stayed) = std::mem::take(&mut *members).into_iter().partition(|m| gone(m));
+                *members = stayed;
+                left
+            }
+            None => return,
+        };
+        self.remote_members.remove_if(session, |_, members| members.is_empty());
+        let Some(local) = self.sessions.get(session) else { return };
+        for member in left {
+            let id = member.present.connection_id.to_string();
+            let farewell = protocol::client_disconnected(&member.present.client_id, &id, was_active, now);
+            for here in &local.members {
+                self.push(here.conn, &*here.outbox, farewell.clone(), slow);
+            }
+        }
+    }
+
+    /// Whether this node has a subscriber to `topic`: a cluster broker asks, to keep its
+    /// subscriptions to what the relay holds.
+    pub fn has_subscribers(&self, topic: &Topic) -> bool {
+        match topic {
+            Topic::Session(id) => self.sessions.get(id).is_some_and(|s| !s.members.is_empty()),
+            Topic::Channel(name) => self.channels.exists(name),
+            Topic::User(_) | Topic::Organization(_) | Topic::Connection(_) | Topic::Everyone => false,
+        }
+    }
+
+    /// The session and channel topics with subscribers here: what a cluster broker
+    /// subscribes to when it (re)connects.
+    pub fn subscribed_topics(&self) -> Vec<Topic> {
+        let sessions = self.sessions.iter().filter(|s| !s.members.is_empty()).map(|s| Topic::Session(s.key().clone()));
+        let channels = self.channels.names().into_iter().map(Topic::Channel);
+        sessions.chain(channels).collect()
+    }
+
+    /// Every session this node knows, and its members here: what a cluster broker
+    /// registers again when it (re)connects.
+    pub fn local_state(&self) -> Vec<(SessionRecord, Vec<RemoteMember>)> {
+        self.sessions
+            .iter()
+            .map(|session| {
+                let members = session.members.iter().map(|member| self.as_remote(self.present(&session, member))).collect();
+                (session.record(), members)
+            })
+            .collect()
+    }
+
+    /// Forgets every member on other nodes, before a cluster broker loads them afresh.
+    pub fn forget_remote_members(&self) {
+        self.remote_members.clear();
+    }
+
+    pub(super) fn as_remote(&self, present: Present) -> RemoteMember {
+        RemoteMember { node: self.node_id.clone(), present }
+    }
+}

@@ -1,0 +1,224 @@
+//! Switchyard's Redis broker: the nodes of a cluster relay to each other through Redis
+//! (or Valkey), so that any node serves any session and no load balancer needs sticky
+//! sessions.
+//!
+//! [`RedisBroker`] is the core's broker seam for a cluster: it keeps streams as the memory
+//! broker does, and queues what the relay hands to [`Broker::forward`]; its link task
+//! ([`link`]) drains the queue into Redis in pipelined batches, keeps a dedicated
+//! subscriber connection for the topics this node has subscribers to, holds the session
+//! directory, members and node leases, and hands what other nodes publish to
+//! [`Relay::handle_remote`]. While Redis is unreachable the relay goes on among its own
+//! clients, what would have gone to other nodes is dropped and counted (nothing is
+//! buffered), and the link reconnects, resubscribes and registers its members again by
+//! itself.
+
+mod link;
+mod wire;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use std::sync::Mutex;
+use switchyard_core::{Broker, ClusterStatus, SessionId, Frame, History, HistoryConfig, MemoryBroker, Millis, Position, Publication, Recovery, Relay, Remote, Topic};
+use tokio::sync::{mpsc, oneshot, watch};
+
+
+/// How a node joins a cluster.
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    /// `redis://[user:password@]host:port[/db]` (or `rediss://`).
+    pub url: String,
+    /// Put before every key and channel name, so clusters can share one Redis.
+    pub prefix: String,
+    /// This node's name, unique in the cluster.
+    pub node_id: String,
+    /// How long a node's lease lasts unrenewed: a node silent this long is gone, and its
+    /// members leave every session.
+    pub lease_ms: u64,
+    /// Messages for other nodes that may wait for the link; more are dropped and counted.
+    pub queue: usize,
+}
+
+impl RedisOptions {
+    pub const DEFAULT_PREFIX: &'static str = "switchyard:";
+    pub const DEFAULT_QUEUE: usize = 65_536;
+
+    /// A node name from the host, the process and a random suffix.
+    pub fn default_node_id() -> String {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "node".into());
+        format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+    }
+}
+
+/// Why a Redis broker could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisConfigError {
+    #[error("redis url: {0}")]
+    Url(redis::RedisError),
+    #[error("the node id must be 1 to 128 characters with no whitespace")]
+    NodeId,
+}
+
+/// What the relay hands to the link.
+pub(crate) enum Outgoing {
+    Remote(Remote),
+    /// A topic gained its first subscriber here or lost its last: the link checks which.
+    Subscription(Topic),
+    /// Learn the cluster's sessions and members again (the relay forgot them).
+    Resync,
+    /// Read one session from the directory into the relay, then answer whether it exists.
+    Lookup(SessionId, oneshot::Sender<bool>),
+}
+
+/// What the link tells the broker (and so the relay) about itself.
+#[derive(Default)]
+pub(crate) struct LinkState {
+    pub connected: AtomicBool,
+    pub joined: AtomicBool,
+    pub peers: AtomicUsize,
+    pub dropped: AtomicU64,
+}
+
+impl LinkState {
+    pub fn dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+pub struct RedisBroker {
+    streams: MemoryBroker,
+    node_id: Arc<str>,
+    id_base: u64,
+    outgoing: mpsc::Sender<Outgoing>,
+    state: Arc<LinkState>,
+    /// Taken by [`RedisBroker::start`].
+    waiting: Mutex<Option<(redis::Client, mpsc::Receiver<Outgoing>)>>,
+    options: RedisOptions,
+    stop: watch::Sender<bool>,
+}
+
+impl RedisBroker {
+    /// A broker for this node; nothing connects before [`RedisBroker::start`].
+    pub fn new(options: RedisOptions, history_max_bytes: usize) -> Result<Arc<Self>, RedisConfigError> {
+        if options.node_id.is_empty() || options.node_id.len() > 128 || options.node_id.chars().any(char::is_whitespace) {
+            return Err(RedisConfigError::NodeId);
+        }
+        let client = redis::Client::open(options.url.as_str()).map_err(RedisConfigError::Url)?;
+        let (outgoing, incoming) = mpsc::channel(options.queue.max(1));
+        // 24 random bits above 38 of counter: connection ids unique across nodes.
+        let id_base = u64::from(rand::random::<u32>() & 0xFF_FFFF).max(1) << 38;
+        Ok(Arc::new(Self {
+            streams: MemoryBroker::new(history_max_bytes),
+            node_id: options.node_id.as_str().into(),
+            id_base,
+            outgoing,
+            state: Arc::default(),
+            waiting: Mutex::new(Some((client, incoming))),
+            options,
+            stop: watch::channel(false).0,
+        }))
+    }
+
+    /// Starts the link to Redis for `relay` (which must have been made with this broker)
+    /// on the current tokio runtime. Returns at once: the link connects, and reconnects,
+    /// by itself. Returns `None` when it was started already.
+    pub fn start(self: &Arc<Self>, relay: Arc<Relay>) -> Option<tokio::task::JoinHandle<()>> {
+        let (client, incoming) = self.waiting.lock().ok()?.take()?;
+        let link = link::Link {
+            client,
+            relay,
+            node_id: self.node_id.clone(),
+            prefix: self.options.prefix.clone(),
+            lease_ms: self.options.lease_ms.max(100),
+            state: self.state.clone(),
+        };
+        Some(tokio::spawn(link.run(incoming, self.stop.subscribe())))
+    }
+
+    /// Leaves the cluster: the link tells the other nodes this node's members are gone,
+    /// gives up its lease and ends.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Has the link load the cluster's sessions and members again: after the relay forgot
+    /// its sessions (a stopped manager started again). Done on connecting anyway.
+    pub fn resync(&self) {
+        let _ = self.outgoing.try_send(Outgoing::Resync);
+    }
+
+    /// Whether the directory has a session this node does not know yet (created on
+    /// another node a moment ago, its news still on the way): if so the relay learns it
+    /// first. `false` too while Redis is unreachable.
+    pub async fn lookup(&self, id: SessionId) -> bool {
+        let (answer, answered) = oneshot::channel();
+        if !self.state.connected.load(Ordering::Relaxed) || self.outgoing.try_send(Outgoing::Lookup(id, answer)).is_err() {
+            return false;
+        }
+        answered.await.unwrap_or(false)
+    }
+
+    fn queue(&self, outgoing: Outgoing) {
+        if !self.state.connected.load(Ordering::Relaxed) || self.outgoing.try_send(outgoing).is_err() {
+            self.state.dropped(1);
+        }
+    }
+}
+
+impl Broker for RedisBroker {
+    fn open_stream(&self, topic: &Topic, config: HistoryConfig) {
+        self.streams.open_stream(topic, config)
+    }
+
+    fn close_stream(&self, topic: &Topic) {
+        self.streams.close_stream(topic)
+    }
+
+    fn publish(&self, topic: &Topic, from: Arc<str>, frame: Frame, now: Millis) -> Option<Publication> {
+        self.streams.publish(topic, from, frame, now)
+    }
+
+    fn position(&self, topic: &Topic) -> Option<Position> {
+        self.streams.position(topic)
+    }
+
+    fn recover(&self, topic: &Topic, since: &Position, now: Millis) -> Option<Recovery> {
+        self.streams.recover(topic, since, now)
+    }
+
+    fn read(&self, topic: &Topic, since: Option<&Position>, limit: usize, now: Millis) -> Option<History> {
+        self.streams.read(topic, since, limit, now)
+    }
+
+    fn kept_bytes(&self) -> usize {
+        self.streams.kept_bytes()
+    }
+
+    fn sweep(&self, now: Millis, in_use: &dyn Fn(&Topic) -> bool) {
+        self.streams.sweep(now, in_use)
+    }
+
+    fn cluster(&self) -> Option<ClusterStatus> {
+        Some(ClusterStatus {
+            node_id: self.node_id.clone(),
+            connected: self.state.connected.load(Ordering::Relaxed),
+            joined: self.state.joined.load(Ordering::Relaxed),
+            peers: self.state.peers.load(Ordering::Relaxed),
+            dropped: self.state.dropped.load(Ordering::Relaxed),
+        })
+    }
+
+    fn forward(&self, remote: Remote) {
+        self.queue(Outgoing::Remote(remote));
+    }
+
+    fn subscribed(&self, topic: &Topic, _subscribed: bool) {
+        // Lost while disconnected, a hint costs nothing: the link reconciles every
+        // subscription when it connects, and on every lease tick.
+        let _ = self.outgoing.try_send(Outgoing::Subscription(topic.clone()));
+    }
+
+    fn connection_id_base(&self) -> u64 {
+        self.id_base
+    }
+}

@@ -1,0 +1,397 @@
+//! The link task: one node's connections to Redis. A multiplexed connection carries the
+//! node's publications in pipelined batches (one round trip for everything that queued
+//! meanwhile) and the directory (sessions with their expiry, members, node leases); a
+//! dedicated subscriber connection hears the cluster-wide channel and the topics this
+//! node has subscribers to. When either connection fails the node is degraded until it
+//! reconnects; then it resubscribes, registers its sessions and members again and reloads
+//! the others'.
+//!
+//! Keys and channels, under the prefix: `session:<id>` (a session's record, expiring with
+//! it), `members:<session>` (a hash of connection to member), `node:<id>` (a lease),
+//! `nodes` (a set of node ids); channels `all` (the directory's news, and sends to users,
+//! organizations and everyone) and `t:<topic>` (a session's or channel's deliveries).
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use redis::{AsyncConnectionConfig, Pipeline, RedisResult};
+use switchyard_core::{now, Relay, Remote, Topic};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::wire::{self, topic_name};
+use crate::{LinkState, Outgoing};
+
+/// Most messages sent in one pipeline.
+const BATCH: usize = 1024;
+/// How long a Redis command may take before the link counts Redis as gone.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+pub(crate) struct Link {
+    pub client: redis::Client,
+    pub relay: Arc<Relay>,
+    pub node_id: Arc<str>,
+    pub prefix: String,
+    pub lease_ms: u64,
+    pub state: Arc<LinkState>,
+}
+
+/// How a connected stretch ended.
+enum End {
+    Stopped,
+    Lost(redis::RedisError),
+}
+
+struct Connections {
+    commands: MultiplexedConnection,
+    sink: PubSubSink,
+    stream: PubSubStream,
+    /// Channels the subscriber connection is subscribed to.
+    subscribed: HashSet<String>,
+}
+
+impl Link {
+    pub async fn run(self, mut queue: mpsc::Receiver<Outgoing>, mut stop: watch::Receiver<bool>) {
+        let mut retry = RETRY_MIN;
+        let mut reported = false;
+        loop {
+            match self.connect().await {
+                Ok(mut connections) => {
+                    retry = RETRY_MIN;
+                    reported = false;
+                    let end = self.serve(&mut connections, &mut queue, &mut stop).await;
+                    self.state.connected.store(false, Ordering::Relaxed);
+                    match end {
+                        End::Stopped => {
+                            self.leave(&mut connections, &mut queue).await;
+                            return;
+                        }
+                        End::Lost(err) => warn!(node = %self.node_id, "lost Redis, relaying among this node's clients only: {err}"),
+                    }
+                }
+                Err(err) if !reported => {
+                    reported = true;
+                    warn!(node = %self.node_id, "cannot reach Redis, relaying among this node's clients only: {err}");
+                }
+                Err(err) => debug!("still cannot reach Redis: {err}"),
+            }
+            // Degraded: what queues is dropped (and counted) until the next attempt.
+            let wait = tokio::time::sleep(retry);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    _ = &mut wait => break,
+                    _ = stop.changed() => return,
+                    item = queue.recv() => match item {
+                        Some(Outgoing::Remote(_)) => self.state.dropped(1),
+                        Some(Outgoing::Subscription(_) | Outgoing::Resync | Outgoing::Lookup(..)) => {}
+                        None => return,
+                    },
+                }
+            }
+            retry = (retry * 2).min(RETRY_MAX);
+        }
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    fn channel_of(&self, remote: &Remote) -> String {
+        match remote {
+            Remote::Delivery(d) if matches!(d.topic, Topic::Session(_) | Topic::Channel(_)) => self.key(&format!("t:{}", topic_name(&d.topic))),
+            _ => self.key("all"),
+        }
+    }
+
+    async fn connect(&self) -> RedisResult<Connections> {
+        let config = AsyncConnectionConfig::new().set_connection_timeout(Some(CONNECT_TIMEOUT)).set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let mut commands = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+        let (mut sink, stream) = tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "timed out connecting the subscriber")))??
+            .split();
+        sink.subscribe(self.key("all")).await?;
+        let mut connections = Connections { commands: commands.clone(), sink, stream, subscribed: HashSet::new() };
+        self.renew_lease(&mut commands).await?;
+        self.reconcile_all(&mut connections).await?;
+        self.register(&mut commands).await?;
+        self.load(&mut commands).await?;
+        self.state.connected.store(true, Ordering::Relaxed);
+        self.state.joined.store(true, Ordering::Relaxed);
+        info!(node = %self.node_id, "joined the cluster through Redis");
+        Ok(connections)
+    }
+
+    async fn serve(&self, connections: &mut Connections, queue: &mut mpsc::Receiver<Outgoing>, stop: &mut watch::Receiver<bool>) -> End {
+        let mut lease = tokio::time::interval(Duration::from_millis(self.lease_ms / 4));
+        loop {
+            let result = tokio::select! {
+                biased;
+                _ = stop.changed() => return End::Stopped,
+                message = connections.stream.next() => match message {
+                    Some(message) => {
+                        self.incoming(message.get_payload_bytes());
+                        Ok(())
+                    }
+                    None => Err(redis::RedisError::from((redis::ErrorKind::Io, "the subscriber connection closed"))),
+                },
+                item = queue.recv() => match item {
+                    Some(first) => self.send(connections, queue, first).await,
+                    None => return End::Stopped,
+                },
+                _ = lease.tick() => self.tick(connections).await,
+            };
+            if let Err(err) = result {
+                return End::Lost(err);
+            }
+        }
+    }
+
+    fn incoming(&self, message: &[u8]) {
+        match wire::decode(message) {
+            // Delivered here when it was made: never twice.
+            Ok((node, _)) if node == self.node_id => {}
+            Ok((_, remote)) => self.relay.handle_remote(remote, now()),
+            Err(err) => debug!("dropped an unreadable message from Redis: {err}"),
+        }
+    }
+
+    /// Sends `first` and whatever else is queued, in one pipeline.
+    async fn send(&self, connections: &mut Connections, queue: &mut mpsc::Receiver<Outgoing>, first: Outgoing) -> RedisResult<()> {
+        let mut pipe = redis::pipe();
+        let mut topics = Vec::new();
+        let mut item = Some(first);
+        let mut sent = 0;
+        let mut resync = false;
+        let mut lookups = Vec::new();
+        while let Some(outgoing) = item.take() {
+            match outgoing {
+                Outgoing::Remote(remote) => {
+                    self.directory(&mut pipe, &remote);
+                    pipe.cmd("PUBLISH").arg(self.channel_of(&remote)).arg(wire::encode(&self.node_id, &remote)).ignore();
+                    sent += 1;
+                }
+                Outgoing::Subscription(topic) => topics.push(topic),
+                Outgoing::Resync => resync = true,
+                Outgoing::Lookup(id, answer) => lookups.push((id, answer)),
+            }
+            if sent < BATCH {
+                item = queue.try_recv().ok();
+            }
+        }
+        if !pipe.is_empty() {
+            pipe.query_async::<()>(&mut connections.commands).await?;
+        }
+        for topic in topics {
+            self.reconcile(connections, &topic).await?;
+        }
+        if resync {
+            self.load(&mut connections.commands).await?;
+        }
+        for (id, answer) in lookups {
+            let json: Option<Vec<u8>> = redis::cmd("GET").arg(self.key(&format!("session:{id}"))).query_async(&mut connections.commands).await?;
+            let found = json.and_then(|json| wire::record_from(&json).ok());
+            let exists = found.is_some();
+            if let Some(record) = found {
+                self.relay.handle_remote(Remote::SessionCreated(record), now());
+            }
+            let _ = answer.send(exists);
+        }
+        Ok(())
+    }
+
+    /// What a message changes in the directory, added to the pipeline before it.
+    fn directory(&self, pipe: &mut Pipeline, remote: &Remote) {
+        match remote {
+            Remote::Delivery(_) | Remote::NodeGone(_) => {}
+            Remote::SessionCreated(record) => {
+                let json = serde_json::to_vec(&wire::Record::from(record)).expect("a record serializes");
+                pipe.cmd("SET").arg(self.key(&format!("session:{}", record.id))).arg(json).arg("PXAT").arg(record.expires_at).ignore();
+            }
+            Remote::SessionDeleted(id) => {
+                pipe.cmd("DEL").arg(self.key(&format!("session:{id}"))).arg(self.key(&format!("members:{id}"))).ignore();
+            }
+            Remote::MemberJoined { session, member, .. } => {
+                let json = serde_json::to_vec(&wire::Member::from(member)).expect("a member serializes");
+                let key = self.key(&format!("members:{session}"));
+                pipe.cmd("HSET").arg(&key).arg(member.present.connection_id.0).arg(json).ignore();
+                // The hash goes with its session, on whichever node it expires.
+                if let Some(info) = self.relay.session(session.as_str()) {
+                    pipe.cmd("PEXPIREAT").arg(&key).arg(info.expires_at).ignore();
+                }
+            }
+            Remote::MemberLeft { session, conn, .. } => {
+                pipe.cmd("HDEL").arg(self.key(&format!("members:{session}"))).arg(conn.0).ignore();
+            }
+        }
+    }
+
+    /// Subscribes to a topic's channel when this node has subscribers to it, else not.
+    async fn reconcile(&self, connections: &mut Connections, topic: &Topic) -> RedisResult<()> {
+        let channel = self.key(&format!("t:{}", topic_name(topic)));
+        let wanted = self.relay.has_subscribers(topic);
+        match (wanted, connections.subscribed.contains(&channel)) {
+            (true, false) => {
+                connections.sink.subscribe(&channel).await?;
+                connections.subscribed.insert(channel);
+            }
+            (false, true) => {
+                connections.sink.unsubscribe(&channel).await?;
+                connections.subscribed.remove(&channel);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn reconcile_all(&self, connections: &mut Connections) -> RedisResult<()> {
+        let wanted: HashSet<String> = self.relay.subscribed_topics().iter().map(|t| self.key(&format!("t:{}", topic_name(t)))).collect();
+        let stale: Vec<String> = connections.subscribed.difference(&wanted).cloned().collect();
+        let missing: Vec<String> = wanted.difference(&connections.subscribed).cloned().collect();
+        if !stale.is_empty() {
+            connections.sink.unsubscribe(&stale).await?;
+        }
+        if !missing.is_empty() {
+            connections.sink.subscribe(&missing).await?;
+        }
+        connections.subscribed = wanted;
+        Ok(())
+    }
+
+    async fn renew_lease(&self, commands: &mut MultiplexedConnection) -> RedisResult<()> {
+        redis::pipe()
+            .cmd("SET")
+            .arg(self.key(&format!("node:{}", self.node_id)))
+            .arg(now())
+            .arg("PX")
+            .arg(self.lease_ms)
+            .ignore()
+            .cmd("SADD")
+            .arg(self.key("nodes"))
+            .arg(&*self.node_id)
+            .ignore()
+            .query_async(commands)
+            .await
+    }
+
+    /// Renews the lease, finds nodes whose lease ran out, and checks the subscriptions.
+    async fn tick(&self, connections: &mut Connections) -> RedisResult<()> {
+        self.renew_lease(&mut connections.commands).await?;
+        let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(self.key("nodes")).query_async(&mut connections.commands).await?;
+        let others: Vec<&String> = nodes.iter().filter(|n| **n != *self.node_id).collect();
+        let mut pipe = redis::pipe();
+        for node in &others {
+            pipe.cmd("EXISTS").arg(self.key(&format!("node:{node}")));
+        }
+        let alive: Vec<bool> = if others.is_empty() { Vec::new() } else { pipe.query_async(&mut connections.commands).await? };
+        self.state.peers.store(alive.iter().filter(|a| **a).count(), Ordering::Relaxed);
+        for (node, _) in others.iter().zip(&alive).filter(|(_, alive)| !**alive) {
+            info!(node = %self.node_id, gone = %node, "a node's lease ran out: its members left");
+            self.relay.handle_remote(Remote::NodeGone((*node).as_str().into()), now());
+            self.forget_node(&mut connections.commands, node).await?;
+        }
+        self.reconcile_all(connections).await
+    }
+
+    /// Takes a gone node out of the directory: its members, and its place in `nodes`.
+    async fn forget_node(&self, commands: &mut MultiplexedConnection, node: &str) -> RedisResult<()> {
+        for key in self.scan(commands, "members:*").await? {
+            let members: Vec<(u64, Vec<u8>)> = redis::cmd("HGETALL").arg(&key).query_async(commands).await?;
+            let gone: Vec<u64> = members.into_iter().filter(|(_, json)| wire::member_from(json).is_ok_and(|m| &*m.node == node)).map(|(conn, _)| conn).collect();
+            if !gone.is_empty() {
+                redis::cmd("HDEL").arg(&key).arg(gone).query_async::<()>(commands).await?;
+            }
+        }
+        redis::cmd("SREM").arg(self.key("nodes")).arg(node).query_async(commands).await
+    }
+
+    async fn scan(&self, commands: &mut MultiplexedConnection, pattern: &str) -> RedisResult<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) =
+                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(self.key(pattern)).arg("COUNT").arg(1000).query_async(commands).await?;
+            keys.extend(batch);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Puts this node's sessions (unless the directory has them) and members in the
+    /// directory, and tells the other nodes of both.
+    async fn register(&self, commands: &mut MultiplexedConnection) -> RedisResult<()> {
+        let mut pipe = redis::pipe();
+        for (record, members) in self.relay.local_state() {
+            let json = serde_json::to_vec(&wire::Record::from(&record)).expect("a record serializes");
+            pipe.cmd("SET").arg(self.key(&format!("session:{}", record.id))).arg(json).arg("PXAT").arg(record.expires_at).arg("NX").ignore();
+            let created = Remote::SessionCreated(record.clone());
+            pipe.cmd("PUBLISH").arg(self.key("all")).arg(wire::encode(&self.node_id, &created)).ignore();
+            for member in members {
+                let joined = Remote::MemberJoined { session: record.id.clone(), member, announce: false };
+                self.directory(&mut pipe, &joined);
+                pipe.cmd("PUBLISH").arg(self.key("all")).arg(wire::encode(&self.node_id, &joined)).ignore();
+            }
+        }
+        if pipe.is_empty() {
+            return Ok(());
+        }
+        pipe.query_async(commands).await
+    }
+
+    /// Learns the sessions and the other nodes' members from the directory.
+    async fn load(&self, commands: &mut MultiplexedConnection) -> RedisResult<()> {
+        let now = now();
+        for keys in self.scan(commands, "session:*").await?.chunks(500) {
+            let records: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(keys).query_async(commands).await?;
+            for record in records.into_iter().flatten().filter_map(|json| wire::record_from(&json).ok()) {
+                self.relay.handle_remote(Remote::SessionCreated(record), now);
+            }
+        }
+        self.relay.forget_remote_members();
+        let prefix = self.key("members:");
+        for key in self.scan(commands, "members:*").await? {
+            let Some(session) = key.strip_prefix(&prefix).and_then(|id| switchyard_core::SessionId::parse(id).ok()) else { continue };
+            let members: Vec<(u64, Vec<u8>)> = redis::cmd("HGETALL").arg(&key).query_async(commands).await?;
+            for member in members.into_iter().filter_map(|(_, json)| wire::member_from(&json).ok()).filter(|m| m.node != self.node_id) {
+                self.relay.handle_remote(Remote::MemberJoined { session: session.clone(), member, announce: false }, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Leaves the cluster on a graceful stop: sends what is queued (the members leaving),
+    /// then the other nodes hear this node is gone, and its lease and entries go.
+    async fn leave(&self, connections: &mut Connections, queue: &mut mpsc::Receiver<Outgoing>) {
+        let gone = Remote::NodeGone(self.node_id.clone());
+        let left = async {
+            while let Ok(first) = queue.try_recv() {
+                self.send(connections, queue, first).await?;
+            }
+            let commands = &mut connections.commands;
+            self.forget_node(commands, &self.node_id).await?;
+            redis::pipe()
+                .cmd("PUBLISH")
+                .arg(self.key("all"))
+                .arg(wire::encode(&self.node_id, &gone))
+                .ignore()
+                .cmd("DEL")
+                .arg(self.key(&format!("node:{}", self.node_id)))
+                .ignore()
+                .query_async::<()>(commands)
+                .await
+        };
+        if let Err(err) = left.await {
+            warn!(node = %self.node_id, "could not leave the cluster cleanly: {err}");
+        }
+    }
+}
