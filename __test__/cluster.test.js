@@ -224,6 +224,47 @@ function clusterTests() {
     });
   });
 
+  describe('clusters on Redis: streams', () => {
+    it('numbers publications in Redis, so a client recovers on another node what it missed, and history reads the same everywhere', async () => {
+      const [a, b, c] = nodes;
+      await postJson(`${a.base}/v1/sessions`, { sessionId: 'stream-1', history: { size: 1000, ttlMs: 60000 } });
+      const reader = await new TestClient(`${a.ws}/session/stream-1?positions=1`).joined();
+      const writer = await new TestClient(`${b.ws}/session/stream-1`).joined();
+      const onA = await new TestClient(`${a.ws}/session/stream-1`).joined();
+      await eventually(async () => assert.equal((await presenceOn(c, 'stream-1')).length, 3), CROSSING_MS);
+      const offsets = [];
+      const take = async (client, n) => {
+        for (let i = 0; i < n; i++) {
+          const { json } = await client.nextOfType('publication', CROSSING_MS);
+          offsets.push(json.offset);
+          assert.equal(json.data.n, json.offset, 'offsets follow the order sent');
+        }
+      };
+      for (let n = 1; n <= 20; n++) writer.send(JSON.stringify({ type: 'note', n }));
+      await take(reader, 20);
+      for (let n = 1; n <= 20; n++) assert.equal((await onA.nextOfType('note', CROSSING_MS)).json.n, n, 'members without positions get the bytes as sent');
+      const { epoch } = reader.welcome;
+      reader.ws.terminate();
+      await reader.closed;
+      for (let n = 21; n <= 50; n++) writer.send(JSON.stringify({ type: 'note', n }));
+      for (let n = 21; n <= 50; n++) await onA.nextOfType('note', CROSSING_MS);
+
+      const back = await new TestClient(`${c.ws}/session/stream-1?since=${epoch}:20&previous=${reader.welcome.connectionId}`).joined();
+      assert.deepEqual([back.welcome.recovered, back.welcome.epoch, back.welcome.offset], [true, epoch, 50], 'recovered on another node');
+      writer.send(JSON.stringify({ type: 'note', n: 51 }));
+      await take(back, 31);
+      assert.deepEqual(offsets, [...Array(51).keys()].map((i) => i + 1), 'every offset once, in order, the missed ones before the live one');
+
+      for (const node of nodes) {
+        const history = (await fetchJson(`${node.base}/v1/sessions/stream-1/history?since=${epoch}:45`)).body;
+        assert.deepEqual([history.epoch, history.offset, history.recovered, history.publications.map((p) => p.data.n)], [epoch, 51, true, [46, 47, 48, 49, 50, 51]]);
+      }
+      const lost = await new TestClient(`${b.ws}/session/stream-1?since=another:3`).joined();
+      assert.deepEqual([lost.welcome.recovered, lost.welcome.offset], [false, 51], 'a position of another epoch recovers nothing, and says so');
+      await Promise.all([back.close(), writer.close(), onA.close(), lost.close()]);
+    });
+  });
+
   describe('clusters on Redis: failures', () => {
     it('takes the members of a SIGKILLed node out of presence within the heartbeat timeout, and loses no session', async () => {
       const victim = await startBinary({ args: [...NODE_ARGS, '--redis-url', redis.url, '--node-id', 'victim'] });

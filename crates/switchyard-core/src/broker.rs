@@ -66,6 +66,17 @@ pub struct Filter {
     pub organization: Option<Arc<str>>,
 }
 
+impl Delivery {
+    /// Who a publication of it is from, as streams and `from` name it: a connection id,
+    /// or `"server"`.
+    pub fn publisher(&self) -> Arc<str> {
+        self.from.map_or_else(|| SERVER_PUBLISHER.into(), |conn| conn.to_string().into())
+    }
+}
+
+/// How a server-side publication is named in its `from`.
+const SERVER_PUBLISHER: &str = "server";
+
 impl Filter {
     pub fn is_empty(&self) -> bool {
         self.session.is_none() && self.channel.is_none() && self.user.is_none() && self.organization.is_none()
@@ -96,6 +107,9 @@ pub struct RemoteMember {
 pub enum Remote {
     /// A delivery made on the sending node, for the subscribers here.
     Delivery(Delivery),
+    /// A publication the shared broker numbered in the topic's stream, for the
+    /// subscribers on every node, the publisher's too.
+    Numbered { delivery: Delivery, epoch: Arc<str>, offset: u64, timestamp: Millis },
     SessionCreated(SessionRecord),
     SessionDeleted(SessionId),
     /// A member joined on its node; `announce` tells the session's members here
@@ -170,6 +184,14 @@ pub trait Broker: Send + Sync {
     fn forward(&self, _remote: Remote) {}
     /// This node has its first subscriber to `topic` (`true`) or lost its last.
     fn subscribed(&self, _topic: &Topic, _subscribed: bool) {}
+    /// Whether publications to `topic` are numbered by the shared broker: the relay then
+    /// only forwards them, and delivers them on every node, its own too, when they come
+    /// back numbered (`Remote::Numbered`).
+    fn numbers_remotely(&self, _topic: &Topic) -> bool {
+        false
+    }
+    /// Keeps a publication the shared broker numbered, in this node's copy of the stream.
+    fn keep(&self, _topic: &Topic, _epoch: &Arc<str>, _publication: Publication, _now: Millis) {}
     /// Where this node's connection ids start, so that they are unique in a cluster.
     fn connection_id_base(&self) -> u64 {
         0
@@ -186,6 +208,25 @@ pub struct MemoryBroker {
 impl MemoryBroker {
     pub fn new(max_bytes: usize) -> Self {
         Self { streams: DashMap::new(), budget: Arc::new(Budget::new(max_bytes)) }
+    }
+
+    /// The bounds of `topic`'s stream, when it keeps one.
+    pub fn stream_config(&self, topic: &Topic) -> Option<HistoryConfig> {
+        self.streams.get(topic).map(|stream| stream.lock().config())
+    }
+
+    /// Keeps a publication numbered elsewhere (see [`Stream::keep`]).
+    pub fn keep(&self, topic: &Topic, epoch: &Arc<str>, publication: Publication, now: Millis) {
+        if let Some(stream) = self.streams.get(topic) {
+            stream.lock().keep(epoch, publication, now);
+        }
+    }
+
+    /// Makes a topic's stream a copy of one kept elsewhere (see [`Stream::load`]).
+    pub fn load(&self, topic: &Topic, epoch: Arc<str>, last: u64, publications: Vec<Publication>, now: Millis) {
+        if let Some(stream) = self.streams.get(topic) {
+            stream.lock().load(epoch, last, publications, now);
+        }
     }
 }
 

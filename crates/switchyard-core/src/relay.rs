@@ -53,7 +53,7 @@ use crate::roles::Send;
 use crate::protocol::WelcomePosition;
 use crate::session::{ClientName, Member, Session, SessionInfo, SessionOptions};
 use crate::broker::{Broker, ClusterStatus, Delivery, Filter, History, MemoryBroker, Recovery, Remote, RemoteMember, SessionRecord, Topic};
-use crate::streams::{Position, Resume};
+use crate::streams::{Position, Publication, Resume};
 use crate::report::StatsReport;
 use crate::stats::{Counters, Health, Sizes, Stats};
 

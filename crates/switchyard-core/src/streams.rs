@@ -173,6 +173,10 @@ impl Budget {
     }
 }
 
+fn new_epoch() -> Arc<str> {
+    Alphanumeric.sample_string(&mut rand::rng(), 8).into()
+}
+
 pub struct Stream {
     epoch: Arc<str>,
     config: HistoryConfig,
@@ -181,6 +185,11 @@ pub struct Stream {
     kept: VecDeque<Publication>,
     bytes: usize,
     budget: Arc<Budget>,
+    /// Whether this node numbers its publications. In a cluster the shared broker does,
+    /// and the stream here is a copy: if this node must number one itself (its Redis
+    /// unreachable), it starts a new epoch of its own, so that no position is ever read
+    /// in the wrong stream.
+    numbered_here: bool,
 }
 
 /// What one kept publication costs: its bytes and its bookkeeping.
@@ -190,7 +199,15 @@ fn cost(publication: &Publication) -> usize {
 
 impl Stream {
     pub fn new(config: HistoryConfig, budget: Arc<Budget>) -> Self {
-        Self { epoch: Alphanumeric.sample_string(&mut rand::rng(), 8).into(), config, last: 0, kept: VecDeque::new(), bytes: 0, budget }
+        Self { epoch: new_epoch(), config, last: 0, kept: VecDeque::new(), bytes: 0, budget, numbered_here: true }
+    }
+
+    fn clear(&mut self) {
+        while self.drop_oldest() {}
+    }
+
+    pub fn config(&self) -> HistoryConfig {
+        self.config
     }
 
     pub fn position(&self) -> Position {
@@ -201,8 +218,48 @@ impl Stream {
     /// with none of this stream's older ones kept, it goes unkept: nothing up to it can be
     /// recovered then, which [`Stream::since`] says.
     pub fn append(&mut self, from: Arc<str>, frame: Frame, now: Millis) -> Publication {
+        if !self.numbered_here {
+            self.clear();
+            self.epoch = new_epoch();
+            self.last = 0;
+            self.numbered_here = true;
+        }
         self.last += 1;
         let publication = Publication { offset: self.last, from, timestamp: now, frame };
+        self.store(publication.clone(), now);
+        publication
+    }
+
+    /// Keeps a publication the cluster's broker numbered. Right after the latest it
+    /// extends the stream; after a gap (or in another epoch) the stream starts again at
+    /// it, as nothing before it can be recovered here; one already kept is ignored.
+    pub fn keep(&mut self, epoch: &Arc<str>, publication: Publication, now: Millis) {
+        if !self.numbered_here && *epoch == self.epoch && publication.offset <= self.last {
+            return;
+        }
+        if self.numbered_here || *epoch != self.epoch || publication.offset != self.last + 1 {
+            self.clear();
+            self.epoch = epoch.clone();
+            self.numbered_here = false;
+        }
+        self.last = publication.offset;
+        self.store(publication, now);
+    }
+
+    /// Becomes a copy of the cluster broker's stream: `epoch`, its latest offset, and
+    /// the publications it keeps, oldest first.
+    pub fn load(&mut self, epoch: Arc<str>, last: u64, publications: Vec<Publication>, now: Millis) {
+        self.clear();
+        self.epoch = epoch;
+        self.last = last;
+        self.numbered_here = false;
+        for publication in publications.into_iter().filter(|p| p.offset <= last) {
+            self.store(publication, now);
+        }
+    }
+
+    /// Keeps a numbered publication, within the stream's size and the relay's budget.
+    fn store(&mut self, publication: Publication, now: Millis) {
         self.expire(now);
         while self.kept.len() >= self.config.size {
             self.drop_oldest();
@@ -218,7 +275,6 @@ impl Stream {
                 break;
             }
         }
-        publication
     }
 
     fn drop_oldest(&mut self) -> bool {
@@ -291,6 +347,24 @@ mod tests {
         assert_eq!(offsets(&mut s, &Position { epoch: start.epoch.clone(), offset: 6 }, 10), None, "from the future");
         assert_eq!(offsets(&mut s, &Position { epoch: "other".into(), offset: 4 }, 10), None, "another epoch");
         assert_eq!(offsets(&mut s, &Position { epoch: start.epoch, offset: 4 }, 1_010), None, "all expired");
+    }
+
+    #[test]
+    fn a_copy_of_a_cluster_stream_keeps_what_arrives_in_order_and_starts_again_after_a_gap() {
+        let (mut s, _) = stream(10, 1_000, 1 << 20);
+        let epoch: Arc<str> = "remote".into();
+        let publication = |offset| Publication { offset, from: "c_1".into(), timestamp: 10, frame: Frame::text("{}") };
+        s.load(epoch.clone(), 3, vec![publication(2), publication(3)], 10);
+        s.keep(&epoch, publication(4), 10);
+        s.keep(&epoch, publication(3), 10);
+        let at = |offset| Position { epoch: epoch.clone(), offset };
+        assert_eq!(offsets(&mut s, &at(1), 10), Some(vec![2, 3, 4]), "loaded, then kept, the duplicate ignored");
+        s.keep(&epoch, publication(7), 10);
+        assert_eq!(offsets(&mut s, &at(4), 10), None, "5 and 6 never came");
+        assert_eq!(offsets(&mut s, &at(6), 10), Some(vec![7]));
+        let local = s.append("c_2".into(), Frame::text("{}"), 10);
+        assert_ne!(s.position().epoch, epoch, "numbered here, it is another stream");
+        assert_eq!((local.offset, offsets(&mut s, &at(6), 10)), (1, None));
     }
 
     #[test]

@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use std::sync::Mutex;
+
+use dashmap::DashMap;
 use switchyard_core::{Broker, ClusterStatus, SessionId, Frame, History, HistoryConfig, MemoryBroker, Millis, Position, Publication, Recovery, Relay, Remote, Topic};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -68,6 +70,8 @@ pub(crate) enum Outgoing {
     Resync,
     /// Read one session from the directory into the relay, then answer whether it exists.
     Lookup(SessionId, oneshot::Sender<bool>),
+    /// Copy a topic's stream from Redis into this node's, then answer.
+    LoadStream(Topic, oneshot::Sender<()>),
 }
 
 /// What the link tells the broker (and so the relay) about itself.
@@ -85,8 +89,25 @@ impl LinkState {
     }
 }
 
+/// While it lives, the node keeps a topic's stream current ([`RedisBroker::watch`]).
+pub struct Watch {
+    broker: Arc<RedisBroker>,
+    topic: Topic,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.broker.watchers.remove_if_mut(&self.topic, |_, count| {
+            *count -= 1;
+            *count == 0
+        });
+        self.broker.subscribed(&self.topic, false);
+    }
+}
+
 pub struct RedisBroker {
     streams: MemoryBroker,
+    watchers: DashMap<Topic, usize>,
     node_id: Arc<str>,
     id_base: u64,
     outgoing: mpsc::Sender<Outgoing>,
@@ -109,6 +130,7 @@ impl RedisBroker {
         let id_base = u64::from(rand::random::<u32>() & 0xFF_FFFF).max(1) << 38;
         Ok(Arc::new(Self {
             streams: MemoryBroker::new(history_max_bytes),
+            watchers: DashMap::new(),
             node_id: options.node_id.as_str().into(),
             id_base,
             outgoing,
@@ -127,6 +149,7 @@ impl RedisBroker {
         let link = link::Link {
             client,
             relay,
+            broker: self.clone(),
             node_id: self.node_id.clone(),
             prefix: self.options.prefix.clone(),
             lease_ms: self.options.lease_ms.max(100),
@@ -156,6 +179,34 @@ impl RedisBroker {
             return false;
         }
         answered.await.unwrap_or(false)
+    }
+
+    /// Keeps this node's copy of a topic's stream current while the answer lives, as a
+    /// subscriber here would: for reading (and long polling) a session's or channel's
+    /// history over HTTP on a node where it has no member. Resolves once the copy is
+    /// loaded, or at once while Redis is unreachable.
+    pub async fn watch(self: &Arc<Self>, topic: Topic) -> Watch {
+        *self.watchers.entry(topic.clone()).or_default() += 1;
+        let (answer, answered) = oneshot::channel();
+        if self.state.connected.load(Ordering::Relaxed) && self.outgoing.try_send(Outgoing::LoadStream(topic.clone(), answer)).is_ok() {
+            let _ = answered.await;
+        }
+        Watch { broker: self.clone(), topic }
+    }
+
+    /// Whether something here reads `topic`'s stream without subscribing to it.
+    pub(crate) fn watched(&self, topic: &Topic) -> bool {
+        self.watchers.contains_key(topic)
+    }
+
+    /// The bounds of `topic`'s stream, when it keeps one.
+    pub(crate) fn stream_config(&self, topic: &Topic) -> Option<HistoryConfig> {
+        self.streams.stream_config(topic)
+    }
+
+    /// Makes this node's copy of a stream what Redis keeps.
+    pub(crate) fn load_copy(&self, topic: &Topic, epoch: Arc<str>, last: u64, publications: Vec<Publication>, now: Millis) {
+        self.streams.load(topic, epoch, last, publications, now)
     }
 
     fn queue(&self, outgoing: Outgoing) {
@@ -220,5 +271,13 @@ impl Broker for RedisBroker {
 
     fn connection_id_base(&self) -> u64 {
         self.id_base
+    }
+
+    fn numbers_remotely(&self, topic: &Topic) -> bool {
+        self.state.connected.load(Ordering::Relaxed) && self.streams.stream_config(topic).is_some()
+    }
+
+    fn keep(&self, topic: &Topic, epoch: &Arc<str>, publication: Publication, now: Millis) {
+        self.streams.keep(topic, epoch, publication, now)
     }
 }

@@ -6,9 +6,16 @@
 //! reconnects; then it resubscribes, registers its sessions and members again and reloads
 //! the others'.
 //!
+//! Publications to a topic with a stream are numbered by Redis, not by a node: a script
+//! appends each to the topic's Redis stream (its entry id is the offset) and publishes it
+//! with its offset, and every node, the publisher's too, delivers it when it arrives, so
+//! offsets are the same everywhere and a client recovers on any node. Each node keeps a
+//! copy of the streams its subscribers need, loaded when it subscribes.
+//!
 //! Keys and channels, under the prefix: `session:<id>` (a session's record, expiring with
 //! it), `members:<session>` (a hash of connection to member), `node:<id>` (a lease),
-//! `nodes` (a set of node ids); channels `all` (the directory's news, and sends to users,
+//! `nodes` (a set of node ids), `stream:<topic>` and `stream:<topic>:meta` (a stream and
+//! its epoch and last offset); channels `all` (the directory's news, and sends to users,
 //! organizations and everyone) and `t:<topic>` (a session's or channel's deliveries).
 
 use std::collections::HashSet;
@@ -19,12 +26,17 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Pipeline, RedisResult};
-use switchyard_core::{now, Relay, Remote, Topic};
+use switchyard_core::{now, Broker, HistoryConfig, Publication, Relay, Remote, Topic};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::wire::{self, topic_name};
-use crate::{LinkState, Outgoing};
+use crate::{LinkState, Outgoing, RedisBroker};
+
+fn new_epoch() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), 8)
+}
 
 /// Most messages sent in one pipeline.
 const BATCH: usize = 1024;
@@ -34,9 +46,28 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
+/// Numbers a publication in its topic's stream and publishes it with its place.
+/// KEYS: the stream's meta hash, the stream. ARGV: size, time to live (ms), now (ms), an
+/// epoch for a new stream, the topic's channel, the delivery's message.
+const NUMBER: &str = r"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[4]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
+local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], offset .. '-0', 'm', ARGV[6], 't', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PUBLISH', ARGV[5], '#' .. offset .. ' ' .. ARGV[3] .. ' ' .. epoch .. '\n' .. ARGV[6])
+return offset
+";
+
 pub(crate) struct Link {
     pub client: redis::Client,
     pub relay: Arc<Relay>,
+    pub broker: Arc<RedisBroker>,
     pub node_id: Arc<str>,
     pub prefix: String,
     pub lease_ms: u64,
@@ -55,6 +86,8 @@ struct Connections {
     stream: PubSubStream,
     /// Channels the subscriber connection is subscribed to.
     subscribed: HashSet<String>,
+    /// The numbering script's SHA1, loaded on this connection's Redis.
+    number: String,
 }
 
 impl Link {
@@ -91,7 +124,7 @@ impl Link {
                     _ = stop.changed() => return,
                     item = queue.recv() => match item {
                         Some(Outgoing::Remote(_)) => self.state.dropped(1),
-                        Some(Outgoing::Subscription(_) | Outgoing::Resync | Outgoing::Lookup(..)) => {}
+                        Some(Outgoing::Subscription(_) | Outgoing::Resync | Outgoing::Lookup(..) | Outgoing::LoadStream(..)) => {}
                         None => return,
                     },
                 }
@@ -119,9 +152,14 @@ impl Link {
             .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "timed out connecting the subscriber")))??
             .split();
         sink.subscribe(self.key("all")).await?;
-        let mut connections = Connections { commands: commands.clone(), sink, stream, subscribed: HashSet::new() };
+        let number: String = redis::cmd("SCRIPT").arg("LOAD").arg(NUMBER).query_async(&mut commands).await?;
+        let mut connections = Connections { commands: commands.clone(), sink, stream, subscribed: HashSet::new(), number };
         self.renew_lease(&mut commands).await?;
         self.reconcile_all(&mut connections).await?;
+        // What was numbered here while Redis was away is of another epoch: copy Redis's.
+        for topic in self.relay.subscribed_topics() {
+            self.load_copy(&mut commands, &topic).await?;
+        }
         self.register(&mut commands).await?;
         self.load(&mut commands).await?;
         self.state.connected.store(true, Ordering::Relaxed);
@@ -156,6 +194,14 @@ impl Link {
     }
 
     fn incoming(&self, message: &[u8]) {
+        if wire::is_numbered(message) {
+            // Numbered in Redis: delivered here only now, the publisher's node included.
+            match wire::decode_numbered(message) {
+                Ok((_, remote)) => self.relay.handle_remote(remote, now()),
+                Err(err) => debug!("dropped an unreadable publication from Redis: {err}"),
+            }
+            return;
+        }
         match wire::decode(message) {
             // Delivered here when it was made: never twice.
             Ok((node, _)) if node == self.node_id => {}
@@ -172,13 +218,35 @@ impl Link {
         let mut sent = 0;
         let mut resync = false;
         let mut lookups = Vec::new();
+        let mut loads = Vec::new();
         while let Some(outgoing) = item.take() {
             match outgoing {
                 Outgoing::Remote(remote) => {
                     self.directory(&mut pipe, &remote);
-                    pipe.cmd("PUBLISH").arg(self.channel_of(&remote)).arg(wire::encode(&self.node_id, &remote)).ignore();
+                    let message = wire::encode(&self.node_id, &remote);
+                    match self.numbered_stream(&remote) {
+                        Some((topic, config)) => {
+                            let name = topic_name(topic);
+                            pipe.cmd("EVALSHA")
+                                .arg(&connections.number)
+                                .arg(2)
+                                .arg(self.key(&format!("stream:{name}:meta")))
+                                .arg(self.key(&format!("stream:{name}")))
+                                .arg(config.size)
+                                .arg(config.ttl_ms)
+                                .arg(now())
+                                .arg(self.broker.position(topic).map_or_else(new_epoch, |p| p.epoch.to_string()))
+                                .arg(self.channel_of(&remote))
+                                .arg(message)
+                                .ignore();
+                        }
+                        None => {
+                            pipe.cmd("PUBLISH").arg(self.channel_of(&remote)).arg(message).ignore();
+                        }
+                    }
                     sent += 1;
                 }
+                Outgoing::LoadStream(topic, answer) => loads.push((topic, answer)),
                 Outgoing::Subscription(topic) => topics.push(topic),
                 Outgoing::Resync => resync = true,
                 Outgoing::Lookup(id, answer) => lookups.push((id, answer)),
@@ -196,6 +264,11 @@ impl Link {
         if resync {
             self.load(&mut connections.commands).await?;
         }
+        for (topic, answer) in loads {
+            // Subscribing loads the copy; a topic subscribed to already has it current.
+            self.reconcile(connections, &topic).await?;
+            let _ = answer.send(());
+        }
         for (id, answer) in lookups {
             let json: Option<Vec<u8>> = redis::cmd("GET").arg(self.key(&format!("session:{id}"))).query_async(&mut connections.commands).await?;
             let found = json.and_then(|json| wire::record_from(&json).ok());
@@ -211,10 +284,19 @@ impl Link {
     /// What a message changes in the directory, added to the pipeline before it.
     fn directory(&self, pipe: &mut Pipeline, remote: &Remote) {
         match remote {
-            Remote::Delivery(_) | Remote::NodeGone(_) => {}
+            Remote::Delivery(_) | Remote::Numbered { .. } | Remote::NodeGone(_) => {}
             Remote::SessionCreated(record) => {
                 let json = serde_json::to_vec(&wire::Record::from(record)).expect("a record serializes");
                 pipe.cmd("SET").arg(self.key(&format!("session:{}", record.id))).arg(json).arg("PXAT").arg(record.expires_at).ignore();
+                // The stream's epoch is the creating node's from the start, so the
+                // positions its first members are welcomed with hold everywhere.
+                let topic = Topic::Session(record.id.clone());
+                if let (Some(history), Some(position)) = (record.history, self.broker.position(&topic)) {
+                    let meta = self.key(&format!("stream:{}:meta", topic_name(&topic)));
+                    pipe.cmd("HSETNX").arg(&meta).arg("epoch").arg(&*position.epoch).ignore();
+                    pipe.cmd("HSETNX").arg(&meta).arg("offset").arg(0).ignore();
+                    pipe.cmd("PEXPIRE").arg(&meta).arg(history.ttl_ms).ignore();
+                }
             }
             Remote::SessionDeleted(id) => {
                 pipe.cmd("DEL").arg(self.key(&format!("session:{id}"))).arg(self.key(&format!("members:{id}"))).ignore();
@@ -237,11 +319,13 @@ impl Link {
     /// Subscribes to a topic's channel when this node has subscribers to it, else not.
     async fn reconcile(&self, connections: &mut Connections, topic: &Topic) -> RedisResult<()> {
         let channel = self.key(&format!("t:{}", topic_name(topic)));
-        let wanted = self.relay.has_subscribers(topic);
+        let wanted = self.relay.has_subscribers(topic) || self.broker.watched(topic);
         match (wanted, connections.subscribed.contains(&channel)) {
             (true, false) => {
                 connections.sink.subscribe(&channel).await?;
                 connections.subscribed.insert(channel);
+                // Subscribed first: what is numbered meanwhile arrives after the copy.
+                self.load_copy(&mut connections.commands, topic).await?;
             }
             (false, true) => {
                 connections.sink.unsubscribe(&channel).await?;
@@ -252,8 +336,54 @@ impl Link {
         Ok(())
     }
 
+    /// The stream a delivery is numbered in: a publication to a topic that keeps one.
+    fn numbered_stream<'r>(&self, remote: &'r Remote) -> Option<(&'r Topic, HistoryConfig)> {
+        match remote {
+            Remote::Delivery(d) if d.publication && matches!(d.topic, Topic::Session(_) | Topic::Channel(_)) => {
+                Some((&d.topic, self.broker.stream_config(&d.topic)?))
+            }
+            _ => None,
+        }
+    }
+
+    /// Makes this node's copy of a topic's stream what Redis keeps (nothing when Redis
+    /// keeps none, or this node keeps no stream for it).
+    async fn load_copy(&self, commands: &mut MultiplexedConnection, topic: &Topic) -> RedisResult<()> {
+        if self.broker.stream_config(topic).is_none() {
+            return Ok(());
+        }
+        let name = topic_name(topic);
+        let (meta, entries): ((Option<String>, Option<u64>), Vec<(String, Vec<(String, Vec<u8>)>)>) = redis::pipe()
+            .cmd("HMGET")
+            .arg(self.key(&format!("stream:{name}:meta")))
+            .arg("epoch")
+            .arg("offset")
+            .cmd("XRANGE")
+            .arg(self.key(&format!("stream:{name}")))
+            .arg("-")
+            .arg("+")
+            .query_async(commands)
+            .await?;
+        let (Some(epoch), Some(last)) = meta else { return Ok(()) };
+        let publications = entries.into_iter().filter_map(|(id, fields)| {
+            let offset = id.split('-').next()?.parse().ok()?;
+            let field = |name: &str| fields.iter().find(|(f, _)| f == name).map(|(_, v)| v.as_slice());
+            let timestamp = std::str::from_utf8(field("t")?).ok()?.parse().ok()?;
+            let (_, Remote::Delivery(delivery)) = wire::decode(field("m")?).ok()? else { return None };
+            Some(Publication { offset, from: delivery.publisher(), timestamp, frame: delivery.frame })
+        });
+        self.broker.load_copy(topic, epoch.into(), last, publications.collect(), now());
+        Ok(())
+    }
+
     async fn reconcile_all(&self, connections: &mut Connections) -> RedisResult<()> {
-        let wanted: HashSet<String> = self.relay.subscribed_topics().iter().map(|t| self.key(&format!("t:{}", topic_name(t)))).collect();
+        let wanted: HashSet<String> = self
+            .relay
+            .subscribed_topics()
+            .into_iter()
+            .chain(self.broker.watchers.iter().map(|entry| entry.key().clone()))
+            .map(|t| self.key(&format!("t:{}", topic_name(&t))))
+            .collect();
         let stale: Vec<String> = connections.subscribed.difference(&wanted).cloned().collect();
         let missing: Vec<String> = wanted.difference(&connections.subscribed).cloned().collect();
         if !stale.is_empty() {

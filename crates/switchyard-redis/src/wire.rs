@@ -199,7 +199,7 @@ fn parse_topic(name: &str) -> Result<Topic, WireError> {
 /// One message from `node`.
 pub fn encode(node: &str, remote: &Remote) -> Vec<u8> {
     let (what, frame) = match remote {
-        Remote::Delivery(d) => (
+        Remote::Delivery(d) | Remote::Numbered { delivery: d, .. } => (
             What::Delivery {
                 topic: topic_name(&d.topic),
                 from: d.from.map(|c| c.0),
@@ -229,6 +229,26 @@ pub fn encode(node: &str, remote: &Remote) -> Vec<u8> {
         out.extend_from_slice(&frame.payload);
     }
     out
+}
+
+/// A numbered publication as the numbering script publishes it: `#<offset> <timestamp>
+/// <epoch>` on a line before the delivery's own message.
+pub fn decode_numbered(message: &[u8]) -> Result<(Arc<str>, Remote), WireError> {
+    let at = message.iter().position(|&b| b == b'\n').ok_or(WireError::NoHead)?;
+    let line = std::str::from_utf8(&message[1..at]).map_err(|_| WireError::Field("position"))?;
+    let mut parts = line.split(' ');
+    let mut number = || parts.next().and_then(|n| n.parse::<u64>().ok()).ok_or(WireError::Field("position"));
+    let (offset, timestamp) = (number()?, number()?);
+    let epoch: Arc<str> = parts.next().filter(|e| !e.is_empty()).ok_or(WireError::Field("epoch"))?.into();
+    match decode(&message[at + 1..])? {
+        (node, Remote::Delivery(delivery)) => Ok((node, Remote::Numbered { delivery, epoch, offset, timestamp })),
+        _ => Err(WireError::Field("numbered")),
+    }
+}
+
+/// Whether a message is a numbered publication.
+pub fn is_numbered(message: &[u8]) -> bool {
+    message.first() == Some(&b'#')
 }
 
 /// A message: the node that sent it, and what it says.
@@ -298,6 +318,17 @@ mod tests {
             let Remote::Delivery(back) = decode(&encode("n", &Remote::Delivery(delivery))).unwrap().1 else { panic!() };
             assert_eq!((back.topic, back.frame.kind, &back.frame.payload[..]), (topic, switchyard_core::FrameKind::Binary, &[0u8, 10, 255][..]));
         }
+    }
+
+    #[test]
+    fn a_numbered_publication_carries_its_place_in_the_stream() {
+        let delivery = Delivery { topic: Topic::Session(SessionId::parse("s").unwrap()), frame: Frame::text("{}"), from: Some(ConnId(9)), except: None, publication: true, filter: Filter::default() };
+        let mut message = b"#12 1700000000000 Ep0ch\n".to_vec();
+        message.extend(encode("n", &Remote::Delivery(delivery)));
+        assert!(is_numbered(&message));
+        let (_, Remote::Numbered { epoch, offset, timestamp, delivery }) = decode_numbered(&message).unwrap() else { panic!("numbered") };
+        assert_eq!((&*epoch, offset, timestamp, delivery.from), ("Ep0ch", 12, 1_700_000_000_000, Some(ConnId(9))));
+        assert!(decode_numbered(b"#x 1 e\n").is_err());
     }
 
     #[test]

@@ -13,9 +13,6 @@
 
 use super::*;
 
-/// How a server-side publication is named in its `from`.
-const SERVER_PUBLISHER: &str = "server";
-
 /// Whom a fan-out reaches.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Reach {
@@ -37,10 +34,6 @@ pub(super) struct FanOut {
 
 fn skips(delivery: &Delivery, conn: ConnId) -> bool {
     Some(conn) == delivery.from || Some(conn) == delivery.except
-}
-
-fn publisher(delivery: &Delivery) -> Arc<str> {
-    delivery.from.map_or_else(|| SERVER_PUBLISHER.into(), |conn| conn.to_string().into())
 }
 
 fn filter_admits(filter: &Filter, conn: &Connection) -> bool {
@@ -120,9 +113,26 @@ impl Relay {
             return FanOut { delivered, offset: None };
         };
         let _order = order.lock();
-        let Some(publication) = self.broker.publish(&delivery.topic, publisher(delivery), delivery.frame.clone(), now) else {
+        if self.broker.numbers_remotely(&delivery.topic) {
+            // Delivered here too once the cluster's broker has numbered it.
+            return FanOut::default();
+        }
+        let Some(publication) = self.broker.publish(&delivery.topic, delivery.publisher(), delivery.frame.clone(), now) else {
             return FanOut::default();
         };
+        self.deliver_publication_in_session(session, members, delivery, &publication, slow)
+    }
+
+    /// Hands a numbered publication to a session's members (under its order lock).
+    fn deliver_publication_in_session<'m>(
+        &self,
+        session: &Session,
+        members: impl Iterator<Item = &'m Member>,
+        delivery: &Delivery,
+        publication: &Publication,
+        slow: &mut SlowConsumers,
+    ) -> FanOut {
+        let mut delivered = 0;
         let wrapped = OnceLock::new();
         for member in members {
             let frame = if member.positions { wrapped.get_or_init(|| publication.wrapped(None)).clone() } else { delivery.frame.clone() };
@@ -132,6 +142,37 @@ impl Relay {
         }
         self.events.emit(Event::Published { session_id: session.id.clone(), offset: publication.offset });
         FanOut { delivered, offset: Some(publication.offset) }
+    }
+
+    /// A publication the cluster's broker numbered, for this node's subscribers: kept in
+    /// the copy of the stream here, then delivered as a publication numbered here would be.
+    pub(super) fn fan_out_numbered(&self, delivery: Delivery, epoch: &Arc<str>, offset: u64, timestamp: Millis, now: Millis, slow: &mut SlowConsumers) -> usize {
+        let publication = Publication { offset, from: delivery.publisher(), timestamp, frame: delivery.frame.clone() };
+        match &delivery.topic {
+            Topic::Session(id) => {
+                let Some(session) = self.sessions.get(id) else { return 0 };
+                let Some(order) = &session.order else { return 0 };
+                let _order = order.lock();
+                session.last_activity.store(now, Ordering::Relaxed);
+                self.broker.keep(&delivery.topic, epoch, publication.clone(), now);
+                let members = session.members.iter().filter(|m| self.admits(m.conn, &delivery));
+                self.deliver_publication_in_session(&session, members, &delivery, &publication, slow).delivered
+            }
+            Topic::Channel(name) => {
+                if let Some(history) = self.config.channel_history {
+                    self.broker.open_stream(&delivery.topic, history);
+                }
+                let delivered = self.channels.with_existing_members(name, |members| {
+                    self.broker.keep(&delivery.topic, epoch, publication.clone(), now);
+                    self.deliver_publication_in_channel(name, members, &delivery, Some(&publication), slow)
+                });
+                delivered.unwrap_or_else(|| {
+                    self.broker.keep(&delivery.topic, epoch, publication, now);
+                    0
+                })
+            }
+            Topic::User(_) | Topic::Organization(_) | Topic::Connection(_) | Topic::Everyone => 0,
+        }
     }
 
     fn fan_out_in_channel(&self, name: &ChannelName, delivery: &Delivery, now: Millis, slow: &mut SlowConsumers) -> FanOut {
@@ -147,28 +188,40 @@ impl Relay {
         };
         let publish = || {
             let topic = &delivery.topic;
-            let publication = self.broker.publish(topic, publisher(delivery), delivery.frame.clone(), now);
+            let publication = self.broker.publish(topic, delivery.publisher(), delivery.frame.clone(), now);
             publication.or_else(|| {
                 self.broker.open_stream(topic, history);
-                self.broker.publish(topic, publisher(delivery), delivery.frame.clone(), now)
+                self.broker.publish(topic, delivery.publisher(), delivery.frame.clone(), now)
             })
         };
+        if self.broker.numbers_remotely(&delivery.topic) {
+            self.broker.open_stream(&delivery.topic, history);
+            return FanOut::default();
+        }
         let reached = self.channels.with_existing_members(name, |members| {
             let publication = publish();
-            let wrapped = OnceLock::new();
-            for member in members.iter().filter(|m| self.admits(m.conn, delivery)) {
-                let frame = match (&publication, member.positions) {
-                    (Some(publication), true) => wrapped.get_or_init(|| publication.wrapped(Some(name.as_str()))).clone(),
-                    _ => delivery.frame.clone(),
-                };
-                if self.push(member.conn, &*member.outbox, frame, slow) {
-                    delivered += 1;
-                }
-            }
+            delivered = self.deliver_publication_in_channel(name, members, delivery, publication.as_ref(), slow);
             publication.map(|p| p.offset)
         });
         // A channel with no members now still keeps the publication, for those who come back.
         let offset = reached.unwrap_or_else(|| publish().map(|p| p.offset));
         FanOut { delivered, offset }
+    }
+
+    /// Hands a publication to a channel's members (under its lock): wrapped for those
+    /// with positions when it was numbered.
+    fn deliver_publication_in_channel(&self, name: &ChannelName, members: &[Subscriber], delivery: &Delivery, publication: Option<&Publication>, slow: &mut SlowConsumers) -> usize {
+        let mut delivered = 0;
+        let wrapped = OnceLock::new();
+        for member in members.iter().filter(|m| self.admits(m.conn, delivery)) {
+            let frame = match (publication, member.positions) {
+                (Some(publication), true) => wrapped.get_or_init(|| publication.wrapped(Some(name.as_str()))).clone(),
+                _ => delivery.frame.clone(),
+            };
+            if self.push(member.conn, &*member.outbox, frame, slow) {
+                delivered += 1;
+            }
+        }
+        delivered
     }
 }

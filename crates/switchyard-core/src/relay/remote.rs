@@ -14,6 +14,10 @@ impl Relay {
                 let delivered = self.fan_out(delivery, Reach::Here, now, &mut slow).delivered;
                 Counters::add(&self.counters.messages_relayed, delivered as u64);
             }
+            Remote::Numbered { delivery, epoch, offset, timestamp } => {
+                let delivered = self.fan_out_numbered(delivery, &epoch, offset, timestamp, now, &mut slow);
+                Counters::add(&self.counters.messages_relayed, delivered as u64);
+            }
             Remote::SessionCreated(record) => {
                 if record.expires_at > now {
                     if let Some(history) = record.history {

@@ -23,9 +23,9 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use switchyard_core::{
     server_message, ChannelName, ConflictResolution, Frame, FrameKind, History, HistoryConfig, Identity, Millis,
-    Position, PublishError, Relay, Route, SessionError, SessionId, SessionInfo, SessionOptions, Target,
+    Position, PublishError, Relay, Resume, Route, SessionError, SessionId, SessionInfo, SessionOptions, Target, Topic,
 };
-use switchyard_redis::RedisBroker;
+use switchyard_redis::{RedisBroker, Watch};
 use switchyard_server::admission::{self, Refused, TokenAuth, Upgrade};
 use switchyard_server::auth;
 use switchyard_server::metrics::{self, HostGauge};
@@ -102,7 +102,7 @@ async fn upgrade_sessionless(State(app): AppState, ConnectInfo(peer): ConnectInf
     if request.method() == axum::http::Method::GET && !request.headers().contains_key(header::UPGRADE) {
         return ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], ABOUT).into_response();
     }
-    upgrade(app, peer, Route::Sessionless, request)
+    upgrade(app, peer, Route::Sessionless, request, None)
 }
 
 const ABOUT: &str = concat!(
@@ -144,10 +144,24 @@ async fn upgrade_to_session(
     request: Request,
 ) -> Response {
     app.learn_session(&session_id).await;
-    upgrade(app, peer, Route::Session(session_id), request)
+    // A client asking for positions or recovery needs this node's copy of the stream
+    // current before it joins; joined, it keeps it current as a subscriber.
+    let resume = Resume::from_url(request.uri().path_and_query().map_or("/", |p| p.as_str()));
+    let topic = SessionId::parse(&session_id).ok().filter(|_| resume.positions).map(Topic::Session);
+    let watch = app.watch(topic).await;
+    upgrade(app, peer, Route::Session(session_id), request, watch)
 }
 
 impl App {
+    /// In a cluster, keeps this node's copy of a topic's stream current while a reader
+    /// holds the answer, so history reads the same on every node.
+    async fn watch(&self, topic: Option<Topic>) -> Option<Watch> {
+        match (&self.cluster, topic) {
+            (Some(cluster), Some(topic)) => Some(cluster.watch(topic).await),
+            _ => None,
+        }
+    }
+
     /// In a cluster, a session created on another node a moment ago may not have reached
     /// this one yet: the directory is asked before it is called unknown.
     async fn learn_session(&self, session_id: &str) {
@@ -162,7 +176,7 @@ impl App {
 /// Answers a WebSocket handshake with 101 and hands the upgraded connection to the relay,
 /// or refuses it: 429 for an address opening connections too fast, 401 without a valid
 /// token (when tokens are configured), 400 for a bad handshake.
-fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request) -> Response {
+fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request, watch: Option<Watch>) -> Response {
     let (mut parts, _body) = request.into_parts();
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let url = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -197,6 +211,7 @@ fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request) -> R
             let accepted = Accepted { io: TokioIo::new(upgraded), preface: Vec::new(), head: Default::default(), route, identity };
             let _ = app.spawner.spawn(&app.relay, accepted);
         }
+        drop(watch);
     });
     let mut response = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -475,6 +490,7 @@ async fn channel_history(
     readable_channel(&app, &channel, &identity)?;
     let Query(query) = query.map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", err.body_text()))?;
     let (since, limit) = history_request(&query)?;
+    let _watch = app.watch(ChannelName::parse(&channel).ok().map(Topic::Channel)).await;
     let history = app.relay.channel_history(&channel, since.as_ref(), limit, now()).map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r.code.as_str(), r.message.into_owned()))?;
     Ok(Json(history_json(history)))
 }
@@ -511,6 +527,8 @@ async fn session_history(
     authorize_member(&app, &request)?;
     let Query(query) = query.map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", err.body_text()))?;
     let (since, limit) = history_request(&query)?;
+    app.learn_session(&session_id).await;
+    let _watch = app.watch(SessionId::parse(&session_id).ok().map(Topic::Session)).await;
     let wait = std::time::Duration::from_millis(query.wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
     let deadline = tokio::time::Instant::now() + wait;
     loop {
