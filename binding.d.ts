@@ -443,6 +443,9 @@ export interface ClusterStats {
   peers: number
   /** Messages for other nodes dropped while Redis was unreachable or the queue full. */
   dropped: number
+  /** Messages sent to the other nodes, and the Redis round trips that carried them. */
+  sent: number
+  roundTrips: number
 }
 
 /** permessage-deflate, negotiated by `ws` in bridge mode. */

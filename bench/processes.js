@@ -17,6 +17,14 @@ const relays = [
   { name: 'binary', label: 'switchyard binary', binary: true },
   { name: 'ws', label: 'baseline 1: plain ws relay', node: 'ws' },
   { name: 'original', label: 'baseline 2: parse + stringify per recipient', node: 'original' },
+  {
+    name: 'socketio',
+    label: 'Socket.IO 4 + @socket.io/redis-adapter',
+    node: 'socketio',
+    clusterOnly: true,
+    wsPath: '/socket.io/?EIO=4&transport=websocket&session=',
+    loadgenArgs: ['--socketio'],
+  },
 ];
 
 /** Builds the addon and the binary (release), and the load generator when asked. */
@@ -37,8 +45,11 @@ function rssBytes(pid) {
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)[1]) * 1024;
 }
 
-/** Starts one of `relays` on core 0 and waits until it accepts connections. */
-/** Starts a relay with `env` added to its environment (the binary and servers.js read `HISTORY_SIZE`). */
+/**
+ * Starts one of `relays` on core 0 and waits until it accepts connections, with `env`
+ * added to its environment (the binary and servers.js read `HISTORY_SIZE`, `REDIS_URL`
+ * and `NODE_ID`).
+ */
 async function startRelay(relay, env = {}) {
   const port = await freePort();
   const command = relay.binary
@@ -58,6 +69,16 @@ async function startRelay(relay, env = {}) {
     child,
     port,
     createPath: relay.binary ? '/v1/sessions' : '/sessions',
+    /** A cluster node: whether it sees another node yet. */
+    async clustered() {
+      const health = await fetch(`http://127.0.0.1:${port}/health`).then((r) => (r.ok ? r.json() : null), () => null);
+      return relay.binary ? health?.cluster?.peers > 0 : health !== null;
+    },
+    /** The Redis round trips a binary node has made (its /stats); NaN for others. */
+    async roundTrips() {
+      if (!relay.binary) return NaN;
+      return (await (await fetch(`http://127.0.0.1:${port}/stats`)).json()).cluster?.roundTrips ?? NaN;
+    },
     /** Node servers: collect garbage, so memory counts live objects only. */
     async collectGarbage() {
       if (!relay.binary) await fetch(`http://127.0.0.1:${port}/gc`, { method: 'POST' });

@@ -11,13 +11,14 @@
 //
 // Options: --rounds N (3), --duration-ms N (5000), --only name,name (servers),
 // --scenarios name,name, --write.
-const { spawn } = require('node:child_process');
+const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const readline = require('node:readline');
 const { hostTriple } = require('../bin/switchyard.js');
 const { root, relays, build, sleep, cpuSeconds, rssBytes, startRelay } = require('./processes');
+const { startRedis } = require('../__test__/helpers');
 
 const option = (name, fallback) => {
   const at = process.argv.indexOf(`--${name}`);
@@ -31,12 +32,13 @@ const LOADGEN_CAPPED_PERCENT = 90;
 const SETTLE_SAMPLES = 12;
 
 const servers = relays.filter((s) => !option('only') || option('only').split(',').includes(s.name));
-/** The servers a scenario runs on: all, unless it needs a feature the baselines lack. */
-const serversOf = (scenario) => servers.filter((s) => !scenario.relays || scenario.relays.includes(s.name));
-/** What a scenario's ratios are to: the `ws` baseline, or the same server in another scenario. */
-const versusLabel = (scenario) => (scenario.versus ? `vs ${scenario.versus}` : 'vs ws');
-const versus = (summary, scenario, server) => (scenario.versus ? summary[scenario.versus]?.[server.name] : summary[scenario.name].ws);
+/** The servers a scenario runs on: those it names, else every one but the cluster peers. */
+const serversOf = (scenario) => servers.filter((s) => (scenario.relays ? scenario.relays.includes(s.name) : !s.clusterOnly));
+/** What a scenario's ratios are to: a server of it (`ws` by default), or the same server in another scenario. */
+const versusLabel = (scenario) => `vs ${scenario.versus ?? scenario.baseline ?? 'ws'}`;
+const versus = (summary, scenario, server) => (scenario.versus ? summary[scenario.versus]?.[server.name] : summary[scenario.name][scenario.baseline ?? 'ws']);
 
+const CLUSTER_RELAYS = ['binary', 'native', 'socketio'];
 const scenarios = [
   { name: 'relay', label: '100 sessions x 4 clients x 100 B, max rate', args: ['--sessions', '100', '--clients', '4', '--bytes', '100'] },
   { name: 'fanout', label: '10 sessions x 50 clients x 100 B, max rate', args: ['--sessions', '10', '--clients', '50', '--bytes', '100', '--window', '4'] },
@@ -48,6 +50,22 @@ const scenarios = [
     env: { HISTORY_SIZE: '100' },
     relays: ['native', 'bridge', 'binary'],
     versus: 'relay',
+  },
+  {
+    name: 'cluster',
+    label: 'cluster: 2 nodes and Redis, 100 sessions x 4 clients spread over both nodes, max rate',
+    args: ['--sessions', '100', '--clients', '4', '--bytes', '100'],
+    cluster: true,
+    relays: CLUSTER_RELAYS,
+    baseline: 'socketio',
+  },
+  {
+    name: 'cluster-5k',
+    label: 'cluster: the same layout at 5,000 messages/s (15,000 deliveries/s)',
+    args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--rate', '5000'],
+    cluster: true,
+    relays: CLUSTER_RELAYS,
+    baseline: 'socketio',
   },
   { name: 'idle', label: `${IDLE_CONNECTIONS} idle connections`, idle: true },
 ].filter((s) => !option('scenarios') || option('scenarios').split(',').includes(s.name));
@@ -89,7 +107,53 @@ function loadgen(args, onEvent) {
   });
 }
 
+/** Every command Redis has run since it started, from INFO commandstats. */
+function redisCommands(port) {
+  const info = spawnSync('redis-cli', ['-p', String(port), 'INFO', 'commandstats'], { encoding: 'utf8' }).stdout ?? '';
+  return [...info.matchAll(/^cmdstat_[^:]+:calls=(\d+)/gm)].reduce((sum, [, calls]) => sum + Number(calls), 0);
+}
+
+/** Two nodes of `server` and a Redis, all on core 0; clients spread over both nodes. */
+async function measureCluster(server, scenario) {
+  const redis = await startRedis();
+  spawnSync('taskset', ['-cp', '0', String(redis.child.pid)]);
+  const nodes = [];
+  try {
+    for (const id of ['a', 'b']) nodes.push(await startRelay(server, { REDIS_URL: redis.url, NODE_ID: id }));
+    for (const node of nodes) {
+      for (let tries = 0; !(await node.clustered()); tries++) {
+        if (tries > 400) throw new Error(`${server.name} nodes did not see each other`);
+        await sleep(25);
+      }
+    }
+    const pids = [...nodes.map((node) => node.child.pid), redis.child.pid];
+    const cpu = () => pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+    const args = ['--server', nodes.map((node) => `127.0.0.1:${node.port}`).join(','), '--create-path', nodes[0].createPath];
+    if (server.wsPath) args.push('--ws-path', server.wsPath);
+    let [cpuAtStart, cpuAtEnd, timeAtStart, timeAtEnd, commandsAtStart, commandsAtEnd] = [0, 0, 0, 0, 0, 0];
+    const tripsAtStart = await Promise.all(nodes.map((node) => node.roundTrips()));
+    const result = await loadgen([...args, ...(server.loadgenArgs ?? []), ...scenario.args, '--duration-ms', String(durationMs)], (event) => {
+      if (event === 'measure-start') [cpuAtStart, timeAtStart, commandsAtStart] = [cpu(), performance.now(), redisCommands(redis.port)];
+      if (event === 'measure-end') [cpuAtEnd, timeAtEnd, commandsAtEnd] = [cpu(), performance.now(), redisCommands(redis.port)];
+    });
+    const trips = (await Promise.all(nodes.map((node) => node.roundTrips()))).map((n, i) => n - tripsAtStart[i]);
+    const seconds = (timeAtEnd - timeAtStart) / 1000;
+    const messagesPerSec = result.deliveriesPerSec / 3;
+    return {
+      ...result,
+      serverCpuPercent: (100 * (cpuAtEnd - cpuAtStart)) / seconds,
+      serverRssBytes: nodes.reduce((sum, node) => sum + rssBytes(node.child.pid), 0),
+      redisCommandsPerMessage: (commandsAtEnd - commandsAtStart) / seconds / messagesPerSec,
+      roundTripsPerMessage: trips.every(Number.isFinite) ? trips.reduce((a, b) => a + b, 0) / result.sent : NaN,
+    };
+  } finally {
+    for (const node of nodes) await node.stop();
+    await redis.kill();
+  }
+}
+
 async function measure(server, scenario) {
+  if (scenario.cluster) return measureCluster(server, scenario);
   const running = await startRelay(server, scenario.env);
   const pid = running.child.pid;
   const common = ['--server', `127.0.0.1:${running.port}`, '--create-path', running.createPath];
@@ -144,6 +208,8 @@ function summarize(results) {
             serverCpuPercent: pick((r) => r.serverCpuPercent),
             serverRssBytes: pick((r) => r.serverRssBytes),
             loadgenCpuPercent: pick((r) => r.cpuPercent),
+            redisCommandsPerMessage: pick((r) => r.redisCommandsPerMessage),
+            roundTripsPerMessage: pick((r) => r.roundTripsPerMessage),
           };
     }
   }
@@ -175,6 +241,19 @@ function markdown(summary, machine) {
       for (const server of servers) {
         const { bytesPerConnection } = rows[server.name];
         lines.push(`| ${server.label} | ${fmt(bytesPerConnection / 1024, 2)} KiB | ${ratio(bytesPerConnection, rows.ws?.bytesPerConnection)} |`);
+      }
+    } else if (scenario.cluster) {
+      lines.push(
+        'Server CPU and RSS are both nodes and Redis together (all on core 0). Half of each session\'s members are on the other node, so two in three deliveries cross nodes. Redis commands per message count every command Redis ran; round trips per message are the pipelines switchyard\'s binary sent (its `/stats`).',
+        '',
+        `| server | deliveries/s | ${versusLabel(scenario)} | p50 | p99 | p99.9 | CPU (nodes + Redis) | Redis commands per message | round trips per message |`,
+        '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+      );
+      for (const server of serversOf(scenario)) {
+        const r = rows[server.name];
+        lines.push(
+          `| ${server.label} | ${fmt(r.deliveriesPerSec)} | ${ratio(r.deliveriesPerSec, versus(summary, scenario, server)?.deliveriesPerSec)} | ${fmt(r.p50Us / 1000, 2)} ms | ${fmt(r.p99Us / 1000, 2)} ms | ${fmt(r.p999Us / 1000, 2)} ms | ${fmt(r.serverCpuPercent)}% | ${fmt(r.redisCommandsPerMessage, 3)} | ${fmt(r.roundTripsPerMessage, 3)} |`,
+        );
       }
     } else {
       lines.push(

@@ -5,10 +5,13 @@
 //   bridge    switchyard over ws: ws accepts, handleUpgrade bridges
 //   ws        baseline 1: a plain ws relay, a Map of Sets forwarding the received data
 //   original  baseline 2: the original design, JSON.parse then JSON.stringify per recipient
+//   socketio  the cluster peer: Socket.IO 4 with @socket.io/redis-adapter, a room per
+//             session, each `m` event emitted to the rest of the room on every node
 //
 // Usage: node --expose-gc bench/servers.js <kind> <port>; HISTORY_SIZE=n keeps session
-// history in the switchyard servers, as it does in the binary. `POST /gc` collects garbage so
-// memory is measured on live objects only.
+// history in the switchyard servers, as it does in the binary, and REDIS_URL (with
+// NODE_ID) makes the server a node of a cluster. `POST /gc` collects garbage so memory is
+// measured on live objects only; `GET /health` answers once a cluster node sees a peer.
 const http = require('node:http');
 const crypto = require('node:crypto');
 const { WebSocketServer } = require('ws');
@@ -18,10 +21,15 @@ const [kind, port] = [process.argv[2], Number(process.argv[3])];
 // As the binary's HISTORY_SIZE and HISTORY_TTL: sessions keep this many publications.
 const { HISTORY_SIZE, HISTORY_TTL = '300000' } = process.env;
 const history = HISTORY_SIZE ? { size: Number(HISTORY_SIZE), ttlMs: Number(HISTORY_TTL) } : undefined;
+const redis = process.env.REDIS_URL ? { url: process.env.REDIS_URL, nodeId: process.env.NODE_ID } : undefined;
 const sessionPath = /^\/session\/([^/?]+)/;
 
-function httpHandler(createSession) {
+function httpHandler(createSession, peers = () => 1) {
   return (req, res) => {
+    if (req.method === 'GET' && req.url === '/health') {
+      res.statusCode = peers() > 0 ? 200 : 503;
+      return res.end('{}');
+    }
     if (req.method === 'POST' && req.url === '/sessions') {
       res.setHeader('content-type', 'application/json');
       return res.end(JSON.stringify({ sessionId: createSession() }));
@@ -58,14 +66,14 @@ function plainRelay(forward) {
 
 const servers = {
   native() {
-    const manager = new RelaySessionManager({ maxClientsPerSession: 100, history });
+    const manager = new RelaySessionManager({ maxClientsPerSession: 100, history, redis });
     manager.start();
-    const server = http.createServer(httpHandler(() => manager.createSession().sessionId));
+    const server = http.createServer(httpHandler(() => manager.createSession().sessionId, () => manager.getStats().cluster?.peers ?? 1));
     manager.attach(server);
     return server;
   },
   bridge() {
-    const manager = new RelaySessionManager({ maxClientsPerSession: 100, history });
+    const manager = new RelaySessionManager({ maxClientsPerSession: 100, history, redis });
     manager.start();
     const server = http.createServer(httpHandler(() => manager.createSession().sessionId));
     const wss = new WebSocketServer({ server });
@@ -76,6 +84,23 @@ const servers = {
     return plainRelay((members, from, data, isBinary) => {
       for (const member of members) if (member !== from) member.send(data, { binary: isBinary });
     });
+  },
+  async socketio() {
+    const { Server } = require('socket.io');
+    const { createAdapter } = require('@socket.io/redis-adapter');
+    const { createClient } = require('redis');
+    const publisher = createClient({ url: process.env.REDIS_URL });
+    const subscriber = publisher.duplicate();
+    await Promise.all([publisher.connect(), subscriber.connect()]);
+    const server = http.createServer(httpHandler(() => crypto.randomUUID()));
+    // Runs end long before a ping is due: the load generator does not answer pings.
+    const io = new Server(server, { adapter: createAdapter(publisher, subscriber), transports: ['websocket'], serveClient: false, pingInterval: 300000, pingTimeout: 60000 });
+    io.on('connection', (socket) => {
+      const room = socket.handshake.query.session;
+      socket.join(room);
+      socket.on('m', (message) => socket.to(room).emit('m', message));
+    });
+    return server;
   },
   original() {
     return plainRelay((members, from, data) => {
@@ -89,6 +114,5 @@ if (!servers[kind]) {
   console.error(`usage: node bench/servers.js <${Object.keys(servers).join('|')}> <port>`);
   process.exit(2);
 }
-const server = servers[kind]();
-server.listen(port, '127.0.0.1', () => console.log(`${kind} listening on ${port}`));
+Promise.resolve(servers[kind]()).then((server) => server.listen(port, '127.0.0.1', () => console.log(`${kind} listening on ${port}`)));
 process.on('SIGTERM', () => process.exit(0));

@@ -41,9 +41,14 @@ use message::Stamp;
 #[derive(Parser, Debug, Clone)]
 #[command(about = "WebSocket relay load generator: checks every delivery, prints one JSON line")]
 struct Args {
-    /// `host:port` of the server under test.
+    /// `host:port` of the server under test; several, comma-separated, for a cluster:
+    /// client i connects to the (i mod n)-th, sessions are created on the first.
+    #[arg(long, value_delimiter = ',', required = true)]
+    server: Vec<String>,
+    /// Speak Socket.IO (Engine.IO 4 over WebSocket): connect to the default namespace,
+    /// send each message as event `m` and read it back from the event's argument.
     #[arg(long)]
-    server: String,
+    socketio: bool,
     /// Path that creates a session when POSTed to; the answer's JSON has `sessionId`.
     #[arg(long, default_value = "/sessions")]
     create_path: String,
@@ -96,6 +101,7 @@ struct Errors {
 /// State shared by every client; single-threaded, hence `Cell`s.
 struct Run {
     k: usize,
+    socketio: bool,
     bytes: usize,
     started: Instant,
     /// Messages each client has sent.
@@ -157,10 +163,11 @@ impl Run {
 
 /// POSTs to the create path and returns the session id from the answer.
 async fn create_session(args: &Args) -> Result<String, String> {
-    let mut stream = TcpStream::connect(&args.server).await.map_err(|e| e.to_string())?;
+    let server = &args.server[0];
+    let mut stream = TcpStream::connect(server).await.map_err(|e| e.to_string())?;
     let request = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}",
-        args.create_path, args.server
+        "POST {} HTTP/1.1\r\nHost: {server}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}",
+        args.create_path
     );
     stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
     let mut answer = String::new();
@@ -170,14 +177,30 @@ async fn create_session(args: &Args) -> Result<String, String> {
     json["sessionId"].as_str().map(str::to_owned).ok_or_else(|| format!("no sessionId in {body}"))
 }
 
-async fn connect(args: &Args, session: &str, positions: bool) -> Result<(Sink, Source), String> {
+async fn connect(args: &Args, index: usize, session: &str, positions: bool) -> Result<(Sink, Source), String> {
     let query = if positions { "?positions=1" } else { "" };
-    let url = format!("ws://{}{}{}{query}", args.server, args.ws_path, session);
+    let server = &args.server[index % args.server.len()];
+    let url = format!("ws://{server}{}{session}{query}", args.ws_path);
     // tungstenite zero-fills its whole read buffer before every read: the default 128 KiB
     // would make each small read cost a large memset, and the clients the bottleneck.
     let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
     let (stream, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await.map_err(|e| e.to_string())?;
-    Ok(stream.split())
+    let (mut sink, mut source) = stream.split();
+    if args.socketio {
+        // Engine.IO's open packet, then Socket.IO's connect to "/" and its answer. Runs
+        // are shorter than the server's ping interval, so its pings need no answer.
+        expect_text(&mut source, "0").await?;
+        sink.send(Message::text("40")).await.map_err(|e| e.to_string())?;
+        expect_text(&mut source, "40").await?;
+    }
+    Ok((sink, source))
+}
+
+async fn expect_text(source: &mut Source, prefix: &str) -> Result<(), String> {
+    match source.next().await {
+        Some(Ok(Message::Text(text))) if text.starts_with(prefix) => Ok(()),
+        other => Err(format!("expected a Socket.IO packet starting {prefix:?}, got {other:?}")),
+    }
 }
 
 async fn receive(run: Rc<Run>, me: usize, mut source: Source) {
@@ -196,7 +219,8 @@ async fn receive(run: Rc<Run>, me: usize, mut source: Source) {
 fn next_message(run: &Run, me: usize) -> Message {
     let seq = run.sent[me].get();
     run.sent[me].set(seq + 1);
-    Message::text(message::encode(Stamp { sender: me as u64, seq, sent_us: run.now_us() }, run.bytes))
+    let text = message::encode(Stamp { sender: me as u64, seq, sent_us: run.now_us() }, run.bytes);
+    Message::text(if run.socketio { format!(r#"42["m",{text}]"#) } else { text })
 }
 
 /// Sends as fast as the window allows, many messages per flush.
@@ -283,7 +307,7 @@ async fn run(args: Args) -> bool {
             let (args, gate, session) = (args.clone(), gate.clone(), session_ids[i / args.clients].clone());
             tokio::task::spawn_local(async move {
                 let _permit = gate.acquire().await;
-                connect(&args, &session, i % args.clients < args.positions_clients).await
+                connect(&args, i, &session, i % args.clients < args.positions_clients).await
             })
         })
         .collect();
@@ -305,6 +329,7 @@ async fn run(args: Args) -> bool {
 
     let run = Rc::new(Run {
         k: args.clients,
+        socketio: args.socketio,
         bytes: args.bytes.max(message::MIN_LEN),
         started: Instant::now(),
         sent: (0..total).map(|_| Cell::new(0)).collect(),

@@ -51,18 +51,15 @@ pub fn encode(stamp: Stamp, len: usize) -> String {
     String::from_utf8(out).expect("ASCII")
 }
 
-/// Where a publication's `data` starts: `{"type":"publication",...,"data":` then the message.
-const PUBLICATION: &[u8] = br#"{"type":"publication","#;
-const DATA: &[u8] = br#""data":"#;
-
-/// The stamp of a benchmark message, as sent or wrapped in a publication; `None` for
-/// anything else (the server's own messages, such as `client_connected`).
+/// The stamp of a benchmark message, as sent or wrapped (in a publication's `data`, or
+/// as a Socket.IO event's argument); `None` for anything else (the server's own
+/// messages, such as `client_connected`).
 pub fn decode(text: &[u8]) -> Option<Stamp> {
-    if text.starts_with(PUBLICATION) {
-        let at = text.windows(DATA.len()).position(|w| w == DATA)? + DATA.len();
+    if !text.starts_with(PREFIX) {
+        let at = text.windows(PREFIX.len()).position(|w| w == PREFIX)?;
         return decode(&text[at..]);
     }
-    if text.len() < MIN_LEN || !text.starts_with(PREFIX) {
+    if text.len() < MIN_LEN {
         return None;
     }
     Some(Stamp {
@@ -89,5 +86,7 @@ mod tests {
         assert_eq!(decode(br#"{"type":"client_connected"}"#), None);
         let published = format!(r#"{{"type":"publication","offset":7,"from":"c1","data":{}}}"#, encode(stamp, 100));
         assert_eq!(decode(published.as_bytes()), Some(stamp));
+        let event = format!(r#"42["m",{}]"#, encode(stamp, 100));
+        assert_eq!(decode(event.as_bytes()), Some(stamp));
     }
 }

@@ -136,6 +136,10 @@ pub struct ClusterStatus {
     pub peers: usize,
     /// Messages for other nodes dropped because the link was down or its queue full.
     pub dropped: u64,
+    /// Messages sent to the other nodes, and the Redis round trips (pipelines) that
+    /// carried them.
+    pub sent: u64,
+    pub round_trips: u64,
 }
 
 /// What a topic's stream holds after a position.

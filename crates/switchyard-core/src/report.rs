@@ -57,11 +57,22 @@ pub struct ClusterReport {
     pub peers: usize,
     /// Messages for other nodes dropped while Redis was unreachable or the queue full.
     pub dropped: u64,
+    /// Messages sent to the other nodes, and the Redis round trips that carried them
+    /// (one pipeline carries all that queued meanwhile).
+    pub sent: u64,
+    pub round_trips: u64,
 }
 
 impl From<ClusterStatus> for ClusterReport {
     fn from(status: ClusterStatus) -> Self {
-        Self { node_id: status.node_id.to_string(), connected: status.connected, peers: status.peers, dropped: status.dropped }
+        Self {
+            node_id: status.node_id.to_string(),
+            connected: status.connected,
+            peers: status.peers,
+            dropped: status.dropped,
+            sent: status.sent,
+            round_trips: status.round_trips,
+        }
     }
 }
 

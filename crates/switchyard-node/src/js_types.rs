@@ -344,6 +344,9 @@ pub struct ClusterStats {
     pub peers: u32,
     /// Messages for other nodes dropped while Redis was unreachable or the queue full.
     pub dropped: i64,
+    /// Messages sent to the other nodes, and the Redis round trips that carried them.
+    pub sent: i64,
+    pub round_trips: i64,
 }
 
 /// What `history()` answers.
@@ -547,7 +550,14 @@ impl RelayStats {
         let messages = &report.messages;
         Self {
             status: report.status.into(),
-            cluster: report.cluster.map(|c| ClusterStats { node_id: c.node_id, connected: c.connected, peers: c.peers as u32, dropped: c.dropped as i64 }),
+            cluster: report.cluster.map(|c| ClusterStats {
+                node_id: c.node_id,
+                connected: c.connected,
+                peers: c.peers as u32,
+                dropped: c.dropped as i64,
+                sent: c.sent as i64,
+                round_trips: c.round_trips as i64,
+            }),
             is_running: uptime_ms.is_some(),
             uptime_ms: uptime_ms.unwrap_or(0) as i64,
             active_sessions: report.active_sessions as u32,

@@ -81,6 +81,8 @@ pub(crate) struct LinkState {
     pub joined: AtomicBool,
     pub peers: AtomicUsize,
     pub dropped: AtomicU64,
+    pub sent: AtomicU64,
+    pub round_trips: AtomicU64,
 }
 
 impl LinkState {
@@ -256,6 +258,8 @@ impl Broker for RedisBroker {
             joined: self.state.joined.load(Ordering::Relaxed),
             peers: self.state.peers.load(Ordering::Relaxed),
             dropped: self.state.dropped.load(Ordering::Relaxed),
+            sent: self.state.sent.load(Ordering::Relaxed),
+            round_trips: self.state.round_trips.load(Ordering::Relaxed),
         })
     }
 

@@ -257,6 +257,8 @@ impl Link {
         }
         if !pipe.is_empty() {
             pipe.query_async::<()>(&mut connections.commands).await?;
+            self.state.sent.fetch_add(sent as u64, Ordering::Relaxed);
+            self.state.round_trips.fetch_add(1, Ordering::Relaxed);
         }
         for topic in topics {
             self.reconcile(connections, &topic).await?;
