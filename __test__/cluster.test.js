@@ -224,6 +224,43 @@ function clusterTests() {
     });
   });
 
+  describe('clusters on Redis: control roles', () => {
+    it('keeps one active member per session across nodes: grants, transfers, gates state_update, frees on leave', async () => {
+      const [a, b, c] = nodes;
+      await postJson(`${a.base}/v1/sessions`, { sessionId: 'roles-1', conflictResolution: 'user-choice' });
+      const first = await new TestClient(`${a.ws}/session/roles-1`).joined();
+      const second = await new TestClient(`${b.ws}/session/roles-1`).joined();
+      await first.nextOfType('client_connected', CROSSING_MS);
+      const control = (client, type, data = {}) => client.send(JSON.stringify({ type, clientId: client.welcome.clientId, data }));
+
+      control(first, 'request_control');
+      assert.equal((await first.nextOfType('accept_control', CROSSING_MS)).json.data.granted, true);
+      await eventually(async () => assert.deepEqual((await presenceOn(c, 'roles-1')).map((p) => p.role), ['passive', 'passive'].map((_, i) => (i === 0 ? 'active' : 'passive'))), CROSSING_MS);
+      second.send(JSON.stringify({ type: 'state_update', data: { from: 'passive' } }));
+      first.send(JSON.stringify({ type: 'state_update', data: { from: 'active' } }));
+      assert.equal((await second.nextOfType('state_update', CROSSING_MS)).json.data.from, 'active');
+
+      control(second, 'request_control');
+      const forwarded = await first.nextOfType('request_control', CROSSING_MS);
+      assert.equal(forwarded.json.clientId, second.welcome.clientId, 'forwarded to the active member on the other node');
+      control(first, 'accept_control');
+      await second.nextOfType('accept_control', CROSSING_MS);
+      await eventually(async () => {
+        const roles = Object.fromEntries((await presenceOn(c, 'roles-1')).map((p) => [p.connectionId, p.role]));
+        assert.deepEqual(roles, { [first.welcome.connectionId]: 'passive', [second.welcome.connectionId]: 'active' });
+      }, CROSSING_MS);
+      assert.equal((await fetchJson(`${a.base}/v1/sessions/roles-1`)).body.activeClientId, second.welcome.clientId);
+      assert.equal(first.inbox.filter((m) => m.json?.data?.from === 'passive').length, 0, "a passive member's state_update went nowhere");
+
+      await second.close();
+      const left = await first.nextOfType('client_disconnected', CROSSING_MS);
+      assert.equal(left.json.data.role, 'active', 'the active member left');
+      control(first, 'request_control');
+      assert.equal((await first.nextOfType('accept_control', CROSSING_MS)).json.data.granted, true, 'the role was free again');
+      await first.close();
+    });
+  });
+
   describe('clusters on Redis: streams', () => {
     it('numbers publications in Redis, so a client recovers on another node what it missed, and history reads the same everywhere', async () => {
       const [a, b, c] = nodes;

@@ -110,10 +110,17 @@ pub enum Remote {
     /// A publication the shared broker numbered in the topic's stream, for the
     /// subscribers on every node, the publisher's too.
     Numbered { delivery: Delivery, epoch: Arc<str>, offset: u64, timestamp: Millis },
+    /// A control-role message from a member (`request_control`, ...; `role` is what a
+    /// `role_changed` announces). Every node applies it, the sender's own too, in the
+    /// order the shared broker gives, so all agree on who is active.
+    /// `joined_at` is when the sender joined: where its join has not arrived yet, the
+    /// rules still see it in its place.
+    Control { session: SessionId, from: ConnId, joined_at: Millis, kind: String, role: Option<String>, frame: Frame },
     SessionCreated(SessionRecord),
     SessionDeleted(SessionId),
-    /// A member joined on its node; `announce` tells the session's members here
-    /// (`client_connected`), as a join does, where a resync after reconnecting does not.
+    /// A member joined on its node, or (known already) its record changed; `announce`
+    /// tells the session's members here (`client_connected`), as a join does, where a
+    /// resync after reconnecting or a change of role does not.
     MemberJoined { session: SessionId, member: RemoteMember, announce: bool },
     /// A member left on its node; the session's members here are told.
     MemberLeft { session: SessionId, conn: ConnId, was_active: bool },

@@ -49,7 +49,7 @@ use crate::limits::{Bucket, Rate, RateLimits};
 use crate::outbox::{Outbox, Pushed};
 use crate::protocol::{self, Offending};
 use crate::requests::Requests;
-use crate::roles::Send;
+use crate::roles::{self, Send};
 use crate::protocol::WelcomePosition;
 use crate::session::{ClientName, Member, Session, SessionInfo, SessionOptions};
 use crate::broker::{Broker, ClusterStatus, Delivery, Filter, History, MemoryBroker, Recovery, Remote, RemoteMember, SessionRecord, Topic};
@@ -346,7 +346,11 @@ impl Relay {
     /// A session as the app sees it: its members counted on every node.
     fn info_of(&self, session: &Session) -> SessionInfo {
         let mut info = session.info();
-        info.client_count += self.remote_members.get(&session.id).map_or(0, |members| members.len());
+        if let Some(elsewhere) = self.remote_members.get(&session.id) {
+            info.client_count += elsewhere.len();
+            let everyone = control_messages::Everyone { here: &session.members, elsewhere: &elsewhere, clustered: true, sender: None };
+            info.active_client_id = session.control.active.map(|active| roles::Members::client_id(&everyone, active));
+        }
         info
     }
 

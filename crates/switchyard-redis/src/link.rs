@@ -26,7 +26,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Pipeline, RedisResult};
-use switchyard_core::{now, Broker, HistoryConfig, Publication, Relay, Remote, Topic};
+use switchyard_core::{now, Broker, HistoryConfig, Millis, Publication, Relay, Remote, SessionId, Topic};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
@@ -137,11 +137,16 @@ impl Link {
         format!("{}{name}", self.prefix)
     }
 
+    /// Deliveries to a session or channel, and a session's control steps, go on the
+    /// topic's channel, in one order for every node subscribed to it; the rest (members
+    /// too, which every node counts) on `all`.
     fn channel_of(&self, remote: &Remote) -> String {
-        match remote {
-            Remote::Delivery(d) if matches!(d.topic, Topic::Session(_) | Topic::Channel(_)) => self.key(&format!("t:{}", topic_name(&d.topic))),
-            _ => self.key("all"),
-        }
+        let topic = match remote {
+            Remote::Delivery(d) if matches!(d.topic, Topic::Session(_) | Topic::Channel(_)) => d.topic.clone(),
+            Remote::Control { session, .. } => Topic::Session(session.clone()),
+            _ => return self.key("all"),
+        };
+        self.key(&format!("t:{}", topic_name(&topic)))
     }
 
     async fn connect(&self) -> RedisResult<Connections> {
@@ -203,6 +208,8 @@ impl Link {
             return;
         }
         match wire::decode(message) {
+            // Control steps are applied on every node when they come back, this one too.
+            Ok((_, remote @ Remote::Control { .. })) => self.relay.handle_remote(remote, now()),
             // Delivered here when it was made: never twice.
             Ok((node, _)) if node == self.node_id => {}
             Ok((_, remote)) => self.relay.handle_remote(remote, now()),
@@ -286,7 +293,7 @@ impl Link {
     /// What a message changes in the directory, added to the pipeline before it.
     fn directory(&self, pipe: &mut Pipeline, remote: &Remote) {
         match remote {
-            Remote::Delivery(_) | Remote::Numbered { .. } | Remote::NodeGone(_) => {}
+            Remote::Delivery(_) | Remote::Numbered { .. } | Remote::Control { .. } | Remote::NodeGone(_) => {}
             Remote::SessionCreated(record) => {
                 let json = serde_json::to_vec(&wire::Record::from(record)).expect("a record serializes");
                 pipe.cmd("SET").arg(self.key(&format!("session:{}", record.id))).arg(json).arg("PXAT").arg(record.expires_at).ignore();
@@ -326,8 +333,11 @@ impl Link {
             (true, false) => {
                 connections.sink.subscribe(&channel).await?;
                 connections.subscribed.insert(channel);
-                // Subscribed first: what is numbered meanwhile arrives after the copy.
+                // Subscribed first: what is numbered or joins meanwhile arrives after the copy.
                 self.load_copy(&mut connections.commands, topic).await?;
+                if let Topic::Session(session) = topic {
+                    self.load_members(&mut connections.commands, session, now()).await?;
+                }
             }
             (false, true) => {
                 connections.sink.unsubscribe(&channel).await?;
@@ -492,11 +502,17 @@ impl Link {
         self.relay.forget_remote_members();
         let prefix = self.key("members:");
         for key in self.scan(commands, "members:*").await? {
-            let Some(session) = key.strip_prefix(&prefix).and_then(|id| switchyard_core::SessionId::parse(id).ok()) else { continue };
-            let members: Vec<(u64, Vec<u8>)> = redis::cmd("HGETALL").arg(&key).query_async(commands).await?;
-            for member in members.into_iter().filter_map(|(_, json)| wire::member_from(&json).ok()).filter(|m| m.node != self.node_id) {
-                self.relay.handle_remote(Remote::MemberJoined { session: session.clone(), member, announce: false }, now);
-            }
+            let Some(session) = key.strip_prefix(&prefix).and_then(|id| SessionId::parse(id).ok()) else { continue };
+            self.load_members(commands, &session, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Learns a session's members on the other nodes from the directory.
+    async fn load_members(&self, commands: &mut MultiplexedConnection, session: &SessionId, now: Millis) -> RedisResult<()> {
+        let members: Vec<(u64, Vec<u8>)> = redis::cmd("HGETALL").arg(self.key(&format!("members:{session}"))).query_async(commands).await?;
+        for member in members.into_iter().filter_map(|(_, json)| wire::member_from(&json).ok()).filter(|m| m.node != self.node_id) {
+            self.relay.handle_remote(Remote::MemberJoined { session: session.clone(), member, announce: false }, now);
         }
         Ok(())
     }

@@ -50,6 +50,15 @@ enum What {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         organization: Option<String>,
     },
+    Control {
+        session: String,
+        from: u64,
+        joined_at: u64,
+        control: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
+        binary: bool,
+    },
     SessionCreated(Record),
     SessionDeleted {
         session: String,
@@ -213,6 +222,17 @@ pub fn encode(node: &str, remote: &Remote) -> Vec<u8> {
             },
             Some(&d.frame),
         ),
+        Remote::Control { session, from, joined_at, kind, role, frame } => (
+            What::Control {
+                session: session.to_string(),
+                from: from.0,
+                joined_at: *joined_at,
+                control: kind.clone(),
+                role: role.clone(),
+                binary: frame.kind == switchyard_core::FrameKind::Binary,
+            },
+            Some(frame),
+        ),
         Remote::SessionCreated(record) => (What::SessionCreated(record.into()), None),
         Remote::SessionDeleted(id) => (What::SessionDeleted { session: id.to_string() }, None),
         Remote::MemberJoined { session, member, announce } => {
@@ -273,6 +293,14 @@ pub fn decode(message: &[u8]) -> Result<(Arc<str>, Remote), WireError> {
                 },
             })
         }
+        What::Control { session: s, from, joined_at, control, role, binary } => Remote::Control {
+            session: session(&s)?,
+            from: ConnId(from),
+            joined_at,
+            kind: control,
+            role,
+            frame: if binary { Frame::binary(body.to_vec()) } else { Frame::text(body.to_vec()) },
+        },
         What::SessionCreated(record) => Remote::SessionCreated(record.try_into()?),
         What::SessionDeleted { session: s } => Remote::SessionDeleted(session(&s)?),
         What::MemberJoined { session: s, member, announce } => Remote::MemberJoined { session: session(&s)?, member: member.into(), announce },

@@ -2,6 +2,39 @@
 //! clients sent them, and the transfers that wait for an answer.
 
 use super::*;
+use crate::roles::Members;
+
+/// A session's members here and on the cluster's other nodes, as the control rules see
+/// them. In a cluster the order of joining is by when each joined, then by connection
+/// id, which every node computes alike; alone, by the session's own count of joins.
+pub(super) struct Everyone<'a> {
+    pub here: &'a [Member],
+    pub elsewhere: &'a [RemoteMember],
+    pub clustered: bool,
+    /// The sender of the step, and when it joined, as its message said.
+    pub sender: Option<(ConnId, Millis)>,
+}
+
+impl Members for Everyone<'_> {
+    fn client_id(&self, conn: ConnId) -> String {
+        match self.here.iter().find(|m| m.conn == conn) {
+            Some(member) => member.name.get(conn),
+            None => self.elsewhere.iter().find(|m| m.present.connection_id == conn).map_or_else(|| conn.to_string(), |m| m.present.client_id.clone()),
+        }
+    }
+
+    fn joined(&self, conn: ConnId) -> u64 {
+        let order = |joined_at: Millis| (joined_at << 20) | (conn.0 & 0xF_FFFF);
+        match self.here.iter().find(|m| m.conn == conn) {
+            Some(member) if self.clustered => order(member.joined_at),
+            Some(member) => member.joined,
+            None => match self.elsewhere.iter().find(|m| m.present.connection_id == conn) {
+                Some(member) => order(member.present.connected_at),
+                None => self.sender.filter(|(sender, _)| *sender == conn).map_or(u64::MAX, |(_, joined_at)| order(joined_at)),
+            },
+        }
+    }
+}
 
 impl Relay {
     pub(super) fn is_active(&self, sender: &Sender) -> bool {
@@ -10,31 +43,61 @@ impl Relay {
     }
 
     /// A control-role message (docs/protocol.md, "Control roles"), handled by the session's
-    /// [`Control`](crate::roles::Control).
+    /// [`Control`](crate::roles::Control): here at once, or in a cluster on every node
+    /// once the shared broker has ordered it.
     pub(super) fn control(&self, sender: &Sender, kind: &str, envelope: &Envelope, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> Outcome {
         let Some(session_id) = &sender.session else { return Outcome::Rejected(ErrorCode::NoSession.into()) };
-        let Some(mut session) = self.sessions.get_mut(session_id) else { return Outcome::Done };
+        let role = match kind {
+            "role_changed" => envelope.data.and_then(|raw| serde_json::from_str::<RoleAnnouncement>(raw.get()).ok()).and_then(|a| a.role.map(Cow::into_owned)),
+            _ => None,
+        };
+        if self.clustered {
+            let joined_at = self.sessions.get(session_id).and_then(|s| s.members.iter().find(|m| m.conn == sender.id).map(|m| m.joined_at));
+            let control = Remote::Control { session: session_id.clone(), from: sender.id, joined_at: joined_at.unwrap_or(now), kind: kind.into(), role, frame: frame.clone() };
+            self.broker.forward(control);
+            return Outcome::Done;
+        }
+        self.apply_control(session_id, (sender.id, now), kind, role.as_deref(), frame, now, slow);
+        Outcome::Done
+    }
+
+    /// One step of a session's control rules, for a member here or on another node; the
+    /// members here get what it sends them.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn apply_control(&self, session_id: &SessionId, (from, joined_at): (ConnId, Millis), kind: &str, role: Option<&str>, frame: &Frame, now: Millis, slow: &mut SlowConsumers) {
+        let Some(mut session) = self.sessions.get_mut(session_id) else { return };
         session.last_activity.store(now, Ordering::Relaxed);
+        let elsewhere = self.remote_members.get(session_id).map(|members| members.clone()).unwrap_or_default();
+        let was_active = session.control.active;
         let Session { control, members, conflict_resolution, .. } = &mut *session;
+        let everyone = Everyone { here: members, elsewhere: &elsewhere, clustered: self.clustered, sender: Some((from, joined_at)) };
         let sends = match kind {
             "request_control" => {
                 let timeout = self.config.control_request_timeout_ms;
-                let sends = control.request(sender.id, frame, *conflict_resolution, timeout, &*members, now);
-                if let Some(transfer) = control.transfer.filter(|t| t.requester == sender.id) {
+                let sends = control.request(from, frame, *conflict_resolution, timeout, &everyone, now);
+                if let Some(transfer) = control.transfer.filter(|t| t.requester == from) {
                     self.transfers.insert(session_id.clone(), transfer.deadline);
                 }
                 sends
             }
-            "accept_control" => control.accept(sender.id, frame, &*members, now),
-            "decline_control" => control.decline(sender.id, frame),
-            "release_control" => control.release(sender.id, frame, now),
-            _ => {
-                let announced = envelope.data.and_then(|raw| serde_json::from_str::<RoleAnnouncement>(raw.get()).ok());
-                control.role_changed(sender.id, announced.as_ref().and_then(|a| a.role.as_deref()), frame, now)
-            }
+            "accept_control" => control.accept(from, frame, &everyone, now),
+            "decline_control" => control.decline(from, frame),
+            "release_control" => control.release(from, frame, now),
+            _ => control.role_changed(from, role, frame, now),
         };
         self.deliver(members, sends, slow);
-        Outcome::Done
+        if self.clustered && control.active != was_active {
+            self.announce_roles(&session, [was_active, session.control.active]);
+        }
+    }
+
+    /// In a cluster, the records of this node's members whose role changed, so that a
+    /// node that did not follow the session's control steps still knows who is active.
+    pub(super) fn announce_roles(&self, session: &Session, changed: [Option<ConnId>; 2]) {
+        for member in session.members.iter().filter(|m| changed.contains(&Some(m.conn))) {
+            let member_record = self.as_remote(self.present(session, member));
+            self.broker.forward(Remote::MemberJoined { session: session.id.clone(), member: member_record, announce: false });
+        }
     }
 
     pub(super) fn deliver(&self, members: &[Member], sends: Vec<Send>, slow: &mut SlowConsumers) {

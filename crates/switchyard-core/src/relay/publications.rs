@@ -112,7 +112,8 @@ impl Relay {
         let session = self.sessions.get(&SessionId::parse(session_id).ok()?)?;
         let mut present: Vec<Present> = session.members.iter().map(|member| self.present(&session, member)).collect();
         if let Some(elsewhere) = self.remote_members.get(&session.id) {
-            present.extend(elsewhere.iter().map(|member| member.present.clone()));
+            let role = |conn| if session.control.active == Some(conn) { "active" } else { "passive" };
+            present.extend(elsewhere.iter().map(|member| Present { role: role(member.present.connection_id), ..member.present.clone() }));
         }
         Some(present)
     }

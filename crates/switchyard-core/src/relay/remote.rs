@@ -18,6 +18,9 @@ impl Relay {
                 let delivered = self.fan_out_numbered(delivery, &epoch, offset, timestamp, now, &mut slow);
                 Counters::add(&self.counters.messages_relayed, delivered as u64);
             }
+            Remote::Control { session, from, joined_at, kind, role, frame } => {
+                self.apply_control(&session, (from, joined_at), &kind, role.as_deref(), &frame, now, &mut slow);
+            }
             Remote::SessionCreated(record) => {
                 if record.expires_at > now {
                     if let Some(history) = record.history {
@@ -30,9 +33,20 @@ impl Relay {
                 self.end_session_here(&id, now);
             }
             Remote::MemberJoined { session, member, announce } => {
-                let Some(local) = self.sessions.get(&session) else { return };
+                let Some(mut local) = self.sessions.get_mut(&session) else { return };
+                // A node with no member here does not follow the session's control steps:
+                // it learns who is active from the members' records.
+                if local.members.is_empty() {
+                    let conn = member.present.connection_id;
+                    match member.present.role {
+                        "active" => local.control.active = Some(conn),
+                        _ if local.control.active == Some(conn) => local.control.active = None,
+                        _ => {}
+                    }
+                }
                 let mut elsewhere = self.remote_members.entry(session.clone()).or_default();
-                if elsewhere.iter().any(|m| m.present.connection_id == member.present.connection_id) {
+                if let Some(known) = elsewhere.iter_mut().find(|m| m.present.connection_id == member.present.connection_id) {
+                    *known = member;
                     return;
                 }
                 if announce {
@@ -66,13 +80,17 @@ impl Relay {
             None => return,
         };
         self.remote_members.remove_if(session, |_, members| members.is_empty());
-        let Some(local) = self.sessions.get(session) else { return };
+        let Some(mut local) = self.sessions.get_mut(session) else { return };
+        let Session { control, members, .. } = &mut *local;
         for member in left {
-            let id = member.present.connection_id.to_string();
-            let farewell = protocol::client_disconnected(&member.present.client_id, &id, was_active, now);
-            for here in &local.members {
+            let conn = member.present.connection_id;
+            // Every node applies the leave to its copy of the control rules.
+            let (active, sends) = control.left(conn, now);
+            let farewell = protocol::client_disconnected(&member.present.client_id, &conn.to_string(), was_active || active, now);
+            for here in members.iter() {
                 self.push(here.conn, &*here.outbox, farewell.clone(), slow);
             }
+            self.deliver(members, sends, slow);
         }
     }
 

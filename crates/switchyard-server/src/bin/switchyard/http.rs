@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use switchyard_core::{
     server_message, ChannelName, ConflictResolution, Frame, FrameKind, History, HistoryConfig, Identity, Millis,
-    Position, PublishError, Relay, Resume, Route, SessionError, SessionId, SessionInfo, SessionOptions, Target, Topic,
+    Position, PublishError, Relay, Route, SessionError, SessionId, SessionInfo, SessionOptions, Target, Topic,
 };
 use switchyard_redis::{RedisBroker, Watch};
 use switchyard_server::admission::{self, Refused, TokenAuth, Upgrade};
@@ -144,11 +144,10 @@ async fn upgrade_to_session(
     request: Request,
 ) -> Response {
     app.learn_session(&session_id).await;
-    // A client asking for positions or recovery needs this node's copy of the stream
-    // current before it joins; joined, it keeps it current as a subscriber.
-    let resume = Resume::from_url(request.uri().path_and_query().map_or("/", |p| p.as_str()));
-    let topic = SessionId::parse(&session_id).ok().filter(|_| resume.positions).map(Topic::Session);
-    let watch = app.watch(topic).await;
+    // In a cluster this node learns the session's members elsewhere (its capacity counts
+    // them) and its stream (for positions and recovery) before the client joins; joined,
+    // the client keeps them current as a subscriber.
+    let watch = app.watch(SessionId::parse(&session_id).ok().map(Topic::Session)).await;
     upgrade(app, peer, Route::Session(session_id), request, watch)
 }
 
