@@ -128,6 +128,16 @@ function clusterTests() {
       await Promise.all([first.close(), second.close()]);
     });
 
+    it('lets one node of three create an id they are all asked for at once, and fills the last places once', async () => {
+      const created = await Promise.all(nodes.map((node) => postJson(`${node.base}/v1/sessions`, { sessionId: 'race-1', maxClients: 2 })));
+      assert.deepEqual(created.map((answer) => answer.status).sort(), [201, 409, 409]);
+      for (const node of nodes) await eventually(async () => assert.equal((await fetchJson(`${node.base}/v1/sessions/race-1`)).status, 200), CROSSING_MS);
+      const racers = nodes.flatMap((node) => [0, 1].map(() => new TestClient(`${node.ws}/session/race-1`)));
+      const outcomes = await Promise.all(racers.map((client) => Promise.race([client.nextOfType('client_connected', CROSSING_MS).then(() => 'joined'), client.closed.then((e) => e.reason)])));
+      assert.deepEqual(outcomes.sort(), ['Session full', 'Session full', 'Session full', 'Session full', 'joined', 'joined'], 'six clients on three nodes at once: two places');
+      await Promise.all(racers.map((client) => client.close()));
+    });
+
     it('closes the members on every node when a session is deleted on any', async () => {
       const [a, b, c] = nodes;
       await postJson(`${a.base}/v1/sessions`, { sessionId: 'dir-2' });

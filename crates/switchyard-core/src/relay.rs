@@ -343,6 +343,11 @@ impl Relay {
         (ids.iter().filter_map(|id| self.sessions.get(id).map(|s| self.info_of(&s))).collect(), more)
     }
 
+    /// How many members a session admits, on every node together.
+    pub fn capacity(&self, id: &str) -> Option<usize> {
+        self.sessions.get(&SessionId::parse(id).ok()?).map(|s| s.max_clients)
+    }
+
     /// A session as the app sees it: its members counted on every node.
     fn info_of(&self, session: &Session) -> SessionInfo {
         let mut info = session.info();

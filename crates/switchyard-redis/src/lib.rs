@@ -72,6 +72,11 @@ pub(crate) enum Outgoing {
     Lookup(SessionId, oneshot::Sender<bool>),
     /// Copy a topic's stream from Redis into this node's, then answer.
     LoadStream(Topic, oneshot::Sender<()>),
+    /// Claim a session id in the directory, atomically: whether it was free.
+    Claim(SessionId, oneshot::Sender<bool>),
+    /// Hold one of a session's places (of `max`) for a client about to join, or let go of
+    /// a hold (`None`): whether the place was free.
+    Reserve { session: SessionId, hold: String, max: Option<usize>, answer: oneshot::Sender<bool> },
 }
 
 /// What the link tells the broker (and so the relay) about itself.
@@ -88,6 +93,21 @@ pub(crate) struct LinkState {
 impl LinkState {
     pub fn dropped(&self, n: u64) {
         self.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// A session's place held for a joining client ([`RedisBroker::reserve`]).
+pub struct Place {
+    broker: Arc<RedisBroker>,
+    session: SessionId,
+    hold: String,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        // Queued after the member's own entry, so the place is never free in between.
+        let (answer, _) = oneshot::channel();
+        let _ = self.broker.outgoing.try_send(Outgoing::Reserve { session: self.session.clone(), hold: std::mem::take(&mut self.hold), max: None, answer });
     }
 }
 
@@ -176,11 +196,7 @@ impl RedisBroker {
     /// another node a moment ago, its news still on the way): if so the relay learns it
     /// first. `false` too while Redis is unreachable.
     pub async fn lookup(&self, id: SessionId) -> bool {
-        let (answer, answered) = oneshot::channel();
-        if !self.state.connected.load(Ordering::Relaxed) || self.outgoing.try_send(Outgoing::Lookup(id, answer)).is_err() {
-            return false;
-        }
-        answered.await.unwrap_or(false)
+        self.ask(|answer| Outgoing::Lookup(id, answer)).await.unwrap_or(false)
     }
 
     /// Keeps this node's copy of a topic's stream current while the answer lives, as a
@@ -194,6 +210,35 @@ impl RedisBroker {
             let _ = answered.await;
         }
         Watch { broker: self.clone(), topic }
+    }
+
+    /// Claims a session id across the cluster before creating it: `false` when another
+    /// node has (or is creating) a session of that id. `true` while Redis is unreachable
+    /// (creating is refused then anyway).
+    pub async fn claim(&self, id: SessionId) -> bool {
+        self.ask(|answer| Outgoing::Claim(id, answer)).await.unwrap_or(true)
+    }
+
+    /// Holds one of a session's `max` places on every node for a client about to join
+    /// it, atomically in Redis: `None` when all are taken. The hold is let go when the
+    /// [`Place`] is dropped (the member, once joined, counts itself), and ends by itself
+    /// ten seconds on should this node die first. Always a place while Redis is
+    /// unreachable: the node then counts what it knows.
+    pub async fn reserve(self: &Arc<Self>, session: SessionId, max: usize) -> Option<Place> {
+        let hold = format!("r:{}:{:016x}", self.node_id, rand::random::<u64>());
+        let (s, h) = (session.clone(), hold.clone());
+        let free = self.ask(move |answer| Outgoing::Reserve { session: s, hold: h, max: Some(max), answer }).await.unwrap_or(true);
+        free.then(|| Place { broker: self.clone(), session, hold })
+    }
+
+    /// Queues a question for the link and waits for its answer; `None` while Redis is
+    /// unreachable.
+    async fn ask<T>(&self, question: impl FnOnce(oneshot::Sender<T>) -> Outgoing) -> Option<T> {
+        let (answer, answered) = oneshot::channel();
+        if !self.state.connected.load(Ordering::Relaxed) || self.outgoing.try_send(question(answer)).is_err() {
+            return None;
+        }
+        answered.await.ok()
     }
 
     /// Whether something here reads `topic`'s stream without subscribing to it.

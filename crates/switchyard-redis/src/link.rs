@@ -46,6 +46,26 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
+/// Holds one of a session's places, unless the members and holds fill them; holds past
+/// their time are let go. KEYS: the session's members hash. ARGV: the places, the hold's
+/// field, now (ms).
+const RESERVE: &str = r"
+local now = tonumber(ARGV[3])
+local entries = redis.call('HGETALL', KEYS[1])
+local taken = 0
+for i = 1, #entries, 2 do
+  local field = entries[i]
+  if string.sub(field, 1, 2) == 'r:' and tonumber(entries[i + 1]) < now then
+    redis.call('HDEL', KEYS[1], field)
+  else
+    taken = taken + 1
+  end
+end
+if taken >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], now + 10000)
+return 1
+";
+
 /// Numbers a publication in its topic's stream and publishes it with its place.
 /// KEYS: the stream's meta hash, the stream. ARGV: size, time to live (ms), now (ms), an
 /// epoch for a new stream, the topic's channel, the delivery's message.
@@ -124,7 +144,7 @@ impl Link {
                     _ = stop.changed() => return,
                     item = queue.recv() => match item {
                         Some(Outgoing::Remote(_)) => self.state.dropped(1),
-                        Some(Outgoing::Subscription(_) | Outgoing::Resync | Outgoing::Lookup(..) | Outgoing::LoadStream(..)) => {}
+                        Some(_) => {}
                         None => return,
                     },
                 }
@@ -254,6 +274,23 @@ impl Link {
                     sent += 1;
                 }
                 Outgoing::LoadStream(topic, answer) => loads.push((topic, answer)),
+                Outgoing::Claim(id, answer) => {
+                    let key = self.key(&format!("session:{id}"));
+                    let claimed: Option<String> = redis::cmd("SET").arg(key).arg("{}").arg("NX").arg("PX").arg(10_000).query_async(&mut connections.commands).await?;
+                    let _ = answer.send(claimed.is_some());
+                }
+                Outgoing::Reserve { session, hold, max, answer } => {
+                    let key = self.key(&format!("members:{session}"));
+                    let free = match max {
+                        Some(max) => redis::cmd("EVAL").arg(RESERVE).arg(1).arg(key).arg(max).arg(&hold).arg(now()).query_async::<i64>(&mut connections.commands).await? == 1,
+                        None => {
+                            // Sent with what queued before it, so after the member's entry.
+                            pipe.cmd("HDEL").arg(key).arg(&hold).ignore();
+                            true
+                        }
+                    };
+                    let _ = answer.send(free);
+                }
                 Outgoing::Subscription(topic) => topics.push(topic),
                 Outgoing::Resync => resync = true,
                 Outgoing::Lookup(id, answer) => lookups.push((id, answer)),

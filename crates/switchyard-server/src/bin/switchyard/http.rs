@@ -23,9 +23,9 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use switchyard_core::{
     server_message, ChannelName, ConflictResolution, Frame, FrameKind, History, HistoryConfig, Identity, Millis,
-    Position, PublishError, Relay, Route, SessionError, SessionId, SessionInfo, SessionOptions, Target, Topic,
+    Position, PublishError, Refusal, Relay, Route, SessionError, SessionId, SessionInfo, SessionOptions, Target, Topic,
 };
-use switchyard_redis::{RedisBroker, Watch};
+use switchyard_redis::{Place, RedisBroker, Watch};
 use switchyard_server::admission::{self, Refused, TokenAuth, Upgrade};
 use switchyard_server::auth;
 use switchyard_server::metrics::{self, HostGauge};
@@ -102,7 +102,7 @@ async fn upgrade_sessionless(State(app): AppState, ConnectInfo(peer): ConnectInf
     if request.method() == axum::http::Method::GET && !request.headers().contains_key(header::UPGRADE) {
         return ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], ABOUT).into_response();
     }
-    upgrade(app, peer, Route::Sessionless, request, None)
+    upgrade(app, peer, Route::Sessionless, request, Held::default())
 }
 
 const ABOUT: &str = concat!(
@@ -144,11 +144,29 @@ async fn upgrade_to_session(
     request: Request,
 ) -> Response {
     app.learn_session(&session_id).await;
-    // In a cluster this node learns the session's members elsewhere (its capacity counts
-    // them) and its stream (for positions and recovery) before the client joins; joined,
-    // the client keeps them current as a subscriber.
-    let watch = app.watch(SessionId::parse(&session_id).ok().map(Topic::Session)).await;
-    upgrade(app, peer, Route::Session(session_id), request, watch)
+    // In a cluster this node learns the session's members elsewhere and its stream (for
+    // positions and recovery) before the client joins, and holds one of its places in
+    // Redis, so two nodes never fill the last place together; joined, the client keeps
+    // all of it current as a subscriber.
+    let id = SessionId::parse(&session_id).ok();
+    let watch = app.watch(id.clone().map(Topic::Session)).await;
+    let mut held = Held { _watch: watch, _place: None, full: false };
+    if let (Some(cluster), Some(id), Some(max)) = (&app.cluster, id, app.relay.capacity(&session_id)) {
+        match cluster.reserve(id, max).await {
+            Some(place) => held._place = Some(place),
+            None => held.full = true,
+        }
+    }
+    upgrade(app, peer, Route::Session(session_id), request, held)
+}
+
+/// What an upgrade to a session holds in a cluster until its client has joined.
+#[derive(Default)]
+struct Held {
+    _watch: Option<Watch>,
+    _place: Option<Place>,
+    /// Every place is taken on some node: the client is refused "Session full".
+    full: bool,
 }
 
 impl App {
@@ -175,7 +193,7 @@ impl App {
 /// Answers a WebSocket handshake with 101 and hands the upgraded connection to the relay,
 /// or refuses it: 429 for an address opening connections too fast, 401 without a valid
 /// token (when tokens are configured), 400 for a bad handshake.
-fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request, watch: Option<Watch>) -> Response {
+fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request, held: Held) -> Response {
     let (mut parts, _body) = request.into_parts();
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let url = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -208,9 +226,14 @@ fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request, watc
     spawner.tasks.spawn(async move {
         if let Ok(upgraded) = on_upgrade.await {
             let accepted = Accepted { io: TokioIo::new(upgraded), preface: Vec::new(), head: Default::default(), route, identity };
-            let _ = app.spawner.spawn(&app.relay, accepted);
+            match held.full {
+                true => app.spawner.refuse(accepted, Refusal::SessionFull),
+                false => {
+                    let _ = app.spawner.spawn(&app.relay, accepted);
+                }
+            }
         }
-        drop(watch);
+        drop(held);
     });
     let mut response = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -378,6 +401,14 @@ async fn create_session(
         conflict_resolution,
         history: request.history.map(|h| HistoryConfig { size: h.size, ttl_ms: h.ttl_ms }),
     };
+    // An id given by the caller is claimed across the cluster first: two nodes creating
+    // the same id at once cannot both succeed.
+    if let (Some(cluster), Some(id)) = (&app.cluster, options.session_id.as_deref().filter(|id| !id.is_empty())) {
+        let id = SessionId::parse(id).map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_SESSION_ID", err.to_string()))?;
+        if app.relay.session(id.as_str()).is_none() && !cluster.claim(id.clone()).await {
+            return Err(ApiError::new(StatusCode::CONFLICT, "SESSION_EXISTS", format!("session {:?} already exists", id.as_str())));
+        }
+    }
     let info = app.relay.create_session(options, now()).map_err(|err| match err {
         SessionError::AlreadyExists(_) => ApiError::new(StatusCode::CONFLICT, "SESSION_EXISTS", err.to_string()),
         SessionError::InvalidId(_) => ApiError::new(StatusCode::BAD_REQUEST, "INVALID_SESSION_ID", err.to_string()),
