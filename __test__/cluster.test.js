@@ -393,5 +393,30 @@ function clusterTests() {
       await everyoneHearsEveryone(again, 50, 'rr-after');
       await Promise.all(again.map((client) => client.close()));
     });
+
+    it('recovers a client that dropped and came back through the proxy to another node', async () => {
+      const proxy = await roundRobin(nodes.map((node) => node.port));
+      closers.push(() => proxy.close());
+      const through = `ws://127.0.0.1:${proxy.port}/session/rr-2`;
+      assert.equal((await postJson(`http://127.0.0.1:${proxy.port}/v1/sessions`, { sessionId: 'rr-2', history: { size: 100, ttlMs: 60000 } })).status, 201);
+      const reader = await new TestClient(`${through}?positions=1`).joined();
+      let writer = await new TestClient(through).joined();
+      await reader.nextOfType('client_connected', CROSSING_MS);
+      for (let n = 1; n <= 10; n++) writer.send(JSON.stringify({ type: 'line', n }));
+      for (let n = 1; n <= 10; n++) assert.equal((await reader.nextOfType('publication', CROSSING_MS)).json.offset, n);
+
+      proxy.cutAll();
+      await Promise.all([reader.closed, writer.closed]);
+      writer = await new TestClient(through).joined();
+      for (let n = 11; n <= 20; n++) writer.send(JSON.stringify({ type: 'line', n }));
+      await eventually(async () => assert.equal((await fetchJson(`${nodes[0].base}/v1/sessions/rr-2/history`)).body.offset, 20), CROSSING_MS);
+      const back = await new TestClient(`${through}?since=${reader.welcome.epoch}:10&previous=${reader.welcome.connectionId}`).joined();
+      assert.equal(back.welcome.recovered, true);
+      for (let n = 11; n <= 20; n++) {
+        const { json } = await back.nextOfType('publication', CROSSING_MS);
+        assert.deepEqual([json.offset, json.data.n], [n, n]);
+      }
+      await Promise.all([back.close(), writer.close()]);
+    });
   });
 }

@@ -483,8 +483,14 @@ impl Link {
     /// Takes a gone node out of the directory: its members, and its place in `nodes`.
     async fn forget_node(&self, commands: &mut MultiplexedConnection, node: &str) -> RedisResult<()> {
         for key in self.scan(commands, "members:*").await? {
-            let members: Vec<(u64, Vec<u8>)> = redis::cmd("HGETALL").arg(&key).query_async(commands).await?;
-            let gone: Vec<u64> = members.into_iter().filter(|(_, json)| wire::member_from(json).is_ok_and(|m| &*m.node == node)).map(|(conn, _)| conn).collect();
+            let members: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL").arg(&key).query_async(commands).await?;
+            // Members are keyed by connection; a joining client's held place, `r:<node>:...`.
+            let held_by_it = format!("r:{node}:");
+            let gone: Vec<String> = members
+                .into_iter()
+                .filter(|(field, json)| field.starts_with(&held_by_it) || wire::member_from(json).is_ok_and(|m| &*m.node == node))
+                .map(|(field, _)| field)
+                .collect();
             if !gone.is_empty() {
                 redis::cmd("HDEL").arg(&key).arg(gone).query_async::<()>(commands).await?;
             }
@@ -547,7 +553,7 @@ impl Link {
 
     /// Learns a session's members on the other nodes from the directory.
     async fn load_members(&self, commands: &mut MultiplexedConnection, session: &SessionId, now: Millis) -> RedisResult<()> {
-        let members: Vec<(u64, Vec<u8>)> = redis::cmd("HGETALL").arg(self.key(&format!("members:{session}"))).query_async(commands).await?;
+        let members: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL").arg(self.key(&format!("members:{session}"))).query_async(commands).await?;
         for member in members.into_iter().filter_map(|(_, json)| wire::member_from(&json).ok()).filter(|m| m.node != self.node_id) {
             self.relay.handle_remote(Remote::MemberJoined { session: session.clone(), member, announce: false }, now);
         }
