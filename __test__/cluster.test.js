@@ -271,6 +271,27 @@ function clusterTests() {
     });
   });
 
+  describe('clusters on Redis: case awareness', () => {
+    it("keeps one set of a user's windows across nodes: warns both of two cases, clears when one closes", async () => {
+      const [a, b] = nodes;
+      const register = (client, windowId, caseId) => client.send(JSON.stringify({ type: 'register', payload: { userId: 'carol', windowId, caseId } }));
+      const first = new TestClient(`${a.ws}/`);
+      const second = new TestClient(`${b.ws}/`);
+      await Promise.all([first.opened, second.opened]);
+      register(first, 'w-a', 'CASE-1');
+      await first.nextOfType('registered', CROSSING_MS);
+      register(second, 'w-b', 'CASE-2');
+      await second.nextOfType('registered', CROSSING_MS);
+      for (const page of [first, second]) {
+        const warning = await page.next((m) => m.json?.type === 'warning' && m.json.payload.type === 'multi-case', CROSSING_MS);
+        assert.deepEqual(warning.json.payload.cases, [{ caseId: 'CASE-1', windowId: 'w-a' }, { caseId: 'CASE-2', windowId: 'w-b' }], 'both windows, though on two nodes');
+      }
+      await second.close();
+      assert.deepEqual((await first.nextOfType('warning_cleared', CROSSING_MS)).json.payload.cases, [{ caseId: 'CASE-1', windowId: 'w-a' }]);
+      await first.close();
+    });
+  });
+
   describe('clusters on Redis: streams', () => {
     it('numbers publications in Redis, so a client recovers on another node what it missed, and history reads the same everywhere', async () => {
       const [a, b, c] = nodes;
@@ -303,8 +324,10 @@ function clusterTests() {
       assert.deepEqual(offsets, [...Array(51).keys()].map((i) => i + 1), 'every offset once, in order, the missed ones before the live one');
 
       for (const node of nodes) {
-        const history = (await fetchJson(`${node.base}/v1/sessions/stream-1/history?since=${epoch}:45`)).body;
-        assert.deepEqual([history.epoch, history.offset, history.recovered, history.publications.map((p) => p.data.n)], [epoch, 51, true, [46, 47, 48, 49, 50, 51]]);
+        await eventually(async () => {
+          const history = (await fetchJson(`${node.base}/v1/sessions/stream-1/history?since=${epoch}:45`)).body;
+          assert.deepEqual([history.epoch, history.offset, history.recovered, history.publications.map((p) => p.data.n)], [epoch, 51, true, [46, 47, 48, 49, 50, 51]]);
+        }, CROSSING_MS);
       }
       const lost = await new TestClient(`${b.ws}/session/stream-1?since=another:3`).joined();
       assert.deepEqual([lost.welcome.recovered, lost.welcome.offset], [false, 51], 'a position of another epoch recovers nothing, and says so');

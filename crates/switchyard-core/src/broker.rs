@@ -116,6 +116,11 @@ pub enum Remote {
     /// `joined_at` is when the sender joined: where its join has not arrived yet, the
     /// rules still see it in its place.
     Control { session: SessionId, from: ConnId, joined_at: Millis, kind: String, role: Option<String>, frame: Frame },
+    /// A step of a user's awareness windows (the focus declaration protocol) from one of
+    /// its connections, with the message that made it (`frame`, empty when the connection
+    /// closed). Every node applies it in the order the shared broker gives, the sender's
+    /// too, so a user's windows are one set wherever its connections are.
+    Awareness { user: Arc<str>, conn: ConnId, step: AwarenessStep, frame: Frame },
     SessionCreated(SessionRecord),
     SessionDeleted(SessionId),
     /// A member joined on its node, or (known already) its record changed; `announce`
@@ -126,6 +131,17 @@ pub enum Remote {
     MemberLeft { session: SessionId, conn: ConnId, was_active: bool },
     /// A node is gone (its lease ran out, or it stopped): its members left.
     NodeGone(Arc<str>),
+}
+
+/// What an awareness message does to its user's windows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AwarenessStep {
+    Register { window: String, case: String },
+    Deregister { window: String },
+    Heartbeat { window: String },
+    Focus { window: String },
+    /// The connection closed: its windows go.
+    Closed,
 }
 
 /// How a cluster broker's link to the other nodes is.
@@ -195,6 +211,12 @@ pub trait Broker: Send + Sync {
     fn forward(&self, _remote: Remote) {}
     /// This node has its first subscriber to `topic` (`true`) or lost its last.
     fn subscribed(&self, _topic: &Topic, _subscribed: bool) {}
+    /// Whether the steps every node must apply alike (control roles, awareness windows)
+    /// go through the shared broker now, to come back in one order: not alone, nor while
+    /// it is unreachable, when this node applies them at once.
+    fn orders_steps(&self) -> bool {
+        false
+    }
     /// Whether publications to `topic` are numbered by the shared broker: the relay then
     /// only forwards them, and delivers them on every node, its own too, when they come
     /// back numbered (`Remote::Numbered`).

@@ -36,7 +36,7 @@ pub use frame::{Frame, FrameKind};
 pub use ids::{now, ConnId, Millis, SessionId};
 pub use outbox::{Outbox, Pushed, Transport};
 pub use protocol::server_message;
-pub use broker::{Broker, ClusterStatus, Delivery, Filter, History, MemoryBroker, Recovery, Remote, RemoteMember, SessionRecord, Topic};
+pub use broker::{AwarenessStep, Broker, ClusterStatus, Delivery, Filter, History, MemoryBroker, Recovery, Remote, RemoteMember, SessionRecord, Topic};
 pub use relay::{Identity, Present, PublishError, Relay, Route, Target, MAX_CHANNELS_PER_CONNECTION};
 pub use report::StatsReport;
 pub use session::{SessionInfo, SessionOptions};

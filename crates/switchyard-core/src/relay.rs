@@ -52,7 +52,7 @@ use crate::requests::Requests;
 use crate::roles::{self, Send};
 use crate::protocol::WelcomePosition;
 use crate::session::{ClientName, Member, Session, SessionInfo, SessionOptions};
-use crate::broker::{Broker, ClusterStatus, Delivery, Filter, History, MemoryBroker, Recovery, Remote, RemoteMember, SessionRecord, Topic};
+use crate::broker::{AwarenessStep, Broker, ClusterStatus, Delivery, Filter, History, MemoryBroker, Recovery, Remote, RemoteMember, SessionRecord, Topic};
 use crate::streams::{Position, Publication, Resume};
 use crate::report::StatsReport;
 use crate::stats::{Counters, Health, Sizes, Stats};
@@ -628,7 +628,7 @@ impl Relay {
             "LEAVE_CHANNEL" => self.leave_channel(sender, envelope, slow),
             "PRESENCE" => self.channel_presence(sender, envelope),
             "request" => self.request(sender, envelope, now),
-            "register" | "deregister" | "heartbeat" | "focus" => self.awareness(sender, kind, envelope, now, slow),
+            "register" | "deregister" | "heartbeat" | "focus" => self.awareness(sender, kind, envelope, frame, now, slow),
             _ if self.config.enable_role_management && CONTROL_TYPES.contains(&kind) => {
                 self.control(sender, kind, envelope, frame, now, slow)
             }
@@ -769,8 +769,11 @@ impl Relay {
         }
         if let Some(user) = conn.user.get() {
             self.release_user_slot(user, id);
-            let notices = self.awareness.connection_closed(user, id);
-            self.notify(notices, now, &mut slow);
+            if self.broker.orders_steps() {
+                self.broker.forward(Remote::Awareness { user: user.clone(), conn: id, step: AwarenessStep::Closed, frame: Frame::text(Vec::new()) });
+            } else {
+                let _ = self.apply_awareness(user, id, &AwarenessStep::Closed, now, &mut slow);
+            }
         }
         let info = conn.info(id);
         if let Some(session_id) = &conn.session {

@@ -322,6 +322,10 @@ impl Broker for RedisBroker {
         self.id_base
     }
 
+    fn orders_steps(&self) -> bool {
+        self.state.connected.load(Ordering::Relaxed)
+    }
+
     fn numbers_remotely(&self, topic: &Topic) -> bool {
         self.state.connected.load(Ordering::Relaxed) && self.streams.stream_config(topic).is_some()
     }

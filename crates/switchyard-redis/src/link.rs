@@ -228,8 +228,8 @@ impl Link {
             return;
         }
         match wire::decode(message) {
-            // Control steps are applied on every node when they come back, this one too.
-            Ok((_, remote @ Remote::Control { .. })) => self.relay.handle_remote(remote, now()),
+            // Steps are applied on every node when they come back, this one too.
+            Ok((_, remote @ (Remote::Control { .. } | Remote::Awareness { .. }))) => self.relay.handle_remote(remote, now()),
             // Delivered here when it was made: never twice.
             Ok((node, _)) if node == self.node_id => {}
             Ok((_, remote)) => self.relay.handle_remote(remote, now()),
@@ -330,7 +330,7 @@ impl Link {
     /// What a message changes in the directory, added to the pipeline before it.
     fn directory(&self, pipe: &mut Pipeline, remote: &Remote) {
         match remote {
-            Remote::Delivery(_) | Remote::Numbered { .. } | Remote::Control { .. } | Remote::NodeGone(_) => {}
+            Remote::Delivery(_) | Remote::Numbered { .. } | Remote::Control { .. } | Remote::Awareness { .. } | Remote::NodeGone(_) => {}
             Remote::SessionCreated(record) => {
                 let json = serde_json::to_vec(&wire::Record::from(record)).expect("a record serializes");
                 pipe.cmd("SET").arg(self.key(&format!("session:{}", record.id))).arg(json).arg("PXAT").arg(record.expires_at).ignore();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use switchyard_core::{
-    ChannelName, ConflictResolution, ConnId, Delivery, Filter, Frame, HistoryConfig, Present, Remote, RemoteMember, SessionId,
+    AwarenessStep, ChannelName, ConflictResolution, ConnId, Delivery, Filter, Frame, HistoryConfig, Present, Remote, RemoteMember, SessionId,
     SessionRecord, Topic,
 };
 
@@ -59,6 +59,12 @@ enum What {
         role: Option<String>,
         binary: bool,
     },
+    Awareness {
+        user: String,
+        conn: u64,
+        step: Step,
+        binary: bool,
+    },
     SessionCreated(Record),
     SessionDeleted {
         session: String,
@@ -76,6 +82,41 @@ enum What {
     NodeGone {
         gone: String,
     },
+}
+
+/// An awareness step, as nodes send it.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "camelCase")]
+enum Step {
+    Register { window: String, case: String },
+    Deregister { window: String },
+    Heartbeat { window: String },
+    Focus { window: String },
+    Closed,
+}
+
+impl From<&AwarenessStep> for Step {
+    fn from(step: &AwarenessStep) -> Self {
+        match step.clone() {
+            AwarenessStep::Register { window, case } => Step::Register { window, case },
+            AwarenessStep::Deregister { window } => Step::Deregister { window },
+            AwarenessStep::Heartbeat { window } => Step::Heartbeat { window },
+            AwarenessStep::Focus { window } => Step::Focus { window },
+            AwarenessStep::Closed => Step::Closed,
+        }
+    }
+}
+
+impl From<Step> for AwarenessStep {
+    fn from(step: Step) -> Self {
+        match step {
+            Step::Register { window, case } => AwarenessStep::Register { window, case },
+            Step::Deregister { window } => AwarenessStep::Deregister { window },
+            Step::Heartbeat { window } => AwarenessStep::Heartbeat { window },
+            Step::Focus { window } => AwarenessStep::Focus { window },
+            Step::Closed => AwarenessStep::Closed,
+        }
+    }
 }
 
 /// A session as the directory keeps it, under its own key and in messages.
@@ -233,6 +274,10 @@ pub fn encode(node: &str, remote: &Remote) -> Vec<u8> {
             },
             Some(frame),
         ),
+        Remote::Awareness { user, conn, step, frame } => (
+            What::Awareness { user: user.to_string(), conn: conn.0, step: step.into(), binary: frame.kind == switchyard_core::FrameKind::Binary },
+            Some(frame),
+        ),
         Remote::SessionCreated(record) => (What::SessionCreated(record.into()), None),
         Remote::SessionDeleted(id) => (What::SessionDeleted { session: id.to_string() }, None),
         Remote::MemberJoined { session, member, announce } => {
@@ -299,6 +344,12 @@ pub fn decode(message: &[u8]) -> Result<(Arc<str>, Remote), WireError> {
             joined_at,
             kind: control,
             role,
+            frame: if binary { Frame::binary(body.to_vec()) } else { Frame::text(body.to_vec()) },
+        },
+        What::Awareness { user, conn, step, binary } => Remote::Awareness {
+            user: user.into(),
+            conn: ConnId(conn),
+            step: step.into(),
             frame: if binary { Frame::binary(body.to_vec()) } else { Frame::text(body.to_vec()) },
         },
         What::SessionCreated(record) => Remote::SessionCreated(record.try_into()?),

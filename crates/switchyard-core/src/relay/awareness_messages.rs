@@ -5,7 +5,7 @@ use super::*;
 
 impl Relay {
     /// `register`, `deregister`, `heartbeat` and `focus` (docs/protocol.md, "Case awareness").
-    pub(super) fn awareness(&self, sender: &Sender, kind: &str, envelope: &Envelope, now: Millis, slow: &mut SlowConsumers) -> Outcome {
+    pub(super) fn awareness(&self, sender: &Sender, kind: &str, envelope: &Envelope, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> Outcome {
         let Some(payload) = envelope.payload.and_then(|raw| serde_json::from_str::<FocusPayload>(raw.get()).ok()) else {
             return Outcome::Rejected(Rejection::new(ErrorCode::InvalidMessage, "An awareness message needs a payload with userId and windowId"));
         };
@@ -17,29 +17,49 @@ impl Relay {
             Ok(user) => user,
             Err(outcome) => return outcome,
         };
-        let notices = match kind {
+        let window = payload.window_id.clone().into_owned();
+        let step = match kind {
             "register" => {
                 let Some(case_id) = payload.case_id.as_deref().filter(|c| ids_ok(c)) else {
                     return Outcome::Rejected(Rejection::new(ErrorCode::InvalidMessage, "register needs a caseId of 1 to 256 characters"));
                 };
-                let registration = Registration { user: &user, window_id: &payload.window_id, case_id };
-                match self.awareness.register(registration, sender.id, now) {
-                    Ok(notices) => notices,
-                    Err(rejection) => return Outcome::Rejected(rejection),
-                }
+                AwarenessStep::Register { window, case: case_id.to_owned() }
             }
-            "deregister" => self.awareness.deregister(&user, &payload.window_id),
-            "heartbeat" => {
-                self.awareness.heartbeat(&user, &payload.window_id, now);
+            "deregister" => AwarenessStep::Deregister { window },
+            "heartbeat" => AwarenessStep::Heartbeat { window },
+            _ => AwarenessStep::Focus { window },
+        };
+        if self.broker.orders_steps() {
+            self.broker.forward(Remote::Awareness { user, conn: sender.id, step, frame: frame.clone() });
+            return Outcome::Done;
+        }
+        match self.apply_awareness(&user, sender.id, &step, now, slow) {
+            Ok(()) => Outcome::Done,
+            Err(rejection) => Outcome::Rejected(rejection),
+        }
+    }
+
+    /// One step of a user's windows, for its connection here or on another node; the
+    /// user's connections here hear what it says.
+    pub(super) fn apply_awareness(&self, user: &Arc<str>, conn: ConnId, step: &AwarenessStep, now: Millis, slow: &mut SlowConsumers) -> Result<(), Rejection> {
+        let notices = match step {
+            AwarenessStep::Register { window, case } => {
+                let registration = Registration { user, window_id: window, case_id: case };
+                self.awareness.register(registration, conn, now)?
+            }
+            AwarenessStep::Deregister { window } => self.awareness.deregister(user, window),
+            AwarenessStep::Heartbeat { window } => {
+                self.awareness.heartbeat(user, window, now);
                 Notices::new()
             }
-            _ => {
-                self.awareness.focus(&user, &payload.window_id);
+            AwarenessStep::Focus { window } => {
+                self.awareness.focus(user, window);
                 Notices::new()
             }
+            AwarenessStep::Closed => self.awareness.connection_closed(user, conn),
         };
         self.notify(notices, now, slow);
-        Outcome::Done
+        Ok(())
     }
 
     /// The user an awareness message acts for: the connection's, which the payload's

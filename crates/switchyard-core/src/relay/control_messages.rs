@@ -51,7 +51,7 @@ impl Relay {
             "role_changed" => envelope.data.and_then(|raw| serde_json::from_str::<RoleAnnouncement>(raw.get()).ok()).and_then(|a| a.role.map(Cow::into_owned)),
             _ => None,
         };
-        if self.clustered {
+        if self.broker.orders_steps() {
             let joined_at = self.sessions.get(session_id).and_then(|s| s.members.iter().find(|m| m.conn == sender.id).map(|m| m.joined_at));
             let control = Remote::Control { session: session_id.clone(), from: sender.id, joined_at: joined_at.unwrap_or(now), kind: kind.into(), role, frame: frame.clone() };
             self.broker.forward(control);

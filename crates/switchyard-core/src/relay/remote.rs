@@ -21,6 +21,16 @@ impl Relay {
             Remote::Control { session, from, joined_at, kind, role, frame } => {
                 self.apply_control(&session, (from, joined_at), &kind, role.as_deref(), &frame, now, &mut slow);
             }
+            Remote::Awareness { user, conn, step, frame } => {
+                if let Err(rejection) = self.apply_awareness(&user, conn, &step, now, &mut slow) {
+                    // Refused on every node alike; the sender's node answers it.
+                    let outbox = self.conns.get(&conn).map(|c| c.outbox.clone());
+                    if let (Some(outbox), Ok(envelope)) = (outbox, Envelope::parse(&frame.payload)) {
+                        let answer = self.refusal(&envelope, &frame, &rejection, now);
+                        self.push(conn, &*outbox, answer, &mut slow);
+                    }
+                }
+            }
             Remote::SessionCreated(record) => {
                 if record.expires_at > now {
                     if let Some(history) = record.history {
