@@ -338,6 +338,9 @@ export declare class RelaySessionManager<MetaData = any> {
    * valid token under `auth`) or "Rate limit exceeded" (`connectionsPerMinutePerIp`),
    * 1001 after `stop()`; natively, before the upgrade, HTTP 400 for a bad handshake,
    * 401 and 429 for the last two. `sessionId` `null` makes a sessionless connection.
+   * In a cluster (`redis`), a native connection to a session joins a Redis round trip
+   * later, once this node has learnt the session and held one of its places: `true`
+   * then means it was taken over, and it may still be refused "Session full".
    */
   handleUpgrade(sessionId: string | null, socket: WebSocketLike | Duplex, request?: IncomingMessage, options?: UpgradeOptions): boolean
   /**

@@ -335,6 +335,29 @@ function clusterTests() {
     });
   });
 
+  describe('clusters on Redis: the Node manager as a node', () => {
+    it("recovers a native client on the manager's node, and counts its places with the binaries'", async () => {
+      const [a] = nodes;
+      await postJson(`${a.base}/v1/sessions`, { sessionId: 'mgr-1', maxClients: 2, history: { size: 100, ttlMs: 60000 } });
+      const writer = await new TestClient(`${a.ws}/session/mgr-1`).joined();
+      const reader = await new TestClient(`${managerNode.native('mgr-1')}?positions=1`).joined();
+      await writer.nextOfType('client_connected', CROSSING_MS);
+      for (let n = 1; n <= 5; n++) writer.send(JSON.stringify({ type: 'line', n }));
+      for (let n = 1; n <= 5; n++) assert.equal((await reader.nextOfType('publication', CROSSING_MS)).json.offset, n);
+      const third = new TestClient(managerNode.native('mgr-1'));
+      assert.deepEqual(await third.closedWithin(CROSSING_MS), { code: 1008, reason: 'Session full' }, 'one member here, one on a binary: full');
+
+      reader.ws.terminate();
+      await reader.closed;
+      for (let n = 6; n <= 10; n++) writer.send(JSON.stringify({ type: 'line', n }));
+      await eventually(async () => assert.equal((await fetchJson(`${a.base}/v1/sessions/mgr-1/history`)).body.offset, 10), CROSSING_MS);
+      const back = await new TestClient(`${managerNode.native('mgr-1')}?since=${reader.welcome.epoch}:5&previous=${reader.welcome.connectionId}`).joined();
+      assert.equal(back.welcome.recovered, true);
+      for (let n = 6; n <= 10; n++) assert.equal((await back.nextOfType('publication', CROSSING_MS)).json.data.n, n);
+      await Promise.all([back.close(), writer.close()]);
+    });
+  });
+
   describe('clusters on Redis: failures', () => {
     it('takes the members of a SIGKILLed node out of presence within the heartbeat timeout, and loses no session', async () => {
       const victim = await startBinary({ args: [...NODE_ARGS, '--redis-url', redis.url, '--node-id', 'victim'] });
@@ -380,11 +403,12 @@ function clusterTests() {
       assert.throws(() => managerNode.manager.createSession(), /UNAVAILABLE/);
 
       await redis.start();
+      const backAt = Date.now();
       await eventually(async () => {
         for (const node of nodes) assert.equal((await health(node)).status, 'ok');
         assert.equal(managerNode.manager.getStats().status, 'ok');
       }, 15000);
-      console.log(`# Redis was away ${Date.now() - lostAt} ms in all; every node healed by itself`);
+      console.log(`# Redis was away ${backAt - lostAt} ms; every node healed by itself ${Date.now() - backAt} ms after it returned`);
       await eventually(async () => {
         const probe = `probe-${Date.now()}`;
         onA1.send(JSON.stringify({ type: 'healed', probe }));

@@ -19,7 +19,7 @@ use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{Env, Error, Result, Status};
 use serde_json::value::RawValue;
 use switchyard_core::{
-    close_code, ConnId, ConnectionInfo, ErrorCode, Event, Frame, Identity, Millis, Refusal, Rejection, Relay, Route, Target,
+    close_code, ConnId, ConnectionInfo, ErrorCode, Event, Frame, Identity, Millis, Refusal, Rejection, Relay, Route, SessionId, Target, Topic,
 };
 use switchyard_redis::{RedisBroker, RedisConfigError};
 use switchyard_server::admission::{self, Admitted, Refused, TokenAuth, Upgrade};
@@ -442,11 +442,43 @@ impl Host {
         let admitted = if self.lifecycle.get() == Lifecycle::Stopped {
             native.spawner.refuse(accepted, Refusal::ShuttingDown);
             false
+        } else if let Some(broker) = self.cluster.clone().filter(|_| matches!(accepted.route, Route::Session(_))) {
+            self.join_in_cluster(native, broker, accepted);
+            true
         } else {
             native.spawner.spawn(&self.relay, accepted).is_ok()
         };
         self.pump(env)?;
         Ok(admitted)
+    }
+
+    /// A native connection to a session, in a cluster: this node first learns the session
+    /// (created elsewhere a moment ago, perhaps), its members elsewhere and its stream,
+    /// and holds one of its places in Redis, so two nodes never fill the last place
+    /// together; then the client joins, or is refused "Session full".
+    fn join_in_cluster(&self, native: &NativeRuntime, broker: Arc<RedisBroker>, accepted: Accepted<tokio::net::TcpStream>) {
+        let Route::Session(raw) = &accepted.route else { return };
+        let Ok(id) = SessionId::parse(raw) else {
+            let _ = native.spawner.spawn(&self.relay, accepted);
+            return;
+        };
+        let (relay, spawner) = (self.relay.clone(), native.spawner.clone());
+        native.spawner.runtime.spawn(async move {
+            if relay.session(id.as_str()).is_none() {
+                broker.lookup(id.clone()).await;
+            }
+            let _watch = broker.watch(Topic::Session(id.clone())).await;
+            let place = match relay.capacity(id.as_str()) {
+                Some(max) => broker.reserve(id, max).await.map(Some),
+                None => Some(None),
+            };
+            match place {
+                Some(_place) => {
+                    let _ = spawner.spawn(&relay, accepted);
+                }
+                None => spawner.refuse(accepted, Refusal::SessionFull),
+            }
+        });
     }
 
     /// Answers an upgrade the app refused (its `authenticate` said no, or threw).

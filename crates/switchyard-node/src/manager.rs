@@ -128,6 +128,9 @@ impl RelaySessionManager {
     /// valid token under `auth`) or "Rate limit exceeded" (`connectionsPerMinutePerIp`),
     /// 1001 after `stop()`; natively, before the upgrade, HTTP 400 for a bad handshake,
     /// 401 and 429 for the last two. `sessionId` `null` makes a sessionless connection.
+    /// In a cluster (`redis`), a native connection to a session joins a Redis round trip
+    /// later, once this node has learnt the session and held one of its places: `true`
+    /// then means it was taken over, and it may still be refused "Session full".
     #[napi(
         ts_args_type = "sessionId: string | null, socket: WebSocketLike | Duplex, request?: IncomingMessage, options?: UpgradeOptions"
     )]
