@@ -185,23 +185,46 @@ pub struct History {
 }
 
 pub trait Broker: Send + Sync {
+    /// Where this node keeps streams: all of them alone, its copies of them in a cluster.
+    fn streams(&self) -> &MemoryBroker;
+
     /// Starts keeping a stream for `topic`, unless it keeps one already.
-    fn open_stream(&self, topic: &Topic, config: HistoryConfig);
+    fn open_stream(&self, topic: &Topic, config: HistoryConfig) {
+        self.streams().open_stream(topic, config)
+    }
     /// Forgets a topic's stream: its session ended.
-    fn close_stream(&self, topic: &Topic);
+    fn close_stream(&self, topic: &Topic) {
+        self.streams().close_stream(topic)
+    }
     /// Numbers a publication and keeps it; `None` when the topic keeps no stream.
-    fn publish(&self, topic: &Topic, from: Arc<str>, frame: Frame, now: Millis) -> Option<Publication>;
+    fn publish(&self, topic: &Topic, from: Arc<str>, frame: Frame, now: Millis) -> Option<Publication> {
+        self.streams().publish(topic, from, frame, now)
+    }
     /// The topic's latest position; `None` when it keeps no stream.
-    fn position(&self, topic: &Topic) -> Option<Position>;
+    fn position(&self, topic: &Topic) -> Option<Position> {
+        self.streams().position(topic)
+    }
     /// The publications after `since`, if the stream still has all of them.
-    fn recover(&self, topic: &Topic, since: &Position, now: Millis) -> Option<Recovery>;
+    fn recover(&self, topic: &Topic, since: &Position, now: Millis) -> Option<Recovery> {
+        self.streams().recover(topic, since, now)
+    }
     /// Up to `limit` publications after `since` (after the first without it).
-    fn read(&self, topic: &Topic, since: Option<&Position>, limit: usize, now: Millis) -> Option<History>;
+    fn read(&self, topic: &Topic, since: Option<&Position>, limit: usize, now: Millis) -> Option<History> {
+        self.streams().read(topic, since, limit, now)
+    }
     /// The bytes every stream keeps together.
-    fn kept_bytes(&self) -> usize;
+    fn kept_bytes(&self) -> usize {
+        self.streams().kept_bytes()
+    }
     /// Forgets the streams of channels that hold nothing (all expired) and that
     /// `in_use` says nobody is subscribed to. Sessions' streams end with their sessions.
-    fn sweep(&self, now: Millis, in_use: &dyn Fn(&Topic) -> bool);
+    fn sweep(&self, now: Millis, in_use: &dyn Fn(&Topic) -> bool) {
+        self.streams().sweep(now, in_use)
+    }
+    /// Keeps a publication the shared broker numbered, in this node's copy of the stream.
+    fn keep(&self, topic: &Topic, epoch: &Arc<str>, publication: Publication, now: Millis) {
+        self.streams().keep(topic, epoch, publication, now)
+    }
 
     /// The cluster's state; `None` for a broker of one process.
     fn cluster(&self) -> Option<ClusterStatus> {
@@ -223,8 +246,6 @@ pub trait Broker: Send + Sync {
     fn numbers_remotely(&self, _topic: &Topic) -> bool {
         false
     }
-    /// Keeps a publication the shared broker numbered, in this node's copy of the stream.
-    fn keep(&self, _topic: &Topic, _epoch: &Arc<str>, _publication: Publication, _now: Millis) {}
     /// Where this node's connection ids start, so that they are unique in a cluster.
     fn connection_id_base(&self) -> u64 {
         0
@@ -263,24 +284,24 @@ impl MemoryBroker {
     }
 }
 
-impl Broker for MemoryBroker {
-    fn open_stream(&self, topic: &Topic, config: HistoryConfig) {
+impl MemoryBroker {
+    pub fn open_stream(&self, topic: &Topic, config: HistoryConfig) {
         self.streams.entry(topic.clone()).or_insert_with(|| Mutex::new(Stream::new(config, self.budget.clone())));
     }
 
-    fn close_stream(&self, topic: &Topic) {
+    pub fn close_stream(&self, topic: &Topic) {
         self.streams.remove(topic);
     }
 
-    fn publish(&self, topic: &Topic, from: Arc<str>, frame: Frame, now: Millis) -> Option<Publication> {
+    pub fn publish(&self, topic: &Topic, from: Arc<str>, frame: Frame, now: Millis) -> Option<Publication> {
         Some(self.streams.get(topic)?.lock().append(from, frame, now))
     }
 
-    fn position(&self, topic: &Topic) -> Option<Position> {
+    pub fn position(&self, topic: &Topic) -> Option<Position> {
         Some(self.streams.get(topic)?.lock().position())
     }
 
-    fn recover(&self, topic: &Topic, since: &Position, now: Millis) -> Option<Recovery> {
+    pub fn recover(&self, topic: &Topic, since: &Position, now: Millis) -> Option<Recovery> {
         let stream = self.streams.get(topic)?;
         let mut stream = stream.lock();
         Some(match stream.holds_after(since, now) {
@@ -289,7 +310,7 @@ impl Broker for MemoryBroker {
         })
     }
 
-    fn read(&self, topic: &Topic, since: Option<&Position>, limit: usize, now: Millis) -> Option<History> {
+    pub fn read(&self, topic: &Topic, since: Option<&Position>, limit: usize, now: Millis) -> Option<History> {
         let stream = self.streams.get(topic)?;
         let mut stream = stream.lock();
         let position = stream.position();
@@ -299,11 +320,11 @@ impl Broker for MemoryBroker {
         Some(History { position: Some(position), recovered, publications })
     }
 
-    fn kept_bytes(&self) -> usize {
+    pub fn kept_bytes(&self) -> usize {
         self.budget.used()
     }
 
-    fn sweep(&self, now: Millis, in_use: &dyn Fn(&Topic) -> bool) {
+    pub fn sweep(&self, now: Millis, in_use: &dyn Fn(&Topic) -> bool) {
         let idle: Vec<Topic> = self
             .streams
             .iter()
@@ -314,5 +335,11 @@ impl Broker for MemoryBroker {
         for topic in idle.into_iter().filter(|topic| !in_use(topic)) {
             self.streams.remove_if(&topic, |_, stream| stream.lock().holds_nothing(now));
         }
+    }
+}
+
+impl Broker for MemoryBroker {
+    fn streams(&self) -> &MemoryBroker {
+        self
     }
 }

@@ -12,10 +12,7 @@ use parking_lot::Mutex;
 use proptest::prelude::*;
 use serde_json::Value;
 use switchyard_core::testing::RecordingOutbox;
-use switchyard_core::{
-    Broker, ClusterStatus, Config, ConnId, Frame, History, HistoryConfig, Identity, MemoryBroker, Millis, NoEvents, Position, Publication,
-    Recovery, Relay, Remote, Route, SessionOptions, Target, Topic,
-};
+use switchyard_core::{Broker, ClusterStatus, Config, ConnId, Frame, Identity, MemoryBroker, NoEvents, Relay, Remote, Route, SessionOptions, Target};
 
 const NODES: usize = 3;
 const SESSIONS: usize = 2;
@@ -32,29 +29,8 @@ struct LinkedBroker {
 }
 
 impl Broker for LinkedBroker {
-    fn open_stream(&self, topic: &Topic, config: HistoryConfig) {
-        self.streams.open_stream(topic, config)
-    }
-    fn close_stream(&self, topic: &Topic) {
-        self.streams.close_stream(topic)
-    }
-    fn publish(&self, topic: &Topic, from: Arc<str>, frame: Frame, now: Millis) -> Option<Publication> {
-        self.streams.publish(topic, from, frame, now)
-    }
-    fn position(&self, topic: &Topic) -> Option<Position> {
-        self.streams.position(topic)
-    }
-    fn recover(&self, topic: &Topic, since: &Position, now: Millis) -> Option<Recovery> {
-        self.streams.recover(topic, since, now)
-    }
-    fn read(&self, topic: &Topic, since: Option<&Position>, limit: usize, now: Millis) -> Option<History> {
-        self.streams.read(topic, since, limit, now)
-    }
-    fn kept_bytes(&self) -> usize {
-        self.streams.kept_bytes()
-    }
-    fn sweep(&self, now: Millis, in_use: &dyn Fn(&Topic) -> bool) {
-        self.streams.sweep(now, in_use)
+    fn streams(&self) -> &MemoryBroker {
+        &self.streams
     }
     fn cluster(&self) -> Option<ClusterStatus> {
         Some(ClusterStatus { node_id: format!("n{}", self.node).into(), connected: true, joined: true, peers: NODES - 1, dropped: 0, sent: 0, round_trips: 0 })

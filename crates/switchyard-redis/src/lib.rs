@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 
 use dashmap::DashMap;
-use switchyard_core::{Broker, ClusterStatus, SessionId, Frame, History, HistoryConfig, MemoryBroker, Millis, Position, Publication, Recovery, Relay, Remote, Topic};
+use switchyard_core::{Broker, ClusterStatus, HistoryConfig, MemoryBroker, Millis, Publication, Relay, Remote, SessionId, Topic};
 use tokio::sync::{mpsc, oneshot, watch};
 
 
@@ -264,36 +264,8 @@ impl RedisBroker {
 }
 
 impl Broker for RedisBroker {
-    fn open_stream(&self, topic: &Topic, config: HistoryConfig) {
-        self.streams.open_stream(topic, config)
-    }
-
-    fn close_stream(&self, topic: &Topic) {
-        self.streams.close_stream(topic)
-    }
-
-    fn publish(&self, topic: &Topic, from: Arc<str>, frame: Frame, now: Millis) -> Option<Publication> {
-        self.streams.publish(topic, from, frame, now)
-    }
-
-    fn position(&self, topic: &Topic) -> Option<Position> {
-        self.streams.position(topic)
-    }
-
-    fn recover(&self, topic: &Topic, since: &Position, now: Millis) -> Option<Recovery> {
-        self.streams.recover(topic, since, now)
-    }
-
-    fn read(&self, topic: &Topic, since: Option<&Position>, limit: usize, now: Millis) -> Option<History> {
-        self.streams.read(topic, since, limit, now)
-    }
-
-    fn kept_bytes(&self) -> usize {
-        self.streams.kept_bytes()
-    }
-
-    fn sweep(&self, now: Millis, in_use: &dyn Fn(&Topic) -> bool) {
-        self.streams.sweep(now, in_use)
+    fn streams(&self) -> &MemoryBroker {
+        &self.streams
     }
 
     fn cluster(&self) -> Option<ClusterStatus> {
@@ -330,7 +302,4 @@ impl Broker for RedisBroker {
         self.state.connected.load(Ordering::Relaxed) && self.streams.stream_config(topic).is_some()
     }
 
-    fn keep(&self, topic: &Topic, epoch: &Arc<str>, publication: Publication, now: Millis) {
-        self.streams.keep(topic, epoch, publication, now)
-    }
 }
