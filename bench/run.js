@@ -252,7 +252,7 @@ function markdown(summary, machine) {
       for (const server of serversOf(scenario)) {
         const r = rows[server.name];
         lines.push(
-          `| ${server.label} | ${fmt(r.deliveriesPerSec)} | ${ratio(r.deliveriesPerSec, versus(summary, scenario, server)?.deliveriesPerSec)} | ${fmt(r.p50Us / 1000, 2)} ms | ${fmt(r.p99Us / 1000, 2)} ms | ${fmt(r.p999Us / 1000, 2)} ms | ${fmt(r.serverCpuPercent)}% | ${fmt(r.redisCommandsPerMessage, 3)} | ${fmt(r.roundTripsPerMessage, 3)} |`,
+          `| ${server.label} | ${fmt(r.deliveriesPerSec)} | ${scenario.args.includes('--rate') ? 'n/a (fixed rate)' : ratio(r.deliveriesPerSec, versus(summary, scenario, server)?.deliveriesPerSec)} | ${fmt(r.p50Us / 1000, 2)} ms | ${fmt(r.p99Us / 1000, 2)} ms | ${fmt(r.p999Us / 1000, 2)} ms | ${fmt(r.serverCpuPercent)}% | ${fmt(r.redisCommandsPerMessage, 3)} | ${fmt(r.roundTripsPerMessage, 3)} |`,
         );
       }
     } else {
