@@ -391,6 +391,9 @@ function clusterTests() {
       const onA2 = await new TestClient(`${a.ws}/session/heal-1`).joined();
       const onB = await new TestClient(`${b.ws}/session/heal-1`).joined();
       await eventually(async () => assert.equal((await presenceOn(b, 'heal-1')).length, 3), CROSSING_MS);
+      // Traffic throughout: a message every 5 ms from a, across the outage and the healing.
+      let steady = 0;
+      const sending = setInterval(() => onA1.send(JSON.stringify({ type: 'steady', n: steady++ })), 5);
 
       await redis.kill();
       const lostAt = Date.now();
@@ -414,6 +417,17 @@ function clusterTests() {
         onA1.send(JSON.stringify({ type: 'healed', probe }));
         await onB.next((m) => m.json?.probe === probe, 300);
       }, 15000);
+      clearInterval(sending);
+      const last = steady - 1;
+      const heardOn = async (client) => {
+        const heard = [];
+        while (heard.at(-1) !== last) heard.push((await client.nextOfType('steady', CROSSING_MS)).json.n);
+        return heard;
+      };
+      assert.deepEqual(await heardOn(onA2), [...Array(steady).keys()], 'on its own node, nothing was lost while Redis was away');
+      const acrossNodes = await heardOn(onB);
+      assert.ok(acrossNodes.every((n, i) => i === 0 || n > acrossNodes[i - 1]), 'across nodes, what arrived came in order and once');
+      console.log(`# of ${steady} messages sent through the outage, ${acrossNodes.length} crossed nodes (the rest were dropped while Redis was away)`);
       assert.equal((await presenceOn(b, 'heal-1')).length, 3, 'members registered again');
       assert.ok((await fetchJson(`${a.base}/stats`)).body.cluster.dropped >= 1, 'what could not cross was dropped and counted');
       await Promise.all([onA1.close(), onA2.close(), onB.close()]);
