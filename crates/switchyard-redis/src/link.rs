@@ -38,6 +38,9 @@ fn new_epoch() -> String {
     Alphanumeric.sample_string(&mut rand::rng(), 8)
 }
 
+/// What XRANGE answers: each entry's id, and its fields with their values.
+type StreamEntries = Vec<(String, Vec<(String, Vec<u8>)>)>;
+
 /// Most messages sent in one pipeline.
 const BATCH: usize = 1024;
 /// How long a Redis command may take before the link counts Redis as gone.
@@ -402,7 +405,7 @@ impl Link {
             return Ok(());
         }
         let name = topic_name(topic);
-        let (meta, entries): ((Option<String>, Option<u64>), Vec<(String, Vec<(String, Vec<u8>)>)>) = redis::pipe()
+        let (meta, entries): ((Option<String>, Option<u64>), StreamEntries) = redis::pipe()
             .cmd("HMGET")
             .arg(self.key(&format!("stream:{name}:meta")))
             .arg("epoch")
