@@ -17,6 +17,7 @@ const relays = [
   { name: 'binary', label: 'switchyard binary', binary: true },
   { name: 'ws', label: 'baseline 1: plain ws relay', node: 'ws' },
   { name: 'original', label: 'baseline 2: parse + stringify per recipient', node: 'original' },
+  { name: 'uws', label: 'peer: uWebSockets.js 20.30 (pub/sub)', node: 'uws' },
   {
     name: 'socketio',
     label: 'Socket.IO 4 + @socket.io/redis-adapter',

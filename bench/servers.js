@@ -5,6 +5,8 @@
 //   bridge    switchyard over ws: ws accepts, handleUpgrade bridges
 //   ws        baseline 1: a plain ws relay, a Map of Sets forwarding the received data
 //   original  baseline 2: the original design, JSON.parse then JSON.stringify per recipient
+//   uws       the peer a Node user would pick instead: uWebSockets.js (v20.30, prebuilt, from
+//             the npm registry), a topic per session, each message `publish`ed to it
 //   socketio  the cluster peer: Socket.IO 4 with @socket.io/redis-adapter, a room per
 //             session, each `m` event emitted to the rest of the room on every node
 //
@@ -84,6 +86,35 @@ const servers = {
     return plainRelay((members, from, data, isBinary) => {
       for (const member of members) if (member !== from) member.send(data, { binary: isBinary });
     });
+  },
+  uws() {
+    const { App } = require('@trufflesuite/uws-js-unofficial');
+    const json = (res, body) => res.writeHeader('content-type', 'application/json').end(JSON.stringify(body));
+    const app = App()
+      .post('/sessions', (res) => {
+        res.onAborted(() => {});
+        json(res, { sessionId: crypto.randomUUID() });
+      })
+      .post('/gc', (res) => {
+        res.onAborted(() => {});
+        global.gc?.();
+        json(res, {});
+      })
+      .ws('/session/:id', {
+        maxPayloadLength: 1024 * 1024,
+        maxBackpressure: 1024 * 1024,
+        idleTimeout: 0,
+        upgrade: (res, req, context) =>
+          res.upgrade({ session: req.getParameter(0) }, req.getHeader('sec-websocket-key'), req.getHeader('sec-websocket-protocol'), req.getHeader('sec-websocket-extensions'), context),
+        open: (ws) => ws.subscribe(ws.getUserData().session),
+        // `publish` from a socket reaches every subscriber but that socket.
+        message: (ws, message, isBinary) => ws.publish(ws.getUserData().session, message, isBinary),
+      });
+    return {
+      listen(port, host, done) {
+        app.listen(host, port, (token) => (token ? done() : process.exit(1)));
+      },
+    };
   },
   async socketio() {
     const { Server } = require('socket.io');
