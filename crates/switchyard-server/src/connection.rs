@@ -353,9 +353,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         }
     }
 
-    /// Drops the frames `written` more bytes completed.
+    /// Drops the frames `written` more bytes completed, and tells the outbox once.
     fn advance(&mut self, written: usize) {
         let mut offset = self.written + written;
+        let mut sent = 0;
         while let Some(front) = self.writing.front() {
             let total = header_len(front.payload.len()) + front.payload.len();
             if offset < total {
@@ -364,13 +365,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             offset -= total;
             let done = self.writing.pop_front().expect("front exists");
             if done.counted {
-                self.outbox.sent(done.payload.len());
+                sent += done.payload.len();
             }
             if done.opcode == Outgoing::Close {
                 self.close_written = true;
             }
         }
         self.written = offset;
+        // One clock read a write, not one a frame: the outbox notes when it last moved.
+        if sent > 0 {
+            self.outbox.sent(sent);
+        }
         if self.writing.is_empty() && self.writing.capacity() > WRITE_BATCH {
             self.writing = VecDeque::new();
         }
