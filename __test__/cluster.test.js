@@ -28,11 +28,14 @@ if (!redisServerPath()) {
   clusterTests();
 }
 
-/** A TCP proxy that sends each new connection to the next of `ports` in turn. */
+/** A TCP proxy that sends each new connection to the next of `ports` in turn; while
+ * `down`, it refuses new ones. */
 async function roundRobin(ports) {
   let next = 0;
+  let up = true;
   const sockets = new Set();
   const proxy = net.createServer((client) => {
+    if (!up) return client.destroy();
     const upstream = net.connect(ports[next++ % ports.length], '127.0.0.1');
     for (const socket of [client, upstream]) {
       sockets.add(socket);
@@ -50,6 +53,14 @@ async function roundRobin(ports) {
     /** Cuts every connection through it at once, as a network that drops. */
     cutAll() {
       for (const socket of sockets) socket.destroy();
+    },
+    /** Cuts every connection and refuses new ones until `restore()`. */
+    down() {
+      up = false;
+      for (const socket of sockets) socket.destroy();
+    },
+    restore() {
+      up = true;
     },
     close: () => new Promise((resolve) => {
       for (const socket of sockets) socket.destroy();
@@ -431,6 +442,28 @@ function clusterTests() {
       assert.equal((await presenceOn(b, 'heal-1')).length, 3, 'members registered again');
       assert.ok((await fetchJson(`${a.base}/stats`)).body.cluster.dropped >= 1, 'what could not cross was dropped and counted');
       await Promise.all([onA1.close(), onA2.close(), onB.close()]);
+    });
+  });
+
+  describe('clusters on Redis: a node cut off alone', () => {
+    it('ends, when it rejoins, a session deleted elsewhere while it could not hear, and does not bring it back', async () => {
+      const toRedis = await roundRobin([redis.port]);
+      closers.push(() => toRedis.close());
+      const lonely = await startBinary({ args: [...NODE_ARGS, '--redis-url', `redis://127.0.0.1:${toRedis.port}`, '--node-id', 'lonely'] });
+      await eventually(async () => assert.equal((await health(lonely)).status, 'ok'), CROSSING_MS);
+      await postJson(`${nodes[0].base}/v1/sessions`, { sessionId: 'cut-1' });
+      const stranded = await new TestClient(`${lonely.ws}/session/cut-1`).joined();
+      await eventually(async () => assert.equal((await presenceOn(nodes[1], 'cut-1')).length, 1), CROSSING_MS);
+
+      toRedis.down();
+      await eventually(async () => assert.equal((await health(lonely)).status, 'degraded'), CROSSING_MS);
+      assert.equal((await fetch(`${nodes[1].base}/v1/sessions/cut-1`, { method: 'DELETE' })).status, 200);
+      assert.equal((await fetchJson(`${lonely.base}/v1/sessions/cut-1`)).status, 200, 'cut off, it has not heard');
+      toRedis.restore();
+      assert.deepEqual(await stranded.closedWithin(15000), { code: 1000, reason: 'Session deleted' }, 'rejoining, it ends the session');
+      for (const node of [...nodes, lonely]) assert.equal((await fetchJson(`${node.base}/v1/sessions/cut-1`)).status, 404, 'and nobody has it back');
+      lonely.child.kill('SIGTERM');
+      await lonely.child.exited;
     });
   });
 

@@ -232,8 +232,9 @@ pub trait Broker: Send + Sync {
     }
     /// Hands what happened here to the other nodes.
     fn forward(&self, _remote: Remote) {}
-    /// This node has its first subscriber to `topic` (`true`) or lost its last.
-    fn subscribed(&self, _topic: &Topic, _subscribed: bool) {}
+    /// This node has its first subscriber to `topic`, or lost its last: a cluster broker
+    /// asks the relay which ([`crate::Relay::has_subscribers`]) when it acts on it.
+    fn subscribed(&self, _topic: &Topic) {}
     /// Whether the steps every node must apply alike (control roles, awareness windows)
     /// go through the shared broker now, to come back in one order: not alone, nor while
     /// it is unreachable, when this node applies them at once.

@@ -494,7 +494,7 @@ impl Relay {
             drop(session);
             self.broker.forward(Remote::MemberJoined { session: session_id.clone(), member: self.as_remote(present), announce: true });
             if first {
-                self.broker.subscribed(&topic, true);
+                self.broker.subscribed(&topic);
             }
         }
         Ok(())
@@ -791,7 +791,7 @@ impl Relay {
                 if self.clustered {
                     self.broker.forward(Remote::MemberLeft { session: session_id.clone(), conn: id, was_active });
                     if last {
-                        self.broker.subscribed(&Topic::Session(session_id.clone()), false);
+                        self.broker.subscribed(&Topic::Session(session_id.clone()));
                     }
                 }
             }
@@ -813,7 +813,7 @@ impl Relay {
             for member in &session.members {
                 self.broker.forward(Remote::MemberLeft { session: session.id.clone(), conn: member.conn, was_active: false });
             }
-            self.broker.subscribed(&Topic::Session(session.id.clone()), false);
+            self.broker.subscribed(&Topic::Session(session.id.clone()));
         }
         for member in session.members {
             slow.extend(self.remove_connection(member.conn, code, reason, true, now));

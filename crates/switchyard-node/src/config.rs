@@ -74,7 +74,6 @@ fn read_redis(env: &Env, options: &OptionsReader, config: &Config) -> Result<Opt
         prefix: redis.string("keyPrefix")?.unwrap_or_else(|| RedisOptions::DEFAULT_PREFIX.into()),
         node_id: redis.string("nodeId")?.unwrap_or_else(RedisOptions::default_node_id),
         lease_ms: config.heartbeat_timeout_ms / 2,
-        queue: RedisOptions::DEFAULT_QUEUE,
     }))
 }
 

@@ -25,6 +25,9 @@ use switchyard_core::{Broker, ClusterStatus, HistoryConfig, MemoryBroker, Millis
 use tokio::sync::{mpsc, oneshot, watch};
 
 
+/// Messages for other nodes that may wait for the link; more are dropped and counted.
+const QUEUE: usize = 65_536;
+
 /// How a node joins a cluster.
 #[derive(Clone, Debug)]
 pub struct RedisOptions {
@@ -37,13 +40,10 @@ pub struct RedisOptions {
     /// How long a node's lease lasts unrenewed: a node silent this long is gone, and its
     /// members leave every session.
     pub lease_ms: u64,
-    /// Messages for other nodes that may wait for the link; more are dropped and counted.
-    pub queue: usize,
 }
 
 impl RedisOptions {
     pub const DEFAULT_PREFIX: &'static str = "switchyard:";
-    pub const DEFAULT_QUEUE: usize = 65_536;
 
     /// A node name from the host, the process and a random suffix.
     pub fn default_node_id() -> String {
@@ -123,7 +123,7 @@ impl Drop for Watch {
             *count -= 1;
             *count == 0
         });
-        self.broker.subscribed(&self.topic, false);
+        self.broker.subscribed(&self.topic);
     }
 }
 
@@ -147,7 +147,7 @@ impl RedisBroker {
             return Err(RedisConfigError::NodeId);
         }
         let client = redis::Client::open(options.url.as_str()).map_err(RedisConfigError::Url)?;
-        let (outgoing, incoming) = mpsc::channel(options.queue.max(1));
+        let (outgoing, incoming) = mpsc::channel(QUEUE);
         // 24 random bits above 38 of counter: connection ids unique across nodes.
         let id_base = u64::from(rand::random::<u32>() & 0xFF_FFFF).max(1) << 38;
         Ok(Arc::new(Self {
@@ -284,7 +284,7 @@ impl Broker for RedisBroker {
         self.queue(Outgoing::Remote(remote));
     }
 
-    fn subscribed(&self, topic: &Topic, _subscribed: bool) {
+    fn subscribed(&self, topic: &Topic) {
         // Lost while disconnected, a hint costs nothing: the link reconciles every
         // subscription when it connects, and on every lease tick.
         let _ = self.outgoing.try_send(Outgoing::Subscription(topic.clone()));

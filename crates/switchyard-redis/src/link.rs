@@ -14,7 +14,7 @@
 //!
 //! Keys and channels, under the prefix: `session:<id>` (a session's record, expiring with
 //! it), `members:<session>` (a hash of connection to member), `node:<id>` (a lease),
-//! `nodes` (a set of node ids), `stream:<topic>` and `stream:<topic>:meta` (a stream and
+//! `nodes` (a set of node ids), `deleted:<id>` (when a session was deleted), `stream:<topic>` and `stream:<topic>:meta` (a stream and
 //! its epoch and last offset); channels `all` (the directory's news, and sends to users,
 //! organizations and everyone) and `t:<topic>` (a session's or channel's deliveries).
 
@@ -40,6 +40,9 @@ fn new_epoch() -> String {
 
 /// What XRANGE answers: each entry's id, and its fields with their values.
 type StreamEntries = Vec<(String, Vec<(String, Vec<u8>)>)>;
+
+/// How long a deleted session's id is remembered as deleted.
+const TOMBSTONE_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// Most messages sent in one pipeline.
 const BATCH: usize = 1024;
@@ -278,12 +281,17 @@ impl Link {
                 }
                 Outgoing::LoadStream(topic, answer) => loads.push((topic, answer)),
                 Outgoing::Claim(id, answer) => {
+                    // What queued before the question is sent before it is asked.
+                    self.flush(connections, &mut pipe, &mut sent).await?;
                     let key = self.key(&format!("session:{id}"));
                     let claimed: Option<String> = redis::cmd("SET").arg(key).arg("{}").arg("NX").arg("PX").arg(10_000).query_async(&mut connections.commands).await?;
                     let _ = answer.send(claimed.is_some());
                 }
                 Outgoing::Reserve { session, hold, max, answer } => {
                     let key = self.key(&format!("members:{session}"));
+                    if max.is_some() {
+                        self.flush(connections, &mut pipe, &mut sent).await?;
+                    }
                     let free = match max {
                         Some(max) => redis::cmd("EVAL").arg(RESERVE).arg(1).arg(key).arg(max).arg(&hold).arg(now()).query_async::<i64>(&mut connections.commands).await? == 1,
                         None => {
@@ -302,11 +310,7 @@ impl Link {
                 item = queue.try_recv().ok();
             }
         }
-        if !pipe.is_empty() {
-            pipe.query_async::<()>(&mut connections.commands).await?;
-            self.state.sent.fetch_add(sent as u64, Ordering::Relaxed);
-            self.state.round_trips.fetch_add(1, Ordering::Relaxed);
-        }
+        self.flush(connections, &mut pipe, &mut sent).await?;
         for topic in topics {
             self.reconcile(connections, &topic).await?;
         }
@@ -330,6 +334,17 @@ impl Link {
         Ok(())
     }
 
+    /// Sends what the pipeline holds, in one round trip, and starts it afresh.
+    async fn flush(&self, connections: &mut Connections, pipe: &mut Pipeline, sent: &mut usize) -> RedisResult<()> {
+        if pipe.is_empty() {
+            return Ok(());
+        }
+        std::mem::take(pipe).query_async::<()>(&mut connections.commands).await?;
+        self.state.sent.fetch_add(std::mem::take(sent) as u64, Ordering::Relaxed);
+        self.state.round_trips.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// What a message changes in the directory, added to the pipeline before it.
     fn directory(&self, pipe: &mut Pipeline, remote: &Remote) {
         match remote {
@@ -349,6 +364,9 @@ impl Link {
             }
             Remote::SessionDeleted(id) => {
                 pipe.cmd("DEL").arg(self.key(&format!("session:{id}"))).arg(self.key(&format!("members:{id}"))).ignore();
+                // Remembered a day, for nodes that were away: a session of this id
+                // created before it is gone (see `register`).
+                pipe.cmd("SET").arg(self.key(&format!("deleted:{id}"))).arg(now()).arg("PX").arg(TOMBSTONE_MS).ignore();
             }
             Remote::MemberJoined { session, member, .. } => {
                 let json = serde_json::to_vec(&wire::Member::from(member)).expect("a member serializes");
@@ -519,7 +537,18 @@ impl Link {
     /// directory, and tells the other nodes of both.
     async fn register(&self, commands: &mut MultiplexedConnection) -> RedisResult<()> {
         let mut pipe = redis::pipe();
-        for (record, members) in self.relay.local_state() {
+        let state = self.relay.local_state();
+        // A session deleted elsewhere while this node could not hear of it ends here now,
+        // rather than coming back to the directory.
+        let tombstones: Vec<Option<u64>> = match state.is_empty() {
+            true => Vec::new(),
+            false => redis::cmd("MGET").arg(state.iter().map(|(r, _)| self.key(&format!("deleted:{}", r.id))).collect::<Vec<_>>()).query_async(commands).await?,
+        };
+        for ((record, members), deleted_at) in state.into_iter().zip(tombstones) {
+            if deleted_at.is_some_and(|at| record.created_at <= at) {
+                self.relay.handle_remote(Remote::SessionDeleted(record.id), now());
+                continue;
+            }
             let json = serde_json::to_vec(&wire::Record::from(&record)).expect("a record serializes");
             pipe.cmd("SET").arg(self.key(&format!("session:{}", record.id))).arg(json).arg("PXAT").arg(record.expires_at).arg("NX").ignore();
             let created = Remote::SessionCreated(record.clone());

@@ -109,7 +109,7 @@ impl Relay {
             }
         });
         if first && self.clustered {
-            self.broker.subscribed(&topic, true);
+            self.broker.subscribed(&topic);
         }
         // The connection may have closed meanwhile, after leaving its channels.
         if !self.conns.contains_key(&sender.id) {
@@ -126,7 +126,7 @@ impl Relay {
                 self.push(watcher, &*outbox, notice.clone(), slow);
             }
             if self.clustered && !self.channels.exists(name) {
-                self.broker.subscribed(&Topic::Channel(name.clone()), false);
+                self.broker.subscribed(&Topic::Channel(name.clone()));
             }
         }
     }

@@ -261,7 +261,6 @@ impl Args {
             prefix: self.redis_prefix.clone(),
             node_id: self.node_id.clone().unwrap_or_else(RedisOptions::default_node_id),
             lease_ms: self.heartbeat_timeout.get() / 2,
-            queue: RedisOptions::DEFAULT_QUEUE,
         })
     }
 

@@ -427,6 +427,11 @@ struct Page {
     after: Option<String>,
 }
 
+/// A query string that does not parse: 400 `INVALID_REQUEST`, saying why.
+fn bad_query(err: QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", err.body_text())
+}
+
 /// Sessions per page unless `limit` says otherwise, and the most it may say.
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -438,7 +443,7 @@ async fn list_sessions(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&app, peer, &headers, Access::Admin)?;
-    let Query(page) = page.map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", err.body_text()))?;
+    let Query(page) = page.map_err(bad_query)?;
     let limit = page.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", format!("limit must be from 1 to {MAX_PAGE}")));
@@ -518,7 +523,7 @@ async fn channel_history(
 ) -> Result<Json<Value>, ApiError> {
     let identity = authorize_member(&app, &request)?;
     readable_channel(&app, &channel, &identity)?;
-    let Query(query) = query.map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", err.body_text()))?;
+    let Query(query) = query.map_err(bad_query)?;
     let (since, limit) = history_request(&query)?;
     let _watch = app.watch(ChannelName::parse(&channel).ok().map(Topic::Channel)).await;
     let history = app.relay.channel_history(&channel, since.as_ref(), limit, now()).map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r.code.as_str(), r.message.into_owned()))?;
@@ -555,7 +560,7 @@ async fn session_history(
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
     authorize_member(&app, &request)?;
-    let Query(query) = query.map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", err.body_text()))?;
+    let Query(query) = query.map_err(bad_query)?;
     let (since, limit) = history_request(&query)?;
     app.learn_session(&session_id).await;
     let _watch = app.watch(SessionId::parse(&session_id).ok().map(Topic::Session)).await;
