@@ -73,8 +73,13 @@ export interface RelaySessionManagerConfig {
   connectionsPerMinutePerIp?: number
   /** Token auth on upgrade. Off by default. */
   auth?: AuthOptions
-  /** permessage-deflate in native mode is not supported: `true` makes the constructor throw, saying why. Use bridge mode with ws's `perMessageDeflate`. */
-  nativeCompression?: boolean
+  /**
+   * permessage-deflate (RFC 7692) in the native transport, for clients that offer it
+   * (browsers always do). Each message is compressed once, whatever its number of
+   * recipients; payloads shorter than `threshold` bytes (default 256) go uncompressed.
+   * Off by default. In bridge mode, `ws`'s `perMessageDeflate` option decides.
+   */
+  nativeCompression?: boolean | NativeCompressionOptions
   /**
    * The stream each session keeps (unless created with its own): its last `size`
    * publications, each at most `ttlMs` old, so reconnecting clients recover what they
@@ -134,6 +139,12 @@ export interface PublishOptions {
 export interface Rate {
   messagesPerSecond: number
   burst: number
+}
+
+/** `nativeCompression`'s options. */
+export interface NativeCompressionOptions {
+  /** Payloads shorter than this many bytes go uncompressed. Default 256. */
+  threshold?: number
 }
 
 export interface RateLimitOptions extends Rate {
@@ -451,9 +462,12 @@ export interface ClusterStats {
   roundTrips: number
 }
 
-/** permessage-deflate, negotiated by `ws` in bridge mode. */
+/**
+ * permessage-deflate, negotiated by `ws` in bridge mode and by the native transport
+ * with `nativeCompression`.
+ */
 export interface CompressionStats {
-  /** Bridge sockets open now with permessage-deflate. */
+  /** Connections open now with permessage-deflate. */
   connections: number
   /** Payload bytes sent to such sockets (open and closed), before compression. */
   bytesBeforeCompression: number
@@ -636,6 +650,11 @@ export interface ResolvedChannels {
   history?: ResolvedHistory
 }
 
+/** `nativeCompression` as the manager applies it. */
+export interface ResolvedCompression {
+  threshold: number
+}
+
 /** The configuration in force, every default filled in. */
 export interface ResolvedConfig {
   sessionTimeoutMs: number
@@ -658,8 +677,8 @@ export interface ResolvedConfig {
   connectionsPerMinutePerIp: number | null
   /** Whether token auth is on and requires a token; `null` without auth. */
   auth: { required: boolean } | null
-  /** Always false: the constructor refuses `true`. */
-  nativeCompression: boolean
+  /** permessage-deflate in the native transport; `null`: off. */
+  nativeCompression: { threshold: number } | null
   /** The stream sessions keep unless created with their own; `null`: none. */
   history: ResolvedHistory | null
   historyMaxBytes: number

@@ -189,6 +189,34 @@ function defineBrowserTests() {
     opened.waitForFunction(({ kind, type }) => window.events.some((e) => e.kind === kind && (!type || e.type === type)), { kind, type }, { timeout: 5000 });
 
   describe('@switchyard/client in Chromium', () => {
+    it('negotiates permessage-deflate with the native transport, both ways, and the bytes on the wire shrink', async () => {
+      const server = await appServer({ config: { nativeCompression: true }, prepare: (m) => m.createSession({ sessionId: 'deflated' }) });
+      cleanups.push(() => server.close());
+      const url = `ws://127.0.0.1:${server.port}/session/deflated`;
+      const document = (n) => JSON.stringify({ type: 'doc', n, body: 'the same words again and again '.repeat(200) });
+      const pages = [await page(`${server.url}/`), await page(`${server.url}/`)];
+      const extensions = await Promise.all(
+        pages.map((opened) =>
+          opened.evaluate(async (url) => {
+            window.got = [];
+            window.socket = new WebSocket(url);
+            window.socket.onmessage = (event) => window.got.push(event.data);
+            await new Promise((resolve) => (window.socket.onopen = resolve));
+            return window.socket.extensions;
+          }, url),
+        ),
+      );
+      assert.deepEqual(extensions, Array(2).fill('permessage-deflate; server_no_context_takeover; client_no_context_takeover'));
+      await pages[0].evaluate((texts) => texts.forEach((text) => window.socket.send(text)), [0, 1, 2].map(document));
+      await pages[1].waitForFunction((count) => window.got.filter((text) => text.includes('"doc"')).length === count, 3, { timeout: 5000 });
+      const got = await pages[1].evaluate(() => window.got.filter((text) => text.includes('"doc"')));
+      assert.deepEqual(got, [0, 1, 2].map(document), 'what Chromium compressed, the server inflated, and what it compressed, Chromium inflated');
+      const { compression } = server.manager.getStats();
+      assert.equal(compression.connections, 2);
+      assert.ok(compression.ratio < 0.2, JSON.stringify(compression));
+      assert.deepEqual(consoleErrors, []);
+    });
+
     it('warns two pages of one user with different cases, and clears the warning when one closes', async () => {
       const server = await appServer();
       cleanups.push(() => server.close());

@@ -247,12 +247,13 @@ class RawClient {
     return this.received.subarray(0, this.received.indexOf('\r\n\r\n') + 4).toString('latin1');
   }
 
-  /** The frames after the HTTP head: `{ opcode, payload }`, with `code` and `reason` for a close. */
+  /** The frames after the HTTP head: `{ opcode, payload, compressed }` (RSV1), with `code` and `reason` for a close. */
   frames() {
     let at = this.received.indexOf('\r\n\r\n') + 4;
     const frames = [];
     while (at + 2 <= this.received.length) {
       const opcode = this.received[at] & 0x0f;
+      const compressed = (this.received[at] & 0x40) !== 0;
       let length = this.received[at + 1] & 0x7f;
       let start = at + 2;
       const extendedBytes = length === 126 ? 2 : length === 127 ? 8 : 0;
@@ -267,7 +268,7 @@ class RawClient {
       }
       if (start + length > this.received.length) break;
       const payload = this.received.subarray(start, start + length);
-      const frame = { opcode, payload };
+      const frame = { opcode, payload, compressed };
       if (opcode === 8 && payload.length >= 2) Object.assign(frame, { code: payload.readUInt16BE(0), reason: payload.subarray(2).toString() });
       frames.push(frame);
       at = start + length;

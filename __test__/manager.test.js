@@ -39,7 +39,7 @@ describe('configuration', () => {
       rateLimit: null,
       connectionsPerMinutePerIp: null,
       auth: null,
-      nativeCompression: false,
+      nativeCompression: null,
       history: null,
       historyMaxBytes: 67108864,
     });

@@ -27,6 +27,8 @@ const option = (name, fallback) => {
 const rounds = Number(option('rounds', 3));
 const durationMs = Number(option('duration-ms', 5000));
 const loadgenPath = path.join(root, 'target', hostTriple(), 'release', 'loadgen');
+/** The compressed scenario's load generator: the Rust one speaks no permessage-deflate. */
+const deflateLoadgen = [process.execPath, path.join(__dirname, 'deflate-load.js')];
 const IDLE_CONNECTIONS = 10_000;
 const LOADGEN_CAPPED_PERCENT = 90;
 const SETTLE_SAMPLES = 12;
@@ -69,6 +71,14 @@ const scenarios = [
     relays: CLUSTER_RELAYS,
     baseline: 'socketio',
   },
+  {
+    name: 'compressed',
+    label: 'permessage-deflate: 50 sessions x 4 clients, 1 KiB JSON documents at 1,000 messages/s, ws clients that compress what they send',
+    compressed: true,
+    args: ['--sessions', '50', '--clients', '4', '--rate', '1000'],
+    env: { COMPRESSION: 'true' },
+    relays: ['native', 'bridge', 'binary', 'ws', 'uws'],
+  },
   { name: 'idle', label: `${IDLE_CONNECTIONS} idle connections`, idle: true },
 ].filter((s) => !option('scenarios') || option('scenarios').split(',').includes(s.name));
 
@@ -83,9 +93,9 @@ async function settledRss(running, pid) {
   return lowest;
 }
 
-/** Runs the load generator against a server; `onEvent(name)` hears its stderr events. */
-function loadgen(args, onEvent) {
-  const child = spawn('taskset', ['-c', '1', loadgenPath, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+/** Runs a load generator against a server; `onEvent(name)` hears its stderr events. */
+function loadgen(args, onEvent, program = [loadgenPath]) {
+  const child = spawn('taskset', ['-c', '1', ...program, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (chunk) => (stdout += chunk));
@@ -177,10 +187,11 @@ async function measure(server, scenario) {
     let cpuAtEnd = 0;
     let timeAtStart = 0;
     let timeAtEnd = 0;
-    const result = await loadgen([...common, ...scenario.args, '--duration-ms', String(durationMs)], (event) => {
+    const onEvent = (event) => {
       if (event === 'measure-start') [cpuAtStart, timeAtStart] = [cpuSeconds(pid), performance.now()];
       if (event === 'measure-end') [cpuAtEnd, timeAtEnd] = [cpuSeconds(pid), performance.now()];
-    });
+    };
+    const result = await loadgen([...common, ...scenario.args, '--duration-ms', String(durationMs)], onEvent, scenario.compressed ? deflateLoadgen : undefined);
     const serverCpuPercent = (100 * (cpuAtEnd - cpuAtStart)) / ((timeAtEnd - timeAtStart) / 1000);
     return { ...result, serverCpuPercent, serverRssBytes: rssBytes(pid) };
   } finally {
@@ -212,6 +223,8 @@ function summarize(results) {
             loadgenCpuPercent: pick((r) => r.cpuPercent),
             redisCommandsPerMessage: pick((r) => r.redisCommandsPerMessage),
             roundTripsPerMessage: pick((r) => r.roundTripsPerMessage),
+            wireBytesPerDelivery: pick((r) => r.wireBytesPerDelivery),
+            payloadBytes: pick((r) => r.payloadBytes),
           };
     }
   }
@@ -243,6 +256,20 @@ function markdown(summary, machine) {
       for (const server of servers) {
         const { bytesPerConnection } = rows[server.name];
         lines.push(`| ${server.label} | ${fmt(bytesPerConnection / 1024, 2)} KiB | ${ratio(bytesPerConnection, rows.ws?.bytesPerConnection)} |`);
+      }
+    } else if (scenario.compressed) {
+      lines.push(
+        'Every server negotiates permessage-deflate with every client (switchyard with `nativeCompression` / `--compression`, `ws` with `perMessageDeflate: { threshold: 256 }`, uWebSockets.js with `SHARED_COMPRESSOR`). Bytes on the wire are what the clients read off their sockets, frame headers included, per delivery; CPU per delivery is the server\'s own.',
+        '',
+        `| server | deliveries/s | bytes on the wire per delivery | of the payload | server CPU | server CPU per delivery | p50 | p99 | load generator CPU |`,
+        '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+      );
+      for (const server of serversOf(scenario)) {
+        const r = rows[server.name];
+        const cpuPerDelivery = (r.serverCpuPercent / 100 / r.deliveriesPerSec) * 1e6;
+        lines.push(
+          `| ${server.label} | ${fmt(r.deliveriesPerSec)} | ${fmt(r.wireBytesPerDelivery)} B | ${fmt((100 * r.wireBytesPerDelivery) / r.payloadBytes)}% | ${fmt(r.serverCpuPercent)}% | ${fmt(cpuPerDelivery, 2)} us | ${fmt(r.p50Us / 1000, 2)} ms | ${fmt(r.p99Us / 1000, 2)} ms | ${fmt(r.loadgenCpuPercent)}% |`,
+        );
       }
     } else if (scenario.cluster) {
       lines.push(

@@ -7,11 +7,13 @@
 //   original  baseline 2: the original design, JSON.parse then JSON.stringify per recipient
 //   uws       the peer a Node user would pick instead: uWebSockets.js (v20.30, prebuilt, from
 //             the npm registry), a topic per session, each message `publish`ed to it
+//             (with COMPRESSION, its SHARED_COMPRESSOR)
 //   socketio  the cluster peer: Socket.IO 4 with @socket.io/redis-adapter, a room per
 //             session, each `m` event emitted to the rest of the room on every node
 //
 // Usage: node --expose-gc bench/servers.js <kind> <port>; HISTORY_SIZE=n keeps session
-// history in the switchyard servers, as it does in the binary, and REDIS_URL (with
+// history in the switchyard servers, as it does in the binary, COMPRESSION=true turns
+// permessage-deflate on in each (as in the binary), and REDIS_URL (with
 // NODE_ID) makes the server a node of a cluster. `POST /gc` collects garbage so memory is
 // measured on live objects only; `GET /health` answers once a cluster node sees a peer.
 const http = require('node:http');
@@ -24,6 +26,10 @@ const [kind, port] = [process.argv[2], Number(process.argv[3])];
 const { HISTORY_SIZE, HISTORY_TTL = '300000' } = process.env;
 const history = HISTORY_SIZE ? { size: Number(HISTORY_SIZE), ttlMs: Number(HISTORY_TTL) } : undefined;
 const redis = process.env.REDIS_URL ? { url: process.env.REDIS_URL, nodeId: process.env.NODE_ID } : undefined;
+// As the binary's COMPRESSION: permessage-deflate for clients that offer it, payloads of
+// 256 bytes and more compressed (switchyard's default threshold).
+const compression = Boolean(process.env.COMPRESSION);
+const perMessageDeflate = compression && { threshold: 256 };
 const sessionPath = /^\/session\/([^/?]+)/;
 
 function httpHandler(createSession, peers = () => 1) {
@@ -55,7 +61,7 @@ function plainRelay(forward) {
       return id;
     }),
   );
-  const wss = new WebSocketServer({ server });
+  const wss = new WebSocketServer({ server, perMessageDeflate });
   wss.on('connection', (socket, request) => {
     const members = sessions.get(sessionPath.exec(request.url)?.[1]);
     if (!members) return socket.close(1008, 'Session not found');
@@ -68,7 +74,7 @@ function plainRelay(forward) {
 
 const servers = {
   native() {
-    const manager = new RelaySessionManager({ maxClientsPerSession: 100, history, redis });
+    const manager = new RelaySessionManager({ maxClientsPerSession: 100, history, redis, nativeCompression: compression });
     manager.start();
     const server = http.createServer(httpHandler(() => manager.createSession().sessionId, () => manager.getStats().cluster?.peers ?? 1));
     manager.attach(server);
@@ -78,7 +84,7 @@ const servers = {
     const manager = new RelaySessionManager({ maxClientsPerSession: 100, history, redis });
     manager.start();
     const server = http.createServer(httpHandler(() => manager.createSession().sessionId));
-    const wss = new WebSocketServer({ server });
+    const wss = new WebSocketServer({ server, perMessageDeflate });
     wss.on('connection', (socket, request) => manager.handleUpgrade(sessionPath.exec(request.url)?.[1] ?? '', socket, request));
     return server;
   },
@@ -88,7 +94,7 @@ const servers = {
     });
   },
   uws() {
-    const { App } = require('@trufflesuite/uws-js-unofficial');
+    const { App, SHARED_COMPRESSOR, DISABLED } = require('@trufflesuite/uws-js-unofficial');
     const json = (res, body) => res.writeHeader('content-type', 'application/json').end(JSON.stringify(body));
     const app = App()
       .post('/sessions', (res) => {
@@ -104,11 +110,13 @@ const servers = {
         maxPayloadLength: 1024 * 1024,
         maxBackpressure: 1024 * 1024,
         idleTimeout: 0,
+        compression: compression ? SHARED_COMPRESSOR : DISABLED,
         upgrade: (res, req, context) =>
           res.upgrade({ session: req.getParameter(0) }, req.getHeader('sec-websocket-key'), req.getHeader('sec-websocket-protocol'), req.getHeader('sec-websocket-extensions'), context),
         open: (ws) => ws.subscribe(ws.getUserData().session),
-        // `publish` from a socket reaches every subscriber but that socket.
-        message: (ws, message, isBinary) => ws.publish(ws.getUserData().session, message, isBinary),
+        // `publish` from a socket reaches every subscriber but that socket; it compresses
+        // only when told to.
+        message: (ws, message, isBinary) => ws.publish(ws.getUserData().session, message, isBinary, compression),
       });
     return {
       listen(port, host, done) {

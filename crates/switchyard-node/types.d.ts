@@ -73,8 +73,13 @@ export interface RelaySessionManagerConfig {
   connectionsPerMinutePerIp?: number
   /** Token auth on upgrade. Off by default. */
   auth?: AuthOptions
-  /** permessage-deflate in native mode is not supported: `true` makes the constructor throw, saying why. Use bridge mode with ws's `perMessageDeflate`. */
-  nativeCompression?: boolean
+  /**
+   * permessage-deflate (RFC 7692) in the native transport, for clients that offer it
+   * (browsers always do). Each message is compressed once, whatever its number of
+   * recipients; payloads shorter than `threshold` bytes (default 256) go uncompressed.
+   * Off by default. In bridge mode, `ws`'s `perMessageDeflate` option decides.
+   */
+  nativeCompression?: boolean | NativeCompressionOptions
   /**
    * The stream each session keeps (unless created with its own): its last `size`
    * publications, each at most `ttlMs` old, so reconnecting clients recover what they
@@ -134,6 +139,12 @@ export interface PublishOptions {
 export interface Rate {
   messagesPerSecond: number
   burst: number
+}
+
+/** `nativeCompression`'s options. */
+export interface NativeCompressionOptions {
+  /** Payloads shorter than this many bytes go uncompressed. Default 256. */
+  threshold?: number
 }
 
 export interface RateLimitOptions extends Rate {

@@ -8,7 +8,9 @@
 //! runs libFuzzer with `-malloc_limit_mb=128` and `-rss_limit_mb=512` to catch any
 //! allocation that follows a length the client wrote. Also checked: what is kept never
 //! exceeds one frame, messages fit the limit, text is UTF-8, control payloads fit 125
-//! bytes, and each message survives the server's own header encoding.
+//! bytes, and each message survives the server's own header encoding. The decoder is
+//! one that negotiated permessage-deflate, so RSV1 frames are inflated, never past the
+//! limit, and plain frames still decode.
 //!
 //! Input layout: byte 0 picks how the rest is cut into reads (its low three bits give
 //! the largest read, 1 byte to 64 KiB; its other bits seed the sizes); the rest is the
@@ -52,7 +54,7 @@ fn check(decoded: &Decoded) {
 /// would be, decodes back to the same message.
 fn round_trip(frame: &Frame) {
     let mut header = [0u8; MAX_HEADER_LEN];
-    let header_len = encode_header(Outgoing::from(frame.kind), frame.len(), &mut header);
+    let header_len = encode_header(Outgoing::from(frame.kind), false, frame.len(), &mut header);
     let mut client = header[..header_len].to_vec();
     client[1] |= 0x80;
     client.extend_from_slice(&[0; 4]);
@@ -88,7 +90,7 @@ fn decode(decoder: &mut Decoder, buffer: &mut [u8]) -> (usize, Option<usize>, bo
 
 fuzz_target!(|data: &[u8]| {
     let Some((sizes, stream)) = chunks(data) else { return };
-    let mut decoder = Decoder::new(MAX_MESSAGE_BYTES);
+    let mut decoder = Decoder::new(MAX_MESSAGE_BYTES).inflating();
     let mut partial = BytesMut::new();
     let mut offset = 0;
     for size in sizes {

@@ -7,6 +7,7 @@
 //! everything of the server's that reads it: [`handshake::accept`] on the headers as
 //! hyper (first value) and Node (repeated values joined with `, `) present them,
 //! [`auth::find_token`] and [`auth::Verifier::verify`] on the URL and headers, the
+//! permessage-deflate offers ([`deflate::negotiate`]), the
 //! session id of `/session/{id}` routes, the `101` or `400` answer, and the codec on the
 //! bytes that came after the request (the `head` a taken-over socket starts with). Any
 //! panic is a bug: all of it happens before a client is authenticated.
@@ -22,6 +23,7 @@ use switchyard_fuzz::chunks;
 use switchyard_core::SessionId;
 use switchyard_server::auth::{self, JwtConfig, Keys, Verifier};
 use switchyard_server::codec::Decoder;
+use switchyard_server::deflate::{self, CompressionConfig};
 use switchyard_server::handshake::{self, HandshakeError};
 
 /// Node's default `--max-http-header-size`: a longer request is refused, not buffered.
@@ -73,7 +75,9 @@ fn answer<'a>(method: &str, header: impl Fn(&str) -> Option<&'a str> + Copy, ver
         Ok(accept) => {
             assert_eq!(accept.len(), 28, "an accept value is 20 bytes in base64");
             let protocol = token.is_some().then_some(auth::TOKEN_SUBPROTOCOL);
-            let response = handshake::switching_protocols(&accept, protocol);
+            let deflate = deflate::negotiate(header("sec-websocket-extensions"), &CompressionConfig::default());
+            let extensions = deflate.map(|deflate| deflate.response());
+            let response = handshake::switching_protocols(&accept, protocol, extensions.as_deref());
             assert!(response.starts_with(b"HTTP/1.1 101 ") && response.ends_with(b"\r\n\r\n"));
             response
         }

@@ -11,6 +11,7 @@ use switchyard_core::{
 use switchyard_redis::RedisOptions;
 use switchyard_server::admission::TokenAuth;
 use switchyard_server::auth::{self, JwtConfig, Keys, Verifier};
+use switchyard_server::deflate::CompressionConfig;
 
 use crate::options::{json_value, type_error, OptionsReader};
 
@@ -59,6 +60,23 @@ pub struct Settings {
     pub config: Config,
     pub auth: Option<TokenAuth>,
     pub redis: Option<RedisOptions>,
+    /// permessage-deflate in the native transport.
+    pub compression: Option<CompressionConfig>,
+}
+
+/// `nativeCompression: true` or `{ threshold }`: the native transport negotiates
+/// permessage-deflate with clients that offer it.
+fn read_compression(env: &Env, options: &OptionsReader) -> Result<Option<CompressionConfig>> {
+    let Some(value) = options.raw("nativeCompression")? else { return Ok(None) };
+    if value.get_type()? == ValueType::Boolean {
+        return Ok(options.boolean("nativeCompression")?.unwrap_or(false).then(CompressionConfig::default));
+    }
+    if value.get_type()? != ValueType::Object {
+        return Err(type_error(env, "nativeCompression must be true, false or { threshold }, the fewest payload bytes worth compressing"));
+    }
+    let compression = options.nested("nativeCompression", &["threshold"])?;
+    let threshold = compression.count("threshold", MAX_COUNT)?.map_or(CompressionConfig::DEFAULT_THRESHOLD, |n| n as usize);
+    Ok(Some(CompressionConfig { threshold }))
 }
 
 /// `redis: { url, keyPrefix, nodeId }`: this manager is a node of a cluster. A node
@@ -154,14 +172,7 @@ fn read_auth(env: &Env, options: &OptionsReader) -> Result<Option<TokenAuth>> {
 
 pub fn read_settings(env: &Env, value: Option<Unknown>) -> Result<Settings> {
     let options = OptionsReader::new(env, value, "config", &CONFIG_OPTIONS)?;
-    if options.boolean("nativeCompression")? == Some(true) {
-        return Err(Error::new(
-            Status::InvalidArg,
-            "nativeCompression: permessage-deflate is not supported by the native transport, which writes each \
-             message's bytes, shared by all its recipients, straight to the sockets. Compress at a proxy, or use \
-             bridge mode with ws's perMessageDeflate option.",
-        ));
-    }
+    let compression = read_compression(env, &options)?;
     let defaults = Config::default();
     let size = |n: u64| n as usize;
     let auth = read_auth(env, &options)?;
@@ -201,7 +212,7 @@ pub fn read_settings(env: &Env, value: Option<Unknown>) -> Result<Settings> {
     };
     config.validate().map_err(|err| type_error(env, err.to_string()))?;
     let redis = read_redis(env, &options, &config)?;
-    Ok(Settings { config, auth, redis })
+    Ok(Settings { config, auth, redis, compression })
 }
 
 fn read_conflict_resolution(options: &OptionsReader, name: &str) -> Result<Option<ConflictResolution>> {

@@ -23,6 +23,7 @@ use switchyard_core::{
 };
 use switchyard_redis::{RedisBroker, RedisConfigError};
 use switchyard_server::admission::{self, Admitted, Refused, TokenAuth, Upgrade};
+use switchyard_server::deflate::CompressionConfig;
 use switchyard_server::{handshake, now, Accepted};
 
 use crate::bridge::{self, BridgeOutbox, BridgeSocket, Flusher};
@@ -63,6 +64,8 @@ pub struct Host {
     pub lifecycle: Cell<Lifecycle>,
     timer: RefCell<Option<Held>>,
     native: OnceCell<NativeRuntime>,
+    /// permessage-deflate for native connections (`nativeCompression`).
+    compression: Option<CompressionConfig>,
     /// `onRequest`'s handler.
     request_handler: RefCell<Option<Rc<RequestHandler>>>,
     /// permessage-deflate totals of the bridge sockets that have closed: bytes before
@@ -92,6 +95,7 @@ impl Host {
             lifecycle: Cell::new(Lifecycle::Idle),
             timer: RefCell::default(),
             native: OnceCell::new(),
+            compression: settings.compression,
             request_handler: RefCell::default(),
             closed_compression: Cell::new((0, 0)),
             pump_scheduled: Cell::new(false),
@@ -236,11 +240,23 @@ impl Host {
         self.auth.as_ref().map(|auth| auth.required)
     }
 
-    /// permessage-deflate over the bridge: sockets that negotiated it now, and, over all
-    /// that ever did, payload bytes sent and bytes on the wire.
+    /// `nativeCompression`, when it is on.
+    pub fn compression_config(&self) -> Option<CompressionConfig> {
+        self.compression
+    }
+
+    /// permessage-deflate over the bridge and the native transport: connections that
+    /// negotiated it now, and, over all that ever did, payload bytes sent and bytes on the
+    /// wire.
     pub fn compression(&self, env: &Env) -> Result<(u32, u64, u64)> {
         let (mut before, mut after) = self.closed_compression.get();
         let mut live = 0;
+        if let Some(native) = self.native.get() {
+            let counts = native.spawner.compression().counts();
+            live += counts.connections as u32;
+            before += counts.bytes_before_compression;
+            after += counts.bytes_on_wire;
+        }
         for socket in self.sockets.borrow().values() {
             if let Some((sent, on_wire)) = socket.compression(env)? {
                 live += 1;
@@ -389,7 +405,7 @@ impl Host {
         if let Some(native) = self.native.get() {
             return Ok(native);
         }
-        let runtime = NativeRuntime::start()
+        let runtime = NativeRuntime::start(self.compression)
             .map_err(|err| Error::new(Status::GenericFailure, format!("cannot start the native transport: {err}")))?;
         let host = Rc::downgrade(self);
         let drain = env.create_function_from_closure::<(), (), _>("switchyardWake", move |ctx| {
@@ -427,18 +443,20 @@ impl Host {
                 return Ok(false);
             }
         };
-        let (stream, preface, head) = match native::take_over(socket, &request, head, protocol)? {
+        let native = self.native(env)?;
+        let deflate = native.spawner.negotiate(request.header("sec-websocket-extensions"));
+        let extensions = deflate.map(|deflate| deflate.response());
+        let (stream, preface, head) = match native::take_over(socket, &request, head, protocol, extensions.as_deref())? {
             Takeover::Taken { stream, preface, head } => (stream, preface, head),
             Takeover::BadHandshake => {
                 self.relay.handshake_failed();
                 return Ok(false);
             }
         };
-        let native = self.native(env)?;
         let io = native
             .stream(stream)
             .map_err(|err| Error::new(Status::GenericFailure, format!("cannot adopt the socket: {err}")))?;
-        let accepted = Accepted { io, preface, head, route, identity };
+        let accepted = Accepted { io, preface, head, route, identity, deflate };
         let admitted = if self.lifecycle.get() == Lifecycle::Stopped {
             native.spawner.refuse(accepted, Refusal::ShuttingDown);
             false

@@ -11,6 +11,7 @@ use switchyard_core::{
     Config, ConnectionInfo, FrameKind, History, HistoryConfig, Identity, Millis, Present, Rate, SessionInfo, StatsReport,
 };
 use switchyard_core::report::{HealthReport, Latency};
+use switchyard_server::deflate::CompressionConfig;
 
 fn date(ms: Millis) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms as i64).unwrap_or_default()
@@ -196,8 +197,9 @@ pub struct ResolvedConfig {
     /// Whether token auth is on and requires a token; `null` without auth.
     #[napi(ts_type = "{ required: boolean } | null")]
     pub auth: Either<ResolvedAuth, Null>,
-    /// Always false: the constructor refuses `true`.
-    pub native_compression: bool,
+    /// permessage-deflate in the native transport; `null`: off.
+    #[napi(ts_type = "{ threshold: number } | null")]
+    pub native_compression: Either<ResolvedCompression, Null>,
     /// The stream sessions keep unless created with their own; `null`: none.
     #[napi(ts_type = "ResolvedHistory | null")]
     pub history: Either<ResolvedHistory, Null>,
@@ -254,9 +256,15 @@ pub struct ResolvedChannels {
     pub history: Option<ResolvedHistory>,
 }
 
+/// `nativeCompression` as the manager applies it.
+#[napi(object)]
+pub struct ResolvedCompression {
+    pub threshold: u32,
+}
+
 impl ResolvedConfig {
     /// `auth_required`: whether a token is required, when token auth is on.
-    pub fn new(config: &Config, auth_required: Option<bool>) -> Self {
+    pub fn new(config: &Config, auth_required: Option<bool>, compression: Option<CompressionConfig>) -> Self {
         Self {
             session_timeout_ms: config.session_timeout_ms as i64,
             max_sessions: config.max_sessions as u32,
@@ -282,7 +290,7 @@ impl ResolvedConfig {
             })),
             connections_per_minute_per_ip: or_null(config.connections_per_minute_per_ip),
             auth: or_null(auth_required.map(|required| ResolvedAuth { required })),
-            native_compression: false,
+            native_compression: or_null(compression.map(|c| ResolvedCompression { threshold: c.threshold as u32 })),
             history: or_null(config.history.map(ResolvedHistory::from)),
             history_max_bytes: config.history_max_bytes as i64,
         }
@@ -468,6 +476,7 @@ pub struct StatsExtra {
     pub compression: CompressionStats,
     /// Whether a token is required, when token auth is on.
     pub auth_required: Option<bool>,
+    pub native_compression: Option<CompressionConfig>,
 }
 
 /// Connections by how they answer pings.
@@ -492,10 +501,11 @@ impl From<HealthReport> for HealthStats {
     }
 }
 
-/// permessage-deflate, negotiated by `ws` in bridge mode.
+/// permessage-deflate, negotiated by `ws` in bridge mode and by the native transport
+/// with `nativeCompression`.
 #[napi(object)]
 pub struct CompressionStats {
-    /// Bridge sockets open now with permessage-deflate.
+    /// Connections open now with permessage-deflate.
     pub connections: u32,
     /// Payload bytes sent to such sockets (open and closed), before compression.
     pub bytes_before_compression: i64,
@@ -592,7 +602,7 @@ impl RelayStats {
             acks: report.acks as i64,
             nacks: report.nacks as i64,
             forbidden: report.forbidden as i64,
-            config: ResolvedConfig::new(config, extra.auth_required),
+            config: ResolvedConfig::new(config, extra.auth_required, extra.native_compression),
         }
     }
 }

@@ -188,6 +188,7 @@ impl RelaySessionManager {
             let extra = StatsExtra {
                 compression: self.host.compression(&env)?.into(),
                 auth_required: self.host.auth_required(),
+                native_compression: self.host.compression_config(),
             };
             Ok(RelayStats::new(relay.report(now()), extra, relay.config(), uptime))
         })

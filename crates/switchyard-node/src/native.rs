@@ -14,6 +14,7 @@ use bytes::Bytes;
 use napi::bindgen_prelude::{Buffer, FnArgs, Function, JsObjectValue, Object, Unknown};
 use napi::{Error, Result, Status, ValueType};
 use switchyard_server::handshake;
+use switchyard_server::deflate::CompressionConfig;
 use switchyard_server::Spawner;
 
 use crate::js::call_method;
@@ -28,14 +29,14 @@ pub struct NativeRuntime {
 
 impl NativeRuntime {
     /// One worker per CPU this process may use (`taskset` narrows it).
-    pub fn start() -> std::io::Result<Self> {
+    pub fn start(compression: Option<CompressionConfig>) -> std::io::Result<Self> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("switchyard-io")
             .enable_all()
             .build()?;
-        let spawner = Spawner::new(runtime.handle().clone());
+        let spawner = Spawner::new(runtime.handle().clone(), compression);
         Ok(Self { runtime: Some(runtime), spawner })
     }
 
@@ -100,7 +101,7 @@ pub fn respond_and_close(socket: &Object, response: Vec<u8>) -> Result<()> {
 
 /// Checks the handshake and takes the socket from Node. A TLS socket is refused with an
 /// error: Rust would write plaintext into it.
-pub fn take_over(socket: &Object, request: &UpgradeRequest, head: Bytes, protocol: Option<&str>) -> Result<Takeover> {
+pub fn take_over(socket: &Object, request: &UpgradeRequest, head: Bytes, protocol: Option<&str>, extensions: Option<&str>) -> Result<Takeover> {
     let encrypted: Option<bool> = socket.get_named_property_unchecked::<Unknown>("encrypted").ok().and_then(|e| unsafe { e.cast().ok() });
     if encrypted == Some(true) {
         return Err(Error::new(
@@ -127,5 +128,5 @@ pub fn take_over(socket: &Object, request: &UpgradeRequest, head: Bytes, protoco
         .try_clone_to_owned()
         .map_err(|err| Error::new(Status::GenericFailure, format!("cannot take the socket over: {err}")))?;
     call_method(socket, "destroy")?;
-    Ok(Takeover::Taken { stream: owned.into(), preface: handshake::switching_protocols(&accept, protocol), head })
+    Ok(Takeover::Taken { stream: owned.into(), preface: handshake::switching_protocols(&accept, protocol, extensions), head })
 }

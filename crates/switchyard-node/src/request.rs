@@ -6,8 +6,15 @@ use std::net::IpAddr;
 use napi::bindgen_prelude::{JsObjectValue, Object, Unknown};
 use napi::{Result, ValueType};
 
-const HEADERS: [&str; 6] =
-    ["upgrade", "connection", "sec-websocket-version", "sec-websocket-key", "authorization", "sec-websocket-protocol"];
+const HEADERS: [&str; 7] = [
+    "upgrade",
+    "connection",
+    "sec-websocket-version",
+    "sec-websocket-key",
+    "authorization",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+];
 
 pub struct UpgradeRequest {
     pub method: String,

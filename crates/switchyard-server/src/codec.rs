@@ -15,8 +15,11 @@ use switchyard_core::{close_code, Frame, FrameKind};
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
+use crate::deflate::{self, InflateError};
+
 /// Control frames carry at most this many payload bytes (RFC 6455 section 5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
+const RSV1_UNEXPECTED: &str = "RSV1 is set outside a compressed message's first frame";
 /// The longest header the server writes: 2 bytes, then a 64-bit length, never a mask.
 pub const MAX_HEADER_LEN: usize = 10;
 
@@ -69,15 +72,29 @@ pub struct Progress {
     pub closed: bool,
 }
 
+/// A message being reassembled from fragments.
+struct Fragments {
+    kind: FrameKind,
+    compressed: bool,
+    bytes: BytesMut,
+}
+
 /// Per-connection decoding state: only a message being reassembled from fragments.
 pub struct Decoder {
     max_message_bytes: usize,
-    fragments: Option<(FrameKind, BytesMut)>,
+    /// permessage-deflate was negotiated: a message's first frame may have RSV1 set.
+    inflating: bool,
+    fragments: Option<Fragments>,
 }
 
 impl Decoder {
     pub fn new(max_message_bytes: usize) -> Self {
-        Self { max_message_bytes, fragments: None }
+        Self { max_message_bytes, inflating: false, fragments: None }
+    }
+
+    /// A decoder for a connection that negotiated permessage-deflate.
+    pub fn inflating(self) -> Self {
+        Self { inflating: true, ..self }
     }
 
     /// Decodes every whole frame at the start of `input`, unmasking payloads in place,
@@ -119,8 +136,12 @@ impl Decoder {
         if length > i64::MAX as u64 {
             return Err(DecodeError::Protocol("Payload length with its most significant bit set"));
         }
-        if header.rsv1 || header.rsv2 || header.rsv3 {
+        if header.rsv2 || header.rsv3 || (header.rsv1 && !self.inflating) {
             return Err(DecodeError::Protocol("Reserved bits are set"));
+        }
+        // RFC 7692 section 6: RSV1 marks a compressed message, on its first frame only.
+        if header.rsv1 && !matches!(header.opcode, OpCode::Data(Data::Text | Data::Binary)) {
+            return Err(DecodeError::Protocol(RSV1_UNEXPECTED));
         }
         if header.mask.is_none() {
             return Err(DecodeError::Protocol("Client frames must be masked"));
@@ -137,7 +158,7 @@ impl Decoder {
                 Err(DecodeError::Protocol("New message inside a fragmented one"))
             }
             OpCode::Data(_) => {
-                let buffered = self.fragments.as_ref().map_or(0, |(_, bytes)| bytes.len() as u64);
+                let buffered = self.fragments.as_ref().map_or(0, |fragments| fragments.bytes.len() as u64);
                 match length.checked_add(buffered) {
                     Some(total) if total <= self.max_message_bytes as u64 => Ok(length as usize),
                     _ => Err(DecodeError::TooLarge),
@@ -157,20 +178,39 @@ impl Decoder {
             OpCode::Data(Data::Text) => FrameKind::Text,
             OpCode::Data(Data::Binary) => FrameKind::Binary,
             OpCode::Data(Data::Continue) => {
-                let (_, buffered) = self.fragments.as_mut().expect("checked: a message is being reassembled");
-                buffered.extend_from_slice(payload);
+                let fragments = self.fragments.as_mut().expect("checked: a message is being reassembled");
+                fragments.bytes.extend_from_slice(payload);
                 if !header.is_final {
                     return Ok(None);
                 }
-                let (kind, buffered) = self.fragments.take().expect("checked above");
-                return message(kind, buffered.freeze()).map(Some);
+                let Fragments { kind, compressed, bytes } = self.fragments.take().expect("checked above");
+                return self.message(kind, compressed, bytes.freeze()).map(Some);
             }
         };
         if !header.is_final {
-            self.fragments = Some((kind, BytesMut::from(payload)));
+            self.fragments = Some(Fragments { kind, compressed: header.rsv1, bytes: BytesMut::from(payload) });
             return Ok(None);
         }
-        message(kind, Bytes::copy_from_slice(payload)).map(Some)
+        match header.rsv1 {
+            true => self.inflate(kind, payload).map(Some),
+            false => message(kind, Bytes::copy_from_slice(payload)).map(Some),
+        }
+    }
+
+    fn message(&self, kind: FrameKind, compressed: bool, payload: Bytes) -> Result<Decoded, DecodeError> {
+        match compressed {
+            true => self.inflate(kind, &payload),
+            false => message(kind, payload),
+        }
+    }
+
+    /// A compressed message: never inflated past `maxMessageBytes`.
+    fn inflate(&self, kind: FrameKind, payload: &[u8]) -> Result<Decoded, DecodeError> {
+        match deflate::inflate(payload, self.max_message_bytes) {
+            Ok(inflated) => message(kind, inflated.into()),
+            Err(InflateError::TooLarge) => Err(DecodeError::TooLarge),
+            Err(InflateError::Invalid) => Err(DecodeError::Protocol("Invalid compressed data")),
+        }
     }
 }
 
@@ -229,9 +269,19 @@ impl From<FrameKind> for Outgoing {
     }
 }
 
+/// The length of the header [`encode_header`] writes for a payload of `payload_len` bytes.
+pub fn header_len(payload_len: usize) -> usize {
+    match payload_len {
+        0..=125 => 2,
+        126..=0xFFFF => 4,
+        _ => MAX_HEADER_LEN,
+    }
+}
+
 /// Writes the header of an unmasked, final frame into `out`; returns its length.
-pub fn encode_header(opcode: Outgoing, payload_len: usize, out: &mut [u8; MAX_HEADER_LEN]) -> usize {
-    out[0] = 0x80 | opcode as u8;
+/// `compressed` sets RSV1 (permessage-deflate).
+pub fn encode_header(opcode: Outgoing, compressed: bool, payload_len: usize, out: &mut [u8; MAX_HEADER_LEN]) -> usize {
+    out[0] = 0x80 | if compressed { 0x40 } else { 0 } | opcode as u8;
     if payload_len < 126 {
         out[1] = payload_len as u8;
         2
@@ -369,6 +419,7 @@ mod tests {
         let unmasked = vec![0x81, 0x01, b'a'];
         let cases: Vec<(Vec<u8>, DecodeError)> = vec![
             (unmasked, DecodeError::Protocol("Client frames must be masked")),
+            (client_frame(0xA1, b"a"), DecodeError::Protocol("Reserved bits are set")),
             (client_frame(0xC1, b"a"), DecodeError::Protocol("Reserved bits are set")),
             (client_frame(0x83, b"a"), DecodeError::Protocol("Invalid opcode")),
             (client_frame(0x8B, b"a"), DecodeError::Protocol("Invalid opcode")),
@@ -397,6 +448,32 @@ mod tests {
     }
 
     #[test]
+    fn inflates_compressed_messages_whole_or_fragmented_within_the_limit() {
+        let text = br#"{"type":"awareness_update","state":{"cursor":{"line":1,"column":2}}}"#.repeat(8);
+        let compressed = {
+            let deflate = crate::deflate::negotiate(Some("permessage-deflate"), &crate::deflate::CompressionConfig { threshold: 0 }).unwrap();
+            let (compressed, yes) = deflate.encode(&Bytes::from(text.clone()));
+            assert!(yes);
+            compressed
+        };
+        let mut decoder = Decoder::new(1 << 20).inflating();
+        let (split_at, mut input) = (compressed.len() / 2, client_frame(0xC1, &compressed));
+        input.extend(client_frame(0x41, &compressed[..split_at]));
+        input.extend(client_frame(0x80, &compressed[split_at..]));
+        input.extend(client_frame(0x81, b"{}"));
+        let (progress, out) = decode_all(&mut decoder, &input);
+        assert!(progress.is_ok());
+        let expected = || Decoded::Message(Frame::text(text.clone()));
+        assert_eq!(out, vec![expected(), expected(), Decoded::Message(Frame::text(&b"{}"[..]))], "uncompressed messages still pass");
+        let mut continuation_rsv1 = client_frame(0x41, &compressed[..split_at]);
+        continuation_rsv1.extend(client_frame(0xC0, &compressed[split_at..]));
+        assert_eq!(decode_all(&mut Decoder::new(1 << 20).inflating(), &continuation_rsv1).0, Err(DecodeError::Protocol(RSV1_UNEXPECTED)));
+        assert_eq!(decode_all(&mut Decoder::new(1 << 20).inflating(), &client_frame(0xC9, b"")).0, Err(DecodeError::Protocol(RSV1_UNEXPECTED)));
+        assert_eq!(decode_all(&mut Decoder::new(100).inflating(), &client_frame(0xC1, &compressed)).0, Err(DecodeError::TooLarge));
+        assert_eq!(decode_all(&mut Decoder::new(1 << 20).inflating(), &client_frame(0xC1, &[0xff; 8])).0, Err(DecodeError::Protocol("Invalid compressed data")));
+    }
+
+    #[test]
     fn a_close_frame_ends_decoding() {
         let mut payload = 4000u16.to_be_bytes().to_vec();
         payload.extend_from_slice(b"bye");
@@ -413,11 +490,11 @@ mod tests {
     #[test]
     fn encodes_headers_at_each_length_boundary() {
         let mut out = [0u8; MAX_HEADER_LEN];
-        assert_eq!(encode_header(Outgoing::Text, 125, &mut out), 2);
+        assert_eq!(encode_header(Outgoing::Text, false, 125, &mut out), 2);
         assert_eq!(&out[..2], &[0x81, 125]);
-        assert_eq!(encode_header(Outgoing::Binary, 126, &mut out), 4);
-        assert_eq!(&out[..4], &[0x82, 126, 0, 126]);
-        assert_eq!(encode_header(Outgoing::Ping, 65536, &mut out), 10);
+        assert_eq!(encode_header(Outgoing::Binary, true, 126, &mut out), 4);
+        assert_eq!(&out[..4], &[0xC2, 126, 0, 126]);
+        assert_eq!(encode_header(Outgoing::Ping, false, 65536, &mut out), 10);
         assert_eq!(&out[..10], &[0x89, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
     }
 

@@ -20,7 +20,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use switchyard_core::{close_code, ConnId, Frame, Identity, Outbox, Refusal, Relay, Route};
+use switchyard_core::{close_code, ConnId, Identity, Outbox, Refusal, Relay, Route};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::runtime::Handle;
 use tokio::time::{sleep, Sleep};
@@ -28,9 +28,10 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::codec::{close_payload, encode_header, Decoded, Decoder, Outgoing, MAX_HEADER_LEN};
+use crate::codec::{close_payload, encode_header, header_len, Decoded, Decoder, Outgoing, MAX_HEADER_LEN};
+use crate::deflate::{CompressionConfig, CompressionTotals, Deflate};
 use crate::now;
-use crate::outbox::NativeOutbox;
+use crate::outbox::{Compression, NativeOutbox, Queued};
 
 /// The per-thread read buffer: one read takes at most this much.
 const READ_BUFFER_LEN: usize = 64 * 1024;
@@ -52,13 +53,13 @@ struct Out {
     payload: Bytes,
     /// Counted in the outbox's unsent bytes (it came through the outbox).
     counted: bool,
+    /// The payload is deflated (RSV1).
+    compressed: bool,
 }
 
-fn header_len(payload_len: usize) -> usize {
-    match payload_len {
-        0..=125 => 2,
-        126..=0xFFFF => 4,
-        _ => MAX_HEADER_LEN,
+impl Out {
+    fn control(opcode: Outgoing, payload: Bytes) -> Self {
+        Self { opcode, payload, counted: false, compressed: false }
     }
 }
 
@@ -86,6 +87,16 @@ struct Connection<IO> {
     close_queued: bool,
     close_written: bool,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// The totals a connection that negotiated permessage-deflate counts itself in.
+    deflated: Option<Arc<CompressionTotals>>,
+}
+
+impl<IO> Drop for Connection<IO> {
+    fn drop(&mut self) {
+        if let Some(totals) = &self.deflated {
+            totals.closed();
+        }
+    }
 }
 
 /// What one decoding pass asks of the connection besides routing.
@@ -96,14 +107,15 @@ struct Effects {
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
-    fn new(io: IO, relay: Arc<Relay>, conn: ConnId, outbox: Arc<NativeOutbox>, head: Bytes) -> Self {
-        let max_message_bytes = relay.config().max_message_bytes;
+    fn new(io: IO, relay: Arc<Relay>, conn: ConnId, outbox: Arc<NativeOutbox>, head: Bytes, deflated: Option<Arc<CompressionTotals>>) -> Self {
+        let decoder = Decoder::new(relay.config().max_message_bytes);
         Self {
             io,
             relay,
             conn,
             outbox,
-            decoder: Decoder::new(max_message_bytes),
+            decoder: if deflated.is_some() { decoder.inflating() } else { decoder },
+            deflated,
             partial: BytesMut::from(&head[..]),
             writing: VecDeque::new(),
             written: 0,
@@ -286,7 +298,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             let waiting = self.writing.iter().skip(usize::from(self.written > 0)).position(|out| out.opcode == Outgoing::Pong);
             match waiting {
                 Some(index) => self.writing[index + usize::from(self.written > 0)].payload = payload,
-                None => self.writing.push_back(Out { opcode: Outgoing::Pong, payload, counted: false }),
+                None => self.writing.push_back(Out::control(Outgoing::Pong, payload)),
             }
         }
         match decoded {
@@ -301,8 +313,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     /// Moves what the outbox holds into the write queue, the close last.
     fn refill(&mut self) {
         let writing = &mut self.writing;
-        let taken = self.outbox.take(|frame: Frame| {
-            writing.push_back(Out { opcode: frame.kind.into(), payload: frame.payload, counted: true });
+        let taken = self.outbox.take(|Queued { frame, compressed }| {
+            writing.push_back(Out { opcode: frame.kind.into(), payload: frame.payload, counted: true, compressed });
         });
         if let Some(waited) = taken.waited {
             self.relay.record_relay_latency(waited);
@@ -310,7 +322,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         if let Some((code, reason)) = taken.close {
             // 1005 means the client's close had no code: the echo has none either.
             let payload = if code == close_code::NO_STATUS { Bytes::new() } else { close_payload(code, &reason) };
-            self.writing.push_back(Out { opcode: Outgoing::Close, payload, counted: false });
+            self.writing.push_back(Out::control(Outgoing::Close, payload));
             self.close_queued = true;
             self.deadline.get_or_insert_with(|| Box::pin(sleep(CLOSE_TIMEOUT)));
         }
@@ -329,7 +341,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             let mut headers = [[0u8; MAX_HEADER_LEN]; WRITE_BATCH];
             let mut header_lens = [0usize; WRITE_BATCH];
             for (i, out) in self.writing.iter().take(count).enumerate() {
-                header_lens[i] = encode_header(out.opcode, out.payload.len(), &mut headers[i]);
+                header_lens[i] = encode_header(out.opcode, out.compressed, out.payload.len(), &mut headers[i]);
             }
             let mut slices = [IoSlice::new(&[]); 2 * WRITE_BATCH];
             let mut used = 0;
@@ -388,7 +400,7 @@ async fn write_refusal<IO: AsyncWrite + Unpin>(mut io: IO, preface: Vec<u8>, ref
     let mut answer = preface;
     let mut frame = |opcode: Outgoing, payload: &[u8]| {
         let mut header = [0u8; MAX_HEADER_LEN];
-        let header_len = encode_header(opcode, payload.len(), &mut header);
+        let header_len = encode_header(opcode, false, payload.len(), &mut header);
         answer.extend_from_slice(&header[..header_len]);
         answer.extend_from_slice(payload);
     };
@@ -410,6 +422,9 @@ pub struct Spawner {
     pub runtime: Handle,
     pub tasks: TaskTracker,
     abort: Arc<Mutex<CancellationToken>>,
+    /// permessage-deflate, when the server offers it.
+    compression: Option<CompressionConfig>,
+    compression_totals: Arc<CompressionTotals>,
 }
 
 /// A connection that has passed its handshake.
@@ -421,11 +436,25 @@ pub struct Accepted<IO> {
     pub head: Bytes,
     pub route: Route,
     pub identity: Identity,
+    /// permessage-deflate as the `101` answer agreed it.
+    pub deflate: Option<Deflate>,
 }
 
 impl Spawner {
-    pub fn new(runtime: Handle) -> Self {
-        Self { runtime, tasks: TaskTracker::new(), abort: Arc::default() }
+    pub fn new(runtime: Handle, compression: Option<CompressionConfig>) -> Self {
+        Self { runtime, tasks: TaskTracker::new(), abort: Arc::default(), compression, compression_totals: Arc::default() }
+    }
+
+    /// The permessage-deflate a request's `Sec-WebSocket-Extensions` offers get, if any:
+    /// its [`Deflate::response`] goes in the `101` answer and the connection into
+    /// [`Accepted::deflate`].
+    pub fn negotiate(&self, offers: Option<&str>) -> Option<Deflate> {
+        crate::deflate::negotiate(offers, self.compression.as_ref()?)
+    }
+
+    /// permessage-deflate over this spawner's connections.
+    pub fn compression(&self) -> &CompressionTotals {
+        &self.compression_totals
     }
 
     /// Drops every connection task at once (after a graceful stop ran out of time).
@@ -441,11 +470,17 @@ impl Spawner {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Accepted { io, preface, head, route, identity } = accepted;
-        let outbox = Arc::new(NativeOutbox::new(relay.config().max_queued_bytes));
+        let Accepted { io, preface, head, route, identity, deflate } = accepted;
+        let totals = &self.compression_totals;
+        let compression = deflate.map(|deflate| Compression { deflate, totals: totals.clone() });
+        let outbox = Arc::new(NativeOutbox::new(relay.config().max_queued_bytes, compression));
         match relay.open(route, identity, outbox.clone(), now()) {
             Ok(conn) => {
-                let connection = Connection::new(io, relay.clone(), conn, outbox, head);
+                let deflated = deflate.map(|_| {
+                    totals.opened();
+                    totals.clone()
+                });
+                let connection = Connection::new(io, relay.clone(), conn, outbox, head, deflated);
                 let abort = self.abort.lock().clone();
                 self.tasks.spawn_on(connection.run(preface, abort), &self.runtime);
                 Ok(conn)

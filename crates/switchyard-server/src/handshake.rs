@@ -63,11 +63,13 @@ pub fn accept<'a>(method: &str, header: impl Fn(&str) -> Option<&'a str>) -> Res
     Ok(derive_accept_key(key.as_bytes()))
 }
 
-/// The whole `101 Switching Protocols` response, naming the chosen subprotocol if any.
-pub fn switching_protocols(accept: &str, protocol: Option<&str>) -> Vec<u8> {
+/// The whole `101 Switching Protocols` response, naming the chosen subprotocol and the
+/// agreed extensions, if any.
+pub fn switching_protocols(accept: &str, protocol: Option<&str>, extensions: Option<&str>) -> Vec<u8> {
     let protocol = protocol.map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n")).unwrap_or_default();
+    let extensions = extensions.map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n")).unwrap_or_default();
     format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{protocol}\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{protocol}{extensions}\r\n"
     )
     .into_bytes()
 }

@@ -4,12 +4,14 @@
 //! [`handshake`] answers the upgrade request, [`Spawner::spawn`] lets the connection into
 //! the relay and starts its task ([`connection`]), which decodes frames with [`codec`]
 //! and drains a bounded [`NativeOutbox`]. The same pieces serve the `switchyard` binary
-//! (behind hyper) and sockets the Node addon takes over from Node's HTTP server.
+//! (behind hyper) and sockets the Node addon takes over from Node's HTTP server;
+//! [`deflate`] is their permessage-deflate.
 
 pub mod admission;
 pub mod auth;
 pub mod codec;
 mod connection;
+pub mod deflate;
 pub mod handshake;
 pub mod metrics;
 mod outbox;

@@ -9,12 +9,16 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use atomic_waker::AtomicWaker;
 use parking_lot::Mutex;
-use switchyard_core::{Frame, Outbox, Pushed, Transport};
+use switchyard_core::{Frame, FrameKind, Outbox, Pushed, Transport};
+
+use crate::codec::header_len;
+use crate::deflate::{CompressionTotals, Deflate};
 
 /// Times how long frames wait in an outbox, for the relay latency histogram: the oldest
 /// frame of one batch in [`LatencySample::EVERY`], so that the clock is read rarely on
@@ -42,9 +46,22 @@ impl LatencySample {
     }
 }
 
+/// A frame as it will be written: its payload compressed or not.
+pub struct Queued {
+    pub frame: Frame,
+    /// permessage-deflate compressed the payload (RSV1 goes on the frame).
+    pub compressed: bool,
+}
+
+/// permessage-deflate on one connection, and the server's totals it adds to.
+pub struct Compression {
+    pub deflate: Deflate,
+    pub totals: Arc<CompressionTotals>,
+}
+
 #[derive(Default)]
 struct Queue {
-    frames: VecDeque<Frame>,
+    frames: VecDeque<Queued>,
     latency: LatencySample,
     close: Option<(u16, String)>,
     /// The close has been handed to the writer; nothing more is accepted.
@@ -72,11 +89,13 @@ pub struct NativeOutbox {
     created: Instant,
     /// When the socket last took bytes (or the outbox was made), in ms since `created`.
     last_progress_ms: AtomicU64,
+    compression: Option<Compression>,
 }
 
 impl NativeOutbox {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, compression: Option<Compression>) -> Self {
         Self {
+            compression,
             queue: Mutex::default(),
             unsent: AtomicUsize::new(0),
             capacity,
@@ -108,7 +127,7 @@ impl NativeOutbox {
 
     /// Hands every queued frame to `each`, in order, and returns the close that was
     /// asked for, if any: it goes out after those frames, and nothing after it.
-    pub fn take(&self, mut each: impl FnMut(Frame)) -> Taken {
+    pub fn take(&self, mut each: impl FnMut(Queued)) -> Taken {
         let mut queue = self.queue.lock();
         queue.frames.drain(..).for_each(&mut each);
         if queue.frames.capacity() > 64 {
@@ -135,7 +154,9 @@ impl NativeOutbox {
     /// Queues a frame and wakes the writer if it was idle; `bounded` refuses it past the
     /// bound (a replay is not).
     fn enqueue(&self, frame: Frame, bounded: bool) -> Pushed {
-        let len = frame.len();
+        let original_len = frame.len();
+        let queued = self.encode(frame);
+        let len = queued.frame.len();
         let was_empty = {
             let mut queue = self.queue.lock();
             if queue.closed || queue.close.is_some() {
@@ -145,7 +166,7 @@ impl NativeOutbox {
                 return Pushed::Full;
             }
             self.unsent.fetch_add(len, Ordering::Relaxed);
-            queue.frames.push_back(frame);
+            queue.frames.push_back(queued);
             let was_empty = queue.frames.len() == 1;
             if was_empty {
                 queue.latency.started();
@@ -155,7 +176,21 @@ impl NativeOutbox {
         if was_empty {
             self.waker.wake();
         }
+        if let Some(compression) = &self.compression {
+            compression.totals.sent(original_len, len + header_len(len));
+        }
         Pushed::Queued
+    }
+
+    /// Compresses a message's payload when the connection negotiated permessage-deflate.
+    fn encode(&self, frame: Frame) -> Queued {
+        match &self.compression {
+            Some(compression) if frame.kind != FrameKind::Ping => {
+                let (payload, compressed) = compression.deflate.encode(&frame.payload);
+                Queued { frame: Frame { kind: frame.kind, payload }, compressed }
+            }
+            _ => Queued { frame, compressed: false },
+        }
     }
 }
 
@@ -190,12 +225,12 @@ mod tests {
 
     #[test]
     fn a_stalled_socket_is_bounded_by_unsent_bytes() {
-        let outbox = NativeOutbox::new(10);
+        let outbox = NativeOutbox::new(10, None);
         std::thread::sleep(STALL_GRACE);
         assert_eq!(outbox.push(Frame::binary(vec![0; 6])), Pushed::Queued);
         assert_eq!(outbox.push(Frame::binary(vec![0; 6])), Pushed::Full);
         let mut taken = Vec::new();
-        outbox.take(|f| taken.push(f));
+        outbox.take(|q| taken.push(q.frame));
         assert_eq!(outbox.push(Frame::binary(vec![0; 6])), Pushed::Full, "taken but unsent still counts");
         outbox.sent(6);
         assert_eq!(outbox.push(Frame::binary(vec![0; 6])), Pushed::Queued);
@@ -203,7 +238,7 @@ mod tests {
 
     #[test]
     fn a_socket_that_took_something_lately_may_hold_twice_the_bound() {
-        let outbox = NativeOutbox::new(10);
+        let outbox = NativeOutbox::new(10, None);
         for _ in 0..3 {
             assert_eq!(outbox.push(Frame::binary(vec![0; 6])), Pushed::Queued, "a late writer is not a slow client");
         }
@@ -212,20 +247,20 @@ mod tests {
 
     #[test]
     fn a_lone_frame_larger_than_the_bound_goes_out() {
-        let outbox = NativeOutbox::new(10);
+        let outbox = NativeOutbox::new(10, None);
         assert_eq!(outbox.push(Frame::binary(vec![0; 50])), Pushed::Queued);
     }
 
     #[test]
     fn close_comes_after_queued_frames_and_nothing_after_it() {
-        let outbox = NativeOutbox::new(100);
+        let outbox = NativeOutbox::new(100, None);
         outbox.push(Frame::text("a"));
         outbox.close(1000, "bye");
         assert_eq!(outbox.push(Frame::text("b")), Pushed::Closed);
         let mut taken = Vec::new();
-        assert_eq!(outbox.take(|f| taken.push(f)).close, Some((1000, "bye".to_owned())));
+        assert_eq!(outbox.take(|q| taken.push(q.frame)).close, Some((1000, "bye".to_owned())));
         assert_eq!(taken, vec![Frame::text("a")]);
         outbox.close(1001, "again");
-        assert_eq!(outbox.take(|f| taken.push(f)).close, None);
+        assert_eq!(outbox.take(|q| taken.push(q.frame)).close, None);
     }
 }

@@ -9,6 +9,7 @@ use switchyard_core::{AckPolicy, Config, ConflictResolution, HistoryConfig, Rate
 use switchyard_redis::RedisOptions;
 use switchyard_server::admission::TokenAuth;
 use switchyard_server::auth::{self, JwtConfig, Keys, Verifier};
+use switchyard_server::deflate::CompressionConfig;
 
 /// A positive whole number of milliseconds or bytes.
 type Positive = std::num::NonZeroU64;
@@ -233,10 +234,14 @@ pub struct Args {
     #[arg(long, env = "AUTH_OPTIONAL")]
     pub auth_optional: bool,
 
-    /// permessage-deflate. Not available: the server refuses to start with it, rather
-    /// than silently serve uncompressed.
+    /// Negotiate permessage-deflate with clients that offer it (browsers do). Each
+    /// message is compressed once, whatever its number of recipients.
     #[arg(long, env = "COMPRESSION")]
     pub compression: bool,
+
+    /// With --compression, payloads shorter than this go uncompressed.
+    #[arg(long, env = "COMPRESSION_THRESHOLD", default_value_t = CompressionConfig::DEFAULT_THRESHOLD, value_name = "BYTES")]
+    pub compression_threshold: usize,
 
     /// Bearer token the admin endpoints (POST, DELETE) require. Without it they accept
     /// only loopback clients.
@@ -262,6 +267,11 @@ impl Args {
             node_id: self.node_id.clone().unwrap_or_else(RedisOptions::default_node_id),
             lease_ms: self.heartbeat_timeout.get() / 2,
         })
+    }
+
+    /// permessage-deflate, when `--compression` asks for it.
+    pub fn compression(&self) -> Option<CompressionConfig> {
+        self.compression.then_some(CompressionConfig { threshold: self.compression_threshold })
     }
 
     pub fn relay_config(&self) -> Config {

@@ -222,10 +222,12 @@ fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request, held
         app.relay.handshake_failed();
         return (StatusCode::BAD_REQUEST, "This connection cannot be upgraded").into_response();
     };
+    let deflate = app.spawner.negotiate(header("sec-websocket-extensions"));
     let spawner = app.spawner.clone();
     spawner.tasks.spawn(async move {
         if let Ok(upgraded) = on_upgrade.await {
-            let accepted = Accepted { io: TokioIo::new(upgraded), preface: Vec::new(), head: Default::default(), route, identity };
+            let io = TokioIo::new(upgraded);
+            let accepted = Accepted { io, preface: Vec::new(), head: Default::default(), route, identity, deflate };
             match held.full {
                 true => app.spawner.refuse(accepted, Refusal::SessionFull),
                 false => {
@@ -242,6 +244,9 @@ fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request, held
         .header(header::SEC_WEBSOCKET_ACCEPT, accept);
     if let Some(protocol) = protocol {
         response = response.header(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
+    if let Some(deflate) = deflate {
+        response = response.header(header::SEC_WEBSOCKET_EXTENSIONS, deflate.response());
     }
     response.body(Body::empty()).expect("a valid response")
 }
@@ -273,6 +278,15 @@ async fn stats(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketAddr>,
     if let (Some(answer), Ok(Value::Object(report))) = (answer.as_object_mut(), serde_json::to_value(report)) {
         answer.extend(report);
     }
+    // As the addon's getStats() names them.
+    let compression = app.spawner.compression().counts();
+    let (before, on_wire) = (compression.bytes_before_compression, compression.bytes_on_wire);
+    answer["compression"] = json!({
+        "connections": compression.connections,
+        "bytesBeforeCompression": before,
+        "bytesOnWire": on_wire,
+        "ratio": (before > 0).then(|| on_wire as f64 / before as f64),
+    });
     Ok(Json(answer))
 }
 

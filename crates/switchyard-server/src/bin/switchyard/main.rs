@@ -27,15 +27,6 @@ const SHUTDOWN_BUDGET: Duration = Duration::from_millis(4500);
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
-    if args.compression {
-        eprintln!(
-            "switchyard: --compression (permessage-deflate) is not supported: the native transport writes each \
-             message's bytes, shared by all its recipients, straight to the sockets, and compressing them per \
-             connection would undo that. Compress at a proxy, or use the Node addon in bridge mode with ws's \
-             perMessageDeflate."
-        );
-        return ExitCode::from(2);
-    }
     let config = args.relay_config();
     if let Err(err) = config.validate() {
         eprintln!("switchyard: {err}");
@@ -86,7 +77,7 @@ async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>) -> Exit
             return ExitCode::FAILURE;
         }
     };
-    let spawner = Spawner::new(tokio::runtime::Handle::current());
+    let spawner = Spawner::new(tokio::runtime::Handle::current(), args.compression());
     let waiting = accept::Waiting::new(args.handshake_limits());
     let app = Arc::new(http::App {
         relay: relay.clone(),
