@@ -12,7 +12,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,13 +25,13 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::runtime::Handle;
 use tokio::time::{sleep, Sleep};
 use parking_lot::Mutex;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
 use crate::codec::{close_payload, encode_header, header_len, Decoded, Decoder, Outgoing, MAX_HEADER_LEN};
 use crate::deflate::{CompressionConfig, CompressionTotals, Deflate};
 use crate::now;
-use crate::outbox::{Compression, NativeOutbox, Queued};
+use crate::outbox::{Compression, NativeOutbox, Out};
 
 /// The per-thread read buffer: one read takes at most this much.
 const READ_BUFFER_LEN: usize = 64 * 1024;
@@ -47,22 +47,6 @@ thread_local! {
     static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_BUFFER_LEN].into_boxed_slice());
 }
 
-/// A frame waiting to be written.
-struct Out {
-    opcode: Outgoing,
-    payload: Bytes,
-    /// Counted in the outbox's unsent bytes (it came through the outbox).
-    counted: bool,
-    /// The payload is deflated (RSV1).
-    compressed: bool,
-}
-
-impl Out {
-    fn control(opcode: Outgoing, payload: Bytes) -> Self {
-        Self { opcode, payload, counted: false, compressed: false }
-    }
-}
-
 /// How the read side ended.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum ReadEnd {
@@ -72,12 +56,18 @@ enum ReadEnd {
     Lost,
 }
 
+/// One connection's task: a future of its own, so that an idle connection costs its
+/// fields and the task's header, and nothing of an `async` state machine.
 struct Connection<IO> {
     io: IO,
     relay: Arc<Relay>,
     conn: ConnId,
     outbox: Arc<NativeOutbox>,
     decoder: Decoder,
+    /// The `101` answer, when the caller left it to be written: before anything else.
+    preface: Bytes,
+    /// The bytes that came with the request have been routed.
+    started: bool,
     /// The start of a frame not yet wholly read (and, at first, bytes read with the request).
     partial: BytesMut,
     writing: VecDeque<Out>,
@@ -86,16 +76,37 @@ struct Connection<IO> {
     read_done: bool,
     close_queued: bool,
     close_written: bool,
-    deadline: Option<Pin<Box<Sleep>>>,
+    /// Cancelled when a stop runs out of time: the connection is dropped at once.
+    abort: CancellationToken,
+    /// Set once the connection is closing: when it gives up waiting, and the abort it
+    /// listens for meanwhile (an open connection is closed by the stop before that).
+    closing: Option<Closing>,
     /// The totals a connection that negotiated permessage-deflate counts itself in.
     deflated: Option<Arc<CompressionTotals>>,
 }
 
+struct Closing {
+    deadline: Pin<Box<Sleep>>,
+    aborted: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
 impl<IO> Drop for Connection<IO> {
     fn drop(&mut self) {
+        // A no-op when the relay already let the connection go.
+        self.relay.close(self.conn, close_code::ABNORMAL, "Connection lost", now());
         if let Some(totals) = &self.deflated {
             totals.closed();
         }
+    }
+}
+
+/// Serves the connection until it closes, or until its abort (a stop that ran out of time)
+/// drops it.
+impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Connection<IO> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.get_mut().serve(cx)
     }
 }
 
@@ -106,8 +117,19 @@ struct Effects {
     end: Option<ReadEnd>,
 }
 
+/// What [`Connection::new`] takes besides the socket and the relay.
+struct Parts {
+    conn: ConnId,
+    outbox: Arc<NativeOutbox>,
+    preface: Vec<u8>,
+    head: Bytes,
+    abort: CancellationToken,
+    deflated: Option<Arc<CompressionTotals>>,
+}
+
 impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
-    fn new(io: IO, relay: Arc<Relay>, conn: ConnId, outbox: Arc<NativeOutbox>, head: Bytes, deflated: Option<Arc<CompressionTotals>>) -> Self {
+    fn new(io: IO, relay: Arc<Relay>, parts: Parts) -> Self {
+        let Parts { conn, outbox, preface, head, abort, deflated } = parts;
         let decoder = Decoder::new(relay.config().max_message_bytes);
         Self {
             io,
@@ -116,29 +138,25 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             outbox,
             decoder: if deflated.is_some() { decoder.inflating() } else { decoder },
             deflated,
+            preface: preface.into(),
+            started: false,
             partial: BytesMut::from(&head[..]),
             writing: VecDeque::new(),
             written: 0,
             read_done: false,
             close_queued: false,
             close_written: false,
-            deadline: None,
+            abort,
+            closing: None,
         }
     }
 
-    /// Serves the connection until it closes, or until `abort` (a stop that ran out of
-    /// time) drops it.
-    async fn run(mut self, preface: Vec<u8>, abort: CancellationToken) {
-        // The answer is freed once written, not kept for the connection's life.
-        let answered = self.io.write_all(&{ preface }).await.is_ok();
-        if answered && !self.consume_head() {
-            tokio::select! {
-                () = poll_fn(|cx| self.poll(cx)) => {}
-                () = abort.cancelled() => {}
-            }
+    /// Starts the wait for the close handshake, once.
+    fn start_closing(&mut self) {
+        if self.closing.is_none() {
+            let aborted = Box::pin(self.abort.clone().cancelled_owned());
+            self.closing = Some(Closing { deadline: Box::pin(sleep(CLOSE_TIMEOUT)), aborted });
         }
-        // A no-op when the relay already let the connection go.
-        self.relay.close(self.conn, close_code::ABNORMAL, "Connection lost", now());
     }
 
     /// Routes the bytes that came with the request; true when the connection was lost
@@ -158,7 +176,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         }
     }
 
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    fn serve(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.started {
+            self.started = true;
+            if self.consume_head() {
+                return Poll::Ready(());
+            }
+        }
         if !self.read_done {
             if let Poll::Ready(end) = self.poll_read(cx) {
                 self.read_done = true;
@@ -170,8 +194,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         self.outbox.register(cx.waker());
         // A close the relay asked for waits behind what was queued before it; a client
         // that reads nothing (a slow consumer) would hold its socket and backlog forever.
-        if self.deadline.is_none() && self.outbox.closing() {
-            self.deadline = Some(Box::pin(sleep(CLOSE_TIMEOUT)));
+        if self.outbox.closing() {
+            self.start_closing();
         }
         if let Poll::Ready(Err(_)) = self.poll_write(cx) {
             return Poll::Ready(());
@@ -183,9 +207,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 return Poll::Ready(());
             }
         }
-        match self.deadline.as_mut().map(|deadline| deadline.as_mut().poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(()),
-            _ => Poll::Pending,
+        let Some(Closing { deadline, aborted }) = &mut self.closing else { return Poll::Pending };
+        match deadline.as_mut().poll(cx).is_ready() || aborted.as_mut().poll(cx).is_ready() {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
         }
     }
 
@@ -312,10 +337,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
 
     /// Moves what the outbox holds into the write queue, the close last.
     fn refill(&mut self) {
-        let writing = &mut self.writing;
-        let taken = self.outbox.take(|Queued { frame, compressed }| {
-            writing.push_back(Out { opcode: frame.kind.into(), payload: frame.payload, counted: true, compressed });
-        });
+        let taken = self.outbox.take(&mut self.writing);
         if let Some(waited) = taken.waited {
             self.relay.record_relay_latency(waited);
         }
@@ -324,12 +346,19 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             let payload = if code == close_code::NO_STATUS { Bytes::new() } else { close_payload(code, &reason) };
             self.writing.push_back(Out::control(Outgoing::Close, payload));
             self.close_queued = true;
-            self.deadline.get_or_insert_with(|| Box::pin(sleep(CLOSE_TIMEOUT)));
+            self.start_closing();
         }
     }
 
     /// Writes until the queue and the outbox are empty (`Ready(Ok)`) or the socket is full.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.preface.is_empty() {
+            let written = ready!(Pin::new(&mut self.io).poll_write(cx, &self.preface))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.preface.advance(written);
+        }
         loop {
             if self.writing.is_empty() && !self.close_queued {
                 self.refill();
@@ -388,7 +417,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         if sent > 0 {
             self.outbox.sent(sent);
         }
-        if self.writing.is_empty() && self.writing.capacity() > WRITE_BATCH {
+        // Written out: the buffer goes, so an idle connection holds none.
+        if self.writing.is_empty() {
             self.writing = VecDeque::new();
         }
     }
@@ -480,9 +510,9 @@ impl Spawner {
                     totals.opened();
                     totals.clone()
                 });
-                let connection = Connection::new(io, relay.clone(), conn, outbox, head, deflated);
                 let abort = self.abort.lock().clone();
-                self.tasks.spawn_on(connection.run(preface, abort), &self.runtime);
+                let parts = Parts { conn, outbox, preface, head, abort, deflated };
+                self.tasks.spawn_on(Connection::new(io, relay.clone(), parts), &self.runtime);
                 Ok(conn)
             }
             Err(refusal) => {

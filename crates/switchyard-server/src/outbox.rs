@@ -14,10 +14,11 @@ use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use atomic_waker::AtomicWaker;
+use bytes::Bytes;
 use parking_lot::Mutex;
 use switchyard_core::{Frame, FrameKind, Outbox, Pushed, Transport};
 
-use crate::codec::header_len;
+use crate::codec::{header_len, Outgoing};
 use crate::deflate::{CompressionTotals, Deflate};
 
 /// Times how long frames wait in an outbox, for the relay latency histogram: the oldest
@@ -46,11 +47,21 @@ impl LatencySample {
     }
 }
 
-/// A frame as it will be written: its payload compressed or not.
-pub struct Queued {
-    pub frame: Frame,
+/// A frame waiting to be written.
+pub struct Out {
+    pub opcode: Outgoing,
+    pub payload: Bytes,
+    /// Counted in the outbox's unsent bytes (it came through the outbox).
+    pub counted: bool,
     /// permessage-deflate compressed the payload (RSV1 goes on the frame).
     pub compressed: bool,
+}
+
+impl Out {
+    /// A frame of the connection's own (a pong, a close), not counted in the outbox.
+    pub fn control(opcode: Outgoing, payload: Bytes) -> Self {
+        Self { opcode, payload, counted: false, compressed: false }
+    }
 }
 
 /// permessage-deflate on one connection, and the server's totals it adds to.
@@ -61,7 +72,7 @@ pub struct Compression {
 
 #[derive(Default)]
 struct Queue {
-    frames: VecDeque<Queued>,
+    frames: VecDeque<Out>,
     latency: LatencySample,
     close: Option<(u16, String)>,
     /// The close has been handed to the writer; nothing more is accepted.
@@ -125,13 +136,15 @@ impl NativeOutbox {
         self.waker.register(waker);
     }
 
-    /// Hands every queued frame to `each`, in order, and returns the close that was
-    /// asked for, if any: it goes out after those frames, and nothing after it.
-    pub fn take(&self, mut each: impl FnMut(Queued)) -> Taken {
+    /// Moves every queued frame to the end of `writing`, in order, and returns the close
+    /// that was asked for, if any: it goes out after those frames, and nothing after it.
+    /// An empty `writing` takes the queue's buffer whole, and the queue starts again with
+    /// none, so an idle connection holds no buffer on either side.
+    pub fn take(&self, writing: &mut VecDeque<Out>) -> Taken {
         let mut queue = self.queue.lock();
-        queue.frames.drain(..).for_each(&mut each);
-        if queue.frames.capacity() > 64 {
-            queue.frames = VecDeque::new();
+        match writing.is_empty() {
+            true => *writing = std::mem::take(&mut queue.frames),
+            false => writing.append(&mut queue.frames),
         }
         let close = queue.close.take();
         if close.is_some() {
@@ -156,7 +169,7 @@ impl NativeOutbox {
     fn enqueue(&self, frame: Frame, bounded: bool) -> Pushed {
         let original_len = frame.len();
         let queued = self.encode(frame);
-        let len = queued.frame.len();
+        let len = queued.payload.len();
         let was_empty = {
             let mut queue = self.queue.lock();
             if queue.closed || queue.close.is_some() {
@@ -183,13 +196,14 @@ impl NativeOutbox {
     }
 
     /// Compresses a message's payload when the connection negotiated permessage-deflate.
-    fn encode(&self, frame: Frame) -> Queued {
+    fn encode(&self, frame: Frame) -> Out {
+        let opcode = frame.kind.into();
         match &self.compression {
             Some(compression) if frame.kind != FrameKind::Ping => {
                 let (payload, compressed) = compression.deflate.encode(&frame.payload);
-                Queued { frame: Frame { kind: frame.kind, payload }, compressed }
+                Out { opcode, payload, counted: true, compressed }
             }
-            _ => Queued { frame, compressed: false },
+            _ => Out { opcode, payload: frame.payload, counted: true, compressed: false },
         }
     }
 }
@@ -229,8 +243,7 @@ mod tests {
         std::thread::sleep(STALL_GRACE);
         assert_eq!(outbox.push(Frame::binary(vec![0; 6])), Pushed::Queued);
         assert_eq!(outbox.push(Frame::binary(vec![0; 6])), Pushed::Full);
-        let mut taken = Vec::new();
-        outbox.take(|q| taken.push(q.frame));
+        outbox.take(&mut VecDeque::new());
         assert_eq!(outbox.push(Frame::binary(vec![0; 6])), Pushed::Full, "taken but unsent still counts");
         outbox.sent(6);
         assert_eq!(outbox.push(Frame::binary(vec![0; 6])), Pushed::Queued);
@@ -257,10 +270,10 @@ mod tests {
         outbox.push(Frame::text("a"));
         outbox.close(1000, "bye");
         assert_eq!(outbox.push(Frame::text("b")), Pushed::Closed);
-        let mut taken = Vec::new();
-        assert_eq!(outbox.take(|q| taken.push(q.frame)).close, Some((1000, "bye".to_owned())));
-        assert_eq!(taken, vec![Frame::text("a")]);
+        let mut taken = VecDeque::new();
+        assert_eq!(outbox.take(&mut taken).close, Some((1000, "bye".to_owned())));
+        assert_eq!(taken.iter().map(|out| &out.payload[..]).collect::<Vec<_>>(), vec![b"a"]);
         outbox.close(1001, "again");
-        assert_eq!(outbox.take(|q| taken.push(q.frame)).close, None);
+        assert_eq!(outbox.take(&mut taken).close, None);
     }
 }
