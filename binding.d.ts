@@ -81,6 +81,12 @@ export interface RelaySessionManagerConfig {
    */
   nativeCompression?: boolean | NativeCompressionOptions
   /**
+   * Threads serving native connections. Default: one per CPU the process may use. With
+   * one, the transport runs a single-threaded runtime on a thread of its own, the fastest
+   * and fairest way to use one core.
+   */
+  nativeThreads?: number
+  /**
    * The stream each session keeps (unless created with its own): its last `size`
    * publications, each at most `ttlMs` old, so reconnecting clients recover what they
    * missed and `history()` reads them. Off by default.
@@ -679,6 +685,8 @@ export interface ResolvedConfig {
   auth: { required: boolean } | null
   /** permessage-deflate in the native transport; `null`: off. */
   nativeCompression: { threshold: number } | null
+  /** The native transport's threads; `null`: one per CPU the process may use. */
+  nativeThreads: number | null
   /** The stream sessions keep unless created with their own; `null`: none. */
   history: ResolvedHistory | null
   historyMaxBytes: number

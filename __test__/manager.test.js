@@ -40,6 +40,7 @@ describe('configuration', () => {
       connectionsPerMinutePerIp: null,
       auth: null,
       nativeCompression: null,
+      nativeThreads: null,
       history: null,
       historyMaxBytes: 67108864,
     });

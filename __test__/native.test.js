@@ -57,6 +57,32 @@ describe('native transport', () => {
     await Promise.all([bob.close(), outsider.close()]);
   });
 
+  for (const nativeThreads of [1, 2]) {
+    it(`serves native clients on ${nativeThreads} thread(s), in order, and a stop that runs out of time drops a deaf one`, async () => {
+      const s = await mixedServer({ nativeThreads });
+      assert.equal(s.manager.getStats().config.nativeThreads, nativeThreads);
+      const { sessionId } = s.manager.createSession();
+      const [a, b] = [await joinedClient(s.native(sessionId)), await joinedClient(s.native(sessionId))];
+      for (let n = 0; n < 200; n++) {
+        a.send(JSON.stringify({ type: 'n', n }));
+        b.send(JSON.stringify({ type: 'm', n }));
+      }
+      for (let n = 0; n < 200; n++) {
+        assert.equal((await b.nextOfType('n')).json.n, n);
+        assert.equal((await a.nextOfType('m')).json.n, n);
+      }
+      const deaf = new RawClient(s.port);
+      await deaf.connected;
+      deaf.write(upgradeRequest(`/session/${sessionId}`));
+      await deaf.responseHead();
+      deaf.socket.pause();
+      await s.manager.stop({ timeoutMs: 300 });
+      assert.equal((await a.closedWithin()).code, 1001);
+      deaf.socket.resume();
+      await deaf.ended;
+    });
+  }
+
   it('mixes native and bridge clients in one session', async () => {
     const server = await mixedServer();
     const { sessionId } = server.manager.createSession();

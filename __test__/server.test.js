@@ -180,6 +180,25 @@ describe('switchyard binary: HTTP API', () => {
     assert.equal((await postJson(`${server.base}/v1/broadcast`, { sessionId: 'taken' })).body.error.code, 'INVALID_REQUEST');
   });
 
+  for (const threads of ['1', '2']) {
+    it(`relays in order on --threads ${threads}, and stops on SIGTERM with a close for each client`, async () => {
+      const server = await startBinary({ args: ['--threads', threads] });
+      await postJson(`${server.base}/v1/sessions`, { sessionId: 'threads' });
+      const [a, b] = [await joinedClient(`${server.ws}/session/threads`), await joinedClient(`${server.ws}/session/threads`)];
+      for (let n = 0; n < 200; n++) {
+        a.send(JSON.stringify({ type: 'n', n }));
+        b.send(JSON.stringify({ type: 'm', n }));
+      }
+      for (let n = 0; n < 200; n++) {
+        assert.equal((await b.nextOfType('n')).json.n, n);
+        assert.equal((await a.nextOfType('m')).json.n, n);
+      }
+      server.child.kill('SIGTERM');
+      assert.equal((await a.closedWithin()).code, 1001);
+      assert.equal((await server.child.exited).code, 0);
+    });
+  }
+
   it('broadcasts to a session and relays between its clients', async () => {
     const server = await startBinary();
     await postJson(`${server.base}/v1/sessions`, { sessionId: 'room' });

@@ -21,8 +21,9 @@ pub const MAX_TIMER_MS: u64 = i32::MAX as u64;
 const MAX_MS: u64 = 1 << 50;
 const MAX_BYTES: u64 = 1 << 40;
 const MAX_COUNT: u64 = u32::MAX as u64;
+const MAX_NATIVE_THREADS: u64 = 1024;
 
-const CONFIG_OPTIONS: [&str; 23] = [
+const CONFIG_OPTIONS: [&str; 24] = [
     "sessionTimeoutMs",
     "maxSessions",
     "maxClientsPerSession",
@@ -46,6 +47,7 @@ const CONFIG_OPTIONS: [&str; 23] = [
     "history",
     "historyMaxBytes",
     "redis",
+    "nativeThreads",
 ];
 const SESSION_OPTIONS: [&str; 6] = ["sessionId", "expiresIn", "metadata", "maxClients", "conflictResolution", "history"];
 const HISTORY_OPTIONS: [&str; 2] = ["size", "ttlMs"];
@@ -62,6 +64,8 @@ pub struct Settings {
     pub redis: Option<RedisOptions>,
     /// permessage-deflate in the native transport.
     pub compression: Option<CompressionConfig>,
+    /// Threads of the native transport; `None`: one per CPU this process may use.
+    pub native_threads: Option<usize>,
 }
 
 /// `nativeCompression: true` or `{ threshold }`: the native transport negotiates
@@ -212,7 +216,8 @@ pub fn read_settings(env: &Env, value: Option<Unknown>) -> Result<Settings> {
     };
     config.validate().map_err(|err| type_error(env, err.to_string()))?;
     let redis = read_redis(env, &options, &config)?;
-    Ok(Settings { config, auth, redis, compression })
+    let native_threads = options.positive_integer("nativeThreads", MAX_NATIVE_THREADS)?.map(size);
+    Ok(Settings { config, auth, redis, compression, native_threads })
 }
 
 fn read_conflict_resolution(options: &OptionsReader, name: &str) -> Result<Option<ConflictResolution>> {

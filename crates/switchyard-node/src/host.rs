@@ -66,6 +66,8 @@ pub struct Host {
     native: OnceCell<NativeRuntime>,
     /// permessage-deflate for native connections (`nativeCompression`).
     compression: Option<CompressionConfig>,
+    /// `nativeThreads`.
+    native_threads: Option<usize>,
     /// `onRequest`'s handler.
     request_handler: RefCell<Option<Rc<RequestHandler>>>,
     /// permessage-deflate totals of the bridge sockets that have closed: bytes before
@@ -96,6 +98,7 @@ impl Host {
             timer: RefCell::default(),
             native: OnceCell::new(),
             compression: settings.compression,
+            native_threads: settings.native_threads,
             request_handler: RefCell::default(),
             closed_compression: Cell::new((0, 0)),
             pump_scheduled: Cell::new(false),
@@ -243,6 +246,11 @@ impl Host {
     /// `nativeCompression`, when it is on.
     pub fn compression_config(&self) -> Option<CompressionConfig> {
         self.compression
+    }
+
+    /// `nativeThreads`, when given.
+    pub fn native_threads(&self) -> Option<usize> {
+        self.native_threads
     }
 
     /// permessage-deflate over the bridge and the native transport: connections that
@@ -405,7 +413,7 @@ impl Host {
         if let Some(native) = self.native.get() {
             return Ok(native);
         }
-        let runtime = NativeRuntime::start(self.compression)
+        let runtime = NativeRuntime::start(self.compression, self.native_threads)
             .map_err(|err| Error::new(Status::GenericFailure, format!("cannot start the native transport: {err}")))?;
         let host = Rc::downgrade(self);
         let drain = env.create_function_from_closure::<(), (), _>("switchyardWake", move |ctx| {

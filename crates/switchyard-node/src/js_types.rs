@@ -200,6 +200,9 @@ pub struct ResolvedConfig {
     /// permessage-deflate in the native transport; `null`: off.
     #[napi(ts_type = "{ threshold: number } | null")]
     pub native_compression: Either<ResolvedCompression, Null>,
+    /// The native transport's threads; `null`: one per CPU the process may use.
+    #[napi(ts_type = "number | null")]
+    pub native_threads: Either<u32, Null>,
     /// The stream sessions keep unless created with their own; `null`: none.
     #[napi(ts_type = "ResolvedHistory | null")]
     pub history: Either<ResolvedHistory, Null>,
@@ -264,7 +267,7 @@ pub struct ResolvedCompression {
 
 impl ResolvedConfig {
     /// `auth_required`: whether a token is required, when token auth is on.
-    pub fn new(config: &Config, auth_required: Option<bool>, compression: Option<CompressionConfig>) -> Self {
+    pub fn new(config: &Config, auth_required: Option<bool>, native: &NativeSettings) -> Self {
         Self {
             session_timeout_ms: config.session_timeout_ms as i64,
             max_sessions: config.max_sessions as u32,
@@ -290,7 +293,8 @@ impl ResolvedConfig {
             })),
             connections_per_minute_per_ip: or_null(config.connections_per_minute_per_ip),
             auth: or_null(auth_required.map(|required| ResolvedAuth { required })),
-            native_compression: or_null(compression.map(|c| ResolvedCompression { threshold: c.threshold as u32 })),
+            native_compression: or_null(native.compression.map(|c| ResolvedCompression { threshold: c.threshold as u32 })),
+            native_threads: or_null(native.threads.map(|n| n as u32)),
             history: or_null(config.history.map(ResolvedHistory::from)),
             history_max_bytes: config.history_max_bytes as i64,
         }
@@ -476,7 +480,13 @@ pub struct StatsExtra {
     pub compression: CompressionStats,
     /// Whether a token is required, when token auth is on.
     pub auth_required: Option<bool>,
-    pub native_compression: Option<CompressionConfig>,
+    pub native: NativeSettings,
+}
+
+/// The native transport's options, as `getStats().config` shows them.
+pub struct NativeSettings {
+    pub compression: Option<CompressionConfig>,
+    pub threads: Option<usize>,
 }
 
 /// Connections by how they answer pings.
@@ -602,7 +612,7 @@ impl RelayStats {
             acks: report.acks as i64,
             nacks: report.nacks as i64,
             forbidden: report.forbidden as i64,
-            config: ResolvedConfig::new(config, extra.auth_required, extra.native_compression),
+            config: ResolvedConfig::new(config, extra.auth_required, &extra.native),
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::config::{read_route, read_session_options, read_settings, read_upgrad
 use crate::guard;
 use crate::host::{Host, Lifecycle};
 use crate::config::MAX_TIMER_MS;
-use crate::js_types::{HealthStats, IdentityData, PresenceData, Published, RelayStats, SessionData, SessionHistory, StatsExtra};
+use crate::js_types::{HealthStats, IdentityData, PresenceData, Published, RelayStats, SessionData, SessionHistory, NativeSettings, StatsExtra};
 use crate::native;
 use crate::attach;
 use crate::js;
@@ -188,7 +188,7 @@ impl RelaySessionManager {
             let extra = StatsExtra {
                 compression: self.host.compression(&env)?.into(),
                 auth_required: self.host.auth_required(),
-                native_compression: self.host.compression_config(),
+                native: NativeSettings { compression: self.host.compression_config(), threads: self.host.native_threads() },
             };
             Ok(RelayStats::new(relay.report(now()), extra, relay.config(), uptime))
         })

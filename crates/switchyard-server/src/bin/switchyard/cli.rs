@@ -248,7 +248,8 @@ pub struct Args {
     #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub admin_token: Option<String>,
 
-    /// Worker threads; the number of CPUs this process may use when absent.
+    /// Worker threads; the number of CPUs this process may use when absent. With one,
+    /// a single-threaded runtime: faster on one core than one worker, and fair.
     #[arg(long, env = "SWITCHYARD_THREADS", value_name = "N")]
     pub threads: Option<std::num::NonZeroUsize>,
 
