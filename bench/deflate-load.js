@@ -100,9 +100,10 @@ async function main() {
         const session = turn % sessions;
         const sender = Math.floor(turn / sessions) % clients;
         const seq = seqs[session][sender]++;
-        const text = document(session, sender, seq).replace('"sentAt":0', `"sentAt":${performance.now()}`);
-        members[session][sender].ws.send(text);
-        if (measuring) sentMeasured++;
+        const sentAt = performance.now();
+        members[session][sender].ws.send(document(session, sender, seq).replace('"sentAt":0', `"sentAt":${sentAt}`));
+        // Counted as its deliveries are: by when it was sent.
+        if (sentAt >= measureFrom && sentAt < stopAt) sentMeasured++;
       }
       setTimeout(tick, 10);
     };
