@@ -42,10 +42,14 @@ const versusLabel = (scenario) => `vs ${scenario.versus ?? scenario.baseline ?? 
 const versus = (summary, scenario, server) => (scenario.versus ? summary[scenario.versus]?.[server.name] : summary[scenario.name][scenario.baseline ?? 'ws']);
 
 const CLUSTER_RELAYS = ['binary', 'native', 'socketio'];
+/** The payload-size scenarios compare the native servers with uWebSockets.js and ws. */
+const SIZE_RELAYS = ['native', 'binary', 'uws', 'ws'];
 const scenarios = [
   { name: 'relay', label: '100 sessions x 4 clients x 100 B, max rate', args: ['--sessions', '100', '--clients', '4', '--bytes', '100'] },
   { name: 'relay-w4', label: '100 x 4 x 100 B, window 4 (a sender waits once 4 of its messages are in flight)', args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--window', '4'] },
   { name: 'relay-w1', label: '100 x 4 x 100 B, window 1', args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--window', '1'] },
+  { name: 'size-1k', label: '100 x 4 x 1 KiB, window 4', args: ['--sessions', '100', '--clients', '4', '--bytes', '1024', '--window', '4'], relays: SIZE_RELAYS },
+  { name: 'size-16k', label: '100 x 4 x 16 KiB, window 4', args: ['--sessions', '100', '--clients', '4', '--bytes', '16384', '--window', '4'], relays: SIZE_RELAYS },
   { name: 'fanout', label: '10 sessions x 50 clients x 100 B, max rate', args: ['--sessions', '10', '--clients', '50', '--bytes', '100', '--window', '4'] },
   { name: 'latency', label: '100 x 4 at 20,000 messages/s (60,000 deliveries/s)', args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--rate', '20000'] },
   {

@@ -78,7 +78,10 @@ impl From<Malformed> for Rejection {
 /// the relay passes on raw without counting their depth, so this counts it, before
 /// parsing, so that any too deep message gets the same answer.
 fn nests_deeper_than(json: &[u8], limit: usize) -> bool {
-    if json.len() <= limit {
+    // Nesting deeper than `limit` takes more than `limit` opening brackets. Looking for
+    // them is a SIMD search; the byte-by-byte walk below, several times slower (it was half
+    // of the relay's time on 16 KiB messages), is for the rare text that has that many.
+    if json.len() <= limit || memchr::memchr2_iter(b'{', b'[', json).nth(limit).is_none() {
         return false;
     }
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
