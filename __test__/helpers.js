@@ -459,6 +459,18 @@ module.exports.parsePrometheus = function parsePrometheus(text) {
  * Sends `times` messages from `from` to `to`, each after the last arrived, so that each is
  * a write of its own: the relay times one write in 16 per connection (its latency sample).
  */
+/** `a` and `b` send `count` messages to each other at once; each side gets the other's in order. */
+module.exports.relaysInOrderBothWays = async function relaysInOrderBothWays(a, b, count = 200) {
+  for (let n = 0; n < count; n++) {
+    a.send(JSON.stringify({ type: 'n', n }));
+    b.send(JSON.stringify({ type: 'm', n }));
+  }
+  for (let n = 0; n < count; n++) {
+    assert.equal((await b.nextOfType('n')).json.n, n);
+    assert.equal((await a.nextOfType('m')).json.n, n);
+  }
+};
+
 module.exports.oneByOne = async function oneByOne(from, to, times = 16) {
   for (let i = 0; i < times; i++) {
     from.send(JSON.stringify({ type: 'one-by-one', i }));

@@ -9,7 +9,7 @@ const http = require('node:http');
 const https = require('node:https');
 const path = require('node:path');
 const { RelaySessionManager } = require('..');
-const { TestClient, joinedClient, assertQuiet, eventually, RawClient, upgradeRequest, clientFrame, startMixedServer, floodBesideSlowReader } = require('./helpers');
+const { TestClient, joinedClient, assertQuiet, eventually, RawClient, upgradeRequest, clientFrame, startMixedServer, floodBesideSlowReader, relaysInOrderBothWays } = require('./helpers');
 
 const servers = [];
 after(() => Promise.all(servers.map((s) => s.close())));
@@ -63,14 +63,7 @@ describe('native transport', () => {
       assert.equal(s.manager.getStats().config.nativeThreads, nativeThreads);
       const { sessionId } = s.manager.createSession();
       const [a, b] = [await joinedClient(s.native(sessionId)), await joinedClient(s.native(sessionId))];
-      for (let n = 0; n < 200; n++) {
-        a.send(JSON.stringify({ type: 'n', n }));
-        b.send(JSON.stringify({ type: 'm', n }));
-      }
-      for (let n = 0; n < 200; n++) {
-        assert.equal((await b.nextOfType('n')).json.n, n);
-        assert.equal((await a.nextOfType('m')).json.n, n);
-      }
+      await relaysInOrderBothWays(a, b);
       const deaf = new RawClient(s.port);
       await deaf.connected;
       deaf.write(upgradeRequest(`/session/${sessionId}`));

@@ -28,6 +28,7 @@ const {
   floodBesideSlowReader,
   parsePrometheus,
   oneByOne,
+  relaysInOrderBothWays,
 } = require('./helpers');
 
 const binary = locateBinary();
@@ -185,14 +186,7 @@ describe('switchyard binary: HTTP API', () => {
       const server = await startBinary({ args: ['--threads', threads] });
       await postJson(`${server.base}/v1/sessions`, { sessionId: 'threads' });
       const [a, b] = [await joinedClient(`${server.ws}/session/threads`), await joinedClient(`${server.ws}/session/threads`)];
-      for (let n = 0; n < 200; n++) {
-        a.send(JSON.stringify({ type: 'n', n }));
-        b.send(JSON.stringify({ type: 'm', n }));
-      }
-      for (let n = 0; n < 200; n++) {
-        assert.equal((await b.nextOfType('n')).json.n, n);
-        assert.equal((await a.nextOfType('m')).json.n, n);
-      }
+      await relaysInOrderBothWays(a, b);
       server.child.kill('SIGTERM');
       assert.equal((await a.closedWithin()).code, 1001);
       assert.equal((await server.child.exited).code, 0);
