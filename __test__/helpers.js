@@ -38,8 +38,8 @@ class TestClient {
     this.ws.on('error', () => {});
   }
 
-  /** Takes the first message matching `match`, waiting for it if needed. */
-  next(match = () => true, timeoutMs = WAIT_MS) {
+  /** Takes the first message matching `match` (described as `what` if it times out), waiting for it if needed. */
+  next(match = () => true, timeoutMs = WAIT_MS, what = 'matching') {
     return new Promise((resolve, reject) => {
       const waiter = {
         check: () => {
@@ -52,7 +52,7 @@ class TestClient {
       };
       const timer = setTimeout(() => {
         this.waiters = this.waiters.filter((w) => w !== waiter);
-        reject(new Error(`no matching message within ${timeoutMs} ms; inbox: ${JSON.stringify(this.inbox.map((m) => m.text ?? `<${m.data.length} binary bytes>`))}`));
+        reject(new Error(`no ${what} message within ${timeoutMs} ms; inbox: ${JSON.stringify(this.inbox.map((m) => m.text ?? `<${m.data.length} binary bytes>`))}`));
       }, timeoutMs);
       if (!waiter.check()) this.waiters.push(waiter);
     });
@@ -60,7 +60,7 @@ class TestClient {
 
   /** Takes the next message of this `type`. */
   nextOfType(type, timeoutMs) {
-    return this.next((m) => m.json?.type === type, timeoutMs);
+    return this.next((m) => m.json?.type === type, timeoutMs, JSON.stringify(type));
   }
 
   /** Connects and takes the server's welcome; resolves to this client. */
