@@ -70,6 +70,8 @@ async function roundRobin(ports) {
 }
 
 const health = async (node) => (await fetchJson(`${node.base}/health`)).body;
+/** What the binaries logged about their links to Redis, for a failure's message. */
+const linkEvents = (binaries) => binaries.flatMap((node) => node.logs().split('\n').filter((line) => /Redis|lease/.test(line))).join('\n');
 const presenceOn = async (node, id) => (await fetchJson(`${node.base}/v1/sessions/${id}/presence`)).body.clients ?? [];
 
 /** Sends `count` numbered messages from each client, and checks every other got each once, in order. */
@@ -363,7 +365,7 @@ function clusterTests() {
       for (let n = 6; n <= 10; n++) writer.send(JSON.stringify({ type: 'line', n }));
       await eventually(async () => assert.equal((await fetchJson(`${a.base}/v1/sessions/mgr-1/history`)).body.offset, 10), CROSSING_MS);
       const back = await new TestClient(`${managerNode.native('mgr-1')}?since=${reader.welcome.epoch}:5&previous=${reader.welcome.connectionId}`).joined();
-      assert.equal(back.welcome.recovered, true);
+      assert.equal(back.welcome.recovered, true, `recovered on another node; what the nodes' links said:\n${linkEvents(nodes)}`);
       for (let n = 6; n <= 10; n++) assert.equal((await back.nextOfType('publication', CROSSING_MS)).json.data.n, n);
       await Promise.all([back.close(), writer.close()]);
     });
@@ -372,6 +374,9 @@ function clusterTests() {
   describe('clusters on Redis: failures', () => {
     it('takes the members of a SIGKILLed node out of presence within the heartbeat timeout, and loses no session', async () => {
       const victim = await startBinary({ args: [...NODE_ARGS, '--redis-url', redis.url, '--node-id', 'victim'] });
+      // Healthy is not yet clustered: until its link is up, a node relays among its own
+      // clients only, and its members' joins reach no one else.
+      await eventually(async () => assert.equal((await health(victim)).status, 'ok'), CROSSING_MS);
       const [a] = nodes;
       await postJson(`${a.base}/v1/sessions`, { sessionId: 'kill-1' });
       const survivor = await new TestClient(`${a.ws}/session/kill-1`).joined();
@@ -505,7 +510,7 @@ function clusterTests() {
       for (let n = 11; n <= 20; n++) writer.send(JSON.stringify({ type: 'line', n }));
       await eventually(async () => assert.equal((await fetchJson(`${nodes[0].base}/v1/sessions/rr-2/history`)).body.offset, 20), CROSSING_MS);
       const back = await new TestClient(`${through}?since=${reader.welcome.epoch}:10&previous=${reader.welcome.connectionId}`).joined();
-      assert.equal(back.welcome.recovered, true);
+      assert.equal(back.welcome.recovered, true, `recovered on another node; what the nodes' links said:\n${linkEvents(nodes)}`);
       for (let n = 11; n <= 20; n++) {
         const { json } = await back.nextOfType('publication', CROSSING_MS);
         assert.deepEqual([json.offset, json.data.n], [n, n]);
