@@ -119,8 +119,9 @@ struct Connection {
     ping_sent: AtomicU64,
     /// The last ping's round trip in milliseconds; `u64::MAX` before the first.
     round_trip: AtomicU64,
-    /// Present when messages are rate limited.
-    bucket: Option<Mutex<Bucket>>,
+    /// Present when messages are rate limited; boxed, so that a connection without one
+    /// costs the connection map eight bytes for it.
+    bucket: Option<Box<Mutex<Bucket>>>,
     /// Messages refused for the rate so far.
     violations: AtomicU32,
     /// Whether the last message with a readable type had an upper-case one: errors about
@@ -413,7 +414,7 @@ impl Relay {
             ping_sent: AtomicU64::new(0),
             round_trip: AtomicU64::new(u64::MAX),
             bucket: self.config.rate_limit.as_ref().map(|limits| {
-                Mutex::new(Bucket::full(identity.rate_limit.unwrap_or(limits.per_connection), now))
+                Box::new(Mutex::new(Bucket::full(identity.rate_limit.unwrap_or(limits.per_connection), now)))
             }),
             violations: AtomicU32::new(0),
             upper_case: AtomicBool::new(false),

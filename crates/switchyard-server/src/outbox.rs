@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
@@ -74,10 +74,14 @@ pub struct Compression {
 struct Queue {
     frames: VecDeque<Out>,
     latency: LatencySample,
-    close: Option<(u16, String)>,
+    /// Boxed: only a closing connection has one.
+    close: Option<Box<(u16, String)>>,
     /// The close has been handed to the writer; nothing more is accepted.
     closed: bool,
 }
+
+/// What outboxes time their progress from: one instant for all, rather than one each.
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 /// How long the socket may take nothing while the outbox is past its bound before the
 /// client counts as slow.
@@ -97,27 +101,26 @@ pub struct NativeOutbox {
     unsent: AtomicUsize,
     capacity: usize,
     waker: AtomicWaker,
-    created: Instant,
-    /// When the socket last took bytes (or the outbox was made), in ms since `created`.
+    /// When the socket last took bytes (or the outbox was made), in ms since [`EPOCH`].
     last_progress_ms: AtomicU64,
-    compression: Option<Compression>,
+    /// Boxed: most connections have none.
+    compression: Option<Box<Compression>>,
 }
 
 impl NativeOutbox {
     pub fn new(capacity: usize, compression: Option<Compression>) -> Self {
         Self {
-            compression,
+            compression: compression.map(Box::new),
             queue: Mutex::default(),
             unsent: AtomicUsize::new(0),
             capacity,
             waker: AtomicWaker::new(),
-            created: Instant::now(),
-            last_progress_ms: AtomicU64::new(0),
+            last_progress_ms: AtomicU64::new(EPOCH.elapsed().as_millis() as u64),
         }
     }
 
     fn elapsed_ms(&self) -> u64 {
-        self.created.elapsed().as_millis() as u64
+        EPOCH.elapsed().as_millis() as u64
     }
 
     /// Whether `len` more bytes must be refused: past the bound when the socket has taken
@@ -146,7 +149,7 @@ impl NativeOutbox {
             true => *writing = std::mem::take(&mut queue.frames),
             false => writing.append(&mut queue.frames),
         }
-        let close = queue.close.take();
+        let close = queue.close.take().map(|close| *close);
         if close.is_some() {
             queue.closed = true;
         }
@@ -227,7 +230,7 @@ impl Outbox for NativeOutbox {
             if queue.closed || queue.close.is_some() {
                 return;
             }
-            queue.close = Some((code, reason.to_owned()));
+            queue.close = Some(Box::new((code, reason.to_owned())));
         }
         self.waker.wake();
     }
