@@ -386,7 +386,9 @@ function clusterTests() {
 
       const killedAt = Date.now();
       victim.child.kill('SIGKILL');
-      const left = await survivor.nextOfType('client_disconnected', HEARTBEAT_TIMEOUT_MS * 2);
+      const left = await survivor.nextOfType('client_disconnected', HEARTBEAT_TIMEOUT_MS * 2).catch((error) => {
+        throw new Error(`${error.message}\nwhat the nodes logged of their links:\n${linkEvents([...nodes, victim])}`);
+      });
       const tookMs = Date.now() - killedAt;
       console.log(`# a SIGKILLed node's member left its peers' presence after ${tookMs} ms (heartbeatTimeoutMs ${HEARTBEAT_TIMEOUT_MS})`);
       assert.equal(left.json.connectionId, doomed.welcome.connectionId);
