@@ -114,6 +114,8 @@ struct Connections {
     subscribed: HashSet<String>,
     /// The numbering script's SHA1, loaded on this connection's Redis.
     number: String,
+    /// The other nodes alive at the last tick.
+    peers: HashSet<String>,
 }
 
 impl Link {
@@ -184,7 +186,7 @@ impl Link {
             .split();
         sink.subscribe(self.key("all")).await?;
         let number: String = redis::cmd("SCRIPT").arg("LOAD").arg(NUMBER).query_async(&mut commands).await?;
-        let mut connections = Connections { commands: commands.clone(), sink, stream, subscribed: HashSet::new(), number };
+        let mut connections = Connections { commands: commands.clone(), sink, stream, subscribed: HashSet::new(), number, peers: HashSet::new() };
         self.renew_lease(&mut commands).await?;
         self.reconcile_all(&mut connections).await?;
         // What was numbered here while Redis was away is of another epoch: copy Redis's.
@@ -498,6 +500,14 @@ impl Link {
             self.relay.handle_remote(Remote::NodeGone((*node).as_str().into()), now());
             self.forget_node(&mut connections.commands, node).await?;
         }
+        // A node alive at the last tick and no longer in `nodes` was found gone, and taken
+        // out, by another node first: its members have left here too.
+        let listed: HashSet<String> = others.iter().map(|node| (*node).clone()).collect();
+        for node in connections.peers.difference(&listed) {
+            info!(node = %self.node_id, gone = %node, "a node was found gone by another: its members left");
+            self.relay.handle_remote(Remote::NodeGone(node.as_str().into()), now());
+        }
+        connections.peers = others.iter().zip(&alive).filter(|(_, alive)| **alive).map(|(node, _)| (*node).clone()).collect();
         self.reconcile_all(connections).await
     }
 
