@@ -23,7 +23,7 @@ use switchyard_core::{
 };
 use switchyard_redis::{RedisBroker, RedisConfigError};
 use switchyard_server::admission::{self, Admitted, Refused, TokenAuth, Upgrade};
-use switchyard_server::deflate::CompressionConfig;
+use switchyard_server::deflate::{CompressionConfig, CompressionCounts};
 use switchyard_server::{handshake, now, Accepted};
 
 use crate::bridge::{self, BridgeOutbox, BridgeSocket, Flusher};
@@ -256,23 +256,19 @@ impl Host {
     /// permessage-deflate over the bridge and the native transport: connections that
     /// negotiated it now, and, over all that ever did, payload bytes sent and bytes on the
     /// wire.
-    pub fn compression(&self, env: &Env) -> Result<(u32, u64, u64)> {
-        let (mut before, mut after) = self.closed_compression.get();
-        let mut live = 0;
-        if let Some(native) = self.native.get() {
-            let counts = native.spawner.compression().counts();
-            live += counts.connections as u32;
-            before += counts.bytes_before_compression;
-            after += counts.bytes_on_wire;
-        }
+    pub fn compression(&self, env: &Env) -> Result<CompressionCounts> {
+        let (before, after) = self.closed_compression.get();
+        let mut counts = self.native.get().map_or_else(CompressionCounts::default, |native| native.spawner.compression().counts());
+        counts.bytes_before_compression += before;
+        counts.bytes_on_wire += after;
         for socket in self.sockets.borrow().values() {
             if let Some((sent, on_wire)) = socket.compression(env)? {
-                live += 1;
-                before += sent;
-                after += on_wire;
+                counts.connections += 1;
+                counts.bytes_before_compression += sent;
+                counts.bytes_on_wire += on_wire;
             }
         }
-        Ok((live, before, after))
+        Ok(counts)
     }
 
     fn start_timer(self: &Rc<Self>, env: &Env) -> Result<()> {

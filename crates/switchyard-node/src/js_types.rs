@@ -11,7 +11,7 @@ use switchyard_core::{
     Config, ConnectionInfo, FrameKind, History, HistoryConfig, Identity, Millis, Present, Rate, SessionInfo, StatsReport,
 };
 use switchyard_core::report::{HealthReport, Latency};
-use switchyard_server::deflate::CompressionConfig;
+use switchyard_server::deflate::{CompressionConfig, CompressionCounts};
 
 fn date(ms: Millis) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms as i64).unwrap_or_default()
@@ -525,13 +525,13 @@ pub struct CompressionStats {
     pub ratio: Option<f64>,
 }
 
-impl From<(u32, u64, u64)> for CompressionStats {
-    fn from((connections, before, after): (u32, u64, u64)) -> Self {
+impl From<CompressionCounts> for CompressionStats {
+    fn from(counts: CompressionCounts) -> Self {
         Self {
-            connections,
-            bytes_before_compression: before as i64,
-            bytes_on_wire: after as i64,
-            ratio: (before > 0).then(|| after as f64 / before as f64),
+            connections: counts.connections as u32,
+            bytes_before_compression: counts.bytes_before_compression as i64,
+            bytes_on_wire: counts.bytes_on_wire as i64,
+            ratio: counts.ratio(),
         }
     }
 }

@@ -224,6 +224,13 @@ pub struct CompressionCounts {
     pub bytes_on_wire: u64,
 }
 
+impl CompressionCounts {
+    /// `bytes_on_wire / bytes_before_compression`; `None` before anything was sent.
+    pub fn ratio(&self) -> Option<f64> {
+        (self.bytes_before_compression > 0).then(|| self.bytes_on_wire as f64 / self.bytes_before_compression as f64)
+    }
+}
+
 impl CompressionTotals {
     pub fn opened(&self) {
         self.connections.fetch_add(1, Ordering::Relaxed);

@@ -280,12 +280,11 @@ async fn stats(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketAddr>,
     }
     // As the addon's getStats() names them.
     let compression = app.spawner.compression().counts();
-    let (before, on_wire) = (compression.bytes_before_compression, compression.bytes_on_wire);
     answer["compression"] = json!({
         "connections": compression.connections,
-        "bytesBeforeCompression": before,
-        "bytesOnWire": on_wire,
-        "ratio": (before > 0).then(|| on_wire as f64 / before as f64),
+        "bytesBeforeCompression": compression.bytes_before_compression,
+        "bytesOnWire": compression.bytes_on_wire,
+        "ratio": compression.ratio(),
     });
     Ok(Json(answer))
 }
