@@ -101,6 +101,7 @@ struct Waiting {
 }
 
 pub fn attach(host: &Rc<Host>, env: &Env, server: Unknown, options: Option<Unknown>) -> Result<()> {
+    crate::native::available()?;
     if server.get_type()? != ValueType::Object {
         return Err(type_error(env, "server must be an http.Server"));
     }

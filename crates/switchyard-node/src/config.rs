@@ -8,6 +8,7 @@ use switchyard_core::{
     AckPolicy, Config, ConflictResolution, HistoryConfig, Identity, Rate, RateLimits, Route, SessionError, SessionOptions,
     SlowConsumerPolicy,
 };
+#[cfg(not(target_family = "wasm"))]
 use switchyard_redis::RedisOptions;
 use switchyard_server::admission::TokenAuth;
 use switchyard_server::auth::{self, JwtConfig, Keys, Verifier};
@@ -61,6 +62,7 @@ const JWT_OPTIONS: [&str; 9] =
 pub struct Settings {
     pub config: Config,
     pub auth: Option<TokenAuth>,
+    #[cfg(not(target_family = "wasm"))]
     pub redis: Option<RedisOptions>,
     /// permessage-deflate in the native transport.
     pub compression: Option<CompressionConfig>,
@@ -85,6 +87,7 @@ fn read_compression(env: &Env, options: &OptionsReader) -> Result<Option<Compres
 
 /// `redis: { url, keyPrefix, nodeId }`: this manager is a node of a cluster. A node
 /// silent for `heartbeatTimeoutMs` is gone: its lease lasts half of it.
+#[cfg(not(target_family = "wasm"))]
 fn read_redis(env: &Env, options: &OptionsReader, config: &Config) -> Result<Option<RedisOptions>> {
     if !options.has("redis")? {
         return Ok(None);
@@ -215,9 +218,21 @@ pub fn read_settings(env: &Env, value: Option<Unknown>) -> Result<Settings> {
         history_max_bytes: options.positive_integer("historyMaxBytes", MAX_BYTES)?.map_or(defaults.history_max_bytes, size),
     };
     config.validate().map_err(|err| type_error(env, err.to_string()))?;
-    let redis = read_redis(env, &options, &config)?;
     let native_threads = options.positive_integer("nativeThreads", MAX_NATIVE_THREADS)?.map(size);
-    Ok(Settings { config, auth, redis, compression, native_threads })
+    #[cfg(not(target_family = "wasm"))]
+    let redis = read_redis(env, &options, &config)?;
+    #[cfg(target_family = "wasm")]
+    if options.has("redis")? {
+        return Err(type_error(env, "Clusters (the redis option) are not available in the WebAssembly build of switchyard: they need a platform with a native package"));
+    }
+    Ok(Settings {
+        config,
+        auth,
+        #[cfg(not(target_family = "wasm"))]
+        redis,
+        compression,
+        native_threads,
+    })
 }
 
 fn read_conflict_resolution(options: &OptionsReader, name: &str) -> Result<Option<ConflictResolution>> {

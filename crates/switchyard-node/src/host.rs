@@ -6,6 +6,9 @@
 //! hands queued events to listeners. Messages from bridge sockets are pumped once per
 //! event-loop turn instead, so a burst leaves each socket in one write. Native
 //! connections' threads wake the pump through a thread-safe function.
+//!
+//! The WebAssembly build has neither the native runtime nor clusters (both need tokio's
+//! sockets): what uses them is left out of it.
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
@@ -15,16 +18,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use napi::bindgen_prelude::{BufferSlice, FnArgs, Function, FunctionCallContext, FunctionRef, JsObjectValue, Object, Unknown};
-use napi::threadsafe_function::ThreadsafeFunctionCallMode;
-use napi::{Env, Error, Result, Status};
+use napi::{Env, Result};
 use serde_json::value::RawValue;
 use switchyard_core::{
-    close_code, ConnId, ConnectionInfo, ErrorCode, Event, Frame, Identity, Millis, Refusal, Rejection, Relay, Route, SessionId, Target, Topic,
+    close_code, ConnId, ConnectionInfo, ErrorCode, Event, Frame, Identity, Millis, Refusal, Rejection, Relay, Route, Target,
 };
-use switchyard_redis::{RedisBroker, RedisConfigError};
+#[cfg(not(target_family = "wasm"))]
+use switchyard_redis::RedisBroker;
 use switchyard_server::admission::{self, Admitted, Refused, TokenAuth, Upgrade};
 use switchyard_server::deflate::{CompressionConfig, CompressionCounts};
-use switchyard_server::{handshake, now, Accepted};
+use switchyard_server::{handshake, now};
 
 use crate::bridge::{self, BridgeOutbox, BridgeSocket, Flusher};
 use crate::config::{Settings, MAX_TIMER_MS};
@@ -34,8 +37,13 @@ use crate::guard;
 use crate::held::Held;
 use crate::js::{self, to_js};
 use crate::js_types::ConnectionEvent;
-use crate::native::{self, NativeRuntime, Takeover};
+use crate::native;
+#[cfg(not(target_family = "wasm"))]
+use crate::native::NativeRuntime;
 use crate::pending::Pending;
+
+#[cfg(not(target_family = "wasm"))]
+mod transport;
 
 /// How often a stopping manager looks whether its sockets have closed.
 const STOP_POLL_MS: f64 = 20.0;
@@ -56,6 +64,7 @@ pub enum Lifecycle {
 pub struct Host {
     pub relay: Arc<Relay>,
     /// The link to the other nodes, with `redis` configured.
+    #[cfg(not(target_family = "wasm"))]
     cluster: Option<Arc<RedisBroker>>,
     auth: Option<TokenAuth>,
     pending: Arc<Pending>,
@@ -63,6 +72,7 @@ pub struct Host {
     pub listeners: RefCell<Listeners>,
     pub lifecycle: Cell<Lifecycle>,
     timer: RefCell<Option<Held>>,
+    #[cfg(not(target_family = "wasm"))]
     native: OnceCell<NativeRuntime>,
     /// permessage-deflate for native connections (`nativeCompression`).
     compression: Option<CompressionConfig>,
@@ -80,15 +90,21 @@ pub struct Host {
 }
 
 impl Host {
-    pub fn new(settings: Settings) -> std::result::Result<Rc<Self>, RedisConfigError> {
+    /// Fails on a bad `redis` option, with what is wrong with it.
+    pub fn new(settings: Settings) -> std::result::Result<Rc<Self>, String> {
         let pending = Arc::new(Pending::new());
-        let cluster = settings.redis.map(|options| RedisBroker::new(options, settings.config.history_max_bytes)).transpose()?;
+        #[cfg(not(target_family = "wasm"))]
+        let cluster = settings.redis.map(|options| RedisBroker::new(options, settings.config.history_max_bytes)).transpose().map_err(|e| e.to_string())?;
+        #[cfg(not(target_family = "wasm"))]
         let relay = match &cluster {
             Some(broker) => Relay::with_broker(settings.config, pending.clone(), broker.clone()),
             None => Relay::new(settings.config, pending.clone()),
         };
+        #[cfg(target_family = "wasm")]
+        let relay = Relay::new(settings.config, pending.clone());
         Ok(Rc::new(Self {
             relay: Arc::new(relay),
+            #[cfg(not(target_family = "wasm"))]
             cluster,
             auth: settings.auth,
             pending,
@@ -96,6 +112,7 @@ impl Host {
             listeners: RefCell::default(),
             lifecycle: Cell::new(Lifecycle::Idle),
             timer: RefCell::default(),
+            #[cfg(not(target_family = "wasm"))]
             native: OnceCell::new(),
             compression: settings.compression,
             native_threads: settings.native_threads,
@@ -104,16 +121,6 @@ impl Host {
             pump_scheduled: Cell::new(false),
             deferred_pump: OnceCell::new(),
         }))
-    }
-
-    /// Starts the link to the cluster's Redis, on the native runtime (whose wake-up lets
-    /// what other nodes send reach bridge sockets). Nothing without `redis`.
-    pub fn join_cluster(self: &Rc<Self>, env: &Env) -> Result<()> {
-        let Some(broker) = &self.cluster else { return Ok(()) };
-        let native = self.native(env)?;
-        let _entered = native.spawner.runtime.enter();
-        broker.start(self.relay.clone());
-        Ok(())
     }
 
     /// Flushes bridge outboxes and delivers events until nothing is left: a listener may
@@ -227,12 +234,15 @@ impl Host {
             return Ok(());
         }
         self.start_timer(env)?;
-        if let Some(native) = self.native.get() {
-            native.spawner.tasks.reopen();
-        }
-        // After stop() the relay forgot the cluster's sessions; the link learns them again.
-        if let (Some(broker), Lifecycle::Stopped) = (&self.cluster, self.lifecycle.get()) {
-            broker.resync();
+        #[cfg(not(target_family = "wasm"))]
+        {
+            if let Some(native) = self.native.get() {
+                native.spawner.tasks.reopen();
+            }
+            // After stop() the relay forgot the cluster's sessions; the link learns them again.
+            if let (Some(broker), Lifecycle::Stopped) = (&self.cluster, self.lifecycle.get()) {
+                broker.resync();
+            }
         }
         self.lifecycle.set(Lifecycle::Running { since: now() });
         Ok(())
@@ -258,7 +268,10 @@ impl Host {
     /// wire.
     pub fn compression(&self, env: &Env) -> Result<CompressionCounts> {
         let (before, after) = self.closed_compression.get();
+        #[cfg(not(target_family = "wasm"))]
         let mut counts = self.native.get().map_or_else(CompressionCounts::default, |native| native.spawner.compression().counts());
+        #[cfg(target_family = "wasm")]
+        let mut counts = CompressionCounts::default();
         counts.bytes_before_compression += before;
         counts.bytes_on_wire += after;
         for socket in self.sockets.borrow().values() {
@@ -403,104 +416,11 @@ impl Host {
         js::listen(env, socket, "error", |_ctx: FunctionCallContext| Ok(()))
     }
 
-    /// The native runtime, started on first use together with the wake-up that lets its
-    /// threads reach this one.
-    fn native(self: &Rc<Self>, env: &Env) -> Result<&NativeRuntime> {
-        if let Some(native) = self.native.get() {
-            return Ok(native);
-        }
-        let runtime = NativeRuntime::start(self.compression, self.native_threads)
-            .map_err(|err| Error::new(Status::GenericFailure, format!("cannot start the native transport: {err}")))?;
-        let host = Rc::downgrade(self);
-        let drain = env.create_function_from_closure::<(), (), _>("switchyardWake", move |ctx| {
-            guard(|| host.upgrade().map_or(Ok(()), |host| host.pump(ctx.env)))
-        })?;
-        // Weak: a pending wake-up does not keep the process alive.
-        let wake = drain.build_threadsafe_function::<()>().callee_handled::<false>().weak::<true>().build()?;
-        self.pending.set_wake(Box::new(move || {
-            wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
-        }));
-        Ok(self.native.get_or_init(|| runtime))
-    }
-
-    /// Takes a `net.Socket` from Node's `upgrade` event into the native transport.
-    /// Returns whether it joined; a bad handshake is answered with 400 and `false`.
-    pub fn adopt_native(
-        self: &Rc<Self>,
-        env: &Env,
-        socket: &Object,
-        request: &Object,
-        route: Route,
-        identity: Identity,
-        head: Bytes,
-    ) -> Result<bool> {
-        let request = UpgradeRequest::read(request)?;
-        let (identity, protocol) = match self.check_upgrade(Some(&request), identity) {
-            Ok(admitted) => (admitted.identity, admitted.protocol),
-            Err(refused @ Refused::TooManyConnections) => {
-                native::respond_and_close(socket, handshake::http_error(429, "Too Many Requests", &refused.to_string(), ""))?;
-                return Ok(false);
-            }
-            Err(refused @ Refused::Unauthorized(_)) => {
-                let answer = handshake::http_error(401, "Unauthorized", &refused.to_string(), "WWW-Authenticate: Bearer\r\n");
-                native::respond_and_close(socket, answer)?;
-                return Ok(false);
-            }
-        };
-        let native = self.native(env)?;
-        let deflate = native.spawner.negotiate(request.header("sec-websocket-extensions"));
-        let extensions = deflate.map(|deflate| deflate.response());
-        let (stream, preface, head) = match native::take_over(socket, &request, head, protocol, extensions.as_deref())? {
-            Takeover::Taken { stream, preface, head } => (stream, preface, head),
-            Takeover::BadHandshake => {
-                self.relay.handshake_failed();
-                return Ok(false);
-            }
-        };
-        let io = native
-            .stream(stream)
-            .map_err(|err| Error::new(Status::GenericFailure, format!("cannot adopt the socket: {err}")))?;
-        let accepted = Accepted { io, preface, head, route, identity, deflate };
-        let admitted = if self.lifecycle.get() == Lifecycle::Stopped {
-            native.spawner.refuse(accepted, Refusal::ShuttingDown);
-            false
-        } else if let Some(broker) = self.cluster.clone().filter(|_| matches!(accepted.route, Route::Session(_))) {
-            self.join_in_cluster(native, broker, accepted);
-            true
-        } else {
-            native.spawner.spawn(&self.relay, accepted).is_ok()
-        };
-        self.pump(env)?;
-        Ok(admitted)
-    }
-
-    /// A native connection to a session, in a cluster: this node first learns the session
-    /// (created elsewhere a moment ago, perhaps), its members elsewhere and its stream,
-    /// and holds one of its places in Redis, so two nodes never fill the last place
-    /// together; then the client joins, or is refused "Session full".
-    fn join_in_cluster(&self, native: &NativeRuntime, broker: Arc<RedisBroker>, accepted: Accepted<tokio::net::TcpStream>) {
-        let Route::Session(raw) = &accepted.route else { return };
-        let Ok(id) = SessionId::parse(raw) else {
-            let _ = native.spawner.spawn(&self.relay, accepted);
-            return;
-        };
-        let (relay, spawner) = (self.relay.clone(), native.spawner.clone());
-        native.spawner.runtime.spawn(async move {
-            if relay.session(id.as_str()).is_none() {
-                broker.lookup(id.clone()).await;
-            }
-            let _watch = broker.watch(Topic::Session(id.clone())).await;
-            let place = match relay.capacity(id.as_str()) {
-                Some(max) => broker.reserve(id, max).await.map(Some),
-                None => Some(None),
-            };
-            match place {
-                Some(_place) => {
-                    let _ = spawner.spawn(&relay, accepted);
-                }
-                None => spawner.refuse(accepted, Refusal::SessionFull),
-            }
-        });
+    /// The WebAssembly build cannot take sockets ([`transport`] has the native
+    /// transport's `adopt_native`): [`native::available`] says so.
+    #[cfg(target_family = "wasm")]
+    pub fn adopt_native(self: &Rc<Self>, _: &Env, _: &Object, _: &Object, _: Route, _: Identity, _: Bytes) -> Result<bool> {
+        native::available().map(|()| false)
     }
 
     /// Answers an upgrade the app refused (its `authenticate` said no, or threw).
@@ -516,6 +436,7 @@ impl Host {
         self.lifecycle.set(Lifecycle::Stopped);
         self.relay.shutdown(code, reason, now());
         self.pump(env)?;
+        #[cfg(not(target_family = "wasm"))]
         if let Some(native) = self.native.get() {
             native.spawner.tasks.close();
         }
@@ -527,7 +448,10 @@ impl Host {
     /// Calls `done` once no socket is open, polling every few milliseconds; at `deadline`
     /// terminates bridge sockets and drops native connections first.
     fn await_closed(self: &Rc<Self>, env: &Env, deadline: Instant, done: Box<dyn FnOnce()>) -> Result<()> {
+        #[cfg(not(target_family = "wasm"))]
         let native_open = self.native.get().is_some_and(|n| !n.spawner.tasks.is_empty());
+        #[cfg(target_family = "wasm")]
+        let native_open = false;
         if self.sockets.borrow().is_empty() && !native_open {
             done();
             return Ok(());
@@ -537,6 +461,7 @@ impl Host {
             for socket in sockets {
                 socket.terminate(env)?;
             }
+            #[cfg(not(target_family = "wasm"))]
             if let Some(native) = self.native.get() {
                 native.spawner.abort_all();
             }

@@ -40,7 +40,8 @@ impl RelaySessionManager {
     #[napi(constructor, ts_args_type = "config?: RelaySessionManagerConfig")]
     pub fn new(env: Env, config: Option<Unknown>) -> Result<Self> {
         guard(|| {
-            let host = Host::new(read_settings(&env, config)?).map_err(|err| type_error(&env, err.to_string()))?;
+            let host = Host::new(read_settings(&env, config)?).map_err(|err| type_error(&env, err))?;
+            #[cfg(not(target_family = "wasm"))]
             host.join_cluster(&env)?;
             Ok(Self { host })
         })

@@ -7,83 +7,37 @@
 //! `socket.destroy()` closes only Node's descriptor (no FIN goes out; `end()` would send
 //! one). The request was parsed by Node; Rust checks its handshake headers and answers
 //! `101` itself, or `400` through Node before letting go.
+//!
+//! [`takeover`] is the transport's side. Only Unix descriptors can be taken over:
+//! elsewhere (Windows, the WebAssembly build) [`available`] refuses the native transport
+//! with an error that names bridge mode.
 
-use std::os::fd::BorrowedFd;
+#[cfg(not(target_family = "wasm"))]
+mod takeover;
 
-use bytes::Bytes;
 use napi::bindgen_prelude::{Buffer, FnArgs, Function, JsObjectValue, Object, Unknown};
 use napi::{Error, Result, Status, ValueType};
-use switchyard_server::handshake;
-use switchyard_server::deflate::CompressionConfig;
-use switchyard_server::Spawner;
 
-use crate::js::call_method;
-use crate::request::UpgradeRequest;
-use tokio::runtime::Runtime;
-use tokio_util::sync::{CancellationToken, DropGuard};
+#[cfg(not(target_family = "wasm"))]
+pub use takeover::{take_over, NativeRuntime, Takeover};
 
-/// The tokio runtime native connections run on, started with the first of them.
-pub struct NativeRuntime {
-    driver: Option<Driver>,
-    pub spawner: Spawner,
-}
-
-/// What runs the runtime's tasks.
-enum Driver {
-    /// A worker per CPU.
-    Workers(Runtime),
-    /// One CPU: a single-threaded runtime on a thread of its own, which stops when this
-    /// is dropped. It serves many more messages a second than one worker of a
-    /// multi-threaded runtime, and serves connections in turn, fairly.
-    Thread(DropGuard),
-}
-
-impl NativeRuntime {
-    /// `threads` workers, by default one per CPU this process may use (`taskset`
-    /// narrows it).
-    pub fn start(compression: Option<CompressionConfig>, threads: Option<usize>) -> std::io::Result<Self> {
-        let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        if threads > 1 {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads)
-                .thread_name("switchyard-io")
-                .enable_all()
-                .build()?;
-            let spawner = Spawner::new(runtime.handle().clone(), compression);
-            return Ok(Self { driver: Some(Driver::Workers(runtime)), spawner });
-        }
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let spawner = Spawner::new(runtime.handle().clone(), compression);
-        let stop = CancellationToken::new();
-        let stopped = stop.clone();
-        std::thread::Builder::new().name("switchyard-io".into()).spawn(move || {
-            runtime.block_on(stopped.cancelled());
-            runtime.shutdown_background();
-        })?;
-        Ok(Self { driver: Some(Driver::Thread(stop.drop_guard())), spawner })
-    }
-
-    /// Makes a tokio stream of a taken-over socket (it must be registered with this
-    /// runtime's reactor).
-    pub fn stream(&self, socket: std::net::TcpStream) -> std::io::Result<tokio::net::TcpStream> {
-        let _entered = self.spawner.runtime.enter();
-        socket.set_nonblocking(true)?;
-        let stream = tokio::net::TcpStream::from_std(socket)?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    }
-}
-
-impl Drop for NativeRuntime {
-    fn drop(&mut self) {
-        // Dropping a runtime blocks until its tasks stop; the JS thread must not wait.
-        match self.driver.take() {
-            Some(Driver::Workers(runtime)) => runtime.shutdown_background(),
-            // Its thread sees the stop, and ends the runtime there.
-            Some(Driver::Thread(stop)) => drop(stop),
-            None => {}
-        }
-    }
+/// Whether this build can take sockets from Node; what `attach` and a native
+/// `handleUpgrade` throw where it cannot.
+pub fn available() -> Result<()> {
+    let unavailable = if cfg!(target_family = "wasm") {
+        "in the WebAssembly build of switchyard (a wasm module cannot be handed a socket)"
+    } else if cfg!(unix) {
+        return Ok(());
+    } else {
+        "on this platform (Node cannot hand a socket's descriptor over outside Unix)"
+    };
+    Err(Error::new(
+        Status::GenericFailure,
+        format!(
+            "The native transport is not available {unavailable}: use bridge mode, accepting the upgrade \
+             with ws and passing its WebSocket to handleUpgrade"
+        ),
+    ))
 }
 
 /// Whether `value` is a `net.Socket` whose descriptor can be taken: it has a libuv
@@ -105,14 +59,6 @@ pub fn is_net_socket(value: &Unknown) -> bool {
     handle_fd == Some(ValueType::Number)
 }
 
-/// How a takeover went.
-pub enum Takeover {
-    /// The socket is Rust's now; the `101` answer (`preface`) is still to be written.
-    Taken { stream: std::net::TcpStream, preface: Vec<u8>, head: Bytes },
-    /// The handshake was refused with 400 and Node closes the socket.
-    BadHandshake,
-}
-
 /// Ends a socket Node still owns with a whole HTTP response, then destroys it once the
 /// response is flushed: `end()` alone half-closes, and a client that never closes its side
 /// would hold the socket (and `server.close()`) open for ever.
@@ -123,36 +69,4 @@ pub fn respond_and_close(socket: &Object, response: Vec<u8>) -> Result<()> {
     let end: Function<FnArgs<(Buffer,)>, Unknown> = socket.get_named_property_unchecked("end")?;
     end.bind(socket)?.call((Buffer::from(response),).into())?;
     Ok(())
-}
-
-/// Checks the handshake and takes the socket from Node. A TLS socket is refused with an
-/// error: Rust would write plaintext into it.
-pub fn take_over(socket: &Object, request: &UpgradeRequest, head: Bytes, protocol: Option<&str>, extensions: Option<&str>) -> Result<Takeover> {
-    let encrypted: Option<bool> = socket.get_named_property_unchecked::<Unknown>("encrypted").ok().and_then(|e| unsafe { e.cast().ok() });
-    if encrypted == Some(true) {
-        return Err(Error::new(
-            Status::InvalidArg,
-            "A TLS socket cannot be taken over by the native transport: use bridge mode (accept the \
-             upgrade with ws and pass its WebSocket to handleUpgrade), or terminate TLS at a proxy",
-        ));
-    }
-    let accept = match handshake::accept(&request.method, |name| request.header(name)) {
-        Ok(accept) => accept,
-        Err(error) => {
-            respond_and_close(socket, handshake::bad_request(&error))?;
-            return Ok(Takeover::BadHandshake);
-        }
-    };
-    let handle: Object = socket.get_named_property("_handle")?;
-    call_method(&handle, "readStop")?;
-    let fd: i32 = handle.get_named_property_unchecked("fd")?;
-    if fd < 0 {
-        return Err(Error::new(Status::InvalidArg, "The socket has no file descriptor (it is closed, or not a TCP socket)"));
-    }
-    // SAFETY: Node owns `fd` and keeps it open until `destroy()` below; the duplicate is ours.
-    let owned = unsafe { BorrowedFd::borrow_raw(fd) }
-        .try_clone_to_owned()
-        .map_err(|err| Error::new(Status::GenericFailure, format!("cannot take the socket over: {err}")))?;
-    call_method(socket, "destroy")?;
-    Ok(Takeover::Taken { stream: owned.into(), preface: handshake::switching_protocols(&accept, protocol, extensions), head })
 }

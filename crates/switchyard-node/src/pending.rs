@@ -40,6 +40,7 @@ impl Pending {
         }
     }
 
+    #[cfg(not(target_family = "wasm"))]
     pub fn set_wake(&self, wake: Wake) {
         let _ = self.wake.set(wake);
     }

@@ -17,6 +17,8 @@ const HEADERS: [&str; 7] = [
 ];
 
 pub struct UpgradeRequest {
+    /// Checked by the native transport's handshake, which the WebAssembly build lacks.
+    #[cfg_attr(target_family = "wasm", allow(dead_code))]
     pub method: String,
     pub url: String,
     headers: Vec<(&'static str, String)>,

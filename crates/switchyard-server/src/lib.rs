@@ -10,12 +10,14 @@
 pub mod admission;
 pub mod auth;
 pub mod codec;
+#[cfg(not(target_family = "wasm"))]
 mod connection;
 pub mod deflate;
 pub mod handshake;
 pub mod metrics;
 mod outbox;
 
+#[cfg(not(target_family = "wasm"))]
 pub use connection::{Accepted, Spawner, CLOSE_TIMEOUT};
 pub use outbox::{LatencySample, NativeOutbox};
 pub use switchyard_core::now;

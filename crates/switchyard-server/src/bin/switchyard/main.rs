@@ -18,7 +18,6 @@ use switchyard_redis::RedisBroker;
 use switchyard_server::admission::TokenAuth;
 use switchyard_server::{now, Spawner};
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
@@ -154,7 +153,9 @@ fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+#[cfg(unix)]
 async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
         error!("cannot listen for signals; stop the server with SIGKILL");
         return std::future::pending().await;
@@ -163,4 +164,14 @@ async fn shutdown_signal() -> &'static str {
         _ = interrupt.recv() => "SIGINT",
         _ = terminate.recv() => "SIGTERM",
     }
+}
+
+/// Windows has no SIGTERM: Ctrl+C (and Ctrl+Break) is how a console process is asked to stop.
+#[cfg(not(unix))]
+async fn shutdown_signal() -> &'static str {
+    if tokio::signal::ctrl_c().await.is_err() {
+        error!("cannot listen for Ctrl+C; stop the server by ending its process");
+        return std::future::pending().await;
+    }
+    "Ctrl+C"
 }

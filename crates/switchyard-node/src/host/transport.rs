@@ -1,0 +1,132 @@
+//! The host's side of the native transport and of clusters: the tokio runtime, sockets
+//! taken from Node, and the link to Redis. None of it is in the WebAssembly build.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use napi::bindgen_prelude::Object;
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
+use napi::{Env, Error, Result, Status};
+use switchyard_core::{Identity, Refusal, Route, SessionId, Topic};
+use switchyard_redis::RedisBroker;
+use switchyard_server::admission::Refused;
+use switchyard_server::{handshake, Accepted};
+
+use super::{Host, Lifecycle};
+use crate::guard;
+use crate::native::{self, NativeRuntime, Takeover};
+use crate::request::UpgradeRequest;
+
+impl Host {
+    /// Starts the link to the cluster's Redis, on the native runtime (whose wake-up lets
+    /// what other nodes send reach bridge sockets). Nothing without `redis`.
+    pub fn join_cluster(self: &Rc<Self>, env: &Env) -> Result<()> {
+        let Some(broker) = &self.cluster else { return Ok(()) };
+        let native = self.native(env)?;
+        let _entered = native.spawner.runtime.enter();
+        broker.start(self.relay.clone());
+        Ok(())
+    }
+
+    /// The native runtime, started on first use together with the wake-up that lets its
+    /// threads reach this one.
+    fn native(self: &Rc<Self>, env: &Env) -> Result<&NativeRuntime> {
+        if let Some(native) = self.native.get() {
+            return Ok(native);
+        }
+        let runtime = NativeRuntime::start(self.compression, self.native_threads)
+            .map_err(|err| Error::new(Status::GenericFailure, format!("cannot start the native transport: {err}")))?;
+        let host = Rc::downgrade(self);
+        let drain = env.create_function_from_closure::<(), (), _>("switchyardWake", move |ctx| {
+            guard(|| host.upgrade().map_or(Ok(()), |host| host.pump(ctx.env)))
+        })?;
+        // Weak: a pending wake-up does not keep the process alive.
+        let wake = drain.build_threadsafe_function::<()>().callee_handled::<false>().weak::<true>().build()?;
+        self.pending.set_wake(Box::new(move || {
+            wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
+        }));
+        Ok(self.native.get_or_init(|| runtime))
+    }
+
+    /// Takes a `net.Socket` from Node's `upgrade` event into the native transport.
+    /// Returns whether it joined; a bad handshake is answered with 400 and `false`.
+    pub fn adopt_native(
+        self: &Rc<Self>,
+        env: &Env,
+        socket: &Object,
+        request: &Object,
+        route: Route,
+        identity: Identity,
+        head: Bytes,
+    ) -> Result<bool> {
+        native::available()?;
+        let request = UpgradeRequest::read(request)?;
+        let (identity, protocol) = match self.check_upgrade(Some(&request), identity) {
+            Ok(admitted) => (admitted.identity, admitted.protocol),
+            Err(refused @ Refused::TooManyConnections) => {
+                native::respond_and_close(socket, handshake::http_error(429, "Too Many Requests", &refused.to_string(), ""))?;
+                return Ok(false);
+            }
+            Err(refused @ Refused::Unauthorized(_)) => {
+                let answer = handshake::http_error(401, "Unauthorized", &refused.to_string(), "WWW-Authenticate: Bearer\r\n");
+                native::respond_and_close(socket, answer)?;
+                return Ok(false);
+            }
+        };
+        let native = self.native(env)?;
+        let deflate = native.spawner.negotiate(request.header("sec-websocket-extensions"));
+        let extensions = deflate.map(|deflate| deflate.response());
+        let (stream, preface, head) = match native::take_over(socket, &request, head, protocol, extensions.as_deref())? {
+            Takeover::Taken { stream, preface, head } => (stream, preface, head),
+            Takeover::BadHandshake => {
+                self.relay.handshake_failed();
+                return Ok(false);
+            }
+        };
+        let io = native
+            .stream(stream)
+            .map_err(|err| Error::new(Status::GenericFailure, format!("cannot adopt the socket: {err}")))?;
+        let accepted = Accepted { io, preface, head, route, identity, deflate };
+        let admitted = if self.lifecycle.get() == Lifecycle::Stopped {
+            native.spawner.refuse(accepted, Refusal::ShuttingDown);
+            false
+        } else if let Some(broker) = self.cluster.clone().filter(|_| matches!(accepted.route, Route::Session(_))) {
+            self.join_in_cluster(native, broker, accepted);
+            true
+        } else {
+            native.spawner.spawn(&self.relay, accepted).is_ok()
+        };
+        self.pump(env)?;
+        Ok(admitted)
+    }
+
+    /// A native connection to a session, in a cluster: this node first learns the session
+    /// (created elsewhere a moment ago, perhaps), its members elsewhere and its stream,
+    /// and holds one of its places in Redis, so two nodes never fill the last place
+    /// together; then the client joins, or is refused "Session full".
+    fn join_in_cluster(&self, native: &NativeRuntime, broker: Arc<RedisBroker>, accepted: Accepted<tokio::net::TcpStream>) {
+        let Route::Session(raw) = &accepted.route else { return };
+        let Ok(id) = SessionId::parse(raw) else {
+            let _ = native.spawner.spawn(&self.relay, accepted);
+            return;
+        };
+        let (relay, spawner) = (self.relay.clone(), native.spawner.clone());
+        native.spawner.runtime.spawn(async move {
+            if relay.session(id.as_str()).is_none() {
+                broker.lookup(id.clone()).await;
+            }
+            let _watch = broker.watch(Topic::Session(id.clone())).await;
+            let place = match relay.capacity(id.as_str()) {
+                Some(max) => broker.reserve(id, max).await.map(Some),
+                None => Some(None),
+            };
+            match place {
+                Some(_place) => {
+                    let _ = spawner.spawn(&relay, accepted);
+                }
+                None => spawner.refuse(accepted, Refusal::SessionFull),
+            }
+        });
+    }
+}
