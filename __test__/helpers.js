@@ -343,11 +343,24 @@ module.exports.clientFrame = clientFrame;
 module.exports.RawClient = RawClient;
 
 /**
+ * Whether the addon these tests drive has the native transport: the WebAssembly build
+ * (`npm test` runs the bridge-mode tests again with NAPI_RS_FORCE_WASI=true) and Windows
+ * have none.
+ */
+const hasNativeTransport = require('../binding.js').__napiBindingTarget !== 'wasm32-wasi' && process.platform !== 'win32';
+/** The transports a test can use with this addon. */
+const transports = hasNativeTransport ? ['native', 'bridge'] : ['bridge'];
+
+module.exports.hasNativeTransport = hasNativeTransport;
+module.exports.transports = transports;
+
+/**
  * An HTTP server with both transports on one manager: native (attach) at
  * `/session/:sessionId` and, sessionless, `/live`; bridge (ws) at `/bridge/:sessionId`
- * and `/bridge-live`. Clients name themselves with `x-user`, `x-org` and `x-client`
- * headers, which become their identity (through `authenticate` in native mode, through
- * `handleUpgrade`'s options in bridge mode) unless `attachOptions` says otherwise.
+ * and `/bridge-live`; the bridge alone where there is no native transport. Clients name themselves
+ * with `x-user`, `x-org` and `x-client` headers, which become their identity (through
+ * `authenticate` in native mode, through `handleUpgrade`'s options in bridge mode) unless
+ * `attachOptions` says otherwise.
  */
 async function startMixedServer(config, attachOptions) {
   const { RelaySessionManager } = require('..');
@@ -359,8 +372,10 @@ async function startMixedServer(config, attachOptions) {
     return { userId: header('x-user'), organizationId: header('x-org'), clientId: header('x-client') };
   };
   const options = attachOptions ?? { authenticate: identify };
-  manager.attach(server, options);
-  manager.attach(server, { ...options, path: '/live' });
+  if (hasNativeTransport) {
+    manager.attach(server, options);
+    manager.attach(server, { ...options, path: '/live' });
+  }
   const wss = new WebSocketServer({ noServer: true });
   server.on('upgrade', (request, socket, head) => {
     const match = /^\/bridge(?:\/([^/?]+)|-live)/.exec(request.url);

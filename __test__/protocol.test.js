@@ -9,7 +9,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
 const { isDeepStrictEqual } = require('node:util');
-const { TestClient, startMixedServer, startBinary, stopBinaries } = require('./helpers');
+const { TestClient, startMixedServer, startBinary, stopBinaries, transports } = require('./helpers');
 
 const root = path.resolve(__dirname, '..');
 const PAGE = path.join(root, 'docs', 'protocol.md');
@@ -239,7 +239,7 @@ async function memberComesAndGoes(s) {
 }
 
 const warning = (kind) => (m) => m.json?.type === 'warning' && m.json.payload?.type === kind;
-const BOTH = ['bridge', 'native'];
+const BOTH = [...transports].reverse();
 
 /**
  * One scenario per marked example: `run(scene)` resolves to the frame the server sent

@@ -104,21 +104,51 @@ describe('switchyard binary: command line', () => {
     child.kill('SIGTERM');
   });
 
-  it('works installed from the packed npm packages: require(\'switchyard\') and npx switchyard', () => {
+  /**
+   * Packs the root package and the platform packages `optional` (npm/<dir>), and installs
+   * them into a new app as a published release has them: the platform packages as optional
+   * dependencies (`napi pre-publish` adds them so), installed where `installFlags` let them.
+   */
+  function installPacked(dir, optional, installFlags = []) {
     const root = path.join(__dirname, '..');
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchyard-pack-'));
     const run = (command, args, cwd) => execFileSync(command, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000 });
+    run(process.execPath, [path.join(root, 'scripts', 'setup.js'), 'package'], root);
+    const pack = (from) => `file:${path.join(dir, run('npm', ['pack', '--silent', '--pack-destination', dir], from).trim().split('\n').pop())}`;
+    const optionalDependencies = Object.fromEntries(optional.map((p) => [`switchyard-${p}`, pack(path.join(root, 'npm', p))]));
+    const app = path.join(dir, 'app');
+    fs.mkdirSync(app);
+    fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, dependencies: { switchyard: pack(root) }, optionalDependencies }));
+    run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', ...installFlags], app);
+    return { app, run };
+  }
+
+  it('works installed from the packed npm packages: require(\'switchyard\') and npx switchyard', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchyard-pack-'));
     try {
-      run(process.execPath, [path.join(root, 'scripts', 'setup.js'), 'package'], root);
-      const platform = fs.readdirSync(root).find((f) => /^switchyard\..+\.node$/.test(f)).split('.')[1];
-      const tarballs = [path.join(root, 'npm', platform), root].map((from) => path.join(dir, run('npm', ['pack', '--silent', '--pack-destination', dir], from).trim().split('\n').pop()));
-      const app = path.join(dir, 'app');
-      fs.mkdirSync(app);
-      fs.writeFileSync(path.join(app, 'package.json'), '{"name":"app","private":true}');
-      run('npm', ['install', '--offline', '--no-audit', '--no-fund', ...tarballs], app);
+      const platform = require('../bin/switchyard.js').platformPackage();
+      const { app, run } = installPacked(dir, [platform]);
       assert.match(run('npx', ['--no-install', 'switchyard', '--help'], app), /^Switchyard: a WebSocket session relay/);
       const script = "require.resolve(`switchyard-${process.argv[1]}/package.json`); const { RelaySessionManager } = require('switchyard'); console.log(new RelaySessionManager().createSession().sessionId.length)";
       assert.equal(run(process.execPath, ['-e', script, platform], app).trim(), '22', 'the addon loads from the platform package');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('falls back to the WebAssembly package where no native one is installed (npm install --cpu=wasm32)', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchyard-pack-'));
+    try {
+      const { app, run } = installPacked(dir, ['wasm32-wasi', require('../bin/switchyard.js').platformPackage()], ['--cpu=wasm32']);
+      assert.equal(fs.existsSync(path.join(app, 'node_modules', `switchyard-${require('../bin/switchyard.js').platformPackage()}`)), false);
+      const script = [
+        "const { RelaySessionManager } = require('switchyard');",
+        'const manager = new RelaySessionManager();',
+        'console.log(manager.createSession().sessionId.length);',
+        "try { manager.attach(require('node:http').createServer()); } catch (err) { console.log(err.message); }",
+      ].join('\n');
+      const [length, refusal] = run(process.execPath, ['-e', script], app).trim().split('\n');
+      assert.equal(length, '22', 'the addon loads from the wasm package');
+      assert.match(refusal, /^The native transport is not available in the WebAssembly build/);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

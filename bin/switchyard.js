@@ -9,13 +9,25 @@ const path = require('node:path');
 const root = path.resolve(__dirname, '..');
 const exe = process.platform === 'win32' ? 'switchyard.exe' : 'switchyard';
 
+/** Whether this Linux runs on musl (Alpine), told as napi's binding.js tells it. */
+const isMusl = () => process.platform === 'linux' && !process.report?.getReport()?.header?.glibcVersionRuntime;
+
 /** The host's Rust target triple, as `napi build` and `npm test` build for it. */
 function hostTriple() {
   const { arch, platform } = process;
   const cpu = { x64: 'x86_64', arm64: 'aarch64' }[arch] ?? arch;
-  if (platform === 'linux') return `${cpu}-unknown-linux-gnu`;
+  if (platform === 'linux') return `${cpu}-unknown-linux-${isMusl() ? 'musl' : 'gnu'}`;
   if (platform === 'darwin') return `${cpu}-apple-darwin`;
+  if (platform === 'win32') return `${cpu}-pc-windows-msvc`;
   return `${cpu}-${platform}`;
+}
+
+/** This platform's npm package, which carries the binary beside the addon: `linux-x64-gnu`. */
+function platformPackage() {
+  const { arch, platform } = process;
+  if (platform === 'linux') return `linux-${arch}-${isMusl() ? 'musl' : 'gnu'}`;
+  if (platform === 'win32') return `win32-${arch}-msvc`;
+  return `${platform}-${arch}`;
 }
 
 /**
@@ -26,8 +38,7 @@ function locateBinary() {
   if (process.env.SWITCHYARD_BINARY) return process.env.SWITCHYARD_BINARY;
   const candidates = [];
   try {
-    const platformPackage = `switchyard-${process.platform}-${process.arch}${process.platform === 'linux' ? '-gnu' : ''}`;
-    candidates.push(path.join(path.dirname(require.resolve(`${platformPackage}/package.json`)), exe));
+    candidates.push(path.join(path.dirname(require.resolve(`switchyard-${platformPackage()}/package.json`)), exe));
   } catch {
     // Not installed from the registry: look for a local build.
   }
@@ -39,7 +50,7 @@ function locateBinary() {
   return found;
 }
 
-module.exports = { locateBinary, hostTriple };
+module.exports = { locateBinary, hostTriple, platformPackage };
 
 if (require.main === module) {
   let binary;

