@@ -14,6 +14,8 @@ const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim(
 const relays = [
   { name: 'native', label: 'switchyard native (attach)', node: 'native' },
   { name: 'bridge', label: 'switchyard bridge (ws)', node: 'bridge' },
+  // The same bridge server on the WebAssembly addon, napi's fallback where no native package fits.
+  { name: 'wasm', label: 'switchyard bridge on the WebAssembly build', node: 'bridge', env: { NAPI_RS_FORCE_WASI: 'true' }, scenarios: ['relay-w4', 'latency'] },
   { name: 'binary', label: 'switchyard binary', binary: true },
   { name: 'ws', label: 'baseline 1: plain ws relay', node: 'ws' },
   { name: 'original', label: 'baseline 2: parse + stringify per recipient', node: 'original' },
@@ -28,10 +30,9 @@ const relays = [
   },
 ];
 
-/** Builds the addon and the binary (release), and the load generator when asked. */
+/** Builds the addons (native and WebAssembly) and the binary (release), and the load generator when asked. */
 function build({ loadgen = false } = {}) {
-  run(process.execPath, ['scripts/setup.js', 'start']);
-  run('npm', ['run', 'build:server']);
+  run(process.execPath, ['scripts/setup.js', 'bench']);
   if (loadgen) run('cargo', ['build', '--release', '-p', 'switchyard-bench', '--target', hostTriple()]);
 }
 
@@ -56,7 +57,7 @@ async function startRelay(relay, env = {}) {
   const command = relay.binary
     ? [locateBinary(), '--port', String(port), '--host', '127.0.0.1', '--max-clients-per-session', '100']
     : [process.execPath, '--expose-gc', path.join(__dirname, 'servers.js'), relay.node, String(port)];
-  const child = spawn('taskset', ['-c', '0', ...command], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, RUST_LOG: 'warn', ...env } });
+  const child = spawn('taskset', ['-c', '0', ...command], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, RUST_LOG: 'warn', ...relay.env, ...env } });
   for (let tries = 0; ; tries++) {
     const open = await new Promise((resolve) => {
       const socket = net.connect(port, '127.0.0.1', () => socket.end(() => resolve(true)));

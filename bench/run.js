@@ -35,8 +35,9 @@ const LOADGEN_CAPPED_PERCENT = 90;
 const SETTLE_SAMPLES = 12;
 
 const servers = relays.filter((s) => !option('only') || option('only').split(',').includes(s.name));
-/** The servers a scenario runs on: those it names, else every one but the cluster peers. */
-const serversOf = (scenario) => servers.filter((s) => (scenario.relays ? scenario.relays.includes(s.name) : !s.clusterOnly));
+/** The servers a scenario runs on: those it names, else every one not kept to clusters or to scenarios of its own. */
+const serversOf = (scenario) =>
+  servers.filter((s) => (scenario.relays ? scenario.relays.includes(s.name) : !s.clusterOnly && (!s.scenarios || s.scenarios.includes(scenario.name))));
 /** What a scenario's ratios are to: a server of it (`ws` by default), or the same server in another scenario. */
 const versusLabel = (scenario) => `vs ${scenario.versus ?? scenario.baseline ?? 'ws'}`;
 const versus = (summary, scenario, server) => (scenario.versus ? summary[scenario.versus]?.[server.name] : summary[scenario.name][scenario.baseline ?? 'ws']);
