@@ -34,12 +34,14 @@ describe('platform packages', () => {
   });
 
   it('reads this Node as an executable of this CPU, and the addon as a library', () => {
-    assert.deepEqual(platforms.identify(process.execPath), { format: 'elf', cpu: process.arch, kind: 'executable', libc: 'glibc' });
+    const node = platforms.identify(process.execPath);
+    assert.deepEqual([node.format, node.cpu, node.kind], [host.format, host.cpu, 'executable']);
+    if (host.libc) assert.equal(node.libc, host.libc);
     assert.equal(platforms.identify(path.join(root, platforms.addonName(host))).kind, 'library');
     assert.equal(platforms.identify(path.join(root, 'package.json')).format, 'unknown');
   });
 
-  it('fails on an addon of the wrong CPU or C library, or a binary where a library belongs', () => {
+  it('fails on an addon of the wrong CPU or C library, or a binary where a library belongs', { skip: host.dir !== 'linux-x64-gnu' && 'it misplaces Linux x64 files' }, () => {
     const packages = fs.mkdtempSync(path.join(os.tmpdir(), 'switchyard-npm-'));
     try {
       const place = (dir, name, from) => {

@@ -175,7 +175,7 @@ function buildAddon(platform) {
   args.push('--output-dir', output, '--no-js', '--dts', 'binding.d.ts');
   const env = { ...process.env };
   if (platform.format === 'wasm') env.EMNAPI_LINK_DIR = at('node_modules', 'emnapi', 'lib', 'wasm32-wasi-threads');
-  run(at('node_modules', '.bin', 'napi'), args, { env });
+  run(process.execPath, [at('node_modules', '@napi-rs', 'cli', 'dist', 'cli.js'), ...args], { env });
   for (const name of addonFiles(platform)) fs.copyFileSync(path.join(output, name), at(name));
 }
 

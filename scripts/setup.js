@@ -36,7 +36,6 @@ function gitStatus() {
 }
 
 const mtime = (p) => (fs.existsSync(p) ? fs.statSync(p).mtimeMs : 0);
-const bin = (name) => at('node_modules', '.bin', name);
 
 function installPackages() {
   const marker = at('node_modules', '.package-lock.json');
@@ -136,7 +135,8 @@ function buildNextExample() {
   const dir = at('examples', 'nextjs');
   const built = at('examples', 'nextjs', '.next', 'BUILD_ID');
   if (mtime(built) >= newest([dir, at('package-lock.json')])) return;
-  run(bin('next'), ['build', dir], { env: { ...process.env, NEXT_TELEMETRY_DISABLED: '1' } });
+  // Node runs next's CLI itself: node_modules/.bin holds .cmd shims on Windows.
+  run(process.execPath, [at('node_modules', 'next', 'dist', 'bin', 'next'), 'build', dir], { env: { ...process.env, NEXT_TELEMETRY_DISABLED: '1' } });
 }
 
 /**
