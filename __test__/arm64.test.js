@@ -8,7 +8,7 @@ const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 const readline = require('node:readline');
-const { joinedClient, postJson, startBinary, stopBinaries } = require('./helpers');
+const { TestClient, postJson, startBinary, stopBinaries } = require('./helpers');
 const platforms = require('../scripts/platforms');
 
 const root = path.join(__dirname, '..');
@@ -34,14 +34,25 @@ if (onLinuxX64 && missing.length) {
   }
 }
 
+// Emulated, an arm64 Node is many times slower than this machine's, and slower still on
+// a busy machine: every wait is generous.
+const EMULATED_MS = 60_000;
+
+async function joined(url) {
+  const client = new TestClient(url);
+  await client.opened;
+  client.welcome = (await client.nextOfType('client_connected', EMULATED_MS)).json;
+  return client;
+}
+
 /** Relays both ways between two clients of `url`. */
 async function relays(url) {
-  const alice = await joinedClient(url);
-  const bob = await joinedClient(url);
+  const alice = await joined(url);
+  const bob = await joined(url);
   alice.send('{"type":"cursor","from":"alice"}');
-  assert.equal((await bob.next()).text, '{"type":"cursor","from":"alice"}');
+  assert.equal((await bob.next(() => true, EMULATED_MS)).text, '{"type":"cursor","from":"alice"}');
   bob.send(Buffer.from([1, 2, 3]));
-  assert.deepEqual((await alice.next((m) => m.isBinary)).data, Buffer.from([1, 2, 3]));
+  assert.deepEqual((await alice.next((m) => m.isBinary, EMULATED_MS)).data, Buffer.from([1, 2, 3]));
   alice.close();
   bob.close();
 }
@@ -71,15 +82,15 @@ describe('linux-arm64-gnu under qemu-aarch64', { skip: !onLinuxX64 || missing.le
   });
 
   it('relays in bridge mode', async () => {
-    await relays(`ws://127.0.0.1:${server.port}/bridge/${server.sessionId}`);
+    await relays(`ws://127.0.0.1:${server.port}/bridge/${server.sessions.bridge}`);
   });
 
   it('relays in native mode', async () => {
-    await relays(`ws://127.0.0.1:${server.port}/session/${server.sessionId}`);
+    await relays(`ws://127.0.0.1:${server.port}/session/${server.sessions.native}`);
   });
 
   it('relays through the binary', async () => {
-    const started = await startBinary({ command: [...qemu, binary] });
+    const started = await startBinary({ command: [...qemu, binary], startupMs: EMULATED_MS });
     const { status, body } = await postJson(`${started.base}/v1/sessions`);
     assert.equal(status, 201);
     await relays(`${started.ws}/session/${body.sessionId}`);

@@ -142,8 +142,8 @@ async function eventually(assertion, timeoutMs = WAIT_MS) {
 }
 
 /** Waits until the HTTP server at `base` answers `/health`. */
-async function untilHealthy(base, logs = () => '') {
-  await eventually(async () => assert.ok(await fetch(`${base}/health`).then((r) => r.ok, () => false), `the server did not start:\n${logs()}`), 5000);
+async function untilHealthy(base, logs = () => '', withinMs = 5000) {
+  await eventually(async () => assert.ok(await fetch(`${base}/health`).then((r) => r.ok, () => false), `the server did not start:\n${logs()}`), withinMs);
 }
 
 /**
@@ -417,7 +417,7 @@ async function freePort() {
 }
 
 /** Starts the `switchyard` binary (or `command`, such as the npm bin) and waits until it answers. */
-async function startBinary({ args = [], env = {}, command } = {}) {
+async function startBinary({ args = [], env = {}, command, startupMs } = {}) {
   const [program, ...rest] = command ?? [require('../bin/switchyard.js').locateBinary()];
   const port = await freePort();
   const child = spawn(program, [...rest, '--port', String(port), '--host', '127.0.0.1', ...args], {
@@ -429,7 +429,7 @@ async function startBinary({ args = [], env = {}, command } = {}) {
   child.stderr.on('data', (chunk) => (logs += chunk));
   child.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
   const base = `http://127.0.0.1:${port}`;
-  await untilHealthy(base, () => logs);
+  await untilHealthy(base, () => logs, startupMs);
   return { child, port, base, ws: `ws://127.0.0.1:${port}`, logs: () => logs };
 }
 
