@@ -156,7 +156,7 @@ const succeeds = (command, args) => spawnSync(command, args, { encoding: 'utf8' 
 function toolchainFor(platform) {
   const installed = spawnSync('rustup', ['target', 'list', '--installed'], { encoding: 'utf8' }).stdout ?? '';
   if (!installed.split('\n').includes(platform.triple)) run('rustup', ['target', 'add', platform.triple]);
-  if (isCross(platform) && !succeeds('cargo', ['zigbuild', '--version'])) {
+  if (isCross(platform) && !succeeds('cargo-zigbuild', ['--version'])) {
     // Both come from PyPI as wheels: Zig itself, and cargo-zigbuild, which finds it there.
     run('python3', ['-m', 'pip', 'install', '--quiet', 'ziglang', 'cargo-zigbuild']);
   }
