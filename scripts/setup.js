@@ -46,7 +46,9 @@ function installPackages() {
 
 const rustSources = (...crates) => newest([...crates.map((c) => at('crates', c)), at('Cargo.toml'), at('Cargo.lock')]);
 
-const addonSources = () => rustSources('switchyard-core', 'switchyard-server', 'switchyard-node');
+// The crates the standalone server is built from, and the addon's (which adds its own).
+const serverSources = () => rustSources('switchyard-core', 'switchyard-redis', 'switchyard-server');
+const addonSources = () => rustSources('switchyard-core', 'switchyard-redis', 'switchyard-server', 'switchyard-node');
 
 function buildAddon() {
   if (mtime(at(platforms.addonName(platforms.hostPlatform()))) >= addonSources()) return;
@@ -84,7 +86,7 @@ function buildArm64() {
 function buildServer() {
   const { hostTriple } = require('../bin/switchyard.js');
   const binary = at('target', hostTriple(), 'release', 'switchyard');
-  if (mtime(binary) >= rustSources('switchyard-core', 'switchyard-server')) return;
+  if (mtime(binary) >= serverSources()) return;
   run('npm', ['run', 'build:server']);
 }
 
@@ -94,7 +96,7 @@ function buildServer() {
  */
 function buildTestAddon() {
   const output = at('target', 'test-addon', 'switchyard.node');
-  if (mtime(output) >= rustSources('switchyard-core', 'switchyard-server', 'switchyard-node')) return;
+  if (mtime(output) >= addonSources()) return;
   run('cargo', ['build', '-p', 'switchyard-node', '--features', 'test-panic']);
   const library = process.platform === 'darwin' ? 'libswitchyard_node.dylib' : process.platform === 'win32' ? 'switchyard_node.dll' : 'libswitchyard_node.so';
   fs.mkdirSync(path.dirname(output), { recursive: true });

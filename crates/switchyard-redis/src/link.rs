@@ -18,7 +18,7 @@
 //! its epoch and last offset); channels `all` (the directory's news, and sends to users,
 //! organizations and everyone) and `t:<topic>` (a session's or channel's deliveries).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -174,7 +174,11 @@ impl Link {
             Remote::Control { session, .. } => Topic::Session(session.clone()),
             _ => return self.key("all"),
         };
-        self.key(&format!("t:{}", topic_name(&topic)))
+        self.topic_channel(&topic)
+    }
+
+    fn topic_channel(&self, topic: &Topic) -> String {
+        self.key(&format!("t:{}", topic_name(topic)))
     }
 
     async fn connect(&self) -> RedisResult<Connections> {
@@ -188,11 +192,9 @@ impl Link {
         let number: String = redis::cmd("SCRIPT").arg("LOAD").arg(NUMBER).query_async(&mut commands).await?;
         let mut connections = Connections { commands: commands.clone(), sink, stream, subscribed: HashSet::new(), number, peers: HashSet::new() };
         self.renew_lease(&mut commands).await?;
+        // Every topic is subscribed to afresh, so its copy is loaded: what was numbered here
+        // while Redis was away is of another epoch.
         self.reconcile_all(&mut connections).await?;
-        // What was numbered here while Redis was away is of another epoch: copy Redis's.
-        for topic in self.relay.subscribed_topics() {
-            self.load_copy(&mut commands, &topic).await?;
-        }
         self.register(&mut commands).await?;
         self.load(&mut commands).await?;
         self.state.connected.store(true, Ordering::Relaxed);
@@ -387,17 +389,13 @@ impl Link {
 
     /// Subscribes to a topic's channel when this node has subscribers to it, else not.
     async fn reconcile(&self, connections: &mut Connections, topic: &Topic) -> RedisResult<()> {
-        let channel = self.key(&format!("t:{}", topic_name(topic)));
+        let channel = self.topic_channel(topic);
         let wanted = self.relay.has_subscribers(topic) || self.broker.watched(topic);
         match (wanted, connections.subscribed.contains(&channel)) {
             (true, false) => {
                 connections.sink.subscribe(&channel).await?;
                 connections.subscribed.insert(channel);
-                // Subscribed first: what is numbered or joins meanwhile arrives after the copy.
-                self.load_copy(&mut connections.commands, topic).await?;
-                if let Topic::Session(session) = topic {
-                    self.load_members(&mut connections.commands, session, now()).await?;
-                }
+                self.catch_up(&mut connections.commands, topic).await?;
             }
             (false, true) => {
                 connections.sink.unsubscribe(&channel).await?;
@@ -448,23 +446,42 @@ impl Link {
         Ok(())
     }
 
+    /// Subscribes to the channels of every topic this node has subscribers to or watches,
+    /// and to no other.
     async fn reconcile_all(&self, connections: &mut Connections) -> RedisResult<()> {
-        let wanted: HashSet<String> = self
+        let wanted: HashMap<String, Topic> = self
             .relay
             .subscribed_topics()
             .into_iter()
             .chain(self.broker.watchers.iter().map(|entry| entry.key().clone()))
-            .map(|t| self.key(&format!("t:{}", topic_name(&t))))
+            .map(|topic| (self.topic_channel(&topic), topic))
             .collect();
-        let stale: Vec<String> = connections.subscribed.difference(&wanted).cloned().collect();
-        let missing: Vec<String> = wanted.difference(&connections.subscribed).cloned().collect();
+        let stale: Vec<String> = connections.subscribed.iter().filter(|channel| !wanted.contains_key(*channel)).cloned().collect();
         if !stale.is_empty() {
             connections.sink.unsubscribe(&stale).await?;
+            for channel in &stale {
+                connections.subscribed.remove(channel);
+            }
         }
+        let missing: Vec<(String, Topic)> = wanted.into_iter().filter(|(channel, _)| !connections.subscribed.contains(channel)).collect();
         if !missing.is_empty() {
-            connections.sink.subscribe(&missing).await?;
+            connections.sink.subscribe(missing.iter().map(|(channel, _)| channel).collect::<Vec<_>>()).await?;
+            for (channel, topic) in missing {
+                connections.subscribed.insert(channel);
+                self.catch_up(&mut connections.commands, &topic).await?;
+            }
         }
-        connections.subscribed = wanted;
+        Ok(())
+    }
+
+    /// Makes what this node knows of a topic it has just subscribed to what Redis has:
+    /// the copy of its stream, and a session's members elsewhere. Subscribed first, what
+    /// is numbered or joins meanwhile arrives after.
+    async fn catch_up(&self, commands: &mut MultiplexedConnection, topic: &Topic) -> RedisResult<()> {
+        self.load_copy(commands, topic).await?;
+        if let Topic::Session(session) = topic {
+            self.load_members(commands, session, now()).await?;
+        }
         Ok(())
     }
 
