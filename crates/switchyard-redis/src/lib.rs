@@ -74,6 +74,8 @@ pub(crate) enum Outgoing {
     LoadStream(Topic, oneshot::Sender<()>),
     /// Claim a session id in the directory, atomically: whether it was free.
     Claim(SessionId, oneshot::Sender<bool>),
+    /// Answer once everything queued before it is in Redis.
+    Settle(oneshot::Sender<()>),
     /// Hold one of a session's places (of `max`) for a client about to join, or let go of
     /// a hold (`None`): whether the place was free.
     Reserve { session: SessionId, hold: String, max: Option<usize>, answer: oneshot::Sender<bool> },
@@ -217,6 +219,14 @@ impl RedisBroker {
     /// (creating is refused then anyway).
     pub async fn claim(&self, id: SessionId) -> bool {
         self.ask(|answer| Outgoing::Claim(id, answer)).await.unwrap_or(true)
+    }
+
+    /// Resolves once what this node queued for Redis before the call is there (at once
+    /// while Redis is unreachable): so a session created here is in the directory, and its
+    /// stream's epoch with it, before its creator hears it was created and sends clients to
+    /// other nodes.
+    pub async fn settled(&self) {
+        self.ask(Outgoing::Settle).await;
     }
 
     /// Holds one of a session's `max` places on every node for a client about to join

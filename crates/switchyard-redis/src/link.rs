@@ -291,6 +291,10 @@ impl Link {
                     let claimed: Option<String> = redis::cmd("SET").arg(key).arg("{}").arg("NX").arg("PX").arg(10_000).query_async(&mut connections.commands).await?;
                     let _ = answer.send(claimed.is_some());
                 }
+                Outgoing::Settle(answer) => {
+                    self.flush(connections, &mut pipe, &mut sent).await?;
+                    let _ = answer.send(());
+                }
                 Outgoing::Reserve { session, hold, max, answer } => {
                     let key = self.key(&format!("members:{session}"));
                     if max.is_some() {

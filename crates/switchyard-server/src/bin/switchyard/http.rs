@@ -429,6 +429,9 @@ async fn create_session(
         SessionError::TooMany(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "SESSION_LIMIT", err.to_string()),
         SessionError::Unavailable => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", err.to_string()),
     })?;
+    if let Some(cluster) = &app.cluster {
+        cluster.settled().await;
+    }
     Ok((StatusCode::CREATED, Json(session_json(info, &headers))))
 }
 
