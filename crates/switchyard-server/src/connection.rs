@@ -160,6 +160,8 @@ struct Connection<IO> {
     read_done: bool,
     close_queued: bool,
     close_written: bool,
+    /// The task put itself at the back of the run queue before writing what it found.
+    write_deferred: bool,
     /// Cancelled when a stop runs out of time: the connection is dropped at once.
     abort: CancellationToken,
     /// Set once the connection is closing: when it gives up waiting, and the abort it
@@ -230,6 +232,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             read_done: false,
             close_queued: false,
             close_written: false,
+            write_deferred: false,
             abort,
             closing: None,
         }
@@ -281,6 +284,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         if self.outbox.closing() {
             self.start_closing();
         }
+        // Frames that other connections queue while the scheduler works through its round
+        // wait for the round's end, so that one send carries them all (uWS corks a socket
+        // for a loop iteration alike): finding frames to write, the task first goes once
+        // to the back of the run queue.
+        if !self.write_deferred && self.closing.is_none() && self.writing.is_empty() && self.outbox.has_unsent() {
+            self.write_deferred = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.write_deferred = false;
         if let Poll::Ready(Err(_)) = self.poll_write(cx) {
             return Poll::Ready(());
         }

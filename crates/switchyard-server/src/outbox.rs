@@ -162,6 +162,11 @@ impl NativeOutbox {
         queue.closed || queue.close.is_some()
     }
 
+    /// Whether frames wait that the socket has not taken.
+    pub fn has_unsent(&self) -> bool {
+        self.unsent.load(Ordering::Relaxed) > 0
+    }
+
     /// The writer wrote these payload bytes to the socket.
     pub fn sent(&self, bytes: usize) {
         self.unsent.fetch_sub(bytes, Ordering::Relaxed);
