@@ -177,6 +177,8 @@ impl Link {
         self.topic_channel(&topic)
     }
 
+    /// The channel a session's or channel's deliveries go on, which nodes with
+    /// subscribers to it subscribe to.
     fn topic_channel(&self, topic: &Topic) -> String {
         self.key(&format!("t:{}", topic_name(topic)))
     }
