@@ -307,6 +307,15 @@ function clusterTests() {
   });
 
   describe('clusters on Redis: streams', () => {
+    it('welcomes clients on every node at the epoch of the stream the creating node numbers, right after it answered', async () => {
+      const [a, b, c] = nodes;
+      assert.equal((await postJson(`${a.base}/v1/sessions`, { sessionId: 'epoch-1', history: { size: 10, ttlMs: 60000 } })).status, 201);
+      const welcomed = await Promise.all([b, c, a].map(async (node) => new TestClient(`${node.ws}/session/epoch-1?positions=1`).joined()));
+      const { epoch } = (await fetchJson(`${a.base}/v1/sessions/epoch-1/history`)).body;
+      assert.deepEqual(welcomed.map((client) => client.welcome.epoch), [epoch, epoch, epoch]);
+      await Promise.all(welcomed.map((client) => client.close()));
+    });
+
     it('numbers publications in Redis, so a client recovers on another node what it missed, and history reads the same everywhere', async () => {
       const [a, b, c] = nodes;
       await postJson(`${a.base}/v1/sessions`, { sessionId: 'stream-1', history: { size: 1000, ttlMs: 60000 } });
