@@ -22,6 +22,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
+use thin_vec::ThinVec;
 
 mod awareness_messages;
 mod channel_messages;
@@ -56,6 +57,11 @@ use crate::broker::{AwarenessStep, Broker, ClusterStatus, Delivery, Filter, Hist
 use crate::streams::{Position, Publication, Resume};
 use crate::report::StatsReport;
 use crate::stats::{Counters, Health, Sizes, Stats};
+
+/// A session's member list grows one member at a time up to this many, by doubling
+/// past it: most sessions are small, and doubling would leave up to a third of a small
+/// one's list empty, a cost every idle member shares.
+const EXACT_GROWTH_UP_TO: usize = 16;
 
 /// A connection may be in this many channels at once; more joins are refused.
 pub const MAX_CHANNELS_PER_CONNECTION: usize = 256;
@@ -105,20 +111,51 @@ pub struct Identity {
     pub resume: Resume,
 }
 
+/// The identity with nothing in it: what every connection without one of its own shares.
+static ANONYMOUS: Identity = Identity {
+    user_id: None,
+    organization_id: None,
+    client_id: None,
+    metadata: None,
+    rate_limit: None,
+    resume: Resume { positions: false, since: None, previous: Vec::new() },
+};
+
+/// A connection's identity, shared with what routes its messages. A connection that has
+/// none of its own (no token, no tier, nothing asked of its stream) allocates nothing
+/// for it: most of them, and idle ones must stay small.
+#[derive(Clone)]
+struct SharedIdentity(Option<Arc<Identity>>);
+
+impl SharedIdentity {
+    fn new(identity: Identity) -> Self {
+        Self((identity != ANONYMOUS).then(|| Arc::new(identity)))
+    }
+}
+
+impl std::ops::Deref for SharedIdentity {
+    type Target = Identity;
+
+    fn deref(&self) -> &Identity {
+        self.0.as_deref().unwrap_or(&ANONYMOUS)
+    }
+}
+
 struct Connection {
     session: Option<SessionId>,
     outbox: Arc<dyn Outbox>,
     name: Arc<ClientName>,
-    identity: Arc<Identity>,
+    identity: SharedIdentity,
     /// The identity's user, or else the user of the connection's first `register`.
     user: OnceLock<Arc<str>>,
-    channels: Mutex<Vec<ChannelName>>,
+    /// A pointer wide, and no allocation while the connection is in no channel.
+    channels: Mutex<ThinVec<ChannelName>>,
     /// Last time anything (a message or a pong) was heard from the client.
     last_seen: AtomicU64,
     /// When the ping now waiting for its pong was sent; 0 when none waits.
     ping_sent: AtomicU64,
-    /// The last ping's round trip in milliseconds; `u64::MAX` before the first.
-    round_trip: AtomicU64,
+    /// The last ping's round trip in milliseconds; `u32::MAX` before the first.
+    round_trip: AtomicU32,
     /// Present when messages are rate limited; boxed, so that a connection without one
     /// costs the connection map eight bytes for it.
     bucket: Option<Box<Mutex<Bucket>>>,
@@ -153,7 +190,7 @@ struct Sender {
     outbox: Arc<dyn Outbox>,
     session: Option<SessionId>,
     name: Arc<ClientName>,
-    identity: Arc<Identity>,
+    identity: SharedIdentity,
     upper_case: bool,
 }
 
@@ -192,7 +229,9 @@ pub struct Relay {
     config: Config,
     events: Arc<dyn EventSink>,
     sessions: DashMap<SessionId, Session>,
-    conns: DashMap<ConnId, Connection>,
+    /// Boxed: the map's spare room (up to half its slots) then costs a pointer a slot,
+    /// not a whole connection.
+    conns: DashMap<ConnId, Box<Connection>>,
     channels: Channels,
     allow: AllowList,
     requests: Requests,
@@ -395,14 +434,17 @@ impl Relay {
                 self.replace_previous(session_id, previous, &identity, now);
             }
         }
+        // The session's own id, not the one just parsed: every connection of a session
+        // shares its allocation.
+        let session_id = session_id.map(|parsed| self.sessions.get(&parsed).map_or(parsed, |entry| entry.key().clone()));
         let user = identity.user_id.as_deref().map(Arc::<str>::from);
         if let Some(user) = &user {
             if !self.take_user_slot(user, id) {
                 return Err(Refusal::ConnectionLimit);
             }
         }
-        let name = Arc::new(ClientName { given: identity.client_id.take(), announced: Default::default() });
-        let identity = Arc::new(identity);
+        let name = Arc::new(ClientName::new(identity.client_id.take()));
+        let identity = SharedIdentity::new(identity);
         let connection = Connection {
             session: session_id.clone(),
             outbox: outbox.clone(),
@@ -412,7 +454,7 @@ impl Relay {
             channels: Mutex::default(),
             last_seen: AtomicU64::new(now),
             ping_sent: AtomicU64::new(0),
-            round_trip: AtomicU64::new(u64::MAX),
+            round_trip: AtomicU32::new(u32::MAX),
             bucket: self.config.rate_limit.as_ref().map(|limits| {
                 Box::new(Mutex::new(Bucket::full(identity.rate_limit.unwrap_or(limits.per_connection), now)))
             }),
@@ -421,7 +463,7 @@ impl Relay {
         };
         let info = connection.info(id);
         let transport = outbox.transport();
-        self.conns.insert(id, connection);
+        self.conns.insert(id, Box::new(connection));
 
         let mut slow = SlowConsumers::new();
         if let Some(session_id) = &session_id {
@@ -487,6 +529,9 @@ impl Relay {
         }
         session.joins += 1;
         let joined = session.joins;
+        if session.members.len() < EXACT_GROWTH_UP_TO {
+            session.members.reserve_exact(1);
+        }
         session.members.push(Member { conn: id, outbox, name, joined, positions, joined_at: now });
         session.last_activity.store(now, Ordering::Relaxed);
         if self.clustered {
@@ -557,10 +602,8 @@ impl Relay {
                 conn.upper_case.store(upper_case, Ordering::Relaxed);
             }
         }
-        if sender.name.given.is_none() {
-            if let Some(announced) = &envelope.client_id {
-                sender.name.announced.get_or_init(|| announced.clone().into_owned());
-            }
+        if let Some(announced) = &envelope.client_id {
+            sender.name.announce(announced);
         }
         let answer = match self.dispatch(sender, &envelope, frame, now, slow) {
             Outcome::Reply(answer) => Some(answer),
@@ -706,7 +749,8 @@ impl Relay {
             c.last_seen.store(now, Ordering::Relaxed);
             let sent = c.ping_sent.swap(0, Ordering::Relaxed);
             if sent != 0 {
-                c.round_trip.store(now.saturating_sub(sent), Ordering::Relaxed);
+                let round_trip = u32::try_from(now.saturating_sub(sent)).unwrap_or(u32::MAX - 1);
+                c.round_trip.store(round_trip, Ordering::Relaxed);
             }
         }
     }
@@ -729,8 +773,8 @@ impl Relay {
                 unhealthy += 1;
             }
             let round_trip = conn.round_trip.load(Ordering::Relaxed);
-            if round_trip != u64::MAX {
-                round_trips += round_trip;
+            if round_trip != u32::MAX {
+                round_trips += u64::from(round_trip);
                 measured += 1;
             }
         }
@@ -937,5 +981,16 @@ impl Relay {
     /// Each channel's name and how many members it has, by name.
     pub fn channel_breakdown(&self) -> Vec<(String, usize)> {
         self.channels.breakdown()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every open connection has one, boxed in the connection map: at 128 bytes it takes
+    /// the allocator's 128-byte class, not the next one up.
+    #[test]
+    fn a_connection_fits_128_bytes() {
+        let size = std::mem::size_of::<super::Connection>();
+        assert!(size <= 128, "{size} bytes");
     }
 }

@@ -45,15 +45,21 @@ pub struct SessionInfo {
 
 /// How a connection is named to others: the app's `clientId`, else the first one the
 /// client sent, else its connection id. Shared by the connection and its membership.
-#[derive(Default)]
-pub(crate) struct ClientName {
-    pub given: Option<String>,
-    pub announced: std::sync::OnceLock<String>,
-}
+/// One slot holds both names: the app's is set from the start, so none sent replaces it.
+pub(crate) struct ClientName(std::sync::OnceLock<Box<str>>);
 
 impl ClientName {
+    pub fn new(given: Option<String>) -> Self {
+        Self(given.map(|given| std::sync::OnceLock::from(given.into_boxed_str())).unwrap_or_default())
+    }
+
+    /// The client named itself: the first name it sends stands, unless the app gave one.
+    pub fn announce(&self, announced: &str) {
+        self.0.get_or_init(|| announced.into());
+    }
+
     pub fn get(&self, conn: ConnId) -> String {
-        self.given.clone().or_else(|| self.announced.get().cloned()).unwrap_or_else(|| conn.to_string())
+        self.0.get().map_or_else(|| conn.to_string(), |name| name.to_string())
     }
 }
 

@@ -23,6 +23,12 @@ mod request;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+/// What the relay allocates, as in the `switchyard` binary: a connection's small,
+/// long-lived allocations without glibc's overhead for each (Node's own heap is its own).
+#[cfg(not(target_family = "wasm"))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Runs `body`, turning a panic into an error JavaScript receives as an exception.
 pub(crate) fn guard<T>(body: impl FnOnce() -> napi::Result<T>) -> napi::Result<T> {
     catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|panic| {

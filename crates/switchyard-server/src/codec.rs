@@ -79,27 +79,26 @@ struct Fragments {
     bytes: BytesMut,
 }
 
-/// Per-connection decoding state: only a message being reassembled from fragments.
-pub struct Decoder {
-    max_message_bytes: usize,
+/// What a connection's frames may be. The same for all of them, so the connection
+/// passes it in rather than each decoder keeping a copy.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_message_bytes: usize,
     /// permessage-deflate was negotiated: a message's first frame may have RSV1 set.
-    inflating: bool,
-    fragments: Option<Fragments>,
+    pub inflating: bool,
+}
+
+/// Per-connection decoding state: only a message being reassembled from fragments,
+/// boxed, since every connection has a decoder and few are reassembling.
+#[derive(Default)]
+pub struct Decoder {
+    fragments: Option<Box<Fragments>>,
 }
 
 impl Decoder {
-    pub fn new(max_message_bytes: usize) -> Self {
-        Self { max_message_bytes, inflating: false, fragments: None }
-    }
-
-    /// A decoder for a connection that negotiated permessage-deflate.
-    pub fn inflating(self) -> Self {
-        Self { inflating: true, ..self }
-    }
-
     /// Decodes every whole frame at the start of `input`, unmasking payloads in place,
     /// and hands each complete thing to `emit`. Stops after a close frame.
-    pub fn decode(&mut self, input: &mut [u8], mut emit: impl FnMut(Decoded)) -> Result<Progress, DecodeError> {
+    pub fn decode(&mut self, limits: Limits, input: &mut [u8], mut emit: impl FnMut(Decoded)) -> Result<Progress, DecodeError> {
         let mut consumed = 0;
         loop {
             let rest = &mut input[consumed..];
@@ -109,7 +108,7 @@ impl Decoder {
                 return Ok(Progress { consumed, frame_len: None, closed: false });
             };
             let header_len = cursor.position() as usize;
-            let length = self.check(&header, length)?;
+            let length = self.check(limits, &header, length)?;
             let frame_len = header_len + length;
             if rest.len() < frame_len {
                 return Ok(Progress { consumed, frame_len: Some(frame_len), closed: false });
@@ -119,7 +118,7 @@ impl Decoder {
                 unmask(payload, mask);
             }
             consumed += frame_len;
-            if let Some(decoded) = self.complete(&header, payload)? {
+            if let Some(decoded) = self.complete(limits, &header, payload)? {
                 let closed = matches!(decoded, Decoded::Close { .. });
                 emit(decoded);
                 if closed {
@@ -130,13 +129,13 @@ impl Decoder {
     }
 
     /// Refuses what a frame's header alone shows to be wrong; returns its payload length.
-    fn check(&self, header: &FrameHeader, length: u64) -> Result<usize, DecodeError> {
+    fn check(&self, limits: Limits, header: &FrameHeader, length: u64) -> Result<usize, DecodeError> {
         // RFC 6455 section 5.2: a 64-bit length's most significant bit must be 0. Breaking
         // that is a protocol error (1002), not a message that is merely too large (1009).
         if length > i64::MAX as u64 {
             return Err(DecodeError::Protocol("Payload length with its most significant bit set"));
         }
-        if header.rsv2 || header.rsv3 || (header.rsv1 && !self.inflating) {
+        if header.rsv2 || header.rsv3 || (header.rsv1 && !limits.inflating) {
             return Err(DecodeError::Protocol("Reserved bits are set"));
         }
         // RFC 7692 section 6: RSV1 marks a compressed message, on its first frame only.
@@ -160,14 +159,14 @@ impl Decoder {
             OpCode::Data(_) => {
                 let buffered = self.fragments.as_ref().map_or(0, |fragments| fragments.bytes.len() as u64);
                 match length.checked_add(buffered) {
-                    Some(total) if total <= self.max_message_bytes as u64 => Ok(length as usize),
+                    Some(total) if total <= limits.max_message_bytes as u64 => Ok(length as usize),
                     _ => Err(DecodeError::TooLarge),
                 }
             }
         }
     }
 
-    fn complete(&mut self, header: &FrameHeader, payload: &[u8]) -> Result<Option<Decoded>, DecodeError> {
+    fn complete(&mut self, limits: Limits, header: &FrameHeader, payload: &[u8]) -> Result<Option<Decoded>, DecodeError> {
         let kind = match header.opcode {
             OpCode::Control(Control::Ping) => return Ok(Some(Decoded::Ping(Bytes::copy_from_slice(payload)))),
             OpCode::Control(Control::Pong) => return Ok(Some(Decoded::Pong)),
@@ -183,38 +182,38 @@ impl Decoder {
                 if !header.is_final {
                     return Ok(None);
                 }
-                let Fragments { kind, compressed, bytes } = self.fragments.take().expect("checked above");
-                return self.message(kind, compressed, bytes.freeze()).map(Some);
+                let Fragments { kind, compressed, bytes } = *self.fragments.take().expect("checked above");
+                return message(limits, kind, compressed, bytes.freeze()).map(Some);
             }
         };
         if !header.is_final {
-            self.fragments = Some(Fragments { kind, compressed: header.rsv1, bytes: BytesMut::from(payload) });
+            self.fragments = Some(Box::new(Fragments { kind, compressed: header.rsv1, bytes: BytesMut::from(payload) }));
             return Ok(None);
         }
         match header.rsv1 {
-            true => self.inflate(kind, payload).map(Some),
-            false => message(kind, Bytes::copy_from_slice(payload)).map(Some),
-        }
-    }
-
-    fn message(&self, kind: FrameKind, compressed: bool, payload: Bytes) -> Result<Decoded, DecodeError> {
-        match compressed {
-            true => self.inflate(kind, &payload),
-            false => message(kind, payload),
-        }
-    }
-
-    /// A compressed message: never inflated past `maxMessageBytes`.
-    fn inflate(&self, kind: FrameKind, payload: &[u8]) -> Result<Decoded, DecodeError> {
-        match deflate::inflate(payload, self.max_message_bytes) {
-            Ok(inflated) => message(kind, inflated.into()),
-            Err(InflateError::TooLarge) => Err(DecodeError::TooLarge),
-            Err(InflateError::Invalid) => Err(DecodeError::Protocol("Invalid compressed data")),
+            true => inflate(limits, kind, payload).map(Some),
+            false => text_or_binary(kind, Bytes::copy_from_slice(payload)).map(Some),
         }
     }
 }
 
-fn message(kind: FrameKind, payload: Bytes) -> Result<Decoded, DecodeError> {
+fn message(limits: Limits, kind: FrameKind, compressed: bool, payload: Bytes) -> Result<Decoded, DecodeError> {
+    match compressed {
+        true => inflate(limits, kind, &payload),
+        false => text_or_binary(kind, payload),
+    }
+}
+
+/// A compressed message: never inflated past `maxMessageBytes`.
+fn inflate(limits: Limits, kind: FrameKind, payload: &[u8]) -> Result<Decoded, DecodeError> {
+    match deflate::inflate(payload, limits.max_message_bytes) {
+        Ok(inflated) => text_or_binary(kind, inflated.into()),
+        Err(InflateError::TooLarge) => Err(DecodeError::TooLarge),
+        Err(InflateError::Invalid) => Err(DecodeError::Protocol("Invalid compressed data")),
+    }
+}
+
+fn text_or_binary(kind: FrameKind, payload: Bytes) -> Result<Decoded, DecodeError> {
     if kind == FrameKind::Text && std::str::from_utf8(&payload).is_err() {
         return Err(DecodeError::InvalidUtf8);
     }
@@ -268,6 +267,10 @@ impl From<FrameKind> for Outgoing {
         }
     }
 }
+
+/// The longest frame, header and payload, a connection sends: its writer keeps its
+/// progress through a frame in 32 bits. Its outbox refuses a longer one.
+pub const MAX_FRAME_LEN: usize = u32::MAX as usize;
 
 /// The length of the header [`encode_header`] writes for a payload of `payload_len` bytes.
 pub fn header_len(payload_len: usize) -> usize {
@@ -332,16 +335,32 @@ mod tests {
         out
     }
 
-    fn decode_all(decoder: &mut Decoder, input: &[u8]) -> (Result<Progress, DecodeError>, Vec<Decoded>) {
+    /// A decoder with its connection's limits.
+    struct Reader {
+        decoder: Decoder,
+        limits: Limits,
+    }
+
+    fn reader(max_message_bytes: usize) -> Reader {
+        Reader { decoder: Decoder::default(), limits: Limits { max_message_bytes, inflating: false } }
+    }
+
+    impl Reader {
+        fn inflating(self) -> Self {
+            Reader { limits: Limits { inflating: true, ..self.limits }, ..self }
+        }
+    }
+
+    fn decode_all(reader: &mut Reader, input: &[u8]) -> (Result<Progress, DecodeError>, Vec<Decoded>) {
         let mut input = input.to_vec();
         let mut out = Vec::new();
-        let progress = decoder.decode(&mut input, |d| out.push(d));
+        let progress = reader.decoder.decode(reader.limits, &mut input, |d| out.push(d));
         (progress, out)
     }
 
     #[test]
     fn decodes_text_binary_and_control_frames() {
-        let mut decoder = Decoder::new(1 << 20);
+        let mut decoder = reader(1 << 20);
         let mut input = client_frame(0x81, br#"{"type":"a"}"#);
         input.extend(client_frame(0x82, &[0, 1, 2, 255]));
         input.extend(client_frame(0x89, b"hi"));
@@ -363,14 +382,14 @@ mod tests {
     fn unmasks_payloads_of_every_length() {
         for len in 0..40 {
             let payload: Vec<u8> = (0..len as u8).collect();
-            let (_, out) = decode_all(&mut Decoder::new(1024), &client_frame(0x82, &payload));
+            let (_, out) = decode_all(&mut reader(1024), &client_frame(0x82, &payload));
             assert_eq!(out, vec![Decoded::Message(Frame::binary(payload))]);
         }
     }
 
     #[test]
     fn stops_at_a_partial_frame_and_says_how_big_it_is() {
-        let mut decoder = Decoder::new(1 << 20);
+        let mut decoder = reader(1 << 20);
         let whole = client_frame(0x82, &[7; 300]);
         let (progress, out) = decode_all(&mut decoder, &whole[..1]);
         assert_eq!(progress, Ok(Progress { consumed: 0, frame_len: None, closed: false }));
@@ -383,7 +402,7 @@ mod tests {
 
     #[test]
     fn reassembles_fragments_with_control_frames_between() {
-        let mut decoder = Decoder::new(1 << 20);
+        let mut decoder = reader(1 << 20);
         let mut input = client_frame(0x01, b"{\"type\":");
         input.extend(client_frame(0x89, b"p"));
         input.extend(client_frame(0x00, b"\"x\""));
@@ -394,7 +413,7 @@ mod tests {
 
     #[test]
     fn refuses_a_frame_too_large_from_its_header_alone() {
-        let mut decoder = Decoder::new(1024);
+        let mut decoder = reader(1024);
         let length_header = |length: u64| {
             let mut header = vec![0x82, 0x80 | 127];
             header.extend_from_slice(&length.to_be_bytes());
@@ -407,11 +426,11 @@ mod tests {
             Err(DecodeError::Protocol("Payload length with its most significant bit set")),
             "a length RFC 6455 forbids is a protocol error"
         );
-        let mut decoder = Decoder::new(1024);
+        let mut decoder = reader(1024);
         let mut input = client_frame(0x02, &[0; 1000]);
         input.extend(client_frame(0x80, &[0; 25]));
         assert_eq!(decode_all(&mut decoder, &input).0, Err(DecodeError::TooLarge), "fragments count together");
-        assert_eq!(decode_all(&mut Decoder::new(1024), &client_frame(0x82, &[0; 1024])).1.len(), 1);
+        assert_eq!(decode_all(&mut reader(1024), &client_frame(0x82, &[0; 1024])).1.len(), 1);
     }
 
     #[test]
@@ -433,16 +452,16 @@ mod tests {
             (client_frame(0x88, &2999u16.to_be_bytes()), DecodeError::Protocol("Invalid close code")),
         ];
         for (input, expected) in cases {
-            assert_eq!(decode_all(&mut Decoder::new(1024), &input).0, Err(expected), "{input:02x?}");
+            assert_eq!(decode_all(&mut reader(1024), &input).0, Err(expected), "{input:02x?}");
         }
         for code in [1012u16, 1013, 1014, 3000, 4999] {
-            let (result, out) = decode_all(&mut Decoder::new(1024), &client_frame(0x88, &code.to_be_bytes()));
+            let (result, out) = decode_all(&mut reader(1024), &client_frame(0x88, &code.to_be_bytes()));
             assert!(result.is_ok() && out == vec![Decoded::Close { code, reason: String::new() }], "{code} is a close code");
         }
         let mut interleaved = client_frame(0x01, b"a");
         interleaved.extend(client_frame(0x81, b"b"));
         assert_eq!(
-            decode_all(&mut Decoder::new(1024), &interleaved).0,
+            decode_all(&mut reader(1024), &interleaved).0,
             Err(DecodeError::Protocol("New message inside a fragmented one"))
         );
     }
@@ -456,7 +475,7 @@ mod tests {
             assert!(yes);
             compressed
         };
-        let mut decoder = Decoder::new(1 << 20).inflating();
+        let mut decoder = reader(1 << 20).inflating();
         let (split_at, mut input) = (compressed.len() / 2, client_frame(0xC1, &compressed));
         input.extend(client_frame(0x41, &compressed[..split_at]));
         input.extend(client_frame(0x80, &compressed[split_at..]));
@@ -467,10 +486,10 @@ mod tests {
         assert_eq!(out, vec![expected(), expected(), Decoded::Message(Frame::text(&b"{}"[..]))], "uncompressed messages still pass");
         let mut continuation_rsv1 = client_frame(0x41, &compressed[..split_at]);
         continuation_rsv1.extend(client_frame(0xC0, &compressed[split_at..]));
-        assert_eq!(decode_all(&mut Decoder::new(1 << 20).inflating(), &continuation_rsv1).0, Err(DecodeError::Protocol(RSV1_UNEXPECTED)));
-        assert_eq!(decode_all(&mut Decoder::new(1 << 20).inflating(), &client_frame(0xC9, b"")).0, Err(DecodeError::Protocol(RSV1_UNEXPECTED)));
-        assert_eq!(decode_all(&mut Decoder::new(100).inflating(), &client_frame(0xC1, &compressed)).0, Err(DecodeError::TooLarge));
-        assert_eq!(decode_all(&mut Decoder::new(1 << 20).inflating(), &client_frame(0xC1, &[0xff; 8])).0, Err(DecodeError::Protocol("Invalid compressed data")));
+        assert_eq!(decode_all(&mut reader(1 << 20).inflating(), &continuation_rsv1).0, Err(DecodeError::Protocol(RSV1_UNEXPECTED)));
+        assert_eq!(decode_all(&mut reader(1 << 20).inflating(), &client_frame(0xC9, b"")).0, Err(DecodeError::Protocol(RSV1_UNEXPECTED)));
+        assert_eq!(decode_all(&mut reader(100).inflating(), &client_frame(0xC1, &compressed)).0, Err(DecodeError::TooLarge));
+        assert_eq!(decode_all(&mut reader(1 << 20).inflating(), &client_frame(0xC1, &[0xff; 8])).0, Err(DecodeError::Protocol("Invalid compressed data")));
     }
 
     #[test]
@@ -480,10 +499,10 @@ mod tests {
         let mut input = client_frame(0x88, &payload);
         let close_len = input.len();
         input.extend(client_frame(0x81, b"ignored"));
-        let (progress, out) = decode_all(&mut Decoder::new(1024), &input);
+        let (progress, out) = decode_all(&mut reader(1024), &input);
         assert_eq!(progress, Ok(Progress { consumed: close_len, frame_len: None, closed: true }));
         assert_eq!(out, vec![Decoded::Close { code: 4000, reason: "bye".into() }]);
-        let (_, out) = decode_all(&mut Decoder::new(1024), &client_frame(0x88, b""));
+        let (_, out) = decode_all(&mut reader(1024), &client_frame(0x88, b""));
         assert_eq!(out, vec![Decoded::Close { code: 1005, reason: String::new() }]);
     }
 

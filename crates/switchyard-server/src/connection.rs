@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
-use crate::codec::{close_payload, encode_header, header_len, Decoded, Decoder, Outgoing, MAX_HEADER_LEN};
+use crate::codec::{close_payload, encode_header, header_len, Decoded, Decoder, Limits, Outgoing, MAX_HEADER_LEN};
 use crate::deflate::{CompressionConfig, CompressionTotals, Deflate};
 use crate::now;
 use crate::outbox::{Compression, NativeOutbox, Out};
@@ -141,7 +141,9 @@ enum ReadEnd {
 }
 
 /// One connection's task: a future of its own, so that an idle connection costs its
-/// fields and the task's header, and nothing of an `async` state machine.
+/// fields and the task's header, and nothing of an `async` state machine. What only a
+/// starting, half-read or closing connection needs is boxed, so that the task fits
+/// tokio's 256-byte cell (see the test at the end).
 struct Connection<IO> {
     io: IO,
     relay: Arc<Relay>,
@@ -149,26 +151,35 @@ struct Connection<IO> {
     outbox: Arc<NativeOutbox>,
     decoder: Decoder,
     /// The `101` answer, when the caller left it to be written: before anything else.
-    preface: Bytes,
+    preface: Option<Box<Bytes>>,
+    /// The start of a frame not yet wholly read (and, at first, bytes read with the
+    /// request); never empty.
+    partial: Option<Box<BytesMut>>,
+    writing: VecDeque<Out>,
+    /// Bytes of the first frame in `writing` already written: 32 bits, as no frame the
+    /// outbox takes is longer ([`crate::codec::MAX_FRAME_LEN`]).
+    written: u32,
     /// The bytes that came with the request have been routed.
     started: bool,
-    /// The start of a frame not yet wholly read (and, at first, bytes read with the request).
-    partial: BytesMut,
-    writing: VecDeque<Out>,
-    /// Bytes of the first frame in `writing` already written.
-    written: usize,
     read_done: bool,
-    close_queued: bool,
-    close_written: bool,
+    close_frame: CloseFrame,
     /// The task put itself at the back of the run queue before writing what it found.
     write_deferred: bool,
     /// Cancelled when a stop runs out of time: the connection is dropped at once.
     abort: CancellationToken,
     /// Set once the connection is closing: when it gives up waiting, and the abort it
     /// listens for meanwhile (an open connection is closed by the stop before that).
-    closing: Option<Closing>,
-    /// The totals a connection that negotiated permessage-deflate counts itself in.
-    deflated: Option<Arc<CompressionTotals>>,
+    closing: Option<Box<Closing>>,
+}
+
+/// Where the connection's own close frame is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CloseFrame {
+    NotQueued,
+    /// In `writing`: nothing is taken from the outbox any more.
+    Queued,
+    /// On the wire.
+    Written,
 }
 
 struct Closing {
@@ -180,8 +191,8 @@ impl<IO> Drop for Connection<IO> {
     fn drop(&mut self) {
         // A no-op when the relay already let the connection go.
         self.relay.close(self.conn, close_code::ABNORMAL, "Connection lost", now());
-        if let Some(totals) = &self.deflated {
-            totals.closed();
+        if let Some(compression) = self.outbox.compression() {
+            compression.totals.closed();
         }
     }
 }
@@ -210,28 +221,24 @@ struct Parts {
     preface: Vec<u8>,
     head: Bytes,
     abort: CancellationToken,
-    deflated: Option<Arc<CompressionTotals>>,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     fn new(io: IO, relay: Arc<Relay>, parts: Parts) -> Self {
-        let Parts { conn, outbox, preface, head, abort, deflated } = parts;
-        let decoder = Decoder::new(relay.config().max_message_bytes);
+        let Parts { conn, outbox, preface, head, abort } = parts;
         Self {
             io,
             relay,
             conn,
             outbox,
-            decoder: if deflated.is_some() { decoder.inflating() } else { decoder },
-            deflated,
-            preface: preface.into(),
-            started: false,
-            partial: BytesMut::from(&head[..]),
+            decoder: Decoder::default(),
+            preface: (!preface.is_empty()).then(|| Box::new(preface.into())),
+            partial: (!head.is_empty()).then(|| Box::new(BytesMut::from(&head[..]))),
             writing: VecDeque::new(),
             written: 0,
+            started: false,
             read_done: false,
-            close_queued: false,
-            close_written: false,
+            close_frame: CloseFrame::NotQueued,
             write_deferred: false,
             abort,
             closing: None,
@@ -242,18 +249,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     fn start_closing(&mut self) {
         if self.closing.is_none() {
             let aborted = Box::pin(self.abort.clone().cancelled_owned());
-            self.closing = Some(Closing { deadline: Box::pin(sleep(CLOSE_TIMEOUT)), aborted });
+            self.closing = Some(Box::new(Closing { deadline: Box::pin(sleep(CLOSE_TIMEOUT)), aborted }));
         }
     }
 
     /// Routes the bytes that came with the request; true when the connection was lost
     /// while doing so (a close from the client only stops reading, so it is false).
     fn consume_head(&mut self) -> bool {
-        if self.partial.is_empty() {
-            return false;
-        }
-        let mut head = std::mem::take(&mut self.partial);
-        match self.consume(&mut head) {
+        let Some(head) = self.partial.take() else { return false };
+        match self.consume(head) {
             Some(ReadEnd::Lost) => true,
             Some(ReadEnd::Closing) => {
                 self.read_done = true;
@@ -297,14 +301,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         if let Poll::Ready(Err(_)) = self.poll_write(cx) {
             return Poll::Ready(());
         }
-        if self.close_written {
+        if self.close_frame == CloseFrame::Written {
             // The client has its close frame; the FIN tells it nothing more follows.
             let _ = Pin::new(&mut self.io).poll_shutdown(cx);
             if self.read_done {
                 return Poll::Ready(());
             }
         }
-        let Some(Closing { deadline, aborted }) = &mut self.closing else { return Poll::Pending };
+        let Some(Closing { deadline, aborted }) = self.closing.as_deref_mut() else { return Poll::Pending };
         match deadline.as_mut().poll(cx).is_ready() || aborted.as_mut().poll(cx).is_ready() {
             true => Poll::Ready(()),
             false => Poll::Pending,
@@ -317,7 +321,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<ReadEnd> {
         let mut budget = READ_BUFFER_LEN;
         loop {
-            let read = if self.partial.is_empty() {
+            let read = if self.partial.is_none() {
                 READ_BUFFER.with_borrow_mut(|buffer| {
                     let mut read_buf = ReadBuf::new(buffer);
                     match Pin::new(&mut self.io).poll_read(cx, &mut read_buf) {
@@ -353,19 +357,19 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
 
     /// Reads more of a half-read frame straight into the connection's own buffer.
     fn poll_read_partial(&mut self, cx: &mut Context<'_>) -> Poll<(usize, Option<ReadEnd>)> {
-        if self.partial.capacity() == self.partial.len() {
-            self.partial.reserve(PARTIAL_CHUNK);
+        let partial = self.partial.as_mut().expect("called with a half-read frame");
+        if partial.capacity() == partial.len() {
+            partial.reserve(PARTIAL_CHUNK);
         }
-        let spare = self.partial.spare_capacity_mut();
-        let mut read_buf = ReadBuf::uninit(spare);
+        let mut read_buf = ReadBuf::uninit(partial.spare_capacity_mut());
         match ready!(Pin::new(&mut self.io).poll_read(cx, &mut read_buf)) {
             Ok(()) if read_buf.filled().is_empty() => Poll::Ready((0, Some(ReadEnd::Lost))),
             Ok(()) => {
                 let filled = read_buf.filled().len();
+                let mut partial = self.partial.take().expect("still there");
                 // SAFETY: `ReadBuf` initialized these many bytes of the spare capacity.
-                unsafe { self.partial.advance_mut(filled) };
-                let mut partial = std::mem::take(&mut self.partial);
-                let end = self.consume(&mut partial);
+                unsafe { partial.advance_mut(filled) };
+                let end = self.consume(partial);
                 Poll::Ready((filled, end))
             }
             Err(_) => Poll::Ready((0, Some(ReadEnd::Lost))),
@@ -377,21 +381,22 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         let (consumed, frame_len, end) = self.decode(data);
         if end.is_none() && consumed < data.len() {
             let rest = &data[consumed..];
-            self.partial.reserve(frame_len.unwrap_or(0).max(rest.len() + PARTIAL_CHUNK));
-            self.partial.extend_from_slice(rest);
+            let mut partial = BytesMut::with_capacity(frame_len.unwrap_or(0).max(rest.len() + PARTIAL_CHUNK));
+            partial.extend_from_slice(rest);
+            self.partial = Some(Box::new(partial));
         }
         end
     }
 
     /// Decodes the connection's own buffer, keeping what is left of it in `partial`.
-    fn consume(&mut self, buffer: &mut BytesMut) -> Option<ReadEnd> {
-        let (consumed, frame_len, end) = self.decode(buffer);
+    fn consume(&mut self, mut buffer: Box<BytesMut>) -> Option<ReadEnd> {
+        let (consumed, frame_len, end) = self.decode(&mut buffer);
         buffer.advance(consumed);
         if !buffer.is_empty() && end.is_none() {
             if let Some(frame_len) = frame_len {
                 buffer.reserve(frame_len.saturating_sub(buffer.len()));
             }
-            self.partial = std::mem::take(buffer);
+            self.partial = Some(buffer);
         }
         end
     }
@@ -401,7 +406,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     fn decode(&mut self, data: &mut [u8]) -> (usize, Option<usize>, Option<ReadEnd>) {
         let (relay, conn, outbox) = (&self.relay, self.conn, &self.outbox);
         let mut effects = Effects::default();
-        let decoded = self.decoder.decode(data, |decoded| match decoded {
+        let limits = Limits { max_message_bytes: relay.config().max_message_bytes, inflating: outbox.compression().is_some() };
+        let decoded = self.decoder.decode(limits, data, |decoded| match decoded {
             Decoded::Message(frame) => relay.receive(conn, frame, now()),
             Decoded::Ping(payload) => {
                 relay.alive(conn, now());
@@ -416,7 +422,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         });
         // Only the latest ping needs its pong (RFC 6455 section 5.5.3): a ping flood from a
         // client that does not read grows nothing.
-        if let (Some(payload), false) = (effects.pongs.pop(), self.close_queued) {
+        if let (Some(payload), CloseFrame::NotQueued) = (effects.pongs.pop(), self.close_frame) {
             let waiting = self.writing.iter().skip(usize::from(self.written > 0)).position(|out| out.opcode == Outgoing::Pong);
             match waiting {
                 Some(index) => self.writing[index + usize::from(self.written > 0)].payload = payload,
@@ -442,28 +448,31 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             // 1005 means the client's close had no code: the echo has none either.
             let payload = if code == close_code::NO_STATUS { Bytes::new() } else { close_payload(code, &reason) };
             self.writing.push_back(Out::control(Outgoing::Close, payload));
-            self.close_queued = true;
+            self.close_frame = CloseFrame::Queued;
             self.start_closing();
         }
     }
 
     /// Writes until the queue and the outbox are empty (`Ready(Ok)`) or the socket is full.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.preface.is_empty() {
-            let written = ready!(Pin::new(&mut self.io).poll_write(cx, &self.preface))?;
-            if written == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        if let Some(preface) = self.preface.as_mut() {
+            while !preface.is_empty() {
+                let written = ready!(Pin::new(&mut self.io).poll_write(cx, preface))?;
+                if written == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                preface.advance(written);
             }
-            self.preface.advance(written);
+            self.preface = None;
         }
         loop {
-            if self.writing.is_empty() && !self.close_queued {
+            if self.writing.is_empty() && self.close_frame == CloseFrame::NotQueued {
                 self.refill();
             }
             if self.writing.is_empty() {
                 return Poll::Ready(Ok(()));
             }
-            let (io, writing, skip) = (&mut self.io, &self.writing, self.written);
+            let (io, writing, skip) = (&mut self.io, &self.writing, self.written as usize);
             let written = ready!(STAGING.with_borrow_mut(|staging| {
                 let mut pieces = Pieces::default();
                 pieces.gather(writing, skip, staging);
@@ -484,7 +493,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
 
     /// Drops the frames `written` more bytes completed, and tells the outbox once.
     fn advance(&mut self, written: usize) {
-        let mut offset = self.written + written;
+        let mut offset = self.written as usize + written;
         let mut sent = 0;
         while let Some(front) = self.writing.front() {
             let total = header_len(front.payload.len()) + front.payload.len();
@@ -497,10 +506,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 sent += done.payload.len();
             }
             if done.opcode == Outgoing::Close {
-                self.close_written = true;
+                self.close_frame = CloseFrame::Written;
             }
         }
-        self.written = offset;
+        self.written = u32::try_from(offset).expect("within a frame, at most MAX_FRAME_LEN");
         // One clock read a write, not one a frame: the outbox notes when it last moved.
         if sent > 0 {
             self.outbox.sent(sent);
@@ -594,12 +603,11 @@ impl Spawner {
         let outbox = Arc::new(NativeOutbox::new(relay.config().max_queued_bytes, compression));
         match relay.open(route, identity, outbox.clone(), now()) {
             Ok(conn) => {
-                let deflated = deflate.map(|_| {
+                if outbox.compression().is_some() {
                     totals.opened();
-                    totals.clone()
-                });
+                }
                 let abort = self.abort.lock().clone();
-                let parts = Parts { conn, outbox, preface, head, abort, deflated };
+                let parts = Parts { conn, outbox, preface, head, abort };
                 self.tasks.spawn_on(Connection::new(io, relay.clone(), parts), &self.runtime);
                 Ok(conn)
             }
@@ -662,6 +670,15 @@ mod tests {
         for skip in [0, 3, 4, 1000, 5003] {
             assert_eq!(gathered(&rest, skip), whole[skip..], "skipping {skip} into a long payload");
         }
+    }
+
+    /// tokio keeps a task in one cell, aligned to 128 bytes: a header, the scheduler and
+    /// task id, the stage's tag and the future (ours in a task tracker's wrapper, 8 bytes
+    /// more), and a trailer. 144 bytes of connection keep the cell at 256, not 384: with
+    /// the socket's own 256, most of what an idle connection costs.
+    #[test]
+    fn an_idle_connection_fits_a_256_byte_task() {
+        assert!(std::mem::size_of::<Connection<tokio::net::TcpStream>>() <= 144, "{} bytes", std::mem::size_of::<Connection<tokio::net::TcpStream>>());
     }
 
     #[test]

@@ -8,26 +8,27 @@
 //! full speed must not be closed as a slow consumer for it.
 
 use std::collections::VecDeque;
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use switchyard_core::{Frame, FrameKind, Outbox, Pushed, Transport};
 
-use crate::codec::{header_len, Outgoing};
+use crate::codec::{header_len, Outgoing, MAX_FRAME_LEN};
 use crate::deflate::{CompressionTotals, Deflate};
 
 /// Times how long frames wait in an outbox, for the relay latency histogram: the oldest
 /// frame of one batch in [`LatencySample::EVERY`], so that the clock is read rarely on
-/// the relay path however many recipients a message has.
+/// the relay path however many recipients a message has. 16 bytes: the instant is kept
+/// as nanoseconds since [`EPOCH`].
 #[derive(Default)]
 pub struct LatencySample {
     batches: u32,
-    oldest: Option<Instant>,
+    oldest: Option<NonZeroU64>,
 }
 
 impl LatencySample {
@@ -37,13 +38,13 @@ impl LatencySample {
     pub fn started(&mut self) {
         self.batches = self.batches.wrapping_add(1);
         if self.batches.is_multiple_of(Self::EVERY) {
-            self.oldest = Some(Instant::now());
+            self.oldest = Some(NonZeroU64::new(EPOCH.elapsed().as_nanos() as u64).unwrap_or(NonZeroU64::MIN));
         }
     }
 
     /// The writer took what was queued: how long the sampled oldest frame waited.
     pub fn taken(&mut self) -> Option<Duration> {
-        self.oldest.take().map(|oldest| oldest.elapsed())
+        self.oldest.take().map(|oldest| EPOCH.elapsed().saturating_sub(Duration::from_nanos(oldest.get())))
     }
 }
 
@@ -70,12 +71,17 @@ pub struct Compression {
     pub totals: Arc<CompressionTotals>,
 }
 
-#[derive(Default)]
+/// What the relay and the connection's task share, under one lock: the task's waker is
+/// here rather than in an `AtomicWaker` of its own, since a push takes the lock anyway.
 struct Queue {
     frames: VecDeque<Out>,
     latency: LatencySample,
+    /// Taken to wake the task; it registers again each time it runs.
+    waker: Option<Waker>,
     /// Boxed: only a closing connection has one.
     close: Option<Box<(u16, String)>>,
+    /// The bound on unsent bytes, in 32 bits (4 GiB is past any sensible one).
+    capacity: u32,
     /// The close has been handed to the writer; nothing more is accepted.
     closed: bool,
 }
@@ -94,13 +100,13 @@ pub struct Taken {
     pub close: Option<(u16, String)>,
 }
 
+/// Every connection has one, so it is kept to the allocator's 128-byte class (see the
+/// test below).
 pub struct NativeOutbox {
     queue: Mutex<Queue>,
     /// Bytes pushed and not yet written to the socket, the writer's own backlog included,
     /// so a client that stops reading fills the outbox however the writer batches.
     unsent: AtomicUsize,
-    capacity: usize,
-    waker: AtomicWaker,
     /// When the socket last took bytes (or the outbox was made), in ms since [`EPOCH`].
     last_progress_ms: AtomicU64,
     /// Boxed: most connections have none.
@@ -109,12 +115,18 @@ pub struct NativeOutbox {
 
 impl NativeOutbox {
     pub fn new(capacity: usize, compression: Option<Compression>) -> Self {
+        let queue = Queue {
+            frames: VecDeque::new(),
+            latency: LatencySample::default(),
+            waker: None,
+            close: None,
+            capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
+            closed: false,
+        };
         Self {
             compression: compression.map(Box::new),
-            queue: Mutex::default(),
+            queue: Mutex::new(queue),
             unsent: AtomicUsize::new(0),
-            capacity,
-            waker: AtomicWaker::new(),
             last_progress_ms: AtomicU64::new(EPOCH.elapsed().as_millis() as u64),
         }
     }
@@ -125,18 +137,26 @@ impl NativeOutbox {
 
     /// Whether `len` more bytes must be refused: past the bound when the socket has taken
     /// nothing for [`STALL_GRACE`], and past twice the bound in any case.
-    fn refuses(&self, held: usize, len: usize) -> bool {
+    fn refuses(&self, capacity: usize, held: usize, len: usize) -> bool {
         // One frame larger than the bound still goes out when nothing else waits.
-        if held == 0 || held + len <= self.capacity {
+        if held == 0 || held + len <= capacity {
             return false;
         }
         let stalled = self.elapsed_ms().saturating_sub(self.last_progress_ms.load(Ordering::Relaxed)) >= STALL_GRACE.as_millis() as u64;
-        stalled || held + len > self.capacity.saturating_mul(2)
+        stalled || held + len > capacity.saturating_mul(2)
+    }
+
+    /// permessage-deflate, when the connection negotiated it.
+    pub fn compression(&self) -> Option<&Compression> {
+        self.compression.as_deref()
     }
 
     /// The connection task's waker, woken when there is something to write.
     pub fn register(&self, waker: &Waker) {
-        self.waker.register(waker);
+        let mut queue = self.queue.lock();
+        if !queue.waker.as_ref().is_some_and(|registered| registered.will_wake(waker)) {
+            queue.waker = Some(waker.clone());
+        }
     }
 
     /// Moves every queued frame to the end of `writing`, in order, and returns the close
@@ -178,24 +198,29 @@ impl NativeOutbox {
         let original_len = frame.len();
         let queued = self.encode(frame);
         let len = queued.payload.len();
-        let was_empty = {
+        if header_len(len) + len > MAX_FRAME_LEN {
+            return Pushed::Full;
+        }
+        let waker = {
             let mut queue = self.queue.lock();
             if queue.closed || queue.close.is_some() {
                 return Pushed::Closed;
             }
-            if bounded && self.refuses(self.unsent.load(Ordering::Relaxed), len) {
+            if bounded && self.refuses(queue.capacity as usize, self.unsent.load(Ordering::Relaxed), len) {
                 return Pushed::Full;
             }
             self.unsent.fetch_add(len, Ordering::Relaxed);
             queue.frames.push_back(queued);
-            let was_empty = queue.frames.len() == 1;
-            if was_empty {
-                queue.latency.started();
+            match queue.frames.len() == 1 {
+                true => {
+                    queue.latency.started();
+                    queue.waker.take()
+                }
+                false => None,
             }
-            was_empty
         };
-        if was_empty {
-            self.waker.wake();
+        if let Some(waker) = waker {
+            waker.wake();
         }
         if let Some(compression) = &self.compression {
             compression.totals.sent(original_len, len + header_len(len));
@@ -230,14 +255,17 @@ impl Outbox for NativeOutbox {
     }
 
     fn close(&self, code: u16, reason: &str) {
-        {
+        let waker = {
             let mut queue = self.queue.lock();
             if queue.closed || queue.close.is_some() {
                 return;
             }
             queue.close = Some(Box::new((code, reason.to_owned())));
+            queue.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
         }
-        self.waker.wake();
     }
 }
 
@@ -264,6 +292,13 @@ mod tests {
             assert_eq!(outbox.push(Frame::binary(vec![0; 6])), Pushed::Queued, "a late writer is not a slow client");
         }
         assert_eq!(outbox.push(Frame::binary(vec![0; 6])), Pushed::Full, "past twice the bound");
+    }
+
+    #[test]
+    fn an_outbox_fits_the_allocators_128_byte_class() {
+        // An `Arc` adds its two counts.
+        let size = std::mem::size_of::<NativeOutbox>() + 16;
+        assert!(size <= 128, "{size} bytes");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
+use hyper::upgrade::Parts;
 use hyper_util::rt::TokioIo;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde::Deserialize;
@@ -30,6 +31,7 @@ use switchyard_server::admission::{self, Refused, TokenAuth, Upgrade};
 use switchyard_server::auth;
 use switchyard_server::metrics::{self, HostGauge};
 use switchyard_server::{handshake, now, Accepted, Spawner};
+use tokio::net::TcpStream;
 
 pub struct App {
     pub relay: Arc<Relay>,
@@ -225,9 +227,11 @@ fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request, held
     let deflate = app.spawner.negotiate(header("sec-websocket-extensions"));
     let spawner = app.spawner.clone();
     spawner.tasks.spawn(async move {
-        if let Ok(upgraded) = on_upgrade.await {
-            let io = TokioIo::new(upgraded);
-            let accepted = Accepted { io, preface: Vec::new(), head: Default::default(), route, identity, deflate };
+        // The socket itself, out of hyper's box, with what hyper read past the request:
+        // a connection costs less and writes without a virtual call.
+        let upgraded = on_upgrade.await.ok().map(|upgraded| upgraded.downcast::<TokioIo<TcpStream>>());
+        if let Some(Ok(Parts { io, read_buf, .. })) = upgraded {
+            let accepted = Accepted { io: io.into_inner(), preface: Vec::new(), head: read_buf, route, identity, deflate };
             match held.full {
                 true => app.spawner.refuse(accepted, Refusal::SessionFull),
                 false => {
