@@ -59,7 +59,7 @@ use crate::report::StatsReport;
 use crate::stats::{Counters, Health, Sizes, Stats};
 
 /// A session's member list grows one member at a time up to this many, by doubling
-/// past it: most sessions are small, and doubling would leave up to a third of a small
+/// past it: most sessions are small, and doubling would leave up to half of a small
 /// one's list empty, a cost every idle member shares.
 const EXACT_GROWTH_UP_TO: usize = 16;
 
