@@ -46,9 +46,10 @@ function installPackages() {
 
 const rustSources = (...crates) => newest([...crates.map((c) => at('crates', c)), at('Cargo.toml'), at('Cargo.lock')]);
 
-// The crates the standalone server is built from, and the addon's (which adds its own).
-const serverSources = () => rustSources('switchyard-core', 'switchyard-redis', 'switchyard-server');
-const addonSources = () => rustSources('switchyard-core', 'switchyard-redis', 'switchyard-server', 'switchyard-node');
+// The crates the standalone server is built from; the addon adds its own.
+const SERVER_CRATES = ['switchyard-core', 'switchyard-redis', 'switchyard-server'];
+const serverSources = () => rustSources(...SERVER_CRATES);
+const addonSources = () => rustSources(...SERVER_CRATES, 'switchyard-node');
 
 function buildAddon() {
   if (mtime(at(platforms.addonName(platforms.hostPlatform()))) >= addonSources()) return;

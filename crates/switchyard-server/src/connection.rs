@@ -282,10 +282,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 }
             }
         }
-        self.outbox.register(cx.waker());
         // A close the relay asked for waits behind what was queued before it; a client
         // that reads nothing (a slow consumer) would hold its socket and backlog forever.
-        if self.outbox.closing() {
+        if self.outbox.register(cx.waker()) {
             self.start_closing();
         }
         // Frames that other connections queue while the scheduler works through its round

@@ -151,12 +151,14 @@ impl NativeOutbox {
         self.compression.as_deref()
     }
 
-    /// The connection task's waker, woken when there is something to write.
-    pub fn register(&self, waker: &Waker) {
+    /// Registers the connection task's waker, woken when there is something to write;
+    /// returns whether a close has been asked for (taken or not), read under the same lock.
+    pub fn register(&self, waker: &Waker) -> bool {
         let mut queue = self.queue.lock();
         if !queue.waker.as_ref().is_some_and(|registered| registered.will_wake(waker)) {
             queue.waker = Some(waker.clone());
         }
+        queue.closed || queue.close.is_some()
     }
 
     /// Moves every queued frame to the end of `writing`, in order, and returns the close
@@ -174,12 +176,6 @@ impl NativeOutbox {
             queue.closed = true;
         }
         Taken { waited: queue.latency.taken(), close }
-    }
-
-    /// Whether a close has been asked for (taken or not).
-    pub fn closing(&self) -> bool {
-        let queue = self.queue.lock();
-        queue.closed || queue.close.is_some()
     }
 
     /// Whether frames wait that the socket has not taken.

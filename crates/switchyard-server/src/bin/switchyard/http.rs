@@ -32,6 +32,7 @@ use switchyard_server::auth;
 use switchyard_server::metrics::{self, HostGauge};
 use switchyard_server::{handshake, now, Accepted, Spawner};
 use tokio::net::TcpStream;
+use tracing::error;
 
 pub struct App {
     pub relay: Arc<Relay>,
@@ -228,16 +229,22 @@ fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request, held
     let spawner = app.spawner.clone();
     spawner.tasks.spawn(async move {
         // The socket itself, out of hyper's box, with what hyper read past the request:
-        // a connection costs less and writes without a virtual call.
-        let upgraded = on_upgrade.await.ok().map(|upgraded| upgraded.downcast::<TokioIo<TcpStream>>());
-        if let Some(Ok(Parts { io, read_buf, .. })) = upgraded {
-            let accepted = Accepted { io: io.into_inner(), preface: Vec::new(), head: read_buf, route, identity, deflate };
-            match held.full {
-                true => app.spawner.refuse(accepted, Refusal::SessionFull),
-                false => {
-                    let _ = app.spawner.spawn(&app.relay, accepted);
+        // a connection costs less and writes without a virtual call. (An upgrade that
+        // fails is a client gone before it completed.)
+        let Ok(upgraded) = on_upgrade.await else { return };
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(Parts { io, read_buf, .. }) => {
+                let accepted = Accepted { io: io.into_inner(), preface: Vec::new(), head: read_buf, route, identity, deflate };
+                match held.full {
+                    true => app.spawner.refuse(accepted, Refusal::SessionFull),
+                    false => {
+                        let _ = app.spawner.spawn(&app.relay, accepted);
+                    }
                 }
             }
+            // accept.rs serves every connection as a `TcpStream`; were that to change, this
+            // says so rather than dropping connections unseen.
+            Err(_) => error!("an upgraded connection is not a TcpStream; closed"),
         }
         drop(held);
     });
