@@ -244,6 +244,16 @@ export interface AttachOptions {
   authenticate?: (request: IncomingMessage) => Authentication | Promise<Authentication>
 }
 
+/** Options of `listen(options)`. */
+export interface ListenOptions {
+  /** The port to accept connections on; 0 (the default) lets the system choose one, which `listen` returns. */
+  port?: number
+  /** The address to bind. Default `0.0.0.0`, every IPv4 interface; `127.0.0.1` keeps the port to this machine. */
+  host?: string
+  /** Upgrades whose path matches join the relay; `:sessionId` names the session. Default `/session/:sessionId`. */
+  path?: string
+}
+
 /** The part of a `ws` WebSocket the bridge uses; `ws`'s WebSocket (and `@fastify/websocket`'s) fits. */
 export interface WebSocketLike {
   readonly readyState: number
@@ -367,6 +377,13 @@ export declare class RelaySessionManager<MetaData = any> {
    * are left to the server's other `upgrade` listeners.
    */
   attach(server: HttpServer, options?: AttachOptions): void
+  /**
+   * Serves WebSockets on a port of the relay's own, from Rust: upgrades whose path
+   * matches `path` (default `/session/:sessionId`) join the relay as `attach`'s do,
+   * but Node's HTTP server never sees them. Token auth (`auth.jwt`) applies; any
+   * other request gets an HTTP error and is closed. `stop()` closes the port.
+   */
+  listen(options?: ListenOptions): ListenAddress
   getStats(): RelayStats
   /**
    * The relay's Prometheus metrics in the text exposition format (serve them with
@@ -558,6 +575,14 @@ export interface LatencyStats {
   p99Ms?: number
 }
 
+/** Where `listen()` accepts connections. */
+export interface ListenAddress {
+  /** The address bound, as `host` gave it or resolved it. */
+  host: string
+  /** The port, the one the system chose when `port` was 0. */
+  port: number
+}
+
 export interface MessageStats {
   /** Frames received from clients. */
   received: number
@@ -615,7 +640,10 @@ export interface RelayStats {
   bytes: ByteStats
   /** Recipients closed with 1013 because their outbox stayed full. */
   slowConsumerCloses: number
-  /** Native upgrades refused with 400 for a bad handshake. */
+  /**
+   * Native upgrades refused for a bad request (400; with `listen()`, also 404 and 431) or
+   * closed unanswered (`listen()`: over its caps on unfinished handshakes, or too slow).
+   */
   handshakeFailures: number
   channels: ChannelStats
   /** Distinct users with a connection. */

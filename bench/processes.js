@@ -13,6 +13,9 @@ const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim(
 
 const relays = [
   { name: 'native', label: 'switchyard native (attach)', node: 'native' },
+  // The native transport on a port of its own (listen()); sessions are created on a
+  // second port, a Node HTTP server's.
+  { name: 'listen', label: 'switchyard native (listen)', node: 'listen', httpPort: true, scenarios: ['relay-w4', 'relay-w1', 'latency', 'idle', 'idle-18k'] },
   { name: 'bridge', label: 'switchyard bridge (ws)', node: 'bridge' },
   // The same bridge server on the WebAssembly addon, napi's fallback where no native package fits.
   { name: 'wasm', label: 'switchyard bridge on the WebAssembly build', node: 'bridge', env: { NAPI_RS_FORCE_WASI: 'true' }, scenarios: ['relay-w4', 'latency'] },
@@ -54,13 +57,15 @@ function rssBytes(pid) {
  */
 async function startRelay(relay, env = {}) {
   const port = await freePort();
+  // Where sessions are created, /health and /gc answered: the relay's port, or another.
+  const httpPort = relay.httpPort ? await freePort() : port;
   const command = relay.binary
     ? [locateBinary(), '--port', String(port), '--host', '127.0.0.1', '--max-clients-per-session', '100']
-    : [process.execPath, '--expose-gc', path.join(__dirname, 'servers.js'), relay.node, String(port)];
+    : [process.execPath, '--expose-gc', path.join(__dirname, 'servers.js'), relay.node, String(port), String(httpPort)];
   const child = spawn('taskset', ['-c', '0', ...command], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, RUST_LOG: 'warn', ...relay.env, ...env } });
   for (let tries = 0; ; tries++) {
     const open = await new Promise((resolve) => {
-      const socket = net.connect(port, '127.0.0.1', () => socket.end(() => resolve(true)));
+      const socket = net.connect(httpPort, '127.0.0.1', () => socket.end(() => resolve(true)));
       socket.on('error', () => resolve(false));
     });
     if (open) break;
@@ -70,10 +75,11 @@ async function startRelay(relay, env = {}) {
   return {
     child,
     port,
+    httpPort,
     createPath: relay.binary ? '/v1/sessions' : '/sessions',
     /** A cluster node: whether it sees another node yet. */
     async clustered() {
-      const health = await fetch(`http://127.0.0.1:${port}/health`).then((r) => (r.ok ? r.json() : null), () => null);
+      const health = await fetch(`http://127.0.0.1:${httpPort}/health`).then((r) => (r.ok ? r.json() : null), () => null);
       return relay.binary ? health?.cluster?.peers > 0 : health !== null;
     },
     /** The Redis round trips a binary node has made (its /stats); NaN for others. */
@@ -83,7 +89,7 @@ async function startRelay(relay, env = {}) {
     },
     /** Node servers: collect garbage, so memory counts live objects only. */
     async collectGarbage() {
-      if (!relay.binary) await fetch(`http://127.0.0.1:${port}/gc`, { method: 'POST' });
+      if (!relay.binary) await fetch(`http://127.0.0.1:${httpPort}/gc`, { method: 'POST' });
       await sleep(200);
     },
     async stop() {

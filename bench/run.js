@@ -175,7 +175,7 @@ async function measure(server, scenario) {
   if (scenario.cluster) return measureCluster(server, scenario);
   const running = await startRelay(server, scenario.env);
   const pid = running.child.pid;
-  const common = ['--server', `127.0.0.1:${running.port}`, '--create-path', running.createPath];
+  const common = ['--server', `127.0.0.1:${running.port}`, '--create-server', `127.0.0.1:${running.httpPort}`, '--create-path', running.createPath];
   try {
     if (scenario.idle) {
       const rss = {};

@@ -2,6 +2,8 @@
 // `POST /sessions` (answering `{ sessionId }`) and WebSockets at `/session/<id>`:
 //
 //   native    switchyard, sockets taken over by Rust through attach()
+//   listen    switchyard, WebSockets on a port of the relay's own (listen()); sessions are
+//             created on a Node HTTP server at the third argument's port
 //   bridge    switchyard over ws: ws accepts, handleUpgrade bridges
 //   ws        baseline 1: a plain ws relay, a Map of Sets forwarding the received data
 //   original  baseline 2: the original design, JSON.parse then JSON.stringify per recipient
@@ -11,7 +13,7 @@
 //   socketio  the cluster peer: Socket.IO 4 with @socket.io/redis-adapter, a room per
 //             session, each `m` event emitted to the rest of the room on every node
 //
-// Usage: node --expose-gc bench/servers.js <kind> <port>; HISTORY_SIZE=n keeps session
+// Usage: node --expose-gc bench/servers.js <kind> <port> [<http port>]; HISTORY_SIZE=n keeps session
 // history in the switchyard servers, as it does in the binary, COMPRESSION=true turns
 // permessage-deflate on in each (as in the binary), and REDIS_URL (with
 // NODE_ID) makes the server a node of a cluster. `POST /gc` collects garbage so memory is
@@ -21,7 +23,7 @@ const crypto = require('node:crypto');
 const { WebSocketServer } = require('ws');
 const { RelaySessionManager } = require('..');
 
-const [kind, port] = [process.argv[2], Number(process.argv[3])];
+const [kind, port, httpPort] = [process.argv[2], Number(process.argv[3]), Number(process.argv[4] ?? process.argv[3])];
 // As the binary's HISTORY_SIZE and HISTORY_TTL: sessions keep this many publications.
 const { HISTORY_SIZE, HISTORY_TTL = '300000' } = process.env;
 const history = HISTORY_SIZE ? { size: Number(HISTORY_SIZE), ttlMs: Number(HISTORY_TTL) } : undefined;
@@ -79,6 +81,17 @@ const servers = {
     const server = http.createServer(httpHandler(() => manager.createSession().sessionId, () => manager.getStats().cluster?.peers ?? 1));
     manager.attach(server);
     return server;
+  },
+  listen() {
+    const manager = new RelaySessionManager({ maxClientsPerSession: 100, history, nativeCompression: compression });
+    manager.start();
+    const server = http.createServer(httpHandler(() => manager.createSession().sessionId));
+    return {
+      listen(port, host, done) {
+        manager.listen({ port, host });
+        server.listen(httpPort, host, done);
+      },
+    };
   },
   bridge() {
     const manager = new RelaySessionManager({ maxClientsPerSession: 100, history, redis });

@@ -244,6 +244,16 @@ export interface AttachOptions {
   authenticate?: (request: IncomingMessage) => Authentication | Promise<Authentication>
 }
 
+/** Options of `listen(options)`. */
+export interface ListenOptions {
+  /** The port to accept connections on; 0 (the default) lets the system choose one, which `listen` returns. */
+  port?: number
+  /** The address to bind. Default `0.0.0.0`, every IPv4 interface; `127.0.0.1` keeps the port to this machine. */
+  host?: string
+  /** Upgrades whose path matches join the relay; `:sessionId` names the session. Default `/session/:sessionId`. */
+  path?: string
+}
+
 /** The part of a `ws` WebSocket the bridge uses; `ws`'s WebSocket (and `@fastify/websocket`'s) fits. */
 export interface WebSocketLike {
   readonly readyState: number

@@ -49,6 +49,10 @@ struct Args {
     /// send each message as event `m` and read it back from the event's argument.
     #[arg(long)]
     socketio: bool,
+    /// `host:port` the create path is POSTed to, when sessions are created elsewhere than
+    /// on the first `--server` (a relay whose port serves WebSockets only).
+    #[arg(long)]
+    create_server: Option<String>,
     /// Path that creates a session when POSTed to; the answer's JSON has `sessionId`.
     #[arg(long, default_value = "/sessions")]
     create_path: String,
@@ -163,7 +167,7 @@ impl Run {
 
 /// POSTs to the create path and returns the session id from the answer.
 async fn create_session(args: &Args) -> Result<String, String> {
-    let server = &args.server[0];
+    let server = args.create_server.as_ref().unwrap_or(&args.server[0]);
     let mut stream = TcpStream::connect(server).await.map_err(|e| e.to_string())?;
     let request = format!(
         "POST {} HTTP/1.1\r\nHost: {server}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}",

@@ -120,8 +120,7 @@ pub fn attach(host: &Rc<Host>, env: &Env, server: Unknown, options: Option<Unkno
         ));
     }
     let options = OptionsReader::new(env, options, "options", &["path", "authenticate"])?;
-    let pattern = options.string("path")?.unwrap_or_else(|| DEFAULT_PATH.to_owned());
-    let pattern = Rc::new(PathPattern::parse(&pattern).map_err(|message| type_error(env, message))?);
+    let pattern = Rc::new(read_path(env, &options)?);
     let authenticate: Option<Rc<Authenticate>> = match options.function("authenticate")? {
         Some(function) => Some(Rc::new(function.create_ref()?)),
         None => None,
@@ -161,6 +160,12 @@ pub fn attach(host: &Rc<Host>, env: &Env, server: Unknown, options: Option<Unkno
             }
         })
     })
+}
+
+/// The `path` option of `attach` and `listen`.
+pub fn read_path(env: &Env, options: &OptionsReader) -> Result<PathPattern> {
+    let pattern = options.string("path")?.unwrap_or_else(|| DEFAULT_PATH.to_owned());
+    PathPattern::parse(&pattern).map_err(|message| type_error(env, message))
 }
 
 /// An upgrade no pattern claims is left to the server's other `upgrade` listeners; when

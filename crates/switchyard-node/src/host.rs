@@ -45,6 +45,9 @@ use crate::pending::Pending;
 #[cfg(not(target_family = "wasm"))]
 mod transport;
 
+#[cfg(not(target_family = "wasm"))]
+pub use transport::admit_native;
+
 /// How often a stopping manager looks whether its sockets have closed.
 const STOP_POLL_MS: f64 = 20.0;
 
@@ -66,7 +69,7 @@ pub struct Host {
     /// The link to the other nodes, with `redis` configured.
     #[cfg(not(target_family = "wasm"))]
     cluster: Option<Arc<RedisBroker>>,
-    auth: Option<TokenAuth>,
+    auth: Option<Arc<TokenAuth>>,
     pending: Arc<Pending>,
     sockets: RefCell<HashMap<ConnId, Rc<BridgeSocket>>>,
     pub listeners: RefCell<Listeners>,
@@ -74,6 +77,9 @@ pub struct Host {
     timer: RefCell<Option<Held>>,
     #[cfg(not(target_family = "wasm"))]
     native: OnceCell<NativeRuntime>,
+    /// The ports `listen()` opened, each closed by cancelling its token.
+    #[cfg(not(target_family = "wasm"))]
+    ports: RefCell<Vec<tokio_util::sync::CancellationToken>>,
     /// permessage-deflate for native connections (`nativeCompression`).
     compression: Option<CompressionConfig>,
     /// `nativeThreads`.
@@ -106,7 +112,7 @@ impl Host {
             relay: Arc::new(relay),
             #[cfg(not(target_family = "wasm"))]
             cluster,
-            auth: settings.auth,
+            auth: settings.auth.map(Arc::new),
             pending,
             sockets: RefCell::default(),
             listeners: RefCell::default(),
@@ -114,6 +120,8 @@ impl Host {
             timer: RefCell::default(),
             #[cfg(not(target_family = "wasm"))]
             native: OnceCell::new(),
+            #[cfg(not(target_family = "wasm"))]
+            ports: RefCell::default(),
             compression: settings.compression,
             native_threads: settings.native_threads,
             request_handler: RefCell::default(),
@@ -322,7 +330,7 @@ impl Host {
             address: request.and_then(|r| r.address),
             header: |name: &str| request.and_then(|r| r.header(name)),
         };
-        admission::admit(&self.relay, self.auth.as_ref(), upgrade, given)
+        admission::admit(&self.relay, self.auth.as_deref(), upgrade, given)
     }
 
     /// `manager.authenticate(request)`: the identity a valid token gives, `Ok(None)` when
@@ -437,8 +445,13 @@ impl Host {
         self.relay.shutdown(code, reason, now());
         self.pump(env)?;
         #[cfg(not(target_family = "wasm"))]
-        if let Some(native) = self.native.get() {
-            native.spawner.tasks.close();
+        {
+            for port in self.ports.borrow_mut().drain(..) {
+                port.cancel();
+            }
+            if let Some(native) = self.native.get() {
+                native.spawner.tasks.close();
+            }
         }
         let (deferred, promise) = env.create_deferred::<(), fn(Env) -> Result<()>>()?;
         self.await_closed(env, Instant::now() + Duration::from_secs_f64(timeout_ms / 1000.0), Box::new(move || deferred.resolve(|_| Ok(()))))?;

@@ -142,6 +142,15 @@ impl DisconnectEvent {
     }
 }
 
+/// Where `listen()` accepts connections.
+#[napi(object, object_from_js = false)]
+pub struct ListenAddress {
+    /// The address bound, as `host` gave it or resolved it.
+    pub host: String,
+    /// The port, the one the system chose when `port` was 0.
+    pub port: u32,
+}
+
 /// The payload of `sessionDeleted` and `sessionExpired` events.
 #[napi(object)]
 pub struct SessionEndedEvent {
@@ -317,7 +326,8 @@ pub struct RelayStats {
     pub bytes: ByteStats,
     /// Recipients closed with 1013 because their outbox stayed full.
     pub slow_consumer_closes: i64,
-    /// Native upgrades refused with 400 for a bad handshake.
+    /// Native upgrades refused for a bad request (400; with `listen()`, also 404 and 431) or
+    /// closed unanswered (`listen()`: over its caps on unfinished handshakes, or too slow).
     pub handshake_failures: i64,
     pub channels: ChannelStats,
     /// Distinct users with a connection.

@@ -15,7 +15,7 @@ use crate::config::{read_route, read_session_options, read_settings, read_upgrad
 use crate::guard;
 use crate::host::{Host, Lifecycle};
 use crate::config::MAX_TIMER_MS;
-use crate::js_types::{HealthStats, IdentityData, PresenceData, Published, RelayStats, SessionData, SessionHistory, NativeSettings, StatsExtra};
+use crate::js_types::{HealthStats, IdentityData, ListenAddress, PresenceData, Published, RelayStats, SessionData, SessionHistory, NativeSettings, StatsExtra};
 use crate::native;
 use crate::attach;
 use crate::js;
@@ -28,6 +28,8 @@ const MAX_HISTORY_READ: usize = 1000;
 
 /// How long `stop()` waits for close handshakes before terminating what is left.
 const DEFAULT_STOP_TIMEOUT_MS: u64 = 5000;
+/// `listen()` binds every IPv4 interface unless told otherwise, as the binary does.
+const DEFAULT_LISTEN_HOST: &str = "0.0.0.0";
 
 /// Sessions and WebSocket connections, relayed by the Rust core.
 #[napi]
@@ -176,6 +178,31 @@ impl RelaySessionManager {
     #[napi(ts_args_type = "server: HttpServer, options?: AttachOptions")]
     pub fn attach(&self, env: Env, server: Unknown, options: Option<Unknown>) -> Result<()> {
         guard(|| attach::attach(&self.host, &env, server, options))
+    }
+
+    /// Serves WebSockets on a port of the relay's own, from Rust: upgrades whose path
+    /// matches `path` (default `/session/:sessionId`) join the relay as `attach`'s do,
+    /// but Node's HTTP server never sees them. Token auth (`auth.jwt`) applies; any
+    /// other request gets an HTTP error and is closed. `stop()` closes the port.
+    #[napi(ts_args_type = "options?: ListenOptions")]
+    pub fn listen(&self, env: Env, options: Option<Unknown>) -> Result<ListenAddress> {
+        guard(|| {
+            crate::native::available()?;
+            let options = OptionsReader::new(&env, options, "options", &["port", "host", "path"])?;
+            let port = options.count("port", u16::MAX.into())?.map_or(0, |port| port as u16);
+            let host = options.string("host")?.unwrap_or_else(|| DEFAULT_LISTEN_HOST.to_owned());
+            let pattern = attach::read_path(&env, &options)?;
+            if self.host.lifecycle.get() == Lifecycle::Stopped {
+                return Err(napi::Error::from_reason("The manager is stopped: call start() before listen()"));
+            }
+            #[cfg(not(target_family = "wasm"))]
+            return self.host.listen(&env, &host, port, pattern);
+            #[cfg(target_family = "wasm")]
+            {
+                drop((host, port, pattern));
+                unreachable!("native::available() refuses the WebAssembly build")
+            }
+        })
     }
 
     #[napi]

@@ -8,16 +8,21 @@
 //! one). The request was parsed by Node; Rust checks its handshake headers and answers
 //! `101` itself, or `400` through Node before letting go.
 //!
-//! [`takeover`] is the transport's side. Only Unix descriptors can be taken over:
+//! [`takeover`] is the transport's side; [`listener`] serves a port of the relay's own
+//! (`listen()`) without Node's HTTP server. Only Unix descriptors can be taken over:
 //! elsewhere (Windows, the WebAssembly build) [`available`] refuses the native transport
 //! with an error that names bridge mode.
 
+#[cfg(not(target_family = "wasm"))]
+mod listener;
 #[cfg(not(target_family = "wasm"))]
 mod takeover;
 
 use napi::bindgen_prelude::{Buffer, FnArgs, Function, JsObjectValue, Object, Unknown};
 use napi::{Error, Result, Status, ValueType};
 
+#[cfg(not(target_family = "wasm"))]
+pub use listener::Listener;
 #[cfg(not(target_family = "wasm"))]
 pub use takeover::{take_over, NativeRuntime, Takeover};
 

@@ -50,11 +50,11 @@ impl Refused {
         }
     }
 
-    /// The HTTP status that answers it before the handshake.
-    pub fn status(&self) -> u16 {
+    /// The whole HTTP answer of a transport that writes its own responses.
+    pub fn http_answer(&self) -> Vec<u8> {
         match self {
-            Refused::TooManyConnections => 429,
-            Refused::Unauthorized(_) => 401,
+            Refused::TooManyConnections => crate::handshake::http_error(429, "Too Many Requests", &self.to_string(), ""),
+            Refused::Unauthorized(_) => crate::handshake::http_error(401, "Unauthorized", &self.to_string(), "WWW-Authenticate: Bearer\r\n"),
         }
     }
 }

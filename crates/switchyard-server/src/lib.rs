@@ -14,8 +14,11 @@ pub mod codec;
 mod connection;
 pub mod deflate;
 pub mod handshake;
+#[cfg(not(target_family = "wasm"))]
+pub mod listener;
 pub mod metrics;
 mod outbox;
+pub mod waiting;
 
 #[cfg(not(target_family = "wasm"))]
 pub use connection::{Accepted, Spawner, CLOSE_TIMEOUT};

@@ -8,14 +8,19 @@ use bytes::Bytes;
 use napi::bindgen_prelude::Object;
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{Env, Error, Result, Status};
-use switchyard_core::{Identity, Refusal, Route, SessionId, Topic};
+use switchyard_core::{Identity, Refusal, Relay, Route, SessionId, Topic};
 use switchyard_redis::RedisBroker;
-use switchyard_server::admission::Refused;
-use switchyard_server::{handshake, Accepted};
+use switchyard_server::listener;
+use switchyard_server::waiting::{Limits, Waiting};
+use switchyard_server::{Accepted, Spawner};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 use super::{Host, Lifecycle};
+use crate::attach::PathPattern;
 use crate::guard;
-use crate::native::{self, NativeRuntime, Takeover};
+use crate::js_types::ListenAddress;
+use crate::native::{self, Listener, NativeRuntime, Takeover};
 use crate::request::UpgradeRequest;
 
 impl Host {
@@ -49,6 +54,33 @@ impl Host {
         Ok(self.native.get_or_init(|| runtime))
     }
 
+    /// Opens a port of the relay's own (`listen()`), served on the native runtime until
+    /// `stop()`.
+    pub fn listen(self: &Rc<Self>, env: &Env, host: &str, port: u16, pattern: PathPattern) -> Result<ListenAddress> {
+        native::available()?;
+        let native = self.native(env)?;
+        let cannot = |err: std::io::Error| Error::new(Status::GenericFailure, format!("cannot listen on {host}:{port}: {err}"));
+        let socket = std::net::TcpListener::bind((host, port)).map_err(cannot)?;
+        socket.set_nonblocking(true).map_err(cannot)?;
+        let address = socket.local_addr().map_err(cannot)?;
+        let listener = {
+            let _entered = native.spawner.runtime.enter();
+            tokio::net::TcpListener::from_std(socket).map_err(cannot)?
+        };
+        let stop = CancellationToken::new();
+        let upgrades = Arc::new(Listener {
+            relay: self.relay.clone(),
+            auth: self.auth.clone(),
+            cluster: self.cluster.clone(),
+            spawner: native.spawner.clone(),
+            pattern,
+            stop: stop.clone(),
+        });
+        native.spawner.runtime.spawn(listener::serve(listener, Waiting::new(Limits::default()), stop.clone(), upgrades));
+        self.ports.borrow_mut().push(stop);
+        Ok(ListenAddress { host: address.ip().to_string(), port: u32::from(address.port()) })
+    }
+
     /// Takes a `net.Socket` from Node's `upgrade` event into the native transport.
     /// Returns whether it joined; a bad handshake is answered with 400 and `false`.
     pub fn adopt_native(
@@ -64,13 +96,8 @@ impl Host {
         let request = UpgradeRequest::read(request)?;
         let (identity, protocol) = match self.check_upgrade(Some(&request), identity) {
             Ok(admitted) => (admitted.identity, admitted.protocol),
-            Err(refused @ Refused::TooManyConnections) => {
-                native::respond_and_close(socket, handshake::http_error(429, "Too Many Requests", &refused.to_string(), ""))?;
-                return Ok(false);
-            }
-            Err(refused @ Refused::Unauthorized(_)) => {
-                let answer = handshake::http_error(401, "Unauthorized", &refused.to_string(), "WWW-Authenticate: Bearer\r\n");
-                native::respond_and_close(socket, answer)?;
+            Err(refused) => {
+                native::respond_and_close(socket, refused.http_answer())?;
                 return Ok(false);
             }
         };
@@ -91,42 +118,52 @@ impl Host {
         let admitted = if self.lifecycle.get() == Lifecycle::Stopped {
             native.spawner.refuse(accepted, Refusal::ShuttingDown);
             false
-        } else if let Some(broker) = self.cluster.clone().filter(|_| matches!(accepted.route, Route::Session(_))) {
-            self.join_in_cluster(native, broker, accepted);
-            true
         } else {
-            native.spawner.spawn(&self.relay, accepted).is_ok()
+            admit_native(&native.spawner, &self.relay, self.cluster.as_ref(), accepted)
         };
         self.pump(env)?;
         Ok(admitted)
     }
+}
 
-    /// A native connection to a session, in a cluster: this node first learns the session
-    /// (created elsewhere a moment ago, perhaps), its members elsewhere and its stream,
-    /// and holds one of its places in Redis, so two nodes never fill the last place
-    /// together; then the client joins, or is refused "Session full".
-    fn join_in_cluster(&self, native: &NativeRuntime, broker: Arc<RedisBroker>, accepted: Accepted<tokio::net::TcpStream>) {
-        let Route::Session(raw) = &accepted.route else { return };
-        let Ok(id) = SessionId::parse(raw) else {
-            let _ = native.spawner.spawn(&self.relay, accepted);
-            return;
-        };
-        let (relay, spawner) = (self.relay.clone(), native.spawner.clone());
-        native.spawner.runtime.spawn(async move {
-            if relay.session(id.as_str()).is_none() {
-                broker.lookup(id.clone()).await;
-            }
-            let _watch = broker.watch(Topic::Session(id.clone())).await;
-            let place = match relay.capacity(id.as_str()) {
-                Some(max) => broker.reserve(id, max).await.map(Some),
-                None => Some(None),
-            };
-            match place {
-                Some(_place) => {
-                    let _ = spawner.spawn(&relay, accepted);
-                }
-                None => spawner.refuse(accepted, Refusal::SessionFull),
-            }
-        });
+/// Lets a native connection in: at once, or, to a session in a cluster, once this node
+/// holds one of the session's places. Returns whether it joined (or is joining).
+pub fn admit_native(spawner: &Spawner, relay: &Arc<Relay>, cluster: Option<&Arc<RedisBroker>>, accepted: Accepted<TcpStream>) -> bool {
+    match cluster.filter(|_| matches!(accepted.route, Route::Session(_))) {
+        Some(broker) => {
+            join_in_cluster(spawner, relay, broker.clone(), accepted);
+            true
+        }
+        None => spawner.spawn(relay, accepted).is_ok(),
     }
+}
+
+/// A native connection to a session, in a cluster: this node first learns the session
+/// (created elsewhere a moment ago, perhaps), its members elsewhere and its stream,
+/// and holds one of its places in Redis, so two nodes never fill the last place
+/// together; then the client joins, or is refused "Session full".
+fn join_in_cluster(spawner: &Spawner, relay: &Arc<Relay>, broker: Arc<RedisBroker>, accepted: Accepted<TcpStream>) {
+    let Route::Session(raw) = &accepted.route else { return };
+    let Ok(id) = SessionId::parse(raw) else {
+        let _ = spawner.spawn(relay, accepted);
+        return;
+    };
+    let runtime = spawner.runtime.clone();
+    let (relay, spawner) = (relay.clone(), spawner.clone());
+    runtime.spawn(async move {
+        if relay.session(id.as_str()).is_none() {
+            broker.lookup(id.clone()).await;
+        }
+        let _watch = broker.watch(Topic::Session(id.clone())).await;
+        let place = match relay.capacity(id.as_str()) {
+            Some(max) => broker.reserve(id, max).await.map(Some),
+            None => Some(None),
+        };
+        match place {
+            Some(_place) => {
+                let _ = spawner.spawn(&relay, accepted);
+            }
+            None => spawner.refuse(accepted, Refusal::SessionFull),
+        }
+    });
 }

@@ -309,9 +309,9 @@ impl Args {
         }
     }
 
-    pub fn handshake_limits(&self) -> crate::accept::Limits {
+    pub fn handshake_limits(&self) -> switchyard_server::waiting::Limits {
         let count = |value: Positive| usize::try_from(value.get()).unwrap_or(usize::MAX);
-        crate::accept::Limits {
+        switchyard_server::waiting::Limits {
             deadline: std::time::Duration::from_millis(self.handshake_timeout.get()),
             total: count(self.max_pending_handshakes),
             per_address: count(self.max_pending_handshakes_per_ip),

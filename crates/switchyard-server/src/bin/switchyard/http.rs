@@ -43,7 +43,7 @@ pub struct App {
     pub auth: Option<TokenAuth>,
     pub started: Instant,
     /// Connections that have not finished their handshake.
-    pub waiting: Arc<crate::accept::Waiting>,
+    pub waiting: Arc<switchyard_server::waiting::Waiting>,
     /// Wakes history long polls.
     pub events: Arc<crate::log_events::LogEvents>,
 }

@@ -91,7 +91,7 @@ async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>) -> Exit
         }
     };
     let spawner = Spawner::new(tokio::runtime::Handle::current(), args.compression());
-    let waiting = accept::Waiting::new(args.handshake_limits());
+    let waiting = switchyard_server::waiting::Waiting::new(args.handshake_limits());
     let app = Arc::new(http::App {
         relay: relay.clone(),
         cluster: cluster.clone(),

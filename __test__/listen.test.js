@@ -1,0 +1,176 @@
+// __test__/listen.test.js: listen(), a port of the relay's own served from Rust. Its
+// clients share sessions with attach's and the bridge's, reach the app's listeners, are
+// checked for tokens, and whatever is not a WebSocket upgrade is answered and closed
+// without harming anyone else. Skipped where the addon has no native transport.
+const { describe, it, after } = require('node:test');
+const assert = require('node:assert/strict');
+const net = require('node:net');
+const { RelaySessionManager } = require('..');
+const { TestClient, joinedClient, eventually, RawClient, upgradeRequest, startMixedServer, hasNativeTransport } = require('./helpers');
+const { sign, now } = require('./jwt');
+
+const stops = [];
+after(() => Promise.all(stops.map((stop) => stop())));
+
+/** A manager serving its own port on 127.0.0.1: the manager, the port and a session URL maker. */
+function listening(config, options) {
+  const manager = new RelaySessionManager({ maxClientsPerSession: 8, ...config });
+  manager.start();
+  const address = manager.listen({ host: '127.0.0.1', ...options });
+  stops.push(() => manager.stop({ timeoutMs: 200 }));
+  return { manager, port: address.port, address, url: (id) => `ws://127.0.0.1:${address.port}/session/${id}` };
+}
+
+/** Two clients of one session relaying to each other. */
+async function assertRelaying(a, b, tag) {
+  a.send(JSON.stringify({ type: 'check', tag }));
+  assert.equal((await b.next((m) => m.json?.tag === tag)).json.type, 'check');
+}
+
+/** Sends `bytes` on a raw connection and returns the HTTP answer's head, once the server has closed. */
+async function answerTo(port, bytes) {
+  const raw = new RawClient(port);
+  await raw.connected;
+  raw.write(bytes);
+  const head = await raw.responseHead();
+  await raw.ended;
+  return head;
+}
+
+describe('listen()', { skip: !hasNativeTransport && 'no native transport in this build' }, () => {
+  it('serves its own port: its clients relay among themselves and with attach and bridge clients of the same sessions', async () => {
+    const mixed = await startMixedServer({ maxClientsPerSession: 8 });
+    stops.push(() => mixed.close());
+    const address = mixed.manager.listen({ host: '127.0.0.1', port: 0 });
+    const { port } = address;
+    assert.deepEqual(address, { host: '127.0.0.1', port });
+    assert.ok(port > 0 && port !== mixed.port, 'the system chose a port of its own');
+    const { sessionId } = mixed.manager.createSession();
+    const own = await joinedClient(`ws://127.0.0.1:${port}/session/${sessionId}`);
+    const attached = await joinedClient(mixed.native(sessionId));
+    const bridged = await joinedClient(mixed.bridge(sessionId));
+    assert.equal(own.welcome.sessionId, sessionId);
+    const text = '{"type":"cursor",  "x": 1.50, "note":"caf\\u00e9 ☕"}';
+    own.send(text);
+    assert.equal((await attached.next((m) => m.json?.type === 'cursor')).text, text, 'byte for byte');
+    assert.equal((await bridged.next((m) => m.json?.type === 'cursor')).text, text);
+    await assertRelaying(bridged, own, 'from the bridge');
+    await assertRelaying(attached, own, 'from attach');
+    const bytes = Buffer.from([0, 1, 2, 253, 254, 255]);
+    attached.send(bytes);
+    assert.deepEqual((await own.next((m) => m.isBinary)).data, bytes);
+    await Promise.all([own.close(), attached.close(), bridged.close()]);
+  });
+
+  it("tells the app's listeners of its connections, messages and departures", async () => {
+    const { manager, url } = listening();
+    const seen = [];
+    manager.on('connection', (e) => seen.push(['connection', e.connectionId]));
+    manager.on('message', { types: ['note'] }, (e) => seen.push(['message', e.connectionId, e.message.text]));
+    manager.on('disconnect', (e) => seen.push(['disconnect', e.connectionId]));
+    const { sessionId } = manager.createSession();
+    const alice = await joinedClient(url(sessionId));
+    const bob = await joinedClient(url(sessionId));
+    alice.send(JSON.stringify({ type: 'note', text: 'hello' }));
+    await bob.nextOfType('note');
+    await alice.close();
+    const id = alice.welcome.connectionId;
+    await eventually(() => assert.deepEqual(seen.filter(([, conn]) => conn === id), [['connection', id], ['message', id, 'hello'], ['disconnect', id]]));
+    assert.equal(manager.getStats().activeConnections, 1);
+    await bob.close();
+  });
+
+  it('checks tokens when auth is on: none or a bad one is answered 401, a good one joins as its claims', async () => {
+    const secret = 'a secret of at least thirty-two bytes';
+    const { manager, url, port } = listening({ auth: { jwt: { secret } } });
+    const users = [];
+    manager.on('connection', (e) => users.push(e.userId));
+    const { sessionId } = manager.createSession();
+    assert.match(await answerTo(port, upgradeRequest(`/session/${sessionId}`)), /^HTTP\/1.1 401 Unauthorized\r\n[^]*WWW-Authenticate: Bearer\r\n/);
+    const forged = sign({ sub: 'mallory', exp: now() + 60 }, { key: 'some other secret, just as long' });
+    assert.match(await answerTo(port, upgradeRequest(`/session/${sessionId}?token=${forged}`)), /^HTTP\/1.1 401 /);
+    const token = sign({ sub: 'alice', exp: now() + 60 }, { key: secret });
+    const alice = await joinedClient(`${url(sessionId)}?token=${token}`);
+    const bob = await joinedClient(url(sessionId), { headers: { authorization: `Bearer ${sign({ sub: 'bob', exp: now() + 60 }, { key: secret })}` } });
+    await assertRelaying(alice, bob, 'verified');
+    await eventually(() => assert.deepEqual(users, ['alice', 'bob']));
+    await Promise.all([alice.close(), bob.close()]);
+  });
+
+  it('answers what is not an upgrade to its path, closes it, and goes on relaying', async () => {
+    const { manager, url, port } = listening({}, { path: '/relay/:sessionId' });
+    const { sessionId } = manager.createSession();
+    const alice = await joinedClient(`ws://127.0.0.1:${port}/relay/${sessionId}`);
+    const bob = await joinedClient(`ws://127.0.0.1:${port}/relay/${sessionId}`);
+    const answers = {
+      'a path it does not serve': [upgradeRequest(`/session/${sessionId}`), 404],
+      'a plain GET': [`GET /relay/${sessionId} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`, 400],
+      'a POST': [`POST /relay/${sessionId} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n`, 400],
+      'a wrong version': [upgradeRequest(`/relay/${sessionId}`, { version: '8' }), 400],
+      'a bad key': [upgradeRequest(`/relay/${sessionId}`, { key: 'short' }), 400],
+      'bytes that are not HTTP': ['\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n', 400],
+      'a head past 8 KiB': [upgradeRequest(`/relay/${sessionId}`, { headers: { 'x-padding': 'p'.repeat(9000) } }), 431],
+      'more than 64 headers': [upgradeRequest(`/relay/${sessionId}`, { headers: Object.fromEntries([...Array(70).keys()].map((i) => [`x-h${i}`, 'v'])) }), 431],
+    };
+    for (const [what, [bytes, status]] of Object.entries(answers)) {
+      assert.match(await answerTo(port, bytes), new RegExp(`^HTTP/1.1 ${status} `), what);
+    }
+    assert.ok(manager.getStats().handshakeFailures >= Object.keys(answers).length, 'each is counted');
+    assert.equal((await new TestClient(url(sessionId)).closed).code, 1006, 'the default path is not served when another is given');
+    await assertRelaying(alice, bob, 'after all of them');
+    await Promise.all([alice.close(), bob.close()]);
+  });
+
+  it('holds at most 256 unfinished handshakes from one address: more are closed at once, and the port serves again once they go', async () => {
+    const { manager, url, port } = listening();
+    const silent = [];
+    for (let i = 0; i < 256; i++) silent.push(new RawClient(port));
+    await Promise.all(silent.map((s) => s.connected));
+    // The listener counts a connection once it has accepted it: the next one is refused
+    // as soon as all 256 are counted, which takes the runtime a moment under load.
+    await eventually(async () => {
+      const extra = new RawClient(port);
+      await extra.ended;
+      assert.equal(extra.received.length, 0, 'closed without an answer');
+    });
+    for (const s of silent) s.socket.destroy();
+    const { sessionId } = manager.createSession();
+    const alice = await eventually(() => joinedClient(url(sessionId)));
+    await alice.close();
+  });
+
+  it('closes its port at stop(), with its clients; listens again after start()', async () => {
+    const { manager, url, port } = listening();
+    const { sessionId } = manager.createSession();
+    const alice = await joinedClient(url(sessionId));
+    await manager.stop({ timeoutMs: 1000 });
+    assert.equal((await alice.closed).code, 1001);
+    await eventually(
+      () =>
+        new Promise((resolve, reject) => {
+          const socket = net.connect(port, '127.0.0.1');
+          socket.on('error', (err) => (err.code === 'ECONNREFUSED' ? resolve() : reject(err)));
+          socket.on('connect', () => {
+            socket.destroy();
+            reject(new Error('the port still accepts'));
+          });
+        }),
+    );
+    assert.throws(() => manager.listen({ host: '127.0.0.1' }), /stopped: call start\(\) before listen\(\)/);
+    manager.start();
+    const again = manager.listen({ host: '127.0.0.1', port });
+    assert.equal(again.port, port, 'the same port, free again');
+    const { sessionId: next } = manager.createSession();
+    const bob = await joinedClient(url(next));
+    await bob.close();
+  });
+
+  it('refuses bad options and a port in use with errors that say so', async () => {
+    const { manager, port } = listening();
+    assert.throws(() => manager.listen({ port: 70000 }), { name: 'TypeError', message: /port must be a whole number from 0 to 65535, got 70000/ });
+    assert.throws(() => manager.listen({ port: '80' }), { name: 'TypeError', message: /port must be a whole number/ });
+    assert.throws(() => manager.listen({ path: 'session' }), { name: 'TypeError', message: /path must start with '\/'/ });
+    assert.throws(() => manager.listen({ prot: 1 }), { name: 'TypeError', message: /prot/ });
+    assert.throws(() => manager.listen({ host: '127.0.0.1', port }), new RegExp(`cannot listen on 127.0.0.1:${port}: .*(in use|AddrInUse)`, 'i'));
+  });
+});

@@ -1,0 +1,71 @@
+//! `manager.listen({ port, host, path })`: a port of the relay's own, served from Rust on
+//! the native runtime. Upgrades never pass through Node's HTTP server, so a connection
+//! costs no JavaScript objects at all (with `attach`, Node makes a socket, a parser and a
+//! request for each upgrade before handing it over), and the JS thread is not involved
+//! in accepting it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use switchyard_core::{Identity, Refusal, Relay};
+use switchyard_redis::RedisBroker;
+use switchyard_server::admission::{self, TokenAuth, Upgrade};
+use switchyard_server::listener::{answer, Request, Upgrades};
+use switchyard_server::{handshake, Accepted, Spawner};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::attach::PathPattern;
+use crate::host::admit_native;
+
+/// What a listener needs of its manager to let an upgrade in.
+pub struct Listener {
+    pub relay: Arc<Relay>,
+    pub auth: Option<Arc<TokenAuth>>,
+    pub cluster: Option<Arc<RedisBroker>>,
+    pub spawner: Spawner,
+    pub pattern: PathPattern,
+    /// Cancelled by `stop()`: the port closes, and handshakes under way are refused.
+    pub stop: CancellationToken,
+}
+
+impl Listener {
+    fn respond(&self, tcp: TcpStream, response: Vec<u8>) {
+        self.spawner.runtime.spawn(answer(tcp, response));
+    }
+}
+
+/// As `attach` does for the upgrades it takes: the path, then the address's connection
+/// rate and the token, then the handshake itself.
+impl Upgrades for Listener {
+    fn upgrade(&self, tcp: TcpStream, request: Request, rest: Bytes) {
+        let Some(route) = self.pattern.route(&request.url) else {
+            self.relay.handshake_failed();
+            return self.respond(tcp, handshake::http_error(404, "Not Found", "No WebSocket is served at this path", ""));
+        };
+        let upgrade = Upgrade { url: Some(&request.url), address: Some(request.address), header: |name: &str| request.header(name) };
+        let admitted = match admission::admit(&self.relay, self.auth.as_deref(), upgrade, Identity::default()) {
+            Ok(admitted) => admitted,
+            Err(refused) => return self.respond(tcp, refused.http_answer()),
+        };
+        let accept = match handshake::accept(&request.method, |name| request.header(name)) {
+            Ok(accept) => accept,
+            Err(error) => {
+                self.relay.handshake_failed();
+                return self.respond(tcp, handshake::bad_request(&error));
+            }
+        };
+        let deflate = self.spawner.negotiate(request.header("sec-websocket-extensions"));
+        let extensions = deflate.map(|deflate| deflate.response());
+        let preface = handshake::switching_protocols(&accept, admitted.protocol, extensions.as_deref());
+        let accepted = Accepted { io: tcp, preface, head: rest, route, identity: admitted.identity, deflate };
+        if self.stop.is_cancelled() {
+            return self.spawner.refuse(accepted, Refusal::ShuttingDown);
+        }
+        admit_native(&self.spawner, &self.relay, self.cluster.as_ref(), accepted);
+    }
+
+    fn refused(&self) {
+        self.relay.handshake_failed();
+    }
+}

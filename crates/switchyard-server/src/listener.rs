@@ -1,0 +1,151 @@
+//! A WebSocket listener with no HTTP server in front, for the addon's `listen()`: each
+//! connection it accepts must open with an upgrade request, read straight from the socket
+//! (at most [`MAX_HEAD_BYTES`], within the [`Waiting`] deadline) and parsed with
+//! `httparse`. No request or socket object exists beyond that buffer, so a connection
+//! costs what the binary's does. What the request becomes is the [`Upgrades`]' call:
+//! a connection, or an HTTP refusal written with [`answer`].
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::handshake::http_error;
+use crate::waiting::{Waiting, MAX_HEAD_BYTES};
+use crate::CLOSE_TIMEOUT;
+
+/// Headers one request may have; more is answered 431, as a head too long is.
+const MAX_HEADERS: usize = 64;
+
+/// An upgrade request as read from the socket.
+pub struct Request {
+    pub method: String,
+    pub url: String,
+    /// Names in lower case.
+    headers: Vec<(String, String)>,
+    pub address: IpAddr,
+}
+
+impl Request {
+    /// The first value of a header, by its lower-case name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the listener hands its connections to.
+pub trait Upgrades: Send + Sync + 'static {
+    /// A whole request; `rest` is what the client sent after it.
+    fn upgrade(&self, tcp: TcpStream, request: Request, rest: Bytes);
+    /// A connection closed before it sent a whole request: over a cap, too slow, too long
+    /// or not HTTP.
+    fn refused(&self);
+}
+
+/// Why no request came.
+enum HeadError {
+    /// The connection closed (or failed) first.
+    Closed,
+    /// 431: longer than [`MAX_HEAD_BYTES`], or more than [`MAX_HEADERS`] headers.
+    TooLarge,
+    /// 400: not an HTTP/1.1 request.
+    Malformed,
+}
+
+/// Accepts connections until `stop` is cancelled; each reads its request in a task of its
+/// own, holding a place among the `waiting` until then.
+pub async fn serve(listener: TcpListener, waiting: Arc<Waiting>, stop: CancellationToken, upgrades: Arc<impl Upgrades>) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of file descriptors, or a connection reset before it was accepted:
+                // what is open goes on, and the next accept may succeed.
+                Err(err) => {
+                    debug!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        let Some(slot) = waiting.admit(peer.ip()) else {
+            upgrades.refused();
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let (upgrades, deadline) = (upgrades.clone(), waiting.limits().deadline);
+        tokio::spawn(async move {
+            let mut tcp = tcp;
+            let read = tokio::time::timeout(deadline, read_request(&mut tcp, peer.ip())).await;
+            drop(slot);
+            match read {
+                Ok(Ok((request, rest))) => upgrades.upgrade(tcp, request, rest),
+                Ok(Err(HeadError::Closed)) => {}
+                Ok(Err(HeadError::TooLarge)) => {
+                    upgrades.refused();
+                    answer(tcp, http_error(431, "Request Header Fields Too Large", "The request head is too long", "")).await;
+                }
+                Ok(Err(HeadError::Malformed)) => {
+                    upgrades.refused();
+                    answer(tcp, http_error(400, "Bad Request", "Expected an HTTP/1.1 WebSocket upgrade request", "")).await;
+                }
+                Err(_elapsed) => upgrades.refused(),
+            }
+        });
+    }
+}
+
+/// Reads until the request head is whole: the request, and the bytes after it.
+async fn read_request(tcp: &mut TcpStream, address: IpAddr) -> Result<(Request, Bytes), HeadError> {
+    let mut buffer = vec![0; MAX_HEAD_BYTES];
+    let mut filled = 0;
+    loop {
+        if filled == buffer.len() {
+            return Err(HeadError::TooLarge);
+        }
+        match tcp.read(&mut buffer[filled..]).await {
+            Ok(0) | Err(_) => return Err(HeadError::Closed),
+            Ok(read) => filled += read,
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(&buffer[..filled]) {
+            Ok(httparse::Status::Complete(len)) => {
+                let request = Request {
+                    method: parsed.method.unwrap_or_default().to_owned(),
+                    url: parsed.path.unwrap_or_default().to_owned(),
+                    headers: parsed
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                        .collect(),
+                    address,
+                };
+                return Ok((request, Bytes::copy_from_slice(&buffer[len..filled])));
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+            Err(_) => return Err(HeadError::Malformed),
+        }
+    }
+}
+
+/// Writes a whole HTTP response and closes, after the client has read it (its EOF) or
+/// [`CLOSE_TIMEOUT`]: closing with its bytes unread would reset the connection, and the
+/// client might never see the answer.
+pub async fn answer(mut tcp: TcpStream, response: Vec<u8>) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        tcp.write_all(&response).await?;
+        tcp.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while tcp.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+}

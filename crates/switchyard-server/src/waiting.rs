@@ -1,0 +1,94 @@
+//! The connections that have not become WebSockets yet, bounded: each must send its
+//! request head within a deadline and in at most [`MAX_HEAD_BYTES`], and only so many may
+//! wait at once, overall and from one address. A connection over a cap is closed as soon
+//! as it is accepted, so silent or trickling sockets can use up neither the process's file
+//! descriptors nor its memory, and real handshakes keep being answered. The binary's
+//! HTTP server and the addon's own listener share it.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+/// The most a request head may take; hyper answers 431 past it. Its own minimum.
+pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+
+/// The bounds on connections that have not finished their handshake.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// How long a connection may take to send its request head.
+    pub deadline: Duration,
+    /// Connections waiting at once, from everywhere.
+    pub total: usize,
+    /// Connections waiting at once from one address.
+    pub per_address: usize,
+}
+
+/// The binary's defaults (`--handshake-timeout`, `--max-pending-handshakes` and
+/// `--max-pending-handshakes-per-ip`), and the addon's listener's.
+impl Default for Limits {
+    fn default() -> Self {
+        Self { deadline: Duration::from_secs(10), total: 4096, per_address: 256 }
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// The connections waiting for their handshake, counted overall and by address.
+pub struct Waiting {
+    limits: Limits,
+    counts: Mutex<Counts>,
+}
+
+impl Waiting {
+    pub fn new(limits: Limits) -> Arc<Self> {
+        Arc::new(Self { limits, counts: Mutex::default() })
+    }
+
+    /// A place among the waiting for a connection from `address`, unless a cap is reached.
+    pub fn admit(self: &Arc<Self>, address: IpAddr) -> Option<Slot> {
+        let mut counts = self.counts.lock();
+        let from_address = counts.by_address.get(&address).copied().unwrap_or(0);
+        if counts.total >= self.limits.total || from_address >= self.limits.per_address {
+            return None;
+        }
+        counts.total += 1;
+        counts.by_address.insert(address, from_address + 1);
+        Some(Slot { waiting: self.clone(), address })
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Connections waiting now.
+    pub fn count(&self) -> usize {
+        self.counts.lock().total
+    }
+}
+
+/// A connection's place among the waiting, given up when it is dropped: once the
+/// connection is a WebSocket, or closed.
+pub struct Slot {
+    waiting: Arc<Waiting>,
+    address: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.waiting.counts.lock();
+        counts.total -= 1;
+        if let Some(n) = counts.by_address.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                counts.by_address.remove(&self.address);
+            }
+        }
+    }
+}
