@@ -62,26 +62,33 @@ async function appServer({ port = 0, prepare = () => {}, config = {} } = {}) {
 /**
  * A TCP proxy to `port` whose network can be dropped: `down()` kills the client side of
  * every connection (the browser sees it die) while the server side stays open and
- * silent, as after a network loss, and refuses new connections until `up()`.
+ * silent, as after a network loss, and holds new connections until `up()`.
  */
 async function networkProxy(port) {
   const net = require('node:net');
   const pairs = new Set();
   let up = true;
-  const proxy = net.createServer((client) => {
-    if (!up) return client.destroy();
+  // Connections made while the network is down wait for it, as over a partition that
+  // heals: resetting them would have Chromium log each attempt as an error.
+  const waiting = new Set();
+  const forward = (client) => {
     const upstream = net.connect(port, '127.0.0.1');
     const pair = { client, upstream, dropped: false };
     pairs.add(pair);
     client.pipe(upstream);
     upstream.pipe(client);
-    client.on('error', () => {});
     upstream.on('error', () => {});
     client.on('close', () => pair.dropped || upstream.destroy());
     upstream.on('close', () => {
       client.destroy();
       pairs.delete(pair);
     });
+  };
+  const proxy = net.createServer((client) => {
+    client.on('error', () => {});
+    if (up) return forward(client);
+    waiting.add(client);
+    client.on('close', () => waiting.delete(client));
   });
   await new Promise((resolve) => proxy.listen(0, '127.0.0.1', resolve));
   return {
@@ -98,8 +105,11 @@ async function networkProxy(port) {
     },
     up() {
       up = true;
+      for (const client of waiting) if (!client.destroyed) forward(client);
+      waiting.clear();
     },
     async close() {
+      for (const client of waiting) client.destroy();
       for (const { client, upstream } of pairs) {
         client.destroy();
         upstream.destroy();

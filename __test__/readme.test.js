@@ -40,11 +40,13 @@ describe('README', () => {
         "manager.on('disconnect', (event) => event.sessionCount);",
         "manager.createSession({ expiresIn: '5s' });",
         "const when: string = manager.createSession().expiresAt;",
+        'manager.listen({ prot: 8765 });',
+        "const port: string = manager.listen().port;",
         '',
       ].join('\n'),
     });
     assert.equal(ok, false);
-    for (const [line, what] of [[2, 'sesionTimeoutMs'], [3, 'conection'], [4, 'sessionCount'], [5, 'string'], [6, 'Date']]) {
+    for (const [line, what] of [[2, 'sesionTimeoutMs'], [3, 'conection'], [4, 'sessionCount'], [5, 'string'], [6, 'Date'], [7, 'prot'], [8, 'number']]) {
       assert.match(output, new RegExp(`mistakes\\.mts\\(${line},[^]*?${what}`), `line ${line} (${what}) is an error:\n${output}`);
     }
   });

@@ -4,8 +4,9 @@
 //! [`handshake`] answers the upgrade request, [`Spawner::spawn`] lets the connection into
 //! the relay and starts its task ([`connection`]), which decodes frames with [`codec`]
 //! and drains a bounded [`NativeOutbox`]. The same pieces serve the `switchyard` binary
-//! (behind hyper) and sockets the Node addon takes over from Node's HTTP server;
-//! [`deflate`] is their permessage-deflate.
+//! (behind hyper), sockets the Node addon takes over from Node's HTTP server, and the
+//! addon's own port ([`listener`]); [`waiting`] bounds the connections still in their
+//! handshake, and [`deflate`] is their permessage-deflate.
 
 pub mod admission;
 pub mod auth;
