@@ -7,13 +7,11 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
 
 use crate::handshake::http_error;
 use crate::waiting::{Waiting, MAX_HEAD_BYTES};
@@ -61,24 +59,10 @@ enum HeadError {
 /// own, holding a place among the `waiting` until then.
 pub async fn serve(listener: TcpListener, waiting: Arc<Waiting>, stop: CancellationToken, upgrades: Arc<impl Upgrades>) {
     loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                // Out of file descriptors, or a connection reset before it was accepted:
-                // what is open goes on, and the next accept may succeed.
-                Err(err) => {
-                    debug!(%err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
+        let (tcp, peer, slot) = tokio::select! {
+            accepted = waiting.accept(&listener, || upgrades.refused()) => accepted,
             _ = stop.cancelled() => return,
         };
-        let Some(slot) = waiting.admit(peer.ip()) else {
-            upgrades.refused();
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
         let (upgrades, deadline) = (upgrades.clone(), waiting.limits().deadline);
         tokio::spawn(async move {
             let mut tcp = tcp;

@@ -6,11 +6,13 @@
 //! HTTP server and the addon's own listener share it.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+#[cfg(not(target_family = "wasm"))]
+use tokio::net::{TcpListener, TcpStream};
 
 /// The most a request head may take; hyper answers 431 past it. Its own minimum.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
@@ -52,7 +54,7 @@ impl Waiting {
     }
 
     /// A place among the waiting for a connection from `address`, unless a cap is reached.
-    pub fn admit(self: &Arc<Self>, address: IpAddr) -> Option<Slot> {
+    fn admit(self: &Arc<Self>, address: IpAddr) -> Option<Slot> {
         let mut counts = self.counts.lock();
         let from_address = counts.by_address.get(&address).copied().unwrap_or(0);
         if counts.total >= self.limits.total || from_address >= self.limits.per_address {
@@ -61,6 +63,31 @@ impl Waiting {
         counts.total += 1;
         counts.by_address.insert(address, from_address + 1);
         Some(Slot { waiting: self.clone(), address })
+    }
+
+    /// The next connection `listener` accepts that gets a place, with its nodelay set.
+    /// One over a cap is closed at once, and `refused` called for it.
+    #[cfg(not(target_family = "wasm"))]
+    pub async fn accept(self: &Arc<Self>, listener: &TcpListener, refused: impl Fn()) -> (TcpStream, SocketAddr, Slot) {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                // Out of file descriptors, or a connection reset before it was accepted:
+                // what is open goes on, and the next accept may succeed.
+                Err(err) => {
+                    tracing::debug!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let Some(slot) = self.admit(peer.ip()) else {
+                tracing::debug!(%peer, "too many connections waiting for their handshake; closed");
+                refused();
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            return (tcp, peer, slot);
+        }
     }
 
     pub fn limits(&self) -> Limits {

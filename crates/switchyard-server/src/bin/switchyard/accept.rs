@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::Router;
@@ -21,25 +20,10 @@ use tracing::debug;
 pub async fn serve(listener: TcpListener, router: Router, waiting: Arc<Waiting>, refused: impl Fn(), stop: impl std::future::Future) {
     tokio::pin!(stop);
     loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                // Out of file descriptors, or a connection reset before it was accepted:
-                // what is open goes on, and the next accept may succeed.
-                Err(err) => {
-                    debug!(%err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
+        let (tcp, peer, slot) = tokio::select! {
+            accepted = waiting.accept(&listener, &refused) => accepted,
             _ = &mut stop => return,
         };
-        let Some(slot) = waiting.admit(peer.ip()) else {
-            debug!(%peer, "too many connections waiting for their handshake; closed");
-            refused();
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             // The service lives as long as the HTTP connection, and the slot with it.
