@@ -139,9 +139,9 @@ describe('listen()', { skip: !hasNativeTransport && 'no native transport in this
       await Promise.race([extra.ended, answered]);
       extra.socket.destroy();
       assert.equal(extra.received.length, 0, 'closed at once, without an answer');
-    });
+    }, 30_000);
     for (const s of silent) s.socket.destroy();
-    const alice = await eventually(() => joinedClient(url(sessionId)));
+    const alice = await eventually(() => joinedClient(url(sessionId)), 30_000);
     await alice.close();
   });
 

@@ -57,7 +57,6 @@ impl Host {
     /// Opens a port of the relay's own (`listen()`), served on the native runtime until
     /// `stop()`.
     pub fn listen(self: &Rc<Self>, env: &Env, host: &str, port: u16, pattern: PathPattern) -> Result<ListenAddress> {
-        native::available()?;
         let native = self.native(env)?;
         let cannot = |err: std::io::Error| Error::new(Status::GenericFailure, format!("cannot listen on {host}:{port}: {err}"));
         let socket = std::net::TcpListener::bind((host, port)).map_err(cannot)?;
