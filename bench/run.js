@@ -27,6 +27,8 @@ const option = (name, fallback) => {
 const rounds = Number(option('rounds', 3));
 const durationMs = Number(option('duration-ms', 5000));
 const loadgenPath = path.join(root, 'target', hostTriple(), 'release', 'loadgen');
+/** Measures the machine's own round trip between the two cores (bench/loadgen/src/floor.rs). */
+const floorPath = path.join(root, 'target', hostTriple(), 'release', 'floor');
 /** The compressed scenario's load generator: the Rust one speaks no permessage-deflate. */
 const deflateLoadgen = [process.execPath, path.join(__dirname, 'deflate-load.js')];
 /** How long after the idle connections open their RSS is read, without a forced GC. */
@@ -52,7 +54,7 @@ const scenarios = [
   { name: 'size-1k', label: '100 x 4 x 1 KiB, window 4', args: ['--sessions', '100', '--clients', '4', '--bytes', '1024', '--window', '4'], relays: SIZE_RELAYS },
   { name: 'size-16k', label: '100 x 4 x 16 KiB, window 4', args: ['--sessions', '100', '--clients', '4', '--bytes', '16384', '--window', '4'], relays: SIZE_RELAYS },
   { name: 'fanout', label: '10 sessions x 50 clients x 100 B, max rate', args: ['--sessions', '10', '--clients', '50', '--bytes', '100', '--window', '4'] },
-  { name: 'latency', label: '100 x 4 at 20,000 messages/s (60,000 deliveries/s)', args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--rate', '20000'] },
+  { name: 'latency', label: '100 x 4 at 20,000 messages/s (60,000 deliveries/s)', args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--rate', '20000'], floor: true },
   {
     name: 'positions',
     label: '100 x 4, max rate, history on and one client per session with positions (the others get frames as sent)',
@@ -255,7 +257,13 @@ function checked(failed) {
   ];
 }
 
-function markdown(summary, machine, failed) {
+/** The sentence under a fixed-rate table giving this machine's floor, from each round's measure of it. */
+function floorLine(floors) {
+  const at = (q) => fmt(median(floors.map((f) => f.latencyUs?.[q])) / 1000, 2);
+  return `The floor of this machine, with no relay: a 1-byte TCP round trip over loopback from core 1 to an echo on core 0 and back, once a millisecond (the two wake-ups a relayed message has and nothing else), took p50 ${at('p50')} ms, p99 ${at('p99')} ms, p99.9 ${at('p999')} ms (median of ${floors.length} runs, one a round).`;
+}
+
+function markdown(summary, machine, failed, floors) {
   const lines = [
     '# Benchmark results',
     '',
@@ -319,6 +327,7 @@ function markdown(summary, machine, failed) {
           `| ${server.label} | ${fmt(r.deliveriesPerSec)}${capped} | ${ratio(r.deliveriesPerSec, versus(summary, scenario, server)?.deliveriesPerSec)} | ${fmt(perCore)} | ${fmt(r.p50Us / 1000, 2)} ms | ${fmt(r.p99Us / 1000, 2)} ms | ${fmt(r.p999Us / 1000, 2)} ms | ${fmt(r.serverCpuPercent)}% | ${fmt(r.serverRssBytes / 2 ** 20, 1)} MiB | ${fmt(r.loadgenCpuPercent)}% |`,
         );
       }
+      if (scenario.floor && floors.length) lines.push('', floorLine(floors));
     }
     lines.push('');
   }
@@ -330,8 +339,15 @@ function markdown(summary, machine, failed) {
   build({ loadgen: true });
   const results = [];
   const failed = [];
+  const floors = [];
   for (let round = 0; round < rounds; round++) {
     for (const scenario of scenarios) {
+      if (scenario.floor) {
+        const floor = await loadgen(['--server-core', '0', '--duration-ms', String(durationMs)], () => {}, [floorPath]);
+        if (floor.ok) floors.push(floor);
+        else console.error(`the floor was not measured: ${floor.error}`);
+        console.error(`round ${round + 1}/${rounds}  floor    round trip p50 ${fmt(floor.latencyUs?.p50 / 1000, 2)} ms, p99 ${fmt(floor.latencyUs?.p99 / 1000, 2)} ms`);
+      }
       // Rotate the order each round, so no server always runs first or last.
       const runs = serversOf(scenario);
       const order = runs.map((_, i) => runs[(i + round) % runs.length]);
@@ -356,14 +372,14 @@ function markdown(summary, machine, failed) {
     memoryGiB: Math.round(os.totalmem() / 2 ** 30),
     kernel: os.release(),
   };
-  const report = markdown(summary, machine, failed);
+  const report = markdown(summary, machine, failed, floors);
   if (process.argv.includes('--write')) {
     fs.writeFileSync(path.join(__dirname, 'RESULTS.md'), report);
     console.error('wrote bench/RESULTS.md');
   } else {
     console.error(`\n${report}\n(printed only: npm run bench -- --write puts it in bench/RESULTS.md)`);
   }
-  console.log(JSON.stringify({ machine, rounds, durationMs, failures: failed.length, summary }));
+  console.log(JSON.stringify({ machine, rounds, durationMs, failures: failed.length, summary, floors: floors.map((f) => f.latencyUs) }));
   process.exit(failed.length ? 1 : 0);
 })().catch((err) => {
   console.error(err);
