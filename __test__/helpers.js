@@ -27,6 +27,8 @@ class TestClient {
       this.ws.on('close', (code, reason) => {
         this.closeEvent = { code, reason: reason.toString() };
         resolve(this.closeEvent);
+        // Nothing more can come: a waiter still waiting fails now, saying why.
+        for (const waiter of this.waiters.splice(0)) waiter.closed();
       });
     });
     this.opened = new Promise((resolve, reject) => {
@@ -41,6 +43,7 @@ class TestClient {
   /** Takes the first message matching `match` (described as `what` if it times out), waiting for it if needed. */
   next(match = () => true, timeoutMs = WAIT_MS, what = 'matching') {
     return new Promise((resolve, reject) => {
+      const inbox = () => JSON.stringify(this.inbox.map((m) => m.text ?? `<${m.data.length} binary bytes>`));
       const waiter = {
         check: () => {
           const index = this.inbox.findIndex(match);
@@ -49,12 +52,18 @@ class TestClient {
           resolve(this.inbox.splice(index, 1)[0]);
           return true;
         },
+        closed: () => {
+          clearTimeout(timer);
+          reject(new Error(`no ${what} message before the connection closed (${JSON.stringify(this.closeEvent)}); inbox: ${inbox()}`));
+        },
       };
       const timer = setTimeout(() => {
         this.waiters = this.waiters.filter((w) => w !== waiter);
-        reject(new Error(`no ${what} message within ${timeoutMs} ms; inbox: ${JSON.stringify(this.inbox.map((m) => m.text ?? `<${m.data.length} binary bytes>`))}`));
+        reject(new Error(`no ${what} message within ${timeoutMs} ms; inbox: ${inbox()}`));
       }, timeoutMs);
-      if (!waiter.check()) this.waiters.push(waiter);
+      if (waiter.check()) return;
+      if (this.closeEvent) waiter.closed();
+      else this.waiters.push(waiter);
     });
   }
 

@@ -72,17 +72,27 @@ for (const transport of ['native', 'bridge']) {
           assert.equal(json.data.i, json.offset, 'the offset numbers the message it carries');
         }
       };
-      for (let reconnect = 0; reconnect < 6; reconnect++) {
-        await readUpTo(reader, 350);
-        const previous = reader.welcome.connectionId;
-        // Abrupt: no close frame; the relay still holds the old connection when the new one comes.
-        reader.ws.terminate();
-        reader = await member(`${s.url(transport, 'flood')}?since=${epoch}:${seen.at(-1)}&previous=${previous}`);
-        assert.equal(reader.welcome.recovered, true, `reconnect ${reconnect + 1} recovered`);
-        assert.equal(reader.welcome.epoch, epoch);
+      /** Where the run was, for a failure's message. */
+      let step = 'before the first reconnect';
+      const where = () => `${step}: ${seen.length} seen, the last ${JSON.stringify(seen.slice(-3))}; relay ${JSON.stringify((({ messages, slowConsumerCloses, connectionsByTransport }) => ({ messages, slowConsumerCloses, connectionsByTransport }))(s.manager.getStats()))}`;
+      try {
+        for (let reconnect = 0; reconnect < 6; reconnect++) {
+          await readUpTo(reader, 350);
+          const previous = reader.welcome.connectionId;
+          // Abrupt: no close frame; the relay still holds the old connection when the new one comes.
+          reader.ws.terminate();
+          step = `reconnect ${reconnect + 1}`;
+          reader = await member(`${s.url(transport, 'flood')}?since=${epoch}:${seen.at(-1)}&previous=${previous}`);
+          assert.equal(reader.welcome.recovered, true, `reconnect ${reconnect + 1} recovered: ${JSON.stringify(reader.welcome)}`);
+          assert.equal(reader.welcome.epoch, epoch);
+        }
+        await sending;
+        step = 'after the last reconnect';
+        await readUpTo(reader, TOTAL);
+      } catch (err) {
+        err.message = `${where()}\n${err.message}`;
+        throw err;
       }
-      await sending;
-      await readUpTo(reader, TOTAL);
       assert.deepEqual(seen, Array.from({ length: TOTAL }, (_, i) => i + 1), 'every offset exactly once, in order');
       assert.equal(s.manager.getSession('flood').clientCount, 2, 'each reconnect replaced its past');
       await Promise.all([reader.close(), sender.close()]);
