@@ -6,7 +6,7 @@ const { describe, it, after } = require('node:test');
 const assert = require('node:assert/strict');
 const net = require('node:net');
 const { RelaySessionManager } = require('..');
-const { TestClient, joinedClient, eventually, RawClient, upgradeRequest, startMixedServer, hasNativeTransport } = require('./helpers');
+const { TestClient, joinedClient, eventually, RawClient, upgradeRequest, clientFrame, startMixedServer, hasNativeTransport } = require('./helpers');
 const { sign, now } = require('./jwt');
 
 const stops = [];
@@ -95,6 +95,93 @@ describe('listen()', { skip: !hasNativeTransport && 'no native transport in this
     await assertRelaying(alice, bob, 'verified');
     await eventually(() => assert.deepEqual(users, ['alice', 'bob']));
     await Promise.all([alice.close(), bob.close()]);
+  });
+
+  it("asks the app's authenticate as attach does: it sees the request, null is 401, a throw, a rejection or a bad identity 500, an identity joins as it says", async (t) => {
+    const printed = [];
+    t.mock.method(console, 'error', (...args) => printed.push(args.join(' ')));
+    const asked = [];
+    const { manager, url, port } = listening({}, {
+      authenticate: (request) => {
+        asked.push(request);
+        const who = request.headers['x-user'];
+        if (who === 'boom') throw new Error('auth backend down');
+        if (who === 'rejecting') return Promise.reject(new Error('directory unreachable'));
+        if (who === 'numeric') return { userId: 42 };
+        if (who === 'late') return new Promise((resolve) => setTimeout(() => resolve({ userId: 'late' }), 50));
+        if (who === 'late-no') return Promise.resolve(null);
+        return who ? { userId: who, organizationId: 'org-1' } : null;
+      },
+    });
+    const users = [];
+    manager.on('connection', (e) => users.push([e.userId, e.organizationId]));
+    const { sessionId } = manager.createSession();
+    const statusOf = async (who) => {
+      const head = await answerTo(port, upgradeRequest(`/session/${sessionId}`, { headers: who ? { 'x-user': who } : {} }));
+      return Number(/^HTTP\/1\.1 (\d+) /.exec(head)[1]);
+    };
+    assert.equal(await statusOf(null), 401);
+    assert.equal(await statusOf('late-no'), 401);
+    assert.equal(await statusOf('boom'), 500);
+    assert.equal(await statusOf('rejecting'), 500);
+    assert.equal(await statusOf('numeric'), 500);
+    const said = printed.join('\n');
+    assert.match(said, /listen's authenticate threw: .*auth backend down/);
+    assert.match(said, /listen's authenticate rejected: .*directory unreachable/);
+    assert.match(said, /listen's authenticate returned a bad identity: .*userId/);
+
+    const raw = new RawClient(port);
+    await raw.connected;
+    const headers = { 'x-user': 'late', Cookie: 'a=1', cookie: 'b=2', 'X-List': 'one', 'x-list': 'two' };
+    // Bytes sent while authenticate is still deciding reach the relay after the upgrade.
+    raw.write(Buffer.concat([Buffer.from(upgradeRequest(`/session/${sessionId}?tab=3`, { headers })), clientFrame(1, '{"type":"while-deciding"}')]));
+    const alice = await joinedClient(url(sessionId), { headers: { 'x-user': 'alice' } });
+    assert.equal((await alice.next((m) => m.json?.type === 'while-deciding')).text, '{"type":"while-deciding"}');
+    const request = asked.find((r) => r.headers['x-user'] === 'late');
+    assert.deepEqual(
+      { method: request.method, url: request.url, cookie: request.headers.cookie, list: request.headers['x-list'], host: request.headers.host },
+      { method: 'GET', url: `/session/${sessionId}?tab=3`, cookie: 'a=1; b=2', list: 'one, two', host: '127.0.0.1' },
+    );
+    assert.deepEqual(request.socket, { remoteAddress: '127.0.0.1', remotePort: raw.socket.localPort });
+    await eventually(() => assert.deepEqual(users.sort(), [['alice', 'org-1'], ['late', undefined]]));
+    raw.socket.destroy();
+    await alice.close();
+  });
+
+  it('lets authenticate add to a token: the fields it gives override the claims', async () => {
+    const secret = 'a secret of at least thirty-two bytes';
+    const { manager, url } = listening({ auth: { jwt: { secret, organizationClaim: 'org' } } }, { authenticate: async () => ({ organizationId: 'org-from-app' }) });
+    const users = [];
+    manager.on('connection', (e) => users.push([e.userId, e.organizationId]));
+    const { sessionId } = manager.createSession();
+    const token = sign({ sub: 'alice', org: 'org-from-token', exp: now() + 60 }, { key: secret });
+    const alice = await joinedClient(`${url(sessionId)}?token=${token}`);
+    await eventually(() => assert.deepEqual(users, [['alice', 'org-from-app']]));
+    await alice.close();
+  });
+
+  it('answers 503 to an upgrade whose authenticate has not answered when the manager stops', async () => {
+    let asked;
+    const wasAsked = new Promise((resolve) => (asked = resolve));
+    const { manager, port } = listening({}, {
+      authenticate: () => {
+        asked();
+        return new Promise(() => {});
+      },
+    });
+    const { sessionId } = manager.createSession();
+    const raw = new RawClient(port);
+    await raw.connected;
+    raw.write(upgradeRequest(`/session/${sessionId}`));
+    await wasAsked;
+    await manager.stop({ timeoutMs: 1000 });
+    assert.match(await raw.responseHead(), /^HTTP\/1\.1 503 Service Unavailable\r\n/);
+    await raw.ended;
+  });
+
+  it('refuses an authenticate that is not a function', () => {
+    const manager = new RelaySessionManager();
+    assert.throws(() => manager.listen({ host: '127.0.0.1', authenticate: 'yes' }), { name: 'TypeError', message: /authenticate must be a function, got/ });
   });
 
   it('answers what is not an upgrade to its path, closes it, and goes on relaying', async () => {

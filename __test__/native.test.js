@@ -270,13 +270,14 @@ describe('attach', () => {
     assert.match(await raw.responseHead(), /^HTTP\/1\.1 418 /);
   });
 
-  it('answers 401 when authenticate returns null, sync or async, and 500 when it throws', async (t) => {
+  it('answers 401 when authenticate returns null, sync or async, and 500 when it throws or returns a bad identity', async (t) => {
     const printed = [];
     t.mock.method(console, 'error', (...args) => printed.push(args.join(' ')));
     const server = await mixedServer(undefined, {
       authenticate: (request) => {
         const who = request.headers['x-user'];
         if (who === 'boom') throw new Error('auth backend down');
+        if (who === 'numeric') return { userId: 42 };
         if (who === 'late') return new Promise((resolve) => setTimeout(() => resolve({ userId: 'late' }), 50));
         if (who === 'late-no') return Promise.resolve(null);
         return who ? { userId: who } : null;
@@ -293,6 +294,8 @@ describe('attach', () => {
     assert.equal(await statusOf({ 'x-user': 'late-no' }), 401);
     assert.equal(await statusOf({ 'x-user': 'boom' }), 500);
     assert.match(printed.join('\n'), /authenticate threw: .*auth backend down/);
+    assert.equal(await statusOf({ 'x-user': 'numeric' }), 500);
+    assert.match(printed.join('\n'), /attach's authenticate returned a bad identity: .*userId must be a string, got 42/);
     const late = await joinedClient(server.native(sessionId), { headers: { 'x-user': 'late' } });
     const early = new RawClient(server.port);
     await early.connected;

@@ -4,7 +4,7 @@
 // addon reads and checks by hand to give errors that name the option. The shapes it
 // hands out are generated from the Rust structs below this header.
 
-import type { IncomingMessage, Server as HttpServer } from 'node:http'
+import type { IncomingHttpHeaders, IncomingMessage, Server as HttpServer } from 'node:http'
 import type { Duplex } from 'node:stream'
 
 /** Any JSON value: session and connection `metadata`. */
@@ -233,7 +233,7 @@ export interface UpgradeOptions extends ConnectionOptions {
   head?: Buffer
 }
 
-/** What `attach`'s `authenticate` may answer: an identity, or `null`/`undefined` to refuse with 401. */
+/** What `authenticate` (of `attach` or `listen`) may answer: an identity, or `null`/`undefined` to refuse with 401. */
 export type Authentication = ConnectionOptions | null | undefined
 
 /** Options of `attach(server, options)`. */
@@ -252,6 +252,25 @@ export interface ListenOptions {
   host?: string
   /** Upgrades whose path matches join the relay; `:sessionId` names the session. Default `/session/:sessionId`. */
   path?: string
+  /**
+   * Decides who the connection is before the upgrade, or refuses it, as `attach`'s does;
+   * it runs on the JS thread while the connection waits. With `auth.jwt` too, the
+   * fields it gives override the token's claims.
+   */
+  authenticate?: (request: ListenRequest) => Authentication | Promise<Authentication>
+}
+
+/**
+ * The upgrade request `listen`'s `authenticate` is given: the parts of an `IncomingMessage`
+ * an authentication reads, so one function can serve `attach` and `listen`.
+ */
+export interface ListenRequest {
+  method: string
+  /** The request target: path and query. */
+  url: string
+  /** By lower-case name; a repeated header's values joined as Node joins them (`; ` for `cookie`, else `, `). */
+  headers: IncomingHttpHeaders
+  socket: { remoteAddress: string; remotePort: number }
 }
 
 /** The part of a `ws` WebSocket the bridge uses; `ws`'s WebSocket (and `@fastify/websocket`'s) fits. */

@@ -10,11 +10,11 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use napi::bindgen_prelude::{BufferSlice, Function, FunctionCallContext, FunctionRef, JsObjectValue, Object, Unknown};
+use napi::bindgen_prelude::{BufferSlice, Function, FunctionCallContext, JsObjectValue, Object, Unknown};
 use napi::{Env, Error, Result, Status, ValueType};
 use switchyard_core::{Identity, Route};
 
-use crate::config::read_identity;
+use crate::authentication::{self, Authenticate, Verdict};
 use crate::events::report_error;
 use crate::guard;
 use crate::held::Held;
@@ -90,8 +90,6 @@ impl PathPattern {
     }
 }
 
-type Authenticate = FunctionRef<Object<'static>, Unknown<'static>>;
-
 /// An upgrade waiting for `authenticate`'s answer.
 struct Waiting {
     socket: Held,
@@ -121,10 +119,7 @@ pub fn attach(host: &Rc<Host>, env: &Env, server: Unknown, options: Option<Unkno
     }
     let options = OptionsReader::new(env, options, "options", &["path", "authenticate"])?;
     let pattern = Rc::new(read_path(env, &options)?);
-    let authenticate: Option<Rc<Authenticate>> = match options.function("authenticate")? {
-        Some(function) => Some(Rc::new(function.create_ref()?)),
-        None => None,
-    };
+    let authenticate = read_authenticate(&options)?;
     let server_ref = Rc::new(Held::new(env, &server)?);
     let attached = counter(&server, ATTACHED)? + 1;
     server.set_named_property(ATTACHED, attached)?;
@@ -144,18 +139,8 @@ pub fn attach(host: &Rc<Host>, env: &Env, server: Unknown, options: Option<Unkno
                 Some(authenticate) => {
                     stop_reading(&socket)?;
                     let waiting = Waiting { socket: Held::new(env, &socket)?, request: Held::new(env, &request)?, head, route };
-                    match authenticate.borrow_back(env)?.call(request) {
-                        Ok(answer) => {
-                            let host = host.clone();
-                            js::when_settled(env, answer, move |env, outcome| {
-                                settle(&host, env, outcome.map_err(|reason| Error::new(Status::GenericFailure, js::reason(reason))), waiting)
-                            })
-                        }
-                        Err(err) => {
-                            report_error(env, "attach's authenticate threw:", err)?;
-                            host.refuse_upgrade(&socket, 500, "Internal Server Error")
-                        }
-                    }
+                    let host = host.clone();
+                    authentication::ask(env, authenticate, "attach", request, move |env, verdict| settle(&host, env, verdict, waiting))
                 }
             }
         })
@@ -166,6 +151,11 @@ pub fn attach(host: &Rc<Host>, env: &Env, server: Unknown, options: Option<Unkno
 pub fn read_path(env: &Env, options: &OptionsReader) -> Result<PathPattern> {
     let pattern = options.string("path")?.unwrap_or_else(|| DEFAULT_PATH.to_owned());
     PathPattern::parse(&pattern).map_err(|message| type_error(env, message))
+}
+
+/// The `authenticate` option of `attach` and `listen`.
+pub fn read_authenticate(options: &OptionsReader) -> Result<Option<Rc<Authenticate>>> {
+    options.function("authenticate")?.map(|function| Ok(Rc::new(function.create_ref()?))).transpose()
 }
 
 /// An upgrade no pattern claims is left to the server's other `upgrade` listeners; when
@@ -204,32 +194,20 @@ fn upgrade(host: &Rc<Host>, env: &Env, socket: &Object, request: &Object, route:
     Ok(())
 }
 
-/// `null` or `undefined` refuses with 401; an identity object lets the upgrade through.
-fn settle(host: &Rc<Host>, env: &Env, outcome: Result<Unknown>, waiting: Waiting) -> Result<()> {
+/// Lets the upgrade in or refuses it, unless its client has gone meanwhile.
+fn settle(host: &Rc<Host>, env: &Env, verdict: Verdict, waiting: Waiting) -> Result<()> {
     let socket = waiting.socket.get(env)?;
     let destroyed: bool = socket.get_named_property_unchecked::<Unknown>("destroyed").and_then(|d| unsafe { d.cast() }).unwrap_or(false);
     if destroyed {
         return Ok(());
     }
-    let answer = match outcome {
-        Ok(answer) => answer,
-        Err(err) => {
-            report_error(env, "attach's authenticate rejected:", err)?;
-            return host.refuse_upgrade(&socket, 500, "Internal Server Error");
+    match verdict {
+        Verdict::Admit(identity) => {
+            let request = waiting.request.get(env)?;
+            upgrade(host, env, &socket, &request, waiting.route, identity, waiting.head)
         }
-    };
-    if matches!(answer.get_type()?, ValueType::Null | ValueType::Undefined) {
-        return host.refuse_upgrade(&socket, 401, "Unauthorized");
+        Verdict::Refuse { status, reason } => host.refuse_upgrade(&socket, status, reason),
     }
-    let identity = match read_identity(env, Some(answer)) {
-        Ok(identity) => identity,
-        Err(err) => {
-            report_error(env, "attach's authenticate returned a bad identity:", err)?;
-            return host.refuse_upgrade(&socket, 500, "Internal Server Error");
-        }
-    };
-    let request = waiting.request.get(env)?;
-    upgrade(host, env, &socket, &request, waiting.route, identity, waiting.head)
 }
 
 #[cfg(test)]

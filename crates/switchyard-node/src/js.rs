@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use napi::bindgen_prelude::{FnArgs, Function, FunctionCallContext, JsObjectValue, Object, ToNapiValue, Unknown};
-use napi::{Env, JsValue, Result, ValueType};
+use napi::{Env, Error, JsValue, Result, Status, ValueType};
 
 use crate::guard;
 
@@ -62,6 +62,22 @@ where
     let method: Function<FnArgs<(Function<Unknown, ()>, Function<Unknown, ()>)>, Unknown> = unsafe { method.cast()? };
     method.bind(unsafe { value.cast::<Object>()? })?.call((resolve, reject).into())?;
     Ok(())
+}
+
+/// `err` with the exception it left pending (as [`type_error`](crate::options::type_error)
+/// does) taken out of JavaScript, for an error to be reported rather than thrown.
+pub fn caught(env: &Env, err: Error) -> Error {
+    if err.status != Status::PendingException {
+        return err;
+    }
+    let mut exception = std::ptr::null_mut();
+    // SAFETY: called on the JS thread with its live env; `exception` is written on success.
+    if unsafe { napi::sys::napi_get_and_clear_last_exception(env.raw(), &mut exception) } != napi::sys::Status::napi_ok {
+        return err;
+    }
+    // SAFETY: the exception is a value of the current handle scope.
+    let exception = unsafe { Unknown::from_raw_unchecked(env.raw(), exception) };
+    Error::new(Status::GenericFailure, reason(exception))
 }
 
 /// What a thrown value or a rejection reason says: an `Error`'s message, else the value as

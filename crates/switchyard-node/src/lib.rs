@@ -8,6 +8,7 @@
 //! panic into a thrown `Error`.
 
 mod attach;
+mod authentication;
 mod bridge;
 mod config;
 mod events;

@@ -182,24 +182,26 @@ impl RelaySessionManager {
 
     /// Serves WebSockets on a port of the relay's own, from Rust: upgrades whose path
     /// matches `path` (default `/session/:sessionId`) join the relay as `attach`'s do,
-    /// but Node's HTTP server never sees them. Token auth (`auth.jwt`) applies; any
-    /// other request gets an HTTP error and is closed. `stop()` closes the port.
+    /// but Node's HTTP server never sees them. `authenticate(request)` decides as
+    /// `attach`'s does, and token auth (`auth.jwt`) applies; any other request gets an
+    /// HTTP error and is closed. `stop()` closes the port.
     #[napi(ts_args_type = "options?: ListenOptions")]
     pub fn listen(&self, env: Env, options: Option<Unknown>) -> Result<ListenAddress> {
         guard(|| {
             crate::native::available()?;
-            let options = OptionsReader::new(&env, options, "options", &["port", "host", "path"])?;
+            let options = OptionsReader::new(&env, options, "options", &["port", "host", "path", "authenticate"])?;
             let port = options.count("port", u16::MAX.into())?.map_or(0, |port| port as u16);
             let host = options.string("host")?.unwrap_or_else(|| DEFAULT_LISTEN_HOST.to_owned());
             let pattern = attach::read_path(&env, &options)?;
+            let authenticate = attach::read_authenticate(&options)?;
             if self.host.lifecycle.get() == Lifecycle::Stopped {
                 return Err(napi::Error::from_reason("The manager is stopped: call start() before listen()"));
             }
             #[cfg(not(target_family = "wasm"))]
-            return self.host.listen(&env, &host, port, pattern);
+            return self.host.listen(&env, &host, port, pattern, authenticate);
             #[cfg(target_family = "wasm")]
             {
-                drop((host, port, pattern));
+                drop((host, port, pattern, authenticate));
                 unreachable!("native::available() refuses the WebAssembly build")
             }
         })

@@ -9,10 +9,13 @@
 //! `101` itself, or `400` through Node before letting go.
 //!
 //! [`takeover`] is the transport's side; [`listener`] serves a port of the relay's own
-//! (`listen()`) without Node's HTTP server. Only Unix descriptors can be taken over:
+//! (`listen()`) without Node's HTTP server, asking the app's `authenticate` through
+//! [`authenticator`]. Only Unix descriptors can be taken over:
 //! elsewhere (Windows, the WebAssembly build) [`available`] refuses the native transport
 //! with an error that names bridge mode.
 
+#[cfg(not(target_family = "wasm"))]
+mod authenticator;
 #[cfg(not(target_family = "wasm"))]
 mod listener;
 #[cfg(not(target_family = "wasm"))]
@@ -21,6 +24,8 @@ mod takeover;
 use napi::bindgen_prelude::{Buffer, FnArgs, Function, JsObjectValue, Object, Unknown};
 use napi::{Error, Result, Status, ValueType};
 
+#[cfg(not(target_family = "wasm"))]
+pub use authenticator::Authenticator;
 #[cfg(not(target_family = "wasm"))]
 pub use listener::Listener;
 #[cfg(not(target_family = "wasm"))]

@@ -5,6 +5,7 @@
 //! costs what the binary's does. What the request becomes is the [`Upgrades`]' call:
 //! a connection, or an HTTP refusal written with [`answer`].
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -34,12 +35,18 @@ impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
+
+    /// Every header as it came, names in lower case.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
 }
 
 /// What the listener hands its connections to.
 pub trait Upgrades: Send + Sync + 'static {
-    /// A whole request; `rest` is what the client sent after it.
-    fn upgrade(&self, tcp: TcpStream, request: Request, rest: Bytes);
+    /// A whole request; `rest` is what the client sent after it. The connection keeps its
+    /// place among the unfinished handshakes until this is done.
+    fn upgrade(&self, tcp: TcpStream, request: Request, rest: Bytes) -> impl Future<Output = ()> + Send;
     /// A connection closed before it sent a whole request: over a cap, too slow, too long
     /// or not HTTP.
     fn refused(&self);
@@ -66,10 +73,11 @@ pub async fn serve(listener: TcpListener, waiting: Arc<Waiting>, stop: Cancellat
         let (upgrades, deadline) = (upgrades.clone(), waiting.limits().deadline);
         tokio::spawn(async move {
             let mut tcp = tcp;
+            // Held until the request is dealt with, the app's authenticate included.
+            let _slot = slot;
             let read = tokio::time::timeout(deadline, read_request(&mut tcp, peer.ip())).await;
-            drop(slot);
             match read {
-                Ok(Ok((request, rest))) => upgrades.upgrade(tcp, request, rest),
+                Ok(Ok((request, rest))) => upgrades.upgrade(tcp, request, rest).await,
                 Ok(Err(HeadError::Closed)) => {}
                 Ok(Err(HeadError::TooLarge)) => {
                     upgrades.refused();

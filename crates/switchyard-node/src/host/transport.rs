@@ -20,7 +20,8 @@ use super::{Host, Lifecycle};
 use crate::attach::PathPattern;
 use crate::guard;
 use crate::js_types::ListenAddress;
-use crate::native::{self, Listener, NativeRuntime, Takeover};
+use crate::authentication::Authenticate;
+use crate::native::{self, Authenticator, Listener, NativeRuntime, Takeover};
 use crate::request::UpgradeRequest;
 
 impl Host {
@@ -56,8 +57,9 @@ impl Host {
 
     /// Opens a port of the relay's own (`listen()`), served on the native runtime until
     /// `stop()`.
-    pub fn listen(self: &Rc<Self>, env: &Env, host: &str, port: u16, pattern: PathPattern) -> Result<ListenAddress> {
+    pub fn listen(self: &Rc<Self>, env: &Env, host: &str, port: u16, pattern: PathPattern, authenticate: Option<Rc<Authenticate>>) -> Result<ListenAddress> {
         let native = self.native(env)?;
+        let authenticator = authenticate.map(|authenticate| Authenticator::new(env, authenticate)).transpose()?;
         let cannot = |err: std::io::Error| Error::new(Status::GenericFailure, format!("cannot listen on {host}:{port}: {err}"));
         let socket = std::net::TcpListener::bind((host, port)).map_err(cannot)?;
         socket.set_nonblocking(true).map_err(cannot)?;
@@ -73,6 +75,7 @@ impl Host {
             cluster: self.cluster.clone(),
             spawner: native.spawner.clone(),
             pattern,
+            authenticator,
             stop: stop.clone(),
         });
         native.spawner.runtime.spawn(listener::serve(listener, Waiting::new(Limits::default()), stop.clone(), upgrades));

@@ -2,7 +2,7 @@
 //! the native runtime. Upgrades never pass through Node's HTTP server, so a connection
 //! costs no JavaScript objects at all (with `attach`, Node makes a socket, a parser and a
 //! request for each upgrade before handing it over), and the JS thread is not involved
-//! in accepting it.
+//! in accepting it, unless the app gave `authenticate` (see [`Authenticator`]).
 
 use std::sync::Arc;
 
@@ -15,7 +15,9 @@ use switchyard_server::{handshake, Accepted, Spawner};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::Authenticator;
 use crate::attach::PathPattern;
+use crate::authentication::Verdict;
 use crate::host::admit_native;
 
 /// What a listener needs of its manager to let an upgrade in.
@@ -25,6 +27,8 @@ pub struct Listener {
     pub cluster: Option<Arc<RedisBroker>>,
     pub spawner: Spawner,
     pub pattern: PathPattern,
+    /// The app's `authenticate`, when it gave one.
+    pub authenticator: Option<Authenticator>,
     /// Cancelled by `stop()`: the port closes, and handshakes under way are refused.
     pub stop: CancellationToken,
 }
@@ -35,16 +39,32 @@ impl Listener {
     }
 }
 
-/// As `attach` does for the upgrades it takes: the path, then the address's connection
-/// rate and the token, then the handshake itself.
+/// As `attach` does for the upgrades it takes: the path, the app's `authenticate`, then
+/// the address's connection rate and the token, then the handshake itself.
 impl Upgrades for Listener {
-    fn upgrade(&self, tcp: TcpStream, request: Request, rest: Bytes) {
+    async fn upgrade(&self, tcp: TcpStream, request: Request, rest: Bytes) {
         let Some(route) = self.pattern.route(&request.url) else {
             self.relay.handshake_failed();
             return self.respond(tcp, handshake::http_error(404, "Not Found", "No WebSocket is served at this path", ""));
         };
+        let given = match &self.authenticator {
+            None => Identity::default(),
+            Some(authenticator) => {
+                let port = tcp.peer_addr().map_or(0, |peer| peer.port());
+                let verdict = tokio::select! {
+                    verdict = authenticator.ask(&request, port) => verdict,
+                    () = self.stop.cancelled() => {
+                        return self.respond(tcp, handshake::http_error(503, "Service Unavailable", "The relay is stopping", ""));
+                    }
+                };
+                match verdict {
+                    Verdict::Admit(identity) => identity,
+                    Verdict::Refuse { status, reason } => return self.respond(tcp, handshake::http_error(status, reason, reason, "")),
+                }
+            }
+        };
         let upgrade = Upgrade { url: Some(&request.url), address: Some(request.address), header: |name: &str| request.header(name) };
-        let admitted = match admission::admit(&self.relay, self.auth.as_deref(), upgrade, Identity::default()) {
+        let admitted = match admission::admit(&self.relay, self.auth.as_deref(), upgrade, given) {
             Ok(admitted) => admitted,
             Err(refused) => return self.respond(tcp, refused.http_answer()),
         };
