@@ -179,6 +179,36 @@ describe('listen()', { skip: !hasNativeTransport && 'no native transport in this
     await raw.ended;
   });
 
+  it('counts upgrades waiting for authenticate among the 256 unfinished handshakes an address may have', async () => {
+    let release;
+    const released = new Promise((resolve) => (release = resolve));
+    let asked = 0;
+    const { manager, port } = listening({}, {
+      authenticate: async () => {
+        asked++;
+        await released;
+        return { userId: 'patient' };
+      },
+    });
+    const waiting = [];
+    for (let i = 0; i < 256; i++) waiting.push(new RawClient(port));
+    await Promise.all(waiting.map((raw) => raw.connected));
+    for (const raw of waiting) raw.write(upgradeRequest('/session/none-such'));
+    await eventually(() => assert.equal(asked, 256), 30_000);
+    const extra = new RawClient(port);
+    await extra.connected;
+    extra.write(upgradeRequest('/session/none-such'));
+    await extra.ended;
+    assert.equal(extra.received.length, 0, 'closed at once, without an answer');
+    release();
+    const { sessionId } = manager.createSession();
+    const heads = await Promise.all(waiting.map((raw) => raw.responseHead()));
+    assert.ok(heads.every((head) => /^HTTP\/1\.1 101 /.test(head)), 'each waiting upgrade is answered once authenticate is');
+    for (const raw of waiting) raw.socket.destroy();
+    const alice = await eventually(() => joinedClient(`ws://127.0.0.1:${port}/session/${sessionId}`), 30_000);
+    await alice.close();
+  });
+
   it('refuses an authenticate that is not a function', () => {
     const manager = new RelaySessionManager();
     assert.throws(() => manager.listen({ host: '127.0.0.1', authenticate: 'yes' }), { name: 'TypeError', message: /authenticate must be a function, got/ });

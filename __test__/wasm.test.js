@@ -23,6 +23,13 @@ describe('the WebAssembly build', () => {
     assert.equal(server.listenerCount('upgrade'), 0);
   });
 
+  it('listen() throws the same', () => {
+    const manager = new RelaySessionManager();
+    manager.start();
+    assert.throws(() => manager.listen({ host: '127.0.0.1', authenticate: () => ({}) }), (err) => err instanceof Error && BRIDGE_ONLY.test(err.message));
+    return manager.stop({ timeoutMs: 100 });
+  });
+
   it('handleUpgrade with a net.Socket throws the same, and leaves the socket to the app, which can still answer it', async () => {
     const manager = new RelaySessionManager();
     const { sessionId } = manager.createSession();

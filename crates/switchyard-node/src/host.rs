@@ -38,6 +38,10 @@ use crate::held::Held;
 use crate::js::{self, to_js};
 use crate::js_types::ConnectionEvent;
 use crate::native;
+#[cfg(target_family = "wasm")]
+use crate::{attach::PathPattern, authentication::Authenticate, js_types::ListenAddress};
+#[cfg(target_family = "wasm")]
+use napi::{Error, Status};
 #[cfg(not(target_family = "wasm"))]
 use crate::native::NativeRuntime;
 use crate::pending::Pending;
@@ -429,6 +433,12 @@ impl Host {
     #[cfg(target_family = "wasm")]
     pub fn adopt_native(self: &Rc<Self>, _: &Env, _: &Object, _: &Object, _: Route, _: Identity, _: Bytes) -> Result<bool> {
         native::available().map(|()| false)
+    }
+
+    /// Nor open a port of its own: [`native::available`] says so.
+    #[cfg(target_family = "wasm")]
+    pub fn listen(self: &Rc<Self>, _: &Env, _: &str, _: u16, _: PathPattern, _: Option<Rc<Authenticate>>) -> Result<ListenAddress> {
+        native::available().and_then(|()| Err(Error::new(Status::GenericFailure, "listen() needs the native transport")))
     }
 
     /// Answers an upgrade the app refused (its `authenticate` said no, or threw).

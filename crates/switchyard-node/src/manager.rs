@@ -197,13 +197,7 @@ impl RelaySessionManager {
             if self.host.lifecycle.get() == Lifecycle::Stopped {
                 return Err(napi::Error::from_reason("The manager is stopped: call start() before listen()"));
             }
-            #[cfg(not(target_family = "wasm"))]
-            return self.host.listen(&env, &host, port, pattern, authenticate);
-            #[cfg(target_family = "wasm")]
-            {
-                drop((host, port, pattern, authenticate));
-                unreachable!("native::available() refuses the WebAssembly build")
-            }
+            self.host.listen(&env, &host, port, pattern, authenticate)
         })
     }
 

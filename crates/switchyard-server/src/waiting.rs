@@ -6,7 +6,9 @@
 //! HTTP server and the addon's own listener share it.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
+#[cfg(not(target_family = "wasm"))]
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +56,7 @@ impl Waiting {
     }
 
     /// A place among the waiting for a connection from `address`, unless a cap is reached.
+    #[cfg(not(target_family = "wasm"))]
     fn admit(self: &Arc<Self>, address: IpAddr) -> Option<Slot> {
         let mut counts = self.counts.lock();
         let from_address = counts.by_address.get(&address).copied().unwrap_or(0);
