@@ -5,6 +5,10 @@
 const { describe, it, after } = require('node:test');
 const assert = require('node:assert/strict');
 const net = require('node:net');
+const path = require('node:path');
+const readline = require('node:readline');
+const { once } = require('node:events');
+const { spawn } = require('node:child_process');
 const { RelaySessionManager } = require('..');
 const { TestClient, joinedClient, eventually, RawClient, upgradeRequest, clientFrame, startMixedServer, hasNativeTransport } = require('./helpers');
 const { sign, now } = require('./jwt');
@@ -286,6 +290,29 @@ describe('listen()', { skip: !hasNativeTransport && 'no native transport in this
     const { sessionId: next } = manager.createSession();
     const bob = await joinedClient(url(next));
     await bob.close();
+  });
+
+  it('keeps a Node process that only listens alive until stop(), which lets it exit', async () => {
+    const script = `
+      const { RelaySessionManager } = require(${JSON.stringify(path.resolve(__dirname, '..'))});
+      process.channel.unref();
+      const relay = new RelaySessionManager();
+      relay.start();
+      const { port } = relay.listen({ host: '127.0.0.1' });
+      console.log(JSON.stringify({ port, sessionId: relay.createSession().sessionId }));
+      process.once('message', () => relay.stop({ timeoutMs: 1000 }));
+    `;
+    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+    const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    stops.push(() => child.kill('SIGKILL'));
+    const [line] = await once(readline.createInterface({ input: child.stdout }), 'line');
+    const { port, sessionId } = JSON.parse(line);
+    const alice = await joinedClient(`ws://127.0.0.1:${port}/session/${sessionId}`);
+    const bob = await joinedClient(`ws://127.0.0.1:${port}/session/${sessionId}`);
+    await assertRelaying(alice, bob, 'in a process that only listens');
+    child.send('stop');
+    assert.equal((await alice.closed).code, 1001);
+    assert.deepEqual(await exited, { code: 0, signal: null }, 'nothing else holds the process once the port is closed');
   });
 
   it('refuses bad options and a port in use with errors that say so', async () => {

@@ -81,9 +81,9 @@ pub struct Host {
     timer: RefCell<Option<Held>>,
     #[cfg(not(target_family = "wasm"))]
     native: OnceCell<NativeRuntime>,
-    /// The ports `listen()` opened, each closed by cancelling its token.
+    /// The ports `listen()` opened.
     #[cfg(not(target_family = "wasm"))]
-    ports: RefCell<Vec<tokio_util::sync::CancellationToken>>,
+    ports: RefCell<Vec<transport::Port>>,
     /// permessage-deflate for native connections (`nativeCompression`).
     compression: Option<CompressionConfig>,
     /// `nativeThreads`.
@@ -457,7 +457,7 @@ impl Host {
         #[cfg(not(target_family = "wasm"))]
         {
             for port in self.ports.borrow_mut().drain(..) {
-                port.cancel();
+                port.close();
             }
             if let Some(native) = self.native.get() {
                 native.spawner.tasks.close();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use napi::bindgen_prelude::Object;
-use napi::threadsafe_function::ThreadsafeFunctionCallMode;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Error, Result, Status};
 use switchyard_core::{Identity, Refusal, Relay, Route, SessionId, Topic};
 use switchyard_redis::RedisBroker;
@@ -23,6 +23,21 @@ use crate::js_types::ListenAddress;
 use crate::authentication::Authenticate;
 use crate::native::{self, Authenticator, Listener, NativeRuntime, Takeover};
 use crate::request::UpgradeRequest;
+
+/// A port `listen()` opened. Until it is closed, `_open` (a thread-safe function never
+/// called) keeps Node's event loop alive, as a listening `http.Server` does: a script
+/// that only listens would otherwise exit at once.
+pub struct Port {
+    stop: CancellationToken,
+    _open: ThreadsafeFunction<(), (), (), Status, false>,
+}
+
+impl Port {
+    /// Stops accepting; handshakes under way are refused.
+    pub fn close(self) {
+        self.stop.cancel();
+    }
+}
 
 impl Host {
     /// Starts the link to the cluster's Redis, on the native runtime (whose wake-up lets
@@ -79,7 +94,9 @@ impl Host {
             stop: stop.clone(),
         });
         native.spawner.runtime.spawn(listener::serve(listener, Waiting::new(Limits::default()), stop.clone(), upgrades));
-        self.ports.borrow_mut().push(stop);
+        let open = env.create_function_from_closure::<(), (), _>("switchyardPort", |_| Ok(()))?;
+        let open = open.build_threadsafe_function::<()>().callee_handled::<false>().build()?;
+        self.ports.borrow_mut().push(Port { stop, _open: open });
         Ok(ListenAddress { host: address.ip().to_string(), port: u32::from(address.port()) })
     }
 
