@@ -54,6 +54,7 @@ const scenarios = [
   { name: 'size-1k', label: '100 x 4 x 1 KiB, window 4', args: ['--sessions', '100', '--clients', '4', '--bytes', '1024', '--window', '4'], relays: SIZE_RELAYS },
   { name: 'size-16k', label: '100 x 4 x 16 KiB, window 4', args: ['--sessions', '100', '--clients', '4', '--bytes', '16384', '--window', '4'], relays: SIZE_RELAYS },
   { name: 'fanout', label: '10 sessions x 50 clients x 100 B, max rate', args: ['--sessions', '10', '--clients', '50', '--bytes', '100', '--window', '4'] },
+  { name: 'fanout-w1', label: '10 x 50 x 100 B, window 1', args: ['--sessions', '10', '--clients', '50', '--bytes', '100', '--window', '1'], relays: SIZE_RELAYS },
   { name: 'latency', label: '100 x 4 at 20,000 messages/s (60,000 deliveries/s)', args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--rate', '20000'], floor: true },
   {
     name: 'positions',
