@@ -268,7 +268,7 @@ export interface ListenRequest {
   method: string
   /** The request target: path and query. */
   url: string
-  /** By lower-case name; a repeated header's values joined as Node joins them (`; ` for `cookie`, else `, `). */
+  /** By lower-case name; a repeated header kept or joined as Node does (the first `host`, `authorization`, `user-agent`...; `cookie` joined with `; `, others with `, `). */
   headers: IncomingHttpHeaders
   socket: { remoteAddress: string; remotePort: number }
 }

@@ -136,15 +136,15 @@ describe('listen()', { skip: !hasNativeTransport && 'no native transport in this
 
     const raw = new RawClient(port);
     await raw.connected;
-    const headers = { 'x-user': 'late', Cookie: 'a=1', cookie: 'b=2', 'X-List': 'one', 'x-list': 'two' };
+    const headers = { 'x-user': 'late', Cookie: 'a=1', cookie: 'b=2', 'X-List': 'one', 'x-list': 'two', 'User-Agent': 'first', 'user-agent': 'second' };
     // Bytes sent while authenticate is still deciding reach the relay after the upgrade.
     raw.write(Buffer.concat([Buffer.from(upgradeRequest(`/session/${sessionId}?tab=3`, { headers })), clientFrame(1, '{"type":"while-deciding"}')]));
     const alice = await joinedClient(url(sessionId), { headers: { 'x-user': 'alice' } });
     assert.equal((await alice.next((m) => m.json?.type === 'while-deciding')).text, '{"type":"while-deciding"}');
     const request = asked.find((r) => r.headers['x-user'] === 'late');
     assert.deepEqual(
-      { method: request.method, url: request.url, cookie: request.headers.cookie, list: request.headers['x-list'], host: request.headers.host },
-      { method: 'GET', url: `/session/${sessionId}?tab=3`, cookie: 'a=1; b=2', list: 'one, two', host: '127.0.0.1' },
+      { method: request.method, url: request.url, cookie: request.headers.cookie, list: request.headers['x-list'], agent: request.headers['user-agent'], host: request.headers.host },
+      { method: 'GET', url: `/session/${sessionId}?tab=3`, cookie: 'a=1; b=2', list: 'one, two', agent: 'first', host: '127.0.0.1' },
     );
     assert.deepEqual(request.socket, { remoteAddress: '127.0.0.1', remotePort: raw.socket.localPort });
     await eventually(() => assert.deepEqual(users.sort(), [['alice', 'org-1'], ['late', undefined]]));

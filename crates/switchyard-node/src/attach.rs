@@ -14,7 +14,7 @@ use napi::bindgen_prelude::{BufferSlice, Function, FunctionCallContext, JsObject
 use napi::{Env, Error, Result, Status, ValueType};
 use switchyard_core::{Identity, Route};
 
-use crate::authentication::{self, Authenticate, Verdict};
+use crate::authentication::{self, Verdict};
 use crate::events::report_error;
 use crate::guard;
 use crate::held::Held;
@@ -119,7 +119,7 @@ pub fn attach(host: &Rc<Host>, env: &Env, server: Unknown, options: Option<Unkno
     }
     let options = OptionsReader::new(env, options, "options", &["path", "authenticate"])?;
     let pattern = Rc::new(read_path(env, &options)?);
-    let authenticate = read_authenticate(&options)?;
+    let authenticate = authentication::read(&options)?;
     let server_ref = Rc::new(Held::new(env, &server)?);
     let attached = counter(&server, ATTACHED)? + 1;
     server.set_named_property(ATTACHED, attached)?;
@@ -151,11 +151,6 @@ pub fn attach(host: &Rc<Host>, env: &Env, server: Unknown, options: Option<Unkno
 pub fn read_path(env: &Env, options: &OptionsReader) -> Result<PathPattern> {
     let pattern = options.string("path")?.unwrap_or_else(|| DEFAULT_PATH.to_owned());
     PathPattern::parse(&pattern).map_err(|message| type_error(env, message))
-}
-
-/// The `authenticate` option of `attach` and `listen`.
-pub fn read_authenticate(options: &OptionsReader) -> Result<Option<Rc<Authenticate>>> {
-    options.function("authenticate")?.map(|function| Ok(Rc::new(function.create_ref()?))).transpose()
 }
 
 /// An upgrade no pattern claims is left to the server's other `upgrade` listeners; when

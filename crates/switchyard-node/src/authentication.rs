@@ -3,6 +3,8 @@
 //! A throw, a rejection or a bad identity is printed and refused with 500: an exception
 //! escaping an `upgrade` listener would take the process down.
 
+use std::rc::Rc;
+
 use napi::bindgen_prelude::{FunctionRef, Object, Unknown};
 use napi::{Env, Error, Result, Status, ValueType};
 use switchyard_core::Identity;
@@ -10,8 +12,14 @@ use switchyard_core::Identity;
 use crate::config::read_identity;
 use crate::events::report_error;
 use crate::js;
+use crate::options::OptionsReader;
 
 pub type Authenticate = FunctionRef<Object<'static>, Unknown<'static>>;
+
+/// The `authenticate` option of `attach` and `listen`.
+pub fn read(options: &OptionsReader) -> Result<Option<Rc<Authenticate>>> {
+    options.function("authenticate")?.map(|function| Ok(Rc::new(function.create_ref()?))).transpose()
+}
 
 /// What `authenticate` decided of an upgrade.
 #[derive(Debug)]

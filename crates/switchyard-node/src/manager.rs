@@ -18,6 +18,7 @@ use crate::config::MAX_TIMER_MS;
 use crate::js_types::{HealthStats, IdentityData, ListenAddress, PresenceData, Published, RelayStats, SessionData, SessionHistory, NativeSettings, StatsExtra};
 use crate::native;
 use crate::attach;
+use crate::authentication;
 use crate::js;
 use crate::options::{string_argument, type_error, OptionsReader};
 use crate::request::UpgradeRequest;
@@ -193,7 +194,7 @@ impl RelaySessionManager {
             let port = options.count("port", u16::MAX.into())?.map_or(0, |port| port as u16);
             let host = options.string("host")?.unwrap_or_else(|| DEFAULT_LISTEN_HOST.to_owned());
             let pattern = attach::read_path(&env, &options)?;
-            let authenticate = attach::read_authenticate(&options)?;
+            let authenticate = authentication::read(&options)?;
             if self.host.lifecycle.get() == Lifecycle::Stopped {
                 return Err(napi::Error::from_reason("The manager is stopped: call start() before listen()"));
             }

@@ -26,14 +26,23 @@ struct Question {
     answer: oneshot::Sender<Verdict>,
 }
 
+/// The headers of which Node's `IncomingMessage.headers` keeps only the first.
+const SINGLE_HEADERS: [&str; 18] = [
+    "age", "authorization", "content-length", "content-type", "etag", "expires", "from", "host", "if-modified-since",
+    "if-unmodified-since", "last-modified", "location", "max-forwards", "proxy-authorization", "referer", "retry-after",
+    "server", "user-agent",
+];
+
 impl Question {
-    /// `{ method, url, headers, socket: { remoteAddress, remotePort } }`, the headers
-    /// joined as Node joins repeated ones.
+    /// `{ method, url, headers, socket: { remoteAddress, remotePort } }`, repeated headers
+    /// kept or joined as Node does: the first of [`SINGLE_HEADERS`], `cookie` joined with
+    /// `; `, any other with `, ` (a request carries no `set-cookie`).
     fn request(&self, env: &Env) -> Result<Object<'static>> {
         let mut headers = Object::new(env)?;
         let mut joined: Vec<(&str, String)> = Vec::new();
         for (name, value) in &self.headers {
             match joined.iter_mut().find(|(n, _)| n == name) {
+                Some(_) if SINGLE_HEADERS.contains(&name.as_str()) => {}
                 Some((_, values)) => {
                     values.push_str(if name == "cookie" { "; " } else { ", " });
                     values.push_str(value);
