@@ -382,35 +382,43 @@ function clusterTests() {
   });
 
   describe('clusters on Redis: failures', () => {
-    it('takes the members of a SIGKILLed node out of presence within the heartbeat timeout, and loses no session', async () => {
-      const victim = await startBinary({ args: [...NODE_ARGS, '--redis-url', redis.url, '--node-id', 'victim'] });
-      // Healthy is not yet clustered: until its link is up, a node relays among its own
-      // clients only, and its members' joins reach no one else.
-      await eventually(async () => assert.equal((await health(victim)).status, 'ok'), CROSSING_MS);
-      const [a] = nodes;
-      await postJson(`${a.base}/v1/sessions`, { sessionId: 'kill-1' });
-      const survivor = await new TestClient(`${a.ws}/session/kill-1`).joined();
-      const doomed = await new TestClient(`${victim.ws}/session/kill-1`).joined();
-      await survivor.nextOfType('client_connected', CROSSING_MS);
-      await eventually(async () => assert.equal((await presenceOn(a, 'kill-1')).length, 2), CROSSING_MS);
+    // A node killed outright is noticed when its lease runs out; one whose npm launcher
+    // was killed stops with it and leaves the cluster as a graceful stop does.
+    const LAUNCHER = [process.execPath, require.resolve('../bin/switchyard.js')];
+    for (const [what, command, id] of [
+      ['a SIGKILLed node', undefined, 'kill-1'],
+      ['a node whose npm launcher was SIGKILLed', LAUNCHER, 'kill-2'],
+    ]) {
+      it(`takes the members of ${what} out of presence within the heartbeat timeout, and loses no session`, async () => {
+        const victim = await startBinary({ command, args: [...NODE_ARGS, '--redis-url', redis.url, '--node-id', `victim-${id}`] });
+        // Healthy is not yet clustered: until its link is up, a node relays among its own
+        // clients only, and its members' joins reach no one else.
+        await eventually(async () => assert.equal((await health(victim)).status, 'ok'), CROSSING_MS);
+        const [a] = nodes;
+        await postJson(`${a.base}/v1/sessions`, { sessionId: id });
+        const survivor = await new TestClient(`${a.ws}/session/${id}`).joined();
+        const doomed = await new TestClient(`${victim.ws}/session/${id}`).joined();
+        await survivor.nextOfType('client_connected', CROSSING_MS);
+        await eventually(async () => assert.equal((await presenceOn(a, id)).length, 2), CROSSING_MS);
 
-      const killedAt = Date.now();
-      victim.child.kill('SIGKILL');
-      const left = await survivor.nextOfType('client_disconnected', HEARTBEAT_TIMEOUT_MS * 2).catch((error) => {
-        throw new Error(`${error.message}\nwhat the nodes logged of their links:\n${linkEvents([...nodes, victim])}`);
+        const killedAt = Date.now();
+        victim.child.kill('SIGKILL');
+        const left = await survivor.nextOfType('client_disconnected', HEARTBEAT_TIMEOUT_MS * 2).catch((error) => {
+          throw new Error(`${error.message}\nwhat the nodes logged of their links:\n${linkEvents([...nodes, victim])}`);
+        });
+        const tookMs = Date.now() - killedAt;
+        console.log(`# the member of ${what} left its peers' presence after ${tookMs} ms (heartbeatTimeoutMs ${HEARTBEAT_TIMEOUT_MS})`);
+        assert.equal(left.json.connectionId, doomed.welcome.connectionId);
+        assert.ok(tookMs <= HEARTBEAT_TIMEOUT_MS, `within heartbeatTimeoutMs (took ${tookMs} ms)`);
+        assert.deepEqual((await presenceOn(a, id)).map((p) => p.connectionId), [survivor.welcome.connectionId]);
+        assert.equal((await fetchJson(`${nodes[2].base}/v1/sessions/${id}`)).status, 200, 'the session lives on');
+        const back = await new TestClient(`${nodes[1].ws}/session/${id}`).joined();
+        await survivor.nextOfType('client_connected', CROSSING_MS);
+        back.send('{"type":"after-kill"}');
+        await survivor.nextOfType('after-kill', CROSSING_MS);
+        await Promise.all([survivor.close(), back.close()]);
       });
-      const tookMs = Date.now() - killedAt;
-      console.log(`# a SIGKILLed node's member left its peers' presence after ${tookMs} ms (heartbeatTimeoutMs ${HEARTBEAT_TIMEOUT_MS})`);
-      assert.equal(left.json.connectionId, doomed.welcome.connectionId);
-      assert.ok(tookMs <= HEARTBEAT_TIMEOUT_MS, `within heartbeatTimeoutMs (took ${tookMs} ms)`);
-      assert.deepEqual((await presenceOn(a, 'kill-1')).map((p) => p.connectionId), [survivor.welcome.connectionId]);
-      assert.equal((await fetchJson(`${nodes[2].base}/v1/sessions/kill-1`)).status, 200, 'the session lives on');
-      const back = await new TestClient(`${nodes[1].ws}/session/kill-1`).joined();
-      await survivor.nextOfType('client_connected', CROSSING_MS);
-      back.send('{"type":"after-kill"}');
-      await survivor.nextOfType('after-kill', CROSSING_MS);
-      await Promise.all([survivor.close(), back.close()]);
-    });
+    }
 
     it('keeps relaying on each node while Redis is gone, reports degraded, refuses new sessions UNAVAILABLE, and heals when Redis returns', async () => {
       const [a, b] = nodes;

@@ -527,7 +527,7 @@ describe('switchyard binary: stopping', () => {
     await Promise.all([a.close(), b.close()]);
   });
 
-  for (const signal of ['SIGTERM', 'SIGINT']) {
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP']) {
     it(`closes every socket with 1001 on ${signal} and exits 0`, async () => {
       const server = await startBinary();
       await postJson(`${server.base}/v1/sessions`, { sessionId: 's' });
@@ -556,16 +556,74 @@ describe('switchyard binary: stopping', () => {
     assert.ok(lines().length < 10, `a handful of lines, not one per message:\n${lines().join('\n')}`);
   });
 
+  const launcher = [process.execPath, path.join(__dirname, '..', 'bin', 'switchyard.js')];
+
+  /** The pid of the server the launcher `child` started. */
+  const serverPid = (child) => Number(fs.readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim());
+
+  /** Whether process `pid` has ended (a zombie nobody reaped yet has). */
+  const ended = (pid) => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].startsWith('Z');
+    } catch {
+      return true;
+    }
+  };
+
+  /** Whether a new server can listen on `port`: the old one has let it go. */
+  const portFree = (port) =>
+    new Promise((resolve) => {
+      const probe = net.createServer();
+      probe.once('error', () => resolve(false));
+      probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
+    });
+
   it('npx switchyard passes SIGTERM on to the server and exits with its code, leaving no orphan', async () => {
-    const server = await startBinary({ command: [process.execPath, path.join(__dirname, '..', 'bin', 'switchyard.js')] });
-    const childrenFile = `/proc/${server.child.pid}/task/${server.child.pid}/children`;
-    const rustPid = Number(fs.readFileSync(childrenFile, 'utf8').trim());
+    const server = await startBinary({ command: launcher });
+    const rustPid = serverPid(server.child);
     assert.ok(rustPid > 0, 'the bin started the server as its child');
     await postJson(`${server.base}/v1/sessions`, { sessionId: 'npx' });
-    const client = await joinedClient(`${server.ws}/session/npx`);
+    const clients = [await joinedClient(`${server.ws}/session/npx`), await joinedClient(`${server.ws}/session/npx`)];
     server.child.kill('SIGTERM');
-    assert.deepEqual(await client.closedWithin(5000), { code: 1001, reason: 'Server shutting down' });
+    for (const client of clients) assert.deepEqual(await client.closedWithin(5000), { code: 1001, reason: 'Server shutting down' });
     assert.deepEqual(await server.child.exited, { code: 0, signal: null });
-    assert.equal(fs.existsSync(`/proc/${rustPid}`), false, 'the server process is gone');
+    assert.equal(ended(rustPid), true, 'the server process is gone');
+  });
+
+  it('npx switchyard SIGKILLed takes its server with it: clients get 1001, the port is freed, no orphan', async () => {
+    const server = await startBinary({ command: launcher });
+    const rustPid = serverPid(server.child);
+    await postJson(`${server.base}/v1/sessions`, { sessionId: 'orphan' });
+    const client = await joinedClient(`${server.ws}/session/orphan`);
+    const killedAt = Date.now();
+    server.child.kill('SIGKILL');
+    assert.deepEqual(await client.closedWithin(5000), { code: 1001, reason: 'Server shutting down' });
+    await eventually(async () => assert.equal(await portFree(server.port), true, 'the port is free'), 5000);
+    const tookMs = Date.now() - killedAt;
+    console.log(`# the port of a server whose launcher was SIGKILLed was free after ${tookMs} ms`);
+    assert.ok(tookMs <= 2000, `within 2 s (took ${tookMs} ms)`);
+    await eventually(() => assert.equal(ended(rustPid), true, 'the server process is gone'), 5000);
+    assert.match(server.logs(), /shutting down cause="the launcher is gone"/);
+  });
+
+  // The fallback where the kernel cannot be asked (macOS, Windows): the launcher's pipe
+  // alone, closed here while its holder lives on.
+  it("stops gracefully when the launcher's pipe closes, the launcher still running", async () => {
+    const port = await freePort();
+    const child = spawn(binary, ['--port', String(port), '--host', '127.0.0.1'], {
+      env: { ...process.env, RUST_LOG: 'info', SWITCHYARD_LAUNCHER_FD: '3', SWITCHYARD_LAUNCHER_PID: String(process.pid) },
+      stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
+    });
+    binaries.add(child);
+    let logs = '';
+    child.stderr.on('data', (chunk) => (logs += chunk));
+    const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+    await untilHealthy(`http://127.0.0.1:${port}`, () => logs);
+    await postJson(`http://127.0.0.1:${port}/v1/sessions`, { sessionId: 'pipe' });
+    const client = await joinedClient(`ws://127.0.0.1:${port}/session/pipe`);
+    child.stdio[3].destroy();
+    assert.deepEqual(await client.closedWithin(5000), { code: 1001, reason: 'Server shutting down' });
+    assert.deepEqual(await exited, { code: 0, signal: null });
+    assert.match(logs, /shutting down cause="the launcher is gone"/);
   });
 });

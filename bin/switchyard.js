@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 // bin/switchyard.js: `npx switchyard` starts the standalone server (the Rust `switchyard`
-// binary), passes SIGINT and SIGTERM on to it, and exits with its exit code, so a process
-// manager that signals this process stops the server too, leaving no orphan behind.
+// binary), passes SIGINT, SIGTERM and SIGHUP on to it, and exits with its exit code, so a
+// process manager that signals this process stops the server too. A signal that cannot
+// be passed on (SIGKILL) must not leave an orphan behind either: the server is given one
+// end of a pipe as its descriptor 3 and stops when the pipe closes, which the kernel does
+// whenever this process ends (and on Linux it also dies with its parent).
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
@@ -60,7 +63,10 @@ if (require.main === module) {
     console.error(`switchyard: ${err.message}`);
     process.exit(1);
   }
-  const child = spawn(binary, process.argv.slice(2), { stdio: 'inherit' });
+  const child = spawn(binary, process.argv.slice(2), {
+    stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
+    env: { ...process.env, SWITCHYARD_LAUNCHER_FD: '3', SWITCHYARD_LAUNCHER_PID: String(process.pid) },
+  });
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
     process.on(signal, () => child.kill(signal));
   }

@@ -1,10 +1,12 @@
 //! `switchyard`: the relay as a standalone service. Parses the command line, serves
-//! WebSockets and the HTTP API on one port, ticks the relay's timers, and on SIGINT or
-//! SIGTERM stops accepting, closes every socket with 1001 and exits 0 within 5 seconds.
+//! WebSockets and the HTTP API on one port, ticks the relay's timers, and on SIGINT,
+//! SIGTERM or SIGHUP, or when the npm launcher that started it is gone, stops accepting,
+//! closes every socket with 1001 and exits 0 within 5 seconds.
 
 mod accept;
 mod cli;
 mod http;
+mod launcher;
 mod log_events;
 
 use std::net::SocketAddr;
@@ -18,7 +20,7 @@ use switchyard_redis::RedisBroker;
 use switchyard_server::admission::TokenAuth;
 use switchyard_server::{now, Spawner};
 use tokio::net::{TcpListener, TcpSocket};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 /// Many small allocations live as long as a connection (its task, its socket's
@@ -31,6 +33,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const SHUTDOWN_BUDGET: Duration = Duration::from_millis(4500);
 
 fn main() -> ExitCode {
+    let launcher = launcher::claim();
     let args = cli::Args::parse();
     let config = args.relay_config();
     if let Err(err) = config.validate() {
@@ -49,6 +52,10 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
+    let launcher = launcher.unwrap_or_else(|why| {
+        warn!("{why}: the server will not stop with its launcher");
+        None
+    });
     let threads = args.threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |n| n.get());
     let mut builder = match threads {
         1 => tokio::runtime::Builder::new_current_thread(),
@@ -65,10 +72,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(args, config, auth))
+    runtime.block_on(serve(args, config, auth, launcher))
 }
 
-async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>) -> ExitCode {
+async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, launcher: Option<launcher::Launcher>) -> ExitCode {
     let events = Arc::new(log_events::LogEvents::default());
     let cluster = match args.redis_options().map(|options| RedisBroker::new(options, config.history_max_bytes)).transpose() {
         Ok(cluster) => cluster,
@@ -126,8 +133,8 @@ async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>) -> Exit
         accept::serve(listener, http::router(app), waiting, move || relay.handshake_failed(), accepting_stopped)
     });
 
-    let signal_name = shutdown_signal().await;
-    info!(signal = signal_name, "shutting down");
+    let cause = shutdown_cause(launcher).await;
+    info!(cause, "shutting down");
     let _ = stop_accepting.send(());
     ticker.abort();
     relay.shutdown(close_code::GOING_AWAY, Refusal::ShuttingDown.reason(), now());
@@ -159,25 +166,36 @@ fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// What stops the server: a signal, or the end of the launcher that started it.
 #[cfg(unix)]
-async fn shutdown_signal() -> &'static str {
+async fn shutdown_cause(launcher: Option<launcher::Launcher>) -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
         error!("cannot listen for signals; stop the server with SIGKILL");
-        return std::future::pending().await;
+        launcher::gone(launcher).await;
+        return LAUNCHER_GONE;
     };
     tokio::select! {
         _ = interrupt.recv() => "SIGINT",
         _ = terminate.recv() => "SIGTERM",
+        _ = hangup.recv() => "SIGHUP",
+        () = launcher::gone(launcher) => LAUNCHER_GONE,
     }
 }
 
 /// Windows has no SIGTERM: Ctrl+C (and Ctrl+Break) is how a console process is asked to stop.
 #[cfg(not(unix))]
-async fn shutdown_signal() -> &'static str {
-    if tokio::signal::ctrl_c().await.is_err() {
-        error!("cannot listen for Ctrl+C; stop the server by ending its process");
-        return std::future::pending().await;
+async fn shutdown_cause(launcher: Option<launcher::Launcher>) -> &'static str {
+    let interrupted = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            error!("cannot listen for Ctrl+C; stop the server by ending its process");
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = interrupted => "Ctrl+C",
+        () = launcher::gone(launcher) => LAUNCHER_GONE,
     }
-    "Ctrl+C"
 }
+
+const LAUNCHER_GONE: &str = "the launcher is gone";
