@@ -276,6 +276,18 @@ function clusterTests() {
       await eventually(async () => assert.equal((await fetchJson(`${a.base}/v1/sessions/roles-1`)).body.activeClientId, second.welcome.clientId), CROSSING_MS);
       assert.equal(first.inbox.filter((m) => m.json?.data?.from === 'passive').length, 0, "a passive member's state_update went nowhere");
 
+      // An offered handoff, each way: the offerer on the other node is sent the accept.
+      for (const [offerer, taker] of [[second, first], [first, second]]) {
+        control(offerer, 'offer_control', { note: 'yours' });
+        await taker.nextOfType('offer_control', CROSSING_MS);
+        control(taker, 'accept_control', { fromClientId: offerer.welcome.clientId });
+        assert.equal((await offerer.nextOfType('accept_control', CROSSING_MS)).json.clientId, taker.welcome.clientId, 'the offerer is sent the accept');
+        await eventually(async () => {
+          const roles = Object.fromEntries((await presenceOn(c, 'roles-1')).map((p) => [p.connectionId, p.role]));
+          assert.deepEqual(roles, { [offerer.welcome.connectionId]: 'passive', [taker.welcome.connectionId]: 'active' });
+        }, CROSSING_MS);
+      }
+
       await second.close();
       const left = await first.nextOfType('client_disconnected', CROSSING_MS);
       assert.equal(left.json.data.role, 'active', 'the active member left');

@@ -63,6 +63,15 @@ class OriginalPeer {
     this.announce(ClientRole.ACTIVE);
   }
 
+  /**
+   * The original's answer to a peer's `accept_control` while it is active: it turns
+   * passive, announcing it, and confirms the transfer to the peer.
+   */
+  yieldTo(accept) {
+    this.announce(ClientRole.PASSIVE);
+    this.send('confirm_transfer', { toClientId: accept.clientId, timestamp: Date.now() });
+  }
+
   releaseControl() {
     this.send('release_control', { timestamp: Date.now() });
     this.announce(ClientRole.PASSIVE);
@@ -169,7 +178,10 @@ for (const transport of ['native', 'bridge']) {
       assert.deepEqual((await first.next('state_update')).data, { step: 2 });
     });
 
-    it('an offered handoff completes: the new active client is heard, the old one is dropped silently', async () => {
+    // The original server left the offerer active beside the accepter; a server with one
+    // active member must tell the offerer, or its client would go on believing itself
+    // active while its updates were dropped.
+    it('an offered handoff completes: the offerer gets the accept, turns passive, and can take control back', async () => {
       const s = await server();
       const { sessionId, first, second } = await pair(s, transport);
       first.requestControl();
@@ -182,18 +194,41 @@ for (const transport of ['native', 'bridge']) {
       const offer = await second.next('offer_control');
       assert.equal(offer.data.metadata.fromClientId, first.clientId);
       second.acceptControl(first.clientId);
-      const announced = (await first.socket.next((m) => m.json?.type === 'role_changed' && m.json.data.role === 'active')).json;
-      assert.equal(announced.clientId, second.clientId);
+      const accept = await first.next('accept_control');
+      assert.deepEqual([accept.clientId, accept.data.fromClientId], [second.clientId, first.clientId], 'the accept as its sender wrote it');
       assert.equal(s.manager.getSession(sessionId).activeClientId, second.clientId);
+      first.yieldTo(accept);
+      const confirmed = await second.next('confirm_transfer');
+      assert.deepEqual([confirmed.clientId, confirmed.data.toClientId], [first.clientId, second.clientId]);
 
       second.sendState({ step: 2 });
       assert.deepEqual((await first.next('state_update')).data, { step: 2 }, "the new active client's updates arrive");
-      first.sendState({ step: 99 });
-      assert.equal((await first.syncedWith(second)).clientId, first.clientId);
-      assert.equal(second.socket.inbox.some((m) => m.json?.type === 'state_update'), false, 'the old one is dropped, not relayed');
-      second.send('request_sync', {});
-      assert.equal((await first.next()).type, 'request_sync', 'and it gets no error: the original client would throw on one');
-      assert.equal(s.manager.getStats().messages.passiveUpdatesDropped, 1);
+      second.releaseControl();
+      await first.next('release_control');
+      first.requestControl();
+      assert.equal((await first.next('accept_control')).data.granted, true, 'control was free again');
+      first.announce(ClientRole.ACTIVE);
+      first.sendState({ step: 3 });
+      assert.deepEqual((await second.next('state_update')).data, { step: 3 }, "the first client's updates arrive again");
+      assert.equal(first.socket.inbox.some((m) => m.json?.type === 'accept_control'), false, 'it was told once');
+      assert.equal(s.manager.getStats().messages.passiveUpdatesDropped, 0, 'nothing was dropped');
+    });
+
+    it('a client announcing itself active while another holds control: the holder is told with an accept in its name', async () => {
+      const s = await server();
+      const { sessionId, first, second } = await pair(s, transport);
+      first.requestControl();
+      await first.next('accept_control');
+      first.announce(ClientRole.ACTIVE);
+      second.announce(ClientRole.ACTIVE);
+      const accept = await first.next('accept_control');
+      assert.deepEqual([accept.clientId, accept.data.fromClientId, accept.protocol_version], [second.clientId, first.clientId, 1]);
+      assert.equal(s.manager.getSession(sessionId).activeClientId, second.clientId);
+      first.yieldTo(accept);
+      await second.next('confirm_transfer');
+      second.sendState({ step: 1 });
+      assert.deepEqual((await first.next('state_update')).data, { step: 1 });
+      assert.equal(second.socket.inbox.some((m) => m.json?.type === 'accept_control'), false, 'the new holder is told nothing');
     });
 
     it('a release is relayed, so the other client hears controlReleased, and control is free again', async () => {

@@ -824,12 +824,34 @@ const scenarios = {
       return s.relayed(alice, bob, example('offer_control'));
     },
   },
+  'accept_control.offer': {
+    transports: BOTH,
+    async run(s) {
+      const { sessionId, alice, bob } = await aliceInControl(s);
+      await s.relayed(alice, bob, example('offer_control'));
+      const received = await s.relayed(bob, alice, example('accept_control.offer'));
+      assert.equal(s.manager.getSession(sessionId).activeClientId, 'bob', 'the accept takes the offered control');
+      return received;
+    },
+  },
   role_changed: {
     async run(s) {
       const { sessionId, alice, bob } = await aliceInControl(s);
       const received = await s.relayed(bob, alice, example('role_changed'));
       assert.equal(s.manager.getSession(sessionId).activeClientId, 'bob', 'announcing active takes control');
       return received;
+    },
+  },
+  'accept_control.taken': {
+    transports: BOTH,
+    async run(s) {
+      const { sessionId, alice, bob } = await aliceInControl(s);
+      s.send(bob, example('role_changed'));
+      const told = (await s.next(alice, 'accept_control')).json;
+      assert.equal(s.manager.getSession(sessionId).activeClientId, 'bob');
+      await s.noErrors(bob);
+      assert.equal(bob.inbox.filter((m) => m.json?.type === 'accept_control').length, 0, 'only the member that lost control is told');
+      return told;
     },
   },
   release_control: {

@@ -261,6 +261,7 @@ for (const transport of ['native', 'bridge']) {
       send(a, { type: 'role_changed', data: { role: 'active' } });
       assert.deepEqual((await answer(c, 'role_changed')).data, { role: 'active' });
       assert.equal(s.manager.getSession(sessionId).activeClientId, 'alice', 'announcing itself active takes control');
+      assert.equal((await answer(c, 'accept_control')).clientId, 'alice', 'and the member it took control from is told, in its name');
       send(a, { type: 'release_control' });
       await answer(c, 'release_control');
       assert.equal(s.manager.getSession(sessionId).activeClientId, null);

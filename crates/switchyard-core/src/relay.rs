@@ -223,7 +223,7 @@ enum Outcome {
 /// Recipients whose outbox was full during a fan-out; dealt with once no lock is held.
 type SlowConsumers = Vec<ConnId>;
 
-const CONTROL_TYPES: [&str; 5] = ["request_control", "accept_control", "decline_control", "release_control", "role_changed"];
+const CONTROL_TYPES: [&str; 6] = ["request_control", "offer_control", "accept_control", "decline_control", "release_control", "role_changed"];
 
 pub struct Relay {
     config: Config,
@@ -394,7 +394,7 @@ impl Relay {
         if let Some(elsewhere) = self.remote_members.get(&session.id) {
             info.client_count += elsewhere.len();
             let everyone = control_messages::Everyone { here: &session.members, elsewhere: &elsewhere, clustered: true, sender: None };
-            info.active_client_id = session.control.active.map(|active| roles::Members::client_id(&everyone, active));
+            info.active_client_id = session.control.active().map(|active| roles::Members::client_id(&everyone, active));
         }
         info
     }

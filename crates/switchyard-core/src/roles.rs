@@ -3,8 +3,13 @@
 //! messages passed on as the clients sent them (docs/protocol.md, "Control roles"):
 //! `request_control` is granted by the server when nobody holds control, else forwarded
 //! to the active member or declined as the session's conflict resolution says;
-//! `accept_control` from the active member during a transfer swaps the roles;
+//! `accept_control` from the active member during a transfer swaps the roles, and from
+//! another member while the active one offers control (`offer_control`) takes it;
 //! `role_changed` announcing `"active"` makes its sender the active member.
+//!
+//! A member that loses control without asking is told so with an `accept_control` in its
+//! successor's name, the frame on which the original client turns passive: otherwise it
+//! would go on believing itself active while its updates were dropped.
 //!
 //! A pure state machine per session: each step returns the messages to send, and the
 //! relay delivers them. A control message that does not apply (an `accept_control` with
@@ -38,8 +43,11 @@ pub(crate) struct Transfer {
 
 #[derive(Default, Debug)]
 pub(crate) struct Control {
-    pub active: Option<ConnId>,
+    active: Option<ConnId>,
     pub transfer: Option<Transfer>,
+    /// The active member offered control to the others; a member's `accept_control`
+    /// takes it. Ends when control changes hands.
+    offered: bool,
 }
 
 /// What the control rules need to know of the members.
@@ -72,6 +80,20 @@ fn forwards(policy: ConflictResolution, requester: ConnId, active: ConnId, membe
 }
 
 impl Control {
+    /// The member holding control.
+    pub fn active(&self) -> Option<ConnId> {
+        self.active
+    }
+
+    /// Gives control to `who` (or to nobody), as another node's news of a role says; any
+    /// offer ends with the hand that made it.
+    pub fn hand_to(&mut self, who: Option<ConnId>) {
+        if self.active != who {
+            self.offered = false;
+        }
+        self.active = who;
+    }
+
     /// `request_control` (the client's `frame`) from `from`.
     pub fn request(
         &mut self,
@@ -84,7 +106,7 @@ impl Control {
     ) -> Vec<Send> {
         match self.active {
             None => {
-                self.active = Some(from);
+                self.hand_to(Some(from));
                 self.transfer = None;
                 vec![Send::To(from, granted(now))]
             }
@@ -99,16 +121,38 @@ impl Control {
     }
 
     /// `accept_control` from `from`: from the active member during a transfer, the
-    /// requester becomes active, receives the accept, and everyone else is told.
+    /// requester becomes active, receives the accept, and everyone else is told. From
+    /// another member while the active one offers control, `from` becomes active and the
+    /// offerer receives the accept, on which the original client turns passive and
+    /// confirms the transfer itself.
     pub fn accept(&mut self, from: ConnId, frame: &Frame, members: &dyn Members, now: Millis) -> Vec<Send> {
+        match self.active {
+            Some(offerer) if self.offered && offerer != from => {
+                self.hand_to(Some(from));
+                if self.transfer.is_some_and(|t| t.requester == from) {
+                    self.transfer = None;
+                }
+                return vec![Send::To(offerer, frame.clone())];
+            }
+            _ => {}
+        }
         let Some(transfer) = self.transfer.filter(|_| self.active == Some(from)) else { return Vec::new() };
-        self.active = Some(transfer.requester);
+        self.hand_to(Some(transfer.requester));
         self.transfer = None;
         let confirmation = data(json!({ "newActiveClient": members.client_id(transfer.requester) }));
         vec![
             Send::To(transfer.requester, frame.clone()),
             Send::AllBut(from, protocol::control("confirm_transfer", &members.client_id(from), &confirmation, now)),
         ]
+    }
+
+    /// `offer_control` from `from`: from the active member, an offer that a member's
+    /// `accept_control` takes; relayed either way.
+    pub fn offer(&mut self, from: ConnId, frame: &Frame) -> Vec<Send> {
+        if self.active == Some(from) {
+            self.offered = true;
+        }
+        vec![Send::AllBut(from, frame.clone())]
     }
 
     /// `decline_control` from `from`: it ends a transfer, and is relayed.
@@ -129,13 +173,18 @@ impl Control {
     }
 
     /// `role_changed` from `from`, announcing `role`: `"active"` makes it the active
-    /// member; `"passive"` from the active member frees control, as a release does.
+    /// member, and a member it takes control from is told with an `accept_control` in
+    /// its name; `"passive"` from the active member frees control, as a release does.
     /// Relayed either way.
-    pub fn role_changed(&mut self, from: ConnId, role: Option<&str>, frame: &Frame, now: Millis) -> Vec<Send> {
+    pub fn role_changed(&mut self, from: ConnId, role: Option<&str>, frame: &Frame, members: &dyn Members, now: Millis) -> Vec<Send> {
         let mut sends = vec![Send::AllBut(from, frame.clone())];
         match role {
             Some("active") => {
-                self.active = Some(from);
+                if let Some(displaced) = self.active.filter(|&active| active != from) {
+                    let handover = data(json!({ "fromClientId": members.client_id(displaced), "timestamp": now }));
+                    sends.push(Send::To(displaced, protocol::control("accept_control", &members.client_id(from), &handover, now)));
+                }
+                self.hand_to(Some(from));
                 if self.transfer.is_some_and(|t| t.requester == from) {
                     self.transfer = None;
                 }
@@ -169,10 +218,10 @@ impl Control {
     }
 
     fn vacate(&mut self, now: Millis) -> Vec<Send> {
-        self.active = None;
+        self.hand_to(None);
         match self.transfer.take() {
             Some(transfer) => {
-                self.active = Some(transfer.requester);
+                self.hand_to(Some(transfer.requester));
                 vec![Send::To(transfer.requester, granted(now))]
             }
             None => Vec::new(),
@@ -233,12 +282,12 @@ mod tests {
 
     #[test]
     fn first_come_first_served_forwards_only_to_a_later_joiner() {
-        let mut control = Control { active: Some(A), transfer: None };
+        let mut control = Control { active: Some(A), ..Control::default() };
         let declined = control.request(B, &client_frame("request_control", B), FCFS, 5000, &ByJoinOrder, 0);
         assert_eq!(kinds(&declined), vec![r#"to 2: decline_control relay-server {"reason":"conflict_resolution_denied"}"#]);
         assert_eq!(control.transfer, None);
 
-        let mut control = Control { active: Some(B), transfer: None };
+        let mut control = Control { active: Some(B), ..Control::default() };
         let request = client_frame("request_control", A);
         let forwarded = control.request(A, &request, FCFS, 5000, &ByJoinOrder, 10);
         assert_eq!(forwarded, vec![Send::To(B, request)], "the client's own frame, unchanged");
@@ -253,7 +302,7 @@ mod tests {
             (ConflictResolution::ActiveWins, true),
             (ConflictResolution::TimestampWins, true),
         ] {
-            let mut control = Control { active: Some(A), transfer: None };
+            let mut control = Control { active: Some(A), ..Control::default() };
             let sends = control.request(B, &client_frame("request_control", B), policy, 5000, &ByJoinOrder, 0);
             assert_eq!(control.transfer.is_some(), forwarded, "{policy:?}");
             assert_eq!(matches!(sends[0], Send::To(A, _)), forwarded, "{policy:?}");
@@ -262,7 +311,7 @@ mod tests {
 
     #[test]
     fn a_transfer_refuses_a_second_requester_and_an_accept_swaps_the_roles() {
-        let mut control = Control { active: Some(A), transfer: None };
+        let mut control = Control { active: Some(A), ..Control::default() };
         control.request(B, &client_frame("request_control", B), ConflictResolution::UserChoice, 5000, &ByJoinOrder, 0);
         let second = control.request(C, &client_frame("request_control", C), ConflictResolution::UserChoice, 5000, &ByJoinOrder, 0);
         assert_eq!(kinds(&second), vec![r#"to 3: decline_control relay-server {"reason":"transfer_in_progress"}"#]);
@@ -278,7 +327,7 @@ mod tests {
 
     #[test]
     fn a_decline_ends_the_transfer_and_is_relayed() {
-        let mut control = Control { active: Some(A), transfer: Some(Transfer { requester: B, deadline: 9 }) };
+        let mut control = Control { active: Some(A), transfer: Some(Transfer { requester: B, deadline: 9 }), ..Control::default() };
         let decline = client_frame("decline_control", A);
         assert_eq!(control.decline(A, &decline), vec![Send::AllBut(A, decline)]);
         assert_eq!((control.active, control.transfer), (Some(A), None));
@@ -286,39 +335,70 @@ mod tests {
 
     #[test]
     fn an_unanswered_request_times_out() {
-        let mut control = Control { active: Some(A), transfer: Some(Transfer { requester: B, deadline: 100 }) };
+        let mut control = Control { active: Some(A), transfer: Some(Transfer { requester: B, deadline: 100 }), ..Control::default() };
         assert_eq!(control.expire(99), vec![]);
         assert_eq!(kinds(&control.expire(100)), vec![r#"to 2: decline_control relay-server {"reason":"timeout"}"#]);
         assert_eq!((control.active, control.transfer), (Some(A), None));
     }
 
     #[test]
-    fn role_changed_to_active_takes_control_and_is_relayed() {
-        let mut control = Control { active: Some(A), transfer: None };
+    fn role_changed_to_active_takes_control_is_relayed_and_tells_the_member_it_took_it_from() {
+        let mut control = Control { active: Some(A), ..Control::default() };
         let announcement = client_frame("role_changed", B);
-        assert_eq!(control.role_changed(B, Some("active"), &announcement, 0), vec![Send::AllBut(B, announcement.clone())]);
+        let sends = control.role_changed(B, Some("active"), &announcement, &ByJoinOrder, 0);
+        assert_eq!(sends[0], Send::AllBut(B, announcement.clone()));
+        assert_eq!(kinds(&sends[1..]), vec![r#"to 1: accept_control client-2 {"fromClientId":"client-1"}"#], "the original client turns passive on it");
         assert_eq!(control.active, Some(B));
-        control.role_changed(A, Some("passive"), &client_frame("role_changed", A), 0);
+        assert_eq!(control.role_changed(B, Some("active"), &announcement, &ByJoinOrder, 0), vec![Send::AllBut(B, announcement.clone())], "nobody to tell");
+        control.role_changed(A, Some("passive"), &client_frame("role_changed", A), &ByJoinOrder, 0);
         assert_eq!(control.active, Some(B), "a passive member saying so changes nothing");
-        control.role_changed(B, Some("passive"), &announcement, 0);
+        control.role_changed(B, Some("passive"), &announcement, &ByJoinOrder, 0);
         assert_eq!(control.active, None, "the active member saying it is passive frees control");
     }
 
     #[test]
+    fn an_offer_is_relayed_and_taken_by_an_accept_which_goes_to_the_offerer() {
+        let mut control = Control { active: Some(A), ..Control::default() };
+        assert_eq!(control.accept(B, &client_frame("accept_control", B), &ByJoinOrder, 0), vec![], "nothing offered");
+        let offer = client_frame("offer_control", A);
+        assert_eq!(control.offer(A, &offer), vec![Send::AllBut(A, offer)]);
+        assert_eq!(control.accept(A, &client_frame("accept_control", A), &ByJoinOrder, 0), vec![], "not from the offerer");
+        let accept = client_frame("accept_control", B);
+        assert_eq!(control.accept(B, &accept, &ByJoinOrder, 0), vec![Send::To(A, accept)]);
+        assert_eq!(control.active, Some(B));
+        let announcement = client_frame("role_changed", B);
+        assert_eq!(control.role_changed(B, Some("active"), &announcement, &ByJoinOrder, 0), vec![Send::AllBut(B, announcement)], "the new holder's announcement takes nothing more");
+        assert_eq!(control.accept(C, &client_frame("accept_control", C), &ByJoinOrder, 0), vec![], "the offer ended with the hand that made it");
+    }
+
+    #[test]
+    fn an_offer_ends_when_control_changes_hands_and_only_the_holder_offers() {
+        let mut control = Control { active: Some(B), ..Control::default() };
+        control.offer(A, &client_frame("offer_control", A));
+        assert_eq!(control.accept(C, &client_frame("accept_control", C), &ByJoinOrder, 0), vec![], "a passive member offers nothing");
+
+        control.offer(B, &client_frame("offer_control", B));
+        control.release(B, &client_frame("release_control", B), 0);
+        control.request(B, &client_frame("request_control", B), FCFS, 5000, &ByJoinOrder, 0);
+        assert_eq!(control.active, Some(B));
+        assert_eq!(control.accept(C, &client_frame("accept_control", C), &ByJoinOrder, 0), vec![], "released with the role");
+    }
+
+    #[test]
     fn releasing_or_leaving_frees_the_role_or_hands_it_to_the_waiting_requester() {
-        let mut control = Control { active: Some(A), transfer: None };
+        let mut control = Control { active: Some(A), ..Control::default() };
         assert_eq!(control.release(B, &client_frame("release_control", B), 0), vec![], "only the active member releases");
         let release = client_frame("release_control", A);
         assert_eq!(control.release(A, &release, 0), vec![Send::AllBut(A, release)]);
         assert_eq!(control.active, None);
 
-        let mut control = Control { active: Some(A), transfer: Some(Transfer { requester: B, deadline: 9 }) };
+        let mut control = Control { active: Some(A), transfer: Some(Transfer { requester: B, deadline: 9 }), ..Control::default() };
         let (was_active, sends) = control.left(A, 0);
         assert!(was_active);
         assert_eq!(kinds(&sends), vec![r#"to 2: accept_control relay-server {"granted":true}"#]);
         assert_eq!((control.active, control.transfer), (Some(B), None));
 
-        let mut control = Control { active: Some(A), transfer: Some(Transfer { requester: B, deadline: 9 }) };
+        let mut control = Control { active: Some(A), transfer: Some(Transfer { requester: B, deadline: 9 }), ..Control::default() };
         assert_eq!(control.left(B, 0), (false, vec![]));
         assert_eq!(control.transfer, None);
     }

@@ -149,7 +149,7 @@ impl Session {
             client_count: self.members.len(),
             last_activity: self.last_activity.load(Ordering::Relaxed),
             metadata: self.metadata.clone(),
-            active_client_id: self.control.active.map(|active| self.members.client_id(active)),
+            active_client_id: self.control.active().map(|active| self.members.client_id(active)),
             conflict_resolution: self.conflict_resolution,
 
         }

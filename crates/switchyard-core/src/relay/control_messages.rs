@@ -1,5 +1,5 @@
-//! Control-role messages (`request_control`, `accept_control`, ...), passed on as the
-//! clients sent them, and the transfers that wait for an answer.
+//! Control-role messages (`request_control`, `offer_control`, `accept_control`, ...),
+//! passed on as the clients sent them, and the transfers that wait for an answer.
 
 use super::*;
 use crate::roles::Members;
@@ -39,7 +39,7 @@ impl Members for Everyone<'_> {
 impl Relay {
     pub(super) fn is_active(&self, sender: &Sender) -> bool {
         let Some(session_id) = &sender.session else { return false };
-        self.sessions.get(session_id).is_some_and(|s| s.control.active == Some(sender.id))
+        self.sessions.get(session_id).is_some_and(|s| s.control.active() == Some(sender.id))
     }
 
     /// A control-role message (docs/protocol.md, "Control roles"), handled by the session's
@@ -68,7 +68,7 @@ impl Relay {
         let Some(mut session) = self.sessions.get_mut(session_id) else { return };
         session.last_activity.store(now, Ordering::Relaxed);
         let elsewhere = self.remote_members.get(session_id).map(|members| members.clone()).unwrap_or_default();
-        let was_active = session.control.active;
+        let was_active = session.control.active();
         let Session { control, members, conflict_resolution, .. } = &mut *session;
         let everyone = Everyone { here: members, elsewhere: &elsewhere, clustered: self.clustered, sender: Some((from, joined_at)) };
         let sends = match kind {
@@ -81,13 +81,14 @@ impl Relay {
                 sends
             }
             "accept_control" => control.accept(from, frame, &everyone, now),
+            "offer_control" => control.offer(from, frame),
             "decline_control" => control.decline(from, frame),
             "release_control" => control.release(from, frame, now),
-            _ => control.role_changed(from, role, frame, now),
+            _ => control.role_changed(from, role, frame, &everyone, now),
         };
         self.deliver(members, sends, slow);
-        if self.clustered && control.active != was_active {
-            self.announce_roles(&session, [was_active, session.control.active]);
+        if self.clustered && control.active() != was_active {
+            self.announce_roles(&session, [was_active, session.control.active()]);
         }
     }
 

@@ -112,7 +112,7 @@ impl Relay {
         let session = self.sessions.get(&SessionId::parse(session_id).ok()?)?;
         let mut present: Vec<Present> = session.members.iter().map(|member| self.present(&session, member)).collect();
         if let Some(elsewhere) = self.remote_members.get(&session.id) {
-            let role = |conn| if session.control.active == Some(conn) { "active" } else { "passive" };
+            let role = |conn| if session.control.active() == Some(conn) { "active" } else { "passive" };
             present.extend(elsewhere.iter().map(|member| Present { role: role(member.present.connection_id), ..member.present.clone() }));
         }
         Some(present)
@@ -125,7 +125,7 @@ impl Relay {
             client_id: member.name.get(member.conn),
             user_id: identity.as_ref().and_then(|i| i.user_id.clone()),
             organization_id: identity.as_ref().and_then(|i| i.organization_id.clone()),
-            role: if session.control.active == Some(member.conn) { "active" } else { "passive" },
+            role: if session.control.active() == Some(member.conn) { "active" } else { "passive" },
             connected_at: member.joined_at,
         }
     }

@@ -49,8 +49,8 @@ impl Relay {
                 if local.members.is_empty() {
                     let conn = member.present.connection_id;
                     match member.present.role {
-                        "active" => local.control.active = Some(conn),
-                        _ if local.control.active == Some(conn) => local.control.active = None,
+                        "active" => local.control.hand_to(Some(conn)),
+                        _ if local.control.active() == Some(conn) => local.control.hand_to(None),
                         _ => {}
                     }
                 }
