@@ -279,13 +279,18 @@ fn control_moves_as_the_original_moves_it() {
     assert!(texts(&c).is_empty(), "the accepter is not told of its own accept");
     assert_eq!(world.relay.session("s1").unwrap().active_client_id.as_deref(), Some("a"));
 
-    // An announced `role_changed` to active completes an offered handoff, and is relayed.
+    // An offer from the active member is relayed and taken by an accept, which goes to
+    // the offerer alone (the original client turns passive on it); the taker's
+    // announcement that follows is relayed and takes nothing more.
     world.send(&a, json!({"type":"offer_control","clientId":"a","data":{}}));
     assert_eq!((texts(&b).len(), texts(&c).len()), (1, 1));
+    let accept = r#"{"type":"accept_control","clientId":"b","data":{"fromClientId":"a"}}"#;
+    world.relay.receive(b.id, Frame::text(accept), T0);
+    assert_eq!((texts(&a), texts(&c)), (vec![accept.to_owned()], vec![]));
+    assert_eq!(world.relay.session("s1").unwrap().active_client_id.as_deref(), Some("b"));
     let announcement = r#"{"type":"role_changed","clientId":"b","data":{"role":"active"}}"#;
     world.relay.receive(b.id, Frame::text(announcement), T0);
     assert_eq!((texts(&a), texts(&c)), (vec![announcement.to_owned()], vec![announcement.to_owned()]));
-    assert_eq!(world.relay.session("s1").unwrap().active_client_id.as_deref(), Some("b"));
     world.send(&b, json!({"type":"state_update","data":{"step":3}}));
     assert_eq!((texts(&a).len(), texts(&c).len()), (1, 1), "the new active member's updates arrive");
     world.send(&a, json!({"type":"state_update","data":{"step":4}}));
