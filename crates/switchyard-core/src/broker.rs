@@ -22,6 +22,7 @@ use crate::channels::ChannelName;
 use crate::config::ConflictResolution;
 use crate::relay::Present;
 use crate::frame::Frame;
+use crate::message::ControlStep;
 use crate::ids::{ConnId, Millis, SessionId};
 use crate::streams::{Budget, HistoryConfig, Position, Publication, Stream};
 
@@ -110,12 +111,11 @@ pub enum Remote {
     /// A publication the shared broker numbered in the topic's stream, for the
     /// subscribers on every node, the publisher's too.
     Numbered { delivery: Delivery, epoch: Arc<str>, offset: u64, timestamp: Millis },
-    /// A control-role message from a member (`request_control`, ...; `role` is what a
-    /// `role_changed` announces). Every node applies it, the sender's own too, in the
-    /// order the shared broker gives, so all agree on who is active.
-    /// `joined_at` is when the sender joined: where its join has not arrived yet, the
-    /// rules still see it in its place.
-    Control { session: SessionId, from: ConnId, joined_at: Millis, kind: String, role: Option<String>, frame: Frame },
+    /// A control-role step from a member, with its message. Every node applies it, the
+    /// sender's own too, in the order the shared broker gives, so all agree on who is
+    /// active. `joined_at` is when the sender joined: where its join has not arrived
+    /// yet, the rules still see it in its place.
+    Control { session: SessionId, from: ConnId, joined_at: Millis, step: ControlStep, frame: Frame },
     /// A step of a user's awareness windows (the focus declaration protocol) from one of
     /// its connections, with the message that made it (`frame`, empty when the connection
     /// closed). Every node applies it in the order the shared broker gives, the sender's

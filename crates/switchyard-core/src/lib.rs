@@ -17,6 +17,7 @@ mod event;
 mod frame;
 mod ids;
 mod limits;
+mod message;
 mod outbox;
 mod protocol;
 mod relay;
@@ -41,5 +42,6 @@ pub use relay::{Identity, Present, PublishError, Relay, Route, Target, MAX_CHANN
 pub use report::StatsReport;
 pub use session::{SessionInfo, SessionOptions};
 pub use limits::{Rate, RateLimits};
+pub use message::{AwarenessKind, AwarenessMessage, ClientMessage, ControlStep, JoinChannel, Role};
 pub use streams::{HistoryConfig, Position, Publication, Resume};
 pub use stats::{Health, HistogramSnapshot, Stats, FRAME_SIZES, RELAY_LATENCY_MICROS};

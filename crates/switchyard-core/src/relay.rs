@@ -15,11 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use parking_lot::{Mutex, RwLock};
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use thin_vec::ThinVec;
@@ -47,6 +45,7 @@ use crate::event::{ConnectionInfo, Event, EventSink};
 use crate::frame::{Frame, FrameKind};
 use crate::ids::{ConnId, Millis, SessionId};
 use crate::limits::{Bucket, Rate, RateLimits};
+use crate::message::{AwarenessKind, AwarenessMessage, ClientMessage, ControlStep, JoinChannel};
 use crate::outbox::{Outbox, Pushed};
 use crate::protocol::{self, Offending};
 use crate::requests::Requests;
@@ -68,27 +67,6 @@ pub const MAX_CHANNELS_PER_CONNECTION: usize = 256;
 /// Longest lifetime a session may be given (about 35,000 years): its end stays a
 /// date every client can write.
 pub const MAX_SESSION_LIFETIME_MS: u64 = 1 << 50;
-/// Longest user, window and case id an awareness message may carry.
-const MAX_AWARENESS_ID_LEN: usize = 256;
-
-/// The payload of `register`, `deregister`, `heartbeat` and `focus`.
-#[derive(Deserialize)]
-struct FocusPayload<'a> {
-    #[serde(rename = "userId", borrow)]
-    user_id: Cow<'a, str>,
-    #[serde(rename = "windowId", borrow)]
-    window_id: Cow<'a, str>,
-    #[serde(rename = "caseId", borrow, default)]
-    case_id: Option<Cow<'a, str>>,
-}
-
-/// The `data` of `role_changed`: the role its sender announces.
-#[derive(Deserialize)]
-struct RoleAnnouncement<'a> {
-    #[serde(borrow, default)]
-    role: Option<Cow<'a, str>>,
-}
-
 /// Where a new connection goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -222,8 +200,6 @@ enum Outcome {
 
 /// Recipients whose outbox was full during a fan-out; dealt with once no lock is held.
 type SlowConsumers = Vec<ConnId>;
-
-const CONTROL_TYPES: [&str; 6] = ["request_control", "offer_control", "accept_control", "decline_control", "release_control", "role_changed"];
 
 pub struct Relay {
     config: Config,
@@ -665,22 +641,23 @@ impl Relay {
 
     /// Decides what a message is for, from its envelope, and does it.
     fn dispatch(&self, sender: &Sender, envelope: &Envelope, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> Outcome {
-        let kind = envelope.kind.as_ref();
-        match kind {
-            "ping" | "PING" => Outcome::Reply(protocol::pong(kind == "PING", envelope.id, now)),
-            "JOIN_CHANNEL" => self.join_channel(sender, envelope, frame, now, slow),
-            "LEAVE_CHANNEL" => self.leave_channel(sender, envelope, slow),
-            "PRESENCE" => self.channel_presence(sender, envelope),
-            "request" => self.request(sender, envelope, now),
-            "register" | "deregister" | "heartbeat" | "focus" => self.awareness(sender, kind, envelope, frame, now, slow),
-            _ if self.config.enable_role_management && CONTROL_TYPES.contains(&kind) => {
-                self.control(sender, kind, envelope, frame, now, slow)
-            }
-            "state_update" if self.config.enable_role_management && !self.is_active(sender) => {
+        let message = match ClientMessage::read(envelope, &frame.payload, self.config.enable_role_management) {
+            Ok(message) => message,
+            Err(rejection) => return Outcome::Rejected(rejection),
+        };
+        match message {
+            ClientMessage::Ping { upper_case } => Outcome::Reply(protocol::pong(upper_case, envelope.id, now)),
+            ClientMessage::JoinChannel(join) => self.join_channel(sender, join, now, slow),
+            ClientMessage::LeaveChannel(name) => self.leave_channel(sender, name, slow),
+            ClientMessage::ChannelPresence(name) => self.channel_presence(sender, &name),
+            ClientMessage::Request { request_id, payload } => self.request(sender, request_id, payload, now),
+            ClientMessage::Awareness(message) => self.awareness(sender, message, frame, now, slow),
+            ClientMessage::Control(step) => self.control(sender, step, frame, now, slow),
+            ClientMessage::StateUpdate if !self.is_active(sender) => {
                 Counters::add(&self.counters.passive_updates_dropped, 1);
                 Outcome::Dropped(ErrorCode::NotActive.into())
             }
-            _ => match &envelope.channel {
+            ClientMessage::StateUpdate | ClientMessage::Publish => match &envelope.channel {
                 Some(channel) => self.publish_to_channel(sender, channel, frame, now, slow),
                 None => self.relay_to_session(sender, frame, now, slow),
             },

@@ -23,6 +23,7 @@ use serde_json::value::RawValue;
 use crate::config::ConflictResolution;
 use crate::frame::Frame;
 use crate::ids::{ConnId, Millis};
+use crate::message::Role;
 use crate::protocol::{self, SERVER_CLIENT_ID};
 
 /// Where a control message goes.
@@ -176,10 +177,10 @@ impl Control {
     /// member, and a member it takes control from is told with an `accept_control` in
     /// its name; `"passive"` from the active member frees control, as a release does.
     /// Relayed either way.
-    pub fn role_changed(&mut self, from: ConnId, role: Option<&str>, frame: &Frame, members: &dyn Members, now: Millis) -> Vec<Send> {
+    pub fn role_changed(&mut self, from: ConnId, role: Option<Role>, frame: &Frame, members: &dyn Members, now: Millis) -> Vec<Send> {
         let mut sends = vec![Send::AllBut(from, frame.clone())];
         match role {
-            Some("active") => {
+            Some(Role::Active) => {
                 if let Some(displaced) = self.active.filter(|&active| active != from) {
                     let handover = data(json!({ "fromClientId": members.client_id(displaced), "timestamp": now }));
                     sends.push(Send::To(displaced, protocol::control("accept_control", &members.client_id(from), &handover, now)));
@@ -189,7 +190,7 @@ impl Control {
                     self.transfer = None;
                 }
             }
-            Some("passive") if self.active == Some(from) => sends.extend(self.vacate(now)),
+            Some(Role::Passive) if self.active == Some(from) => sends.extend(self.vacate(now)),
             _ => {}
         }
         sends
@@ -345,14 +346,14 @@ mod tests {
     fn role_changed_to_active_takes_control_is_relayed_and_tells_the_member_it_took_it_from() {
         let mut control = Control { active: Some(A), ..Control::default() };
         let announcement = client_frame("role_changed", B);
-        let sends = control.role_changed(B, Some("active"), &announcement, &ByJoinOrder, 0);
+        let sends = control.role_changed(B, Some(Role::Active), &announcement, &ByJoinOrder, 0);
         assert_eq!(sends[0], Send::AllBut(B, announcement.clone()));
         assert_eq!(kinds(&sends[1..]), vec![r#"to 1: accept_control client-2 {"fromClientId":"client-1"}"#], "the original client turns passive on it");
         assert_eq!(control.active, Some(B));
-        assert_eq!(control.role_changed(B, Some("active"), &announcement, &ByJoinOrder, 0), vec![Send::AllBut(B, announcement.clone())], "nobody to tell");
-        control.role_changed(A, Some("passive"), &client_frame("role_changed", A), &ByJoinOrder, 0);
+        assert_eq!(control.role_changed(B, Some(Role::Active), &announcement, &ByJoinOrder, 0), vec![Send::AllBut(B, announcement.clone())], "nobody to tell");
+        control.role_changed(A, Some(Role::Passive), &client_frame("role_changed", A), &ByJoinOrder, 0);
         assert_eq!(control.active, Some(B), "a passive member saying so changes nothing");
-        control.role_changed(B, Some("passive"), &announcement, &ByJoinOrder, 0);
+        control.role_changed(B, Some(Role::Passive), &announcement, &ByJoinOrder, 0);
         assert_eq!(control.active, None, "the active member saying it is passive frees control");
     }
 
@@ -367,7 +368,7 @@ mod tests {
         assert_eq!(control.accept(B, &accept, &ByJoinOrder, 0), vec![Send::To(A, accept)]);
         assert_eq!(control.active, Some(B));
         let announcement = client_frame("role_changed", B);
-        assert_eq!(control.role_changed(B, Some("active"), &announcement, &ByJoinOrder, 0), vec![Send::AllBut(B, announcement)], "the new holder's announcement takes nothing more");
+        assert_eq!(control.role_changed(B, Some(Role::Active), &announcement, &ByJoinOrder, 0), vec![Send::AllBut(B, announcement)], "the new holder's announcement takes nothing more");
         assert_eq!(control.accept(C, &client_frame("accept_control", C), &ByJoinOrder, 0), vec![], "the offer ended with the hand that made it");
     }
 

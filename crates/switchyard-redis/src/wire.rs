@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use switchyard_core::{
-    AwarenessStep, ChannelName, ConflictResolution, ConnId, Delivery, Filter, Frame, HistoryConfig, Present, Remote, RemoteMember, SessionId,
-    SessionRecord, Topic,
+    AwarenessStep, ChannelName, ConflictResolution, ConnId, ControlStep, Delivery, Filter, Frame, HistoryConfig, Present, Remote, RemoteMember, Role,
+    SessionId, SessionRecord, Topic,
 };
 
 /// Why a message from another node could not be read: it is dropped, and counted.
@@ -263,13 +263,16 @@ pub fn encode(node: &str, remote: &Remote) -> Vec<u8> {
             },
             Some(&d.frame),
         ),
-        Remote::Control { session, from, joined_at, kind, role, frame } => (
+        Remote::Control { session, from, joined_at, step, frame } => (
             What::Control {
                 session: session.to_string(),
                 from: from.0,
                 joined_at: *joined_at,
-                control: kind.clone(),
-                role: role.clone(),
+                control: step.kind().to_owned(),
+                role: match step {
+                    ControlStep::RoleChanged(role) => role.map(|role| role.name().to_owned()),
+                    _ => None,
+                },
                 binary: frame.kind == switchyard_core::FrameKind::Binary,
             },
             Some(frame),
@@ -342,8 +345,7 @@ pub fn decode(message: &[u8]) -> Result<(Arc<str>, Remote), WireError> {
             session: session(&s)?,
             from: ConnId(from),
             joined_at,
-            kind: control,
-            role,
+            step: ControlStep::from_type(&control, role.as_deref().and_then(Role::from_name)).ok_or(WireError::Field("control"))?,
             frame: if binary { Frame::binary(body.to_vec()) } else { Frame::text(body.to_vec()) },
         },
         What::Awareness { user, conn, step, binary } => Remote::Awareness {

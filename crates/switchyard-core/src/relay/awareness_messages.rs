@@ -5,29 +5,22 @@ use super::*;
 
 impl Relay {
     /// `register`, `deregister`, `heartbeat` and `focus` (docs/protocol.md, "Case awareness").
-    pub(super) fn awareness(&self, sender: &Sender, kind: &str, envelope: &Envelope, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> Outcome {
-        let Some(payload) = envelope.payload.and_then(|raw| serde_json::from_str::<FocusPayload>(raw.get()).ok()) else {
-            return Outcome::Rejected(Rejection::new(ErrorCode::InvalidMessage, "An awareness message needs a payload with userId and windowId"));
-        };
-        let ids_ok = |id: &str| !id.is_empty() && id.len() <= MAX_AWARENESS_ID_LEN;
-        if !ids_ok(&payload.user_id) || !ids_ok(&payload.window_id) {
-            return Outcome::Rejected(Rejection::new(ErrorCode::InvalidMessage, "userId and windowId are 1 to 256 characters"));
-        }
-        let user = match self.user_for(sender, &payload.user_id, kind == "register", now) {
+    pub(super) fn awareness(&self, sender: &Sender, message: AwarenessMessage, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> Outcome {
+        let user = match self.user_for(sender, &message.user_id, message.kind == AwarenessKind::Register, now) {
             Ok(user) => user,
             Err(outcome) => return outcome,
         };
-        let window = payload.window_id.clone().into_owned();
-        let step = match kind {
-            "register" => {
-                let Some(case_id) = payload.case_id.as_deref().filter(|c| ids_ok(c)) else {
+        let window = message.window_id.into_owned();
+        let step = match message.kind {
+            AwarenessKind::Register => {
+                let Some(case_id) = message.case_id.as_deref().filter(|c| crate::message::is_awareness_id(c)) else {
                     return Outcome::Rejected(Rejection::new(ErrorCode::InvalidMessage, "register needs a caseId of 1 to 256 characters"));
                 };
                 AwarenessStep::Register { window, case: case_id.to_owned() }
             }
-            "deregister" => AwarenessStep::Deregister { window },
-            "heartbeat" => AwarenessStep::Heartbeat { window },
-            _ => AwarenessStep::Focus { window },
+            AwarenessKind::Deregister => AwarenessStep::Deregister { window },
+            AwarenessKind::Heartbeat => AwarenessStep::Heartbeat { window },
+            AwarenessKind::Focus => AwarenessStep::Focus { window },
         };
         if self.broker.orders_steps() {
             self.broker.forward(Remote::Awareness { user, conn: sender.id, step, frame: frame.clone() });

@@ -5,42 +5,9 @@
 use super::fan_out::Reach;
 use super::*;
 
-/// What `JOIN_CHANNEL` may ask besides its channel.
-#[derive(Deserialize, Default)]
-pub(super) struct JoinOptions {
-    #[serde(default)]
-    positions: bool,
-    #[serde(default)]
-    presence: bool,
-    since: Option<JoinSince>,
-}
-
-#[derive(Deserialize)]
-pub(super) struct JoinSince {
-    epoch: String,
-    offset: u64,
-}
-
 impl Relay {
-    pub(super) fn channel_of(envelope: &Envelope) -> Result<ChannelName, Rejection> {
-        let name = envelope
-            .channel
-            .as_deref()
-            .ok_or_else(|| Rejection::new(ErrorCode::InvalidMessage, "A channel message needs a string channel"))?;
-        ChannelName::parse(name)
-    }
-
-    pub(super) fn join_channel(&self, sender: &Sender, envelope: &Envelope, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> Outcome {
-        let name = match Self::channel_of(envelope) {
-            Ok(name) => name,
-            Err(rejection) => return Outcome::Rejected(rejection),
-        };
-        let Ok(options) = serde_json::from_slice::<JoinOptions>(&frame.payload) else {
-            return Outcome::Rejected(Rejection::new(
-                ErrorCode::InvalidMessage,
-                "JOIN_CHANNEL's positions and presence are true or false, its since {\"epoch\":...,\"offset\":...}",
-            ));
-        };
+    pub(super) fn join_channel(&self, sender: &Sender, join: JoinChannel, now: Millis, slow: &mut SlowConsumers) -> Outcome {
+        let JoinChannel { channel: name, positions, presence, since } = join;
         if let Err(rejection) = self.allow.check(&name, &sender.joiner()) {
             return Outcome::Rejected(rejection);
         }
@@ -58,8 +25,7 @@ impl Relay {
             }
         }
         let topic = Topic::Channel(name.clone());
-        let since = options.since.map(|s| Position { epoch: s.epoch.into(), offset: s.offset });
-        let stream = self.config.channel_history.filter(|_| options.positions || since.is_some());
+        let stream = self.config.channel_history.filter(|_| positions || since.is_some());
         let client = Arc::new(serde_json::json!({
             "connectionId": sender.id.to_string(),
             "clientId": sender.name.get(sender.id),
@@ -96,7 +62,7 @@ impl Relay {
             match members.iter_mut().find(|m| m.conn == sender.id) {
                 Some(member) => {
                     member.positions = position.is_some();
-                    member.presence = options.presence;
+                    member.presence = presence;
                 }
                 None => {
                     let joined = protocol::channel_member(true, name.as_str(), &client);
@@ -104,7 +70,7 @@ impl Relay {
                         self.push(watcher.conn, &*watcher.outbox, joined.clone(), slow);
                     }
                     let outbox = sender.outbox.clone();
-                    members.push(Subscriber { conn: sender.id, outbox, positions: position.is_some(), presence: options.presence, client });
+                    members.push(Subscriber { conn: sender.id, outbox, positions: position.is_some(), presence, client });
                 }
             }
         });
@@ -131,11 +97,7 @@ impl Relay {
         }
     }
 
-    pub(super) fn leave_channel(&self, sender: &Sender, envelope: &Envelope, slow: &mut SlowConsumers) -> Outcome {
-        let name = match Self::channel_of(envelope) {
-            Ok(name) => name,
-            Err(rejection) => return Outcome::Rejected(rejection),
-        };
+    pub(super) fn leave_channel(&self, sender: &Sender, name: ChannelName, slow: &mut SlowConsumers) -> Outcome {
         if let Some(conn) = self.conns.get(&sender.id) {
             conn.channels.lock().retain(|joined| *joined != name);
         }
@@ -144,15 +106,11 @@ impl Relay {
     }
 
     /// `PRESENCE`: a member asks who is in the channel.
-    pub(super) fn channel_presence(&self, sender: &Sender, envelope: &Envelope) -> Outcome {
-        let name = match Self::channel_of(envelope) {
-            Ok(name) => name,
-            Err(rejection) => return Outcome::Rejected(rejection),
-        };
-        if !self.channels.is_member(&name, sender.id) {
+    pub(super) fn channel_presence(&self, sender: &Sender, name: &ChannelName) -> Outcome {
+        if !self.channels.is_member(name, sender.id) {
             return Outcome::Rejected(ErrorCode::NotInChannel.into());
         }
-        Outcome::Reply(protocol::presence(name.as_str(), &self.channels.clients(&name)))
+        Outcome::Reply(protocol::presence(name.as_str(), &self.channels.clients(name)))
     }
 
     /// Delivers `frame` byte for byte to the other members of a channel the sender is in.

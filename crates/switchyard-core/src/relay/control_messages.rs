@@ -2,6 +2,7 @@
 //! passed on as the clients sent them, and the transfers that wait for an answer.
 
 use super::*;
+use crate::message::ControlStep;
 use crate::roles::Members;
 
 /// A session's members here and on the cluster's other nodes, as the control rules see
@@ -45,34 +46,29 @@ impl Relay {
     /// A control-role message (docs/protocol.md, "Control roles"), handled by the session's
     /// [`Control`](crate::roles::Control): here at once, or in a cluster on every node
     /// once the shared broker has ordered it.
-    pub(super) fn control(&self, sender: &Sender, kind: &str, envelope: &Envelope, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> Outcome {
+    pub(super) fn control(&self, sender: &Sender, step: ControlStep, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> Outcome {
         let Some(session_id) = &sender.session else { return Outcome::Rejected(ErrorCode::NoSession.into()) };
-        let role = match kind {
-            "role_changed" => envelope.data.and_then(|raw| serde_json::from_str::<RoleAnnouncement>(raw.get()).ok()).and_then(|a| a.role.map(Cow::into_owned)),
-            _ => None,
-        };
         if self.broker.orders_steps() {
             let joined_at = self.sessions.get(session_id).and_then(|s| s.members.iter().find(|m| m.conn == sender.id).map(|m| m.joined_at));
-            let control = Remote::Control { session: session_id.clone(), from: sender.id, joined_at: joined_at.unwrap_or(now), kind: kind.into(), role, frame: frame.clone() };
+            let control = Remote::Control { session: session_id.clone(), from: sender.id, joined_at: joined_at.unwrap_or(now), step, frame: frame.clone() };
             self.broker.forward(control);
             return Outcome::Done;
         }
-        self.apply_control(session_id, (sender.id, now), kind, role.as_deref(), frame, now, slow);
+        self.apply_control(session_id, (sender.id, now), step, frame, now, slow);
         Outcome::Done
     }
 
     /// One step of a session's control rules, for a member here or on another node; the
     /// members here get what it sends them.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn apply_control(&self, session_id: &SessionId, (from, joined_at): (ConnId, Millis), kind: &str, role: Option<&str>, frame: &Frame, now: Millis, slow: &mut SlowConsumers) {
+    pub(super) fn apply_control(&self, session_id: &SessionId, (from, joined_at): (ConnId, Millis), step: ControlStep, frame: &Frame, now: Millis, slow: &mut SlowConsumers) {
         let Some(mut session) = self.sessions.get_mut(session_id) else { return };
         session.last_activity.store(now, Ordering::Relaxed);
         let elsewhere = self.remote_members.get(session_id).map(|members| members.clone()).unwrap_or_default();
         let was_active = session.control.active();
         let Session { control, members, conflict_resolution, .. } = &mut *session;
         let everyone = Everyone { here: members, elsewhere: &elsewhere, clustered: self.clustered, sender: Some((from, joined_at)) };
-        let sends = match kind {
-            "request_control" => {
+        let sends = match step {
+            ControlStep::Request => {
                 let timeout = self.config.control_request_timeout_ms;
                 let sends = control.request(from, frame, *conflict_resolution, timeout, &everyone, now);
                 if let Some(transfer) = control.transfer.filter(|t| t.requester == from) {
@@ -80,11 +76,11 @@ impl Relay {
                 }
                 sends
             }
-            "accept_control" => control.accept(from, frame, &everyone, now),
-            "offer_control" => control.offer(from, frame),
-            "decline_control" => control.decline(from, frame),
-            "release_control" => control.release(from, frame, now),
-            _ => control.role_changed(from, role, frame, &everyone, now),
+            ControlStep::Accept => control.accept(from, frame, &everyone, now),
+            ControlStep::Offer => control.offer(from, frame),
+            ControlStep::Decline => control.decline(from, frame),
+            ControlStep::Release => control.release(from, frame, now),
+            ControlStep::RoleChanged(role) => control.role_changed(from, role, frame, &everyone, now),
         };
         self.deliver(members, sends, slow);
         if self.clustered && control.active() != was_active {

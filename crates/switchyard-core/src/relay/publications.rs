@@ -95,7 +95,7 @@ impl Relay {
             return Ok(());
         }
         match kind {
-            Some(kind) if CONTROL_TYPES.contains(&kind) => {
+            Some(kind) if ControlStep::from_type(kind, None).is_some() => {
                 Err(Rejection::new(ErrorCode::InvalidMessage, "Control-role messages go over the member's WebSocket"))
             }
             Some("state_update") if !self.is_active(sender) => {

@@ -18,8 +18,8 @@ impl Relay {
                 let delivered = self.fan_out_numbered(delivery, &epoch, offset, timestamp, now, &mut slow);
                 Counters::add(&self.counters.messages_relayed, delivered as u64);
             }
-            Remote::Control { session, from, joined_at, kind, role, frame } => {
-                self.apply_control(&session, (from, joined_at), &kind, role.as_deref(), &frame, now, &mut slow);
+            Remote::Control { session, from, joined_at, step, frame } => {
+                self.apply_control(&session, (from, joined_at), step, &frame, now, &mut slow);
             }
             Remote::Awareness { user, conn, step, frame } => {
                 if let Err(rejection) = self.apply_awareness(&user, conn, &step, now, &mut slow) {

@@ -8,10 +8,7 @@ impl Relay {
         self.answers_requests.store(answering, Ordering::Relaxed);
     }
 
-    pub(super) fn request(&self, sender: &Sender, envelope: &Envelope, now: Millis) -> Outcome {
-        let Some(request_id) = envelope.request_id else {
-            return Outcome::Rejected(Rejection::new(ErrorCode::InvalidMessage, "A request needs a requestId"));
-        };
+    pub(super) fn request(&self, sender: &Sender, request_id: &RawValue, payload: Option<&RawValue>, now: Millis) -> Outcome {
         if !self.answers_requests.load(Ordering::Relaxed) {
             return Outcome::Rejected(ErrorCode::NoHandler.into());
         }
@@ -23,7 +20,7 @@ impl Relay {
         self.events.emit(Event::Request {
             connection: sender.info(),
             request_id: request_id.get().to_owned(),
-            payload: envelope.payload.map_or("null", RawValue::get).to_owned(),
+            payload: payload.map_or("null", RawValue::get).to_owned(),
         });
         Outcome::Done
     }
