@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 
 use crate::channels::ChannelName;
 use crate::config::ConflictResolution;
-use crate::relay::Present;
+use crate::present::Present;
 use crate::frame::Frame;
 use crate::message::ControlStep;
 use crate::ids::{ConnId, Millis, SessionId};

@@ -85,16 +85,6 @@ impl Refusal {
             Refusal::Unauthorized => "Unauthorized",
         }
     }
-
-    /// The message a refused client reads before the close frame, when there is one.
-    pub fn notice(self, now: crate::ids::Millis) -> Option<crate::frame::Frame> {
-        match self {
-            Refusal::ConnectionLimit => {
-                Some(crate::protocol::error(&ErrorCode::ConnectionLimit.into(), crate::protocol::Offending::default(), now))
-            }
-            _ => None,
-        }
-    }
 }
 
 /// Codes of `error` messages sent to a client (docs/protocol.md, "Errors"). The message

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::error::Rejection;
+use crate::error::{ErrorCode, Refusal, Rejection};
 use crate::frame::Frame;
 use crate::ids::Millis;
 use crate::streams::Position;
@@ -206,6 +206,16 @@ pub fn error(rejection: &Rejection, offending: Offending, now: Millis) -> Frame 
         timestamp: now,
         protocol_version: PROTOCOL_VERSION,
     })
+}
+
+impl Refusal {
+    /// The message a refused client reads before the close frame, when there is one.
+    pub fn notice(self, now: Millis) -> Option<Frame> {
+        match self {
+            Refusal::ConnectionLimit => Some(error(&ErrorCode::ConnectionLimit.into(), Offending::default(), now)),
+            _ => None,
+        }
+    }
 }
 
 /// Whether a message type is written in upper case (`JOIN_CHANNEL`, `PING`), as the

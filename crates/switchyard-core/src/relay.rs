@@ -32,7 +32,7 @@ mod remote;
 mod request_messages;
 mod targeting;
 
-pub use publications::{Present, PublishError};
+pub use publications::PublishError;
 pub use targeting::Target;
 use fan_out::Reach;
 
@@ -47,6 +47,7 @@ use crate::ids::{ConnId, Millis, SessionId};
 use crate::limits::{Bucket, Rate, RateLimits};
 use crate::message::{AwarenessKind, AwarenessMessage, ClientMessage, ControlStep, JoinChannel};
 use crate::outbox::{Outbox, Pushed};
+use crate::present::Present;
 use crate::protocol::{self, Offending};
 use crate::requests::Requests;
 use crate::roles::{self, Send};

@@ -43,7 +43,7 @@ struct Queue {
 
 pub struct BridgeOutbox {
     me: Weak<BridgeOutbox>,
-    pending: Arc<Pending>,
+    pending: Arc<Pending<BridgeOutbox>>,
     capacity: usize,
     /// Set once the relay has given the connection its id.
     conn: OnceLock<ConnId>,
@@ -51,7 +51,7 @@ pub struct BridgeOutbox {
 }
 
 impl BridgeOutbox {
-    pub fn new(pending: Arc<Pending>, capacity: usize) -> Arc<Self> {
+    pub fn new(pending: Arc<Pending<BridgeOutbox>>, capacity: usize) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
             pending,

@@ -39,7 +39,7 @@ use crate::js::{self, to_js};
 use crate::js_types::ConnectionEvent;
 use crate::native;
 #[cfg(target_family = "wasm")]
-use crate::{attach::PathPattern, authentication::Authenticate, js_types::ListenAddress};
+use crate::{authentication::Authenticate, js_types::ListenAddress, path_pattern::PathPattern};
 #[cfg(target_family = "wasm")]
 use napi::{Error, Status};
 #[cfg(not(target_family = "wasm"))]
@@ -74,7 +74,7 @@ pub struct Host {
     #[cfg(not(target_family = "wasm"))]
     cluster: Option<Arc<RedisBroker>>,
     auth: Option<Arc<TokenAuth>>,
-    pending: Arc<Pending>,
+    pending: Arc<Pending<BridgeOutbox>>,
     sockets: RefCell<HashMap<ConnId, Rc<BridgeSocket>>>,
     pub listeners: RefCell<Listeners>,
     pub lifecycle: Cell<Lifecycle>,

@@ -19,6 +19,7 @@ mod js_types;
 mod manager;
 mod native;
 mod options;
+mod path_pattern;
 mod pending;
 mod request;
 

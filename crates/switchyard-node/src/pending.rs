@@ -1,5 +1,6 @@
 //! What the relay produced for the JavaScript thread and that waits for it there:
-//! events for listeners, and bridge outboxes holding frames for their `ws` sockets.
+//! events for listeners, and outboxes (the bridge's, holding frames for their `ws`
+//! sockets) to flush.
 //!
 //! The relay calls [`EventSink::emit`] and [`Outbox::push`](switchyard_core::Outbox)
 //! from whichever thread routed a frame, possibly under its own locks, so both only
@@ -14,13 +15,11 @@ use std::thread::{self, ThreadId};
 use parking_lot::Mutex;
 use switchyard_core::{Event, EventSink};
 
-use crate::bridge::BridgeOutbox;
-
 type Wake = Box<dyn Fn() + Send + Sync>;
 
-pub struct Pending {
+pub struct Pending<Outbox> {
     events: Mutex<Vec<Event>>,
-    outboxes: Mutex<Vec<Arc<BridgeOutbox>>>,
+    outboxes: Mutex<Vec<Arc<Outbox>>>,
     js_thread: ThreadId,
     /// Set once native connections exist: schedules a drain on the JS thread.
     wake: OnceLock<Wake>,
@@ -28,7 +27,7 @@ pub struct Pending {
     woken: AtomicBool,
 }
 
-impl Pending {
+impl<Outbox> Pending<Outbox> {
     /// Made on the JS thread, which is then the one that needs no waking.
     pub fn new() -> Self {
         Self {
@@ -58,13 +57,13 @@ impl Pending {
 
     /// Notes that `outbox` has something to flush. Each outbox is queued at most once
     /// until it is flushed (it tracks that itself).
-    pub fn outbox_ready(&self, outbox: Arc<BridgeOutbox>) {
+    pub fn outbox_ready(&self, outbox: Arc<Outbox>) {
         self.outboxes.lock().push(outbox);
         self.wake_js_thread();
     }
 
     /// Takes everything queued. Anything queued after this wakes the JS thread again.
-    pub fn take(&self) -> (Vec<Arc<BridgeOutbox>>, Vec<Event>) {
+    pub fn take(&self) -> (Vec<Arc<Outbox>>, Vec<Event>) {
         self.woken.store(false, Ordering::Release);
         let outboxes = std::mem::take(&mut *self.outboxes.lock());
         let events = std::mem::take(&mut *self.events.lock());
@@ -72,7 +71,7 @@ impl Pending {
     }
 }
 
-impl EventSink for Pending {
+impl<Outbox: Send + Sync> EventSink for Pending<Outbox> {
     fn emit(&self, event: Event) {
         // The app reads history when it wants it; no listener waits for publications.
         if matches!(event, Event::Published { .. }) {

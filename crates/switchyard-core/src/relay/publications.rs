@@ -5,18 +5,6 @@
 use super::fan_out::{FanOut, Reach};
 use super::*;
 
-/// A member of a session, as `presence` shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Present {
-    pub connection_id: ConnId,
-    pub client_id: String,
-    pub user_id: Option<String>,
-    pub organization_id: Option<String>,
-    /// `"active"` for the member holding control, else `"passive"`.
-    pub role: &'static str,
-    pub connected_at: Millis,
-}
-
 /// Why [`Relay::publish`] refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PublishError {

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::{Host, Lifecycle};
-use crate::attach::PathPattern;
+use crate::path_pattern::PathPattern;
 use crate::guard;
 use crate::js_types::ListenAddress;
 use crate::authentication::Authenticate;

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::Authenticator;
-use crate::attach::PathPattern;
+use crate::path_pattern::PathPattern;
 use crate::authentication::Verdict;
 use crate::host::admit_native;
 
