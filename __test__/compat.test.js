@@ -220,6 +220,9 @@ for (const transport of ['native', 'bridge']) {
       first.requestControl();
       await first.next('accept_control');
       first.announce(ClientRole.ACTIVE);
+      // Messages of two connections may be handled in either order: second announces
+      // once first's announcement has reached it.
+      await second.socket.next((m) => m.json?.type === 'role_changed' && m.json.clientId === first.clientId && m.json.data.role === 'active');
       second.announce(ClientRole.ACTIVE);
       const accept = await first.next('accept_control');
       assert.deepEqual([accept.clientId, accept.data.fromClientId, accept.protocol_version], [second.clientId, first.clientId, 1]);
