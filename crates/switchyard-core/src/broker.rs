@@ -1,17 +1,10 @@
-//! The broker seam: where the streams of topics live, Centrifugo's Broker in a core with
-//! no I/O. The relay keeps membership (who on this node is subscribed to what) and hands
-//! each publication to its own connections; a broker numbers publications, keeps them,
-//! and says what a reconnecting client missed. [`MemoryBroker`] keeps them in this
-//! process; a broker shared by several nodes implements the same trait.
-//!
-//! The relay calls [`Broker::publish`] under the topic's own order (a session's lock, a
-//! channel's), so the offsets a broker gives reach every subscriber in order.
-//!
-//! A broker shared by several nodes (a cluster) also carries what the nodes tell each
-//! other, as [`Remote`]s: the relay hands each delivery made here to [`Broker::forward`],
-//! says which topics have subscribers here, and takes what other nodes sent through one
-//! entry point, [`crate::Relay::handle_remote`]. Nothing here does I/O: a cluster
-//! broker queues, and its own task talks to the other nodes.
+//! The broker seams, Centrifugo's Broker in a core with no I/O, as two jobs apart. The
+//! relay keeps membership (who on this node is subscribed to what) and hands each
+//! publication to its own connections; [`Streams`] number publications, keep them, and
+//! say what a reconnecting client missed; a [`ClusterLink`] carries what the nodes of a
+//! cluster tell each other, as [`Remote`]s, and orders the steps they must apply alike.
+//! Nothing here does I/O: a cluster's link queues, and its own task talks to the other
+//! nodes.
 
 use std::sync::Arc;
 
@@ -184,83 +177,96 @@ pub struct History {
     pub publications: Vec<Publication>,
 }
 
-pub trait Broker: Send + Sync {
-    /// Where this node keeps streams: all of them alone, its copies of them in a cluster.
-    fn streams(&self) -> &MemoryBroker;
-
+/// Where the streams of topics are numbered and kept: [`MemoryStreams`] in this process.
+/// In a cluster each node keeps its copies here, which the shared broker numbers and
+/// the node keeps current ([`Streams::keep`]).
+///
+/// The relay calls [`Streams::publish`] under the topic's own order (a session's lock, a
+/// channel's), so the offsets it gives reach every subscriber in order.
+pub trait Streams: Send + Sync {
     /// Starts keeping a stream for `topic`, unless it keeps one already.
-    fn open_stream(&self, topic: &Topic, config: HistoryConfig) {
-        self.streams().open_stream(topic, config)
-    }
+    fn open_stream(&self, topic: &Topic, config: HistoryConfig);
     /// Forgets a topic's stream: its session ended.
-    fn close_stream(&self, topic: &Topic) {
-        self.streams().close_stream(topic)
-    }
+    fn close_stream(&self, topic: &Topic);
     /// Numbers a publication and keeps it; `None` when the topic keeps no stream.
-    fn publish(&self, topic: &Topic, from: Arc<str>, frame: Frame, now: Millis) -> Option<Publication> {
-        self.streams().publish(topic, from, frame, now)
-    }
+    fn publish(&self, topic: &Topic, from: Arc<str>, frame: Frame, now: Millis) -> Option<Publication>;
     /// The topic's latest position; `None` when it keeps no stream.
-    fn position(&self, topic: &Topic) -> Option<Position> {
-        self.streams().position(topic)
-    }
+    fn position(&self, topic: &Topic) -> Option<Position>;
     /// The publications after `since`, if the stream still has all of them.
-    fn recover(&self, topic: &Topic, since: &Position, now: Millis) -> Option<Recovery> {
-        self.streams().recover(topic, since, now)
-    }
+    fn recover(&self, topic: &Topic, since: &Position, now: Millis) -> Option<Recovery>;
     /// Up to `limit` publications after `since` (after the first without it).
-    fn read(&self, topic: &Topic, since: Option<&Position>, limit: usize, now: Millis) -> Option<History> {
-        self.streams().read(topic, since, limit, now)
-    }
+    fn read(&self, topic: &Topic, since: Option<&Position>, limit: usize, now: Millis) -> Option<History>;
     /// The bytes every stream keeps together.
-    fn kept_bytes(&self) -> usize {
-        self.streams().kept_bytes()
-    }
+    fn kept_bytes(&self) -> usize;
     /// Forgets the streams of channels that hold nothing (all expired) and that
     /// `in_use` says nobody is subscribed to. Sessions' streams end with their sessions.
-    fn sweep(&self, now: Millis, in_use: &dyn Fn(&Topic) -> bool) {
-        self.streams().sweep(now, in_use)
-    }
+    fn sweep(&self, now: Millis, in_use: &dyn Fn(&Topic) -> bool);
     /// Keeps a publication the shared broker numbered, in this node's copy of the stream.
-    fn keep(&self, topic: &Topic, epoch: &Arc<str>, publication: Publication, now: Millis) {
-        self.streams().keep(topic, epoch, publication, now)
-    }
+    fn keep(&self, topic: &Topic, epoch: &Arc<str>, publication: Publication, now: Millis);
+}
 
-    /// The cluster's state; `None` for a broker of one process.
-    fn cluster(&self) -> Option<ClusterStatus> {
-        None
-    }
+/// What crosses between the nodes of a cluster: the relay hands each delivery made here
+/// and each change of its sessions and members to [`ClusterLink::forward`], says which
+/// topics have subscribers here, and takes what other nodes sent through one entry
+/// point, [`crate::Relay::handle_remote`]. A node alone has [`Alone`], which carries
+/// nothing, so the relay never asks whether it is in a cluster.
+pub trait ClusterLink: Send + Sync {
+    /// The link's state; `None` for a node alone.
+    fn status(&self) -> Option<ClusterStatus>;
     /// Hands what happened here to the other nodes.
-    fn forward(&self, _remote: Remote) {}
-    /// This node has its first subscriber to `topic`, or lost its last: a cluster broker
-    /// asks the relay which ([`crate::Relay::has_subscribers`]) when it acts on it.
-    fn subscribed(&self, _topic: &Topic) {}
+    fn forward(&self, remote: Remote);
+    /// This node has its first subscriber to `topic`, or lost its last: the link asks
+    /// the relay which ([`crate::Relay::has_subscribers`]) when it acts on it.
+    fn subscribed(&self, topic: &Topic);
     /// Whether the steps every node must apply alike (control roles, awareness windows)
     /// go through the shared broker now, to come back in one order: not alone, nor while
     /// it is unreachable, when this node applies them at once.
-    fn orders_steps(&self) -> bool {
-        false
-    }
+    fn orders_steps(&self) -> bool;
     /// Whether publications to `topic` are numbered by the shared broker: the relay then
     /// only forwards them, and delivers them on every node, its own too, when they come
     /// back numbered (`Remote::Numbered`).
+    fn numbers_remotely(&self, topic: &Topic) -> bool;
+    /// Where this node's connection ids start, so that they are unique in a cluster.
+    fn connection_id_base(&self) -> u64;
+    /// A member's place in the order of joining its session, which every node must
+    /// compute alike: by when it joined (`joined_at`), then by connection id. Alone, the
+    /// session's own count of joins (`count`) is exact and needs no clock.
+    fn join_order(&self, joined_at: Millis, conn: ConnId, _count: u64) -> u64 {
+        (joined_at << 20) | (conn.0 & 0xF_FFFF)
+    }
+}
+
+/// The link of a node alone: nothing crosses, and the relay applies every step at once.
+pub struct Alone;
+
+impl ClusterLink for Alone {
+    fn status(&self) -> Option<ClusterStatus> {
+        None
+    }
+    fn forward(&self, _remote: Remote) {}
+    fn subscribed(&self, _topic: &Topic) {}
+    fn orders_steps(&self) -> bool {
+        false
+    }
     fn numbers_remotely(&self, _topic: &Topic) -> bool {
         false
     }
-    /// Where this node's connection ids start, so that they are unique in a cluster.
     fn connection_id_base(&self) -> u64 {
         0
+    }
+    fn join_order(&self, _joined_at: Millis, _conn: ConnId, count: u64) -> u64 {
+        count
     }
 }
 
 /// Streams kept in this process: a bounded ring per topic, all of them within one budget
 /// of bytes.
-pub struct MemoryBroker {
+pub struct MemoryStreams {
     streams: DashMap<Topic, Mutex<Stream>>,
     budget: Arc<Budget>,
 }
 
-impl MemoryBroker {
+impl MemoryStreams {
     pub fn new(max_bytes: usize) -> Self {
         Self { streams: DashMap::new(), budget: Arc::new(Budget::new(max_bytes)) }
     }
@@ -268,13 +274,6 @@ impl MemoryBroker {
     /// The bounds of `topic`'s stream, when it keeps one.
     pub fn stream_config(&self, topic: &Topic) -> Option<HistoryConfig> {
         self.streams.get(topic).map(|stream| stream.lock().config())
-    }
-
-    /// Keeps a publication numbered elsewhere (see [`Stream::keep`]).
-    pub fn keep(&self, topic: &Topic, epoch: &Arc<str>, publication: Publication, now: Millis) {
-        if let Some(stream) = self.streams.get(topic) {
-            stream.lock().keep(epoch, publication, now);
-        }
     }
 
     /// Makes a topic's stream a copy of one kept elsewhere (see [`Stream::load`]).
@@ -285,24 +284,24 @@ impl MemoryBroker {
     }
 }
 
-impl MemoryBroker {
-    pub fn open_stream(&self, topic: &Topic, config: HistoryConfig) {
+impl Streams for MemoryStreams {
+    fn open_stream(&self, topic: &Topic, config: HistoryConfig) {
         self.streams.entry(topic.clone()).or_insert_with(|| Mutex::new(Stream::new(config, self.budget.clone())));
     }
 
-    pub fn close_stream(&self, topic: &Topic) {
+    fn close_stream(&self, topic: &Topic) {
         self.streams.remove(topic);
     }
 
-    pub fn publish(&self, topic: &Topic, from: Arc<str>, frame: Frame, now: Millis) -> Option<Publication> {
+    fn publish(&self, topic: &Topic, from: Arc<str>, frame: Frame, now: Millis) -> Option<Publication> {
         Some(self.streams.get(topic)?.lock().append(from, frame, now))
     }
 
-    pub fn position(&self, topic: &Topic) -> Option<Position> {
+    fn position(&self, topic: &Topic) -> Option<Position> {
         Some(self.streams.get(topic)?.lock().position())
     }
 
-    pub fn recover(&self, topic: &Topic, since: &Position, now: Millis) -> Option<Recovery> {
+    fn recover(&self, topic: &Topic, since: &Position, now: Millis) -> Option<Recovery> {
         let stream = self.streams.get(topic)?;
         let mut stream = stream.lock();
         Some(match stream.holds_after(since, now) {
@@ -311,7 +310,7 @@ impl MemoryBroker {
         })
     }
 
-    pub fn read(&self, topic: &Topic, since: Option<&Position>, limit: usize, now: Millis) -> Option<History> {
+    fn read(&self, topic: &Topic, since: Option<&Position>, limit: usize, now: Millis) -> Option<History> {
         let stream = self.streams.get(topic)?;
         let mut stream = stream.lock();
         let position = stream.position();
@@ -321,11 +320,11 @@ impl MemoryBroker {
         Some(History { position: Some(position), recovered, publications })
     }
 
-    pub fn kept_bytes(&self) -> usize {
+    fn kept_bytes(&self) -> usize {
         self.budget.used()
     }
 
-    pub fn sweep(&self, now: Millis, in_use: &dyn Fn(&Topic) -> bool) {
+    fn sweep(&self, now: Millis, in_use: &dyn Fn(&Topic) -> bool) {
         let idle: Vec<Topic> = self
             .streams
             .iter()
@@ -337,10 +336,11 @@ impl MemoryBroker {
             self.streams.remove_if(&topic, |_, stream| stream.lock().holds_nothing(now));
         }
     }
-}
 
-impl Broker for MemoryBroker {
-    fn streams(&self) -> &MemoryBroker {
-        self
+    /// Keeps a publication numbered elsewhere (see [`Stream::keep`]).
+    fn keep(&self, topic: &Topic, epoch: &Arc<str>, publication: Publication, now: Millis) {
+        if let Some(stream) = self.streams.get(topic) {
+            stream.lock().keep(epoch, publication, now);
+        }
     }
 }

@@ -38,7 +38,7 @@ pub use frame::{Frame, FrameKind};
 pub use ids::{now, ConnId, Millis, SessionId};
 pub use outbox::{Outbox, Pushed, Transport};
 pub use protocol::server_message;
-pub use broker::{AwarenessStep, Broker, ClusterStatus, Delivery, Filter, History, MemoryBroker, Recovery, Remote, RemoteMember, SessionRecord, Topic};
+pub use broker::{Alone, AwarenessStep, ClusterLink, ClusterStatus, Delivery, Filter, History, MemoryStreams, Recovery, Remote, RemoteMember, SessionRecord, Streams, Topic};
 pub use present::Present;
 pub use relay::{Identity, PublishError, Relay, Route, Target, MAX_CHANNELS_PER_CONNECTION};
 pub use report::StatsReport;

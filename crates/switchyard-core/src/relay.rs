@@ -53,7 +53,7 @@ use crate::requests::Requests;
 use crate::roles::{self, Send};
 use crate::protocol::WelcomePosition;
 use crate::session::{ClientName, Member, Session, SessionInfo, SessionOptions};
-use crate::broker::{AwarenessStep, Broker, ClusterStatus, Delivery, Filter, History, MemoryBroker, Recovery, Remote, RemoteMember, SessionRecord, Topic};
+use crate::broker::{Alone, AwarenessStep, ClusterLink, ClusterStatus, Delivery, Filter, History, MemoryStreams, Recovery, Remote, RemoteMember, SessionRecord, Streams, Topic};
 use crate::streams::{Position, Publication, Resume};
 use crate::report::StatsReport;
 use crate::stats::{Counters, Health, Sizes, Stats};
@@ -233,10 +233,10 @@ pub struct Relay {
     /// Sessions whose forwarded `request_control` waits for an answer, with its deadline:
     /// one entry a session, so spamming requests grows nothing.
     transfers: DashMap<SessionId, Millis>,
-    /// Where the streams of sessions live, and in a cluster the link to the other nodes.
-    broker: Arc<dyn Broker>,
-    /// Whether the broker is shared with other nodes: only then is anything forwarded.
-    clustered: bool,
+    /// Where the streams of sessions and channels are numbered and kept.
+    streams: Arc<dyn Streams>,
+    /// What crosses to the cluster's other nodes; nothing, alone.
+    link: Arc<dyn ClusterLink>,
     /// This node's name in the cluster; empty alone.
     node_id: Arc<str>,
     /// Members of this node's sessions connected to other nodes, as they told us.
@@ -244,20 +244,21 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// `config` must have passed [`Config::validate`]. Streams are kept in this process.
+    /// `config` must have passed [`Config::validate`]. A node alone: streams are kept in
+    /// this process.
     pub fn new(config: Config, events: Arc<dyn EventSink>) -> Self {
-        let broker = Arc::new(MemoryBroker::new(config.history_max_bytes));
-        Self::with_broker(config, events, broker)
+        let streams = Arc::new(MemoryStreams::new(config.history_max_bytes));
+        Self::in_cluster(config, events, streams, Arc::new(Alone))
     }
 
-    /// A relay whose streams live in `broker`.
-    pub fn with_broker(config: Config, events: Arc<dyn EventSink>, broker: Arc<dyn Broker>) -> Self {
+    /// A node of a cluster: its streams, and its link to the other nodes.
+    pub fn in_cluster(config: Config, events: Arc<dyn EventSink>, streams: Arc<dyn Streams>, link: Arc<dyn ClusterLink>) -> Self {
         Self {
-            clustered: broker.cluster().is_some(),
-            node_id: broker.cluster().map_or_else(|| "".into(), |cluster| cluster.node_id),
-            last_conn_id: AtomicU64::new(broker.connection_id_base()),
+            node_id: link.status().map_or_else(|| "".into(), |cluster| cluster.node_id),
+            last_conn_id: AtomicU64::new(link.connection_id_base()),
             remote_members: DashMap::new(),
-            broker,
+            streams,
+            link,
             allow: AllowList::new(config.channel_allow.as_deref()),
             config,
             events,
@@ -300,7 +301,7 @@ impl Relay {
         if let Some(history) = &options.history {
             history.validate().map_err(SessionError::InvalidOption)?;
         }
-        if self.broker.cluster().is_some_and(|cluster| cluster.joined && !cluster.connected) {
+        if self.link.status().is_some_and(|cluster| cluster.joined && !cluster.connected) {
             return Err(SessionError::Unavailable);
         }
         let history = options.history.or(self.config.history);
@@ -323,12 +324,10 @@ impl Relay {
             dashmap::Entry::Occupied(taken) => return Err(SessionError::AlreadyExists(taken.key().to_string())),
             dashmap::Entry::Vacant(slot) => {
                 if let Some(history) = history {
-                    self.broker.open_stream(&Topic::Session(slot.key().clone()), history);
+                    self.streams.open_stream(&Topic::Session(slot.key().clone()), history);
                 }
                 let session = slot.insert(session);
-                if self.clustered {
-                    self.broker.forward(Remote::SessionCreated(session.record()));
-                }
+                self.link.forward(Remote::SessionCreated(session.record()));
                 session.info()
             }
         };
@@ -370,7 +369,7 @@ impl Relay {
         let mut info = session.info();
         if let Some(elsewhere) = self.remote_members.get(&session.id) {
             info.client_count += elsewhere.len();
-            let everyone = control_messages::Everyone { here: &session.members, elsewhere: &elsewhere, clustered: true, sender: None };
+            let everyone = control_messages::Everyone { here: &session.members, elsewhere: &elsewhere, link: &*self.link, sender: None };
             info.active_client_id = session.control.active().map(|active| roles::Members::client_id(&everyone, active));
         }
         info
@@ -380,9 +379,7 @@ impl Relay {
     /// every node of a cluster.
     pub fn delete_session(&self, id: &str, now: Millis) -> bool {
         let Ok(id) = SessionId::parse(id) else { return false };
-        if self.clustered {
-            self.broker.forward(Remote::SessionDeleted(id.clone()));
-        }
+        self.link.forward(Remote::SessionDeleted(id.clone()));
         self.end_session_here(&id, now)
     }
 
@@ -481,11 +478,11 @@ impl Relay {
         // Membership and the replay happen under the session's lock, which every
         // publication takes: nothing published is missed or doubled around the replay.
         let topic = Topic::Session(session_id.clone());
-        let position = session.order.as_ref().filter(|_| resume.positions).and_then(|_| self.broker.position(&topic));
+        let position = session.order.as_ref().filter(|_| resume.positions).and_then(|_| self.streams.position(&topic));
         let positions = position.is_some();
         match position {
             Some(position) => {
-                let missed = resume.since.as_ref().map(|since| match self.broker.recover(&topic, since, now) {
+                let missed = resume.since.as_ref().map(|since| match self.streams.recover(&topic, since, now) {
                     Some(Recovery::Recovered(missed)) => Some(missed),
                     Some(Recovery::Lost) | None => None,
                 });
@@ -511,14 +508,12 @@ impl Relay {
         }
         session.members.push(Member { conn: id, outbox, name, joined, positions, joined_at: now });
         session.last_activity.store(now, Ordering::Relaxed);
-        if self.clustered {
-            let first = session.members.len() == 1;
-            let present = self.present(&session, session.members.last().expect("just joined"));
-            drop(session);
-            self.broker.forward(Remote::MemberJoined { session: session_id.clone(), member: self.as_remote(present), announce: true });
-            if first {
-                self.broker.subscribed(&topic);
-            }
+        let first = session.members.len() == 1;
+        let present = self.present(&session, session.members.last().expect("just joined"));
+        drop(session);
+        self.link.forward(Remote::MemberJoined { session: session_id.clone(), member: self.as_remote(present), announce: true });
+        if first {
+            self.link.subscribed(&topic);
         }
         Ok(())
     }
@@ -792,8 +787,8 @@ impl Relay {
         }
         if let Some(user) = conn.user.get() {
             self.release_user_slot(user, id);
-            if self.broker.orders_steps() {
-                self.broker.forward(Remote::Awareness { user: user.clone(), conn: id, step: AwarenessStep::Closed, frame: Frame::text(Vec::new()) });
+            if self.link.orders_steps() {
+                self.link.forward(Remote::Awareness { user: user.clone(), conn: id, step: AwarenessStep::Closed, frame: Frame::text(Vec::new()) });
             } else {
                 let _ = self.apply_awareness(user, id, &AwarenessStep::Closed, now, &mut slow);
             }
@@ -811,11 +806,9 @@ impl Relay {
                 self.deliver(members, sends, &mut slow);
                 let last = members.is_empty();
                 drop(session);
-                if self.clustered {
-                    self.broker.forward(Remote::MemberLeft { session: session_id.clone(), conn: id, was_active });
-                    if last {
-                        self.broker.subscribed(&Topic::Session(session_id.clone()));
-                    }
+                self.link.forward(Remote::MemberLeft { session: session_id.clone(), conn: id, was_active });
+                if last {
+                    self.link.subscribed(&Topic::Session(session_id.clone()));
                 }
             }
         }
@@ -828,15 +821,15 @@ impl Relay {
     /// user's other windows) whose outboxes overflowed with the news.
     fn end_session(&self, session: Session, code: u16, reason: &str, now: Millis) -> SlowConsumers {
         if session.order.is_some() {
-            self.broker.close_stream(&Topic::Session(session.id.clone()));
+            self.streams.close_stream(&Topic::Session(session.id.clone()));
         }
         let mut slow = SlowConsumers::new();
-        if self.clustered && !session.members.is_empty() {
+        if !session.members.is_empty() {
             // Out of the map already, the session tells no one of its members leaving.
             for member in &session.members {
-                self.broker.forward(Remote::MemberLeft { session: session.id.clone(), conn: member.conn, was_active: false });
+                self.link.forward(Remote::MemberLeft { session: session.id.clone(), conn: member.conn, was_active: false });
             }
-            self.broker.subscribed(&Topic::Session(session.id.clone()));
+            self.link.subscribed(&Topic::Session(session.id.clone()));
         }
         for member in session.members {
             slow.extend(self.remove_connection(member.conn, code, reason, true, now));
@@ -860,7 +853,7 @@ impl Relay {
             self.expire_sessions(now);
             // A channel's stream outlives its members (they may come back to recover),
             // but not once it holds nothing.
-            self.broker.sweep(now, &|topic| matches!(topic, Topic::Channel(name) if self.channels.exists(name)));
+            self.streams.sweep(now, &|topic| matches!(topic, Topic::Channel(name) if self.channels.exists(name)));
         }
         if now >= self.next_heartbeat.load(Ordering::Relaxed) {
             self.next_heartbeat.store(now + self.config.ping_interval_ms, Ordering::Relaxed);
@@ -942,18 +935,18 @@ impl Relay {
             channels: self.channels.count(),
             users: self.users.len(),
             registrations: self.awareness.registrations(),
-            history_bytes: self.broker.kept_bytes(),
+            history_bytes: self.streams.kept_bytes(),
         })
     }
 
     /// This node's place in a cluster; `None` alone.
     pub fn cluster(&self) -> Option<ClusterStatus> {
-        self.broker.cluster()
+        self.link.status()
     }
 
     /// The counters and sizes as `getStats()` and `GET /stats` answer them.
     pub fn report(&self, now: Millis) -> StatsReport {
-        StatsReport::new(&self.stats(), self.channels.breakdown(), self.health(now), self.broker.cluster())
+        StatsReport::new(&self.stats(), self.channels.breakdown(), self.health(now), self.link.status())
     }
 
     /// Each channel's name and how many members it has, by name.

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use proptest::prelude::*;
 use serde_json::Value;
 use switchyard_core::testing::RecordingOutbox;
-use switchyard_core::{Broker, ClusterStatus, Config, ConnId, Frame, Identity, MemoryBroker, NoEvents, Relay, Remote, Route, SessionOptions, Target};
+use switchyard_core::{ClusterLink, ClusterStatus, Config, ConnId, Frame, Identity, MemoryStreams, NoEvents, Relay, Remote, Route, SessionOptions, Target, Topic};
 
 const NODES: usize = 3;
 const SESSIONS: usize = 2;
@@ -22,24 +22,24 @@ const CLIENTS: usize = 3;
 type Wire = Arc<Mutex<VecDeque<(usize, Remote)>>>;
 
 /// A node's end of an in-process cluster.
-struct LinkedBroker {
+struct Linked {
     node: usize,
-    streams: MemoryBroker,
     wire: Wire,
 }
 
-impl Broker for LinkedBroker {
-    fn streams(&self) -> &MemoryBroker {
-        &self.streams
-    }
-    fn cluster(&self) -> Option<ClusterStatus> {
+impl ClusterLink for Linked {
+    fn status(&self) -> Option<ClusterStatus> {
         Some(ClusterStatus { node_id: format!("n{}", self.node).into(), connected: true, joined: true, peers: NODES - 1, dropped: 0, sent: 0, round_trips: 0 })
     }
     fn forward(&self, remote: Remote) {
         self.wire.lock().push_back((self.node, remote));
     }
+    fn subscribed(&self, _topic: &Topic) {}
     fn orders_steps(&self) -> bool {
         true
+    }
+    fn numbers_remotely(&self, _topic: &Topic) -> bool {
+        false
     }
     fn connection_id_base(&self) -> u64 {
         (self.node as u64 + 1) << 38
@@ -89,7 +89,7 @@ proptest! {
     fn every_member_on_every_node_gets_each_message_once_in_order(ops in proptest::collection::vec(op(), 1..120)) {
         let wire: Wire = Arc::default();
         let relays: Vec<Relay> = (0..NODES)
-            .map(|node| Relay::with_broker(config(), Arc::new(NoEvents), Arc::new(LinkedBroker { node, streams: MemoryBroker::new(1 << 20), wire: wire.clone() })))
+            .map(|node| Relay::in_cluster(config(), Arc::new(NoEvents), Arc::new(MemoryStreams::new(1 << 20)), Arc::new(Linked { node, wire: wire.clone() })))
             .collect();
         for session in 0..SESSIONS {
             relays[session % NODES].create_session(SessionOptions { session_id: Some(format!("s{session}")), ..Default::default() }, 0).unwrap();

@@ -1,4 +1,4 @@
-//! Property tests of streams through the broker seam: for random sends, server
+//! Property tests of streams through the streams seam: for random sends, server
 //! publications, abrupt drops and reconnects with recovery, across sessions, a client with
 //! positions sees each offset of its session's stream exactly once and in order (none of
 //! its own, none of another session), and the offsets number every publication.
@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 use switchyard_core::testing::RecordingOutbox;
 use switchyard_core::{
-    Broker, Config, ConnId, Frame, HistoryConfig, Identity, MemoryBroker, NoEvents, Relay, Resume, Route, SessionOptions,
+    Alone, Config, ConnId, Frame, HistoryConfig, Identity, MemoryStreams, NoEvents, Relay, Resume, Route, SessionOptions, Streams,
 };
 
 const SESSIONS: usize = 2;
@@ -82,9 +82,9 @@ fn see(client: &mut Client, session: usize, texts: Vec<String>) -> Result<(), Te
     Ok(())
 }
 
-fn check_streams(broker: Arc<dyn Broker>, ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn check_streams(streams: Arc<dyn Streams>, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let config = Config { history: Some(HistoryConfig { size: 10_000, ttl_ms: 60_000 }), max_clients_per_session: 10, ..Config::default() };
-    let relay = Relay::with_broker(config, Arc::new(NoEvents), broker);
+    let relay = Relay::in_cluster(config, Arc::new(NoEvents), streams, Arc::new(Alone));
     let mut clients: Vec<Vec<Client>> = Vec::new();
     let mut published = [0u64; SESSIONS];
     // Each session's offsets, by the client that published them (None: the server).
@@ -149,7 +149,7 @@ fn check_streams(broker: Arc<dyn Broker>, ops: Vec<Op>) -> Result<(), TestCaseEr
 
 proptest! {
     #[test]
-    fn streams_keep_their_invariants_through_the_memory_broker(ops in prop::collection::vec(op(), 1..150)) {
-        check_streams(Arc::new(MemoryBroker::new(64 << 20)), ops)?;
+    fn streams_keep_their_invariants_in_memory(ops in prop::collection::vec(op(), 1..150)) {
+        check_streams(Arc::new(MemoryStreams::new(64 << 20)), ops)?;
     }
 }

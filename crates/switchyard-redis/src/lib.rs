@@ -2,8 +2,9 @@
 //! (or Valkey), so that any node serves any session and no load balancer needs sticky
 //! sessions.
 //!
-//! [`RedisBroker`] is the core's broker seam for a cluster: it keeps streams as the memory
-//! broker does, and queues what the relay hands to [`Broker::forward`]; its link task
+//! [`RedisBroker`] is the core's [`ClusterLink`] for a cluster, beside this node's copies
+//! of the streams ([`RedisBroker::streams`]): it queues what the relay hands to
+//! [`ClusterLink::forward`]; its link task
 //! ([`link`]) drains the queue into Redis in pipelined batches, keeps a dedicated
 //! subscriber connection for the topics this node has subscribers to, holds the session
 //! directory, members and node leases, and hands what other nodes publish to
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 
 use dashmap::DashMap;
-use switchyard_core::{Broker, ClusterStatus, HistoryConfig, MemoryBroker, Millis, Publication, Relay, Remote, SessionId, Topic};
+use switchyard_core::{ClusterLink, ClusterStatus, HistoryConfig, MemoryStreams, Millis, Position, Publication, Relay, Remote, SessionId, Streams, Topic};
 use tokio::sync::{mpsc, oneshot, watch};
 
 
@@ -130,7 +131,8 @@ impl Drop for Watch {
 }
 
 pub struct RedisBroker {
-    streams: MemoryBroker,
+    /// This node's copies of the streams, numbered in Redis.
+    streams: Arc<MemoryStreams>,
     watchers: DashMap<Topic, usize>,
     node_id: Arc<str>,
     id_base: u64,
@@ -153,7 +155,7 @@ impl RedisBroker {
         // 24 random bits above 38 of counter: connection ids unique across nodes.
         let id_base = u64::from(rand::random::<u32>() & 0xFF_FFFF).max(1) << 38;
         Ok(Arc::new(Self {
-            streams: MemoryBroker::new(history_max_bytes),
+            streams: Arc::new(MemoryStreams::new(history_max_bytes)),
             watchers: DashMap::new(),
             node_id: options.node_id.as_str().into(),
             id_base,
@@ -251,6 +253,16 @@ impl RedisBroker {
         answered.await.ok()
     }
 
+    /// This node's copies of the streams, for the relay ([`Relay::in_cluster`]).
+    pub fn streams(&self) -> Arc<dyn Streams> {
+        self.streams.clone()
+    }
+
+    /// The latest position of this node's copy of `topic`'s stream.
+    pub(crate) fn position(&self, topic: &Topic) -> Option<Position> {
+        self.streams.position(topic)
+    }
+
     /// Whether something here reads `topic`'s stream without subscribing to it.
     pub(crate) fn watched(&self, topic: &Topic) -> bool {
         self.watchers.contains_key(topic)
@@ -273,12 +285,8 @@ impl RedisBroker {
     }
 }
 
-impl Broker for RedisBroker {
-    fn streams(&self) -> &MemoryBroker {
-        &self.streams
-    }
-
-    fn cluster(&self) -> Option<ClusterStatus> {
+impl ClusterLink for RedisBroker {
+    fn status(&self) -> Option<ClusterStatus> {
         Some(ClusterStatus {
             node_id: self.node_id.clone(),
             connected: self.state.connected.load(Ordering::Relaxed),

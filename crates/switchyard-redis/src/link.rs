@@ -26,7 +26,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Pipeline, RedisResult};
-use switchyard_core::{now, Broker, HistoryConfig, Millis, Publication, Relay, Remote, SessionId, Topic};
+use switchyard_core::{now, HistoryConfig, Millis, Publication, Relay, Remote, SessionId, Topic};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 

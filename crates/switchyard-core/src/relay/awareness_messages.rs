@@ -22,8 +22,8 @@ impl Relay {
             AwarenessKind::Heartbeat => AwarenessStep::Heartbeat { window },
             AwarenessKind::Focus => AwarenessStep::Focus { window },
         };
-        if self.broker.orders_steps() {
-            self.broker.forward(Remote::Awareness { user, conn: sender.id, step, frame: frame.clone() });
+        if self.link.orders_steps() {
+            self.link.forward(Remote::Awareness { user, conn: sender.id, step, frame: frame.clone() });
             return Outcome::Done;
         }
         match self.apply_awareness(&user, sender.id, &step, now, slow) {

@@ -38,12 +38,12 @@ impl Relay {
         self.channels.with_members(&name, |members| {
             first = members.is_empty();
             let position = stream.and_then(|history| {
-                self.broker.open_stream(&topic, history);
-                self.broker.position(&topic)
+                self.streams.open_stream(&topic, history);
+                self.streams.position(&topic)
             });
             let mut replay = Vec::new();
             let recovered = match (&position, &since) {
-                (Some(_), Some(since)) => match self.broker.recover(&topic, since, now) {
+                (Some(_), Some(since)) => match self.streams.recover(&topic, since, now) {
                     Some(Recovery::Recovered(missed)) => {
                         replay = missed;
                         Some(true)
@@ -74,8 +74,8 @@ impl Relay {
                 }
             }
         });
-        if first && self.clustered {
-            self.broker.subscribed(&topic);
+        if first {
+            self.link.subscribed(&topic);
         }
         // The connection may have closed meanwhile, after leaving its channels.
         if !self.conns.contains_key(&sender.id) {
@@ -91,8 +91,8 @@ impl Relay {
             for (watcher, outbox) in watchers {
                 self.push(watcher, &*outbox, notice.clone(), slow);
             }
-            if self.clustered && !self.channels.exists(name) {
-                self.broker.subscribed(&Topic::Channel(name.clone()));
+            if !self.channels.exists(name) {
+                self.link.subscribed(&Topic::Channel(name.clone()));
             }
         }
     }
@@ -133,7 +133,7 @@ impl Relay {
     /// nothing was published to it lately).
     pub fn channel_history(&self, channel: &str, since: Option<&Position>, limit: usize, now: Millis) -> Result<History, Rejection> {
         let name = ChannelName::parse(channel)?;
-        Ok(self.broker.read(&Topic::Channel(name), since, limit, now).unwrap_or_default())
+        Ok(self.streams.read(&Topic::Channel(name), since, limit, now).unwrap_or_default())
     }
 
     /// Who is in a channel now, as `PRESENCE` answers.

@@ -6,12 +6,11 @@ use crate::message::ControlStep;
 use crate::roles::Members;
 
 /// A session's members here and on the cluster's other nodes, as the control rules see
-/// them. In a cluster the order of joining is by when each joined, then by connection
-/// id, which every node computes alike; alone, by the session's own count of joins.
+/// them, in the order of joining the link defines.
 pub(super) struct Everyone<'a> {
     pub here: &'a [Member],
     pub elsewhere: &'a [RemoteMember],
-    pub clustered: bool,
+    pub link: &'a dyn ClusterLink,
     /// The sender of the step, and when it joined, as its message said.
     pub sender: Option<(ConnId, Millis)>,
 }
@@ -25,13 +24,13 @@ impl Members for Everyone<'_> {
     }
 
     fn joined(&self, conn: ConnId) -> u64 {
-        let order = |joined_at: Millis| (joined_at << 20) | (conn.0 & 0xF_FFFF);
+        // Only members here were counted; the others are placed by when they joined.
+        let elsewhere = |joined_at: Millis| self.link.join_order(joined_at, conn, u64::MAX);
         match self.here.iter().find(|m| m.conn == conn) {
-            Some(member) if self.clustered => order(member.joined_at),
-            Some(member) => member.joined,
+            Some(member) => self.link.join_order(member.joined_at, conn, member.joined),
             None => match self.elsewhere.iter().find(|m| m.present.connection_id == conn) {
-                Some(member) => order(member.present.connected_at),
-                None => self.sender.filter(|(sender, _)| *sender == conn).map_or(u64::MAX, |(_, joined_at)| order(joined_at)),
+                Some(member) => elsewhere(member.present.connected_at),
+                None => self.sender.filter(|(sender, _)| *sender == conn).map_or(u64::MAX, |(_, joined_at)| elsewhere(joined_at)),
             },
         }
     }
@@ -48,10 +47,10 @@ impl Relay {
     /// once the shared broker has ordered it.
     pub(super) fn control(&self, sender: &Sender, step: ControlStep, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> Outcome {
         let Some(session_id) = &sender.session else { return Outcome::Rejected(ErrorCode::NoSession.into()) };
-        if self.broker.orders_steps() {
+        if self.link.orders_steps() {
             let joined_at = self.sessions.get(session_id).and_then(|s| s.members.iter().find(|m| m.conn == sender.id).map(|m| m.joined_at));
             let control = Remote::Control { session: session_id.clone(), from: sender.id, joined_at: joined_at.unwrap_or(now), step, frame: frame.clone() };
-            self.broker.forward(control);
+            self.link.forward(control);
             return Outcome::Done;
         }
         self.apply_control(session_id, (sender.id, now), step, frame, now, slow);
@@ -66,7 +65,7 @@ impl Relay {
         let elsewhere = self.remote_members.get(session_id).map(|members| members.clone()).unwrap_or_default();
         let was_active = session.control.active();
         let Session { control, members, conflict_resolution, .. } = &mut *session;
-        let everyone = Everyone { here: members, elsewhere: &elsewhere, clustered: self.clustered, sender: Some((from, joined_at)) };
+        let everyone = Everyone { here: members, elsewhere: &elsewhere, link: &*self.link, sender: Some((from, joined_at)) };
         let sends = match step {
             ControlStep::Request => {
                 let timeout = self.config.control_request_timeout_ms;
@@ -83,7 +82,7 @@ impl Relay {
             ControlStep::RoleChanged(role) => control.role_changed(from, role, frame, &everyone, now),
         };
         self.deliver(members, sends, slow);
-        if self.clustered && control.active() != was_active {
+        if control.active() != was_active {
             self.announce_roles(&session, [was_active, session.control.active()]);
         }
     }
@@ -93,7 +92,7 @@ impl Relay {
     pub(super) fn announce_roles(&self, session: &Session, changed: [Option<ConnId>; 2]) {
         for member in session.members.iter().filter(|m| changed.contains(&Some(m.conn))) {
             let member_record = self.as_remote(self.present(session, member));
-            self.broker.forward(Remote::MemberJoined { session: session.id.clone(), member: member_record, announce: false });
+            self.link.forward(Remote::MemberJoined { session: session.id.clone(), member: member_record, announce: false });
         }
     }
 

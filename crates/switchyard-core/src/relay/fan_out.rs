@@ -72,8 +72,8 @@ impl Relay {
                 self.fan_out_to(conns, &delivery, slow)
             }
         };
-        if reach == Reach::Everywhere && self.clustered {
-            self.broker.forward(Remote::Delivery(delivery));
+        if reach == Reach::Everywhere {
+            self.link.forward(Remote::Delivery(delivery));
         }
         done
     }
@@ -113,11 +113,11 @@ impl Relay {
             return FanOut { delivered, offset: None };
         };
         let _order = order.lock();
-        if self.broker.numbers_remotely(&delivery.topic) {
+        if self.link.numbers_remotely(&delivery.topic) {
             // Delivered here too once the cluster's broker has numbered it.
             return FanOut::default();
         }
-        let Some(publication) = self.broker.publish(&delivery.topic, delivery.publisher(), delivery.frame.clone(), now) else {
+        let Some(publication) = self.streams.publish(&delivery.topic, delivery.publisher(), delivery.frame.clone(), now) else {
             return FanOut::default();
         };
         self.deliver_publication_in_session(session, members, delivery, &publication, slow)
@@ -154,20 +154,20 @@ impl Relay {
                 let Some(order) = &session.order else { return 0 };
                 let _order = order.lock();
                 session.last_activity.store(now, Ordering::Relaxed);
-                self.broker.keep(&delivery.topic, epoch, publication.clone(), now);
+                self.streams.keep(&delivery.topic, epoch, publication.clone(), now);
                 let members = session.members.iter().filter(|m| self.admits(m.conn, &delivery));
                 self.deliver_publication_in_session(&session, members, &delivery, &publication, slow).delivered
             }
             Topic::Channel(name) => {
                 if let Some(history) = self.config.channel_history {
-                    self.broker.open_stream(&delivery.topic, history);
+                    self.streams.open_stream(&delivery.topic, history);
                 }
                 let delivered = self.channels.with_existing_members(name, |members| {
-                    self.broker.keep(&delivery.topic, epoch, publication.clone(), now);
+                    self.streams.keep(&delivery.topic, epoch, publication.clone(), now);
                     self.deliver_publication_in_channel(name, members, &delivery, Some(&publication), slow)
                 });
                 delivered.unwrap_or_else(|| {
-                    self.broker.keep(&delivery.topic, epoch, publication, now);
+                    self.streams.keep(&delivery.topic, epoch, publication, now);
                     0
                 })
             }
@@ -188,14 +188,14 @@ impl Relay {
         };
         let publish = || {
             let topic = &delivery.topic;
-            let publication = self.broker.publish(topic, delivery.publisher(), delivery.frame.clone(), now);
+            let publication = self.streams.publish(topic, delivery.publisher(), delivery.frame.clone(), now);
             publication.or_else(|| {
-                self.broker.open_stream(topic, history);
-                self.broker.publish(topic, delivery.publisher(), delivery.frame.clone(), now)
+                self.streams.open_stream(topic, history);
+                self.streams.publish(topic, delivery.publisher(), delivery.frame.clone(), now)
             })
         };
-        if self.broker.numbers_remotely(&delivery.topic) {
-            self.broker.open_stream(&delivery.topic, history);
+        if self.link.numbers_remotely(&delivery.topic) {
+            self.streams.open_stream(&delivery.topic, history);
             return FanOut::default();
         }
         let reached = self.channels.with_existing_members(name, |members| {

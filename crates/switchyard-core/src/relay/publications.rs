@@ -37,7 +37,7 @@ impl Relay {
     /// first, at most `limit`: the history clients read over HTTP. `None` for no session.
     pub fn history(&self, session_id: &str, since: Option<&Position>, limit: usize, now: Millis) -> Option<History> {
         let session = self.sessions.get(&SessionId::parse(session_id).ok()?)?;
-        Some(self.broker.read(&Topic::Session(session.id.clone()), since, limit, now).unwrap_or_default())
+        Some(self.streams.read(&Topic::Session(session.id.clone()), since, limit, now).unwrap_or_default())
     }
 
     /// Publishes a message to a session: the HTTP fallback for clients without a

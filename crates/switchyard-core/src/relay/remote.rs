@@ -34,7 +34,7 @@ impl Relay {
             Remote::SessionCreated(record) => {
                 if record.expires_at > now {
                     if let Some(history) = record.history {
-                        self.broker.open_stream(&Topic::Session(record.id.clone()), history);
+                        self.streams.open_stream(&Topic::Session(record.id.clone()), history);
                     }
                     self.sessions.entry(record.id.clone()).or_insert_with(|| Session::from_record(record));
                 }
