@@ -36,7 +36,7 @@ pub use error::{close_code, ErrorCode, Refusal, Rejection, SessionError};
 pub use event::{ConnectionInfo, Event, EventSink, NoEvents};
 pub use frame::{Frame, FrameKind};
 pub use ids::{now, ConnId, Millis, SessionId};
-pub use outbox::{Outbox, Pushed, Transport};
+pub use outbox::{refuses, Outbox, Pushed, Transport, STALL_GRACE_MS};
 pub use protocol::server_message;
 pub use broker::{Alone, AwarenessStep, ClusterLink, ClusterStatus, Delivery, Filter, History, MemoryStreams, Recovery, Remote, RemoteMember, SessionRecord, Streams, Topic};
 pub use present::Present;

@@ -32,8 +32,29 @@ impl Transport {
     }
 }
 
+/// How long a queue past its bound may go without its socket taking anything before its
+/// client counts as slow.
+pub const STALL_GRACE_MS: u64 = 1000;
+
+/// The slow-consumer rule every outbox follows: whether `len` more bytes must be refused
+/// when `held` bytes wait unsent against a bound of `capacity`, the socket having taken
+/// nothing for the last `stalled_ms()` milliseconds (asked only past the bound).
+///
+/// A queue is full when its client is slow, not when the writer is late: past the bound,
+/// a frame is still queued, up to twice the bound, as long as the socket took something
+/// within [`STALL_GRACE_MS`]. On a busy machine the writer (a tokio task, or the
+/// JavaScript thread for a bridge socket) can fall behind for milliseconds, and a client
+/// reading at full speed must not be closed as a slow consumer for it. One frame larger
+/// than the bound still goes out when nothing else waits.
+pub fn refuses(capacity: usize, held: usize, len: usize, stalled_ms: impl FnOnce() -> u64) -> bool {
+    if held == 0 || held + len <= capacity {
+        return false;
+    }
+    held + len > capacity.saturating_mul(2) || stalled_ms() >= STALL_GRACE_MS
+}
+
 /// One per connection, implemented by its transport. Bounded in bytes: an outbox never
-/// grows without limit, it answers [`Pushed::Full`] instead.
+/// grows without limit, it answers [`Pushed::Full`] instead, as [`refuses`] decides.
 ///
 /// The relay may call these while it holds a lock on the connection's session, so an
 /// implementation must only queue and wake its writer, never call back into the relay.
@@ -46,4 +67,18 @@ pub trait Outbox: Send + Sync {
     fn push_replay(&self, frame: Frame);
     /// Sends a close frame with this code and reason after what is already queued.
     fn close(&self, code: u16, reason: &str);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_past_its_bound_is_full_once_stalled_or_at_twice_the_bound() {
+        assert!(!refuses(10, 0, 50, || u64::MAX), "one frame larger than the bound goes out alone");
+        assert!(!refuses(10, 6, 4, || u64::MAX), "within the bound");
+        assert!(!refuses(10, 6, 6, || 0), "a socket that took something lately may go past it");
+        assert!(refuses(10, 6, 6, || STALL_GRACE_MS), "a stalled one may not");
+        assert!(refuses(10, 18, 6, || 0), "nor past twice the bound");
+    }
 }

@@ -5,19 +5,20 @@
 //! flushes it through the socket's own `send`, `ping` and `close`. The outbox counts what
 //! `ws` has buffered but not yet written (`bufferedAmount`) against its bound, so a client
 //! that stops reading fills it and meets the slow-consumer policy instead of growing
-//! `ws`'s buffer without limit.
+//! `ws`'s buffer without limit. It is full as the core's slow-consumer rule says
+//! ([`switchyard_core::refuses`]), as a native connection's is.
 
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, OnceLock, Weak};
-use std::time::Duration;
+use std::sync::{Arc, LazyLock, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use napi::bindgen_prelude::{
     BufferSlice, FnArgs, Function, FunctionRef, JsObjectValue, Object, ToNapiValue, Unknown,
 };
 use napi::{Env, JsValue, Result, ValueType};
 use parking_lot::Mutex;
-use switchyard_core::{ConnId, Frame, FrameKind, Outbox, Pushed, Refusal, Transport};
+use switchyard_core::{refuses, ConnId, Frame, FrameKind, Outbox, Pushed, Refusal, Transport};
 use switchyard_server::LatencySample;
 
 use crate::held::Held;
@@ -39,6 +40,16 @@ struct Queue {
     closed: bool,
     /// Already waiting in [`Pending`] for a flush.
     scheduled: bool,
+    /// When `ws` was last seen writing to the socket (or the outbox was made), in ms since
+    /// [`EPOCH`].
+    progress_ms: u64,
+}
+
+/// What outboxes time the socket's progress from.
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn elapsed_ms() -> u64 {
+    EPOCH.elapsed().as_millis() as u64
 }
 
 pub struct BridgeOutbox {
@@ -57,7 +68,7 @@ impl BridgeOutbox {
             pending,
             capacity,
             conn: OnceLock::new(),
-            queue: Mutex::default(),
+            queue: Mutex::new(Queue { progress_ms: elapsed_ms(), ..Queue::default() }),
         })
     }
 
@@ -100,8 +111,12 @@ impl BridgeOutbox {
         queue.backlog > 0 || queue.unchecked >= self.capacity / 8
     }
 
+    /// What `ws` still holds; what it held before and was given since, less this, it wrote.
     fn set_backlog(&self, bytes: usize) {
         let mut queue = self.queue.lock();
+        if bytes == 0 || queue.backlog + queue.unchecked > bytes {
+            queue.progress_ms = elapsed_ms();
+        }
         queue.backlog = bytes;
         queue.unchecked = 0;
     }
@@ -116,8 +131,8 @@ impl BridgeOutbox {
             return Pushed::Closed;
         }
         let held = queue.queued_bytes + queue.backlog;
-        // One frame larger than the bound still goes out when nothing else waits.
-        if bounded && held > 0 && held + frame.len() > self.capacity {
+        let progress_ms = queue.progress_ms;
+        if bounded && refuses(self.capacity, held, frame.len(), || elapsed_ms().saturating_sub(progress_ms)) {
             return Pushed::Full;
         }
         queue.queued_bytes += frame.len();

@@ -1,11 +1,6 @@
 //! The native transport's [`Outbox`]: a bounded queue the relay pushes into from any
-//! thread, drained by the connection's task.
-//!
-//! It is full when its client is slow, not when our own writer is late: past the bound,
-//! a frame is still queued (up to twice the bound) as long as the socket took something
-//! within [`STALL_GRACE`]. On a busy machine the writer thread can be descheduled between
-//! a write and its accounting, or behind others, for milliseconds, and a client reading at
-//! full speed must not be closed as a slow consumer for it.
+//! thread, drained by the connection's task. It is full as the core's slow-consumer rule
+//! says ([`switchyard_core::refuses`]), counting what the socket has not taken yet.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU64;
@@ -16,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use switchyard_core::{Frame, FrameKind, Outbox, Pushed, Transport};
+use switchyard_core::{refuses, Frame, FrameKind, Outbox, Pushed, Transport};
 
 use crate::codec::{header_len, Outgoing, MAX_FRAME_LEN};
 use crate::deflate::{CompressionTotals, Deflate};
@@ -89,10 +84,6 @@ struct Queue {
 /// What outboxes time their progress from: one instant for all, rather than one each.
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
-/// How long the socket may take nothing while the outbox is past its bound before the
-/// client counts as slow.
-pub const STALL_GRACE: Duration = Duration::from_secs(1);
-
 /// What [`NativeOutbox::take`] found besides the frames.
 pub struct Taken {
     /// How long the oldest frame taken had waited, when this batch was sampled.
@@ -133,17 +124,6 @@ impl NativeOutbox {
 
     fn elapsed_ms(&self) -> u64 {
         EPOCH.elapsed().as_millis() as u64
-    }
-
-    /// Whether `len` more bytes must be refused: past the bound when the socket has taken
-    /// nothing for [`STALL_GRACE`], and past twice the bound in any case.
-    fn refuses(&self, capacity: usize, held: usize, len: usize) -> bool {
-        // One frame larger than the bound still goes out when nothing else waits.
-        if held == 0 || held + len <= capacity {
-            return false;
-        }
-        let stalled = self.elapsed_ms().saturating_sub(self.last_progress_ms.load(Ordering::Relaxed)) >= STALL_GRACE.as_millis() as u64;
-        stalled || held + len > capacity.saturating_mul(2)
     }
 
     /// permessage-deflate, when the connection negotiated it.
@@ -202,7 +182,8 @@ impl NativeOutbox {
             if queue.closed || queue.close.is_some() {
                 return Pushed::Closed;
             }
-            if bounded && self.refuses(queue.capacity as usize, self.unsent.load(Ordering::Relaxed), len) {
+            let stalled_ms = || self.elapsed_ms().saturating_sub(self.last_progress_ms.load(Ordering::Relaxed));
+            if bounded && refuses(queue.capacity as usize, self.unsent.load(Ordering::Relaxed), len, stalled_ms) {
                 return Pushed::Full;
             }
             self.unsent.fetch_add(len, Ordering::Relaxed);
@@ -272,7 +253,7 @@ mod tests {
     #[test]
     fn a_stalled_socket_is_bounded_by_unsent_bytes() {
         let outbox = NativeOutbox::new(10, None);
-        std::thread::sleep(STALL_GRACE);
+        std::thread::sleep(Duration::from_millis(switchyard_core::STALL_GRACE_MS));
         assert_eq!(outbox.push(Frame::binary(vec![0; 6])), Pushed::Queued);
         assert_eq!(outbox.push(Frame::binary(vec![0; 6])), Pushed::Full);
         outbox.take(&mut VecDeque::new());
