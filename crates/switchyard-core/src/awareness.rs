@@ -13,7 +13,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use serde::Serialize;
 
-use crate::error::{ErrorCode, Rejection};
+use crate::error::{ErrorCode, MessageRejection};
 use crate::frame::Frame;
 use crate::ids::{ConnId, Millis};
 
@@ -128,7 +128,7 @@ impl Awareness {
     /// Stores or replaces the registration, bound to `conn`: answers `registered`, then
     /// the warnings it causes. A new window past [`MAX_WINDOWS_PER_USER`] is refused
     /// with `WINDOW_LIMIT`.
-    pub fn register(&self, registration: Registration, conn: ConnId, now: Millis) -> Result<Notices, Rejection> {
+    pub fn register(&self, registration: Registration, conn: ConnId, now: Millis) -> Result<Notices, MessageRejection> {
         let Registration { user, window_id, case_id } = registration;
         let mut windows = self.users.entry(user.clone()).or_default();
         let count = windows.windows.len();

@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 
 use crate::channels::ChannelName;
 use crate::config::ConflictResolution;
-use crate::present::Present;
+use crate::present_member::PresentMember;
 use crate::frame::Frame;
 use crate::message::ControlStep;
 use crate::ids::{ConnId, Millis, SessionId};
@@ -93,7 +93,7 @@ pub struct SessionRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteMember {
     pub node: Arc<str>,
-    pub present: Present,
+    pub present: PresentMember,
 }
 
 /// What one node of a cluster tells the others.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use crate::error::{ErrorCode, Rejection};
+use crate::error::{ErrorCode, MessageRejection};
 use crate::ids::ConnId;
 use crate::outbox::Outbox;
 
@@ -20,9 +20,9 @@ fn is_name_char(c: char) -> bool {
 pub struct ChannelName(Arc<str>);
 
 impl ChannelName {
-    pub fn parse(name: &str) -> Result<Self, Rejection> {
+    pub fn parse(name: &str) -> Result<Self, MessageRejection> {
         if name.is_empty() || name.len() > MAX_NAME_LEN || !name.chars().all(is_name_char) {
-            return Err(Rejection::new(
+            return Err(MessageRejection::new(
                 ErrorCode::InvalidMessage,
                 "A channel name is 1 to 128 characters of A-Z a-z 0-9 : _ - . @",
             ));
@@ -120,17 +120,17 @@ impl AllowList {
         Self { patterns: patterns.map(|p| p.iter().filter_map(|p| AllowPattern::parse(p).ok()).collect()) }
     }
 
-    pub fn check(&self, name: &ChannelName, joiner: &Joiner) -> Result<(), Rejection> {
+    pub fn check(&self, name: &ChannelName, joiner: &Joiner) -> Result<(), MessageRejection> {
         let name = name.as_str();
-        let forbidden = || Rejection::new(ErrorCode::ChannelForbidden, "This channel may not be joined");
+        let forbidden = || MessageRejection::new(ErrorCode::ChannelForbidden, "This channel may not be joined");
         if let Some(user) = name.strip_prefix("user:") {
             if joiner.user_id != Some(user) {
-                return Err(Rejection::new(ErrorCode::ChannelForbidden, "Only that user may join a user: channel"));
+                return Err(MessageRejection::new(ErrorCode::ChannelForbidden, "Only that user may join a user: channel"));
             }
         }
         if let Some(org) = name.strip_prefix("org:") {
             if joiner.organization_id != Some(org) {
-                return Err(Rejection::new(ErrorCode::ChannelForbidden, "Only that organization may join an org: channel"));
+                return Err(MessageRejection::new(ErrorCode::ChannelForbidden, "Only that organization may join an org: channel"));
             }
         }
         match &self.patterns {

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::error::{ErrorCode, Rejection};
+use crate::error::{ErrorCode, MessageRejection};
 
 /// The routing-relevant fields of a client message.
 #[derive(Debug)]
@@ -65,11 +65,11 @@ pub enum Malformed {
     TooDeep,
 }
 
-impl From<Malformed> for Rejection {
+impl From<Malformed> for MessageRejection {
     fn from(malformed: Malformed) -> Self {
         match malformed {
             Malformed::Shape => ErrorCode::InvalidMessage.into(),
-            Malformed::TooDeep => Rejection::new(ErrorCode::InvalidMessage, format!("JSON nested deeper than {MAX_NESTING} levels")),
+            Malformed::TooDeep => MessageRejection::new(ErrorCode::InvalidMessage, format!("JSON nested deeper than {MAX_NESTING} levels")),
         }
     }
 }

@@ -44,9 +44,9 @@ pub enum SessionError {
 }
 
 /// Why a connection was not let into the relay; the transport closes it with
-/// [`Refusal::close_code`] and [`Refusal::reason`].
+/// [`ConnectionRefusal::close_code`] and [`ConnectionRefusal::reason`].
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub enum ConnectionRefusal {
     #[error("Session not found")]
     SessionNotFound,
     #[error("Session full")]
@@ -63,26 +63,26 @@ pub enum Refusal {
     Unauthorized,
 }
 
-impl Refusal {
+impl ConnectionRefusal {
     pub fn close_code(self) -> u16 {
         match self {
-            Refusal::SessionNotFound
-            | Refusal::SessionFull
-            | Refusal::ConnectionLimit
-            | Refusal::TooManyConnections
-            | Refusal::Unauthorized => close_code::POLICY,
-            Refusal::ShuttingDown => close_code::GOING_AWAY,
+            ConnectionRefusal::SessionNotFound
+            | ConnectionRefusal::SessionFull
+            | ConnectionRefusal::ConnectionLimit
+            | ConnectionRefusal::TooManyConnections
+            | ConnectionRefusal::Unauthorized => close_code::POLICY,
+            ConnectionRefusal::ShuttingDown => close_code::GOING_AWAY,
         }
     }
 
     pub fn reason(self) -> &'static str {
         match self {
-            Refusal::SessionNotFound => "Session not found",
-            Refusal::SessionFull => "Session full",
-            Refusal::ShuttingDown => "Server shutting down",
-            Refusal::ConnectionLimit => "Connection limit",
-            Refusal::TooManyConnections => "Rate limit exceeded",
-            Refusal::Unauthorized => "Unauthorized",
+            ConnectionRefusal::SessionNotFound => "Session not found",
+            ConnectionRefusal::SessionFull => "Session full",
+            ConnectionRefusal::ShuttingDown => "Server shutting down",
+            ConnectionRefusal::ConnectionLimit => "Connection limit",
+            ConnectionRefusal::TooManyConnections => "Rate limit exceeded",
+            ConnectionRefusal::Unauthorized => "Unauthorized",
         }
     }
 }
@@ -147,18 +147,18 @@ impl ErrorCode {
 
 /// Why the relay refused one message: a code and what to tell the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
+pub struct MessageRejection {
     pub code: ErrorCode,
     pub message: std::borrow::Cow<'static, str>,
 }
 
-impl From<ErrorCode> for Rejection {
+impl From<ErrorCode> for MessageRejection {
     fn from(code: ErrorCode) -> Self {
         Self { code, message: code.message().into() }
     }
 }
 
-impl Rejection {
+impl MessageRejection {
     pub fn new(code: ErrorCode, message: impl Into<std::borrow::Cow<'static, str>>) -> Self {
         Self { code, message: message.into() }
     }

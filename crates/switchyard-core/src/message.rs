@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 
 use crate::channels::ChannelName;
 use crate::envelope::Envelope;
-use crate::error::{ErrorCode, Rejection};
+use crate::error::{ErrorCode, MessageRejection};
 use crate::streams::Position;
 
 /// Longest user, window and case id an awareness message may carry.
@@ -166,8 +166,8 @@ impl ControlStep {
     }
 }
 
-fn channel_of(envelope: &Envelope) -> Result<ChannelName, Rejection> {
-    let name = envelope.channel.as_deref().ok_or_else(|| Rejection::new(ErrorCode::InvalidMessage, "A channel message needs a string channel"))?;
+fn channel_of(envelope: &Envelope) -> Result<ChannelName, MessageRejection> {
+    let name = envelope.channel.as_deref().ok_or_else(|| MessageRejection::new(ErrorCode::InvalidMessage, "A channel message needs a string channel"))?;
     ChannelName::parse(name)
 }
 
@@ -175,14 +175,14 @@ impl<'a> ClientMessage<'a> {
     /// What the message whose envelope is `envelope` (read from `text`) asks; `roles`
     /// says whether control roles are on. A reserved type with a payload it cannot have
     /// is refused here, with the rejection its sender gets.
-    pub fn read(envelope: &Envelope<'a>, text: &'a [u8], roles: bool) -> Result<Self, Rejection> {
+    pub fn read(envelope: &Envelope<'a>, text: &'a [u8], roles: bool) -> Result<Self, MessageRejection> {
         let kind = envelope.kind.as_ref();
         Ok(match kind {
             "ping" | "PING" => ClientMessage::Ping { upper_case: kind == "PING" },
             "JOIN_CHANNEL" => {
                 let channel = channel_of(envelope)?;
                 let options = serde_json::from_slice::<JoinOptions>(text).map_err(|_| {
-                    Rejection::new(ErrorCode::InvalidMessage, "JOIN_CHANNEL's positions and presence are true or false, its since {\"epoch\":...,\"offset\":...}")
+                    MessageRejection::new(ErrorCode::InvalidMessage, "JOIN_CHANNEL's positions and presence are true or false, its since {\"epoch\":...,\"offset\":...}")
                 })?;
                 let since = options.since.map(|since| Position { epoch: since.epoch.into(), offset: since.offset });
                 ClientMessage::JoinChannel(JoinChannel { channel, positions: options.positions, presence: options.presence, since })
@@ -190,7 +190,7 @@ impl<'a> ClientMessage<'a> {
             "LEAVE_CHANNEL" => ClientMessage::LeaveChannel(channel_of(envelope)?),
             "PRESENCE" => ClientMessage::ChannelPresence(channel_of(envelope)?),
             "request" => {
-                let request_id = envelope.request_id.ok_or_else(|| Rejection::new(ErrorCode::InvalidMessage, "A request needs a requestId"))?;
+                let request_id = envelope.request_id.ok_or_else(|| MessageRejection::new(ErrorCode::InvalidMessage, "A request needs a requestId"))?;
                 ClientMessage::Request { request_id, payload: envelope.payload }
             }
             "register" | "deregister" | "heartbeat" | "focus" => ClientMessage::Awareness(AwarenessMessage::read(kind, envelope.payload)?),
@@ -209,7 +209,7 @@ impl<'a> ClientMessage<'a> {
 }
 
 impl<'a> AwarenessMessage<'a> {
-    fn read(kind: &str, payload: Option<&'a RawValue>) -> Result<Self, Rejection> {
+    fn read(kind: &str, payload: Option<&'a RawValue>) -> Result<Self, MessageRejection> {
         let kind = match kind {
             "register" => AwarenessKind::Register,
             "deregister" => AwarenessKind::Deregister,
@@ -218,9 +218,9 @@ impl<'a> AwarenessMessage<'a> {
         };
         let payload = payload
             .and_then(|raw| serde_json::from_str::<FocusPayload<'a>>(raw.get()).ok())
-            .ok_or_else(|| Rejection::new(ErrorCode::InvalidMessage, "An awareness message needs a payload with userId and windowId"))?;
+            .ok_or_else(|| MessageRejection::new(ErrorCode::InvalidMessage, "An awareness message needs a payload with userId and windowId"))?;
         if !is_awareness_id(&payload.user_id) || !is_awareness_id(&payload.window_id) {
-            return Err(Rejection::new(ErrorCode::InvalidMessage, "userId and windowId are 1 to 256 characters"));
+            return Err(MessageRejection::new(ErrorCode::InvalidMessage, "userId and windowId are 1 to 256 characters"));
         }
         Ok(AwarenessMessage { kind, user_id: payload.user_id, window_id: payload.window_id, case_id: payload.case_id })
     }

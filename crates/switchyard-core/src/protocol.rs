@@ -5,7 +5,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::error::{ErrorCode, Refusal, Rejection};
+use crate::error::{ErrorCode, ConnectionRefusal, MessageRejection};
 use crate::frame::Frame;
 use crate::ids::Millis;
 use crate::streams::Position;
@@ -187,7 +187,7 @@ struct ErrorMessage<'a> {
 /// An `error` that every kind of client reads (docs/protocol.md, "Errors"): the original
 /// relay client reads `data.message`, awareness clients `payload.code`, channel-manager
 /// clients `ERROR` with `data.message`.
-pub fn error(rejection: &Rejection, offending: Offending, now: Millis) -> Frame {
+pub fn error(rejection: &MessageRejection, offending: Offending, now: Millis) -> Frame {
     let correlation_id = if offending.request_id.is_some() { None } else { offending.correlation_id };
     let body = |original_message| ErrorBody {
         code: rejection.code.as_str(),
@@ -208,11 +208,11 @@ pub fn error(rejection: &Rejection, offending: Offending, now: Millis) -> Frame 
     })
 }
 
-impl Refusal {
+impl ConnectionRefusal {
     /// The message a refused client reads before the close frame, when there is one.
     pub fn notice(self, now: Millis) -> Option<Frame> {
         match self {
-            Refusal::ConnectionLimit => Some(error(&ErrorCode::ConnectionLimit.into(), Offending::default(), now)),
+            ConnectionRefusal::ConnectionLimit => Some(error(&ErrorCode::ConnectionLimit.into(), Offending::default(), now)),
             _ => None,
         }
     }
@@ -320,7 +320,7 @@ struct Nack<'a> {
 }
 
 /// A message that asked for an acknowledgement was refused: this replaces its `error`.
-pub fn nack(correlation_id: &str, rejection: &Rejection, now: Millis) -> Frame {
+pub fn nack(correlation_id: &str, rejection: &MessageRejection, now: Millis) -> Frame {
     to_frame(&Nack {
         kind: "NACK",
         correlation_id,

@@ -40,14 +40,14 @@ use crate::awareness::{Audience, Awareness, Notices, Registration};
 use crate::channels::{AllowList, ChannelName, Channels, Joiner, Subscriber};
 use crate::config::{AckPolicy, Config, SlowConsumerPolicy};
 use crate::envelope::Envelope;
-use crate::error::{close_code, ErrorCode, Refusal, Rejection, SessionError};
+use crate::error::{close_code, ErrorCode, ConnectionRefusal, MessageRejection, SessionError};
 use crate::event::{ConnectionInfo, Event, EventSink};
 use crate::frame::{Frame, FrameKind};
 use crate::ids::{ConnId, Millis, SessionId};
 use crate::limits::{Bucket, Rate, RateLimits};
 use crate::message::{AwarenessKind, AwarenessMessage, ClientMessage, ControlStep, JoinChannel};
 use crate::outbox::{Outbox, Pushed};
-use crate::present::Present;
+use crate::present_member::PresentMember;
 use crate::protocol::{self, Offending};
 use crate::requests::Requests;
 use crate::roles::{self, Send};
@@ -193,10 +193,10 @@ enum Outcome {
     Done,
     /// Answered already, in order with what followed the answer (a replay).
     Answered,
-    Rejected(Rejection),
+    Rejected(MessageRejection),
     /// Dropped without an answer, unless the message asked for an acknowledgement,
     /// which gets a `NACK`.
-    Dropped(Rejection),
+    Dropped(MessageRejection),
 }
 
 /// Recipients whose outbox was full during a fan-out; dealt with once no lock is held.
@@ -397,10 +397,10 @@ impl Relay {
     }
 
     /// Lets a connection in, or says why not. The outbox receives the welcome at once.
-    pub fn open(&self, route: Route, mut identity: Identity, outbox: Arc<dyn Outbox>, now: Millis) -> Result<ConnId, Refusal> {
+    pub fn open(&self, route: Route, mut identity: Identity, outbox: Arc<dyn Outbox>, now: Millis) -> Result<ConnId, ConnectionRefusal> {
         let id = ConnId(self.last_conn_id.fetch_add(1, Ordering::Relaxed) + 1);
         let session_id = match route {
-            Route::Session(ref raw) => Some(SessionId::parse(raw).map_err(|_| Refusal::SessionNotFound)?),
+            Route::Session(ref raw) => Some(SessionId::parse(raw).map_err(|_| ConnectionRefusal::SessionNotFound)?),
             Route::Sessionless => None,
         };
         if let Some(session_id) = &session_id {
@@ -414,7 +414,7 @@ impl Relay {
         let user = identity.user_id.as_deref().map(Arc::<str>::from);
         if let Some(user) = &user {
             if !self.take_user_slot(user, id) {
-                return Err(Refusal::ConnectionLimit);
+                return Err(ConnectionRefusal::ConnectionLimit);
             }
         }
         let name = Arc::new(ClientName::new(identity.client_id.take()));
@@ -465,14 +465,14 @@ impl Relay {
         resume: &Resume,
         now: Millis,
         slow: &mut SlowConsumers,
-    ) -> Result<(), Refusal> {
-        let mut session = self.sessions.get_mut(session_id).ok_or(Refusal::SessionNotFound)?;
+    ) -> Result<(), ConnectionRefusal> {
+        let mut session = self.sessions.get_mut(session_id).ok_or(ConnectionRefusal::SessionNotFound)?;
         if session.is_expired(now) {
-            return Err(Refusal::SessionNotFound);
+            return Err(ConnectionRefusal::SessionNotFound);
         }
         let elsewhere = self.remote_members.get(session_id).map_or(0, |members| members.len());
         if session.members.len() + elsewhere >= session.max_clients {
-            return Err(Refusal::SessionFull);
+            return Err(ConnectionRefusal::SessionFull);
         }
         let connection_id = id.to_string();
         // Membership and the replay happen under the session's lock, which every
@@ -524,7 +524,7 @@ impl Relay {
         Counters::add(&self.counters.bytes_received, frame.len() as u64);
         self.counters.frame_sizes.record(frame.len() as u64);
         if frame.len() > self.config.max_message_bytes {
-            self.disconnect(from, close_code::TOO_LARGE, "Message too large", now);
+            self.end_connection(from, close_code::TOO_LARGE, "Message too large", now);
             return;
         }
         let Some(sender) = self.sender(from, now) else { return };
@@ -617,7 +617,7 @@ impl Relay {
     }
 
     /// The answer to a refused message: a `NACK` when it is acknowledged, else an `error`.
-    fn refusal(&self, envelope: &Envelope, frame: &Frame, rejection: &Rejection, now: Millis) -> Frame {
+    fn refusal(&self, envelope: &Envelope, frame: &Frame, rejection: &MessageRejection, now: Millis) -> Frame {
         match self.ack_to(envelope) {
             Some(id) => {
                 Counters::add(&self.counters.nacks, 1);
@@ -761,7 +761,7 @@ impl Relay {
     }
 
     /// The transport saw the connection close (the client's close frame, or a dead socket).
-    pub fn close(&self, conn: ConnId, code: u16, reason: &str, now: Millis) {
+    pub fn connection_closed(&self, conn: ConnId, code: u16, reason: &str, now: Millis) {
         let slow = self.remove_connection(conn, code, reason, false, now);
         self.close_slow_consumers(slow, now);
     }
@@ -769,7 +769,7 @@ impl Relay {
     /// The server ends a connection: its outbox gets a close frame with `code`, the other
     /// members are told. Transports call it for frames they refuse before reading them
     /// whole (1009) or cannot decode (1002, 1007).
-    pub fn disconnect(&self, conn: ConnId, code: u16, reason: &str, now: Millis) {
+    pub fn end_connection(&self, conn: ConnId, code: u16, reason: &str, now: Millis) {
         let slow = self.remove_connection(conn, code, reason, true, now);
         self.close_slow_consumers(slow, now);
     }
@@ -897,7 +897,7 @@ impl Relay {
             }
         }
         for conn in silent {
-            self.disconnect(conn, close_code::GOING_AWAY, "Connection timeout", now);
+            self.end_connection(conn, close_code::GOING_AWAY, "Connection timeout", now);
         }
         self.close_slow_consumers(slow, now);
     }

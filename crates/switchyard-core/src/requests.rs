@@ -3,7 +3,7 @@
 
 use dashmap::DashMap;
 
-use crate::error::{ErrorCode, Rejection};
+use crate::error::{ErrorCode, MessageRejection};
 use crate::ids::{ConnId, Millis};
 
 /// A connection may wait on this many requests at once; more are refused.
@@ -21,13 +21,13 @@ pub(crate) struct Requests {
 }
 
 impl Requests {
-    pub fn start(&self, conn: ConnId, id: &str, deadline: Millis) -> Result<(), Rejection> {
+    pub fn start(&self, conn: ConnId, id: &str, deadline: Millis) -> Result<(), MessageRejection> {
         let mut waiting = self.by_conn.entry(conn).or_default();
         if waiting.iter().any(|w| &*w.id == id) {
-            return Err(Rejection::new(ErrorCode::InvalidMessage, "A request with this requestId is already waiting"));
+            return Err(MessageRejection::new(ErrorCode::InvalidMessage, "A request with this requestId is already waiting"));
         }
         if waiting.len() >= MAX_IN_FLIGHT {
-            return Err(Rejection::new(ErrorCode::RequestFailed, "Too many requests are waiting on this connection"));
+            return Err(MessageRejection::new(ErrorCode::RequestFailed, "Too many requests are waiting on this connection"));
         }
         waiting.push(Waiting { id: id.into(), deadline });
         Ok(())

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use switchyard_core::testing::RecordingOutbox;
-use switchyard_core::{Config, ConnId, Frame, Identity, NoEvents, Refusal, Relay, Route, SessionOptions};
+use switchyard_core::{Config, ConnId, Frame, Identity, NoEvents, ConnectionRefusal, Relay, Route, SessionOptions};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -63,7 +63,7 @@ fn two_pages_with_different_cases_both_warned_then_cleared_when_one_closes() {
     assert_eq!(relay.stats().registrations, 2);
     assert_eq!(relay.stats().users, 1);
 
-    relay.close(second.id, 1001, "", T0);
+    relay.connection_closed(second.id, 1001, "", T0);
     let cleared = first.messages();
     assert_eq!(cleared, vec![json!({"type":"warning_cleared","payload":{"cases":[{"caseId":"CASE-001","windowId":"window-a"}]}})]);
     assert_eq!(relay.stats().registrations, 1);
@@ -126,7 +126,7 @@ fn a_user_holds_at_most_max_connections() {
     let _a = open(&relay, alice());
     let _b = open(&relay, alice());
     let refused = relay.open(Route::Sessionless, alice(), RecordingOutbox::new(), T0).unwrap_err();
-    assert_eq!((refused, refused.close_code(), refused.reason()), (Refusal::ConnectionLimit, 1008, "Connection limit"));
+    assert_eq!((refused, refused.close_code(), refused.reason()), (ConnectionRefusal::ConnectionLimit, 1008, "Connection limit"));
     let notice: Value = serde_json::from_slice(&refused.notice(T0).unwrap().payload).unwrap();
     assert_eq!(notice["payload"], json!({"code":"CONNECTION_LIMIT","message":"Maximum connections per user exceeded"}));
 

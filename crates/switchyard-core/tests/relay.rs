@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use switchyard_core::testing::{RecordingEvents, RecordingOutbox};
 use switchyard_core::{
-    Config, ConnId, ErrorCode, Event, Frame, FrameKind, Identity, Refusal, Relay, Route, SessionError, SessionOptions,
+    Config, ConnId, ErrorCode, Event, Frame, FrameKind, Identity, ConnectionRefusal, Relay, Route, SessionError, SessionOptions,
     SlowConsumerPolicy, Target,
 };
 
@@ -156,8 +156,8 @@ fn ping_is_answered_in_kind_with_its_id() {
 fn unknown_full_and_expired_sessions_are_refused() {
     let (relay, _) = relay();
     let out = RecordingOutbox::new();
-    assert_eq!(relay.open(Route::Session("nope".into()), Identity::default(), out.clone(), T0), Err(Refusal::SessionNotFound));
-    assert_eq!(relay.open(Route::Session("../x".into()), Identity::default(), out.clone(), T0), Err(Refusal::SessionNotFound));
+    assert_eq!(relay.open(Route::Session("nope".into()), Identity::default(), out.clone(), T0), Err(ConnectionRefusal::SessionNotFound));
+    assert_eq!(relay.open(Route::Session("../x".into()), Identity::default(), out.clone(), T0), Err(ConnectionRefusal::SessionNotFound));
     relay
         .create_session(SessionOptions { session_id: Some("small".into()), max_clients: Some(2), ..Default::default() }, T0)
         .unwrap();
@@ -170,7 +170,7 @@ fn unknown_full_and_expired_sessions_are_refused() {
     relay
         .create_session(SessionOptions { session_id: Some("brief".into()), expires_in_ms: Some(10), ..Default::default() }, T0)
         .unwrap();
-    assert_eq!(relay.open(Route::Session("brief".into()), Identity::default(), out, T0 + 10), Err(Refusal::SessionNotFound));
+    assert_eq!(relay.open(Route::Session("brief".into()), Identity::default(), out, T0 + 10), Err(ConnectionRefusal::SessionNotFound));
 }
 
 #[test]
@@ -326,7 +326,7 @@ fn client_ids_come_from_the_app_else_the_first_one_sent() {
     let (b, _) = join(&relay, "s1");
     relay.receive(b, Frame::text(&br#"{"type":"hello","clientId":"bob"}"#[..]), T0);
     relay.receive(b, Frame::text(&br#"{"type":"hello","clientId":"mallory"}"#[..]), T0);
-    relay.close(b, 1000, "bye", T0);
+    relay.connection_closed(b, 1000, "bye", T0);
     relay.receive(a, Frame::text(&br#"{"type":"hello","clientId":"other"}"#[..]), T0);
     let farewell = a_out.take_texts().into_iter().map(|t| json_of(&t)).find(|m| m["type"] == "client_disconnected");
     assert_eq!(farewell.unwrap()["clientId"], "bob");
@@ -339,7 +339,7 @@ fn client_ids_come_from_the_app_else_the_first_one_sent() {
         })
         .collect();
     assert_eq!(disconnects, vec![("bob".to_string(), 1000, "bye".to_string())]);
-    relay.close(a, 1001, "gone", T0);
+    relay.connection_closed(a, 1001, "gone", T0);
     assert_eq!(relay.stats().active_connections, 0);
 }
 

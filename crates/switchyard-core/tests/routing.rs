@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use serde_json::value::RawValue;
 use switchyard_core::testing::{RecordingEvents, RecordingOutbox};
 use switchyard_core::{
-    AckPolicy, Config, ConflictResolution, ConnId, ErrorCode, Event, Frame, Identity, Rejection, Relay, Route, SessionOptions,
+    AckPolicy, Config, ConflictResolution, ConnId, ErrorCode, Event, Frame, Identity, MessageRejection, Relay, Route, SessionOptions,
     Target,
 };
 
@@ -104,7 +104,7 @@ fn closed_connections_leave_their_channels_and_empty_channels_go() {
     }
     world.send(&a, json!({"type":"JOIN_CHANNEL","channel":"solo"}));
     assert_eq!(world.relay.channel_breakdown(), vec![("room".into(), 2), ("solo".into(), 1)]);
-    world.relay.close(a.id, 1000, "", T0);
+    world.relay.connection_closed(a.id, 1000, "", T0);
     assert_eq!(world.relay.channel_breakdown(), vec![("room".into(), 1)]);
     assert_eq!(world.relay.stats().channels, 1);
 }
@@ -172,7 +172,7 @@ fn requests_go_to_the_app_and_answers_come_back_matched() {
     );
     let result = RawValue::from_string(r#"{"rows":3}"#.into()).unwrap();
     assert!(world.relay.respond(a.id, "2", Ok(&result), T0 + 1), "answered out of order");
-    assert!(world.relay.respond(a.id, "\"r1\"", Err(&Rejection::new(ErrorCode::RequestFailed, "database is down")), T0 + 2));
+    assert!(world.relay.respond(a.id, "\"r1\"", Err(&MessageRejection::new(ErrorCode::RequestFailed, "database is down")), T0 + 2));
     assert!(!world.relay.respond(a.id, "\"r1\"", Ok(&result), T0 + 3), "answered once");
     let answers = a.messages();
     assert_eq!(answers[0]["type"], "response");
@@ -320,7 +320,7 @@ fn an_unanswered_request_is_declined_in_time_and_a_departure_hands_control_on() 
 
     // The active member leaves while a request waits: the requester gets control.
     world.send(&b, json!({"type":"request_control","data":{}}));
-    world.relay.close(c.id, 1000, "", T0);
+    world.relay.connection_closed(c.id, 1000, "", T0);
     let b_saw: Vec<Value> = b.out.take_texts().iter().map(|t| serde_json::from_str(t).unwrap()).collect();
     let gone = b_saw.iter().find(|m| m["type"] == "client_disconnected").unwrap();
     assert_eq!(gone["data"], json!({"role":"active"}));
@@ -386,8 +386,8 @@ fn server_sends_reach_exactly_the_matching_connections() {
     assert_eq!(reached(Target { session_id: Some("s1"), user_id: Some("bob"), ..Default::default() }), ["bob"]);
     assert_eq!(reached(Target { user_id: Some("nobody"), ..Default::default() }), Vec::<&str>::new());
     assert_eq!(world.relay.stats().users, 3);
-    world.relay.close(alice_laptop.id, 1000, "", T0);
-    world.relay.close(alice_phone.id, 1000, "", T0);
+    world.relay.connection_closed(alice_laptop.id, 1000, "", T0);
+    world.relay.connection_closed(alice_phone.id, 1000, "", T0);
     assert_eq!(world.relay.stats().users, 2);
 }
 

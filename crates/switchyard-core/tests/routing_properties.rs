@@ -55,7 +55,7 @@ proptest! {
                 }
                 Op::Leave(pick) if !open.is_empty() => {
                     let client = open.remove(pick % open.len());
-                    relay.close(client.id, 1000, "bye", 0);
+                    relay.connection_closed(client.id, 1000, "bye", 0);
                     closed.push(client);
                 }
                 Op::Send { from, binary } if !open.is_empty() => {

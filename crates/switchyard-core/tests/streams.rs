@@ -84,7 +84,7 @@ fn a_gap_past_the_kept_history_recovers_nothing() {
     let (a, a_out) = join(&relay, "/session/s?positions=1", T0);
     let seen = position(&texts(&a_out)[0]);
     let (_, _) = join(&relay, "/session/s", T0);
-    relay.close(a, 1006, "gone", T0);
+    relay.connection_closed(a, 1006, "gone", T0);
     for i in 1..=3 {
         send(&relay, ConnId::parse("c_2").unwrap(), i, T0);
     }
@@ -161,7 +161,7 @@ fn channels_keep_streams_recover_and_tell_presence() {
     assert_eq!(texts(&a_out)[0]["offset"], 2);
     assert_eq!(b_out.take_texts(), [r#"{"type":"s"}"#], "without positions, the bytes as sent");
 
-    relay.close(a, 1006, "gone", T0);
+    relay.connection_closed(a, 1006, "gone", T0);
     assert_eq!(texts(&b_out), [json!({"type":"CHANNEL_MEMBER_LEFT","channel":"news","client":alice})]);
     relay.receive(b, Frame::text(r#"{"type":"y","channel":"news"}"#), T0);
     let (a2, a2_out) = sessionless(&relay, "alice");
@@ -181,7 +181,7 @@ fn channels_keep_streams_recover_and_tell_presence() {
 
     assert_eq!(relay.channel_history("news", None, 10, T0).unwrap().publications.len(), 3);
     for conn in [b, a2, stranger] {
-        relay.close(conn, 1000, "bye", T0);
+        relay.connection_closed(conn, 1000, "bye", T0);
     }
     relay.tick(T0 + 60_000);
     assert_eq!(relay.channel_history("news", None, 10, T0 + 60_000).unwrap().position, None, "the stream went with its last publication and member");

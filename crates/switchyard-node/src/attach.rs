@@ -17,7 +17,7 @@ use switchyard_core::{Identity, Route};
 use crate::authentication::{self, Verdict};
 use crate::events::report_error;
 use crate::guard;
-use crate::held::Held;
+use crate::persistent_object::PersistentObject;
 use crate::host::Host;
 use crate::js::{self, call_method};
 use crate::options::{type_error, OptionsReader};
@@ -42,8 +42,8 @@ fn counter(object: &Object, name: &str) -> Result<u32> {
 
 /// An upgrade waiting for `authenticate`'s answer.
 struct Waiting {
-    socket: Held,
-    request: Held,
+    socket: PersistentObject,
+    request: PersistentObject,
     head: Bytes,
     route: Route,
 }
@@ -70,7 +70,7 @@ pub fn attach(host: &Rc<Host>, env: &Env, server: Unknown, options: Option<Unkno
     let options = OptionsReader::new(env, options, "options", &["path", "authenticate"])?;
     let pattern = Rc::new(read_path(env, &options)?);
     let authenticate = authentication::read(&options)?;
-    let server_ref = Rc::new(Held::new(env, &server)?);
+    let server_ref = Rc::new(PersistentObject::new(env, &server)?);
     let attached = counter(&server, ATTACHED)? + 1;
     server.set_named_property(ATTACHED, attached)?;
     let host = host.clone();
@@ -88,7 +88,7 @@ pub fn attach(host: &Rc<Host>, env: &Env, server: Unknown, options: Option<Unkno
                 None => upgrade(&host, env, &socket, &request, route, Identity::default(), head),
                 Some(authenticate) => {
                     stop_reading(&socket)?;
-                    let waiting = Waiting { socket: Held::new(env, &socket)?, request: Held::new(env, &request)?, head, route };
+                    let waiting = Waiting { socket: PersistentObject::new(env, &socket)?, request: PersistentObject::new(env, &request)?, head, route };
                     let host = host.clone();
                     authentication::ask(env, authenticate, "attach", request, move |env, verdict| settle(&host, env, verdict, waiting))
                 }
@@ -106,7 +106,7 @@ pub fn read_path(env: &Env, options: &OptionsReader) -> Result<PathPattern> {
 /// An upgrade no pattern claims is left to the server's other `upgrade` listeners; when
 /// every listener is an `attach` and each has passed it over, nobody would ever answer
 /// it, so the last of them answers 404.
-fn refuse_if_unclaimed(host: &Host, env: &Env, server: &Held, socket: &Object) -> Result<()> {
+fn refuse_if_unclaimed(host: &Host, env: &Env, server: &PersistentObject, socket: &Object) -> Result<()> {
     let server = server.get(env)?;
     let passed_over = counter(socket, PASSED_OVER)? + 1;
     let mut socket = *socket;

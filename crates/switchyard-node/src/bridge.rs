@@ -18,11 +18,11 @@ use napi::bindgen_prelude::{
 };
 use napi::{Env, JsValue, Result, ValueType};
 use parking_lot::Mutex;
-use switchyard_core::{refuses, ConnId, Frame, FrameKind, Outbox, Pushed, Refusal, Transport};
+use switchyard_core::{refuses, ConnId, Frame, FrameKind, Outbox, Pushed, ConnectionRefusal, Transport};
 use switchyard_server::LatencySample;
 
-use crate::held::Held;
-use crate::pending::Pending;
+use crate::persistent_object::PersistentObject;
+use crate::js_queue::JsQueue;
 
 /// `ws`'s `readyState` of an open socket.
 const OPEN: u32 = 1;
@@ -38,7 +38,7 @@ struct Queue {
     unchecked: usize,
     close: Option<(u16, String)>,
     closed: bool,
-    /// Already waiting in [`Pending`] for a flush.
+    /// Already waiting in [`JsQueue`] for a flush.
     scheduled: bool,
     /// When `ws` was last seen writing to the socket (or the outbox was made), in ms since
     /// [`EPOCH`].
@@ -54,7 +54,7 @@ fn elapsed_ms() -> u64 {
 
 pub struct BridgeOutbox {
     me: Weak<BridgeOutbox>,
-    pending: Arc<Pending<BridgeOutbox>>,
+    pending: Arc<JsQueue<BridgeOutbox>>,
     capacity: usize,
     /// Set once the relay has given the connection its id.
     conn: OnceLock<ConnId>,
@@ -62,7 +62,7 @@ pub struct BridgeOutbox {
 }
 
 impl BridgeOutbox {
-    pub fn new(pending: Arc<Pending<BridgeOutbox>>, capacity: usize) -> Arc<Self> {
+    pub fn new(pending: Arc<JsQueue<BridgeOutbox>>, capacity: usize) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
             pending,
@@ -174,9 +174,9 @@ type NoArgsFn = FunctionRef<(), Unknown<'static>>;
 /// The JS side of one bridge connection: its socket and the socket's bound methods.
 pub struct BridgeSocket {
     outbox: Arc<BridgeOutbox>,
-    socket: Held,
+    socket: PersistentObject,
     /// The `net.Socket` under `ws` (its `_socket`), which counts the bytes on the wire.
-    raw: Option<Held>,
+    raw: Option<PersistentObject>,
     /// permessage-deflate was negotiated for this socket.
     compressed: bool,
     /// Payload bytes handed to `ws.send`, before any compression.
@@ -218,7 +218,7 @@ pub fn is_open(socket: &Object) -> Result<bool> {
 
 /// Closes a socket the relay never took (refused, or the manager is stopped), after the
 /// refusal's notice if it has one.
-pub fn refuse(socket: &Object, refusal: Refusal) -> Result<()> {
+pub fn refuse(socket: &Object, refusal: ConnectionRefusal) -> Result<()> {
     if let Some(notice) = refusal.notice(switchyard_server::now()) {
         let send: Function<String, Unknown> = socket.get_named_property_unchecked("send")?;
         send.bind(socket)?.call(String::from_utf8_lossy(&notice.payload).into_owned())?;
@@ -258,7 +258,7 @@ impl BridgeSocket {
                 let raw: Object = unsafe { raw.cast()? };
                 let corks = raw.get_named_property_unchecked::<Unknown>("cork")?.get_type()? == ValueType::Function;
                 let cork = if corks { Some((bound(&raw, "cork")?, bound(&raw, "uncork")?)) } else { None };
-                (Some(Held::new(env, &raw)?), cork)
+                (Some(PersistentObject::new(env, &raw)?), cork)
             }
             _ => (None, None),
         };
@@ -268,7 +268,7 @@ impl BridgeSocket {
             && unsafe { extensions.cast::<String>()? }.contains("permessage-deflate");
         Ok(Self {
             outbox,
-            socket: Held::new(env, socket)?,
+            socket: PersistentObject::new(env, socket)?,
             raw,
             compressed,
             sent: Cell::new(0),

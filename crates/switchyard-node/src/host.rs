@@ -21,7 +21,7 @@ use napi::bindgen_prelude::{BufferSlice, FnArgs, Function, FunctionCallContext, 
 use napi::{Env, Result};
 use serde_json::value::RawValue;
 use switchyard_core::{
-    close_code, ConnId, ConnectionInfo, ErrorCode, Event, Frame, Identity, Millis, Refusal, Rejection, Relay, Route, Target,
+    close_code, ConnId, ConnectionInfo, ErrorCode, Event, Frame, Identity, Millis, ConnectionRefusal, MessageRejection, Relay, Route, Target,
 };
 #[cfg(not(target_family = "wasm"))]
 use switchyard_redis::RedisBroker;
@@ -34,7 +34,7 @@ use crate::config::{Settings, MAX_TIMER_MS};
 use crate::request::UpgradeRequest;
 use crate::events::{self, Listeners};
 use crate::guard;
-use crate::held::Held;
+use crate::persistent_object::PersistentObject;
 use crate::js::{self, to_js};
 use crate::js_types::ConnectionEvent;
 use crate::native;
@@ -44,7 +44,7 @@ use crate::{authentication::Authenticate, js_types::ListenAddress, path_pattern:
 use napi::{Error, Status};
 #[cfg(not(target_family = "wasm"))]
 use crate::native::NativeRuntime;
-use crate::pending::Pending;
+use crate::js_queue::JsQueue;
 
 #[cfg(not(target_family = "wasm"))]
 mod transport;
@@ -74,11 +74,11 @@ pub struct Host {
     #[cfg(not(target_family = "wasm"))]
     cluster: Option<Arc<RedisBroker>>,
     auth: Option<Arc<TokenAuth>>,
-    pending: Arc<Pending<BridgeOutbox>>,
+    pending: Arc<JsQueue<BridgeOutbox>>,
     sockets: RefCell<HashMap<ConnId, Rc<BridgeSocket>>>,
     pub listeners: RefCell<Listeners>,
     pub lifecycle: Cell<Lifecycle>,
-    timer: RefCell<Option<Held>>,
+    timer: RefCell<Option<PersistentObject>>,
     #[cfg(not(target_family = "wasm"))]
     native: OnceCell<NativeRuntime>,
     /// The ports `listen()` opened.
@@ -102,7 +102,7 @@ pub struct Host {
 impl Host {
     /// Fails on a bad `redis` option, with what is wrong with it.
     pub fn new(settings: Settings) -> std::result::Result<Rc<Self>, String> {
-        let pending = Arc::new(Pending::new());
+        let pending = Arc::new(JsQueue::new());
         #[cfg(not(target_family = "wasm"))]
         let cluster = settings.redis.map(|options| RedisBroker::new(options, settings.config.history_max_bytes)).transpose().map_err(|e| e.to_string())?;
         #[cfg(not(target_family = "wasm"))]
@@ -194,7 +194,7 @@ impl Host {
             };
             let result = result
                 .and_then(|json| RawValue::from_string(json).map_err(|err| err.to_string()))
-                .map_err(|message| Rejection::new(ErrorCode::RequestFailed, message));
+                .map_err(|message| MessageRejection::new(ErrorCode::RequestFailed, message));
             host.relay.respond(conn, &request_id, result.as_deref(), now());
             host.pump(env)
         };
@@ -314,7 +314,7 @@ impl Host {
         // An unref'd timer does not keep the process alive.
         let unref: Function<(), Object> = timer.get_named_property_unchecked("unref")?;
         unref.bind(&timer)?.call(())?;
-        *self.timer.borrow_mut() = Some(Held::new(env, &timer)?);
+        *self.timer.borrow_mut() = Some(PersistentObject::new(env, &timer)?);
         Ok(())
     }
 
@@ -360,7 +360,7 @@ impl Host {
             return Ok(false);
         }
         if self.lifecycle.get() == Lifecycle::Stopped {
-            bridge::refuse(&socket, Refusal::ShuttingDown)?;
+            bridge::refuse(&socket, ConnectionRefusal::ShuttingDown)?;
             return Ok(false);
         }
         let identity = match self.check_upgrade(request, identity) {
@@ -415,7 +415,7 @@ impl Host {
                 let code: u32 = ctx.get(0).unwrap_or(close_code::NO_STATUS.into());
                 let reason = ctx.get::<BufferSlice>(1).map(|r| String::from_utf8_lossy(&r).into_owned()).unwrap_or_default();
                 let code = u16::try_from(code).unwrap_or(close_code::NO_STATUS);
-                host.relay.close(conn, code, &reason, now());
+                host.relay.connection_closed(conn, code, &reason, now());
                 let closed = host.sockets.borrow_mut().remove(&conn);
                 if let Some((before, after)) = closed.map(|s| s.compression(ctx.env)).transpose()?.flatten() {
                     let (total_before, total_after) = host.closed_compression.get();

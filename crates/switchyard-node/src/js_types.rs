@@ -8,7 +8,7 @@ use napi::bindgen_prelude::{Buffer, Either, Null, Undefined};
 use napi_derive::napi;
 use serde_json::Value;
 use switchyard_core::{
-    Config, ConnectionInfo, FrameKind, History, HistoryConfig, Identity, Millis, Present, Rate, SessionInfo, StatsReport,
+    Config, ConnectionInfo, FrameKind, History, HistoryConfig, Identity, Millis, PresentMember, Rate, SessionInfo, StatsReport,
 };
 use switchyard_core::report::{HealthReport, Latency};
 use switchyard_server::deflate::{CompressionConfig, CompressionCounts};
@@ -434,8 +434,8 @@ pub struct PresenceData {
     pub connected_at: i64,
 }
 
-impl From<Present> for PresenceData {
-    fn from(present: Present) -> Self {
+impl From<PresentMember> for PresenceData {
+    fn from(present: PresentMember) -> Self {
         Self {
             connection_id: present.connection_id.to_string(),
             client_id: present.client_id,

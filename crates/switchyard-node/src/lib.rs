@@ -12,7 +12,7 @@ mod authentication;
 mod bridge;
 mod config;
 mod events;
-mod held;
+mod persistent_object;
 mod host;
 mod js;
 mod js_types;
@@ -20,7 +20,7 @@ mod manager;
 mod native;
 mod options;
 mod path_pattern;
-mod pending;
+mod js_queue;
 mod request;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -100,13 +100,13 @@ impl LinkState {
 }
 
 /// A session's place held for a joining client ([`RedisBroker::reserve`]).
-pub struct Place {
+pub struct Reservation {
     broker: Arc<RedisBroker>,
     session: SessionId,
     hold: String,
 }
 
-impl Drop for Place {
+impl Drop for Reservation {
     fn drop(&mut self) {
         // Queued after the member's own entry, so the place is never free in between.
         let (answer, _) = oneshot::channel();
@@ -233,14 +233,14 @@ impl RedisBroker {
 
     /// Holds one of a session's `max` places on every node for a client about to join
     /// it, atomically in Redis: `None` when all are taken. The hold is let go when the
-    /// [`Place`] is dropped (the member, once joined, counts itself), and ends by itself
+    /// [`Reservation`] is dropped (the member, once joined, counts itself), and ends by itself
     /// ten seconds on should this node die first. Always a place while Redis is
     /// unreachable: the node then counts what it knows.
-    pub async fn reserve(self: &Arc<Self>, session: SessionId, max: usize) -> Option<Place> {
+    pub async fn reserve(self: &Arc<Self>, session: SessionId, max: usize) -> Option<Reservation> {
         let hold = format!("r:{}:{:016x}", self.node_id, rand::random::<u64>());
         let (s, h) = (session.clone(), hold.clone());
         let free = self.ask(move |answer| Outgoing::Reserve { session: s, hold: h, max: Some(max), answer }).await.unwrap_or(true);
-        free.then(|| Place { broker: self.clone(), session, hold })
+        free.then(|| Reservation { broker: self.clone(), session, hold })
     }
 
     /// Queues a question for the link and waits for its answer; `None` while Redis is

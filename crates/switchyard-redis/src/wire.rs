@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use switchyard_core::{
-    AwarenessStep, ChannelName, ConflictResolution, ConnId, ControlStep, Delivery, Filter, Frame, HistoryConfig, Present, Remote, RemoteMember, Role,
+    AwarenessStep, ChannelName, ConflictResolution, ConnId, ControlStep, Delivery, Filter, Frame, HistoryConfig, PresentMember, Remote, RemoteMember, Role,
     SessionId, SessionRecord, Topic,
 };
 
@@ -198,7 +198,7 @@ impl From<Member> for RemoteMember {
     fn from(m: Member) -> Self {
         RemoteMember {
             node: m.node.into(),
-            present: Present {
+            present: PresentMember {
                 connection_id: ConnId(m.conn),
                 client_id: m.client_id,
                 user_id: m.user_id,

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use switchyard_core::{Identity, Refusal, Relay, Resume};
+use switchyard_core::{Identity, ConnectionRefusal, Relay, Resume};
 
 use crate::auth::{self, AuthError, TokenSource, Verifier};
 use crate::now;
@@ -43,10 +43,10 @@ pub enum Refused {
 }
 
 impl Refused {
-    pub fn refusal(&self) -> Refusal {
+    pub fn refusal(&self) -> ConnectionRefusal {
         match self {
-            Refused::TooManyConnections => Refusal::TooManyConnections,
-            Refused::Unauthorized(_) => Refusal::Unauthorized,
+            Refused::TooManyConnections => ConnectionRefusal::TooManyConnections,
+            Refused::Unauthorized(_) => ConnectionRefusal::Unauthorized,
         }
     }
 

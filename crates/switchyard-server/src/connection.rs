@@ -22,7 +22,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use switchyard_core::{close_code, ConnId, Identity, Outbox, Refusal, Relay, Route};
+use switchyard_core::{close_code, ConnId, Identity, Outbox, ConnectionRefusal, Relay, Route};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::runtime::Handle;
 use tokio::time::{sleep, Sleep};
@@ -190,7 +190,7 @@ struct Closing {
 impl<IO> Drop for Connection<IO> {
     fn drop(&mut self) {
         // A no-op when the relay already let the connection go.
-        self.relay.close(self.conn, close_code::ABNORMAL, "Connection lost", now());
+        self.relay.connection_closed(self.conn, close_code::ABNORMAL, "Connection lost", now());
         if let Some(compression) = self.outbox.compression() {
             compression.totals.closed();
         }
@@ -339,7 +339,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             match read {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready((_, Some(ReadEnd::Lost))) => {
-                    self.relay.close(self.conn, close_code::ABNORMAL, "Connection lost", now());
+                    self.relay.connection_closed(self.conn, close_code::ABNORMAL, "Connection lost", now());
                     return Poll::Ready(ReadEnd::Lost);
                 }
                 Poll::Ready((_, Some(end))) => return Poll::Ready(end),
@@ -414,7 +414,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             }
             Decoded::Pong => relay.pong(conn, now()),
             Decoded::Close { code, reason } => {
-                relay.close(conn, code, &reason, now());
+                relay.connection_closed(conn, code, &reason, now());
                 outbox.close(code, "");
                 effects.end = Some(ReadEnd::Closing);
             }
@@ -431,7 +431,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         match decoded {
             Ok(progress) => (progress.consumed, progress.frame_len, effects.end),
             Err(error) => {
-                self.relay.disconnect(self.conn, error.close_code(), error.reason(), now());
+                self.relay.end_connection(self.conn, error.close_code(), error.reason(), now());
                 (data.len(), None, Some(ReadEnd::Closing))
             }
         }
@@ -522,7 +522,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
 
 /// Writes the handshake answer, the refusal's notice if it has one, then a close frame,
 /// for a connection the relay refused.
-async fn write_refusal<IO: AsyncWrite + Unpin>(mut io: IO, preface: Vec<u8>, refusal: Refusal) {
+async fn write_refusal<IO: AsyncWrite + Unpin>(mut io: IO, preface: Vec<u8>, refusal: ConnectionRefusal) {
     let mut answer = preface;
     let mut frame = |opcode: Outgoing, payload: &[u8]| {
         let mut header = [0u8; MAX_HEADER_LEN];
@@ -592,7 +592,7 @@ impl Spawner {
     /// Lets the connection into the relay and starts its task. A refused connection gets
     /// the handshake answer and then a close frame with the refusal's code and reason,
     /// as a browser needs to see them.
-    pub fn spawn<IO>(&self, relay: &Arc<Relay>, accepted: Accepted<IO>) -> Result<ConnId, Refusal>
+    pub fn spawn<IO>(&self, relay: &Arc<Relay>, accepted: Accepted<IO>) -> Result<ConnId, ConnectionRefusal>
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -619,7 +619,7 @@ impl Spawner {
 
     /// Answers the handshake, then closes at once with the refusal's code and reason,
     /// without asking the relay (it is shutting down).
-    pub fn refuse<IO>(&self, accepted: Accepted<IO>, refusal: Refusal)
+    pub fn refuse<IO>(&self, accepted: Accepted<IO>, refusal: ConnectionRefusal)
     where
         IO: AsyncWrite + Unpin + Send + 'static,
     {

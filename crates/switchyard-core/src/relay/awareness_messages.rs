@@ -14,7 +14,7 @@ impl Relay {
         let step = match message.kind {
             AwarenessKind::Register => {
                 let Some(case_id) = message.case_id.as_deref().filter(|c| crate::message::is_awareness_id(c)) else {
-                    return Outcome::Rejected(Rejection::new(ErrorCode::InvalidMessage, "register needs a caseId of 1 to 256 characters"));
+                    return Outcome::Rejected(MessageRejection::new(ErrorCode::InvalidMessage, "register needs a caseId of 1 to 256 characters"));
                 };
                 AwarenessStep::Register { window, case: case_id.to_owned() }
             }
@@ -34,7 +34,7 @@ impl Relay {
 
     /// One step of a user's windows, for its connection here or on another node; the
     /// user's connections here hear what it says.
-    pub(super) fn apply_awareness(&self, user: &Arc<str>, conn: ConnId, step: &AwarenessStep, now: Millis, slow: &mut SlowConsumers) -> Result<(), Rejection> {
+    pub(super) fn apply_awareness(&self, user: &Arc<str>, conn: ConnId, step: &AwarenessStep, now: Millis, slow: &mut SlowConsumers) -> Result<(), MessageRejection> {
         let notices = match step {
             AwarenessStep::Register { window, case } => {
                 let registration = Registration { user, window_id: window, case_id: case };
@@ -64,22 +64,22 @@ impl Relay {
             return if *user == *claimed {
                 Ok(user)
             } else {
-                Err(Outcome::Rejected(Rejection::new(ErrorCode::Forbidden, "The payload's userId is not this connection's user")))
+                Err(Outcome::Rejected(MessageRejection::new(ErrorCode::Forbidden, "The payload's userId is not this connection's user")))
             };
         }
         if !registering {
-            return Err(Outcome::Rejected(Rejection::new(ErrorCode::Forbidden, "Register before sending for a user")));
+            return Err(Outcome::Rejected(MessageRejection::new(ErrorCode::Forbidden, "Register before sending for a user")));
         }
         if self.config.verified_users_only {
-            return Err(Outcome::Rejected(Rejection::new(ErrorCode::Forbidden, "With token auth, a connection is the user its token names")));
+            return Err(Outcome::Rejected(MessageRejection::new(ErrorCode::Forbidden, "With token auth, a connection is the user its token names")));
         }
         let user: Arc<str> = claimed.into();
         if !self.take_user_slot(&user, sender.id) {
-            let refusal = Refusal::ConnectionLimit;
+            let refusal = ConnectionRefusal::ConnectionLimit;
             if let Some(notice) = refusal.notice(now) {
                 self.push(sender.id, &*sender.outbox, notice, &mut SlowConsumers::new());
             }
-            self.disconnect(sender.id, refusal.close_code(), refusal.reason(), now);
+            self.end_connection(sender.id, refusal.close_code(), refusal.reason(), now);
             return Err(Outcome::Done);
         }
         // A connection's messages are routed one at a time, so nothing set its user meanwhile.

@@ -16,7 +16,7 @@ impl Relay {
             let mut joined = conn.channels.lock();
             if !joined.contains(&name) {
                 if joined.len() >= MAX_CHANNELS_PER_CONNECTION {
-                    return Outcome::Rejected(Rejection::new(
+                    return Outcome::Rejected(MessageRejection::new(
                         ErrorCode::ChannelForbidden,
                         format!("A connection may be in at most {MAX_CHANNELS_PER_CONNECTION} channels"),
                     ));
@@ -131,19 +131,19 @@ impl Relay {
     /// A channel's kept publications after `since` (all it keeps without one), at most
     /// `limit`; an empty history when the channel keeps none (channel history is off, or
     /// nothing was published to it lately).
-    pub fn channel_history(&self, channel: &str, since: Option<&Position>, limit: usize, now: Millis) -> Result<History, Rejection> {
+    pub fn channel_history(&self, channel: &str, since: Option<&Position>, limit: usize, now: Millis) -> Result<History, MessageRejection> {
         let name = ChannelName::parse(channel)?;
         Ok(self.streams.read(&Topic::Channel(name), since, limit, now).unwrap_or_default())
     }
 
     /// Who is in a channel now, as `PRESENCE` answers.
-    pub fn channel_presence_of(&self, channel: &str) -> Result<Vec<Arc<Value>>, Rejection> {
+    pub fn channel_presence_of(&self, channel: &str) -> Result<Vec<Arc<Value>>, MessageRejection> {
         Ok(self.channels.clients(&ChannelName::parse(channel)?))
     }
 
     /// Whether this identity may join (and so read) a channel: the rules `JOIN_CHANNEL`
     /// follows, for readers over HTTP.
-    pub fn may_join(&self, channel: &str, identity: &Identity) -> Result<(), Rejection> {
+    pub fn may_join(&self, channel: &str, identity: &Identity) -> Result<(), MessageRejection> {
         let joiner = Joiner { user_id: identity.user_id.as_deref(), organization_id: identity.organization_id.as_deref() };
         self.allow.check(&ChannelName::parse(channel)?, &joiner)
     }

@@ -15,7 +15,7 @@ pub enum PublishError {
     /// Refused as the member's own message would be: over its rate, or a `state_update`
     /// from a member not in control; control-role messages go over its WebSocket.
     #[error("{}: {}", .0.code.as_str(), .0.message)]
-    Refused(Rejection),
+    Refused(MessageRejection),
 }
 
 impl Relay {
@@ -72,7 +72,7 @@ impl Relay {
     /// Whether a member may publish a message of this type over HTTP: within its rate,
     /// and, with control roles, no `state_update` unless it holds control and no
     /// control-role message at all (those are answered on its socket).
-    fn may_publish_as(&self, sender: &Sender, kind: Option<&str>, now: Millis) -> Result<(), Rejection> {
+    fn may_publish_as(&self, sender: &Sender, kind: Option<&str>, now: Millis) -> Result<(), MessageRejection> {
         if let Some(limits) = &self.config.rate_limit {
             if !self.within_rate(sender, limits, now) {
                 Counters::add(&self.counters.rate_limited, 1);
@@ -84,7 +84,7 @@ impl Relay {
         }
         match kind {
             Some(kind) if ControlStep::from_type(kind, None).is_some() => {
-                Err(Rejection::new(ErrorCode::InvalidMessage, "Control-role messages go over the member's WebSocket"))
+                Err(MessageRejection::new(ErrorCode::InvalidMessage, "Control-role messages go over the member's WebSocket"))
             }
             Some("state_update") if !self.is_active(sender) => {
                 Counters::add(&self.counters.passive_updates_dropped, 1);
@@ -96,19 +96,19 @@ impl Relay {
 
     /// Who is in a session now: its members here in the order they joined, then those on
     /// the cluster's other nodes. `None` for no session.
-    pub fn presence(&self, session_id: &str) -> Option<Vec<Present>> {
+    pub fn presence(&self, session_id: &str) -> Option<Vec<PresentMember>> {
         let session = self.sessions.get(&SessionId::parse(session_id).ok()?)?;
-        let mut present: Vec<Present> = session.members.iter().map(|member| self.present(&session, member)).collect();
+        let mut present: Vec<PresentMember> = session.members.iter().map(|member| self.present(&session, member)).collect();
         if let Some(elsewhere) = self.remote_members.get(&session.id) {
             let role = |conn| if session.control.active() == Some(conn) { "active" } else { "passive" };
-            present.extend(elsewhere.iter().map(|member| Present { role: role(member.present.connection_id), ..member.present.clone() }));
+            present.extend(elsewhere.iter().map(|member| PresentMember { role: role(member.present.connection_id), ..member.present.clone() }));
         }
         Some(present)
     }
 
-    pub(super) fn present(&self, session: &Session, member: &Member) -> Present {
+    pub(super) fn present(&self, session: &Session, member: &Member) -> PresentMember {
         let identity = self.conns.get(&member.conn).map(|conn| conn.identity.clone());
-        Present {
+        PresentMember {
             connection_id: member.conn,
             client_id: member.name.get(member.conn),
             user_id: identity.as_ref().and_then(|i| i.user_id.clone()),
@@ -127,7 +127,7 @@ impl Relay {
             conn.session.as_ref() == Some(session_id) && conn.identity.user_id == identity.user_id
         });
         if same {
-            self.disconnect(previous, close_code::NORMAL, "Replaced by a reconnect", now);
+            self.end_connection(previous, close_code::NORMAL, "Replaced by a reconnect", now);
         }
     }
 }

@@ -27,10 +27,10 @@ impl Relay {
         Counters::add(&self.counters.rate_limited, 1);
         let violations = self.conns.get(&sender.id).map_or(0, |c| c.violations.fetch_add(1, Ordering::Relaxed) + 1);
         if violations > limits.max_violations {
-            self.disconnect(sender.id, close_code::POLICY, "Rate limit exceeded", now);
+            self.end_connection(sender.id, close_code::POLICY, "Rate limit exceeded", now);
             return;
         }
-        let rejection = Rejection::from(ErrorCode::RateLimited);
+        let rejection = MessageRejection::from(ErrorCode::RateLimited);
         let answer = match (frame.kind == FrameKind::Text).then(|| Envelope::parse(&frame.payload).ok()).flatten() {
             Some(envelope) => self.refusal(&envelope, frame, &rejection, now),
             None => protocol::error(&rejection, Offending { upper_case: sender.upper_case, ..Default::default() }, now),

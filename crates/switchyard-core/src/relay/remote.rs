@@ -139,7 +139,7 @@ impl Relay {
         self.remote_members.clear();
     }
 
-    pub(super) fn as_remote(&self, present: Present) -> RemoteMember {
+    pub(super) fn as_remote(&self, present: PresentMember) -> RemoteMember {
         RemoteMember { node: self.node_id.clone(), present }
     }
 }

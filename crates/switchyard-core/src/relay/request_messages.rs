@@ -28,7 +28,7 @@ impl Relay {
     /// Answers a request: `Ok` with the result as JSON, or `Err` with why it failed.
     /// Returns false when the request is no longer waiting (it timed out, or its
     /// connection left).
-    pub fn respond(&self, conn: ConnId, request_id: &str, outcome: Result<&RawValue, &Rejection>, now: Millis) -> bool {
+    pub fn respond(&self, conn: ConnId, request_id: &str, outcome: Result<&RawValue, &MessageRejection>, now: Millis) -> bool {
         if !self.requests.finish(conn, request_id) {
             return false;
         }

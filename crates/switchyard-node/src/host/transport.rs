@@ -8,7 +8,7 @@ use bytes::Bytes;
 use napi::bindgen_prelude::Object;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Error, Result, Status};
-use switchyard_core::{Identity, Refusal, Relay, Route, SessionId, Topic};
+use switchyard_core::{Identity, ConnectionRefusal, Relay, Route, SessionId, Topic};
 use switchyard_redis::RedisBroker;
 use switchyard_server::listener;
 use switchyard_server::waiting::{Limits, Waiting};
@@ -135,7 +135,7 @@ impl Host {
             .map_err(|err| Error::new(Status::GenericFailure, format!("cannot adopt the socket: {err}")))?;
         let accepted = Accepted { io, preface, head, route, identity, deflate };
         let admitted = if self.lifecycle.get() == Lifecycle::Stopped {
-            native.spawner.refuse(accepted, Refusal::ShuttingDown);
+            native.spawner.refuse(accepted, ConnectionRefusal::ShuttingDown);
             false
         } else {
             admit_native(&native.spawner, &self.relay, self.cluster.as_ref(), accepted)
@@ -182,7 +182,7 @@ fn join_in_cluster(spawner: &Spawner, relay: &Arc<Relay>, broker: Arc<RedisBroke
             Some(_place) => {
                 let _ = spawner.spawn(&relay, accepted);
             }
-            None => spawner.refuse(accepted, Refusal::SessionFull),
+            None => spawner.refuse(accepted, ConnectionRefusal::SessionFull),
         }
     });
 }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use switchyard_core::{Identity, Refusal, Relay};
+use switchyard_core::{Identity, ConnectionRefusal, Relay};
 use switchyard_redis::RedisBroker;
 use switchyard_server::admission::{self, TokenAuth, Upgrade};
 use switchyard_server::listener::{answer, Request, Upgrades};
@@ -80,7 +80,7 @@ impl Upgrades for Listener {
         let preface = handshake::switching_protocols(&accept, admitted.protocol, extensions.as_deref());
         let accepted = Accepted { io: tcp, preface, head: rest, route, identity: admitted.identity, deflate };
         if self.stop.is_cancelled() {
-            return self.spawner.refuse(accepted, Refusal::ShuttingDown);
+            return self.spawner.refuse(accepted, ConnectionRefusal::ShuttingDown);
         }
         admit_native(&self.spawner, &self.relay, self.cluster.as_ref(), accepted);
     }

@@ -24,9 +24,9 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use switchyard_core::{
     server_message, ChannelName, ConflictResolution, Frame, FrameKind, History, HistoryConfig, Identity, Millis,
-    Position, PublishError, Refusal, Relay, Route, SessionError, SessionId, SessionInfo, SessionOptions, Target, Topic,
+    Position, PublishError, ConnectionRefusal, Relay, Route, SessionError, SessionId, SessionInfo, SessionOptions, Target, Topic,
 };
-use switchyard_redis::{Place, RedisBroker, Watch};
+use switchyard_redis::{Reservation, RedisBroker, Watch};
 use switchyard_server::admission::{self, Refused, TokenAuth, Upgrade};
 use switchyard_server::auth;
 use switchyard_server::metrics::{self, HostGauge};
@@ -167,7 +167,7 @@ async fn upgrade_to_session(
 #[derive(Default)]
 struct Held {
     _watch: Option<Watch>,
-    _place: Option<Place>,
+    _place: Option<Reservation>,
     /// Every place is taken on some node: the client is refused "Session full".
     full: bool,
 }
@@ -236,7 +236,7 @@ fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request, held
             Ok(Parts { io, read_buf, .. }) => {
                 let accepted = Accepted { io: io.into_inner(), preface: Vec::new(), head: read_buf, route, identity, deflate };
                 match held.full {
-                    true => app.spawner.refuse(accepted, Refusal::SessionFull),
+                    true => app.spawner.refuse(accepted, ConnectionRefusal::SessionFull),
                     false => {
                         let _ = app.spawner.spawn(&app.relay, accepted);
                     }

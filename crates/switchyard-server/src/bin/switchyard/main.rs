@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use switchyard_core::{close_code, Config, Refusal, Relay};
+use switchyard_core::{close_code, Config, ConnectionRefusal, Relay};
 use switchyard_redis::RedisBroker;
 use switchyard_server::admission::TokenAuth;
 use switchyard_server::{now, Spawner};
@@ -137,7 +137,7 @@ async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, launche
     info!(cause, "shutting down");
     let _ = stop_accepting.send(());
     ticker.abort();
-    relay.shutdown(close_code::GOING_AWAY, Refusal::ShuttingDown.reason(), now());
+    relay.shutdown(close_code::GOING_AWAY, ConnectionRefusal::ShuttingDown.reason(), now());
     if let (Some(broker), Some(link)) = (&cluster, link) {
         broker.stop();
         let _ = tokio::time::timeout(Duration::from_secs(1), link).await;

@@ -17,7 +17,7 @@ use switchyard_core::{Event, EventSink};
 
 type Wake = Box<dyn Fn() + Send + Sync>;
 
-pub struct Pending<Outbox> {
+pub struct JsQueue<Outbox> {
     events: Mutex<Vec<Event>>,
     outboxes: Mutex<Vec<Arc<Outbox>>>,
     js_thread: ThreadId,
@@ -27,7 +27,7 @@ pub struct Pending<Outbox> {
     woken: AtomicBool,
 }
 
-impl<Outbox> Pending<Outbox> {
+impl<Outbox> JsQueue<Outbox> {
     /// Made on the JS thread, which is then the one that needs no waking.
     pub fn new() -> Self {
         Self {
@@ -71,7 +71,7 @@ impl<Outbox> Pending<Outbox> {
     }
 }
 
-impl<Outbox: Send + Sync> EventSink for Pending<Outbox> {
+impl<Outbox: Send + Sync> EventSink for JsQueue<Outbox> {
     fn emit(&self, event: Event) {
         // The app reads history when it wants it; no listener waits for publications.
         if matches!(event, Event::Published { .. }) {

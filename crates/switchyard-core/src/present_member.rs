@@ -5,7 +5,7 @@ use crate::ids::{ConnId, Millis};
 
 /// A member of a session, as `presence` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Present {
+pub struct PresentMember {
     pub connection_id: ConnId,
     pub client_id: String,
     pub user_id: Option<String>,

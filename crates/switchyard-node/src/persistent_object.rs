@@ -6,14 +6,14 @@ use std::marker::PhantomData;
 use napi::bindgen_prelude::{Object, ObjectRef};
 use napi::{Env, Result};
 
-pub struct Held {
+pub struct PersistentObject {
     env: napi::sys::napi_env,
     reference: Option<ObjectRef<false>>,
     /// Keeps the type on the thread that made it.
     _js_thread: PhantomData<*const ()>,
 }
 
-impl Held {
+impl PersistentObject {
     pub fn new(env: &Env, object: &Object) -> Result<Self> {
         Ok(Self { env: env.raw(), reference: Some(object.create_ref()?), _js_thread: PhantomData })
     }
@@ -23,7 +23,7 @@ impl Held {
     }
 }
 
-impl Drop for Held {
+impl Drop for PersistentObject {
     fn drop(&mut self) {
         if let Some(reference) = self.reference.take() {
             let _ = reference.unref(&Env::from_raw(self.env));
