@@ -21,7 +21,7 @@ use bytes::{Buf, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use switchyard_fuzz::chunks;
 use switchyard_core::{Frame, FrameKind};
-use switchyard_server::codec::{close_payload, encode_header, Decoded, Decoder, Outgoing, Progress, MAX_HEADER_LEN};
+use switchyard_server::codec::{close_payload, encode_header, Decoded, Decoder, Limits, Outgoing, Progress, MAX_HEADER_LEN};
 
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// The longest client frame header: 2 bytes, a 64-bit length and the mask.
@@ -60,7 +60,8 @@ fn round_trip(frame: &Frame) {
     client.extend_from_slice(&[0; 4]);
     client.extend_from_slice(&frame.payload);
     let mut again = Vec::new();
-    let progress = Decoder::new(MAX_MESSAGE_BYTES).decode(&mut client, |d| again.push(d));
+    let limits = Limits { max_message_bytes: MAX_MESSAGE_BYTES, inflating: false };
+    let progress = Decoder::default().decode(limits, &mut client, |d| again.push(d));
     let whole = client.len();
     assert_eq!(progress, Ok(Progress { consumed: whole, frame_len: None, closed: false }));
     assert_eq!(again, vec![Decoded::Message(frame.clone())]);
@@ -70,7 +71,8 @@ fn round_trip(frame: &Frame) {
 /// frame when known, and whether reading is over (a close frame or an error).
 fn decode(decoder: &mut Decoder, buffer: &mut [u8]) -> (usize, Option<usize>, bool) {
     let len = buffer.len();
-    match decoder.decode(buffer, |decoded| check(&decoded)) {
+    let limits = Limits { max_message_bytes: MAX_MESSAGE_BYTES, inflating: true };
+    match decoder.decode(limits, buffer, |decoded| check(&decoded)) {
         Ok(Progress { consumed, frame_len, closed }) => {
             assert!(consumed <= len);
             if let Some(frame_len) = frame_len {
@@ -90,7 +92,7 @@ fn decode(decoder: &mut Decoder, buffer: &mut [u8]) -> (usize, Option<usize>, bo
 
 fuzz_target!(|data: &[u8]| {
     let Some((sizes, stream)) = chunks(data) else { return };
-    let mut decoder = Decoder::new(MAX_MESSAGE_BYTES).inflating();
+    let mut decoder = Decoder::default();
     let mut partial = BytesMut::new();
     let mut offset = 0;
     for size in sizes {

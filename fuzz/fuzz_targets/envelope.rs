@@ -33,7 +33,7 @@ use serde_json::value::RawValue;
 use switchyard_core::testing::{RecordingEvents, RecordingOutbox};
 use switchyard_core::{
     server_message, AckPolicy, Config, ConflictResolution, ConnId, ErrorCode, Event, Frame, FrameKind, Identity, Millis,
-    Rate, RateLimits, Rejection, Relay, Route, SessionOptions, SlowConsumerPolicy, Target,
+    Rate, RateLimits, MessageRejection, Relay, Route, SessionOptions, SlowConsumerPolicy, Target,
 };
 
 const T0: Millis = 1_700_000_000_000;
@@ -205,15 +205,15 @@ impl World {
                         [high, low, ..] => u16::from_be_bytes([*high, *low]),
                         _ => 1005,
                     };
-                    self.relay.close(id, code, &text(arg.get(2..).unwrap_or_default()), now);
+                    self.relay.connection_closed(id, code, &text(arg.get(2..).unwrap_or_default()), now);
                     self.slots[slot].closed_by_us = true;
                 }
             }
             // The transport refused a frame it could not decode.
-            3 => id.into_iter().for_each(|id| self.relay.disconnect(id, 1009, "Message too large", now)),
+            3 => id.into_iter().for_each(|id| self.relay.end_connection(id, 1009, "Message too large", now)),
             4 => {
                 if let Some(id) = id.filter(|_| self.slots[slot].open()) {
-                    self.relay.close(id, 1000, "", now);
+                    self.relay.connection_closed(id, 1000, "", now);
                 }
                 self.slots[slot] = self.connect(&SPECS[slot]);
             }
@@ -258,7 +258,7 @@ impl World {
     fn respond(&mut self, arg: &[u8]) {
         let answer = text(arg);
         let raw: Option<Box<RawValue>> = serde_json::from_str(&answer).ok();
-        let failed = Rejection::new(ErrorCode::RequestFailed, answer.clone());
+        let failed = MessageRejection::new(ErrorCode::RequestFailed, answer.clone());
         let outcome = match &raw {
             Some(raw) => Ok(&**raw),
             None => Err(&failed),

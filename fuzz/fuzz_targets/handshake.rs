@@ -22,7 +22,7 @@ use libfuzzer_sys::fuzz_target;
 use switchyard_fuzz::chunks;
 use switchyard_core::SessionId;
 use switchyard_server::auth::{self, JwtConfig, Keys, Verifier};
-use switchyard_server::codec::Decoder;
+use switchyard_server::codec::{Decoder, Limits};
 use switchyard_server::deflate::{self, CompressionConfig};
 use switchyard_server::handshake::{self, HandshakeError};
 
@@ -109,7 +109,7 @@ fn serve(request: &Request, head: &[u8], verifier: &Verifier) {
     // A taken-over socket starts with what the client sent after its request.
     if taken.starts_with(b"HTTP/1.1 101 ") && !head.is_empty() {
         let mut head = head.to_vec();
-        let _ = Decoder::new(64 * 1024).decode(&mut head, |_| {});
+        let _ = Decoder::default().decode(Limits { max_message_bytes: 64 * 1024, inflating: false }, &mut head, |_| {});
     }
 }
 
