@@ -542,6 +542,18 @@ describe('switchyard binary: stopping', () => {
     });
   }
 
+  it('started under nohup, goes on ignoring SIGHUP', async () => {
+    const server = await startBinary({ command: ['nohup', binary] });
+    const client = new TestClient(`${server.ws}/`);
+    await client.opened;
+    server.child.kill('SIGHUP');
+    assert.equal((await fetchJson(`${server.base}/health`)).status, 200);
+    server.child.kill('SIGTERM');
+    assert.deepEqual(await client.closedWithin(5000), { code: 1001, reason: 'Server shutting down' });
+    assert.deepEqual(await server.child.exited, { code: 0, signal: null });
+    assert.match(server.logs(), /shutting down cause="SIGTERM"/);
+  });
+
   it('logs one line per connection opened and closed, nothing per message', async () => {
     const server = await startBinary();
     await postJson(`${server.base}/v1/sessions`, { sessionId: 'logs' });

@@ -276,7 +276,7 @@ impl MemoryStreams {
         self.streams.get(topic).map(|stream| stream.lock().config())
     }
 
-    /// Makes a topic's stream a copy of one kept elsewhere (see [`Stream::load`]).
+    /// Makes a topic's stream a copy of one kept elsewhere.
     pub fn load(&self, topic: &Topic, epoch: Arc<str>, last: u64, publications: Vec<Publication>, now: Millis) {
         if let Some(stream) = self.streams.get(topic) {
             stream.lock().load(epoch, last, publications, now);
@@ -337,7 +337,7 @@ impl Streams for MemoryStreams {
         }
     }
 
-    /// Keeps a publication numbered elsewhere (see [`Stream::keep`]).
+    /// Keeps a publication numbered elsewhere, in order with those kept before.
     fn keep(&self, topic: &Topic, epoch: &Arc<str>, publication: Publication, now: Millis) {
         if let Some(stream) = self.streams.get(topic) {
             stream.lock().keep(epoch, publication, now);

@@ -32,6 +32,7 @@ pub mod testing;
 
 pub use channels::ChannelName;
 pub use config::{AckPolicy, Config, ConfigError, ConflictResolution, SlowConsumerPolicy};
+pub use envelope::{Envelope, Malformed, MAX_NESTING};
 pub use error::{close_code, ErrorCode, ConnectionRefusal, MessageRejection, SessionError};
 pub use event::{ConnectionInfo, Event, EventSink, NoEvents};
 pub use frame::{Frame, FrameKind};

@@ -251,7 +251,8 @@ impl Relay {
         Self::in_cluster(config, events, streams, Arc::new(Alone))
     }
 
-    /// A node of a cluster: its streams, and its link to the other nodes.
+    /// A relay with these streams and this link to the cluster's other nodes ([`Alone`]
+    /// for a node by itself).
     pub fn in_cluster(config: Config, events: Arc<dyn EventSink>, streams: Arc<dyn Streams>, link: Arc<dyn ClusterLink>) -> Self {
         Self {
             node_id: link.status().map_or_else(|| "".into(), |cluster| cluster.node_id),

@@ -13,9 +13,9 @@
 //!
 //! A pure state machine per session: each step returns the messages to send, and the
 //! relay delivers them. A control message that does not apply (an `accept_control` with
-//! no transfer waiting, a `release_control` from a passive member) is dropped without an
-//! answer, as the original drops it: its client turns every `error` into an `error`
-//! event, which throws where nobody listens.
+//! no transfer waiting and nothing offered, a `release_control` from a passive member) is
+//! dropped without an answer, as the original drops it: its client turns every `error`
+//! into an `error` event, which throws where nobody listens.
 
 use serde_json::json;
 use serde_json::value::RawValue;

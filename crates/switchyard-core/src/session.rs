@@ -98,7 +98,7 @@ pub(crate) struct Session {
     pub joins: u64,
     pub control: Control,
     pub conflict_resolution: ConflictResolution,
-    /// Present when the session keeps a stream (in the relay's broker): held from
+    /// Present when the session keeps a stream (in the relay's streams): held from
     /// numbering a publication to handing it to every member, so members see offsets in
     /// order.
     pub order: Option<Mutex<()>>,

@@ -18,7 +18,7 @@ use napi::bindgen_prelude::{
 };
 use napi::{Env, JsValue, Result, ValueType};
 use parking_lot::Mutex;
-use switchyard_core::{refuses, ConnId, Frame, FrameKind, Outbox, Pushed, ConnectionRefusal, Transport};
+use switchyard_core::{refuses, ConnId, ConnectionRefusal, Frame, FrameKind, Outbox, Pushed, Transport, STALL_GRACE_MS};
 use switchyard_server::LatencySample;
 
 use crate::persistent_object::PersistentObject;
@@ -40,9 +40,10 @@ struct Queue {
     closed: bool,
     /// Already waiting in [`JsQueue`] for a flush.
     scheduled: bool,
-    /// When `ws` was last seen writing to the socket (or the outbox was made), in ms since
-    /// [`EPOCH`].
-    progress_ms: u64,
+    /// When `backlog` was read, in ms since [`EPOCH`].
+    read_ms: u64,
+    /// Since when the readings have shown bytes waiting in `ws` and none written.
+    stalled_since_ms: Option<u64>,
 }
 
 /// What outboxes time the socket's progress from.
@@ -68,7 +69,7 @@ impl BridgeOutbox {
             pending,
             capacity,
             conn: OnceLock::new(),
-            queue: Mutex::new(Queue { progress_ms: elapsed_ms(), ..Queue::default() }),
+            queue: Mutex::default(),
         })
     }
 
@@ -111,18 +112,34 @@ impl BridgeOutbox {
         queue.backlog > 0 || queue.unchecked >= self.capacity / 8
     }
 
-    /// What `ws` still holds; what it held before and was given since, less this, it wrote.
+    /// What `ws` still holds. What it held before and was given since, less this, it
+    /// wrote; a socket that wrote nothing with bytes waiting has stalled since then.
     fn set_backlog(&self, bytes: usize) {
         let mut queue = self.queue.lock();
+        let now = elapsed_ms();
         if bytes == 0 || queue.backlog + queue.unchecked > bytes {
-            queue.progress_ms = elapsed_ms();
+            queue.stalled_since_ms = None;
+        } else if queue.stalled_since_ms.is_none() {
+            queue.stalled_since_ms = Some(now);
         }
         queue.backlog = bytes;
+        queue.read_ms = now;
         queue.unchecked = 0;
     }
 }
 
 impl BridgeOutbox {
+    /// Whether a queue past its bound refuses `len` more bytes. `ws`'s backlog is read only
+    /// when frames are flushed: a reading older than the grace may be of a socket that has
+    /// drained since, so it is left out (the frame queued will bring a fresh one).
+    fn full(&self, queue: &Queue, len: usize) -> bool {
+        let now = elapsed_ms();
+        let fresh = now.saturating_sub(queue.read_ms) < STALL_GRACE_MS;
+        let held = queue.queued_bytes + if fresh { queue.backlog } else { 0 };
+        let stalled_ms = queue.stalled_since_ms.filter(|_| fresh).map_or(0, |since| now.saturating_sub(since));
+        refuses(self.capacity, held, len, || stalled_ms)
+    }
+
     /// Queues a frame for the next flush; `bounded` refuses it past the bound (a replay
     /// is not).
     fn enqueue(&self, frame: Frame, bounded: bool) -> Pushed {
@@ -131,8 +148,7 @@ impl BridgeOutbox {
             return Pushed::Closed;
         }
         let held = queue.queued_bytes + queue.backlog;
-        let progress_ms = queue.progress_ms;
-        if bounded && refuses(self.capacity, held, frame.len(), || elapsed_ms().saturating_sub(progress_ms)) {
+        if bounded && held + frame.len() > self.capacity && self.full(&queue, frame.len()) {
             return Pushed::Full;
         }
         queue.queued_bytes += frame.len();

@@ -64,13 +64,21 @@ async fn pipe_closed(mut pipe: std::fs::File) {
     }
 }
 
-/// Resolves when the kernel says the parent died, or at once if the parent is no longer
-/// the launcher (one that died before the request was made sends nothing). The signal is
-/// a real-time one of its own, so that a SIGTERM still means someone sent SIGTERM, and it
-/// is handled before it is asked for, so that it never finds the default action (exit).
+/// Resolves when the kernel says the parent died, or at once if it died while this was
+/// being asked (one that died before sends nothing). Asked only of the launcher itself:
+/// where something stands between them (a wrapper script as `SWITCHYARD_BINARY`), the
+/// pipe alone tells. The signal is a real-time one of its own, so that a SIGTERM still
+/// means someone sent SIGTERM, and it is handled before it is asked for, so that it never
+/// finds the default action (exit).
 #[cfg(target_os = "linux")]
 async fn parent_died() {
     use tokio::signal::unix::{signal, SignalKind};
+    let launcher = std::env::var("SWITCHYARD_LAUNCHER_PID").ok().and_then(|pid| pid.parse::<libc::pid_t>().ok());
+    // SAFETY: getppid has no preconditions.
+    let is_parent = || launcher == Some(unsafe { libc::getppid() });
+    if !is_parent() {
+        return pending().await;
+    }
     let number = libc::SIGRTMIN();
     let mut died = match signal(SignalKind::from_raw(number)) {
         Ok(died) => died,
@@ -84,9 +92,7 @@ async fn parent_died() {
         warn!("PR_SET_PDEATHSIG failed ({}); the launcher's pipe alone tells of its end", std::io::Error::last_os_error());
         return pending().await;
     }
-    let launcher = std::env::var("SWITCHYARD_LAUNCHER_PID").ok().and_then(|pid| pid.parse::<libc::pid_t>().ok());
-    // SAFETY: getppid has no preconditions.
-    if launcher.is_some_and(|launcher| launcher != unsafe { libc::getppid() }) {
+    if !is_parent() {
         return;
     }
     died.recv().await;
@@ -109,14 +115,16 @@ fn pipe(fd: i32) -> Option<std::fs::File> {
 }
 
 /// Node's launcher hands the pipe over as a C runtime descriptor (libuv fills the table
-/// that the C runtime reads at start), whose Windows handle the runtime gives back.
+/// that the C runtime reads at start), whose Windows handle the runtime gives back. The
+/// runtime's own entry for it is never used again, so the file owns the handle.
 #[cfg(windows)]
 fn pipe(fd: i32) -> Option<std::fs::File> {
     use std::os::windows::io::{FromRawHandle, RawHandle};
     if fd < 3 {
         return None;
     }
-    // SAFETY: _get_osfhandle returns -1 for a descriptor that is not open.
+    // SAFETY: only the launcher sets the variable, and it opens `fd` in this process; a
+    // descriptor that is not open would reach the C runtime's invalid-parameter handler.
     let handle = unsafe { libc::get_osfhandle(fd) };
     if handle == -1 {
         return None;

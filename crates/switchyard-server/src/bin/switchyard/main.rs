@@ -170,16 +170,36 @@ fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
 #[cfg(unix)]
 async fn shutdown_cause(launcher: Option<launcher::Launcher>) -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
         error!("cannot listen for signals; stop the server with SIGKILL");
         launcher::gone(launcher).await;
         return LAUNCHER_GONE;
     };
+    // Started with SIGHUP ignored (`nohup`), the server goes on ignoring it.
+    let mut hangup = if hangup_ignored() { None } else { signal(SignalKind::hangup()).ok() };
+    let hung_up = async {
+        match &mut hangup {
+            Some(hangup) => {
+                hangup.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
     tokio::select! {
         _ = interrupt.recv() => "SIGINT",
         _ = terminate.recv() => "SIGTERM",
-        _ = hangup.recv() => "SIGHUP",
+        () = hung_up => "SIGHUP",
         () = launcher::gone(launcher) => LAUNCHER_GONE,
+    }
+}
+
+/// Whether SIGHUP is ignored, as `nohup` leaves it for the process it starts.
+#[cfg(unix)]
+fn hangup_ignored() -> bool {
+    // SAFETY: with no new action given, sigaction only writes the current one into ours.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut current) == 0 && current.sa_sigaction == libc::SIG_IGN
     }
 }
 
