@@ -16,6 +16,7 @@ mod error;
 mod event;
 mod frame;
 mod ids;
+mod limiter;
 mod limits;
 mod message;
 mod outbox;
@@ -28,6 +29,8 @@ mod roles;
 mod session;
 mod stats;
 mod streams;
+mod timers;
+mod watched;
 pub mod testing;
 
 pub use channels::ChannelName;

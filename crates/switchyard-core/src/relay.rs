@@ -9,7 +9,6 @@
 //! order cannot deadlock; outboxes are pushed under a session's or a channel's lock,
 //! which is why they only queue.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,7 +16,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use std::sync::OnceLock;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use thin_vec::ThinVec;
@@ -44,6 +43,7 @@ use crate::error::{close_code, ErrorCode, ConnectionRefusal, MessageRejection, S
 use crate::event::{ConnectionInfo, Event, EventSink};
 use crate::frame::{Frame, FrameKind};
 use crate::ids::{ConnId, Millis, SessionId};
+use crate::limiter::Limiter;
 use crate::limits::{Bucket, Rate, RateLimits};
 use crate::message::{AwarenessKind, AwarenessMessage, ClientMessage, ControlStep, JoinChannel};
 use crate::outbox::{Outbox, Pushed};
@@ -57,6 +57,8 @@ use crate::broker::{Alone, AwarenessStep, ClusterLink, ClusterStatus, Delivery, 
 use crate::streams::{Position, Publication, Resume};
 use crate::report::StatsReport;
 use crate::stats::{Counters, Health, Sizes, Stats};
+use crate::timers::{Intervals, Timers};
+use crate::watched::WatchedTypes;
 
 /// A session's member list grows one member at a time up to this many, by doubling
 /// past it: most sessions are small, and doubling would leave up to half of a small
@@ -213,23 +215,13 @@ pub struct Relay {
     allow: AllowList,
     requests: Requests,
     awareness: Awareness,
-    /// Each user's connections.
-    users: DashMap<Arc<str>, Vec<ConnId>>,
-    user_buckets: DashMap<Arc<str>, Bucket>,
-    address_buckets: DashMap<IpAddr, Bucket>,
-    /// Message types the app watches; `watching` spares the lock while there are none.
-    watched: RwLock<HashSet<Box<str>>>,
-    watching: AtomicBool,
-    answers_requests: AtomicBool,
+    /// The buckets of users and addresses, and each user's connections.
+    limiter: Limiter,
+    /// Message types the app watches.
+    watched: WatchedTypes,
     last_conn_id: AtomicU64,
     counters: Counters,
-    next_cleanup: AtomicU64,
-    next_heartbeat: AtomicU64,
-    /// When `tick` last ran; 0 before it first did.
-    last_tick: AtomicU64,
-    /// No connection is judged silent before this: after the relay itself stood still,
-    /// what its clients sent meanwhile must be read first.
-    judge_silence_after: AtomicU64,
+    timers: Timers,
     /// Sessions whose forwarded `request_control` waits for an answer, with its deadline:
     /// one entry a session, so spamming requests grows nothing.
     transfers: DashMap<SessionId, Millis>,
@@ -268,17 +260,10 @@ impl Relay {
             channels: Channels::default(),
             requests: Requests::default(),
             awareness: Awareness::default(),
-            users: DashMap::new(),
-            user_buckets: DashMap::new(),
-            address_buckets: DashMap::new(),
-            watched: RwLock::default(),
-            watching: AtomicBool::new(false),
-            answers_requests: AtomicBool::new(false),
+            limiter: Limiter::default(),
+            watched: WatchedTypes::default(),
             counters: Counters::default(),
-            next_cleanup: AtomicU64::new(0),
-            next_heartbeat: AtomicU64::new(0),
-            last_tick: AtomicU64::new(0),
-            judge_silence_after: AtomicU64::new(0),
+            timers: Timers::default(),
             transfers: DashMap::new(),
         }
     }
@@ -445,7 +430,7 @@ impl Relay {
             if let Err(refusal) = self.join_session(session_id, id, name, outbox, &identity.resume, now, &mut slow) {
                 self.conns.remove(&id);
                 if let Some(user) = &user {
-                    self.release_user_slot(user, id);
+                    self.limiter.release_user_slot(user, id);
                 }
                 return Err(refusal);
             }
@@ -675,12 +660,11 @@ impl Relay {
 
     /// Has the app's `message` listeners see messages of `kind` (with the sender's ids).
     pub fn watch(&self, kind: &str) {
-        self.watched.write().insert(kind.into());
-        self.watching.store(true, Ordering::Release);
+        self.watched.watch(kind);
     }
 
     fn report_watched(&self, sender: &Sender, envelope: &Envelope, frame: &Frame) {
-        if self.watching.load(Ordering::Acquire) && self.watched.read().contains(envelope.kind.as_ref()) {
+        if self.watched.contains(envelope.kind.as_ref()) {
             self.events.emit(Event::Message {
                 connection: sender.info(),
                 kind: envelope.kind.clone().into_owned(),
@@ -787,7 +771,7 @@ impl Relay {
             self.leave_channel_as(&name, id, &mut slow);
         }
         if let Some(user) = conn.user.get() {
-            self.release_user_slot(user, id);
+            self.limiter.release_user_slot(user, id);
             if self.link.orders_steps() {
                 self.link.forward(Remote::Awareness { user: user.clone(), conn: id, step: AwarenessStep::Closed, frame: Frame::text(Vec::new()) });
             } else {
@@ -842,22 +826,15 @@ impl Relay {
     /// timeouts every ping interval; request timeouts. Call it every
     /// [`Config::tick_interval_ms`].
     pub fn tick(&self, now: Millis) {
-        let previous = self.last_tick.swap(now, Ordering::Relaxed);
-        if previous != 0 && now.saturating_sub(previous) > self.stall_threshold_ms() {
-            // The relay was not running (the process was stopped, or starved of CPU):
-            // every client looks silent, though its pongs may wait unread in a socket.
-            // Give the transports a ping interval to read them before judging anyone.
-            self.judge_silence_after.store(now.saturating_add(self.config.ping_interval_ms), Ordering::Relaxed);
-        }
-        if now >= self.next_cleanup.load(Ordering::Relaxed) {
-            self.next_cleanup.store(now + self.config.cleanup_interval_ms, Ordering::Relaxed);
+        let intervals = Intervals { cleanup_ms: self.config.cleanup_interval_ms, ping_ms: self.config.ping_interval_ms, stall_ms: self.stall_threshold_ms() };
+        let due = self.timers.tick(now, &intervals);
+        if due.cleanup {
             self.expire_sessions(now);
             // A channel's stream outlives its members (they may come back to recover),
             // but not once it holds nothing.
             self.streams.sweep(now, &|topic| matches!(topic, Topic::Channel(name) if self.channels.exists(name)));
         }
-        if now >= self.next_heartbeat.load(Ordering::Relaxed) {
-            self.next_heartbeat.store(now + self.config.ping_interval_ms, Ordering::Relaxed);
+        if due.heartbeat {
             self.heartbeat(now);
         }
         self.expire_requests(now);
@@ -888,7 +865,7 @@ impl Relay {
     fn heartbeat(&self, now: Millis) {
         let mut silent = Vec::new();
         let mut slow = SlowConsumers::new();
-        let judging = now >= self.judge_silence_after.load(Ordering::Relaxed);
+        let judging = self.timers.judging_silence(now);
         for conn in self.conns.iter() {
             let heard = conn.last_seen.load(Ordering::Relaxed);
             if judging && now.saturating_sub(heard) >= self.config.heartbeat_timeout_ms {
@@ -934,7 +911,7 @@ impl Relay {
             sessions: self.sessions.len(),
             connections: self.conns.len(),
             channels: self.channels.count(),
-            users: self.users.len(),
+            users: self.limiter.users(),
             registrations: self.awareness.registrations(),
             history_bytes: self.streams.kept_bytes(),
         })

@@ -1,6 +1,8 @@
 //! Requests waiting for the app's answer: each has a deadline, after which the client is
 //! told `REQUEST_TIMEOUT` and a late answer is dropped.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use dashmap::DashMap;
 
 use crate::error::{ErrorCode, MessageRejection};
@@ -18,9 +20,19 @@ struct Waiting {
 #[derive(Default)]
 pub(crate) struct Requests {
     by_conn: DashMap<ConnId, Vec<Waiting>>,
+    /// Whether the app has a request handler; without one, requests get `NO_HANDLER`.
+    answered: AtomicBool,
 }
 
 impl Requests {
+    pub fn set_answered(&self, answered: bool) {
+        self.answered.store(answered, Ordering::Relaxed);
+    }
+
+    pub fn answered(&self) -> bool {
+        self.answered.load(Ordering::Relaxed)
+    }
+
     pub fn start(&self, conn: ConnId, id: &str, deadline: Millis) -> Result<(), MessageRejection> {
         let mut waiting = self.by_conn.entry(conn).or_default();
         if waiting.iter().any(|w| &*w.id == id) {

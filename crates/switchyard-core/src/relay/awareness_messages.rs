@@ -85,7 +85,7 @@ impl Relay {
         // A connection's messages are routed one at a time, so nothing set its user meanwhile.
         let still_open = self.conns.get(&sender.id).map(|c| c.user.set(user.clone())).is_some();
         if !still_open {
-            self.release_user_slot(&user, sender.id);
+            self.limiter.release_user_slot(&user, sender.id);
             return Err(Outcome::Done);
         }
         Ok(user)

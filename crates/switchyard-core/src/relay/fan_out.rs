@@ -54,7 +54,7 @@ impl Relay {
             },
             Topic::Channel(name) => self.fan_out_in_channel(name, &delivery, now, slow),
             Topic::User(user) => {
-                let conns = self.users.get(user).map(|conns| conns.clone()).unwrap_or_default();
+                let conns = self.limiter.user_connections(user);
                 self.fan_out_to(conns, &delivery, slow)
             }
             Topic::Organization(organization) => {

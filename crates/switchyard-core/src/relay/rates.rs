@@ -16,7 +16,7 @@ impl Relay {
             conn.user.get().cloned()
         };
         match (limits.per_user, user) {
-            (Some(rate), Some(user)) => self.user_buckets.entry(user).or_insert_with(|| Bucket::full(rate, now)).take(rate, now),
+            (Some(rate), Some(user)) => self.limiter.take_user_token(user, rate, now),
             _ => true,
         }
     }
@@ -44,38 +44,21 @@ impl Relay {
     /// Transports ask before upgrading, and refuse with HTTP 429 when it may not.
     pub fn admit(&self, address: IpAddr, now: Millis) -> bool {
         let Some(rate) = self.config.address_rate() else { return true };
-        let admitted = self.address_buckets.entry(address).or_insert_with(|| Bucket::full(rate, now)).take(rate, now);
+        let admitted = self.limiter.take_address_token(address, rate, now);
         if !admitted {
             Counters::add(&self.counters.rate_limited, 1);
         }
         admitted
     }
 
-    /// A full bucket says nothing a new one would not: dropping them bounds the maps.
     pub(super) fn forget_full_buckets(&self, now: Millis) {
-        if let Some(rate) = self.config.address_rate() {
-            self.address_buckets.retain(|_, bucket| !bucket.is_full(rate, now));
-        }
-        if let Some(rate) = self.config.rate_limit.as_ref().and_then(|limits| limits.per_user) {
-            self.user_buckets.retain(|_, bucket| !bucket.is_full(rate, now));
-        }
+        let user_rate = self.config.rate_limit.as_ref().and_then(|limits| limits.per_user);
+        self.limiter.forget_full_buckets(self.config.address_rate(), user_rate, now);
     }
 
     /// Counts `conn` among the user's connections, unless the user has
     /// `maxConnectionsPerUser` already.
     pub(super) fn take_user_slot(&self, user: &Arc<str>, conn: ConnId) -> bool {
-        let mut conns = self.users.entry(user.clone()).or_default();
-        if conns.len() >= self.config.max_connections_per_user {
-            return false;
-        }
-        conns.push(conn);
-        true
-    }
-
-    pub(super) fn release_user_slot(&self, user: &str, conn: ConnId) {
-        self.users.remove_if_mut(user, |_, conns| {
-            conns.retain(|c| *c != conn);
-            conns.is_empty()
-        });
+        self.limiter.take_user_slot(user, conn, self.config.max_connections_per_user)
     }
 }

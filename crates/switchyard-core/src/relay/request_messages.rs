@@ -5,11 +5,11 @@ use super::*;
 impl Relay {
     /// Whether the app has a request handler; without one, requests get `NO_HANDLER`.
     pub fn answer_requests(&self, answering: bool) {
-        self.answers_requests.store(answering, Ordering::Relaxed);
+        self.requests.set_answered(answering);
     }
 
     pub(super) fn request(&self, sender: &Sender, request_id: &RawValue, payload: Option<&RawValue>, now: Millis) -> Outcome {
-        if !self.answers_requests.load(Ordering::Relaxed) {
+        if !self.requests.answered() {
             return Outcome::Rejected(ErrorCode::NoHandler.into());
         }
         let deadline = now.saturating_add(self.config.request_timeout_ms);
