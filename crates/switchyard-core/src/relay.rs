@@ -9,7 +9,6 @@
 //! order cannot deadlock; outboxes are pushed under a session's or a channel's lock,
 //! which is why they only queue.
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -17,7 +16,6 @@ use dashmap::DashMap;
 use std::sync::OnceLock;
 
 use parking_lot::Mutex;
-use serde_json::value::RawValue;
 use serde_json::Value;
 use thin_vec::ThinVec;
 
@@ -35,8 +33,8 @@ pub use publications::PublishError;
 pub use targeting::Target;
 use fan_out::Reach;
 
-use crate::awareness::{Audience, Awareness, Notices, Registration};
-use crate::channels::{AllowList, ChannelName, Channels, Joiner, Subscriber};
+use crate::awareness::{Audience, Awareness, Notices};
+use crate::channels::{AllowList, ChannelName, Channels, Joiner};
 use crate::config::{AckPolicy, Config, SlowConsumerPolicy};
 use crate::envelope::Envelope;
 use crate::error::{close_code, ErrorCode, ConnectionRefusal, MessageRejection, SessionError};
@@ -44,17 +42,16 @@ use crate::event::{ConnectionInfo, Event, EventSink};
 use crate::frame::{Frame, FrameKind};
 use crate::ids::{ConnId, Millis, SessionId};
 use crate::limiter::Limiter;
-use crate::limits::{Bucket, Rate, RateLimits};
-use crate::message::{AwarenessKind, AwarenessMessage, ClientMessage, ControlStep, JoinChannel};
+use crate::limits::{Bucket, Rate};
+use crate::message::ClientMessage;
 use crate::outbox::{Outbox, Pushed};
-use crate::present_member::PresentMember;
 use crate::protocol::{self, Offending};
 use crate::requests::Requests;
-use crate::roles::{self, Send};
+use crate::roles;
 use crate::protocol::WelcomePosition;
 use crate::session::{ClientName, Member, Session, SessionInfo, SessionOptions};
-use crate::broker::{Alone, AwarenessStep, ClusterLink, ClusterStatus, Delivery, Filter, History, MemoryStreams, Recovery, Remote, RemoteMember, SessionRecord, Streams, Topic};
-use crate::streams::{Position, Publication, Resume};
+use crate::broker::{Alone, AwarenessStep, ClusterLink, ClusterStatus, Delivery, Filter, MemoryStreams, Recovery, Remote, RemoteMember, SessionRecord, Streams, Topic};
+use crate::streams::Resume;
 use crate::report::StatsReport;
 use crate::stats::{Counters, Health, Sizes, Stats};
 use crate::timers::{Intervals, Timers};

@@ -1,7 +1,16 @@
 //! Case awareness messages: `register`, `deregister`, `heartbeat` and `focus`, and whose
 //! user a connection speaks for.
 
-use super::*;
+use std::sync::Arc;
+
+use crate::awareness::{Notices, Registration};
+use crate::broker::{AwarenessStep, Remote};
+use crate::error::{ConnectionRefusal, ErrorCode, MessageRejection};
+use crate::frame::Frame;
+use crate::ids::{ConnId, Millis};
+use crate::message::{AwarenessKind, AwarenessMessage};
+
+use super::{Outcome, Relay, Sender, SlowConsumers};
 
 impl Relay {
     /// `register`, `deregister`, `heartbeat` and `focus` (docs/protocol.md, "Case awareness").

@@ -2,8 +2,23 @@
 //! `LEAVE_CHANNEL`, `PRESENCE`, publishing to a channel, and reading a channel's history
 //! and members.
 
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::protocol;
+use crate::broker::{Delivery, Filter, History, Recovery, Topic};
+use crate::channels::{ChannelName, Joiner, Subscriber};
+use crate::error::{ErrorCode, MessageRejection};
+use crate::frame::Frame;
+use crate::ids::{ConnId, Millis};
+use crate::message::JoinChannel;
+use crate::protocol::WelcomePosition;
+use crate::stats::Counters;
+use crate::streams::Position;
+
+use super::{Identity, MAX_CHANNELS_PER_CONNECTION, Outcome, Relay, Sender, SlowConsumers};
 use super::fan_out::Reach;
-use super::*;
 
 impl Relay {
     pub(super) fn join_channel(&self, sender: &Sender, join: JoinChannel, now: Millis, slow: &mut SlowConsumers) -> Outcome {

@@ -1,9 +1,17 @@
 //! Control-role messages (`request_control`, `offer_control`, `accept_control`, ...),
 //! passed on as the clients sent them, and the transfers that wait for an answer.
 
-use super::*;
+use std::sync::atomic::Ordering;
+
+use crate::broker::{ClusterLink, Remote, RemoteMember};
+use crate::error::ErrorCode;
+use crate::frame::Frame;
+use crate::ids::{ConnId, Millis, SessionId};
 use crate::message::ControlStep;
-use crate::roles::Members;
+use crate::roles::{Members, Send};
+use crate::session::{Member, Session};
+
+use super::{Outcome, Relay, Sender, SlowConsumers};
 
 /// A session's members here and on the cluster's other nodes, as the control rules see
 /// them, in the order of joining the link defines.

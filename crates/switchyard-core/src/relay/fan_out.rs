@@ -11,7 +11,17 @@
 //! channel's `CHANNEL_MEMBER_JOINED`) are pushed by the change itself, under the lock it
 //! holds, so nobody sees a member before it joined or after it left.
 
-use super::*;
+use std::sync::{Arc, OnceLock};
+use std::sync::atomic::Ordering;
+
+use crate::broker::{Delivery, Filter, Remote, Topic};
+use crate::channels::{ChannelName, Subscriber};
+use crate::event::Event;
+use crate::ids::{ConnId, Millis};
+use crate::session::{Member, Session};
+use crate::streams::Publication;
+
+use super::{Connection, Relay, SlowConsumers};
 
 /// Whom a fan-out reaches.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -2,8 +2,19 @@
 //! the session has a stream; reading its history and members; and the reconnect that
 //! replaces its own past.
 
+use crate::broker::{Delivery, Filter, History, Topic};
+use crate::envelope::Envelope;
+use crate::error::{close_code, ErrorCode, MessageRejection};
+use crate::frame::{Frame, FrameKind};
+use crate::ids::{ConnId, Millis, SessionId};
+use crate::message::ControlStep;
+use crate::present_member::PresentMember;
+use crate::session::{Member, Session};
+use crate::stats::Counters;
+use crate::streams::Position;
+
+use super::{Identity, Outcome, Relay, Sender, SlowConsumers};
 use super::fan_out::{FanOut, Reach};
-use super::*;
 
 /// Why [`Relay::publish`] refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -1,7 +1,20 @@
 //! Rates and slots: the token buckets of connections, users and addresses, and the
 //! connections each user may hold.
 
-use super::*;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::protocol;
+use crate::envelope::Envelope;
+use crate::error::{close_code, ErrorCode, MessageRejection};
+use crate::frame::{Frame, FrameKind};
+use crate::ids::{ConnId, Millis};
+use crate::limits::RateLimits;
+use crate::protocol::Offending;
+use crate::stats::Counters;
+
+use super::{Relay, Sender, SlowConsumers};
 
 impl Relay {
     /// Takes a token from the connection's bucket, then from its user's: a message its

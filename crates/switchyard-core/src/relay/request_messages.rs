@@ -1,6 +1,15 @@
 //! `request` messages: handed to the app's handler, answered with `respond`, timed out.
 
-use super::*;
+use serde_json::value::RawValue;
+
+use crate::protocol;
+use crate::error::{ErrorCode, MessageRejection};
+use crate::event::Event;
+use crate::ids::{ConnId, Millis};
+use crate::protocol::Offending;
+use crate::stats::Counters;
+
+use super::{Outcome, Relay, Sender, SlowConsumers};
 
 impl Relay {
     /// Whether the app has a request handler; without one, requests get `NO_HANDLER`.

@@ -1,7 +1,14 @@
 //! Server-side sends: the topic a [`Target`] names and what else it asks of a connection.
 
+use std::sync::Arc;
+
+use crate::broker::{Delivery, Filter, Topic};
+use crate::channels::ChannelName;
+use crate::frame::Frame;
+use crate::ids::{ConnId, Millis, SessionId};
+
+use super::{Relay, SlowConsumers};
 use super::fan_out::Reach;
-use super::*;
 
 /// Which connections a server-side send reaches: all the given fields must match.
 #[derive(Clone, Copy, Debug, Default)]
