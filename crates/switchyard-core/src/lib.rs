@@ -11,6 +11,7 @@ mod awareness;
 mod broker;
 mod channels;
 mod config;
+mod elsewhere;
 mod envelope;
 mod error;
 mod event;

@@ -50,7 +50,8 @@ use crate::requests::Requests;
 use crate::roles;
 use crate::protocol::WelcomePosition;
 use crate::session::{ClientName, Member, Session, SessionInfo, SessionOptions};
-use crate::broker::{Alone, AwarenessStep, ClusterLink, ClusterStatus, Delivery, Filter, MemoryStreams, Recovery, Remote, RemoteMember, SessionRecord, Streams, Topic};
+use crate::elsewhere::Elsewhere;
+use crate::broker::{Alone, AwarenessStep, ClusterLink, ClusterStatus, Delivery, Filter, MemoryStreams, Recovery, Remote, SessionRecord, Streams, Topic};
 use crate::streams::Resume;
 use crate::report::StatsReport;
 use crate::stats::{Counters, Health, Sizes, Stats};
@@ -226,10 +227,8 @@ pub struct Relay {
     streams: Arc<dyn Streams>,
     /// What crosses to the cluster's other nodes; nothing, alone.
     link: Arc<dyn ClusterLink>,
-    /// This node's name in the cluster; empty alone.
-    node_id: Arc<str>,
-    /// Members of this node's sessions connected to other nodes, as they told us.
-    remote_members: DashMap<SessionId, Vec<RemoteMember>>,
+    /// Members of this node's sessions connected to other nodes.
+    elsewhere: Elsewhere,
 }
 
 impl Relay {
@@ -244,9 +243,8 @@ impl Relay {
     /// for a node by itself).
     pub fn in_cluster(config: Config, events: Arc<dyn EventSink>, streams: Arc<dyn Streams>, link: Arc<dyn ClusterLink>) -> Self {
         Self {
-            node_id: link.status().map_or_else(|| "".into(), |cluster| cluster.node_id),
+            elsewhere: Elsewhere::new(link.status().map_or_else(|| "".into(), |cluster| cluster.node_id)),
             last_conn_id: AtomicU64::new(link.connection_id_base()),
-            remote_members: DashMap::new(),
             streams,
             link,
             allow: AllowList::new(config.channel_allow.as_deref()),
@@ -350,11 +348,11 @@ impl Relay {
     /// A session as the app sees it: its members counted on every node.
     fn info_of(&self, session: &Session) -> SessionInfo {
         let mut info = session.info();
-        if let Some(elsewhere) = self.remote_members.get(&session.id) {
+        self.elsewhere.with(&session.id, |elsewhere| {
             info.client_count += elsewhere.len();
-            let everyone = control_messages::Everyone { here: &session.members, elsewhere: &elsewhere, link: &*self.link, sender: None };
+            let everyone = control_messages::Everyone { here: &session.members, elsewhere, link: &*self.link, sender: None };
             info.active_client_id = session.control.active().map(|active| roles::Members::client_id(&everyone, active));
-        }
+        });
         info
     }
 
@@ -368,7 +366,7 @@ impl Relay {
 
     /// Removes a session from this node, closing its members here.
     fn end_session_here(&self, id: &SessionId, now: Millis) -> bool {
-        self.remote_members.remove(id);
+        self.elsewhere.forget_session(id);
         let Some((_, session)) = self.sessions.remove(id) else {
             return false;
         };
@@ -453,7 +451,7 @@ impl Relay {
         if session.is_expired(now) {
             return Err(ConnectionRefusal::SessionNotFound);
         }
-        let elsewhere = self.remote_members.get(session_id).map_or(0, |members| members.len());
+        let elsewhere = self.elsewhere.count(session_id);
         if session.members.len() + elsewhere >= session.max_clients {
             return Err(ConnectionRefusal::SessionFull);
         }

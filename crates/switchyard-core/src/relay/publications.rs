@@ -110,10 +110,10 @@ impl Relay {
     pub fn presence(&self, session_id: &str) -> Option<Vec<PresentMember>> {
         let session = self.sessions.get(&SessionId::parse(session_id).ok()?)?;
         let mut present: Vec<PresentMember> = session.members.iter().map(|member| self.present(&session, member)).collect();
-        if let Some(elsewhere) = self.remote_members.get(&session.id) {
-            let role = |conn| if session.control.active() == Some(conn) { "active" } else { "passive" };
+        let role = |conn| if session.control.active() == Some(conn) { "active" } else { "passive" };
+        self.elsewhere.with(&session.id, |elsewhere| {
             present.extend(elsewhere.iter().map(|member| PresentMember { role: role(member.present.connection_id), ..member.present.clone() }));
-        }
+        });
         Some(present)
     }
 

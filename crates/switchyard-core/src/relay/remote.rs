@@ -62,24 +62,19 @@ impl Relay {
                         _ => {}
                     }
                 }
-                let mut elsewhere = self.remote_members.entry(session.clone()).or_default();
-                if let Some(known) = elsewhere.iter_mut().find(|m| m.present.connection_id == member.present.connection_id) {
-                    *known = member;
+                let announcement = announce.then(|| protocol::client_connected(&member.present.client_id, &member.present.connection_id.to_string(), now));
+                if !self.elsewhere.joined(&session, member) {
                     return;
                 }
-                if announce {
-                    let id = member.present.connection_id.to_string();
-                    let announcement = protocol::client_connected(&member.present.client_id, &id, now);
+                if let Some(announcement) = announcement {
                     for here in &local.members {
                         self.push(here.conn, &*here.outbox, announcement.clone(), &mut slow);
                     }
                 }
-                elsewhere.push(member);
             }
             Remote::MemberLeft { session, conn, was_active } => self.remote_member_left(&session, |m| m.present.connection_id == conn, was_active, now, &mut slow),
             Remote::NodeGone(node) => {
-                let sessions: Vec<SessionId> = self.remote_members.iter().map(|entry| entry.key().clone()).collect();
-                for session in sessions {
+                for session in self.elsewhere.sessions() {
                     self.remote_member_left(&session, |m| m.node == node, false, now, &mut slow);
                 }
             }
@@ -89,15 +84,10 @@ impl Relay {
 
     /// Forgets the remote members of a session that `gone` picks, telling the members here.
     fn remote_member_left(&self, session: &SessionId, gone: impl Fn(&RemoteMember) -> bool, was_active: bool, now: Millis, slow: &mut SlowConsumers) {
-        let left: Vec<RemoteMember> = match self.remote_members.get_mut(session) {
-            Some(mut members) => {
-                let (left, stayed) = std::mem::take(&mut *members).into_iter().partition(|m| gone(m));
-                *members = stayed;
-                left
-            }
-            None => return,
-        };
-        self.remote_members.remove_if(session, |_, members| members.is_empty());
+        let left = self.elsewhere.left(session, gone);
+        if left.is_empty() {
+            return;
+        }
         let Some(mut local) = self.sessions.get_mut(session) else { return };
         let Session { control, members, .. } = &mut *local;
         for member in left {
@@ -144,10 +134,10 @@ impl Relay {
 
     /// Forgets every member on other nodes, before a cluster broker loads them afresh.
     pub fn forget_remote_members(&self) {
-        self.remote_members.clear();
+        self.elsewhere.forget_all();
     }
 
     pub(super) fn as_remote(&self, present: PresentMember) -> RemoteMember {
-        RemoteMember { node: self.node_id.clone(), present }
+        self.elsewhere.record(present)
     }
 }
