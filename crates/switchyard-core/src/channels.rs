@@ -155,13 +155,24 @@ pub(crate) struct Subscriber {
 /// The members told of a change in a channel's membership, and their outboxes.
 pub(crate) type Watchers = Vec<(ConnId, Arc<dyn Outbox>)>;
 
-/// The members of every channel. A channel exists while it has members.
-#[derive(Default)]
+/// The members of every channel, and who may join which. A channel exists while it has
+/// members.
 pub(crate) struct Channels {
     members: DashMap<ChannelName, Vec<Subscriber>>,
+    allow: AllowList,
 }
 
 impl Channels {
+    /// Channels joined as `allow` says (`channelAllow`).
+    pub fn new(allow: AllowList) -> Self {
+        Self { members: DashMap::new(), allow }
+    }
+
+    /// Whether `joiner` may join (and so read) `name`.
+    pub fn may_join(&self, name: &ChannelName, joiner: &Joiner) -> Result<(), MessageRejection> {
+        self.allow.check(name, joiner)
+    }
+
     /// Runs `f` on the channel's members (creating the channel), locked for writing: what
     /// it does happens between two publications of the channel, never during one.
     pub fn with_members<R>(&self, name: &ChannelName, f: impl FnOnce(&mut Vec<Subscriber>) -> R) -> R {
@@ -282,7 +293,7 @@ mod tests {
 
     #[test]
     fn empty_channels_are_deleted() {
-        let channels = Channels::default();
+        let channels = Channels::new(AllowList::new(None));
         let outbox: Arc<dyn Outbox> = crate::testing::RecordingOutbox::new();
         let join = |conn: u64| {
             let client = Arc::new(serde_json::json!({ "connectionId": ConnId(conn).to_string() }));

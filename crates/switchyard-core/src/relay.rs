@@ -210,7 +210,6 @@ pub struct Relay {
     /// not a whole connection.
     conns: DashMap<ConnId, Box<Connection>>,
     channels: Channels,
-    allow: AllowList,
     requests: Requests,
     awareness: Awareness,
     /// The buckets of users and addresses, and each user's connections.
@@ -247,12 +246,11 @@ impl Relay {
             last_conn_id: AtomicU64::new(link.connection_id_base()),
             streams,
             link,
-            allow: AllowList::new(config.channel_allow.as_deref()),
+            channels: Channels::new(AllowList::new(config.channel_allow.as_deref())),
             config,
             events,
             sessions: DashMap::new(),
             conns: DashMap::new(),
-            channels: Channels::default(),
             requests: Requests::default(),
             awareness: Awareness::default(),
             limiter: Limiter::default(),

@@ -23,7 +23,7 @@ use super::fan_out::Reach;
 impl Relay {
     pub(super) fn join_channel(&self, sender: &Sender, join: JoinChannel, now: Millis, slow: &mut SlowConsumers) -> Outcome {
         let JoinChannel { channel: name, positions, presence, since } = join;
-        if let Err(rejection) = self.allow.check(&name, &sender.joiner()) {
+        if let Err(rejection) = self.channels.may_join(&name, &sender.joiner()) {
             return Outcome::Rejected(rejection);
         }
         {
@@ -160,6 +160,6 @@ impl Relay {
     /// follows, for readers over HTTP.
     pub fn may_join(&self, channel: &str, identity: &Identity) -> Result<(), MessageRejection> {
         let joiner = Joiner { user_id: identity.user_id.as_deref(), organization_id: identity.organization_id.as_deref() };
-        self.allow.check(&ChannelName::parse(channel)?, &joiner)
+        self.channels.may_join(&ChannelName::parse(channel)?, &joiner)
     }
 }
