@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::protocol;
 use crate::broker::{Delivery, Filter, History, Recovery, Topic};
 use crate::channels::{ChannelName, Joiner, Subscriber};
 use crate::error::{ErrorCode, MessageRejection};
 use crate::frame::Frame;
 use crate::ids::{ConnId, Millis};
 use crate::message::JoinChannel;
+use crate::protocol;
 use crate::protocol::WelcomePosition;
 use crate::stats::Counters;
 use crate::streams::Position;

@@ -5,12 +5,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::protocol;
 use crate::envelope::Envelope;
 use crate::error::{close_code, ErrorCode, MessageRejection};
 use crate::frame::{Frame, FrameKind};
 use crate::ids::{ConnId, Millis};
 use crate::limits::RateLimits;
+use crate::protocol;
 use crate::protocol::Offending;
 use crate::stats::Counters;
 

@@ -2,11 +2,11 @@
 //! one entry point for them), and what a cluster broker asks of this node when it
 //! (re)joins: which topics have subscribers here, and who its members are.
 
-use crate::protocol;
 use crate::broker::{Remote, RemoteMember, SessionRecord, Topic};
 use crate::envelope::Envelope;
 use crate::ids::{Millis, SessionId};
 use crate::present_member::PresentMember;
+use crate::protocol;
 use crate::session::Session;
 use crate::stats::Counters;
 

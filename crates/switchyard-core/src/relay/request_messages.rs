@@ -2,10 +2,10 @@
 
 use serde_json::value::RawValue;
 
-use crate::protocol;
 use crate::error::{ErrorCode, MessageRejection};
 use crate::event::Event;
 use crate::ids::{ConnId, Millis};
+use crate::protocol;
 use crate::protocol::Offending;
 use crate::stats::Counters;
 
