@@ -52,6 +52,15 @@ class OriginalPeer {
     this.send('request_control', { requestingClientId: this.clientId, targetClientId: 'other', requestTimestamp: Date.now(), reason });
   }
 
+  /** The original's `requestActiveRole()` when nobody holds control: the request, the
+   * server's grant, and its new role announced. */
+  async takeControl() {
+    this.requestControl();
+    const granted = await this.next('accept_control');
+    assert.equal(granted.data?.granted, true, 'control was granted');
+    this.announce(ClientRole.ACTIVE);
+  }
+
   offerControl(state) {
     const metadata = { transferTimestamp: Date.now(), fromClientId: this.clientId, toClientId: 'other', stateChecksum: 'checksum_1' };
     this.send('offer_control', { tutorialState: state, metadata });
@@ -162,9 +171,7 @@ for (const transport of ['native', 'bridge']) {
     it('an accepted request hands control over and confirms the transfer to the others', async () => {
       const s = await server({ defaultConflictResolution: ConflictResolution.USER_CHOICE });
       const { sessionId, first, second } = await pair(s, transport);
-      first.requestControl();
-      await first.next('accept_control');
-      first.announce(ClientRole.ACTIVE);
+      await first.takeControl();
       second.requestControl('Website wants control');
       const asked = await first.next('request_control');
       assert.equal(asked.clientId, second.clientId);
@@ -184,9 +191,7 @@ for (const transport of ['native', 'bridge']) {
     it('an offered handoff completes: the offerer gets the accept, turns passive, and can take control back', async () => {
       const s = await server();
       const { sessionId, first, second } = await pair(s, transport);
-      first.requestControl();
-      await first.next('accept_control');
-      first.announce(ClientRole.ACTIVE);
+      await first.takeControl();
       first.sendState({ step: 1 });
       assert.deepEqual((await second.next('state_update')).data, { step: 1 });
 
@@ -217,9 +222,7 @@ for (const transport of ['native', 'bridge']) {
     it('a client announcing itself active while another holds control: the holder is told with an accept in its name', async () => {
       const s = await server();
       const { sessionId, first, second } = await pair(s, transport);
-      first.requestControl();
-      await first.next('accept_control');
-      first.announce(ClientRole.ACTIVE);
+      await first.takeControl();
       // Messages of two connections may be handled in either order: second announces
       // once first's announcement has reached it.
       await second.socket.next((m) => m.json?.type === 'role_changed' && m.json.clientId === first.clientId && m.json.data.role === 'active');
