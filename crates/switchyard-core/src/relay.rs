@@ -235,12 +235,12 @@ impl Relay {
     /// this process.
     pub fn new(config: Config, events: Arc<dyn EventSink>) -> Self {
         let streams = Arc::new(MemoryStreams::new(config.history_max_bytes));
-        Self::in_cluster(config, events, streams, Arc::new(Alone))
+        Self::with_seams(config, events, streams, Arc::new(Alone))
     }
 
     /// A relay with these streams and this link to the cluster's other nodes ([`Alone`]
     /// for a node by itself).
-    pub fn in_cluster(config: Config, events: Arc<dyn EventSink>, streams: Arc<dyn Streams>, link: Arc<dyn ClusterLink>) -> Self {
+    pub fn with_seams(config: Config, events: Arc<dyn EventSink>, streams: Arc<dyn Streams>, link: Arc<dyn ClusterLink>) -> Self {
         Self {
             elsewhere: Elsewhere::new(link.status().map_or_else(|| "".into(), |cluster| cluster.node_id)),
             last_conn_id: AtomicU64::new(link.connection_id_base()),

@@ -89,7 +89,7 @@ proptest! {
     fn every_member_on_every_node_gets_each_message_once_in_order(ops in proptest::collection::vec(op(), 1..120)) {
         let wire: Wire = Arc::default();
         let relays: Vec<Relay> = (0..NODES)
-            .map(|node| Relay::in_cluster(config(), Arc::new(NoEvents), Arc::new(MemoryStreams::new(1 << 20)), Arc::new(Linked { node, wire: wire.clone() })))
+            .map(|node| Relay::with_seams(config(), Arc::new(NoEvents), Arc::new(MemoryStreams::new(1 << 20)), Arc::new(Linked { node, wire: wire.clone() })))
             .collect();
         for session in 0..SESSIONS {
             relays[session % NODES].create_session(SessionOptions { session_id: Some(format!("s{session}")), ..Default::default() }, 0).unwrap();

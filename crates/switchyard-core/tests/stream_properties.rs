@@ -84,7 +84,7 @@ fn see(client: &mut Client, session: usize, texts: Vec<String>) -> Result<(), Te
 
 fn check_streams(streams: Arc<dyn Streams>, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let config = Config { history: Some(HistoryConfig { size: 10_000, ttl_ms: 60_000 }), max_clients_per_session: 10, ..Config::default() };
-    let relay = Relay::in_cluster(config, Arc::new(NoEvents), streams, Arc::new(Alone));
+    let relay = Relay::with_seams(config, Arc::new(NoEvents), streams, Arc::new(Alone));
     let mut clients: Vec<Vec<Client>> = Vec::new();
     let mut published = [0u64; SESSIONS];
     // Each session's offsets, by the client that published them (None: the server).

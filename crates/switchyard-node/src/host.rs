@@ -107,7 +107,7 @@ impl Host {
         let cluster = settings.redis.map(|options| RedisBroker::new(options, settings.config.history_max_bytes)).transpose().map_err(|e| e.to_string())?;
         #[cfg(not(target_family = "wasm"))]
         let relay = match &cluster {
-            Some(broker) => Relay::in_cluster(settings.config, pending.clone(), broker.streams(), broker.clone()),
+            Some(broker) => Relay::with_seams(settings.config, pending.clone(), broker.streams(), broker.clone()),
             None => Relay::new(settings.config, pending.clone()),
         };
         #[cfg(target_family = "wasm")]

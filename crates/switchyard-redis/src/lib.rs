@@ -253,7 +253,7 @@ impl RedisBroker {
         answered.await.ok()
     }
 
-    /// This node's copies of the streams, for the relay ([`Relay::in_cluster`]).
+    /// This node's copies of the streams, for the relay ([`Relay::with_seams`]).
     pub fn streams(&self) -> Arc<dyn Streams> {
         self.streams.clone()
     }

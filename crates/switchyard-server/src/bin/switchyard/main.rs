@@ -85,7 +85,7 @@ async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, launche
         }
     };
     let relay = Arc::new(match &cluster {
-        Some(broker) => Relay::in_cluster(config.clone(), events.clone(), broker.streams(), broker.clone()),
+        Some(broker) => Relay::with_seams(config.clone(), events.clone(), broker.streams(), broker.clone()),
         None => Relay::new(config.clone(), events.clone()),
     });
     let link = cluster.as_ref().and_then(|broker| broker.start(relay.clone()));
