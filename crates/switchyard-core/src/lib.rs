@@ -7,6 +7,7 @@
 //! argument (`now`, milliseconds since the Unix epoch), never read from a clock, so expiry
 //! and heartbeats are tested without sleeping.
 
+mod app_events;
 mod awareness;
 mod broker;
 mod channels;
@@ -23,15 +24,17 @@ mod message;
 mod outbox;
 mod present_member;
 mod protocol;
+mod registry;
 mod relay;
 pub mod report;
 mod requests;
 mod roles;
 mod session;
+mod sessions;
 mod stats;
 mod streams;
 mod timers;
-mod watched;
+
 pub mod testing;
 
 pub use channels::ChannelName;
@@ -45,7 +48,8 @@ pub use outbox::{refuses, Outbox, Pushed, Transport, STALL_GRACE_MS};
 pub use protocol::server_message;
 pub use broker::{Alone, AwarenessStep, ClusterLink, ClusterStatus, Delivery, Filter, History, MemoryStreams, Recovery, Remote, RemoteMember, SessionRecord, Streams, Topic};
 pub use present_member::PresentMember;
-pub use relay::{Identity, PublishError, Relay, Route, Target, MAX_CHANNELS_PER_CONNECTION};
+pub use registry::{Identity, Route};
+pub use relay::{PublishError, Relay, Target, MAX_CHANNELS_PER_CONNECTION};
 pub use report::StatsReport;
 pub use session::{SessionInfo, SessionOptions};
 pub use limits::{Rate, RateLimits};

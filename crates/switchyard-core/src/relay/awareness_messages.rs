@@ -9,8 +9,9 @@ use crate::error::{ConnectionRefusal, ErrorCode, MessageRejection};
 use crate::frame::Frame;
 use crate::ids::{ConnId, Millis};
 use crate::message::{AwarenessKind, AwarenessMessage};
+use crate::registry::{Sender};
 
-use super::{Outcome, Relay, Sender, SlowConsumers};
+use super::{Outcome, Relay, SlowConsumers};
 
 impl Relay {
     /// `register`, `deregister`, `heartbeat` and `focus` (docs/protocol.md, "Case awareness").
@@ -68,7 +69,7 @@ impl Relay {
     /// `userId` must match (`FORBIDDEN`). A connection without one takes it from its first
     /// `register`, within `maxConnectionsPerUser` (else `CONNECTION_LIMIT` and 1008).
     pub(super) fn user_for(&self, sender: &Sender, claimed: &str, registering: bool, now: Millis) -> Result<Arc<str>, Outcome> {
-        let Some(current) = self.conns.get(&sender.id).map(|c| c.user.get().cloned()) else { return Err(Outcome::Done) };
+        let Some(current) = self.registry.get(sender.id).map(|c| c.user.get().cloned()) else { return Err(Outcome::Done) };
         if let Some(user) = current {
             return if *user == *claimed {
                 Ok(user)
@@ -92,7 +93,7 @@ impl Relay {
             return Err(Outcome::Done);
         }
         // A connection's messages are routed one at a time, so nothing set its user meanwhile.
-        let still_open = self.conns.get(&sender.id).map(|c| c.user.set(user.clone())).is_some();
+        let still_open = self.registry.get(sender.id).map(|c| c.user.set(user.clone())).is_some();
         if !still_open {
             self.limiter.release_user_slot(&user, sender.id);
             return Err(Outcome::Done);

@@ -16,8 +16,9 @@ use crate::protocol;
 use crate::protocol::WelcomePosition;
 use crate::stats::Counters;
 use crate::streams::Position;
+use crate::registry::{Identity, Sender};
 
-use super::{Identity, MAX_CHANNELS_PER_CONNECTION, Outcome, Relay, Sender, SlowConsumers};
+use super::{MAX_CHANNELS_PER_CONNECTION, Outcome, Relay, SlowConsumers};
 use super::fan_out::Reach;
 
 impl Relay {
@@ -27,7 +28,7 @@ impl Relay {
             return Outcome::Rejected(rejection);
         }
         {
-            let Some(conn) = self.conns.get(&sender.id) else { return Outcome::Done };
+            let Some(conn) = self.registry.get(sender.id) else { return Outcome::Done };
             let mut joined = conn.channels.lock();
             if !joined.contains(&name) {
                 if joined.len() >= MAX_CHANNELS_PER_CONNECTION {
@@ -93,7 +94,7 @@ impl Relay {
             self.link.subscribed(&topic);
         }
         // The connection may have closed meanwhile, after leaving its channels.
-        if !self.conns.contains_key(&sender.id) {
+        if !self.registry.contains(sender.id) {
             self.leave_channel_as(&name, sender.id, slow);
         }
         Outcome::Answered
@@ -113,7 +114,7 @@ impl Relay {
     }
 
     pub(super) fn leave_channel(&self, sender: &Sender, name: ChannelName, slow: &mut SlowConsumers) -> Outcome {
-        if let Some(conn) = self.conns.get(&sender.id) {
+        if let Some(conn) = self.registry.get(sender.id) {
             conn.channels.lock().retain(|joined| *joined != name);
         }
         self.leave_channel_as(&name, sender.id, slow);

@@ -10,8 +10,9 @@ use crate::ids::{ConnId, Millis, SessionId};
 use crate::message::ControlStep;
 use crate::roles::{Members, Send};
 use crate::session::{Member, Session};
+use crate::registry::{Sender};
 
-use super::{Outcome, Relay, Sender, SlowConsumers};
+use super::{Outcome, Relay, SlowConsumers};
 
 /// A session's members here and on the cluster's other nodes, as the control rules see
 /// them, in the order of joining the link defines.
@@ -70,7 +71,7 @@ impl Relay {
     pub(super) fn apply_control(&self, session_id: &SessionId, (from, joined_at): (ConnId, Millis), step: ControlStep, frame: &Frame, now: Millis, slow: &mut SlowConsumers) {
         let Some(mut session) = self.sessions.get_mut(session_id) else { return };
         session.last_activity.store(now, Ordering::Relaxed);
-        let elsewhere = self.elsewhere.of(session_id);
+        let elsewhere = self.sessions.elsewhere.of(session_id);
         let was_active = session.control.active();
         let Session { control, members, conflict_resolution, .. } = &mut *session;
         let everyone = Everyone { here: members, elsewhere: &elsewhere, link: &*self.link, sender: Some((from, joined_at)) };
@@ -79,7 +80,7 @@ impl Relay {
                 let timeout = self.config.control_request_timeout_ms;
                 let sends = control.request(from, frame, *conflict_resolution, timeout, &everyone, now);
                 if let Some(transfer) = control.transfer.filter(|t| t.requester == from) {
-                    self.transfers.insert(session_id.clone(), transfer.deadline);
+                    self.sessions.await_transfer(session_id.clone(), transfer.deadline);
                 }
                 sends
             }
@@ -123,10 +124,8 @@ impl Relay {
 
     /// Declines the forwarded control requests nobody answered in time.
     pub(super) fn expire_transfers(&self, now: Millis) {
-        let due: Vec<SessionId> = self.transfers.iter().filter(|entry| *entry.value() <= now).map(|entry| entry.key().clone()).collect();
         let mut slow = SlowConsumers::new();
-        for id in due {
-            self.transfers.remove_if(&id, |_, deadline| *deadline <= now);
+        for id in self.sessions.overdue_transfers(now) {
             if let Some(mut session) = self.sessions.get_mut(&id) {
                 let Session { control, members, .. } = &mut *session;
                 let sends = control.expire(now);

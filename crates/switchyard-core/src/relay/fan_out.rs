@@ -21,7 +21,9 @@ use crate::ids::{ConnId, Millis};
 use crate::session::{Member, Session};
 use crate::streams::Publication;
 
-use super::{Connection, Relay, SlowConsumers};
+use crate::registry::Connection;
+
+use super::{Relay, SlowConsumers};
 
 /// Whom a fan-out reaches.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -68,17 +70,12 @@ impl Relay {
                 self.fan_out_to(conns, &delivery, slow)
             }
             Topic::Organization(organization) => {
-                let conns = self
-                    .conns
-                    .iter()
-                    .filter(|c| c.identity.organization_id.as_deref() == Some(&**organization))
-                    .map(|c| *c.key())
-                    .collect();
+                let conns = self.registry.ids_where(|c| c.identity.organization_id.as_deref() == Some(&**organization));
                 self.fan_out_to(conns, &delivery, slow)
             }
             Topic::Connection(conn) => self.fan_out_to(vec![*conn], &delivery, slow),
             Topic::Everyone => {
-                let conns = self.conns.iter().map(|c| *c.key()).collect();
+                let conns = self.registry.ids_where(|_| true);
                 self.fan_out_to(conns, &delivery, slow)
             }
         };
@@ -92,7 +89,7 @@ impl Relay {
     fn fan_out_to(&self, conns: Vec<ConnId>, delivery: &Delivery, slow: &mut SlowConsumers) -> FanOut {
         let mut delivered = 0;
         for id in conns.into_iter().filter(|id| !skips(delivery, *id)) {
-            let outbox = match self.conns.get(&id) {
+            let outbox = match self.registry.get(id) {
                 Some(conn) if filter_admits(&delivery.filter, &conn) => conn.outbox.clone(),
                 _ => continue,
             };
@@ -106,7 +103,7 @@ impl Relay {
     /// Whether a member of a session or channel gets a delivery: a filtered send looks
     /// the member's connection up; the relay's own path never does.
     fn admits(&self, conn: ConnId, delivery: &Delivery) -> bool {
-        !skips(delivery, conn) && (delivery.filter.is_empty() || self.conns.get(&conn).is_some_and(|c| filter_admits(&delivery.filter, &c)))
+        !skips(delivery, conn) && (delivery.filter.is_empty() || self.registry.get(conn).is_some_and(|c| filter_admits(&delivery.filter, &c)))
     }
 
     fn fan_out_in_session(&self, session: &Session, delivery: &Delivery, now: Millis, slow: &mut SlowConsumers) -> FanOut {

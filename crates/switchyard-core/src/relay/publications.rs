@@ -12,8 +12,9 @@ use crate::present_member::PresentMember;
 use crate::session::{Member, Session};
 use crate::stats::Counters;
 use crate::streams::Position;
+use crate::registry::{Identity, Sender};
 
-use super::{Identity, Outcome, Relay, Sender, SlowConsumers};
+use super::{Outcome, Relay, SlowConsumers};
 use super::fan_out::{FanOut, Reach};
 
 /// Why [`Relay::publish`] refused.
@@ -67,10 +68,10 @@ impl Relay {
         };
         // A member's publication obeys what its own messages obey (checked with no
         // session guard held, as for a message from its socket).
-        if let Some(sender) = publisher.and_then(|conn| self.sender(conn, now)) {
+        if let Some(sender) = publisher.and_then(|conn| self.registry.sender(conn, now)) {
             self.may_publish_as(&sender, kind.as_deref(), now).map_err(PublishError::Refused)?;
         }
-        if !self.sessions.contains_key(&session_id) {
+        if !self.sessions.contains(&session_id) {
             return Err(PublishError::SessionNotFound);
         }
         let mut slow = SlowConsumers::new();
@@ -111,14 +112,14 @@ impl Relay {
         let session = self.sessions.get(&SessionId::parse(session_id).ok()?)?;
         let mut present: Vec<PresentMember> = session.members.iter().map(|member| self.present(&session, member)).collect();
         let role = |conn| if session.control.active() == Some(conn) { "active" } else { "passive" };
-        self.elsewhere.with(&session.id, |elsewhere| {
+        self.sessions.elsewhere.with(&session.id, |elsewhere| {
             present.extend(elsewhere.iter().map(|member| PresentMember { role: role(member.present.connection_id), ..member.present.clone() }));
         });
         Some(present)
     }
 
     pub(super) fn present(&self, session: &Session, member: &Member) -> PresentMember {
-        let identity = self.conns.get(&member.conn).map(|conn| conn.identity.clone());
+        let identity = self.registry.get(member.conn).map(|conn| conn.identity.clone());
         PresentMember {
             connection_id: member.conn,
             client_id: member.name.get(member.conn),
@@ -134,7 +135,7 @@ impl Relay {
     /// with 1000, so a reconnect never finds the session full of its own past.
     pub(super) fn replace_previous(&self, session_id: &SessionId, previous: &str, identity: &Identity, now: Millis) {
         let Some(previous) = ConnId::parse(previous) else { return };
-        let same = self.conns.get(&previous).is_some_and(|conn| {
+        let same = self.registry.get(previous).is_some_and(|conn| {
             conn.session.as_ref() == Some(session_id) && conn.identity.user_id == identity.user_id
         });
         if same {

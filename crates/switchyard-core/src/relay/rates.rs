@@ -13,15 +13,16 @@ use crate::limits::RateLimits;
 use crate::protocol;
 use crate::protocol::Offending;
 use crate::stats::Counters;
+use crate::registry::{Sender};
 
-use super::{Relay, Sender, SlowConsumers};
+use super::{Relay, SlowConsumers};
 
 impl Relay {
     /// Takes a token from the connection's bucket, then from its user's: a message its
     /// own bucket refuses costs the user's other connections nothing.
     pub(super) fn within_rate(&self, sender: &Sender, limits: &RateLimits, now: Millis) -> bool {
         let user = {
-            let Some(conn) = self.conns.get(&sender.id) else { return false };
+            let Some(conn) = self.registry.get(sender.id) else { return false };
             let rate = conn.identity.rate_limit.unwrap_or(limits.per_connection);
             if !conn.bucket.as_ref().is_none_or(|bucket| bucket.lock().take(rate, now)) {
                 return false;
@@ -38,7 +39,7 @@ impl Relay {
     /// connection is closed with 1008.
     pub(super) fn rate_limited(&self, sender: &Sender, limits: &RateLimits, frame: &Frame, now: Millis) {
         Counters::add(&self.counters.rate_limited, 1);
-        let violations = self.conns.get(&sender.id).map_or(0, |c| c.violations.fetch_add(1, Ordering::Relaxed) + 1);
+        let violations = self.registry.get(sender.id).map_or(0, |c| c.violations.fetch_add(1, Ordering::Relaxed) + 1);
         if violations > limits.max_violations {
             self.end_connection(sender.id, close_code::POLICY, "Rate limit exceeded", now);
             return;

@@ -32,7 +32,7 @@ impl Relay {
             Remote::Awareness { user, conn, step, frame } => {
                 if let Err(rejection) = self.apply_awareness(&user, conn, &step, now, &mut slow) {
                     // Refused on every node alike; the sender's node answers it.
-                    let outbox = self.conns.get(&conn).map(|c| c.outbox.clone());
+                    let outbox = self.registry.get(conn).map(|c| c.outbox.clone());
                     if let (Some(outbox), Ok(envelope)) = (outbox, Envelope::parse(&frame.payload)) {
                         let answer = self.refusal(&envelope, &frame, &rejection, now);
                         self.push(conn, &*outbox, answer, &mut slow);
@@ -63,7 +63,7 @@ impl Relay {
                     }
                 }
                 let announcement = announce.then(|| protocol::client_connected(&member.present.client_id, &member.present.connection_id.to_string(), now));
-                if !self.elsewhere.joined(&session, member) {
+                if !self.sessions.elsewhere.joined(&session, member) {
                     return;
                 }
                 if let Some(announcement) = announcement {
@@ -74,7 +74,7 @@ impl Relay {
             }
             Remote::MemberLeft { session, conn, was_active } => self.remote_member_left(&session, |m| m.present.connection_id == conn, was_active, now, &mut slow),
             Remote::NodeGone(node) => {
-                for session in self.elsewhere.sessions() {
+                for session in self.sessions.elsewhere.sessions() {
                     self.remote_member_left(&session, |m| m.node == node, false, now, &mut slow);
                 }
             }
@@ -84,7 +84,7 @@ impl Relay {
 
     /// Forgets the remote members of a session that `gone` picks, telling the members here.
     fn remote_member_left(&self, session: &SessionId, gone: impl Fn(&RemoteMember) -> bool, was_active: bool, now: Millis, slow: &mut SlowConsumers) {
-        let left = self.elsewhere.left(session, gone);
+        let left = self.sessions.elsewhere.left(session, gone);
         if left.is_empty() {
             return;
         }
@@ -115,7 +115,7 @@ impl Relay {
     /// The session and channel topics with subscribers here: what a cluster broker
     /// subscribes to when it (re)connects.
     pub fn subscribed_topics(&self) -> Vec<Topic> {
-        let sessions = self.sessions.iter().filter(|s| !s.members.is_empty()).map(|s| Topic::Session(s.key().clone()));
+        let sessions = self.sessions.ids_where(|s| !s.members.is_empty()).into_iter().map(Topic::Session);
         let channels = self.channels.names().into_iter().map(Topic::Channel);
         sessions.chain(channels).collect()
     }
@@ -123,8 +123,9 @@ impl Relay {
     /// Every session this node knows, and its members here: what a cluster broker
     /// registers again when it (re)connects.
     pub fn local_state(&self) -> Vec<(SessionRecord, Vec<RemoteMember>)> {
-        self.sessions
-            .iter()
+        let ids = self.sessions.ids_where(|_| true);
+        ids.iter()
+            .filter_map(|id| self.sessions.get(id))
             .map(|session| {
                 let members = session.members.iter().map(|member| self.as_remote(self.present(&session, member))).collect();
                 (session.record(), members)
@@ -134,10 +135,10 @@ impl Relay {
 
     /// Forgets every member on other nodes, before a cluster broker loads them afresh.
     pub fn forget_remote_members(&self) {
-        self.elsewhere.forget_all();
+        self.sessions.elsewhere.forget_all();
     }
 
     pub(super) fn as_remote(&self, present: PresentMember) -> RemoteMember {
-        self.elsewhere.record(present)
+        self.sessions.elsewhere.record(present)
     }
 }

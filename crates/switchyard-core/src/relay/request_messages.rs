@@ -8,8 +8,9 @@ use crate::ids::{ConnId, Millis};
 use crate::protocol;
 use crate::protocol::Offending;
 use crate::stats::Counters;
+use crate::registry::{Sender};
 
-use super::{Outcome, Relay, Sender, SlowConsumers};
+use super::{Outcome, Relay, SlowConsumers};
 
 impl Relay {
     /// Whether the app has a request handler; without one, requests get `NO_HANDLER`.
@@ -41,7 +42,7 @@ impl Relay {
         if !self.requests.finish(conn, request_id) {
             return false;
         }
-        let Some(outbox) = self.conns.get(&conn).map(|c| c.outbox.clone()) else { return false };
+        let Some(outbox) = self.registry.get(conn).map(|c| c.outbox.clone()) else { return false };
         let Ok(id) = RawValue::from_string(request_id.to_owned()) else { return false };
         let answer = match outcome {
             Ok(result) => protocol::response(&id, result, now),
@@ -56,7 +57,7 @@ impl Relay {
     pub(super) fn expire_requests(&self, now: Millis) {
         let mut slow = SlowConsumers::new();
         for (conn, request_id) in self.requests.expire(now) {
-            let Some(outbox) = self.conns.get(&conn).map(|c| c.outbox.clone()) else { continue };
+            let Some(outbox) = self.registry.get(conn).map(|c| c.outbox.clone()) else { continue };
             let Ok(id) = RawValue::from_string(request_id.into()) else { continue };
             let timeout = protocol::error(&ErrorCode::RequestTimeout.into(), Offending { request_id: Some(&id), ..Default::default() }, now);
             self.push(conn, &*outbox, timeout, &mut slow);
