@@ -336,6 +336,121 @@ export interface BroadcastOptions {
   exceptConnectionId?: string
 }
 
+/** What `getStats()` returns. */
+export interface RelayStats {
+  /** `"ok"`, or `"degraded"` while the cluster's Redis is unreachable. */
+  status: 'ok' | 'degraded'
+  /** Between `start()` and `stop()`. */
+  isRunning: boolean
+  /** Milliseconds since `start()`; 0 when not running. */
+  uptimeMs: number
+  activeSessions: number
+  activeConnections: number
+  messages: MessageStats
+  bytes: ByteStats
+  /** Recipients closed with 1013 because their outbox stayed full. */
+  slowConsumerCloses: number
+  /**
+   * Native upgrades refused for a bad request (400; with `listen()`, also 404 and 431) or
+   * closed unanswered (`listen()`: over its caps on unfinished handshakes, or too slow).
+   */
+  handshakeFailures: number
+  channels: ChannelStats
+  /** Distinct users with a connection. */
+  users: number
+  /** Awareness registrations: windows with a case open. */
+  registrations: number
+  /** `request` messages handed to the request handler. */
+  requests: number
+  acks: number
+  nacks: number
+  /** Joins and messages refused for identity (`CHANNEL_FORBIDDEN`, `FORBIDDEN`). */
+  forbidden: number
+  /** Messages dropped, and connections refused, for going over a rate limit. */
+  rateLimited: number
+  /** Frames received by size: `<=128`, `<=1024`, `<=16384`, `<=131072`, `<=1048576`, `>1048576` bytes. */
+  frames: Record<string, number>
+  /** How long relayed messages waited between being routed and being written. */
+  relayLatency: LatencyStats
+  /** Open connections by transport. */
+  connectionsByTransport: TransportCounts
+  /** Bytes the session streams keep together (at most `historyMaxBytes`). */
+  historyBytes: number
+  health: HealthStats
+  compression: CompressionStats
+  config: ResolvedConfig
+  /** This node's place in a cluster (`redis` configured); absent for one process alone. */
+  cluster?: ClusterStats
+}
+
+export interface MessageStats {
+  /** Frames received from clients. */
+  received: number
+  /** Deliveries: one message relayed to three members counts three. */
+  relayed: number
+  /** Text frames that were not a JSON object with a string `type`. */
+  invalid: number
+  /** Deliveries not made because the recipient's outbox was full. */
+  dropped: number
+  /** `state_update` messages from passive members, dropped as the original drops them. */
+  passiveUpdatesDropped: number
+}
+
+export interface ByteStats {
+  received: number
+  sent: number
+}
+
+export interface ChannelStats {
+  /** Channels with members. */
+  total: number
+  /** Each channel's member count, by name. */
+  breakdown: Record<string, number>
+}
+
+/**
+ * Relay latency, from the histogram `/metrics` exports: for one write to a socket in 16,
+ * how long its oldest message had waited since it was routed. Each figure is the upper
+ * bound of its histogram bucket (50 µs to 2.5 s), so never below the true value.
+ */
+export interface LatencyStats {
+  /** Writes measured since start. */
+  samples: number
+  /** Absent before any sample, or when above 2.5 s. */
+  p50Ms?: number
+  p90Ms?: number
+  p99Ms?: number
+}
+
+export interface TransportCounts {
+  /** `attach()` connections, whose sockets Rust owns. */
+  native: number
+  /** `handleUpgrade()` connections, written through `ws`. */
+  bridge: number
+}
+
+/** Connections by how they answer pings. */
+export interface HealthStats {
+  activeConnections: number
+  /** No ping has waited for its pong longer than half the ping interval. */
+  healthyConnections: number
+  unhealthyConnections: number
+  /** The mean of each connection's last ping round trip; absent before any. */
+  averageLatencyMs?: number
+}
+
+export interface ClusterStats {
+  nodeId: string
+  /** Whether Redis is reachable: while it is not, the node relays among its own clients. */
+  connected: boolean
+  /** Other nodes whose lease is current. */
+  peers: number
+  /** Messages for other nodes dropped while Redis was unreachable or the queue full. */
+  dropped: number
+  /** Messages sent to the other nodes, and the Redis round trips that carried them. */
+  sent: number
+  roundTrips: number
+}
 
 /**
  * Which binding artifact the generated loader actually loaded: `'native'` for
@@ -470,18 +585,6 @@ export declare class RelaySessionManager<MetaData = any> {
   sendToUser(userId: string, message: OutgoingMessage): number
 }
 
-export interface ByteStats {
-  received: number
-  sent: number
-}
-
-export interface ChannelStats {
-  /** Channels with members. */
-  total: number
-  /** Each channel's member count, by name. */
-  breakdown: Record<string, number>
-}
-
 /** A member's control role, under the original's names. */
 export declare enum ClientRole {
   /** Holds control: its `state_update` messages are relayed. */
@@ -490,19 +593,6 @@ export declare enum ClientRole {
   PASSIVE = 'passive',
   /** Asking for control (the original client's own state; the server never sets it). */
   REQUESTING = 'requesting',
-}
-
-export interface ClusterStats {
-  nodeId: string
-  /** Whether Redis is reachable: while it is not, the node relays among its own clients. */
-  connected: boolean
-  /** Other nodes whose lease is current. */
-  peers: number
-  /** Messages for other nodes dropped while Redis was unreachable or the queue full. */
-  dropped: number
-  /** Messages sent to the other nodes, and the Redis round trips that carried them. */
-  sent: number
-  roundTrips: number
 }
 
 /**
@@ -563,16 +653,6 @@ export interface DisconnectEvent {
   reason: string
 }
 
-/** Connections by how they answer pings. */
-export interface HealthStats {
-  activeConnections: number
-  /** No ping has waited for its pong longer than half the ping interval. */
-  healthyConnections: number
-  unhealthyConnections: number
-  /** The mean of each connection's last ping round trip; absent before any. */
-  averageLatencyMs?: number
-}
-
 /** An identity, as `authenticate` returns it. */
 export interface IdentityData {
   userId?: string
@@ -581,39 +661,12 @@ export interface IdentityData {
   metadata?: JsonValue
 }
 
-/**
- * Relay latency, from the histogram `/metrics` exports: for one write to a socket in 16,
- * how long its oldest message had waited since it was routed. Each figure is the upper
- * bound of its histogram bucket (50 µs to 2.5 s), so never below the true value.
- */
-export interface LatencyStats {
-  /** Writes measured since start. */
-  samples: number
-  /** Absent before any sample, or when above 2.5 s. */
-  p50Ms?: number
-  p90Ms?: number
-  p99Ms?: number
-}
-
 /** Where `listen()` accepts connections. */
 export interface ListenAddress {
   /** The address bound, as `host` gave it or resolved it. */
   host: string
   /** The port, the one the system chose when `port` was 0. */
   port: number
-}
-
-export interface MessageStats {
-  /** Frames received from clients. */
-  received: number
-  /** Deliveries: one message relayed to three members counts three. */
-  relayed: number
-  /** Text frames that were not a JSON object with a string `type`. */
-  invalid: number
-  /** Deliveries not made because the recipient's outbox was full. */
-  dropped: number
-  /** `state_update` messages from passive members, dropped as the original drops them. */
-  passiveUpdatesDropped: number
 }
 
 /** A member of a session, as `presence()` shows it. */
@@ -644,53 +697,6 @@ export interface Published {
   offset?: number
   /** Members it reached. */
   delivered: number
-}
-
-/** What `getStats()` returns. */
-export interface RelayStats {
-  /** `"ok"`, or `"degraded"` while the cluster's Redis is unreachable. */
-  status: 'ok' | 'degraded'
-  /** Between `start()` and `stop()`. */
-  isRunning: boolean
-  /** Milliseconds since `start()`; 0 when not running. */
-  uptimeMs: number
-  activeSessions: number
-  activeConnections: number
-  messages: MessageStats
-  bytes: ByteStats
-  /** Recipients closed with 1013 because their outbox stayed full. */
-  slowConsumerCloses: number
-  /**
-   * Native upgrades refused for a bad request (400; with `listen()`, also 404 and 431) or
-   * closed unanswered (`listen()`: over its caps on unfinished handshakes, or too slow).
-   */
-  handshakeFailures: number
-  channels: ChannelStats
-  /** Distinct users with a connection. */
-  users: number
-  /** Awareness registrations: windows with a case open. */
-  registrations: number
-  /** `request` messages handed to the request handler. */
-  requests: number
-  acks: number
-  nacks: number
-  /** Joins and messages refused for identity (`CHANNEL_FORBIDDEN`, `FORBIDDEN`). */
-  forbidden: number
-  /** Messages dropped, and connections refused, for going over a rate limit. */
-  rateLimited: number
-  /** Frames received by size: `<=128`, `<=1024`, `<=16384`, `<=131072`, `<=1048576`, `>1048576` bytes. */
-  frames: Record<string, number>
-  /** How long relayed messages waited between being routed and being written. */
-  relayLatency: LatencyStats
-  /** Open connections by transport. */
-  connectionsByTransport: TransportCounts
-  /** Bytes the session streams keep together (at most `historyMaxBytes`). */
-  historyBytes: number
-  health: HealthStats
-  compression: CompressionStats
-  config: ResolvedConfig
-  /** This node's place in a cluster (`redis` configured); absent for one process alone. */
-  cluster?: ClusterStats
 }
 
 export interface ResolvedAuth {
@@ -794,11 +800,4 @@ export interface SessionHistory {
   /** Whether `publications` are every one after the position asked for. */
   recovered: boolean
   publications: Array<PublicationData>
-}
-
-export interface TransportCounts {
-  /** `attach()` connections, whose sockets Rust owns. */
-  native: number
-  /** `handleUpgrade()` connections, written through `ws`. */
-  bridge: number
 }

@@ -323,6 +323,44 @@ describe('stats and lifecycle', () => {
     await Promise.all([a.close(), b.close(), c.close()]);
   });
 
+  it('answers getStats() and checkConnectionHealth() with what their typings declare, no more and no less', async () => {
+    // The typings of the stats are written by hand (the addon hands over the report the
+    // binary serializes): this holds them to what the manager really returns.
+    const typings = require('node:fs').readFileSync(path.join(__dirname, '..', 'binding.d.ts'), 'utf8');
+    const interfaces = new Map(
+      [...typings.matchAll(/^export interface (\w+)(?:<[^>]*>)? \{\n([\s\S]*?)^\}/gm)].map(([, name, body]) => [
+        name,
+        [...body.matchAll(/^  (\w+)(\??): (.+)$/gm)].map(([, key, optional, type]) => ({ key, optional: optional === '?', type })),
+      ]),
+    );
+    const check = (value, name, at) => {
+      const declared = interfaces.get(name);
+      assert.ok(declared, `${name} is declared in binding.d.ts`);
+      for (const { key, optional, type } of declared) {
+        if (!(key in value)) {
+          assert.ok(optional, `${at}.${key} is declared but missing`);
+          continue;
+        }
+        const nested = type.replace(/ \| null$/, '');
+        if (interfaces.has(nested) && value[key] !== null) check(value[key], nested, `${at}.${key}`);
+        else if (type === 'number') assert.equal(typeof value[key], 'number', `${at}.${key}`);
+        else if (type === 'boolean') assert.equal(typeof value[key], 'boolean', `${at}.${key}`);
+      }
+      const known = new Set(declared.map(({ key }) => key));
+      for (const key of Object.keys(value)) assert.ok(known.has(key), `${at}.${key} is returned but not declared`);
+    };
+    const server = await relayServer({ rateLimit: { messagesPerSecond: 10, burst: 10 }, history: { size: 10, ttlMs: 60000 } });
+    const manager = server.sessionManager;
+    manager.start();
+    const { sessionId } = manager.createSession();
+    const client = await joinedClient(server.wsUrl(sessionId));
+    client.send('{"type":"x"}');
+    await eventually(() => assert.equal(manager.getStats().messages.received, 1));
+    check(manager.getStats(), 'RelayStats', 'getStats()');
+    check(manager.checkConnectionHealth(), 'HealthStats', 'checkConnectionHealth()');
+    await client.close();
+  });
+
   it('stop() closes every connection with 1001, forgets sessions and refuses connections until start()', async () => {
     const server = await relayServer();
     const manager = server.sessionManager;

@@ -1,5 +1,7 @@
-//! What `getStats()` and the binary's `GET /stats` answer: one shape, serialized by the
-//! binary as JSON and copied field for field into the addon's typed object.
+//! What `getStats()` and the binary's `GET /stats` answer: one type, serialized as JSON by
+//! the binary and into a JavaScript object by the addon (which adds what only a manager
+//! knows: its uptime, compression totals and configuration). `/metrics` reads the same
+//! counters, [`Stats`], before they are condensed here.
 
 use std::collections::BTreeMap;
 

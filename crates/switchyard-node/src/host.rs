@@ -21,11 +21,10 @@ use napi::bindgen_prelude::{BufferSlice, FnArgs, Function, FunctionCallContext, 
 use napi::{Env, Result};
 use serde_json::value::RawValue;
 use switchyard_core::{
-    close_code, ConnId, ConnectionInfo, ErrorCode, Event, Frame, Identity, Millis, ConnectionRefusal, MessageRejection, Relay, Route, Target,
+    close_code, ConnId, ConnectionInfo, ErrorCode, Event, Frame, Identity, Millis, ConnectionRefusal, MessageRejection, Route, Target,
 };
-#[cfg(not(target_family = "wasm"))]
-use switchyard_redis::RedisBroker;
 use switchyard_server::admission::{self, Admitted, Refused, TokenAuth, Upgrade};
+use switchyard_server::engine::Engine;
 use switchyard_server::deflate::{CompressionConfig, CompressionCounts};
 use switchyard_server::{handshake, now};
 
@@ -43,14 +42,12 @@ use crate::{authentication::Authenticate, js_types::ListenAddress, path_pattern:
 #[cfg(target_family = "wasm")]
 use napi::{Error, Status};
 #[cfg(not(target_family = "wasm"))]
-use crate::native::NativeRuntime;
+use switchyard_server::native_runtime::NativeRuntime;
 use crate::js_queue::JsQueue;
 
 #[cfg(not(target_family = "wasm"))]
 mod transport;
 
-#[cfg(not(target_family = "wasm"))]
-pub use transport::admit_native;
 
 /// How often a stopping manager looks whether its sockets have closed.
 const STOP_POLL_MS: f64 = 20.0;
@@ -69,10 +66,8 @@ pub enum Lifecycle {
 }
 
 pub struct Host {
-    pub relay: Arc<Relay>,
-    /// The link to the other nodes, with `redis` configured.
-    #[cfg(not(target_family = "wasm"))]
-    cluster: Option<Arc<RedisBroker>>,
+    /// The relay and, with `redis` configured, its link to the other nodes.
+    pub engine: Arc<Engine>,
     auth: Option<Arc<TokenAuth>>,
     pending: Arc<JsQueue<BridgeOutbox>>,
     sockets: RefCell<HashMap<ConnId, Rc<BridgeSocket>>>,
@@ -104,18 +99,11 @@ impl Host {
     pub fn new(settings: Settings) -> std::result::Result<Rc<Self>, String> {
         let pending = Arc::new(JsQueue::new());
         #[cfg(not(target_family = "wasm"))]
-        let cluster = settings.redis.map(|options| RedisBroker::new(options, settings.config.history_max_bytes)).transpose().map_err(|e| e.to_string())?;
-        #[cfg(not(target_family = "wasm"))]
-        let relay = match &cluster {
-            Some(broker) => Relay::with_seams(settings.config, pending.clone(), broker.streams(), broker.clone()),
-            None => Relay::new(settings.config, pending.clone()),
-        };
+        let engine = Engine::new(settings.config, pending.clone(), settings.redis).map_err(|e| e.to_string())?;
         #[cfg(target_family = "wasm")]
-        let relay = Relay::new(settings.config, pending.clone());
+        let engine = Engine::alone(settings.config, pending.clone());
         Ok(Rc::new(Self {
-            relay: Arc::new(relay),
-            #[cfg(not(target_family = "wasm"))]
-            cluster,
+            engine: Arc::new(engine),
             auth: settings.auth.map(Arc::new),
             pending,
             sockets: RefCell::default(),
@@ -150,7 +138,7 @@ impl Host {
             let mut flusher = Flusher::new(env);
             for socket in &sockets {
                 if let Some(waited) = flusher.flush(socket)? {
-                    self.relay.record_relay_latency(waited);
+                    self.engine.relay.record_relay_latency(waited);
                 }
             }
             for event in events {
@@ -168,7 +156,7 @@ impl Host {
 
     /// Sets (or, with `None`, removes) the handler of `request` messages.
     pub fn set_request_handler(&self, handler: Option<RequestHandler>) {
-        self.relay.answer_requests(handler.is_some());
+        self.engine.relay.answer_requests(handler.is_some());
         *self.request_handler.borrow_mut() = handler.map(Rc::new);
     }
 
@@ -177,7 +165,7 @@ impl Host {
     fn handle_request(self: &Rc<Self>, env: &Env, connection: ConnectionInfo, request_id: String, payload: String) -> Result<()> {
         let conn = connection.connection_id;
         let Some(handler) = self.request_handler.borrow().clone() else {
-            self.relay.respond(conn, &request_id, Err(&ErrorCode::NoHandler.into()), now());
+            self.engine.relay.respond(conn, &request_id, Err(&ErrorCode::NoHandler.into()), now());
             return Ok(());
         };
         let context = to_js(env, ConnectionEvent::from(connection))?;
@@ -195,7 +183,7 @@ impl Host {
             let result = result
                 .and_then(|json| RawValue::from_string(json).map_err(|err| err.to_string()))
                 .map_err(|message| MessageRejection::new(ErrorCode::RequestFailed, message));
-            host.relay.respond(conn, &request_id, result.as_deref(), now());
+            host.engine.relay.respond(conn, &request_id, result.as_deref(), now());
             host.pump(env)
         };
         let payload = js::parse(env, &payload)?;
@@ -207,7 +195,7 @@ impl Host {
 
     /// Sends a message from the app to every connection `target` matches.
     pub fn send(self: &Rc<Self>, env: &Env, target: &Target, frame: Frame) -> Result<u32> {
-        let delivered = self.relay.send(target, frame, now());
+        let delivered = self.engine.relay.send(target, frame, now());
         self.pump(env)?;
         Ok(delivered as u32)
     }
@@ -252,7 +240,7 @@ impl Host {
                 native.spawner.tasks.reopen();
             }
             // After stop() the relay forgot the cluster's sessions; the link learns them again.
-            if let (Some(broker), Lifecycle::Stopped) = (&self.cluster, self.lifecycle.get()) {
+            if let (Some(broker), Lifecycle::Stopped) = (&self.engine.cluster, self.lifecycle.get()) {
                 broker.resync();
             }
         }
@@ -297,12 +285,12 @@ impl Host {
     }
 
     fn start_timer(self: &Rc<Self>, env: &Env) -> Result<()> {
-        let every = self.relay.config().tick_interval_ms().min(MAX_TIMER_MS);
+        let every = self.engine.relay.config().tick_interval_ms().min(MAX_TIMER_MS);
         let host = Rc::downgrade(self);
         let callback = env.create_function_from_closure::<(), (), _>("switchyardTick", move |ctx| {
             guard(|| match host.upgrade() {
                 Some(host) => {
-                    host.relay.tick(now());
+                    host.engine.relay.tick(now());
                     host.pump(ctx.env)
                 }
                 None => Ok(()),
@@ -334,7 +322,7 @@ impl Host {
             address: request.and_then(|r| r.address),
             header: |name: &str| request.and_then(|r| r.header(name)),
         };
-        admission::admit(&self.relay, self.auth.as_deref(), upgrade, given)
+        admission::admit(&self.engine.relay, self.auth.as_deref(), upgrade, given)
     }
 
     /// `manager.authenticate(request)`: the identity a valid token gives, `Ok(None)` when
@@ -372,8 +360,8 @@ impl Host {
         };
         // `message` then hands over a Buffer whatever the app set before.
         socket.set_named_property("binaryType", "nodebuffer")?;
-        let outbox = BridgeOutbox::new(self.pending.clone(), self.relay.config().max_queued_bytes);
-        match self.relay.open(route, identity, outbox.clone(), now()) {
+        let outbox = BridgeOutbox::new(self.pending.clone(), self.engine.relay.config().max_queued_bytes);
+        match self.engine.relay.open(route, identity, outbox.clone(), now()) {
             Ok(conn) => {
                 outbox.set_conn(conn);
                 let bridged = Rc::new(BridgeSocket::new(env, &socket, outbox)?);
@@ -398,14 +386,14 @@ impl Host {
                 let is_binary: bool = ctx.get(1)?;
                 let bytes = Bytes::copy_from_slice(&data);
                 let frame = if is_binary { Frame::binary(bytes) } else { Frame::text(bytes) };
-                host.relay.receive(conn, frame, now());
+                host.engine.relay.receive(conn, frame, now());
                 host.pump_soon(ctx.env)
             })
         })?;
         let host = self.clone();
         js::listen(env, socket, "pong", move |ctx: FunctionCallContext| {
             guard(|| {
-                host.relay.pong(conn, now());
+                host.engine.relay.pong(conn, now());
                 host.pump(ctx.env)
             })
         })?;
@@ -415,7 +403,7 @@ impl Host {
                 let code: u32 = ctx.get(0).unwrap_or(close_code::NO_STATUS.into());
                 let reason = ctx.get::<BufferSlice>(1).map(|r| String::from_utf8_lossy(&r).into_owned()).unwrap_or_default();
                 let code = u16::try_from(code).unwrap_or(close_code::NO_STATUS);
-                host.relay.connection_closed(conn, code, &reason, now());
+                host.engine.relay.connection_closed(conn, code, &reason, now());
                 let closed = host.sockets.borrow_mut().remove(&conn);
                 if let Some((before, after)) = closed.map(|s| s.compression(ctx.env)).transpose()?.flatten() {
                     let (total_before, total_after) = host.closed_compression.get();
@@ -452,7 +440,7 @@ impl Host {
     pub fn stop<'env>(self: &Rc<Self>, env: &'env Env, code: u16, reason: &str, timeout_ms: f64) -> Result<Object<'env>> {
         self.stop_timer(env)?;
         self.lifecycle.set(Lifecycle::Stopped);
-        self.relay.shutdown(code, reason, now());
+        self.engine.relay.shutdown(code, reason, now());
         self.pump(env)?;
         #[cfg(not(target_family = "wasm"))]
         {

@@ -1,16 +1,14 @@
 //! The shapes the addon hands to JavaScript: sessions, stats and event payloads. Their
 //! TypeScript interfaces in `index.d.ts` are generated from these structs.
 
-use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use napi::bindgen_prelude::{Buffer, Either, Null, Undefined};
 use napi_derive::napi;
 use serde_json::Value;
 use switchyard_core::{
-    Config, ConnectionInfo, FrameKind, History, HistoryConfig, Identity, Millis, PresentMember, Rate, SessionInfo, StatsReport,
+    Config, ConnectionInfo, FrameKind, History, HistoryConfig, Identity, Millis, PresentMember, Rate, SessionInfo,
 };
-use switchyard_core::report::{HealthReport, Latency};
 use switchyard_server::deflate::{CompressionConfig, CompressionCounts};
 
 fn date(ms: Millis) -> DateTime<Utc> {
@@ -157,26 +155,6 @@ pub struct SessionEndedEvent {
     pub session_id: String,
 }
 
-#[napi(object)]
-pub struct MessageStats {
-    /// Frames received from clients.
-    pub received: i64,
-    /// Deliveries: one message relayed to three members counts three.
-    pub relayed: i64,
-    /// Text frames that were not a JSON object with a string `type`.
-    pub invalid: i64,
-    /// Deliveries not made because the recipient's outbox was full.
-    pub dropped: i64,
-    /// `state_update` messages from passive members, dropped as the original drops them.
-    pub passive_updates_dropped: i64,
-}
-
-#[napi(object)]
-pub struct ByteStats {
-    pub received: i64,
-    pub sent: i64,
-}
-
 /// The configuration in force, every default filled in.
 #[napi(object)]
 pub struct ResolvedConfig {
@@ -310,67 +288,6 @@ impl ResolvedConfig {
     }
 }
 
-/// What `getStats()` returns.
-#[napi(object)]
-pub struct RelayStats {
-    /// `"ok"`, or `"degraded"` while the cluster's Redis is unreachable.
-    #[napi(ts_type = "'ok' | 'degraded'")]
-    pub status: String,
-    /// Between `start()` and `stop()`.
-    pub is_running: bool,
-    /// Milliseconds since `start()`; 0 when not running.
-    pub uptime_ms: i64,
-    pub active_sessions: u32,
-    pub active_connections: u32,
-    pub messages: MessageStats,
-    pub bytes: ByteStats,
-    /// Recipients closed with 1013 because their outbox stayed full.
-    pub slow_consumer_closes: i64,
-    /// Native upgrades refused for a bad request (400; with `listen()`, also 404 and 431) or
-    /// closed unanswered (`listen()`: over its caps on unfinished handshakes, or too slow).
-    pub handshake_failures: i64,
-    pub channels: ChannelStats,
-    /// Distinct users with a connection.
-    pub users: u32,
-    /// Awareness registrations: windows with a case open.
-    pub registrations: u32,
-    /// `request` messages handed to the request handler.
-    pub requests: i64,
-    pub acks: i64,
-    pub nacks: i64,
-    /// Joins and messages refused for identity (`CHANNEL_FORBIDDEN`, `FORBIDDEN`).
-    pub forbidden: i64,
-    /// Messages dropped, and connections refused, for going over a rate limit.
-    pub rate_limited: i64,
-    /// Frames received by size: `<=128`, `<=1024`, `<=16384`, `<=131072`, `<=1048576`, `>1048576` bytes.
-    pub frames: HashMap<String, i64>,
-    /// How long relayed messages waited between being routed and being written.
-    pub relay_latency: LatencyStats,
-    /// Open connections by transport.
-    pub connections_by_transport: TransportCounts,
-    /// Bytes the session streams keep together (at most `historyMaxBytes`).
-    pub history_bytes: i64,
-    pub health: HealthStats,
-    pub compression: CompressionStats,
-    pub config: ResolvedConfig,
-    /// This node's place in a cluster (`redis` configured); absent for one process alone.
-    pub cluster: Option<ClusterStats>,
-}
-
-#[napi(object)]
-pub struct ClusterStats {
-    pub node_id: String,
-    /// Whether Redis is reachable: while it is not, the node relays among its own clients.
-    pub connected: bool,
-    /// Other nodes whose lease is current.
-    pub peers: u32,
-    /// Messages for other nodes dropped while Redis was unreachable or the queue full.
-    pub dropped: i64,
-    /// Messages sent to the other nodes, and the Redis round trips that carried them.
-    pub sent: i64,
-    pub round_trips: i64,
-}
-
 /// What `history()` answers.
 #[napi(object)]
 pub struct SessionHistory {
@@ -456,69 +373,12 @@ pub struct Published {
     pub delivered: u32,
 }
 
-/// Relay latency, from the histogram `/metrics` exports: for one write to a socket in 16,
-/// how long its oldest message had waited since it was routed. Each figure is the upper
-/// bound of its histogram bucket (50 µs to 2.5 s), so never below the true value.
-#[napi(object)]
-pub struct LatencyStats {
-    /// Writes measured since start.
-    pub samples: i64,
-    /// Absent before any sample, or when above 2.5 s.
-    pub p50_ms: Option<f64>,
-    pub p90_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
-}
 
-impl From<&Latency> for LatencyStats {
-    fn from(latency: &Latency) -> Self {
-        Self { samples: latency.samples as i64, p50_ms: latency.p50_ms, p90_ms: latency.p90_ms, p99_ms: latency.p99_ms }
-    }
-}
-
-#[napi(object)]
-pub struct TransportCounts {
-    /// `attach()` connections, whose sockets Rust owns.
-    pub native: u32,
-    /// `handleUpgrade()` connections, written through `ws`.
-    pub bridge: u32,
-}
-
-
-
-/// What `getStats()` gathers beyond the relay's counters.
-pub struct StatsExtra {
-    pub compression: CompressionStats,
-    /// Whether a token is required, when token auth is on.
-    pub auth_required: Option<bool>,
-    pub native: NativeSettings,
-}
 
 /// The native transport's options, as `getStats().config` shows them.
 pub struct NativeSettings {
     pub compression: Option<CompressionConfig>,
     pub threads: Option<usize>,
-}
-
-/// Connections by how they answer pings.
-#[napi(object)]
-pub struct HealthStats {
-    pub active_connections: u32,
-    /// No ping has waited for its pong longer than half the ping interval.
-    pub healthy_connections: u32,
-    pub unhealthy_connections: u32,
-    /// The mean of each connection's last ping round trip; absent before any.
-    pub average_latency_ms: Option<f64>,
-}
-
-impl From<HealthReport> for HealthStats {
-    fn from(health: HealthReport) -> Self {
-        Self {
-            active_connections: health.active_connections as u32,
-            healthy_connections: health.healthy_connections as u32,
-            unhealthy_connections: health.unhealthy_connections as u32,
-            average_latency_ms: health.average_latency_ms,
-        }
-    }
 }
 
 /// permessage-deflate, negotiated by `ws` in bridge mode and by the native transport
@@ -567,62 +427,17 @@ impl From<Identity> for IdentityData {
     }
 }
 
-#[napi(object)]
-pub struct ChannelStats {
-    /// Channels with members.
-    pub total: u32,
-    /// Each channel's member count, by name.
-    pub breakdown: HashMap<String, u32>,
-}
 
-impl RelayStats {
-    pub fn new(report: StatsReport, extra: StatsExtra, config: &Config, uptime_ms: Option<u64>) -> Self {
-        let messages = &report.messages;
-        Self {
-            status: report.status.into(),
-            cluster: report.cluster.map(|c| ClusterStats {
-                node_id: c.node_id,
-                connected: c.connected,
-                peers: c.peers as u32,
-                dropped: c.dropped as i64,
-                sent: c.sent as i64,
-                round_trips: c.round_trips as i64,
-            }),
-            is_running: uptime_ms.is_some(),
-            uptime_ms: uptime_ms.unwrap_or(0) as i64,
-            active_sessions: report.active_sessions as u32,
-            active_connections: report.active_connections as u32,
-            messages: MessageStats {
-                received: messages.received as i64,
-                relayed: messages.relayed as i64,
-                invalid: messages.invalid as i64,
-                dropped: messages.dropped as i64,
-                passive_updates_dropped: messages.passive_updates_dropped as i64,
-            },
-            bytes: ByteStats { received: report.bytes.received as i64, sent: report.bytes.sent as i64 },
-            slow_consumer_closes: report.slow_consumer_closes as i64,
-            handshake_failures: report.handshake_failures as i64,
-            channels: ChannelStats {
-                total: report.channels.total as u32,
-                breakdown: report.channels.breakdown.into_iter().map(|(name, members)| (name, members as u32)).collect(),
-            },
-            rate_limited: report.rate_limited as i64,
-            frames: report.frames.into_iter().map(|(bucket, n)| (bucket, n as i64)).collect(),
-            relay_latency: LatencyStats::from(&report.relay_latency),
-            connections_by_transport: TransportCounts {
-                native: report.connections_by_transport.native as u32,
-                bridge: report.connections_by_transport.bridge as u32,
-            },
-            history_bytes: report.history_bytes as i64,
-            health: report.health.into(),
-            compression: extra.compression,
-            users: report.users as u32,
-            registrations: report.registrations as u32,
-            requests: report.requests as i64,
-            acks: report.acks as i64,
-            nacks: report.nacks as i64,
-            forbidden: report.forbidden as i64,
-            config: ResolvedConfig::new(config, extra.auth_required, &extra.native),
+/// A report as JavaScript sees it: the JSON the binary serves for it, with a figure not
+/// known yet left out (`undefined`, as the typings declare it) rather than `null`.
+pub fn report_value(report: &impl serde::Serialize) -> Value {
+    fn drop_nulls(value: &mut Value) {
+        if let Value::Object(members) = value {
+            members.retain(|_, member| !member.is_null());
+            members.values_mut().for_each(drop_nulls);
         }
     }
+    let mut value = serde_json::to_value(report).unwrap_or_default();
+    drop_nulls(&mut value);
+    value
 }

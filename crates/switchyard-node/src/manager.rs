@@ -15,7 +15,7 @@ use crate::config::{read_route, read_session_options, read_settings, read_upgrad
 use crate::guard;
 use crate::host::{Host, Lifecycle};
 use crate::config::MAX_TIMER_MS;
-use crate::js_types::{HealthStats, IdentityData, ListenAddress, PresenceData, Published, RelayStats, SessionData, SessionHistory, NativeSettings, StatsExtra};
+use crate::js_types::{report_value, CompressionStats, IdentityData, ListenAddress, NativeSettings, PresenceData, Published, ResolvedConfig, SessionData, SessionHistory};
 use crate::native;
 use crate::attach;
 use crate::authentication;
@@ -92,7 +92,7 @@ impl RelaySessionManager {
     pub fn create_session(&self, env: Env, options: Option<Unknown>) -> Result<SessionData> {
         guard(|| {
             let options = read_session_options(&env, options)?;
-            let info = self.host.relay.create_session(options, now()).map_err(|err| session_error(&env, err))?;
+            let info = self.host.engine.relay.create_session(options, now()).map_err(|err| session_error(&env, err))?;
             self.host.pump(&env)?;
             Ok(info.into())
         })
@@ -103,13 +103,13 @@ impl RelaySessionManager {
     pub fn get_session(&self, env: Env, session_id: Unknown) -> Result<Option<SessionData>> {
         guard(|| {
             let session_id = string_argument(&env, session_id, "sessionId")?;
-            Ok(self.host.relay.session(&session_id).map(Into::into))
+            Ok(self.host.engine.relay.session(&session_id).map(Into::into))
         })
     }
 
     #[napi(ts_return_type = "Array<SessionData<MetaData>>")]
     pub fn list_sessions(&self) -> Result<Vec<SessionData>> {
-        guard(|| Ok(self.host.relay.sessions().into_iter().map(Into::into).collect()))
+        guard(|| Ok(self.host.engine.relay.sessions().into_iter().map(Into::into).collect()))
     }
 
     /// Removes a session, closing its connections with 1000 "Session deleted". Returns
@@ -118,7 +118,7 @@ impl RelaySessionManager {
     pub fn delete_session(&self, env: Env, session_id: Unknown) -> Result<bool> {
         guard(|| {
             let session_id = string_argument(&env, session_id, "sessionId")?;
-            let deleted = self.host.relay.delete_session(&session_id, now());
+            let deleted = self.host.engine.relay.delete_session(&session_id, now());
             self.host.pump(&env)?;
             Ok(deleted)
         })
@@ -202,20 +202,23 @@ impl RelaySessionManager {
         })
     }
 
-    #[napi]
-    pub fn get_stats(&self, env: Env) -> Result<RelayStats> {
+    #[napi(ts_return_type = "RelayStats")]
+    pub fn get_stats<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
         guard(|| {
             let uptime = match self.host.lifecycle.get() {
                 Lifecycle::Running { since } => Some(now().saturating_sub(since)),
                 Lifecycle::Idle | Lifecycle::Stopped => None,
             };
-            let relay = &self.host.relay;
-            let extra = StatsExtra {
-                compression: self.host.compression(&env)?.into(),
-                auth_required: self.host.auth_required(),
-                native: NativeSettings { compression: self.host.compression_config(), threads: self.host.native_threads() },
-            };
-            Ok(RelayStats::new(relay.report(now()), extra, relay.config(), uptime))
+            let relay = &self.host.engine.relay;
+            let mut report = report_value(&relay.report(now()));
+            report["isRunning"] = uptime.is_some().into();
+            report["uptimeMs"] = uptime.unwrap_or(0).into();
+            // SAFETY: a JSON object serializes to a JavaScript object.
+            let mut stats = unsafe { env.to_js_value(&report)?.cast::<Object>()? };
+            stats.set("compression", CompressionStats::from(self.host.compression(env)?))?;
+            let native = NativeSettings { compression: self.host.compression_config(), threads: self.host.native_threads() };
+            stats.set("config", ResolvedConfig::new(relay.config(), self.host.auth_required(), &native))?;
+            Ok(stats)
         })
     }
 
@@ -224,13 +227,13 @@ impl RelaySessionManager {
     /// transport and code, histograms of relay latency and message size, process metrics.
     #[napi]
     pub fn metrics(&self) -> Result<String> {
-        guard(|| Ok(switchyard_server::metrics::render(&self.host.relay, self.host.relay.health(now()), Vec::new())))
+        guard(|| Ok(switchyard_server::metrics::render(&self.host.engine.relay, self.host.engine.relay.health(now()), Vec::new())))
     }
 
     /// Connections by how they answer pings: `getStats().health`.
-    #[napi]
-    pub fn check_connection_health(&self) -> Result<HealthStats> {
-        guard(|| Ok(HealthReport::from(self.host.relay.health(now())).into()))
+    #[napi(ts_return_type = "HealthStats")]
+    pub fn check_connection_health(&self) -> Result<serde_json::Value> {
+        guard(|| Ok(report_value(&HealthReport::from(self.host.engine.relay.health(now())))))
     }
 
     /// Checks an upgrade request's token, as `handleUpgrade` would: returns the identity
@@ -263,7 +266,7 @@ impl RelaySessionManager {
     pub fn on<'env>(&self, env: Env, this: This<'env>, event: Unknown, filter: Unknown, listener: Option<Unknown>) -> Result<This<'env>> {
         guard(|| {
             for kind in self.host.listeners.borrow_mut().add(&env, event, filter, listener)? {
-                self.host.relay.watch(&kind);
+                self.host.engine.relay.watch(&kind);
             }
             Ok(this)
         })
@@ -309,7 +312,7 @@ impl RelaySessionManager {
         guard(|| {
             let session_id = string_argument(&env, session_id, "sessionId")?;
             let (since, limit) = read_history_options(&env, options)?;
-            Ok(self.host.relay.history(&session_id, since.as_ref(), limit, now()).map(SessionHistory::from))
+            Ok(self.host.engine.relay.history(&session_id, since.as_ref(), limit, now()).map(SessionHistory::from))
         })
     }
 
@@ -323,7 +326,7 @@ impl RelaySessionManager {
             let session_id = string_argument(&env, session_id, "sessionId")?;
             let client_id = OptionsReader::new(&env, options, "options", &["clientId"])?.string("clientId")?;
             let frame = outgoing(&env, message)?;
-            let published = self.host.relay.publish(&session_id, frame, client_id.as_deref(), now());
+            let published = self.host.engine.relay.publish(&session_id, frame, client_id.as_deref(), now());
             self.host.pump(&env)?;
             match published {
                 Ok((delivered, offset)) => Ok(Published { offset: offset.map(|o| o as i64), delivered: delivered as u32 }),
@@ -341,7 +344,7 @@ impl RelaySessionManager {
         guard(|| {
             let channel = string_argument(&env, channel, "channel")?;
             let (since, limit) = read_history_options(&env, options)?;
-            let history = self.host.relay.channel_history(&channel, since.as_ref(), limit, now()).map_err(|r| type_error(&env, r.message))?;
+            let history = self.host.engine.relay.channel_history(&channel, since.as_ref(), limit, now()).map_err(|r| type_error(&env, r.message))?;
             Ok(SessionHistory::from(history))
         })
     }
@@ -351,7 +354,7 @@ impl RelaySessionManager {
     pub fn channel_presence(&self, env: Env, channel: Unknown) -> Result<Vec<serde_json::Value>> {
         guard(|| {
             let channel = string_argument(&env, channel, "channel")?;
-            let clients = self.host.relay.channel_presence_of(&channel).map_err(|r| type_error(&env, r.message))?;
+            let clients = self.host.engine.relay.channel_presence_of(&channel).map_err(|r| type_error(&env, r.message))?;
             Ok(clients.iter().map(|c| (**c).clone()).collect())
         })
     }
@@ -361,7 +364,7 @@ impl RelaySessionManager {
     pub fn presence(&self, env: Env, session_id: Unknown) -> Result<Option<Vec<PresenceData>>> {
         guard(|| {
             let session_id = string_argument(&env, session_id, "sessionId")?;
-            Ok(self.host.relay.presence(&session_id).map(|members| members.into_iter().map(PresenceData::from).collect()))
+            Ok(self.host.engine.relay.presence(&session_id).map(|members| members.into_iter().map(PresenceData::from).collect()))
         })
     }
 

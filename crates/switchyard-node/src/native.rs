@@ -29,7 +29,7 @@ pub use authenticator::Authenticator;
 #[cfg(not(target_family = "wasm"))]
 pub use listener::Listener;
 #[cfg(not(target_family = "wasm"))]
-pub use takeover::{take_over, NativeRuntime, Takeover};
+pub use takeover::{take_over, Takeover};
 
 /// Whether this build can take sockets from Node; what `attach` and a native
 /// `handleUpgrade` throw where it cannot.

@@ -6,7 +6,8 @@
 //! and drains a bounded [`NativeOutbox`]. The same pieces serve the `switchyard` binary
 //! (behind hyper), sockets the Node addon takes over from Node's HTTP server, and the
 //! addon's own port ([`listener`]); [`waiting`] bounds the connections still in their
-//! handshake, and [`deflate`] is their permessage-deflate.
+//! handshake, and [`deflate`] is their permessage-deflate. [`engine`] is what the binary
+//! and the addon both run around a relay: its runtime, its cluster, and admission.
 
 pub mod admission;
 pub mod auth;
@@ -14,10 +15,13 @@ pub mod codec;
 #[cfg(not(target_family = "wasm"))]
 mod connection;
 pub mod deflate;
+pub mod engine;
 pub mod handshake;
 #[cfg(not(target_family = "wasm"))]
 pub mod listener;
 pub mod metrics;
+#[cfg(not(target_family = "wasm"))]
+pub mod native_runtime;
 mod outbox;
 pub mod waiting;
 

@@ -8,12 +8,10 @@ use bytes::Bytes;
 use napi::bindgen_prelude::Object;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Error, Result, Status};
-use switchyard_core::{Identity, ConnectionRefusal, Relay, Route, SessionId, Topic};
-use switchyard_redis::RedisBroker;
+use switchyard_core::{ConnectionRefusal, Identity, Route};
 use switchyard_server::listener;
 use switchyard_server::waiting::{Limits, Waiting};
-use switchyard_server::{Accepted, Spawner};
-use tokio::net::TcpStream;
+use switchyard_server::Accepted;
 use tokio_util::sync::CancellationToken;
 
 use super::{Host, Lifecycle};
@@ -21,7 +19,8 @@ use crate::path_pattern::PathPattern;
 use crate::guard;
 use crate::js_types::ListenAddress;
 use crate::authentication::Authenticate;
-use crate::native::{self, Authenticator, Listener, NativeRuntime, Takeover};
+use crate::native::{self, Authenticator, Listener, Takeover};
+use switchyard_server::native_runtime::NativeRuntime;
 use crate::request::UpgradeRequest;
 
 /// A port `listen()` opened. Until it is closed, `_open` (a thread-safe function never
@@ -43,10 +42,11 @@ impl Host {
     /// Starts the link to the cluster's Redis, on the native runtime (whose wake-up lets
     /// what other nodes send reach bridge sockets). Nothing without `redis`.
     pub fn join_cluster(self: &Rc<Self>, env: &Env) -> Result<()> {
-        let Some(broker) = &self.cluster else { return Ok(()) };
-        let native = self.native(env)?;
-        let _entered = native.spawner.runtime.enter();
-        broker.start(self.relay.clone());
+        if self.engine.cluster.is_some() {
+            let native = self.native(env)?;
+            let _entered = native.spawner.runtime.enter();
+            self.engine.join_cluster();
+        }
         Ok(())
     }
 
@@ -85,9 +85,8 @@ impl Host {
         };
         let stop = CancellationToken::new();
         let upgrades = Arc::new(Listener {
-            relay: self.relay.clone(),
+            engine: self.engine.clone(),
             auth: self.auth.clone(),
-            cluster: self.cluster.clone(),
             spawner: native.spawner.clone(),
             pattern,
             authenticator,
@@ -126,7 +125,7 @@ impl Host {
         let (stream, preface, head) = match native::take_over(socket, &request, head, protocol, extensions.as_deref())? {
             Takeover::Taken { stream, preface, head } => (stream, preface, head),
             Takeover::BadHandshake => {
-                self.relay.handshake_failed();
+                self.engine.relay.handshake_failed();
                 return Ok(false);
             }
         };
@@ -138,51 +137,9 @@ impl Host {
             native.spawner.refuse(accepted, ConnectionRefusal::ShuttingDown);
             false
         } else {
-            admit_native(&native.spawner, &self.relay, self.cluster.as_ref(), accepted)
+            self.engine.admit(&native.spawner, accepted)
         };
         self.pump(env)?;
         Ok(admitted)
     }
-}
-
-/// Lets a native connection in: at once, or, to a session in a cluster, once this node
-/// holds one of the session's places. Returns whether it joined (or is joining).
-pub fn admit_native(spawner: &Spawner, relay: &Arc<Relay>, cluster: Option<&Arc<RedisBroker>>, accepted: Accepted<TcpStream>) -> bool {
-    match cluster.filter(|_| matches!(accepted.route, Route::Session(_))) {
-        Some(broker) => {
-            join_in_cluster(spawner, relay, broker.clone(), accepted);
-            true
-        }
-        None => spawner.spawn(relay, accepted).is_ok(),
-    }
-}
-
-/// A native connection to a session, in a cluster: this node first learns the session
-/// (created elsewhere a moment ago, perhaps), its members elsewhere and its stream,
-/// and holds one of its places in Redis, so two nodes never fill the last place
-/// together; then the client joins, or is refused "Session full".
-fn join_in_cluster(spawner: &Spawner, relay: &Arc<Relay>, broker: Arc<RedisBroker>, accepted: Accepted<TcpStream>) {
-    let Route::Session(raw) = &accepted.route else { return };
-    let Ok(id) = SessionId::parse(raw) else {
-        let _ = spawner.spawn(relay, accepted);
-        return;
-    };
-    let runtime = spawner.runtime.clone();
-    let (relay, spawner) = (relay.clone(), spawner.clone());
-    runtime.spawn(async move {
-        if relay.session(id.as_str()).is_none() {
-            broker.lookup(id.clone()).await;
-        }
-        let _watch = broker.watch(Topic::Session(id.clone())).await;
-        let place = match relay.capacity(id.as_str()) {
-            Some(max) => broker.reserve(id, max).await.map(Some),
-            None => Some(None),
-        };
-        match place {
-            Some(_place) => {
-                let _ = spawner.spawn(&relay, accepted);
-            }
-            None => spawner.refuse(accepted, ConnectionRefusal::SessionFull),
-        }
-    });
 }

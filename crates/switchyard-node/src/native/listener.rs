@@ -7,9 +7,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use switchyard_core::{Identity, ConnectionRefusal, Relay};
-use switchyard_redis::RedisBroker;
+use switchyard_core::{ConnectionRefusal, Identity};
 use switchyard_server::admission::{self, TokenAuth, Upgrade};
+use switchyard_server::engine::Engine;
 use switchyard_server::listener::{answer, Request, Upgrades};
 use switchyard_server::{handshake, Accepted, Spawner};
 use tokio::net::TcpStream;
@@ -18,13 +18,11 @@ use tokio_util::sync::CancellationToken;
 use super::Authenticator;
 use crate::path_pattern::PathPattern;
 use crate::authentication::Verdict;
-use crate::host::admit_native;
 
 /// What a listener needs of its manager to let an upgrade in.
 pub struct Listener {
-    pub relay: Arc<Relay>,
+    pub engine: Arc<Engine>,
     pub auth: Option<Arc<TokenAuth>>,
-    pub cluster: Option<Arc<RedisBroker>>,
     pub spawner: Spawner,
     pub pattern: PathPattern,
     /// The app's `authenticate`, when it gave one.
@@ -44,7 +42,7 @@ impl Listener {
 impl Upgrades for Listener {
     async fn upgrade(&self, tcp: TcpStream, request: Request, rest: Bytes) {
         let Some(route) = self.pattern.route(&request.url) else {
-            self.relay.handshake_failed();
+            self.engine.relay.handshake_failed();
             return self.respond(tcp, handshake::http_error(404, "Not Found", "No WebSocket is served at this path", ""));
         };
         let given = match &self.authenticator {
@@ -64,14 +62,14 @@ impl Upgrades for Listener {
             }
         };
         let upgrade = Upgrade { url: Some(&request.url), address: Some(request.address), header: |name: &str| request.header(name) };
-        let admitted = match admission::admit(&self.relay, self.auth.as_deref(), upgrade, given) {
+        let admitted = match admission::admit(&self.engine.relay, self.auth.as_deref(), upgrade, given) {
             Ok(admitted) => admitted,
             Err(refused) => return self.respond(tcp, refused.http_answer()),
         };
         let accept = match handshake::accept(&request.method, |name| request.header(name)) {
             Ok(accept) => accept,
             Err(error) => {
-                self.relay.handshake_failed();
+                self.engine.relay.handshake_failed();
                 return self.respond(tcp, handshake::bad_request(&error));
             }
         };
@@ -82,10 +80,10 @@ impl Upgrades for Listener {
         if self.stop.is_cancelled() {
             return self.spawner.refuse(accepted, ConnectionRefusal::ShuttingDown);
         }
-        admit_native(&self.spawner, &self.relay, self.cluster.as_ref(), accepted);
+        self.engine.admit(&self.spawner, accepted);
     }
 
     fn refused(&self) {
-        self.relay.handshake_failed();
+        self.engine.relay.handshake_failed();
     }
 }

@@ -1,80 +1,13 @@
-//! Taking a socket from Node into the native runtime, and the runtime itself.
+//! Taking a socket from Node into the native runtime.
 
 use bytes::Bytes;
 use napi::bindgen_prelude::{JsObjectValue, Object, Unknown};
 use napi::{Error, Result, Status};
-use switchyard_server::deflate::CompressionConfig;
-use switchyard_server::{handshake, Spawner};
-use tokio::runtime::Runtime;
-use tokio_util::sync::{CancellationToken, DropGuard};
+use switchyard_server::handshake;
 
 use super::respond_and_close;
 use crate::js::call_method;
 use crate::request::UpgradeRequest;
-
-/// The tokio runtime native connections run on, started with the first of them.
-pub struct NativeRuntime {
-    driver: Option<Driver>,
-    pub spawner: Spawner,
-}
-
-/// What runs the runtime's tasks.
-enum Driver {
-    /// A worker per CPU.
-    Workers(Runtime),
-    /// One CPU: a single-threaded runtime on a thread of its own, which stops when this
-    /// is dropped. It serves many more messages a second than one worker of a
-    /// multi-threaded runtime, and serves connections in turn, fairly.
-    Thread(DropGuard),
-}
-
-impl NativeRuntime {
-    /// `threads` workers, by default one per CPU this process may use (`taskset`
-    /// narrows it).
-    pub fn start(compression: Option<CompressionConfig>, threads: Option<usize>) -> std::io::Result<Self> {
-        let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        if threads > 1 {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads)
-                .thread_name("switchyard-io")
-                .enable_all()
-                .build()?;
-            let spawner = Spawner::new(runtime.handle().clone(), compression);
-            return Ok(Self { driver: Some(Driver::Workers(runtime)), spawner });
-        }
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let spawner = Spawner::new(runtime.handle().clone(), compression);
-        let stop = CancellationToken::new();
-        let stopped = stop.clone();
-        std::thread::Builder::new().name("switchyard-io".into()).spawn(move || {
-            runtime.block_on(stopped.cancelled());
-            runtime.shutdown_background();
-        })?;
-        Ok(Self { driver: Some(Driver::Thread(stop.drop_guard())), spawner })
-    }
-
-    /// Makes a tokio stream of a taken-over socket (it must be registered with this
-    /// runtime's reactor).
-    pub fn stream(&self, socket: std::net::TcpStream) -> std::io::Result<tokio::net::TcpStream> {
-        let _entered = self.spawner.runtime.enter();
-        socket.set_nonblocking(true)?;
-        let stream = tokio::net::TcpStream::from_std(socket)?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    }
-}
-
-impl Drop for NativeRuntime {
-    fn drop(&mut self) {
-        // Dropping a runtime blocks until its tasks stop; the JS thread must not wait.
-        match self.driver.take() {
-            Some(Driver::Workers(runtime)) => runtime.shutdown_background(),
-            // Its thread sees the stop, and ends the runtime there.
-            Some(Driver::Thread(stop)) => drop(stop),
-            None => {}
-        }
-    }
-}
 
 /// How a takeover went.
 pub enum Takeover {

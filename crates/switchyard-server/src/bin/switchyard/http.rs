@@ -24,9 +24,9 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use switchyard_core::{
     server_message, ChannelName, ConflictResolution, Frame, FrameKind, History, HistoryConfig, Identity, Millis,
-    Position, PublishError, ConnectionRefusal, Relay, Route, SessionError, SessionId, SessionInfo, SessionOptions, Target, Topic,
+    Position, PublishError, Route, SessionError, SessionId, SessionInfo, SessionOptions, Target, Topic,
 };
-use switchyard_redis::{Reservation, RedisBroker, Watch};
+use switchyard_server::engine::{Engine, Held};
 use switchyard_server::admission::{self, Refused, TokenAuth, Upgrade};
 use switchyard_server::auth;
 use switchyard_server::metrics::{self, HostGauge};
@@ -35,9 +35,8 @@ use tokio::net::TcpStream;
 use tracing::error;
 
 pub struct App {
-    pub relay: Arc<Relay>,
-    /// The link to the other nodes, with `--redis-url`.
-    pub cluster: Option<Arc<RedisBroker>>,
+    /// The relay and, with `--redis-url`, its link to the other nodes.
+    pub engine: Arc<Engine>,
     pub spawner: Spawner,
     pub admin_token: Option<String>,
     pub auth: Option<TokenAuth>,
@@ -146,52 +145,10 @@ async fn upgrade_to_session(
     Path(session_id): Path<String>,
     request: Request,
 ) -> Response {
-    app.learn_session(&session_id).await;
-    // In a cluster this node learns the session's members elsewhere and its stream (for
-    // positions and recovery) before the client joins, and holds one of its places in
-    // Redis, so two nodes never fill the last place together; joined, the client keeps
-    // all of it current as a subscriber.
-    let id = SessionId::parse(&session_id).ok();
-    let watch = app.watch(id.clone().map(Topic::Session)).await;
-    let mut held = Held { _watch: watch, _place: None, full: false };
-    if let (Some(cluster), Some(id), Some(max)) = (&app.cluster, id, app.relay.capacity(&session_id)) {
-        match cluster.reserve(id, max).await {
-            Some(place) => held._place = Some(place),
-            None => held.full = true,
-        }
-    }
+    let held = app.engine.hold_place(&session_id).await;
     upgrade(app, peer, Route::Session(session_id), request, held)
 }
 
-/// What an upgrade to a session holds in a cluster until its client has joined.
-#[derive(Default)]
-struct Held {
-    _watch: Option<Watch>,
-    _place: Option<Reservation>,
-    /// Every place is taken on some node: the client is refused "Session full".
-    full: bool,
-}
-
-impl App {
-    /// In a cluster, keeps this node's copy of a topic's stream current while a reader
-    /// holds the answer, so history reads the same on every node.
-    async fn watch(&self, topic: Option<Topic>) -> Option<Watch> {
-        match (&self.cluster, topic) {
-            (Some(cluster), Some(topic)) => Some(cluster.watch(topic).await),
-            _ => None,
-        }
-    }
-
-    /// In a cluster, a session created on another node a moment ago may not have reached
-    /// this one yet: the directory is asked before it is called unknown.
-    async fn learn_session(&self, session_id: &str) {
-        if let (Some(cluster), None) = (&self.cluster, self.relay.session(session_id)) {
-            if let Ok(id) = SessionId::parse(session_id) {
-                cluster.lookup(id).await;
-            }
-        }
-    }
-}
 
 /// Answers a WebSocket handshake with 101 and hands the upgraded connection to the relay,
 /// or refuses it: 429 for an address opening connections too fast, 401 without a valid
@@ -201,7 +158,7 @@ fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request, held
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let url = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let upgrade = Upgrade { url: Some(url), address: Some(peer.ip()), header };
-    let (identity, protocol) = match admission::admit(&app.relay, app.auth.as_ref(), upgrade, Identity::default()) {
+    let (identity, protocol) = match admission::admit(&app.engine.relay, app.auth.as_ref(), upgrade, Identity::default()) {
         Ok(admitted) => (admitted.identity, admitted.protocol),
         Err(refused @ Refused::TooManyConnections) => return (StatusCode::TOO_MANY_REQUESTS, refused.to_string()).into_response(),
         Err(refused @ Refused::Unauthorized(_)) => {
@@ -213,7 +170,7 @@ fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request, held
     let accept = match handshake::accept(parts.method.as_str(), header) {
         Ok(accept) => accept,
         Err(error) => {
-            app.relay.handshake_failed();
+            app.engine.relay.handshake_failed();
             let mut response = (StatusCode::BAD_REQUEST, error.to_string()).into_response();
             if error == handshake::HandshakeError::UnsupportedVersion {
                 response.headers_mut().insert("sec-websocket-version", HeaderValue::from_static("13"));
@@ -222,7 +179,7 @@ fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request, held
         }
     };
     let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
-        app.relay.handshake_failed();
+        app.engine.relay.handshake_failed();
         return (StatusCode::BAD_REQUEST, "This connection cannot be upgraded").into_response();
     };
     let deflate = app.spawner.negotiate(header("sec-websocket-extensions"));
@@ -235,18 +192,12 @@ fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request, held
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(Parts { io, read_buf, .. }) => {
                 let accepted = Accepted { io: io.into_inner(), preface: Vec::new(), head: read_buf, route, identity, deflate };
-                match held.full {
-                    true => app.spawner.refuse(accepted, ConnectionRefusal::SessionFull),
-                    false => {
-                        let _ = app.spawner.spawn(&app.relay, accepted);
-                    }
-                }
+                app.engine.join(&app.spawner, accepted, held);
             }
             // accept.rs serves every connection as a `TcpStream`; were that to change, this
             // says so rather than dropping connections unseen.
             Err(_) => error!("an upgraded connection is not a TcpStream; closed"),
         }
-        drop(held);
     });
     let mut response = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -265,7 +216,7 @@ fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request, held
 /// 200 while the process serves: `"status":"degraded"` (still 200, since the node still
 /// relays among its own clients) while the cluster's Redis is unreachable.
 async fn health(State(app): AppState) -> Json<Value> {
-    let cluster = app.relay.cluster();
+    let cluster = app.engine.relay.cluster();
     let status = if cluster.as_ref().is_some_and(|c| !c.connected) { "degraded" } else { "ok" };
     let mut answer = json!({ "status": status, "uptimeMs": app.started.elapsed().as_millis() as u64 });
     if let Some(cluster) = cluster {
@@ -276,7 +227,7 @@ async fn health(State(app): AppState) -> Json<Value> {
 
 async fn stats(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     authorize(&app, peer, &headers, Access::Monitoring)?;
-    let report = app.relay.report(now());
+    let report = app.engine.relay.report(now());
     let uptime_ms = app.started.elapsed().as_millis() as u64;
     let mut answer = json!({
         "uptimeMs": uptime_ms,
@@ -306,7 +257,7 @@ async fn metrics(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketAddr
         HostGauge { name: "pending_handshakes", help: "Connections that have not finished their handshake.", value: app.waiting.count() as f64 },
         HostGauge { name: "uptime_seconds", help: "Seconds since the server started.", value: app.started.elapsed().as_secs_f64() },
     ];
-    let text = metrics::render(&app.relay, app.relay.health(now()), host);
+    let text = metrics::render(&app.engine.relay, app.engine.relay.health(now()), host);
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text))
 }
 
@@ -427,20 +378,20 @@ async fn create_session(
     };
     // An id given by the caller is claimed across the cluster first: two nodes creating
     // the same id at once cannot both succeed.
-    if let (Some(cluster), Some(id)) = (&app.cluster, options.session_id.as_deref().filter(|id| !id.is_empty())) {
+    if let (Some(cluster), Some(id)) = (&app.engine.cluster, options.session_id.as_deref().filter(|id| !id.is_empty())) {
         let id = SessionId::parse(id).map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_SESSION_ID", err.to_string()))?;
-        if app.relay.session(id.as_str()).is_none() && !cluster.claim(id.clone()).await {
+        if app.engine.relay.session(id.as_str()).is_none() && !cluster.claim(id.clone()).await {
             return Err(ApiError::new(StatusCode::CONFLICT, "SESSION_EXISTS", format!("session {:?} already exists", id.as_str())));
         }
     }
-    let info = app.relay.create_session(options, now()).map_err(|err| match err {
+    let info = app.engine.relay.create_session(options, now()).map_err(|err| match err {
         SessionError::AlreadyExists(_) => ApiError::new(StatusCode::CONFLICT, "SESSION_EXISTS", err.to_string()),
         SessionError::InvalidId(_) => ApiError::new(StatusCode::BAD_REQUEST, "INVALID_SESSION_ID", err.to_string()),
         SessionError::InvalidOption(_) => ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", err.to_string()),
         SessionError::TooMany(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "SESSION_LIMIT", err.to_string()),
         SessionError::Unavailable => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", err.to_string()),
     })?;
-    if let Some(cluster) = &app.cluster {
+    if let Some(cluster) = &app.engine.cluster {
         cluster.settled().await;
     }
     Ok((StatusCode::CREATED, Json(session_json(info, &headers))))
@@ -475,7 +426,7 @@ async fn list_sessions(
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", format!("limit must be from 1 to {MAX_PAGE}")));
     }
-    let (sessions, more) = app.relay.sessions_page(page.after.as_deref(), limit);
+    let (sessions, more) = app.engine.relay.sessions_page(page.after.as_deref(), limit);
     let next = more.then(|| sessions.last().map(|s| s.session_id.to_string())).flatten();
     let sessions: Vec<Value> = sessions.into_iter().map(|s| session_json(s, &headers)).collect();
     Ok(Json(json!({ "sessions": sessions, "next": next })))
@@ -488,8 +439,8 @@ async fn get_session(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&app, peer, &headers, Access::Admin)?;
-    app.learn_session(&session_id).await;
-    let info = app.relay.session(&session_id).ok_or_else(|| ApiError::session_not_found(&session_id))?;
+    app.engine.learn_session(&session_id).await;
+    let info = app.engine.relay.session(&session_id).ok_or_else(|| ApiError::session_not_found(&session_id))?;
     Ok(Json(session_json(info, &headers)))
 }
 
@@ -500,7 +451,7 @@ async fn delete_session(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&app, peer, &headers, Access::Admin)?;
-    if !app.relay.delete_session(&session_id, now()) {
+    if !app.engine.relay.delete_session(&session_id, now()) {
         return Err(ApiError::session_not_found(&session_id));
     }
     Ok(Json(json!({ "deleted": true })))
@@ -535,7 +486,7 @@ fn history_request(query: &HistoryQuery) -> Result<(Option<Position>, usize), Ap
 
 /// A channel name that this identity may read, or why not (as `JOIN_CHANNEL` would refuse).
 fn readable_channel(app: &App, channel: &str, identity: &Identity) -> Result<(), ApiError> {
-    app.relay.may_join(channel, identity).map_err(|refused| {
+    app.engine.relay.may_join(channel, identity).map_err(|refused| {
         let status = if refused.code == switchyard_core::ErrorCode::ChannelForbidden { StatusCode::FORBIDDEN } else { StatusCode::BAD_REQUEST };
         ApiError::new(status, refused.code.as_str(), refused.message.into_owned())
     })
@@ -552,8 +503,8 @@ async fn channel_history(
     readable_channel(&app, &channel, &identity)?;
     let Query(query) = query.map_err(bad_query)?;
     let (since, limit) = history_request(&query)?;
-    let _watch = app.watch(ChannelName::parse(&channel).ok().map(Topic::Channel)).await;
-    let history = app.relay.channel_history(&channel, since.as_ref(), limit, now()).map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r.code.as_str(), r.message.into_owned()))?;
+    let _watch = app.engine.watch(ChannelName::parse(&channel).ok().map(Topic::Channel)).await;
+    let history = app.engine.relay.channel_history(&channel, since.as_ref(), limit, now()).map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r.code.as_str(), r.message.into_owned()))?;
     Ok(Json(history_json(history)))
 }
 
@@ -561,7 +512,7 @@ async fn channel_history(
 async fn channel_presence(State(app): AppState, Path(channel): Path<String>, request: Request) -> Result<Json<Value>, ApiError> {
     let identity = authorize_member(&app, &request)?;
     readable_channel(&app, &channel, &identity)?;
-    let clients = app.relay.channel_presence_of(&channel).map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r.code.as_str(), r.message.into_owned()))?;
+    let clients = app.engine.relay.channel_presence_of(&channel).map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r.code.as_str(), r.message.into_owned()))?;
     Ok(Json(json!({ "clients": clients.iter().map(|c| (**c).clone()).collect::<Vec<_>>() })))
 }
 
@@ -589,8 +540,8 @@ async fn session_history(
     authorize_member(&app, &request)?;
     let Query(query) = query.map_err(bad_query)?;
     let (since, limit) = history_request(&query)?;
-    app.learn_session(&session_id).await;
-    let _watch = app.watch(SessionId::parse(&session_id).ok().map(Topic::Session)).await;
+    app.engine.learn_session(&session_id).await;
+    let _watch = app.engine.watch(SessionId::parse(&session_id).ok().map(Topic::Session)).await;
     let wait = std::time::Duration::from_millis(query.wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
     let deadline = tokio::time::Instant::now() + wait;
     loop {
@@ -598,7 +549,7 @@ async fn session_history(
         let published = app.events.published.notified();
         tokio::pin!(published);
         published.as_mut().enable();
-        let history = app.relay.history(&session_id, since.as_ref(), limit, now()).ok_or_else(|| ApiError::session_not_found(&session_id))?;
+        let history = app.engine.relay.history(&session_id, since.as_ref(), limit, now()).ok_or_else(|| ApiError::session_not_found(&session_id))?;
         let waiting = history.recovered && history.publications.is_empty() && history.position.is_some();
         if !waiting || tokio::time::timeout_at(deadline, published).await.is_err() {
             return Ok(Json(history_json(history)));
@@ -631,7 +582,7 @@ fn history_json(history: History) -> Value {
 /// to the session, as the connected member its `clientId` names, else as the server.
 async fn publish_message(State(app): AppState, Path(session_id): Path<String>, request: Request) -> Result<Json<Value>, ApiError> {
     authorize_member(&app, &request)?;
-    let body = axum::body::to_bytes(request.into_body(), app.relay.config().max_message_bytes)
+    let body = axum::body::to_bytes(request.into_body(), app.engine.relay.config().max_message_bytes)
         .await
         .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "MESSAGE_TOO_LARGE", "The message is larger than --max-message-bytes"))?;
     #[derive(Deserialize)]
@@ -640,7 +591,7 @@ async fn publish_message(State(app): AppState, Path(session_id): Path<String>, r
         client_id: Option<String>,
     }
     let member: Member = serde_json::from_slice(&body).map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_JSON", err.to_string()))?;
-    match app.relay.publish(&session_id, Frame::text(body), member.client_id.as_deref(), now()) {
+    match app.engine.relay.publish(&session_id, Frame::text(body), member.client_id.as_deref(), now()) {
         Ok((delivered, offset)) => Ok(Json(json!({ "offset": offset, "delivered": delivered }))),
         Err(PublishError::SessionNotFound) => Err(ApiError::session_not_found(&session_id)),
         Err(PublishError::Refused(refused)) => {
@@ -658,7 +609,7 @@ async fn publish_message(State(app): AppState, Path(session_id): Path<String>, r
 /// `GET /v1/sessions/{id}/presence`: who is in the session now.
 async fn session_presence(State(app): AppState, Path(session_id): Path<String>, request: Request) -> Result<Json<Value>, ApiError> {
     authorize_member(&app, &request)?;
-    let clients = app.relay.presence(&session_id).ok_or_else(|| ApiError::session_not_found(&session_id))?;
+    let clients = app.engine.relay.presence(&session_id).ok_or_else(|| ApiError::session_not_found(&session_id))?;
     let clients: Vec<Value> = clients
         .into_iter()
         .map(|c| {
@@ -705,7 +656,7 @@ async fn broadcast(
         ));
     }
     if let Some(session_id) = &request.session_id {
-        if app.relay.session(session_id).is_none() {
+        if app.engine.relay.session(session_id).is_none() {
             return Err(ApiError::session_not_found(session_id));
         }
     }
@@ -721,5 +672,5 @@ async fn broadcast(
         organization_id: request.organization_id.as_deref(),
         except: None,
     };
-    Ok(Json(json!({ "delivered": app.relay.send(&target, message, now()) })))
+    Ok(Json(json!({ "delivered": app.engine.relay.send(&target, message, now()) })))
 }

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use switchyard_core::{close_code, Config, ConnectionRefusal, Relay};
-use switchyard_redis::RedisBroker;
+use switchyard_core::{close_code, Config, ConnectionRefusal};
 use switchyard_server::admission::TokenAuth;
+use switchyard_server::engine::Engine;
+use switchyard_server::native_runtime::NativeRuntime;
 use switchyard_server::{now, Spawner};
 use tokio::net::{TcpListener, TcpSocket};
 use tracing::{error, info, warn};
@@ -56,39 +57,30 @@ fn main() -> ExitCode {
         warn!("{why}: the server will not stop with its launcher");
         None
     });
-    let threads = args.threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |n| n.get());
-    let mut builder = match threads {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        _ => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(threads);
-            builder
-        }
-    };
-    let runtime = match builder.enable_all().build() {
+    let runtime = match NativeRuntime::start(args.compression(), args.threads.map(|n| n.get())) {
         Ok(runtime) => runtime,
         Err(err) => {
             error!("cannot start the runtime: {err}");
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(args, config, auth, launcher))
+    // The runtime's own threads drive its sockets and timers; this one only waits for
+    // the signal to stop.
+    let spawner = runtime.spawner.clone();
+    spawner.runtime.block_on(serve(args, config, auth, launcher, spawner.clone()))
 }
 
-async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, launcher: Option<launcher::Launcher>) -> ExitCode {
+async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, launcher: Option<launcher::Launcher>, spawner: Spawner) -> ExitCode {
     let events = Arc::new(log_events::LogEvents::default());
-    let cluster = match args.redis_options().map(|options| RedisBroker::new(options, config.history_max_bytes)).transpose() {
-        Ok(cluster) => cluster,
+    let engine = match Engine::new(config.clone(), events.clone(), args.redis_options()) {
+        Ok(engine) => Arc::new(engine),
         Err(err) => {
             error!("{err}");
             return ExitCode::from(2);
         }
     };
-    let relay = Arc::new(match &cluster {
-        Some(broker) => Relay::with_seams(config.clone(), events.clone(), broker.streams(), broker.clone()),
-        None => Relay::new(config.clone(), events.clone()),
-    });
-    let link = cluster.as_ref().and_then(|broker| broker.start(relay.clone()));
+    let relay = engine.relay.clone();
+    let link = engine.join_cluster();
     let address = SocketAddr::new(args.host, args.port);
     let listener = match listen(address) {
         Ok(listener) => listener,
@@ -97,11 +89,9 @@ async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, launche
             return ExitCode::FAILURE;
         }
     };
-    let spawner = Spawner::new(tokio::runtime::Handle::current(), args.compression());
     let waiting = switchyard_server::waiting::Waiting::new(args.handshake_limits());
     let app = Arc::new(http::App {
-        relay: relay.clone(),
-        cluster: cluster.clone(),
+        engine: engine.clone(),
         spawner: spawner.clone(),
         admin_token: args.admin_token.clone(),
         auth,
@@ -138,10 +128,7 @@ async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, launche
     let _ = stop_accepting.send(());
     ticker.abort();
     relay.shutdown(close_code::GOING_AWAY, ConnectionRefusal::ShuttingDown.reason(), now());
-    if let (Some(broker), Some(link)) = (&cluster, link) {
-        broker.stop();
-        let _ = tokio::time::timeout(Duration::from_secs(1), link).await;
-    }
+    engine.leave_cluster(link).await;
     spawner.tasks.close();
     let drained = tokio::time::timeout(SHUTDOWN_BUDGET, async {
         let _ = server.await;

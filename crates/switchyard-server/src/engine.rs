@@ -1,0 +1,35 @@
+//! The embedding runtime: what the `switchyard` binary and the Node addon both run around
+//! a relay. It builds the relay, alone or as a node of a Redis cluster; lets a native
+//! connection in, to a session in a cluster only once this node holds one of the
+//! session's places; and leaves the cluster when the host stops. Native connections run
+//! on a [`NativeRuntime`](crate::native_runtime::NativeRuntime). The WebAssembly build has
+//! neither clusters nor native connections: there an engine is its relay alone.
+
+use std::sync::Arc;
+
+use switchyard_core::{Config, EventSink, Relay};
+#[cfg(not(target_family = "wasm"))]
+pub use cluster::Held;
+#[cfg(not(target_family = "wasm"))]
+use switchyard_redis::RedisBroker;
+
+/// A relay and, with `redis` configured, its link to the cluster's other nodes.
+pub struct Engine {
+    pub relay: Arc<Relay>,
+    #[cfg(not(target_family = "wasm"))]
+    pub cluster: Option<Arc<RedisBroker>>,
+}
+
+impl Engine {
+    /// A node by itself. `config` must have passed [`Config::validate`].
+    pub fn alone(config: Config, events: Arc<dyn EventSink>) -> Self {
+        Self {
+            relay: Arc::new(Relay::new(config, events)),
+            #[cfg(not(target_family = "wasm"))]
+            cluster: None,
+        }
+    }
+}
+
+#[cfg(not(target_family = "wasm"))]
+mod cluster;
