@@ -55,8 +55,12 @@ export interface RelaySessionManagerConfig {
     /** The stream each channel keeps, for members that join with `positions` or `since`, and `channelHistory()`. Off by default. */
     history?: HistoryOptions
   }
+  /** Channels one connection may be in at once; more joins are refused with `CHANNEL_FORBIDDEN`. Default 256. */
+  maxChannelsPerConnection?: number
   /** A request the handler has not answered in this time gets `REQUEST_TIMEOUT`. Default 30 000. */
   requestTimeoutMs?: number
+  /** Requests one connection may have waiting for an answer at once; more get `REQUEST_FAILED`. Default 256. */
+  maxRequestsPerConnection?: number
   /** Default `'requested'`. */
   ack?: AckPolicy
   /** Control roles: one active member per session. Default true, as in the original. */
@@ -67,6 +71,8 @@ export interface RelaySessionManagerConfig {
   controlRequestTimeoutMs?: number
   /** Connections one user may hold (from its identity or its first `register`); the next gets `CONNECTION_LIMIT` and 1008. Default 10. */
   maxConnectionsPerUser?: number
+  /** Awareness registrations (windows) one user may hold; a new one past it gets `WINDOW_LIMIT`. Default 64. */
+  maxWindowsPerUser?: number
   /** Message rate limits (token buckets). Off by default. */
   rateLimit?: RateLimitOptions
   /** New connections one address may open per minute; more are refused (HTTP 429 in native mode, 1008 in bridge mode). Off by default. */

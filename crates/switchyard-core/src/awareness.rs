@@ -4,7 +4,7 @@
 //! A registration is a (user, window) pair bound to the connection that registered it.
 //! Every change returns what must be said and to whom; the relay delivers it.
 //!
-//! A user holds at most [`MAX_WINDOWS_PER_USER`] registrations. Every warning lists all
+//! A user holds at most `maxWindowsPerUser` registrations. Every warning lists all
 //! of them and goes to all of the user's connections, so without a cap one client
 //! registering made-up windows would make each `register` cost more than the last.
 
@@ -16,9 +16,6 @@ use serde::Serialize;
 use crate::error::{ErrorCode, MessageRejection};
 use crate::frame::Frame;
 use crate::ids::{ConnId, Millis};
-
-/// Far more windows than a person keeps open, few enough that a warning stays small.
-pub const MAX_WINDOWS_PER_USER: usize = 64;
 
 /// Who hears a notice.
 #[derive(Debug, PartialEq)]
@@ -118,15 +115,19 @@ pub(crate) struct Registration<'a> {
     pub case_id: &'a str,
 }
 
-#[derive(Default)]
 pub(crate) struct Awareness {
     users: DashMap<Arc<str>, UserWindows>,
     next_registration: std::sync::atomic::AtomicU64,
+    max_windows_per_user: usize,
 }
 
 impl Awareness {
+    pub fn new(max_windows_per_user: usize) -> Self {
+        Self { users: DashMap::new(), next_registration: Default::default(), max_windows_per_user }
+    }
+
     /// Stores or replaces the registration, bound to `conn`: answers `registered`, then
-    /// the warnings it causes. A new window past [`MAX_WINDOWS_PER_USER`] is refused
+    /// the warnings it causes. A new window past the user's most is refused
     /// with `WINDOW_LIMIT`.
     pub fn register(&self, registration: Registration, conn: ConnId, now: Millis) -> Result<Notices, MessageRejection> {
         let Registration { user, window_id, case_id } = registration;
@@ -134,7 +135,7 @@ impl Awareness {
         let count = windows.windows.len();
         let cases_before = windows.distinct_cases();
         windows.windows.retain(|w| w.id != window_id);
-        if count == windows.windows.len() && count >= MAX_WINDOWS_PER_USER {
+        if count == windows.windows.len() && count >= self.max_windows_per_user {
             return Err(ErrorCode::WindowLimit.into());
         }
         let order = self.next_registration.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -236,6 +237,8 @@ mod tests {
 
     use super::*;
 
+    const MAX_WINDOWS: usize = 64;
+
     fn user(name: &str) -> Arc<str> {
         name.into()
     }
@@ -259,7 +262,7 @@ mod tests {
 
     #[test]
     fn a_first_registration_is_answered_and_warns_no_one() {
-        let awareness = Awareness::default();
+        let awareness = Awareness::new(MAX_WINDOWS);
         let alice = user("alice");
         assert_eq!(
             register(&awareness, &alice, "w1", "CASE-1", 1, 0),
@@ -270,7 +273,7 @@ mod tests {
 
     #[test]
     fn a_second_case_warns_the_user_and_the_windows_showing_another_case() {
-        let awareness = Awareness::default();
+        let awareness = Awareness::new(MAX_WINDOWS);
         let alice = user("alice");
         register(&awareness, &alice, "w1", "CASE-1", 1, 0);
         let notices = register(&awareness, &alice, "w2", "CASE-2", 2, 0);
@@ -285,7 +288,7 @@ mod tests {
 
     #[test]
     fn case_mismatch_follows_the_focused_window() {
-        let awareness = Awareness::default();
+        let awareness = Awareness::new(MAX_WINDOWS);
         let alice = user("alice");
         register(&awareness, &alice, "w1", "CASE-1", 1, 0);
         register(&awareness, &alice, "w2", "CASE-2", 2, 0);
@@ -303,7 +306,7 @@ mod tests {
 
     #[test]
     fn removal_clears_the_warning_when_one_case_is_left() {
-        let awareness = Awareness::default();
+        let awareness = Awareness::new(MAX_WINDOWS);
         let alice = user("alice");
         register(&awareness, &alice, "w1", "CASE-1", 1, 0);
         register(&awareness, &alice, "w2", "CASE-2", 2, 0);
@@ -320,7 +323,7 @@ mod tests {
 
     #[test]
     fn stale_registrations_expire_by_their_last_heartbeat() {
-        let awareness = Awareness::default();
+        let awareness = Awareness::new(MAX_WINDOWS);
         let alice = user("alice");
         register(&awareness, &alice, "w1", "CASE-1", 1, 0);
         register(&awareness, &alice, "w2", "CASE-2", 2, 0);
@@ -335,7 +338,7 @@ mod tests {
 
     #[test]
     fn a_window_registering_again_replaces_its_registration() {
-        let awareness = Awareness::default();
+        let awareness = Awareness::new(MAX_WINDOWS);
         let alice = user("alice");
         register(&awareness, &alice, "w1", "CASE-1", 1, 0);
         register(&awareness, &alice, "w1", "CASE-2", 7, 0);
@@ -346,7 +349,7 @@ mod tests {
 
     #[test]
     fn a_window_switching_to_the_other_windows_case_clears_the_warning() {
-        let awareness = Awareness::default();
+        let awareness = Awareness::new(MAX_WINDOWS);
         let alice = user("alice");
         register(&awareness, &alice, "w1", "CASE-1", 1, 0);
         register(&awareness, &alice, "w2", "CASE-2", 2, 0);
@@ -362,15 +365,15 @@ mod tests {
 
     #[test]
     fn a_user_past_the_window_limit_may_replace_a_window_but_not_add_one() {
-        let awareness = Awareness::default();
+        let awareness = Awareness::new(MAX_WINDOWS);
         let alice = user("alice");
-        for i in 0..MAX_WINDOWS_PER_USER {
+        for i in 0..MAX_WINDOWS {
             register(&awareness, &alice, &format!("w{i}"), "CASE-1", 1, 0);
         }
         let one_more = Registration { user: &alice, window_id: "extra", case_id: "CASE-1" };
         assert_eq!(awareness.register(one_more, ConnId(1), 0).unwrap_err().code, ErrorCode::WindowLimit);
         assert_eq!(register(&awareness, &alice, "w0", "CASE-2", 1, 0)[0].1["type"], "registered", "w0 replaced");
-        assert_eq!(awareness.registrations(), MAX_WINDOWS_PER_USER);
+        assert_eq!(awareness.registrations(), MAX_WINDOWS);
         register(&awareness, &user("bob"), "w0", "CASE-1", 2, 0);
         awareness.deregister("alice", "w1");
         assert_eq!(register(&awareness, &alice, "extra", "CASE-1", 1, 0)[0].1["type"], "registered");

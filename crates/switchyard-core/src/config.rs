@@ -1,6 +1,9 @@
-//! Relay configuration with the defaults of the original RelaySessionManager.
+//! Relay configuration with the defaults of the original RelaySessionManager, which the
+//! option schema ([`crate::schema`]) declares.
 
 use thiserror::Error;
+
+use crate::schema;
 
 /// What the relay does when a recipient's outbox is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -123,8 +126,12 @@ pub struct Config {
     /// `None` allows any valid name. `user:` and `org:` channels need a matching identity
     /// either way.
     pub channel_allow: Option<Vec<String>>,
+    /// Channels one connection may be in at once; more joins are refused.
+    pub max_channels_per_connection: usize,
     /// A request the app has not answered within this is answered `REQUEST_TIMEOUT`.
     pub request_timeout_ms: u64,
+    /// Requests one connection may have waiting at once; more are refused.
+    pub max_requests_per_connection: usize,
     pub ack: AckPolicy,
     pub enable_role_management: bool,
     /// Sessions created without a strategy of their own use this one.
@@ -134,6 +141,9 @@ pub struct Config {
     pub control_request_timeout_ms: u64,
     /// Connections one user may hold; the next is refused with `CONNECTION_LIMIT` and 1008.
     pub max_connections_per_user: usize,
+    /// Awareness registrations one user may hold: every warning lists them all and goes
+    /// to all the user's connections, so without a cap each `register` would cost more.
+    pub max_windows_per_user: usize,
     /// How fast connections and users may send; `None` for no limit.
     pub rate_limit: Option<crate::limits::RateLimits>,
     /// New connections one address may open per minute; `None` for no limit.
@@ -154,29 +164,34 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
+        let number = |setting: schema::Setting| setting.default.number();
+        let size = |setting: schema::Setting| usize::try_from(number(setting)).unwrap_or(usize::MAX);
         Self {
-            session_timeout_ms: 30 * 60 * 1000,
-            max_sessions: 100_000,
-            max_clients_per_session: 2,
-            ping_interval_ms: 30_000,
-            heartbeat_timeout_ms: 60_000,
-            cleanup_interval_ms: 60_000,
-            max_message_bytes: 1024 * 1024,
-            max_queued_bytes: 1024 * 1024,
+            session_timeout_ms: number(schema::SESSION_TIMEOUT_MS),
+            max_sessions: size(schema::MAX_SESSIONS),
+            max_clients_per_session: size(schema::MAX_CLIENTS_PER_SESSION),
+            ping_interval_ms: number(schema::PING_INTERVAL_MS),
+            heartbeat_timeout_ms: number(schema::HEARTBEAT_TIMEOUT_MS),
+            cleanup_interval_ms: number(schema::CLEANUP_INTERVAL_MS),
+            max_message_bytes: size(schema::MAX_MESSAGE_BYTES),
+            max_queued_bytes: size(schema::MAX_QUEUED_BYTES),
             slow_consumer: SlowConsumerPolicy::Close,
             channel_allow: None,
-            request_timeout_ms: 30_000,
+            max_channels_per_connection: size(schema::MAX_CHANNELS_PER_CONNECTION),
+            request_timeout_ms: number(schema::REQUEST_TIMEOUT_MS),
+            max_requests_per_connection: size(schema::MAX_REQUESTS_PER_CONNECTION),
             ack: AckPolicy::Requested,
-            enable_role_management: true,
+            enable_role_management: schema::ENABLE_ROLE_MANAGEMENT.default.boolean(),
             default_conflict_resolution: ConflictResolution::FirstComeFirstServed,
-            control_request_timeout_ms: 5_000,
-            max_connections_per_user: 10,
+            control_request_timeout_ms: number(schema::CONTROL_REQUEST_TIMEOUT_MS),
+            max_connections_per_user: size(schema::MAX_CONNECTIONS_PER_USER),
+            max_windows_per_user: size(schema::MAX_WINDOWS_PER_USER),
             rate_limit: None,
             connections_per_minute_per_ip: None,
             verified_users_only: false,
             history: None,
             channel_history: None,
-            history_max_bytes: 64 * 1024 * 1024,
+            history_max_bytes: size(schema::HISTORY_MAX_BYTES),
         }
     }
 }
@@ -230,7 +245,7 @@ impl Config {
         if let Some(history) = &self.channel_history {
             history.validate().map_err(|reason| ConfigError { option: "channels.history", reason })?;
         }
-        let positive: [(&'static str, u64); 12] = [
+        let positive: [(&'static str, u64); 15] = [
             ("sessionTimeoutMs", self.session_timeout_ms),
             ("maxSessions", self.max_sessions as u64),
             ("maxClientsPerSession", self.max_clients_per_session as u64),
@@ -242,6 +257,9 @@ impl Config {
             ("requestTimeoutMs", self.request_timeout_ms),
             ("controlRequestTimeoutMs", self.control_request_timeout_ms),
             ("maxConnectionsPerUser", self.max_connections_per_user as u64),
+            ("maxChannelsPerConnection", self.max_channels_per_connection as u64),
+            ("maxRequestsPerConnection", self.max_requests_per_connection as u64),
+            ("maxWindowsPerUser", self.max_windows_per_user as u64),
             ("historyMaxBytes", self.history_max_bytes as u64),
         ];
         match positive.iter().find(|(_, value)| *value == 0) {

@@ -56,8 +56,6 @@ use crate::stats::Counters;
 use crate::timers::Timers;
 use fan_out::Reach;
 
-/// A connection may be in this many channels at once; more joins are refused.
-pub const MAX_CHANNELS_PER_CONNECTION: usize = 256;
 /// What became of a message.
 enum Outcome {
     /// An answer to the sender alone.
@@ -112,10 +110,10 @@ impl Relay {
             streams,
             link,
             channels: Channels::new(AllowList::new(config.channel_allow.as_deref())),
+            requests: Requests::new(config.max_requests_per_connection),
+            awareness: Awareness::new(config.max_windows_per_user),
             config,
             events: AppEvents::new(events),
-            requests: Requests::default(),
-            awareness: Awareness::default(),
             limiter: Limiter::default(),
             counters: Counters::default(),
             timers: Timers::default(),

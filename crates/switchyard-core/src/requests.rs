@@ -8,23 +8,25 @@ use dashmap::DashMap;
 use crate::error::{ErrorCode, MessageRejection};
 use crate::ids::{ConnId, Millis};
 
-/// A connection may wait on this many requests at once; more are refused.
-pub const MAX_IN_FLIGHT: usize = 256;
-
 /// A request: its `requestId`, as raw JSON (`"abc"` or `42`), and its deadline.
 struct Waiting {
     id: Box<str>,
     deadline: Millis,
 }
 
-#[derive(Default)]
 pub(crate) struct Requests {
     by_conn: DashMap<ConnId, Vec<Waiting>>,
+    /// Requests one connection may wait on at once; more are refused.
+    max_per_conn: usize,
     /// Whether the app has a request handler; without one, requests get `NO_HANDLER`.
     answered: AtomicBool,
 }
 
 impl Requests {
+    pub fn new(max_per_conn: usize) -> Self {
+        Self { by_conn: DashMap::new(), max_per_conn, answered: AtomicBool::new(false) }
+    }
+
     pub fn set_answered(&self, answered: bool) {
         self.answered.store(answered, Ordering::Relaxed);
     }
@@ -38,7 +40,7 @@ impl Requests {
         if waiting.iter().any(|w| &*w.id == id) {
             return Err(MessageRejection::new(ErrorCode::InvalidMessage, "A request with this requestId is already waiting"));
         }
-        if waiting.len() >= MAX_IN_FLIGHT {
+        if waiting.len() >= self.max_per_conn {
             return Err(MessageRejection::new(ErrorCode::RequestFailed, "Too many requests are waiting on this connection"));
         }
         waiting.push(Waiting { id: id.into(), deadline });
@@ -82,9 +84,11 @@ impl Requests {
 mod tests {
     use super::*;
 
+    const MAX: usize = 256;
+
     #[test]
     fn finishes_once_and_expires_by_deadline() {
-        let requests = Requests::default();
+        let requests = Requests::new(MAX);
         requests.start(ConnId(1), "\"a\"", 100).unwrap();
         requests.start(ConnId(1), "7", 200).unwrap();
         assert_eq!(requests.start(ConnId(1), "7", 300).unwrap_err().code, ErrorCode::InvalidMessage);
@@ -97,8 +101,8 @@ mod tests {
 
     #[test]
     fn bounds_requests_per_connection() {
-        let requests = Requests::default();
-        for i in 0..MAX_IN_FLIGHT {
+        let requests = Requests::new(MAX);
+        for i in 0..MAX {
             requests.start(ConnId(1), &i.to_string(), 100).unwrap();
         }
         assert_eq!(requests.start(ConnId(1), "x", 100).unwrap_err().code, ErrorCode::RequestFailed);

@@ -1,9 +1,11 @@
 //! The options of each JavaScript call, read into the core's types: the manager's
-//! config, `createSession`'s options, and a connection's identity and route.
+//! config, `createSession`'s options, and a connection's identity and route. The
+//! config's names and bounds are the option schema's (`switchyard_core::schema`).
 
 use bytes::Bytes;
 use napi::bindgen_prelude::Unknown;
 use napi::{Env, Error, Result, Status, ValueType};
+use switchyard_core::schema::{self, Setting};
 use switchyard_core::{
     AckPolicy, Config, ConflictResolution, HistoryConfig, Identity, Rate, RateLimits, Route, SessionError, SessionOptions,
     SlowConsumerPolicy,
@@ -17,46 +19,13 @@ use switchyard_server::deflate::CompressionConfig;
 use crate::options::{json_value, type_error, OptionsReader};
 
 /// Longest interval a JS timer accepts (2^31 - 1 ms); longer ones fire at once.
-pub const MAX_TIMER_MS: u64 = i32::MAX as u64;
-/// Bounds of the other numeric options: comfortably inside a JS number's exact range.
-const MAX_MS: u64 = 1 << 50;
-const MAX_BYTES: u64 = 1 << 40;
-const MAX_COUNT: u64 = u32::MAX as u64;
-const MAX_NATIVE_THREADS: u64 = 1024;
+pub const MAX_TIMER_MS: u64 = schema::TIMER_MS.max;
 
-const CONFIG_OPTIONS: [&str; 24] = [
-    "sessionTimeoutMs",
-    "maxSessions",
-    "maxClientsPerSession",
-    "pingIntervalMs",
-    "heartbeatTimeoutMs",
-    "cleanupIntervalMs",
-    "maxMessageBytes",
-    "maxQueuedBytes",
-    "slowConsumer",
-    "channels",
-    "requestTimeoutMs",
-    "ack",
-    "enableRoleManagement",
-    "defaultConflictResolution",
-    "controlRequestTimeoutMs",
-    "maxConnectionsPerUser",
-    "rateLimit",
-    "connectionsPerMinutePerIp",
-    "auth",
-    "nativeCompression",
-    "history",
-    "historyMaxBytes",
-    "redis",
-    "nativeThreads",
-];
 const SESSION_OPTIONS: [&str; 6] = ["sessionId", "expiresIn", "metadata", "maxClients", "conflictResolution", "history"];
 const HISTORY_OPTIONS: [&str; 2] = ["size", "ttlMs"];
 const IDENTITY_OPTIONS: [&str; 5] = ["userId", "organizationId", "clientId", "metadata", "rateLimit"];
 const UPGRADE_OPTIONS: [&str; 6] = ["userId", "organizationId", "clientId", "metadata", "rateLimit", "head"];
 const RATE_OPTIONS: [&str; 2] = ["messagesPerSecond", "burst"];
-const JWT_OPTIONS: [&str; 9] =
-    ["secret", "publicKey", "jwks", "algorithms", "issuer", "audience", "userClaim", "organizationClaim", "leewaySeconds"];
 
 /// Everything the constructor's config sets.
 pub struct Settings {
@@ -80,8 +49,8 @@ fn read_compression(env: &Env, options: &OptionsReader) -> Result<Option<Compres
     if value.get_type()? != ValueType::Object {
         return Err(type_error(env, "nativeCompression must be true, false or { threshold }, the fewest payload bytes worth compressing"));
     }
-    let compression = options.nested("nativeCompression", &["threshold"])?;
-    let threshold = compression.count("threshold", MAX_COUNT)?.map_or(CompressionConfig::DEFAULT_THRESHOLD, |n| n as usize);
+    let compression = options.nested("nativeCompression", &schema::js_names_under("nativeCompression"))?;
+    let threshold = compression.setting(&schema::COMPRESSION_THRESHOLD)?.map_or(CompressionConfig::DEFAULT_THRESHOLD, |n| n as usize);
     Ok(Some(CompressionConfig { threshold }))
 }
 
@@ -92,7 +61,7 @@ fn read_redis(env: &Env, options: &OptionsReader, config: &Config) -> Result<Opt
     if !options.has("redis")? {
         return Ok(None);
     }
-    let redis = options.nested("redis", &["url", "keyPrefix", "nodeId"])?;
+    let redis = options.nested("redis", &schema::js_names_under("redis"))?;
     let Some(url) = redis.string("url")? else { return Err(type_error(env, "redis needs a url, such as { url: 'redis://127.0.0.1:6379' }")) };
     Ok(Some(RedisOptions {
         url,
@@ -104,7 +73,7 @@ fn read_redis(env: &Env, options: &OptionsReader, config: &Config) -> Result<Opt
 
 /// `{ size, ttlMs }`, both required: a session stream's bounds.
 fn read_history(env: &Env, reader: OptionsReader) -> Result<Option<HistoryConfig>> {
-    match (reader.positive_integer("size", HistoryConfig::MAX_SIZE as u64)?, reader.positive_integer("ttlMs", MAX_MS)?) {
+    match (reader.setting(&schema::HISTORY_SIZE)?, reader.setting(&schema::HISTORY_TTL_MS)?) {
         (Some(size), Some(ttl_ms)) => Ok(Some(HistoryConfig { size: size as usize, ttl_ms })),
         (None, None) => Ok(None),
         _ => Err(type_error(env, "history needs both size and ttlMs, such as { size: 100, ttlMs: 300000 }")),
@@ -124,9 +93,9 @@ fn read_rate_limits(env: &Env, options: &OptionsReader) -> Result<Option<RateLim
     if !options.has("rateLimit")? {
         return Ok(None);
     }
-    let limits = options.nested("rateLimit", &["messagesPerSecond", "burst", "perUser", "maxViolations"])?;
-    let per_user = read_rate(env, limits.nested("perUser", &RATE_OPTIONS)?, "rateLimit.perUser")?;
-    let max_violations = limits.count("maxViolations", u32::MAX.into())?.map_or(10, |n| n as u32);
+    let limits = options.nested("rateLimit", &schema::js_names_under("rateLimit"))?;
+    let per_user = read_rate(env, limits.nested("perUser", &schema::js_names_under("rateLimit.perUser"))?, "rateLimit.perUser")?;
+    let max_violations = limits.setting(&schema::MAX_VIOLATIONS)?.unwrap_or(schema::MAX_VIOLATIONS.default.number()) as u32;
     let Some(per_connection) = read_rate(env, limits, "rateLimit")? else {
         return Err(type_error(env, "rateLimit needs messagesPerSecond and burst"));
     };
@@ -137,8 +106,8 @@ fn read_auth(env: &Env, options: &OptionsReader) -> Result<Option<TokenAuth>> {
     if !options.has("auth")? {
         return Ok(None);
     }
-    let auth = options.nested("auth", &["jwt", "required"])?;
-    let jwt = auth.nested("jwt", &JWT_OPTIONS)?;
+    let auth = options.nested("auth", &schema::js_names_under("auth"))?;
+    let jwt = auth.nested("jwt", &schema::js_names_under("auth.jwt"))?;
     let refused = |message: String| type_error(env, format!("auth.jwt: {message}"));
     let keys = match (jwt.string("secret")?, jwt.string("publicKey")?, jwt.raw("jwks")?) {
         (Some(secret), None, None) => Keys::Secret(secret.into_bytes()),
@@ -171,54 +140,54 @@ fn read_auth(env: &Env, options: &OptionsReader) -> Result<Option<TokenAuth>> {
         audience: jwt.string("audience")?,
         user_claim: jwt.string("userClaim")?.unwrap_or_else(|| "sub".into()),
         organization_claim: jwt.string("organizationClaim")?,
-        leeway_seconds: jwt.count("leewaySeconds", 86_400)?.unwrap_or(0),
+        leeway_seconds: jwt.setting(&schema::JWT_LEEWAY_SECONDS)?.unwrap_or(schema::JWT_LEEWAY_SECONDS.default.number()),
     };
     let verifier = Verifier::new(config).map_err(refused)?;
-    Ok(Some(TokenAuth { verifier, required: auth.boolean("required")?.unwrap_or(true) }))
+    let required = auth.boolean("required")?.unwrap_or(schema::AUTH_REQUIRED.default.boolean());
+    Ok(Some(TokenAuth { verifier, required }))
 }
 
 pub fn read_settings(env: &Env, value: Option<Unknown>) -> Result<Settings> {
-    let options = OptionsReader::new(env, value, "config", &CONFIG_OPTIONS)?;
+    let options = OptionsReader::new(env, value, "config", &schema::js_names_under(""))?;
     let compression = read_compression(env, &options)?;
     let defaults = Config::default();
-    let size = |n: u64| n as usize;
+    let number = |setting: Setting, default: u64| -> Result<u64> { Ok(options.setting(&setting)?.unwrap_or(default)) };
+    let size = |setting: Setting, default: usize| -> Result<usize> { Ok(options.setting(&setting)?.map_or(default, |n| n as usize)) };
     let auth = read_auth(env, &options)?;
+    let channels = options.nested("channels", &schema::js_names_under("channels"))?;
     let config = Config {
-        session_timeout_ms: options.positive_integer("sessionTimeoutMs", MAX_MS)?.unwrap_or(defaults.session_timeout_ms),
-        max_sessions: options.positive_integer("maxSessions", MAX_COUNT)?.map_or(defaults.max_sessions, size),
-        max_clients_per_session: options
-            .positive_integer("maxClientsPerSession", MAX_COUNT)?
-            .map_or(defaults.max_clients_per_session, size),
-        ping_interval_ms: options.positive_integer("pingIntervalMs", MAX_TIMER_MS)?.unwrap_or(defaults.ping_interval_ms),
-        heartbeat_timeout_ms: options.positive_integer("heartbeatTimeoutMs", MAX_MS)?.unwrap_or(defaults.heartbeat_timeout_ms),
-        cleanup_interval_ms: options.positive_integer("cleanupIntervalMs", MAX_TIMER_MS)?.unwrap_or(defaults.cleanup_interval_ms),
-        max_message_bytes: options.positive_integer("maxMessageBytes", MAX_BYTES)?.map_or(defaults.max_message_bytes, size),
-        max_queued_bytes: options.positive_integer("maxQueuedBytes", MAX_BYTES)?.map_or(defaults.max_queued_bytes, size),
+        session_timeout_ms: number(schema::SESSION_TIMEOUT_MS, defaults.session_timeout_ms)?,
+        max_sessions: size(schema::MAX_SESSIONS, defaults.max_sessions)?,
+        max_clients_per_session: size(schema::MAX_CLIENTS_PER_SESSION, defaults.max_clients_per_session)?,
+        ping_interval_ms: number(schema::PING_INTERVAL_MS, defaults.ping_interval_ms)?,
+        heartbeat_timeout_ms: number(schema::HEARTBEAT_TIMEOUT_MS, defaults.heartbeat_timeout_ms)?,
+        cleanup_interval_ms: number(schema::CLEANUP_INTERVAL_MS, defaults.cleanup_interval_ms)?,
+        max_message_bytes: size(schema::MAX_MESSAGE_BYTES, defaults.max_message_bytes)?,
+        max_queued_bytes: size(schema::MAX_QUEUED_BYTES, defaults.max_queued_bytes)?,
         slow_consumer: options
             .choice("slowConsumer", &SlowConsumerPolicy::NAMES)?
             .and_then(SlowConsumerPolicy::from_name)
             .unwrap_or(defaults.slow_consumer),
-        channel_allow: options.nested("channels", &["allow", "history"])?.strings("allow")?,
-        channel_history: read_history(env, options.nested("channels", &["allow", "history"])?.nested("history", &HISTORY_OPTIONS)?)?,
-        request_timeout_ms: options.positive_integer("requestTimeoutMs", MAX_TIMER_MS)?.unwrap_or(defaults.request_timeout_ms),
+        channel_allow: channels.strings("allow")?,
+        channel_history: read_history(env, channels.nested("history", &schema::js_names_under("channels.history"))?)?,
+        max_channels_per_connection: size(schema::MAX_CHANNELS_PER_CONNECTION, defaults.max_channels_per_connection)?,
+        request_timeout_ms: number(schema::REQUEST_TIMEOUT_MS, defaults.request_timeout_ms)?,
+        max_requests_per_connection: size(schema::MAX_REQUESTS_PER_CONNECTION, defaults.max_requests_per_connection)?,
         ack: options.choice("ack", &AckPolicy::NAMES)?.and_then(AckPolicy::from_name).unwrap_or(defaults.ack),
         enable_role_management: options.boolean("enableRoleManagement")?.unwrap_or(defaults.enable_role_management),
         default_conflict_resolution: read_conflict_resolution(&options, "defaultConflictResolution")?
             .unwrap_or(defaults.default_conflict_resolution),
-        control_request_timeout_ms: options
-            .positive_integer("controlRequestTimeoutMs", MAX_TIMER_MS)?
-            .unwrap_or(defaults.control_request_timeout_ms),
-        max_connections_per_user: options
-            .positive_integer("maxConnectionsPerUser", MAX_COUNT)?
-            .map_or(defaults.max_connections_per_user, size),
+        control_request_timeout_ms: number(schema::CONTROL_REQUEST_TIMEOUT_MS, defaults.control_request_timeout_ms)?,
+        max_connections_per_user: size(schema::MAX_CONNECTIONS_PER_USER, defaults.max_connections_per_user)?,
+        max_windows_per_user: size(schema::MAX_WINDOWS_PER_USER, defaults.max_windows_per_user)?,
         rate_limit: read_rate_limits(env, &options)?,
-        connections_per_minute_per_ip: options.positive_integer("connectionsPerMinutePerIp", MAX_COUNT)?.map(|n| n as u32),
+        connections_per_minute_per_ip: options.setting(&schema::CONNECTIONS_PER_MINUTE_PER_IP)?.map(|n| n as u32),
         verified_users_only: auth.is_some(),
-        history: read_history(env, options.nested("history", &HISTORY_OPTIONS)?)?,
-        history_max_bytes: options.positive_integer("historyMaxBytes", MAX_BYTES)?.map_or(defaults.history_max_bytes, size),
+        history: read_history(env, options.nested("history", &schema::js_names_under("history"))?)?,
+        history_max_bytes: size(schema::HISTORY_MAX_BYTES, defaults.history_max_bytes)?,
     };
     config.validate().map_err(|err| type_error(env, err.to_string()))?;
-    let native_threads = options.positive_integer("nativeThreads", MAX_NATIVE_THREADS)?.map(size);
+    let native_threads = options.setting(&schema::THREADS)?.map(|n| n as usize);
     #[cfg(not(target_family = "wasm"))]
     let redis = read_redis(env, &options, &config)?;
     #[cfg(target_family = "wasm")]
@@ -244,9 +213,9 @@ pub fn read_session_options(env: &Env, value: Option<Unknown>) -> Result<Session
     Ok(SessionOptions {
         session_id: options.string("sessionId")?,
         // 0, as in the original, means `sessionTimeoutMs`.
-        expires_in_ms: options.count("expiresIn", MAX_MS)?,
+        expires_in_ms: options.count("expiresIn", schema::MS.max)?,
         metadata: options.json("metadata")?,
-        max_clients: options.positive_integer("maxClients", MAX_COUNT)?.map(|n| n as usize),
+        max_clients: options.positive_integer("maxClients", schema::COUNT.max)?.map(|n| n as usize),
         conflict_resolution: read_conflict_resolution(&options, "conflictResolution")?,
         history: read_history(env, options.nested("history", &HISTORY_OPTIONS)?)?,
     })

@@ -5,6 +5,7 @@
 use napi::bindgen_prelude::{Function, JsObjectValue, Object, Unknown};
 use napi::{Env, Error, JsValue, Result, Status, ValueType};
 use serde_json::Value;
+use switchyard_core::schema::{Range, Setting};
 
 /// Throws a JavaScript `TypeError` and returns the error that tells napi it is pending.
 pub fn type_error(env: &Env, message: impl AsRef<str>) -> Error {
@@ -94,20 +95,30 @@ impl<'env> OptionsReader<'env> {
         })
     }
 
-    /// A whole number from 1 to `max`.
-    pub fn positive_integer(&self, name: &str, max: u64) -> Result<Option<u64>> {
+    /// A whole number within `range`.
+    fn whole_number(&self, name: &str, range: Range) -> Result<Option<u64>> {
         let Some(value) = self.get(name)? else { return Ok(None) };
         if value.get_type()? == ValueType::Number {
             // SAFETY: a number, checked above.
             let n = unsafe { value.cast::<f64>()? };
-            if n.is_finite() && n.fract() == 0.0 && n >= 1.0 && n <= max as f64 {
+            if n.is_finite() && n.fract() == 0.0 && n >= range.min as f64 && n <= range.max as f64 {
                 return Ok(Some(n as u64));
             }
         }
-        Err(type_error(
-            self.env,
-            format!("{name} must be a whole number from 1 to {max}, got {}", describe(&value)),
-        ))
+        let Range { min, max } = range;
+        Err(type_error(self.env, format!("{name} must be a whole number from {min} to {max}, got {}", describe(&value))))
+    }
+
+    /// A whole number setting of the option schema, within its bounds there, by the last
+    /// part of its JS path.
+    pub fn setting(&self, setting: &Setting) -> Result<Option<u64>> {
+        let name = setting.js_name().expect("a setting the addon reads has a JS name");
+        self.whole_number(name, setting.range.expect("a whole number setting has bounds"))
+    }
+
+    /// A whole number from 1 to `max`.
+    pub fn positive_integer(&self, name: &str, max: u64) -> Result<Option<u64>> {
+        self.whole_number(name, Range { min: 1, max })
     }
 
     /// A finite number greater than 0 (fractions allowed).
@@ -125,15 +136,7 @@ impl<'env> OptionsReader<'env> {
 
     /// A whole number from 0 to `max`.
     pub fn count(&self, name: &str, max: u64) -> Result<Option<u64>> {
-        let Some(value) = self.get(name)? else { return Ok(None) };
-        if value.get_type()? == ValueType::Number {
-            // SAFETY: a number, checked.
-            let n = unsafe { value.cast::<f64>()? };
-            if n.is_finite() && n.fract() == 0.0 && n >= 0.0 && n <= max as f64 {
-                return Ok(Some(n as u64));
-            }
-        }
-        Err(type_error(self.env, format!("{name} must be a whole number from 0 to {max}, got {}", describe(&value))))
+        self.whole_number(name, Range { min: 0, max })
     }
 
     /// Whether `name` is given at all.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use switchyard_core::schema;
 #[cfg(not(target_family = "wasm"))]
 use tokio::net::{TcpListener, TcpStream};
 
@@ -34,7 +35,12 @@ pub struct Limits {
 /// `--max-pending-handshakes-per-ip`), and the addon's listener's.
 impl Default for Limits {
     fn default() -> Self {
-        Self { deadline: Duration::from_secs(10), total: 4096, per_address: 256 }
+        let count = |setting: schema::Setting| usize::try_from(setting.default.number()).unwrap_or(usize::MAX);
+        Self {
+            deadline: Duration::from_millis(schema::HANDSHAKE_TIMEOUT_MS.default.number()),
+            total: count(schema::MAX_PENDING_HANDSHAKES),
+            per_address: count(schema::MAX_PENDING_HANDSHAKES_PER_IP),
+        }
     }
 }
 

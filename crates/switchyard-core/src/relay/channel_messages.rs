@@ -18,7 +18,7 @@ use crate::stats::Counters;
 use crate::streams::Position;
 use crate::registry::{Identity, Sender};
 
-use super::{MAX_CHANNELS_PER_CONNECTION, Outcome, Relay, SlowConsumers};
+use super::{Outcome, Relay, SlowConsumers};
 use super::fan_out::Reach;
 
 impl Relay {
@@ -31,10 +31,11 @@ impl Relay {
             let Some(conn) = self.registry.get(sender.id) else { return Outcome::Done };
             let mut joined = conn.channels.lock();
             if !joined.contains(&name) {
-                if joined.len() >= MAX_CHANNELS_PER_CONNECTION {
+                let max = self.config.max_channels_per_connection;
+                if joined.len() >= max {
                     return Outcome::Rejected(MessageRejection::new(
                         ErrorCode::ChannelForbidden,
-                        format!("A connection may be in at most {MAX_CHANNELS_PER_CONNECTION} channels"),
+                        format!("A connection may be in at most {max} channels"),
                     ));
                 }
                 joined.push(name.clone());

@@ -1,5 +1,7 @@
 //! The command line: flags, their environment variables and defaults, as the awareness
 //! service this binary replaces had them (`-p -h -t -c -m`), plus the relay's own options.
+//! Each flag is a setting of the option schema (`switchyard_core::schema`), and a test
+//! below checks them against it: names, environment variables, defaults and bounds.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -68,6 +70,11 @@ pub struct Args {
     /// Connections one address may have waiting for their handshake at once.
     #[arg(long, env = "MAX_PENDING_HANDSHAKES_PER_IP", default_value = "256", value_name = "N")]
     pub max_pending_handshakes_per_ip: Positive,
+
+    /// Connections the kernel may hold for the server to accept (the listen backlog; the
+    /// kernel caps it at net.core.somaxconn).
+    #[arg(long, env = "LISTEN_BACKLOG", default_value = "4096", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub listen_backlog: u32,
 
     /// Sessions that may exist at once; POST /v1/sessions answers 503 past it.
     #[arg(long, env = "MAX_SESSIONS", default_value = "100000", value_name = "N")]
@@ -167,6 +174,18 @@ pub struct Args {
     /// or separate patterns with commas. Without it any valid name may be joined.
     #[arg(long = "channel-allow", env = "CHANNEL_ALLOW", value_delimiter = ',', value_name = "PATTERN")]
     pub channel_allow: Vec<String>,
+
+    /// Channels one connection may be in at once; more joins get CHANNEL_FORBIDDEN.
+    #[arg(long, env = "MAX_CHANNELS_PER_CONNECTION", default_value = "256", value_name = "N")]
+    pub max_channels_per_connection: Positive,
+
+    /// Requests one connection may have waiting for an answer at once; more get REQUEST_FAILED.
+    #[arg(long, env = "MAX_REQUESTS_PER_CONNECTION", default_value = "256", value_name = "N")]
+    pub max_requests_per_connection: Positive,
+
+    /// Awareness registrations (windows) one user may hold; a new one past it gets WINDOW_LIMIT.
+    #[arg(long, env = "MAX_WINDOWS_PER_USER", default_value = "64", value_name = "N")]
+    pub max_windows_per_user: Positive,
 
     /// Messages per second each connection may send (with --rate-burst); over it messages
     /// are refused with RATE_LIMITED. Off when absent.
@@ -289,12 +308,15 @@ impl Args {
             max_queued_bytes: size(self.max_queued_bytes),
             slow_consumer: SlowConsumerPolicy::from_name(&self.slow_consumer).unwrap_or_default(),
             channel_allow: (!self.channel_allow.is_empty()).then(|| self.channel_allow.clone()),
+            max_channels_per_connection: size(self.max_channels_per_connection),
             request_timeout_ms: ms(self.request_timeout),
+            max_requests_per_connection: size(self.max_requests_per_connection),
             ack: AckPolicy::from_name(&self.ack).unwrap_or_default(),
             enable_role_management: self.enable_role_management,
             default_conflict_resolution: ConflictResolution::from_name(&self.default_conflict_resolution).unwrap_or_default(),
             control_request_timeout_ms: ms(self.control_request_timeout),
             max_connections_per_user: size(self.max_connections),
+            max_windows_per_user: size(self.max_windows_per_user),
             rate_limit: self.rate_limit.zip(self.rate_burst).map(|(per_second, burst)| RateLimits {
                 per_connection: Rate { per_second, burst },
                 per_user: self.user_rate_limit.zip(self.user_rate_burst).map(|(per_second, burst)| Rate { per_second, burst }),
@@ -341,5 +363,75 @@ impl Args {
             leeway_seconds: self.jwt_leeway,
         };
         Ok(Some(TokenAuth { verifier: Verifier::new(config)?, required: !self.auth_optional }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use clap::{CommandFactory, Parser};
+    use switchyard_core::schema::{DefaultValue, Kind, Setting, SETTINGS};
+
+    use super::Args;
+
+    /// Arguments of clap's own, which set nothing.
+    const META: [&str; 2] = ["help", "version"];
+
+    fn setting(long: &str) -> &'static Setting {
+        SETTINGS
+            .iter()
+            .find(|s| s.flag.is_some_and(|f| f.long == long))
+            .unwrap_or_else(|| panic!("--{long} is not in switchyard_core::schema::SETTINGS"))
+    }
+
+    /// The default as clap holds it: the text it parses when the flag is absent.
+    fn clap_default(default: DefaultValue) -> Vec<String> {
+        match default {
+            DefaultValue::Number(n) => vec![n.to_string()],
+            DefaultValue::Bool(b) => vec![b.to_string()],
+            DefaultValue::Text(text) => vec![text.into()],
+            DefaultValue::Unset | DefaultValue::Said(_) => vec![],
+        }
+    }
+
+    #[test]
+    fn every_flag_is_a_setting_with_its_names_and_default() {
+        let mut command = Args::command();
+        // Building gives each flag the defaults clap adds by itself (`false` for a switch).
+        command.build();
+        for arg in command.get_arguments().filter(|a| !META.contains(&a.get_id().as_str())) {
+            let long = arg.get_long().unwrap_or_else(|| panic!("{} has no long flag", arg.get_id()));
+            let setting = setting(long);
+            let flag = setting.flag.expect("found by its flag");
+            assert_eq!(arg.get_short(), flag.short, "--{long}'s short flag");
+            assert_eq!(arg.get_env(), Some(OsStr::new(flag.env)), "--{long}'s environment variable");
+            let default: Vec<String> = arg.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect();
+            assert_eq!(default, clap_default(setting.binary_default().expect("a flag")), "--{long}'s default");
+            if let Kind::Choice(names) = setting.kind {
+                let choices: Vec<String> = arg.get_possible_values().iter().map(|v| v.get_name().to_owned()).collect();
+                assert_eq!(choices, names, "--{long}'s choices");
+            }
+        }
+    }
+
+    #[test]
+    fn every_setting_with_a_flag_is_a_flag() {
+        let command = Args::command();
+        for flag in SETTINGS.iter().filter_map(|s| s.flag) {
+            assert!(command.get_arguments().any(|a| a.get_long() == Some(flag.long)), "--{} is in the schema, not in the binary", flag.long);
+        }
+    }
+
+    #[test]
+    fn whole_number_flags_take_the_bounds_of_the_schema() {
+        assert!(Args::try_parse_from(["switchyard"]).is_ok(), "the environment sets a flag to a value it refuses");
+        for setting in SETTINGS {
+            let (Some(flag), Some(range)) = (setting.flag, setting.binary_range()) else { continue };
+            let parses = |n: u128| Args::try_parse_from(["switchyard".into(), format!("--{}", flag.long), n.to_string()]).is_ok();
+            assert!(parses(range.min.into()) && parses(range.max.into()), "--{} takes {range:?}", flag.long);
+            assert!(range.min == 0 || !parses(u128::from(range.min) - 1), "--{} refuses less than {}", flag.long, range.min);
+            assert!(!parses(u128::from(range.max) + 1), "--{} refuses more than {}", flag.long, range.max);
+        }
     }
 }

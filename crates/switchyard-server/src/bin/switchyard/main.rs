@@ -82,7 +82,7 @@ async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, launche
     let relay = engine.relay.clone();
     let link = engine.join_cluster();
     let address = SocketAddr::new(args.host, args.port);
-    let listener = match listen(address) {
+    let listener = match listen(address, args.listen_backlog) {
         Ok(listener) => listener,
         Err(err) => {
             error!("cannot listen on {address}: {err}");
@@ -141,16 +141,14 @@ async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, launche
     ExitCode::SUCCESS
 }
 
-/// Connections the kernel may hold for `accept` at once. The default of 128 lets a burst of
-/// clients (or an attacker's sockets) overflow it, and the kernel then drops handshakes
-/// it already answered; the kernel caps this at `net.core.somaxconn`.
-const LISTEN_BACKLOG: u32 = 4096;
-
-fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+/// `backlog`: connections the kernel may hold for `accept` at once (`--listen-backlog`).
+/// The kernel's usual 128 lets a burst of clients (or an attacker's sockets) overflow it,
+/// and it then drops handshakes it already answered; it caps this at `net.core.somaxconn`.
+fn listen(address: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     socket.bind(address)?;
-    socket.listen(LISTEN_BACKLOG)
+    socket.listen(backlog)
 }
 
 /// What stops the server: a signal, or the end of the launcher that started it.
