@@ -137,6 +137,35 @@ pub enum AwarenessStep {
     Closed,
 }
 
+/// What a relay is built on ([`Relay::with_seams`](crate::Relay::with_seams)): where its
+/// streams are kept, its link to the cluster's other nodes, and who it knows is in its
+/// sessions there.
+pub struct Seams {
+    pub streams: Arc<dyn Streams>,
+    pub link: Arc<dyn ClusterLink>,
+    pub presence: Arc<dyn Presence>,
+}
+
+/// Who is in this node's sessions on the cluster's other nodes: Centrifugo's
+/// PresenceManager as the relay uses it. The link tells of members joining and leaving
+/// elsewhere ([`Remote::MemberJoined`], [`Remote::MemberLeft`], [`Remote::NodeGone`]); the
+/// relay notes them here, and asks here when it counts a session's members, names its
+/// active one or answers `presence`. A node alone has none.
+pub trait Presence: Send + Sync {
+    /// Notes a member's record: `true` when it is new, `false` when it replaced the one known.
+    fn add(&self, session: &SessionId, member: RemoteMember) -> bool;
+    /// Takes out the members of a session that `gone` picks.
+    fn remove(&self, session: &SessionId, gone: &dyn Fn(&RemoteMember) -> bool) -> Vec<RemoteMember>;
+    fn members(&self, session: &SessionId) -> Vec<RemoteMember>;
+    fn count(&self, session: &SessionId) -> usize;
+    /// The sessions with members elsewhere.
+    fn sessions(&self) -> Vec<SessionId>;
+    /// Forgets a session's members: the session ended.
+    fn forget(&self, session: &SessionId);
+    /// Forgets every member: the node lost the cluster and will learn them again.
+    fn forget_all(&self);
+}
+
 /// How a cluster broker's link to the other nodes is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterStatus {

@@ -34,10 +34,10 @@ pub use targeting::Target;
 
 use crate::app_events::AppEvents;
 use crate::awareness::{Audience, Awareness, Notices};
-use crate::broker::{Alone, AwarenessStep, ClusterLink, Delivery, Filter, MemoryStreams, Remote, Streams, Topic};
+use crate::broker::{Alone, AwarenessStep, ClusterLink, Delivery, Filter, MemoryStreams, Remote, Seams, Streams, Topic};
+use crate::memory_presence::MemoryPresence;
 use crate::channels::{AllowList, Channels};
 use crate::config::{Config, SlowConsumerPolicy};
-use crate::elsewhere::Elsewhere;
 use crate::envelope::Envelope;
 use crate::error::{close_code, ConnectionRefusal, ErrorCode, MessageRejection};
 use crate::event::{Event, EventSink};
@@ -98,14 +98,14 @@ impl Relay {
     /// this process.
     pub fn new(config: Config, events: Arc<dyn EventSink>) -> Self {
         let streams = Arc::new(MemoryStreams::new(config.history_max_bytes));
-        Self::with_seams(config, events, streams, Arc::new(Alone))
+        Self::with_seams(config, events, Seams { streams, link: Arc::new(Alone), presence: Arc::new(MemoryPresence::default()) })
     }
 
-    /// A relay with these streams and this link to the cluster's other nodes ([`Alone`]
-    /// for a node by itself).
-    pub fn with_seams(config: Config, events: Arc<dyn EventSink>, streams: Arc<dyn Streams>, link: Arc<dyn ClusterLink>) -> Self {
+    /// A relay on these seams: a node by itself has [`Alone`] for its link.
+    pub fn with_seams(config: Config, events: Arc<dyn EventSink>, seams: Seams) -> Self {
+        let Seams { streams, link, presence } = seams;
         Self {
-            sessions: Sessions::new(Elsewhere::new(link.status().map_or_else(|| "".into(), |cluster| cluster.node_id))),
+            sessions: Sessions::new(presence),
             registry: Registry::new(link.connection_id_base()),
             streams,
             link,

@@ -9,21 +9,23 @@ use dashmap::mapref::entry::Entry;
 use dashmap::mapref::one::{Ref, RefMut};
 use dashmap::DashMap;
 
-use crate::elsewhere::Elsewhere;
+use std::sync::Arc;
+
+use crate::broker::Presence;
 use crate::ids::{Millis, SessionId};
 use crate::session::Session;
 
 pub(crate) struct Sessions {
     local: DashMap<SessionId, Session>,
     /// Members of these sessions connected to other nodes.
-    pub elsewhere: Elsewhere,
+    pub elsewhere: Arc<dyn Presence>,
     /// Sessions whose forwarded `request_control` waits for an answer, with its deadline:
     /// one entry a session, so spamming requests grows nothing.
     transfers: DashMap<SessionId, Millis>,
 }
 
 impl Sessions {
-    pub fn new(elsewhere: Elsewhere) -> Self {
+    pub fn new(elsewhere: Arc<dyn Presence>) -> Self {
         Self { local: DashMap::new(), elsewhere, transfers: DashMap::new() }
     }
 
@@ -57,7 +59,7 @@ impl Sessions {
         let removed = self.local.remove_if(id, |_, session| still(session)).map(|(_, session)| session);
         if removed.is_some() || !self.local.contains_key(id) {
             self.transfers.remove(id);
-            self.elsewhere.forget_session(id);
+            self.elsewhere.forget(id);
         }
         removed
     }

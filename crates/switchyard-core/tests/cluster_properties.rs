@@ -12,7 +12,10 @@ use parking_lot::Mutex;
 use proptest::prelude::*;
 use serde_json::Value;
 use switchyard_core::testing::RecordingOutbox;
-use switchyard_core::{ClusterLink, ClusterStatus, Config, ConnId, Frame, Identity, MemoryStreams, NoEvents, Relay, Remote, Route, SessionOptions, Target, Topic};
+use switchyard_core::{
+    ClusterLink, ClusterStatus, Config, ConnId, Frame, Identity, MemoryPresence, MemoryStreams, NoEvents, Relay, Remote, Route, Seams, SessionOptions, Target,
+    Topic,
+};
 
 const NODES: usize = 3;
 const SESSIONS: usize = 2;
@@ -89,7 +92,14 @@ proptest! {
     fn every_member_on_every_node_gets_each_message_once_in_order(ops in proptest::collection::vec(op(), 1..120)) {
         let wire: Wire = Arc::default();
         let relays: Vec<Relay> = (0..NODES)
-            .map(|node| Relay::with_seams(config(), Arc::new(NoEvents), Arc::new(MemoryStreams::new(1 << 20)), Arc::new(Linked { node, wire: wire.clone() })))
+            .map(|node| {
+                let seams = Seams {
+                    streams: Arc::new(MemoryStreams::new(1 << 20)),
+                    link: Arc::new(Linked { node, wire: wire.clone() }),
+                    presence: Arc::new(MemoryPresence::default()),
+                };
+                Relay::with_seams(config(), Arc::new(NoEvents), seams)
+            })
             .collect();
         for session in 0..SESSIONS {
             relays[session % NODES].create_session(SessionOptions { session_id: Some(format!("s{session}")), ..Default::default() }, 0).unwrap();

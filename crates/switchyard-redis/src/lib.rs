@@ -22,7 +22,10 @@ use std::sync::Arc;
 use std::sync::Mutex;
 
 use dashmap::DashMap;
-use switchyard_core::{ClusterLink, ClusterStatus, HistoryConfig, MemoryStreams, Millis, Position, Publication, Relay, Remote, SessionId, Streams, Topic};
+use switchyard_core::{
+    ClusterLink, ClusterStatus, HistoryConfig, MemoryPresence, MemoryStreams, Millis, Position, Publication, Relay, Remote, Seams, SessionId, Streams,
+    Topic,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 
@@ -253,9 +256,12 @@ impl RedisBroker {
         answered.await.ok()
     }
 
-    /// This node's copies of the streams, for the relay ([`Relay::with_seams`]).
-    pub fn streams(&self) -> Arc<dyn Streams> {
-        self.streams.clone()
+    /// What a relay of this node is built on ([`Relay::with_seams`]): this node's copies of
+    /// the streams, this broker as its link, and the members elsewhere in this process,
+    /// which the link fills from what the other nodes tell and from the members it loads
+    /// from Redis when it learns a session.
+    pub fn seams(self: &Arc<Self>) -> Seams {
+        Seams { streams: self.streams.clone(), link: self.clone(), presence: Arc::new(MemoryPresence::default()) }
     }
 
     /// The latest position of this node's copy of `topic`'s stream.

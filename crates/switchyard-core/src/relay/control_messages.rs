@@ -71,7 +71,7 @@ impl Relay {
     pub(super) fn apply_control(&self, session_id: &SessionId, (from, joined_at): (ConnId, Millis), step: ControlStep, frame: &Frame, now: Millis, slow: &mut SlowConsumers) {
         let Some(mut session) = self.sessions.get_mut(session_id) else { return };
         session.last_activity.store(now, Ordering::Relaxed);
-        let elsewhere = self.sessions.elsewhere.of(session_id);
+        let elsewhere = self.sessions.elsewhere.members(session_id);
         let was_active = session.control.active();
         let Session { control, members, conflict_resolution, .. } = &mut *session;
         let everyone = Everyone { here: members, elsewhere: &elsewhere, link: &*self.link, sender: Some((from, joined_at)) };

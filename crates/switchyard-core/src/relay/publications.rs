@@ -112,9 +112,8 @@ impl Relay {
         let session = self.sessions.get(&SessionId::parse(session_id).ok()?)?;
         let mut present: Vec<PresentMember> = session.members.iter().map(|member| self.present(&session, member)).collect();
         let role = |conn| if session.control.active() == Some(conn) { "active" } else { "passive" };
-        self.sessions.elsewhere.with(&session.id, |elsewhere| {
-            present.extend(elsewhere.iter().map(|member| PresentMember { role: role(member.present.connection_id), ..member.present.clone() }));
-        });
+        let elsewhere = self.sessions.elsewhere.members(&session.id);
+        present.extend(elsewhere.into_iter().map(|member| PresentMember { role: role(member.present.connection_id), ..member.present }));
         Some(present)
     }
 

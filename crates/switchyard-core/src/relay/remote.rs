@@ -63,7 +63,7 @@ impl Relay {
                     }
                 }
                 let announcement = announce.then(|| protocol::client_connected(&member.present.client_id, &member.present.connection_id.to_string(), now));
-                if !self.sessions.elsewhere.joined(&session, member) {
+                if !self.sessions.elsewhere.add(&session, member) {
                     return;
                 }
                 if let Some(announcement) = announcement {
@@ -84,7 +84,7 @@ impl Relay {
 
     /// Forgets the remote members of a session that `gone` picks, telling the members here.
     fn remote_member_left(&self, session: &SessionId, gone: impl Fn(&RemoteMember) -> bool, was_active: bool, now: Millis, slow: &mut SlowConsumers) {
-        let left = self.sessions.elsewhere.left(session, gone);
+        let left = self.sessions.elsewhere.remove(session, &gone);
         if left.is_empty() {
             return;
         }
@@ -139,6 +139,6 @@ impl Relay {
     }
 
     pub(super) fn as_remote(&self, present: PresentMember) -> RemoteMember {
-        self.sessions.elsewhere.record(present)
+        RemoteMember { node: self.link.status().map_or_else(|| "".into(), |cluster| cluster.node_id), present }
     }
 }

@@ -102,11 +102,10 @@ impl Relay {
     /// A session as the app sees it: its members counted on every node.
     fn info_of(&self, session: &Session) -> SessionInfo {
         let mut info = session.info();
-        self.sessions.elsewhere.with(&session.id, |elsewhere| {
-            info.client_count += elsewhere.len();
-            let everyone = Everyone { here: &session.members, elsewhere, link: &*self.link, sender: None };
-            info.active_client_id = session.control.active().map(|active| roles::Members::client_id(&everyone, active));
-        });
+        let elsewhere = self.sessions.elsewhere.members(&session.id);
+        info.client_count += elsewhere.len();
+        let everyone = Everyone { here: &session.members, elsewhere: &elsewhere, link: &*self.link, sender: None };
+        info.active_client_id = session.control.active().map(|active| roles::Members::client_id(&everyone, active));
         info
     }
 

@@ -27,7 +27,7 @@ impl Engine {
     pub fn new(config: Config, events: Arc<dyn EventSink>, redis: Option<RedisOptions>) -> Result<Self, RedisConfigError> {
         let cluster = redis.map(|options| RedisBroker::new(options, config.history_max_bytes)).transpose()?;
         let relay = match &cluster {
-            Some(broker) => Relay::with_seams(config, events, broker.streams(), broker.clone()),
+            Some(broker) => Relay::with_seams(config, events, broker.seams()),
             None => Relay::new(config, events),
         };
         Ok(Self { relay: Arc::new(relay), cluster })
