@@ -39,6 +39,31 @@ function build({ loadgen = false } = {}) {
   if (loadgen) run('cargo', ['build', '--release', '-p', 'switchyard-bench', '--target', hostTriple()]);
 }
 
+/**
+ * The `switchyard` binary of another build, for an A/B run (`npm run bench -- --before REF`):
+ * REF is the path of a binary, or a commit of this repository, whose sources are unpacked
+ * into target/before/<commit> and built there in release (into target/before/target,
+ * which later builds of other commits reuse).
+ */
+function binaryOf(ref) {
+  if (fs.existsSync(ref) && fs.statSync(ref).isFile()) return path.resolve(ref);
+  const commit = spawnSync('git', ['rev-parse', '--verify', '--quiet', `${ref}^{commit}`], { cwd: root, encoding: 'utf8' }).stdout.trim();
+  if (!commit) throw new Error(`--before ${ref}: neither a file nor a commit of this repository`);
+  const sources = path.join(root, 'target', 'before', commit);
+  if (!fs.existsSync(path.join(sources, 'Cargo.toml'))) {
+    fs.mkdirSync(sources, { recursive: true });
+    run('bash', ['-c', 'git archive "$0" | tar -x -C "$1"', commit, sources]);
+  }
+  const targetDir = path.join(root, 'target', 'before', 'target');
+  run('cargo', ['build', '--release', '-p', 'switchyard-server', '--bin', 'switchyard', '--target-dir', targetDir], { cwd: sources });
+  const built = path.join(targetDir, 'release', 'switchyard');
+  // The next commit built overwrites it: this run keeps its own copy.
+  const copy = path.join(root, 'target', 'before', `switchyard-${commit.slice(0, 12)}`);
+  fs.copyFileSync(built, copy);
+  fs.chmodSync(copy, 0o755);
+  return copy;
+}
+
 /** CPU seconds a process has used, all threads, from /proc. */
 function cpuSeconds(pid) {
   const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
@@ -60,7 +85,7 @@ async function startRelay(relay, env = {}) {
   // Where sessions are created, /health and /gc answered: the relay's port, or another.
   const httpPort = relay.httpPort ? await freePort() : port;
   const command = relay.binary
-    ? [locateBinary(), '--port', String(port), '--host', '127.0.0.1', '--max-clients-per-session', '100']
+    ? [relay.executable ?? locateBinary(), '--port', String(port), '--host', '127.0.0.1', '--max-clients-per-session', '100']
     : [process.execPath, '--expose-gc', path.join(__dirname, 'servers.js'), relay.node, String(port), String(httpPort)];
   const child = spawn('taskset', ['-c', '0', ...command], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, RUST_LOG: 'warn', ...relay.env, ...env } });
   for (let tries = 0; ; tries++) {
@@ -99,4 +124,4 @@ async function startRelay(relay, env = {}) {
   };
 }
 
-module.exports = { root, relays, build, sleep, cpuSeconds, rssBytes, startRelay };
+module.exports = { root, relays, build, binaryOf, sleep, cpuSeconds, rssBytes, startRelay };

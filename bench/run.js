@@ -9,15 +9,19 @@
 // The load generator reports its own CPU use: a number it produced at ~100% of its core
 // is capped by it, and the table says so.
 //
+// A/B: --before REF adds the `switchyard` binary of another build (a commit, or a binary's
+// path) as server `before`, interleaved with the rest in the same rounds, in the relay and
+// fan-out scenarios; the report then gives this build's binary against it.
+//
 // Options: --rounds N (3), --duration-ms N (5000), --only name,name (servers),
-// --scenarios name,name, --write.
+// --scenarios name,name, --before REF, --write.
 const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const readline = require('node:readline');
 const { hostTriple } = require('../bin/switchyard.js');
-const { root, relays, build, sleep, cpuSeconds, rssBytes, startRelay } = require('./processes');
+const { root, relays, build, binaryOf, sleep, cpuSeconds, rssBytes, startRelay } = require('./processes');
 const { startRedis } = require('../__test__/helpers');
 
 const option = (name, fallback) => {
@@ -36,7 +40,16 @@ const IDLE_READ_AFTER_MS = 3000;
 const LOADGEN_CAPPED_PERCENT = 90;
 const SETTLE_SAMPLES = 12;
 
-const servers = relays.filter((s) => !option('only') || option('only').split(',').includes(s.name));
+/** The scenarios an A/B run compares the two builds' binaries in. */
+const AB_SCENARIOS = ['relay', 'relay-w4', 'relay-w1', 'fanout', 'latency'];
+const before = option('before') && {
+  name: 'before',
+  label: `switchyard binary, before (${option('before')})`,
+  binary: true,
+  executable: binaryOf(option('before')),
+  scenarios: AB_SCENARIOS,
+};
+const servers = [...relays, ...(before ? [before] : [])].filter((s) => !option('only') || option('only').split(',').includes(s.name));
 /** The servers a scenario runs on: those it names, else every one not kept to clusters or to scenarios of its own. */
 const serversOf = (scenario) =>
   servers.filter((s) => (scenario.relays ? scenario.relays.includes(s.name) : !s.clusterOnly && (!s.scenarios || s.scenarios.includes(scenario.name))));
@@ -335,6 +348,32 @@ function markdown(summary, machine, failed, floors) {
   return lines.join('\n');
 }
 
+const AB_HEADING = "## A/B: this build's binary against";
+
+/** The A/B table: this build's binary against the `--before` build's, scenario by scenario. */
+function beforeAndAfter(summary, results, machine) {
+  const lines = [
+    `${AB_HEADING} ${option('before')}`,
+    '',
+    `Written by \`npm run bench -- --before ${option('before')}\` on ${new Date().toISOString().slice(0, 10)}: ${machine.cpu}, ${machine.cores} cores. Both binaries ran in the same ${rounds} rounds, interleaved (${durationMs / 1000} s measured per run, medians shown), each pinned to core 0 and the load generator to core 1. After / before above 1 is this build delivering more.`,
+    '',
+    '| scenario | deliveries/s before | after | after / before | the rounds\' after / before (median, lowest, highest) | per core-second after / before | p99 before | p99 after |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const scenario of scenarios.filter((s) => summary[s.name]?.before && summary[s.name]?.binary)) {
+    const [was, now] = [summary[scenario.name].before, summary[scenario.name].binary];
+    const perCore = (r) => r.deliveriesPerSec / (r.serverCpuPercent / 100);
+    // Each round's pair ran a few seconds apart: their ratio is freer of the machine's drift than the medians'.
+    const of = (server, round) => results.find((r) => r.scenario === scenario.name && r.server === server && r.round === round)?.result.deliveriesPerSec;
+    const paired = [...Array(rounds).keys()].map((round) => of('binary', round) / of('before', round)).filter(Number.isFinite).sort((a, b) => a - b);
+    const spread = paired.length ? `${paired[Math.floor((paired.length - 1) / 2)].toFixed(2)}x (${paired[0].toFixed(2)}x, ${paired.at(-1).toFixed(2)}x)` : 'n/a';
+    lines.push(
+      `| ${scenario.name} | ${fmt(was.deliveriesPerSec)} | ${fmt(now.deliveriesPerSec)} | ${ratio(now.deliveriesPerSec, was.deliveriesPerSec)} | ${spread} | ${ratio(perCore(now), perCore(was))} | ${fmt(was.p99Us / 1000, 2)} ms | ${fmt(now.p99Us / 1000, 2)} ms |`,
+    );
+  }
+  return [...lines, ''];
+}
+
 (async () => {
   if (os.platform() !== 'linux') throw new Error('the benchmark needs Linux (taskset, /proc)');
   build({ loadgen: true });
@@ -374,8 +413,21 @@ function markdown(summary, machine, failed, floors) {
     kernel: os.release(),
   };
   const report = markdown(summary, machine, failed, floors);
-  if (process.argv.includes('--write')) {
-    fs.writeFileSync(path.join(__dirname, 'RESULTS.md'), report);
+  const resultsFile = path.join(__dirname, 'RESULTS.md');
+  if (before) {
+    const ab = beforeAndAfter(summary, results, machine).join('\n');
+    console.error(`\n${report}\n${ab}`);
+    if (process.argv.includes('--write')) {
+      // An A/B run replaces the A/B section of the committed results and leaves the full run's tables.
+      const kept = fs.readFileSync(resultsFile, 'utf8').split(`\n${AB_HEADING}`)[0].trimEnd();
+      fs.writeFileSync(resultsFile, `${kept}\n\n${ab}`);
+      console.error('wrote the A/B section of bench/RESULTS.md');
+    }
+  } else if (process.argv.includes('--write')) {
+    // A full run replaces the tables and keeps the last A/B section, which compares two builds.
+    const written = fs.existsSync(resultsFile) ? fs.readFileSync(resultsFile, 'utf8') : '';
+    const ab = written.includes(`\n${AB_HEADING}`) ? written.slice(written.indexOf(`\n${AB_HEADING}`)) : '';
+    fs.writeFileSync(resultsFile, `${report.trimEnd()}\n${ab}`);
     console.error('wrote bench/RESULTS.md');
   } else {
     console.error(`\n${report}\n(printed only: npm run bench -- --write puts it in bench/RESULTS.md)`);
