@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 
 use crate::channels::ChannelName;
-use crate::config::ConflictResolution;
+use crate::policies::ConflictResolution;
 use crate::present_member::PresentMember;
 use crate::frame::Frame;
 use crate::message::ControlStep;

@@ -22,6 +22,7 @@ mod limits;
 mod memory_presence;
 mod message;
 mod outbox;
+mod policies;
 mod present_member;
 mod protocol;
 mod registry;
@@ -39,7 +40,8 @@ mod timers;
 pub mod testing;
 
 pub use channels::ChannelName;
-pub use config::{AckPolicy, Config, ConfigError, ConflictResolution, SlowConsumerPolicy};
+pub use config::{Config, ConfigError};
+pub use policies::{AckPolicy, ConflictResolution, SlowConsumerPolicy};
 pub use envelope::{Envelope, Malformed, MAX_NESTING};
 pub use error::{close_code, ErrorCode, ConnectionRefusal, MessageRejection, SessionError};
 pub use event::{ConnectionInfo, Event, EventSink, NoEvents};

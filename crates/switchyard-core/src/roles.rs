@@ -20,7 +20,7 @@
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use crate::config::ConflictResolution;
+use crate::policies::ConflictResolution;
 use crate::frame::Frame;
 use crate::ids::{ConnId, Millis};
 use crate::message::Role;

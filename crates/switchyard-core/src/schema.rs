@@ -13,7 +13,7 @@ mod page;
 
 pub use page::reference_page;
 
-use crate::config::{AckPolicy, ConflictResolution, SlowConsumerPolicy};
+use crate::policies::{AckPolicy, ConflictResolution, SlowConsumerPolicy};
 
 /// A setting's value when it is not given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 
 use crate::broker::SessionRecord;
-use crate::config::ConflictResolution;
+use crate::policies::ConflictResolution;
 use crate::ids::{ConnId, Millis, SessionId};
 use crate::outbox::Outbox;
 use crate::roles::{Control, Members};

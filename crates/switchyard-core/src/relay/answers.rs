@@ -1,7 +1,7 @@
 //! How a message is answered under the `ack` policy: an `ACK` for what was routed, a
 //! `NACK` or an `error` for what was refused.
 
-use crate::config::AckPolicy;
+use crate::policies::AckPolicy;
 use crate::envelope::Envelope;
 use crate::error::MessageRejection;
 use crate::frame::Frame;
