@@ -482,6 +482,35 @@ function clusterTests() {
     });
   });
 
+  describe('clusters on Redis: the link\'s options', () => {
+    it('drops what is past redis.maxQueued while Redis stalls, and counts Redis lost after redis.timeoutMs', async () => {
+      // A Redis of this test's own, stopped (SIGSTOP) so that its sockets stay open and
+      // nothing it is sent is answered: only a timeout tells the link it is gone.
+      const stalled = await startRedis();
+      const quick = new RelaySessionManager({ redis: { url: stalled.url, nodeId: 'quick', timeoutMs: 200, maxQueued: 4 } });
+      const patient = new RelaySessionManager({ redis: { url: stalled.url, nodeId: 'patient', timeoutMs: 600_000 } });
+      try {
+        await eventually(() => {
+          for (const manager of [quick, patient]) assert.equal(manager.getStats().cluster?.peers, 1);
+        }, 10000);
+        quick.createSession({ sessionId: 'stall-1' });
+        patient.createSession({ sessionId: 'stall-2' });
+        await eventually(() => assert.ok(quick.getSession('stall-2') && patient.getSession('stall-1')), CROSSING_MS);
+        const droppedBefore = quick.getStats().cluster.dropped;
+        stalled.child.kill('SIGSTOP');
+        for (let n = 0; n < 50; n++) quick.publish('stall-1', { type: 'stalled', n });
+        const dropped = quick.getStats().cluster.dropped - droppedBefore;
+        assert.ok(dropped >= 50 - 4 - 2, `past maxQueued 4, what waited for the stalled link was dropped (dropped ${dropped} of 50)`);
+        await eventually(() => assert.equal(quick.getStats().status, 'degraded'), CROSSING_MS);
+        assert.equal(patient.getStats().status, 'ok', 'a node whose timeoutMs has not run out still counts Redis as there');
+      } finally {
+        stalled.child.kill('SIGCONT');
+        await Promise.all([quick.stop({ timeoutMs: 200 }), patient.stop({ timeoutMs: 200 })]);
+        await stalled.kill();
+      }
+    });
+  });
+
   describe('clusters on Redis: a node cut off alone', () => {
     it('ends, when it rejoins, a session deleted elsewhere while it could not hear, and does not bring it back', async () => {
       const toRedis = await roundRobin([redis.port]);

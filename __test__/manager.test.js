@@ -64,6 +64,10 @@ describe('configuration', () => {
       [{ channels: { allow: ['bad pattern'] } }, /channels\.allow pattern "bad pattern"/],
       [{ channels: { deny: [] } }, /unknown option "deny" in channels/],
       [{ sessionTimeout: 1000 }, /unknown option "sessionTimeout"/],
+      [{ maxChannelsPerConnection: 0 }, /maxChannelsPerConnection must be a whole number from 1/],
+      [{ maxWindowsPerUser: 2.5 }, /maxWindowsPerUser/],
+      [{ redis: { url: 'redis://127.0.0.1:1', timeoutMs: 0 } }, /timeoutMs must be a whole number from 1/],
+      [{ redis: { url: 'redis://127.0.0.1:1', maxQueued: -1 } }, /maxQueued must be a whole number from 1/],
       ['fast', /config/],
     ];
     for (const [config, message] of cases) {

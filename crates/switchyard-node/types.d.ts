@@ -115,6 +115,10 @@ export interface RedisOptions {
   keyPrefix?: string
   /** This node's name, unique in the cluster. Default: host, process id and a random suffix. */
   nodeId?: string
+  /** Milliseconds connecting to Redis, or an answer from it, may take before the link counts it lost and reconnects. Default 2000. */
+  timeoutMs?: number
+  /** Messages for other nodes that may wait for the link to Redis; more are dropped (`getStats().cluster.dropped`). Default 65536. */
+  maxQueued?: number
 }
 
 /** A session stream's bounds. */

@@ -219,6 +219,13 @@ pub const LISTEN_BACKLOG: Setting = Setting::binary(
     "Connections the kernel may hold for the server to accept (the listen backlog; the kernel may cap it).",
 )
 .range(COUNT);
+pub const SHUTDOWN_TIMEOUT_MS: Setting = Setting::binary(
+    Flag::new("shutdown-timeout", "SHUTDOWN_TIMEOUT"),
+    Kind::Millis,
+    Number(4_500),
+    "How long a stopping server waits for its connections to finish closing before it drops them.",
+)
+.range(POSITIVE);
 pub const ADMIN_TOKEN: Setting = Setting::binary(
     Flag::new("admin-token", "SWITCHYARD_ADMIN_TOKEN"),
     Kind::Text,
@@ -549,6 +556,22 @@ pub const NODE_ID: Setting = Setting::new(
     Said("host, process id and a random suffix"),
     "This node's name in the cluster.",
 );
+pub const REDIS_TIMEOUT_MS: Setting = Setting::new(
+    "redis.timeoutMs",
+    Flag::new("redis-timeout", "REDIS_TIMEOUT").unbounded(),
+    Kind::Millis,
+    Number(2_000),
+    "How long connecting to Redis, or an answer from it, may take before the link counts it lost and reconnects.",
+)
+.range(MS);
+pub const REDIS_MAX_QUEUED: Setting = Setting::new(
+    "redis.maxQueued",
+    Flag::new("redis-max-queued", "REDIS_MAX_QUEUED").unbounded(),
+    Kind::Count,
+    Number(65_536),
+    "Messages for other nodes that may wait for the link to Redis; more are dropped (counted in the cluster's dropped).",
+)
+.range(COUNT);
 pub const THREADS: Setting = Setting::new(
     "nativeThreads",
     Flag::new("threads", "SWITCHYARD_THREADS").unbounded(),
@@ -566,6 +589,7 @@ pub const SETTINGS: &[Setting] = &[
     MAX_PENDING_HANDSHAKES,
     MAX_PENDING_HANDSHAKES_PER_IP,
     LISTEN_BACKLOG,
+    SHUTDOWN_TIMEOUT_MS,
     ADMIN_TOKEN,
     SESSION_TIMEOUT_MS,
     MAX_SESSIONS,
@@ -613,6 +637,8 @@ pub const SETTINGS: &[Setting] = &[
     REDIS_URL,
     REDIS_PREFIX,
     NODE_ID,
+    REDIS_TIMEOUT_MS,
+    REDIS_MAX_QUEUED,
     THREADS,
 ];
 

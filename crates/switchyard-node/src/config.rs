@@ -68,6 +68,8 @@ fn read_redis(env: &Env, options: &OptionsReader, config: &Config) -> Result<Opt
         prefix: redis.string("keyPrefix")?.unwrap_or_else(|| RedisOptions::DEFAULT_PREFIX.into()),
         node_id: redis.string("nodeId")?.unwrap_or_else(RedisOptions::default_node_id),
         lease_ms: config.heartbeat_timeout_ms / 2,
+        timeout: std::time::Duration::from_millis(redis.setting(&schema::REDIS_TIMEOUT_MS)?.unwrap_or(schema::REDIS_TIMEOUT_MS.default.number())),
+        max_queued: redis.setting(&schema::REDIS_MAX_QUEUED)?.unwrap_or(schema::REDIS_MAX_QUEUED.default.number()) as usize,
     }))
 }
 

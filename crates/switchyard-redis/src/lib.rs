@@ -18,6 +18,7 @@ mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use std::sync::Mutex;
 
@@ -28,9 +29,6 @@ use switchyard_core::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-
-/// Messages for other nodes that may wait for the link; more are dropped and counted.
-const QUEUE: usize = 65_536;
 
 /// How a node joins a cluster.
 #[derive(Clone, Debug)]
@@ -44,6 +42,11 @@ pub struct RedisOptions {
     /// How long a node's lease lasts unrenewed: a node silent this long is gone, and its
     /// members leave every session.
     pub lease_ms: u64,
+    /// How long connecting to Redis, or an answer from it, may take before the link
+    /// counts it lost and reconnects.
+    pub timeout: Duration,
+    /// Messages for other nodes that may wait for the link; more are dropped and counted.
+    pub max_queued: usize,
 }
 
 impl RedisOptions {
@@ -154,7 +157,7 @@ impl RedisBroker {
             return Err(RedisConfigError::NodeId);
         }
         let client = redis::Client::open(options.url.as_str()).map_err(RedisConfigError::Url)?;
-        let (outgoing, incoming) = mpsc::channel(QUEUE);
+        let (outgoing, incoming) = mpsc::channel(options.max_queued.max(1));
         // 24 random bits above 38 of counter: connection ids unique across nodes.
         let id_base = u64::from(rand::random::<u32>() & 0xFF_FFFF).max(1) << 38;
         Ok(Arc::new(Self {
@@ -182,6 +185,7 @@ impl RedisBroker {
             node_id: self.node_id.clone(),
             prefix: self.options.prefix.clone(),
             lease_ms: self.options.lease_ms.max(100),
+            timeout: self.options.timeout,
             state: self.state.clone(),
         };
         Some(tokio::spawn(link.run(incoming, self.stop.subscribe())))

@@ -46,9 +46,7 @@ const TOMBSTONE_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// Most messages sent in one pipeline.
 const BATCH: usize = 1024;
-/// How long a Redis command may take before the link counts Redis as gone.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the link waits before connecting again, doubling from the least to the most.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
@@ -97,6 +95,8 @@ pub(crate) struct Link {
     pub node_id: Arc<str>,
     pub prefix: String,
     pub lease_ms: u64,
+    /// For connecting and for each answer.
+    pub timeout: Duration,
     pub state: Arc<LinkState>,
 }
 
@@ -184,9 +184,9 @@ impl Link {
     }
 
     async fn connect(&self) -> RedisResult<Connections> {
-        let config = AsyncConnectionConfig::new().set_connection_timeout(Some(CONNECT_TIMEOUT)).set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let config = AsyncConnectionConfig::new().set_connection_timeout(Some(self.timeout)).set_response_timeout(Some(self.timeout));
         let mut commands = self.client.get_multiplexed_async_connection_with_config(&config).await?;
-        let (mut sink, stream) = tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_async_pubsub())
+        let (mut sink, stream) = tokio::time::timeout(self.timeout, self.client.get_async_pubsub())
             .await
             .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "timed out connecting the subscriber")))??
             .split();

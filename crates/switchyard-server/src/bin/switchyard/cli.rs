@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 use switchyard_core::{AckPolicy, Config, ConflictResolution, HistoryConfig, Rate, RateLimits, SlowConsumerPolicy};
@@ -71,6 +72,11 @@ pub struct Args {
     #[arg(long, env = "MAX_PENDING_HANDSHAKES_PER_IP", default_value = "256", value_name = "N")]
     pub max_pending_handshakes_per_ip: Positive,
 
+    /// Milliseconds a stopping server waits for its connections to finish closing before it
+    /// drops them.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "4500", value_name = "MS")]
+    pub shutdown_timeout: Positive,
+
     /// Connections the kernel may hold for the server to accept (the listen backlog; the
     /// kernel caps it at net.core.somaxconn).
     #[arg(long, env = "LISTEN_BACKLOG", default_value = "4096", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -118,6 +124,15 @@ pub struct Args {
     /// This node's name in the cluster (default: host, process id and a random suffix).
     #[arg(long, env = "NODE_ID", value_name = "ID")]
     pub node_id: Option<String>,
+
+    /// Milliseconds connecting to Redis, or an answer from it, may take before the link
+    /// counts it lost and reconnects.
+    #[arg(long, env = "REDIS_TIMEOUT", default_value = "2000", value_name = "MS")]
+    pub redis_timeout: Positive,
+
+    /// Messages for other nodes that may wait for the link to Redis; more are dropped.
+    #[arg(long, env = "REDIS_MAX_QUEUED", default_value = "65536", value_name = "N")]
+    pub redis_max_queued: Positive,
 
     /// Largest message accepted; a larger one closes its connection with 1009.
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value = "1048576", value_name = "BYTES")]
@@ -286,6 +301,8 @@ impl Args {
             prefix: self.redis_prefix.clone(),
             node_id: self.node_id.clone().unwrap_or_else(RedisOptions::default_node_id),
             lease_ms: self.heartbeat_timeout.get() / 2,
+            timeout: Duration::from_millis(self.redis_timeout.get()),
+            max_queued: usize::try_from(self.redis_max_queued.get()).unwrap_or(usize::MAX),
         })
     }
 

@@ -30,9 +30,6 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Everything after the signal (closing sockets, waiting for close handshakes) must fit here.
-const SHUTDOWN_BUDGET: Duration = Duration::from_millis(4500);
-
 fn main() -> ExitCode {
     let launcher = launcher::claim();
     let args = cli::Args::parse();
@@ -81,6 +78,7 @@ async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, launche
     };
     let relay = engine.relay.clone();
     let link = engine.join_cluster();
+    let shutdown_timeout = Duration::from_millis(args.shutdown_timeout.get());
     let address = SocketAddr::new(args.host, args.port);
     let listener = match listen(address, args.listen_backlog) {
         Ok(listener) => listener,
@@ -130,7 +128,7 @@ async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, launche
     relay.shutdown(close_code::GOING_AWAY, ConnectionRefusal::ShuttingDown.reason(), now());
     engine.leave_cluster(link).await;
     spawner.tasks.close();
-    let drained = tokio::time::timeout(SHUTDOWN_BUDGET, async {
+    let drained = tokio::time::timeout(shutdown_timeout, async {
         let _ = server.await;
         spawner.tasks.wait().await;
     })
