@@ -737,12 +737,15 @@ export interface ResolvedConfig {
   maxQueuedBytes: number
   slowConsumer: SlowConsumerPolicy
   channels: ResolvedChannels
+  maxChannelsPerConnection: number
   requestTimeoutMs: number
+  maxRequestsPerConnection: number
   ack: AckPolicy
   enableRoleManagement: boolean
   defaultConflictResolution: ConflictResolution
   controlRequestTimeoutMs: number
   maxConnectionsPerUser: number
+  maxWindowsPerUser: number
   rateLimit: ResolvedRateLimit | null
   connectionsPerMinutePerIp: number | null
   /** Whether token auth is on and requires a token; `null` without auth. */

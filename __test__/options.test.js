@@ -68,6 +68,16 @@ function documentedDefault(doc) {
   return said.replace(/^`['"]?|['"]?`$/g, '`');
 }
 
+describe('the option schema and getStats().config', () => {
+  it('reports every option in force, defaults filled in (redis as getStats().cluster)', () => {
+    const { RelaySessionManager } = require('..');
+    const reported = new RelaySessionManager().getStats().config;
+    const topLevel = new Set([...schemaOptions().keys()].map((name) => name.split('.')[0]));
+    topLevel.delete('redis');
+    assert.deepEqual([...topLevel].filter((name) => !(name in reported)), [], 'options of the schema that getStats().config leaves out');
+  });
+});
+
 describe('the option schema and the typings', () => {
   const schema = schemaOptions();
   const typed = typedOptions();

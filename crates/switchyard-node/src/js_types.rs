@@ -169,7 +169,9 @@ pub struct ResolvedConfig {
     #[napi(ts_type = "SlowConsumerPolicy")]
     pub slow_consumer: String,
     pub channels: ResolvedChannels,
+    pub max_channels_per_connection: u32,
     pub request_timeout_ms: i64,
+    pub max_requests_per_connection: u32,
     #[napi(ts_type = "AckPolicy")]
     pub ack: String,
     pub enable_role_management: bool,
@@ -177,6 +179,7 @@ pub struct ResolvedConfig {
     pub default_conflict_resolution: String,
     pub control_request_timeout_ms: i64,
     pub max_connections_per_user: u32,
+    pub max_windows_per_user: u32,
     #[napi(ts_type = "ResolvedRateLimit | null")]
     pub rate_limit: Either<ResolvedRateLimit, Null>,
     #[napi(ts_type = "number | null")]
@@ -266,12 +269,15 @@ impl ResolvedConfig {
             max_queued_bytes: config.max_queued_bytes as i64,
             slow_consumer: config.slow_consumer.as_str().into(),
             channels: ResolvedChannels { allow: config.channel_allow.clone(), history: config.channel_history.map(ResolvedHistory::from) },
+            max_channels_per_connection: config.max_channels_per_connection as u32,
             request_timeout_ms: config.request_timeout_ms as i64,
+            max_requests_per_connection: config.max_requests_per_connection as u32,
             ack: config.ack.as_str().into(),
             enable_role_management: config.enable_role_management,
             default_conflict_resolution: config.default_conflict_resolution.as_str().into(),
             control_request_timeout_ms: config.control_request_timeout_ms as i64,
             max_connections_per_user: config.max_connections_per_user as u32,
+            max_windows_per_user: config.max_windows_per_user as u32,
             rate_limit: or_null(config.rate_limit.as_ref().map(|limits| ResolvedRateLimit {
                 messages_per_second: limits.per_connection.per_second,
                 burst: limits.per_connection.burst,
