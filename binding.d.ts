@@ -462,6 +462,73 @@ export interface ClusterStats {
   roundTrips: number
 }
 
+/** The configuration in force, every default filled in. */
+export interface ResolvedConfig {
+  sessionTimeoutMs: number
+  maxSessions: number
+  maxClientsPerSession: number
+  pingIntervalMs: number
+  heartbeatTimeoutMs: number
+  cleanupIntervalMs: number
+  maxMessageBytes: number
+  maxQueuedBytes: number
+  slowConsumer: SlowConsumerPolicy
+  channels: ResolvedChannels
+  maxChannelsPerConnection: number
+  requestTimeoutMs: number
+  maxRequestsPerConnection: number
+  ack: AckPolicy
+  enableRoleManagement: boolean
+  defaultConflictResolution: ConflictResolution
+  controlRequestTimeoutMs: number
+  maxConnectionsPerUser: number
+  maxWindowsPerUser: number
+  rateLimit: ResolvedRateLimit | null
+  connectionsPerMinutePerIp: number | null
+  /** Whether token auth is on and requires a token; `null` without auth. */
+  auth: { required: boolean } | null
+  /** permessage-deflate in the native transport; `null`: off. */
+  nativeCompression: { threshold: number } | null
+  /** The native transport's threads; `null`: one per CPU the process may use. */
+  nativeThreads: number | null
+  /** The stream sessions keep unless created with their own; `null`: none. */
+  history: ResolvedHistory | null
+  historyMaxBytes: number
+}
+
+export interface ResolvedChannels {
+  /** Absent when any valid name may be joined. */
+  allow?: Array<string>
+  /** The stream each channel keeps; absent when channels keep none. */
+  history?: ResolvedHistory
+}
+
+export interface ResolvedHistory {
+  size: number
+  ttlMs: number
+}
+
+export interface ResolvedRate {
+  messagesPerSecond: number
+  burst: number
+}
+
+export interface ResolvedRateLimit {
+  messagesPerSecond: number
+  burst: number
+  perUser: ResolvedRate | null
+  maxViolations: number
+}
+
+export interface ResolvedAuth {
+  required: boolean
+}
+
+/** `nativeCompression` as the manager applies it. */
+export interface ResolvedCompression {
+  threshold: number
+}
+
 /**
  * Which binding artifact the generated loader actually loaded: `'native'` for
  * a native addon, otherwise the `platformArchABI` of the WASI flavor. Every
@@ -707,73 +774,6 @@ export interface Published {
   offset?: number
   /** Members it reached. */
   delivered: number
-}
-
-export interface ResolvedAuth {
-  required: boolean
-}
-
-export interface ResolvedChannels {
-  /** Absent when any valid name may be joined. */
-  allow?: Array<string>
-  /** The stream each channel keeps; absent when channels keep none. */
-  history?: ResolvedHistory
-}
-
-/** `nativeCompression` as the manager applies it. */
-export interface ResolvedCompression {
-  threshold: number
-}
-
-/** The configuration in force, every default filled in. */
-export interface ResolvedConfig {
-  sessionTimeoutMs: number
-  maxSessions: number
-  maxClientsPerSession: number
-  pingIntervalMs: number
-  heartbeatTimeoutMs: number
-  cleanupIntervalMs: number
-  maxMessageBytes: number
-  maxQueuedBytes: number
-  slowConsumer: SlowConsumerPolicy
-  channels: ResolvedChannels
-  maxChannelsPerConnection: number
-  requestTimeoutMs: number
-  maxRequestsPerConnection: number
-  ack: AckPolicy
-  enableRoleManagement: boolean
-  defaultConflictResolution: ConflictResolution
-  controlRequestTimeoutMs: number
-  maxConnectionsPerUser: number
-  maxWindowsPerUser: number
-  rateLimit: ResolvedRateLimit | null
-  connectionsPerMinutePerIp: number | null
-  /** Whether token auth is on and requires a token; `null` without auth. */
-  auth: { required: boolean } | null
-  /** permessage-deflate in the native transport; `null`: off. */
-  nativeCompression: { threshold: number } | null
-  /** The native transport's threads; `null`: one per CPU the process may use. */
-  nativeThreads: number | null
-  /** The stream sessions keep unless created with their own; `null`: none. */
-  history: ResolvedHistory | null
-  historyMaxBytes: number
-}
-
-export interface ResolvedHistory {
-  size: number
-  ttlMs: number
-}
-
-export interface ResolvedRate {
-  messagesPerSecond: number
-  burst: number
-}
-
-export interface ResolvedRateLimit {
-  messagesPerSecond: number
-  burst: number
-  perUser: ResolvedRate | null
-  maxViolations: number
 }
 
 /**

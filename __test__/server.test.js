@@ -43,7 +43,7 @@ function shapeOf(value, leaveOut = []) {
   return Object.fromEntries(present.sort().map((key) => [key, shapeOf(value[key])]));
 }
 /** In getStats() only, or in /stats only (the awareness service's names). */
-const addonOnly = ['isRunning', 'compression', 'config', 'uptime', 'connections', 'sessions', 'pendingHandshakes'];
+const addonOnly = ['isRunning', 'compression', 'uptime', 'connections', 'sessions', 'pendingHandshakes'];
 
 /** Runs the binary to completion (for flag errors and --help). */
 function runToEnd(args, env = {}) {
@@ -280,6 +280,7 @@ describe('switchyard binary: HTTP API', () => {
     const stats = (await fetchJson(`${server.base}/stats`)).body;
     assert.deepEqual(shapeOf(stats, addonOnly), shapeOf(new RelaySessionManager().getStats(), addonOnly));
     assert.deepEqual([stats.connections, stats.sessions, typeof stats.uptime], [0, 0, 'number'], "and the awareness service's names");
+    assert.equal(stats.config.cleanupIntervalMs, 30000, "the configuration in force, with the binary's own defaults");
   });
 
   it('reports stats and Prometheus metrics that move with traffic', async () => {

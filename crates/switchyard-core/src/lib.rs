@@ -54,7 +54,7 @@ pub use memory_presence::MemoryPresence;
 pub use present_member::PresentMember;
 pub use registry::{Identity, Route};
 pub use relay::{PublishError, Relay, Target};
-pub use report::StatsReport;
+pub use report::{ConfigReport, HostSettings, StatsReport};
 pub use session::{SessionInfo, SessionOptions};
 pub use limits::{Rate, RateLimits};
 pub use message::{AwarenessKind, AwarenessMessage, ClientMessage, ControlStep, JoinChannel, Role};

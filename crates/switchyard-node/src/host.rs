@@ -21,7 +21,7 @@ use napi::bindgen_prelude::{BufferSlice, FnArgs, Function, FunctionCallContext, 
 use napi::{Env, Result};
 use serde_json::value::RawValue;
 use switchyard_core::{
-    close_code, ConnId, ConnectionInfo, ErrorCode, Event, Frame, Identity, Millis, ConnectionRefusal, MessageRejection, Route, Target,
+    close_code, ConnId, ConnectionInfo, ErrorCode, Event, Frame, HostSettings, Identity, Millis, ConnectionRefusal, MessageRejection, Route, Target,
 };
 use switchyard_server::admission::{self, Admitted, Refused, TokenAuth, Upgrade};
 use switchyard_server::engine::Engine;
@@ -248,19 +248,13 @@ impl Host {
         Ok(())
     }
 
-    /// Whether a token is required, when token auth is on.
-    pub fn auth_required(&self) -> Option<bool> {
-        self.auth.as_ref().map(|auth| auth.required)
-    }
-
-    /// `nativeCompression`, when it is on.
-    pub fn compression_config(&self) -> Option<CompressionConfig> {
-        self.compression
-    }
-
-    /// `nativeThreads`, when given.
-    pub fn native_threads(&self) -> Option<usize> {
-        self.native_threads
+    /// What this manager applies of its options beside the relay's config.
+    pub fn settings(&self) -> HostSettings {
+        HostSettings {
+            auth_required: self.auth.as_ref().map(|auth| auth.required),
+            compression_threshold: self.compression.map(|compression| compression.threshold),
+            threads: self.native_threads,
+        }
     }
 
     /// permessage-deflate over the bridge and the native transport: connections that

@@ -6,10 +6,8 @@ use chrono::{DateTime, Utc};
 use napi::bindgen_prelude::{Buffer, Either, Null, Undefined};
 use napi_derive::napi;
 use serde_json::Value;
-use switchyard_core::{
-    Config, ConnectionInfo, FrameKind, History, HistoryConfig, Identity, Millis, PresentMember, Rate, SessionInfo,
-};
-use switchyard_server::deflate::{CompressionConfig, CompressionCounts};
+use switchyard_core::{ConnectionInfo, FrameKind, History, Identity, Millis, PresentMember, SessionInfo};
+use switchyard_server::deflate::CompressionCounts;
 
 fn date(ms: Millis) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms as i64).unwrap_or_default()
@@ -155,143 +153,8 @@ pub struct SessionEndedEvent {
     pub session_id: String,
 }
 
-/// The configuration in force, every default filled in.
-#[napi(object)]
-pub struct ResolvedConfig {
-    pub session_timeout_ms: i64,
-    pub max_sessions: u32,
-    pub max_clients_per_session: u32,
-    pub ping_interval_ms: i64,
-    pub heartbeat_timeout_ms: i64,
-    pub cleanup_interval_ms: i64,
-    pub max_message_bytes: i64,
-    pub max_queued_bytes: i64,
-    #[napi(ts_type = "SlowConsumerPolicy")]
-    pub slow_consumer: String,
-    pub channels: ResolvedChannels,
-    pub max_channels_per_connection: u32,
-    pub request_timeout_ms: i64,
-    pub max_requests_per_connection: u32,
-    #[napi(ts_type = "AckPolicy")]
-    pub ack: String,
-    pub enable_role_management: bool,
-    #[napi(ts_type = "ConflictResolution")]
-    pub default_conflict_resolution: String,
-    pub control_request_timeout_ms: i64,
-    pub max_connections_per_user: u32,
-    pub max_windows_per_user: u32,
-    #[napi(ts_type = "ResolvedRateLimit | null")]
-    pub rate_limit: Either<ResolvedRateLimit, Null>,
-    #[napi(ts_type = "number | null")]
-    pub connections_per_minute_per_ip: Either<u32, Null>,
-    /// Whether token auth is on and requires a token; `null` without auth.
-    #[napi(ts_type = "{ required: boolean } | null")]
-    pub auth: Either<ResolvedAuth, Null>,
-    /// permessage-deflate in the native transport; `null`: off.
-    #[napi(ts_type = "{ threshold: number } | null")]
-    pub native_compression: Either<ResolvedCompression, Null>,
-    /// The native transport's threads; `null`: one per CPU the process may use.
-    #[napi(ts_type = "number | null")]
-    pub native_threads: Either<u32, Null>,
-    /// The stream sessions keep unless created with their own; `null`: none.
-    #[napi(ts_type = "ResolvedHistory | null")]
-    pub history: Either<ResolvedHistory, Null>,
-    pub history_max_bytes: i64,
-}
-
-#[napi(object)]
-pub struct ResolvedHistory {
-    pub size: u32,
-    pub ttl_ms: i64,
-}
-
-impl From<HistoryConfig> for ResolvedHistory {
-    fn from(history: HistoryConfig) -> Self {
-        Self { size: history.size as u32, ttl_ms: history.ttl_ms as i64 }
-    }
-}
-
-#[napi(object)]
-pub struct ResolvedRate {
-    pub messages_per_second: f64,
-    pub burst: f64,
-}
-
-impl From<Rate> for ResolvedRate {
-    fn from(rate: Rate) -> Self {
-        Self { messages_per_second: rate.per_second, burst: rate.burst }
-    }
-}
-
-#[napi(object)]
-pub struct ResolvedRateLimit {
-    pub messages_per_second: f64,
-    pub burst: f64,
-    #[napi(ts_type = "ResolvedRate | null")]
-    pub per_user: Either<ResolvedRate, Null>,
-    pub max_violations: u32,
-}
-
-#[napi(object)]
-pub struct ResolvedAuth {
-    pub required: bool,
-}
-
 fn or_null<T>(value: Option<T>) -> Either<T, Null> {
     value.map_or(Either::B(Null), Either::A)
-}
-
-#[napi(object)]
-pub struct ResolvedChannels {
-    /// Absent when any valid name may be joined.
-    pub allow: Option<Vec<String>>,
-    /// The stream each channel keeps; absent when channels keep none.
-    pub history: Option<ResolvedHistory>,
-}
-
-/// `nativeCompression` as the manager applies it.
-#[napi(object)]
-pub struct ResolvedCompression {
-    pub threshold: u32,
-}
-
-impl ResolvedConfig {
-    /// `auth_required`: whether a token is required, when token auth is on.
-    pub fn new(config: &Config, auth_required: Option<bool>, native: &NativeSettings) -> Self {
-        Self {
-            session_timeout_ms: config.session_timeout_ms as i64,
-            max_sessions: config.max_sessions as u32,
-            max_clients_per_session: config.max_clients_per_session as u32,
-            ping_interval_ms: config.ping_interval_ms as i64,
-            heartbeat_timeout_ms: config.heartbeat_timeout_ms as i64,
-            cleanup_interval_ms: config.cleanup_interval_ms as i64,
-            max_message_bytes: config.max_message_bytes as i64,
-            max_queued_bytes: config.max_queued_bytes as i64,
-            slow_consumer: config.slow_consumer.as_str().into(),
-            channels: ResolvedChannels { allow: config.channel_allow.clone(), history: config.channel_history.map(ResolvedHistory::from) },
-            max_channels_per_connection: config.max_channels_per_connection as u32,
-            request_timeout_ms: config.request_timeout_ms as i64,
-            max_requests_per_connection: config.max_requests_per_connection as u32,
-            ack: config.ack.as_str().into(),
-            enable_role_management: config.enable_role_management,
-            default_conflict_resolution: config.default_conflict_resolution.as_str().into(),
-            control_request_timeout_ms: config.control_request_timeout_ms as i64,
-            max_connections_per_user: config.max_connections_per_user as u32,
-            max_windows_per_user: config.max_windows_per_user as u32,
-            rate_limit: or_null(config.rate_limit.as_ref().map(|limits| ResolvedRateLimit {
-                messages_per_second: limits.per_connection.per_second,
-                burst: limits.per_connection.burst,
-                per_user: or_null(limits.per_user.map(Into::into)),
-                max_violations: limits.max_violations,
-            })),
-            connections_per_minute_per_ip: or_null(config.connections_per_minute_per_ip),
-            auth: or_null(auth_required.map(|required| ResolvedAuth { required })),
-            native_compression: or_null(native.compression.map(|c| ResolvedCompression { threshold: c.threshold as u32 })),
-            native_threads: or_null(native.threads.map(|n| n as u32)),
-            history: or_null(config.history.map(ResolvedHistory::from)),
-            history_max_bytes: config.history_max_bytes as i64,
-        }
-    }
 }
 
 /// What `history()` answers.
@@ -380,12 +243,6 @@ pub struct Published {
 }
 
 
-
-/// The native transport's options, as `getStats().config` shows them.
-pub struct NativeSettings {
-    pub compression: Option<CompressionConfig>,
-    pub threads: Option<usize>,
-}
 
 /// permessage-deflate, negotiated by `ws` in bridge mode and by the native transport
 /// with `nativeCompression`.

@@ -7,7 +7,7 @@ use napi::bindgen_prelude::{FnArgs, Function, Null, Object, This, Uint8Array, Un
 use napi::{Env, JsValue, Result, ValueType};
 use napi_derive::napi;
 use switchyard_core::{close_code, ChannelName, ConnId, Frame, Position, PublishError, Target};
-use switchyard_core::report::HealthReport;
+use switchyard_core::report::{ConfigReport, HealthReport};
 use switchyard_server::now;
 
 use crate::bridge;
@@ -15,7 +15,7 @@ use crate::config::{read_route, read_session_options, read_settings, read_upgrad
 use crate::guard;
 use crate::host::{Host, Lifecycle};
 use crate::config::MAX_TIMER_MS;
-use crate::js_types::{report_value, CompressionStats, IdentityData, ListenAddress, NativeSettings, PresenceData, Published, ResolvedConfig, SessionData, SessionHistory};
+use crate::js_types::{report_value, CompressionStats, IdentityData, ListenAddress, PresenceData, Published, SessionData, SessionHistory};
 use crate::native;
 use crate::attach;
 use crate::authentication;
@@ -216,8 +216,7 @@ impl RelaySessionManager {
             // SAFETY: a JSON object serializes to a JavaScript object.
             let mut stats = unsafe { env.to_js_value(&report)?.cast::<Object>()? };
             stats.set("compression", CompressionStats::from(self.host.compression(env)?))?;
-            let native = NativeSettings { compression: self.host.compression_config(), threads: self.host.native_threads() };
-            stats.set("config", ResolvedConfig::new(relay.config(), self.host.auth_required(), &native))?;
+            stats.set("config", env.to_js_value(&ConfigReport::new(relay.config(), self.host.settings()))?)?;
             Ok(stats)
         })
     }

@@ -23,8 +23,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use switchyard_core::{
-    server_message, ChannelName, ConflictResolution, Frame, FrameKind, History, HistoryConfig, Identity, Millis,
-    Position, PublishError, Route, SessionError, SessionId, SessionInfo, SessionOptions, Target, Topic,
+    server_message, ChannelName, ConfigReport, ConflictResolution, Frame, FrameKind, History, HistoryConfig, HostSettings, Identity,
+    Millis, Position, PublishError, Route, SessionError, SessionId, SessionInfo, SessionOptions, Target, Topic,
 };
 use switchyard_server::engine::{Engine, Held};
 use switchyard_server::admission::{self, Refused, TokenAuth, Upgrade};
@@ -37,6 +37,8 @@ use tracing::error;
 pub struct App {
     /// The relay and, with `--redis-url`, its link to the other nodes.
     pub engine: Arc<Engine>,
+    /// What the binary applies of its flags beside the relay's config.
+    pub settings: HostSettings,
     pub spawner: Spawner,
     pub admin_token: Option<String>,
     pub auth: Option<TokenAuth>,
@@ -240,6 +242,7 @@ async fn stats(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketAddr>,
     if let (Some(answer), Ok(Value::Object(report))) = (answer.as_object_mut(), serde_json::to_value(report)) {
         answer.extend(report);
     }
+    answer["config"] = serde_json::to_value(ConfigReport::new(app.engine.relay.config(), app.settings)).unwrap_or_default();
     // As the addon's getStats() names them.
     let compression = app.spawner.compression().counts();
     answer["compression"] = json!({

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use switchyard_core::{close_code, Config, ConnectionRefusal};
+use switchyard_core::{close_code, Config, ConnectionRefusal, HostSettings};
 use switchyard_server::admission::TokenAuth;
 use switchyard_server::engine::Engine;
 use switchyard_server::native_runtime::NativeRuntime;
@@ -88,8 +88,14 @@ async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, launche
         }
     };
     let waiting = switchyard_server::waiting::Waiting::new(args.handshake_limits());
+    let settings = HostSettings {
+        auth_required: auth.as_ref().map(|auth| auth.required),
+        compression_threshold: args.compression().map(|compression| compression.threshold),
+        threads: args.threads.map(|n| usize::try_from(n.get()).unwrap_or(usize::MAX)),
+    };
     let app = Arc::new(http::App {
         engine: engine.clone(),
+        settings,
         spawner: spawner.clone(),
         admin_token: args.admin_token.clone(),
         auth,
