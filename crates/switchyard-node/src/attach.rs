@@ -21,7 +21,7 @@ use crate::persistent_object::PersistentObject;
 use crate::host::Host;
 use crate::js::{self, call_method};
 use crate::options::{type_error, OptionsReader};
-use crate::path_pattern::PathPattern;
+use switchyard_server::path_pattern::PathPattern;
 
 const DEFAULT_PATH: &str = "/session/:sessionId";
 /// On a server: how many `upgrade` listeners `attach` has added to it.

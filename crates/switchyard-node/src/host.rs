@@ -38,7 +38,9 @@ use crate::js::{self, to_js};
 use crate::js_types::ConnectionEvent;
 use crate::native;
 #[cfg(target_family = "wasm")]
-use crate::{authentication::Authenticate, js_types::ListenAddress, path_pattern::PathPattern};
+use crate::{authentication::Authenticate, js_types::ListenAddress};
+#[cfg(target_family = "wasm")]
+use switchyard_server::path_pattern::PathPattern;
 #[cfg(target_family = "wasm")]
 use napi::{Error, Status};
 #[cfg(not(target_family = "wasm"))]

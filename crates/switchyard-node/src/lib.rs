@@ -19,7 +19,6 @@ mod js_types;
 mod manager;
 mod native;
 mod options;
-mod path_pattern;
 mod js_queue;
 mod request;
 

@@ -5,9 +5,10 @@
 //! the relay and starts its task ([`connection`]), which decodes frames with [`codec`]
 //! and drains a bounded [`NativeOutbox`]. The same pieces serve the `switchyard` binary
 //! (behind hyper), sockets the Node addon takes over from Node's HTTP server, and the
-//! addon's own port ([`listener`]); [`waiting`] bounds the connections still in their
-//! handshake, and [`deflate`] is their permessage-deflate. [`engine`] is what the binary
-//! and the addon both run around a relay: its runtime, its cluster, and admission.
+//! addon's own port ([`listener`], which takes the upgrades a [`path_pattern`] matches);
+//! [`waiting`] bounds the connections still in their handshake, and [`deflate`] is their
+//! permessage-deflate. [`engine`] is what the binary and the addon both run around a
+//! relay: its runtime, its cluster, and admission.
 
 pub mod admission;
 pub mod auth;
@@ -23,6 +24,7 @@ pub mod metrics;
 #[cfg(not(target_family = "wasm"))]
 pub mod native_runtime;
 mod outbox;
+pub mod path_pattern;
 pub mod waiting;
 
 #[cfg(not(target_family = "wasm"))]

@@ -15,7 +15,7 @@ use switchyard_server::Accepted;
 use tokio_util::sync::CancellationToken;
 
 use super::{Host, Lifecycle};
-use crate::path_pattern::PathPattern;
+use switchyard_server::path_pattern::PathPattern;
 use crate::guard;
 use crate::js_types::ListenAddress;
 use crate::authentication::Authenticate;

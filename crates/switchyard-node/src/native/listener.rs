@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::Authenticator;
-use crate::path_pattern::PathPattern;
+use switchyard_server::path_pattern::PathPattern;
 use crate::authentication::Verdict;
 
 /// What a listener needs of its manager to let an upgrade in.
