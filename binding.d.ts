@@ -530,6 +530,21 @@ export interface ResolvedCompression {
 }
 
 /**
+ * permessage-deflate, negotiated by `ws` in bridge mode and by the native transport
+ * with `nativeCompression`.
+ */
+export interface CompressionStats {
+  /** Connections open now with permessage-deflate. */
+  connections: number
+  /** Payload bytes sent to such sockets (open and closed), before compression. */
+  bytesBeforeCompression: number
+  /** The bytes that went on the wire for them: compressed payloads, frame headers, handshakes. */
+  bytesOnWire: number
+  /** `bytesOnWire / bytesBeforeCompression`; absent before anything was sent. */
+  ratio?: number
+}
+
+/**
  * Which binding artifact the generated loader actually loaded: `'native'` for
  * a native addon, otherwise the `platformArchABI` of the WASI flavor. Every
  * flavor napi-rs can build is listed, because `NAPI_RS_NATIVE_LIBRARY_PATH`
@@ -670,21 +685,6 @@ export declare enum ClientRole {
   PASSIVE = 'passive',
   /** Asking for control (the original client's own state; the server never sets it). */
   REQUESTING = 'requesting',
-}
-
-/**
- * permessage-deflate, negotiated by `ws` in bridge mode and by the native transport
- * with `nativeCompression`.
- */
-export interface CompressionStats {
-  /** Connections open now with permessage-deflate. */
-  connections: number
-  /** Payload bytes sent to such sockets (open and closed), before compression. */
-  bytesBeforeCompression: number
-  /** The bytes that went on the wire for them: compressed payloads, frame headers, handshakes. */
-  bytesOnWire: number
-  /** `bytesOnWire / bytesBeforeCompression`; absent before anything was sent. */
-  ratio?: number
 }
 
 /**

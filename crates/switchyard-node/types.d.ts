@@ -528,3 +528,18 @@ export interface ResolvedAuth {
 export interface ResolvedCompression {
   threshold: number
 }
+
+/**
+ * permessage-deflate, negotiated by `ws` in bridge mode and by the native transport
+ * with `nativeCompression`.
+ */
+export interface CompressionStats {
+  /** Connections open now with permessage-deflate. */
+  connections: number
+  /** Payload bytes sent to such sockets (open and closed), before compression. */
+  bytesBeforeCompression: number
+  /** The bytes that went on the wire for them: compressed payloads, frame headers, handshakes. */
+  bytesOnWire: number
+  /** `bytesOnWire / bytesBeforeCompression`; absent before anything was sent. */
+  ratio?: number
+}

@@ -7,7 +7,6 @@ use napi::bindgen_prelude::{Buffer, Either, Null, Undefined};
 use napi_derive::napi;
 use serde_json::Value;
 use switchyard_core::{ConnectionInfo, FrameKind, History, Identity, Millis, PresentMember, SessionInfo};
-use switchyard_server::deflate::CompressionCounts;
 
 fn date(ms: Millis) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms as i64).unwrap_or_default()
@@ -243,31 +242,6 @@ pub struct Published {
 }
 
 
-
-/// permessage-deflate, negotiated by `ws` in bridge mode and by the native transport
-/// with `nativeCompression`.
-#[napi(object)]
-pub struct CompressionStats {
-    /// Connections open now with permessage-deflate.
-    pub connections: u32,
-    /// Payload bytes sent to such sockets (open and closed), before compression.
-    pub bytes_before_compression: i64,
-    /// The bytes that went on the wire for them: compressed payloads, frame headers, handshakes.
-    pub bytes_on_wire: i64,
-    /// `bytesOnWire / bytesBeforeCompression`; absent before anything was sent.
-    pub ratio: Option<f64>,
-}
-
-impl From<CompressionCounts> for CompressionStats {
-    fn from(counts: CompressionCounts) -> Self {
-        Self {
-            connections: counts.connections as u32,
-            bytes_before_compression: counts.bytes_before_compression as i64,
-            bytes_on_wire: counts.bytes_on_wire as i64,
-            ratio: counts.ratio(),
-        }
-    }
-}
 
 /// An identity, as `authenticate` returns it.
 #[napi(object)]

@@ -15,7 +15,7 @@ use crate::config::{read_route, read_session_options, read_settings, read_upgrad
 use crate::guard;
 use crate::host::{Host, Lifecycle};
 use crate::config::MAX_TIMER_MS;
-use crate::js_types::{report_value, CompressionStats, IdentityData, ListenAddress, PresenceData, Published, SessionData, SessionHistory};
+use crate::js_types::{report_value, IdentityData, ListenAddress, PresenceData, Published, SessionData, SessionHistory};
 use crate::native;
 use crate::attach;
 use crate::authentication;
@@ -215,7 +215,7 @@ impl RelaySessionManager {
             report["uptimeMs"] = uptime.unwrap_or(0).into();
             // SAFETY: a JSON object serializes to a JavaScript object.
             let mut stats = unsafe { env.to_js_value(&report)?.cast::<Object>()? };
-            stats.set("compression", CompressionStats::from(self.host.compression(env)?))?;
+            stats.set("compression", env.to_js_value(&self.host.compression(env)?)?)?;
             stats.set("config", env.to_js_value(&ConfigReport::new(relay.config(), self.host.settings()))?)?;
             Ok(stats)
         })

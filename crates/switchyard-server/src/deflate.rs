@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use flate2::{Compress, Decompress, FlushCompress, FlushDecompress, Status};
+use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 /// What the server lets a client send to turn compression on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,7 +214,8 @@ pub struct CompressionTotals {
     on_wire: AtomicU64,
 }
 
-/// A reading of [`CompressionTotals`].
+/// A reading of [`CompressionTotals`]: `compression` in `getStats()` and `GET /stats`,
+/// with its ratio.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CompressionCounts {
     /// Connections open now that negotiated permessage-deflate.
@@ -222,6 +224,20 @@ pub struct CompressionCounts {
     pub bytes_before_compression: u64,
     /// What went on the wire for those payloads: frame headers and (compressed) payloads.
     pub bytes_on_wire: u64,
+}
+
+impl Serialize for CompressionCounts {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut fields = serializer.serialize_struct("CompressionCounts", 4)?;
+        fields.serialize_field("connections", &self.connections)?;
+        fields.serialize_field("bytesBeforeCompression", &self.bytes_before_compression)?;
+        fields.serialize_field("bytesOnWire", &self.bytes_on_wire)?;
+        match self.ratio() {
+            Some(ratio) => fields.serialize_field("ratio", &ratio)?,
+            None => fields.skip_field("ratio")?,
+        }
+        fields.end()
+    }
 }
 
 impl CompressionCounts {

@@ -243,14 +243,7 @@ async fn stats(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketAddr>,
         answer.extend(report);
     }
     answer["config"] = serde_json::to_value(ConfigReport::new(app.engine.relay.config(), app.settings)).unwrap_or_default();
-    // As the addon's getStats() names them.
-    let compression = app.spawner.compression().counts();
-    answer["compression"] = json!({
-        "connections": compression.connections,
-        "bytesBeforeCompression": compression.bytes_before_compression,
-        "bytesOnWire": compression.bytes_on_wire,
-        "ratio": compression.ratio(),
-    });
+    answer["compression"] = serde_json::to_value(app.spawner.compression().counts()).unwrap_or_default();
     Ok(Json(answer))
 }
 
