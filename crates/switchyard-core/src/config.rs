@@ -1,12 +1,17 @@
 //! Relay configuration with the defaults of the original RelaySessionManager, which the
 //! option schema ([`crate::schema`]) declares.
 
+use serde::Serialize;
 use thiserror::Error;
 
+use crate::limits::RateLimits;
 use crate::policies::{AckPolicy, ConflictResolution, SlowConsumerPolicy};
 use crate::schema;
+use crate::streams::HistoryConfig;
 
-#[derive(Clone, Debug, PartialEq)]
+/// Serialized, the configuration in force by the addon's option names (`getStats().config`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Config {
     /// Lifetime of a session from its creation, unless created with its own `expiresIn`.
     pub session_timeout_ms: u64,
@@ -24,10 +29,7 @@ pub struct Config {
     /// Bound of each connection's outbox.
     pub max_queued_bytes: usize,
     pub slow_consumer: SlowConsumerPolicy,
-    /// Patterns of the channels connections may join (`"chat:*"`, `"user:{userId}"`);
-    /// `None` allows any valid name. `user:` and `org:` channels need a matching identity
-    /// either way.
-    pub channel_allow: Option<Vec<String>>,
+    pub channels: ChannelOptions,
     /// Channels one connection may be in at once; more joins are refused.
     pub max_channels_per_connection: usize,
     /// A request the app has not answered within this is answered `REQUEST_TIMEOUT`.
@@ -47,21 +49,33 @@ pub struct Config {
     /// to all the user's connections, so without a cap each `register` would cost more.
     pub max_windows_per_user: usize,
     /// How fast connections and users may send; `None` for no limit.
-    pub rate_limit: Option<crate::limits::RateLimits>,
+    pub rate_limit: Option<RateLimits>,
     /// New connections one address may open per minute; `None` for no limit.
     pub connections_per_minute_per_ip: Option<u32>,
     /// Whether only users the transport verified count (with token auth): a connection
     /// without one may not claim a user by `register`, so it can neither receive that
     /// user's messages nor use up the user's connections and rate.
+    #[serde(skip)]
     pub verified_users_only: bool,
     /// The stream each session keeps, unless created with its own; `None`: none.
-    pub history: Option<crate::streams::HistoryConfig>,
-    /// The stream every channel keeps, for members that join with `positions` or
-    /// `since`; `None`: none.
-    pub channel_history: Option<crate::streams::HistoryConfig>,
+    pub history: Option<HistoryConfig>,
     /// The bytes every stream together may keep: history memory is bounded whatever
     /// the sessions ask for.
     pub history_max_bytes: usize,
+}
+
+/// Who may join which channels, and what each keeps.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ChannelOptions {
+    /// Patterns of the channels connections may join (`"chat:*"`, `"user:{userId}"`);
+    /// `None` allows any valid name. `user:` and `org:` channels need a matching identity
+    /// either way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+    /// The stream every channel keeps, for members that join with `positions` or
+    /// `since`; `None`: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<HistoryConfig>,
 }
 
 impl Default for Config {
@@ -78,7 +92,7 @@ impl Default for Config {
             max_message_bytes: size(schema::MAX_MESSAGE_BYTES),
             max_queued_bytes: size(schema::MAX_QUEUED_BYTES),
             slow_consumer: SlowConsumerPolicy::Close,
-            channel_allow: None,
+            channels: ChannelOptions::default(),
             max_channels_per_connection: size(schema::MAX_CHANNELS_PER_CONNECTION),
             request_timeout_ms: number(schema::REQUEST_TIMEOUT_MS),
             max_requests_per_connection: size(schema::MAX_REQUESTS_PER_CONNECTION),
@@ -92,7 +106,6 @@ impl Default for Config {
             connections_per_minute_per_ip: None,
             verified_users_only: false,
             history: None,
-            channel_history: None,
             history_max_bytes: size(schema::HISTORY_MAX_BYTES),
         }
     }
@@ -126,7 +139,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(patterns) = &self.channel_allow {
+        if let Some(patterns) = &self.channels.allow {
             for pattern in patterns {
                 crate::channels::AllowPattern::parse(pattern)
                     .map_err(|reason| ConfigError { option: "channels.allow", reason })?;
@@ -144,7 +157,7 @@ impl Config {
         if let Some(history) = &self.history {
             history.validate().map_err(|reason| ConfigError { option: "history", reason })?;
         }
-        if let Some(history) = &self.channel_history {
+        if let Some(history) = &self.channels.history {
             history.validate().map_err(|reason| ConfigError { option: "channels.history", reason })?;
         }
         let positive: [(&'static str, u64); 15] = [

@@ -40,7 +40,7 @@ mod timers;
 pub mod testing;
 
 pub use channels::ChannelName;
-pub use config::{Config, ConfigError};
+pub use config::{ChannelOptions, Config, ConfigError};
 pub use policies::{AckPolicy, ConflictResolution, SlowConsumerPolicy};
 pub use envelope::{Envelope, Malformed, MAX_NESTING};
 pub use error::{close_code, ErrorCode, ConnectionRefusal, MessageRejection, SessionError};

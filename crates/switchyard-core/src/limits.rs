@@ -1,11 +1,14 @@
 //! Rate limits as token buckets, with time passed in: how fast a connection and a user
 //! may send, and how fast one address may open connections.
 
+use serde::Serialize;
+
 use crate::ids::Millis;
 
 /// A sustained rate and the burst allowed above it.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Rate {
+    #[serde(rename = "messagesPerSecond")]
     pub per_second: f64,
     pub burst: f64,
 }
@@ -21,9 +24,11 @@ impl Rate {
 }
 
 /// The message limits of `rateLimit`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RateLimits {
     /// Each connection's own bucket (unless its identity brings a tier).
+    #[serde(flatten)]
     pub per_connection: Rate,
     /// One bucket shared by all of a user's connections.
     pub per_user: Option<Rate>,

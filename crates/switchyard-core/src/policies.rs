@@ -2,8 +2,11 @@
 //! acknowledged, how a control request is settled), with the names each surface spells
 //! them by: the config and the option schema both use them.
 
+use serde::Serialize;
+
 /// What the relay does when a recipient's outbox is full.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum SlowConsumerPolicy {
     /// Close the slow connection with 1013 "Slow consumer"; everyone else keeps going.
     #[default]
@@ -33,7 +36,8 @@ impl SlowConsumerPolicy {
 }
 
 /// Which messages are answered with `ACK` (or `NACK`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum AckPolicy {
     /// Messages with a string `id` and `"ack": true`.
     #[default]
@@ -66,7 +70,8 @@ impl AckPolicy {
 
 /// What `request_control` does while another member is active: the original
 /// RelaySessionManager's strategies, by its names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ConflictResolution {
     /// Forward the request to the active member only when that member joined after the
     /// requester; otherwise decline it.

@@ -110,7 +110,7 @@ impl Relay {
             registry: Registry::new(link.connection_id_base()),
             streams,
             link,
-            channels: Channels::new(AllowList::new(config.channel_allow.as_deref())),
+            channels: Channels::new(AllowList::new(config.channels.allow.as_deref())),
             requests: Requests::new(config.max_requests_per_connection),
             awareness: Awareness::new(config.max_windows_per_user),
             config,

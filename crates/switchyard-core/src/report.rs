@@ -10,10 +10,8 @@ use serde::Serialize;
 
 use crate::broker::ClusterStatus;
 use crate::config::Config;
-use crate::limits::Rate;
 use crate::outbox::Transport;
 use crate::stats::{Health, HistogramSnapshot, Stats, FRAME_SIZES};
-use crate::streams::HistoryConfig;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -220,66 +218,12 @@ pub struct HostSettings {
 /// `getStats().config` and `config` in `GET /stats`. An option that is off is `null`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ConfigReport {
-    pub session_timeout_ms: u64,
-    pub max_sessions: usize,
-    pub max_clients_per_session: usize,
-    pub ping_interval_ms: u64,
-    pub heartbeat_timeout_ms: u64,
-    pub cleanup_interval_ms: u64,
-    pub max_message_bytes: usize,
-    pub max_queued_bytes: usize,
-    pub slow_consumer: &'static str,
-    pub channels: ChannelsReport,
-    pub max_channels_per_connection: usize,
-    pub request_timeout_ms: u64,
-    pub max_requests_per_connection: usize,
-    pub ack: &'static str,
-    pub enable_role_management: bool,
-    pub default_conflict_resolution: &'static str,
-    pub control_request_timeout_ms: u64,
-    pub max_connections_per_user: usize,
-    pub max_windows_per_user: usize,
-    pub rate_limit: Option<RateLimitReport>,
-    pub connections_per_minute_per_ip: Option<u32>,
+pub struct ConfigReport<'a> {
+    #[serde(flatten)]
+    pub config: &'a Config,
     pub auth: Option<AuthReport>,
     pub native_compression: Option<CompressionReport>,
     pub native_threads: Option<usize>,
-    pub history: Option<HistoryReport>,
-    pub history_max_bytes: usize,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ChannelsReport {
-    /// Absent when any valid name may be joined.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub allow: Option<Vec<String>>,
-    /// Absent when channels keep no stream.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub history: Option<HistoryReport>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HistoryReport {
-    pub size: usize,
-    pub ttl_ms: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RateReport {
-    pub messages_per_second: f64,
-    pub burst: f64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RateLimitReport {
-    #[serde(flatten)]
-    pub per_connection: RateReport,
-    pub per_user: Option<RateReport>,
-    pub max_violations: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -292,51 +236,13 @@ pub struct CompressionReport {
     pub threshold: usize,
 }
 
-impl From<HistoryConfig> for HistoryReport {
-    fn from(history: HistoryConfig) -> Self {
-        Self { size: history.size, ttl_ms: history.ttl_ms }
-    }
-}
-
-impl From<Rate> for RateReport {
-    fn from(rate: Rate) -> Self {
-        Self { messages_per_second: rate.per_second, burst: rate.burst }
-    }
-}
-
-impl ConfigReport {
-    pub fn new(config: &Config, host: HostSettings) -> Self {
+impl<'a> ConfigReport<'a> {
+    pub fn new(config: &'a Config, host: HostSettings) -> Self {
         Self {
-            session_timeout_ms: config.session_timeout_ms,
-            max_sessions: config.max_sessions,
-            max_clients_per_session: config.max_clients_per_session,
-            ping_interval_ms: config.ping_interval_ms,
-            heartbeat_timeout_ms: config.heartbeat_timeout_ms,
-            cleanup_interval_ms: config.cleanup_interval_ms,
-            max_message_bytes: config.max_message_bytes,
-            max_queued_bytes: config.max_queued_bytes,
-            slow_consumer: config.slow_consumer.as_str(),
-            channels: ChannelsReport { allow: config.channel_allow.clone(), history: config.channel_history.map(Into::into) },
-            max_channels_per_connection: config.max_channels_per_connection,
-            request_timeout_ms: config.request_timeout_ms,
-            max_requests_per_connection: config.max_requests_per_connection,
-            ack: config.ack.as_str(),
-            enable_role_management: config.enable_role_management,
-            default_conflict_resolution: config.default_conflict_resolution.as_str(),
-            control_request_timeout_ms: config.control_request_timeout_ms,
-            max_connections_per_user: config.max_connections_per_user,
-            max_windows_per_user: config.max_windows_per_user,
-            rate_limit: config.rate_limit.as_ref().map(|limits| RateLimitReport {
-                per_connection: limits.per_connection.into(),
-                per_user: limits.per_user.map(Into::into),
-                max_violations: limits.max_violations,
-            }),
-            connections_per_minute_per_ip: config.connections_per_minute_per_ip,
+            config,
             auth: host.auth_required.map(|required| AuthReport { required }),
             native_compression: host.compression_threshold.map(|threshold| CompressionReport { threshold }),
             native_threads: host.threads,
-            history: config.history.map(Into::into),
-            history_max_bytes: config.history_max_bytes,
         }
     }
 }

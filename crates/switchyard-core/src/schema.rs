@@ -679,9 +679,9 @@ mod tests {
         assert_eq!(config.slow_consumer.as_str(), text(SLOW_CONSUMER.default));
         assert_eq!(config.ack.as_str(), text(ACK.default));
         assert_eq!(config.default_conflict_resolution.as_str(), text(DEFAULT_CONFLICT_RESOLUTION.default));
-        assert_eq!(config.channel_allow, None);
+        assert_eq!(config.channels, crate::config::ChannelOptions::default());
         assert_eq!((config.rate_limit, config.connections_per_minute_per_ip), (None, None));
-        assert_eq!((config.history, config.channel_history), (None, None));
+        assert_eq!(config.history, None);
     }
 
     fn text(default: DefaultValue) -> &'static str {

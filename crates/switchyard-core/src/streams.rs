@@ -12,12 +12,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rand::distr::{Alphanumeric, SampleString};
+use serde::Serialize;
 
 use crate::frame::{Frame, FrameKind};
 use crate::ids::Millis;
 
 /// How much of a stream to keep: `size` publications at most, each `ttl_ms` at most.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct HistoryConfig {
     pub size: usize,
     pub ttl_ms: u64,

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use serde_json::value::RawValue;
 use switchyard_core::testing::{RecordingEvents, RecordingOutbox};
 use switchyard_core::{
-    AckPolicy, Config, ConflictResolution, ConnId, ErrorCode, Event, Frame, Identity, MessageRejection, Relay, Route, SessionOptions,
+    AckPolicy, ChannelOptions, Config, ConflictResolution, ConnId, ErrorCode, Event, Frame, Identity, MessageRejection, Relay, Route, SessionOptions,
     Target,
 };
 
@@ -111,7 +111,7 @@ fn closed_connections_leave_their_channels_and_empty_channels_go() {
 
 #[test]
 fn joins_are_checked_for_names_reserved_prefixes_and_allow_patterns() {
-    let config = Config { channel_allow: Some(vec!["chat:*".into(), "user:{userId}".into()]), ..Config::default() };
+    let config = Config { channels: ChannelOptions { allow: Some(vec!["chat:*".into(), "user:{userId}".into()]), ..Default::default() }, ..Config::default() };
     let world = World::new(config);
     let alice = world.connect(Route::Sessionless, Some("alice"), Some("acme"));
     let cases = [

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use switchyard_core::testing::{RecordingEvents, RecordingOutbox};
 use switchyard_core::{
-    Config, ConnId, Frame, HistoryConfig, Identity, Position, PublishError, Relay, Resume, Route, SessionOptions,
+    ChannelOptions, Config, ConnId, Frame, HistoryConfig, Identity, Position, PublishError, Relay, Resume, Route, SessionOptions,
 };
 
 const T0: u64 = 1_700_000_000_000;
@@ -143,7 +143,7 @@ fn sessionless(relay: &Relay, user: &str) -> (ConnId, Arc<RecordingOutbox>) {
 #[test]
 fn channels_keep_streams_recover_and_tell_presence() {
     let history = HistoryConfig { size: 100, ttl_ms: 60_000 };
-    let relay = Relay::new(Config { channel_history: Some(history), ..Config::default() }, RecordingEvents::new());
+    let relay = Relay::new(Config { channels: ChannelOptions { history: Some(history), ..Default::default() }, ..Config::default() }, RecordingEvents::new());
     let (b, b_out) = sessionless(&relay, "bob");
     relay.receive(b, Frame::text(r#"{"type":"JOIN_CHANNEL","channel":"news","presence":true}"#), T0);
     assert_eq!(texts(&b_out), [json!({"type":"CHANNEL_JOINED","channel":"news"})]);

@@ -7,7 +7,7 @@ use napi::bindgen_prelude::Unknown;
 use napi::{Env, Error, Result, Status, ValueType};
 use switchyard_core::schema::{self, Setting};
 use switchyard_core::{
-    AckPolicy, Config, ConflictResolution, HistoryConfig, Identity, Rate, RateLimits, Route, SessionError, SessionOptions,
+    AckPolicy, ChannelOptions, Config, ConflictResolution, HistoryConfig, Identity, Rate, RateLimits, Route, SessionError, SessionOptions,
     SlowConsumerPolicy,
 };
 #[cfg(not(target_family = "wasm"))]
@@ -170,8 +170,10 @@ pub fn read_settings(env: &Env, value: Option<Unknown>) -> Result<Settings> {
             .choice("slowConsumer", &SlowConsumerPolicy::NAMES)?
             .and_then(SlowConsumerPolicy::from_name)
             .unwrap_or(defaults.slow_consumer),
-        channel_allow: channels.strings("allow")?,
-        channel_history: read_history(env, channels.nested("history", &schema::js_names_under("channels.history"))?)?,
+        channels: ChannelOptions {
+            allow: channels.strings("allow")?,
+            history: read_history(env, channels.nested("history", &schema::js_names_under("channels.history"))?)?,
+        },
         max_channels_per_connection: size(schema::MAX_CHANNELS_PER_CONNECTION, defaults.max_channels_per_connection)?,
         request_timeout_ms: number(schema::REQUEST_TIMEOUT_MS, defaults.request_timeout_ms)?,
         max_requests_per_connection: size(schema::MAX_REQUESTS_PER_CONNECTION, defaults.max_requests_per_connection)?,

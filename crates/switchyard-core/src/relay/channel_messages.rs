@@ -42,7 +42,7 @@ impl Relay {
             }
         }
         let topic = Topic::Channel(name.clone());
-        let stream = self.config.channel_history.filter(|_| positions || since.is_some());
+        let stream = self.config.channels.history.filter(|_| positions || since.is_some());
         let client = Arc::new(serde_json::json!({
             "connectionId": sender.id.to_string(),
             "clientId": sender.name.get(sender.id),

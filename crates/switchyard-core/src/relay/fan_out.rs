@@ -166,7 +166,7 @@ impl Relay {
                 self.deliver_publication_in_session(&session, members, &delivery, &publication, slow).delivered
             }
             Topic::Channel(name) => {
-                if let Some(history) = self.config.channel_history {
+                if let Some(history) = self.config.channels.history {
                     self.streams.open_stream(&delivery.topic, history);
                 }
                 let delivered = self.channels.with_existing_members(name, |members| {
@@ -184,7 +184,7 @@ impl Relay {
 
     fn fan_out_in_channel(&self, name: &ChannelName, delivery: &Delivery, now: Millis, slow: &mut SlowConsumers) -> FanOut {
         let mut delivered = 0;
-        let history = self.config.channel_history.filter(|_| delivery.publication);
+        let history = self.config.channels.history.filter(|_| delivery.publication);
         let Some(history) = history else {
             self.channels.for_each_member(name, None, |member| {
                 if self.admits(member.conn, delivery) && self.push(member.conn, &*member.outbox, delivery.frame.clone(), slow) {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use switchyard_core::{AckPolicy, Config, ConflictResolution, HistoryConfig, Rate, RateLimits, SlowConsumerPolicy};
+use switchyard_core::{AckPolicy, ChannelOptions, Config, ConflictResolution, HistoryConfig, Rate, RateLimits, SlowConsumerPolicy};
 use switchyard_redis::RedisOptions;
 use switchyard_server::admission::TokenAuth;
 use switchyard_server::auth::{self, JwtConfig, Keys, Verifier};
@@ -324,7 +324,11 @@ impl Args {
             max_message_bytes: size(self.max_message_bytes),
             max_queued_bytes: size(self.max_queued_bytes),
             slow_consumer: SlowConsumerPolicy::from_name(&self.slow_consumer).unwrap_or_default(),
-            channel_allow: (!self.channel_allow.is_empty()).then(|| self.channel_allow.clone()),
+            channels: ChannelOptions {
+                allow: (!self.channel_allow.is_empty()).then(|| self.channel_allow.clone()),
+                history: (self.channel_history_size > 0)
+                    .then(|| HistoryConfig { size: self.channel_history_size as usize, ttl_ms: ms(self.channel_history_ttl) }),
+            },
             max_channels_per_connection: size(self.max_channels_per_connection),
             request_timeout_ms: ms(self.request_timeout),
             max_requests_per_connection: size(self.max_requests_per_connection),
@@ -342,8 +346,6 @@ impl Args {
             connections_per_minute_per_ip: self.connections_per_minute_per_ip,
             verified_users_only: self.jwt_secret.is_some() || self.jwt_public_key.is_some() || self.jwks.is_some(),
             history: (self.history_size > 0).then(|| HistoryConfig { size: self.history_size as usize, ttl_ms: ms(self.history_ttl) }),
-            channel_history: (self.channel_history_size > 0)
-                .then(|| HistoryConfig { size: self.channel_history_size as usize, ttl_ms: ms(self.channel_history_ttl) }),
             history_max_bytes: size(self.history_max_bytes),
         }
     }
