@@ -40,8 +40,10 @@ they are not settings:
   resuming names at most 16 earlier connections.
 - HTTP: a request head of at most 8 KiB and 64 headers (431 past them); pages of
   `GET /v1/sessions` of 100, at most 1000; a history long poll waits at most 60 000 ms.
-- Shutdown: close handshakes get 5 s (the binary's whole shutdown 4.5 s, inside the
-  usual stop timeouts of process managers).
+- Shutdown: a close handshake gets 5 s (the binary's whole shutdown is
+  `--shutdown-timeout`).
+- The Redis link: pipelines of at most 1024 messages; reconnecting after 100 ms, doubling
+  to 2 s; a deleted session's id remembered a day.
 - A full outbox refuses a frame once its socket has taken nothing for 1000 ms, or at
   twice its bound: the slow-consumer rule's grace, the same for both transports.
 - Tuning that changes no behaviour a client can see: read and write buffer sizes, write
