@@ -19,7 +19,6 @@ use crate::message::ControlStep;
 use crate::ids::{ConnId, Millis, SessionId};
 use crate::streams::{Budget, HistoryConfig, Position, Publication, Stream};
 
-
 /// What a delivery is addressed to. Sessions and channels may keep a stream; the others
 /// only ever deliver.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

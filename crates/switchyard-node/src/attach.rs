@@ -13,6 +13,7 @@ use bytes::Bytes;
 use napi::bindgen_prelude::{BufferSlice, Function, FunctionCallContext, JsObjectValue, Object, Unknown};
 use napi::{Env, Error, Result, Status, ValueType};
 use switchyard_core::{Identity, Route};
+use switchyard_server::path_pattern::PathPattern;
 
 use crate::authentication::{self, Verdict};
 use crate::events::report_error;
@@ -21,7 +22,6 @@ use crate::persistent_object::PersistentObject;
 use crate::host::Host;
 use crate::js::{self, call_method};
 use crate::options::{type_error, OptionsReader};
-use switchyard_server::path_pattern::PathPattern;
 
 const DEFAULT_PATH: &str = "/session/:sessionId";
 /// On a server: how many `upgrade` listeners `attach` has added to it.
@@ -38,7 +38,6 @@ fn counter(object: &Object, name: &str) -> Result<u32> {
     // SAFETY: a number, checked.
     unsafe { value.cast() }
 }
-
 
 /// An upgrade waiting for `authenticate`'s answer.
 struct Waiting {

@@ -296,7 +296,6 @@ impl BridgeSocket {
     }
 }
 
-
 /// Writes bridge outboxes to their sockets. Frames of one message fanned out to many
 /// sockets share one JS `Buffer`, as they share one `Bytes` in Rust.
 pub struct Flusher<'env> {

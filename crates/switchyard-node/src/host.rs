@@ -50,7 +50,6 @@ use crate::js_queue::JsQueue;
 #[cfg(not(target_family = "wasm"))]
 mod transport;
 
-
 /// How often a stopping manager looks whether its sockets have closed.
 const STOP_POLL_MS: f64 = 20.0;
 

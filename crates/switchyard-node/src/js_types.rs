@@ -1,7 +1,6 @@
 //! The shapes the addon hands to JavaScript: sessions, stats and event payloads. Their
 //! TypeScript interfaces in `index.d.ts` are generated from these structs.
 
-
 use chrono::{DateTime, Utc};
 use napi::bindgen_prelude::{Buffer, Either, Null, Undefined};
 use napi_derive::napi;
@@ -241,8 +240,6 @@ pub struct Published {
     pub delivered: u32,
 }
 
-
-
 /// An identity, as `authenticate` returns it.
 #[napi(object)]
 pub struct IdentityData {
@@ -263,7 +260,6 @@ impl From<Identity> for IdentityData {
         }
     }
 }
-
 
 /// A report as JavaScript sees it: the JSON the binary serves for it, with a figure not
 /// known yet left out (`undefined`, as the typings declare it) rather than `null`.

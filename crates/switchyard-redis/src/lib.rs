@@ -29,7 +29,6 @@ use switchyard_core::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-
 /// How a node joins a cluster.
 #[derive(Clone, Debug)]
 pub struct RedisOptions {

@@ -10,17 +10,17 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Error, Result, Status};
 use switchyard_core::{ConnectionRefusal, Identity, Route};
 use switchyard_server::listener;
+use switchyard_server::native_runtime::NativeRuntime;
+use switchyard_server::path_pattern::PathPattern;
 use switchyard_server::waiting::{Limits, Waiting};
 use switchyard_server::Accepted;
 use tokio_util::sync::CancellationToken;
 
 use super::{Host, Lifecycle};
-use switchyard_server::path_pattern::PathPattern;
 use crate::guard;
 use crate::js_types::ListenAddress;
 use crate::authentication::Authenticate;
 use crate::native::{self, Authenticator, Listener, Takeover};
-use switchyard_server::native_runtime::NativeRuntime;
 use crate::request::UpgradeRequest;
 
 /// A port `listen()` opened. Until it is closed, `_open` (a thread-safe function never

@@ -11,12 +11,12 @@ use switchyard_core::{ConnectionRefusal, Identity};
 use switchyard_server::admission::{self, TokenAuth, Upgrade};
 use switchyard_server::engine::Engine;
 use switchyard_server::listener::{answer, Request, Upgrades};
+use switchyard_server::path_pattern::PathPattern;
 use switchyard_server::{handshake, Accepted, Spawner};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::Authenticator;
-use switchyard_server::path_pattern::PathPattern;
 use crate::authentication::Verdict;
 
 /// What a listener needs of its manager to let an upgrade in.

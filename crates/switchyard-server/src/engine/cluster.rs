@@ -86,26 +86,23 @@ impl Engine {
     /// Lets an upgraded connection in, or refuses it "Session full" when `held` says so.
     /// Returns whether it joined.
     pub fn join(&self, spawner: &Spawner, accepted: Accepted<TcpStream>, held: Held) -> bool {
-        let joined = match held.full {
-            true => {
-                spawner.refuse(accepted, ConnectionRefusal::SessionFull);
-                false
-            }
-            false => spawner.spawn(&self.relay, accepted).is_ok(),
-        };
-        drop(held);
-        joined
+        if held.full {
+            spawner.refuse(accepted, ConnectionRefusal::SessionFull);
+            return false;
+        }
+        // `held` lets its place go only now, after the member's own entry has been queued,
+        // so the place is never free in between.
+        spawner.spawn(&self.relay, accepted).is_ok()
     }
 
     /// Lets a connection whose handshake is answered in: at once, or, to a session in a
     /// cluster, once [`Engine::hold_place`] has held a place for it. Returns whether it
     /// joined (or is joining).
     pub fn admit(self: &Arc<Self>, spawner: &Spawner, accepted: Accepted<TcpStream>) -> bool {
-        let Route::Session(session_id) = &accepted.route else { return self.join(spawner, accepted, Held::default()) };
-        if self.cluster.is_none() {
-            return self.join(spawner, accepted, Held::default());
-        }
-        let session_id = session_id.clone();
+        let session_id = match (&accepted.route, &self.cluster) {
+            (Route::Session(session_id), Some(_)) => session_id.clone(),
+            _ => return self.join(spawner, accepted, Held::default()),
+        };
         let (engine, joining) = (self.clone(), spawner.clone());
         spawner.tasks.spawn_on(
             async move {

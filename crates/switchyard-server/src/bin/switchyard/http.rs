@@ -151,7 +151,6 @@ async fn upgrade_to_session(
     upgrade(app, peer, Route::Session(session_id), request, held)
 }
 
-
 /// Answers a WebSocket handshake with 101 and hands the upgraded connection to the relay,
 /// or refuses it: 429 for an address opening connections too fast, 401 without a valid
 /// token (when tokens are configured), 400 for a bad handshake.
