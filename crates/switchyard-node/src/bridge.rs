@@ -2,186 +2,25 @@
 //! accepted (from `ws`'s `WebSocketServer` or `@fastify/websocket`).
 //!
 //! The relay pushes into a [`BridgeOutbox`], which only queues; the JS thread then
-//! flushes it through the socket's own `send`, `ping` and `close`. The outbox counts what
-//! `ws` has buffered but not yet written (`bufferedAmount`) against its bound, so a client
-//! that stops reading fills it and meets the slow-consumer policy instead of growing
-//! `ws`'s buffer without limit. It is full as the core's slow-consumer rule says
-//! ([`switchyard_core::refuses`]), as a native connection's is.
+//! flushes it through the socket's own `send`, `ping` and `close`, and tells it what `ws`
+//! has buffered but not yet written (`bufferedAmount`), which counts against its bound.
 
 use std::cell::Cell;
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, LazyLock, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use napi::bindgen_prelude::{
     BufferSlice, FnArgs, Function, FunctionRef, JsObjectValue, Object, ToNapiValue, Unknown,
 };
 use napi::{Env, JsValue, Result, ValueType};
-use parking_lot::Mutex;
-use switchyard_core::{refuses, ConnId, ConnectionRefusal, Frame, FrameKind, Outbox, Pushed, Transport, STALL_GRACE_MS};
-use switchyard_server::LatencySample;
+use switchyard_core::{ConnectionRefusal, Frame, FrameKind};
+use switchyard_server::bridge_outbox::BridgeOutbox;
 
 use crate::persistent_object::PersistentObject;
-use crate::js_queue::JsQueue;
 
 /// `ws`'s `readyState` of an open socket.
 const OPEN: u32 = 1;
-
-#[derive(Default)]
-struct Queue {
-    frames: VecDeque<Frame>,
-    latency: LatencySample,
-    queued_bytes: usize,
-    /// Bytes `ws` still held unwritten when last asked.
-    backlog: usize,
-    /// Bytes flushed since `ws` was last asked for its backlog.
-    unchecked: usize,
-    close: Option<(u16, String)>,
-    closed: bool,
-    /// Already waiting in [`JsQueue`] for a flush.
-    scheduled: bool,
-    /// When `backlog` was read, in ms since [`EPOCH`].
-    read_ms: u64,
-    /// Since when the readings have shown bytes waiting in `ws` and none written.
-    stalled_since_ms: Option<u64>,
-}
-
-/// What outboxes time the socket's progress from.
-static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-
-fn elapsed_ms() -> u64 {
-    EPOCH.elapsed().as_millis() as u64
-}
-
-pub struct BridgeOutbox {
-    me: Weak<BridgeOutbox>,
-    pending: Arc<JsQueue<BridgeOutbox>>,
-    capacity: usize,
-    /// Set once the relay has given the connection its id.
-    conn: OnceLock<ConnId>,
-    queue: Mutex<Queue>,
-}
-
-impl BridgeOutbox {
-    pub fn new(pending: Arc<JsQueue<BridgeOutbox>>, capacity: usize) -> Arc<Self> {
-        Arc::new_cyclic(|me| Self {
-            me: me.clone(),
-            pending,
-            capacity,
-            conn: OnceLock::new(),
-            queue: Mutex::default(),
-        })
-    }
-
-    pub fn set_conn(&self, conn: ConnId) {
-        let _ = self.conn.set(conn);
-    }
-
-    pub fn conn(&self) -> Option<ConnId> {
-        self.conn.get().copied()
-    }
-
-    fn schedule(&self, queue: &mut Queue) {
-        if !queue.scheduled {
-            if let Some(me) = self.me.upgrade() {
-                queue.scheduled = true;
-                self.pending.outbox_ready(me);
-            }
-        }
-    }
-
-    /// Takes what is to be written: the frames, then a close if one was asked for, and how
-    /// long the oldest frame waited.
-    fn take(&self) -> (VecDeque<Frame>, Option<(u16, String)>, Option<Duration>) {
-        let mut queue = self.queue.lock();
-        queue.scheduled = false;
-        queue.unchecked += queue.queued_bytes;
-        queue.queued_bytes = 0;
-        let close = queue.close.take();
-        if close.is_some() {
-            queue.closed = true;
-        }
-        let waited = queue.latency.taken();
-        (std::mem::take(&mut queue.frames), close, waited)
-    }
-
-    /// Whether to ask `ws` for its backlog now. Asking costs a call into JavaScript, so
-    /// it is done once per eighth of the bound flushed, and while a backlog remains.
-    fn backlog_due(&self) -> bool {
-        let queue = self.queue.lock();
-        queue.backlog > 0 || queue.unchecked >= self.capacity / 8
-    }
-
-    /// What `ws` still holds. What it held before and was given since, less this, it
-    /// wrote; a socket that wrote nothing with bytes waiting has stalled since then.
-    fn set_backlog(&self, bytes: usize) {
-        let mut queue = self.queue.lock();
-        let now = elapsed_ms();
-        if bytes == 0 || queue.backlog + queue.unchecked > bytes {
-            queue.stalled_since_ms = None;
-        } else if queue.stalled_since_ms.is_none() {
-            queue.stalled_since_ms = Some(now);
-        }
-        queue.backlog = bytes;
-        queue.read_ms = now;
-        queue.unchecked = 0;
-    }
-}
-
-impl BridgeOutbox {
-    /// Whether a queue past its bound refuses `len` more bytes. `ws`'s backlog is read only
-    /// when frames are flushed: a reading older than the grace may be of a socket that has
-    /// drained since, so it is left out (the frame queued will bring a fresh one).
-    fn full(&self, queue: &Queue, len: usize) -> bool {
-        let now = elapsed_ms();
-        let fresh = now.saturating_sub(queue.read_ms) < STALL_GRACE_MS;
-        let held = queue.queued_bytes + if fresh { queue.backlog } else { 0 };
-        let stalled_ms = queue.stalled_since_ms.filter(|_| fresh).map_or(0, |since| now.saturating_sub(since));
-        refuses(self.capacity, held, len, || stalled_ms)
-    }
-
-    /// Queues a frame for the next flush; `bounded` refuses it past the bound (a replay
-    /// is not).
-    fn enqueue(&self, frame: Frame, bounded: bool) -> Pushed {
-        let mut queue = self.queue.lock();
-        if queue.closed || queue.close.is_some() {
-            return Pushed::Closed;
-        }
-        let held = queue.queued_bytes + queue.backlog;
-        if bounded && held + frame.len() > self.capacity && self.full(&queue, frame.len()) {
-            return Pushed::Full;
-        }
-        queue.queued_bytes += frame.len();
-        queue.frames.push_back(frame);
-        if queue.frames.len() == 1 {
-            queue.latency.started();
-        }
-        self.schedule(&mut queue);
-        Pushed::Queued
-    }
-}
-
-impl Outbox for BridgeOutbox {
-    fn transport(&self) -> Transport {
-        Transport::Bridge
-    }
-
-    fn push(&self, frame: Frame) -> Pushed {
-        self.enqueue(frame, true)
-    }
-
-    fn push_replay(&self, frame: Frame) {
-        self.enqueue(frame, false);
-    }
-
-    fn close(&self, code: u16, reason: &str) {
-        let mut queue = self.queue.lock();
-        if !queue.closed && queue.close.is_none() {
-            queue.close = Some((code, reason.to_owned()));
-            self.schedule(&mut queue);
-        }
-    }
-}
 
 type SendFn = FunctionRef<FnArgs<(Unknown<'static>, Unknown<'static>)>, Unknown<'static>>;
 type CloseFn = FunctionRef<FnArgs<(u16, String)>, Unknown<'static>>;

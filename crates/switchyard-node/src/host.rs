@@ -24,11 +24,13 @@ use switchyard_core::{
     close_code, ConnId, ConnectionInfo, ErrorCode, Event, Frame, HostSettings, Identity, Millis, ConnectionRefusal, MessageRejection, Route, Target,
 };
 use switchyard_server::admission::{self, Admitted, Refused, TokenAuth, Upgrade};
+use switchyard_server::bridge_outbox::BridgeOutbox;
+use switchyard_server::host_queue::HostQueue;
 use switchyard_server::engine::Engine;
 use switchyard_server::deflate::{CompressionConfig, CompressionCounts};
 use switchyard_server::{handshake, now};
 
-use crate::bridge::{self, BridgeOutbox, BridgeSocket, Flusher};
+use crate::bridge::{self, BridgeSocket, Flusher};
 use crate::config::{Settings, MAX_TIMER_MS};
 use crate::request::UpgradeRequest;
 use crate::events::{self, Listeners};
@@ -45,7 +47,6 @@ use switchyard_server::path_pattern::PathPattern;
 use napi::{Error, Status};
 #[cfg(not(target_family = "wasm"))]
 use switchyard_server::native_runtime::NativeRuntime;
-use crate::js_queue::JsQueue;
 
 #[cfg(not(target_family = "wasm"))]
 mod transport;
@@ -70,7 +71,7 @@ pub struct Host {
     /// The relay and, with `redis` configured, its link to the other nodes.
     pub engine: Arc<Engine>,
     auth: Option<Arc<TokenAuth>>,
-    pending: Arc<JsQueue<BridgeOutbox>>,
+    pending: Arc<HostQueue<BridgeOutbox>>,
     sockets: RefCell<HashMap<ConnId, Rc<BridgeSocket>>>,
     pub listeners: RefCell<Listeners>,
     pub lifecycle: Cell<Lifecycle>,
@@ -98,7 +99,7 @@ pub struct Host {
 impl Host {
     /// Fails on a bad `redis` option, with what is wrong with it.
     pub fn new(settings: Settings) -> std::result::Result<Rc<Self>, String> {
-        let pending = Arc::new(JsQueue::new());
+        let pending = Arc::new(HostQueue::default());
         #[cfg(not(target_family = "wasm"))]
         let engine = Engine::new(settings.config, pending.clone(), settings.redis).map_err(|e| e.to_string())?;
         #[cfg(target_family = "wasm")]

@@ -19,7 +19,6 @@ mod js_types;
 mod manager;
 mod native;
 mod options;
-mod js_queue;
 mod request;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -8,16 +8,20 @@
 //! addon's own port ([`listener`], which takes the upgrades a [`path_pattern`] matches);
 //! [`waiting`] bounds the connections still in their handshake, and [`deflate`] is their
 //! permessage-deflate. [`engine`] is what the binary and the addon both run around a
-//! relay: its runtime, its cluster, and admission.
+//! relay: its runtime, its cluster, and admission. A host that runs sockets on an event
+//! loop of its own (the addon's bridge) takes the relay's output from a [`host_queue`]
+//! and its frames from each [`bridge_outbox`].
 
 pub mod admission;
 pub mod auth;
+pub mod bridge_outbox;
 pub mod codec;
 #[cfg(not(target_family = "wasm"))]
 mod connection;
 pub mod deflate;
 pub mod engine;
 pub mod handshake;
+pub mod host_queue;
 #[cfg(not(target_family = "wasm"))]
 pub mod listener;
 pub mod metrics;

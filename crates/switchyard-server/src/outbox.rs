@@ -84,6 +84,11 @@ struct Queue {
 /// What outboxes time their progress from: one instant for all, rather than one each.
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
+/// Milliseconds since [`EPOCH`]: what outboxes time a socket's progress in.
+pub(crate) fn elapsed_ms() -> u64 {
+    EPOCH.elapsed().as_millis() as u64
+}
+
 /// What [`NativeOutbox::take`] found besides the frames.
 pub struct Taken {
     /// How long the oldest frame taken had waited, when this batch was sampled.
@@ -118,12 +123,8 @@ impl NativeOutbox {
             compression: compression.map(Box::new),
             queue: Mutex::new(queue),
             unsent: AtomicUsize::new(0),
-            last_progress_ms: AtomicU64::new(EPOCH.elapsed().as_millis() as u64),
+            last_progress_ms: AtomicU64::new(elapsed_ms()),
         }
-    }
-
-    fn elapsed_ms(&self) -> u64 {
-        EPOCH.elapsed().as_millis() as u64
     }
 
     /// permessage-deflate, when the connection negotiated it.
@@ -166,7 +167,7 @@ impl NativeOutbox {
     /// The writer wrote these payload bytes to the socket.
     pub fn sent(&self, bytes: usize) {
         self.unsent.fetch_sub(bytes, Ordering::Relaxed);
-        self.last_progress_ms.store(self.elapsed_ms(), Ordering::Relaxed);
+        self.last_progress_ms.store(elapsed_ms(), Ordering::Relaxed);
     }
     /// Queues a frame and wakes the writer if it was idle; `bounded` refuses it past the
     /// bound (a replay is not).
@@ -182,7 +183,7 @@ impl NativeOutbox {
             if queue.closed || queue.close.is_some() {
                 return Pushed::Closed;
             }
-            let stalled_ms = || self.elapsed_ms().saturating_sub(self.last_progress_ms.load(Ordering::Relaxed));
+            let stalled_ms = || elapsed_ms().saturating_sub(self.last_progress_ms.load(Ordering::Relaxed));
             if bounded && refuses(queue.capacity as usize, self.unsent.load(Ordering::Relaxed), len, stalled_ms) {
                 return Pushed::Full;
             }

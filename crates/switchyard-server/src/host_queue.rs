@@ -1,12 +1,12 @@
-//! What the relay produced for the JavaScript thread and that waits for it there:
-//! events for listeners, and outboxes (the bridge's, holding frames for their `ws`
-//! sockets) to flush.
+//! What the relay produced for a host that drives it from an event loop of its own (the
+//! Node addon's JavaScript thread) and that waits for that loop: events for the host's
+//! listeners, and outboxes (the bridge's, see [`crate::bridge_outbox`]) to flush.
 //!
 //! The relay calls [`EventSink::emit`] and [`Outbox::push`](switchyard_core::Outbox)
 //! from whichever thread routed a frame, possibly under its own locks, so both only
-//! queue here. On the JS thread, the call into the relay that caused them drains the
-//! queue before returning. From a native connection's thread, the first item queued
-//! wakes the JS thread once, through a thread-safe function.
+//! queue here. On the loop's thread, the call into the relay that caused them drains the
+//! queue before returning. From any other thread (a native connection's), the first item
+//! queued wakes the loop once, through the host's wake-up.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -17,35 +17,36 @@ use switchyard_core::{Event, EventSink};
 
 type Wake = Box<dyn Fn() + Send + Sync>;
 
-pub struct JsQueue<Outbox> {
+/// Made on the loop's thread, which is then the one that needs no waking.
+pub struct HostQueue<Outbox> {
     events: Mutex<Vec<Event>>,
     outboxes: Mutex<Vec<Arc<Outbox>>>,
-    js_thread: ThreadId,
-    /// Set once native connections exist: schedules a drain on the JS thread.
+    loop_thread: ThreadId,
+    /// Set once other threads may queue: schedules a drain on the loop's thread.
     wake: OnceLock<Wake>,
-    /// A wake is on its way and the JS thread has not started draining yet.
+    /// A wake is on its way and the loop has not started draining yet.
     woken: AtomicBool,
 }
 
-impl<Outbox> JsQueue<Outbox> {
-    /// Made on the JS thread, which is then the one that needs no waking.
-    pub fn new() -> Self {
+impl<Outbox> Default for HostQueue<Outbox> {
+    fn default() -> Self {
         Self {
             events: Mutex::default(),
             outboxes: Mutex::default(),
-            js_thread: thread::current().id(),
+            loop_thread: thread::current().id(),
             wake: OnceLock::new(),
             woken: AtomicBool::new(false),
         }
     }
+}
 
-    #[cfg(not(target_family = "wasm"))]
+impl<Outbox> HostQueue<Outbox> {
     pub fn set_wake(&self, wake: Wake) {
         let _ = self.wake.set(wake);
     }
 
-    fn wake_js_thread(&self) {
-        if thread::current().id() == self.js_thread {
+    fn wake_loop(&self) {
+        if thread::current().id() == self.loop_thread {
             return;
         }
         if let Some(wake) = self.wake.get() {
@@ -59,10 +60,10 @@ impl<Outbox> JsQueue<Outbox> {
     /// until it is flushed (it tracks that itself).
     pub fn outbox_ready(&self, outbox: Arc<Outbox>) {
         self.outboxes.lock().push(outbox);
-        self.wake_js_thread();
+        self.wake_loop();
     }
 
-    /// Takes everything queued. Anything queued after this wakes the JS thread again.
+    /// Takes everything queued. Anything queued after this wakes the loop again.
     pub fn take(&self) -> (Vec<Arc<Outbox>>, Vec<Event>) {
         self.woken.store(false, Ordering::Release);
         let outboxes = std::mem::take(&mut *self.outboxes.lock());
@@ -71,13 +72,13 @@ impl<Outbox> JsQueue<Outbox> {
     }
 }
 
-impl<Outbox: Send + Sync> EventSink for JsQueue<Outbox> {
+impl<Outbox: Send + Sync> EventSink for HostQueue<Outbox> {
     fn emit(&self, event: Event) {
         // The app reads history when it wants it; no listener waits for publications.
         if matches!(event, Event::Published { .. }) {
             return;
         }
         self.events.lock().push(event);
-        self.wake_js_thread();
+        self.wake_loop();
     }
 }
