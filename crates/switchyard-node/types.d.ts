@@ -295,6 +295,49 @@ export interface WebSocketLike {
   on(event: string, listener: (...args: any[]) => void): unknown
 }
 
+/** The payload of `connection` events. */
+export interface ConnectionEvent {
+  /** The relay's id for this connection (`c_...`), unique within the manager. */
+  connectionId: string
+  /** Absent for a sessionless connection. */
+  sessionId?: string
+  /** The app's `clientId`, else the first one the client sent, else `connectionId`. */
+  clientId: string
+  userId?: string
+  organizationId?: string
+  metadata?: JsonValue
+}
+
+/** The payload of `disconnect` events: who left, and the close code and reason. */
+export interface DisconnectEvent {
+  connectionId: string
+  sessionId?: string
+  clientId: string
+  userId?: string
+  organizationId?: string
+  metadata?: JsonValue
+  /** The WebSocket close code (1005 when the client sent none). */
+  code: number
+  reason: string
+}
+
+/** The payload of `sessionDeleted` and `sessionExpired` events. */
+export interface SessionEndedEvent {
+  sessionId: string
+}
+
+/** A member of a session, as `presence()` shows it. */
+export interface PresenceData {
+  connectionId: string
+  clientId: string
+  userId?: string
+  organizationId?: string
+  /** `"active"` for the member holding control, else `"passive"`. */
+  role: 'active' | 'passive'
+  /** When it joined, in milliseconds since the Unix epoch. */
+  connectedAt: number
+}
+
 /** A message of a type a `message` listener asked for, with who sent it. */
 export interface MessageEvent extends ConnectionEvent {
   type: string

@@ -2,19 +2,25 @@
 //! requests to answer, and messages of the types the app watches.
 
 use bytes::Bytes;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::ids::{ConnId, SessionId};
 use crate::session::SessionInfo;
 
-/// Who a connection is, as shown to the app.
-#[derive(Clone, Debug, PartialEq)]
+/// Who a connection is, as shown to the app (serialized as the addon's `ConnectionEvent`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ConnectionInfo {
     pub connection_id: ConnId,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub session_id: Option<SessionId>,
     pub client_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub organization_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
 }
 

@@ -63,6 +63,12 @@ impl fmt::Display for SessionId {
     }
 }
 
+impl serde::Serialize for SessionId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
 impl fmt::Debug for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SessionId({})", self.0)
@@ -87,6 +93,13 @@ impl ConnId {
             acc.checked_mul(62)?.checked_add(digit)
         })
         .map(Self)
+    }
+}
+
+/// As the app sees it: `c_...`.
+impl serde::Serialize for ConnId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 

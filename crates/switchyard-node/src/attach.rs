@@ -13,15 +13,16 @@ use bytes::Bytes;
 use napi::bindgen_prelude::{BufferSlice, Function, FunctionCallContext, JsObjectValue, Object, Unknown};
 use napi::{Env, Error, Result, Status, ValueType};
 use switchyard_core::{Identity, Route};
+use switchyard_server::admission::Verdict;
 use switchyard_server::path_pattern::PathPattern;
 
-use crate::authentication::{self, Verdict};
+use crate::authentication;
 use crate::events::report_error;
 use crate::guard;
 use crate::persistent_object::PersistentObject;
 use crate::host::Host;
 use crate::js::{self, call_method};
-use crate::options::{type_error, OptionsReader};
+use crate::options::{read_options, type_error, JsOptions};
 
 const DEFAULT_PATH: &str = "/session/:sessionId";
 /// On a server: how many `upgrade` listeners `attach` has added to it.
@@ -66,7 +67,7 @@ pub fn attach(host: &Rc<Host>, env: &Env, server: Unknown, options: Option<Unkno
              proxy, or use bridge mode (ws) with the https.Server",
         ));
     }
-    let options = OptionsReader::new(env, options, "options", &["path", "authenticate"])?;
+    let options = read_options(env, options, "options", &["path", "authenticate"])?;
     let pattern = Rc::new(read_path(env, &options)?);
     let authenticate = authentication::read(&options)?;
     let server_ref = Rc::new(PersistentObject::new(env, &server)?);
@@ -97,7 +98,7 @@ pub fn attach(host: &Rc<Host>, env: &Env, server: Unknown, options: Option<Unkno
 }
 
 /// The `path` option of `attach` and `listen`.
-pub fn read_path(env: &Env, options: &OptionsReader) -> Result<PathPattern> {
+pub fn read_path(env: &Env, options: &JsOptions) -> Result<PathPattern> {
     let pattern = options.string("path")?.unwrap_or_else(|| DEFAULT_PATH.to_owned());
     PathPattern::parse(&pattern).map_err(|message| type_error(env, message))
 }

@@ -7,31 +7,17 @@ use std::rc::Rc;
 
 use napi::bindgen_prelude::{FunctionRef, Object, Unknown};
 use napi::{Env, Error, Result, Status, ValueType};
-use switchyard_core::Identity;
+use switchyard_server::admission::Verdict;
 
-use crate::config::read_identity;
 use crate::events::report_error;
 use crate::js;
-use crate::options::OptionsReader;
+use crate::options::{self, JsOptions};
 
 pub type Authenticate = FunctionRef<Object<'static>, Unknown<'static>>;
 
 /// The `authenticate` option of `attach` and `listen`.
-pub fn read(options: &OptionsReader) -> Result<Option<Rc<Authenticate>>> {
-    options.function("authenticate")?.map(|function| Ok(Rc::new(function.create_ref()?))).transpose()
-}
-
-/// What `authenticate` decided of an upgrade.
-#[derive(Debug)]
-pub enum Verdict {
-    Admit(Identity),
-    Refuse { status: u16, reason: &'static str },
-}
-
-impl Verdict {
-    pub const UNAUTHORIZED: Self = Self::Refuse { status: 401, reason: "Unauthorized" };
-    /// `authenticate` failed, or could not be asked.
-    pub const FAILED: Self = Self::Refuse { status: 500, reason: "Internal Server Error" };
+pub fn read(options: &JsOptions) -> Result<Option<Rc<Authenticate>>> {
+    options::function(options, "authenticate")?.map(|function| Ok(Rc::new(function.create_ref()?))).transpose()
 }
 
 /// Calls `authenticate(request)` for `caller` (`attach`, `listen`), and `then` with its
@@ -64,7 +50,7 @@ fn verdict(env: &Env, caller: &str, outcome: std::result::Result<Unknown, Unknow
     if matches!(answer.get_type()?, ValueType::Null | ValueType::Undefined) {
         return Ok(Verdict::UNAUTHORIZED);
     }
-    match read_identity(env, Some(answer)) {
+    match options::identity(env, Some(answer)) {
         Ok(identity) => Ok(Verdict::Admit(identity)),
         Err(err) => {
             report_error(env, &format!("{caller}'s authenticate returned a bad identity:"), js::caught(env, err))?;

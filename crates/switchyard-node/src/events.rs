@@ -8,9 +8,9 @@ use napi::bindgen_prelude::{FnArgs, Function, FunctionRef, JsObjectValue, Object
 use napi::{Env, Error, JsValue, Result, ValueType};
 use switchyard_core::Event;
 
-use crate::js_types::{ConnectionEvent, DisconnectEvent, SessionData, SessionEndedEvent};
-use crate::js::{parse, to_js};
-use crate::options::{type_error, OptionsReader};
+use crate::js::{object_of, parse, to_js};
+use crate::js_types::SessionData;
+use crate::options::{read_options, type_error};
 
 /// The events listeners can subscribe to, by the names users write.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -99,7 +99,7 @@ impl Listeners {
         if filter.get_type()? != ValueType::Object {
             return Err(type_error(env, "on('message', { types }, listener) needs a filter with the message types"));
         }
-        let types = OptionsReader::new(env, Some(filter), "the message filter", &["types"])?.strings("types")?;
+        let types = read_options(env, Some(filter), "the message filter", &["types"])?.strings("types")?;
         let types = match types {
             Some(types) if !types.is_empty() => types,
             _ => return Err(type_error(env, "on('message', { types }, listener) needs a non-empty types array")),
@@ -125,19 +125,22 @@ impl Listeners {
 /// as Node prints an unhandled rejection, and the others still run.
 pub fn deliver(env: &Env, name: EventName, listeners: Vec<Rc<Listener>>, event: Event) -> Result<()> {
     let payload = match event {
-        Event::Connected(info) => to_js(env, ConnectionEvent::from(info))?,
-        Event::Disconnected { connection, code, reason } => to_js(env, DisconnectEvent::new(connection, code, reason))?,
+        Event::Connected(info) => object_of(env, &info)?.to_unknown(),
+        Event::Disconnected { connection, code, reason } => {
+            let mut payload = object_of(env, &connection)?;
+            payload.set("code", u32::from(code))?;
+            payload.set("reason", reason)?;
+            payload.to_unknown()
+        }
         Event::SessionCreated(info) => to_js(env, SessionData::from(info))?,
         Event::SessionDeleted { session_id } | Event::SessionExpired { session_id } => {
-            to_js(env, SessionEndedEvent { session_id: session_id.to_string() })?
+            object_of(env, &serde_json::json!({ "sessionId": session_id }))?.to_unknown()
         }
         Event::Message { connection, kind, message } => {
-            let payload = to_js(env, ConnectionEvent::from(connection))?;
-            // SAFETY: a ConnectionEvent is an object.
-            let mut object: Object = unsafe { payload.cast()? };
-            object.set("type", kind)?;
-            object.set("message", parse(env, &String::from_utf8_lossy(&message))?)?;
-            payload
+            let mut payload = object_of(env, &connection)?;
+            payload.set("type", kind)?;
+            payload.set("message", parse(env, &String::from_utf8_lossy(&message))?)?;
+            payload.to_unknown()
         }
         Event::Request { .. } | Event::Published { .. } => return Ok(()),
     };

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use napi::bindgen_prelude::{BufferSlice, FnArgs, Function, FunctionCallContext, FunctionRef, JsObjectValue, Object, Unknown};
-use napi::{Env, Result};
+use napi::{Env, JsValue, Result};
 use serde_json::value::RawValue;
 use switchyard_core::{
     close_code, ConnId, ConnectionInfo, ErrorCode, Event, Frame, HostSettings, Identity, Millis, ConnectionRefusal, MessageRejection, Route, Target,
@@ -26,18 +26,18 @@ use switchyard_core::{
 use switchyard_server::admission::{self, Admitted, Refused, TokenAuth, Upgrade};
 use switchyard_server::bridge_outbox::BridgeOutbox;
 use switchyard_server::host_queue::HostQueue;
+use switchyard_server::settings::Settings;
 use switchyard_server::engine::Engine;
 use switchyard_server::deflate::{CompressionConfig, CompressionCounts};
 use switchyard_server::{handshake, now};
 
 use crate::bridge::{self, BridgeSocket, Flusher};
-use crate::config::{Settings, MAX_TIMER_MS};
+use crate::options::MAX_TIMER_MS;
 use crate::request::UpgradeRequest;
 use crate::events::{self, Listeners};
 use crate::guard;
 use crate::persistent_object::PersistentObject;
 use crate::js::{self, to_js};
-use crate::js_types::ConnectionEvent;
 use crate::native;
 #[cfg(target_family = "wasm")]
 use crate::{authentication::Authenticate, js_types::ListenAddress};
@@ -170,9 +170,8 @@ impl Host {
             self.engine.relay.respond(conn, &request_id, Err(&ErrorCode::NoHandler.into()), now());
             return Ok(());
         };
-        let context = to_js(env, ConnectionEvent::from(connection))?;
-        // SAFETY: a ConnectionEvent is an object.
-        unsafe { context.cast::<Object>()? }.set("requestId", js::parse(env, &request_id)?)?;
+        let mut context = js::object_of(env, &connection)?;
+        context.set("requestId", js::parse(env, &request_id)?)?;
         let host = self.clone();
         let answer = move |env: &Env, outcome: std::result::Result<Unknown, Unknown>| -> Result<()> {
             let result = match outcome {
@@ -189,7 +188,7 @@ impl Host {
             host.pump(env)
         };
         let payload = js::parse(env, &payload)?;
-        match handler.borrow_back(env)?.call((payload, context).into()) {
+        match handler.borrow_back(env)?.call((payload, context.to_unknown()).into()) {
             Ok(value) => js::when_settled(env, value, answer),
             Err(thrown) => answer(env, Err(to_js(env, thrown)?)),
         }

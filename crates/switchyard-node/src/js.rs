@@ -31,6 +31,12 @@ pub fn to_js<T: ToNapiValue>(env: &Env, value: T) -> Result<Unknown<'static>> {
     unsafe { Ok(Unknown::from_raw_unchecked(env.raw(), T::to_napi_value(env.raw(), value)?)) }
 }
 
+/// A value serialized as a JavaScript object, in the current handle scope.
+pub fn object_of<'env>(env: &'env Env, value: &impl serde::Serialize) -> Result<Object<'env>> {
+    // SAFETY: what serializes as a map is an object.
+    unsafe { env.to_js_value(value)?.cast::<Object>() }
+}
+
 /// Calls `then` with `value` now or, when `value` is a Promise (any thenable), once it
 /// settles: `Ok` with what it resolved to, `Err` with the reason it was rejected.
 pub fn when_settled<F>(env: &Env, value: Unknown, then: F) -> Result<()>

@@ -1,11 +1,13 @@
-//! The shapes the addon hands to JavaScript: sessions, stats and event payloads. Their
-//! TypeScript interfaces in `index.d.ts` are generated from these structs.
+//! The shapes the addon hands to JavaScript that napi makes: sessions (with their
+//! `Date`s), history (with its Buffers), and the enums the original exported. Their
+//! TypeScript interfaces are generated from these structs; the shapes serialized from the
+//! core's own types (stats, event payloads, presence) are declared in `types.d.ts`.
 
 use chrono::{DateTime, Utc};
 use napi::bindgen_prelude::{Buffer, Either, Null, Undefined};
 use napi_derive::napi;
 use serde_json::Value;
-use switchyard_core::{ConnectionInfo, FrameKind, History, Identity, Millis, PresentMember, SessionInfo};
+use switchyard_core::{FrameKind, History, Identity, Millis, SessionInfo};
 
 fn date(ms: Millis) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms as i64).unwrap_or_default()
@@ -86,56 +88,6 @@ impl From<SessionInfo> for SessionData {
     }
 }
 
-/// The payload of `connection` events.
-#[napi(object)]
-pub struct ConnectionEvent {
-    /// The relay's id for this connection (`c_...`), unique within the manager.
-    pub connection_id: String,
-    /// Absent for a sessionless connection.
-    pub session_id: Option<String>,
-    /// The app's `clientId`, else the first one the client sent, else `connectionId`.
-    pub client_id: String,
-    pub user_id: Option<String>,
-    pub organization_id: Option<String>,
-    #[napi(ts_type = "JsonValue")]
-    pub metadata: Option<Value>,
-}
-
-impl From<ConnectionInfo> for ConnectionEvent {
-    fn from(info: ConnectionInfo) -> Self {
-        Self {
-            connection_id: info.connection_id.to_string(),
-            session_id: info.session_id.map(|s| s.to_string()),
-            client_id: info.client_id,
-            user_id: info.user_id,
-            organization_id: info.organization_id,
-            metadata: info.metadata,
-        }
-    }
-}
-
-/// The payload of `disconnect` events: who left, and the close code and reason.
-#[napi(object)]
-pub struct DisconnectEvent {
-    pub connection_id: String,
-    pub session_id: Option<String>,
-    pub client_id: String,
-    pub user_id: Option<String>,
-    pub organization_id: Option<String>,
-    #[napi(ts_type = "JsonValue")]
-    pub metadata: Option<Value>,
-    /// The WebSocket close code (1005 when the client sent none).
-    pub code: u32,
-    pub reason: String,
-}
-
-impl DisconnectEvent {
-    pub fn new(info: ConnectionInfo, code: u16, reason: String) -> Self {
-        let ConnectionEvent { connection_id, session_id, client_id, user_id, organization_id, metadata } = info.into();
-        Self { connection_id, session_id, client_id, user_id, organization_id, metadata, code: code.into(), reason }
-    }
-}
-
 /// Where `listen()` accepts connections.
 #[napi(object, object_from_js = false)]
 pub struct ListenAddress {
@@ -143,12 +95,6 @@ pub struct ListenAddress {
     pub host: String,
     /// The port, the one the system chose when `port` was 0.
     pub port: u32,
-}
-
-/// The payload of `sessionDeleted` and `sessionExpired` events.
-#[napi(object)]
-pub struct SessionEndedEvent {
-    pub session_id: String,
 }
 
 fn or_null<T>(value: Option<T>) -> Either<T, Null> {
@@ -200,33 +146,6 @@ impl From<History> for SessionHistory {
                     }
                 })
                 .collect(),
-        }
-    }
-}
-
-/// A member of a session, as `presence()` shows it.
-#[napi(object)]
-pub struct PresenceData {
-    pub connection_id: String,
-    pub client_id: String,
-    pub user_id: Option<String>,
-    pub organization_id: Option<String>,
-    /// `"active"` for the member holding control, else `"passive"`.
-    #[napi(ts_type = "'active' | 'passive'")]
-    pub role: String,
-    /// When it joined, in milliseconds since the Unix epoch.
-    pub connected_at: i64,
-}
-
-impl From<PresentMember> for PresenceData {
-    fn from(present: PresentMember) -> Self {
-        Self {
-            connection_id: present.connection_id.to_string(),
-            client_id: present.client_id,
-            user_id: present.user_id,
-            organization_id: present.organization_id,
-            role: present.role.into(),
-            connected_at: present.connected_at as i64,
         }
     }
 }

@@ -10,7 +10,6 @@
 mod attach;
 mod authentication;
 mod bridge;
-mod config;
 mod events;
 mod persistent_object;
 mod host;

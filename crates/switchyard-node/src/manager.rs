@@ -11,16 +11,14 @@ use switchyard_core::report::{ConfigReport, HealthReport};
 use switchyard_server::now;
 
 use crate::bridge;
-use crate::config::{read_route, read_session_options, read_settings, read_upgrade_options, session_error};
 use crate::guard;
 use crate::host::{Host, Lifecycle};
-use crate::config::MAX_TIMER_MS;
-use crate::js_types::{report_value, IdentityData, ListenAddress, PresenceData, Published, SessionData, SessionHistory};
+use crate::js_types::{report_value, IdentityData, ListenAddress, Published, SessionData, SessionHistory};
 use crate::native;
 use crate::attach;
 use crate::authentication;
 use crate::js;
-use crate::options::{string_argument, type_error, OptionsReader};
+use crate::options::{self, read_options, session_error, string_argument, type_error, MAX_TIMER_MS};
 use crate::request::UpgradeRequest;
 
 /// Publications `history()` returns unless asked for another number, and at most.
@@ -43,7 +41,7 @@ impl RelaySessionManager {
     #[napi(constructor, ts_args_type = "config?: RelaySessionManagerConfig")]
     pub fn new(env: Env, config: Option<Unknown>) -> Result<Self> {
         guard(|| {
-            let host = Host::new(read_settings(&env, config)?).map_err(|err| type_error(&env, err))?;
+            let host = Host::new(options::settings(&env, config)?).map_err(|err| type_error(&env, err))?;
             #[cfg(not(target_family = "wasm"))]
             host.join_cluster(&env)?;
             Ok(Self { host })
@@ -65,7 +63,7 @@ impl RelaySessionManager {
     #[napi(ts_args_type = "options?: StopOptions", ts_return_type = "Promise<void>")]
     pub fn stop<'env>(&self, env: &'env Env, options: Option<Unknown>) -> Result<Object<'env>> {
         guard(|| {
-            let options = OptionsReader::new(env, options, "options", &["code", "reason", "timeoutMs"])?;
+            let options = read_options(env, options, "options", &["code", "reason", "timeoutMs"])?;
             let code = match options.positive_integer("code", 4999)? {
                 None => close_code::GOING_AWAY,
                 Some(code) if close_code::may_be_sent(code as u16) => code as u16,
@@ -91,7 +89,7 @@ impl RelaySessionManager {
     #[napi(ts_args_type = "options?: CreateSessionOptions<MetaData>", ts_return_type = "SessionData<MetaData>")]
     pub fn create_session(&self, env: Env, options: Option<Unknown>) -> Result<SessionData> {
         guard(|| {
-            let options = read_session_options(&env, options)?;
+            let options = options::session_options(&env, options)?;
             let info = self.host.engine.relay.create_session(options, now()).map_err(|err| session_error(&env, err))?;
             self.host.pump(&env)?;
             Ok(info.into())
@@ -147,20 +145,20 @@ impl RelaySessionManager {
         options: Option<Unknown>,
     ) -> Result<bool> {
         guard(|| {
-            let route = read_route(&env, session_id)?;
+            let route = options::route(&env, session_id)?;
             if native::is_net_socket(&socket) {
                 let request = match request {
                     // SAFETY: `Object` accepts any object; a wrong shape fails on its first read.
                     Some(request) if request.get_type()? == napi::ValueType::Object => unsafe { request.cast::<Object>()? },
                     _ => return Err(type_error(&env, "request must be the IncomingMessage of the upgrade event")),
                 };
-                let (identity, head) = read_upgrade_options(&env, options)?;
+                let (identity, head) = options::upgrade_options(&env, options)?;
                 // SAFETY: checked to be a net.Socket.
                 let socket: Object = unsafe { socket.cast()? };
                 return self.host.adopt_native(&env, &socket, &request, route, identity, head);
             }
             let socket = bridge::as_websocket(socket).map_err(|message| type_error(&env, message))?;
-            let (identity, _head) = read_upgrade_options(&env, options)?;
+            let (identity, _head) = options::upgrade_options(&env, options)?;
             let request = match request {
                 // SAFETY: `Object` accepts any object; a wrong shape reads as an empty request.
                 Some(request) if request.get_type()? == napi::ValueType::Object => {
@@ -190,7 +188,7 @@ impl RelaySessionManager {
     pub fn listen(&self, env: Env, options: Option<Unknown>) -> Result<ListenAddress> {
         guard(|| {
             crate::native::available()?;
-            let options = OptionsReader::new(&env, options, "options", &["port", "host", "path", "authenticate"])?;
+            let options = read_options(&env, options, "options", &["port", "host", "path", "authenticate"])?;
             let port = options.count("port", u16::MAX.into())?.map_or(0, |port| port as u16);
             let host = options.string("host")?.unwrap_or_else(|| DEFAULT_LISTEN_HOST.to_owned());
             let pattern = attach::read_path(&env, &options)?;
@@ -294,7 +292,7 @@ impl RelaySessionManager {
     pub fn broadcast(&self, env: Env, session_id: Unknown, message: Unknown, options: Option<Unknown>) -> Result<u32> {
         guard(|| {
             let session_id = string_argument(&env, session_id, "sessionId")?;
-            let except = match OptionsReader::new(&env, options, "options", &["exceptConnectionId"])?.string("exceptConnectionId")? {
+            let except = match read_options(&env, options, "options", &["exceptConnectionId"])?.string("exceptConnectionId")? {
                 Some(id) => Some(ConnId::parse(&id).ok_or_else(|| type_error(&env, format!("exceptConnectionId {id:?} is not a connection id")))?),
                 None => None,
             };
@@ -323,7 +321,7 @@ impl RelaySessionManager {
     pub fn publish(&self, env: Env, session_id: Unknown, message: Unknown, options: Option<Unknown>) -> Result<Published> {
         guard(|| {
             let session_id = string_argument(&env, session_id, "sessionId")?;
-            let client_id = OptionsReader::new(&env, options, "options", &["clientId"])?.string("clientId")?;
+            let client_id = read_options(&env, options, "options", &["clientId"])?.string("clientId")?;
             let frame = outgoing(&env, message)?;
             let published = self.host.engine.relay.publish(&session_id, frame, client_id.as_deref(), now());
             self.host.pump(&env)?;
@@ -359,11 +357,11 @@ impl RelaySessionManager {
     }
 
     /// Who is in a session now, in the order they joined; `null` when there is no such session.
-    #[napi(ts_args_type = "sessionId: string")]
-    pub fn presence(&self, env: Env, session_id: Unknown) -> Result<Option<Vec<PresenceData>>> {
+    #[napi(ts_args_type = "sessionId: string", ts_return_type = "Array<PresenceData> | null")]
+    pub fn presence(&self, env: Env, session_id: Unknown) -> Result<serde_json::Value> {
         guard(|| {
             let session_id = string_argument(&env, session_id, "sessionId")?;
-            Ok(self.host.engine.relay.presence(&session_id).map(|members| members.into_iter().map(PresenceData::from).collect()))
+            Ok(serde_json::to_value(self.host.engine.relay.presence(&session_id)).unwrap_or_default())
         })
     }
 
@@ -384,7 +382,7 @@ impl RelaySessionManager {
     pub fn broadcast_to_filtered(&self, env: Env, filter: Unknown, message: Unknown) -> Result<u32> {
         guard(|| {
             let fields = ["userId", "organizationId", "sessionId", "channel"];
-            let filter = OptionsReader::new(&env, Some(filter), "filter", &fields)?;
+            let filter = read_options(&env, Some(filter), "filter", &fields)?;
             let [user, organization, session, channel] = fields.map(|field| filter.string(field));
             let (user, organization, session, channel) = (user?, organization?, session?, channel?);
             if user.is_none() && organization.is_none() && session.is_none() && channel.is_none() {
@@ -417,7 +415,7 @@ impl RelaySessionManager {
 /// anything else is serialized once with `JSON.stringify`.
 /// `{ since?, limit? }` of `history()` and `channelHistory()`.
 fn read_history_options(env: &Env, options: Option<Unknown>) -> Result<(Option<Position>, usize)> {
-    let options = OptionsReader::new(env, options, "options", &["since", "limit"])?;
+    let options = read_options(env, options, "options", &["since", "limit"])?;
     let since = match options.string("since")? {
         Some(text) => Some(Position::parse(&text).ok_or_else(|| type_error(env, format!("since {text:?} is not <epoch>:<offset>")))?),
         None => None,

@@ -8,16 +8,14 @@
 //! one). The request was parsed by Node; Rust checks its handshake headers and answers
 //! `101` itself, or `400` through Node before letting go.
 //!
-//! [`takeover`] is the transport's side; [`listener`] serves a port of the relay's own
-//! (`listen()`) without Node's HTTP server, asking the app's `authenticate` through
+//! [`takeover`] is the transport's side; a port of the relay's own (`listen()`, a
+//! [`switchyard_server::relay_port`]) asks the app's `authenticate` through
 //! [`authenticator`]. Only Unix descriptors can be taken over:
 //! elsewhere (Windows, the WebAssembly build) [`available`] refuses the native transport
 //! with an error that names bridge mode.
 
 #[cfg(not(target_family = "wasm"))]
 mod authenticator;
-#[cfg(not(target_family = "wasm"))]
-mod listener;
 #[cfg(not(target_family = "wasm"))]
 mod takeover;
 
@@ -26,8 +24,6 @@ use napi::{Error, Result, Status, ValueType};
 
 #[cfg(not(target_family = "wasm"))]
 pub use authenticator::Authenticator;
-#[cfg(not(target_family = "wasm"))]
-pub use listener::Listener;
 #[cfg(not(target_family = "wasm"))]
 pub use takeover::{take_over, Takeover};
 

@@ -1,11 +1,90 @@
-//! Reads the option objects users pass from JavaScript, refusing bad values with a
-//! `TypeError` that names the option, so a typo or a string where a number belongs fails
-//! at the call that made it rather than later, somewhere else.
+//! JavaScript values as the source of the options users pass
+//! ([`switchyard_server::options`] reads them, [`switchyard_server::settings`] makes the
+//! relay's settings of them), refused with a `TypeError` that names the option; and the
+//! arguments only JavaScript has (functions, Buffers, a route that may be `null`).
 
-use napi::bindgen_prelude::{Function, JsObjectValue, Object, Unknown};
+use bytes::Bytes;
+use napi::bindgen_prelude::{Function, JsObjectValue, Object, Uint8Array, Unknown};
 use napi::{Env, Error, JsValue, Result, Status, ValueType};
 use serde_json::Value;
-use switchyard_core::schema::{Range, Setting};
+use switchyard_core::{schema, Identity, Route, SessionError, SessionOptions};
+use switchyard_server::options::{Given, Options, Source};
+use switchyard_server::settings::{read_identity, read_session_options, read_settings, Settings, IDENTITY_OPTIONS};
+
+/// Longest interval a JS timer accepts (2^31 - 1 ms); longer ones fire at once.
+pub const MAX_TIMER_MS: u64 = schema::TIMER_MS.max;
+
+/// The options of one call, read from JavaScript.
+pub type JsOptions<'env> = Options<Js<'env>>;
+
+/// The JavaScript thread's values, as a source of options.
+#[derive(Clone, Copy)]
+pub struct Js<'env>(pub &'env Env);
+
+impl<'env> Source for Js<'env> {
+    type Object = Object<'env>;
+    type Error = Error;
+
+    fn keys(&self, object: &Object<'env>) -> Result<Vec<String>> {
+        Object::keys(object)
+    }
+
+    fn get(&self, object: &Object<'env>, name: &str) -> Result<Option<Given<Object<'env>>>> {
+        given(object.get_named_property_unchecked(name)?)
+    }
+
+    fn json(&self, object: &Object<'env>, name: &str) -> Result<Option<Value>> {
+        let value: Unknown = object.get_named_property_unchecked(name)?;
+        match value.get_type()? {
+            ValueType::Undefined => Ok(None),
+            _ => json_value(self.0, value, name).map(Some),
+        }
+    }
+
+    fn refuse(&self, message: String) -> Error {
+        type_error(self.0, message)
+    }
+}
+
+/// A JavaScript value as an option holds it; `None` for `undefined`.
+fn given(value: Unknown<'_>) -> Result<Option<Given<Object<'_>>>> {
+    // SAFETY (each cast): the value's type was just checked.
+    Ok(Some(match value.get_type()? {
+        ValueType::Undefined => return Ok(None),
+        ValueType::Null => Given::Null,
+        ValueType::Boolean => Given::Bool(unsafe { value.cast()? }),
+        ValueType::Number => Given::Number(unsafe { value.cast()? }),
+        ValueType::String => Given::Text(unsafe { value.cast()? }),
+        ValueType::Object if value.is_array()? => {
+            let items: Vec<Unknown> = unsafe { value.cast()? };
+            Given::List(items.into_iter().map(|item| Ok(given(item)?.unwrap_or(Given::Other("undefined")))).collect::<Result<_>>()?)
+        }
+        ValueType::Object => Given::Object(unsafe { value.cast()? }),
+        ValueType::Function => Given::Other("a function"),
+        ValueType::BigInt => Given::Other("a bigint"),
+        ValueType::Symbol => Given::Other("a symbol"),
+        _ => Given::Other("an unknown value"),
+    }))
+}
+
+fn given_argument(value: Option<Unknown<'_>>) -> Result<Option<Given<Object<'_>>>> {
+    Ok(value.map(given).transpose()?.flatten())
+}
+
+/// The options object `value` (`undefined` or `null`: none), with only `known` names.
+pub fn read_options<'env>(env: &'env Env, value: Option<Unknown<'env>>, what: &str, known: &[&str]) -> Result<JsOptions<'env>> {
+    Options::new(Js(env), given_argument(value)?, what, known)
+}
+
+/// The manager's config.
+pub fn settings(env: &Env, value: Option<Unknown>) -> Result<Settings> {
+    read_settings(Js(env), given_argument(value)?)
+}
+
+/// `createSession`'s options.
+pub fn session_options(env: &Env, value: Option<Unknown>) -> Result<SessionOptions> {
+    read_session_options(Js(env), given_argument(value)?)
+}
 
 /// Throws a JavaScript `TypeError` and returns the error that tells napi it is pending.
 pub fn type_error(env: &Env, message: impl AsRef<str>) -> Error {
@@ -15,233 +94,92 @@ pub fn type_error(env: &Env, message: impl AsRef<str>) -> Error {
     }
 }
 
-/// Describes a value for an error message: `-1`, `"30000" (a string)`, `NaN`.
-fn describe(value: &Unknown) -> String {
-    match value.get_type() {
-        // SAFETY (both casts): the value's type was just checked.
-        Ok(ValueType::Number) => unsafe { value.cast::<f64>() }.map_or("a number".into(), |n| n.to_string()),
-        Ok(ValueType::String) => match unsafe { value.cast::<String>() } {
-            Ok(s) => format!("{:?} (a string)", truncate(&s)),
-            Err(_) => "a string".into(),
-        },
-        Ok(ValueType::Null) => "null".into(),
-        Ok(ValueType::Undefined) => "undefined".into(),
-        Ok(ValueType::Boolean) => "a boolean".into(),
-        Ok(ValueType::BigInt) => "a bigint".into(),
-        Ok(ValueType::Function) => "a function".into(),
-        Ok(ValueType::Symbol) => "a symbol".into(),
-        _ if is_array(value) => "an array".into(),
-        _ => "an object".into(),
-    }
+/// What `value` is, for an error message.
+fn describe(value: Unknown) -> String {
+    given(value).ok().flatten().map_or_else(|| "undefined".into(), |given| given.describe())
 }
 
-fn truncate(s: &str) -> &str {
-    match s.char_indices().nth(40) {
-        Some((end, _)) => &s[..end],
-        None => s,
-    }
-}
-
-fn is_array(value: &Unknown) -> bool {
-    value.is_array().unwrap_or(false)
-}
-
-/// A string argument or option; anything else is a `TypeError` naming it.
+/// A string argument; anything else is a `TypeError` naming it.
 pub fn string_argument(env: &Env, value: Unknown, name: &str) -> Result<String> {
     if value.get_type()? == ValueType::String {
         // SAFETY: a string, checked above.
         return unsafe { value.cast::<String>() };
     }
-    Err(type_error(env, format!("{name} must be a string, got {}", describe(&value))))
+    Err(type_error(env, format!("{name} must be a string, got {}", describe(value))))
 }
 
-/// A plain options object (or nothing), checked against the names it may contain.
-pub struct OptionsReader<'env> {
-    env: &'env Env,
-    object: Option<Object<'env>>,
+/// The raw JavaScript value of option `name`, when given.
+fn raw<'env>(options: &JsOptions<'env>, name: &str) -> Result<Option<Unknown<'env>>> {
+    let Some(object) = options.object() else { return Ok(None) };
+    let value: Unknown<'env> = object.get_named_property_unchecked(name)?;
+    Ok((value.get_type()? != ValueType::Undefined).then_some(value))
 }
 
-impl<'env> OptionsReader<'env> {
-    /// `what` names the argument in errors (`config`, `options`). `undefined` and `null`
-    /// read as an empty object; anything that is not a plain object is refused, as is a
-    /// key not in `known`.
-    pub fn new(env: &'env Env, value: Option<Unknown<'env>>, what: &str, known: &[&str]) -> Result<Self> {
-        let Some(value) = value else { return Ok(Self { env, object: None }) };
-        match value.get_type()? {
-            ValueType::Undefined | ValueType::Null => return Ok(Self { env, object: None }),
-            ValueType::Object if !is_array(&value) => {}
-            _ => return Err(type_error(env, format!("{what} must be an object, got {}", describe(&value)))),
-        }
-        // SAFETY: checked to be an object just above.
-        let object: Object<'env> = unsafe { value.cast()? };
-        for key in Object::keys(&object)? {
-            if !known.contains(&key.as_str()) {
-                return Err(type_error(
-                    env,
-                    format!("unknown option {key:?} in {what}; expected one of: {}", known.join(", ")),
-                ));
-            }
-        }
-        Ok(Self { env, object: Some(object) })
+/// Option `name`, a function.
+pub fn function<'env>(options: &JsOptions<'env>, name: &str) -> Result<Option<Function<'env, Object<'static>, Unknown<'static>>>> {
+    let Some(value) = raw(options, name)? else { return Ok(None) };
+    if value.get_type()? == ValueType::Function {
+        // SAFETY: a function, checked.
+        return Ok(Some(unsafe { value.cast()? }));
     }
-
-    /// The value of `name`, or `None` when it is absent or `undefined`.
-    fn get(&self, name: &str) -> Result<Option<Unknown<'env>>> {
-        let Some(object) = &self.object else { return Ok(None) };
-        let value: Unknown<'env> = object.get_named_property_unchecked(name)?;
-        Ok(match value.get_type()? {
-            ValueType::Undefined => None,
-            _ => Some(value),
-        })
-    }
-
-    /// A whole number within `range`.
-    fn whole_number(&self, name: &str, range: Range) -> Result<Option<u64>> {
-        let Some(value) = self.get(name)? else { return Ok(None) };
-        if value.get_type()? == ValueType::Number {
-            // SAFETY: a number, checked above.
-            let n = unsafe { value.cast::<f64>()? };
-            if n.is_finite() && n.fract() == 0.0 && n >= range.min as f64 && n <= range.max as f64 {
-                return Ok(Some(n as u64));
-            }
-        }
-        let Range { min, max } = range;
-        Err(type_error(self.env, format!("{name} must be a whole number from {min} to {max}, got {}", describe(&value))))
-    }
-
-    /// A whole number setting of the option schema, within its bounds there, by the last
-    /// part of its JS path.
-    pub fn setting(&self, setting: &Setting) -> Result<Option<u64>> {
-        let name = setting.js_name().expect("a setting the addon reads has a JS name");
-        self.whole_number(name, setting.range.expect("a whole number setting has bounds"))
-    }
-
-    /// A whole number from 1 to `max`.
-    pub fn positive_integer(&self, name: &str, max: u64) -> Result<Option<u64>> {
-        self.whole_number(name, Range { min: 1, max })
-    }
-
-    /// A finite number greater than 0 (fractions allowed).
-    pub fn positive_number(&self, name: &str) -> Result<Option<f64>> {
-        let Some(value) = self.get(name)? else { return Ok(None) };
-        if value.get_type()? == ValueType::Number {
-            // SAFETY: a number, checked.
-            let n = unsafe { value.cast::<f64>()? };
-            if n.is_finite() && n > 0.0 {
-                return Ok(Some(n));
-            }
-        }
-        Err(type_error(self.env, format!("{name} must be a number greater than 0, got {}", describe(&value))))
-    }
-
-    /// A whole number from 0 to `max`.
-    pub fn count(&self, name: &str, max: u64) -> Result<Option<u64>> {
-        self.whole_number(name, Range { min: 0, max })
-    }
-
-    /// Whether `name` is given at all.
-    pub fn has(&self, name: &str) -> Result<bool> {
-        Ok(self.get(name)?.is_some())
-    }
-
-    /// The raw value of `name`, for a reader of its own.
-    pub fn raw(&self, name: &str) -> Result<Option<Unknown<'env>>> {
-        self.get(name)
-    }
-
-    pub fn boolean(&self, name: &str) -> Result<Option<bool>> {
-        let Some(value) = self.get(name)? else { return Ok(None) };
-        if value.get_type()? == ValueType::Boolean {
-            // SAFETY: a boolean, checked.
-            return Ok(Some(unsafe { value.cast::<bool>()? }));
-        }
-        Err(type_error(self.env, format!("{name} must be true or false, got {}", describe(&value))))
-    }
-
-    /// An array of strings.
-    pub fn strings(&self, name: &str) -> Result<Option<Vec<String>>> {
-        let Some(value) = self.get(name)? else { return Ok(None) };
-        let refused = || type_error(self.env, format!("{name} must be an array of strings, got {}", describe(&value)));
-        if !is_array(&value) {
-            return Err(refused());
-        }
-        // SAFETY: an array, checked; each element is checked to be a string.
-        let items: Vec<Unknown> = unsafe { value.cast() }.map_err(|_| refused())?;
-        items
-            .into_iter()
-            .map(|item| match item.get_type() {
-                Ok(ValueType::String) => unsafe { item.cast::<String>() }.map_err(|_| refused()),
-                _ => Err(refused()),
-            })
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
-    }
-
-    /// A nested options object, read with the same rules.
-    pub fn nested(&self, name: &str, known: &[&str]) -> Result<OptionsReader<'env>> {
-        OptionsReader::new(self.env, self.get(name)?, name, known)
-    }
-
-    pub fn string(&self, name: &str) -> Result<Option<String>> {
-        self.get(name)?.map(|value| string_argument(self.env, value, name)).transpose()
-    }
-
-    /// A string that must be one of `choices`.
-    pub fn choice(&self, name: &str, choices: &[&'static str]) -> Result<Option<&'static str>> {
-        let Some(text) = self.string(name)? else { return Ok(None) };
-        match choices.iter().find(|c| **c == text) {
-            Some(choice) => Ok(Some(choice)),
-            None => Err(type_error(
-                self.env,
-                format!("{name} must be one of {}, got {text:?}", quoted(choices)),
-            )),
-        }
-    }
-
-    pub fn function(&self, name: &str) -> Result<Option<Function<'env, Object<'static>, Unknown<'static>>>> {
-        let Some(value) = self.get(name)? else { return Ok(None) };
-        if value.get_type()? == ValueType::Function {
-            // SAFETY: a function, checked.
-            return Ok(Some(unsafe { value.cast()? }));
-        }
-        Err(type_error(self.env, format!("{name} must be a function, got {}", describe(&value))))
-    }
-
-    /// The bytes of a `Buffer` (or any `Uint8Array`).
-    pub fn buffer(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        let Some(value) = self.get(name)? else { return Ok(None) };
-        if value.is_typedarray()? {
-            // SAFETY: a typed array, checked; a Uint8Array is what the cast accepts.
-            if let Ok(bytes) = unsafe { value.cast::<napi::bindgen_prelude::Uint8Array>() } {
-                return Ok(Some(bytes.to_vec()));
-            }
-        }
-        Err(type_error(self.env, format!("{name} must be a Buffer, got {}", describe(&value))))
-    }
-
-    /// Any JSON value (`null` included).
-    pub fn json(&self, name: &str) -> Result<Option<Value>> {
-        let Some(value) = self.get(name)? else { return Ok(None) };
-        json_value(self.env, value, name).map(Some)
-    }
+    Err(options.refuse(format!("{name} must be a function, got {}", describe(value))))
 }
 
-/// Converts a JavaScript value to JSON the way `JSON.stringify` does (so `toJSON`, a
-/// `Date`, a dropped `undefined` property all behave as in `res.json`), naming `what`
-/// when it cannot be: a `BigInt`, a cycle, a function.
+/// Option `name`, the bytes of a `Buffer` (or any `Uint8Array`).
+fn buffer(options: &JsOptions, name: &str) -> Result<Option<Vec<u8>>> {
+    let Some(value) = raw(options, name)? else { return Ok(None) };
+    if value.is_typedarray()? {
+        // SAFETY: a typed array, checked; a Uint8Array is what the cast accepts.
+        if let Ok(bytes) = unsafe { value.cast::<Uint8Array>() } {
+            return Ok(Some(bytes.to_vec()));
+        }
+    }
+    Err(options.refuse(format!("{name} must be a Buffer, got {}", describe(value))))
+}
+
+/// Converts a JavaScript value to JSON the way `JSON.stringify` does, naming `what` when
+/// it cannot be: a `BigInt`, a cycle, a function.
 pub fn json_value(env: &Env, value: Unknown, what: &str) -> Result<Value> {
     let json: Object = env.get_global()?.get_named_property_unchecked("JSON")?;
     let stringify: Function<Unknown, Unknown> = json.get_named_property_unchecked("stringify")?;
     let refused = |detail: String| type_error(env, format!("{what} must be a JSON value: {detail}"));
     let text = stringify.call(value).map_err(|err| refused(err.reason))?;
     if text.get_type()? != ValueType::String {
-        return Err(refused(format!("{} has no JSON form", describe(&value))));
+        return Err(refused(format!("{} has no JSON form", describe(value))));
     }
     // SAFETY: a string, checked.
     let text = unsafe { text.cast::<String>()? };
     serde_json::from_str(&text).map_err(|err| refused(err.to_string()))
 }
 
-fn quoted(choices: &[&str]) -> String {
-    choices.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(" or ")
+/// An identity as `attach`'s `authenticate` returns it.
+pub fn identity(env: &Env, value: Option<Unknown>) -> Result<Identity> {
+    read_identity(&read_options(env, value, "the identity", &IDENTITY_OPTIONS)?)
+}
+
+/// `handleUpgrade`'s options: the identity, and for a native socket the `head` bytes
+/// of the `upgrade` event.
+pub fn upgrade_options(env: &Env, value: Option<Unknown>) -> Result<(Identity, Bytes)> {
+    let known: Vec<&str> = IDENTITY_OPTIONS.into_iter().chain(["head"]).collect();
+    let options = read_options(env, value, "options", &known)?;
+    let head = buffer(&options, "head")?.map(Bytes::from).unwrap_or_default();
+    Ok((read_identity(&options)?, head))
+}
+
+/// `sessionId` as given to `handleUpgrade`: a string, or `null` for a sessionless
+/// connection.
+pub fn route(env: &Env, value: Unknown) -> Result<Route> {
+    match value.get_type()? {
+        ValueType::Null | ValueType::Undefined => Ok(Route::Sessionless),
+        // SAFETY: a string, checked.
+        ValueType::String => Ok(Route::Session(unsafe { value.cast::<String>()? })),
+        _ => Err(type_error(env, "sessionId must be a string, or null for a sessionless connection")),
+    }
+}
+
+pub fn session_error(env: &Env, err: SessionError) -> Error {
+    match err {
+        SessionError::InvalidOption(message) => type_error(env, message),
+        other => Error::new(Status::InvalidArg, other.to_string()),
+    }
 }

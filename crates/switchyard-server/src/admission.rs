@@ -97,3 +97,16 @@ pub fn admit<'a>(relay: &Relay, auth: Option<&TokenAuth>, upgrade: Upgrade<'a, i
         None => Ok(Admitted { identity: given, protocol: None }),
     }
 }
+
+/// What the app decided of an upgrade.
+#[derive(Debug)]
+pub enum Verdict {
+    Admit(Identity),
+    Refuse { status: u16, reason: &'static str },
+}
+
+impl Verdict {
+    pub const UNAUTHORIZED: Self = Self::Refuse { status: 401, reason: "Unauthorized" };
+    /// The app failed to decide, or could not be asked.
+    pub const FAILED: Self = Self::Refuse { status: 500, reason: "Internal Server Error" };
+}

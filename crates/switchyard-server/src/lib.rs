@@ -27,8 +27,12 @@ pub mod listener;
 pub mod metrics;
 #[cfg(not(target_family = "wasm"))]
 pub mod native_runtime;
+pub mod options;
 mod outbox;
 pub mod path_pattern;
+#[cfg(not(target_family = "wasm"))]
+pub mod relay_port;
+pub mod settings;
 pub mod waiting;
 
 #[cfg(not(target_family = "wasm"))]

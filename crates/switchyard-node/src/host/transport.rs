@@ -2,17 +2,15 @@
 //! taken from Node, and the link to Redis. None of it is in the WebAssembly build.
 
 use std::rc::Rc;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use napi::bindgen_prelude::Object;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Error, Result, Status};
 use switchyard_core::{ConnectionRefusal, Identity, Route};
-use switchyard_server::listener;
 use switchyard_server::native_runtime::NativeRuntime;
 use switchyard_server::path_pattern::PathPattern;
-use switchyard_server::waiting::{Limits, Waiting};
+use switchyard_server::relay_port::RelayPort;
 use switchyard_server::Accepted;
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +18,7 @@ use super::{Host, Lifecycle};
 use crate::guard;
 use crate::js_types::ListenAddress;
 use crate::authentication::Authenticate;
-use crate::native::{self, Authenticator, Listener, Takeover};
+use crate::native::{self, Authenticator, Takeover};
 use crate::request::UpgradeRequest;
 
 /// A port `listen()` opened. Until it is closed, `_open` (a thread-safe function never
@@ -74,25 +72,12 @@ impl Host {
     /// `stop()`.
     pub fn listen(self: &Rc<Self>, env: &Env, host: &str, port: u16, pattern: PathPattern, authenticate: Option<Rc<Authenticate>>) -> Result<ListenAddress> {
         let native = self.native(env)?;
-        let authenticator = authenticate.map(|authenticate| Authenticator::new(env, authenticate)).transpose()?;
-        let cannot = |err: std::io::Error| Error::new(Status::GenericFailure, format!("cannot listen on {host}:{port}: {err}"));
-        let socket = std::net::TcpListener::bind((host, port)).map_err(cannot)?;
-        socket.set_nonblocking(true).map_err(cannot)?;
-        let address = socket.local_addr().map_err(cannot)?;
-        let listener = {
-            let _entered = native.spawner.runtime.enter();
-            tokio::net::TcpListener::from_std(socket).map_err(cannot)?
-        };
+        let gatekeeper = authenticate.map(|authenticate| Authenticator::new(env, authenticate)).transpose()?;
         let stop = CancellationToken::new();
-        let upgrades = Arc::new(Listener {
-            engine: self.engine.clone(),
-            auth: self.auth.clone(),
-            spawner: native.spawner.clone(),
-            pattern,
-            authenticator,
-            stop: stop.clone(),
-        });
-        native.spawner.runtime.spawn(listener::serve(listener, Waiting::new(Limits::default()), stop.clone(), upgrades));
+        let relay_port = RelayPort { engine: self.engine.clone(), auth: self.auth.clone(), spawner: native.spawner.clone(), pattern, gatekeeper, stop: stop.clone() };
+        let address = relay_port
+            .open(host, port)
+            .map_err(|err| Error::new(Status::GenericFailure, format!("cannot listen on {host}:{port}: {err}")))?;
         let open = env.create_function_from_closure::<(), (), _>("switchyardPort", |_| Ok(()))?;
         let open = open.build_threadsafe_function::<()>().callee_handled::<false>().build()?;
         self.ports.borrow_mut().push(Port { stop, _open: open });

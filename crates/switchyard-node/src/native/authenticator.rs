@@ -10,10 +10,12 @@ use napi::bindgen_prelude::{JsObjectValue, Object};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{Env, Result};
 use parking_lot::Mutex;
+use switchyard_server::admission::Verdict;
 use switchyard_server::listener::Request;
+use switchyard_server::relay_port::Gatekeeper;
 use tokio::sync::oneshot;
 
-use crate::authentication::{self, Authenticate, Verdict};
+use crate::authentication::{self, Authenticate};
 use crate::guard;
 
 /// An upgrade waiting for the app's answer.
@@ -95,10 +97,12 @@ impl Authenticator {
         let wake = answer_all.build_threadsafe_function::<()>().callee_handled::<false>().weak::<true>().build()?;
         Ok(Self { questions, wake: Box::new(move || { wake.call((), ThreadsafeFunctionCallMode::NonBlocking); }) })
     }
+}
 
+impl Gatekeeper for Authenticator {
     /// The app's verdict on `request`, from `port` of its address; a failure to get one
     /// (the manager gone, `authenticate` unreachable) is [`Verdict::FAILED`].
-    pub async fn ask(&self, request: &Request, port: u16) -> Verdict {
+    async fn ask(&self, request: &Request, port: u16) -> Verdict {
         let (answer, verdict) = oneshot::channel();
         self.questions.lock().push(Question {
             method: request.method.clone(),

@@ -1,56 +1,78 @@
-//! `manager.listen({ port, host, path })`: a port of the relay's own, served from Rust on
-//! the native runtime. Upgrades never pass through Node's HTTP server, so a connection
-//! costs no JavaScript objects at all (with `attach`, Node makes a socket, a parser and a
-//! request for each upgrade before handing it over), and the JS thread is not involved
-//! in accepting it, unless the app gave `authenticate` (see [`Authenticator`]).
+//! A port of the relay's own, served on the native runtime (the addon's
+//! `manager.listen({ port, host, path })`): upgrades whose path matches join the relay,
+//! after the app's say when it asked for one ([`Gatekeeper`]), with no HTTP server of the
+//! host's in the way (with Node's `attach`, Node makes a socket, a parser and a request
+//! for each upgrade before handing it over).
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use switchyard_core::{ConnectionRefusal, Identity};
-use switchyard_server::admission::{self, TokenAuth, Upgrade};
-use switchyard_server::engine::Engine;
-use switchyard_server::listener::{answer, Request, Upgrades};
-use switchyard_server::path_pattern::PathPattern;
-use switchyard_server::{handshake, Accepted, Spawner};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::Authenticator;
-use crate::authentication::Verdict;
+use crate::admission::{self, TokenAuth, Upgrade, Verdict};
+use crate::engine::Engine;
+use crate::listener::{answer, serve, Request, Upgrades};
+use crate::path_pattern::PathPattern;
+use crate::waiting::{Limits, Waiting};
+use crate::{handshake, Accepted, Spawner};
 
-/// What a listener needs of its manager to let an upgrade in.
-pub struct Listener {
+/// The app's say on each upgrade (the addon asks its `authenticate` on the JS thread).
+pub trait Gatekeeper: Send + Sync + 'static {
+    /// The verdict on `request`, from `port` of its address.
+    fn ask(&self, request: &Request, port: u16) -> impl Future<Output = Verdict> + Send;
+}
+
+/// What a port needs of its relay to let an upgrade in.
+pub struct RelayPort<G> {
     pub engine: Arc<Engine>,
     pub auth: Option<Arc<TokenAuth>>,
     pub spawner: Spawner,
     pub pattern: PathPattern,
-    /// The app's `authenticate`, when it gave one.
-    pub authenticator: Option<Authenticator>,
-    /// Cancelled by `stop()`: the port closes, and handshakes under way are refused.
+    /// The app's say, when it wants one.
+    pub gatekeeper: Option<G>,
+    /// Cancelled when the host stops: the port closes, and handshakes under way are refused.
     pub stop: CancellationToken,
 }
 
-impl Listener {
+impl<G: Gatekeeper> RelayPort<G> {
+    /// Binds `host:port` and serves it on the spawner's runtime until `stop` is cancelled.
+    /// Returns the address bound (the port the system chose for 0).
+    pub fn open(self, host: &str, port: u16) -> std::io::Result<SocketAddr> {
+        let socket = std::net::TcpListener::bind((host, port))?;
+        socket.set_nonblocking(true)?;
+        let address = socket.local_addr()?;
+        let runtime = self.spawner.runtime.clone();
+        let listener = {
+            let _entered = runtime.enter();
+            tokio::net::TcpListener::from_std(socket)?
+        };
+        runtime.spawn(serve(listener, Waiting::new(Limits::default()), self.stop.clone(), Arc::new(self)));
+        Ok(address)
+    }
+
     fn respond(&self, tcp: TcpStream, response: Vec<u8>) {
         self.spawner.runtime.spawn(answer(tcp, response));
     }
 }
 
-/// As `attach` does for the upgrades it takes: the path, the app's `authenticate`, then
+/// As the addon's `attach` does for the upgrades it takes: the path, the app's say, then
 /// the address's connection rate and the token, then the handshake itself.
-impl Upgrades for Listener {
+impl<G: Gatekeeper> Upgrades for RelayPort<G> {
     async fn upgrade(&self, tcp: TcpStream, request: Request, rest: Bytes) {
         let Some(route) = self.pattern.route(&request.url) else {
             self.engine.relay.handshake_failed();
             return self.respond(tcp, handshake::http_error(404, "Not Found", "No WebSocket is served at this path", ""));
         };
-        let given = match &self.authenticator {
+        let given = match &self.gatekeeper {
             None => Identity::default(),
-            Some(authenticator) => {
+            Some(gatekeeper) => {
                 let port = tcp.peer_addr().map_or(0, |peer| peer.port());
                 let verdict = tokio::select! {
-                    verdict = authenticator.ask(&request, port) => verdict,
+                    verdict = gatekeeper.ask(&request, port) => verdict,
                     () = self.stop.cancelled() => {
                         return self.respond(tcp, handshake::http_error(503, "Service Unavailable", "The relay is stopping", ""));
                     }

@@ -1,0 +1,236 @@
+//! The embedding's settings read from option objects: the relay's [`Config`] and what a
+//! host applies beside it (token auth, a cluster's Redis, compression, threads), a
+//! session's options and a connection's identity. Names and bounds are the option
+//! schema's ([`switchyard_core::schema`]); the Node addon reads its calls' arguments with
+//! these, through its JavaScript [`Source`].
+
+use switchyard_core::schema::{self, Setting};
+use switchyard_core::{
+    AckPolicy, ChannelOptions, Config, ConflictResolution, HistoryConfig, Identity, Rate, RateLimits, SessionOptions, SlowConsumerPolicy,
+};
+#[cfg(not(target_family = "wasm"))]
+use switchyard_redis::RedisOptions;
+
+use crate::admission::TokenAuth;
+use crate::auth::{self, JwtConfig, Keys, Verifier};
+use crate::deflate::CompressionConfig;
+use crate::options::{Given, Options, Source};
+
+const SESSION_OPTIONS: [&str; 6] = ["sessionId", "expiresIn", "metadata", "maxClients", "conflictResolution", "history"];
+const HISTORY_OPTIONS: [&str; 2] = ["size", "ttlMs"];
+const RATE_OPTIONS: [&str; 2] = ["messagesPerSecond", "burst"];
+/// The fields of an identity, as an app's `authenticate` returns it.
+pub const IDENTITY_OPTIONS: [&str; 5] = ["userId", "organizationId", "clientId", "metadata", "rateLimit"];
+
+/// Everything a host's config sets.
+pub struct Settings {
+    pub config: Config,
+    pub auth: Option<TokenAuth>,
+    #[cfg(not(target_family = "wasm"))]
+    pub redis: Option<RedisOptions>,
+    /// permessage-deflate in the native transport.
+    pub compression: Option<CompressionConfig>,
+    /// Threads of the native transport; `None`: one per CPU this process may use.
+    pub native_threads: Option<usize>,
+}
+
+/// The config under `schema`'s names (`new RelaySessionManager(config)`).
+pub fn read_settings<S: Source>(source: S, given: Option<Given<S::Object>>) -> Result<Settings, S::Error> {
+    let options = Options::new(source, given, "config", &schema::js_names_under(""))?;
+    let compression = read_compression(&options)?;
+    let defaults = Config::default();
+    let number = |setting: Setting, default: u64| -> Result<u64, S::Error> { Ok(options.setting(&setting)?.unwrap_or(default)) };
+    let size = |setting: Setting, default: usize| -> Result<usize, S::Error> { Ok(options.setting(&setting)?.map_or(default, |n| n as usize)) };
+    let auth = read_auth(&options)?;
+    let channels = nested(&options, "channels")?;
+    let config = Config {
+        session_timeout_ms: number(schema::SESSION_TIMEOUT_MS, defaults.session_timeout_ms)?,
+        max_sessions: size(schema::MAX_SESSIONS, defaults.max_sessions)?,
+        max_clients_per_session: size(schema::MAX_CLIENTS_PER_SESSION, defaults.max_clients_per_session)?,
+        ping_interval_ms: number(schema::PING_INTERVAL_MS, defaults.ping_interval_ms)?,
+        heartbeat_timeout_ms: number(schema::HEARTBEAT_TIMEOUT_MS, defaults.heartbeat_timeout_ms)?,
+        cleanup_interval_ms: number(schema::CLEANUP_INTERVAL_MS, defaults.cleanup_interval_ms)?,
+        max_message_bytes: size(schema::MAX_MESSAGE_BYTES, defaults.max_message_bytes)?,
+        max_queued_bytes: size(schema::MAX_QUEUED_BYTES, defaults.max_queued_bytes)?,
+        slow_consumer: options
+            .choice("slowConsumer", &SlowConsumerPolicy::NAMES)?
+            .and_then(SlowConsumerPolicy::from_name)
+            .unwrap_or(defaults.slow_consumer),
+        channels: ChannelOptions { allow: channels.strings("allow")?, history: read_history(nested(&channels, "channels.history")?)? },
+        max_channels_per_connection: size(schema::MAX_CHANNELS_PER_CONNECTION, defaults.max_channels_per_connection)?,
+        request_timeout_ms: number(schema::REQUEST_TIMEOUT_MS, defaults.request_timeout_ms)?,
+        max_requests_per_connection: size(schema::MAX_REQUESTS_PER_CONNECTION, defaults.max_requests_per_connection)?,
+        ack: options.choice("ack", &AckPolicy::NAMES)?.and_then(AckPolicy::from_name).unwrap_or(defaults.ack),
+        enable_role_management: options.boolean("enableRoleManagement")?.unwrap_or(defaults.enable_role_management),
+        default_conflict_resolution: read_conflict_resolution(&options, "defaultConflictResolution")?
+            .unwrap_or(defaults.default_conflict_resolution),
+        control_request_timeout_ms: number(schema::CONTROL_REQUEST_TIMEOUT_MS, defaults.control_request_timeout_ms)?,
+        max_connections_per_user: size(schema::MAX_CONNECTIONS_PER_USER, defaults.max_connections_per_user)?,
+        max_windows_per_user: size(schema::MAX_WINDOWS_PER_USER, defaults.max_windows_per_user)?,
+        rate_limit: read_rate_limits(&options)?,
+        connections_per_minute_per_ip: options.setting(&schema::CONNECTIONS_PER_MINUTE_PER_IP)?.map(|n| n as u32),
+        verified_users_only: auth.is_some(),
+        history: read_history(nested(&options, "history")?)?,
+        history_max_bytes: size(schema::HISTORY_MAX_BYTES, defaults.history_max_bytes)?,
+    };
+    config.validate().map_err(|err| options.refuse(err.to_string()))?;
+    #[cfg(target_family = "wasm")]
+    if options.has("redis")? {
+        return Err(options.refuse(
+            "Clusters (the redis option) are not available in the WebAssembly build of switchyard: they need a platform with a native package".into(),
+        ));
+    }
+    Ok(Settings {
+        #[cfg(not(target_family = "wasm"))]
+        redis: read_redis(&options, &config)?,
+        config,
+        auth,
+        compression,
+        native_threads: options.setting(&schema::THREADS)?.map(|n| n as usize),
+    })
+}
+
+/// The object at `path` of the config, with the names the schema has under it.
+fn nested<S: Source>(options: &Options<S>, path: &str) -> Result<Options<S>, S::Error> {
+    let name = path.rsplit('.').next().unwrap_or(path);
+    options.nested(name, &schema::js_names_under(path))
+}
+
+/// `nativeCompression: true` or `{ threshold }`: the native transport negotiates
+/// permessage-deflate with clients that offer it.
+fn read_compression<S: Source>(options: &Options<S>) -> Result<Option<CompressionConfig>, S::Error> {
+    match options.get("nativeCompression")? {
+        None | Some(Given::Bool(false)) => Ok(None),
+        Some(Given::Bool(true)) => Ok(Some(CompressionConfig::default())),
+        Some(Given::Object(_)) => {
+            let compression = nested(options, "nativeCompression")?;
+            let threshold = compression.setting(&schema::COMPRESSION_THRESHOLD)?.map_or(CompressionConfig::DEFAULT_THRESHOLD, |n| n as usize);
+            Ok(Some(CompressionConfig { threshold }))
+        }
+        Some(_) => Err(options.refuse("nativeCompression must be true, false or { threshold }, the fewest payload bytes worth compressing".into())),
+    }
+}
+
+/// `redis: { url, keyPrefix, nodeId }`: this manager is a node of a cluster. A node
+/// silent for `heartbeatTimeoutMs` is gone: its lease lasts half of it.
+#[cfg(not(target_family = "wasm"))]
+fn read_redis<S: Source>(options: &Options<S>, config: &Config) -> Result<Option<RedisOptions>, S::Error> {
+    if !options.has("redis")? {
+        return Ok(None);
+    }
+    let redis = nested(options, "redis")?;
+    let Some(url) = redis.string("url")? else { return Err(options.refuse("redis needs a url, such as { url: 'redis://127.0.0.1:6379' }".into())) };
+    Ok(Some(RedisOptions {
+        url,
+        prefix: redis.string("keyPrefix")?.unwrap_or_else(|| RedisOptions::DEFAULT_PREFIX.into()),
+        node_id: redis.string("nodeId")?.unwrap_or_else(RedisOptions::default_node_id),
+        lease_ms: config.heartbeat_timeout_ms / 2,
+        timeout: std::time::Duration::from_millis(redis.setting(&schema::REDIS_TIMEOUT_MS)?.unwrap_or(schema::REDIS_TIMEOUT_MS.default.number())),
+        max_queued: redis.setting(&schema::REDIS_MAX_QUEUED)?.unwrap_or(schema::REDIS_MAX_QUEUED.default.number()) as usize,
+    }))
+}
+
+/// `{ size, ttlMs }`, both required: a stream's bounds.
+fn read_history<S: Source>(history: Options<S>) -> Result<Option<HistoryConfig>, S::Error> {
+    match (history.setting(&schema::HISTORY_SIZE)?, history.setting(&schema::HISTORY_TTL_MS)?) {
+        (Some(size), Some(ttl_ms)) => Ok(Some(HistoryConfig { size: size as usize, ttl_ms })),
+        (None, None) => Ok(None),
+        _ => Err(history.refuse("history needs both size and ttlMs, such as { size: 100, ttlMs: 300000 }".into())),
+    }
+}
+
+/// `{ messagesPerSecond, burst }`, both required.
+fn read_rate<S: Source>(rate: Options<S>, what: &str) -> Result<Option<Rate>, S::Error> {
+    match (rate.positive_number("messagesPerSecond")?, rate.positive_number("burst")?) {
+        (Some(per_second), Some(burst)) => Ok(Some(Rate { per_second, burst })),
+        (None, None) => Ok(None),
+        _ => Err(rate.refuse(format!("{what} needs both messagesPerSecond and burst"))),
+    }
+}
+
+fn read_rate_limits<S: Source>(options: &Options<S>) -> Result<Option<RateLimits>, S::Error> {
+    if !options.has("rateLimit")? {
+        return Ok(None);
+    }
+    let limits = nested(options, "rateLimit")?;
+    let per_user = read_rate(nested(&limits, "rateLimit.perUser")?, "rateLimit.perUser")?;
+    let max_violations = limits.setting(&schema::MAX_VIOLATIONS)?.unwrap_or(schema::MAX_VIOLATIONS.default.number()) as u32;
+    let Some(per_connection) = read_rate(limits, "rateLimit")? else {
+        return Err(options.refuse("rateLimit needs messagesPerSecond and burst".into()));
+    };
+    Ok(Some(RateLimits { per_connection, per_user, max_violations }))
+}
+
+/// `auth: { jwt: { secret | publicKey | jwks, ... }, required }`.
+fn read_auth<S: Source>(options: &Options<S>) -> Result<Option<TokenAuth>, S::Error> {
+    if !options.has("auth")? {
+        return Ok(None);
+    }
+    let auth = nested(options, "auth")?;
+    let jwt = nested(&auth, "auth.jwt")?;
+    let refused = |message: String| options.refuse(format!("auth.jwt: {message}"));
+    let keys = match (jwt.string("secret")?, jwt.string("publicKey")?, jwt.has("jwks")?) {
+        (Some(secret), None, false) => Keys::Secret(secret.into_bytes()),
+        (None, Some(pem), false) => Keys::PublicKeyPem(pem.into_bytes()),
+        (None, None, true) => {
+            let document = match jwt.get("jwks")? {
+                Some(Given::Text(path)) => {
+                    let text = std::fs::read_to_string(&path).map_err(|err| refused(format!("cannot read the JWKS file {path:?}: {err}")))?;
+                    serde_json::from_str(&text).map_err(|err| refused(format!("{path:?} is not JSON: {err}")))?
+                }
+                _ => jwt.json("jwks")?.unwrap_or_default(),
+            };
+            Keys::Jwks(serde_json::from_value(document).map_err(|err| refused(format!("jwks is not a JWKS document: {err}")))?)
+        }
+        _ => return Err(refused("give exactly one of secret, publicKey and jwks".into())),
+    };
+    let algorithms = jwt
+        .strings("algorithms")?
+        .unwrap_or_default()
+        .iter()
+        .map(|name| auth::algorithm(name))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(refused)?;
+    let config = JwtConfig {
+        keys,
+        algorithms,
+        issuer: jwt.string("issuer")?,
+        audience: jwt.string("audience")?,
+        user_claim: jwt.string("userClaim")?.unwrap_or_else(|| "sub".into()),
+        organization_claim: jwt.string("organizationClaim")?,
+        leeway_seconds: jwt.setting(&schema::JWT_LEEWAY_SECONDS)?.unwrap_or(schema::JWT_LEEWAY_SECONDS.default.number()),
+    };
+    let verifier = Verifier::new(config).map_err(refused)?;
+    let required = auth.boolean("required")?.unwrap_or(schema::AUTH_REQUIRED.default.boolean());
+    Ok(Some(TokenAuth { verifier, required }))
+}
+
+fn read_conflict_resolution<S: Source>(options: &Options<S>, name: &str) -> Result<Option<ConflictResolution>, S::Error> {
+    Ok(options.choice(name, &ConflictResolution::NAMES)?.and_then(ConflictResolution::from_name))
+}
+
+/// `createSession`'s options.
+pub fn read_session_options<S: Source>(source: S, given: Option<Given<S::Object>>) -> Result<SessionOptions, S::Error> {
+    let options = Options::new(source, given, "options", &SESSION_OPTIONS)?;
+    Ok(SessionOptions {
+        session_id: options.string("sessionId")?,
+        // 0, as in the original, means `sessionTimeoutMs`.
+        expires_in_ms: options.count("expiresIn", schema::MS.max)?,
+        metadata: options.json("metadata")?,
+        max_clients: options.positive_integer("maxClients", schema::COUNT.max)?.map(|n| n as usize),
+        conflict_resolution: read_conflict_resolution(&options, "conflictResolution")?,
+        history: read_history(options.nested("history", &HISTORY_OPTIONS)?)?,
+    })
+}
+
+/// A connection's identity, from an object that has [`IDENTITY_OPTIONS`] (and maybe more).
+pub fn read_identity<S: Source>(options: &Options<S>) -> Result<Identity, S::Error> {
+    Ok(Identity {
+        user_id: options.string("userId")?,
+        organization_id: options.string("organizationId")?,
+        client_id: options.string("clientId")?,
+        metadata: options.json("metadata")?,
+        rate_limit: read_rate(options.nested("rateLimit", &RATE_OPTIONS)?, "rateLimit")?,
+        resume: Default::default(),
+    })
+}
