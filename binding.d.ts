@@ -295,6 +295,35 @@ export interface WebSocketLike {
   on(event: string, listener: (...args: any[]) => void): unknown
 }
 
+/** What `history()` answers. */
+export interface SessionHistory {
+  /** The stream's epoch; `null` when the session keeps no history. */
+  epoch: string | null
+  /** The latest offset (0 before the first publication, or without history). */
+  offset: number
+  /** Whether `publications` are every one after the position asked for. */
+  recovered: boolean
+  publications: Array<PublicationData>
+}
+
+/** One kept publication: `data` is a text message parsed, `binary` a binary one's bytes. */
+export interface PublicationData {
+  offset: number
+  /** The publisher's connectionId, or `"server"`. */
+  from: string
+  timestamp: number
+  data?: JsonValue
+  binary?: Buffer
+}
+
+/** An identity, as `authenticate` returns it. */
+export interface IdentityData {
+  userId?: string
+  organizationId?: string
+  clientId?: string
+  metadata?: JsonValue
+}
+
 /** The payload of `connection` events. */
 export interface ConnectionEvent {
   /** The relay's id for this connection (`c_...`), unique within the manager. */
@@ -747,30 +776,12 @@ export declare enum ConflictResolution {
   TIMESTAMP_WINS = 'timestamp-wins',
 }
 
-/** An identity, as `authenticate` returns it. */
-export interface IdentityData {
-  userId?: string
-  organizationId?: string
-  clientId?: string
-  metadata?: JsonValue
-}
-
 /** Where `listen()` accepts connections. */
 export interface ListenAddress {
   /** The address bound, as `host` gave it or resolved it. */
   host: string
   /** The port, the one the system chose when `port` was 0. */
   port: number
-}
-
-/** One kept publication: `data` is a text message parsed, `binary` a binary one's bytes. */
-export interface PublicationData {
-  offset: number
-  /** The publisher's connectionId, or `"server"`. */
-  from: string
-  timestamp: number
-  data?: JsonValue
-  binary?: Buffer
 }
 
 /** What `publish()` answers. */
@@ -802,15 +813,4 @@ export interface SessionData<MetaData = any> {
   activeClientId: string | null
   /** How `request_control` is decided in this session. */
   conflictResolution: ConflictResolution
-}
-
-/** What `history()` answers. */
-export interface SessionHistory {
-  /** The stream's epoch; `null` when the session keeps no history. */
-  epoch: string | null
-  /** The latest offset (0 before the first publication, or without history). */
-  offset: number
-  /** Whether `publications` are every one after the position asked for. */
-  recovered: boolean
-  publications: Array<PublicationData>
 }

@@ -140,6 +140,9 @@ describe('history, publish and presence from Node', () => {
     assert.deepEqual(history.publications.map((p) => [p.offset, p.from]), [[1, b.welcome.connectionId], [2, b.welcome.connectionId], [3, 'server']]);
     assert.deepEqual(history.publications[0].data, { type: 'chat', clientId: 'bob', text: 'hi' });
     assert.deepEqual([...history.publications[2].binary], [1, 2]);
+    assert.ok(Buffer.isBuffer(history.publications[2].binary), 'a binary publication is a Buffer');
+    assert.equal(typeof history.publications[0].timestamp, 'number', 'a timestamp is a number, not a BigInt');
+    assert.doesNotThrow(() => JSON.stringify(history), 'res.json(history) works');
     assert.deepEqual(s.manager.history(sessionId, { since: `${history.epoch}:2` }).publications.map((p) => p.offset), [3]);
     assert.deepEqual(s.manager.history(sessionId, { since: 'other:1' }), { epoch: history.epoch, offset: 3, recovered: false, publications: [] });
     assert.equal(s.manager.history('no-such-session'), null);

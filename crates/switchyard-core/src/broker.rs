@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use serde::ser::{Serialize, SerializeStruct, Serializer};
 use parking_lot::Mutex;
 
 use crate::channels::ChannelName;
@@ -203,6 +204,20 @@ pub struct History {
     /// Whether `publications` are every one after the position asked for.
     pub recovered: bool,
     pub publications: Vec<Publication>,
+}
+
+/// As the app reads it (the addon's `SessionHistory`): `epoch` (`null` without a stream),
+/// the latest `offset` (0 then, and an `i64`, as in [`Publication`]'s), `recovered` and
+/// the `publications`.
+impl Serialize for History {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut history = serializer.serialize_struct("History", 4)?;
+        history.serialize_field("epoch", &self.position.as_ref().map(|p| &*p.epoch))?;
+        history.serialize_field("offset", &self.position.as_ref().map_or(0, |p| p.offset as i64))?;
+        history.serialize_field("recovered", &self.recovered)?;
+        history.serialize_field("publications", &self.publications)?;
+        history.end()
+    }
 }
 
 /// Where the streams of topics are numbered and kept: [`MemoryStreams`] in this process.

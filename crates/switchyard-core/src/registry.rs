@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 use dashmap::mapref::one::Ref;
 use dashmap::DashMap;
 use parking_lot::Mutex;
+use serde::Serialize;
 use serde_json::Value;
 use thin_vec::ThinVec;
 
@@ -32,16 +33,24 @@ pub enum Route {
     Sessionless,
 }
 
-/// Who a connection is, as the app or a verified token says.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Who a connection is, as the app or a verified token says. It serializes as the app
+/// reads it back (the addon's `IdentityData`): who, not the rate or the positions.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Identity {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub organization_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
     /// This connection's own message rate (a tier), in place of `rateLimit`'s.
+    #[serde(skip)]
     pub rate_limit: Option<Rate>,
     /// What it asked of its session's stream (positions, recovery), from its upgrade URL.
+    #[serde(skip)]
     pub resume: Resume,
 }
 

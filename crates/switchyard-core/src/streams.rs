@@ -122,6 +122,34 @@ pub struct Publication {
     pub frame: Frame,
 }
 
+/// As the app reads it (the addon's `PublicationData`): `offset`, `from`, `timestamp`,
+/// and a text message parsed as `data` or a binary one's bytes as `binary` (a `Buffer` in
+/// JavaScript, whose serializer makes one of bytes). Its whole numbers go as `i64`: that
+/// serializer makes a `BigInt` of a `u64` past 2^32, and a timestamp is one.
+impl Serialize for Publication {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct AsBytes<'a>(&'a [u8]);
+        impl Serialize for AsBytes<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_bytes(self.0)
+            }
+        }
+        let mut publication = serializer.serialize_struct("Publication", 4)?;
+        publication.serialize_field("offset", &(self.offset as i64))?;
+        publication.serialize_field("from", &*self.from)?;
+        publication.serialize_field("timestamp", &(self.timestamp as i64))?;
+        match self.frame.kind {
+            FrameKind::Binary => publication.serialize_field("binary", &AsBytes(&self.frame.payload))?,
+            FrameKind::Text | FrameKind::Ping => match serde_json::from_slice::<serde_json::Value>(&self.frame.payload) {
+                Ok(data) => publication.serialize_field("data", &data)?,
+                Err(_) => publication.skip_field("data")?,
+            },
+        }
+        publication.end()
+    }
+}
+
 impl Publication {
     /// The frame a connection with positions receives: a text message wrapped as
     /// `{"type":"publication","offset":N,"from":"...","data":<the message>}` (with the

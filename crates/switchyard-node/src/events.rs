@@ -13,54 +13,27 @@ use crate::js_types::SessionData;
 use crate::options::{read_options, type_error};
 
 /// The events listeners can subscribe to, by the names users write.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum EventName {
-    Connection,
-    Disconnect,
-    SessionCreated,
-    SessionDeleted,
-    SessionExpired,
-    Message,
-}
+const EVENT_NAMES: [&str; 6] = ["connection", "disconnect", "sessionCreated", "sessionDeleted", "sessionExpired", "message"];
 
-const EVENT_NAMES: [(&str, EventName); 6] = [
-    ("connection", EventName::Connection),
-    ("disconnect", EventName::Disconnect),
-    ("sessionCreated", EventName::SessionCreated),
-    ("sessionDeleted", EventName::SessionDeleted),
-    ("sessionExpired", EventName::SessionExpired),
-    ("message", EventName::Message),
-];
-
-impl EventName {
-    fn parse(name: &str) -> Option<Self> {
-        EVENT_NAMES.iter().find(|(n, _)| *n == name).map(|(_, e)| *e)
-    }
-
-    fn as_str(self) -> &'static str {
-        EVENT_NAMES.iter().find(|(_, e)| *e == self).map_or("?", |(n, _)| n)
-    }
-
-    /// The listeners' event for a relay event; `None` for requests, which go to the
-    /// request handler instead.
-    fn of(event: &Event) -> Option<Self> {
-        Some(match event {
-            Event::Connected(_) => EventName::Connection,
-            Event::Disconnected { .. } => EventName::Disconnect,
-            Event::SessionCreated(_) => EventName::SessionCreated,
-            Event::SessionDeleted { .. } => EventName::SessionDeleted,
-            Event::SessionExpired { .. } => EventName::SessionExpired,
-            Event::Message { .. } => EventName::Message,
-            Event::Request { .. } | Event::Published { .. } => return None,
-        })
-    }
+/// The listeners' event for a relay event; `None` for requests, which go to the request
+/// handler instead.
+fn name_of(event: &Event) -> Option<&'static str> {
+    Some(match event {
+        Event::Connected(_) => "connection",
+        Event::Disconnected { .. } => "disconnect",
+        Event::SessionCreated(_) => "sessionCreated",
+        Event::SessionDeleted { .. } => "sessionDeleted",
+        Event::SessionExpired { .. } => "sessionExpired",
+        Event::Message { .. } => "message",
+        Event::Request { .. } | Event::Published { .. } => return None,
+    })
 }
 
 type Listener = FunctionRef<Unknown<'static>, Unknown<'static>>;
 
 #[derive(Default)]
 pub struct Listeners {
-    by_event: HashMap<EventName, Vec<Rc<Listener>>>,
+    by_event: HashMap<&'static str, Vec<Rc<Listener>>>,
     /// `message` listeners, each with the types it asked for.
     by_type: Vec<(HashSet<String>, Rc<Listener>)>,
 }
@@ -80,16 +53,16 @@ impl Listeners {
     /// Checks `on`'s arguments and adds the listener. For `message`, `filter` is
     /// `{ types: [...] }` and the types are returned, for the relay to watch.
     pub fn add(&mut self, env: &Env, event: Unknown, filter: Unknown, listener: Option<Unknown>) -> Result<Vec<String>> {
-        let names = || EVENT_NAMES.iter().map(|(n, _)| format!("{n:?}")).collect::<Vec<_>>().join(", ");
+        let names = || EVENT_NAMES.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ");
         let name = match event.get_type()? {
             // SAFETY: a string, checked.
             ValueType::String => unsafe { event.cast::<String>()? },
             _ => return Err(type_error(env, format!("event must be a string, one of {}", names()))),
         };
-        let Some(name) = EventName::parse(&name) else {
+        let Some(&name) = EVENT_NAMES.iter().find(|n| **n == name) else {
             return Err(type_error(env, format!("unknown event {name:?}; expected one of {}", names())));
         };
-        if name != EventName::Message {
+        if name != "message" {
             if listener.is_some_and(|l| l.get_type().ok() != Some(ValueType::Undefined)) {
                 return Err(type_error(env, "on(event, listener) takes two arguments; only 'message' takes a filter"));
             }
@@ -109,13 +82,13 @@ impl Listeners {
     }
 
     /// The listeners of the event, cloned so that they may add more while being called.
-    pub fn of(&self, event: &Event) -> Option<(EventName, Vec<Rc<Listener>>)> {
-        let name = EventName::of(event)?;
+    pub fn of(&self, event: &Event) -> Option<(&'static str, Vec<Rc<Listener>>)> {
+        let name = name_of(event)?;
         let listeners = match event {
             Event::Message { kind, .. } => {
                 self.by_type.iter().filter(|(types, _)| types.contains(kind)).map(|(_, l)| l.clone()).collect()
             }
-            _ => self.by_event.get(&name).cloned().unwrap_or_default(),
+            _ => self.by_event.get(name).cloned().unwrap_or_default(),
         };
         Some((name, listeners))
     }
@@ -123,7 +96,7 @@ impl Listeners {
 
 /// Calls each listener with the event's payload. One that throws has its error printed,
 /// as Node prints an unhandled rejection, and the others still run.
-pub fn deliver(env: &Env, name: EventName, listeners: Vec<Rc<Listener>>, event: Event) -> Result<()> {
+pub fn deliver(env: &Env, name: &str, listeners: Vec<Rc<Listener>>, event: Event) -> Result<()> {
     let payload = match event {
         Event::Connected(info) => object_of(env, &info)?.to_unknown(),
         Event::Disconnected { connection, code, reason } => {
@@ -148,7 +121,7 @@ pub fn deliver(env: &Env, name: EventName, listeners: Vec<Rc<Listener>>, event: 
         // SAFETY: `payload` lives in the current handle scope.
         let argument = unsafe { Unknown::from_raw_unchecked(env.raw(), payload.raw()) };
         if let Err(err) = listener.borrow_back(env)?.call(argument) {
-            report_error(env, &format!("a {:?} listener threw:", name.as_str()), err)?;
+            report_error(env, &format!("a {name:?} listener threw:"), err)?;
         }
     }
     Ok(())

@@ -320,14 +320,10 @@ impl Host {
         admission::admit(&self.engine.relay, self.auth.as_deref(), upgrade, given)
     }
 
-    /// `manager.authenticate(request)`: the identity a valid token gives, `Ok(None)` when
-    /// the request must be refused (401).
+    /// `manager.authenticate(request)`: the identity a valid token gives, `None` when the
+    /// request must be refused (401).
     pub fn authenticate(&self, request: &UpgradeRequest) -> Option<Identity> {
-        let Some(auth) = &self.auth else { return Some(Identity::default()) };
-        match auth.identify(&request.url, |name| request.header(name)) {
-            Ok(found) => Some(found.map(|(identity, _)| identity).unwrap_or_default()),
-            Err(_) => None,
-        }
+        admission::identity_of(self.auth.as_deref(), &request.url, |name| request.header(name))
     }
 
     /// Takes a `ws` WebSocket into the relay. Returns whether it joined.
@@ -439,9 +435,7 @@ impl Host {
         self.pump(env)?;
         #[cfg(not(target_family = "wasm"))]
         {
-            for port in self.ports.borrow_mut().drain(..) {
-                port.close();
-            }
+            self.ports.borrow_mut().clear();
             if let Some(native) = self.native.get() {
                 native.spawner.tasks.close();
             }

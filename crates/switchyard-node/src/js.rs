@@ -31,10 +31,13 @@ pub fn to_js<T: ToNapiValue>(env: &Env, value: T) -> Result<Unknown<'static>> {
     unsafe { Ok(Unknown::from_raw_unchecked(env.raw(), T::to_napi_value(env.raw(), value)?)) }
 }
 
-/// A value serialized as a JavaScript object, in the current handle scope.
+/// A value serialized as a JavaScript object, in the current handle scope. It goes by
+/// way of JSON: napi's serializer would make a `BigInt` of a whole number past 2^32 (a
+/// timestamp, a byte count), where JSON's conversion keeps every safe integer a number.
 pub fn object_of<'env>(env: &'env Env, value: &impl serde::Serialize) -> Result<Object<'env>> {
+    let json = serde_json::to_value(value).map_err(|err| Error::from_reason(err.to_string()))?;
     // SAFETY: what serializes as a map is an object.
-    unsafe { env.to_js_value(value)?.cast::<Object>() }
+    unsafe { to_js(env, json)?.cast::<Object>() }
 }
 
 /// Calls `then` with `value` now or, when `value` is a Promise (any thenable), once it

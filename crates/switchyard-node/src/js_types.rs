@@ -1,13 +1,13 @@
 //! The shapes the addon hands to JavaScript that napi makes: sessions (with their
-//! `Date`s), history (with its Buffers), and the enums the original exported. Their
-//! TypeScript interfaces are generated from these structs; the shapes serialized from the
-//! core's own types (stats, event payloads, presence) are declared in `types.d.ts`.
+//! `Date`s), the enums the original exported, and small answers. Their TypeScript
+//! interfaces are generated from these structs; the shapes serialized from the core's own
+//! types (stats, event payloads, presence, history) are declared in `types.d.ts`.
 
 use chrono::{DateTime, Utc};
-use napi::bindgen_prelude::{Buffer, Either, Null, Undefined};
+use napi::bindgen_prelude::{Either, Null, Undefined};
 use napi_derive::napi;
 use serde_json::Value;
-use switchyard_core::{FrameKind, History, Identity, Millis, SessionInfo};
+use switchyard_core::{Millis, SessionInfo};
 
 fn date(ms: Millis) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms as i64).unwrap_or_default()
@@ -101,55 +101,6 @@ fn or_null<T>(value: Option<T>) -> Either<T, Null> {
     value.map_or(Either::B(Null), Either::A)
 }
 
-/// What `history()` answers.
-#[napi(object)]
-pub struct SessionHistory {
-    /// The stream's epoch; `null` when the session keeps no history.
-    #[napi(ts_type = "string | null")]
-    pub epoch: Either<String, Null>,
-    /// The latest offset (0 before the first publication, or without history).
-    pub offset: i64,
-    /// Whether `publications` are every one after the position asked for.
-    pub recovered: bool,
-    pub publications: Vec<PublicationData>,
-}
-
-/// One kept publication: `data` is a text message parsed, `binary` a binary one's bytes.
-#[napi(object)]
-pub struct PublicationData {
-    pub offset: i64,
-    /// The publisher's connectionId, or `"server"`.
-    pub from: String,
-    pub timestamp: i64,
-    #[napi(ts_type = "JsonValue")]
-    pub data: Option<Value>,
-    pub binary: Option<Buffer>,
-}
-
-impl From<History> for SessionHistory {
-    fn from(history: History) -> Self {
-        Self {
-            epoch: or_null(history.position.as_ref().map(|p| p.epoch.to_string())),
-            offset: history.position.map_or(0, |p| p.offset as i64),
-            recovered: history.recovered,
-            publications: history
-                .publications
-                .into_iter()
-                .map(|p| {
-                    let binary = p.frame.kind == FrameKind::Binary;
-                    PublicationData {
-                        offset: p.offset as i64,
-                        from: p.from.to_string(),
-                        timestamp: p.timestamp as i64,
-                        data: (!binary).then(|| serde_json::from_slice(&p.frame.payload).ok()).flatten(),
-                        binary: binary.then(|| p.frame.payload.to_vec().into()),
-                    }
-                })
-                .collect(),
-        }
-    }
-}
-
 /// What `publish()` answers.
 #[napi(object)]
 pub struct Published {
@@ -157,27 +108,6 @@ pub struct Published {
     pub offset: Option<i64>,
     /// Members it reached.
     pub delivered: u32,
-}
-
-/// An identity, as `authenticate` returns it.
-#[napi(object)]
-pub struct IdentityData {
-    pub user_id: Option<String>,
-    pub organization_id: Option<String>,
-    pub client_id: Option<String>,
-    #[napi(ts_type = "JsonValue")]
-    pub metadata: Option<Value>,
-}
-
-impl From<Identity> for IdentityData {
-    fn from(identity: Identity) -> Self {
-        Self {
-            user_id: identity.user_id,
-            organization_id: identity.organization_id,
-            client_id: identity.client_id,
-            metadata: identity.metadata,
-        }
-    }
 }
 
 /// A report as JavaScript sees it: the JSON the binary serves for it, with a figure not

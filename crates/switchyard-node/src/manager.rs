@@ -6,27 +6,21 @@ use std::rc::Rc;
 use napi::bindgen_prelude::{FnArgs, Function, Null, Object, This, Uint8Array, Unknown};
 use napi::{Env, JsValue, Result, ValueType};
 use napi_derive::napi;
-use switchyard_core::{close_code, ChannelName, ConnId, Frame, Position, PublishError, Target};
+use switchyard_core::{ChannelName, ConnId, Frame, PublishError, Target};
 use switchyard_core::report::{ConfigReport, HealthReport};
 use switchyard_server::now;
 
 use crate::bridge;
 use crate::guard;
 use crate::host::{Host, Lifecycle};
-use crate::js_types::{report_value, IdentityData, ListenAddress, Published, SessionData, SessionHistory};
+use crate::js_types::{report_value, ListenAddress, Published, SessionData};
 use crate::native;
 use crate::attach;
 use crate::authentication;
 use crate::js;
-use crate::options::{self, read_options, session_error, string_argument, type_error, MAX_TIMER_MS};
+use crate::options::{self, read_options, session_error, string_argument, type_error};
 use crate::request::UpgradeRequest;
 
-/// Publications `history()` returns unless asked for another number, and at most.
-const DEFAULT_HISTORY_READ: usize = 100;
-const MAX_HISTORY_READ: usize = 1000;
-
-/// How long `stop()` waits for close handshakes before terminating what is left.
-const DEFAULT_STOP_TIMEOUT_MS: u64 = 5000;
 /// `listen()` binds every IPv4 interface unless told otherwise, as the binary does.
 const DEFAULT_LISTEN_HOST: &str = "0.0.0.0";
 
@@ -63,23 +57,8 @@ impl RelaySessionManager {
     #[napi(ts_args_type = "options?: StopOptions", ts_return_type = "Promise<void>")]
     pub fn stop<'env>(&self, env: &'env Env, options: Option<Unknown>) -> Result<Object<'env>> {
         guard(|| {
-            let options = read_options(env, options, "options", &["code", "reason", "timeoutMs"])?;
-            let code = match options.positive_integer("code", 4999)? {
-                None => close_code::GOING_AWAY,
-                Some(code) if close_code::may_be_sent(code as u16) => code as u16,
-                Some(code) => return Err(type_error(env, format!("code {code} cannot be sent in a close frame"))),
-            };
-            let default_reason = match code {
-                close_code::GOING_AWAY => "Server shutting down",
-                1012 => "Service restart",
-                _ => "",
-            };
-            let reason = options.string("reason")?.unwrap_or_else(|| default_reason.into());
-            if reason.len() > 123 {
-                return Err(type_error(env, "reason must be at most 123 bytes of UTF-8"));
-            }
-            let timeout = options.positive_integer("timeoutMs", MAX_TIMER_MS)?.unwrap_or(DEFAULT_STOP_TIMEOUT_MS);
-            self.host.stop(env, code, &reason, timeout as f64)
+            let stop = options::stop(env, options)?;
+            self.host.stop(env, stop.code, &stop.reason, stop.timeout_ms as f64)
         })
     }
 
@@ -211,10 +190,9 @@ impl RelaySessionManager {
             let mut report = report_value(&relay.report(now()));
             report["isRunning"] = uptime.is_some().into();
             report["uptimeMs"] = uptime.unwrap_or(0).into();
-            // SAFETY: a JSON object serializes to a JavaScript object.
-            let mut stats = unsafe { env.to_js_value(&report)?.cast::<Object>()? };
-            stats.set("compression", env.to_js_value(&self.host.compression(env)?)?)?;
-            stats.set("config", env.to_js_value(&ConfigReport::new(relay.config(), self.host.settings()))?)?;
+            let mut stats = js::object_of(env, &report)?;
+            stats.set("compression", js::object_of(env, &self.host.compression(env)?)?)?;
+            stats.set("config", js::object_of(env, &ConfigReport::new(relay.config(), self.host.settings()))?)?;
             Ok(stats)
         })
     }
@@ -246,7 +224,7 @@ impl RelaySessionManager {
             // SAFETY: an object, checked.
             let request = UpgradeRequest::read(&unsafe { request.cast::<Object>()? })?;
             match self.host.authenticate(&request) {
-                Some(identity) => crate::js::to_js(env, IdentityData::from(identity)),
+                Some(identity) => Ok(crate::js::object_of(env, &identity)?.to_unknown()),
                 None => crate::js::to_js(env, Null),
             }
         })
@@ -305,11 +283,11 @@ impl RelaySessionManager {
     /// without one), at most `limit` (100; up to 1000): `recovered` says whether they are
     /// every one since then. `null` when there is no such session.
     #[napi(ts_args_type = "sessionId: string, options?: HistoryReadOptions", ts_return_type = "SessionHistory | null")]
-    pub fn history(&self, env: Env, session_id: Unknown, options: Option<Unknown>) -> Result<Option<SessionHistory>> {
+    pub fn history<'env>(&self, env: &'env Env, session_id: Unknown, options: Option<Unknown>) -> Result<Unknown<'env>> {
         guard(|| {
-            let session_id = string_argument(&env, session_id, "sessionId")?;
-            let (since, limit) = read_history_options(&env, options)?;
-            Ok(self.host.engine.relay.history(&session_id, since.as_ref(), limit, now()).map(SessionHistory::from))
+            let session_id = string_argument(env, session_id, "sessionId")?;
+            let (since, limit) = options::history_read(env, options)?;
+            env.to_js_value(&self.host.engine.relay.history(&session_id, since.as_ref(), limit, now()))
         })
     }
 
@@ -336,13 +314,13 @@ impl RelaySessionManager {
 
     /// A channel's kept publications after `since`, at most `limit`, as `history()` reads a
     /// session's (with `channels.history` on; an empty history otherwise).
-    #[napi(ts_args_type = "channel: string, options?: HistoryReadOptions")]
-    pub fn channel_history(&self, env: Env, channel: Unknown, options: Option<Unknown>) -> Result<SessionHistory> {
+    #[napi(ts_args_type = "channel: string, options?: HistoryReadOptions", ts_return_type = "SessionHistory")]
+    pub fn channel_history<'env>(&self, env: &'env Env, channel: Unknown, options: Option<Unknown>) -> Result<Unknown<'env>> {
         guard(|| {
-            let channel = string_argument(&env, channel, "channel")?;
-            let (since, limit) = read_history_options(&env, options)?;
-            let history = self.host.engine.relay.channel_history(&channel, since.as_ref(), limit, now()).map_err(|r| type_error(&env, r.message))?;
-            Ok(SessionHistory::from(history))
+            let channel = string_argument(env, channel, "channel")?;
+            let (since, limit) = options::history_read(env, options)?;
+            let history = self.host.engine.relay.channel_history(&channel, since.as_ref(), limit, now()).map_err(|r| type_error(env, r.message))?;
+            env.to_js_value(&history)
         })
     }
 
@@ -413,17 +391,6 @@ impl RelaySessionManager {
 
 /// A server-side message: a string goes as text and a Buffer as binary, as they are;
 /// anything else is serialized once with `JSON.stringify`.
-/// `{ since?, limit? }` of `history()` and `channelHistory()`.
-fn read_history_options(env: &Env, options: Option<Unknown>) -> Result<(Option<Position>, usize)> {
-    let options = read_options(env, options, "options", &["since", "limit"])?;
-    let since = match options.string("since")? {
-        Some(text) => Some(Position::parse(&text).ok_or_else(|| type_error(env, format!("since {text:?} is not <epoch>:<offset>")))?),
-        None => None,
-    };
-    let limit = options.positive_integer("limit", MAX_HISTORY_READ as u64)?.map_or(DEFAULT_HISTORY_READ, |n| n as usize);
-    Ok((since, limit))
-}
-
 fn outgoing(env: &Env, message: Unknown) -> Result<Frame> {
     match message.get_type()? {
         // SAFETY: a string, checked.

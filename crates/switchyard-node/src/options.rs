@@ -7,9 +7,11 @@ use bytes::Bytes;
 use napi::bindgen_prelude::{Function, JsObjectValue, Object, Uint8Array, Unknown};
 use napi::{Env, Error, JsValue, Result, Status, ValueType};
 use serde_json::Value;
-use switchyard_core::{schema, Identity, Route, SessionError, SessionOptions};
+use switchyard_core::{schema, Identity, Position, Route, SessionError, SessionOptions};
 use switchyard_server::options::{Given, Options, Source};
-use switchyard_server::settings::{read_identity, read_session_options, read_settings, Settings, IDENTITY_OPTIONS};
+use switchyard_server::settings::{
+    read_history_read, read_identity, read_session_options, read_settings, read_stop, Settings, Stop, IDENTITY_OPTIONS,
+};
 
 /// Longest interval a JS timer accepts (2^31 - 1 ms); longer ones fire at once.
 pub const MAX_TIMER_MS: u64 = schema::TIMER_MS.max;
@@ -86,6 +88,16 @@ pub fn session_options(env: &Env, value: Option<Unknown>) -> Result<SessionOptio
     read_session_options(Js(env), given_argument(value)?)
 }
 
+/// `{ since?, limit? }` of `history()` and `channelHistory()`.
+pub fn history_read(env: &Env, value: Option<Unknown>) -> Result<(Option<Position>, usize)> {
+    read_history_read(Js(env), given_argument(value)?)
+}
+
+/// `stop()`'s options.
+pub fn stop(env: &Env, value: Option<Unknown>) -> Result<Stop> {
+    read_stop(Js(env), given_argument(value)?, MAX_TIMER_MS)
+}
+
 /// Throws a JavaScript `TypeError` and returns the error that tells napi it is pending.
 pub fn type_error(env: &Env, message: impl AsRef<str>) -> Error {
     match env.throw_type_error(message.as_ref(), None) {
@@ -140,15 +152,9 @@ fn buffer(options: &JsOptions, name: &str) -> Result<Option<Vec<u8>>> {
 /// Converts a JavaScript value to JSON the way `JSON.stringify` does, naming `what` when
 /// it cannot be: a `BigInt`, a cycle, a function.
 pub fn json_value(env: &Env, value: Unknown, what: &str) -> Result<Value> {
-    let json: Object = env.get_global()?.get_named_property_unchecked("JSON")?;
-    let stringify: Function<Unknown, Unknown> = json.get_named_property_unchecked("stringify")?;
     let refused = |detail: String| type_error(env, format!("{what} must be a JSON value: {detail}"));
-    let text = stringify.call(value).map_err(|err| refused(err.reason))?;
-    if text.get_type()? != ValueType::String {
-        return Err(refused(format!("{} has no JSON form", describe(value))));
-    }
-    // SAFETY: a string, checked.
-    let text = unsafe { text.cast::<String>()? };
+    let text = crate::js::stringify(env, value).map_err(|err| refused(err.reason))?;
+    let text = text.ok_or_else(|| refused(format!("{} has no JSON form", describe(value))))?;
     serde_json::from_str(&text).map_err(|err| refused(err.to_string()))
 }
 

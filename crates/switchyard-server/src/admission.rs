@@ -24,6 +24,16 @@ impl TokenAuth {
     }
 }
 
+/// The identity a request's token gives (an empty one without auth, or without a token
+/// where none is required); `None` when the request must be refused (401).
+pub fn identity_of<'a>(auth: Option<&TokenAuth>, url: &'a str, header: impl Fn(&str) -> Option<&'a str>) -> Option<Identity> {
+    match auth.map(|auth| auth.identify(url, header)) {
+        None | Some(Ok(None)) => Some(Identity::default()),
+        Some(Ok(Some((identity, _)))) => Some(identity),
+        Some(Err(_)) => None,
+    }
+}
+
 /// What the transport knows of an upgrade request; `None` fields where it has no request
 /// (the addon's `handleUpgrade` called without one).
 pub struct Upgrade<'a, H> {

@@ -21,7 +21,15 @@ use crate::CLOSE_TIMEOUT;
 /// Headers one request may have; more is answered 431, as a head too long is.
 const MAX_HEADERS: usize = 64;
 
+/// The headers of which Node's `IncomingMessage.headers` keeps only the first.
+const SINGLE_HEADERS: [&str; 18] = [
+    "age", "authorization", "content-length", "content-type", "etag", "expires", "from", "host", "if-modified-since",
+    "if-unmodified-since", "last-modified", "location", "max-forwards", "proxy-authorization", "referer", "retry-after",
+    "server", "user-agent",
+];
+
 /// An upgrade request as read from the socket.
+#[derive(Clone)]
 pub struct Request {
     pub method: String,
     pub url: String,
@@ -36,9 +44,22 @@ impl Request {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
-    /// Every header as it came, names in lower case.
-    pub fn headers(&self) -> &[(String, String)] {
-        &self.headers
+    /// The headers as Node's `IncomingMessage.headers` shows them, for a host that shows
+    /// the request to JavaScript: of a repeated header, the first of [`SINGLE_HEADERS`],
+    /// `cookie` joined with `; `, any other with `, ` (a request carries no `set-cookie`).
+    pub fn headers_as_node_folds_them(&self) -> Vec<(&str, String)> {
+        let mut folded: Vec<(&str, String)> = Vec::new();
+        for (name, value) in &self.headers {
+            match folded.iter_mut().find(|(n, _)| n == name) {
+                Some(_) if SINGLE_HEADERS.contains(&name.as_str()) => {}
+                Some((_, values)) => {
+                    values.push_str(if name == "cookie" { "; " } else { ", " });
+                    values.push_str(value);
+                }
+                None => folded.push((name, value.clone())),
+            }
+        }
+        folded
     }
 }
 

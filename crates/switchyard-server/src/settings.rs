@@ -6,7 +6,8 @@
 
 use switchyard_core::schema::{self, Setting};
 use switchyard_core::{
-    AckPolicy, ChannelOptions, Config, ConflictResolution, HistoryConfig, Identity, Rate, RateLimits, SessionOptions, SlowConsumerPolicy,
+    close_code, AckPolicy, ChannelOptions, Config, ConflictResolution, HistoryConfig, Identity, Position, Rate, RateLimits, SessionOptions,
+    SlowConsumerPolicy,
 };
 #[cfg(not(target_family = "wasm"))]
 use switchyard_redis::RedisOptions;
@@ -21,6 +22,12 @@ const HISTORY_OPTIONS: [&str; 2] = ["size", "ttlMs"];
 const RATE_OPTIONS: [&str; 2] = ["messagesPerSecond", "burst"];
 /// The fields of an identity, as an app's `authenticate` returns it.
 pub const IDENTITY_OPTIONS: [&str; 5] = ["userId", "organizationId", "clientId", "metadata", "rateLimit"];
+
+/// Publications one history read returns unless asked for another number, and at most.
+pub const HISTORY_PAGE: usize = 100;
+pub const MAX_HISTORY_PAGE: usize = 1000;
+/// How long a stopping host waits for close handshakes unless told otherwise.
+pub const STOP_TIMEOUT_MS: u64 = 5000;
 
 /// Everything a host's config sets.
 pub struct Settings {
@@ -233,4 +240,128 @@ pub fn read_identity<S: Source>(options: &Options<S>) -> Result<Identity, S::Err
         rate_limit: read_rate(options.nested("rateLimit", &RATE_OPTIONS)?, "rateLimit")?,
         resume: Default::default(),
     })
+}
+
+/// `{ since?, limit? }` of a history read: the position after which to read, and how many.
+pub fn read_history_read<S: Source>(source: S, given: Option<Given<S::Object>>) -> Result<(Option<Position>, usize), S::Error> {
+    let options = Options::new(source, given, "options", &["since", "limit"])?;
+    let since = match options.string("since")? {
+        Some(text) => Some(Position::parse(&text).ok_or_else(|| options.refuse(format!("since {text:?} is not <epoch>:<offset>")))?),
+        None => None,
+    };
+    let limit = options.positive_integer("limit", MAX_HISTORY_PAGE as u64)?.map_or(HISTORY_PAGE, |n| n as usize);
+    Ok((since, limit))
+}
+
+/// How a host is asked to stop: the close its connections get, and how long it waits for
+/// their close handshakes before it drops what is left.
+pub struct Stop {
+    pub code: u16,
+    pub reason: String,
+    pub timeout_ms: u64,
+}
+
+/// `{ code, reason, timeoutMs }`: by default 1001 "Server shutting down" (1012 says
+/// "Service restart"), within 5000 ms and at most `max_timeout_ms`.
+pub fn read_stop<S: Source>(source: S, given: Option<Given<S::Object>>, max_timeout_ms: u64) -> Result<Stop, S::Error> {
+    let options = Options::new(source, given, "options", &["code", "reason", "timeoutMs"])?;
+    let code = match options.positive_integer("code", 4999)? {
+        None => close_code::GOING_AWAY,
+        Some(code) if close_code::may_be_sent(code as u16) => code as u16,
+        Some(code) => return Err(options.refuse(format!("code {code} cannot be sent in a close frame"))),
+    };
+    let default_reason = match code {
+        close_code::GOING_AWAY => "Server shutting down",
+        1012 => "Service restart",
+        _ => "",
+    };
+    let reason = options.string("reason")?.unwrap_or_else(|| default_reason.into());
+    if reason.len() > 123 {
+        return Err(options.refuse("reason must be at most 123 bytes of UTF-8".into()));
+    }
+    let timeout_ms = options.positive_integer("timeoutMs", max_timeout_ms)?.unwrap_or(STOP_TIMEOUT_MS);
+    Ok(Stop { code, reason, timeout_ms })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Map, Value};
+
+    use super::*;
+
+    /// JSON as a source of options, as a config file would be.
+    #[derive(Clone, Copy)]
+    struct Json;
+
+    fn given(value: &Value) -> Given<Map<String, Value>> {
+        match value {
+            Value::Null => Given::Null,
+            Value::Bool(b) => Given::Bool(*b),
+            Value::Number(n) => Given::Number(n.as_f64().unwrap_or(f64::NAN)),
+            Value::String(s) => Given::Text(s.clone()),
+            Value::Array(items) => Given::List(items.iter().map(given).collect()),
+            Value::Object(map) => Given::Object(map.clone()),
+        }
+    }
+
+    impl Source for Json {
+        type Object = Map<String, Value>;
+        type Error = String;
+        fn keys(&self, object: &Self::Object) -> Result<Vec<String>, String> {
+            Ok(object.keys().cloned().collect())
+        }
+        fn get(&self, object: &Self::Object, name: &str) -> Result<Option<Given<Self::Object>>, String> {
+            Ok(object.get(name).map(given))
+        }
+        fn json(&self, object: &Self::Object, name: &str) -> Result<Option<Value>, String> {
+            Ok(object.get(name).cloned())
+        }
+        fn refuse(&self, message: String) -> String {
+            message
+        }
+    }
+
+    fn settings(config: Value) -> Result<Settings, String> {
+        read_settings(Json, Some(given(&config)))
+    }
+
+    #[test]
+    fn a_config_sets_the_relay_and_what_the_host_applies() {
+        let read = settings(json!({
+            "maxClientsPerSession": 5,
+            "rateLimit": { "messagesPerSecond": 2.5, "burst": 10, "perUser": { "messagesPerSecond": 1, "burst": 2 } },
+            "channels": { "allow": ["room:*"], "history": { "size": 10, "ttlMs": 1000 } },
+            "nativeCompression": { "threshold": 64 },
+            "slowConsumer": "drop",
+        }))
+        .unwrap();
+        assert_eq!(read.config.max_clients_per_session, 5);
+        let limits = read.config.rate_limit.unwrap();
+        assert_eq!((limits.per_connection.per_second, limits.per_user.map(|r| r.burst)), (2.5, Some(2.0)));
+        assert_eq!(read.config.channels.allow, Some(vec!["room:*".to_owned()]));
+        assert_eq!(read.config.channels.history.map(|h| h.size), Some(10));
+        assert_eq!(read.compression.map(|c| c.threshold), Some(64));
+        assert_eq!(read.config.max_sessions, Config::default().max_sessions);
+    }
+
+    #[test]
+    fn a_bad_option_is_refused_by_name() {
+        let refused = |config| settings(config).err().unwrap();
+        assert!(refused(json!({ "maxSesions": 1 })).starts_with("unknown option \"maxSesions\" in config; expected one of: "));
+        assert_eq!(refused(json!({ "pingIntervalMs": "30000" })), "pingIntervalMs must be a whole number from 1 to 2147483647, got \"30000\" (a string)");
+        assert_eq!(refused(json!({ "maxSessions": 1.5 })), "maxSessions must be a whole number from 1 to 4294967295, got 1.5");
+        assert_eq!(refused(json!({ "history": { "size": 3 } })), "history needs both size and ttlMs, such as { size: 100, ttlMs: 300000 }");
+        assert_eq!(refused(json!({ "channels": { "allow": ["a", 1] } })), "allow must be an array of strings, got an array");
+        assert_eq!(refused(json!({ "ack": "sometimes" })), "ack must be one of \"requested\" or \"always\" or \"never\", got \"sometimes\"");
+        assert_eq!(refused(json!([])), "config must be an object, got an array");
+    }
+
+    #[test]
+    fn stop_defaults_to_going_away_and_refuses_what_a_close_frame_cannot_carry() {
+        let stop = read_stop(Json, None, 10_000).unwrap();
+        assert_eq!((stop.code, stop.reason.as_str(), stop.timeout_ms), (1001, "Server shutting down", STOP_TIMEOUT_MS));
+        let stop = read_stop(Json, Some(given(&json!({ "code": 1012 }))), 10_000).unwrap();
+        assert_eq!(stop.reason, "Service restart");
+        assert_eq!(read_stop(Json, Some(given(&json!({ "code": 1005 }))), 10_000).err().unwrap(), "code 1005 cannot be sent in a close frame");
+    }
 }

@@ -12,7 +12,7 @@ use switchyard_server::native_runtime::NativeRuntime;
 use switchyard_server::path_pattern::PathPattern;
 use switchyard_server::relay_port::RelayPort;
 use switchyard_server::Accepted;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{Host, Lifecycle};
 use crate::guard;
@@ -21,19 +21,13 @@ use crate::authentication::Authenticate;
 use crate::native::{self, Authenticator, Takeover};
 use crate::request::UpgradeRequest;
 
-/// A port `listen()` opened. Until it is closed, `_open` (a thread-safe function never
-/// called) keeps Node's event loop alive, as a listening `http.Server` does: a script
-/// that only listens would otherwise exit at once.
+/// A port `listen()` opened; dropping it stops accepting, and handshakes under way are
+/// refused. Until then, `_open` (a thread-safe function never called) keeps Node's event
+/// loop alive, as a listening `http.Server` does: a script that only listens would
+/// otherwise exit at once.
 pub struct Port {
-    stop: CancellationToken,
+    _stop: DropGuard,
     _open: ThreadsafeFunction<(), (), (), Status, false>,
-}
-
-impl Port {
-    /// Stops accepting; handshakes under way are refused.
-    pub fn close(self) {
-        self.stop.cancel();
-    }
 }
 
 impl Host {
@@ -80,7 +74,7 @@ impl Host {
             .map_err(|err| Error::new(Status::GenericFailure, format!("cannot listen on {host}:{port}: {err}")))?;
         let open = env.create_function_from_closure::<(), (), _>("switchyardPort", |_| Ok(()))?;
         let open = open.build_threadsafe_function::<()>().callee_handled::<false>().build()?;
-        self.ports.borrow_mut().push(Port { stop, _open: open });
+        self.ports.borrow_mut().push(Port { _stop: stop.drop_guard(), _open: open });
         Ok(ListenAddress { host: address.ip().to_string(), port: u32::from(address.port()) })
     }
 

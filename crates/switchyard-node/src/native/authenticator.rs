@@ -2,7 +2,6 @@
 //! who its client is and waits for the answer; the JS thread calls the app's
 //! `authenticate` with what an `IncomingMessage` would have told it.
 
-use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -20,47 +19,24 @@ use crate::guard;
 
 /// An upgrade waiting for the app's answer.
 struct Question {
-    method: String,
-    url: String,
-    headers: Vec<(String, String)>,
-    address: IpAddr,
+    request: Request,
     port: u16,
     answer: oneshot::Sender<Verdict>,
 }
 
-/// The headers of which Node's `IncomingMessage.headers` keeps only the first.
-const SINGLE_HEADERS: [&str; 18] = [
-    "age", "authorization", "content-length", "content-type", "etag", "expires", "from", "host", "if-modified-since",
-    "if-unmodified-since", "last-modified", "location", "max-forwards", "proxy-authorization", "referer", "retry-after",
-    "server", "user-agent",
-];
-
 impl Question {
-    /// `{ method, url, headers, socket: { remoteAddress, remotePort } }`, repeated headers
-    /// kept or joined as Node does: the first of [`SINGLE_HEADERS`], `cookie` joined with
-    /// `; `, any other with `, ` (a request carries no `set-cookie`).
+    /// `{ method, url, headers, socket: { remoteAddress, remotePort } }`.
     fn request(&self, env: &Env) -> Result<Object<'static>> {
         let mut headers = Object::new(env)?;
-        let mut joined: Vec<(&str, String)> = Vec::new();
-        for (name, value) in &self.headers {
-            match joined.iter_mut().find(|(n, _)| n == name) {
-                Some(_) if SINGLE_HEADERS.contains(&name.as_str()) => {}
-                Some((_, values)) => {
-                    values.push_str(if name == "cookie" { "; " } else { ", " });
-                    values.push_str(value);
-                }
-                None => joined.push((name, value.clone())),
-            }
-        }
-        for (name, value) in joined {
+        for (name, value) in self.request.headers_as_node_folds_them() {
             headers.set_named_property(name, value)?;
         }
         let mut socket = Object::new(env)?;
-        socket.set_named_property("remoteAddress", self.address.to_string())?;
+        socket.set_named_property("remoteAddress", self.request.address.to_string())?;
         socket.set_named_property("remotePort", u32::from(self.port))?;
         let mut request = Object::new(env)?;
-        request.set_named_property("method", self.method.as_str())?;
-        request.set_named_property("url", self.url.as_str())?;
+        request.set_named_property("method", self.request.method.as_str())?;
+        request.set_named_property("url", self.request.url.as_str())?;
         request.set_named_property("headers", headers)?;
         request.set_named_property("socket", socket)?;
         Ok(request)
@@ -104,14 +80,7 @@ impl Gatekeeper for Authenticator {
     /// (the manager gone, `authenticate` unreachable) is [`Verdict::FAILED`].
     async fn ask(&self, request: &Request, port: u16) -> Verdict {
         let (answer, verdict) = oneshot::channel();
-        self.questions.lock().push(Question {
-            method: request.method.clone(),
-            url: request.url.clone(),
-            headers: request.headers().to_vec(),
-            address: request.address,
-            port,
-            answer,
-        });
+        self.questions.lock().push(Question { request: request.clone(), port, answer });
         (self.wake)();
         verdict.await.unwrap_or(Verdict::FAILED)
     }
