@@ -338,13 +338,7 @@ export interface ConnectionEvent {
 }
 
 /** The payload of `disconnect` events: who left, and the close code and reason. */
-export interface DisconnectEvent {
-  connectionId: string
-  sessionId?: string
-  clientId: string
-  userId?: string
-  organizationId?: string
-  metadata?: JsonValue
+export interface DisconnectEvent extends ConnectionEvent {
   /** The WebSocket close code (1005 when the client sent none). */
   code: number
   reason: string
