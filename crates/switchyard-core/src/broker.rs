@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use serde::ser::{Serialize, SerializeStruct, Serializer};
 use parking_lot::Mutex;
+use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use crate::channels::ChannelName;
 use crate::policies::ConflictResolution;

@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-/// WebSocket close codes used by the relay (docs/protocol.md, "Close codes").
+/// WebSocket close codes used by the relay (docs/reference/close-codes.md).
 pub mod close_code {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
