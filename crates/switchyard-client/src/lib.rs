@@ -7,6 +7,8 @@
 //! to which request) are plain Rust in [`backoff`], [`outgoing`] and [`requests`], tested
 //! without a browser; the browser glue lives in `browser`, compiled for wasm32 only.
 
+#![warn(missing_docs)]
+
 pub mod backoff;
 pub mod outgoing;
 pub mod requests;

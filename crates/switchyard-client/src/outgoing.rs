@@ -12,6 +12,7 @@ pub struct Outgoing {
 /// The queue is full: the message was not accepted.
 #[derive(Debug, PartialEq, Eq)]
 pub struct QueueFull {
+    /// How many messages the queue holds at most.
     pub limit: usize,
 }
 
@@ -22,10 +23,12 @@ impl std::fmt::Display for QueueFull {
 }
 
 impl Outgoing {
+    /// An empty queue that holds at most `limit` messages.
     pub fn new(limit: usize) -> Self {
         Self { waiting: VecDeque::new(), limit }
     }
 
+    /// Queues a message behind those waiting; refused when `limit` already wait.
     pub fn push(&mut self, message: String) -> Result<(), QueueFull> {
         if self.waiting.len() >= self.limit {
             return Err(QueueFull { limit: self.limit });
@@ -39,14 +42,17 @@ impl Outgoing {
         self.waiting.drain(..)
     }
 
+    /// Drops everything waiting (the connection is over for good).
     pub fn clear(&mut self) {
         self.waiting.clear();
     }
 
+    /// How many messages wait.
     pub fn len(&self) -> usize {
         self.waiting.len()
     }
 
+    /// Whether no message waits.
     pub fn is_empty(&self) -> bool {
         self.waiting.is_empty()
     }

@@ -34,10 +34,12 @@ impl<T> Requests<T> {
         self.waiting.drain().map(|(_, settle)| settle).collect()
     }
 
+    /// How many requests wait for their response.
     pub fn len(&self) -> usize {
         self.waiting.len()
     }
 
+    /// Whether no request waits.
     pub fn is_empty(&self) -> bool {
         self.waiting.is_empty()
     }

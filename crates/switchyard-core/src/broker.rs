@@ -24,12 +24,15 @@ use crate::streams::{Budget, HistoryConfig, Position, Publication, Stream};
 /// only ever deliver.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Topic {
+    /// The members of a session.
     Session(SessionId),
+    /// The members of a channel.
     Channel(ChannelName),
     /// Every connection of a user.
     User(Arc<str>),
     /// Every connection of an organization.
     Organization(Arc<str>),
+    /// One connection.
     Connection(ConnId),
     /// Every connection.
     Everyone,
@@ -38,7 +41,9 @@ pub enum Topic {
 /// A delivery to a topic's subscribers.
 #[derive(Clone, Debug)]
 pub struct Delivery {
+    /// Whose subscribers get it.
     pub topic: Topic,
+    /// The message, as subscribers without positions receive it.
     pub frame: Frame,
     /// The member that published it, which does not get it back; `None` for the server.
     pub from: Option<ConnId>,
@@ -54,9 +59,13 @@ pub struct Delivery {
 /// Fields a connection must match, beyond subscribing to the topic: all that are given.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
+    /// The session the connection must be in.
     pub session: Option<SessionId>,
+    /// A channel the connection must be a member of.
     pub channel: Option<ChannelName>,
+    /// The user the connection must be.
     pub user: Option<Arc<str>>,
+    /// The organization the connection's identity must name.
     pub organization: Option<Arc<str>>,
 }
 
@@ -72,6 +81,7 @@ impl Delivery {
 const SERVER_PUBLISHER: &str = "server";
 
 impl Filter {
+    /// Whether it asks nothing: every subscriber matches.
     pub fn is_empty(&self) -> bool {
         self.session.is_none() && self.channel.is_none() && self.user.is_none() && self.organization.is_none()
     }
@@ -80,19 +90,28 @@ impl Filter {
 /// A session as every node of a cluster knows it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionRecord {
+    /// The session's id.
     pub id: SessionId,
+    /// When it was created.
     pub created_at: Millis,
+    /// When it expires.
     pub expires_at: Millis,
+    /// How many members it admits, on every node together.
     pub max_clients: usize,
+    /// As the app gave it; `None` when it gave none.
     pub metadata: Option<serde_json::Value>,
+    /// How its requests for control are settled.
     pub conflict_resolution: ConflictResolution,
+    /// The bounds of its stream; `None` when it keeps none.
     pub history: Option<HistoryConfig>,
 }
 
 /// A member of a session connected to another node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteMember {
+    /// The id of the node it is connected to.
     pub node: Arc<str>,
+    /// The member, as `presence` shows it.
     pub present: PresentMember,
 }
 
@@ -103,25 +122,70 @@ pub enum Remote {
     Delivery(Delivery),
     /// A publication the shared broker numbered in the topic's stream, for the
     /// subscribers on every node, the publisher's too.
-    Numbered { delivery: Delivery, epoch: Arc<str>, offset: u64, timestamp: Millis },
+    Numbered {
+        /// The delivery, as made on the publishing node.
+        delivery: Delivery,
+        /// The epoch of the stream that numbered it.
+        epoch: Arc<str>,
+        /// Its offset in that stream.
+        offset: u64,
+        /// When it was published, as the shared broker kept it.
+        timestamp: Millis,
+    },
     /// A control-role step from a member, with its message. Every node applies it, the
     /// sender's own too, in the order the shared broker gives, so all agree on who is
     /// active. `joined_at` is when the sender joined: where its join has not arrived
     /// yet, the rules still see it in its place.
-    Control { session: SessionId, from: ConnId, joined_at: Millis, step: ControlStep, frame: Frame },
+    Control {
+        /// The session whose control it is.
+        session: SessionId,
+        /// The member that sent it.
+        from: ConnId,
+        /// When the sender joined the session.
+        joined_at: Millis,
+        /// What the message asks.
+        step: ControlStep,
+        /// The message, as the member sent it.
+        frame: Frame,
+    },
     /// A step of a user's awareness windows (the focus declaration protocol) from one of
     /// its connections, with the message that made it (`frame`, empty when the connection
     /// closed). Every node applies it in the order the shared broker gives, the sender's
     /// too, so a user's windows are one set wherever its connections are.
-    Awareness { user: Arc<str>, conn: ConnId, step: AwarenessStep, frame: Frame },
+    Awareness {
+        /// The user whose windows change.
+        user: Arc<str>,
+        /// The connection it came from.
+        conn: ConnId,
+        /// What it does to the windows.
+        step: AwarenessStep,
+        /// The message that made it; empty when the connection closed.
+        frame: Frame,
+    },
+    /// A session was created on the sending node.
     SessionCreated(SessionRecord),
+    /// A session was deleted on the sending node: it ends on every node.
     SessionDeleted(SessionId),
     /// A member joined on its node, or (known already) its record changed; `announce`
     /// tells the session's members here (`client_connected`), as a join does, where a
     /// resync after reconnecting or a change of role does not.
-    MemberJoined { session: SessionId, member: RemoteMember, announce: bool },
+    MemberJoined {
+        /// The session it joined.
+        session: SessionId,
+        /// Its record.
+        member: RemoteMember,
+        /// Whether the members here are told (`client_connected`).
+        announce: bool,
+    },
     /// A member left on its node; the session's members here are told.
-    MemberLeft { session: SessionId, conn: ConnId, was_active: bool },
+    MemberLeft {
+        /// The session it left.
+        session: SessionId,
+        /// Its connection id.
+        conn: ConnId,
+        /// Whether it held control when it left.
+        was_active: bool,
+    },
     /// A node is gone (its lease ran out, or it stopped): its members left.
     NodeGone(Arc<str>),
 }
@@ -129,10 +193,28 @@ pub enum Remote {
 /// What an awareness message does to its user's windows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AwarenessStep {
-    Register { window: String, case: String },
-    Deregister { window: String },
-    Heartbeat { window: String },
-    Focus { window: String },
+    /// `register`: the window shows `case`.
+    Register {
+        /// The window's id.
+        window: String,
+        /// The id of the case it shows.
+        case: String,
+    },
+    /// `deregister`: the window's registration ends.
+    Deregister {
+        /// The window's id.
+        window: String,
+    },
+    /// `heartbeat`: the window's registration is still alive.
+    Heartbeat {
+        /// The window's id.
+        window: String,
+    },
+    /// `focus`: the window becomes the user's focused one.
+    Focus {
+        /// The window's id.
+        window: String,
+    },
     /// The connection closed: its windows go.
     Closed,
 }
@@ -141,8 +223,11 @@ pub enum AwarenessStep {
 /// streams are kept, its link to the cluster's other nodes, and who it knows is in its
 /// sessions there.
 pub struct Seams {
+    /// Where the streams of sessions and channels are numbered and kept.
     pub streams: Arc<dyn Streams>,
+    /// What crosses to the cluster's other nodes; [`Alone`] for a node by itself.
     pub link: Arc<dyn ClusterLink>,
+    /// The members of its sessions on the other nodes.
     pub presence: Arc<dyn Presence>,
 }
 
@@ -156,7 +241,9 @@ pub trait Presence: Send + Sync {
     fn add(&self, session: &SessionId, member: RemoteMember) -> bool;
     /// Takes out the members of a session that `gone` picks.
     fn remove(&self, session: &SessionId, gone: &dyn Fn(&RemoteMember) -> bool) -> Vec<RemoteMember>;
+    /// The members of a session on other nodes.
     fn members(&self, session: &SessionId) -> Vec<RemoteMember>;
+    /// How many members a session has on other nodes.
     fn count(&self, session: &SessionId) -> usize;
     /// The sessions with members elsewhere.
     fn sessions(&self) -> Vec<SessionId>;
@@ -169,6 +256,7 @@ pub trait Presence: Send + Sync {
 /// How a cluster broker's link to the other nodes is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterStatus {
+    /// This node's id in the cluster.
     pub node_id: Arc<str>,
     /// False while the shared broker is unreachable: the node relays among its own
     /// clients only.
@@ -184,6 +272,7 @@ pub struct ClusterStatus {
     /// Messages sent to the other nodes, and the Redis round trips (pipelines) that
     /// carried them.
     pub sent: u64,
+    /// The round trips to Redis that carried `sent`.
     pub round_trips: u64,
 }
 
@@ -203,6 +292,7 @@ pub struct History {
     pub position: Option<Position>,
     /// Whether `publications` are every one after the position asked for.
     pub recovered: bool,
+    /// The publications read, oldest first.
     pub publications: Vec<Publication>,
 }
 
@@ -310,6 +400,7 @@ pub struct MemoryStreams {
 }
 
 impl MemoryStreams {
+    /// Streams that keep at most `max_bytes` together.
     pub fn new(max_bytes: usize) -> Self {
         Self { streams: DashMap::new(), budget: Arc::new(Budget::new(max_bytes)) }
     }

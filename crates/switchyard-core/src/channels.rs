@@ -20,6 +20,7 @@ fn is_name_char(c: char) -> bool {
 pub struct ChannelName(Arc<str>);
 
 impl ChannelName {
+    /// Checks a name a client sent; a bad one is refused with `INVALID_MESSAGE`.
     pub fn parse(name: &str) -> Result<Self, MessageRejection> {
         if name.is_empty() || name.len() > MAX_NAME_LEN || !name.chars().all(is_name_char) {
             return Err(MessageRejection::new(
@@ -30,6 +31,7 @@ impl ChannelName {
         Ok(Self(name.into()))
     }
 
+    /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -17,6 +17,7 @@ pub struct Config {
     pub session_timeout_ms: u64,
     /// Sessions that may exist at once; creating more fails until some end.
     pub max_sessions: usize,
+    /// Connections one session admits, unless created with its own `maxClients`.
     pub max_clients_per_session: usize,
     /// How often every connection is pinged.
     pub ping_interval_ms: u64,
@@ -28,7 +29,9 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Bound of each connection's outbox.
     pub max_queued_bytes: usize,
+    /// What happens to a connection whose outbox is full.
     pub slow_consumer: SlowConsumerPolicy,
+    /// Which channels connections may join, and the stream each keeps.
     pub channels: ChannelOptions,
     /// Channels one connection may be in at once; more joins are refused.
     pub max_channels_per_connection: usize,
@@ -36,7 +39,9 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Requests one connection may have waiting at once; more are refused.
     pub max_requests_per_connection: usize,
+    /// Which messages are answered with `ACK` or `NACK`.
     pub ack: AckPolicy,
+    /// Whether sessions have control roles: one active member, whose `state_update`s alone go on.
     pub enable_role_management: bool,
     /// Sessions created without a strategy of their own use this one.
     pub default_conflict_resolution: ConflictResolution,
@@ -115,7 +120,9 @@ impl Default for Config {
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("{option} {reason}")]
 pub struct ConfigError {
+    /// The option's name, as the addon spells it (`pingIntervalMs`, `channels.allow`).
     pub option: &'static str,
+    /// What is wrong with its value (`must be greater than 0`).
     pub reason: String,
 }
 
@@ -138,6 +145,7 @@ impl Config {
             .unwrap_or(MAX_TICK_MS)
     }
 
+    /// Checks every value is in range, naming the first option that is not.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(patterns) = &self.channels.allow {
             for pattern in patterns {

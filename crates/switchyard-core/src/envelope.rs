@@ -14,6 +14,7 @@ use crate::error::{ErrorCode, MessageRejection};
 /// The routing-relevant fields of a client message.
 #[derive(Debug)]
 pub struct Envelope<'a> {
+    /// The message's `type`, which decides how the relay handles it.
     pub kind: Cow<'a, str>,
     /// The first `clientId` a client sends names it, when the app gave none.
     pub client_id: Option<Cow<'a, str>>,
@@ -27,7 +28,9 @@ pub struct Envelope<'a> {
     pub channel: Option<Cow<'a, str>>,
     /// The raw JSON of a string or number `requestId`.
     pub request_id: Option<&'a RawValue>,
+    /// The raw JSON of `payload`: a request's body, or an awareness message's fields.
     pub payload: Option<&'a RawValue>,
+    /// The raw JSON of `data`: what a `role_changed` announces.
     pub data: Option<&'a RawValue>,
 }
 

@@ -4,17 +4,28 @@ use thiserror::Error;
 
 /// WebSocket close codes used by the relay (docs/reference/close-codes.md).
 pub mod close_code {
+    /// Sent when the session was deleted or expired, or a reconnect named this connection as its
+    /// `previous`.
     pub const NORMAL: u16 = 1000;
+    /// Sent when the server is stopping, or nothing was heard from the client for
+    /// `heartbeatTimeoutMs`.
     pub const GOING_AWAY: u16 = 1001;
+    /// Sent for a frame that breaks RFC 6455 (unmasked, reserved bits, bad opcode).
     pub const PROTOCOL_ERROR: u16 = 1002;
     /// Set by a transport when the peer sent none; never sent on the wire.
     pub const NO_STATUS: u16 = 1005;
     /// Set by a transport when the connection dropped without a close frame; never sent.
     pub const ABNORMAL: u16 = 1006;
+    /// Sent for a text frame that is not valid UTF-8.
     pub const INVALID_PAYLOAD: u16 = 1007;
+    /// Sent when a connection is refused (session not found or full, connection limit,
+    /// unauthorized) or goes over its message rate.
     pub const POLICY: u16 = 1008;
+    /// Sent for a message over `maxMessageBytes`.
     pub const TOO_LARGE: u16 = 1009;
+    /// Reserved for the server's own failures; no path sends it today.
     pub const INTERNAL: u16 = 1011;
+    /// Sent to a slow consumer, whose outgoing queue stayed full.
     pub const TRY_AGAIN_LATER: u16 = 1013;
 
     /// Whether a close frame may carry `code` (RFC 6455 section 7.4 and IANA's registry):
@@ -28,10 +39,15 @@ pub mod close_code {
 /// Why a session could not be created.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum SessionError {
+    /// The id is empty, longer than 128 characters, or has `/`, `?`, `#`, whitespace or a
+    /// control character.
     #[error("invalid session id: {0}")]
     InvalidId(String),
+    /// A session of this id exists already.
     #[error("session {0:?} already exists")]
     AlreadyExists(String),
+    /// An option is out of range: `expiresIn` too long, `maxClients` of 0, or bad history
+    /// bounds.
     #[error("invalid session option: {0}")]
     InvalidOption(String),
     /// `maxSessions` sessions exist already.
@@ -47,12 +63,16 @@ pub enum SessionError {
 /// [`ConnectionRefusal::close_code`] and [`ConnectionRefusal::reason`].
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionRefusal {
+    /// No such session, or it has expired (close 1008).
     #[error("Session not found")]
     SessionNotFound,
+    /// The session already has its `maxClients` members (close 1008).
     #[error("Session full")]
     SessionFull,
+    /// The server is stopping, or stopped (close 1001).
     #[error("Server shutting down")]
     ShuttingDown,
+    /// The user already holds `maxConnectionsPerUser` connections (close 1008).
     #[error("Connection limit")]
     ConnectionLimit,
     /// Too many new connections from one address; refused before the upgrade (HTTP 429).
@@ -64,6 +84,7 @@ pub enum ConnectionRefusal {
 }
 
 impl ConnectionRefusal {
+    /// The close code the connection is refused with.
     pub fn close_code(self) -> u16 {
         match self {
             ConnectionRefusal::SessionNotFound
@@ -75,6 +96,7 @@ impl ConnectionRefusal {
         }
     }
 
+    /// The close frame's reason.
     pub fn reason(self) -> &'static str {
         match self {
             ConnectionRefusal::SessionNotFound => "Session not found",
@@ -91,22 +113,39 @@ impl ConnectionRefusal {
 /// is refused; the connection stays open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
+    /// Not a JSON object with a string `type`, or a field of the wrong shape (`INVALID_MESSAGE`).
     InvalidMessage,
+    /// A relay or control message from a connection that is not in a session (`NO_SESSION`).
     NoSession,
+    /// A message to a channel its sender has not joined (`NOT_IN_CHANNEL`).
     NotInChannel,
+    /// A join the channel rules refuse, or one channel too many (`CHANNEL_FORBIDDEN`).
     ChannelForbidden,
+    /// An awareness message for a user other than the connection's own (`FORBIDDEN`).
     Forbidden,
+    /// A `state_update` from a passive member that asked for an acknowledgement (`NOT_ACTIVE`).
     NotActive,
+    /// The user already holds `maxConnectionsPerUser` connections; the connection is then
+    /// closed (`CONNECTION_LIMIT`).
     ConnectionLimit,
+    /// A `register` of a window past the most one user may have (`WINDOW_LIMIT`).
     WindowLimit,
+    /// The connection, or its user, is over its message rate; the message was dropped
+    /// (`RATE_LIMITED`).
     RateLimited,
+    /// A `request` when the application has no request handler (`NO_HANDLER`).
     NoHandler,
+    /// The request handler failed, or too many requests already wait on the connection
+    /// (`REQUEST_FAILED`).
     RequestFailed,
+    /// The request handler did not answer within `requestTimeoutMs` (`REQUEST_TIMEOUT`).
     RequestTimeout,
+    /// The cluster's Redis is unreachable (`UNAVAILABLE`); no message is refused with it today.
     Unavailable,
 }
 
 impl ErrorCode {
+    /// The code as the wire carries it, such as `"INVALID_MESSAGE"`.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::InvalidMessage => "INVALID_MESSAGE",
@@ -148,7 +187,9 @@ impl ErrorCode {
 /// Why the relay refused one message: a code and what to tell the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRejection {
+    /// What kind of refusal it is.
     pub code: ErrorCode,
+    /// The error's `message`, for people to read.
     pub message: std::borrow::Cow<'static, str>,
 }
 
@@ -159,6 +200,7 @@ impl From<ErrorCode> for MessageRejection {
 }
 
 impl MessageRejection {
+    /// A refusal with a message more specific than the code's default.
     pub fn new(code: ErrorCode, message: impl Into<std::borrow::Cow<'static, str>>) -> Self {
         Self { code, message: message.into() }
     }

@@ -52,6 +52,7 @@ impl SessionId {
         Self(Alphanumeric.sample_string(&mut rand::rng(), GENERATED_SESSION_ID_LEN).into())
     }
 
+    /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }

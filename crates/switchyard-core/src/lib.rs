@@ -7,6 +7,8 @@
 //! argument (`now`, milliseconds since the Unix epoch), never read from a clock, so expiry
 //! and heartbeats are tested without sleeping.
 
+#![warn(missing_docs)]
+
 mod app_events;
 mod awareness;
 mod broker;

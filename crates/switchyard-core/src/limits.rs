@@ -8,12 +8,15 @@ use crate::ids::Millis;
 /// A sustained rate and the burst allowed above it.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Rate {
+    /// Tokens added per second: messages (or, for an address, connections) per second.
     #[serde(rename = "messagesPerSecond")]
     pub per_second: f64,
+    /// Tokens a full bucket holds: how many may go at once after a quiet spell.
     pub burst: f64,
 }
 
 impl Rate {
+    /// Checks the rate and the burst are finite and greater than 0, naming `option` if not.
     pub fn check(&self, option: &'static str) -> Result<(), crate::ConfigError> {
         let ok = |v: f64| v.is_finite() && v > 0.0;
         if ok(self.per_second) && ok(self.burst) {

@@ -7,6 +7,7 @@ use dashmap::DashMap;
 use crate::broker::{Presence, RemoteMember};
 use crate::ids::SessionId;
 
+/// The members of this node's sessions on other nodes, by session, kept in a map.
 #[derive(Default)]
 pub struct MemoryPresence {
     members: DashMap<SessionId, Vec<RemoteMember>>,

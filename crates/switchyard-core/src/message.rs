@@ -21,13 +21,23 @@ const MAX_AWARENESS_ID_LEN: usize = 256;
 #[derive(Debug)]
 pub enum ClientMessage<'a> {
     /// `ping`, answered with `pong`, or `PING`, answered with `PONG`.
-    Ping { upper_case: bool },
+    Ping {
+        /// Whether it was `PING`, so the answer is `PONG`.
+        upper_case: bool,
+    },
+    /// `JOIN_CHANNEL`: join a channel.
     JoinChannel(JoinChannel),
+    /// `LEAVE_CHANNEL`: leave a channel.
     LeaveChannel(ChannelName),
     /// `PRESENCE`: who is in a channel the sender is in.
     ChannelPresence(ChannelName),
     /// `request`, for the app's request handler.
-    Request { request_id: &'a RawValue, payload: Option<&'a RawValue> },
+    Request {
+        /// Its `requestId`, a JSON string or number as written.
+        request_id: &'a RawValue,
+        /// Its `payload`, as written; `None` when it has none.
+        payload: Option<&'a RawValue>,
+    },
     /// `register`, `deregister`, `heartbeat` or `focus`.
     Awareness(AwarenessMessage<'a>),
     /// A control-role step, while control roles are on (else it is a publication).
@@ -42,6 +52,7 @@ pub enum ClientMessage<'a> {
 /// `JOIN_CHANNEL`: the channel, and what the joiner asks of it.
 #[derive(Debug)]
 pub struct JoinChannel {
+    /// The channel to join.
     pub channel: ChannelName,
     /// Publications come with their stream positions.
     pub positions: bool,
@@ -70,18 +81,26 @@ struct JoinSince {
 /// `register`, `deregister`, `heartbeat` or `focus`, with the window it is about.
 #[derive(Debug)]
 pub struct AwarenessMessage<'a> {
+    /// Which of the four messages it is.
     pub kind: AwarenessKind,
+    /// The payload's `userId`: the user whose window it is.
     pub user_id: Cow<'a, str>,
+    /// The payload's `windowId`: the window it is about.
     pub window_id: Cow<'a, str>,
     /// `register`'s case; checked when the window registers.
     pub case_id: Option<Cow<'a, str>>,
 }
 
+/// Which awareness message a client sent (docs/protocol.md, "Case awareness").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AwarenessKind {
+    /// `register`: the window shows a case.
     Register,
+    /// `deregister`: the window's registration ends.
     Deregister,
+    /// `heartbeat`: the window's registration is still alive.
     Heartbeat,
+    /// `focus`: the window is the user's focused one.
     Focus,
 }
 
@@ -99,10 +118,15 @@ struct FocusPayload<'a> {
 /// A control-role step (docs/protocol.md, "Control roles").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ControlStep {
+    /// `request_control`: a member asks for control.
     Request,
+    /// `offer_control`: the active member offers control.
     Offer,
+    /// `accept_control`: a member grants a request or takes an offer.
     Accept,
+    /// `decline_control`: a member refuses a request.
     Decline,
+    /// `release_control`: the active member gives control up.
     Release,
     /// `role_changed`, with the role it announces when that is one the rules know.
     RoleChanged(Option<Role>),
@@ -111,11 +135,14 @@ pub enum ControlStep {
 /// A role a member announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// `"active"`: holds control.
     Active,
+    /// `"passive"`: does not hold control.
     Passive,
 }
 
 impl Role {
+    /// The role as messages write it: `"active"` or `"passive"`.
     pub fn name(self) -> &'static str {
         match self {
             Role::Active => "active",
@@ -123,6 +150,7 @@ impl Role {
         }
     }
 
+    /// The role a message names, if it is one of the two.
     pub fn from_name(name: &str) -> Option<Role> {
         match name {
             "active" => Some(Role::Active),

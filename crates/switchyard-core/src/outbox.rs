@@ -5,6 +5,7 @@ use crate::frame::Frame;
 /// What happened to a pushed frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pushed {
+    /// The frame waits in the outbox for its socket.
     Queued,
     /// The outbox is at its byte bound; the relay applies the slow-consumer policy.
     Full,
@@ -22,8 +23,10 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// Every transport, in the order the counters by transport keep them.
     pub const ALL: [Transport; 2] = [Transport::Native, Transport::Bridge];
 
+    /// The name the metrics label it by.
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Native => "native",
@@ -61,6 +64,7 @@ pub fn refuses(capacity: usize, held: usize, len: usize, stalled_ms: impl FnOnce
 pub trait Outbox: Send + Sync {
     /// Which transport carries the connection, for the metrics labelled by it.
     fn transport(&self) -> Transport;
+    /// Queues a frame within the byte bound, or says why it could not.
     fn push(&self, frame: Frame) -> Pushed;
     /// Queues a replayed publication past the byte bound: a replay is bounded by the
     /// history kept, and is not the client reading slowly.

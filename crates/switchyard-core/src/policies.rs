@@ -19,6 +19,7 @@ impl SlowConsumerPolicy {
     /// The names users write, in `Close`, `Drop` order.
     pub const NAMES: [&'static str; 2] = ["close", "drop"];
 
+    /// The name users write for this policy.
     pub fn as_str(self) -> &'static str {
         match self {
             SlowConsumerPolicy::Close => Self::NAMES[0],
@@ -26,6 +27,7 @@ impl SlowConsumerPolicy {
         }
     }
 
+    /// The policy a name users write stands for; `None` for an unknown name.
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "close" => Some(SlowConsumerPolicy::Close),
@@ -44,12 +46,15 @@ pub enum AckPolicy {
     Requested,
     /// Every message with a string `id`.
     Always,
+    /// None: no message is acknowledged.
     Never,
 }
 
 impl AckPolicy {
+    /// The names users write, in `Requested`, `Always`, `Never` order.
     pub const NAMES: [&'static str; 3] = ["requested", "always", "never"];
 
+    /// The name users write for this policy.
     pub fn as_str(self) -> &'static str {
         match self {
             AckPolicy::Requested => Self::NAMES[0],
@@ -58,6 +63,7 @@ impl AckPolicy {
         }
     }
 
+    /// The policy a name users write stands for; `None` for an unknown name.
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "requested" => Some(AckPolicy::Requested),
@@ -88,6 +94,7 @@ pub enum ConflictResolution {
 }
 
 impl ConflictResolution {
+    /// The names users write, in the order of the variants.
     pub const NAMES: [&'static str; 5] = ["first-come-first-served", "deny-both", "user-choice", "active-wins", "timestamp-wins"];
     const ALL: [ConflictResolution; 5] = [
         ConflictResolution::FirstComeFirstServed,
@@ -97,10 +104,12 @@ impl ConflictResolution {
         ConflictResolution::TimestampWins,
     ];
 
+    /// The name users write for this strategy.
     pub fn as_str(self) -> &'static str {
         Self::NAMES[Self::ALL.iter().position(|c| *c == self).expect("every strategy is listed")]
     }
 
+    /// The strategy a name users write stands for; `None` for an unknown name.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::NAMES.iter().position(|n| *n == name).map(|i| Self::ALL[i])
     }

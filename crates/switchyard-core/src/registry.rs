@@ -38,12 +38,16 @@ pub enum Route {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Identity {
+    /// The user it acts for: its `user:` channels, per-user limits and messages to the user.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// The organization it belongs to: its `org:` channels and messages to the organization.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub organization_id: Option<String>,
+    /// The `clientId` others know it by; `None`: the first one it sends, else its connection id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// The app's own data about it, passed along in its connection events.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
     /// This connection's own message rate (a tier), in place of `rateLimit`'s.

@@ -76,6 +76,8 @@ enum Outcome {
 /// Recipients whose outbox was full during a fan-out; dealt with once no lock is held.
 type SlowConsumers = Vec<ConnId>;
 
+/// The protocol machine of one node: its connections, sessions and channels, and where
+/// each frame they send goes.
 pub struct Relay {
     config: Config,
     events: AppEvents,
@@ -121,6 +123,7 @@ impl Relay {
         }
     }
 
+    /// The configuration it was built with.
     pub fn config(&self) -> &Config {
         &self.config
     }

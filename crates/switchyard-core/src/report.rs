@@ -13,19 +13,26 @@ use crate::config::Config;
 use crate::outbox::Transport;
 use crate::stats::{Health, HistogramSnapshot, Stats, FRAME_SIZES};
 
+/// A relay's stats as `getStats()` and `GET /stats` answer them, before the host adds what
+/// only it knows (uptime, compression totals).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatsReport {
     /// `"ok"`, or `"degraded"` while the cluster's Redis is unreachable.
     pub status: &'static str,
+    /// Sessions the relay holds; an expired one counts until the next cleanup removes it.
     pub active_sessions: usize,
+    /// Open connections, in a session or not.
     pub active_connections: usize,
+    /// Messages received from clients, and what became of them.
     pub messages: MessageCounts,
+    /// Payload bytes received from clients and queued to them.
     pub bytes: ByteCounts,
     /// Recipients closed with 1013 because their outbox stayed full.
     pub slow_consumer_closes: u64,
     /// Upgrades refused with 400 for a bad handshake.
     pub handshake_failures: u64,
+    /// Channels that have members, and how many each has.
     pub channels: ChannelCounts,
     /// Distinct users with a connection.
     pub users: usize,
@@ -33,7 +40,9 @@ pub struct StatsReport {
     pub registrations: usize,
     /// `request` messages handed to the request handler.
     pub requests: u64,
+    /// `ACK` answers sent for messages that were routed.
     pub acks: u64,
+    /// `NACK` answers sent for messages that were refused.
     pub nacks: u64,
     /// Joins and messages refused for identity (`CHANNEL_FORBIDDEN`, `FORBIDDEN`).
     pub forbidden: u64,
@@ -41,19 +50,24 @@ pub struct StatsReport {
     pub rate_limited: u64,
     /// Frames received by size, each bucket named by its upper bound (`<=128` ... `>1048576`).
     pub frames: BTreeMap<String, u64>,
+    /// How long relayed messages waited to be written to their sockets.
     pub relay_latency: Latency,
+    /// Open connections by transport.
     pub connections_by_transport: TransportCounts,
     /// Bytes the streams keep together (at most `historyMaxBytes`).
     pub history_bytes: usize,
+    /// Connections by how they answer pings, as `checkConnectionHealth()` returns them.
     pub health: HealthReport,
     /// This node's place in a cluster; absent for one process alone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterReport>,
 }
 
+/// This node's place in its cluster: `cluster` in `getStats()` and `GET /stats`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterReport {
+    /// This node's name, unique in the cluster (`nodeId`, `--node-id`).
     pub node_id: String,
     /// Whether Redis is reachable: while it is not, the node relays among its own clients.
     pub connected: bool,
@@ -64,6 +78,7 @@ pub struct ClusterReport {
     /// Messages sent to the other nodes, and the Redis round trips that carried them
     /// (one pipeline carries all that queued meanwhile).
     pub sent: u64,
+    /// Redis round trips (pipelines) that carried what was sent.
     pub round_trips: u64,
 }
 
@@ -80,6 +95,7 @@ impl From<ClusterStatus> for ClusterReport {
     }
 }
 
+/// Messages received from clients, and what became of them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageCounts {
@@ -95,12 +111,16 @@ pub struct MessageCounts {
     pub passive_updates_dropped: u64,
 }
 
+/// Payload bytes, without WebSocket framing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ByteCounts {
+    /// Bytes of the frames received from clients, refused ones included.
     pub received: u64,
+    /// Bytes of the frames queued to clients: relayed messages and the server's own.
     pub sent: u64,
 }
 
+/// Channels that have members, and how many each has.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ChannelCounts {
     /// Channels that have members.
@@ -115,9 +135,13 @@ pub struct ChannelCounts {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Latency {
+    /// Writes sampled since the relay started.
     pub samples: u64,
+    /// The median wait, in milliseconds.
     pub p50_ms: Option<f64>,
+    /// The 90th percentile wait, in milliseconds.
     pub p90_ms: Option<f64>,
+    /// The 99th percentile wait, in milliseconds.
     pub p99_ms: Option<f64>,
 }
 
@@ -134,9 +158,11 @@ pub struct TransportCounts {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthReport {
+    /// Open connections.
     pub active_connections: usize,
     /// No ping has waited for its pong longer than half the ping interval.
     pub healthy_connections: usize,
+    /// Connections whose ping has waited for its pong longer than half the ping interval.
     pub unhealthy_connections: usize,
     /// The mean of each connection's last ping round trip; absent before any.
     pub average_latency_ms: Option<f64>,
@@ -167,6 +193,8 @@ fn frame_buckets(sizes: &HistogramSnapshot) -> BTreeMap<String, u64> {
 }
 
 impl StatsReport {
+    /// Condenses `stats`, with the members of each channel (`breakdown`), the connections' health
+    /// and, in a cluster, the node's status (`status` is `"degraded"` while Redis is unreachable).
     pub fn new(stats: &Stats, breakdown: Vec<(String, usize)>, health: Health, cluster: Option<ClusterStatus>) -> Self {
         Self {
             status: if cluster.as_ref().is_some_and(|c| !c.connected) { "degraded" } else { "ok" },
@@ -219,24 +247,33 @@ pub struct HostSettings {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigReport<'a> {
+    /// The relay's options, flattened into the report.
     #[serde(flatten)]
     pub config: &'a Config,
+    /// Token auth; `null` when it is off.
     pub auth: Option<AuthReport>,
+    /// permessage-deflate in the native transport; `null` when it is off.
     pub native_compression: Option<CompressionReport>,
+    /// The native transport's threads; `null` when not given.
     pub native_threads: Option<usize>,
 }
 
+/// Token auth as the report shows it: whether a token is required, never a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct AuthReport {
+    /// Whether a connection without a token is refused.
     pub required: bool,
 }
 
+/// permessage-deflate as the report shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct CompressionReport {
+    /// Payloads shorter than this, in bytes, go uncompressed.
     pub threshold: usize,
 }
 
 impl<'a> ConfigReport<'a> {
+    /// The report of `config`, with what the host applies beside it.
     pub fn new(config: &'a Config, host: HostSettings) -> Self {
         Self {
             config,

@@ -20,8 +20,11 @@ use crate::policies::{AckPolicy, ConflictResolution, SlowConsumerPolicy};
 pub enum DefaultValue {
     /// Absent: what it turns on stays off, what it names stays unnamed.
     Unset,
+    /// A whole number, in the setting's [`Kind`] (ms, seconds, bytes or a count).
     Number(u64),
+    /// A flag's state.
     Bool(bool),
+    /// A string: a name, an address or one of a [`Kind::Choice`]'s names.
     Text(&'static str),
     /// Worked out when the process starts, as these words say.
     Said(&'static str),
@@ -49,6 +52,7 @@ impl DefaultValue {
 /// What a setting's value is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// On or off.
     Bool,
     /// Whole milliseconds.
     Millis,
@@ -60,6 +64,7 @@ pub enum Kind {
     Count,
     /// A number greater than 0, fractions allowed: a rate per second or a burst.
     Rate,
+    /// Any string.
     Text,
     /// One of these names.
     Choice(&'static [&'static str]),
@@ -70,7 +75,9 @@ pub enum Kind {
 /// The whole numbers a setting accepts, both ends included.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Range {
+    /// The smallest value accepted.
     pub min: u64,
+    /// The largest value accepted.
     pub max: u64,
 }
 
@@ -78,7 +85,9 @@ pub struct Range {
 pub const MS: Range = Range { min: 1, max: 1 << 50 };
 /// Intervals the addon hands to a JS timer, which fires at once past 2^31 - 1 ms.
 pub const TIMER_MS: Range = Range { min: 1, max: i32::MAX as u64 };
+/// Sizes in bytes: up to 1 TiB.
 pub const BYTES: Range = Range { min: 1, max: 1 << 40 };
+/// Counts of things: whatever fits a `u32`, from 1.
 pub const COUNT: Range = Range { min: 1, max: u32::MAX as u64 };
 /// What the binary's whole-number flags accept unless they say otherwise.
 pub const POSITIVE: Range = Range { min: 1, max: u64::MAX };
@@ -88,7 +97,9 @@ pub const POSITIVE: Range = Range { min: 1, max: u64::MAX };
 pub struct Flag {
     /// Without its `--`.
     pub long: &'static str,
+    /// The one-letter flag, without its `-`; `None` when it has none.
     pub short: Option<char>,
+    /// The environment variable that sets it when the flag is not given.
     pub env: &'static str,
     /// The binary's default, where it is not the setting's.
     pub default: Option<DefaultValue>,
@@ -127,7 +138,9 @@ pub struct Setting {
     pub js: Option<&'static str>,
     /// `None` when only the addon has it.
     pub flag: Option<Flag>,
+    /// What its value is.
     pub kind: Kind,
+    /// Its value when not given (the addon's, and the binary's unless its flag says otherwise).
     pub default: DefaultValue,
     /// For whole numbers: what the addon (and the binary, unless its flag says otherwise)
     /// accepts.
@@ -187,10 +200,13 @@ pub fn js_names_under(parent: &str) -> Vec<&'static str> {
 
 use DefaultValue::{Bool, Number, Said, Text, Unset};
 
+/// `--port`, `-p`: the port the binary listens on.
 pub const PORT: Setting = Setting::binary(Flag::new("port", "PORT").short('p'), Kind::Count, Number(8765), "Port to listen on.")
     .range(Range { min: 0, max: u16::MAX as u64 });
+/// `--host`, `-h`: the address the binary binds to.
 pub const HOST: Setting =
     Setting::binary(Flag::new("host", "HOST").short('h'), Kind::Text, Text("0.0.0.0"), "Address to bind to (help is --help).");
+/// `--handshake-timeout`: how long a connection may take to send its HTTP request, in ms.
 pub const HANDSHAKE_TIMEOUT_MS: Setting = Setting::binary(
     Flag::new("handshake-timeout", "HANDSHAKE_TIMEOUT"),
     Kind::Millis,
@@ -198,6 +214,7 @@ pub const HANDSHAKE_TIMEOUT_MS: Setting = Setting::binary(
     "How long a connection may take to send its HTTP request (a WebSocket handshake or an API call); a slower one is closed.",
 )
 .range(POSITIVE);
+/// `--max-pending-handshakes`: connections that may wait for their handshake at once.
 pub const MAX_PENDING_HANDSHAKES: Setting = Setting::binary(
     Flag::new("max-pending-handshakes", "MAX_PENDING_HANDSHAKES"),
     Kind::Count,
@@ -205,6 +222,7 @@ pub const MAX_PENDING_HANDSHAKES: Setting = Setting::binary(
     "Connections that may wait for their handshake at once; more are closed at once.",
 )
 .range(POSITIVE);
+/// `--max-pending-handshakes-per-ip`: handshakes one address may have waiting at once.
 pub const MAX_PENDING_HANDSHAKES_PER_IP: Setting = Setting::binary(
     Flag::new("max-pending-handshakes-per-ip", "MAX_PENDING_HANDSHAKES_PER_IP"),
     Kind::Count,
@@ -212,6 +230,7 @@ pub const MAX_PENDING_HANDSHAKES_PER_IP: Setting = Setting::binary(
     "Connections one address may have waiting for their handshake at once.",
 )
 .range(POSITIVE);
+/// `--listen-backlog`: the listen backlog asked of the kernel.
 pub const LISTEN_BACKLOG: Setting = Setting::binary(
     Flag::new("listen-backlog", "LISTEN_BACKLOG"),
     Kind::Count,
@@ -219,6 +238,7 @@ pub const LISTEN_BACKLOG: Setting = Setting::binary(
     "Connections the kernel may hold for the server to accept (the listen backlog; the kernel may cap it).",
 )
 .range(COUNT);
+/// `--shutdown-timeout`: how long a stopping server waits for its connections to close, in ms.
 pub const SHUTDOWN_TIMEOUT_MS: Setting = Setting::binary(
     Flag::new("shutdown-timeout", "SHUTDOWN_TIMEOUT"),
     Kind::Millis,
@@ -226,12 +246,14 @@ pub const SHUTDOWN_TIMEOUT_MS: Setting = Setting::binary(
     "How long a stopping server waits for its connections to finish closing before it drops them.",
 )
 .range(POSITIVE);
+/// `--admin-token`, `SWITCHYARD_ADMIN_TOKEN`: the bearer token of the admin endpoints.
 pub const ADMIN_TOKEN: Setting = Setting::binary(
     Flag::new("admin-token", "SWITCHYARD_ADMIN_TOKEN"),
     Kind::Text,
     Unset,
     "Bearer token the admin endpoints require; without it they accept only loopback clients.",
 );
+/// `sessionTimeoutMs`, `--session-timeout`: a session's lifetime, in ms.
 pub const SESSION_TIMEOUT_MS: Setting = Setting::new(
     "sessionTimeoutMs",
     Flag::new("session-timeout", "SESSION_TIMEOUT").unbounded(),
@@ -240,6 +262,7 @@ pub const SESSION_TIMEOUT_MS: Setting = Setting::new(
     "Lifetime of a session from its creation, unless created with its own expiresIn.",
 )
 .range(MS);
+/// `maxSessions`, `--max-sessions`: sessions that may exist at once.
 pub const MAX_SESSIONS: Setting = Setting::new(
     "maxSessions",
     Flag::new("max-sessions", "MAX_SESSIONS").unbounded(),
@@ -248,6 +271,7 @@ pub const MAX_SESSIONS: Setting = Setting::new(
     "Sessions that may exist at once; creating more fails (HTTP 503) until some end.",
 )
 .range(COUNT);
+/// `maxClientsPerSession`, `--max-clients-per-session`: connections one session admits.
 pub const MAX_CLIENTS_PER_SESSION: Setting = Setting::new(
     "maxClientsPerSession",
     Flag::new("max-clients-per-session", "MAX_CLIENTS_PER_SESSION").unbounded(),
@@ -256,6 +280,7 @@ pub const MAX_CLIENTS_PER_SESSION: Setting = Setting::new(
     "Connections one session admits; the next is closed with 1008 \"Session full\".",
 )
 .range(COUNT);
+/// `pingIntervalMs`, `--ping-interval`: how often connections are pinged, in ms.
 pub const PING_INTERVAL_MS: Setting = Setting::new(
     "pingIntervalMs",
     Flag::new("ping-interval", "PING_INTERVAL").unbounded(),
@@ -264,6 +289,7 @@ pub const PING_INTERVAL_MS: Setting = Setting::new(
     "How often every connection is sent a WebSocket ping.",
 )
 .range(TIMER_MS);
+/// `heartbeatTimeoutMs`, `--heartbeat-timeout`: how long a connection may stay silent, in ms.
 pub const HEARTBEAT_TIMEOUT_MS: Setting = Setting::new(
     "heartbeatTimeoutMs",
     Flag::new("heartbeat-timeout", "HEARTBEAT_TIMEOUT").short('t').unbounded(),
@@ -272,6 +298,7 @@ pub const HEARTBEAT_TIMEOUT_MS: Setting = Setting::new(
     "A connection silent this long (no pong, no message) is closed with 1001.",
 )
 .range(MS);
+/// `cleanupIntervalMs`, `--cleanup-interval`: how often expired sessions are removed, in ms.
 pub const CLEANUP_INTERVAL_MS: Setting = Setting::new(
     "cleanupIntervalMs",
     Flag::new("cleanup-interval", "CLEANUP_INTERVAL").short('c').unbounded().default(Number(30_000)),
@@ -280,6 +307,7 @@ pub const CLEANUP_INTERVAL_MS: Setting = Setting::new(
     "How often expired sessions are removed.",
 )
 .range(TIMER_MS);
+/// `maxMessageBytes`, `--max-message-bytes`: the largest message a connection may send.
 pub const MAX_MESSAGE_BYTES: Setting = Setting::new(
     "maxMessageBytes",
     Flag::new("max-message-bytes", "MAX_MESSAGE_BYTES").unbounded(),
@@ -288,6 +316,7 @@ pub const MAX_MESSAGE_BYTES: Setting = Setting::new(
     "A larger message closes its connection with 1009.",
 )
 .range(BYTES);
+/// `maxQueuedBytes`, `--max-queued-bytes`: the bound of each connection's outgoing queue.
 pub const MAX_QUEUED_BYTES: Setting = Setting::new(
     "maxQueuedBytes",
     Flag::new("max-queued-bytes", "MAX_QUEUED_BYTES").unbounded(),
@@ -296,6 +325,7 @@ pub const MAX_QUEUED_BYTES: Setting = Setting::new(
     "Bound of each connection's outgoing queue.",
 )
 .range(BYTES);
+/// `slowConsumer`, `--slow-consumer`: what happens to a connection whose queue is full.
 pub const SLOW_CONSUMER: Setting = Setting::new(
     "slowConsumer",
     Flag::new("slow-consumer", "SLOW_CONSUMER"),
@@ -303,6 +333,7 @@ pub const SLOW_CONSUMER: Setting = Setting::new(
     Text("close"),
     "What happens to a connection whose queue is full: closed with 1013, or messages for it dropped.",
 );
+/// `channels.allow`, `--channel-allow`: patterns of the channels clients may join.
 pub const CHANNEL_ALLOW: Setting = Setting::new(
     "channels.allow",
     Flag::new("channel-allow", "CHANNEL_ALLOW"),
@@ -310,6 +341,7 @@ pub const CHANNEL_ALLOW: Setting = Setting::new(
     Said("any valid name"),
     "Patterns of the channels clients may join (\"chat:*\", \"user:{userId}\").",
 );
+/// `channels.history.size`, `--channel-history-size`: publications each channel keeps.
 pub const CHANNEL_HISTORY_SIZE: Setting = Setting::new(
     "channels.history.size",
     Flag::new("channel-history-size", "CHANNEL_HISTORY_SIZE").default(Number(0)).range(Range { min: 0, max: 100_000 }),
@@ -318,6 +350,7 @@ pub const CHANNEL_HISTORY_SIZE: Setting = Setting::new(
     "Publications each channel's stream keeps, for members joining with positions or since (the binary: 0 keeps none).",
 )
 .range(Range { min: 1, max: 100_000 });
+/// `channels.history.ttlMs`, `--channel-history-ttl`: how long a kept channel publication lasts.
 pub const CHANNEL_HISTORY_TTL_MS: Setting = Setting::new(
     "channels.history.ttlMs",
     Flag::new("channel-history-ttl", "CHANNEL_HISTORY_TTL").unbounded().default(Number(300_000)),
@@ -326,6 +359,7 @@ pub const CHANNEL_HISTORY_TTL_MS: Setting = Setting::new(
     "How long each kept channel publication is kept (the addon: required with size).",
 )
 .range(MS);
+/// `maxChannelsPerConnection`, `--max-channels-per-connection`: channels one connection may be in.
 pub const MAX_CHANNELS_PER_CONNECTION: Setting = Setting::new(
     "maxChannelsPerConnection",
     Flag::new("max-channels-per-connection", "MAX_CHANNELS_PER_CONNECTION").unbounded(),
@@ -334,6 +368,7 @@ pub const MAX_CHANNELS_PER_CONNECTION: Setting = Setting::new(
     "Channels one connection may be in at once; more joins are refused with CHANNEL_FORBIDDEN.",
 )
 .range(COUNT);
+/// `requestTimeoutMs`, `--request-timeout`: how long a request may wait for its answer, in ms.
 pub const REQUEST_TIMEOUT_MS: Setting = Setting::new(
     "requestTimeoutMs",
     Flag::new("request-timeout", "REQUEST_TIMEOUT").unbounded(),
@@ -342,6 +377,7 @@ pub const REQUEST_TIMEOUT_MS: Setting = Setting::new(
     "A request not answered in this time gets REQUEST_TIMEOUT (the binary has no handler: requests get NO_HANDLER).",
 )
 .range(TIMER_MS);
+/// `maxRequestsPerConnection`, `--max-requests-per-connection`: requests one connection may await.
 pub const MAX_REQUESTS_PER_CONNECTION: Setting = Setting::new(
     "maxRequestsPerConnection",
     Flag::new("max-requests-per-connection", "MAX_REQUESTS_PER_CONNECTION").unbounded(),
@@ -350,6 +386,7 @@ pub const MAX_REQUESTS_PER_CONNECTION: Setting = Setting::new(
     "Requests one connection may have waiting for an answer at once; more get REQUEST_FAILED.",
 )
 .range(COUNT);
+/// `ack`, `--ack`: which messages get ACK or NACK.
 pub const ACK: Setting = Setting::new(
     "ack",
     Flag::new("ack", "ACK"),
@@ -357,6 +394,7 @@ pub const ACK: Setting = Setting::new(
     Text("requested"),
     "Which messages get ACK or NACK: those with a string id and \"ack\": true, all with a string id, or none.",
 );
+/// `enableRoleManagement`, `--enable-role-management`: whether sessions have control roles.
 pub const ENABLE_ROLE_MANAGEMENT: Setting = Setting::new(
     "enableRoleManagement",
     Flag::new("enable-role-management", "ENABLE_ROLE_MANAGEMENT"),
@@ -364,6 +402,7 @@ pub const ENABLE_ROLE_MANAGEMENT: Setting = Setting::new(
     Bool(true),
     "Control roles: one active member per session; state_update only from it.",
 );
+/// `defaultConflictResolution`, `--default-conflict-resolution`: request_control's default rule.
 pub const DEFAULT_CONFLICT_RESOLUTION: Setting = Setting::new(
     "defaultConflictResolution",
     Flag::new("default-conflict-resolution", "DEFAULT_CONFLICT_RESOLUTION"),
@@ -371,6 +410,7 @@ pub const DEFAULT_CONFLICT_RESOLUTION: Setting = Setting::new(
     Text("first-come-first-served"),
     "What request_control does while a member is active, in sessions created without their own.",
 );
+/// `controlRequestTimeoutMs`, `--control-request-timeout`: the active member's time to answer.
 pub const CONTROL_REQUEST_TIMEOUT_MS: Setting = Setting::new(
     "controlRequestTimeoutMs",
     Flag::new("control-request-timeout", "CONTROL_REQUEST_TIMEOUT").unbounded(),
@@ -379,6 +419,7 @@ pub const CONTROL_REQUEST_TIMEOUT_MS: Setting = Setting::new(
     "How long the active member has to answer a forwarded request_control before the requester is declined.",
 )
 .range(TIMER_MS);
+/// `maxConnectionsPerUser`, `--max-connections`: connections one user may hold.
 pub const MAX_CONNECTIONS_PER_USER: Setting = Setting::new(
     "maxConnectionsPerUser",
     Flag::new("max-connections", "MAX_CONNECTIONS").short('m').unbounded(),
@@ -387,6 +428,7 @@ pub const MAX_CONNECTIONS_PER_USER: Setting = Setting::new(
     "Connections one user may hold; the next gets CONNECTION_LIMIT and is closed with 1008.",
 )
 .range(COUNT);
+/// `maxWindowsPerUser`, `--max-windows-per-user`: awareness windows one user may hold.
 pub const MAX_WINDOWS_PER_USER: Setting = Setting::new(
     "maxWindowsPerUser",
     Flag::new("max-windows-per-user", "MAX_WINDOWS_PER_USER").unbounded(),
@@ -395,6 +437,7 @@ pub const MAX_WINDOWS_PER_USER: Setting = Setting::new(
     "Awareness registrations (windows) one user may hold; a new one past it gets WINDOW_LIMIT.",
 )
 .range(COUNT);
+/// `rateLimit.messagesPerSecond`, `--rate-limit`: each connection's message rate.
 pub const RATE_LIMIT: Setting = Setting::new(
     "rateLimit.messagesPerSecond",
     Flag::new("rate-limit", "RATE_LIMIT"),
@@ -402,6 +445,7 @@ pub const RATE_LIMIT: Setting = Setting::new(
     Unset,
     "Messages per second each connection may send; over it they get RATE_LIMITED.",
 );
+/// `rateLimit.burst`, `--rate-burst`: the burst a connection may send above its rate.
 pub const RATE_BURST: Setting = Setting::new(
     "rateLimit.burst",
     Flag::new("rate-burst", "RATE_BURST"),
@@ -409,6 +453,7 @@ pub const RATE_BURST: Setting = Setting::new(
     Unset,
     "Messages a connection may send in a burst above its rate.",
 );
+/// `rateLimit.perUser.messagesPerSecond`, `--user-rate-limit`: each user's message rate.
 pub const USER_RATE_LIMIT: Setting = Setting::new(
     "rateLimit.perUser.messagesPerSecond",
     Flag::new("user-rate-limit", "USER_RATE_LIMIT"),
@@ -416,6 +461,7 @@ pub const USER_RATE_LIMIT: Setting = Setting::new(
     Unset,
     "Messages per second one user may send over all its connections (with a connection rate).",
 );
+/// `rateLimit.perUser.burst`, `--user-rate-burst`: the burst a user may send above its rate.
 pub const USER_RATE_BURST: Setting = Setting::new(
     "rateLimit.perUser.burst",
     Flag::new("user-rate-burst", "USER_RATE_BURST"),
@@ -423,6 +469,7 @@ pub const USER_RATE_BURST: Setting = Setting::new(
     Unset,
     "The burst above a user's rate.",
 );
+/// `rateLimit.maxViolations`, `--max-violations`: refused messages tolerated before closing.
 pub const MAX_VIOLATIONS: Setting = Setting::new(
     "rateLimit.maxViolations",
     Flag::new("max-violations", "MAX_VIOLATIONS"),
@@ -431,6 +478,7 @@ pub const MAX_VIOLATIONS: Setting = Setting::new(
     "Refused messages tolerated before the connection is closed with 1008 \"Rate limit exceeded\".",
 )
 .range(Range { min: 0, max: u32::MAX as u64 });
+/// `connectionsPerMinutePerIp`, `--connections-per-minute-per-ip`: new connections per address.
 pub const CONNECTIONS_PER_MINUTE_PER_IP: Setting = Setting::new(
     "connectionsPerMinutePerIp",
     Flag::new("connections-per-minute-per-ip", "CONNECTIONS_PER_MINUTE_PER_IP"),
@@ -439,6 +487,7 @@ pub const CONNECTIONS_PER_MINUTE_PER_IP: Setting = Setting::new(
     "New connections one address may open per minute; more get HTTP 429 (1008 over the bridge).",
 )
 .range(COUNT);
+/// `auth.jwt.secret`, `--jwt-secret`: the HMAC secret of the JWTs.
 pub const JWT_SECRET: Setting = Setting::new(
     "auth.jwt.secret",
     Flag::new("jwt-secret", "JWT_SECRET"),
@@ -446,6 +495,7 @@ pub const JWT_SECRET: Setting = Setting::new(
     Unset,
     "HMAC secret of the JWTs clients present (HS256 unless the algorithms say otherwise).",
 );
+/// `auth.jwt.publicKey`, `--jwt-public-key`: the PEM public key that verifies the JWTs.
 pub const JWT_PUBLIC_KEY: Setting = Setting::new(
     "auth.jwt.publicKey",
     Flag::new("jwt-public-key", "JWT_PUBLIC_KEY_FILE"),
@@ -453,6 +503,7 @@ pub const JWT_PUBLIC_KEY: Setting = Setting::new(
     Unset,
     "The PEM public key (RSA, EC or Ed25519) that verifies the JWTs; the binary takes the file holding it.",
 );
+/// `auth.jwt.jwks`, `--jwks`: the JWKS whose keys verify the JWTs.
 pub const JWKS: Setting = Setting::new(
     "auth.jwt.jwks",
     Flag::new("jwks", "JWKS_FILE"),
@@ -460,6 +511,7 @@ pub const JWKS: Setting = Setting::new(
     Unset,
     "JWKS whose keys verify the JWTs, chosen by the token's kid: a file (the addon also takes the document).",
 );
+/// `auth.jwt.algorithms`, `--jwt-algorithms`: the JWT algorithms accepted.
 pub const JWT_ALGORITHMS: Setting = Setting::new(
     "auth.jwt.algorithms",
     Flag::new("jwt-algorithms", "JWT_ALGORITHMS"),
@@ -467,12 +519,16 @@ pub const JWT_ALGORITHMS: Setting = Setting::new(
     Said("HS256 with a secret, RS256 otherwise"),
     "JWT algorithms accepted (HS256, RS256, ES256, EdDSA, ...).",
 );
+/// `auth.jwt.issuer`, `--jwt-issuer`: the issuer tokens must have.
 pub const JWT_ISSUER: Setting =
     Setting::new("auth.jwt.issuer", Flag::new("jwt-issuer", "JWT_ISSUER"), Kind::Text, Unset, "The issuer (iss) tokens must have.");
+/// `auth.jwt.audience`, `--jwt-audience`: the audience tokens must be for.
 pub const JWT_AUDIENCE: Setting =
     Setting::new("auth.jwt.audience", Flag::new("jwt-audience", "JWT_AUDIENCE"), Kind::Text, Unset, "The audience (aud) tokens must be for.");
+/// `auth.jwt.userClaim`, `--jwt-user-claim`: the claim naming the user.
 pub const JWT_USER_CLAIM: Setting =
     Setting::new("auth.jwt.userClaim", Flag::new("jwt-user-claim", "JWT_USER_CLAIM"), Kind::Text, Text("sub"), "The claim naming the user.");
+/// `auth.jwt.organizationClaim`, `--jwt-organization-claim`: the claim naming the organization.
 pub const JWT_ORGANIZATION_CLAIM: Setting = Setting::new(
     "auth.jwt.organizationClaim",
     Flag::new("jwt-organization-claim", "JWT_ORGANIZATION_CLAIM"),
@@ -480,6 +536,7 @@ pub const JWT_ORGANIZATION_CLAIM: Setting = Setting::new(
     Unset,
     "The claim naming the organization.",
 );
+/// `auth.jwt.leewaySeconds`, `--jwt-leeway`: clock skew allowed on exp and nbf, in seconds.
 pub const JWT_LEEWAY_SECONDS: Setting = Setting::new(
     "auth.jwt.leewaySeconds",
     Flag::new("jwt-leeway", "JWT_LEEWAY").range(Range { min: 0, max: u64::MAX }),
@@ -488,14 +545,17 @@ pub const JWT_LEEWAY_SECONDS: Setting = Setting::new(
     "Clock skew allowed on exp and nbf.",
 )
 .range(Range { min: 0, max: 86_400 });
+/// `auth.required` (the addon only): with a JWT key, whether connections without a token are refused.
 pub const AUTH_REQUIRED: Setting =
     Setting::addon("auth.required", Kind::Bool, Bool(true), "With a JWT key, refuse connections without a token.");
+/// `--auth-optional` (the binary only): lets clients without a token in despite a JWT key.
 pub const AUTH_OPTIONAL: Setting = Setting::binary(
     Flag::new("auth-optional", "AUTH_OPTIONAL"),
     Kind::Bool,
     Bool(false),
     "With a JWT key, let clients without a token in too (those with one must still present a valid one).",
 );
+/// `nativeCompression`, `--compression`: whether to negotiate permessage-deflate.
 pub const COMPRESSION: Setting = Setting::new(
     "nativeCompression",
     Flag::new("compression", "COMPRESSION"),
@@ -503,6 +563,7 @@ pub const COMPRESSION: Setting = Setting::new(
     Bool(false),
     "Negotiate permessage-deflate with clients that offer it (the addon: in the native transport; also { threshold }).",
 );
+/// `nativeCompression.threshold`, `--compression-threshold`: bytes below which payloads go uncompressed.
 pub const COMPRESSION_THRESHOLD: Setting = Setting::new(
     "nativeCompression.threshold",
     Flag::new("compression-threshold", "COMPRESSION_THRESHOLD").range(Range { min: 0, max: u64::MAX }),
@@ -511,6 +572,7 @@ pub const COMPRESSION_THRESHOLD: Setting = Setting::new(
     "With compression, payloads shorter than this go uncompressed.",
 )
 .range(Range { min: 0, max: u32::MAX as u64 });
+/// `history.size`, `--history-size`: publications each session's stream keeps.
 pub const HISTORY_SIZE: Setting = Setting::new(
     "history.size",
     Flag::new("history-size", "HISTORY_SIZE").default(Number(0)).range(Range { min: 0, max: 100_000 }),
@@ -519,6 +581,7 @@ pub const HISTORY_SIZE: Setting = Setting::new(
     "Publications each session's stream keeps, for clients recovering after a reconnect (the binary: 0 keeps none).",
 )
 .range(Range { min: 1, max: 100_000 });
+/// `history.ttlMs`, `--history-ttl`: how long a kept session publication lasts.
 pub const HISTORY_TTL_MS: Setting = Setting::new(
     "history.ttlMs",
     Flag::new("history-ttl", "HISTORY_TTL").unbounded().default(Number(300_000)),
@@ -527,6 +590,7 @@ pub const HISTORY_TTL_MS: Setting = Setting::new(
     "How long each kept publication is kept (the addon: required with size).",
 )
 .range(MS);
+/// `historyMaxBytes`, `--history-max-bytes`: the bytes all streams may keep together.
 pub const HISTORY_MAX_BYTES: Setting = Setting::new(
     "historyMaxBytes",
     Flag::new("history-max-bytes", "HISTORY_MAX_BYTES").unbounded(),
@@ -535,6 +599,7 @@ pub const HISTORY_MAX_BYTES: Setting = Setting::new(
     "The bytes all streams may keep together; the oldest publications go first past it.",
 )
 .range(BYTES);
+/// `redis.url`, `--redis-url`: the Redis shared by the nodes of a cluster.
 pub const REDIS_URL: Setting = Setting::new(
     "redis.url",
     Flag::new("redis-url", "REDIS_URL"),
@@ -542,6 +607,7 @@ pub const REDIS_URL: Setting = Setting::new(
     Unset,
     "Redis (or Valkey) shared by the nodes of a cluster, e.g. redis://127.0.0.1:6379; without it, one process alone.",
 );
+/// `redis.keyPrefix`, `--redis-prefix`: the prefix of every Redis key and channel.
 pub const REDIS_PREFIX: Setting = Setting::new(
     "redis.keyPrefix",
     Flag::new("redis-prefix", "REDIS_PREFIX"),
@@ -549,6 +615,7 @@ pub const REDIS_PREFIX: Setting = Setting::new(
     Text("switchyard:"),
     "Put before every Redis key and channel, so clusters can share one Redis.",
 );
+/// `redis.nodeId`, `--node-id`: this node's name in the cluster.
 pub const NODE_ID: Setting = Setting::new(
     "redis.nodeId",
     Flag::new("node-id", "NODE_ID"),
@@ -556,6 +623,7 @@ pub const NODE_ID: Setting = Setting::new(
     Said("host, process id and a random suffix"),
     "This node's name in the cluster.",
 );
+/// `redis.timeoutMs`, `--redis-timeout`: how long Redis may take to connect or answer, in ms.
 pub const REDIS_TIMEOUT_MS: Setting = Setting::new(
     "redis.timeoutMs",
     Flag::new("redis-timeout", "REDIS_TIMEOUT").unbounded(),
@@ -564,6 +632,7 @@ pub const REDIS_TIMEOUT_MS: Setting = Setting::new(
     "How long connecting to Redis, or an answer from it, may take before the link counts it lost and reconnects.",
 )
 .range(MS);
+/// `redis.maxQueued`, `--redis-max-queued`: messages for other nodes that may wait for Redis.
 pub const REDIS_MAX_QUEUED: Setting = Setting::new(
     "redis.maxQueued",
     Flag::new("redis-max-queued", "REDIS_MAX_QUEUED").unbounded(),
@@ -572,6 +641,7 @@ pub const REDIS_MAX_QUEUED: Setting = Setting::new(
     "Messages for other nodes that may wait for the link to Redis; more are dropped (counted in the cluster's dropped).",
 )
 .range(COUNT);
+/// `nativeThreads`, `--threads`: the threads serving connections.
 pub const THREADS: Setting = Setting::new(
     "nativeThreads",
     Flag::new("threads", "SWITCHYARD_THREADS").unbounded(),

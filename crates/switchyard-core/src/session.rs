@@ -16,9 +16,11 @@ use crate::streams::HistoryConfig;
 /// What the app asks for in `createSession`.
 #[derive(Clone, Debug, Default)]
 pub struct SessionOptions {
+    /// The id the app chose, checked by [`SessionId::parse`]; `None` (or empty) for a generated one.
     pub session_id: Option<String>,
     /// Lifetime in milliseconds; the relay's `session_timeout_ms` when absent.
     pub expires_in_ms: Option<u64>,
+    /// The app's own data for the session, handed back in its [`SessionInfo`].
     pub metadata: Option<Value>,
     /// Overrides the relay's `max_clients_per_session` for this session.
     pub max_clients: Option<usize>,
@@ -31,15 +33,21 @@ pub struct SessionOptions {
 /// A snapshot of a session, as returned to the app.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionInfo {
+    /// The session's id.
     pub session_id: SessionId,
+    /// When it was created, in ms since the Unix epoch.
     pub created_at: Millis,
+    /// When it ends, in ms since the Unix epoch.
     pub expires_at: Millis,
+    /// Connections in it now, on every node of the cluster.
     pub client_count: usize,
+    /// When it last had a member join, a message or a control step, in ms since the Unix epoch.
     pub last_activity: Millis,
     /// As the app gave it; `None` when it gave none.
     pub metadata: Option<Value>,
     /// The `clientId` of the member holding control, with role management on.
     pub active_client_id: Option<String>,
+    /// What `request_control` does in it while a member is active.
     pub conflict_resolution: ConflictResolution,
 }
 

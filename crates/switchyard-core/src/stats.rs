@@ -38,12 +38,16 @@ impl<const N: usize> Histogram<N> {
 /// A histogram's state: `counts` has one entry per bound, then the count above the last.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistogramSnapshot {
+    /// The buckets' upper bounds, in the histogram's unit, smallest first.
     pub bounds: &'static [u64],
+    /// Values recorded in each bucket; the last entry counts those above every bound.
     pub counts: Vec<u64>,
+    /// The sum of every value recorded.
     pub sum: u64,
 }
 
 impl HistogramSnapshot {
+    /// How many values were recorded.
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()
     }
@@ -145,18 +149,25 @@ impl Counters {
 /// A snapshot of the relay's state and counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Sessions the relay holds; an expired one counts until the next cleanup removes it.
     pub active_sessions: usize,
+    /// Open connections, in a session or not.
     pub active_connections: usize,
+    /// Frames received from clients, text and binary, refused ones included.
     pub messages_received: u64,
     /// Deliveries: one message relayed to three members counts three.
     pub messages_relayed: u64,
+    /// Text frames that were not a JSON object with a string `type`.
     pub messages_invalid: u64,
     /// Frames not delivered because a recipient's outbox was full.
     pub messages_dropped: u64,
     /// `state_update` messages from passive members, dropped as the original drops them.
     pub passive_updates_dropped: u64,
+    /// Payload bytes of the frames received from clients.
     pub bytes_received: u64,
+    /// Payload bytes of the frames queued to clients: relayed messages and the server's own.
     pub bytes_sent: u64,
+    /// Connections closed with 1013 because their outbox stayed full.
     pub slow_consumer_closes: u64,
     /// Upgrade requests a transport refused before a connection existed (bad handshake).
     pub handshake_failures: u64,
@@ -168,11 +179,13 @@ pub struct Stats {
     pub registrations: usize,
     /// `request` messages handed to the app.
     pub requests: u64,
+    /// `ACK` answers sent for messages that were routed.
     pub acks: u64,
+    /// `NACK` answers sent for messages that were refused.
     pub nacks: u64,
     /// Refusals for identity: `CHANNEL_FORBIDDEN` and `FORBIDDEN`.
     pub forbidden: u64,
-    /// Messages dropped for going over a rate limit.
+    /// Messages dropped, and connections refused, for going over a rate limit.
     pub rate_limited: u64,
     /// Frames received by size in bytes: up to 128 B, 1 KiB, 16 KiB, 128 KiB, 1 MiB, and larger.
     pub frame_sizes: HistogramSnapshot,
@@ -199,9 +212,11 @@ impl Stats {
 /// Connections by how they answer pings.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Health {
+    /// Open connections.
     pub active_connections: usize,
     /// Connections with no ping waiting for its pong longer than half the ping interval.
     pub healthy_connections: usize,
+    /// Connections whose ping has waited for its pong longer than half the ping interval.
     pub unhealthy_connections: usize,
     /// The mean of each connection's last ping round trip, among those that have one.
     pub average_latency_ms: Option<f64>,

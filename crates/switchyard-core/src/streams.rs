@@ -21,7 +21,9 @@ use crate::ids::Millis;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryConfig {
+    /// Most publications kept, 1 to [`HistoryConfig::MAX_SIZE`]; the oldest go first.
     pub size: usize,
+    /// How long a publication is kept, in milliseconds.
     pub ttl_ms: u64,
 }
 
@@ -29,6 +31,7 @@ impl HistoryConfig {
     /// The most publications one stream may keep.
     pub const MAX_SIZE: usize = 100_000;
 
+    /// Checks the bounds, or says which is out of range.
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=Self::MAX_SIZE).contains(&self.size) {
             return Err(format!("history.size must be 1 to {}", Self::MAX_SIZE));
@@ -43,7 +46,9 @@ impl HistoryConfig {
 /// A place in a stream: after the publication numbered `offset` (0: before the first).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Position {
+    /// Names the stream's life: a stream begun again has another epoch.
     pub epoch: Arc<str>,
+    /// How many publications of the epoch it is after.
     pub offset: u64,
 }
 
@@ -71,8 +76,11 @@ impl fmt::Display for Position {
 /// what it published through them comes back to it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Resume {
+    /// `positions`: publications come with their stream positions.
     pub positions: bool,
+    /// `since`: replay what was published after this position.
     pub since: Option<Position>,
+    /// `previous`: the client's earlier connection ids, at most [`Resume::MAX_PREVIOUS`].
     pub previous: Vec<String>,
 }
 
@@ -114,9 +122,11 @@ impl Resume {
 /// One publication, as kept.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Publication {
+    /// Its number in the stream: the first of an epoch is 1.
     pub offset: u64,
     /// The publisher's connection id, or `"server"`.
     pub from: Arc<str>,
+    /// When it was published.
     pub timestamp: Millis,
     /// The message as it was published.
     pub frame: Frame,

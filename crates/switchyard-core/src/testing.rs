@@ -22,10 +22,12 @@ pub struct RecordingOutbox {
 }
 
 impl RecordingOutbox {
+    /// An outbox with no bound: every push is queued.
     pub fn new() -> Arc<Self> {
         Self::with_capacity(usize::MAX)
     }
 
+    /// An outbox that reports itself full past `capacity` queued bytes, until taken from.
     pub fn with_capacity(capacity: usize) -> Arc<Self> {
         Arc::new(Self { capacity, state: Mutex::new(Recorded::default()) })
     }
@@ -46,6 +48,7 @@ impl RecordingOutbox {
             .collect()
     }
 
+    /// The code and reason it was closed with; `None` while open.
     pub fn closed(&self) -> Option<(u16, String)> {
         self.state.lock().closed.clone()
     }
@@ -90,10 +93,12 @@ pub struct RecordingEvents {
 }
 
 impl RecordingEvents {
+    /// An empty recorder.
     pub fn new() -> Arc<Self> {
         Arc::default()
     }
 
+    /// Takes the events emitted so far.
     pub fn take(&self) -> Vec<Event> {
         std::mem::take(&mut self.events.lock())
     }

@@ -1,11 +1,13 @@
-//! The `switchyard` Node.js addon: `RelaySessionManager` over the Switchyard core.
+//! The `switchyard` Node.js addon: `RelaySessionManager` over the Switchyard core. It
+//! keeps only what is about JavaScript; what every host runs around a relay is in
+//! `switchyard_server`.
 //!
-//! JavaScript calls land in [`manager`], which drives a [`switchyard_core::Relay`] held
-//! by [`host`]. The bridge transport ([`bridge`]) moves frames between the relay and `ws`
-//! sockets on the JS thread; the native transport ([`native`], [`attach`]) hands sockets
-//! taken from Node to `switchyard_server` on its own threads. No
-//! Rust panic crosses into Node: every entry point runs under [`guard`], which turns a
-//! panic into a thrown `Error`.
+//! JavaScript calls land in `manager`, which drives a [`switchyard_core::Relay`] held by
+//! `host`. The bridge transport (`bridge`) moves frames between the relay and `ws`
+//! sockets on the JS thread; the native transport (`native`, `attach`) hands sockets
+//! taken from Node to `switchyard_server` on its own threads. `options` reads the
+//! arguments of each call. No Rust panic crosses into Node: every entry point runs under
+//! `guard`, which turns a panic into a thrown `Error`.
 
 mod attach;
 mod authentication;

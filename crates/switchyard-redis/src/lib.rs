@@ -3,15 +3,17 @@
 //! sessions.
 //!
 //! [`RedisBroker`] is the core's [`ClusterLink`] for a cluster, beside this node's copies
-//! of the streams ([`RedisBroker::streams`]): it queues what the relay hands to
-//! [`ClusterLink::forward`]; its link task
-//! ([`link`]) drains the queue into Redis in pipelined batches, keeps a dedicated
+//! of the streams (both handed to the relay by [`RedisBroker::seams`]): it queues what the
+//! relay hands to [`ClusterLink::forward`]; its link task
+//! (`link`) drains the queue into Redis in pipelined batches, keeps a dedicated
 //! subscriber connection for the topics this node has subscribers to, holds the session
 //! directory, members and node leases, and hands what other nodes publish to
 //! [`Relay::handle_remote`]. While Redis is unreachable the relay goes on among its own
 //! clients, what would have gone to other nodes is dropped and counted (nothing is
 //! buffered), and the link reconnects, resubscribes and registers its members again by
 //! itself.
+
+#![warn(missing_docs)]
 
 mod link;
 mod wire;
@@ -49,6 +51,7 @@ pub struct RedisOptions {
 }
 
 impl RedisOptions {
+    /// The key prefix when none is given.
     pub const DEFAULT_PREFIX: &'static str = "switchyard:";
 
     /// A node name from the host, the process and a random suffix.
@@ -61,8 +64,10 @@ impl RedisOptions {
 /// Why a Redis broker could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisConfigError {
+    /// The Redis URL could not be parsed.
     #[error("redis url: {0}")]
     Url(redis::RedisError),
+    /// The node id is empty, longer than 128 characters, or has whitespace.
     #[error("the node id must be 1 to 128 characters with no whitespace")]
     NodeId,
 }
@@ -135,6 +140,8 @@ impl Drop for Watch {
     }
 }
 
+/// This node's side of a cluster: the relay's link to the other nodes through Redis, and
+/// its copies of the streams.
 pub struct RedisBroker {
     /// This node's copies of the streams, numbered in Redis.
     streams: Arc<MemoryStreams>,

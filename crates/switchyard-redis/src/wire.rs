@@ -13,10 +13,13 @@ use switchyard_core::{
 /// Why a message from another node could not be read: it is dropped, and counted.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
+    /// No line break ends the message's head.
     #[error("no head line")]
     NoHead,
+    /// The head line is not the JSON expected.
     #[error("bad head: {0}")]
     Head(#[from] serde_json::Error),
+    /// The field named could not be read, or a numbered message was not a delivery (`numbered`).
     #[error("bad field: {0}")]
     Field(&'static str),
 }

@@ -12,7 +12,9 @@ use crate::now;
 
 /// Token auth: the verifier, and whether a connection without a token is refused.
 pub struct TokenAuth {
+    /// Checks the token found in each upgrade request.
     pub verifier: Verifier,
+    /// A connection without a token is refused (401); otherwise it comes in anonymous.
     pub required: bool,
 }
 
@@ -37,8 +39,11 @@ pub fn identity_of<'a>(auth: Option<&TokenAuth>, url: &'a str, header: impl Fn(&
 /// What the transport knows of an upgrade request; `None` fields where it has no request
 /// (the addon's `handleUpgrade` called without one).
 pub struct Upgrade<'a, H> {
+    /// The request's path and query, where the token and what the client resumes are read.
     pub url: Option<&'a str>,
+    /// The client's address, held to the relay's connection rate; `None` skips that check.
     pub address: Option<IpAddr>,
+    /// Looks a header up by its lower-case name.
     pub header: H,
 }
 
@@ -46,13 +51,16 @@ pub struct Upgrade<'a, H> {
 /// transport can, else closed with the refusal's code.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Refused {
+    /// The address is past the relay's connection rate (429).
     #[error("Too many connections from this address")]
     TooManyConnections,
+    /// Token auth refused the request (401).
     #[error("{0}")]
     Unauthorized(AuthError),
 }
 
 impl Refused {
+    /// The relay's refusal of the same name, for a transport that can only close the socket.
     pub fn refusal(&self) -> ConnectionRefusal {
         match self {
             Refused::TooManyConnections => ConnectionRefusal::TooManyConnections,
@@ -71,6 +79,7 @@ impl Refused {
 
 /// An upgrade let in.
 pub struct Admitted {
+    /// Who the connection is: the app's fields over the token's claims, and what it resumes.
     pub identity: Identity,
     /// The subprotocol the 101 answer must name: the token's, when it came as one.
     pub protocol: Option<&'static str>,
@@ -111,11 +120,19 @@ pub fn admit<'a>(relay: &Relay, auth: Option<&TokenAuth>, upgrade: Upgrade<'a, i
 /// What the app decided of an upgrade.
 #[derive(Debug)]
 pub enum Verdict {
+    /// Let it in as this identity; each field it sets overrides the token's claim.
     Admit(Identity),
-    Refuse { status: u16, reason: &'static str },
+    /// Answer it with an HTTP error instead of the handshake.
+    Refuse {
+        /// The HTTP status code.
+        status: u16,
+        /// The reason phrase, also sent as the body.
+        reason: &'static str,
+    },
 }
 
 impl Verdict {
+    /// The app gave no identity: the upgrade is refused 401.
     pub const UNAUTHORIZED: Self = Self::Refuse { status: 401, reason: "Unauthorized" };
     /// The app failed to decide, or could not be asked.
     pub const FAILED: Self = Self::Refuse { status: 500, reason: "Internal Server Error" };

@@ -26,15 +26,21 @@ pub enum Keys {
     Jwks(JwkSet),
 }
 
+/// How tokens are verified: the keys, the algorithms, and what the claims must say.
 pub struct JwtConfig {
+    /// The keys tokens are signed with.
     pub keys: Keys,
     /// Empty for the default of the keys: HS256 for a secret, RS256 otherwise.
     pub algorithms: Vec<Algorithm>,
+    /// The `iss` a token must have; `None` accepts any issuer.
     pub issuer: Option<String>,
+    /// The `aud` a token must have; `None` leaves the audience unchecked.
     pub audience: Option<String>,
     /// The claim naming the user (`sub` by default).
     pub user_claim: String,
+    /// The claim naming the organization; `None`: tokens give none.
     pub organization_claim: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
     pub leeway_seconds: u64,
 }
 
@@ -55,13 +61,21 @@ impl Default for JwtConfig {
 /// Why a token was refused (HTTP 401, or close 1008 "Unauthorized" in bridge mode).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthError {
+    /// No token, where one is required.
     Missing,
+    /// The token is past its `exp`.
     Expired,
+    /// The token is before its `nbf`.
     NotYetValid,
+    /// The signature does not match the key.
     BadSignature,
+    /// The token's `iss` is not the configured issuer.
     WrongIssuer,
+    /// The token's `aud` is not the configured audience.
     WrongAudience,
+    /// No JWKS key matches the token's `kid` (or it has none and the JWKS holds several).
     UnknownKey,
+    /// Anything else wrong with the token (malformed, no `exp`, an algorithm not allowed).
     Invalid(String),
 }
 
@@ -118,6 +132,7 @@ pub fn algorithm(name: &str) -> Result<Algorithm, String> {
 }
 
 impl Verifier {
+    /// Reads the keys and checks that they fit the algorithms; the error says what is wrong.
     pub fn new(config: JwtConfig) -> Result<Self, String> {
         let hmac = matches!(config.keys, Keys::Secret(_));
         let algorithms = if config.algorithms.is_empty() {
@@ -215,7 +230,9 @@ impl Verifier {
 /// Where a token was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenSource {
+    /// The URL's `token` query parameter.
     Query,
+    /// An `Authorization: Bearer` header.
     Authorization,
     /// The 101 answer must name [`TOKEN_SUBPROTOCOL`].
     Subprotocol,

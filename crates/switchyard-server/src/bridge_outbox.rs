@@ -50,6 +50,8 @@ pub struct BridgeOutbox {
 }
 
 impl BridgeOutbox {
+    /// An empty outbox bounded to `capacity` bytes, which puts itself in `pending` when it
+    /// has something to flush.
     pub fn new(pending: Arc<HostQueue<BridgeOutbox>>, capacity: usize) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
@@ -60,10 +62,12 @@ impl BridgeOutbox {
         })
     }
 
+    /// Records the id the relay gave the connection; only the first call counts.
     pub fn set_conn(&self, conn: ConnId) {
         let _ = self.conn.set(conn);
     }
 
+    /// The connection's id; `None` until the relay has let it in.
     pub fn conn(&self) -> Option<ConnId> {
         self.conn.get().copied()
     }

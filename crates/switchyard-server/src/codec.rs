@@ -28,21 +28,32 @@ pub const MAX_HEADER_LEN: usize = 10;
 pub enum Decoded {
     /// A text (valid UTF-8) or binary message, reassembled if it was fragmented.
     Message(Frame),
+    /// A ping, with the payload its pong must echo.
     Ping(Bytes),
+    /// A pong: the client answered the server's ping.
     Pong,
     /// The client's close frame: 1005 when it carried no code.
-    Close { code: u16, reason: String },
+    Close {
+        /// The close code the client sent.
+        code: u16,
+        /// The close reason the client sent, possibly empty.
+        reason: String,
+    },
 }
 
 /// Why the connection must close; each maps to a close code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecodeError {
+    /// The client broke RFC 6455, as the text says (1002).
     Protocol(&'static str),
+    /// A text message or a close reason is not valid UTF-8 (1007).
     InvalidUtf8,
+    /// A message is longer than [`Limits::max_message_bytes`], or inflates past it (1009).
     TooLarge,
 }
 
 impl DecodeError {
+    /// The close code the server closes the connection with.
     pub fn close_code(self) -> u16 {
         match self {
             DecodeError::Protocol(_) => close_code::PROTOCOL_ERROR,
@@ -51,6 +62,7 @@ impl DecodeError {
         }
     }
 
+    /// The close reason the server sends with [`DecodeError::close_code`].
     pub fn reason(self) -> &'static str {
         match self {
             DecodeError::Protocol(reason) => reason,
@@ -83,6 +95,7 @@ struct Fragments {
 /// passes it in rather than each decoder keeping a copy.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
+    /// The longest message, reassembled and inflated, in bytes (`maxMessageBytes`).
     pub max_message_bytes: usize,
     /// permessage-deflate was negotiated: a message's first frame may have RSV1 set.
     pub inflating: bool,
@@ -251,10 +264,15 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
 /// The opcodes the server writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outgoing {
+    /// A text message.
     Text = 0x1,
+    /// A binary message.
     Binary = 0x2,
+    /// A close frame.
     Close = 0x8,
+    /// A ping, the relay's heartbeat.
     Ping = 0x9,
+    /// A pong, answering a client's ping.
     Pong = 0xA,
 }
 

@@ -545,7 +545,9 @@ async fn write_refusal<IO: AsyncWrite + Unpin>(mut io: IO, preface: Vec<u8>, ref
 /// ends it when the stop runs out of time.
 #[derive(Clone)]
 pub struct Spawner {
+    /// The tokio runtime the connections' tasks run on.
     pub runtime: Handle,
+    /// Tracks the connections' tasks, so a graceful stop can wait for them.
     pub tasks: TaskTracker,
     abort: Arc<Mutex<CancellationToken>>,
     /// permessage-deflate, when the server offers it.
@@ -555,18 +557,23 @@ pub struct Spawner {
 
 /// A connection that has passed its handshake.
 pub struct Accepted<IO> {
+    /// The upgraded socket.
     pub io: IO,
     /// Written before anything else: the `101` answer, when the caller has not sent it.
     pub preface: Vec<u8>,
     /// Bytes the client sent after its request, already read by whoever parsed it.
     pub head: Bytes,
+    /// Where the connection goes: into a session, or into none.
     pub route: Route,
+    /// Who the connection is, as admission found it.
     pub identity: Identity,
     /// permessage-deflate as the `101` answer agreed it.
     pub deflate: Option<Deflate>,
 }
 
 impl Spawner {
+    /// Spawns on `runtime`; `compression` is the permessage-deflate the server offers
+    /// (`None`: connections go uncompressed).
     pub fn new(runtime: Handle, compression: Option<CompressionConfig>) -> Self {
         Self { runtime, tasks: TaskTracker::new(), abort: Arc::default(), compression, compression_totals: Arc::default() }
     }

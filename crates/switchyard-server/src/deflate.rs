@@ -23,6 +23,7 @@ pub struct CompressionConfig {
 }
 
 impl CompressionConfig {
+    /// The threshold when none is given, in bytes.
     pub const DEFAULT_THRESHOLD: usize = 256;
 }
 
@@ -167,6 +168,7 @@ fn compress(input: &[u8]) -> Option<Vec<u8>> {
 pub enum InflateError {
     /// Inflating it would pass `maxMessageBytes`.
     TooLarge,
+    /// The data is not a valid deflate stream.
     Invalid,
 }
 
@@ -248,19 +250,23 @@ impl CompressionCounts {
 }
 
 impl CompressionTotals {
+    /// A connection that negotiated permessage-deflate opened.
     pub fn opened(&self) {
         self.connections.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A connection that negotiated permessage-deflate closed.
     pub fn closed(&self) {
         self.connections.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// A payload of `before` bytes was queued as `on_wire` bytes, its frame header included.
     pub fn sent(&self, before: usize, on_wire: usize) {
         self.before.fetch_add(before as u64, Ordering::Relaxed);
         self.on_wire.fetch_add(on_wire as u64, Ordering::Relaxed);
     }
 
+    /// The totals as they stand now.
     pub fn counts(&self) -> CompressionCounts {
         CompressionCounts {
             connections: self.connections.load(Ordering::Relaxed),

@@ -15,7 +15,9 @@ use switchyard_redis::RedisBroker;
 
 /// A relay and, with `redis` configured, its link to the cluster's other nodes.
 pub struct Engine {
+    /// The relay, shared with the connections' tasks.
     pub relay: Arc<Relay>,
+    /// The link to the cluster's other nodes through Redis; `None` for a node alone.
     #[cfg(not(target_family = "wasm"))]
     pub cluster: Option<Arc<RedisBroker>>,
 }

@@ -11,10 +11,15 @@ use tungstenite::handshake::derive_accept_key;
 /// Why an upgrade request is refused with HTTP 400.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HandshakeError {
+    /// The request's method is not GET.
     NotGet,
+    /// `Upgrade: websocket` or `Connection: Upgrade` is missing.
     NotWebSocketUpgrade,
+    /// No `Sec-WebSocket-Key` header.
     MissingKey,
+    /// The `Sec-WebSocket-Key` is not 16 bytes in base64.
     InvalidKey,
+    /// `Sec-WebSocket-Version` is missing or not 13.
     UnsupportedVersion,
 }
 

@@ -41,6 +41,8 @@ impl<Outbox> Default for HostQueue<Outbox> {
 }
 
 impl<Outbox> HostQueue<Outbox> {
+    /// Sets how other threads wake the loop (`wake` schedules a drain on the loop's thread);
+    /// only the first call counts.
     pub fn set_wake(&self, wake: Wake) {
         let _ = self.wake.set(wake);
     }

@@ -2,8 +2,8 @@
 //! feeding a [`switchyard_core::Relay`].
 //!
 //! [`handshake`] answers the upgrade request, [`Spawner::spawn`] lets the connection into
-//! the relay and starts its task ([`connection`]), which decodes frames with [`codec`]
-//! and drains a bounded [`NativeOutbox`]. The same pieces serve the `switchyard` binary
+//! the relay and starts its task, which decodes frames with [`codec`] and drains a
+//! bounded [`NativeOutbox`]. The same pieces serve the `switchyard` binary
 //! (behind hyper), sockets the Node addon takes over from Node's HTTP server, and the
 //! addon's own port ([`listener`], which takes the upgrades a [`path_pattern`] matches);
 //! [`waiting`] bounds the connections still in their handshake, and [`deflate`] is their
@@ -11,6 +11,8 @@
 //! relay: its runtime, its cluster, and admission. A host that runs sockets on an event
 //! loop of its own (the addon's bridge) takes the relay's output from a [`host_queue`]
 //! and its frames from each [`bridge_outbox`].
+
+#![warn(missing_docs)]
 
 pub mod admission;
 pub mod auth;

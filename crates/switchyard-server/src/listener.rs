@@ -31,10 +31,13 @@ const SINGLE_HEADERS: [&str; 18] = [
 /// An upgrade request as read from the socket.
 #[derive(Clone)]
 pub struct Request {
+    /// The request's method, as sent (`GET` for an upgrade).
     pub method: String,
+    /// The request target: its path and query.
     pub url: String,
     /// Names in lower case.
     headers: Vec<(String, String)>,
+    /// The client's IP address.
     pub address: IpAddr,
 }
 
@@ -45,8 +48,9 @@ impl Request {
     }
 
     /// The headers as Node's `IncomingMessage.headers` shows them, for a host that shows
-    /// the request to JavaScript: of a repeated header, the first of [`SINGLE_HEADERS`],
-    /// `cookie` joined with `; `, any other with `, ` (a request carries no `set-cookie`).
+    /// the request to JavaScript: of a repeated header, the first where Node keeps only one
+    /// (`authorization`, `host`, `user-agent` and the like), `cookie` joined with `; `, any
+    /// other with `, ` (a request carries no `set-cookie`).
     pub fn headers_as_node_folds_them(&self) -> Vec<(&str, String)> {
         let mut folded: Vec<(&str, String)> = Vec::new();
         for (name, value) in &self.headers {

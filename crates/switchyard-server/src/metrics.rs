@@ -20,8 +20,11 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// A gauge only the host knows (the binary's pending handshakes, its uptime).
 #[derive(Debug)]
 pub struct HostGauge {
+    /// The metric's name, without the `switchyard_` prefix it is given.
     pub name: &'static str,
+    /// The metric's `# HELP` text.
     pub help: &'static str,
+    /// The gauge's value now.
     pub value: f64,
 }
 

@@ -11,6 +11,7 @@ use crate::Spawner;
 /// The tokio runtime native connections run on.
 pub struct NativeRuntime {
     driver: Option<Driver>,
+    /// Starts native connections on this runtime.
     pub spawner: Spawner,
 }
 

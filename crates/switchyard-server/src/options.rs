@@ -9,11 +9,17 @@ use switchyard_core::schema::{Range, Setting};
 /// What an option holds, as its source gives it. An object stays the source's own, read
 /// when asked for.
 pub enum Given<O> {
+    /// `null`.
     Null,
+    /// `true` or `false`.
     Bool(bool),
+    /// A number, perhaps not finite (`NaN`) or not whole.
     Number(f64),
+    /// A string.
     Text(String),
+    /// An array, each item as given.
     List(Vec<Given<O>>),
+    /// An object, left to the source to read.
     Object(O),
     /// What no option takes, in words: `"a function"`, `"a symbol"`.
     Other(&'static str),
@@ -40,8 +46,11 @@ fn truncate(s: &str) -> &str {
 
 /// Where options come from: a handle on the source, cheap to copy, that reads its objects.
 pub trait Source: Clone {
+    /// An object of the source's own (a JavaScript object, for the addon).
     type Object;
+    /// The error that refuses an option, made by [`Source::refuse`].
     type Error;
+    /// The names `object` holds, so that an unknown one can be refused.
     fn keys(&self, object: &Self::Object) -> Result<Vec<String>, Self::Error>;
     /// What `name` holds; `None` when it is absent (or JavaScript's `undefined`).
     fn get(&self, object: &Self::Object, name: &str) -> Result<Option<Given<Self::Object>>, Self::Error>;
@@ -90,6 +99,7 @@ impl<S: Source> Options<S> {
         }
     }
 
+    /// The source's error refusing an option, saying why.
     pub fn refuse(&self, message: String) -> S::Error {
         self.source.refuse(message)
     }
@@ -141,6 +151,7 @@ impl<S: Source> Options<S> {
         Ok(self.get(name)?.is_some())
     }
 
+    /// `true` or `false`.
     pub fn boolean(&self, name: &str) -> Result<Option<bool>, S::Error> {
         match self.get(name)? {
             None => Ok(None),
@@ -149,6 +160,7 @@ impl<S: Source> Options<S> {
         }
     }
 
+    /// A string.
     pub fn string(&self, name: &str) -> Result<Option<String>, S::Error> {
         match self.get(name)? {
             None => Ok(None),

@@ -19,7 +19,7 @@ use crate::deflate::{CompressionTotals, Deflate};
 /// Times how long frames wait in an outbox, for the relay latency histogram: the oldest
 /// frame of one batch in [`LatencySample::EVERY`], so that the clock is read rarely on
 /// the relay path however many recipients a message has. 16 bytes: the instant is kept
-/// as nanoseconds since [`EPOCH`].
+/// as nanoseconds since one instant all outboxes share.
 #[derive(Default)]
 pub struct LatencySample {
     batches: u32,
@@ -27,6 +27,7 @@ pub struct LatencySample {
 }
 
 impl LatencySample {
+    /// One batch in this many is timed.
     pub const EVERY: u32 = 16;
 
     /// The outbox went from empty to holding a frame.
@@ -110,6 +111,8 @@ pub struct NativeOutbox {
 }
 
 impl NativeOutbox {
+    /// An empty outbox bounded to `capacity` unsent bytes; `compression` when the connection
+    /// negotiated permessage-deflate.
     pub fn new(capacity: usize, compression: Option<Compression>) -> Self {
         let queue = Queue {
             frames: VecDeque::new(),

@@ -17,6 +17,7 @@ pub struct PathPattern {
 }
 
 impl PathPattern {
+    /// Reads a pattern; the error says what is wrong with it.
     pub fn parse(pattern: &str) -> std::result::Result<Self, String> {
         let rest = pattern.strip_prefix('/').ok_or_else(|| format!("path must start with '/', got {pattern:?}"))?;
         let segments: Vec<Segment> = rest

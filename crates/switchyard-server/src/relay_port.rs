@@ -28,9 +28,13 @@ pub trait Gatekeeper: Send + Sync + 'static {
 
 /// What a port needs of its relay to let an upgrade in.
 pub struct RelayPort<G> {
+    /// The relay, and its cluster, that upgrades join.
     pub engine: Arc<Engine>,
+    /// Token auth, when it is on.
     pub auth: Option<Arc<TokenAuth>>,
+    /// Runs the port and its connections on the native runtime.
     pub spawner: Spawner,
+    /// The path upgrades must match, and where a matching one goes.
     pub pattern: PathPattern,
     /// The app's say, when it wants one.
     pub gatekeeper: Option<G>,

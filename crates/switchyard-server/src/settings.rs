@@ -23,16 +23,20 @@ const RATE_OPTIONS: [&str; 2] = ["messagesPerSecond", "burst"];
 /// The fields of an identity, as an app's `authenticate` returns it.
 pub const IDENTITY_OPTIONS: [&str; 5] = ["userId", "organizationId", "clientId", "metadata", "rateLimit"];
 
-/// Publications one history read returns unless asked for another number, and at most.
+/// Publications one history read returns unless asked for another number.
 pub const HISTORY_PAGE: usize = 100;
+/// The most publications one history read may ask for.
 pub const MAX_HISTORY_PAGE: usize = 1000;
 /// How long a stopping host waits for close handshakes unless told otherwise.
 pub const STOP_TIMEOUT_MS: u64 = 5000;
 
 /// Everything a host's config sets.
 pub struct Settings {
+    /// The relay's config, validated.
     pub config: Config,
+    /// Token auth, when `auth` is given.
     pub auth: Option<TokenAuth>,
+    /// The cluster's Redis, when `redis` is given; `None` for a node alone.
     #[cfg(not(target_family = "wasm"))]
     pub redis: Option<RedisOptions>,
     /// permessage-deflate in the native transport.
@@ -256,8 +260,11 @@ pub fn read_history_read<S: Source>(source: S, given: Option<Given<S::Object>>) 
 /// How a host is asked to stop: the close its connections get, and how long it waits for
 /// their close handshakes before it drops what is left.
 pub struct Stop {
+    /// The close code the connections get.
     pub code: u16,
+    /// The close reason they get, at most 123 bytes.
     pub reason: String,
+    /// How long to wait for their close handshakes, in milliseconds.
     pub timeout_ms: u64,
 }
 

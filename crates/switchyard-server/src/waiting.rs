@@ -57,6 +57,7 @@ pub struct Waiting {
 }
 
 impl Waiting {
+    /// None waiting yet, within `limits`.
     pub fn new(limits: Limits) -> Arc<Self> {
         Arc::new(Self { limits, counts: Mutex::default() })
     }
@@ -99,6 +100,7 @@ impl Waiting {
         }
     }
 
+    /// The bounds it keeps.
     pub fn limits(&self) -> Limits {
         self.limits
     }

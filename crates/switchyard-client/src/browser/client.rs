@@ -27,12 +27,16 @@ use crate::requests::Requests;
 const DEFAULT_QUEUE_LIMIT: usize = 1000;
 const DEFAULT_REQUEST_TIMEOUT_MS: f64 = 30_000.0;
 
+/// `RelayClient`'s options, as JavaScript gives them (`RelayClientOptions`).
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientOptions {
+    /// When to try again after the connection drops.
     #[serde(default)]
     pub reconnect: Backoff,
+    /// Messages that may wait while the connection is down; `None` for 1000.
     pub queue_limit: Option<usize>,
+    /// Whether to follow the session's stream and reconnect from the last position seen.
     #[serde(default)]
     pub recover: bool,
 }
@@ -132,6 +136,8 @@ struct State {
 /// Called on the connection's own thread (JS is single-threaded) when it opens.
 pub type OnOpen = Box<dyn Fn()>;
 
+/// A relay connection that reconnects by itself: what `RelayClient` and
+/// `FocusDeclarationProtocol` are built on.
 pub struct Connection {
     url: String,
     backoff: Backoff,
@@ -143,6 +149,7 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// Starts connecting to `url`; fails when the options are wrong or the browser rejects the URL.
     pub fn new(url: &str, options: ClientOptions) -> Result<Rc<Self>, JsValue> {
         options.reconnect.check().map_err(|message| type_error(&message))?;
         let limit = options.queue_limit.unwrap_or(DEFAULT_QUEUE_LIMIT);
@@ -172,6 +179,7 @@ impl Connection {
         Ok(connection)
     }
 
+    /// Sets what runs after each (re)open, before queued messages go out.
     pub fn set_on_open(&self, on_open: OnOpen) {
         *self.on_open.borrow_mut() = Some(on_open);
     }
@@ -229,6 +237,7 @@ impl Connection {
         }
     }
 
+    /// Where the connection stands.
     pub fn status(&self) -> Status {
         self.state.borrow().status
     }
@@ -497,6 +506,9 @@ impl Connection {
         }
     }
 
+    /// Sends a `request`; the Promise resolves with the `response`'s payload, or rejects with the
+    /// server's error, after `timeout_ms` milliseconds without an answer, or when the request cannot
+    /// be sent or the connection ends for good.
     pub fn request(&self, payload: JsValue, timeout_ms: f64) -> js_sys::Promise {
         let me = self.me.clone();
         js_sys::Promise::new(&mut |resolve, reject| {
@@ -533,6 +545,8 @@ impl Connection {
         })
     }
 
+    /// Joins `channel`, and rejoins it after each reconnect; the Promise resolves on
+    /// `CHANNEL_JOINED`, or rejects when the join is refused or cannot be sent.
     pub fn join(&self, channel: &str) -> js_sys::Promise {
         let me = self.me.clone();
         let channel = channel.to_owned();
@@ -554,6 +568,7 @@ impl Connection {
         })
     }
 
+    /// Sends `LEAVE_CHANNEL` and forgets the channel, so it is not rejoined after a reconnect.
     pub fn leave(&self, channel: &str) -> Result<(), JsValue> {
         let mut state = self.state.borrow_mut();
         state.channels.remove(channel);
@@ -564,14 +579,17 @@ impl Connection {
         self.send_text(format!(r#"{{"type":"LEAVE_CHANNEL","channel":{}}}"#, quote(channel)))
     }
 
+    /// Calls `listener` with each message of type `kind` (`"*"` for all, `"binary"` for binary frames).
     pub fn on(&self, kind: &str, listener: Function) {
         self.state.borrow_mut().listeners.push((kind.to_owned(), listener));
     }
 
+    /// Removes `listener` from messages of type `kind`.
     pub fn off(&self, kind: &str, listener: &Function) {
         self.state.borrow_mut().listeners.retain(|(k, f)| !(k == kind && f == listener));
     }
 
+    /// Calls `listener` with the new status each time it changes.
     pub fn on_status(&self, listener: Function) {
         self.state.borrow_mut().status_listeners.push(listener);
     }
@@ -627,4 +645,5 @@ pub fn serialize(message: &JsValue) -> Result<String, JsValue> {
     }
 }
 
+/// How long a request waits for its response when no `timeoutMs` is given, in milliseconds.
 pub const REQUEST_TIMEOUT_MS: f64 = DEFAULT_REQUEST_TIMEOUT_MS;

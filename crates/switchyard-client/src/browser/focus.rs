@@ -264,11 +264,13 @@ impl FocusDeclarationProtocol {
         self.focus.connection.close();
     }
 
+    /// Where the connection to the awareness service stands (`ConnectionStatus`).
     #[wasm_bindgen(getter, unchecked_return_type = "ConnectionStatus")]
     pub fn status(&self) -> String {
         self.focus.connection.status().as_str().to_owned()
     }
 
+    /// This window's id, as its registrations name it.
     #[wasm_bindgen(getter, js_name = windowId)]
     pub fn window_id(&self) -> String {
         self.focus.window_id.clone()

@@ -100,13 +100,19 @@ export interface RelayClient {
 /// Where a connection stands.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Status {
+    /// The first connection is being opened.
     Connecting,
+    /// The socket is open: messages go out at once.
     Open,
+    /// The connection dropped; the next attempt is waiting for its delay, or under way.
     Reconnecting,
+    /// Over for good: `close()` was called, the close code is not worth retrying, or reconnecting
+    /// failed or ran out of attempts.
     Closed,
 }
 
 impl Status {
+    /// The status as JavaScript sees it (`ConnectionStatus`).
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Connecting => "connecting",
@@ -168,6 +174,7 @@ impl RelayClient {
         self.connection.on(r#type, listener);
     }
 
+    /// Stops calling `listener` for messages of this `type`; the same function given to `on()`.
     pub fn off(&self, r#type: &str, #[wasm_bindgen(unchecked_param_type = "(message: ServerMessage) => void")] listener: &Function) {
         self.connection.off(r#type, listener);
     }
@@ -208,6 +215,8 @@ impl RelayClient {
         self.connection.join(name)
     }
 
+    /// Leaves a channel and stops rejoining it after a reconnect; throws when the message
+    /// cannot be sent or queued.
     #[wasm_bindgen(js_name = leaveChannel)]
     pub fn leave_channel(&self, name: &str) -> Result<(), JsValue> {
         self.connection.leave(name)
@@ -218,6 +227,7 @@ impl RelayClient {
         self.connection.close();
     }
 
+    /// Where the connection stands: `'connecting'`, `'open'`, `'reconnecting'` or `'closed'`.
     #[wasm_bindgen(getter, unchecked_return_type = "ConnectionStatus")]
     pub fn status(&self) -> String {
         self.connection.status().as_str().to_owned()

@@ -40,6 +40,7 @@ impl Timer {
         Self { id: set_interval(callback.as_ref(), ms), repeats: true, _callback: callback }
     }
 
+    /// Clears the timer: its callback is not called again.
     pub fn cancel(&self) {
         if self.repeats {
             clear_interval(&self.id);

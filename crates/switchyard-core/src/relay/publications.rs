@@ -20,8 +20,10 @@ use super::fan_out::{FanOut, Reach};
 /// Why [`Relay::publish`] refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PublishError {
+    /// No session has the id given (or the id cannot be one).
     #[error("Session not found")]
     SessionNotFound,
+    /// A text message that is not a JSON object with a string `type`.
     #[error("A text message must be a JSON object with a string \"type\"")]
     Invalid,
     /// Refused as the member's own message would be: over its rate, or a `state_update`

@@ -20,6 +20,7 @@ impl Relay {
         self.counters.relay_latency(waited);
     }
 
+    /// The counters and sizes as they are now.
     pub fn stats(&self) -> Stats {
         self.counters.snapshot(Sizes {
             sessions: self.sessions.len(),

@@ -28,6 +28,7 @@ const EXACT_GROWTH_UP_TO: usize = 16;
 const MAX_SESSION_LIFETIME_MS: u64 = 1 << 50;
 
 impl Relay {
+    /// Creates a session with the app's options (checked here), or says why not.
     pub fn create_session(&self, options: SessionOptions, now: Millis) -> Result<SessionInfo, SessionError> {
         // An empty id asks for a generated one, as it did in the original.
         let id = match options.session_id.as_deref().filter(|id| !id.is_empty()) {
@@ -77,11 +78,13 @@ impl Relay {
         Ok(info)
     }
 
+    /// A session as the app sees it; `None` when there is none with this id.
     pub fn session(&self, id: &str) -> Option<SessionInfo> {
         let id = SessionId::parse(id).ok()?;
         self.sessions.get(&id).map(|s| self.info_of(&s))
     }
 
+    /// Every session, as the app sees them, in no particular order.
     pub fn sessions(&self) -> Vec<SessionInfo> {
         self.sessions.ids_where(|_| true).iter().filter_map(|id| self.sessions.get(id).map(|s| self.info_of(&s))).collect()
     }

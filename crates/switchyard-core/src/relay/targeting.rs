@@ -13,10 +13,15 @@ use super::fan_out::Reach;
 /// Which connections a server-side send reaches: all the given fields must match.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Target<'a> {
+    /// The session a connection must be in.
     pub session_id: Option<&'a str>,
+    /// A channel a connection must be a member of.
     pub channel: Option<&'a str>,
+    /// The user a connection must be.
     pub user_id: Option<&'a str>,
+    /// The organization a connection's identity must name.
     pub organization_id: Option<&'a str>,
+    /// A connection left out.
     pub except: Option<ConnId>,
 }
 

@@ -31,7 +31,7 @@ impl Relay {
 
     /// Runs what is due: session expiry every cleanup interval; pings and heartbeat
     /// timeouts every ping interval; request timeouts. Call it every
-    /// [`Config::tick_interval_ms`].
+    /// [`Config::tick_interval_ms`](crate::Config::tick_interval_ms).
     pub fn tick(&self, now: Millis) {
         let intervals = Intervals { cleanup_ms: self.config.cleanup_interval_ms, ping_ms: self.config.ping_interval_ms, stall_ms: self.stall_threshold_ms() };
         let due = self.timers.tick(now, &intervals);
