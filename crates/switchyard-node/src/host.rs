@@ -291,12 +291,11 @@ impl Host {
                 None => Ok(()),
             })
         })?;
-        let set_interval: Function<FnArgs<(Function<(), ()>, f64)>, Object> =
-            env.get_global()?.get_named_property_unchecked("setInterval")?;
+        let set_interval: js::SetTimer<Object> = env.get_global()?.get_named_property_unchecked("setInterval")?;
         let timer = set_interval.call((callback, every as f64).into())?;
         // An unref'd timer does not keep the process alive.
         let unref: Function<(), Object> = timer.get_named_property_unchecked("unref")?;
-        unref.bind(&timer)?.call(())?;
+        unref.bind(timer)?.call(())?;
         *self.timer.borrow_mut() = Some(PersistentObject::new(env, &timer)?);
         Ok(())
     }

@@ -8,12 +8,17 @@ use napi::{Env, Error, JsValue, Result, Status, ValueType};
 
 use crate::guard;
 
+/// A function JavaScript calls with one value: a listener, a Promise's reaction.
+type Reaction<'a> = Function<'a, Unknown<'a>, ()>;
+/// `setTimeout` and `setInterval`: `(callback, ms)`, answering the timer.
+pub type SetTimer<'a, Timer> = Function<'a, FnArgs<(Function<'a, (), ()>, f64)>, Timer>;
+
 /// Registers `listener` for `event` on an EventEmitter (a socket, a server).
 pub fn listen<F>(env: &Env, emitter: &Object, event: &str, listener: F) -> Result<()>
 where
     F: 'static + Fn(FunctionCallContext) -> Result<()>,
 {
-    let on: Function<FnArgs<(&str, Function<Unknown, ()>)>, Unknown> = emitter.get_named_property_unchecked("on")?;
+    let on: Function<FnArgs<(&str, Reaction)>, Unknown> = emitter.get_named_property_unchecked("on")?;
     let callback = env.create_function_from_closure::<Unknown, (), _>(event, listener)?;
     on.bind(emitter)?.call((event, callback).into())?;
     Ok(())
@@ -68,7 +73,7 @@ where
     let resolve = env.create_function_from_closure::<Unknown, (), _>("resolved", settle(true))?;
     let reject = env.create_function_from_closure::<Unknown, (), _>("rejected", settle(false))?;
     // SAFETY: a function and an object, both checked above.
-    let method: Function<FnArgs<(Function<Unknown, ()>, Function<Unknown, ()>)>, Unknown> = unsafe { method.cast()? };
+    let method: Function<FnArgs<(Reaction, Reaction)>, Unknown> = unsafe { method.cast()? };
     method.bind(unsafe { value.cast::<Object>()? })?.call((resolve, reject).into())?;
     Ok(())
 }
@@ -132,7 +137,7 @@ pub fn set_timeout(env: &Env, ms: f64, callback: impl FnOnce(&Env) -> Result<()>
             None => Ok(()),
         })
     })?;
-    let set_timeout: Function<FnArgs<(Function<(), ()>, f64)>, Unknown> = env.get_global()?.get_named_property_unchecked("setTimeout")?;
+    let set_timeout: SetTimer<Unknown> = env.get_global()?.get_named_property_unchecked("setTimeout")?;
     set_timeout.call((function, ms).into())?;
     Ok(())
 }

@@ -37,7 +37,7 @@ pub enum ConflictResolution {
 
 /// A member's control role, under the original's names.
 #[napi(string_enum)]
-#[allow(non_camel_case_types)]
+#[allow(non_camel_case_types, clippy::upper_case_acronyms)]
 pub enum ClientRole {
     /// Holds control: its `state_update` messages are relayed.
     #[napi(value = "active")]

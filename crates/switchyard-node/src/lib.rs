@@ -1,6 +1,5 @@
-//! The `switchyard` Node.js addon: `RelaySessionManager` over the Switchyard core. It
-//! keeps only what is about JavaScript; what every host runs around a relay is in
-//! `switchyard_server`.
+//! The `switchyard` Node.js addon: `RelaySessionManager` over the Switchyard core, and only
+//! what is about JavaScript (what every host runs around a relay is `switchyard_server`'s).
 //!
 //! JavaScript calls land in `manager`, which drives a [`switchyard_core::Relay`] held by
 //! `host`. The bridge transport (`bridge`) moves frames between the relay and `ws`

@@ -91,7 +91,7 @@ async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, launche
     let settings = HostSettings {
         auth_required: auth.as_ref().map(|auth| auth.required),
         compression_threshold: args.compression().map(|compression| compression.threshold),
-        threads: args.threads.map(|n| usize::try_from(n.get()).unwrap_or(usize::MAX)),
+        threads: args.threads.map(|n| n.get()),
     };
     let app = Arc::new(http::App {
         engine: engine.clone(),
