@@ -208,12 +208,4 @@ mod tests {
         assert_eq!(err.option, "pingIntervalMs");
         assert_eq!(err.to_string(), "pingIntervalMs must be greater than 0");
     }
-
-    #[test]
-    fn conflict_resolutions_round_trip_by_the_original_names() {
-        for name in ConflictResolution::NAMES {
-            assert_eq!(ConflictResolution::from_name(name).map(ConflictResolution::as_str), Some(name));
-        }
-        assert_eq!(ConflictResolution::from_name("ask-active"), None);
-    }
 }
