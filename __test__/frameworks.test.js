@@ -118,7 +118,7 @@ for (const [name, example] of Object.entries(frameworks)) {
   });
 }
 
-describe('the examples, run as the README says', () => {
+describe('the examples, run as the book says', () => {
   const commands = {
     express: 'npm start',
     fastify: 'node examples/fastify/server.js',
