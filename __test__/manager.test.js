@@ -36,6 +36,7 @@ describe('configuration', () => {
       maxChannelsPerConnection: 256,
       requestTimeoutMs: 30000,
       maxRequestsPerConnection: 256,
+      hookTimeoutMs: 5000,
       ack: 'requested',
       enableRoleManagement: true,
       defaultConflictResolution: 'first-come-first-served',
@@ -47,6 +48,7 @@ describe('configuration', () => {
       auth: null,
       nativeCompression: null,
       nativeThreads: null,
+      hooks: { joinChannel: false, publish: false },
       history: null,
       historyMaxBytes: 67108864,
     });

@@ -23,6 +23,61 @@ export type AckPolicy = 'requested' | 'always' | 'never'
 export type ConflictResolutionName = ConflictResolution | `${ConflictResolution}`
 
 /** Options of `new RelaySessionManager(config)`. Times are milliseconds, sizes bytes. */
+/** A hook's refusal: `reason` becomes the error's message. */
+export interface HookRefusal {
+  allow: false
+  reason?: string
+}
+
+/** Who asks, as the upgrade admitted it. */
+export interface HookIdentity {
+  clientId: string
+  userId?: string
+  organizationId?: string
+  metadata?: Record<string, unknown>
+}
+
+/** What `joinChannel` is asked. */
+export interface JoinChannelQuestion {
+  channel: string
+  connectionId: string
+  sessionId?: string
+  identity: HookIdentity
+}
+
+/** What `publish` is asked: `channel` for a channel publication, else the sender's session. */
+export interface PublishQuestion {
+  channel?: string
+  sessionId?: string
+  connectionId: string
+  identity: HookIdentity
+  /** The message as the member sent it, parsed. */
+  message: any
+}
+
+/** `{ message }`: relay this JSON value instead of the member's message. */
+export interface PublishReplacement {
+  message: unknown
+}
+
+export type JoinChannelAnswer = boolean | HookRefusal | { allow: true }
+export type PublishAnswer = JoinChannelAnswer | PublishReplacement
+
+/** The app's hooks (`hooks` in the config). */
+export interface RelayHooks {
+  /**
+   * Asked before a join the channel rules allow, and before every join of a `private:`
+   * channel without a valid subscription token. A refusal is `CHANNEL_FORBIDDEN`.
+   */
+  joinChannel?: (question: JoinChannelQuestion) => JoinChannelAnswer | Promise<JoinChannelAnswer>
+  /**
+   * Asked before a member's message is relayed to its session or published to a channel
+   * (not control-role or awareness messages). A refusal is `PUBLISH_REFUSED` (`NACK` when
+   * an acknowledgement was asked); `{ message }` relays a replacement.
+   */
+  publish?: (question: PublishQuestion) => PublishAnswer | Promise<PublishAnswer>
+}
+
 export interface RelaySessionManagerConfig {
   /** Lifetime of a session from its creation, unless `createSession` gives `expiresIn`. Default 30 minutes. */
   sessionTimeoutMs?: number
@@ -61,6 +116,14 @@ export interface RelaySessionManagerConfig {
   requestTimeoutMs?: number
   /** Requests one connection may have waiting for an answer at once; more get `REQUEST_FAILED`. Default 256. */
   maxRequestsPerConnection?: number
+  /**
+   * Where the app decides after the upgrade: who joins a channel, what a member's message
+   * becomes. Sync or async; while a hook is pending, the connection's later messages wait
+   * (at most 256; the next is refused `RATE_LIMITED`). See docs/guide/hooks.md.
+   */
+  hooks?: RelayHooks
+  /** A hook that has not answered in this time (or that throws or rejects) refuses with `UNAVAILABLE`. Default 5000. */
+  hookTimeoutMs?: number
   /** Default `'requested'`. */
   ack?: AckPolicy
   /** Control roles: one active member per session. Default true, as in the original. */
@@ -444,6 +507,8 @@ export interface RelayStats {
   forbidden: number
   /** Messages dropped, and connections refused, for going over a rate limit. */
   rateLimited: number
+  /** What the app's hooks (or its backend) were asked, and how they answered. */
+  hooks: HookStats
   /** Frames received by size: `<=128`, `<=1024`, `<=16384`, `<=131072`, `<=1048576`, `>1048576` bytes. */
   frames: Record<string, number>
   /** How long relayed messages waited between being routed and being written. */
@@ -489,6 +554,17 @@ export interface ChannelStats {
  * how long its oldest message had waited since it was routed. Each figure is the upper
  * bound of its histogram bucket (50 µs to 2.5 s), so never below the true value.
  */
+export interface HookStats {
+  /** Questions asked. */
+  asked: number
+  /** Joins and messages refused. */
+  refused: number
+  /** Questions not answered: the hook threw, timed out or was out of reach (`UNAVAILABLE`). */
+  unavailable: number
+  /** How long answers took (an answer given at once counts 0 ms). */
+  latency: LatencyStats
+}
+
 export interface LatencyStats {
   /** Writes measured since start. */
   samples: number
@@ -543,6 +619,9 @@ export interface ResolvedConfig {
   maxChannelsPerConnection: number
   requestTimeoutMs: number
   maxRequestsPerConnection: number
+  hookTimeoutMs: number
+  /** Which hooks the app gave. */
+  hooks: { joinChannel: boolean; publish: boolean }
   ack: AckPolicy
   enableRoleManagement: boolean
   defaultConflictResolution: ConflictResolution

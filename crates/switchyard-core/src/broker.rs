@@ -16,6 +16,7 @@ use crate::channels::ChannelName;
 use crate::policies::ConflictResolution;
 use crate::present_member::PresentMember;
 use crate::frame::Frame;
+use crate::hooks::Hooks;
 use crate::message::ControlStep;
 use crate::ids::{ConnId, Millis, SessionId};
 use crate::streams::{Budget, HistoryConfig, Position, Publication, Stream};
@@ -220,8 +221,8 @@ pub enum AwarenessStep {
 }
 
 /// What a relay is built on ([`Relay::with_seams`](crate::Relay::with_seams)): where its
-/// streams are kept, its link to the cluster's other nodes, and who it knows is in its
-/// sessions there.
+/// streams are kept, its link to the cluster's other nodes, who it knows is in its
+/// sessions there, and where the application decides.
 pub struct Seams {
     /// Where the streams of sessions and channels are numbered and kept.
     pub streams: Arc<dyn Streams>,
@@ -229,6 +230,21 @@ pub struct Seams {
     pub link: Arc<dyn ClusterLink>,
     /// The members of its sessions on the other nodes.
     pub presence: Arc<dyn Presence>,
+    /// Where the application decides joins and messages; [`NoHooks`](crate::NoHooks) for none.
+    pub hooks: Arc<dyn Hooks>,
+}
+
+impl Seams {
+    /// A node by itself: streams kept in this process (`history_max_bytes` of them at
+    /// most), no link, no members elsewhere, no hooks.
+    pub fn alone(history_max_bytes: usize) -> Self {
+        Self {
+            streams: Arc::new(crate::MemoryStreams::new(history_max_bytes)),
+            link: Arc::new(Alone),
+            presence: Arc::new(crate::MemoryPresence::default()),
+            hooks: Arc::new(crate::NoHooks),
+        }
+    }
 }
 
 /// Who is in this node's sessions on the cluster's other nodes: Centrifugo's

@@ -35,7 +35,16 @@ impl ChannelName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether it is a `private:` channel, joined only with the application's yes or a
+    /// subscription token.
+    pub fn is_private(&self) -> bool {
+        self.0.starts_with(PRIVATE_PREFIX)
+    }
 }
+
+/// The prefix of private channels.
+const PRIVATE_PREFIX: &str = "private:";
 
 /// Who is asking to join: the identity the reserved channels and patterns look at.
 pub struct Joiner<'a> {
@@ -136,6 +145,8 @@ impl AllowList {
             }
         }
         match &self.patterns {
+            // A private channel's members are whom the application says: no pattern names them.
+            _ if name.starts_with(PRIVATE_PREFIX) => Ok(()),
             Some(patterns) if !patterns.iter().any(|p| p.matches(name, joiner)) => Err(forbidden()),
             _ => Ok(()),
         }

@@ -39,6 +39,8 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Requests one connection may have waiting at once; more are refused.
     pub max_requests_per_connection: usize,
+    /// A hook not answered within this refuses its join or message with `UNAVAILABLE`.
+    pub hook_timeout_ms: u64,
     /// Which messages are answered with `ACK` or `NACK`.
     pub ack: AckPolicy,
     /// Whether sessions have control roles: one active member, whose `state_update`s alone go on.
@@ -101,6 +103,7 @@ impl Default for Config {
             max_channels_per_connection: size(schema::MAX_CHANNELS_PER_CONNECTION),
             request_timeout_ms: number(schema::REQUEST_TIMEOUT_MS),
             max_requests_per_connection: size(schema::MAX_REQUESTS_PER_CONNECTION),
+            hook_timeout_ms: number(schema::HOOK_TIMEOUT_MS),
             ack: AckPolicy::Requested,
             enable_role_management: schema::ENABLE_ROLE_MANAGEMENT.default.boolean(),
             default_conflict_resolution: ConflictResolution::FirstComeFirstServed,
@@ -137,9 +140,9 @@ impl Config {
     }
 
     /// How often [`Relay::tick`](crate::Relay::tick) should run: often enough for pings,
-    /// expiry and request timeouts to be on time.
+    /// expiry, request and hook timeouts to be on time.
     pub fn tick_interval_ms(&self) -> u64 {
-        [self.ping_interval_ms, self.cleanup_interval_ms, self.request_timeout_ms, self.control_request_timeout_ms, MAX_TICK_MS]
+        [self.ping_interval_ms, self.cleanup_interval_ms, self.request_timeout_ms, self.hook_timeout_ms, self.control_request_timeout_ms, MAX_TICK_MS]
             .into_iter()
             .min()
             .unwrap_or(MAX_TICK_MS)
@@ -168,7 +171,7 @@ impl Config {
         if let Some(history) = &self.channels.history {
             history.validate().map_err(|reason| ConfigError { option: "channels.history", reason })?;
         }
-        let positive: [(&'static str, u64); 15] = [
+        let positive: [(&'static str, u64); 16] = [
             ("sessionTimeoutMs", self.session_timeout_ms),
             ("maxSessions", self.max_sessions as u64),
             ("maxClientsPerSession", self.max_clients_per_session as u64),
@@ -178,6 +181,7 @@ impl Config {
             ("maxMessageBytes", self.max_message_bytes as u64),
             ("maxQueuedBytes", self.max_queued_bytes as u64),
             ("requestTimeoutMs", self.request_timeout_ms),
+            ("hookTimeoutMs", self.hook_timeout_ms),
             ("controlRequestTimeoutMs", self.control_request_timeout_ms),
             ("maxConnectionsPerUser", self.max_connections_per_user as u64),
             ("maxChannelsPerConnection", self.max_channels_per_connection as u64),

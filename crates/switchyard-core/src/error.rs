@@ -140,7 +140,10 @@ pub enum ErrorCode {
     RequestFailed,
     /// The request handler did not answer within `requestTimeoutMs` (`REQUEST_TIMEOUT`).
     RequestTimeout,
-    /// The cluster's Redis is unreachable (`UNAVAILABLE`); no message is refused with it today.
+    /// The application refused a member's message (`PUBLISH_REFUSED`).
+    PublishRefused,
+    /// What the message needs is out of reach (`UNAVAILABLE`): the cluster's Redis, or the
+    /// application, whose hook failed or did not answer within `hookTimeoutMs`.
     Unavailable,
 }
 
@@ -160,6 +163,7 @@ impl ErrorCode {
             ErrorCode::NoHandler => "NO_HANDLER",
             ErrorCode::RequestFailed => "REQUEST_FAILED",
             ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
+            ErrorCode::PublishRefused => "PUBLISH_REFUSED",
             ErrorCode::Unavailable => "UNAVAILABLE",
         }
     }
@@ -179,6 +183,7 @@ impl ErrorCode {
             ErrorCode::NoHandler => "No request handler is registered",
             ErrorCode::RequestFailed => "The request failed",
             ErrorCode::RequestTimeout => "The request was not answered in time",
+            ErrorCode::PublishRefused => "The application refused this message",
             ErrorCode::Unavailable => "The cluster's Redis is unreachable; try again",
         }
     }

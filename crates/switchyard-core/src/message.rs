@@ -60,6 +60,8 @@ pub struct JoinChannel {
     pub presence: bool,
     /// Recover what was published after this position.
     pub since: Option<Position>,
+    /// A subscription token for a `private:` channel.
+    pub token: Option<String>,
 }
 
 /// What `JOIN_CHANNEL` may ask besides its channel, as it is written.
@@ -70,6 +72,7 @@ struct JoinOptions {
     #[serde(default)]
     presence: bool,
     since: Option<JoinSince>,
+    token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -210,10 +213,10 @@ impl<'a> ClientMessage<'a> {
             "JOIN_CHANNEL" => {
                 let channel = channel_of(envelope)?;
                 let options = serde_json::from_slice::<JoinOptions>(text).map_err(|_| {
-                    MessageRejection::new(ErrorCode::InvalidMessage, "JOIN_CHANNEL's positions and presence are true or false, its since {\"epoch\":...,\"offset\":...}")
+                    MessageRejection::new(ErrorCode::InvalidMessage, "JOIN_CHANNEL's positions and presence are true or false, its since {\"epoch\":...,\"offset\":...}, its token a string")
                 })?;
                 let since = options.since.map(|since| Position { epoch: since.epoch.into(), offset: since.offset });
-                ClientMessage::JoinChannel(JoinChannel { channel, positions: options.positions, presence: options.presence, since })
+                ClientMessage::JoinChannel(JoinChannel { channel, positions: options.positions, presence: options.presence, since, token: options.token })
             }
             "LEAVE_CHANNEL" => ClientMessage::LeaveChannel(channel_of(envelope)?),
             "PRESENCE" => ClientMessage::ChannelPresence(channel_of(envelope)?),

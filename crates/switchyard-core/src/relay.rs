@@ -4,7 +4,8 @@
 //! publications, control roles, requests, awareness). The state lives in owned parts: the
 //! connections ([`Registry`]), the sessions ([`Sessions`]), the channels, the requests,
 //! awareness, rate limits and user slots ([`Limiter`]), timers, counters, the app's events,
-//! and the broker's seams ([`Streams`], [`ClusterLink`]).
+//! the questions for the app's hooks ([`Questions`]), and the broker's seams ([`Streams`],
+//! [`ClusterLink`]).
 //!
 //! The parts are sharded maps so transport threads route concurrently. Where a guard is
 //! taken under another, it is a session's or a channel's first and then the streams' (a
@@ -20,6 +21,7 @@ mod awareness_messages;
 mod channel_messages;
 mod control_messages;
 mod fan_out;
+mod hook_questions;
 mod publications;
 mod rates;
 mod remote;
@@ -34,21 +36,22 @@ pub use targeting::Target;
 
 use crate::app_events::AppEvents;
 use crate::awareness::{Audience, Awareness, Notices};
-use crate::broker::{Alone, AwarenessStep, ClusterLink, Delivery, Filter, MemoryStreams, Remote, Seams, Streams, Topic};
+use crate::broker::{AwarenessStep, ClusterLink, Delivery, Filter, Remote, Seams, Streams, Topic};
 use crate::channels::{AllowList, Channels};
 use crate::config::Config;
 use crate::envelope::Envelope;
 use crate::error::{close_code, ConnectionRefusal, ErrorCode, MessageRejection};
 use crate::event::{Event, EventSink};
 use crate::frame::{Frame, FrameKind};
+use crate::hooks::Verdict;
 use crate::ids::{ConnId, Millis, SessionId};
 use crate::limiter::Limiter;
 use crate::limits::Bucket;
-use crate::memory_presence::MemoryPresence;
 use crate::message::ClientMessage;
 use crate::outbox::{Outbox, Pushed};
 use crate::policies::SlowConsumerPolicy;
 use crate::protocol::{self, Offending};
+use crate::questions::{Arrival, Questions};
 use crate::registry::{Connection, Identity, Registry, Route, Sender, SharedIdentity};
 use crate::requests::Requests;
 use crate::session::{ClientName, Session};
@@ -67,6 +70,8 @@ enum Outcome {
     Done,
     /// Answered already, in order with what followed the answer (a replay).
     Answered,
+    /// Held until the application answers the question it raised.
+    Asked,
     Rejected(MessageRejection),
     /// Dropped without an answer, unless the message asked for an acknowledgement,
     /// which gets a `NACK`.
@@ -94,20 +99,22 @@ pub struct Relay {
     streams: Arc<dyn Streams>,
     /// What crosses to the cluster's other nodes; nothing, alone.
     link: Arc<dyn ClusterLink>,
+    questions: Questions,
 }
 
 impl Relay {
     /// `config` must have passed [`Config::validate`]. A node alone: streams are kept in
     /// this process.
     pub fn new(config: Config, events: Arc<dyn EventSink>) -> Self {
-        let streams = Arc::new(MemoryStreams::new(config.history_max_bytes));
-        Self::with_seams(config, events, Seams { streams, link: Arc::new(Alone), presence: Arc::new(MemoryPresence::default()) })
+        let seams = Seams::alone(config.history_max_bytes);
+        Self::with_seams(config, events, seams)
     }
 
-    /// A relay on these seams: a node by itself has [`Alone`] for its link.
+    /// A relay on these seams: a node by itself has [`Seams::alone`]'s.
     pub fn with_seams(config: Config, events: Arc<dyn EventSink>, seams: Seams) -> Self {
-        let Seams { streams, link, presence } = seams;
+        let Seams { streams, link, presence, hooks } = seams;
         Self {
+            questions: Questions::new(hooks),
             sessions: Sessions::new(presence),
             registry: Registry::new(link.connection_id_base()),
             streams,
@@ -190,16 +197,36 @@ impl Relay {
             }
         }
         let mut slow = SlowConsumers::new();
-        if frame.kind == FrameKind::Text {
-            self.receive_text(&sender, &frame, now, &mut slow);
-        } else if let Outcome::Rejected(rejection) = self.relay_to_session(&sender, &frame, now, &mut slow) {
-            let error = protocol::error(&rejection, Offending { upper_case: sender.upper_case, ..Default::default() }, now);
-            self.push(from, &*sender.outbox, error, &mut slow);
+        if !self.questions.holding {
+            self.handle(&sender, &frame, None, now, &mut slow);
+        } else {
+            match self.questions.held.arrive(from, frame) {
+                Arrival::Handle(frame) => {
+                    self.handle(&sender, &frame, None, now, &mut slow);
+                    self.handle_held(from, now, &mut slow);
+                }
+                Arrival::Queued => {}
+                Arrival::Full => {
+                    Counters::add(&self.counters.rate_limited, 1);
+                    let error = protocol::error(&ErrorCode::RateLimited.into(), Offending { upper_case: sender.upper_case, ..Default::default() }, now);
+                    self.push(from, &*sender.outbox, error, &mut slow);
+                }
+            }
         }
         self.close_slow_consumers(slow, now);
     }
 
-    fn receive_text(&self, sender: &Sender, frame: &Frame, now: Millis, slow: &mut SlowConsumers) {
+    /// Handles one message; `verdict` is the application's answer to the question it raised.
+    fn handle(&self, sender: &Sender, frame: &Frame, verdict: Option<Verdict>, now: Millis, slow: &mut SlowConsumers) {
+        if frame.kind == FrameKind::Text {
+            self.receive_text(sender, frame, verdict, now, slow);
+        } else if let Outcome::Rejected(rejection) = self.relay_to_session(sender, frame, now, slow) {
+            let error = protocol::error(&rejection, Offending { upper_case: sender.upper_case, ..Default::default() }, now);
+            self.push(sender.id, &*sender.outbox, error, slow);
+        }
+    }
+
+    fn receive_text(&self, sender: &Sender, frame: &Frame, verdict: Option<Verdict>, now: Millis, slow: &mut SlowConsumers) {
         let envelope = match Envelope::parse(&frame.payload) {
             Ok(envelope) => envelope,
             Err(malformed) => {
@@ -219,7 +246,7 @@ impl Relay {
         if let Some(announced) = &envelope.client_id {
             sender.name.announce(announced);
         }
-        let answer = match self.dispatch(sender, &envelope, frame, now, slow) {
+        let answer = match self.dispatch(sender, &envelope, frame, verdict, now, slow) {
             Outcome::Reply(answer) => Some(answer),
             Outcome::Routed(delivered) => {
                 self.report_watched(sender, &envelope, frame);
@@ -232,7 +259,7 @@ impl Relay {
                 self.report_watched(sender, &envelope, frame);
                 None
             }
-            Outcome::Answered => None,
+            Outcome::Answered | Outcome::Asked => None,
             Outcome::Rejected(rejection) => {
                 if matches!(rejection.code, ErrorCode::ChannelForbidden | ErrorCode::Forbidden) {
                     Counters::add(&self.counters.forbidden, 1);
@@ -249,14 +276,14 @@ impl Relay {
     }
 
     /// Decides what a message is for, from its envelope, and does it.
-    fn dispatch(&self, sender: &Sender, envelope: &Envelope, frame: &Frame, now: Millis, slow: &mut SlowConsumers) -> Outcome {
+    fn dispatch(&self, sender: &Sender, envelope: &Envelope, frame: &Frame, verdict: Option<Verdict>, now: Millis, slow: &mut SlowConsumers) -> Outcome {
         let message = match ClientMessage::read(envelope, &frame.payload, self.config.enable_role_management) {
             Ok(message) => message,
             Err(rejection) => return Outcome::Rejected(rejection),
         };
         match message {
             ClientMessage::Ping { upper_case } => Outcome::Reply(protocol::pong(upper_case, envelope.id, now)),
-            ClientMessage::JoinChannel(join) => self.join_channel(sender, join, now, slow),
+            ClientMessage::JoinChannel(join) => self.join_channel(sender, join, frame, verdict, now, slow),
             ClientMessage::LeaveChannel(name) => self.leave_channel(sender, name, slow),
             ClientMessage::ChannelPresence(name) => self.channel_presence(sender, &name),
             ClientMessage::Request { request_id, payload } => self.request(sender, request_id, payload, now),
@@ -266,10 +293,18 @@ impl Relay {
                 Counters::add(&self.counters.passive_updates_dropped, 1);
                 Outcome::Dropped(ErrorCode::NotActive.into())
             }
-            ClientMessage::StateUpdate | ClientMessage::Publish => match &envelope.channel {
-                Some(channel) => self.publish_to_channel(sender, channel, frame, now, slow),
-                None => self.relay_to_session(sender, frame, now, slow),
-            },
+            ClientMessage::StateUpdate | ClientMessage::Publish => {
+                let channel = envelope.channel.as_deref();
+                let replacement = match self.publish_verdict(sender, channel, frame, verdict, now) {
+                    Ok(replacement) => replacement,
+                    Err(outcome) => return outcome,
+                };
+                let frame = replacement.as_ref().unwrap_or(frame);
+                match channel {
+                    Some(channel) => self.publish_to_channel(sender, channel, frame, now, slow),
+                    None => self.relay_to_session(sender, frame, now, slow),
+                }
+            }
         }
     }
 
@@ -350,6 +385,7 @@ impl Relay {
             conn.outbox.close(code, reason);
         }
         self.requests.forget(id);
+        self.questions.held.forget(id);
         for name in conn.channels.lock().drain(..).collect::<Vec<_>>() {
             self.leave_channel_as(&name, id, &mut slow);
         }

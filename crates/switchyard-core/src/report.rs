@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::broker::ClusterStatus;
 use crate::config::Config;
+use crate::hooks::Decides;
 use crate::outbox::Transport;
 use crate::stats::{Health, HistogramSnapshot, Stats, FRAME_SIZES};
 
@@ -48,6 +49,8 @@ pub struct StatsReport {
     pub forbidden: u64,
     /// Messages dropped, and connections refused, for going over a rate limit.
     pub rate_limited: u64,
+    /// What the application's hooks (or its backend) were asked, and how they answered.
+    pub hooks: HookCounts,
     /// Frames received by size, each bucket named by its upper bound (`<=128` ... `>1048576`).
     pub frames: BTreeMap<String, u64>,
     /// How long relayed messages waited to be written to their sockets.
@@ -145,6 +148,19 @@ pub struct Latency {
     pub p99_ms: Option<f64>,
 }
 
+/// What the application's hooks were asked, and how they answered: `hooks` in `getStats()`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HookCounts {
+    /// Questions asked.
+    pub asked: u64,
+    /// Joins and messages refused.
+    pub refused: u64,
+    /// Questions not answered: the hook failed, timed out or was out of reach (`UNAVAILABLE`).
+    pub unavailable: u64,
+    /// How long answers took (answers given at once count 0 ms).
+    pub latency: Latency,
+}
+
 /// Open connections by transport.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TransportCounts {
@@ -219,6 +235,12 @@ impl StatsReport {
             nacks: stats.nacks,
             forbidden: stats.forbidden,
             rate_limited: stats.rate_limited,
+            hooks: HookCounts {
+                asked: stats.hook_questions,
+                refused: stats.hook_refusals,
+                unavailable: stats.hook_failures,
+                latency: Latency::from(&stats.hook_latency),
+            },
             frames: frame_buckets(&stats.frame_sizes),
             relay_latency: Latency::from(&stats.relay_latency),
             connections_by_transport: TransportCounts {
@@ -240,6 +262,8 @@ pub struct HostSettings {
     pub compression_threshold: Option<usize>,
     /// The native transport's threads, when given.
     pub threads: Option<usize>,
+    /// The hooks the app gave.
+    pub hooks: Decides,
 }
 
 /// The configuration in force, every default filled in, by the addon's option names:
@@ -256,6 +280,8 @@ pub struct ConfigReport<'a> {
     pub native_compression: Option<CompressionReport>,
     /// The native transport's threads; `null` when not given.
     pub native_threads: Option<usize>,
+    /// Which hooks the app gave.
+    pub hooks: Decides,
 }
 
 /// Token auth as the report shows it: whether a token is required, never a key.
@@ -280,6 +306,7 @@ impl<'a> ConfigReport<'a> {
             auth: host.auth_required.map(|required| AuthReport { required }),
             native_compression: host.compression_threshold.map(|threshold| CompressionReport { threshold }),
             native_threads: host.threads,
+            hooks: host.hooks,
         }
     }
 }

@@ -70,6 +70,8 @@ pub enum Kind {
     Choice(&'static [&'static str]),
     /// Some strings: an array in JS; a repeated flag, or one separated by commas.
     List,
+    /// A JavaScript function (the addon's hooks).
+    Function,
 }
 
 /// The whole numbers a setting accepts, both ends included.
@@ -377,6 +379,28 @@ pub const REQUEST_TIMEOUT_MS: Setting = Setting::new(
     "A request not answered in this time gets REQUEST_TIMEOUT (the binary has no handler: requests get NO_HANDLER).",
 )
 .range(TIMER_MS);
+/// `hookTimeoutMs`: how long the application has to answer a hook.
+pub const HOOK_TIMEOUT_MS: Setting = Setting::addon(
+    "hookTimeoutMs",
+    Kind::Millis,
+    Number(5_000),
+    "A hook not answered in this time (or one that throws or rejects) refuses its join or message with UNAVAILABLE.",
+)
+.range(TIMER_MS);
+/// `hooks.joinChannel`: the app decides who joins a channel.
+pub const HOOKS_JOIN_CHANNEL: Setting = Setting::addon(
+    "hooks.joinChannel",
+    Kind::Function,
+    Unset,
+    "Asked before a join the channel rules allow, and for every private: channel without a token: ({ channel, connectionId, sessionId, identity }) => true, false, { allow: false, reason } or a Promise of one.",
+);
+/// `hooks.publish`: the app checks or rewrites what members send.
+pub const HOOKS_PUBLISH: Setting = Setting::addon(
+    "hooks.publish",
+    Kind::Function,
+    Unset,
+    "Asked before a member's message is relayed to its session or a channel: ({ channel, sessionId, connectionId, identity, message }) => true, false, { allow: false, reason }, { message } (a replacement) or a Promise of one.",
+);
 /// `maxRequestsPerConnection`, `--max-requests-per-connection`: requests one connection may await.
 pub const MAX_REQUESTS_PER_CONNECTION: Setting = Setting::new(
     "maxRequestsPerConnection",
@@ -675,6 +699,9 @@ pub const SETTINGS: &[Setting] = &[
     CHANNEL_HISTORY_TTL_MS,
     MAX_CHANNELS_PER_CONNECTION,
     REQUEST_TIMEOUT_MS,
+    HOOK_TIMEOUT_MS,
+    HOOKS_JOIN_CHANNEL,
+    HOOKS_PUBLISH,
     MAX_REQUESTS_PER_CONNECTION,
     ACK,
     ENABLE_ROLE_MANAGEMENT,

@@ -89,6 +89,12 @@ pub(crate) struct Counters {
     pub nacks: AtomicU64,
     pub forbidden: AtomicU64,
     pub rate_limited: AtomicU64,
+    pub hook_questions: AtomicU64,
+    pub hook_refusals: AtomicU64,
+    pub hook_failures: AtomicU64,
+    /// How long the application took to answer, in microseconds (the relay's clock counts
+    /// whole milliseconds; an answer given at once counts 0).
+    pub hook_latency: Histogram<{ RELAY_LATENCY_MICROS.len() }>,
     /// Frames received, by size in bytes (see [`FRAME_SIZES`]).
     pub frame_sizes: Histogram<{ FRAME_SIZES.len() }>,
     /// How long relayed frames waited to be written (see [`crate::Relay::record_relay_latency`]).
@@ -117,6 +123,10 @@ impl Default for Counters {
             nacks: AtomicU64::new(0),
             forbidden: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
+            hook_questions: AtomicU64::new(0),
+            hook_refusals: AtomicU64::new(0),
+            hook_failures: AtomicU64::new(0),
+            hook_latency: Histogram::new(&RELAY_LATENCY_MICROS),
             frame_sizes: Histogram::new(&FRAME_SIZES),
             relay_latency: Histogram::new(&RELAY_LATENCY_MICROS),
             opened: [const { AtomicU64::new(0) }; Transport::ALL.len()],
@@ -187,6 +197,14 @@ pub struct Stats {
     pub forbidden: u64,
     /// Messages dropped, and connections refused, for going over a rate limit.
     pub rate_limited: u64,
+    /// Questions asked of the application's hooks (or its backend).
+    pub hook_questions: u64,
+    /// Joins and messages the application refused.
+    pub hook_refusals: u64,
+    /// Questions the application did not answer: its hook failed, timed out or was out of reach.
+    pub hook_failures: u64,
+    /// How long the application took to answer, in microseconds (whole milliseconds).
+    pub hook_latency: HistogramSnapshot,
     /// Frames received by size in bytes: up to 128 B, 1 KiB, 16 KiB, 128 KiB, 1 MiB, and larger.
     pub frame_sizes: HistogramSnapshot,
     /// How long relayed frames waited to be written, in microseconds: per write, the
@@ -238,6 +256,10 @@ impl Counters {
             nacks: get(&self.nacks),
             forbidden: get(&self.forbidden),
             rate_limited: get(&self.rate_limited),
+            hook_questions: get(&self.hook_questions),
+            hook_refusals: get(&self.hook_refusals),
+            hook_failures: get(&self.hook_failures),
+            hook_latency: self.hook_latency.snapshot(),
             frame_sizes: self.frame_sizes.snapshot(),
             relay_latency: self.relay_latency.snapshot(),
             opened: Transport::ALL.iter().map(|&t| (t, get(&self.opened[t as usize]))).collect(),

@@ -13,6 +13,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 use switchyard_core::testing::RecordingOutbox;
 use switchyard_core::{
+    NoHooks,
     ClusterLink, ClusterStatus, Config, ConnId, Frame, Identity, MemoryPresence, MemoryStreams, NoEvents, Relay, Remote, Route, Seams, SessionOptions, Target,
     Topic,
 };
@@ -97,6 +98,7 @@ proptest! {
                     streams: Arc::new(MemoryStreams::new(1 << 20)),
                     link: Arc::new(Linked { node, wire: wire.clone() }),
                     presence: Arc::new(MemoryPresence::default()),
+                    hooks: Arc::new(NoHooks),
                 };
                 Relay::with_seams(config(), Arc::new(NoEvents), seams)
             })

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 use switchyard_core::testing::RecordingOutbox;
 use switchyard_core::{
-    Alone, Config, ConnId, Frame, HistoryConfig, Identity, MemoryPresence, MemoryStreams, NoEvents, Relay, Resume, Route, Seams, SessionOptions,
+    Config, ConnId, Frame, HistoryConfig, Identity, MemoryStreams, NoEvents, Relay, Resume, Route, Seams, SessionOptions,
     Streams,
 };
 
@@ -85,7 +85,7 @@ fn see(client: &mut Client, session: usize, texts: Vec<String>) -> Result<(), Te
 
 fn check_streams(streams: Arc<dyn Streams>, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let config = Config { history: Some(HistoryConfig { size: 10_000, ttl_ms: 60_000 }), max_clients_per_session: 10, ..Config::default() };
-    let relay = Relay::with_seams(config, Arc::new(NoEvents), Seams { streams, link: Arc::new(Alone), presence: Arc::new(MemoryPresence::default()) });
+    let relay = Relay::with_seams(config, Arc::new(NoEvents), Seams { streams, ..Seams::alone(0) });
     let mut clients: Vec<Vec<Client>> = Vec::new();
     let mut published = [0u64; SESSIONS];
     // Each session's offsets, by the client that published them (None: the server).

@@ -25,7 +25,8 @@ use switchyard_core::{
 };
 use switchyard_server::admission::{self, Admitted, Refused, TokenAuth, Upgrade};
 use switchyard_server::bridge_outbox::BridgeOutbox;
-use switchyard_server::host_queue::HostQueue;
+use switchyard_server::hooks::SubscriptionTokens;
+use switchyard_server::host_queue::{HostQueue, LoopHooks, Queued};
 use switchyard_server::settings::Settings;
 use switchyard_server::engine::Engine;
 use switchyard_server::deflate::{CompressionConfig, CompressionCounts};
@@ -35,6 +36,7 @@ use crate::bridge::{self, BridgeSocket, Flusher};
 use crate::options::MAX_TIMER_MS;
 use crate::request::UpgradeRequest;
 use crate::events::{self, Listeners};
+use crate::hooks::JsHooks;
 use crate::guard;
 use crate::persistent_object::PersistentObject;
 use crate::js::{self, to_js};
@@ -87,6 +89,8 @@ pub struct Host {
     native_threads: Option<usize>,
     /// `onRequest`'s handler.
     request_handler: RefCell<Option<Rc<RequestHandler>>>,
+    /// The config's `hooks`.
+    hooks: JsHooks,
     /// permessage-deflate totals of the bridge sockets that have closed: bytes before
     /// compression, bytes on the wire.
     closed_compression: Cell<(u64, u64)>,
@@ -98,15 +102,17 @@ pub struct Host {
 
 impl Host {
     /// Fails on a bad `redis` option, with what is wrong with it.
-    pub fn new(settings: Settings) -> std::result::Result<Rc<Self>, String> {
+    pub fn new(settings: Settings, hooks: JsHooks) -> std::result::Result<Rc<Self>, String> {
         let pending = Arc::new(HostQueue::default());
+        let auth = settings.auth.map(Arc::new);
+        let asked = Arc::new(SubscriptionTokens::new(auth.clone(), Arc::new(LoopHooks { decides: hooks.decides(), queue: pending.clone() })));
         #[cfg(not(target_family = "wasm"))]
-        let engine = Engine::new(settings.config, pending.clone(), settings.redis).map_err(|e| e.to_string())?;
+        let engine = Engine::new(settings.config, pending.clone(), asked, settings.redis).map_err(|e| e.to_string())?;
         #[cfg(target_family = "wasm")]
-        let engine = Engine::alone(settings.config, pending.clone());
+        let engine = Engine::alone(settings.config, pending.clone(), asked);
         Ok(Rc::new(Self {
             engine: Arc::new(engine),
-            auth: settings.auth.map(Arc::new),
+            auth,
             pending,
             sockets: RefCell::default(),
             listeners: RefCell::default(),
@@ -119,6 +125,7 @@ impl Host {
             compression: settings.compression,
             native_threads: settings.native_threads,
             request_handler: RefCell::default(),
+            hooks,
             closed_compression: Cell::new((0, 0)),
             pump_scheduled: Cell::new(false),
             deferred_pump: OnceCell::new(),
@@ -129,10 +136,11 @@ impl Host {
     /// act on the relay and queue more.
     pub fn pump(self: &Rc<Self>, env: &Env) -> Result<()> {
         loop {
-            let (outboxes, events) = self.pending.take();
-            if outboxes.is_empty() && events.is_empty() {
+            let queued = self.pending.take();
+            if queued.is_empty() {
                 return Ok(());
             }
+            let Queued { outboxes, events, questions } = queued;
             let sockets: Vec<Rc<BridgeSocket>> = {
                 let registry = self.sockets.borrow();
                 outboxes.iter().filter_map(|o| o.conn().and_then(|c| registry.get(&c).cloned())).collect()
@@ -152,6 +160,14 @@ impl Host {
                 if !listeners.is_empty() {
                     events::deliver(env, name, listeners, event)?;
                 }
+            }
+            for question in questions {
+                let (conn, id) = (question.connection.connection_id, question.id);
+                let host = self.clone();
+                self.hooks.ask(env, question, move |env, verdict| {
+                    host.engine.relay.decide(conn, id, verdict, now());
+                    host.pump(env)
+                })?;
             }
         }
     }
@@ -255,6 +271,7 @@ impl Host {
             auth_required: self.auth.as_ref().map(|auth| auth.required),
             compression_threshold: self.compression.map(|compression| compression.threshold),
             threads: self.native_threads,
+            hooks: self.hooks.decides(),
         }
     }
 

@@ -12,6 +12,7 @@ mod attach;
 mod authentication;
 mod bridge;
 mod events;
+mod hooks;
 mod persistent_object;
 mod host;
 mod js;

@@ -12,6 +12,7 @@ use switchyard_server::now;
 
 use crate::bridge;
 use crate::guard;
+use crate::hooks::JsHooks;
 use crate::host::{Host, Lifecycle};
 use crate::js_types::{report_value, ListenAddress, Published, SessionData};
 use crate::native;
@@ -35,7 +36,8 @@ impl RelaySessionManager {
     #[napi(constructor, ts_args_type = "config?: RelaySessionManagerConfig")]
     pub fn new(env: Env, config: Option<Unknown>) -> Result<Self> {
         guard(|| {
-            let host = Host::new(options::settings(&env, config)?).map_err(|err| type_error(&env, err))?;
+            let settings = options::settings(&env, config)?;
+            let host = Host::new(settings, JsHooks::read(&env, config)?).map_err(|err| type_error(&env, err))?;
             #[cfg(not(target_family = "wasm"))]
             host.join_cluster(&env)?;
             Ok(Self { host })

@@ -62,7 +62,7 @@ fn given(value: Unknown<'_>) -> Result<Option<Given<Object<'_>>>> {
             Given::List(items.into_iter().map(|item| Ok(given(item)?.unwrap_or(Given::Other("undefined")))).collect::<Result<_>>()?)
         }
         ValueType::Object => Given::Object(unsafe { value.cast()? }),
-        ValueType::Function => Given::Other("a function"),
+        ValueType::Function => Given::Function,
         ValueType::BigInt => Given::Other("a bigint"),
         ValueType::Symbol => Given::Other("a symbol"),
         _ => Given::Other("an unknown value"),

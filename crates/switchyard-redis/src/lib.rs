@@ -26,7 +26,7 @@ use std::sync::Mutex;
 
 use dashmap::DashMap;
 use switchyard_core::{
-    ClusterLink, ClusterStatus, HistoryConfig, MemoryPresence, MemoryStreams, Millis, Position, Publication, Relay, Remote, Seams, SessionId, Streams,
+    ClusterLink, ClusterStatus, HistoryConfig, Hooks, MemoryPresence, MemoryStreams, Millis, Position, Publication, Relay, Remote, Seams, SessionId, Streams,
     Topic,
 };
 use tokio::sync::{mpsc, oneshot, watch};
@@ -269,9 +269,9 @@ impl RedisBroker {
     /// What a relay of this node is built on ([`Relay::with_seams`]): this node's copies of
     /// the streams, this broker as its link, and the members elsewhere in this process,
     /// which the link fills from what the other nodes tell and from the members it loads
-    /// from Redis when it learns a session.
-    pub fn seams(self: &Arc<Self>) -> Seams {
-        Seams { streams: self.streams.clone(), link: self.clone(), presence: Arc::new(MemoryPresence::default()) }
+    /// from Redis when it learns a session; the application decides through `hooks`.
+    pub fn seams(self: &Arc<Self>, hooks: Arc<dyn Hooks>) -> Seams {
+        Seams { streams: self.streams.clone(), link: self.clone(), presence: Arc::new(MemoryPresence::default()), hooks }
     }
 
     /// The latest position of this node's copy of `topic`'s stream.

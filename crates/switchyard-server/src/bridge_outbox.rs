@@ -210,11 +210,11 @@ mod tests {
         let outbox = BridgeOutbox::new(queue.clone(), 100);
         outbox.push(Frame::text("a"));
         outbox.push(Frame::text("b"));
-        assert_eq!(queue.take().0.len(), 1);
+        assert_eq!(queue.take().outboxes.len(), 1);
         let (frames, close, _) = outbox.take();
         assert_eq!((frames.len(), close), (2, None));
         outbox.close(1000, "bye");
-        assert_eq!(queue.take().0.len(), 1);
+        assert_eq!(queue.take().outboxes.len(), 1);
         assert_eq!(outbox.take().1, Some((1000, "bye".to_owned())));
         assert_eq!(outbox.push(Frame::text("c")), Pushed::Closed);
     }

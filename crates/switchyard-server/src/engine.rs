@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use switchyard_core::{Config, EventSink, Relay};
+use switchyard_core::{Config, EventSink, Hooks, Relay, Seams};
 #[cfg(not(target_family = "wasm"))]
 pub use cluster::Held;
 #[cfg(not(target_family = "wasm"))]
@@ -23,10 +23,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// A node by itself. `config` must have passed [`Config::validate`].
-    pub fn alone(config: Config, events: Arc<dyn EventSink>) -> Self {
+    /// A node by itself, whose app decides through `hooks`. `config` must have passed
+    /// [`Config::validate`].
+    pub fn alone(config: Config, events: Arc<dyn EventSink>, hooks: Arc<dyn Hooks>) -> Self {
+        let seams = Seams { hooks, ..Seams::alone(config.history_max_bytes) };
         Self {
-            relay: Arc::new(Relay::new(config, events)),
+            relay: Arc::new(Relay::with_seams(config, events, seams)),
             #[cfg(not(target_family = "wasm"))]
             cluster: None,
         }

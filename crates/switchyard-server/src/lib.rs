@@ -10,7 +10,7 @@
 //! permessage-deflate. [`engine`] is what the binary and the addon both run around a
 //! relay: its runtime, its cluster, and admission. A host that runs sockets on an event
 //! loop of its own (the addon's bridge) takes the relay's output from a [`host_queue`]
-//! and its frames from each [`bridge_outbox`].
+//! and its frames from each [`bridge_outbox`]; [`hooks`] is what it puts in front of the app's hooks.
 
 #![warn(missing_docs)]
 
@@ -23,6 +23,7 @@ mod connection;
 pub mod deflate;
 pub mod engine;
 pub mod handshake;
+pub mod hooks;
 pub mod host_queue;
 #[cfg(not(target_family = "wasm"))]
 pub mod listener;

@@ -109,6 +109,9 @@ impl Collector for RelayCollector {
         counter(&mut encoder, "nacks", "Messages refused with NACK.", s.nacks)?;
         counter(&mut encoder, "forbidden", "Joins and messages refused for identity.", s.forbidden)?;
         counter(&mut encoder, "rate_limited", "Messages and connections refused for their rate.", s.rate_limited)?;
+        counter(&mut encoder, "hook_questions", "Questions asked of the application's hooks or backend.", s.hook_questions)?;
+        counter(&mut encoder, "hook_refusals", "Joins and messages the application refused.", s.hook_refusals)?;
+        counter(&mut encoder, "hook_failures", "Questions the application did not answer (failed, timed out, out of reach).", s.hook_failures)?;
         gauge(&mut encoder, "users", "Distinct users with a connection.", s.users as f64)?;
         gauge(&mut encoder, "registrations", "Awareness registrations: windows with a case open.", s.registrations as f64)?;
         gauge(&mut encoder, "channels", "Channels with members.", s.channels as f64)?;
@@ -126,6 +129,7 @@ impl Collector for RelayCollector {
             &s.relay_latency,
             1e6,
         )?;
+        histogram(&mut encoder, "hook_latency", "How long the application took to answer a hook.", Unit::Seconds, &s.hook_latency, 1e6)?;
         for host in &self.host {
             gauge(&mut encoder, host.name, host.help, host.value)?;
         }

@@ -21,6 +21,8 @@ pub enum Given<O> {
     List(Vec<Given<O>>),
     /// An object, left to the source to read.
     Object(O),
+    /// A function, which the source keeps (only JavaScript has them).
+    Function,
     /// What no option takes, in words: `"a function"`, `"a symbol"`.
     Other(&'static str),
 }
@@ -35,6 +37,7 @@ impl<O> Given<O> {
             Given::Text(s) => format!("{:?} (a string)", truncate(s)),
             Given::List(_) => "an array".into(),
             Given::Object(_) => "an object".into(),
+            Given::Function => "a function".into(),
             Given::Other(what) => (*what).into(),
         }
     }
@@ -149,6 +152,15 @@ impl<S: Source> Options<S> {
     /// Whether `name` is given at all.
     pub fn has(&self, name: &str) -> Result<bool, S::Error> {
         Ok(self.get(name)?.is_some())
+    }
+
+    /// Whether function `name` is given; anything else there is refused.
+    pub fn function(&self, name: &str) -> Result<bool, S::Error> {
+        match self.get(name)? {
+            None => Ok(false),
+            Some(Given::Function) => Ok(true),
+            Some(other) => Err(self.refused(name, "a function", &other)),
+        }
     }
 
     /// `true` or `false`.

@@ -6,7 +6,7 @@
 
 use switchyard_core::schema::{self, Setting};
 use switchyard_core::{
-    close_code, AckPolicy, ChannelOptions, Config, ConflictResolution, HistoryConfig, Identity, Position, Rate, RateLimits, SessionOptions,
+    close_code, AckPolicy, ChannelOptions, Config, ConflictResolution, Decides, HistoryConfig, Identity, Position, Rate, RateLimits, SessionOptions,
     SlowConsumerPolicy,
 };
 #[cfg(not(target_family = "wasm"))]
@@ -43,6 +43,8 @@ pub struct Settings {
     pub compression: Option<CompressionConfig>,
     /// Threads of the native transport; `None`: one per CPU this process may use.
     pub native_threads: Option<usize>,
+    /// The hooks the app gave (`hooks`): which questions it answers.
+    pub hooks: Decides,
 }
 
 /// The config under `schema`'s names (`new RelaySessionManager(config)`).
@@ -54,6 +56,8 @@ pub fn read_settings<S: Source>(source: S, given: Option<Given<S::Object>>) -> R
     let size = |setting: Setting, default: usize| -> Result<usize, S::Error> { Ok(options.setting(&setting)?.map_or(default, |n| n as usize)) };
     let auth = read_auth(&options)?;
     let channels = nested(&options, "channels")?;
+    let hooks = nested(&options, "hooks")?;
+    let hooks = Decides { join: hooks.function("joinChannel")?, publish: hooks.function("publish")? };
     let config = Config {
         session_timeout_ms: number(schema::SESSION_TIMEOUT_MS, defaults.session_timeout_ms)?,
         max_sessions: size(schema::MAX_SESSIONS, defaults.max_sessions)?,
@@ -70,6 +74,7 @@ pub fn read_settings<S: Source>(source: S, given: Option<Given<S::Object>>) -> R
         channels: ChannelOptions { allow: channels.strings("allow")?, history: read_history(nested(&channels, "channels.history")?)? },
         max_channels_per_connection: size(schema::MAX_CHANNELS_PER_CONNECTION, defaults.max_channels_per_connection)?,
         request_timeout_ms: number(schema::REQUEST_TIMEOUT_MS, defaults.request_timeout_ms)?,
+        hook_timeout_ms: number(schema::HOOK_TIMEOUT_MS, defaults.hook_timeout_ms)?,
         max_requests_per_connection: size(schema::MAX_REQUESTS_PER_CONNECTION, defaults.max_requests_per_connection)?,
         ack: options.choice("ack", &AckPolicy::NAMES)?.and_then(AckPolicy::from_name).unwrap_or(defaults.ack),
         enable_role_management: options.boolean("enableRoleManagement")?.unwrap_or(defaults.enable_role_management),
@@ -98,6 +103,7 @@ pub fn read_settings<S: Source>(source: S, given: Option<Given<S::Object>>) -> R
         auth,
         compression,
         native_threads: options.setting(&schema::THREADS)?.map(|n| n as usize),
+        hooks,
     })
 }
 

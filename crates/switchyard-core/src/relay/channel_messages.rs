@@ -10,6 +10,7 @@ use crate::broker::{Delivery, Filter, History, Recovery, Topic};
 use crate::channels::{ChannelName, Joiner, Subscriber};
 use crate::error::{ErrorCode, MessageRejection};
 use crate::frame::Frame;
+use crate::hooks::Verdict;
 use crate::ids::{ConnId, Millis};
 use crate::message::JoinChannel;
 use crate::protocol;
@@ -22,10 +23,13 @@ use super::{Outcome, Relay, SlowConsumers};
 use super::fan_out::Reach;
 
 impl Relay {
-    pub(super) fn join_channel(&self, sender: &Sender, join: JoinChannel, now: Millis, slow: &mut SlowConsumers) -> Outcome {
-        let JoinChannel { channel: name, positions, presence, since } = join;
+    pub(super) fn join_channel(&self, sender: &Sender, join: JoinChannel, frame: &Frame, verdict: Option<Verdict>, now: Millis, slow: &mut SlowConsumers) -> Outcome {
+        let JoinChannel { channel: name, positions, presence, since, token } = join;
         if let Err(rejection) = self.channels.may_join(&name, &sender.joiner()) {
             return Outcome::Rejected(rejection);
+        }
+        if let Err(outcome) = self.join_verdict(sender, &name, token, frame, verdict, now) {
+            return outcome;
         }
         {
             let Some(conn) = self.registry.get(sender.id) else { return Outcome::Done };
@@ -159,9 +163,13 @@ impl Relay {
     }
 
     /// Whether this identity may join (and so read) a channel: the rules `JOIN_CHANNEL`
-    /// follows, for readers over HTTP.
+    /// follows, for readers over HTTP. A `private:` channel is read by its members alone.
     pub fn may_join(&self, channel: &str, identity: &Identity) -> Result<(), MessageRejection> {
         let joiner = Joiner { user_id: identity.user_id.as_deref(), organization_id: identity.organization_id.as_deref() };
-        self.channels.may_join(&ChannelName::parse(channel)?, &joiner)
+        let name = ChannelName::parse(channel)?;
+        if name.is_private() {
+            return Err(MessageRejection::new(ErrorCode::ChannelForbidden, "A private channel is read by joining it"));
+        }
+        self.channels.may_join(&name, &joiner)
     }
 }

@@ -131,5 +131,6 @@ fn kind(kind: Kind) -> String {
         Kind::Text => "text".into(),
         Kind::Choice(names) => names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(" or "),
         Kind::List => "list of text".into(),
+        Kind::Function => "function".into(),
     }
 }

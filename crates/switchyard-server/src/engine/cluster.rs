@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_core::{Config, ConnectionRefusal, EventSink, Relay, Route, SessionId, Topic};
+use switchyard_core::{Config, ConnectionRefusal, EventSink, Hooks, Route, SessionId, Topic};
 use switchyard_redis::{RedisBroker, RedisConfigError, RedisOptions, Reservation, Watch};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -23,14 +23,13 @@ pub struct Held {
 }
 
 impl Engine {
-    /// A node alone, or with `redis` a node of a cluster; a bad `redis` option is an error.
-    pub fn new(config: Config, events: Arc<dyn EventSink>, redis: Option<RedisOptions>) -> Result<Self, RedisConfigError> {
-        let cluster = redis.map(|options| RedisBroker::new(options, config.history_max_bytes)).transpose()?;
-        let relay = match &cluster {
-            Some(broker) => Relay::with_seams(config, events, broker.seams()),
-            None => Relay::new(config, events),
-        };
-        Ok(Self { relay: Arc::new(relay), cluster })
+    /// A node alone, or with `redis` a node of a cluster, whose app decides through
+    /// `hooks`; a bad `redis` option is an error.
+    pub fn new(config: Config, events: Arc<dyn EventSink>, hooks: Arc<dyn Hooks>, redis: Option<RedisOptions>) -> Result<Self, RedisConfigError> {
+        let Some(options) = redis else { return Ok(Self::alone(config, events, hooks)) };
+        let broker = RedisBroker::new(options, config.history_max_bytes)?;
+        let relay = switchyard_core::Relay::with_seams(config, events, broker.seams(hooks));
+        Ok(Self { relay: Arc::new(relay), cluster: Some(broker) })
     }
 
     /// Starts the link to the cluster on the current tokio runtime; nothing alone.

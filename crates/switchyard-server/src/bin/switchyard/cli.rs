@@ -331,6 +331,7 @@ impl Args {
             },
             max_channels_per_connection: size(self.max_channels_per_connection),
             request_timeout_ms: ms(self.request_timeout),
+            hook_timeout_ms: Config::default().hook_timeout_ms,
             max_requests_per_connection: size(self.max_requests_per_connection),
             ack: AckPolicy::from_name(&self.ack).unwrap_or_default(),
             enable_role_management: self.enable_role_management,

@@ -41,7 +41,7 @@ pub struct App {
     pub settings: HostSettings,
     pub spawner: Spawner,
     pub admin_token: Option<String>,
-    pub auth: Option<TokenAuth>,
+    pub auth: Option<Arc<TokenAuth>>,
     pub started: Instant,
     /// Connections that have not finished their handshake.
     pub waiting: Arc<switchyard_server::waiting::Waiting>,
@@ -159,7 +159,7 @@ fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request, held
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let url = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let upgrade = Upgrade { url: Some(url), address: Some(peer.ip()), header };
-    let (identity, protocol) = match admission::admit(&app.engine.relay, app.auth.as_ref(), upgrade, Identity::default()) {
+    let (identity, protocol) = match admission::admit(&app.engine.relay, app.auth.as_deref(), upgrade, Identity::default()) {
         Ok(admitted) => (admitted.identity, admitted.protocol),
         Err(refused @ Refused::TooManyConnections) => return (StatusCode::TOO_MANY_REQUESTS, refused.to_string()).into_response(),
         Err(refused @ Refused::Unauthorized(_)) => {

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use switchyard_core::{close_code, Config, ConnectionRefusal, HostSettings};
+use switchyard_core::{close_code, Config, ConnectionRefusal, Decides, HostSettings, NoHooks};
 use switchyard_server::admission::TokenAuth;
 use switchyard_server::engine::Engine;
+use switchyard_server::hooks::SubscriptionTokens;
 use switchyard_server::native_runtime::NativeRuntime;
 use switchyard_server::{now, Spawner};
 use tokio::net::{TcpListener, TcpSocket};
@@ -69,7 +70,9 @@ fn main() -> ExitCode {
 
 async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, launcher: Option<launcher::Launcher>, spawner: Spawner) -> ExitCode {
     let events = Arc::new(log_events::LogEvents::default());
-    let engine = match Engine::new(config.clone(), events.clone(), args.redis_options()) {
+    let auth = auth.map(Arc::new);
+    let hooks = Arc::new(SubscriptionTokens::new(auth.clone(), Arc::new(NoHooks)));
+    let engine = match Engine::new(config.clone(), events.clone(), hooks, args.redis_options()) {
         Ok(engine) => Arc::new(engine),
         Err(err) => {
             error!("{err}");
@@ -92,6 +95,7 @@ async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, launche
         auth_required: auth.as_ref().map(|auth| auth.required),
         compression_threshold: args.compression().map(|compression| compression.threshold),
         threads: args.threads.map(|n| n.get()),
+        hooks: Decides::default(),
     };
     let app = Arc::new(http::App {
         engine: engine.clone(),
