@@ -285,6 +285,50 @@ for (const transport of transports) {
   });
 }
 
+for (const transport of transports) {
+  describe(`token lifetime (${transport})`, () => {
+    const secret = 'a secret of at least thirty-two bytes';
+    const token = (sub, seconds) => sign({ sub, exp: now() + seconds }, { key: secret });
+    const connect = (s, sessionId, jwt) => joinedClient(`${s.url(transport, sessionId)}?token=${jwt}`);
+
+    it('warns ahead of exp, takes a refresh for the same user and a later exp, and closes 1008 the one left unrefreshed', async () => {
+      const s = await server({ auth: { jwt: { secret } } });
+      const { sessionId } = s.manager.createSession();
+      // Both tokens expire within the refresh window (30 s): each is warned at once.
+      const refreshed = await connect(s, sessionId, token('alice', 4));
+      const left = await connect(s, sessionId, token('bob', 4));
+      const warning = await answer(refreshed, 'token_expiring');
+      assert.equal(warning.clientId, 'relay-server');
+      assert.ok(Math.abs(warning.data.expiresAt - (Date.now() + 4000)) <= 2000, JSON.stringify(warning));
+
+      send(refreshed, { type: 'refresh', token: token('mallory', 60) });
+      assert.deepEqual(await errorOf(refreshed), { code: 'INVALID_TOKEN', message: 'The token is for another user' });
+      send(refreshed, { type: 'refresh', token: 'not-a-token' });
+      assert.equal((await errorOf(refreshed)).code, 'INVALID_TOKEN');
+      send(refreshed, { type: 'refresh', token: token('alice', 60) });
+      const renewed = await answer(refreshed, 'refreshed');
+      assert.ok(renewed.data.expiresAt >= Date.now() + 58_000, JSON.stringify(renewed));
+      send(refreshed, { type: 'refresh', token: token('alice', 30) });
+      assert.equal((await errorOf(refreshed)).message, 'The new token must expire later than the one it replaces');
+
+      assert.deepEqual(await left.closedWithin(15_000), { code: 1008, reason: 'Token expired' });
+      send(refreshed, { type: 'ping', id: 'still here' });
+      assert.equal((await answer(refreshed, 'pong')).id, 'still here', 'the refreshed connection outlives its first token');
+    });
+
+    it('with enforceExpiry false, leaves tokens checked at the upgrade only', async () => {
+      const enforced = await server({ auth: { jwt: { secret } } });
+      const relaxed = await server({ auth: { jwt: { secret, enforceExpiry: false } } });
+      const clock = await connect(enforced, enforced.manager.createSession().sessionId, token('alice', 1));
+      const kept = await connect(relaxed, relaxed.manager.createSession().sessionId, token('alice', 1));
+      assert.equal((await clock.closedWithin(15_000)).reason, 'Token expired');
+      send(kept, { type: 'ping', id: 'kept' });
+      assert.equal((await answer(kept, 'pong')).id, 'kept');
+      assert.ok(!kept.inbox.some((m) => m.json?.type === 'token_expiring'), 'no warning either');
+    });
+  });
+}
+
 describe('hook options', () => {
   it('are functions, named when they are not', () => {
     const { RelaySessionManager } = require('..');

@@ -250,6 +250,16 @@ export interface JwtOptions {
   organizationClaim?: string
   /** Clock skew allowed on `exp` and `nbf`. Default 0. */
   leewaySeconds?: number
+  /**
+   * A connection whose token has `exp` is sent `token_expiring` this long before it, and
+   * may send `refresh` with a fresh token. Default 30 000.
+   */
+  refreshWindowMs?: number
+  /**
+   * Close a connection with 1008 "Token expired" when its token expires unrefreshed;
+   * `false` checks tokens at the upgrade only. Default true.
+   */
+  enforceExpiry?: boolean
 }
 
 export interface AuthOptions {

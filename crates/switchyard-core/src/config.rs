@@ -64,11 +64,24 @@ pub struct Config {
     /// user's messages nor use up the user's connections and rate.
     #[serde(skip)]
     pub verified_users_only: bool,
+    /// Whether connections admitted with a token that expires are warned and closed
+    /// (`auth.jwt.enforceExpiry`); `None`: a token is checked at the upgrade only.
+    #[serde(skip)]
+    pub token_expiry: Option<TokenExpiry>,
     /// The stream each session keeps, unless created with its own; `None`: none.
     pub history: Option<HistoryConfig>,
     /// The bytes every stream together may keep: history memory is bounded whatever
     /// the sessions ask for.
     pub history_max_bytes: usize,
+}
+
+/// How tokens' lifetimes are enforced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenExpiry {
+    /// A connection is sent `token_expiring` this long before its token expires.
+    pub refresh_window_ms: u64,
+    /// An expired token's connection is closed this long after `exp` (the verifier's leeway).
+    pub leeway_ms: u64,
 }
 
 /// Who may join which channels, and what each keeps.
@@ -113,6 +126,7 @@ impl Default for Config {
             rate_limit: None,
             connections_per_minute_per_ip: None,
             verified_users_only: false,
+            token_expiry: None,
             history: None,
             history_max_bytes: size(schema::HISTORY_MAX_BYTES),
         }

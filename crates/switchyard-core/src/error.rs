@@ -19,7 +19,7 @@ pub mod close_code {
     /// Sent for a text frame that is not valid UTF-8.
     pub const INVALID_PAYLOAD: u16 = 1007;
     /// Sent when a connection is refused (session not found or full, connection limit,
-    /// unauthorized) or goes over its message rate.
+    /// unauthorized), goes over its message rate, or its token expired unrefreshed.
     pub const POLICY: u16 = 1008;
     /// Sent for a message over `maxMessageBytes`.
     pub const TOO_LARGE: u16 = 1009;
@@ -142,6 +142,8 @@ pub enum ErrorCode {
     RequestTimeout,
     /// The application refused a member's message (`PUBLISH_REFUSED`).
     PublishRefused,
+    /// A `refresh` whose token is bad, expired, for another user or no later (`INVALID_TOKEN`).
+    InvalidToken,
     /// What the message needs is out of reach (`UNAVAILABLE`): the cluster's Redis, or the
     /// application, whose hook failed or did not answer within `hookTimeoutMs`.
     Unavailable,
@@ -164,6 +166,7 @@ impl ErrorCode {
             ErrorCode::RequestFailed => "REQUEST_FAILED",
             ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
             ErrorCode::PublishRefused => "PUBLISH_REFUSED",
+            ErrorCode::InvalidToken => "INVALID_TOKEN",
             ErrorCode::Unavailable => "UNAVAILABLE",
         }
     }
@@ -184,6 +187,7 @@ impl ErrorCode {
             ErrorCode::RequestFailed => "The request failed",
             ErrorCode::RequestTimeout => "The request was not answered in time",
             ErrorCode::PublishRefused => "The application refused this message",
+            ErrorCode::InvalidToken => "The token was refused; nothing changed",
             ErrorCode::Unavailable => "The cluster's Redis is unreachable; try again",
         }
     }

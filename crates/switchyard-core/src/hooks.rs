@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::event::ConnectionInfo;
+use crate::ids::Millis;
 
 /// The questions a [`Hooks`] answers. Read once, when the relay is built: a question no
 /// one answers costs the relay path nothing. Serialized as `hooks` in `getStats().config`.
@@ -45,6 +46,11 @@ pub enum Ask {
         /// The subscription token the join carried, unchecked.
         token: Option<String>,
     },
+    /// Go on past its token's expiry with this fresh token (`refresh`).
+    Refresh {
+        /// The token the connection sent, unchecked.
+        token: String,
+    },
     /// Relay a message to its session, or publish it to a channel it is in.
     Publish {
         /// The channel it is for; `None` for the sender's session.
@@ -63,6 +69,8 @@ pub enum Verdict {
     Refuse(Option<String>),
     /// Relay these bytes (a JSON value) instead of the member's message.
     Replace(Bytes),
+    /// A refresh is taken: the connection lasts till then (ms since the epoch).
+    Renew(Millis),
     /// No answer: the hook failed, timed out or could not be reached (`UNAVAILABLE`).
     Unavailable,
 }
@@ -81,7 +89,7 @@ pub trait Hooks: Send + Sync {
 }
 
 /// No application in the path: nothing is asked, except who may join a `private:`
-/// channel without a token (no one).
+/// channel without a token (no one) and whether a refresh is taken (no).
 pub struct NoHooks;
 
 impl Hooks for NoHooks {

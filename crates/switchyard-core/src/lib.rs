@@ -20,6 +20,7 @@ mod event;
 mod frame;
 mod hooks;
 mod ids;
+mod lifetimes;
 mod limiter;
 mod limits;
 mod memory_presence;
@@ -44,7 +45,7 @@ mod timers;
 pub mod testing;
 
 pub use channels::ChannelName;
-pub use config::{ChannelOptions, Config, ConfigError};
+pub use config::{ChannelOptions, Config, ConfigError, TokenExpiry};
 pub use policies::{AckPolicy, ConflictResolution, SlowConsumerPolicy};
 pub use envelope::{Envelope, Malformed, MAX_NESTING};
 pub use error::{close_code, ErrorCode, ConnectionRefusal, MessageRejection, SessionError};

@@ -44,6 +44,11 @@ pub enum ClientMessage<'a> {
     Control(ControlStep),
     /// `state_update`, while control roles are on: only the active member's goes on.
     StateUpdate,
+    /// `refresh` with a string `token`: the connection's fresh token.
+    Refresh {
+        /// The token, unchecked.
+        token: String,
+    },
     /// Anything else: relayed to the sender's session, or published to the channel the
     /// envelope names.
     Publish,
@@ -73,6 +78,12 @@ struct JoinOptions {
     presence: bool,
     since: Option<JoinSince>,
     token: Option<String>,
+}
+
+/// What `refresh` carries.
+#[derive(Deserialize)]
+struct RefreshToken {
+    token: String,
 }
 
 #[derive(Deserialize)]
@@ -224,6 +235,11 @@ impl<'a> ClientMessage<'a> {
                 let request_id = envelope.request_id.ok_or_else(|| MessageRejection::new(ErrorCode::InvalidMessage, "A request needs a requestId"))?;
                 ClientMessage::Request { request_id, payload: envelope.payload }
             }
+            // An app's own `refresh` message without a token stays its own.
+            "refresh" => match serde_json::from_slice::<RefreshToken>(text) {
+                Ok(RefreshToken { token }) => ClientMessage::Refresh { token },
+                Err(_) => ClientMessage::Publish,
+            },
             "register" | "deregister" | "heartbeat" | "focus" => ClientMessage::Awareness(AwarenessMessage::read(kind, envelope.payload)?),
             "state_update" if roles => ClientMessage::StateUpdate,
             _ if roles => {
@@ -283,6 +299,8 @@ mod tests {
         assert_eq!(read(r#"{"type":"offer_control"}"#, true).unwrap(), "Control(Offer)");
         assert_eq!(read(r#"{"type":"state_update"}"#, true).unwrap(), "StateUpdate");
         assert_eq!(read(r#"{"type":"chat","channel":"c"}"#, true).unwrap(), "Publish");
+        assert_eq!(read(r#"{"type":"refresh","token":"t"}"#, true).unwrap(), r#"Refresh { token: "t" }"#);
+        assert_eq!(read(r#"{"type":"refresh","data":{}}"#, true).unwrap(), "Publish", "an app's own refresh");
     }
 
     #[test]

@@ -355,6 +355,28 @@ struct Control<'a> {
     protocol_version: u32,
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Expiry {
+    expires_at: Millis,
+}
+
+/// `token_expiring` (the connection's token expires at `expires_at`; send `refresh`) or
+/// `refreshed` (a `refresh` was taken: the connection now lasts till `expires_at`).
+pub fn token_lifetime(kind: &'static str, expires_at: Millis, now: Millis) -> Frame {
+    #[derive(Serialize)]
+    struct Lifetime {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        #[serde(rename = "clientId")]
+        client_id: &'static str,
+        data: Expiry,
+        timestamp: Millis,
+        protocol_version: u32,
+    }
+    to_frame(&Lifetime { kind, client_id: SERVER_CLIENT_ID, data: Expiry { expires_at }, timestamp: now, protocol_version: PROTOCOL_VERSION })
+}
+
 /// A control-role message the server writes (`accept_control`, `decline_control`,
 /// `confirm_transfer`) in the name of `client_id`, with `data` already JSON.
 pub fn control(kind: &'static str, client_id: &str, data: &RawValue, now: Millis) -> Frame {

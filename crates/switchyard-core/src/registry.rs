@@ -56,6 +56,10 @@ pub struct Identity {
     /// What it asked of its session's stream (positions, recovery), from its upgrade URL.
     #[serde(skip)]
     pub resume: Resume,
+    /// When its token expires (the `exp` claim, in ms): it is warned ahead and closed then,
+    /// unless it sends a fresh token (`Config::token_expiry`).
+    #[serde(skip)]
+    pub expires_at: Option<Millis>,
 }
 
 /// The identity with nothing in it: what every connection without one of its own shares.
@@ -66,6 +70,7 @@ static ANONYMOUS: Identity = Identity {
     metadata: None,
     rate_limit: None,
     resume: Resume { positions: false, since: None, previous: Vec::new() },
+    expires_at: None,
 };
 
 /// A connection's identity, shared with what routes its messages. A connection that has

@@ -29,6 +29,7 @@ mod reports;
 mod request_messages;
 mod session_lifecycle;
 mod targeting;
+mod token_lifetimes;
 mod upkeep;
 
 pub use publications::PublishError;
@@ -45,6 +46,7 @@ use crate::event::{Event, EventSink};
 use crate::frame::{Frame, FrameKind};
 use crate::hooks::Verdict;
 use crate::ids::{ConnId, Millis, SessionId};
+use crate::lifetimes::Lifetimes;
 use crate::limiter::Limiter;
 use crate::limits::Bucket;
 use crate::message::ClientMessage;
@@ -100,6 +102,8 @@ pub struct Relay {
     /// What crosses to the cluster's other nodes; nothing, alone.
     link: Arc<dyn ClusterLink>,
     questions: Questions,
+    /// When the connections' tokens expire.
+    lifetimes: Lifetimes,
 }
 
 impl Relay {
@@ -115,6 +119,7 @@ impl Relay {
         let Seams { streams, link, presence, hooks } = seams;
         Self {
             questions: Questions::new(hooks),
+            lifetimes: Lifetimes::default(),
             sessions: Sessions::new(presence),
             registry: Registry::new(link.connection_id_base()),
             streams,
@@ -157,6 +162,7 @@ impl Relay {
             }
         }
         let name = Arc::new(ClientName::new(identity.client_id.take()));
+        let expires_at = identity.expires_at;
         let identity = SharedIdentity::new(identity);
         let bucket = self.config.rate_limit.as_ref().map(|limits| Bucket::full(identity.rate_limit.unwrap_or(limits.per_connection), now));
         let connection = Connection::new(session_id.clone(), outbox.clone(), name.clone(), identity.clone(), user.clone(), bucket, now);
@@ -174,6 +180,7 @@ impl Relay {
                 return Err(refusal);
             }
         }
+        self.watch_token(id, expires_at);
         self.counters.opened(transport);
         self.events.emit(Event::Connected(info));
         self.close_slow_consumers(slow, now);
@@ -289,6 +296,7 @@ impl Relay {
             ClientMessage::Request { request_id, payload } => self.request(sender, request_id, payload, now),
             ClientMessage::Awareness(message) => self.awareness(sender, message, frame, now, slow),
             ClientMessage::Control(step) => self.control(sender, step, frame, now, slow),
+            ClientMessage::Refresh { token } => self.refresh(sender, token, frame, verdict, now),
             ClientMessage::StateUpdate if !self.is_active(sender) => {
                 Counters::add(&self.counters.passive_updates_dropped, 1);
                 Outcome::Dropped(ErrorCode::NotActive.into())
@@ -386,6 +394,7 @@ impl Relay {
         }
         self.requests.forget(id);
         self.questions.held.forget(id);
+        self.lifetimes.forget(id);
         for name in conn.channels.lock().drain(..).collect::<Vec<_>>() {
             self.leave_channel_as(&name, id, &mut slow);
         }

@@ -569,6 +569,23 @@ pub const JWT_LEEWAY_SECONDS: Setting = Setting::new(
     "Clock skew allowed on exp and nbf.",
 )
 .range(Range { min: 0, max: 86_400 });
+/// `auth.jwt.refreshWindowMs`, `--jwt-refresh-window`: how long before its token expires a connection is told.
+pub const JWT_REFRESH_WINDOW_MS: Setting = Setting::new(
+    "auth.jwt.refreshWindowMs",
+    Flag::new("jwt-refresh-window", "JWT_REFRESH_WINDOW").unbounded(),
+    Kind::Millis,
+    Number(30_000),
+    "A connection whose token has exp is sent token_expiring this long before it, to send refresh with a fresh token.",
+)
+.range(MS);
+/// `auth.jwt.enforceExpiry`, `--jwt-enforce-expiry`: whether a connection ends with its token.
+pub const JWT_ENFORCE_EXPIRY: Setting = Setting::new(
+    "auth.jwt.enforceExpiry",
+    Flag::new("jwt-enforce-expiry", "JWT_ENFORCE_EXPIRY"),
+    Kind::Bool,
+    Bool(true),
+    "Close a connection with 1008 \"Token expired\" when its token expires unrefreshed (false: tokens are checked at the upgrade only).",
+);
 /// `auth.required` (the addon only): with a JWT key, whether connections without a token are refused.
 pub const AUTH_REQUIRED: Setting =
     Setting::addon("auth.required", Kind::Bool, Bool(true), "With a JWT key, refuse connections without a token.");
@@ -724,6 +741,8 @@ pub const SETTINGS: &[Setting] = &[
     JWT_USER_CLAIM,
     JWT_ORGANIZATION_CLAIM,
     JWT_LEEWAY_SECONDS,
+    JWT_REFRESH_WINDOW_MS,
+    JWT_ENFORCE_EXPIRY,
     AUTH_REQUIRED,
     AUTH_OPTIONAL,
     COMPRESSION,

@@ -1,6 +1,6 @@
 //! The hooks seam with a fake clock: questions answered later through `decide`, the order
 //! of a connection's messages meanwhile, `hookTimeoutMs` through `tick`, and an answer
-//! that arrives before the asking thread is done.
+//! that arrives before the asking thread is done; token lifetimes.
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use switchyard_core::testing::RecordingOutbox;
 use switchyard_core::{
-    Ask, Config, ConnId, Decides, Frame, Hooks, Identity, NoEvents, Question, Relay, Route, Seams, SessionOptions, Verdict,
+    Ask, Config, ConnId, Decides, Frame, Hooks, Identity, NoEvents, Question, Relay, Route, Seams, SessionOptions, TokenExpiry, Verdict,
 };
 
 const T0: u64 = 1_700_000_000_000;
@@ -114,4 +114,25 @@ fn an_answer_given_at_once_holds_nothing() {
     relay.receive(a, Frame::text(r#"{"type":"JOIN_CHANNEL","channel":"news"}"#), T0);
     relay.receive(a, Frame::text(r#"{"type":"ping"}"#), T0);
     assert_eq!(types(&a_out), ["ERROR", "pong"]);
+}
+
+#[test]
+fn a_token_expiry_is_enforced_only_when_configured() {
+    for enforced in [true, false] {
+        let token_expiry = enforced.then_some(TokenExpiry { refresh_window_ms: 1_000, leeway_ms: 100 });
+        let relay = Relay::new(Config { token_expiry, ..Config::default() }, Arc::new(NoEvents));
+        relay.create_session(SessionOptions { session_id: Some("s".into()), ..Default::default() }, T0).unwrap();
+        let out = RecordingOutbox::new();
+        let identity = Identity { expires_at: Some(T0 + 5_000), ..Identity::default() };
+        relay.open(Route::Session("s".into()), identity, out.clone(), T0).unwrap();
+        out.take();
+        relay.tick(T0 + 3_999);
+        assert!(types(&out).is_empty());
+        relay.tick(T0 + 4_000);
+        assert_eq!(types(&out), if enforced { vec!["token_expiring"] } else { vec![] });
+        relay.tick(T0 + 5_099);
+        assert_eq!(out.closed(), None);
+        relay.tick(T0 + 5_100);
+        assert_eq!(out.closed(), enforced.then(|| (1008, "Token expired".to_owned())), "enforced: {enforced}");
+    }
 }

@@ -74,6 +74,8 @@ impl JsHooks {
         let (hook, name, index, channel, message) = match &question.ask {
             Ask::Join { channel, .. } => (&self.join_channel, "joinChannel", 0, Some(channel.as_str()), None),
             Ask::Publish { channel, message } => (&self.publish, "publish", 1, channel.as_deref(), Some(message)),
+            // Fresh tokens are checked by token auth, before any hook.
+            Ask::Refresh { .. } => return decide(env, Verdict::Refuse(None)),
         };
         let Some(hook) = hook else { return decide(env, Verdict::Refuse(None)) };
         let info = &question.connection;

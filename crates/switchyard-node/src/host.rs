@@ -25,7 +25,7 @@ use switchyard_core::{
 };
 use switchyard_server::admission::{self, Admitted, Refused, TokenAuth, Upgrade};
 use switchyard_server::bridge_outbox::BridgeOutbox;
-use switchyard_server::hooks::SubscriptionTokens;
+use switchyard_server::hooks::TokenChecks;
 use switchyard_server::host_queue::{HostQueue, LoopHooks, Queued};
 use switchyard_server::settings::Settings;
 use switchyard_server::engine::Engine;
@@ -105,7 +105,7 @@ impl Host {
     pub fn new(settings: Settings, hooks: JsHooks) -> std::result::Result<Rc<Self>, String> {
         let pending = Arc::new(HostQueue::default());
         let auth = settings.auth.map(Arc::new);
-        let asked = Arc::new(SubscriptionTokens::new(auth.clone(), Arc::new(LoopHooks { decides: hooks.decides(), queue: pending.clone() })));
+        let asked = Arc::new(TokenChecks::new(auth.clone(), Arc::new(LoopHooks { decides: hooks.decides(), queue: pending.clone() })));
         #[cfg(not(target_family = "wasm"))]
         let engine = Engine::new(settings.config, pending.clone(), asked, settings.redis).map_err(|e| e.to_string())?;
         #[cfg(target_family = "wasm")]

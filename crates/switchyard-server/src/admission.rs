@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use switchyard_core::{Identity, ConnectionRefusal, Relay, Resume};
+use switchyard_core::{ConnectionRefusal, Identity, Relay, Resume, TokenExpiry};
 
 use crate::auth::{self, AuthError, TokenSource, Verifier};
 use crate::now;
@@ -16,6 +16,8 @@ pub struct TokenAuth {
     pub verifier: Verifier,
     /// A connection without a token is refused (401); otherwise it comes in anonymous.
     pub required: bool,
+    /// How a token's expiry ends its connection; `None`: checked at the upgrade only.
+    pub expiry: Option<TokenExpiry>,
 }
 
 impl TokenAuth {
@@ -110,6 +112,7 @@ pub fn admit<'a>(relay: &Relay, auth: Option<&TokenAuth>, upgrade: Upgrade<'a, i
                 metadata: given.metadata.or(token.metadata),
                 rate_limit: given.rate_limit.or(token.rate_limit),
                 resume: given.resume,
+                expires_at: token.expires_at,
             },
             protocol: (source == TokenSource::Subprotocol).then_some(auth::TOKEN_SUBPROTOCOL),
         }),

@@ -223,6 +223,7 @@ impl Verifier {
             metadata: Some(Value::Object(claims.clone())),
             rate_limit,
             resume: Default::default(),
+            expires_at: claims.get("exp").and_then(Value::as_u64).map(|exp| exp.saturating_mul(1000)),
         })
     }
 }

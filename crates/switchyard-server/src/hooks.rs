@@ -1,7 +1,7 @@
-//! The hooks a host puts in front of its relay: subscription tokens for `private:`
-//! channels are checked here, with the keys of token auth, and every other question goes
-//! to the app's own hooks (JavaScript in the addon; [`NoHooks`](switchyard_core::NoHooks)
-//! for none).
+//! The hooks a host puts in front of its relay: the tokens connections send after the
+//! upgrade (subscription tokens for `private:` channels, fresh tokens in `refresh`) are
+//! checked here, with the keys of token auth, and every other question goes to the app's
+//! own hooks (JavaScript in the addon; [`NoHooks`](switchyard_core::NoHooks) for none).
 
 use std::sync::Arc;
 
@@ -9,14 +9,14 @@ use switchyard_core::{Ask, ChannelName, Decides, Hooks, Question, Verdict};
 
 use crate::admission::TokenAuth;
 
-/// Subscription tokens first, then the app's hooks.
-pub struct SubscriptionTokens {
+/// Tokens first, then the app's hooks.
+pub struct TokenChecks {
     auth: Option<Arc<TokenAuth>>,
     app: Arc<dyn Hooks>,
     decides: Decides,
 }
 
-impl SubscriptionTokens {
+impl TokenChecks {
     /// Checks tokens with `auth`'s keys (none: every token is refused), and asks `app` the rest.
     pub fn new(auth: Option<Arc<TokenAuth>>, app: Arc<dyn Hooks>) -> Self {
         let decides = app.decides();
@@ -45,12 +45,28 @@ impl SubscriptionTokens {
     }
 }
 
-impl Hooks for SubscriptionTokens {
+impl TokenChecks {
+    /// Whether `token` renews the connection of `user`: valid, and for the same user.
+    fn renew(&self, token: &str, user: Option<&str>) -> Verdict {
+        let refuse = |reason: String| Verdict::Refuse(Some(reason));
+        let Some(auth) = &self.auth else { return refuse("The server has no token auth (auth.jwt) to check a token with".into()) };
+        match auth.verifier.verify(token) {
+            Err(err) => refuse(format!("The token is refused: {err}")),
+            Ok(identity) if identity.user_id.as_deref() != user => refuse("The token is for another user".into()),
+            Ok(identity) => identity.expires_at.map_or_else(|| refuse("The token has no exp".into()), Verdict::Renew),
+        }
+    }
+}
+
+impl Hooks for TokenChecks {
     fn decides(&self) -> Decides {
         self.decides
     }
 
     fn ask(&self, question: Question) -> Option<Verdict> {
+        if let Ask::Refresh { token } = &question.ask {
+            return Some(self.renew(token, question.connection.user_id.as_deref()));
+        }
         if let Ask::Join { channel, token } = &question.ask {
             let private = ChannelName::parse(channel).is_ok_and(|name| name.is_private());
             if let (true, Some(token)) = (private, token) {

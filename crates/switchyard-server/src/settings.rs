@@ -6,7 +6,7 @@
 
 use switchyard_core::schema::{self, Setting};
 use switchyard_core::{
-    close_code, AckPolicy, ChannelOptions, Config, ConflictResolution, Decides, HistoryConfig, Identity, Position, Rate, RateLimits, SessionOptions,
+    close_code, AckPolicy, ChannelOptions, Config, ConflictResolution, Decides, TokenExpiry, HistoryConfig, Identity, Position, Rate, RateLimits, SessionOptions,
     SlowConsumerPolicy,
 };
 #[cfg(not(target_family = "wasm"))]
@@ -86,6 +86,7 @@ pub fn read_settings<S: Source>(source: S, given: Option<Given<S::Object>>) -> R
         rate_limit: read_rate_limits(&options)?,
         connections_per_minute_per_ip: options.setting(&schema::CONNECTIONS_PER_MINUTE_PER_IP)?.map(|n| n as u32),
         verified_users_only: auth.is_some(),
+        token_expiry: auth.as_ref().and_then(|auth| auth.expiry),
         history: read_history(nested(&options, "history")?)?,
         history_max_bytes: size(schema::HISTORY_MAX_BYTES, defaults.history_max_bytes)?,
     };
@@ -217,9 +218,13 @@ fn read_auth<S: Source>(options: &Options<S>) -> Result<Option<TokenAuth>, S::Er
         organization_claim: jwt.string("organizationClaim")?,
         leeway_seconds: jwt.setting(&schema::JWT_LEEWAY_SECONDS)?.unwrap_or(schema::JWT_LEEWAY_SECONDS.default.number()),
     };
+    let leeway_ms = config.leeway_seconds.saturating_mul(1000);
     let verifier = Verifier::new(config).map_err(refused)?;
     let required = auth.boolean("required")?.unwrap_or(schema::AUTH_REQUIRED.default.boolean());
-    Ok(Some(TokenAuth { verifier, required }))
+    let enforce = jwt.boolean("enforceExpiry")?.unwrap_or(schema::JWT_ENFORCE_EXPIRY.default.boolean());
+    let refresh_window_ms = jwt.setting(&schema::JWT_REFRESH_WINDOW_MS)?.unwrap_or(schema::JWT_REFRESH_WINDOW_MS.default.number());
+    let expiry = enforce.then_some(TokenExpiry { refresh_window_ms, leeway_ms });
+    Ok(Some(TokenAuth { verifier, required, expiry }))
 }
 
 fn read_conflict_resolution<S: Source>(options: &Options<S>, name: &str) -> Result<Option<ConflictResolution>, S::Error> {
@@ -249,6 +254,7 @@ pub fn read_identity<S: Source>(options: &Options<S>) -> Result<Identity, S::Err
         metadata: options.json("metadata")?,
         rate_limit: read_rate(options.nested("rateLimit", &RATE_OPTIONS)?, "rateLimit")?,
         resume: Default::default(),
+        expires_at: None,
     })
 }
 

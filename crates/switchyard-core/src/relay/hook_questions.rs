@@ -22,7 +22,7 @@ fn unanswered() -> MessageRejection {
 impl Relay {
     /// Asks the application about the message `frame` from `sender`: its verdict, or
     /// `Err(Outcome::Asked)` when the answer comes later (the message is held till then).
-    fn ask(&self, sender: &Sender, frame: &Frame, ask: Ask, now: Millis) -> Result<Verdict, Outcome> {
+    pub(super) fn ask(&self, sender: &Sender, frame: &Frame, ask: Ask, now: Millis) -> Result<Verdict, Outcome> {
         let questions = &self.questions;
         let id = questions.next_id();
         if questions.holding {
@@ -53,7 +53,7 @@ impl Relay {
             None => self.ask(sender, frame, Ask::Join { channel: channel.as_str().to_owned(), token }, now)?,
         };
         match verdict {
-            Verdict::Allow | Verdict::Replace(_) => Ok(()),
+            Verdict::Allow | Verdict::Replace(_) | Verdict::Renew(_) => Ok(()),
             Verdict::Refuse(reason) => Err(self.refused(ErrorCode::ChannelForbidden, reason)),
             Verdict::Unavailable => Err(self.unanswered()),
         }
@@ -80,19 +80,19 @@ impl Relay {
             }
         };
         match verdict {
-            Verdict::Allow => Ok(None),
+            Verdict::Allow | Verdict::Renew(_) => Ok(None),
             Verdict::Replace(message) => Ok(Some(Frame::text(message))),
             Verdict::Refuse(reason) => Err(self.refused(ErrorCode::PublishRefused, reason)),
             Verdict::Unavailable => Err(self.unanswered()),
         }
     }
 
-    fn refused(&self, code: ErrorCode, reason: Option<String>) -> Outcome {
+    pub(super) fn refused(&self, code: ErrorCode, reason: Option<String>) -> Outcome {
         Counters::add(&self.counters.hook_refusals, 1);
         Outcome::Rejected(reason.map_or_else(|| code.into(), |reason| MessageRejection::new(code, reason)))
     }
 
-    fn unanswered(&self) -> Outcome {
+    pub(super) fn unanswered(&self) -> Outcome {
         Counters::add(&self.counters.hook_failures, 1);
         Outcome::Rejected(unanswered())
     }

@@ -30,7 +30,7 @@ impl Relay {
     }
 
     /// Runs what is due: session expiry every cleanup interval; pings and heartbeat
-    /// timeouts every ping interval; request and hook timeouts. Call it every
+    /// timeouts every ping interval; request and hook timeouts; token lifetimes. Call it every
     /// [`Config::tick_interval_ms`](crate::Config::tick_interval_ms).
     pub fn tick(&self, now: Millis) {
         let intervals = Intervals { cleanup_ms: self.config.cleanup_interval_ms, ping_ms: self.config.ping_interval_ms, stall_ms: self.stall_threshold_ms() };
@@ -46,6 +46,7 @@ impl Relay {
         }
         self.expire_requests(now);
         self.expire_questions(now);
+        self.expire_tokens(now);
         self.expire_transfers(now);
         self.forget_full_buckets(now);
         let mut slow = SlowConsumers::new();

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use switchyard_core::{AckPolicy, ChannelOptions, Config, ConflictResolution, HistoryConfig, Rate, RateLimits, SlowConsumerPolicy};
+use switchyard_core::{AckPolicy, ChannelOptions, Config, ConflictResolution, HistoryConfig, Rate, RateLimits, SlowConsumerPolicy, TokenExpiry};
 use switchyard_redis::RedisOptions;
 use switchyard_server::admission::TokenAuth;
 use switchyard_server::auth::{self, JwtConfig, Keys, Verifier};
@@ -263,6 +263,23 @@ pub struct Args {
     #[arg(long, env = "JWT_LEEWAY", default_value_t = 0, value_name = "SECONDS")]
     pub jwt_leeway: u64,
 
+    /// Milliseconds before its token's exp a connection is sent token_expiring.
+    #[arg(long, env = "JWT_REFRESH_WINDOW", default_value = "30000", value_name = "MS")]
+    pub jwt_refresh_window: Positive,
+
+    /// Close a connection with 1008 "Token expired" when its token expires unrefreshed
+    /// (false: tokens are checked at the upgrade only).
+    #[arg(
+        long,
+        env = "JWT_ENFORCE_EXPIRY",
+        default_value = "true",
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub jwt_enforce_expiry: bool,
+
     /// With a JWT key, let clients without a token in too (those with one must still
     /// present a valid one).
     #[arg(long, env = "AUTH_OPTIONAL")]
@@ -311,6 +328,15 @@ impl Args {
         self.compression.then_some(CompressionConfig { threshold: self.compression_threshold })
     }
 
+    fn has_jwt_key(&self) -> bool {
+        self.jwt_secret.is_some() || self.jwt_public_key.is_some() || self.jwks.is_some()
+    }
+
+    /// How tokens' expiry ends connections, unless `--jwt-enforce-expiry false`.
+    fn token_expiry(&self) -> Option<TokenExpiry> {
+        self.jwt_enforce_expiry.then_some(TokenExpiry { refresh_window_ms: self.jwt_refresh_window.get(), leeway_ms: self.jwt_leeway.saturating_mul(1000) })
+    }
+
     pub fn relay_config(&self) -> Config {
         let ms = |value: Positive| value.get();
         let size = |value: Positive| usize::try_from(value.get()).unwrap_or(usize::MAX);
@@ -345,7 +371,8 @@ impl Args {
                 max_violations: self.max_violations,
             }),
             connections_per_minute_per_ip: self.connections_per_minute_per_ip,
-            verified_users_only: self.jwt_secret.is_some() || self.jwt_public_key.is_some() || self.jwks.is_some(),
+            verified_users_only: self.has_jwt_key(),
+            token_expiry: self.has_jwt_key().then(|| self.token_expiry()).flatten(),
             history: (self.history_size > 0).then(|| HistoryConfig { size: self.history_size as usize, ttl_ms: ms(self.history_ttl) }),
             history_max_bytes: size(self.history_max_bytes),
         }
@@ -382,7 +409,7 @@ impl Args {
             organization_claim: self.jwt_organization_claim.clone(),
             leeway_seconds: self.jwt_leeway,
         };
-        Ok(Some(TokenAuth { verifier: Verifier::new(config)?, required: !self.auth_optional }))
+        Ok(Some(TokenAuth { verifier: Verifier::new(config)?, required: !self.auth_optional, expiry: self.token_expiry() }))
     }
 }
 

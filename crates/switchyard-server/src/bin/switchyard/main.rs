@@ -18,7 +18,7 @@ use clap::Parser;
 use switchyard_core::{close_code, Config, ConnectionRefusal, Decides, HostSettings, NoHooks};
 use switchyard_server::admission::TokenAuth;
 use switchyard_server::engine::Engine;
-use switchyard_server::hooks::SubscriptionTokens;
+use switchyard_server::hooks::TokenChecks;
 use switchyard_server::native_runtime::NativeRuntime;
 use switchyard_server::{now, Spawner};
 use tokio::net::{TcpListener, TcpSocket};
@@ -71,7 +71,7 @@ fn main() -> ExitCode {
 async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, launcher: Option<launcher::Launcher>, spawner: Spawner) -> ExitCode {
     let events = Arc::new(log_events::LogEvents::default());
     let auth = auth.map(Arc::new);
-    let hooks = Arc::new(SubscriptionTokens::new(auth.clone(), Arc::new(NoHooks)));
+    let hooks = Arc::new(TokenChecks::new(auth.clone(), Arc::new(NoHooks)));
     let engine = match Engine::new(config.clone(), events.clone(), hooks, args.redis_options()) {
         Ok(engine) => Arc::new(engine),
         Err(err) => {

@@ -1,0 +1,64 @@
+//! Token lifetimes: a connection admitted with a token that expires is told
+//! `token_expiring` ahead, may send `refresh` with a fresh token (checked by the
+//! [`Hooks`](crate::Hooks): the host's token auth), and is closed 1008 "Token expired" when
+//! its token runs out unrefreshed.
+
+use crate::error::{close_code, ErrorCode, MessageRejection};
+use crate::frame::Frame;
+use crate::hooks::{Ask, Verdict};
+use crate::ids::{ConnId, Millis};
+use crate::protocol;
+use crate::registry::Sender;
+
+use super::{Outcome, Relay, SlowConsumers};
+
+impl Relay {
+    /// Starts watching the token of a connection just let in.
+    pub(super) fn watch_token(&self, conn: ConnId, expires_at: Option<Millis>) {
+        if let (Some(_), Some(expires_at)) = (self.config.token_expiry, expires_at) {
+            self.lifetimes.set(conn, expires_at);
+        }
+    }
+
+    /// `refresh`: the connection's fresh token, taken when the hooks renew it.
+    pub(super) fn refresh(&self, sender: &Sender, token: String, frame: &Frame, verdict: Option<Verdict>, now: Millis) -> Outcome {
+        let verdict = match verdict {
+            Some(verdict) => verdict,
+            None => match self.ask(sender, frame, Ask::Refresh { token }, now) {
+                Ok(verdict) => verdict,
+                Err(outcome) => return outcome,
+            },
+        };
+        match verdict {
+            Verdict::Renew(expires_at) => {
+                if self.lifetimes.expires_at(sender.id).is_some_and(|current| expires_at <= current) {
+                    return Outcome::Rejected(MessageRejection::new(ErrorCode::InvalidToken, "The new token must expire later than the one it replaces"));
+                }
+                self.watch_token(sender.id, Some(expires_at));
+                Outcome::Reply(protocol::token_lifetime("refreshed", expires_at, now))
+            }
+            Verdict::Refuse(reason) => self.refused(ErrorCode::InvalidToken, reason),
+            Verdict::Unavailable => self.unanswered(),
+            Verdict::Allow | Verdict::Replace(_) => {
+                Outcome::Rejected(MessageRejection::new(ErrorCode::InvalidToken, "The application took the token without saying when it expires"))
+            }
+        }
+    }
+
+    /// Warns the connections whose token expires within the refresh window, and closes
+    /// those whose token has expired.
+    pub(super) fn expire_tokens(&self, now: Millis) {
+        let Some(expiry) = self.config.token_expiry else { return };
+        let due = self.lifetimes.due(now, expiry.refresh_window_ms, expiry.leeway_ms);
+        let mut slow = SlowConsumers::new();
+        for (conn, expires_at) in due.warn {
+            if let Some(outbox) = self.registry.get(conn).map(|c| c.outbox.clone()) {
+                self.push(conn, &*outbox, protocol::token_lifetime("token_expiring", expires_at, now), &mut slow);
+            }
+        }
+        self.close_slow_consumers(slow, now);
+        for conn in due.expired {
+            self.end_connection(conn, close_code::POLICY, "Token expired", now);
+        }
+    }
+}
