@@ -379,12 +379,13 @@ pub const REQUEST_TIMEOUT_MS: Setting = Setting::new(
     "A request not answered in this time gets REQUEST_TIMEOUT (the binary has no handler: requests get NO_HANDLER).",
 )
 .range(TIMER_MS);
-/// `hookTimeoutMs`: how long the application has to answer a hook.
-pub const HOOK_TIMEOUT_MS: Setting = Setting::addon(
+/// `hookTimeoutMs`, `--proxy-timeout`: how long the application (or its backend) has to answer a hook.
+pub const HOOK_TIMEOUT_MS: Setting = Setting::new(
     "hookTimeoutMs",
+    Flag::new("proxy-timeout", "PROXY_TIMEOUT").unbounded().default(Number(3_000)),
     Kind::Millis,
     Number(5_000),
-    "A hook not answered in this time (or one that throws or rejects) refuses its join or message with UNAVAILABLE.",
+    "A hook (or backend call) not answered in this time, or one that fails, refuses its join or message with UNAVAILABLE.",
 )
 .range(TIMER_MS);
 /// `hooks.joinChannel`: the app decides who joins a channel.
@@ -400,6 +401,41 @@ pub const HOOKS_PUBLISH: Setting = Setting::addon(
     Kind::Function,
     Unset,
     "Asked before a member's message is relayed to its session or a channel: ({ channel, sessionId, connectionId, identity, message }) => true, false, { allow: false, reason }, { message } (a replacement) or a Promise of one.",
+);
+/// `--proxy-connect-url`: the backend asked who each upgrading connection is.
+pub const PROXY_CONNECT_URL: Setting = Setting::binary(
+    Flag::new("proxy-connect-url", "PROXY_CONNECT_URL"),
+    Kind::Text,
+    Unset,
+    "POSTed {sessionId, headers, remoteAddress} at each upgrade; answers {result: {userId, organizationId, clientId, metadata, expiresAt}} or {disconnect: {code, reason}} (403).",
+);
+/// `--proxy-join-url`: the backend asked before each join.
+pub const PROXY_JOIN_URL: Setting = Setting::binary(
+    Flag::new("proxy-join-url", "PROXY_JOIN_URL"),
+    Kind::Text,
+    Unset,
+    "POSTed {connectionId, userId, channel} before each join the channel rules allow (and private: ones without a token); answers {result: {}} or {error: {code, message}}.",
+);
+/// `--proxy-publish-url`: the backend asked before each member's message is relayed.
+pub const PROXY_PUBLISH_URL: Setting = Setting::binary(
+    Flag::new("proxy-publish-url", "PROXY_PUBLISH_URL"),
+    Kind::Text,
+    Unset,
+    "POSTed {connectionId, userId, sessionId or channel, message} before a member's message is relayed; answers {result: {}}, {result: {message}} (a replacement) or {error}.",
+);
+/// `--proxy-request-url`: the backend that answers `request` messages.
+pub const PROXY_REQUEST_URL: Setting = Setting::binary(
+    Flag::new("proxy-request-url", "PROXY_REQUEST_URL"),
+    Kind::Text,
+    Unset,
+    "POSTed {connectionId, userId, requestId, payload} for each request; answers {result: {payload}} (the response) or {error} (REQUEST_FAILED).",
+);
+/// `--proxy-headers`: the upgrade's headers passed to the connect call.
+pub const PROXY_HEADERS: Setting = Setting::binary(
+    Flag::new("proxy-headers", "PROXY_HEADERS").default(Text("cookie,authorization")),
+    Kind::List,
+    Text("cookie,authorization"),
+    "Headers of the upgrade request passed to --proxy-connect-url.",
 );
 /// `maxRequestsPerConnection`, `--max-requests-per-connection`: requests one connection may await.
 pub const MAX_REQUESTS_PER_CONNECTION: Setting = Setting::new(
@@ -719,6 +755,11 @@ pub const SETTINGS: &[Setting] = &[
     HOOK_TIMEOUT_MS,
     HOOKS_JOIN_CHANNEL,
     HOOKS_PUBLISH,
+    PROXY_CONNECT_URL,
+    PROXY_JOIN_URL,
+    PROXY_PUBLISH_URL,
+    PROXY_REQUEST_URL,
+    PROXY_HEADERS,
     MAX_REQUESTS_PER_CONNECTION,
     ACK,
     ENABLE_ROLE_MANAGEMENT,

@@ -33,6 +33,8 @@ pub mod native_runtime;
 pub mod options;
 mod outbox;
 pub mod path_pattern;
+#[cfg(feature = "cli")]
+pub mod proxy;
 #[cfg(not(target_family = "wasm"))]
 pub mod relay_port;
 pub mod settings;

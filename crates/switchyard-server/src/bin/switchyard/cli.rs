@@ -13,6 +13,7 @@ use switchyard_redis::RedisOptions;
 use switchyard_server::admission::TokenAuth;
 use switchyard_server::auth::{self, JwtConfig, Keys, Verifier};
 use switchyard_server::deflate::CompressionConfig;
+use switchyard_server::proxy::{ProxyConfigError, ProxyOptions};
 
 /// A positive whole number of milliseconds or bytes.
 type Positive = std::num::NonZeroU64;
@@ -151,6 +152,32 @@ pub struct Args {
     /// has no request handler: requests are answered NO_HANDLER).
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30000", value_name = "MS")]
     pub request_timeout: Positive,
+
+    /// Milliseconds a backend proxy call may take before its join or message is refused
+    /// UNAVAILABLE.
+    #[arg(long, env = "PROXY_TIMEOUT", default_value = "3000", value_name = "MS")]
+    pub proxy_timeout: Positive,
+
+    /// The backend asked who each upgrading connection is (POST of JSON; http://).
+    #[arg(long, env = "PROXY_CONNECT_URL", value_name = "URL")]
+    pub proxy_connect_url: Option<String>,
+
+    /// The backend asked before each channel join the channel rules allow.
+    #[arg(long, env = "PROXY_JOIN_URL", value_name = "URL")]
+    pub proxy_join_url: Option<String>,
+
+    /// The backend asked before each member's message is relayed (allow, refuse, replace).
+    #[arg(long, env = "PROXY_PUBLISH_URL", value_name = "URL")]
+    pub proxy_publish_url: Option<String>,
+
+    /// The backend that answers `request` messages.
+    #[arg(long, env = "PROXY_REQUEST_URL", value_name = "URL")]
+    pub proxy_request_url: Option<String>,
+
+    /// Headers of the upgrade request passed to the connect call; repeat it, or separate
+    /// names with commas.
+    #[arg(long, env = "PROXY_HEADERS", value_delimiter = ',', default_value = "cookie,authorization", value_name = "NAME")]
+    pub proxy_headers: Vec<String>,
 
     /// Which messages get ACK or NACK: those with a string id and "ack":true, all with
     /// a string id, or none.
@@ -328,6 +355,19 @@ impl Args {
         self.compression.then_some(CompressionConfig { threshold: self.compression_threshold })
     }
 
+    /// The backend proxy's URLs, each checked.
+    pub fn proxy_options(&self) -> Result<ProxyOptions, ProxyConfigError> {
+        let url = |flag: &'static str, value: &Option<String>| value.as_deref().map(|url| ProxyOptions::url(flag, url)).transpose();
+        Ok(ProxyOptions {
+            connect: url("--proxy-connect-url", &self.proxy_connect_url)?,
+            join: url("--proxy-join-url", &self.proxy_join_url)?,
+            publish: url("--proxy-publish-url", &self.proxy_publish_url)?,
+            request: url("--proxy-request-url", &self.proxy_request_url)?,
+            timeout: Duration::from_millis(self.proxy_timeout.get()),
+            headers: self.proxy_headers.iter().map(|name| name.trim().to_ascii_lowercase()).filter(|name| !name.is_empty()).collect(),
+        })
+    }
+
     fn has_jwt_key(&self) -> bool {
         self.jwt_secret.is_some() || self.jwt_public_key.is_some() || self.jwks.is_some()
     }
@@ -357,7 +397,7 @@ impl Args {
             },
             max_channels_per_connection: size(self.max_channels_per_connection),
             request_timeout_ms: ms(self.request_timeout),
-            hook_timeout_ms: Config::default().hook_timeout_ms,
+            hook_timeout_ms: ms(self.proxy_timeout),
             max_requests_per_connection: size(self.max_requests_per_connection),
             ack: AckPolicy::from_name(&self.ack).unwrap_or_default(),
             enable_role_management: self.enable_role_management,

@@ -47,6 +47,8 @@ pub struct App {
     pub waiting: Arc<switchyard_server::waiting::Waiting>,
     /// Wakes history long polls.
     pub events: Arc<crate::log_events::LogEvents>,
+    /// The backend proxy, when a `--proxy-*-url` is given.
+    pub proxy: Option<Arc<switchyard_server::proxy::Proxy>>,
 }
 
 type AppState = State<Arc<App>>;
@@ -106,7 +108,7 @@ async fn upgrade_sessionless(State(app): AppState, ConnectInfo(peer): ConnectInf
     if request.method() == axum::http::Method::GET && !request.headers().contains_key(header::UPGRADE) {
         return ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], ABOUT).into_response();
     }
-    upgrade(app, peer, Route::Sessionless, request, Held::default())
+    upgrade(app, peer, Route::Sessionless, request, Held::default()).await
 }
 
 const ABOUT: &str = concat!(
@@ -148,13 +150,14 @@ async fn upgrade_to_session(
     request: Request,
 ) -> Response {
     let held = app.engine.hold_place(&session_id).await;
-    upgrade(app, peer, Route::Session(session_id), request, held)
+    upgrade(app, peer, Route::Session(session_id), request, held).await
 }
 
 /// Answers a WebSocket handshake with 101 and hands the upgraded connection to the relay,
 /// or refuses it: 429 for an address opening connections too fast, 401 without a valid
-/// token (when tokens are configured), 400 for a bad handshake.
-fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request, held: Held) -> Response {
+/// token (when tokens are configured), 403 when the backend proxy says so, 503 when it
+/// does not answer, 400 for a bad handshake.
+async fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request, held: Held) -> Response {
     let (mut parts, _body) = request.into_parts();
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let url = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -168,6 +171,22 @@ fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request, held
             return response;
         }
     };
+    let identity = match &app.proxy {
+        Some(proxy) if proxy.asks_connect() => {
+            let session = match &route {
+                Route::Session(id) => Some(id.as_str()),
+                Route::Sessionless => None,
+            };
+            let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            match proxy.connect(session, header, Some(peer.ip().to_string()), identity).await {
+                Ok(Ok(identity)) => identity,
+                Ok(Err(disconnect)) => return (StatusCode::FORBIDDEN, disconnect.reason).into_response(),
+                Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "The application did not answer").into_response(),
+            }
+        }
+        _ => identity,
+    };
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let accept = match handshake::accept(parts.method.as_str(), header) {
         Ok(accept) => accept,
         Err(error) => {

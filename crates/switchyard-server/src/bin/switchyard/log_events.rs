@@ -1,8 +1,11 @@
 //! The binary's event sink: one log line per connection opened and closed, and per
-//! session ended, and a wake-up for history long polls per publication. Nothing is
-//! logged per message.
+//! session ended, a wake-up for history long polls per publication, and requests handed
+//! to the backend proxy. Nothing is logged per message.
+
+use std::sync::Arc;
 
 use switchyard_core::{Event, EventSink};
+use switchyard_server::proxy::Proxy;
 use tokio::sync::Notify;
 use tracing::{debug, info};
 
@@ -11,6 +14,8 @@ pub struct LogEvents {
     /// Woken at every publication in a session with a stream; each long poll then looks
     /// at its own session's history.
     pub published: Notify,
+    /// Answers `request` messages, when `--proxy-request-url` is given.
+    pub proxy: Option<Arc<Proxy>>,
 }
 
 impl EventSink for LogEvents {
@@ -33,9 +38,14 @@ impl EventSink for LogEvents {
             Event::SessionCreated(s) => debug!(session = %s.session_id, "session created"),
             Event::SessionDeleted { session_id } => info!(session = %session_id, "session deleted"),
             Event::SessionExpired { session_id } => info!(session = %session_id, "session expired"),
-            // The binary has no request handler (requests are answered NO_HANDLER before an
-            // event exists) and watches no message types.
-            Event::Request { .. } | Event::Message { .. } => {}
+            // Without --proxy-request-url requests are answered NO_HANDLER before an event
+            // exists; the binary watches no message types.
+            Event::Request { connection, request_id, payload } => {
+                if let Some(proxy) = &self.proxy {
+                    proxy.request(connection, request_id, payload);
+                }
+            }
+            Event::Message { .. } => {}
             Event::Published { .. } => self.published.notify_waiters(),
         }
     }

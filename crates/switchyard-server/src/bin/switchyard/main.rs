@@ -15,10 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use switchyard_core::{close_code, Config, ConnectionRefusal, Decides, HostSettings, NoHooks};
+use switchyard_core::{close_code, Config, ConnectionRefusal, Decides, Hooks, HostSettings, NoHooks};
 use switchyard_server::admission::TokenAuth;
 use switchyard_server::engine::Engine;
 use switchyard_server::hooks::TokenChecks;
+use switchyard_server::proxy::Proxy;
 use switchyard_server::native_runtime::NativeRuntime;
 use switchyard_server::{now, Spawner};
 use tokio::net::{TcpListener, TcpSocket};
@@ -46,6 +47,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let proxy_options = match args.proxy_options() {
+        Ok(options) => options,
+        Err(err) => {
+            eprintln!("switchyard: {err}");
+            return ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -65,13 +73,18 @@ fn main() -> ExitCode {
     // The runtime's own threads drive its sockets and timers; this one only waits for
     // the signal to stop.
     let spawner = runtime.spawner.clone();
-    spawner.runtime.block_on(serve(args, config, auth, launcher, spawner.clone()))
+    let proxy = proxy_options.is_on().then(|| Proxy::new(proxy_options, spawner.runtime.clone()));
+    spawner.runtime.block_on(serve(args, config, auth, proxy, launcher, spawner.clone()))
 }
 
-async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, launcher: Option<launcher::Launcher>, spawner: Spawner) -> ExitCode {
-    let events = Arc::new(log_events::LogEvents::default());
+async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, proxy: Option<Arc<Proxy>>, launcher: Option<launcher::Launcher>, spawner: Spawner) -> ExitCode {
+    let events = Arc::new(log_events::LogEvents { proxy: proxy.clone(), ..Default::default() });
     let auth = auth.map(Arc::new);
-    let hooks = Arc::new(TokenChecks::new(auth.clone(), Arc::new(NoHooks)));
+    let app_hooks: Arc<dyn Hooks> = match &proxy {
+        Some(proxy) => proxy.clone(),
+        None => Arc::new(NoHooks),
+    };
+    let hooks = Arc::new(TokenChecks::new(auth.clone(), app_hooks));
     let engine = match Engine::new(config.clone(), events.clone(), hooks, args.redis_options()) {
         Ok(engine) => Arc::new(engine),
         Err(err) => {
@@ -79,6 +92,9 @@ async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, launche
             return ExitCode::from(2);
         }
     };
+    if let Some(proxy) = &proxy {
+        proxy.bind(&engine.relay);
+    }
     let relay = engine.relay.clone();
     let link = engine.join_cluster();
     let shutdown_timeout = Duration::from_millis(args.shutdown_timeout.get());
@@ -95,7 +111,7 @@ async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, launche
         auth_required: auth.as_ref().map(|auth| auth.required),
         compression_threshold: args.compression().map(|compression| compression.threshold),
         threads: args.threads.map(|n| n.get()),
-        hooks: Decides::default(),
+        hooks: proxy.as_ref().map_or_else(Decides::default, |proxy| proxy.decides()),
     };
     let app = Arc::new(http::App {
         engine: engine.clone(),
@@ -106,6 +122,7 @@ async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, launche
         started: Instant::now(),
         waiting: waiting.clone(),
         events,
+        proxy,
     });
     info!(
         address = %listener.local_addr().map_or(address, |a| a),
