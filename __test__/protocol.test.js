@@ -10,6 +10,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { isDeepStrictEqual } = require('node:util');
 const { TestClient, startMixedServer, startBinary, stopBinaries, transports } = require('./helpers');
+const { sign, now } = require('./jwt');
 
 const root = path.resolve(__dirname, '..');
 const PAGE = path.join(root, 'docs', 'protocol.md');
@@ -203,6 +204,21 @@ async function twoCases(scene) {
 
 const CHANNEL_HISTORY = { channels: { history: { size: 100, ttlMs: 60_000 } } };
 
+const SECRET = 'a secret of at least thirty-two bytes';
+/** A JWT of `claims` for user dr-lee, signed with the server's SECRET, expiring in `seconds`. */
+const token = (seconds, claims = {}) => sign({ sub: 'dr-lee', exp: now() + seconds, ...claims }, { key: SECRET });
+const TOKEN_AUTH = { auth: { jwt: { secret: SECRET } } };
+
+/** A sessionless connection of dr-lee admitted with a token that expires in `seconds` (inside the refresh window). */
+function tokenHolder(s, seconds = 5) {
+  return s.open(`${s.server.sessionless(s.transport)}?token=${token(seconds)}`);
+}
+
+/** A refresh of the documented shape, with a real fresh token. */
+function refresh(seconds = 3600, claims) {
+  return { ...example('refresh'), token: token(seconds, claims) };
+}
+
 /** A member reads a channel publication, drops, two more are published, and it joins again with `since`. */
 async function channelRecovered(s) {
   const { channel } = example('channel.join');
@@ -337,6 +353,45 @@ const scenarios = {
       const client = await s.sessionless();
       s.send(client, example('ping.upper'));
       return (await s.next(client, 'PONG')).json;
+    },
+  },
+  token_expiring: {
+    transports: BOTH,
+    config: TOKEN_AUTH,
+    async run(s) {
+      const client = await tokenHolder(s);
+      const warning = (await s.next(client, 'token_expiring')).json;
+      assert.ok(Math.abs(warning.data.expiresAt - (Date.now() + 5000)) <= 2000, 'expiresAt is the token exp, in ms');
+      return warning;
+    },
+  },
+  refresh: {
+    config: TOKEN_AUTH,
+    async run(s) {
+      const client = await tokenHolder(s);
+      const sent = refresh();
+      s.send(client, sent);
+      await s.next(client, 'refreshed');
+      return sent;
+    },
+  },
+  refreshed: {
+    transports: BOTH,
+    config: TOKEN_AUTH,
+    async run(s) {
+      const client = await tokenHolder(s);
+      s.send(client, refresh());
+      const refreshed = (await s.next(client, 'refreshed')).json;
+      assert.ok(refreshed.data.expiresAt >= Date.now() + 3_500_000, 'the new expiry');
+      return refreshed;
+    },
+  },
+  'error.invalid-token': {
+    config: TOKEN_AUTH,
+    async run(s) {
+      const client = await tokenHolder(s);
+      s.send(client, refresh(3600, { sub: 'someone-else' }));
+      return (await s.next(client, 'error')).json;
     },
   },
   'error.invalid-message': {
@@ -559,6 +614,36 @@ const scenarios = {
       const error = (await s.next(client, 'ERROR')).json;
       assert.deepEqual(error.data.originalMessage, offending);
       return error;
+    },
+  },
+  'channel.join.private': {
+    config: { auth: { jwt: { secret: SECRET }, required: false } },
+    async run(s) {
+      const client = await s.sessionless({ 'x-user': 'dr-lee' });
+      const documented = example('channel.join.private');
+      const sent = { ...documented, token: token(60, { channel: documented.channel }) };
+      s.send(client, sent);
+      assert.equal((await s.next(client, 'CHANNEL_JOINED')).json.channel, documented.channel);
+      return sent;
+    },
+  },
+  'error.publish-refused': {
+    config: { hooks: { publish: () => ({ allow: false, reason: 'Case S24-1001 is closed for comments' }) } },
+    async run(s) {
+      const { members: [a, b] } = await s.session([null, null]);
+      s.send(a, example('relay.message'));
+      const error = (await s.next(a, 'error')).json;
+      await s.noErrors(b);
+      assert.equal(b.inbox.filter((m) => m.json?.type === example('relay.message').type).length, 0, 'not relayed');
+      return error;
+    },
+  },
+  'error.unavailable': {
+    config: { hookTimeoutMs: 200, hooks: { publish: () => new Promise(() => {}) } },
+    async run(s) {
+      const { members: [a] } = await s.session([null]);
+      s.send(a, example('relay.message'));
+      return (await s.next(a, 'error')).json;
     },
   },
   'server-send.binary': {
