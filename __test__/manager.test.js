@@ -49,6 +49,7 @@ describe('configuration', () => {
       nativeCompression: null,
       nativeThreads: null,
       hooks: { joinChannel: false, publish: false },
+      webhooks: null,
       history: null,
       historyMaxBytes: 67108864,
     });

@@ -67,7 +67,8 @@ export type PublishAnswer = JoinChannelAnswer | PublishReplacement
 export interface RelayHooks {
   /**
    * Asked before a join the channel rules allow, and before every join of a `private:`
-   * channel without a valid subscription token. A refusal is `CHANNEL_FORBIDDEN`.
+   * channel that carries no subscription token (one that does is decided by its token
+   * alone). A refusal is `CHANNEL_FORBIDDEN`.
    */
   joinChannel?: (question: JoinChannelQuestion) => JoinChannelAnswer | Promise<JoinChannelAnswer>
   /**
@@ -76,6 +77,32 @@ export interface RelayHooks {
    * an acknowledgement was asked); `{ message }` relays a replacement.
    */
   publish?: (question: PublishQuestion) => PublishAnswer | Promise<PublishAnswer>
+}
+
+/** Where lifecycle events go (`webhooks` in the config). */
+export interface WebhookOptions {
+  /** The http:// endpoint events are POSTed to: `{ events: [{ name, timestamp, ... }] }`. */
+  url: string
+  /** Signs each batch: `X-Switchyard-Signature: sha256=<hex HMAC-SHA256 of the body>`. */
+  secret: string
+  /** Which events are sent. Default: all six. */
+  events?: WebhookEventName[]
+  /** A batch the endpoint has not acknowledged with a 2xx is retried with backoff this long, then dropped and counted. Default 600 000. */
+  maxAgeMs?: number
+}
+
+export type WebhookEventName = 'session_created' | 'session_ended' | 'member_joined' | 'member_left' | 'channel_occupied' | 'channel_vacated'
+
+/** What became of the webhook events (`getStats().webhooks`, with `webhooks` configured). */
+export interface WebhookStats {
+  /** Events waiting to be sent. */
+  queued: number
+  /** Events the endpoint acknowledged. */
+  delivered: number
+  /** POSTs tried again after a failure. */
+  retries: number
+  /** Events dropped: the queue (10 000) was full, or their batch outlived `maxAgeMs`. */
+  dropped: number
 }
 
 export interface RelaySessionManagerConfig {
@@ -124,6 +151,8 @@ export interface RelaySessionManagerConfig {
   hooks?: RelayHooks
   /** A hook that has not answered in this time (or that throws or rejects) refuses with `UNAVAILABLE`. Default 5000. */
   hookTimeoutMs?: number
+  /** Lifecycle events POSTed to the app in signed batches. See docs/guide/webhooks.md. */
+  webhooks?: WebhookOptions
   /** Default `'requested'`. */
   ack?: AckPolicy
   /** Control roles: one active member per session. Default true, as in the original. */
@@ -519,6 +548,8 @@ export interface RelayStats {
   rateLimited: number
   /** What the app's hooks (or its backend) were asked, and how they answered. */
   hooks: HookStats
+  /** What became of the webhook events; absent without `webhooks`. */
+  webhooks?: WebhookStats
   /** Frames received by size: `<=128`, `<=1024`, `<=16384`, `<=131072`, `<=1048576`, `>1048576` bytes. */
   frames: Record<string, number>
   /** How long relayed messages waited between being routed and being written. */
@@ -632,6 +663,8 @@ export interface ResolvedConfig {
   hookTimeoutMs: number
   /** Which hooks the app gave. */
   hooks: { joinChannel: boolean; publish: boolean }
+  /** The webhooks (never the secret); `null` when off. */
+  webhooks: { url: string; events: WebhookEventName[]; maxAgeMs: number } | null
   ack: AckPolicy
   enableRoleManagement: boolean
   defaultConflictResolution: ConflictResolution

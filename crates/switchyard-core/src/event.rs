@@ -52,11 +52,25 @@ pub enum Event {
     SessionDeleted {
         /// The session deleted.
         session_id: SessionId,
+        /// Deleted through this node (one node of a cluster says so).
+        here: bool,
     },
     /// A session outlived its lifetime and was removed; its members were closed.
     SessionExpired {
         /// The session that expired.
         session_id: SessionId,
+        /// Created through this node (one node of a cluster says so).
+        here: bool,
+    },
+    /// A channel has its first member on this node.
+    ChannelOccupied {
+        /// The channel's name.
+        channel: String,
+    },
+    /// A channel's last member on this node left.
+    ChannelVacated {
+        /// The channel's name.
+        channel: String,
     },
     /// A `request` for the app's handler; answer with [`Relay::respond`](crate::Relay::respond).
     /// `request_id` and `payload` are raw JSON.

@@ -254,7 +254,7 @@ impl StatsReport {
 }
 
 /// What the process around a relay applies of the options, beside its [`Config`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HostSettings {
     /// Whether a token is required, when token auth is on.
     pub auth_required: Option<bool>,
@@ -264,6 +264,20 @@ pub struct HostSettings {
     pub threads: Option<usize>,
     /// The hooks the app gave.
     pub hooks: Decides,
+    /// The webhooks, when on.
+    pub webhooks: Option<WebhooksReport>,
+}
+
+/// The webhooks as the report shows them: never the secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhooksReport {
+    /// Where events are POSTed.
+    pub url: String,
+    /// The events sent.
+    pub events: Vec<String>,
+    /// How long a batch is retried before it is dropped.
+    pub max_age_ms: u64,
 }
 
 /// The configuration in force, every default filled in, by the addon's option names:
@@ -282,6 +296,8 @@ pub struct ConfigReport<'a> {
     pub native_threads: Option<usize>,
     /// Which hooks the app gave.
     pub hooks: Decides,
+    /// The webhooks; `null` when off.
+    pub webhooks: Option<WebhooksReport>,
 }
 
 /// Token auth as the report shows it: whether a token is required, never a key.
@@ -307,6 +323,7 @@ impl<'a> ConfigReport<'a> {
             native_compression: host.compression_threshold.map(|threshold| CompressionReport { threshold }),
             native_threads: host.threads,
             hooks: host.hooks,
+            webhooks: host.webhooks,
         }
     }
 }

@@ -437,6 +437,39 @@ pub const PROXY_HEADERS: Setting = Setting::binary(
     Text("cookie,authorization"),
     "Headers of the upgrade request passed to --proxy-connect-url.",
 );
+/// `webhooks.url`, `--webhook-url`: where lifecycle events are POSTed.
+pub const WEBHOOK_URL: Setting = Setting::new(
+    "webhooks.url",
+    Flag::new("webhook-url", "WEBHOOK_URL"),
+    Kind::Text,
+    Unset,
+    "The http:// endpoint lifecycle events are POSTed to in signed batches: {events: [{name, timestamp, sessionId or channel, connectionId, clientId, userId, organizationId, reason}]}.",
+);
+/// `webhooks.secret`, `--webhook-secret`: the HMAC-SHA256 key of the signature.
+pub const WEBHOOK_SECRET: Setting = Setting::new(
+    "webhooks.secret",
+    Flag::new("webhook-secret", "WEBHOOK_SECRET"),
+    Kind::Text,
+    Unset,
+    "Signs each batch: X-Switchyard-Signature: sha256=<hex HMAC-SHA256 of the body>. Needed with the URL.",
+);
+/// `webhooks.events`, `--webhook-events`: which events are sent.
+pub const WEBHOOK_EVENTS: Setting = Setting::new(
+    "webhooks.events",
+    Flag::new("webhook-events", "WEBHOOK_EVENTS"),
+    Kind::List,
+    Said("all six"),
+    "Which of session_created, session_ended, member_joined, member_left, channel_occupied and channel_vacated are sent.",
+);
+/// `webhooks.maxAgeMs`, `--webhook-max-age`: how long an undelivered batch is retried.
+pub const WEBHOOK_MAX_AGE_MS: Setting = Setting::new(
+    "webhooks.maxAgeMs",
+    Flag::new("webhook-max-age", "WEBHOOK_MAX_AGE").unbounded(),
+    Kind::Millis,
+    Number(600_000),
+    "A batch the endpoint has not acknowledged (2xx) is retried with backoff for this long, then dropped and counted.",
+)
+.range(MS);
 /// `maxRequestsPerConnection`, `--max-requests-per-connection`: requests one connection may await.
 pub const MAX_REQUESTS_PER_CONNECTION: Setting = Setting::new(
     "maxRequestsPerConnection",
@@ -760,6 +793,10 @@ pub const SETTINGS: &[Setting] = &[
     PROXY_PUBLISH_URL,
     PROXY_REQUEST_URL,
     PROXY_HEADERS,
+    WEBHOOK_URL,
+    WEBHOOK_SECRET,
+    WEBHOOK_EVENTS,
+    WEBHOOK_MAX_AGE_MS,
     MAX_REQUESTS_PER_CONNECTION,
     ACK,
     ENABLE_ROLE_MANAGEMENT,

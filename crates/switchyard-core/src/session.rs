@@ -111,6 +111,8 @@ pub(crate) struct Session {
     /// order.
     pub order: Option<Mutex<()>>,
     pub history: Option<HistoryConfig>,
+    /// Created through this node (not learnt from another): this node tells of its end.
+    pub created_here: bool,
 }
 
 impl Session {
@@ -145,6 +147,7 @@ impl Session {
             control: Default::default(),
             conflict_resolution: record.conflict_resolution,
             order: record.history.map(|_| Mutex::new(())),
+            created_here: false,
             history: record.history,
         }
     }

@@ -25,7 +25,7 @@ fn name_of(event: &Event) -> Option<&'static str> {
         Event::SessionDeleted { .. } => "sessionDeleted",
         Event::SessionExpired { .. } => "sessionExpired",
         Event::Message { .. } => "message",
-        Event::Request { .. } | Event::Published { .. } => return None,
+        Event::Request { .. } | Event::Published { .. } | Event::ChannelOccupied { .. } | Event::ChannelVacated { .. } => return None,
     })
 }
 
@@ -106,7 +106,7 @@ pub fn deliver(env: &Env, name: &str, listeners: Vec<Rc<Listener>>, event: Event
             payload.to_unknown()
         }
         Event::SessionCreated(info) => to_js(env, SessionData::from(info))?,
-        Event::SessionDeleted { session_id } | Event::SessionExpired { session_id } => {
+        Event::SessionDeleted { session_id, .. } | Event::SessionExpired { session_id, .. } => {
             object_of(env, &serde_json::json!({ "sessionId": session_id }))?.to_unknown()
         }
         Event::Message { connection, kind, message } => {
@@ -115,7 +115,7 @@ pub fn deliver(env: &Env, name: &str, listeners: Vec<Rc<Listener>>, event: Event
             payload.set("message", parse(env, &String::from_utf8_lossy(&message))?)?;
             payload.to_unknown()
         }
-        Event::Request { .. } | Event::Published { .. } => return Ok(()),
+        Event::Request { .. } | Event::Published { .. } | Event::ChannelOccupied { .. } | Event::ChannelVacated { .. } => return Ok(()),
     };
     for listener in listeners {
         // SAFETY: `payload` lives in the current handle scope.

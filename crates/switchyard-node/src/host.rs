@@ -49,6 +49,10 @@ use switchyard_server::path_pattern::PathPattern;
 use napi::{Error, Status};
 #[cfg(not(target_family = "wasm"))]
 use switchyard_server::native_runtime::NativeRuntime;
+#[cfg(not(target_family = "wasm"))]
+use switchyard_server::webhooks::{Webhooks, WithWebhooks};
+#[cfg(not(target_family = "wasm"))]
+use switchyard_core::EventSink;
 
 #[cfg(not(target_family = "wasm"))]
 mod transport;
@@ -91,6 +95,9 @@ pub struct Host {
     request_handler: RefCell<Option<Rc<RequestHandler>>>,
     /// The config's `hooks`.
     hooks: JsHooks,
+    /// The config's `webhooks`, sent from the native runtime.
+    #[cfg(not(target_family = "wasm"))]
+    pub webhooks: Option<Arc<Webhooks>>,
     /// permessage-deflate totals of the bridge sockets that have closed: bytes before
     /// compression, bytes on the wire.
     closed_compression: Cell<(u64, u64)>,
@@ -107,7 +114,14 @@ impl Host {
         let auth = settings.auth.map(Arc::new);
         let asked = Arc::new(TokenChecks::new(auth.clone(), Arc::new(LoopHooks { decides: hooks.decides(), queue: pending.clone() })));
         #[cfg(not(target_family = "wasm"))]
-        let engine = Engine::new(settings.config, pending.clone(), asked, settings.redis).map_err(|e| e.to_string())?;
+        let webhooks = settings.webhooks.map(Webhooks::new);
+        #[cfg(not(target_family = "wasm"))]
+        let sink: Arc<dyn EventSink> = match &webhooks {
+            Some(webhooks) => Arc::new(WithWebhooks { inner: pending.clone(), webhooks: webhooks.clone() }),
+            None => pending.clone(),
+        };
+        #[cfg(not(target_family = "wasm"))]
+        let engine = Engine::new(settings.config, sink, asked, settings.redis).map_err(|e| e.to_string())?;
         #[cfg(target_family = "wasm")]
         let engine = Engine::alone(settings.config, pending.clone(), asked);
         Ok(Rc::new(Self {
@@ -126,6 +140,8 @@ impl Host {
             native_threads: settings.native_threads,
             request_handler: RefCell::default(),
             hooks,
+            #[cfg(not(target_family = "wasm"))]
+            webhooks,
             closed_compression: Cell::new((0, 0)),
             pump_scheduled: Cell::new(false),
             deferred_pump: OnceCell::new(),
@@ -272,6 +288,10 @@ impl Host {
             compression_threshold: self.compression.map(|compression| compression.threshold),
             threads: self.native_threads,
             hooks: self.hooks.decides(),
+            #[cfg(not(target_family = "wasm"))]
+            webhooks: self.webhooks.as_ref().map(|webhooks| webhooks.report()),
+            #[cfg(target_family = "wasm")]
+            webhooks: None,
         }
     }
 

@@ -195,6 +195,10 @@ impl RelaySessionManager {
             let mut stats = js::object_of(env, &report)?;
             stats.set("compression", js::object_of(env, &self.host.compression(env)?)?)?;
             stats.set("config", js::object_of(env, &ConfigReport::new(relay.config(), self.host.settings()))?)?;
+            #[cfg(not(target_family = "wasm"))]
+            if let Some(webhooks) = &self.host.webhooks {
+                stats.set("webhooks", js::object_of(env, &webhooks.counts())?)?;
+            }
             Ok(stats)
         })
     }

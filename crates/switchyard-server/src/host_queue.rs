@@ -118,8 +118,8 @@ impl<Outbox: Send + Sync> Hooks for LoopHooks<Outbox> {
 
 impl<Outbox: Send + Sync> EventSink for HostQueue<Outbox> {
     fn emit(&self, event: Event) {
-        // The app reads history when it wants it; no listener waits for publications.
-        if matches!(event, Event::Published { .. }) {
+        // The app reads history when it wants it, and hears of channels through webhooks.
+        if matches!(event, Event::Published { .. } | Event::ChannelOccupied { .. } | Event::ChannelVacated { .. }) {
             return;
         }
         self.events.lock().push(event);

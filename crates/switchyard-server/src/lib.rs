@@ -33,12 +33,14 @@ pub mod native_runtime;
 pub mod options;
 mod outbox;
 pub mod path_pattern;
-#[cfg(feature = "cli")]
+#[cfg(not(target_family = "wasm"))]
 pub mod proxy;
 #[cfg(not(target_family = "wasm"))]
 pub mod relay_port;
 pub mod settings;
 pub mod waiting;
+#[cfg(not(target_family = "wasm"))]
+pub mod webhooks;
 
 #[cfg(not(target_family = "wasm"))]
 pub use connection::{Accepted, Spawner, CLOSE_TIMEOUT};

@@ -16,6 +16,8 @@ use crate::admission::TokenAuth;
 use crate::auth::{self, JwtConfig, Keys, Verifier};
 use crate::deflate::CompressionConfig;
 use crate::options::{Given, Options, Source};
+#[cfg(not(target_family = "wasm"))]
+use crate::webhooks::WebhookOptions;
 
 const SESSION_OPTIONS: [&str; 6] = ["sessionId", "expiresIn", "metadata", "maxClients", "conflictResolution", "history"];
 const HISTORY_OPTIONS: [&str; 2] = ["size", "ttlMs"];
@@ -45,6 +47,9 @@ pub struct Settings {
     pub native_threads: Option<usize>,
     /// The hooks the app gave (`hooks`): which questions it answers.
     pub hooks: Decides,
+    /// Where lifecycle events are POSTed (`webhooks`).
+    #[cfg(not(target_family = "wasm"))]
+    pub webhooks: Option<WebhookOptions>,
 }
 
 /// The config under `schema`'s names (`new RelaySessionManager(config)`).
@@ -97,6 +102,10 @@ pub fn read_settings<S: Source>(source: S, given: Option<Given<S::Object>>) -> R
             "Clusters (the redis option) are not available in the WebAssembly build of switchyard: they need a platform with a native package".into(),
         ));
     }
+    #[cfg(target_family = "wasm")]
+    if options.has("webhooks")? {
+        return Err(options.refuse("Webhooks are not available in the WebAssembly build of switchyard: they need a platform with a native package".into()));
+    }
     Ok(Settings {
         #[cfg(not(target_family = "wasm"))]
         redis: read_redis(&options, &config)?,
@@ -105,7 +114,23 @@ pub fn read_settings<S: Source>(source: S, given: Option<Given<S::Object>>) -> R
         compression,
         native_threads: options.setting(&schema::THREADS)?.map(|n| n as usize),
         hooks,
+        #[cfg(not(target_family = "wasm"))]
+        webhooks: read_webhooks(&options)?,
     })
+}
+
+/// `webhooks: { url, secret, events?, maxAgeMs? }`.
+#[cfg(not(target_family = "wasm"))]
+fn read_webhooks<S: Source>(options: &Options<S>) -> Result<Option<WebhookOptions>, S::Error> {
+    if !options.has("webhooks")? {
+        return Ok(None);
+    }
+    let webhooks = nested(options, "webhooks")?;
+    let url = webhooks.string("url")?.ok_or_else(|| options.refuse("webhooks.url is needed: the http:// endpoint events are POSTed to".into()))?;
+    let max_age = webhooks.setting(&schema::WEBHOOK_MAX_AGE_MS)?.unwrap_or(schema::WEBHOOK_MAX_AGE_MS.default.number());
+    WebhookOptions::new(&url, webhooks.string("secret")?, webhooks.strings("events")?, std::time::Duration::from_millis(max_age))
+        .map(Some)
+        .map_err(|err| options.refuse(err.to_string()))
 }
 
 /// The object at `path` of the config, with the names the schema has under it.

@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::broker::{Delivery, Filter, History, Recovery, Topic};
 use crate::channels::{ChannelName, Joiner, Subscriber};
 use crate::error::{ErrorCode, MessageRejection};
+use crate::event::Event;
 use crate::frame::Frame;
 use crate::hooks::Verdict;
 use crate::ids::{ConnId, Millis};
@@ -97,6 +98,7 @@ impl Relay {
         });
         if first {
             self.link.subscribed(&topic);
+            self.events.emit(Event::ChannelOccupied { channel: name.as_str().to_owned() });
         }
         // The connection may have closed meanwhile, after leaving its channels.
         if !self.registry.contains(sender.id) {
@@ -114,6 +116,7 @@ impl Relay {
             }
             if !self.channels.exists(name) {
                 self.link.subscribed(&Topic::Channel(name.clone()));
+                self.events.emit(Event::ChannelVacated { channel: name.as_str().to_owned() });
             }
         }
     }

@@ -48,7 +48,7 @@ impl Relay {
                 }
             }
             Remote::SessionDeleted(id) => {
-                self.end_session_here(&id, now);
+                self.end_session_here(&id, false, now);
             }
             Remote::MemberJoined { session, member, announce } => {
                 let Some(mut local) = self.sessions.get_mut(&session) else { return };

@@ -50,15 +50,18 @@ impl Relay {
         let history = options.history.or(self.config.history);
         // 0 means the default, as it did in the original.
         let lifetime = options.expires_in_ms.filter(|ms| *ms > 0).unwrap_or(self.config.session_timeout_ms);
-        let session = Session::from_record(SessionRecord {
-            id: id.clone(),
-            created_at: now,
-            expires_at: now.saturating_add(lifetime),
-            max_clients: options.max_clients.unwrap_or(self.config.max_clients_per_session),
-            metadata: options.metadata,
-            conflict_resolution: options.conflict_resolution.unwrap_or(self.config.default_conflict_resolution),
-            history,
-        });
+        let session = Session {
+            created_here: true,
+            ..Session::from_record(SessionRecord {
+                id: id.clone(),
+                created_at: now,
+                expires_at: now.saturating_add(lifetime),
+                max_clients: options.max_clients.unwrap_or(self.config.max_clients_per_session),
+                metadata: options.metadata,
+                conflict_resolution: options.conflict_resolution.unwrap_or(self.config.default_conflict_resolution),
+                history,
+            })
+        };
         // Concurrent creators may pass this together: the cap holds within their number.
         if self.sessions.len() >= self.config.max_sessions {
             return Err(SessionError::TooMany(self.config.max_sessions));
@@ -117,18 +120,19 @@ impl Relay {
     pub fn delete_session(&self, id: &str, now: Millis) -> bool {
         let Ok(id) = SessionId::parse(id) else { return false };
         self.link.forward(Remote::SessionDeleted(id.clone()));
-        self.end_session_here(&id, now)
+        self.end_session_here(&id, true, now)
     }
 
-    /// Removes a session from this node, closing its members here.
-    pub(super) fn end_session_here(&self, id: &SessionId, now: Millis) -> bool {
+    /// Removes a session from this node, closing its members here; `deleted_here` when
+    /// the app deleted it through this node.
+    pub(super) fn end_session_here(&self, id: &SessionId, deleted_here: bool, now: Millis) -> bool {
         let Some(session) = self.sessions.remove(id) else {
             return false;
         };
         let session_id = session.id.clone();
         let slow = self.end_session(session, close_code::NORMAL, "Session deleted", now);
         self.close_slow_consumers(slow, now);
-        self.events.emit(Event::SessionDeleted { session_id });
+        self.events.emit(Event::SessionDeleted { session_id, here: deleted_here });
         true
     }
 
@@ -220,9 +224,10 @@ impl Relay {
         let expired = self.sessions.ids_where(|s| s.is_expired(now));
         for id in expired {
             if let Some(session) = self.sessions.remove_if(&id, |s| s.is_expired(now)) {
+                let here = session.created_here;
                 let slow = self.end_session(session, close_code::NORMAL, "Session expired", now);
                 self.close_slow_consumers(slow, now);
-                self.events.emit(Event::SessionExpired { session_id: id });
+                self.events.emit(Event::SessionExpired { session_id: id, here });
             }
         }
     }

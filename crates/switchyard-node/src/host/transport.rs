@@ -39,6 +39,9 @@ impl Host {
             let _entered = native.spawner.runtime.enter();
             self.engine.join_cluster();
         }
+        if let Some(webhooks) = &self.webhooks {
+            webhooks.start(&self.native(env)?.spawner.runtime);
+        }
         Ok(())
     }
 

@@ -14,6 +14,7 @@ use switchyard_server::admission::TokenAuth;
 use switchyard_server::auth::{self, JwtConfig, Keys, Verifier};
 use switchyard_server::deflate::CompressionConfig;
 use switchyard_server::proxy::{ProxyConfigError, ProxyOptions};
+use switchyard_server::webhooks::{WebhookConfigError, WebhookOptions};
 
 /// A positive whole number of milliseconds or bytes.
 type Positive = std::num::NonZeroU64;
@@ -178,6 +179,22 @@ pub struct Args {
     /// names with commas.
     #[arg(long, env = "PROXY_HEADERS", value_delimiter = ',', default_value = "cookie,authorization", value_name = "NAME")]
     pub proxy_headers: Vec<String>,
+
+    /// Where lifecycle events are POSTed in signed batches (http://).
+    #[arg(long, env = "WEBHOOK_URL", value_name = "URL")]
+    pub webhook_url: Option<String>,
+
+    /// The HMAC-SHA256 key each batch is signed with (X-Switchyard-Signature).
+    #[arg(long, env = "WEBHOOK_SECRET", value_name = "SECRET")]
+    pub webhook_secret: Option<String>,
+
+    /// Which events are sent (all six without it); repeat it, or separate names with commas.
+    #[arg(long, env = "WEBHOOK_EVENTS", value_delimiter = ',', value_name = "NAME")]
+    pub webhook_events: Vec<String>,
+
+    /// Milliseconds an unacknowledged batch is retried before it is dropped and counted.
+    #[arg(long, env = "WEBHOOK_MAX_AGE", default_value = "600000", value_name = "MS")]
+    pub webhook_max_age: Positive,
 
     /// Which messages get ACK or NACK: those with a string id and "ack":true, all with
     /// a string id, or none.
@@ -366,6 +383,13 @@ impl Args {
             timeout: Duration::from_millis(self.proxy_timeout.get()),
             headers: self.proxy_headers.iter().map(|name| name.trim().to_ascii_lowercase()).filter(|name| !name.is_empty()).collect(),
         })
+    }
+
+    /// The webhooks, when `--webhook-url` is given.
+    pub fn webhook_options(&self) -> Result<Option<WebhookOptions>, WebhookConfigError> {
+        let Some(url) = &self.webhook_url else { return Ok(None) };
+        let events = (!self.webhook_events.is_empty()).then(|| self.webhook_events.clone());
+        WebhookOptions::new(url, self.webhook_secret.clone(), events, Duration::from_millis(self.webhook_max_age.get())).map(Some)
     }
 
     fn has_jwt_key(&self) -> bool {

@@ -49,6 +49,8 @@ pub struct App {
     pub events: Arc<crate::log_events::LogEvents>,
     /// The backend proxy, when a `--proxy-*-url` is given.
     pub proxy: Option<Arc<switchyard_server::proxy::Proxy>>,
+    /// The webhooks, when `--webhook-url` is given.
+    pub webhooks: Option<Arc<switchyard_server::webhooks::Webhooks>>,
 }
 
 type AppState = State<Arc<App>>;
@@ -260,17 +262,38 @@ async fn stats(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketAddr>,
     if let (Some(answer), Ok(Value::Object(report))) = (answer.as_object_mut(), serde_json::to_value(report)) {
         answer.extend(report);
     }
-    answer["config"] = serde_json::to_value(ConfigReport::new(app.engine.relay.config(), app.settings)).unwrap_or_default();
+    answer["config"] = serde_json::to_value(ConfigReport::new(app.engine.relay.config(), app.settings.clone())).unwrap_or_default();
     answer["compression"] = serde_json::to_value(app.spawner.compression().counts()).unwrap_or_default();
+    if let Some(webhooks) = &app.webhooks {
+        answer["webhooks"] = serde_json::to_value(webhooks.counts()).unwrap_or_default();
+    }
+    if let Some(proxy) = &app.proxy {
+        answer["proxy"] = json!({ "waiting": proxy.waiting(), "failures": proxy.failures() });
+    }
     Ok(Json(answer))
 }
 
 async fn metrics(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     authorize(&app, peer, &headers, Access::Monitoring)?;
-    let host = vec![
+    let mut host = vec![
         HostGauge { name: "pending_handshakes", help: "Connections that have not finished their handshake.", value: app.waiting.count() as f64 },
         HostGauge { name: "uptime_seconds", help: "Seconds since the server started.", value: app.started.elapsed().as_secs_f64() },
     ];
+    if let Some(webhooks) = &app.webhooks {
+        let counts = webhooks.counts();
+        host.extend([
+            HostGauge { name: "webhook_queued", help: "Webhook events waiting to be sent.", value: counts.queued as f64 },
+            HostGauge { name: "webhook_delivered", help: "Webhook events the endpoint acknowledged, since start.", value: counts.delivered as f64 },
+            HostGauge { name: "webhook_retries", help: "Webhook POSTs tried again after a failure, since start.", value: counts.retries as f64 },
+            HostGauge { name: "webhook_dropped", help: "Webhook events dropped (queue full, or past the max age), since start.", value: counts.dropped as f64 },
+        ]);
+    }
+    if let Some(proxy) = &app.proxy {
+        host.extend([
+            HostGauge { name: "proxy_waiting", help: "Backend proxy calls out now.", value: proxy.waiting() as f64 },
+            HostGauge { name: "proxy_failures", help: "Backend proxy calls that gave no answer, since start.", value: proxy.failures() as f64 },
+        ]);
+    }
     let text = metrics::render(&app.engine.relay, app.engine.relay.health(now()), host);
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text))
 }

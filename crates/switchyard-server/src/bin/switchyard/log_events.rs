@@ -36,8 +36,8 @@ impl EventSink for LogEvents {
                 "connection closed"
             ),
             Event::SessionCreated(s) => debug!(session = %s.session_id, "session created"),
-            Event::SessionDeleted { session_id } => info!(session = %session_id, "session deleted"),
-            Event::SessionExpired { session_id } => info!(session = %session_id, "session expired"),
+            Event::SessionDeleted { session_id, .. } => info!(session = %session_id, "session deleted"),
+            Event::SessionExpired { session_id, .. } => info!(session = %session_id, "session expired"),
             // Without --proxy-request-url requests are answered NO_HANDLER before an event
             // exists; the binary watches no message types.
             Event::Request { connection, request_id, payload } => {
@@ -45,7 +45,7 @@ impl EventSink for LogEvents {
                     proxy.request(connection, request_id, payload);
                 }
             }
-            Event::Message { .. } => {}
+            Event::Message { .. } | Event::ChannelOccupied { .. } | Event::ChannelVacated { .. } => {}
             Event::Published { .. } => self.published.notify_waiters(),
         }
     }

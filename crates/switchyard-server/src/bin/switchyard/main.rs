@@ -15,11 +15,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use switchyard_core::{close_code, Config, ConnectionRefusal, Decides, Hooks, HostSettings, NoHooks};
+use switchyard_core::{close_code, Config, ConnectionRefusal, Decides, EventSink, Hooks, HostSettings, NoHooks};
 use switchyard_server::admission::TokenAuth;
 use switchyard_server::engine::Engine;
 use switchyard_server::hooks::TokenChecks;
 use switchyard_server::proxy::Proxy;
+use switchyard_server::webhooks::{Webhooks, WithWebhooks};
 use switchyard_server::native_runtime::NativeRuntime;
 use switchyard_server::{now, Spawner};
 use tokio::net::{TcpListener, TcpSocket};
@@ -54,6 +55,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let webhook_options = match args.webhook_options() {
+        Ok(options) => options,
+        Err(err) => {
+            eprintln!("switchyard: {err}");
+            return ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -74,18 +82,34 @@ fn main() -> ExitCode {
     // the signal to stop.
     let spawner = runtime.spawner.clone();
     let proxy = proxy_options.is_on().then(|| Proxy::new(proxy_options, spawner.runtime.clone()));
-    spawner.runtime.block_on(serve(args, config, auth, proxy, launcher, spawner.clone()))
+    let webhooks = webhook_options.map(Webhooks::new);
+    if let Some(webhooks) = &webhooks {
+        webhooks.start(&spawner.runtime);
+    }
+    let app = Application { proxy, webhooks };
+    spawner.runtime.block_on(serve(args, config, auth, app, launcher, spawner.clone()))
 }
 
-async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, proxy: Option<Arc<Proxy>>, launcher: Option<launcher::Launcher>, spawner: Spawner) -> ExitCode {
+/// The app's backend, as the binary reaches it: the proxy and the webhooks.
+struct Application {
+    proxy: Option<Arc<Proxy>>,
+    webhooks: Option<Arc<Webhooks>>,
+}
+
+async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, application: Application, launcher: Option<launcher::Launcher>, spawner: Spawner) -> ExitCode {
+    let Application { proxy, webhooks } = application;
     let events = Arc::new(log_events::LogEvents { proxy: proxy.clone(), ..Default::default() });
+    let sink: Arc<dyn EventSink> = match &webhooks {
+        Some(webhooks) => Arc::new(WithWebhooks { inner: events.clone(), webhooks: webhooks.clone() }),
+        None => events.clone(),
+    };
     let auth = auth.map(Arc::new);
     let app_hooks: Arc<dyn Hooks> = match &proxy {
         Some(proxy) => proxy.clone(),
         None => Arc::new(NoHooks),
     };
     let hooks = Arc::new(TokenChecks::new(auth.clone(), app_hooks));
-    let engine = match Engine::new(config.clone(), events.clone(), hooks, args.redis_options()) {
+    let engine = match Engine::new(config.clone(), sink, hooks, args.redis_options()) {
         Ok(engine) => Arc::new(engine),
         Err(err) => {
             error!("{err}");
@@ -112,6 +136,7 @@ async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, proxy: 
         compression_threshold: args.compression().map(|compression| compression.threshold),
         threads: args.threads.map(|n| n.get()),
         hooks: proxy.as_ref().map_or_else(Decides::default, |proxy| proxy.decides()),
+        webhooks: webhooks.as_ref().map(|webhooks| webhooks.report()),
     };
     let app = Arc::new(http::App {
         engine: engine.clone(),
@@ -123,6 +148,7 @@ async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, proxy: 
         waiting: waiting.clone(),
         events,
         proxy,
+        webhooks,
     });
     info!(
         address = %listener.local_addr().map_or(address, |a| a),
