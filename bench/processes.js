@@ -11,6 +11,9 @@ const { freePort, sleep } = require('../__test__/helpers');
 
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim()) || 100;
 
+/** The scenarios the hooked relays run in, beside the others. */
+const HOOK_SCENARIOS = ['relay', 'relay-w4', 'latency'];
+
 const relays = [
   { name: 'native', label: 'switchyard native (attach)', node: 'native' },
   // The native transport on a port of its own (listen()); sessions are created on a
@@ -20,6 +23,11 @@ const relays = [
   // The same bridge server on the WebAssembly addon, napi's fallback where no native package fits.
   { name: 'wasm', label: 'switchyard bridge on the WebAssembly build', node: 'bridge', env: { NAPI_RS_FORCE_WASI: 'true' }, scenarios: ['relay-w4', 'latency'] },
   { name: 'binary', label: 'switchyard binary', binary: true },
+  // The price of the application in the path: every message asked of a publish hook that
+  // says yes, in JavaScript (synchronously) or over HTTP from the binary (a Node backend,
+  // pinned beside it, whose CPU is not the relay's).
+  { name: 'native-hook', label: 'switchyard native, sync publish hook', node: 'native', env: { PUBLISH_HOOK: 'sync' }, scenarios: HOOK_SCENARIOS },
+  { name: 'binary-proxy', label: 'switchyard binary, publish hook by proxy', binary: true, proxy: true, scenarios: HOOK_SCENARIOS },
   { name: 'ws', label: 'baseline 1: plain ws relay', node: 'ws' },
   { name: 'original', label: 'baseline 2: parse + stringify per recipient', node: 'original' },
   { name: 'uws', label: 'peer: uWebSockets.js 20.30 (pub/sub)', node: 'uws' },
@@ -84,8 +92,10 @@ async function startRelay(relay, env = {}) {
   const port = await freePort();
   // Where sessions are created, /health and /gc answered: the relay's port, or another.
   const httpPort = relay.httpPort ? await freePort() : port;
+  const backend = relay.proxy ? await startBackend() : null;
+  const proxyArgs = backend ? ['--proxy-publish-url', `http://127.0.0.1:${backend.port}/publish`] : [];
   const command = relay.binary
-    ? [relay.executable ?? locateBinary(), '--port', String(port), '--host', '127.0.0.1', '--max-clients-per-session', '100']
+    ? [relay.executable ?? locateBinary(), '--port', String(port), '--host', '127.0.0.1', '--max-clients-per-session', '100', ...proxyArgs]
     : [process.execPath, '--expose-gc', path.join(__dirname, 'servers.js'), relay.node, String(port), String(httpPort)];
   const child = spawn('taskset', ['-c', '0', ...command], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, RUST_LOG: 'warn', ...relay.env, ...env } });
   for (let tries = 0; ; tries++) {
@@ -117,6 +127,29 @@ async function startRelay(relay, env = {}) {
       if (!relay.binary) await fetch(`http://127.0.0.1:${httpPort}/gc`, { method: 'POST' });
       await sleep(200);
     },
+    async stop() {
+      child.kill('SIGTERM');
+      await new Promise((resolve) => (child.exitCode !== null ? resolve() : child.on('exit', resolve)));
+      await backend?.stop();
+    },
+  };
+}
+
+/** The app's backend for the proxy scenarios: allows every publication (bench/servers.js backend). */
+async function startBackend() {
+  const port = await freePort();
+  const child = spawn('taskset', ['-c', '0', process.execPath, path.join(__dirname, 'servers.js'), 'backend', String(port)], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+  for (let tries = 0; ; tries++) {
+    const open = await new Promise((resolve) => {
+      const socket = net.connect(port, '127.0.0.1', () => socket.end(() => resolve(true)));
+      socket.on('error', () => resolve(false));
+    });
+    if (open) break;
+    if (tries > 200) throw new Error('the proxy backend did not start');
+    await sleep(25);
+  }
+  return {
+    port,
     async stop() {
       child.kill('SIGTERM');
       await new Promise((resolve) => (child.exitCode !== null ? resolve() : child.on('exit', resolve)));

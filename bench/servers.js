@@ -10,6 +10,8 @@
 //   uws       the peer a Node user would pick instead: uWebSockets.js (v20.30, prebuilt, from
 //             the npm registry), a topic per session, each message `publish`ed to it
 //             (with COMPRESSION, its SHARED_COMPRESSOR)
+//   backend   not a relay: the app's backend for the binary's proxy, allowing every
+//             publication ({"result":{}})
 //   socketio  the cluster peer: Socket.IO 4 with @socket.io/redis-adapter, a room per
 //             session, each `m` event emitted to the rest of the room on every node
 //
@@ -32,6 +34,8 @@ const redis = process.env.REDIS_URL ? { url: process.env.REDIS_URL, nodeId: proc
 // 256 bytes and more compressed (switchyard's default threshold).
 const compression = Boolean(process.env.COMPRESSION);
 const perMessageDeflate = compression && { threshold: 256 };
+// PUBLISH_HOOK=sync asks a synchronous publish hook that allows every message.
+const hooks = process.env.PUBLISH_HOOK === 'sync' ? { publish: () => true } : undefined;
 const sessionPath = /^\/session\/([^/?]+)/;
 
 function httpHandler(createSession, peers = () => 1) {
@@ -76,7 +80,7 @@ function plainRelay(forward) {
 
 const servers = {
   native() {
-    const manager = new RelaySessionManager({ maxClientsPerSession: 100, history, redis, nativeCompression: compression });
+    const manager = new RelaySessionManager({ maxClientsPerSession: 100, history, redis, nativeCompression: compression, hooks });
     manager.start();
     const server = http.createServer(httpHandler(() => manager.createSession().sessionId, () => manager.getStats().cluster?.peers ?? 1));
     manager.attach(server);
@@ -153,6 +157,12 @@ const servers = {
       socket.on('m', (message) => socket.to(room).emit('m', message));
     });
     return server;
+  },
+  backend() {
+    return http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{"result":{}}'));
+    });
   },
   original() {
     return plainRelay((members, from, data) => {
