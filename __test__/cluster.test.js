@@ -482,6 +482,73 @@ function clusterTests() {
     });
   });
 
+  describe('clusters on Redis: webhooks', () => {
+    it('tells each event once across three nodes: sessions, members, and a channel first occupied and last vacated anywhere', async () => {
+      const crypto = require('node:crypto');
+      const http = require('node:http');
+      const express = require('express');
+      const secret = 'cluster webhook secret';
+      const events = [];
+      const app = express();
+      app.post('/hooks', express.raw({ type: 'application/json' }), (req, res) => {
+        const expected = `sha256=${crypto.createHmac('sha256', secret).update(req.body).digest('hex')}`;
+        if (req.get('x-switchyard-signature') !== expected) return res.status(401).end();
+        events.push(...JSON.parse(req.body.toString('utf8')).events);
+        res.status(204).end();
+      });
+      const receiver = http.createServer(app);
+      await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+      closers.push(() => new Promise((resolve) => receiver.close(resolve)));
+      const hookArgs = ['--webhook-url', `http://127.0.0.1:${receiver.address().port}/hooks`, '--webhook-secret', secret, '--cleanup-interval', '200'];
+      const hooked = await Promise.all(['w1', 'w2', 'w3'].map((id) => startBinary({ args: [...NODE_ARGS, ...hookArgs, '--redis-url', redis.url, '--node-id', id, '--redis-prefix', 'hooks'] })));
+      await eventually(async () => {
+        for (const node of hooked) assert.equal((await health(node)).cluster?.peers, 2);
+      }, 10000);
+      const [a, b, c] = hooked;
+      const { sessionId } = (await postJson(`${a.base}/v1/sessions`, { maxClients: 10 })).body;
+      const members = [];
+      for (const node of hooked) {
+        const member = new TestClient(`${node.ws}/session/${sessionId}`);
+        await member.joined();
+        members.push(member);
+      }
+      for (const member of members) {
+        member.send(JSON.stringify({ type: 'JOIN_CHANNEL', channel: 'cluster-news' }));
+        await member.nextOfType('CHANNEL_JOINED');
+      }
+      for (const member of members) {
+        member.send(JSON.stringify({ type: 'LEAVE_CHANNEL', channel: 'cluster-news' }));
+        await member.nextOfType('CHANNEL_LEFT');
+      }
+      assert.equal((await fetchJson(`${b.base}/v1/sessions/${sessionId}`, { method: 'DELETE' })).status, 200);
+      for (const member of members) await member.closedWithin(CROSSING_MS);
+      const expiring = (await postJson(`${c.base}/v1/sessions`, { expiresIn: 300 })).body.sessionId;
+
+      const count = (name, id = sessionId) => events.filter((e) => e.name === name && (e.sessionId ?? e.channel) === id).length;
+      await eventually(() => assert.equal(count('session_ended', expiring), 1), 10000);
+      await eventually(async () => {
+        const stats = await Promise.all(hooked.map(async (node) => (await fetchJson(`${node.base}/stats`)).body.webhooks));
+        assert.ok(stats.every((s) => s.queued === 0), JSON.stringify(stats));
+        assert.equal(stats.reduce((sum, s) => sum + s.delivered, 0), events.length, 'every event delivered is one the receiver has');
+        assert.deepEqual(
+          {
+            created: count('session_created'),
+            joined: count('member_joined'),
+            occupied: count('channel_occupied', 'cluster-news'),
+            vacated: count('channel_vacated', 'cluster-news'),
+            left: count('member_left'),
+            ended: events.filter((e) => e.name === 'session_ended' && e.sessionId === sessionId).map((e) => e.reason),
+            expiredCreated: count('session_created', expiring),
+          },
+          { created: 1, joined: 3, occupied: 1, vacated: 1, left: 3, ended: ['deleted'], expiredCreated: 1 },
+        );
+      }, 10000);
+      const ids = members.map((m) => m.welcome.connectionId);
+      assert.deepEqual(events.filter((e) => e.name === 'member_joined').map((e) => e.connectionId).sort(), [...ids].sort(), 'each member by its own node');
+      for (const node of hooked) node.child.kill('SIGKILL');
+    });
+  });
+
   describe('clusters on Redis: the link\'s options', () => {
     it('drops what is past redis.maxQueued while Redis stalls, and counts Redis lost after redis.timeoutMs', async () => {
       // A Redis of this test's own, stopped (SIGSTOP) so that its sockets stay open and

@@ -90,6 +90,9 @@ pub(crate) enum Outgoing {
     /// Hold one of a session's places (of `max`) for a client about to join, or let go of
     /// a hold (`None`): whether the place was free.
     Reserve { session: SessionId, hold: String, max: Option<usize>, answer: oneshot::Sender<bool> },
+    /// Note that this node has members of a channel, or none any more, and answer how
+    /// many nodes have some now.
+    Occupancy { channel: String, here: bool, answer: oneshot::Sender<usize> },
 }
 
 /// What the link tells the broker (and so the relay) about itself.
@@ -254,6 +257,14 @@ impl RedisBroker {
         let (s, h) = (session.clone(), hold.clone());
         let free = self.ask(move |answer| Outgoing::Reserve { session: s, hold: h, max: Some(max), answer }).await.unwrap_or(true);
         free.then(|| Reservation { broker: self.clone(), session, hold })
+    }
+
+    /// Notes in Redis, atomically, that this node has members of `channel` (`here`) or has
+    /// none any more, and says how many nodes have some now: so that one node of the
+    /// cluster tells of a channel's first member anywhere and of its last one gone
+    /// everywhere. `None` while Redis is unreachable.
+    pub async fn occupancy(&self, channel: String, here: bool) -> Option<usize> {
+        self.ask(|answer| Outgoing::Occupancy { channel, here, answer }).await
     }
 
     /// Queues a question for the link and waits for its answer; `None` while Redis is

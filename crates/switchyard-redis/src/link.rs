@@ -312,6 +312,14 @@ impl Link {
                     };
                     let _ = answer.send(free);
                 }
+                Outgoing::Occupancy { channel, here, answer } => {
+                    self.flush(connections, &mut pipe, &mut sent).await?;
+                    let key = self.key(&format!("occupants:{channel}"));
+                    let mut occupancy = redis::pipe();
+                    occupancy.atomic().cmd(if here { "SADD" } else { "SREM" }).arg(&key).arg(&*self.node_id).ignore().cmd("SCARD").arg(&key);
+                    let (nodes,): (usize,) = occupancy.query_async(&mut connections.commands).await?;
+                    let _ = answer.send(nodes);
+                }
                 Outgoing::Subscription(topic) => topics.push(topic),
                 Outgoing::Resync => resync = true,
                 Outgoing::Lookup(id, answer) => lookups.push((id, answer)),

@@ -2,6 +2,11 @@
 //! leaving, channels occupied and vacated) POSTed to the app in batches, signed with
 //! HMAC-SHA256 (`X-Switchyard-Signature: sha256=<hex>` of the exact body).
 //!
+//! In a cluster each event is told by one node: a session's creation and end by the node
+//! that created or deleted it (an expiry by the node that created it), a member's coming
+//! and going by its node, and a channel's first member anywhere and last one gone
+//! everywhere by the node where that happened, which Redis counts ([`RedisBroker::occupancy`]).
+//!
 //! One task sends one batch at a time, so events go in the order they happened. A 2xx
 //! acknowledges a batch; anything else is retried with backoff (100 ms doubling to 30 s)
 //! until its oldest event is older than `maxAgeMs`, when the batch is dropped and counted.
@@ -10,7 +15,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,6 +30,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use sha2::Sha256;
 use switchyard_core::{ConnectionInfo, Event, EventSink, Millis, WebhooksReport};
+use switchyard_redis::RedisBroker;
 use tokio::sync::Notify;
 use tracing::warn;
 
@@ -135,6 +141,8 @@ pub struct Webhooks {
     retries: AtomicU64,
     dropped: AtomicU64,
     started: AtomicBool,
+    /// The cluster that counts which nodes have members of each channel.
+    cluster: OnceLock<Arc<RedisBroker>>,
 }
 
 /// Webhook options that cannot be used.
@@ -181,7 +189,13 @@ impl Webhooks {
             retries: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             started: AtomicBool::new(false),
+            cluster: OnceLock::new(),
         })
+    }
+
+    /// Tells a channel's first member and last one gone cluster-wide, as `cluster` counts them.
+    pub fn follow_cluster(&self, cluster: Arc<RedisBroker>) {
+        let _ = self.cluster.set(cluster);
     }
 
     /// Starts sending on `runtime` (once: later calls do nothing).
@@ -238,8 +252,35 @@ impl Webhooks {
                 self.wake.notified().await;
                 continue;
             }
-            self.deliver(batch).await;
+            let batch = self.told_here(batch).await;
+            if !batch.is_empty() {
+                self.deliver(batch).await;
+            }
         }
+    }
+
+    /// The events of `batch` this node tells: in a cluster, a channel's occupation only
+    /// when it is the first node with members, its vacation only when it was the last
+    /// (and both, as a node alone would, while Redis is unreachable).
+    async fn told_here(&self, batch: Vec<(Hooked, Millis)>) -> Vec<(Hooked, Millis)> {
+        let Some(cluster) = self.cluster.get() else { return batch };
+        let mut told = Vec::with_capacity(batch.len());
+        for (hooked, at) in batch {
+            let occupied = match hooked.name {
+                "channel_occupied" => true,
+                "channel_vacated" => false,
+                _ => {
+                    told.push((hooked, at));
+                    continue;
+                }
+            };
+            let channel = hooked.channel.clone().unwrap_or_default();
+            let nodes = cluster.occupancy(channel, occupied).await;
+            if nodes.is_none_or(|nodes| nodes == usize::from(occupied)) {
+                told.push((hooked, at));
+            }
+        }
+        told
     }
 
     async fn deliver(&self, batch: Vec<(Hooked, Millis)>) {

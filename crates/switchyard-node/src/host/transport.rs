@@ -40,6 +40,9 @@ impl Host {
             self.engine.join_cluster();
         }
         if let Some(webhooks) = &self.webhooks {
+            if let Some(cluster) = &self.engine.cluster {
+                webhooks.follow_cluster(cluster.clone());
+            }
             webhooks.start(&self.native(env)?.spawner.runtime);
         }
         Ok(())

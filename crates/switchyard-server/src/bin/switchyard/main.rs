@@ -119,6 +119,9 @@ async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, applica
     if let Some(proxy) = &proxy {
         proxy.bind(&engine.relay);
     }
+    if let (Some(webhooks), Some(cluster)) = (&webhooks, &engine.cluster) {
+        webhooks.follow_cluster(cluster.clone());
+    }
     let relay = engine.relay.clone();
     let link = engine.join_cluster();
     let shutdown_timeout = Duration::from_millis(args.shutdown_timeout.get());
