@@ -183,6 +183,25 @@ describe('the backend proxy (binary)', () => {
     await sessionless.close();
   });
 
+  it("renews a lifetime the connect answer gave through the refresh URL, and ends the one it will not renew", async () => {
+    const app = await backend();
+    app.behave('connect', (req, res) => res.json({ result: { userId: req.body.headers.authorization.replace('Bearer ', ''), expiresAt: Date.now() + 3000 } }));
+    app.behave('refresh', (req, res) =>
+      req.body.userId === 'alice' ? res.json({ result: { expiresAt: Date.now() + 60_000 } }) : res.json({ error: { code: 'EXPIRED', message: 'Sign in again' } }),
+    );
+    const server = await startBinary({ args: [...proxyArgs(app.base, ['connect', 'refresh'])] });
+    const { wsUrl } = await session(server);
+    const alice = await joinedClient(wsUrl, { headers: { authorization: 'Bearer alice' } });
+    const bob = await joinedClient(wsUrl, { headers: { authorization: 'Bearer bob' } });
+    await answer(alice, 'token_expiring');
+    const renewed = await answer(alice, 'refreshed');
+    assert.ok(renewed.data.expiresAt > Date.now() + 50_000, JSON.stringify(renewed));
+    assert.deepEqual(app.calls.find((c) => c.path === 'refresh' && c.body.userId === 'alice').body, { connectionId: alice.welcome.connectionId, userId: 'alice' });
+    assert.deepEqual(await bob.closedWithin(15_000), { code: 1008, reason: 'Token expired' });
+    send(alice, { type: 'ping', id: 'renewed' });
+    assert.equal((await answer(alice, 'pong')).id, 'renewed', 'the renewed connection outlives its first lifetime');
+  });
+
   it('refuses a URL that is not http:// at start, naming the flag', async () => {
     const { spawnSync } = require('node:child_process');
     const binary = require('../bin/switchyard.js').locateBinary();

@@ -62,6 +62,14 @@ pub enum Event {
         /// Created through this node (one node of a cluster says so).
         here: bool,
     },
+    /// A connection's token expires within the refresh window: it was sent
+    /// `token_expiring`, and the host may renew it ([`Relay::renew`](crate::Relay::renew)).
+    TokenExpiring {
+        /// Whose token.
+        connection: ConnectionInfo,
+        /// When it expires.
+        expires_at: crate::ids::Millis,
+    },
     /// A channel has its first member on this node.
     ChannelOccupied {
         /// The channel's name.

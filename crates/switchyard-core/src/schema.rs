@@ -430,6 +430,13 @@ pub const PROXY_REQUEST_URL: Setting = Setting::binary(
     Unset,
     "POSTed {connectionId, userId, requestId, payload} for each request; answers {result: {payload}} (the response) or {error} (REQUEST_FAILED).",
 );
+/// `--proxy-refresh-url`: the backend asked to renew a connection's lifetime.
+pub const PROXY_REFRESH_URL: Setting = Setting::binary(
+    Flag::new("proxy-refresh-url", "PROXY_REFRESH_URL"),
+    Kind::Text,
+    Unset,
+    "POSTed {connectionId, userId} when a connection's lifetime (a token's exp, or connect's expiresAt) is within the refresh window; answers {result: {expiresAt}} to renew it.",
+);
 /// `--proxy-headers`: the upgrade's headers passed to the connect call.
 pub const PROXY_HEADERS: Setting = Setting::binary(
     Flag::new("proxy-headers", "PROXY_HEADERS").default(Text("cookie,authorization")),
@@ -792,6 +799,7 @@ pub const SETTINGS: &[Setting] = &[
     PROXY_JOIN_URL,
     PROXY_PUBLISH_URL,
     PROXY_REQUEST_URL,
+    PROXY_REFRESH_URL,
     PROXY_HEADERS,
     WEBHOOK_URL,
     WEBHOOK_SECRET,

@@ -25,7 +25,7 @@ fn name_of(event: &Event) -> Option<&'static str> {
         Event::SessionDeleted { .. } => "sessionDeleted",
         Event::SessionExpired { .. } => "sessionExpired",
         Event::Message { .. } => "message",
-        Event::Request { .. } | Event::Published { .. } | Event::ChannelOccupied { .. } | Event::ChannelVacated { .. } => return None,
+        Event::Request { .. } | Event::Published { .. } | Event::ChannelOccupied { .. } | Event::ChannelVacated { .. } | Event::TokenExpiring { .. } => return None,
     })
 }
 
@@ -115,7 +115,7 @@ pub fn deliver(env: &Env, name: &str, listeners: Vec<Rc<Listener>>, event: Event
             payload.set("message", parse(env, &String::from_utf8_lossy(&message))?)?;
             payload.to_unknown()
         }
-        Event::Request { .. } | Event::Published { .. } | Event::ChannelOccupied { .. } | Event::ChannelVacated { .. } => return Ok(()),
+        Event::Request { .. } | Event::Published { .. } | Event::ChannelOccupied { .. } | Event::ChannelVacated { .. } | Event::TokenExpiring { .. } => return Ok(()),
     };
     for listener in listeners {
         // SAFETY: `payload` lives in the current handle scope.

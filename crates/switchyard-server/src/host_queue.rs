@@ -118,8 +118,9 @@ impl<Outbox: Send + Sync> Hooks for LoopHooks<Outbox> {
 
 impl<Outbox: Send + Sync> EventSink for HostQueue<Outbox> {
     fn emit(&self, event: Event) {
-        // The app reads history when it wants it, and hears of channels through webhooks.
-        if matches!(event, Event::Published { .. } | Event::ChannelOccupied { .. } | Event::ChannelVacated { .. }) {
+        // The app reads history when it wants it, hears of channels through webhooks, and
+        // of tokens about to expire from its clients.
+        if matches!(event, Event::Published { .. } | Event::ChannelOccupied { .. } | Event::ChannelVacated { .. } | Event::TokenExpiring { .. }) {
             return;
         }
         self.events.lock().push(event);

@@ -1,6 +1,6 @@
 //! The backend proxy: the app's decisions asked of its backend over HTTP, for those who run
 //! the binary and write no JavaScript (docs/guide/backend-proxy.md). Each decision is a
-//! POST of JSON to the URL configured for it (connect, join, publish, request), answered
+//! POST of JSON to the URL configured for it (connect, join, publish, request, refresh), answered
 //! `{"result":...}`, `{"error":{"code","message"}}` or, for connect,
 //! `{"disconnect":{"code","reason"}}`.
 //!
@@ -45,6 +45,8 @@ pub struct ProxyOptions {
     pub publish: Option<Uri>,
     /// Answers `request` messages (`--proxy-request-url`).
     pub request: Option<Uri>,
+    /// Renews a connection's lifetime before it ends (`--proxy-refresh-url`).
+    pub refresh: Option<Uri>,
     /// How long a call may take.
     pub timeout: Duration,
     /// The upgrade request's headers passed to connect (lower case).
@@ -76,7 +78,7 @@ impl ProxyOptions {
 
     /// Whether any decision is asked of the backend.
     pub fn is_on(&self) -> bool {
-        self.connect.is_some() || self.join.is_some() || self.publish.is_some() || self.request.is_some()
+        self.connect.is_some() || self.join.is_some() || self.publish.is_some() || self.request.is_some() || self.refresh.is_some()
     }
 }
 
@@ -301,6 +303,24 @@ impl Proxy {
             };
             if let Some(relay) = proxy.relay() {
                 relay.respond(connection.connection_id, &request_id, outcome.as_deref(), now());
+            }
+        });
+    }
+
+    /// Asks the backend for a longer lifetime of a connection whose end is near; its answer's
+    /// `expiresAt` renews it (and the client is told `refreshed`). Without an answer, the
+    /// connection ends when its lifetime does.
+    pub fn refresh(self: &Arc<Self>, connection: ConnectionInfo) {
+        let Some(uri) = self.options.refresh.clone() else { return };
+        let proxy = self.clone();
+        self.runtime.spawn(async move {
+            let body = json!({ "connectionId": connection.connection_id, "userId": connection.user_id });
+            let Ok(Answer::Result(result)) = proxy.call("refresh", &uri, body).await else { return };
+            match (result.get("expiresAt").and_then(Value::as_u64), proxy.relay()) {
+                (Some(expires_at), Some(relay)) => {
+                    relay.renew(connection.connection_id, expires_at, now());
+                }
+                _ => warn!("backend proxy: a refresh answered without a whole expiresAt in ms; the connection ends when its lifetime does"),
             }
         });
     }

@@ -175,6 +175,10 @@ pub struct Args {
     #[arg(long, env = "PROXY_REQUEST_URL", value_name = "URL")]
     pub proxy_request_url: Option<String>,
 
+    /// The backend asked to renew a connection's lifetime within its refresh window.
+    #[arg(long, env = "PROXY_REFRESH_URL", value_name = "URL")]
+    pub proxy_refresh_url: Option<String>,
+
     /// Headers of the upgrade request passed to the connect call; repeat it, or separate
     /// names with commas.
     #[arg(long, env = "PROXY_HEADERS", value_delimiter = ',', default_value = "cookie,authorization", value_name = "NAME")]
@@ -380,6 +384,7 @@ impl Args {
             join: url("--proxy-join-url", &self.proxy_join_url)?,
             publish: url("--proxy-publish-url", &self.proxy_publish_url)?,
             request: url("--proxy-request-url", &self.proxy_request_url)?,
+            refresh: url("--proxy-refresh-url", &self.proxy_refresh_url)?,
             timeout: Duration::from_millis(self.proxy_timeout.get()),
             headers: self.proxy_headers.iter().map(|name| name.trim().to_ascii_lowercase()).filter(|name| !name.is_empty()).collect(),
         })
@@ -436,7 +441,8 @@ impl Args {
             }),
             connections_per_minute_per_ip: self.connections_per_minute_per_ip,
             verified_users_only: self.has_jwt_key(),
-            token_expiry: self.has_jwt_key().then(|| self.token_expiry()).flatten(),
+            // Lifetimes come from tokens, or from the backend's connect answer.
+            token_expiry: (self.has_jwt_key() || self.proxy_connect_url.is_some()).then(|| self.token_expiry()).flatten(),
             history: (self.history_size > 0).then(|| HistoryConfig { size: self.history_size as usize, ttl_ms: ms(self.history_ttl) }),
             history_max_bytes: size(self.history_max_bytes),
         }

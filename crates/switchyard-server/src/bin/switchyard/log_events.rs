@@ -14,7 +14,8 @@ pub struct LogEvents {
     /// Woken at every publication in a session with a stream; each long poll then looks
     /// at its own session's history.
     pub published: Notify,
-    /// Answers `request` messages, when `--proxy-request-url` is given.
+    /// Answers `request` messages and renews lifetimes, when `--proxy-request-url` and
+    /// `--proxy-refresh-url` are given.
     pub proxy: Option<Arc<Proxy>>,
 }
 
@@ -43,6 +44,11 @@ impl EventSink for LogEvents {
             Event::Request { connection, request_id, payload } => {
                 if let Some(proxy) = &self.proxy {
                     proxy.request(connection, request_id, payload);
+                }
+            }
+            Event::TokenExpiring { connection, .. } => {
+                if let Some(proxy) = &self.proxy {
+                    proxy.refresh(connection);
                 }
             }
             Event::Message { .. } | Event::ChannelOccupied { .. } | Event::ChannelVacated { .. } => {}
