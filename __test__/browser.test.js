@@ -9,6 +9,7 @@ const path = require('node:path');
 const { RelaySessionManager } = require('..');
 const express = require('../examples/express/server.js');
 const { eventually, oneByOne } = require('./helpers');
+const { sign, now } = require('./jwt');
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const clientDir = path.join(__dirname, '..', 'npm', 'client');
@@ -170,6 +171,54 @@ function defineBrowserTests() {
       await new Promise((resolve) => window.relay.onStatusChange((s) => s === 'open' && resolve()));
     }, [url, type]);
     return opened;
+  }
+
+  /**
+   * A page whose RelayClient (`recover: true`, quick reconnects) gets its tokens from
+   * `issue`, the test's function, called by getToken (it gives a token, or `{ fail }` for
+   * getToken to throw that). window.statuses holds each status; window.events the token
+   * events (`token_expiring`, `refreshed <expiresAt>`, `error <code>`, `token_error:
+   * <message>`) and `recovered`/`resync`; window.got the `n` of each `tick`.
+   */
+  async function tokenPage(server, url, issue) {
+    const opened = await page(`${server.url}/`);
+    await opened.exposeFunction('issueToken', issue);
+    await opened.evaluate(async (url) => {
+      const { RelayClient } = await import('/client/index.js');
+      window.statuses = [];
+      window.events = [];
+      window.got = [];
+      const getToken = async () => {
+        const given = await window.issueToken();
+        if (given.fail) throw new Error(given.fail);
+        return given;
+      };
+      window.relay = new RelayClient(url, { recover: true, getToken, reconnect: { initialDelayMs: 200, maxDelayMs: 1000, maxAttempts: Infinity } });
+      window.relay.onStatusChange((status) => window.statuses.push(status));
+      window.relay.on('token_expiring', () => window.events.push('token_expiring'));
+      window.relay.on('refreshed', (answer) => window.events.push(`refreshed ${answer.data.expiresAt}`));
+      window.relay.on('error', (error) => window.events.push(`error ${error.payload.code}`));
+      window.relay.on('token_error', (error) => window.events.push(`token_error: ${error.message}`));
+      window.relay.on('recovered', () => window.events.push('recovered'));
+      window.relay.on('resync', () => window.events.push('resync'));
+      window.relay.on('tick', (message) => window.got.push(message.n));
+      await new Promise((resolve) => window.relay.onStatusChange((s) => s === 'open' && resolve()));
+    }, url);
+    return opened;
+  }
+
+  /** A server whose connections need a JWT signed with `secret`, recording how each ended. */
+  async function tokenServer(secret, sessionId) {
+    const disconnects = [];
+    const server = await appServer({
+      config: { auth: { jwt: { secret } }, history: { size: 100, ttlMs: 600_000 }, maxClientsPerSession: 8 },
+      prepare: (manager) => {
+        manager.createSession({ sessionId });
+        manager.on('disconnect', ({ code, reason }) => disconnects.push({ code, reason }));
+      },
+    });
+    cleanups.push(() => server.close());
+    return { server, disconnects, url: `ws://127.0.0.1:${server.port}/session/${sessionId}` };
   }
 
   /** Loads the client in the page and starts a focus protocol whose events land in window.events. */
@@ -366,6 +415,101 @@ function defineBrowserTests() {
       server.manager.publish('room-s', { type: 'tick', n: 21 });
       await opened.waitForFunction(() => window.got.length === 2, null, patient);
       assert.deepEqual(await opened.evaluate(() => ({ got: window.got, events: window.events })), { got: [1, 21], events: ['resync at 20'] });
+      assert.deepEqual(consoleErrors, []);
+    });
+
+    it('answers token_expiring with a fresh token from getToken and outlives the first, where a connection that does not refresh is closed 1008 "Token expired"', async () => {
+      const secret = 'a secret of at least thirty-two bytes';
+      const { server, disconnects, url } = await tokenServer(secret, 'room-t');
+      const { TestClient } = require('./helpers');
+      const patient = { timeout: 20_000 };
+      // The first token lives a few seconds (exp is in seconds), well within the refresh
+      // window (30 s): the server warns at once. The next lives ten minutes.
+      const issued = [];
+      const opened = await tokenPage(server, url, () => {
+        const exp = now() + (issued.length === 0 ? 6 : 600);
+        issued.push({ exp, token: sign({ sub: 'alice', exp }, { key: secret }) });
+        return issued.at(-1).token;
+      });
+      // Another connection on the very same token, which never refreshes: the server tick
+      // that closes it is the one that would have closed the page's, unrefreshed.
+      const unrefreshed = await new TestClient(`${url}?token=${issued[0].token}`).joined();
+      const watcher = await new TestClient(`${url}?token=${sign({ sub: 'bob', exp: now() + 600 }, { key: secret })}`).joined();
+      cleanups.push(() => watcher.close());
+
+      await opened.waitForFunction(() => window.events.some((e) => e.startsWith('refreshed')), null, patient);
+      assert.deepEqual(await unrefreshed.closedWithin(20_000), { code: 1008, reason: 'Token expired' });
+      await opened.evaluate(() => window.relay.send({ type: 'after-expiry', from: 'the page' }));
+      assert.equal((await watcher.nextOfType('after-expiry', 10_000)).json.from, 'the page', 'the page still relays past its first token');
+
+      const { statuses, events } = await opened.evaluate(() => ({ statuses: window.statuses, events: window.events }));
+      assert.deepEqual(events, ['token_expiring', `refreshed ${issued[1].exp * 1000}`], 'the refresh carried the second token');
+      assert.deepEqual(statuses, ['open'], 'the page never lost its connection');
+      assert.equal(issued.length, 2, 'getToken: once to connect, once for the warning');
+      assert.deepEqual(disconnects, [{ code: 1008, reason: 'Token expired' }], 'only the connection that did not refresh ended');
+
+      // getToken may give the token itself rather than a Promise; wrong options are refused.
+      const refused = await opened.evaluate(
+        async ({ url, token }) => {
+          const { RelayClient } = await import('/client/index.js');
+          const plain = new RelayClient(url, { getToken: () => token });
+          await new Promise((resolve) => plain.onStatusChange((s) => s === 'open' && resolve()));
+          plain.close();
+          const backwards = { initialDelayMs: 5000, maxDelayMs: 1000 };
+          return [{ getToken: 'a token' }, { getToken: () => token, reconnect: backwards }].map((options) => {
+            try {
+              return new RelayClient(url, options) && 'accepted';
+            } catch (err) {
+              return `${err.name}: ${err.message}`;
+            }
+          });
+        },
+        { url, token: sign({ sub: 'carol', exp: now() + 600 }, { key: secret }) },
+      );
+      assert.equal(refused[0], 'TypeError: RelayClient options: getToken must be a function that gives a token (a string, or a Promise of one)');
+      assert.equal(refused[1], 'TypeError: reconnect.maxDelayMs must be at least reconnect.initialDelayMs', 'the other options are read beside getToken');
+      assert.deepEqual(consoleErrors, []);
+    });
+
+    it('after a refused refresh and "Token expired", reconnects with a fresh token (a failed getToken counting as an attempt), recovering what was missed and sending what waited', async () => {
+      const secret = 'a secret of at least thirty-two bytes';
+      const { server, disconnects, url } = await tokenServer(secret, 'room-u');
+      const { TestClient } = require('./helpers');
+      const patient = { timeout: 20_000 };
+      const token = (sub, seconds) => sign({ sub, exp: now() + seconds }, { key: secret });
+      let release;
+      const released = new Promise((resolve) => (release = resolve));
+      let calls = 0;
+      // 1: a token of a few seconds; 2 (the warning): another user's, which the server
+      // refuses; 3 (the reconnect): the token service is down; 4: held until the test
+      // has published and queued, then a token of ten minutes.
+      const opened = await tokenPage(server, url, async () => {
+        calls += 1;
+        if (calls === 1) return token('alice', 6);
+        if (calls === 2) return token('mallory', 600);
+        if (calls === 3) return { fail: 'the token service is down' };
+        await released;
+        return token('alice', 600);
+      });
+      const watcher = await new TestClient(`${url}?token=${token('bob', 600)}`).joined();
+      cleanups.push(() => watcher.close());
+      server.manager.publish('room-u', { type: 'tick', n: 1 });
+      await opened.waitForFunction(() => window.got.length === 1, null, patient);
+
+      await opened.waitForFunction(() => window.relay.status === 'reconnecting', null, patient);
+      await eventually(() => assert.equal(calls, 4, 'the failed attempt was retried'), 20_000);
+      for (let n = 2; n <= 4; n++) server.manager.publish('room-u', { type: 'tick', n });
+      await opened.evaluate(() => window.relay.send({ type: 'queued', while: 'reconnecting' }));
+      release();
+
+      await opened.waitForFunction(() => window.relay.status === 'open' && window.got.length >= 4, null, patient);
+      assert.equal((await watcher.nextOfType('queued', 10_000)).json.while, 'reconnecting', 'what waited went out');
+      const { statuses, events, got } = await opened.evaluate(() => ({ statuses: window.statuses, events: window.events, got: window.got }));
+      assert.deepEqual(got, [1, 2, 3, 4], 'what was published while it was away, once and in order');
+      assert.deepEqual(events, ['token_expiring', 'error INVALID_TOKEN', 'token_error: getToken failed: the token service is down', 'recovered']);
+      assert.deepEqual(statuses, ['open', 'reconnecting', 'open']);
+      assert.equal(calls, 4, 'no second refresh after the refusal');
+      assert.deepEqual(disconnects, [{ code: 1008, reason: 'Token expired' }]);
       assert.deepEqual(consoleErrors, []);
     });
 

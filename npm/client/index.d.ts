@@ -12,5 +12,6 @@ export type {
   RelayClientOptions,
   RequestOptions,
   ServerMessage,
+  TokenError,
   WarningCleared,
 } from './switchyard_client.js';

@@ -50,13 +50,22 @@ impl Backoff {
     }
 }
 
-/// Whether a connection closed with `code` should be retried. 1000 (the session was
-/// deleted or expired, or the client closed) and 1008 (session not found or full,
-/// unauthorized, a limit) cannot be helped by trying again. 1001 is retried: servers
-/// send it when they shut down, most often to restart; and a heartbeat timeout (also
-/// 1001) or a dropped connection (1006) are network trouble.
-pub fn reconnects_after(code: u16) -> bool {
-    !matches!(code, 1000 | 1008)
+/// The reason the server gives when it closes (1008) a connection whose token expired
+/// unrefreshed.
+pub const TOKEN_EXPIRED: &str = "Token expired";
+
+/// Whether a connection closed with `code` and `reason` should be retried. 1000 (the
+/// session was deleted or expired, or the client closed) and 1008 (session not found or
+/// full, unauthorized, a limit) cannot be helped by trying again, except 1008 "Token
+/// expired" when the client can get a fresh token (`fresh_tokens`). 1001 is retried:
+/// servers send it when they shut down, most often to restart; and a heartbeat timeout
+/// (also 1001) or a dropped connection (1006) are network trouble.
+pub fn reconnects_after(code: u16, reason: &str, fresh_tokens: bool) -> bool {
+    match code {
+        1000 => false,
+        1008 => fresh_tokens && reason == TOKEN_EXPIRED,
+        _ => true,
+    }
 }
 
 #[cfg(test)]
@@ -93,10 +102,17 @@ mod tests {
     #[test]
     fn retries_what_retrying_can_fix() {
         for code in [1001, 1005, 1006, 1011, 1012, 1013, 4000] {
-            assert!(reconnects_after(code), "{code}");
+            assert!(reconnects_after(code, "", false), "{code}");
         }
         for code in [1000, 1008] {
-            assert!(!reconnects_after(code), "{code}");
+            assert!(!reconnects_after(code, "", true), "{code}");
         }
+    }
+
+    #[test]
+    fn retries_an_expired_token_only_with_a_fresh_one_to_give() {
+        assert!(reconnects_after(1008, TOKEN_EXPIRED, true));
+        assert!(!reconnects_after(1008, TOKEN_EXPIRED, false), "the same token would be refused");
+        assert!(!reconnects_after(1008, "Unauthorized", true));
     }
 }

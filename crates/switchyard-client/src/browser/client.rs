@@ -2,6 +2,8 @@
 //! reconnects with backoff, queues what is sent while down, rejoins its channels, and
 //! matches requests to responses. With `recover`, it follows its session's stream and
 //! reconnects from the last position it saw, so nothing published meanwhile is lost.
+//! With `getToken`, each (re)connection carries a fresh token, and a `token_expiring`
+//! warning is answered with `refresh`.
 //!
 //! JavaScript callbacks (listeners, Promise settlers) are always called with no borrow of
 //! the client's state held, so they may call the client again. Closures that end their
@@ -12,7 +14,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::rc::{Rc, Weak};
 
-use js_sys::{Function, JSON, Object, Reflect, Uint8Array};
+use js_sys::{Array, Function, Promise, JSON, Object, Reflect, Uint8Array};
 use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -39,6 +41,20 @@ pub struct ClientOptions {
     /// Whether to follow the session's stream and reconnect from the last position seen.
     #[serde(default)]
     pub recover: bool,
+    /// Gives the token for each (re)connection and each `refresh`. Serde cannot read a
+    /// function: `RelayClient` takes it out of the options itself.
+    #[serde(skip)]
+    pub get_token: Option<Function>,
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// What `Promise.allSettled` gives: a Promise that always fulfills, so a callback
+    /// made by `Closure::once_into_js` (freed when called) is never left behind.
+    type Settling;
+    /// `then(callback)`, for a callback that is a plain function.
+    #[wasm_bindgen(method)]
+    fn then(this: &Settling, callback: &JsValue);
 }
 
 /// Where the client stands in its session's stream, with `recover`.
@@ -141,6 +157,7 @@ pub type OnOpen = Box<dyn Fn()>;
 pub struct Connection {
     url: String,
     backoff: Backoff,
+    get_token: Option<Function>,
     me: Weak<Connection>,
     state: RefCell<State>,
     /// Run after each (re)open, before queued messages go out: the focus protocol
@@ -152,10 +169,15 @@ impl Connection {
     /// Starts connecting to `url`; fails when the options are wrong or the browser rejects the URL.
     pub fn new(url: &str, options: ClientOptions) -> Result<Rc<Self>, JsValue> {
         options.reconnect.check().map_err(|message| type_error(&message))?;
+        if options.get_token.is_some() {
+            // The socket opens once the token comes: check the URL now, for the caller.
+            web_sys::Url::new(url)?;
+        }
         let limit = options.queue_limit.unwrap_or(DEFAULT_QUEUE_LIMIT);
         let connection = Rc::new_cyclic(|me| Self {
             url: url.to_owned(),
             backoff: options.reconnect,
+            get_token: options.get_token,
             me: me.clone(),
             state: RefCell::new(State {
                 socket: None,
@@ -175,7 +197,7 @@ impl Connection {
             }),
             on_open: RefCell::new(None),
         });
-        connection.connect()?;
+        connection.start()?;
         Ok(connection)
     }
 
@@ -200,10 +222,33 @@ impl Connection {
         })
     }
 
-    fn connect(&self) -> Result<(), JsValue> {
-        let url = match &self.state.borrow().place {
-            Some(place) => format!("{}{}{}", self.url, if self.url.contains('?') { '&' } else { '?' }, place.query()),
-            None => self.url.clone(),
+    /// Opens a socket: at once, or with `getToken`, once it gives a token. A token that
+    /// does not come counts as a failed attempt.
+    fn start(&self) -> Result<(), JsValue> {
+        if self.get_token.is_none() {
+            return self.connect(None);
+        }
+        self.with_token(|connection, token| match token {
+            Ok(token) => {
+                if connection.connect(Some(&token)).is_err() {
+                    connection.give_up();
+                }
+            }
+            Err(reason) => {
+                connection.token_error(&reason);
+                connection.retry(true);
+            }
+        });
+        Ok(())
+    }
+
+    fn connect(&self, token: Option<&str>) -> Result<(), JsValue> {
+        let mut query: Vec<String> = self.state.borrow().place.iter().map(Place::query).collect();
+        query.extend(token.map(|token| format!("token={}", encode(token))));
+        let url = if query.is_empty() {
+            self.url.clone()
+        } else {
+            format!("{}{}{}", self.url, if self.url.contains('?') { '&' } else { '?' }, query.join("&"))
         };
         let ws = WebSocket::new(&url)?;
         ws.set_binary_type(BinaryType::Arraybuffer);
@@ -293,10 +338,12 @@ impl Connection {
             }
             message = field(&message, "data");
             kind = field(&message, "type").as_string().unwrap_or_default();
-        } else if following && kind == "client_connected" && field(&message, "clientId").as_string().as_deref() == Some("relay-server") {
+        } else if following && kind == "client_connected" && from_server(&message) {
             self.welcomed(&message);
         } else if following && kind == "CHANNEL_JOINED" {
             self.channel_joined(&message);
+        } else if kind == "token_expiring" && self.get_token.is_some() && from_server(&message) {
+            self.refresh();
         }
         match kind.as_str() {
             "response" => {
@@ -434,15 +481,24 @@ impl Connection {
     }
 
     fn closed(&self, event: CloseEvent) {
-        let delay = {
+        {
             let mut state = self.state.borrow_mut();
             if let Some(socket) = state.socket.take() {
                 state.retired.push(Box::new(socket));
             }
+        }
+        self.retry(reconnects_after(event.code(), &event.reason(), self.get_token.is_some()));
+    }
+
+    /// A connection or an attempt failed: tries again after the backoff's delay if
+    /// `retryable` and attempts remain, else gives up.
+    fn retry(&self, retryable: bool) {
+        let delay = {
+            let mut state = self.state.borrow_mut();
             if state.stopped {
                 return;
             }
-            let delay = if reconnects_after(event.code()) { self.backoff.delay(state.attempt, js_sys::Math::random()) } else { None };
+            let delay = if retryable { self.backoff.delay(state.attempt, js_sys::Math::random()) } else { None };
             if delay.is_some() {
                 state.attempt += 1;
             }
@@ -455,7 +511,7 @@ impl Connection {
                 let timer = Timer::once(delay, move || {
                     if let Some(connection) = me.upgrade() {
                         connection.sweep();
-                        if connection.connect().is_err() {
+                        if connection.start().is_err() {
                             connection.give_up();
                         }
                     }
@@ -464,6 +520,55 @@ impl Connection {
             }
             None => self.give_up(),
         }
+    }
+
+    /// Asks `getToken` for a token, then calls `then` with it or with why there is none;
+    /// not at all if the client closed meanwhile.
+    fn with_token(&self, then: impl FnOnce(&Connection, Result<String, String>) + 'static) {
+        let Some(get_token) = &self.get_token else { return };
+        let given = match get_token.call0(&JsValue::NULL) {
+            Ok(value) => Promise::resolve(&value),
+            Err(thrown) => Promise::reject(&thrown),
+        };
+        let me = self.me.clone();
+        let settled = Closure::once_into_js(move |outcomes: Array| {
+            let Some(connection) = me.upgrade() else { return };
+            connection.sweep();
+            if connection.state.borrow().stopped {
+                return;
+            }
+            let outcome = outcomes.get(0);
+            let given = match field(&outcome, "status").as_string().as_deref() {
+                Some("fulfilled") => Ok(field(&outcome, "value")),
+                _ => Err(field(&outcome, "reason")),
+            };
+            then(&connection, token_from(given));
+        });
+        Promise::all_settled(&Array::of1(&given)).unchecked_into::<Settling>().then(&settled);
+    }
+
+    /// `token_expiring`: sends `refresh` with a fresh token on the socket that was warned.
+    /// Once per warning: when no token comes, or the server refuses it (`INVALID_TOKEN`),
+    /// the server closes the connection 1008 "Token expired" and the reconnect asks again.
+    fn refresh(&self) {
+        let Some(warned) = self.state.borrow().socket.as_ref().map(|s| s.ws.clone()) else { return };
+        self.with_token(move |connection, token| match token {
+            Ok(token) => {
+                // A socket opened since was admitted with a fresh token of its own.
+                if connection.state.borrow().socket.as_ref().is_some_and(|s| s.ws == warned) {
+                    let _ = warned.send_with_str(&format!(r#"{{"type":"refresh","token":{}}}"#, quote(&token)));
+                }
+            }
+            Err(reason) => connection.token_error(&reason),
+        });
+    }
+
+    /// Tells the app that `getToken` gave no token, as a `token_error` event.
+    fn token_error(&self, reason: &str) {
+        let event = Object::new();
+        let _ = Reflect::set(&event, &"type".into(), &"token_error".into());
+        let _ = Reflect::set(&event, &"message".into(), &JsValue::from_str(reason));
+        self.dispatch("token_error", &event);
     }
 
     /// The connection is over for good: what waits for it fails.
@@ -615,6 +720,26 @@ impl Connection {
 
 fn field(object: &JsValue, name: &str) -> JsValue {
     Reflect::get(object, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// Whether the relay itself wrote this message, not a peer.
+fn from_server(message: &JsValue) -> bool {
+    field(message, "clientId").as_string().as_deref() == Some("relay-server")
+}
+
+/// The token `getToken` gave, or what was wrong: it threw, rejected, or gave no string.
+fn token_from(given: Result<JsValue, JsValue>) -> Result<String, String> {
+    match given {
+        Ok(value) => match value.as_string() {
+            Some(token) if !token.is_empty() => Ok(token),
+            Some(_) => Err("getToken gave an empty token".into()),
+            None => Err(format!("getToken must give a string (the token), not {}", value.js_typeof().as_string().unwrap_or_default())),
+        },
+        Err(reason) => {
+            let why = reason.dyn_ref::<js_sys::Error>().map(|err| String::from(err.message())).or_else(|| reason.as_string());
+            Err(format!("getToken failed: {}", why.unwrap_or_else(|| "it rejected without a reason".into())))
+        }
+    }
 }
 
 /// A `requestId` as the waiting list knows it: the string itself.

@@ -169,7 +169,7 @@ impl FocusDeclarationProtocol {
         if options.user_id.is_empty() {
             return Err(type_error("userId must not be empty"));
         }
-        let client_options = ClientOptions { reconnect: options.reconnect, queue_limit: None, recover: false };
+        let client_options = ClientOptions { reconnect: options.reconnect, ..ClientOptions::default() };
         let connection = Connection::new(&options.session_service_url, client_options)?;
         let focus = Rc::new(Focus {
             connection: connection.clone(),

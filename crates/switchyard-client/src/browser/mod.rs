@@ -5,8 +5,9 @@ mod client;
 mod focus;
 mod timer;
 
-use js_sys::Function;
+use js_sys::{Function, Object, Reflect};
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 
 use client::{serialize, ClientOptions, Connection, REQUEST_TIMEOUT_MS};
 
@@ -41,6 +42,23 @@ export interface RelayClientOptions {
    * `recovered` and `resync` carry the `CHANNEL_JOINED` answer. Default false.
    */
   recover?: boolean;
+  /**
+   * Gives the token (a JWT) to connect with. Called before every connect and reconnect,
+   * whose URL carries it as `token=`, and on each `token_expiring` from the server, which
+   * the client answers with `refresh` (the server says `refreshed`, or sends an `error`
+   * with code `INVALID_TOKEN`). A connection the server closes 1008 "Token expired"
+   * reconnects, with backoff, asking for a token again. When it throws, rejects or gives
+   * no string, the client emits `token_error` (a `TokenError`) and sends no refresh; at
+   * a connect, that counts as a failed attempt.
+   */
+  getToken?: () => string | Promise<string>;
+}
+
+/** Emitted as `token_error` when `getToken` gave no token. */
+export interface TokenError {
+  type: 'token_error';
+  /** What went wrong, e.g. `getToken failed: <the error's message>`. */
+  message: string;
 }
 
 /** A message from the relay: a JSON object with a string `type`. */
@@ -90,10 +108,12 @@ export interface WarningCleared {
   cases: CaseWindow[];
 }
 
-/** Binary frames arrive as bytes, not as a `ServerMessage`. */
+/** Binary frames arrive as bytes, and `token_error` is the client's own, not a `ServerMessage`. */
 export interface RelayClient {
   on(type: 'binary', listener: (data: Uint8Array) => void): void;
   off(type: 'binary', listener: (data: Uint8Array) => void): void;
+  on(type: 'token_error', listener: (error: TokenError) => void): void;
+  off(type: 'token_error', listener: (error: TokenError) => void): void;
 }
 "#;
 
@@ -144,6 +164,25 @@ pub(crate) fn options<T: serde::de::DeserializeOwned + Default>(value: JsValue, 
     read(value, what)
 }
 
+/// `RelayClient`'s options: `getToken`, a function serde cannot read, is taken out of a
+/// copy of them before serde reads the rest.
+fn client_options(value: JsValue) -> Result<ClientOptions, JsValue> {
+    const WHAT: &str = "RelayClient options";
+    if !value.is_object() {
+        return options(value, WHAT);
+    }
+    let key = JsValue::from_str("getToken");
+    let get_token = Reflect::get(&value, &key)?;
+    let rest = Object::assign(&Object::new(), value.unchecked_ref());
+    Reflect::delete_property(&rest, &key)?;
+    let mut options: ClientOptions = read(rest.into(), WHAT)?;
+    if !get_token.is_undefined() {
+        let wrong = |_| type_error(&format!("{WHAT}: getToken must be a function that gives a token (a string, or a Promise of one)"));
+        options.get_token = Some(get_token.dyn_into().map_err(wrong)?);
+    }
+    Ok(options)
+}
+
 #[derive(serde::Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RequestOptions {
@@ -161,11 +200,11 @@ impl RelayClient {
     /// Connects to `url` (a session's `wsUrl`, or a sessionless endpoint). Reconnects with
     /// exponential backoff and jitter after a dropped connection or a 1001 (server
     /// shutting down, usually to restart); not after 1000 or 1008, which retrying cannot
-    /// change (the session is gone, full, or not allowed).
+    /// change (the session is gone, full, or not allowed), except 1008 "Token expired"
+    /// when `getToken` can give a fresh token.
     #[wasm_bindgen(constructor)]
     pub fn new(url: &str, #[wasm_bindgen(unchecked_optional_param_type = "RelayClientOptions")] options: JsValue) -> Result<RelayClient, JsValue> {
-        let options: ClientOptions = self::options(options, "RelayClient options")?;
-        Ok(Self { connection: Connection::new(url, options)? })
+        Ok(Self { connection: Connection::new(url, client_options(options)?)? })
     }
 
     /// Calls `listener` with each message of this `type` (`'*'` for every message,
