@@ -79,6 +79,16 @@ export interface RelayHooks {
   publish?: (question: PublishQuestion) => PublishAnswer | Promise<PublishAnswer>
 }
 
+/** The backend proxy's endpoints (`proxy` in the config); each an http:// URL. */
+export interface ProxyOptions {
+  /** POSTed `{ connectionId, userId, channel }` before each join; answers `{ result: {} }` or `{ error: { code, message } }`. */
+  joinUrl?: string
+  /** POSTed `{ connectionId, userId, sessionId | channel, message }` before a member's message is relayed; answers `{ result: {} }`, `{ result: { message } }` or `{ error }`. */
+  publishUrl?: string
+  /** POSTed `{ connectionId, userId, requestId, payload }` for requests no `onRequest` handler answers; answers `{ result: { payload } }` or `{ error }`. */
+  requestUrl?: string
+}
+
 /** Where lifecycle events go (`webhooks` in the config). */
 export interface WebhookOptions {
   /** The http:// endpoint events are POSTed to: `{ events: [{ name, timestamp, ... }] }`. */
@@ -153,6 +163,11 @@ export interface RelaySessionManagerConfig {
   hookTimeoutMs?: number
   /** Lifecycle events POSTed to the app in signed batches. See docs/guide/webhooks.md. */
   webhooks?: WebhookOptions
+  /**
+   * Decisions asked of the app's backend over HTTP instead of a JavaScript hook (POSTs of
+   * JSON, within `hookTimeoutMs`). See docs/operations/backend-proxy.md.
+   */
+  proxy?: ProxyOptions
   /** Default `'requested'`. */
   ack?: AckPolicy
   /** Control roles: one active member per session. Default true, as in the original. */
@@ -665,6 +680,8 @@ export interface ResolvedConfig {
   hooks: { joinChannel: boolean; publish: boolean }
   /** The webhooks (never the secret); `null` when off. */
   webhooks: { url: string; events: WebhookEventName[]; maxAgeMs: number } | null
+  /** The backend proxy's endpoints; `null` when off. */
+  proxy: { connectUrl?: string; joinUrl?: string; publishUrl?: string; requestUrl?: string; refreshUrl?: string } | null
   ack: AckPolicy
   enableRoleManagement: boolean
   defaultConflictResolution: ConflictResolution

@@ -50,6 +50,7 @@ describe('configuration', () => {
       nativeThreads: null,
       hooks: { joinChannel: false, publish: false },
       webhooks: null,
+      proxy: null,
       history: null,
       historyMaxBytes: 67108864,
     });

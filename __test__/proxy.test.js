@@ -6,11 +6,13 @@ const assert = require('node:assert/strict');
 const http = require('node:http');
 const express = require('express');
 const WebSocket = require('ws');
-const { TestClient, joinedClient, postJson, eventually, startBinary, stopBinaries, freePort, fetchJson } = require('./helpers');
+const { TestClient, joinedClient, postJson, eventually, startBinary, stopBinaries, freePort, fetchJson, startMixedServer, transports } = require('./helpers');
 
 const backends = [];
+const managers = [];
 after(async () => {
   stopBinaries();
+  await Promise.all(managers.map((m) => m.close()));
   await Promise.all(backends.map((b) => new Promise((resolve) => b.close(resolve))));
 });
 
@@ -208,5 +210,41 @@ describe('the backend proxy (binary)', () => {
     const run = spawnSync(binary, ['--proxy-publish-url', 'https://backend.internal/publish'], { encoding: 'utf8', timeout: 30_000 });
     assert.equal(run.status, 2);
     assert.match(run.stderr, /--proxy-publish-url must be an absolute http:\/\/ URL/);
+  });
+});
+
+describe('the backend proxy (Node, configured with URLs)', () => {
+  for (const transport of transports) {
+    it(`asks the backend who joins, what is published and what requests answer, beside a JavaScript hook (${transport})`, async () => {
+      const app = await backend();
+      const joins = [];
+      const s = await startMixedServer({
+        maxClientsPerSession: 4,
+        hooks: { joinChannel: ({ channel }) => joins.push(channel) > 0 },
+        proxy: { publishUrl: `${app.base}/publish`, requestUrl: `${app.base}/request` },
+      });
+      managers.push(s);
+      const { sessionId } = s.manager.createSession();
+      const a = await joinedClient(s.url(transport, sessionId), { headers: { 'x-user': 'alice' } });
+      const b = await joinedClient(s.url(transport, sessionId));
+      send(a, { type: 'JOIN_CHANNEL', channel: 'news' });
+      await answer(a, 'CHANNEL_JOINED');
+      assert.deepEqual(joins, ['news'], 'the join went to the JavaScript hook');
+      send(a, { type: 'spam' });
+      assert.deepEqual((await answer(a, 'error')).payload, { code: 'PUBLISH_REFUSED', message: 'No spam here' });
+      send(a, { type: 'shout', text: 'LOUD' });
+      assert.deepEqual((await b.nextOfType('shout')).json, { type: 'shout', text: 'loud' });
+      send(a, { type: 'request', requestId: 7, payload: 'q' });
+      const response = await answer(a, 'response');
+      assert.deepEqual(response.payload ?? response.data, { echoed: 'q', by: 'alice' });
+      assert.deepEqual(s.manager.getStats().config.proxy, { publishUrl: `${app.base}/publish`, requestUrl: `${app.base}/request` });
+      assert.deepEqual(s.manager.getStats().config.hooks, { joinChannel: true, publish: true });
+    });
+  }
+
+  it('refuses a decision given both to a hook and to the backend, and a URL that is not http://', () => {
+    const { RelaySessionManager } = require('..');
+    assert.throws(() => new RelaySessionManager({ hooks: { publish: () => true }, proxy: { publishUrl: 'http://127.0.0.1:9/publish' } }), { name: 'TypeError', message: /not both/ });
+    assert.throws(() => new RelaySessionManager({ proxy: { joinUrl: 'https://backend/join' } }), { name: 'TypeError', message: /proxy.joinUrl must be an absolute http:\/\/ URL/ });
   });
 });

@@ -60,7 +60,7 @@ pub use memory_presence::MemoryPresence;
 pub use present_member::PresentMember;
 pub use registry::{Identity, Route};
 pub use relay::{PublishError, Relay, Target};
-pub use report::{ConfigReport, HostSettings, StatsReport, WebhooksReport};
+pub use report::{ConfigReport, HostSettings, ProxyReport, StatsReport, WebhooksReport};
 pub use session::{SessionInfo, SessionOptions};
 pub use limits::{Rate, RateLimits};
 pub use message::{AwarenessKind, AwarenessMessage, ClientMessage, ControlStep, JoinChannel, Role};

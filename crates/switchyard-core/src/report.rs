@@ -266,6 +266,29 @@ pub struct HostSettings {
     pub hooks: Decides,
     /// The webhooks, when on.
     pub webhooks: Option<WebhooksReport>,
+    /// The backend proxy, when on.
+    pub proxy: Option<ProxyReport>,
+}
+
+/// The backend proxy as the report shows it: which decision goes where.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyReport {
+    /// Asked who connects (the binary only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_url: Option<String>,
+    /// Asked before joins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join_url: Option<String>,
+    /// Asked before members' messages are relayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_url: Option<String>,
+    /// Answers requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_url: Option<String>,
+    /// Renews lifetimes (the binary only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_url: Option<String>,
 }
 
 /// The webhooks as the report shows them: never the secret.
@@ -298,6 +321,8 @@ pub struct ConfigReport<'a> {
     pub hooks: Decides,
     /// The webhooks; `null` when off.
     pub webhooks: Option<WebhooksReport>,
+    /// The backend proxy; `null` when off.
+    pub proxy: Option<ProxyReport>,
 }
 
 /// Token auth as the report shows it: whether a token is required, never a key.
@@ -324,6 +349,7 @@ impl<'a> ConfigReport<'a> {
             native_threads: host.threads,
             hooks: host.hooks,
             webhooks: host.webhooks,
+            proxy: host.proxy,
         }
     }
 }

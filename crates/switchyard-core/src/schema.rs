@@ -410,21 +410,24 @@ pub const PROXY_CONNECT_URL: Setting = Setting::binary(
     "POSTed {sessionId, headers, remoteAddress} at each upgrade; answers {result: {userId, organizationId, clientId, metadata, expiresAt}} or {disconnect: {code, reason}} (403).",
 );
 /// `--proxy-join-url`: the backend asked before each join.
-pub const PROXY_JOIN_URL: Setting = Setting::binary(
+pub const PROXY_JOIN_URL: Setting = Setting::new(
+    "proxy.joinUrl",
     Flag::new("proxy-join-url", "PROXY_JOIN_URL"),
     Kind::Text,
     Unset,
     "POSTed {connectionId, userId, channel} before each join the channel rules allow (and private: ones without a token); answers {result: {}} or {error: {code, message}}.",
 );
 /// `--proxy-publish-url`: the backend asked before each member's message is relayed.
-pub const PROXY_PUBLISH_URL: Setting = Setting::binary(
+pub const PROXY_PUBLISH_URL: Setting = Setting::new(
+    "proxy.publishUrl",
     Flag::new("proxy-publish-url", "PROXY_PUBLISH_URL"),
     Kind::Text,
     Unset,
     "POSTed {connectionId, userId, sessionId or channel, message} before a member's message is relayed; answers {result: {}}, {result: {message}} (a replacement) or {error}.",
 );
 /// `--proxy-request-url`: the backend that answers `request` messages.
-pub const PROXY_REQUEST_URL: Setting = Setting::binary(
+pub const PROXY_REQUEST_URL: Setting = Setting::new(
+    "proxy.requestUrl",
     Flag::new("proxy-request-url", "PROXY_REQUEST_URL"),
     Kind::Text,
     Unset,

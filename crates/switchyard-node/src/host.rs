@@ -26,6 +26,11 @@ use switchyard_core::{
 use switchyard_server::admission::{self, Admitted, Refused, TokenAuth, Upgrade};
 use switchyard_server::bridge_outbox::BridgeOutbox;
 use switchyard_server::hooks::TokenChecks;
+#[cfg(not(target_family = "wasm"))]
+use switchyard_server::hooks::EitherHooks;
+#[cfg(not(target_family = "wasm"))]
+use switchyard_server::proxy::Proxy;
+use switchyard_core::Hooks;
 use switchyard_server::host_queue::{HostQueue, LoopHooks, Queued};
 use switchyard_server::settings::Settings;
 use switchyard_server::engine::Engine;
@@ -98,6 +103,9 @@ pub struct Host {
     /// The config's `webhooks`, sent from the native runtime.
     #[cfg(not(target_family = "wasm"))]
     pub webhooks: Option<Arc<Webhooks>>,
+    /// The config's `proxy`, which calls from the native runtime.
+    #[cfg(not(target_family = "wasm"))]
+    pub proxy: Option<Arc<Proxy>>,
     /// permessage-deflate totals of the bridge sockets that have closed: bytes before
     /// compression, bytes on the wire.
     closed_compression: Cell<(u64, u64)>,
@@ -112,7 +120,17 @@ impl Host {
     pub fn new(settings: Settings, hooks: JsHooks) -> std::result::Result<Rc<Self>, String> {
         let pending = Arc::new(HostQueue::default());
         let auth = settings.auth.map(Arc::new);
-        let asked = Arc::new(TokenChecks::new(auth.clone(), Arc::new(LoopHooks { decides: hooks.decides(), queue: pending.clone() })));
+        let in_js: Arc<dyn Hooks> = Arc::new(LoopHooks { decides: hooks.decides(), queue: pending.clone() });
+        #[cfg(not(target_family = "wasm"))]
+        let proxy = settings.proxy.map(Proxy::new);
+        #[cfg(not(target_family = "wasm"))]
+        let app: Arc<dyn Hooks> = match &proxy {
+            Some(proxy) => Arc::new(EitherHooks { js: in_js, proxy: proxy.clone() }),
+            None => in_js,
+        };
+        #[cfg(target_family = "wasm")]
+        let app = in_js;
+        let asked = Arc::new(TokenChecks::new(auth.clone(), app));
         #[cfg(not(target_family = "wasm"))]
         let webhooks = settings.webhooks.map(Webhooks::new);
         #[cfg(not(target_family = "wasm"))]
@@ -142,6 +160,8 @@ impl Host {
             hooks,
             #[cfg(not(target_family = "wasm"))]
             webhooks,
+            #[cfg(not(target_family = "wasm"))]
+            proxy,
             closed_compression: Cell::new((0, 0)),
             pump_scheduled: Cell::new(false),
             deferred_pump: OnceCell::new(),
@@ -190,7 +210,11 @@ impl Host {
 
     /// Sets (or, with `None`, removes) the handler of `request` messages.
     pub fn set_request_handler(&self, handler: Option<RequestHandler>) {
-        self.engine.relay.answer_requests(handler.is_some());
+        #[cfg(not(target_family = "wasm"))]
+        let by_proxy = self.proxy.as_ref().is_some_and(|proxy| proxy.answers_requests());
+        #[cfg(target_family = "wasm")]
+        let by_proxy = false;
+        self.engine.relay.answer_requests(handler.is_some() || by_proxy);
         *self.request_handler.borrow_mut() = handler.map(Rc::new);
     }
 
@@ -199,6 +223,11 @@ impl Host {
     fn handle_request(self: &Rc<Self>, env: &Env, connection: ConnectionInfo, request_id: String, payload: String) -> Result<()> {
         let conn = connection.connection_id;
         let Some(handler) = self.request_handler.borrow().clone() else {
+            #[cfg(not(target_family = "wasm"))]
+            if let Some(proxy) = self.proxy.as_ref().filter(|proxy| proxy.answers_requests()) {
+                proxy.request(connection, request_id, payload);
+                return Ok(());
+            }
             self.engine.relay.respond(conn, &request_id, Err(&ErrorCode::NoHandler.into()), now());
             return Ok(());
         };
@@ -287,11 +316,15 @@ impl Host {
             auth_required: self.auth.as_ref().map(|auth| auth.required),
             compression_threshold: self.compression.map(|compression| compression.threshold),
             threads: self.native_threads,
-            hooks: self.hooks.decides(),
+            hooks: self.engine.relay.decides(),
             #[cfg(not(target_family = "wasm"))]
             webhooks: self.webhooks.as_ref().map(|webhooks| webhooks.report()),
             #[cfg(target_family = "wasm")]
             webhooks: None,
+            #[cfg(not(target_family = "wasm"))]
+            proxy: self.proxy.as_ref().map(|proxy| proxy.report()),
+            #[cfg(target_family = "wasm")]
+            proxy: None,
         }
     }
 

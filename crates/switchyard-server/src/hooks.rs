@@ -79,3 +79,29 @@ impl Hooks for TokenChecks {
         self.app.ask(question)
     }
 }
+
+/// Two sets of hooks that answer different questions (the addon's JavaScript hooks and its
+/// backend proxy): each question goes to the one that answers it.
+pub struct EitherHooks {
+    /// Answers what `proxy` does not.
+    pub js: Arc<dyn Hooks>,
+    /// Answers the questions it decides.
+    pub proxy: Arc<dyn Hooks>,
+}
+
+impl Hooks for EitherHooks {
+    fn decides(&self) -> Decides {
+        let (js, proxy) = (self.js.decides(), self.proxy.decides());
+        Decides { join: js.join || proxy.join, publish: js.publish || proxy.publish }
+    }
+
+    fn ask(&self, question: Question) -> Option<Verdict> {
+        let proxy = self.proxy.decides();
+        let by_proxy = match question.ask {
+            Ask::Join { .. } => proxy.join,
+            Ask::Publish { .. } => proxy.publish,
+            Ask::Refresh { .. } => false,
+        };
+        if by_proxy { self.proxy.ask(question) } else { self.js.ask(question) }
+    }
+}

@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
-use switchyard_core::{Ask, ConnId, ConnectionInfo, Decides, ErrorCode, Hooks, Identity, MessageRejection, Question, Relay, Verdict};
+use switchyard_core::{Ask, ConnId, ConnectionInfo, Decides, ErrorCode, Hooks, Identity, MessageRejection, ProxyReport, Question, Relay, Verdict};
 use thiserror::Error;
 use tracing::warn;
 
@@ -144,7 +144,8 @@ pub struct Proxy {
     me: Weak<Proxy>,
     options: ProxyOptions,
     client: Client<HttpConnector, Full<Bytes>>,
-    runtime: tokio::runtime::Handle,
+    /// Where calls run, once the host has a runtime.
+    runtime: OnceLock<tokio::runtime::Handle>,
     /// The relay it answers, set once the relay is built (the relay is built with it).
     relay: OnceLock<Weak<Relay>>,
     waiting: AtomicUsize,
@@ -155,8 +156,8 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// A proxy whose calls run on `runtime`.
-    pub fn new(options: ProxyOptions, runtime: tokio::runtime::Handle) -> Arc<Self> {
+    /// A proxy that calls the backend once [`Proxy::start`] gave it a runtime.
+    pub fn new(options: ProxyOptions) -> Arc<Self> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(options.timeout));
@@ -165,7 +166,7 @@ impl Proxy {
             me: me.clone(),
             options,
             client,
-            runtime,
+            runtime: OnceLock::new(),
             relay: OnceLock::new(),
             waiting: AtomicUsize::new(0),
             failures: AtomicU64::new(0),
@@ -173,10 +174,38 @@ impl Proxy {
         })
     }
 
-    /// Answers this relay's questions from now on.
-    pub fn bind(&self, relay: &Arc<Relay>) {
+    /// Answers this relay's questions from now on, calling the backend on `runtime`.
+    pub fn start(&self, relay: &Arc<Relay>, runtime: tokio::runtime::Handle) {
+        let _ = self.runtime.set(runtime);
         let _ = self.relay.set(Arc::downgrade(relay));
-        relay.answer_requests(self.options.request.is_some());
+        relay.answer_requests(self.answers_requests());
+    }
+
+    /// Which decision goes where, for the report of the configuration.
+    pub fn report(&self) -> ProxyReport {
+        let url = |uri: &Option<Uri>| uri.as_ref().map(Uri::to_string);
+        ProxyReport {
+            connect_url: url(&self.options.connect),
+            join_url: url(&self.options.join),
+            publish_url: url(&self.options.publish),
+            request_url: url(&self.options.request),
+            refresh_url: url(&self.options.refresh),
+        }
+    }
+
+    /// Whether `request` messages go to the backend.
+    pub fn answers_requests(&self) -> bool {
+        self.options.request.is_some()
+    }
+
+    fn spawn(&self, call: impl std::future::Future<Output = ()> + Send + 'static) -> bool {
+        match self.runtime.get() {
+            Some(runtime) => {
+                runtime.spawn(call);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Whether connects are asked of the backend.
@@ -287,7 +316,7 @@ impl Proxy {
     /// Answers a `request` through the backend.
     pub fn request(self: &Arc<Self>, connection: ConnectionInfo, request_id: String, payload: String) {
         let proxy = self.clone();
-        self.runtime.spawn(async move {
+        self.spawn(async move {
             let Some(uri) = proxy.options.request.clone() else { return };
             let body = json!({
                 "connectionId": connection.connection_id,
@@ -313,7 +342,7 @@ impl Proxy {
     pub fn refresh(self: &Arc<Self>, connection: ConnectionInfo) {
         let Some(uri) = self.options.refresh.clone() else { return };
         let proxy = self.clone();
-        self.runtime.spawn(async move {
+        self.spawn(async move {
             let body = json!({ "connectionId": connection.connection_id, "userId": connection.user_id });
             let Ok(Answer::Result(result)) = proxy.call("refresh", &uri, body).await else { return };
             match (result.get("expiresAt").and_then(Value::as_u64), proxy.relay()) {
@@ -347,10 +376,10 @@ impl Hooks for Proxy {
             return Some(Verdict::Unavailable);
         }
         let Some(proxy) = self.me.upgrade() else { return Some(Verdict::Unavailable) };
-        self.runtime.spawn(async move {
+        let asked = self.spawn(async move {
             let verdict = proxy.verdict(&question.connection, &question.ask).await;
             proxy.decide(question.connection.connection_id, question.id, verdict);
         });
-        None
+        if asked { None } else { Some(Verdict::Unavailable) }
     }
 }

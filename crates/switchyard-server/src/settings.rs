@@ -17,6 +17,8 @@ use crate::auth::{self, JwtConfig, Keys, Verifier};
 use crate::deflate::CompressionConfig;
 use crate::options::{Given, Options, Source};
 #[cfg(not(target_family = "wasm"))]
+use crate::proxy::ProxyOptions;
+#[cfg(not(target_family = "wasm"))]
 use crate::webhooks::WebhookOptions;
 
 const SESSION_OPTIONS: [&str; 6] = ["sessionId", "expiresIn", "metadata", "maxClients", "conflictResolution", "history"];
@@ -50,6 +52,9 @@ pub struct Settings {
     /// Where lifecycle events are POSTed (`webhooks`).
     #[cfg(not(target_family = "wasm"))]
     pub webhooks: Option<WebhookOptions>,
+    /// The app's backend, asked over HTTP (`proxy`).
+    #[cfg(not(target_family = "wasm"))]
+    pub proxy: Option<ProxyOptions>,
 }
 
 /// The config under `schema`'s names (`new RelaySessionManager(config)`).
@@ -96,6 +101,8 @@ pub fn read_settings<S: Source>(source: S, given: Option<Given<S::Object>>) -> R
         history_max_bytes: size(schema::HISTORY_MAX_BYTES, defaults.history_max_bytes)?,
     };
     config.validate().map_err(|err| options.refuse(err.to_string()))?;
+    #[cfg(not(target_family = "wasm"))]
+    let config_timeout = config.hook_timeout_ms;
     #[cfg(target_family = "wasm")]
     if options.has("redis")? {
         return Err(options.refuse(
@@ -103,8 +110,8 @@ pub fn read_settings<S: Source>(source: S, given: Option<Given<S::Object>>) -> R
         ));
     }
     #[cfg(target_family = "wasm")]
-    if options.has("webhooks")? {
-        return Err(options.refuse("Webhooks are not available in the WebAssembly build of switchyard: they need a platform with a native package".into()));
+    if options.has("webhooks")? || options.has("proxy")? {
+        return Err(options.refuse("Webhooks and the backend proxy are not available in the WebAssembly build of switchyard: they need a platform with a native package".into()));
     }
     Ok(Settings {
         #[cfg(not(target_family = "wasm"))]
@@ -116,7 +123,33 @@ pub fn read_settings<S: Source>(source: S, given: Option<Given<S::Object>>) -> R
         hooks,
         #[cfg(not(target_family = "wasm"))]
         webhooks: read_webhooks(&options)?,
+        #[cfg(not(target_family = "wasm"))]
+        proxy: read_proxy(&options, hooks, config_timeout)?,
     })
+}
+
+/// `proxy: { joinUrl?, publishUrl?, requestUrl? }`: decisions asked of the app's backend
+/// over HTTP, each within `hookTimeoutMs`; a decision a JavaScript hook makes cannot be.
+#[cfg(not(target_family = "wasm"))]
+fn read_proxy<S: Source>(options: &Options<S>, hooks: Decides, timeout_ms: u64) -> Result<Option<ProxyOptions>, S::Error> {
+    if !options.has("proxy")? {
+        return Ok(None);
+    }
+    let proxy = nested(options, "proxy")?;
+    let url = |name: &'static str, js: &str| -> Result<Option<hyper::Uri>, S::Error> {
+        proxy.string(js)?.map(|url| ProxyOptions::url(name, &url)).transpose().map_err(|err| options.refuse(err.to_string()))
+    };
+    let read = ProxyOptions {
+        join: url("proxy.joinUrl", "joinUrl")?,
+        publish: url("proxy.publishUrl", "publishUrl")?,
+        request: url("proxy.requestUrl", "requestUrl")?,
+        timeout: std::time::Duration::from_millis(timeout_ms),
+        ..ProxyOptions::default()
+    };
+    if (read.join.is_some() && hooks.join) || (read.publish.is_some() && hooks.publish) {
+        return Err(options.refuse("proxy: a decision is made by a hook or by the backend, not both (hooks.joinChannel with proxy.joinUrl, or hooks.publish with proxy.publishUrl)".into()));
+    }
+    Ok(read.is_on().then_some(read))
 }
 
 /// `webhooks: { url, secret, events?, maxAgeMs? }`.

@@ -6,7 +6,7 @@
 use crate::channels::ChannelName;
 use crate::error::{ErrorCode, MessageRejection};
 use crate::frame::Frame;
-use crate::hooks::{Ask, Question, Verdict};
+use crate::hooks::{Ask, Decides, Question, Verdict};
 use crate::ids::{ConnId, Millis};
 use crate::questions::Next;
 use crate::registry::Sender;
@@ -20,6 +20,11 @@ fn unanswered() -> MessageRejection {
 }
 
 impl Relay {
+    /// The questions the application answers (its hooks, or its backend).
+    pub fn decides(&self) -> Decides {
+        self.questions.decides
+    }
+
     /// Asks the application about the message `frame` from `sender`: its verdict, or
     /// `Err(Outcome::Asked)` when the answer comes later (the message is held till then).
     pub(super) fn ask(&self, sender: &Sender, frame: &Frame, ask: Ask, now: Millis) -> Result<Verdict, Outcome> {

@@ -31,13 +31,17 @@ pub struct Port {
 }
 
 impl Host {
-    /// Starts the link to the cluster's Redis, on the native runtime (whose wake-up lets
-    /// what other nodes send reach bridge sockets). Nothing without `redis`.
+    /// Starts what runs on the native runtime beside the sockets: the link to the
+    /// cluster's Redis (whose wake-up lets what other nodes send reach bridge sockets),
+    /// the backend proxy's calls and the webhooks' sender. Nothing without them.
     pub fn join_cluster(self: &Rc<Self>, env: &Env) -> Result<()> {
         if self.engine.cluster.is_some() {
             let native = self.native(env)?;
             let _entered = native.spawner.runtime.enter();
             self.engine.join_cluster();
+        }
+        if let Some(proxy) = &self.proxy {
+            proxy.start(&self.engine.relay, self.native(env)?.spawner.runtime.clone());
         }
         if let Some(webhooks) = &self.webhooks {
             if let Some(cluster) = &self.engine.cluster {

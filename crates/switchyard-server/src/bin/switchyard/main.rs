@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use switchyard_core::{close_code, Config, ConnectionRefusal, Decides, EventSink, Hooks, HostSettings, NoHooks};
+use switchyard_core::{close_code, Config, ConnectionRefusal, EventSink, Hooks, HostSettings, NoHooks};
 use switchyard_server::admission::TokenAuth;
 use switchyard_server::engine::Engine;
 use switchyard_server::hooks::TokenChecks;
@@ -81,7 +81,7 @@ fn main() -> ExitCode {
     // The runtime's own threads drive its sockets and timers; this one only waits for
     // the signal to stop.
     let spawner = runtime.spawner.clone();
-    let proxy = proxy_options.is_on().then(|| Proxy::new(proxy_options, spawner.runtime.clone()));
+    let proxy = proxy_options.is_on().then(|| Proxy::new(proxy_options));
     let webhooks = webhook_options.map(Webhooks::new);
     if let Some(webhooks) = &webhooks {
         webhooks.start(&spawner.runtime);
@@ -117,7 +117,7 @@ async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, applica
         }
     };
     if let Some(proxy) = &proxy {
-        proxy.bind(&engine.relay);
+        proxy.start(&engine.relay, spawner.runtime.clone());
     }
     if let (Some(webhooks), Some(cluster)) = (&webhooks, &engine.cluster) {
         webhooks.follow_cluster(cluster.clone());
@@ -138,8 +138,9 @@ async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, applica
         auth_required: auth.as_ref().map(|auth| auth.required),
         compression_threshold: args.compression().map(|compression| compression.threshold),
         threads: args.threads.map(|n| n.get()),
-        hooks: proxy.as_ref().map_or_else(Decides::default, |proxy| proxy.decides()),
+        hooks: engine.relay.decides(),
         webhooks: webhooks.as_ref().map(|webhooks| webhooks.report()),
+        proxy: proxy.as_ref().map(|proxy| proxy.report()),
     };
     let app = Arc::new(http::App {
         engine: engine.clone(),
