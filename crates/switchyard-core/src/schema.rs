@@ -376,7 +376,7 @@ pub const REQUEST_TIMEOUT_MS: Setting = Setting::new(
     Flag::new("request-timeout", "REQUEST_TIMEOUT").unbounded(),
     Kind::Millis,
     Number(30_000),
-    "A request not answered in this time gets REQUEST_TIMEOUT (the binary has no handler: requests get NO_HANDLER).",
+    "A request not answered in this time gets REQUEST_TIMEOUT (the binary answers requests through --proxy-request-url; without it they get NO_HANDLER).",
 )
 .range(TIMER_MS);
 /// `hookTimeoutMs`, `--proxy-timeout`: how long the application (or its backend) has to answer a hook.

@@ -1,5 +1,6 @@
 //! The backend proxy: the app's decisions asked of its backend over HTTP, for those who run
-//! the binary and write no JavaScript (docs/guide/backend-proxy.md). Each decision is a
+//! the binary and write no JavaScript (docs/operations/backend-proxy.md), and for the addon
+//! configured with URLs. Each decision is a
 //! POST of JSON to the URL configured for it (connect, join, publish, request, refresh), answered
 //! `{"result":...}`, `{"error":{"code","message"}}` or, for connect,
 //! `{"disconnect":{"code","reason"}}`.
@@ -106,7 +107,7 @@ pub enum ProxyFailure {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 enum Answer {
-    Result(Value),
+    Result(Box<RawValue>),
     Error(Refusal),
     Disconnect(Disconnect),
 }
@@ -120,11 +121,32 @@ struct Refusal {
 /// A connect the backend refuses: the upgrade is answered 403 with `reason`.
 #[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Disconnect {
-    /// The code the backend gave (4000 to 4999).
+    /// The code the backend gave (4000 to 4999; 4403 when it gave none).
+    #[serde(default = "forbidden")]
     pub code: u16,
     /// Why.
     #[serde(default)]
     pub reason: String,
+}
+
+fn forbidden() -> u16 {
+    4403
+}
+
+/// A `result` with a replacement message (publish) or a response's payload (request).
+#[derive(Deserialize)]
+struct Replacement<'a> {
+    #[serde(borrow, default)]
+    message: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    payload: Option<&'a RawValue>,
+}
+
+/// A refresh's `result`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Renewal {
+    expires_at: u64,
 }
 
 /// Who the backend says a connection is.
@@ -225,13 +247,28 @@ impl Proxy {
 
     async fn call(&self, endpoint: &'static str, uri: &Uri, body: Value) -> Result<Answer, ProxyFailure> {
         let answer = self.try_call(uri, body).await;
-        if let Err(failure) = answer {
-            self.failures.fetch_add(1, Ordering::Relaxed);
-            if self.logged.lock().insert((endpoint, failure)) {
-                warn!(endpoint, url = %uri, "backend proxy: {failure}; refused UNAVAILABLE (logged once for this endpoint and failure)");
+        match answer {
+            // Only a connect may be answered with a disconnect.
+            Ok(Answer::Disconnect(_)) if endpoint != "connect" => {
+                self.failed(endpoint, uri, ProxyFailure::Garbage);
+                Err(ProxyFailure::Garbage)
             }
+            Err(failure) => {
+                self.failed(endpoint, uri, failure);
+                Err(failure)
+            }
+            answer => answer,
         }
-        answer
+    }
+
+    /// Counts a call that gave no usable answer, logging the first of its kind for its
+    /// endpoint: the question is refused `UNAVAILABLE`.
+    fn failed(&self, endpoint: &'static str, uri: &Uri, failure: ProxyFailure) -> Verdict {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        if self.logged.lock().insert((endpoint, failure)) {
+            warn!(endpoint, url = %uri, "backend proxy: {failure}; refused UNAVAILABLE (logged once for this endpoint and failure)");
+        }
+        Verdict::Unavailable
     }
 
     async fn try_call(&self, uri: &Uri, body: Value) -> Result<Answer, ProxyFailure> {
@@ -270,7 +307,7 @@ impl Proxy {
             Answer::Disconnect(disconnect) => Ok(Err(disconnect)),
             Answer::Error(refusal) => Ok(Err(Disconnect { code: 4403, reason: refusal.message.unwrap_or_else(|| "Forbidden".into()) })),
             Answer::Result(result) => {
-                let connected: Connected = serde_json::from_value(result).map_err(|_| ProxyFailure::Garbage)?;
+                let connected: Connected = serde_json::from_str(result.get()).map_err(|_| ProxyFailure::Garbage)?;
                 Ok(Ok(Identity {
                     user_id: connected.user_id.or(given.user_id),
                     organization_id: connected.organization_id.or(given.organization_id),
@@ -304,9 +341,11 @@ impl Proxy {
         body["connectionId"] = json!(connection.connection_id);
         body["userId"] = json!(connection.user_id);
         match self.call(endpoint, uri, body).await {
-            Ok(Answer::Result(result)) => match result.get("message") {
-                Some(replacement) if endpoint == "publish" => Verdict::Replace(Bytes::from(replacement.to_string())),
-                _ => Verdict::Allow,
+            // The replacement goes on as the backend wrote it.
+            Ok(Answer::Result(result)) => match serde_json::from_str::<Replacement>(result.get()) {
+                Ok(Replacement { message: Some(replacement), .. }) if endpoint == "publish" => Verdict::Replace(Bytes::copy_from_slice(replacement.get().as_bytes())),
+                Ok(_) => Verdict::Allow,
+                Err(_) => self.failed(endpoint, uri, ProxyFailure::Garbage),
             },
             Ok(Answer::Error(refusal)) => Verdict::Refuse(refusal.message),
             Ok(Answer::Disconnect(_)) | Err(_) => Verdict::Unavailable,
@@ -324,11 +363,14 @@ impl Proxy {
                 "requestId": RawValue::from_string(request_id.clone()).ok(),
                 "payload": RawValue::from_string(payload).ok(),
             });
-            let unavailable = MessageRejection::new(ErrorCode::Unavailable, "The application did not answer");
+
             let outcome = match proxy.call("request", &uri, body).await {
-                Ok(Answer::Result(result)) => Ok(RawValue::from_string(result.get("payload").unwrap_or(&Value::Null).to_string()).expect("JSON")),
+                Ok(Answer::Result(result)) => match serde_json::from_str::<Replacement>(result.get()) {
+                    Ok(Replacement { payload, .. }) => Ok(payload.map_or_else(|| RawValue::from_string("null".into()).expect("JSON"), |p| p.to_owned())),
+                    Err(_) => Err(MessageRejection::new(ErrorCode::Unavailable, "The application did not answer")),
+                },
                 Ok(Answer::Error(refusal)) => Err(MessageRejection::new(ErrorCode::RequestFailed, refusal.message.unwrap_or_else(|| "The request failed".into()))),
-                Ok(Answer::Disconnect(_)) | Err(_) => Err(unavailable),
+                Ok(Answer::Disconnect(_)) | Err(_) => Err(MessageRejection::new(ErrorCode::Unavailable, "The application did not answer")),
             };
             if let Some(relay) = proxy.relay() {
                 relay.respond(connection.connection_id, &request_id, outcome.as_deref(), now());
@@ -345,11 +387,14 @@ impl Proxy {
         self.spawn(async move {
             let body = json!({ "connectionId": connection.connection_id, "userId": connection.user_id });
             let Ok(Answer::Result(result)) = proxy.call("refresh", &uri, body).await else { return };
-            match (result.get("expiresAt").and_then(Value::as_u64), proxy.relay()) {
-                (Some(expires_at), Some(relay)) => {
+            match (serde_json::from_str::<Renewal>(result.get()), proxy.relay()) {
+                (Ok(Renewal { expires_at }), Some(relay)) => {
                     relay.renew(connection.connection_id, expires_at, now());
                 }
-                _ => warn!("backend proxy: a refresh answered without a whole expiresAt in ms; the connection ends when its lifetime does"),
+                (Err(_), _) => {
+                    proxy.failed("refresh", &uri, ProxyFailure::Garbage);
+                }
+                (_, None) => {}
             }
         });
     }

@@ -440,7 +440,8 @@ impl Args {
                 max_violations: self.max_violations,
             }),
             connections_per_minute_per_ip: self.connections_per_minute_per_ip,
-            verified_users_only: self.has_jwt_key(),
+            // Users are whom a token or the backend's connect answer names, never a claim.
+            verified_users_only: self.has_jwt_key() || self.proxy_connect_url.is_some(),
             // Lifetimes come from tokens, or from the backend's connect answer.
             token_expiry: (self.has_jwt_key() || self.proxy_connect_url.is_some()).then(|| self.token_expiry()).flatten(),
             history: (self.history_size > 0).then(|| HistoryConfig { size: self.history_size as usize, ttl_ms: ms(self.history_ttl) }),
