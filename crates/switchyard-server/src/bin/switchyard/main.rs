@@ -36,27 +36,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let launcher = launcher::claim();
     let args = cli::Args::parse();
-    let config = args.relay_config();
-    if let Err(err) = config.validate() {
-        eprintln!("switchyard: {err}");
-        return ExitCode::from(2);
-    }
-    let auth = match args.verifier() {
-        Ok(auth) => auth,
-        Err(err) => {
-            eprintln!("switchyard: {err}");
-            return ExitCode::from(2);
-        }
+    let checked = || -> Result<_, String> {
+        let config = args.relay_config();
+        config.validate().map_err(|err| err.to_string())?;
+        let auth = args.verifier()?;
+        let proxy_options = args.proxy_options().map_err(|err| err.to_string())?;
+        let webhook_options = args.webhook_options().map_err(|err| err.to_string())?;
+        Ok((config, auth, proxy_options, webhook_options))
     };
-    let proxy_options = match args.proxy_options() {
-        Ok(options) => options,
-        Err(err) => {
-            eprintln!("switchyard: {err}");
-            return ExitCode::from(2);
-        }
-    };
-    let webhook_options = match args.webhook_options() {
-        Ok(options) => options,
+    // A bad flag exits 2, saying what is wrong with it, before anything starts.
+    let (config, auth, proxy_options, webhook_options) = match checked() {
+        Ok(checked) => checked,
         Err(err) => {
             eprintln!("switchyard: {err}");
             return ExitCode::from(2);
