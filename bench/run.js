@@ -69,6 +69,14 @@ const scenarios = [
   { name: 'fanout', label: '10 sessions x 50 clients x 100 B, max rate', args: ['--sessions', '10', '--clients', '50', '--bytes', '100', '--window', '4'] },
   { name: 'fanout-w1', label: '10 x 50 x 100 B, window 1', args: ['--sessions', '10', '--clients', '50', '--bytes', '100', '--window', '1'], relays: SIZE_RELAYS },
   { name: 'latency', label: '100 x 4 at 20,000 messages/s (60,000 deliveries/s)', args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--rate', '20000'], floor: true },
+  // What a hook adds to each message, at a rate the proxy's backend (a Node process on the
+  // relay's core) keeps up with.
+  {
+    name: 'hook-latency',
+    label: '100 x 4 at 5,000 messages/s (15,000 deliveries/s), with and without a publish hook',
+    args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--rate', '5000'],
+    relays: ['native', 'native-hook', 'binary', 'binary-proxy'],
+  },
   {
     name: 'positions',
     label: '100 x 4, max rate, history on and one client per session with positions (the others get frames as sent)',
