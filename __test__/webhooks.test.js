@@ -135,6 +135,7 @@ describe('webhooks (Node)', () => {
       ...ids.map((id) => ['member_left', sessionId, id]),
     ]);
     assert.deepEqual(s.manager.getStats().webhooks, { queued: 0, delivered: hooks.events.length, retries: 0, dropped: 0 });
+    assert.match(s.manager.metrics(), new RegExp(`^switchyard_webhook_delivered ${hooks.events.length}(\\.0)?$`, 'm'));
     assert.deepEqual(s.manager.getStats().config.webhooks, { url: hooks.url, events: ['session_created', 'member_joined', 'member_left'], maxAgeMs: 600000 });
   });
 

@@ -208,7 +208,13 @@ impl RelaySessionManager {
     /// transport and code, histograms of relay latency and message size, process metrics.
     #[napi]
     pub fn metrics(&self) -> Result<String> {
-        guard(|| Ok(switchyard_server::metrics::render(&self.host.engine.relay, self.host.engine.relay.health(now()), Vec::new())))
+        guard(|| {
+            #[cfg(not(target_family = "wasm"))]
+            let host = self.host.webhooks.iter().flat_map(|webhooks| webhooks.gauges()).chain(self.host.proxy.iter().flat_map(|proxy| proxy.gauges())).collect();
+            #[cfg(target_family = "wasm")]
+            let host = Vec::new();
+            Ok(switchyard_server::metrics::render(&self.host.engine.relay, self.host.engine.relay.health(now()), host))
+        })
     }
 
     /// Connections by how they answer pings: `getStats().health`.

@@ -30,6 +30,7 @@ use switchyard_core::{Ask, ConnId, ConnectionInfo, Decides, ErrorCode, Hooks, Id
 use thiserror::Error;
 use tracing::warn;
 
+use crate::metrics::HostGauge;
 use crate::now;
 
 /// Calls that may be out at once; more are refused `UNAVAILABLE` without a call.
@@ -243,6 +244,14 @@ impl Proxy {
     /// Calls out now.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Its counts as `/metrics` gauges.
+    pub fn gauges(&self) -> [HostGauge; 2] {
+        [
+            HostGauge { name: "proxy_waiting", help: "Backend proxy calls out now.", value: self.waiting() as f64 },
+            HostGauge { name: "proxy_failures", help: "Backend proxy calls that gave no answer, since start.", value: self.failures() as f64 },
+        ]
     }
 
     async fn call(&self, endpoint: &'static str, uri: &Uri, body: Value) -> Result<Answer, ProxyFailure> {

@@ -34,6 +34,7 @@ use switchyard_redis::RedisBroker;
 use tokio::sync::Notify;
 use tracing::warn;
 
+use crate::metrics::HostGauge;
 use crate::now;
 
 /// Events the queue holds at most; past it the oldest is dropped.
@@ -222,6 +223,17 @@ impl Webhooks {
             retries: self.retries.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
         }
+    }
+
+    /// The counts as `/metrics` gauges.
+    pub fn gauges(&self) -> [HostGauge; 4] {
+        let counts = self.counts();
+        [
+            HostGauge { name: "webhook_queued", help: "Webhook events waiting to be sent.", value: counts.queued as f64 },
+            HostGauge { name: "webhook_delivered", help: "Webhook events the endpoint acknowledged, since start.", value: counts.delivered as f64 },
+            HostGauge { name: "webhook_retries", help: "Webhook POSTs tried again after a failure, since start.", value: counts.retries as f64 },
+            HostGauge { name: "webhook_dropped", help: "Webhook events dropped (queue full, or past the max age), since start.", value: counts.dropped as f64 },
+        ]
     }
 
     fn note(&self, event: &Event) {

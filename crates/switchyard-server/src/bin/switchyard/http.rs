@@ -279,21 +279,8 @@ async fn metrics(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketAddr
         HostGauge { name: "pending_handshakes", help: "Connections that have not finished their handshake.", value: app.waiting.count() as f64 },
         HostGauge { name: "uptime_seconds", help: "Seconds since the server started.", value: app.started.elapsed().as_secs_f64() },
     ];
-    if let Some(webhooks) = &app.webhooks {
-        let counts = webhooks.counts();
-        host.extend([
-            HostGauge { name: "webhook_queued", help: "Webhook events waiting to be sent.", value: counts.queued as f64 },
-            HostGauge { name: "webhook_delivered", help: "Webhook events the endpoint acknowledged, since start.", value: counts.delivered as f64 },
-            HostGauge { name: "webhook_retries", help: "Webhook POSTs tried again after a failure, since start.", value: counts.retries as f64 },
-            HostGauge { name: "webhook_dropped", help: "Webhook events dropped (queue full, or past the max age), since start.", value: counts.dropped as f64 },
-        ]);
-    }
-    if let Some(proxy) = &app.proxy {
-        host.extend([
-            HostGauge { name: "proxy_waiting", help: "Backend proxy calls out now.", value: proxy.waiting() as f64 },
-            HostGauge { name: "proxy_failures", help: "Backend proxy calls that gave no answer, since start.", value: proxy.failures() as f64 },
-        ]);
-    }
+    host.extend(app.webhooks.iter().flat_map(|webhooks| webhooks.gauges()));
+    host.extend(app.proxy.iter().flat_map(|proxy| proxy.gauges()));
     let text = metrics::render(&app.engine.relay, app.engine.relay.health(now()), host);
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text))
 }
