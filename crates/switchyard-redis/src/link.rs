@@ -542,8 +542,12 @@ impl Link {
         self.reconcile_all(connections).await
     }
 
-    /// Takes a gone node out of the directory: its members, and its place in `nodes`.
+    /// Takes a gone node out of the directory: its members, the channels it had members
+    /// of (so the next first member anywhere is counted so), and its place in `nodes`.
     async fn forget_node(&self, commands: &mut MultiplexedConnection, node: &str) -> RedisResult<()> {
+        for key in self.scan(commands, "occupants:*").await? {
+            redis::cmd("SREM").arg(&key).arg(node).query_async::<()>(commands).await?;
+        }
         for key in self.scan(commands, "members:*").await? {
             let members: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL").arg(&key).query_async(commands).await?;
             // Members are keyed by connection; a joining client's held place, `r:<node>:...`.
