@@ -202,7 +202,9 @@ impl Host {
                 let host = self.clone();
                 self.hooks.ask(env, question, move |env, verdict| {
                     host.engine.relay.decide(conn, id, verdict, now());
-                    host.pump(env)
+                    // Once at the end of the turn for every answer given in it: a burst of
+                    // questions answered at once leaves each socket in one write.
+                    host.pump_soon(env)
                 })?;
             }
         }
