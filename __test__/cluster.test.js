@@ -500,7 +500,7 @@ function clusterTests() {
       await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve));
       closers.push(() => new Promise((resolve) => receiver.close(resolve)));
       const hookArgs = ['--webhook-url', `http://127.0.0.1:${receiver.address().port}/hooks`, '--webhook-secret', secret, '--cleanup-interval', '200'];
-      const hooked = await Promise.all(['w1', 'w2', 'w3'].map((id) => startBinary({ args: [...NODE_ARGS, ...hookArgs, '--redis-url', redis.url, '--node-id', id, '--redis-prefix', 'hooks'] })));
+      const hooked = await Promise.all(['w1', 'w2', 'w3'].map((id) => startBinary({ args: [...NODE_ARGS, ...hookArgs, '--redis-url', redis.url, '--node-id', id, '--redis-prefix', 'hooks:'] })));
       await eventually(async () => {
         for (const node of hooked) assert.equal((await health(node)).cluster?.peers, 2);
       }, 10000);
@@ -512,13 +512,22 @@ function clusterTests() {
         await member.joined();
         members.push(member);
       }
-      for (const member of members) {
+      // One change at a time, each counted in Redis before the next: which node is first
+      // and which last is then plain.
+      const { createClient } = require('redis');
+      const counter = createClient({ url: redis.url });
+      await counter.connect();
+      closers.push(() => counter.quit());
+      const occupants = () => counter.sCard('hooks:occupants:cluster-news');
+      for (const [index, member] of members.entries()) {
         member.send(JSON.stringify({ type: 'JOIN_CHANNEL', channel: 'cluster-news' }));
         await member.nextOfType('CHANNEL_JOINED');
+        await eventually(async () => assert.equal(await occupants(), index + 1), CROSSING_MS);
       }
-      for (const member of members) {
+      for (const [index, member] of members.entries()) {
         member.send(JSON.stringify({ type: 'LEAVE_CHANNEL', channel: 'cluster-news' }));
         await member.nextOfType('CHANNEL_LEFT');
+        await eventually(async () => assert.equal(await occupants(), members.length - index - 1), CROSSING_MS);
       }
       assert.equal((await fetchJson(`${b.base}/v1/sessions/${sessionId}`, { method: 'DELETE' })).status, 200);
       for (const member of members) await member.closedWithin(CROSSING_MS);

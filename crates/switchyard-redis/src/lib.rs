@@ -260,11 +260,16 @@ impl RedisBroker {
     }
 
     /// Notes in Redis, atomically, that this node has members of `channel` (`here`) or has
-    /// none any more, and says how many nodes have some now: so that one node of the
+    /// none any more, and answers how many nodes have some now: so that one node of the
     /// cluster tells of a channel's first member anywhere and of its last one gone
-    /// everywhere. `None` while Redis is unreachable.
-    pub async fn occupancy(&self, channel: String, here: bool) -> Option<usize> {
-        self.ask(|answer| Outgoing::Occupancy { channel, here, answer }).await
+    /// everywhere. Queued at once, in order with what the link sends, and answered later;
+    /// `None` while Redis is unreachable.
+    pub fn occupancy(&self, channel: String, here: bool) -> Option<oneshot::Receiver<usize>> {
+        let (answer, answered) = oneshot::channel();
+        if !self.state.connected.load(Ordering::Relaxed) || self.outgoing.try_send(Outgoing::Occupancy { channel, here, answer }).is_err() {
+            return None;
+        }
+        Some(answered)
     }
 
     /// Queues a question for the link and waits for its answer; `None` while Redis is

@@ -31,7 +31,7 @@ use serde::Serialize;
 use sha2::Sha256;
 use switchyard_core::{ConnectionInfo, Event, EventSink, Millis, WebhooksReport};
 use switchyard_redis::RedisBroker;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 use tracing::warn;
 
 use crate::metrics::HostGauge;
@@ -118,6 +118,14 @@ impl Hooked {
     }
 }
 
+/// An event waiting to be sent: when it was queued and, for a channel's in a cluster,
+/// Redis's count of the nodes with members once this node's change was noted.
+struct Queued {
+    hooked: Hooked,
+    at: Millis,
+    nodes: Option<oneshot::Receiver<usize>>,
+}
+
 /// What became of the events, for `/stats` and `/metrics`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -136,7 +144,7 @@ pub struct WebhookCounts {
 pub struct Webhooks {
     options: WebhookOptions,
     client: Client<HttpConnector, Full<Bytes>>,
-    queue: Mutex<VecDeque<(Hooked, Millis)>>,
+    queue: Mutex<VecDeque<Queued>>,
     wake: Notify,
     delivered: AtomicU64,
     retries: AtomicU64,
@@ -242,20 +250,25 @@ impl Webhooks {
         if self.options.events.as_ref().is_some_and(|names| !names.iter().any(|name| name == hooked.name)) {
             return;
         }
+        // Noted in Redis now, in the order the members came and went, not when it is sent.
+        let nodes = match (hooked.name, &hooked.channel, self.cluster.get()) {
+            ("channel_occupied" | "channel_vacated", Some(channel), Some(cluster)) => cluster.occupancy(channel.clone(), hooked.name == "channel_occupied"),
+            _ => None,
+        };
         {
             let mut queue = self.queue.lock();
             if queue.len() >= MAX_QUEUED {
                 queue.pop_front();
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
-            queue.push_back((hooked, now));
+            queue.push_back(Queued { hooked, at: now, nodes });
         }
         self.wake.notify_one();
     }
 
     async fn send_forever(self: Arc<Self>) {
         loop {
-            let batch: Vec<(Hooked, Millis)> = {
+            let batch: Vec<Queued> = {
                 let mut queue = self.queue.lock();
                 let take = queue.len().min(MAX_BATCH);
                 queue.drain(..take).collect()
@@ -272,23 +285,17 @@ impl Webhooks {
     }
 
     /// The events of `batch` this node tells: in a cluster, a channel's occupation only
-    /// when it is the first node with members, its vacation only when it was the last
+    /// when it was the first node with members, its vacation only when it was the last
     /// (and both, as a node alone would, while Redis is unreachable).
-    async fn told_here(&self, batch: Vec<(Hooked, Millis)>) -> Vec<(Hooked, Millis)> {
-        let Some(cluster) = self.cluster.get() else { return batch };
+    async fn told_here(&self, batch: Vec<Queued>) -> Vec<(Hooked, Millis)> {
         let mut told = Vec::with_capacity(batch.len());
-        for (hooked, at) in batch {
-            let occupied = match hooked.name {
-                "channel_occupied" => true,
-                "channel_vacated" => false,
-                _ => {
-                    told.push((hooked, at));
-                    continue;
-                }
+        for Queued { hooked, at, nodes } in batch {
+            let occupied = hooked.name == "channel_occupied";
+            let counted = match nodes {
+                Some(nodes) => nodes.await.ok(),
+                None => None,
             };
-            let channel = hooked.channel.clone().unwrap_or_default();
-            let nodes = cluster.occupancy(channel, occupied).await;
-            if nodes.is_none_or(|nodes| nodes == usize::from(occupied)) {
+            if counted.is_none_or(|nodes| nodes == usize::from(occupied)) {
                 told.push((hooked, at));
             }
         }
@@ -380,7 +387,7 @@ mod tests {
             webhooks.note(&Event::ChannelOccupied { channel: format!("c{n}") });
         }
         assert_eq!(webhooks.counts(), WebhookCounts { queued: MAX_QUEUED as u64, delivered: 0, retries: 0, dropped: 50 });
-        assert_eq!(webhooks.queue.lock().front().unwrap().0.channel.as_deref(), Some("c50"), "the oldest went first");
+        assert_eq!(webhooks.queue.lock().front().unwrap().hooked.channel.as_deref(), Some("c50"), "the oldest went first");
     }
 
     #[test]
