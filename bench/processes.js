@@ -98,15 +98,7 @@ async function startRelay(relay, env = {}) {
     ? [relay.executable ?? locateBinary(), '--port', String(port), '--host', '127.0.0.1', '--max-clients-per-session', '100', ...proxyArgs]
     : [process.execPath, '--expose-gc', path.join(__dirname, 'servers.js'), relay.node, String(port), String(httpPort)];
   const child = spawn('taskset', ['-c', '0', ...command], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, RUST_LOG: 'warn', ...relay.env, ...env } });
-  for (let tries = 0; ; tries++) {
-    const open = await new Promise((resolve) => {
-      const socket = net.connect(httpPort, '127.0.0.1', () => socket.end(() => resolve(true)));
-      socket.on('error', () => resolve(false));
-    });
-    if (open) break;
-    if (tries > 200) throw new Error(`${relay.name} did not start`);
-    await sleep(25);
-  }
+  await untilListening(httpPort, relay.name);
   return {
     child,
     port,
@@ -135,19 +127,24 @@ async function startRelay(relay, env = {}) {
   };
 }
 
-/** The app's backend for the proxy scenarios: allows every publication (bench/servers.js backend). */
-async function startBackend() {
-  const port = await freePort();
-  const child = spawn('taskset', ['-c', '0', process.execPath, path.join(__dirname, 'servers.js'), 'backend', String(port)], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+/** Waits until something accepts connections on `port` (5 s at most). */
+async function untilListening(port, what) {
   for (let tries = 0; ; tries++) {
     const open = await new Promise((resolve) => {
       const socket = net.connect(port, '127.0.0.1', () => socket.end(() => resolve(true)));
       socket.on('error', () => resolve(false));
     });
-    if (open) break;
-    if (tries > 200) throw new Error('the proxy backend did not start');
+    if (open) return;
+    if (tries > 200) throw new Error(`${what} did not start`);
     await sleep(25);
   }
+}
+
+/** The app's backend for the proxy scenarios: allows every publication (bench/servers.js backend). */
+async function startBackend() {
+  const port = await freePort();
+  const child = spawn('taskset', ['-c', '0', process.execPath, path.join(__dirname, 'servers.js'), 'backend', String(port)], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+  await untilListening(port, 'the proxy backend');
   return {
     port,
     async stop() {

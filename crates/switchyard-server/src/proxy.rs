@@ -71,17 +71,20 @@ pub enum ProxyConfigError {
 impl ProxyOptions {
     /// Parses one URL flag's value.
     pub fn url(flag: &'static str, url: &str) -> Result<Uri, ProxyConfigError> {
-        let parsed: Uri = url.parse().map_err(|_| ProxyConfigError::NotHttp { flag, url: url.into() })?;
-        match (parsed.scheme_str(), parsed.host()) {
-            (Some("http"), Some(_)) => Ok(parsed),
-            _ => Err(ProxyConfigError::NotHttp { flag, url: url.into() }),
-        }
+        http_url(url).ok_or_else(|| ProxyConfigError::NotHttp { flag, url: url.into() })
     }
 
     /// Whether any decision is asked of the backend.
     pub fn is_on(&self) -> bool {
         self.connect.is_some() || self.join.is_some() || self.publish.is_some() || self.request.is_some() || self.refresh.is_some()
     }
+}
+
+/// `url` as an absolute `http://` URL, the only kind the backend's calls (the proxy's and
+/// the webhooks') are made to.
+pub fn http_url(url: &str) -> Option<Uri> {
+    let parsed: Uri = url.parse().ok()?;
+    (parsed.scheme_str() == Some("http") && parsed.host().is_some()).then_some(parsed)
 }
 
 /// Why a call gave no answer.
@@ -425,10 +428,6 @@ impl Hooks for Proxy {
     }
 
     fn ask(&self, question: Question) -> Option<Verdict> {
-        if self.waiting() >= MAX_WAITING {
-            self.failures.fetch_add(1, Ordering::Relaxed);
-            return Some(Verdict::Unavailable);
-        }
         let Some(proxy) = self.me.upgrade() else { return Some(Verdict::Unavailable) };
         let asked = self.spawn(async move {
             let verdict = proxy.verdict(&question.connection, &question.ask).await;

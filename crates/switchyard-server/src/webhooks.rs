@@ -36,6 +36,7 @@ use tracing::warn;
 
 use crate::metrics::HostGauge;
 use crate::now;
+use crate::proxy::http_url;
 
 /// Events the queue holds at most; past it the oldest is dropped.
 pub const MAX_QUEUED: usize = 10_000;
@@ -171,10 +172,7 @@ pub enum WebhookConfigError {
 impl WebhookOptions {
     /// The options, checked: `url` http://, a non-empty `secret`, known event names.
     pub fn new(url: &str, secret: Option<String>, events: Option<Vec<String>>, max_age: Duration) -> Result<Self, WebhookConfigError> {
-        let parsed: Uri = url.parse().map_err(|_| WebhookConfigError::Url(url.into()))?;
-        if parsed.scheme_str() != Some("http") || parsed.host().is_none() {
-            return Err(WebhookConfigError::Url(url.into()));
-        }
+        let parsed = http_url(url).ok_or_else(|| WebhookConfigError::Url(url.into()))?;
         let secret = secret.filter(|s| !s.is_empty()).ok_or(WebhookConfigError::NoSecret)?;
         if let Some(unknown) = events.iter().flatten().find(|name| !EVENT_NAMES.contains(&name.as_str())) {
             return Err(WebhookConfigError::UnknownEvent(unknown.clone()));

@@ -14,11 +14,6 @@ use crate::stats::Counters;
 
 use super::{Outcome, Relay, SlowConsumers};
 
-/// The error of a question the application did not answer.
-fn unanswered() -> MessageRejection {
-    MessageRejection::new(ErrorCode::Unavailable, "The application did not answer")
-}
-
 impl Relay {
     /// The questions the application answers (its hooks, or its backend).
     pub fn decides(&self) -> Decides {
@@ -99,7 +94,7 @@ impl Relay {
 
     pub(super) fn unanswered(&self) -> Outcome {
         Counters::add(&self.counters.hook_failures, 1);
-        Outcome::Rejected(unanswered())
+        Outcome::Rejected(MessageRejection::new(ErrorCode::Unavailable, "The application did not answer"))
     }
 
     /// The application's answer to question `question` about a message from `conn`: the
