@@ -17,6 +17,12 @@ export interface AdminHandlerOptions {
 /** A Node request handler: `app.use('/admin', handler)` in Express, or call it with a raw request and response. */
 export type AdminHandler = (request: IncomingMessage, response: ServerResponse) => void
 
+/**
+ * Serves members over Server-Sent Events, with POST for sending, for clients whose network
+ * refuses the WebSocket upgrade: mount it at both routes beside the WebSocket path.
+ */
+export type EventStreamHandler = (request: IncomingMessage, response: ServerResponse) => void
+
 declare module './binding' {
   interface RelaySessionManager<MetaData = any> {
     /**
@@ -24,5 +30,14 @@ declare module './binding' {
      * message rates and relay latency, polling `<mount>/stats` (`getStats()` as JSON).
      */
     adminHandler(options?: AdminHandlerOptions): AdminHandler
+    /**
+     * Members over Server-Sent Events (bridge mode), for clients whose network refuses
+     * the WebSocket upgrade: `app.get('/session/:sessionId/events', handler)` and
+     * `app.post('/session/:sessionId/send', handler)`. The session id is the path segment
+     * before `events`/`send`; the handler reads its own body (no body parser needed
+     * before it). Such a member is a member in every respect: capacity, presence, events,
+     * roles, rate limits, recovery (`Last-Event-ID` or `since`) and heartbeats.
+     */
+    eventStreamHandler(): EventStreamHandler
   }
 }

@@ -59,7 +59,7 @@ describe('manager.metrics()', () => {
     assert.equal(metrics['switchyard_connections{transport="bridge"}'].value, 0);
 
     const stats = s.manager.getStats();
-    assert.deepEqual(stats.connectionsByTransport, { native: 1, bridge: 0 });
+    assert.deepEqual(stats.connectionsByTransport, { native: 1, bridge: 0, sse: 0 });
     assert.ok(stats.relayLatency.samples >= 2);
     assert.equal(typeof stats.relayLatency.p99Ms, 'number');
     await native.close();

@@ -14,9 +14,13 @@ const WAIT_MS = 3000;
 /** A `ws` client that keeps every message it gets, so none is missed between awaits. */
 class TestClient {
   constructor(url, options, protocols) {
-    this.ws = protocols ? new WebSocket(url, protocols, options) : new WebSocket(url, options);
     this.inbox = [];
     this.waiters = [];
+    if (url === null) {
+      this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+      return;
+    }
+    this.ws = protocols ? new WebSocket(url, protocols, options) : new WebSocket(url, options);
     this.ws.on('message', (data, isBinary) => {
       const message = { data, isBinary, text: isBinary ? null : data.toString('utf8') };
       message.json = isBinary ? null : safeParse(message.text);
@@ -102,6 +106,90 @@ class TestClient {
   }
 }
 
+/**
+ * A member over Server-Sent Events, as a browser behind a proxy that refuses upgrades is:
+ * `fetch` streams `<path>/events` and parses it; `send` POSTs to the welcome's send URL.
+ * Keeps every event, with TestClient's `next`, `nextOfType` and `closed` (the `close`
+ * event's code and reason, or 1006 when the stream just ended).
+ */
+class EventStreamClient extends TestClient {
+  constructor(url, { headers = {} } = {}) {
+    super(null);
+    this.url = url;
+    this.abort = new AbortController();
+    this.opened = fetch(url, { headers: { accept: 'text/event-stream', ...headers }, signal: this.abort.signal }).then(async (response) => {
+      this.status = response.status;
+      if (response.status !== 200) {
+        this.refusal = await response.json().catch(() => null);
+        this.ended({ code: 1006, reason: `HTTP ${response.status}` });
+        throw Object.assign(new Error(`event stream refused: ${response.status} ${JSON.stringify(this.refusal)}`), { status: response.status, body: this.refusal });
+      }
+      this.read(response.body).catch(() => {}).finally(() => this.ended({ code: 1006, reason: '' }));
+      return response;
+    });
+    this.opened.catch(() => this.ended({ code: 1006, reason: 'no stream' }));
+  }
+
+  async read(body) {
+    const decoder = new TextDecoder();
+    let buffered = '';
+    let event = { event: 'message', data: [] };
+    for await (const chunk of body) {
+      buffered += decoder.decode(chunk, { stream: true });
+      let newline;
+      while ((newline = buffered.indexOf('\n')) !== -1) {
+        const line = buffered.slice(0, newline);
+        buffered = buffered.slice(newline + 1);
+        if (line === '') {
+          if (event.data.length) this.take(event);
+          event = { event: 'message', data: [] };
+        } else if (line.startsWith(':')) {
+          this.pings = (this.pings ?? 0) + 1;
+        } else {
+          const colon = line.indexOf(':');
+          const [field, value] = [line.slice(0, colon), line.slice(colon + 1).replace(/^ /, '')];
+          if (field === 'data') event.data.push(value);
+          else event[field] = value;
+        }
+      }
+    }
+  }
+
+  take({ event, id, data }) {
+    const text = data.join('\n');
+    if (event === 'close') return this.ended(JSON.parse(text));
+    const message = event === 'binary'
+      ? { event, id, isBinary: true, data: Buffer.from(text, 'base64'), text: null, json: null }
+      : { event, id, isBinary: false, text, json: safeParse(text) };
+    if (event === 'welcome') this.sendTo = new URL(message.json.send.url, this.url).href;
+    if (event === 'welcome') this.token = message.json.send.token;
+    this.inbox.push(message);
+    this.waiters = this.waiters.filter((w) => !w.check());
+  }
+
+  ended(closeEvent) {
+    if (this.closeEvent) return;
+    this.closeEvent = closeEvent;
+    this.resolveClosed(closeEvent);
+    for (const waiter of this.waiters.splice(0)) waiter.closed();
+  }
+
+  /** POSTs frames (one, or several as ndjson) as this member; resolves to `{ status, body }`. */
+  async send(frames, { token = this.token, to = this.sendTo, contentType } = {}) {
+    const list = Array.isArray(frames) ? frames : [frames];
+    const text = list.map((frame) => (typeof frame === 'string' ? frame : JSON.stringify(frame))).join('\n');
+    const type = contentType ?? (Array.isArray(frames) ? 'application/x-ndjson' : 'text/plain');
+    const response = await fetch(to, { method: 'POST', headers: { 'content-type': type, 'x-switchyard-send': token }, body: text });
+    const body = await response.text();
+    return { status: response.status, body: body ? JSON.parse(body) : null };
+  }
+
+  close() {
+    this.abort.abort();
+    return this.closed;
+  }
+}
+
 function safeParse(text) {
   try {
     return JSON.parse(text);
@@ -178,7 +266,7 @@ async function typecheck(files) {
   }
 }
 
-module.exports = { TestClient, joinedClient, assertQuiet, fetchJson, postJson, sleep, eventually, untilHealthy, typecheck };
+module.exports = { TestClient, EventStreamClient, joinedClient, assertQuiet, fetchJson, postJson, sleep, eventually, untilHealthy, typecheck };
 
 /** An upgrade request, as raw text, with the headers a test chooses to break. */
 function upgradeRequest(path, { key = 'dGhlIHNhbXBsZSBub25jZQ==', version = '13', headers = {} } = {}) {

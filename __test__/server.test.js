@@ -302,7 +302,7 @@ describe('switchyard binary: HTTP API', () => {
     assert.equal(stats.handshakeFailures, 1);
     assert.equal(typeof stats.uptimeMs, 'number');
     assert.equal(stats.activeConnections, 2);
-    assert.deepEqual(stats.connectionsByTransport, { native: 2, bridge: 0 });
+    assert.deepEqual(stats.connectionsByTransport, { native: 2, bridge: 0, sse: 0 });
 
     const response = await fetch(`${server.base}/metrics`);
     assert.match(response.headers.get('content-type'), /^text\/plain; version=0\.0\.4/);

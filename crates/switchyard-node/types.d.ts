@@ -635,6 +635,8 @@ export interface TransportCounts {
   native: number
   /** `handleUpgrade()` connections, written through `ws`. */
   bridge: number
+  /** Members on a Server-Sent Events stream, sending with POST (`<path>/events`, `eventStreamHandler()`). */
+  sse: number
 }
 
 /** Connections by how they answer pings. */

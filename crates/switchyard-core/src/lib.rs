@@ -59,7 +59,7 @@ pub use broker::{Alone, AwarenessStep, ClusterLink, ClusterStatus, Delivery, Fil
 pub use memory_presence::MemoryPresence;
 pub use present_member::PresentMember;
 pub use registry::{Identity, Route};
-pub use relay::{PublishError, Relay, Target};
+pub use relay::{PublishError, Received, Relay, Target};
 pub use report::{ConfigReport, HostSettings, ProxyReport, StatsReport, WebhooksReport};
 pub use session::{SessionInfo, SessionOptions};
 pub use limits::{Rate, RateLimits};

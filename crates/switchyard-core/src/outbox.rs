@@ -20,17 +20,21 @@ pub enum Transport {
     Native,
     /// A `ws` socket in Node.js, handed over with `handleUpgrade()`.
     Bridge,
+    /// A Server-Sent Events stream with POST for sending, where a WebSocket cannot get
+    /// through (written by Rust, or by Node through `eventStreamHandler()`).
+    EventStream,
 }
 
 impl Transport {
     /// Every transport, in the order the counters by transport keep them.
-    pub const ALL: [Transport; 2] = [Transport::Native, Transport::Bridge];
+    pub const ALL: [Transport; 3] = [Transport::Native, Transport::Bridge, Transport::EventStream];
 
     /// The name the metrics label it by.
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Native => "native",
             Transport::Bridge => "bridge",
+            Transport::EventStream => "sse",
         }
     }
 }

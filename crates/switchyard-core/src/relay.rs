@@ -83,6 +83,20 @@ enum Outcome {
 /// Recipients whose outbox was full during a fan-out; dealt with once no lock is held.
 type SlowConsumers = Vec<ConnId>;
 
+/// What became of a frame a transport handed to [`Relay::receive`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// Routed, answered or held for the application's answer.
+    Taken,
+    /// Longer than `maxMessageBytes`: the connection was closed 1009.
+    TooLarge,
+    /// Past the connection's rate (or its queue behind a pending hook): refused with
+    /// `RATE_LIMITED`.
+    RateLimited,
+    /// The connection is no longer open.
+    Gone,
+}
+
 /// The protocol machine of one node: its connections, sessions and channels, and where
 /// each frame they send goes.
 pub struct Relay {
@@ -187,23 +201,25 @@ impl Relay {
         Ok(id)
     }
 
-    /// Routes one frame the transport read from `from`.
-    pub fn receive(&self, from: ConnId, frame: Frame, now: Millis) {
+    /// Routes one frame the transport read from `from`, and says what became of it (a
+    /// transport that answers each send, as POST does, tells its client).
+    pub fn receive(&self, from: ConnId, frame: Frame, now: Millis) -> Received {
         Counters::add(&self.counters.messages_received, 1);
         Counters::add(&self.counters.bytes_received, frame.len() as u64);
         self.counters.frame_sizes.record(frame.len() as u64);
         if frame.len() > self.config.max_message_bytes {
             self.end_connection(from, close_code::TOO_LARGE, "Message too large", now);
-            return;
+            return Received::TooLarge;
         }
-        let Some(sender) = self.registry.sender(from, now) else { return };
+        let Some(sender) = self.registry.sender(from, now) else { return Received::Gone };
         if let Some(limits) = &self.config.rate_limit {
             if !self.within_rate(&sender, limits, now) {
                 self.rate_limited(&sender, limits, &frame, now);
-                return;
+                return Received::RateLimited;
             }
         }
         let mut slow = SlowConsumers::new();
+        let mut received = Received::Taken;
         if !self.questions.holding {
             self.handle(&sender, &frame, None, now, &mut slow);
         } else {
@@ -214,6 +230,7 @@ impl Relay {
                 }
                 Arrival::Queued => {}
                 Arrival::Full => {
+                    received = Received::RateLimited;
                     Counters::add(&self.counters.rate_limited, 1);
                     let error = protocol::error(&ErrorCode::RateLimited.into(), Offending { upper_case: sender.upper_case, ..Default::default() }, now);
                     self.push(from, &*sender.outbox, error, &mut slow);
@@ -221,6 +238,7 @@ impl Relay {
             }
         }
         self.close_slow_consumers(slow, now);
+        received
     }
 
     /// Handles one message; `verdict` is the application's answer to the question it raised.

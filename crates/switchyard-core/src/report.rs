@@ -168,6 +168,8 @@ pub struct TransportCounts {
     pub native: u64,
     /// The addon's `handleUpgrade()` connections, written through `ws`.
     pub bridge: u64,
+    /// Members on a Server-Sent Events stream, sending with POST.
+    pub sse: u64,
 }
 
 /// Connections by how they answer pings.
@@ -246,6 +248,7 @@ impl StatsReport {
             connections_by_transport: TransportCounts {
                 native: stats.open_connections(Transport::Native),
                 bridge: stats.open_connections(Transport::Bridge),
+                sse: stats.open_connections(Transport::EventStream),
             },
             history_bytes: stats.history_bytes,
             health: health.into(),

@@ -4,8 +4,10 @@
 //! The relay pushes into a [`BridgeOutbox`], which only queues; the JS thread then
 //! flushes it through the socket's own `send`, `ping` and `close`, and tells it what `ws`
 //! has buffered but not yet written (`bufferedAmount`), which counts against its bound.
+//! An event-stream member (`eventStreamHandler()`) is bridged the same way, its socket a
+//! `ServerResponse` written with the stream's text.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +16,10 @@ use napi::bindgen_prelude::{
     BufferSlice, FnArgs, Function, FunctionRef, JsObjectValue, Object, ToNapiValue, Unknown,
 };
 use napi::{Env, JsValue, Result, ValueType};
-use switchyard_core::{ConnectionRefusal, Frame, FrameKind};
+use bytes::BytesMut;
+use switchyard_core::{ConnId, ConnectionRefusal, Frame, FrameKind, Relay};
 use switchyard_server::bridge_outbox::BridgeOutbox;
+use switchyard_server::event_stream::StreamText;
 
 use crate::persistent_object::PersistentObject;
 
@@ -36,13 +40,26 @@ pub struct BridgeSocket {
     compressed: bool,
     /// Payload bytes handed to `ws.send`, before any compression.
     sent: Cell<u64>,
-    send: SendFn,
-    close: CloseFn,
-    ping: NoArgsFn,
-    /// `cork` and `uncork` of the `net.Socket` under `ws` (its `_socket`), when it has
-    /// one: the frames of one flush then leave in one write.
-    cork: Option<(NoArgsFn, NoArgsFn)>,
+    way: Way,
 }
+
+/// How frames reach the client.
+enum Way {
+    /// A `ws` WebSocket's own methods.
+    WebSocket {
+        send: SendFn,
+        close: CloseFn,
+        ping: NoArgsFn,
+        /// `cork` and `uncork` of the `net.Socket` under `ws` (its `_socket`), when it has
+        /// one: the frames of one flush then leave in one write.
+        cork: Option<(NoArgsFn, NoArgsFn)>,
+    },
+    /// A `ServerResponse` the stream's text is written to; a ping that goes out is the
+    /// member's sign of life.
+    EventStream { write: WriteFn, end: NoArgsFn, text: RefCell<StreamText>, relay: Arc<Relay>, conn: ConnId },
+}
+
+type WriteFn = FunctionRef<Unknown<'static>, Unknown<'static>>;
 
 /// Checks that `value` is a `ws` WebSocket (by its shape; `@fastify/websocket` hands out
 /// the same class) and returns it as an object.
@@ -102,7 +119,24 @@ impl BridgeSocket {
 
     /// Drops the connection without a close handshake (a stop that ran out of time).
     pub fn terminate(&self, env: &Env) -> Result<()> {
-        crate::js::call_method(&self.socket.get(env)?, "terminate").map(drop)
+        let method = match self.way {
+            Way::WebSocket { .. } => "terminate",
+            Way::EventStream { .. } => "destroy",
+        };
+        crate::js::call_method(&self.socket.get(env)?, method).map(drop)
+    }
+
+    /// An event stream's member, written to `response` (a `ServerResponse` whose head is
+    /// sent).
+    pub fn event_stream(env: &Env, response: &Object, outbox: Arc<BridgeOutbox>, text: StreamText, relay: Arc<Relay>, conn: ConnId) -> Result<Self> {
+        Ok(Self {
+            outbox,
+            socket: PersistentObject::new(env, response)?,
+            raw: None,
+            compressed: false,
+            sent: Cell::new(0),
+            way: Way::EventStream { write: bound(response, "write")?, end: bound(response, "end")?, text: RefCell::new(text), relay, conn },
+        })
     }
 
     pub fn new(env: &Env, socket: &Object, outbox: Arc<BridgeOutbox>) -> Result<Self> {
@@ -127,10 +161,7 @@ impl BridgeSocket {
             raw,
             compressed,
             sent: Cell::new(0),
-            send: bound(socket, "send")?,
-            close: bound(socket, "close")?,
-            ping: bound(socket, "ping")?,
-            cork,
+            way: Way::WebSocket { send: bound(socket, "send")?, close: bound(socket, "close")?, ping: bound(socket, "ping")?, cork },
         })
     }
 }
@@ -182,33 +213,63 @@ impl<'env> Flusher<'env> {
     /// removes it. Returns how long the oldest frame written had waited.
     pub fn flush(&mut self, socket: &BridgeSocket) -> Result<Option<Duration>> {
         let (frames, close, waited) = socket.outbox.take();
-        let cork = socket.cork.as_ref().filter(|_| frames.len() > 1);
-        if let Some((cork, _)) = cork {
-            cork.borrow_back(self.env)?.call(())?;
-        }
-        for frame in frames {
-            let sent = match frame.kind {
-                FrameKind::Ping => socket.ping.borrow_back(self.env)?.call(()),
-                FrameKind::Text | FrameKind::Binary => {
-                    socket.sent.set(socket.sent.get() + frame.len() as u64);
-                    let buffer = self.buffer(&frame)?;
-                    let options = self.send_options(frame.kind == FrameKind::Binary)?;
-                    socket.send.borrow_back(self.env)?.call((buffer, options).into())
+        let backlog = match &socket.way {
+            Way::WebSocket { send, close: close_fn, ping, cork } => {
+                let cork = cork.as_ref().filter(|_| frames.len() > 1);
+                if let Some((cork, _)) = cork {
+                    cork.borrow_back(self.env)?.call(())?;
                 }
-            };
-            if sent.is_err() {
-                break;
+                for frame in frames {
+                    let sent = match frame.kind {
+                        FrameKind::Ping => ping.borrow_back(self.env)?.call(()),
+                        FrameKind::Text | FrameKind::Binary => {
+                            socket.sent.set(socket.sent.get() + frame.len() as u64);
+                            let buffer = self.buffer(&frame)?;
+                            let options = self.send_options(frame.kind == FrameKind::Binary)?;
+                            send.borrow_back(self.env)?.call((buffer, options).into())
+                        }
+                    };
+                    if sent.is_err() {
+                        break;
+                    }
+                }
+                if let Some((_, uncork)) = cork {
+                    uncork.borrow_back(self.env)?.call(())?;
+                }
+                if let Some((code, reason)) = close {
+                    let _ = close_fn.borrow_back(self.env)?.call((code, reason).into());
+                    return Ok(waited);
+                }
+                "bufferedAmount"
             }
-        }
-        if let Some((_, uncork)) = cork {
-            uncork.borrow_back(self.env)?.call(())?;
-        }
-        if let Some((code, reason)) = close {
-            let _ = socket.close.borrow_back(self.env)?.call((code, reason).into());
-        } else if socket.outbox.backlog_due() {
+            Way::EventStream { write, end, text, relay, conn } => {
+                let mut out = BytesMut::new();
+                for frame in &frames {
+                    if frame.kind == FrameKind::Ping {
+                        relay.pong(*conn, switchyard_server::now());
+                    }
+                    text.borrow_mut().frame(frame.kind, &frame.payload, &mut out);
+                }
+                if let Some((code, reason)) = &close {
+                    StreamText::close(*code, reason, &mut out);
+                }
+                if !out.is_empty() {
+                    let chunk = BufferSlice::copy_from(self.env, &out)?;
+                    // SAFETY: the value lives in the current handle scope, which outlasts this call.
+                    let chunk = unsafe { Unknown::from_raw_unchecked(self.env.raw(), ToNapiValue::to_napi_value(self.env.raw(), &chunk)?) };
+                    let _ = write.borrow_back(self.env)?.call(chunk);
+                }
+                if close.is_some() {
+                    let _ = end.borrow_back(self.env)?.call(());
+                    return Ok(waited);
+                }
+                "writableLength"
+            }
+        };
+        if socket.outbox.backlog_due() {
             let object = socket.socket.get(self.env)?;
-            let backlog: f64 = object.get_named_property_unchecked("bufferedAmount").unwrap_or(0.0);
-            socket.outbox.set_backlog(backlog as usize);
+            let held: f64 = object.get_named_property_unchecked(backlog).unwrap_or(0.0);
+            socket.outbox.set_backlog(held as usize);
         }
         Ok(waited)
     }

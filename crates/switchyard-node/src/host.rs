@@ -22,6 +22,7 @@ use napi::{Env, JsValue, Result};
 use serde_json::value::RawValue;
 use switchyard_core::{
     close_code, ConnId, ConnectionInfo, ErrorCode, Event, Frame, HostSettings, Identity, Millis, ConnectionRefusal, MessageRejection, Route, Target,
+    Transport,
 };
 use switchyard_server::admission::{self, Admitted, Refused, TokenAuth, Upgrade};
 use switchyard_server::bridge_outbox::BridgeOutbox;
@@ -35,6 +36,7 @@ use switchyard_server::host_queue::{HostQueue, LoopHooks, Queued};
 use switchyard_server::settings::Settings;
 use switchyard_server::engine::Engine;
 use switchyard_server::deflate::{CompressionConfig, CompressionCounts};
+use switchyard_server::event_stream::{self, Endpoint, StreamText};
 use switchyard_server::{handshake, now};
 
 use crate::bridge::{self, BridgeSocket, Flusher};
@@ -422,7 +424,7 @@ impl Host {
         };
         // `message` then hands over a Buffer whatever the app set before.
         socket.set_named_property("binaryType", "nodebuffer")?;
-        let outbox = BridgeOutbox::new(self.pending.clone(), self.engine.relay.config().max_queued_bytes);
+        let outbox = BridgeOutbox::new(self.pending.clone(), self.engine.relay.config().max_queued_bytes, Transport::Bridge);
         match self.engine.relay.open(route, identity, outbox.clone(), now()) {
             Ok(conn) => {
                 outbox.set_conn(conn);
@@ -436,6 +438,70 @@ impl Host {
                 bridge::refuse(&socket, refusal)?;
                 Ok(false)
             }
+        }
+    }
+
+    /// An HTTP request to one of the event-stream routes (`eventStreamHandler()`): a GET
+    /// becomes a member whose frames are written to `response` as the stream's text, a
+    /// POST (its `body` read by the caller) hands a member's frames to the relay. Every
+    /// answer is written to `response`.
+    pub fn event_stream(self: &Rc<Self>, env: &Env, request: &Object, response: Object, body: Option<&[u8]>) -> Result<()> {
+        let mut request = UpgradeRequest::read(request)?;
+        let Some((base, endpoint)) = Endpoint::split(&request.url) else {
+            return answer(&response, 404, &[], &event_stream::error_body("NOT_FOUND", "Event streams are served at <path>/events, sends at <path>/send"));
+        };
+        let route = match base.split(['?', '#']).next().unwrap_or_default().rsplit_once('/') {
+            Some((_, "")) | None => Route::Sessionless,
+            Some((_, segment)) => Route::Session(percent_encoding::percent_decode_str(segment).decode_utf8_lossy().into_owned()),
+        };
+        match (endpoint, request.method.as_str(), body) {
+            (_, "OPTIONS", _) => answer(&response, 204, &[], ""),
+            (Endpoint::Send, "POST", Some(body)) => {
+                let token = request.header(event_stream::SEND_TOKEN_HEADER);
+                let sent = event_stream::send(&self.engine.relay, &self.engine.send_tokens, &route, token, request.header("content-type"), body);
+                let answered = match sent {
+                    Ok(_) => answer(&response, 202, &[], ""),
+                    Err(error) => answer(&response, error.status(), &[], &error.body()),
+                };
+                self.pump(env)?;
+                answered
+            }
+            (Endpoint::Events, "GET", _) => {
+                request.url = event_stream::resume_url(&request.url, request.header("last-event-id")).into_owned();
+                let refused = |refusal: ConnectionRefusal| {
+                    let (status, code) = event_stream::refusal_status(refusal);
+                    answer(&response, status, &[], &event_stream::error_body(code, &refusal.to_string()))
+                };
+                if self.lifecycle.get() == Lifecycle::Stopped {
+                    return refused(ConnectionRefusal::ShuttingDown);
+                }
+                let identity = match self.check_upgrade(Some(&request), Identity::default()) {
+                    Ok(admitted) => admitted.identity,
+                    Err(refusal) => return refused(refusal.refusal()),
+                };
+                let positions = identity.resume.positions;
+                let outbox = BridgeOutbox::new(self.pending.clone(), self.engine.relay.config().max_queued_bytes, Transport::EventStream);
+                let conn = match self.engine.relay.open(route.clone(), identity, outbox.clone(), now()) {
+                    Ok(conn) => conn,
+                    Err(refusal) => return refused(refusal),
+                };
+                outbox.set_conn(conn);
+                answer(&response, 200, &event_stream::HEADERS, "")?;
+                let text = StreamText::new(positions, event_stream::send_url(&request.url), self.engine.send_tokens.issue(conn, &route));
+                let bridged = Rc::new(BridgeSocket::event_stream(env, &response, outbox, text, self.engine.relay.clone(), conn)?);
+                self.sockets.borrow_mut().insert(conn, bridged);
+                let host = self.clone();
+                js::listen(env, &response, "close", move |ctx: FunctionCallContext| {
+                    guard(|| {
+                        host.engine.send_tokens.forget(conn);
+                        host.engine.relay.connection_closed(conn, close_code::ABNORMAL, "Stream closed", now());
+                        host.sockets.borrow_mut().remove(&conn);
+                        host.pump(ctx.env)
+                    })
+                })?;
+                self.pump(env)
+            }
+            _ => answer(&response, 405, &[], &event_stream::error_body("METHOD_NOT_ALLOWED", "GET <path>/events, POST <path>/send")),
         }
     }
 
@@ -542,4 +608,25 @@ impl Host {
         let host = self.clone();
         js::set_timeout(env, STOP_POLL_MS, move |env| host.await_closed(env, deadline, done))
     }
+}
+
+/// Writes an answer of the event-stream routes to a `ServerResponse`: the status, `headers`
+/// and the CORS ones, and `body` (JSON) to end it; a stream (status 200) stays open, its
+/// head sent at once.
+fn answer(response: &Object, status: u16, headers: &[(&str, &str)], body: &str) -> Result<()> {
+    let mut response = *response;
+    let this = response;
+    response.set_named_property("statusCode", u32::from(status))?;
+    let set_header: Function<FnArgs<(&str, &str)>, Unknown> = response.get_named_property_unchecked("setHeader")?;
+    let set_header = set_header.bind(this)?;
+    let json = [("content-type", "application/json")];
+    let headers = if body.is_empty() { headers } else { &json[..] };
+    for (name, value) in headers.iter().chain(&event_stream::CORS) {
+        set_header.call((*name, *value).into())?;
+    }
+    if status == 200 {
+        return js::call_method(&response, "flushHeaders").map(drop);
+    }
+    let end: Function<&str, Unknown> = response.get_named_property_unchecked("end")?;
+    end.bind(this)?.call(body).map(drop)
 }

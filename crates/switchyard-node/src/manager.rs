@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 
-use napi::bindgen_prelude::{FnArgs, Function, Null, Object, This, Uint8Array, Unknown};
+use napi::bindgen_prelude::{BufferSlice, FnArgs, Function, Null, Object, This, Uint8Array, Unknown};
 use napi::{Env, JsValue, Result, ValueType};
 use napi_derive::napi;
 use switchyard_core::{ChannelName, ConnId, Frame, PublishError, Target};
@@ -149,6 +149,19 @@ impl RelaySessionManager {
             };
             self.host.adopt_bridge(&env, socket, request.as_ref(), route, identity)
         })
+    }
+
+    /// What `eventStreamHandler()` hands each request to: `body` a POST's, read whole (at
+    /// most `eventStreamBodyLimit()` and a byte, so that a longer one is refused 413).
+    #[napi(skip_typescript)]
+    pub fn event_stream(&self, env: Env, request: Object, response: Object, body: Option<BufferSlice>) -> Result<()> {
+        guard(|| self.host.event_stream(&env, &request, response, body.as_deref()))
+    }
+
+    /// The most a send's body may hold.
+    #[napi(skip_typescript)]
+    pub fn event_stream_body_limit(&self) -> u32 {
+        u32::try_from(switchyard_server::event_stream::body_limit(&self.host.engine.relay)).unwrap_or(u32::MAX)
     }
 
     /// Takes over the WebSocket upgrades of an `http.Server` whose path matches `path`

@@ -6,8 +6,11 @@ use std::net::IpAddr;
 use napi::bindgen_prelude::{JsObjectValue, Object, Unknown};
 use napi::{Result, ValueType};
 
-const HEADERS: [&str; 7] = [
+const HEADERS: [&str; 10] = [
     "upgrade",
+    "last-event-id",
+    "content-type",
+    "x-switchyard-send",
     "connection",
     "sec-websocket-version",
     "sec-websocket-key",

@@ -280,6 +280,13 @@ pub fn authenticate<'a>(
     }
 }
 
+
+/// Compares without stopping at the first difference, so timing does not reveal a prefix
+/// of a secret.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use jsonwebtoken::{encode, EncodingKey, Header};

@@ -44,6 +44,8 @@ pub struct BridgeOutbox {
     me: Weak<BridgeOutbox>,
     pending: Arc<HostQueue<BridgeOutbox>>,
     capacity: usize,
+    /// A `ws` socket's, or an event stream's written through Node.
+    transport: Transport,
     /// Set once the relay has given the connection its id.
     conn: OnceLock<ConnId>,
     queue: Mutex<Queue>,
@@ -51,12 +53,13 @@ pub struct BridgeOutbox {
 
 impl BridgeOutbox {
     /// An empty outbox bounded to `capacity` bytes, which puts itself in `pending` when it
-    /// has something to flush.
-    pub fn new(pending: Arc<HostQueue<BridgeOutbox>>, capacity: usize) -> Arc<Self> {
+    /// has something to flush; `transport` is what its stats count it as.
+    pub fn new(pending: Arc<HostQueue<BridgeOutbox>>, capacity: usize, transport: Transport) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
             pending,
             capacity,
+            transport,
             conn: OnceLock::new(),
             queue: Mutex::default(),
         })
@@ -154,7 +157,7 @@ impl BridgeOutbox {
 
 impl Outbox for BridgeOutbox {
     fn transport(&self) -> Transport {
-        Transport::Bridge
+        self.transport
     }
 
     fn push(&self, frame: Frame) -> Pushed {
@@ -179,7 +182,7 @@ mod tests {
     use super::*;
 
     fn outbox(capacity: usize) -> Arc<BridgeOutbox> {
-        BridgeOutbox::new(Arc::new(HostQueue::default()), capacity)
+        BridgeOutbox::new(Arc::new(HostQueue::default()), capacity, Transport::Bridge)
     }
 
     #[test]
@@ -207,7 +210,7 @@ mod tests {
     #[test]
     fn each_outbox_is_queued_for_the_host_once_until_taken() {
         let queue = Arc::new(HostQueue::default());
-        let outbox = BridgeOutbox::new(queue.clone(), 100);
+        let outbox = BridgeOutbox::new(queue.clone(), 100, Transport::Bridge);
         outbox.push(Frame::text("a"));
         outbox.push(Frame::text("b"));
         assert_eq!(queue.take().outboxes.len(), 1);

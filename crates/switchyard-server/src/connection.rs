@@ -407,7 +407,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         let mut effects = Effects::default();
         let limits = Limits { max_message_bytes: relay.config().max_message_bytes, inflating: outbox.compression().is_some() };
         let decoded = self.decoder.decode(limits, data, |decoded| match decoded {
-            Decoded::Message(frame) => relay.receive(conn, frame, now()),
+            Decoded::Message(frame) => {
+                relay.receive(conn, frame, now());
+            }
             Decoded::Ping(payload) => {
                 relay.alive(conn, now());
                 effects.pongs.push(payload);

@@ -8,6 +8,8 @@
 use std::sync::Arc;
 
 use switchyard_core::{Config, EventSink, Hooks, Relay, Seams};
+
+use crate::event_stream::SendTokens;
 #[cfg(not(target_family = "wasm"))]
 pub use cluster::Held;
 #[cfg(not(target_family = "wasm"))]
@@ -20,6 +22,8 @@ pub struct Engine {
     /// The link to the cluster's other nodes through Redis; `None` for a node alone.
     #[cfg(not(target_family = "wasm"))]
     pub cluster: Option<Arc<RedisBroker>>,
+    /// The send tokens of the event-stream members open on this node.
+    pub send_tokens: SendTokens,
 }
 
 impl Engine {
@@ -31,6 +35,7 @@ impl Engine {
             relay: Arc::new(Relay::with_seams(config, events, seams)),
             #[cfg(not(target_family = "wasm"))]
             cluster: None,
+            send_tokens: SendTokens::default(),
         }
     }
 }

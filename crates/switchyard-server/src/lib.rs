@@ -22,6 +22,7 @@ pub mod codec;
 mod connection;
 pub mod deflate;
 pub mod engine;
+pub mod event_stream;
 pub mod handshake;
 pub mod hooks;
 pub mod host_queue;

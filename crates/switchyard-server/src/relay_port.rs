@@ -9,16 +9,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use switchyard_core::{ConnectionRefusal, Identity};
+use switchyard_core::{ConnectionRefusal, Identity, Route};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{self, TokenAuth, Upgrade, Verdict};
 use crate::engine::Engine;
+use crate::event_stream::native::{self, EventStream};
+use crate::event_stream::{self, Endpoint, SendError};
 use crate::listener::{answer, serve, Request, Upgrades};
 use crate::path_pattern::PathPattern;
 use crate::waiting::{Limits, Waiting};
-use crate::{handshake, Accepted, Spawner};
+use crate::{handshake, Accepted, Spawner, CLOSE_TIMEOUT};
 
 /// The app's say on each upgrade (the addon asks its `authenticate` on the JS thread).
 pub trait Gatekeeper: Send + Sync + 'static {
@@ -64,28 +67,50 @@ impl<G: Gatekeeper> RelayPort<G> {
 }
 
 /// As the addon's `attach` does for the upgrades it takes: the path, the app's say, then
-/// the address's connection rate and the token, then the handshake itself.
+/// the address's connection rate and the token, then the handshake itself. Beside the
+/// WebSocket path, `<path>/events` and `<path>/send` serve event-stream members.
 impl<G: Gatekeeper> Upgrades for RelayPort<G> {
     async fn upgrade(&self, tcp: TcpStream, request: Request, rest: Bytes) {
-        let Some(route) = self.pattern.route(&request.url) else {
-            self.engine.relay.handshake_failed();
-            return self.respond(tcp, handshake::http_error(404, "Not Found", "No WebSocket is served at this path", ""));
-        };
-        let given = match &self.gatekeeper {
-            None => Identity::default(),
-            Some(gatekeeper) => {
-                let port = tcp.peer_addr().map_or(0, |peer| peer.port());
-                let verdict = tokio::select! {
-                    verdict = gatekeeper.ask(&request, port) => verdict,
-                    () = self.stop.cancelled() => {
-                        return self.respond(tcp, handshake::http_error(503, "Service Unavailable", "The relay is stopping", ""));
-                    }
-                };
-                match verdict {
-                    Verdict::Admit(identity) => identity,
-                    Verdict::Refuse { status, reason } => return self.respond(tcp, handshake::http_error(status, reason, reason, "")),
-                }
+        if let Some(route) = self.pattern.route(&request.url) {
+            return self.websocket(tcp, request, rest, route).await;
+        }
+        let beside = Endpoint::split(&request.url).and_then(|(base, endpoint)| Some((self.pattern.route(&base)?, endpoint)));
+        match (beside, request.method.as_str()) {
+            (Some(_), "OPTIONS") => self.respond(tcp, http_answer(204, "No Content", "", "")),
+            (Some((route, Endpoint::Events)), "GET") => self.event_stream(tcp, request, route).await,
+            (Some((route, Endpoint::Send)), "POST") => self.send(tcp, request, rest, route).await,
+            (Some(_), _) => self.respond(tcp, http_answer(405, "Method Not Allowed", "", "")),
+            (None, _) => {
+                self.engine.relay.handshake_failed();
+                self.respond(tcp, handshake::http_error(404, "Not Found", "No WebSocket is served at this path", ""))
             }
+        }
+    }
+
+    fn refused(&self) {
+        self.engine.relay.handshake_failed();
+    }
+}
+
+impl<G: Gatekeeper> RelayPort<G> {
+    /// What the app says of a request, when it wants a say; `Err` is the answer to refuse it with.
+    async fn given(&self, tcp: &TcpStream, request: &Request) -> Result<Identity, Vec<u8>> {
+        let Some(gatekeeper) = &self.gatekeeper else { return Ok(Identity::default()) };
+        let port = tcp.peer_addr().map_or(0, |peer| peer.port());
+        let verdict = tokio::select! {
+            verdict = gatekeeper.ask(request, port) => verdict,
+            () = self.stop.cancelled() => return Err(handshake::http_error(503, "Service Unavailable", "The relay is stopping", "")),
+        };
+        match verdict {
+            Verdict::Admit(identity) => Ok(identity),
+            Verdict::Refuse { status, reason } => Err(handshake::http_error(status, reason, reason, "")),
+        }
+    }
+
+    async fn websocket(&self, tcp: TcpStream, request: Request, rest: Bytes, route: Route) {
+        let given = match self.given(&tcp, &request).await {
+            Ok(given) => given,
+            Err(answer) => return self.respond(tcp, answer),
         };
         let upgrade = Upgrade { url: Some(&request.url), address: Some(request.address), header: |name: &str| request.header(name) };
         let admitted = match admission::admit(&self.engine.relay, self.auth.as_deref(), upgrade, given) {
@@ -109,7 +134,63 @@ impl<G: Gatekeeper> Upgrades for RelayPort<G> {
         self.engine.admit(&self.spawner, accepted);
     }
 
-    fn refused(&self) {
-        self.engine.relay.handshake_failed();
+    /// A member over Server-Sent Events, admitted as an upgrade is.
+    async fn event_stream(&self, tcp: TcpStream, request: Request, route: Route) {
+        let given = match self.given(&tcp, &request).await {
+            Ok(given) => given,
+            Err(answer) => return self.respond(tcp, answer),
+        };
+        let url = event_stream::resume_url(&request.url, request.header("last-event-id"));
+        let upgrade = Upgrade { url: Some(&url), address: Some(request.address), header: |name: &str| request.header(name) };
+        let identity = match admission::admit(&self.engine.relay, self.auth.as_deref(), upgrade, given) {
+            Ok(admitted) => admitted.identity,
+            Err(refused) => return self.respond(tcp, refused.http_answer()),
+        };
+        let refusal = match self.stop.is_cancelled() {
+            true => ConnectionRefusal::ShuttingDown,
+            false => match EventStream::open(&self.engine, route, identity, event_stream::send_url(&url)).await {
+                Ok(stream) => return drop(self.spawner.tasks.spawn_on(native::serve(tcp, native::response_head(), stream), &self.spawner.runtime)),
+                Err(refusal) => refusal,
+            },
+        };
+        let (status, code) = event_stream::refusal_status(refusal);
+        self.respond(tcp, http_answer(status, "Refused", code, &refusal.to_string()));
     }
+
+    /// A member's frames, in a body of `content-length` bytes (`rest` its start).
+    async fn send(&self, mut tcp: TcpStream, request: Request, rest: Bytes, route: Route) {
+        let limit = event_stream::body_limit(&self.engine.relay);
+        let length = request.header("content-length").and_then(|length| length.trim().parse::<usize>().ok());
+        let body = match length {
+            None => Err(SendError::Malformed("sent with a Content-Length")),
+            Some(length) if length > limit => Err(SendError::TooLarge(limit)),
+            Some(length) => {
+                let mut body = rest.to_vec();
+                body.resize(length.max(body.len()), 0);
+                let read = body.len().min(rest.len());
+                let filled = tokio::time::timeout(CLOSE_TIMEOUT, tcp.read_exact(&mut body[read..])).await;
+                match filled {
+                    Ok(Ok(_)) => Ok(body),
+                    _ => return,
+                }
+            }
+        };
+        let sent = body.and_then(|body| {
+            let token = request.header(event_stream::SEND_TOKEN_HEADER);
+            event_stream::send(&self.engine.relay, &self.engine.send_tokens, &route, token, request.header("content-type"), &body)
+        });
+        let answer = match sent {
+            Ok(_) => http_answer(202, "Accepted", "", ""),
+            Err(error) => http_answer(error.status(), "Refused", error.code(), &error.to_string()),
+        };
+        self.respond(tcp, answer);
+    }
+}
+
+/// An answer of the event-stream routes: the HTTP API's error body for a `code`, and the
+/// headers that let a page of another origin read it.
+fn http_answer(status: u16, reason: &str, code: &str, message: &str) -> Vec<u8> {
+    let cors: String = event_stream::CORS.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
+    let body = if code.is_empty() { String::new() } else { event_stream::error_body(code, message) };
+    format!("HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{cors}\r\n{body}", body.len()).into_bytes()
 }

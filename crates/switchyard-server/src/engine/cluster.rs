@@ -29,7 +29,7 @@ impl Engine {
         let Some(options) = redis else { return Ok(Self::alone(config, events, hooks)) };
         let broker = RedisBroker::new(options, config.history_max_bytes)?;
         let relay = switchyard_core::Relay::with_seams(config, events, broker.seams(hooks));
-        Ok(Self { relay: Arc::new(relay), cluster: Some(broker) })
+        Ok(Self { relay: Arc::new(relay), cluster: Some(broker), send_tokens: Default::default() })
     }
 
     /// Starts the link to the cluster on the current tokio runtime; nothing alone.

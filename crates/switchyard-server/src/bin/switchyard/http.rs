@@ -28,8 +28,9 @@ use switchyard_core::{
 };
 use switchyard_server::engine::{Engine, Held};
 use switchyard_server::admission::{self, Refused, TokenAuth, Upgrade};
-use switchyard_server::auth;
+use switchyard_server::auth::{self, constant_time_eq};
 use switchyard_server::metrics::{self, HostGauge};
+use switchyard_server::event_stream::{self, native::EventStream, SendError};
 use switchyard_server::{handshake, now, Accepted, Spawner};
 use tokio::net::TcpStream;
 use tracing::error;
@@ -59,6 +60,10 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", any(upgrade_sessionless))
         .route("/session/{session_id}", any(upgrade_to_session))
+        .route("/events", get(events_sessionless).options(preflight))
+        .route("/session/{session_id}/events", get(events_to_session).options(preflight))
+        .route("/send", post(send_sessionless).options(preflight))
+        .route("/session/{session_id}/send", post(send_to_session).options(preflight))
         .route("/health", get(health))
         .route("/stats", get(stats))
         .route("/admin", get(|| async { axum::response::Redirect::permanent("/admin/") }))
@@ -119,7 +124,8 @@ const ABOUT: &str = concat!(
     ": a WebSocket session relay.\n\n",
     "WebSocket:\n",
     "  /session/{id}             join a session (create one with POST /v1/sessions)\n",
-    "  /                         a sessionless connection: channels and case awareness\n\n",
+    "  /                         a sessionless connection: channels and case awareness\n",
+    "  Where the upgrade is refused: GET <either path>/events (Server-Sent Events), POST <path>/send\n\n",
     "HTTP:\n",
     "  POST   /v1/sessions       create a session; answers its sessionId and wsUrl\n",
     "  GET    /v1/sessions       list sessions (admin)\n",
@@ -155,38 +161,47 @@ async fn upgrade_to_session(
     upgrade(app, peer, Route::Session(session_id), request, held).await
 }
 
-/// Answers a WebSocket handshake with 101 and hands the upgraded connection to the relay,
-/// or refuses it: 429 for an address opening connections too fast, 401 without a valid
-/// token (when tokens are configured), 403 when the backend proxy says so, 503 when it
-/// does not answer, 400 for a bad handshake.
-async fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request, held: Held) -> Response {
-    let (mut parts, _body) = request.into_parts();
+/// Who a request to join is: admission's answer (429 for an address opening connections
+/// too fast, 401 without a valid token when tokens are configured), then the backend
+/// proxy's when it asks (403 when it says no, 503 when it does not answer).
+async fn admit(app: &App, peer: SocketAddr, route: &Route, parts: &axum::http::request::Parts, url: &str) -> Result<(Identity, Option<&'static str>), Response> {
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    let url = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let upgrade = Upgrade { url: Some(url), address: Some(peer.ip()), header };
     let (identity, protocol) = match admission::admit(&app.engine.relay, app.auth.as_deref(), upgrade, Identity::default()) {
         Ok(admitted) => (admitted.identity, admitted.protocol),
-        Err(refused @ Refused::TooManyConnections) => return (StatusCode::TOO_MANY_REQUESTS, refused.to_string()).into_response(),
+        Err(refused @ Refused::TooManyConnections) => return Err((StatusCode::TOO_MANY_REQUESTS, refused.to_string()).into_response()),
         Err(refused @ Refused::Unauthorized(_)) => {
             let mut response = (StatusCode::UNAUTHORIZED, refused.to_string()).into_response();
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return response;
+            return Err(response);
         }
     };
     let identity = match &app.proxy {
         Some(proxy) if proxy.asks_connect() => {
-            let session = match &route {
+            let session = match route {
                 Route::Session(id) => Some(id.as_str()),
                 Route::Sessionless => None,
             };
             let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
             match proxy.connect(session, header, Some(peer.ip().to_string()), identity).await {
                 Ok(Ok(identity)) => identity,
-                Ok(Err(disconnect)) => return (StatusCode::FORBIDDEN, disconnect.reason).into_response(),
-                Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "The application did not answer").into_response(),
+                Ok(Err(disconnect)) => return Err((StatusCode::FORBIDDEN, disconnect.reason).into_response()),
+                Err(_) => return Err((StatusCode::SERVICE_UNAVAILABLE, "The application did not answer").into_response()),
             }
         }
         _ => identity,
+    };
+    Ok((identity, protocol))
+}
+
+/// Answers a WebSocket handshake with 101 and hands the upgraded connection to the relay,
+/// or refuses it as [`admit`] says, or 400 for a bad handshake.
+async fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request, held: Held) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    let url = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let (identity, protocol) = match admit(&app, peer, &route, &parts, &url).await {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
     };
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let accept = match handshake::accept(parts.method.as_str(), header) {
@@ -233,6 +248,92 @@ async fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request
         response = response.header(header::SEC_WEBSOCKET_EXTENSIONS, deflate.response());
     }
     response.body(Body::empty()).expect("a valid response")
+}
+
+async fn events_sessionless(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketAddr>, request: Request) -> Response {
+    with_cors(event_stream(app, peer, Route::Sessionless, request).await)
+}
+
+async fn events_to_session(
+    State(app): AppState,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(session_id): Path<String>,
+    request: Request,
+) -> Response {
+    with_cors(event_stream(app, peer, Route::Session(session_id), request).await)
+}
+
+/// A member over Server-Sent Events, for clients whose network refuses the upgrade:
+/// admitted as an upgrade is, then its stream (`200 text/event-stream`), or the relay's
+/// refusal as an HTTP error (404 no such session, 409 full).
+async fn event_stream(app: Arc<App>, peer: SocketAddr, route: Route, request: Request) -> Response {
+    let (parts, _body) = request.into_parts();
+    let url = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let last_event_id = parts.headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let url = event_stream::resume_url(url, last_event_id).into_owned();
+    let identity = match admit(&app, peer, &route, &parts, &url).await {
+        Ok((identity, _)) => identity,
+        Err(response) => return response,
+    };
+    match EventStream::open(&app.engine, route, identity, event_stream::send_url(&url)).await {
+        Ok(stream) => {
+            let mut response = Response::new(Body::from_stream(Chunks(stream)));
+            for (name, value) in event_stream::HEADERS {
+                response.headers_mut().insert(name, HeaderValue::from_static(value));
+            }
+            response
+        }
+        Err(refusal) => {
+            let (status, code) = event_stream::refusal_status(refusal);
+            ApiError::new(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), code, refusal.to_string()).into_response()
+        }
+    }
+}
+
+/// A stream's text as a response body.
+struct Chunks(EventStream);
+
+impl futures_core::Stream for Chunks {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.0).poll_next(cx).map(|chunk| chunk.map(Ok))
+    }
+}
+
+async fn send_sessionless(State(app): AppState, headers: HeaderMap, body: Body) -> Response {
+    with_cors(send(&app, Route::Sessionless, &headers, body).await.into_response())
+}
+
+async fn send_to_session(State(app): AppState, Path(session_id): Path<String>, headers: HeaderMap, body: Body) -> Response {
+    with_cors(send(&app, Route::Session(session_id), &headers, body).await.into_response())
+}
+
+/// An event-stream member's frames: 202 when taken, else the HTTP API's error.
+async fn send(app: &App, route: Route, headers: &HeaderMap, body: Body) -> Result<StatusCode, ApiError> {
+    let limit = event_stream::body_limit(&app.engine.relay);
+    let too_large = || {
+        let error = SendError::TooLarge(limit);
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, error.code(), error.to_string())
+    };
+    let body = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let content_type = header(header::CONTENT_TYPE.as_str());
+    event_stream::send(&app.engine.relay, &app.engine.send_tokens, &route, header(event_stream::SEND_TOKEN_HEADER), content_type, &body)
+        .map(|_| StatusCode::ACCEPTED)
+        .map_err(|error| ApiError::new(StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST), error.code(), error.to_string()))
+}
+
+/// A browser's question before a send or stream from a page of another origin.
+async fn preflight() -> Response {
+    with_cors(StatusCode::NO_CONTENT.into_response())
+}
+
+fn with_cors(mut response: Response) -> Response {
+    for (name, value) in event_stream::CORS {
+        response.headers_mut().insert(name, HeaderValue::from_static(value));
+    }
+    response
 }
 
 /// 200 while the process serves: `"status":"degraded"` (still 200, since the node still
@@ -315,10 +416,6 @@ fn authorize(app: &App, peer: SocketAddr, headers: &HeaderMap, access: Access) -
     }
 }
 
-/// Compares without stopping at the first difference, so timing does not reveal a prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 /// Parses a JSON body; an empty body reads as `{}`.
 fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {

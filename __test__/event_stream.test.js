@@ -1,0 +1,224 @@
+// __test__/event_stream.test.js: members over Server-Sent Events with POST for sending,
+// where a WebSocket cannot get through: in the binary, in `listen()`, and in bridge mode
+// through `eventStreamHandler()` mounted in Express and Fastify. Each host is driven the
+// same way, over real sockets, beside WebSocket members of the same session.
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const http = require('node:http');
+const express = require('express');
+const Fastify = require('fastify');
+const { TestClient, EventStreamClient, startBinary, stopBinaries, postJson, eventually, hasNativeTransport } = require('./helpers');
+
+after(stopBinaries);
+
+/** Every host, each with: `ws(id)` and `events(id, query)` URLs, `createSession(options)`, and `close()`. */
+const hosts = {
+  async binary() {
+    const binary = await startBinary({ args: ['--rate-limit', '50', '--rate-burst', '20'] });
+    return {
+      ws: (id) => `${binary.ws}/session/${id}`,
+      events: (id, query = '') => `${binary.base}/session/${id}/events${query}`,
+      createSession: (options) => postJson(`${binary.base}/v1/sessions`, options),
+      stats: async () => (await fetch(`${binary.base}/stats`)).json(),
+      close: async () => binary.child.kill('SIGKILL'),
+    };
+  },
+  async listen() {
+    const { RelaySessionManager } = require('..');
+    const manager = new RelaySessionManager({ rateLimit: { messagesPerSecond: 50, burst: 20 } });
+    manager.start();
+    const { port } = manager.listen({ port: 0, host: '127.0.0.1' });
+    return managed(manager, `ws://127.0.0.1:${port}`, `http://127.0.0.1:${port}`, async () => manager.stop({ timeoutMs: 200 }));
+  },
+  async express() {
+    const { RelaySessionManager } = require('..');
+    const manager = new RelaySessionManager({ rateLimit: { messagesPerSecond: 50, burst: 20 } });
+    manager.start();
+    const app = express();
+    const handler = manager.eventStreamHandler();
+    app.get('/session/:sessionId/events', handler);
+    app.post('/session/:sessionId/send', handler);
+    app.options('/session/:sessionId/:endpoint', handler);
+    return bridged(manager, http.createServer(app));
+  },
+  async fastify() {
+    const { RelaySessionManager } = require('..');
+    const manager = new RelaySessionManager({ rateLimit: { messagesPerSecond: 50, burst: 20 } });
+    manager.start();
+    const app = Fastify();
+    const handler = manager.eventStreamHandler();
+    await app.register(async (scope) => {
+      // The handler reads its own body: Fastify's parsers leave it alone here.
+      scope.removeAllContentTypeParsers();
+      scope.addContentTypeParser('*', (request, payload, done) => done(null));
+      const route = (request, reply) => {
+        reply.hijack();
+        handler(request.raw, reply.raw);
+      };
+      scope.get('/session/:sessionId/events', route);
+      scope.post('/session/:sessionId/send', route);
+    });
+    await app.ready();
+    return bridged(manager, app.server, () => app.close());
+  },
+};
+
+function managed(manager, ws, base, close) {
+  return {
+    ws: (id) => `${ws}/session/${id}`,
+    events: (id, query = '') => `${base}/session/${id}/events${query}`,
+    createSession: async (options) => manager.createSession(options),
+    stats: async () => manager.getStats(),
+    close,
+  };
+}
+
+/** A manager whose WebSocket members come through `ws` (bridge mode) on the same server. */
+async function bridged(manager, server, closeApp) {
+  const { WebSocketServer } = require('ws');
+  const wss = new WebSocketServer({ noServer: true });
+  server.on('upgrade', (request, socket, head) => {
+    const id = /^\/session\/([^/?]+)/.exec(request.url)?.[1];
+    wss.handleUpgrade(request, socket, head, (ws) => manager.handleUpgrade(decodeURIComponent(id), ws, request));
+  });
+  if (!server.listening) await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  return managed(manager, `ws://127.0.0.1:${port}`, `http://127.0.0.1:${port}`, async () => {
+    await manager.stop({ timeoutMs: 200 });
+    wss.close();
+    server.closeAllConnections?.();
+    if (closeApp) await closeApp();
+    else await new Promise((resolve) => server.close(resolve));
+  });
+}
+
+for (const [name, start] of Object.entries(hosts)) {
+  const native = name === 'binary' || name === 'listen';
+  describe(`event-stream members (${name})`, { skip: native && name === 'listen' && !hasNativeTransport && 'no native transport here' }, () => {
+    let host;
+    let ids = 0;
+    const session = async (options = {}) => {
+      const sessionId = `sse-${name}-${++ids}`;
+      await host.createSession({ sessionId, ...options });
+      return sessionId;
+    };
+    before(async () => (host = await start()));
+    after(() => host?.close());
+
+    it('is a member like any other: relays both ways with a WebSocket member, is announced, counted, and leaves when its stream closes', async () => {
+      const id = await session();
+      const ws = await new TestClient(host.ws(id)).joined();
+      const sse = await new EventStreamClient(host.events(id)).joined();
+      assert.equal(sse.welcome.type, 'client_connected');
+      assert.match(sse.welcome.send.url, new RegExp(`/session/${id}/send$`));
+      const announced = await ws.nextOfType('client_connected');
+      assert.equal(announced.json.connectionId, sse.welcome.connectionId);
+
+      ws.send(JSON.stringify({ type: 'cursor', x: 1, text: 'line one\nline two' }));
+      const relayed = await sse.nextOfType('cursor');
+      assert.deepEqual(relayed.json, { type: 'cursor', x: 1, text: 'line one\nline two' });
+      ws.send(Buffer.from([1, 2, 3]), { binary: true });
+      assert.deepEqual([...(await sse.next((m) => m.isBinary)).data], [1, 2, 3]);
+
+      assert.equal((await sse.send({ type: 'cursor', x: 2 })).status, 202);
+      assert.equal((await ws.nextOfType('cursor')).json.x, 2);
+      assert.equal((await sse.send([{ type: 'op', n: 1 }, { type: 'op', n: 2 }, { type: 'op', n: 3 }])).status, 202, 'ndjson');
+      for (const n of [1, 2, 3]) assert.equal((await ws.nextOfType('op')).json.n, n, 'in order');
+      assert.equal((await sse.send({ type: 'ping', id: 'p1' })).status, 202);
+      assert.equal((await sse.nextOfType('pong')).json.id, 'p1', 'answers come down the stream');
+
+      const stats = await host.stats();
+      assert.equal(stats.connectionsByTransport.sse, 1);
+
+      const token = sse.token;
+      sse.close();
+      const left = await ws.nextOfType('client_disconnected');
+      assert.equal(left.json.connectionId, sse.welcome.connectionId);
+      const gone = await sse.send({ type: 'cursor' }, { token });
+      assert.equal(gone.status, 404, 'a closed member\'s token');
+      assert.equal(gone.body.error.code, 'MEMBER_NOT_FOUND');
+      ws.close();
+    });
+
+    it('refuses bad input with the protocol\'s errors and nothing else changes', async () => {
+      const id = await session({ maxClients: 2 });
+      const ws = await new TestClient(host.ws(id)).joined();
+      const sse = await new EventStreamClient(host.events(id)).joined();
+      const other = await session();
+
+      const wrong = await sse.send({ type: 'cursor' }, { token: `${sse.token.split('.')[0]}.not-the-secret` });
+      assert.deepEqual([wrong.status, wrong.body.error.code], [403, 'FORBIDDEN']);
+      const none = await sse.send({ type: 'cursor' }, { token: '' });
+      assert.equal(none.status, 403);
+      const elsewhere = await sse.send({ type: 'cursor' }, { to: host.events(other).replace(/events$/, 'send') });
+      assert.equal(elsewhere.status, 403, 'a token is good for its own session only');
+      const malformed = await sse.send('{"type": "cursor"', {});
+      assert.deepEqual([malformed.status, malformed.body.error.code], [400, 'INVALID_REQUEST']);
+      const empty = await sse.send('', {});
+      assert.equal(empty.status, 400);
+      const halfBad = await sse.send(['{"type":"op","n":1}', 'not json'], {});
+      assert.equal(halfBad.status, 400, 'a batch is checked whole before any of it is taken');
+      const huge = await sse.send({ type: 'big', data: 'x'.repeat(2 * 1024 * 1024) });
+      assert.deepEqual([huge.status, huge.body.error.code], [413, 'MESSAGE_TOO_LARGE']);
+
+      const full = new EventStreamClient(host.events(id));
+      await assert.rejects(full.opened, (err) => err.status === 409 && err.body.error.code === 'SESSION_FULL');
+      const missing = new EventStreamClient(host.events('no-such-session'));
+      await assert.rejects(missing.opened, (err) => err.status === 404 && err.body.error.code === 'SESSION_NOT_FOUND');
+
+      // Nothing of that reached the WebSocket member, and the stream still works.
+      assert.equal((await sse.send({ type: 'after', n: 1 })).status, 202);
+      assert.deepEqual((await ws.next((m) => m.json?.type !== 'client_connected')).json, { type: 'after', n: 1 });
+      assert.deepEqual(ws.inbox.map((m) => m.json.type), ['client_connected'], 'only the stream member\'s arrival');
+
+      let limited;
+      for (let i = 0; i < 60 && !limited; i++) {
+        const sent = await sse.send([{ type: 'flood', i }, { type: 'flood', i }]);
+        if (sent.status === 429) limited = sent;
+      }
+      assert.equal(limited?.body.error.code, 'RATE_LIMITED', 'the connection\'s message rate holds over POST');
+      ws.close();
+      sse.close();
+    });
+
+    it('recovers what it missed by Last-Event-ID, once and in order, without what it sent itself', async () => {
+      const id = await session({ history: { size: 100, ttlMs: 60_000 } });
+      const ws = await new TestClient(`${host.ws(id)}?positions=1`).joined();
+      const first = await new EventStreamClient(host.events(id, '?positions=1')).joined();
+      ws.send(JSON.stringify({ type: 'op', n: 1 }));
+      const seen = await first.nextOfType('publication');
+      assert.match(seen.id, /^[A-Za-z0-9]+:\d+$/, 'a publication carries its position as the event id');
+      first.close();
+      await ws.nextOfType('client_disconnected');
+      ws.send(JSON.stringify({ type: 'op', n: 2 }));
+      ws.send(JSON.stringify({ type: 'op', n: 3 }));
+      const again = await new EventStreamClient(host.events(id, `?previous=${first.welcome.connectionId}`), { headers: { 'last-event-id': seen.id } }).joined();
+      assert.equal(again.welcome.recovered, true);
+      const replayed = [(await again.nextOfType('publication')).json.data.n, (await again.nextOfType('publication')).json.data.n];
+      assert.deepEqual(replayed, [2, 3]);
+      ws.send(JSON.stringify({ type: 'op', n: 4 }));
+      assert.equal((await again.nextOfType('publication')).json.data.n, 4);
+      assert.equal(again.inbox.length, 0, 'nothing doubled');
+      again.close();
+      ws.close();
+    });
+  });
+}
+
+describe('event-stream members: heartbeats and slow readers (binary)', () => {
+  it('keeps a stream alive past the heartbeat timeout with its pings, and ends a member whose stream is closed by the server', async () => {
+    const binary = await startBinary({ args: ['--ping-interval', '200', '--heartbeat-timeout', '600'] });
+    const { body: { sessionId } } = await postJson(`${binary.base}/v1/sessions`, {});
+    const sse = await new EventStreamClient(`${binary.base}/session/${sessionId}/events`).joined();
+    const ws = await new TestClient(`${binary.ws}/session/${sessionId}`).joined();
+    await eventually(() => assert.ok(sse.pings >= 5, `pings: ${sse.pings}`), 10_000);
+    assert.equal(sse.closeEvent, undefined, 'an SSE member need not answer pings');
+    const deleted = await fetch(`${binary.base}/v1/sessions/${sessionId}`, { method: 'DELETE' });
+    assert.equal(deleted.status, 200);
+    const closed = await sse.closedWithin(5000);
+    assert.equal(typeof closed.code, 'number');
+    assert.ok(closed.code >= 1000 && closed.code !== 1006, `the stream says why it ends: ${JSON.stringify(closed)}`);
+    ws.close();
+    binary.child.kill('SIGKILL');
+  });
+});

@@ -1,0 +1,161 @@
+//! A member's event stream on the native runtime: the relay queues into an
+//! [`EventStreamOutbox`] (the native transport's outbox, labelled as this transport), and
+//! an [`EventStream`] turns what it holds into the stream's text as the socket takes it:
+//! a response body for the binary's HTTP server, or written by [`serve`] to a socket
+//! taken whole (`listen()`, `attach()`). The slow-consumer rule is the outbox's: what the
+//! socket has not taken counts against the bound.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use futures_core::Stream;
+use switchyard_core::{close_code, ConnId, ConnectionRefusal, Frame, FrameKind, Identity, Outbox, Pushed, Route, Transport};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{StreamText, CORS, HEADERS};
+use crate::codec::Outgoing;
+use crate::engine::Engine;
+use crate::now;
+use crate::outbox::{NativeOutbox, Out};
+
+/// A stream member's outbox: the native transport's, counted as its own transport.
+pub struct EventStreamOutbox(NativeOutbox);
+
+impl Outbox for EventStreamOutbox {
+    fn transport(&self) -> Transport {
+        Transport::EventStream
+    }
+
+    fn push(&self, frame: Frame) -> Pushed {
+        self.0.push(frame)
+    }
+
+    fn push_replay(&self, frame: Frame) {
+        self.0.push_replay(frame)
+    }
+
+    fn close(&self, code: u16, reason: &str) {
+        self.0.close(code, reason)
+    }
+}
+
+/// An open member's stream: each poll yields what its outbox holds, as text. Dropped (the
+/// client went away, or the stream ended), the member leaves the relay.
+pub struct EventStream {
+    engine: Arc<Engine>,
+    conn: ConnId,
+    outbox: Arc<EventStreamOutbox>,
+    text: StreamText,
+    writing: VecDeque<Out>,
+    ended: bool,
+}
+
+impl EventStream {
+    /// Lets a member in on `route` as `identity`, or says why not. `send_url` is where its
+    /// sends go. In a cluster, a member of a session joins once this node holds one of the
+    /// session's places, as a native WebSocket does.
+    pub async fn open(engine: &Arc<Engine>, route: Route, identity: Identity, send_url: String) -> Result<Self, ConnectionRefusal> {
+        let held = match &route {
+            Route::Session(id) => engine.hold_place(id).await,
+            Route::Sessionless => Default::default(),
+        };
+        if held.full {
+            return Err(ConnectionRefusal::SessionFull);
+        }
+        let positions = identity.resume.positions;
+        let outbox = Arc::new(EventStreamOutbox(NativeOutbox::new(engine.relay.config().max_queued_bytes, None)));
+        let conn = engine.relay.open(route.clone(), identity, outbox.clone(), now())?;
+        drop(held);
+        let token = engine.send_tokens.issue(conn, &route);
+        Ok(Self { engine: engine.clone(), conn, outbox, text: StreamText::new(positions, send_url, token), writing: VecDeque::new(), ended: false })
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Bytes;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        this.outbox.0.register(cx.waker());
+        let taken = this.outbox.0.take(&mut this.writing);
+        let mut out = BytesMut::new();
+        let mut sent = 0;
+        for frame in this.writing.drain(..) {
+            let kind = match frame.opcode {
+                Outgoing::Text => FrameKind::Text,
+                Outgoing::Binary => FrameKind::Binary,
+                Outgoing::Ping => {
+                    // Written, or at least taken by the socket's side: the stream lives.
+                    this.engine.relay.pong(this.conn, now());
+                    FrameKind::Ping
+                }
+                Outgoing::Pong | Outgoing::Close => continue,
+            };
+            if frame.counted {
+                sent += frame.payload.len();
+            }
+            this.text.frame(kind, &frame.payload, &mut out);
+        }
+        if sent > 0 {
+            this.outbox.0.sent(sent);
+        }
+        if let Some((code, reason)) = taken.close {
+            StreamText::close(code, &reason, &mut out);
+            this.engine.relay.connection_closed(this.conn, code, &reason, now());
+            this.ended = true;
+        }
+        match out.is_empty() {
+            false => Poll::Ready(Some(out.freeze())),
+            true if this.ended => Poll::Ready(None),
+            true => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.engine.send_tokens.forget(self.conn);
+        // A no-op when the relay already let the member go.
+        self.engine.relay.connection_closed(self.conn, close_code::ABNORMAL, "Stream closed", now());
+    }
+}
+
+/// The head of a stream's response on a socket written whole: the connection ends with
+/// the stream.
+pub fn response_head() -> Vec<u8> {
+    let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for (name, value) in HEADERS.iter().chain(&CORS) {
+        head.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    head.extend_from_slice(b"connection: close\r\n\r\n");
+    head
+}
+
+/// Writes a stream to a socket taken whole, after `preface` (the response head, unless
+/// already written), until the stream ends or the client goes away.
+pub async fn serve(mut tcp: TcpStream, preface: Vec<u8>, mut stream: EventStream) {
+    use std::future::poll_fn;
+    let (mut reader, mut writer) = tcp.split();
+    if writer.write_all(&preface).await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 256];
+    loop {
+        tokio::select! {
+            chunk = poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)) => match chunk {
+                Some(chunk) => if writer.write_all(&chunk).await.is_err() { return },
+                None => break,
+            },
+            // A client says nothing on its stream: a read ends only when it goes away.
+            read = reader.read(&mut sink) => if matches!(read, Ok(0) | Err(_)) { return },
+        }
+    }
+    let _ = writer.shutdown().await;
+}
