@@ -30,6 +30,20 @@ const hosts = {
     const { port } = manager.listen({ port: 0, host: '127.0.0.1' });
     return managed(manager, `ws://127.0.0.1:${port}`, `http://127.0.0.1:${port}`, async () => manager.stop({ timeoutMs: 200 }));
   },
+  async attach() {
+    const { RelaySessionManager } = require('..');
+    const manager = new RelaySessionManager({ rateLimit: { messagesPerSecond: 50, burst: 20 } });
+    manager.start();
+    const server = http.createServer((req, res) => res.end('the app'));
+    manager.attach(server, { authenticate: (request) => (request.headers['x-user'] === 'banned' ? null : { userId: request.headers['x-user'] }) });
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address();
+    return managed(manager, `ws://127.0.0.1:${port}`, `http://127.0.0.1:${port}`, async () => {
+      await manager.stop({ timeoutMs: 200 });
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    });
+  },
   async express() {
     const { RelaySessionManager } = require('..');
     const manager = new RelaySessionManager({ rateLimit: { messagesPerSecond: 50, burst: 20 } });
@@ -93,8 +107,8 @@ async function bridged(manager, server, closeApp) {
 }
 
 for (const [name, start] of Object.entries(hosts)) {
-  const native = name === 'binary' || name === 'listen';
-  describe(`event-stream members (${name})`, { skip: native && name === 'listen' && !hasNativeTransport && 'no native transport here' }, () => {
+  const needsNative = name === 'listen' || name === 'attach';
+  describe(`event-stream members (${name})`, { skip: needsNative && !hasNativeTransport && 'no native transport here' }, () => {
     let host;
     let ids = 0;
     const session = async (options = {}) => {
@@ -204,6 +218,28 @@ for (const [name, start] of Object.entries(hosts)) {
     });
   });
 }
+
+describe('event-stream members beside attach()', { skip: !hasNativeTransport && 'no native transport here' }, () => {
+  it('leaves every other request to the app, and asks authenticate about a stream as about an upgrade', async () => {
+    const host = await hosts.attach();
+    try {
+      const base = host.events('x').replace(/\/session\/x\/events$/, '');
+      assert.equal(await (await fetch(`${base}/anything`)).text(), 'the app');
+      assert.equal(await (await fetch(`${base}/session/x/other`)).text(), 'the app');
+      const id = 'attach-auth';
+      await host.createSession({ sessionId: id });
+      const banned = new EventStreamClient(host.events(id), { headers: { 'x-user': 'banned' } });
+      await assert.rejects(banned.opened, (err) => err.status === 401);
+      const ws = await new TestClient(host.ws(id), { headers: { 'x-user': 'bob' } }).joined();
+      const alice = await new EventStreamClient(host.events(id), { headers: { 'x-user': 'alice' } }).joined();
+      assert.equal((await host.stats()).connectionsByTransport.sse, 1);
+      ws.close();
+      alice.close();
+    } finally {
+      await host.close();
+    }
+  });
+});
 
 describe('event-stream members: heartbeats and slow readers (binary)', () => {
   it('keeps a stream alive past the heartbeat timeout with its pings, and ends a member whose stream is closed by the server', async () => {

@@ -1,41 +1,83 @@
-// lib/event_stream.js: `manager.eventStreamHandler()`, members over Server-Sent Events
-// for an app's own HTTP server (bridge mode), where a WebSocket cannot get through. One
-// `(req, res)` handler serves both routes; the addon does the rest (admission, the
-// stream's text, the send tokens), so a member here is the same as one of the binary's.
+// lib/event_stream.js: members over Server-Sent Events, where a WebSocket cannot get
+// through, on an app's own HTTP server: `manager.eventStreamHandler()` (bridge mode, one
+// `(req, res)` handler for both routes) and the routes `attach()` adds beside its
+// WebSocket path. The addon does the rest (admission, the stream's text, the send tokens),
+// so a member here is the same as one of the binary's.
+
+/** On a server: the WebSocket paths `attach()` serves event streams beside. */
+const PATHS = Symbol('switchyard event-stream paths');
 
 /**
- * @param {import('..').RelaySessionManager} manager
- * @returns {(req: import('http').IncomingMessage, res: import('http').ServerResponse) => void}
+ * Hands an event-stream request to the addon, reading a POST's body first (at most the
+ * limit and a byte: past it the answer is 413 whatever follows). `options` are the
+ * addon's: `path`, `identity`.
  */
-function eventStreamHandler(manager) {
+function serve(manager, req, res, options) {
+  if (req.method !== 'POST') return manager.eventStream(req, res, undefined, options);
+  // A body parser before this handler has read the body already.
+  if (req.readableEnded || req.body !== undefined) {
+    const given = typeof req.body === 'string' || Buffer.isBuffer(req.body) ? req.body : JSON.stringify(req.body ?? '');
+    return manager.eventStream(req, res, Buffer.from(given), options);
+  }
   const limit = manager.eventStreamBodyLimit();
-  return function switchyardEventStream(req, res) {
-    if (req.method !== 'POST') return manager.eventStream(req, res);
-    // A body parser before this handler has read the body already.
-    if (req.readableEnded || req.body !== undefined) {
-      const given = typeof req.body === 'string' || Buffer.isBuffer(req.body) ? req.body : JSON.stringify(req.body ?? '');
-      return manager.eventStream(req, res, Buffer.from(given));
+  const chunks = [];
+  let length = 0;
+  const done = () => {
+    req.off('data', take);
+    manager.eventStream(req, res, Buffer.concat(chunks, Math.min(length, limit + 1)), options);
+  };
+  const take = (chunk) => {
+    chunks.push(chunk);
+    length += chunk.length;
+    if (length > limit) {
+      req.off('end', done);
+      req.resume();
+      done();
     }
-    const chunks = [];
-    let length = 0;
-    const done = () => {
-      req.off('data', take);
-      manager.eventStream(req, res, Buffer.concat(chunks, Math.min(length, limit + 1)));
-    };
-    const take = (chunk) => {
-      chunks.push(chunk);
-      length += chunk.length;
-      // Past the limit the rest is not kept: the answer is 413 whatever follows.
-      if (length > limit) {
-        req.off('end', done);
-        req.resume();
-        done();
-      }
-    };
-    req.on('data', take);
-    req.once('end', done);
-    req.once('error', () => req.off('end', done));
+  };
+  req.on('data', take);
+  req.once('end', done);
+  req.once('error', () => req.off('end', done));
+}
+
+/** `manager.eventStreamHandler()`: the session id is the path segment before `events`/`send`. */
+function eventStreamHandler(manager) {
+  return function switchyardEventStream(req, res) {
+    serve(manager, req, res, undefined);
   };
 }
 
-module.exports = { eventStreamHandler };
+/**
+ * After `attach(server, { path, authenticate })`: `<path>/events` and `<path>/send` are
+ * served before the server's own `request` listeners (those added before `attach`, as
+ * `http.createServer(app)` adds the app's), which see every other request. `authenticate`
+ * decides a stream as it decides an upgrade.
+ */
+function attachEventStreams(manager, server, path, authenticate) {
+  if (!server[PATHS]) {
+    const paths = (server[PATHS] = []);
+    const listeners = server.listeners('request');
+    server.removeAllListeners('request');
+    server.on('request', (req, res) => {
+      const claimed = paths.find((entry) => manager.eventStreamRoute(req.url ?? '/', entry.path));
+      if (!claimed) {
+        for (const listener of listeners) listener.call(server, req, res);
+        return;
+      }
+      if (req.method !== 'GET' || !claimed.authenticate) return serve(manager, req, res, { path: claimed.path });
+      // Nothing is read from a GET's socket meanwhile: it has no body.
+      Promise.resolve()
+        .then(() => claimed.authenticate(req))
+        .then(
+          (identity) => serve(manager, req, res, { path: claimed.path, identity: identity ?? null }),
+          (err) => {
+            console.error('attach: authenticate threw for an event stream:', err);
+            res.writeHead(500).end();
+          },
+        );
+    });
+  }
+  server[PATHS].push({ path, authenticate });
+}
+
+module.exports = { eventStreamHandler, attachEventStreams };

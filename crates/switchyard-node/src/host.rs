@@ -37,6 +37,7 @@ use switchyard_server::settings::Settings;
 use switchyard_server::engine::Engine;
 use switchyard_server::deflate::{CompressionConfig, CompressionCounts};
 use switchyard_server::event_stream::{self, Endpoint, StreamText};
+use switchyard_server::path_pattern::PathPattern;
 use switchyard_server::{handshake, now};
 
 use crate::bridge::{self, BridgeSocket, Flusher};
@@ -50,8 +51,6 @@ use crate::js::{self, to_js};
 use crate::native;
 #[cfg(target_family = "wasm")]
 use crate::{authentication::Authenticate, js_types::ListenAddress};
-#[cfg(target_family = "wasm")]
-use switchyard_server::path_pattern::PathPattern;
 #[cfg(target_family = "wasm")]
 use napi::{Error, Status};
 #[cfg(not(target_family = "wasm"))]
@@ -441,18 +440,24 @@ impl Host {
         }
     }
 
-    /// An HTTP request to one of the event-stream routes (`eventStreamHandler()`): a GET
-    /// becomes a member whose frames are written to `response` as the stream's text, a
-    /// POST (its `body` read by the caller) hands a member's frames to the relay. Every
-    /// answer is written to `response`.
-    pub fn event_stream(self: &Rc<Self>, env: &Env, request: &Object, response: Object, body: Option<&[u8]>) -> Result<()> {
+    /// An HTTP request to one of the event-stream routes (`eventStreamHandler()`, and
+    /// `attach()` beside its WebSocket path): a GET becomes a member whose frames are
+    /// written to `response` as the stream's text, a POST (its `body` read by the caller)
+    /// hands a member's frames to the relay. The session is where `pattern` puts it, or
+    /// the path segment before `events`/`send`; `given` is what the app's `authenticate`
+    /// said of a GET (`None`: refused, 401). Every answer is written to `response`.
+    pub fn event_stream(
+        self: &Rc<Self>,
+        env: &Env,
+        request: &Object,
+        response: Object,
+        body: Option<&[u8]>,
+        pattern: Option<&PathPattern>,
+        given: Option<Identity>,
+    ) -> Result<()> {
         let mut request = UpgradeRequest::read(request)?;
-        let Some((base, endpoint)) = Endpoint::split(&request.url) else {
+        let Some((endpoint, route)) = event_stream_route(&request.url, pattern) else {
             return answer(&response, 404, &[], &event_stream::error_body("NOT_FOUND", "Event streams are served at <path>/events, sends at <path>/send"));
-        };
-        let route = match base.split(['?', '#']).next().unwrap_or_default().rsplit_once('/') {
-            Some((_, "")) | None => Route::Sessionless,
-            Some((_, segment)) => Route::Session(percent_encoding::percent_decode_str(segment).decode_utf8_lossy().into_owned()),
         };
         match (endpoint, request.method.as_str(), body) {
             (_, "OPTIONS", _) => answer(&response, 204, &[], ""),
@@ -475,7 +480,8 @@ impl Host {
                 if self.lifecycle.get() == Lifecycle::Stopped {
                     return refused(ConnectionRefusal::ShuttingDown);
                 }
-                let identity = match self.check_upgrade(Some(&request), Identity::default()) {
+                let Some(given) = given else { return refused(ConnectionRefusal::Unauthorized) };
+                let identity = match self.check_upgrade(Some(&request), given) {
                     Ok(admitted) => admitted.identity,
                     Err(refusal) => return refused(refusal.refusal()),
                 };
@@ -629,4 +635,17 @@ fn answer(response: &Object, status: u16, headers: &[(&str, &str)], body: &str) 
     }
     let end: Function<&str, Unknown> = response.get_named_property_unchecked("end")?;
     end.bind(this)?.call(body).map(drop)
+}
+
+/// Which event-stream route `url` is, and the member's route: where `pattern` (a
+/// WebSocket path) puts the path before `/events` or `/send`, or, without one, a session
+/// named by the segment before them (none for `/events` itself).
+pub fn event_stream_route(url: &str, pattern: Option<&PathPattern>) -> Option<(Endpoint, Route)> {
+    let (base, endpoint) = Endpoint::split(url)?;
+    let route = match (pattern, base.split(['?', '#']).next().unwrap_or_default().rsplit_once('/')) {
+        (Some(pattern), _) => pattern.route(&base)?,
+        (None, Some((_, ""))) | (None, None) => Route::Sessionless,
+        (None, Some((_, segment))) => Route::Session(percent_encoding::percent_decode_str(segment).decode_utf8_lossy().into_owned()),
+    };
+    Some((endpoint, route))
 }

@@ -20,6 +20,7 @@ use crate::attach;
 use crate::authentication;
 use crate::js;
 use crate::options::{self, read_options, session_error, string_argument, type_error};
+use switchyard_server::path_pattern::PathPattern;
 use crate::request::UpgradeRequest;
 
 /// `listen()` binds every IPv4 interface unless told otherwise, as the binary does.
@@ -151,11 +152,35 @@ impl RelaySessionManager {
         })
     }
 
-    /// What `eventStreamHandler()` hands each request to: `body` a POST's, read whole (at
-    /// most `eventStreamBodyLimit()` and a byte, so that a longer one is refused 413).
+    /// What `eventStreamHandler()` and `attach()` hand each event-stream request to:
+    /// `body` a POST's, read whole (at most `eventStreamBodyLimit()` and a byte, so that a
+    /// longer one is refused 413); `options.path` the WebSocket path it stands beside, and
+    /// `options.identity` what `authenticate` said (`null`: refused).
     #[napi(skip_typescript)]
-    pub fn event_stream(&self, env: Env, request: Object, response: Object, body: Option<BufferSlice>) -> Result<()> {
-        guard(|| self.host.event_stream(&env, &request, response, body.as_deref()))
+    pub fn event_stream(&self, env: Env, request: Object, response: Object, body: Option<BufferSlice>, options: Option<Object>) -> Result<()> {
+        guard(|| {
+            let (pattern, given) = match options {
+                None => (None, Some(switchyard_core::Identity::default())),
+                Some(options) => {
+                    let path: Option<String> = options.get("path")?;
+                    let pattern = path.map(|path| PathPattern::parse(&path).map_err(|message| type_error(&env, message))).transpose()?;
+                    let identity: Option<Unknown> = options.get("identity")?;
+                    let given = match identity {
+                        Some(value) if value.get_type()? == ValueType::Null => None,
+                        value => Some(options::identity(&env, value.filter(|v| v.get_type().ok() != Some(ValueType::Undefined)))?),
+                    };
+                    (pattern, given)
+                }
+            };
+            self.host.event_stream(&env, &request, response, body.as_deref(), pattern.as_ref(), given)
+        })
+    }
+
+    /// Whether `url` is one of the event-stream routes beside the WebSocket path `path`.
+    #[napi(skip_typescript)]
+    pub fn event_stream_route(&self, env: Env, url: String, path: String) -> Result<bool> {
+        let pattern = PathPattern::parse(&path).map_err(|message| type_error(&env, message))?;
+        Ok(crate::host::event_stream_route(&url, Some(&pattern)).is_some())
     }
 
     /// The most a send's body may hold.
