@@ -7,21 +7,14 @@ const assert = require('node:assert/strict');
 const http = require('node:http');
 const express = require('express');
 const Fastify = require('fastify');
-const { TestClient, EventStreamClient, startBinary, stopBinaries, postJson, eventually, hasNativeTransport } = require('./helpers');
+const { TestClient, EventStreamClient, RawClient, startBinary, stopBinaries, postJson, eventually, hasNativeTransport, floodBesideSlowReader } = require('./helpers');
 
 after(stopBinaries);
 
 /** Every host, each with: `ws(id)` and `events(id, query)` URLs, `createSession(options)`, and `close()`. */
 const hosts = {
   async binary() {
-    const binary = await startBinary({ args: ['--rate-limit', '50', '--rate-burst', '20'] });
-    return {
-      ws: (id) => `${binary.ws}/session/${id}`,
-      events: (id, query = '') => `${binary.base}/session/${id}/events${query}`,
-      createSession: (options) => postJson(`${binary.base}/v1/sessions`, options),
-      stats: async () => (await fetch(`${binary.base}/stats`)).json(),
-      close: async () => binary.child.kill('SIGKILL'),
-    };
+    return managedBinary(await startBinary({ args: ['--rate-limit', '50', '--rate-burst', '20'] }));
   },
   async listen() {
     const { RelaySessionManager } = require('..');
@@ -257,4 +250,60 @@ describe('event-stream members: heartbeats and slow readers (binary)', () => {
     ws.close();
     binary.child.kill('SIGKILL');
   });
+
+  const slowHosts = {
+    binary: async () => {
+      const binary = await startBinary({ args: ['--max-queued-bytes', '262144'] });
+      return { port: binary.port, ...managedBinary(binary) };
+    },
+    express: async () => {
+      const { RelaySessionManager } = require('..');
+      const manager = new RelaySessionManager({ maxQueuedBytes: 256 * 1024 });
+      manager.start();
+      const app = express();
+      app.get('/session/:sessionId/events', manager.eventStreamHandler());
+      const server = http.createServer(app);
+      const host = await bridged(manager, server);
+      return { port: server.address().port, ...host };
+    },
+  };
+  for (const [name, start] of Object.entries(slowHosts)) {
+    it(`closes a stream that stops being read as a slow consumer, and never holds the others up behind it (${name})`, async () => {
+      const host = await start();
+      try {
+        const id = `slow-sse-${name}`;
+        await host.createSession({ sessionId: id, maxClients: 3 });
+        const sender = await new TestClient(host.ws(id)).joined();
+        const fast = await new TestClient(host.ws(id)).joined();
+        const slow = new RawClient(host.port);
+        await slow.connected;
+        slow.write(`GET /session/${id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n`);
+        await fast.nextOfType('client_connected');
+        slow.socket.pause();
+        const { received, longestGap } = await floodBesideSlowReader({ sender, fast });
+        assert.equal(received, 20_000, `every message reached the fast client; its longest wait was ${Math.round(longestGap)} ms`);
+        await eventually(async () => {
+          sender.send('{"type":"nudge"}');
+          assert.equal((await host.stats()).slowConsumerCloses, 1, 'the slow stream is closed');
+        }, 10_000);
+        assert.equal((await host.stats()).connectionsByTransport.sse, 0);
+        await Promise.all([sender.close(), fast.close()]);
+        slow.socket.destroy();
+      } finally {
+        await host.close();
+      }
+    });
+  }
 });
+
+/** The binary as the hosts above describe it. */
+function managedBinary(binary) {
+  return {
+    ws: (id) => `${binary.ws}/session/${id}`,
+    events: (id, query = '') => `${binary.base}/session/${id}/events${query}`,
+    createSession: (options) => postJson(`${binary.base}/v1/sessions`, options),
+    stats: async () => (await fetch(`${binary.base}/stats`)).json(),
+    close: async () => binary.child.kill('SIGKILL'),
+  };
+}
+
