@@ -75,6 +75,7 @@ function managed(manager, ws, base, close) {
     ws: (id) => `${ws}/session/${id}`,
     events: (id, query = '') => `${base}/session/${id}/events${query}`,
     createSession: async (options) => manager.createSession(options),
+    deleteSession: async (id) => manager.deleteSession(id),
     stats: async () => manager.getStats(),
     close,
   };
@@ -100,7 +101,8 @@ async function bridged(manager, server, closeApp) {
 }
 
 for (const [name, start] of Object.entries(hosts)) {
-  const needsNative = name === 'listen' || name === 'attach';
+  // The binary is tested once, with the native build of the addon.
+  const needsNative = name === 'listen' || name === 'attach' || name === 'binary';
   describe(`event-stream members (${name})`, { skip: needsNative && !hasNativeTransport && 'no native transport here' }, () => {
     let host;
     let ids = 0;
@@ -234,22 +236,41 @@ describe('event-stream members beside attach()', { skip: !hasNativeTransport && 
   });
 });
 
-describe('event-stream members: heartbeats and slow readers (binary)', () => {
-  it('keeps a stream alive past the heartbeat timeout with its pings, and ends a member whose stream is closed by the server', async () => {
-    const binary = await startBinary({ args: ['--ping-interval', '200', '--heartbeat-timeout', '600'] });
-    const { body: { sessionId } } = await postJson(`${binary.base}/v1/sessions`, {});
-    const sse = await new EventStreamClient(`${binary.base}/session/${sessionId}/events`).joined();
-    const ws = await new TestClient(`${binary.ws}/session/${sessionId}`).joined();
-    await eventually(() => assert.ok(sse.pings >= 5, `pings: ${sse.pings}`), 10_000);
-    assert.equal(sse.closeEvent, undefined, 'an SSE member need not answer pings');
-    const deleted = await fetch(`${binary.base}/v1/sessions/${sessionId}`, { method: 'DELETE' });
-    assert.equal(deleted.status, 200);
-    const closed = await sse.closedWithin(5000);
-    assert.equal(typeof closed.code, 'number');
-    assert.ok(closed.code >= 1000 && closed.code !== 1006, `the stream says why it ends: ${JSON.stringify(closed)}`);
-    ws.close();
-    binary.child.kill('SIGKILL');
-  });
+describe('event-stream members: heartbeats and slow readers', () => {
+  const beatingHosts = {
+    binary: async () => managedBinary(await startBinary({ args: ['--ping-interval', '300', '--heartbeat-timeout', '1500'] })),
+    express: async () => {
+      const { RelaySessionManager } = require('..');
+      const manager = new RelaySessionManager({ pingIntervalMs: 300, heartbeatTimeoutMs: 1500 });
+      manager.start();
+      const app = express();
+      app.get('/session/:sessionId/events', manager.eventStreamHandler());
+      return bridged(manager, http.createServer(app));
+    },
+  };
+  for (const [name, start] of Object.entries(beatingHosts)) {
+    const skip = name === 'binary' && !hasNativeTransport && 'the binary is tested with the native build';
+    it(`keeps a stream alive past the heartbeat timeout with its pings, and tells it why it ends (${name})`, { skip }, async () => {
+      const host = await start();
+      try {
+        const id = `beating-${name}`;
+        await host.createSession({ sessionId: id });
+        const sse = await new EventStreamClient(host.events(id)).joined();
+        const ws = await new TestClient(host.ws(id)).joined();
+        // Ten pings take twice the heartbeat timeout.
+        await eventually(() => assert.ok(sse.pings >= 10, `pings: ${sse.pings}`), 20_000);
+        assert.equal(sse.closeEvent, undefined, 'an SSE member need not answer pings');
+        ws.send('{"type":"still-here"}');
+        await sse.nextOfType('still-here');
+        await host.deleteSession(id);
+        const closed = await sse.closedWithin(5000);
+        const wsClosed = await ws.closedWithin(5000);
+        assert.deepEqual(closed, wsClosed, 'the stream says why it ends, as a WebSocket is told');
+      } finally {
+        await host.close();
+      }
+    });
+  }
 
   const slowHosts = {
     binary: async () => {
@@ -268,7 +289,8 @@ describe('event-stream members: heartbeats and slow readers (binary)', () => {
     },
   };
   for (const [name, start] of Object.entries(slowHosts)) {
-    it(`closes a stream that stops being read as a slow consumer, and never holds the others up behind it (${name})`, async () => {
+    const skip = name === 'binary' && !hasNativeTransport && 'the binary is tested with the native build';
+    it(`closes a stream that stops being read as a slow consumer, and never holds the others up behind it (${name})`, { skip }, async () => {
       const host = await start();
       try {
         const id = `slow-sse-${name}`;
@@ -302,6 +324,7 @@ function managedBinary(binary) {
     ws: (id) => `${binary.ws}/session/${id}`,
     events: (id, query = '') => `${binary.base}/session/${id}/events${query}`,
     createSession: (options) => postJson(`${binary.base}/v1/sessions`, options),
+    deleteSession: (id) => fetch(`${binary.base}/v1/sessions/${id}`, { method: 'DELETE' }),
     stats: async () => (await fetch(`${binary.base}/stats`)).json(),
     close: async () => binary.child.kill('SIGKILL'),
   };

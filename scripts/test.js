@@ -14,10 +14,10 @@ function run(command, args, env = {}) {
 
 const testDir = path.join(root, '__test__');
 const test = (name) => path.join('__test__', `${name}.test.js`);
-// The bridge-mode tests (the frameworks, hooks, the manager API, the protocol and its roles) run
+// The bridge-mode tests (event streams, the frameworks, hooks, the manager API, the protocol and its roles) run
 // again on the WebAssembly build, which has no native transport, with wasm.test.js; and
 // alone on Windows, whose addon has none either (Node cannot hand its sockets over there).
-const bridgeTests = ['frameworks', 'hooks', 'manager', 'protocol'].map(test);
+const bridgeTests = ['event_stream', 'frameworks', 'hooks', 'manager', 'protocol'].map(test);
 const wasmTests = [...bridgeTests, test('wasm')];
 const nodeTests =
   process.platform === 'win32'
