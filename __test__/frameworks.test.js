@@ -6,7 +6,7 @@ const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
-const { TestClient, joinedClient, assertQuiet, postJson, hasNativeTransport } = require('./helpers');
+const { TestClient, joinedClient, EventStreamClient, assertQuiet, postJson, hasNativeTransport } = require('./helpers');
 
 const frameworks = {
   express: require('../examples/express/server.js'),
@@ -37,6 +37,20 @@ for (const [name, example] of Object.entries(frameworks)) {
       const expiresAt = Date.parse(body.expiresAt);
       assert.ok(expiresAt > Date.now() + 29 * 60 * 1000, `expiresAt ${body.expiresAt} is 30 minutes away`);
       assert.equal(server.sessionManager.getSession(body.sessionId).sessionId, body.sessionId);
+    });
+
+    it('serves members over Server-Sent Events beside the WebSocket route, for networks that refuse the upgrade', async () => {
+      const { wsUrl, sessionId } = await newSession();
+      const ws = await joinedClient(wsUrl);
+      const sse = await new EventStreamClient(`${server.url}/session/${sessionId}/events`).joined();
+      assert.equal((await ws.nextOfType('client_connected')).json.connectionId, sse.welcome.connectionId);
+      ws.send('{"type":"cursor","x":1}');
+      assert.equal((await sse.nextOfType('cursor')).text, '{"type":"cursor","x":1}');
+      assert.equal((await sse.send('{"type":"reply","ok":true}')).status, 202);
+      assert.equal((await ws.nextOfType('reply')).text, '{"type":"reply","ok":true}');
+      sse.close();
+      await ws.nextOfType('client_disconnected');
+      await ws.close();
     });
 
     it('relays text and binary both ways, byte for byte, never back to the sender', async () => {

@@ -108,26 +108,37 @@ class TestClient {
 
 /**
  * A member over Server-Sent Events, as a browser behind a proxy that refuses upgrades is:
- * `fetch` streams `<path>/events` and parses it; `send` POSTs to the welcome's send URL.
- * Keeps every event, with TestClient's `next`, `nextOfType` and `closed` (the `close`
- * event's code and reason, or 1006 when the stream just ended).
+ * streams `<path>/events` (node:http, one connection of its own: fetch would open a spare
+ * one after an abort, which keeps servers from closing) and parses it; `send` POSTs to the
+ * welcome's send URL. Keeps every event, with TestClient's `next`, `nextOfType` and
+ * `closed` (the `close` event's code and reason, or 1006 when the stream just ended).
  */
 class EventStreamClient extends TestClient {
   constructor(url, { headers = {} } = {}) {
     super(null);
     this.url = url;
-    this.abort = new AbortController();
-    this.opened = fetch(url, { headers: { accept: 'text/event-stream', ...headers }, signal: this.abort.signal }).then(async (response) => {
-      this.status = response.status;
-      if (response.status !== 200) {
-        this.refusal = await response.json().catch(() => null);
-        this.ended({ code: 1006, reason: `HTTP ${response.status}` });
-        throw Object.assign(new Error(`event stream refused: ${response.status} ${JSON.stringify(this.refusal)}`), { status: response.status, body: this.refusal });
-      }
-      this.read(response.body).catch(() => {}).finally(() => this.ended({ code: 1006, reason: '' }));
-      return response;
+    this.opened = new Promise((resolve, reject) => {
+      this.request = http.get(url, { agent: false, headers: { accept: 'text/event-stream', ...headers } }, (response) => {
+        this.status = response.statusCode;
+        if (response.statusCode !== 200) {
+          let body = '';
+          response.on('data', (chunk) => (body += chunk));
+          response.on('end', () => {
+            this.refusal = safeParse(body);
+            this.ended({ code: 1006, reason: `HTTP ${response.statusCode}` });
+            reject(Object.assign(new Error(`event stream refused: ${response.statusCode} ${body}`), { status: response.statusCode, body: this.refusal }));
+          });
+          return;
+        }
+        resolve(response);
+        this.read(response).catch(() => {}).finally(() => this.ended({ code: 1006, reason: '' }));
+      });
+      this.request.on('error', (err) => {
+        this.ended({ code: 1006, reason: err.message });
+        reject(err);
+      });
     });
-    this.opened.catch(() => this.ended({ code: 1006, reason: 'no stream' }));
+    this.opened.catch(() => {});
   }
 
   async read(body) {
@@ -185,7 +196,7 @@ class EventStreamClient extends TestClient {
   }
 
   close() {
-    this.abort.abort();
+    this.request.destroy();
     return this.closed;
   }
 }

@@ -14,8 +14,9 @@ const PATHS = Symbol('switchyard event-stream paths');
  */
 function serve(manager, req, res, options) {
   if (req.method !== 'POST') return manager.eventStream(req, res, undefined, options);
-  // A body parser before this handler has read the body already.
-  if (req.readableEnded || req.body !== undefined) {
+  // A body parser before this handler has read the body already (body-parser marks it
+  // `_body`; one that did not match the content type left the stream unread).
+  if (req.readableEnded || req._body === true) {
     const given = typeof req.body === 'string' || Buffer.isBuffer(req.body) ? req.body : JSON.stringify(req.body ?? '');
     return manager.eventStream(req, res, Buffer.from(given), options);
   }

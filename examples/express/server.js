@@ -34,6 +34,12 @@ async function start({ port = 3000, host, config } = {}) {
 
   app.get('/api/stats', (req, res) => res.json(sessionManager.getStats()));
 
+  // Members over Server-Sent Events, for browsers whose network refuses the WebSocket
+  // upgrade: @switchyard/client falls back to these by itself.
+  const eventStreams = sessionManager.eventStreamHandler();
+  app.get('/session/:sessionId/events', eventStreams);
+  app.post('/session/:sessionId/send', eventStreams);
+
   // The admin view (live sessions, connections, message rates, relay latency) and the
   // Prometheus metrics. Open to anyone here: in production, pass a token (the page asks
   // for it) or mount both behind your own auth.

@@ -25,6 +25,21 @@ async function start({ port = 3000, host, config } = {}) {
     deleted: sessionManager.deleteSession(request.params.sessionId),
   }));
 
+  // Members over Server-Sent Events, for browsers whose network refuses the WebSocket
+  // upgrade: @switchyard/client falls back to these by itself. The handler reads its own
+  // body, so Fastify's parsers are left out of these two routes.
+  const eventStreams = sessionManager.eventStreamHandler();
+  fastify.register(async (scoped) => {
+    scoped.removeAllContentTypeParsers();
+    scoped.addContentTypeParser('*', (request, payload, done) => done(null));
+    const raw = (request, reply) => {
+      reply.hijack();
+      eventStreams(request.raw, reply.raw);
+    };
+    scoped.get('/session/:sessionId/events', raw);
+    scoped.post('/session/:sessionId/send', raw);
+  });
+
   fastify.register(async (scoped) => {
     // @fastify/websocket 11 passes the ws WebSocket itself (older versions: connection.socket).
     scoped.get('/session/:sessionId', { websocket: true }, (socket, request) => {

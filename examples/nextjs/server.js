@@ -1,5 +1,5 @@
-// examples/nextjs/server.js: a custom Next.js server that hands /session/:id upgrades to
-// Switchyard; pages/api/sessions.js creates sessions, app/api/realtime/route.js is the
+// examples/nextjs/server.js: a custom Next.js server that hands /session/:id upgrades (and
+// their event-stream fallback) to Switchyard; pages/api/sessions.js creates sessions, app/api/realtime/route.js is the
 // App Router fallback for clients without a WebSocket.
 const fs = require('node:fs');
 const { createServer } = require('node:http');
@@ -20,7 +20,13 @@ async function start({ port = 3000, host, config, dev = false, dir = __dirname }
   const app = next({ dev, dir });
   await app.prepare();
   const handle = app.getRequestHandler();
-  const server = createServer((req, res) => handle(req, res));
+  // Members over Server-Sent Events, for browsers whose network refuses the WebSocket
+  // upgrade (@switchyard/client falls back to them by itself); Next.js has the rest.
+  const eventStreams = sessionManager.eventStreamHandler();
+  const server = createServer((req, res) => {
+    if (/^\/session\/[^/]+\/(events|send)(\?|$)/.test(req.url)) return eventStreams(req, res);
+    handle(req, res);
+  });
 
   // ws reads each message whole before the relay sees it: capped at the relay's
   // maxMessageBytes, a bigger one is refused (1009) before it is buffered.
