@@ -60,6 +60,21 @@ const versus = (summary, scenario, server) => (scenario.versus ? summary[scenari
 const CLUSTER_RELAYS = ['binary', 'native', 'socketio'];
 /** The payload-size scenarios compare the native servers with uWebSockets.js and ws. */
 const SIZE_RELAYS = ['native', 'binary', 'uws', 'ws'];
+/** The servers with event-stream members (Server-Sent Events down, POST up): attach(), listen(), eventStreamHandler() and the binary. */
+const EVENT_STREAM_RELAYS = ['native', 'listen', 'bridge', 'binary'];
+/**
+ * Event-stream members and POST senders come from 250 loopback addresses, as users do from
+ * theirs: the binary and listen() cap the connections from one address still waiting for
+ * their request (256), which the binary counts an event stream among for its whole life,
+ * and a saturated listen() has more of its POSTs (a new connection each) waiting.
+ */
+const SPREAD = ['--source-ips', '250'];
+/**
+ * The binary counts a connection among those waiting for their handshake until it closes
+ * unless it becomes a WebSocket, so each event stream holds a place for its life, and the
+ * default cap of 4,096 would refuse the idle scenario's streams past it.
+ */
+const UNCAPPED_WAITING = { MAX_PENDING_HANDSHAKES: '1000000' };
 const scenarios = [
   { name: 'relay', label: '100 sessions x 4 clients x 100 B, max rate', args: ['--sessions', '100', '--clients', '4', '--bytes', '100'] },
   { name: 'relay-w4', label: '100 x 4 x 100 B, window 4 (a sender waits once 4 of its messages are in flight)', args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--window', '4'] },
@@ -109,8 +124,63 @@ const scenarios = [
     env: { COMPRESSION: 'true' },
     relays: ['native', 'bridge', 'binary', 'ws', 'uws'],
   },
+  // Event-stream members beside WebSocket ones, each against the same shape all over
+  // WebSocket (a server does more per wake-up with more messages in flight, so the shape
+  // must match). A POST sender is an event-stream member (its token comes from its
+  // stream's welcome) and every member receives, so senders and SSE receivers are kept
+  // apart: in the fan-out a few WebSocket senders a session and SSE receivers, in the
+  // publish scenarios one POST sender a session and WebSocket receivers.
+  {
+    name: 'fanout-few-senders',
+    label: '10 x 50 x 100 B, window 4, 5 senders a session, all WebSocket',
+    args: ['--sessions', '10', '--clients', '50', '--bytes', '100', '--window', '4', '--senders', '5'],
+    relays: EVENT_STREAM_RELAYS,
+  },
+  {
+    name: 'sse-fanout',
+    label: '10 x 50 x 100 B, window 4, 5 WebSocket senders a session, the 45 others receiving over Server-Sent Events',
+    args: ['--sessions', '10', '--clients', '50', '--bytes', '100', '--window', '4', '--senders', '5', '--sse-receivers', '45', ...SPREAD],
+    relays: EVENT_STREAM_RELAYS,
+    versus: 'fanout-few-senders',
+  },
+  {
+    name: 'one-sender-w4',
+    label: '100 x 4 x 100 B, window 4, one sender a session and three receivers, all WebSocket',
+    args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--window', '4', '--senders', '1'],
+    relays: EVENT_STREAM_RELAYS,
+  },
+  {
+    name: 'post-publish-w4',
+    label: '100 x 4 x 100 B, window 4, one sender a session publishing by POST (one request at a time), three WebSocket receivers',
+    args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--window', '4', '--senders', '1', '--post-senders', ...SPREAD],
+    relays: EVENT_STREAM_RELAYS,
+    versus: 'one-sender-w4',
+  },
+  {
+    name: 'one-sender-w1',
+    label: '100 x 4 x 100 B, window 1, one sender a session and three receivers, all WebSocket',
+    args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--window', '1', '--senders', '1'],
+    relays: EVENT_STREAM_RELAYS,
+  },
+  {
+    name: 'post-publish-w1',
+    label: '100 x 4 x 100 B, window 1, one sender a session publishing by POST, three WebSocket receivers',
+    args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--window', '1', '--senders', '1', '--post-senders', ...SPREAD],
+    relays: EVENT_STREAM_RELAYS,
+    versus: 'one-sender-w1',
+  },
   { name: 'idle', label: '10,000 idle connections', idle: 10_000 },
   { name: 'idle-18k', label: '18,000 idle connections (this machine allows 20,000 open files a process)', idle: 18_000 },
+  { name: 'idle-5k', label: '5,000 idle WebSocket members', idle: 5_000, relays: EVENT_STREAM_RELAYS },
+  {
+    name: 'idle-sse',
+    label: '5,000 idle event-stream members (Server-Sent Events), against as many over WebSocket (idle-5k)',
+    idle: 5_000,
+    args: ['--sse-receivers', '10', ...SPREAD],
+    env: UNCAPPED_WAITING,
+    relays: EVENT_STREAM_RELAYS,
+    versus: 'idle-5k',
+  },
 ].filter((s) => !option('scenarios') || option('scenarios').split(',').includes(s.name));
 
 /** RSS once idle memory has settled: the lowest of several samples, each after a GC. */
@@ -204,7 +274,7 @@ async function measure(server, scenario) {
     if (scenario.idle) {
       const rss = {};
       const connections = scenario.idle;
-      const result = await loadgen([...common, '--idle', '--sessions', String(connections / 10), '--clients', '10'], async (event, child) => {
+      const result = await loadgen([...common, '--idle', '--sessions', String(connections / 10), '--clients', '10', ...(scenario.args ?? [])], async (event, child) => {
         if (event === 'sessions-created') {
           await running.collectGarbage();
           rss.before = rssBytes(pid);
@@ -298,15 +368,21 @@ function markdown(summary, machine, failed, floors) {
     lines.push(`## ${scenario.label}`, '');
     const rows = summary[scenario.name];
     if (scenario.idle) {
+      // Against the same server in another scenario, the difference per connection too.
+      const more = scenario.versus ? [` | more than ${scenario.versus}, settled`, ' ---: |'] : ['', ''];
       lines.push(
         `The RSS the ${scenario.idle.toLocaleString('en-US')} connections added, divided among them: ${IDLE_READ_AFTER_MS / 1000} s after they opened, as a user sees it (no forced GC), and once settled (the lowest of ${SETTLE_SAMPLES} samples a second apart, garbage collected before each: what V8 gives back of the heap that accepting them grew).`,
         '',
-        `| server | RSS per idle connection, ${IDLE_READ_AFTER_MS / 1000} s after | vs ws | settled, after GC |`,
-        '| --- | ---: | ---: | ---: |',
+        `| server | RSS per idle connection, ${IDLE_READ_AFTER_MS / 1000} s after | ${versusLabel(scenario)} | settled, after GC${more[0]} |`,
+        `| --- | ---: | ---: | ---: |${more[1]}`,
       );
       for (const server of serversOf(scenario)) {
         const { bytesPerConnection, settledBytesPerConnection } = rows[server.name];
-        lines.push(`| ${server.label} | ${fmt(bytesPerConnection / 1024, 2)} KiB | ${ratio(bytesPerConnection, rows.ws?.bytesPerConnection)} | ${fmt(settledBytesPerConnection / 1024, 2)} KiB |`);
+        const other = versus(summary, scenario, server);
+        const difference = scenario.versus ? ` | ${fmt((settledBytesPerConnection - other?.settledBytesPerConnection) / 1024, 2)} KiB` : '';
+        lines.push(
+          `| ${server.label} | ${fmt(bytesPerConnection / 1024, 2)} KiB | ${ratio(bytesPerConnection, other?.bytesPerConnection)} | ${fmt(settledBytesPerConnection / 1024, 2)} KiB${difference} |`,
+        );
       }
     } else if (scenario.compressed) {
       lines.push(
@@ -336,17 +412,21 @@ function markdown(summary, machine, failed, floors) {
         );
       }
     } else {
+      // Against the same server in another scenario, per core-second too: what a run capped by the load generator still compares.
+      const perCoreVersus = scenario.versus ? [` | per core-second ${versusLabel(scenario)}`, ' ---: |'] : ['', ''];
       lines.push(
-        `| server | deliveries/s | ${versusLabel(scenario)} | per server core-second | p50 | p99 | p99.9 | server CPU | server RSS | load generator CPU |`,
-        '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+        `| server | deliveries/s | ${versusLabel(scenario)} | per server core-second${perCoreVersus[0]} | p50 | p99 | p99.9 | server CPU | server RSS | load generator CPU |`,
+        `| --- | ---: | ---: | ---: |${perCoreVersus[1]} ---: | ---: | ---: | ---: | ---: | ---: |`,
       );
+      // What a load generator that cannot saturate the server still shows: deliveries per second of the server's own CPU.
+      const perCore = (r) => r.deliveriesPerSec / (r.serverCpuPercent / 100);
       for (const server of serversOf(scenario)) {
         const r = rows[server.name];
         const capped = r.loadgenCpuPercent >= LOADGEN_CAPPED_PERCENT ? ' (capped by the load generator)' : '';
-        // What a load generator that cannot saturate the server still shows: deliveries per second of the server's own CPU.
-        const perCore = r.deliveriesPerSec / (r.serverCpuPercent / 100);
+        const other = versus(summary, scenario, server);
+        const perCoreRatio = scenario.versus ? ` | ${ratio(perCore(r), other && perCore(other))}` : '';
         lines.push(
-          `| ${server.label} | ${fmt(r.deliveriesPerSec)}${capped} | ${ratio(r.deliveriesPerSec, versus(summary, scenario, server)?.deliveriesPerSec)} | ${fmt(perCore)} | ${fmt(r.p50Us / 1000, 2)} ms | ${fmt(r.p99Us / 1000, 2)} ms | ${fmt(r.p999Us / 1000, 2)} ms | ${fmt(r.serverCpuPercent)}% | ${fmt(r.serverRssBytes / 2 ** 20, 1)} MiB | ${fmt(r.loadgenCpuPercent)}% |`,
+          `| ${server.label} | ${fmt(r.deliveriesPerSec)}${capped} | ${ratio(r.deliveriesPerSec, other?.deliveriesPerSec)} | ${fmt(perCore(r))}${perCoreRatio} | ${fmt(r.p50Us / 1000, 2)} ms | ${fmt(r.p99Us / 1000, 2)} ms | ${fmt(r.p999Us / 1000, 2)} ms | ${fmt(r.serverCpuPercent)}% | ${fmt(r.serverRssBytes / 2 ** 20, 1)} MiB | ${fmt(r.loadgenCpuPercent)}% |`,
         );
       }
       if (scenario.floor && floors.length) lines.push('', floorLine(floors));

@@ -1,10 +1,12 @@
 // bench/servers.js: the relays `npm run bench` compares, each a Node process serving
-// `POST /sessions` (answering `{ sessionId }`) and WebSockets at `/session/<id>`:
+// `POST /sessions` (answering `{ sessionId }`) and WebSockets at `/session/<id>`; the
+// switchyard ones also event-stream members at `/session/<id>/events` and `/send`:
 //
 //   native    switchyard, sockets taken over by Rust through attach()
 //   listen    switchyard, WebSockets on a port of the relay's own (listen()); sessions are
 //             created on a Node HTTP server at the third argument's port
-//   bridge    switchyard over ws: ws accepts, handleUpgrade bridges
+//   bridge    switchyard over ws: ws accepts, handleUpgrade bridges; eventStreamHandler()
+//             serves event streams
 //   ws        baseline 1: a plain ws relay, a Map of Sets forwarding the received data
 //   original  baseline 2: the original design, JSON.parse then JSON.stringify per recipient
 //   uws       the peer a Node user would pick instead: uWebSockets.js (v20.30, prebuilt, from
@@ -37,6 +39,7 @@ const perMessageDeflate = compression && { threshold: 256 };
 // PUBLISH_HOOK=sync asks a synchronous publish hook that allows every message.
 const hooks = process.env.PUBLISH_HOOK === 'sync' ? { publish: () => true } : undefined;
 const sessionPath = /^\/session\/([^/?]+)/;
+const eventStreamPath = /^\/session\/[^/?]+\/(events|send)(\?|$)/;
 
 function httpHandler(createSession, peers = () => 1) {
   return (req, res) => {
@@ -100,7 +103,9 @@ const servers = {
   bridge() {
     const manager = new RelaySessionManager({ maxClientsPerSession: 100, history, redis });
     manager.start();
-    const server = http.createServer(httpHandler(() => manager.createSession().sessionId));
+    const api = httpHandler(() => manager.createSession().sessionId);
+    const eventStreams = manager.eventStreamHandler();
+    const server = http.createServer((req, res) => (eventStreamPath.test(req.url) ? eventStreams(req, res) : api(req, res)));
     const wss = new WebSocketServer({ server, perMessageDeflate });
     wss.on('connection', (socket, request) => manager.handleUpgrade(sessionPath.exec(request.url)?.[1] ?? '', socket, request));
     return server;

@@ -14,12 +14,21 @@
 //! around the measured time, so the caller can sample the server's CPU over exactly that
 //! window; its own CPU use over the window is in its output.
 //!
+//! Members may instead be event-stream members (`--sse-receivers`): a raw HTTP/1.1
+//! `GET <session>/events` read as Server-Sent Events, each `data:` event checked as a
+//! WebSocket message is. With `--post-senders` the senders are such members and publish
+//! by POST to the send URL their stream's welcome gave; `--senders` keeps the others of a
+//! session to receiving only; `--source-ips` spreads these HTTP members over loopback
+//! addresses, as a server sees users.
+//!
 //! Everything runs on one thread (a current-thread runtime), so the caller can pin the
 //! load generator to one core and report that core's use.
 
+mod event_stream;
 mod message;
 
 use std::cell::{Cell, RefCell};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +45,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use event_stream::{EventStream, Poster, Welcome};
 use message::Stamp;
 
 #[derive(Parser, Debug, Clone)]
@@ -88,6 +98,55 @@ struct Args {
     /// WebSocket handshakes in flight at once while connecting.
     #[arg(long, default_value_t = 64)]
     connect_concurrency: usize,
+    /// Clients per session that send (the first ones); the others only receive. All of
+    /// them unless given.
+    #[arg(long)]
+    senders: Option<usize>,
+    /// Clients per session (the last ones) that are event-stream members instead of
+    /// WebSockets: `GET <ws-path><session>/events`, read as Server-Sent Events.
+    #[arg(long, default_value_t = 0)]
+    sse_receivers: usize,
+    /// Senders are event-stream members that publish by POST to their send URL, one
+    /// message a request, each waiting for its 202 (and for room in the window).
+    #[arg(long, conflicts_with_all = ["rate", "socketio"])]
+    post_senders: bool,
+    /// Event-stream members and POST senders connect from this many loopback addresses
+    /// (127.0.0.1 to 127.0.0.N, member i from the (i mod N)-th), as a crowd of users
+    /// would, so a server's caps per address (connections waiting for their request)
+    /// are not all spent by one; for a server on loopback.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..))]
+    source_ips: u8,
+}
+
+impl Args {
+    /// Whether the client with index `local` in its session sends.
+    fn sends(&self, local: usize) -> bool {
+        local < self.senders.unwrap_or(self.clients)
+    }
+
+    /// Whether the client with index `local` in its session is an event-stream member.
+    fn over_sse(&self, local: usize) -> bool {
+        (self.post_senders && self.sends(local)) || local + self.sse_receivers >= self.clients
+    }
+
+    /// The local address client `index` connects from, when it is an event-stream member
+    /// and the addresses are spread.
+    fn source(&self, index: usize) -> Option<IpAddr> {
+        (self.source_ips > 1).then(|| IpAddr::from([127, 0, 0, 1 + (index % usize::from(self.source_ips)) as u8]))
+    }
+
+    /// Why the options cannot make a run, if they cannot.
+    fn conflict(&self) -> Option<&'static str> {
+        if self.senders.is_some_and(|senders| senders > self.clients) || self.sse_receivers > self.clients {
+            return Some("--senders and --sse-receivers count clients of a session: at most --clients");
+        }
+        if self.socketio && self.sse_receivers > 0 {
+            return Some("Socket.IO has no event streams: --sse-receivers needs a switchyard server");
+        }
+        // Idle clients send nothing, by either transport.
+        let sse_sender = !self.idle && (0..self.clients).any(|local| self.sends(local) && self.over_sse(local));
+        (sse_sender && !self.post_senders).then_some("an event-stream member can only send by POST: add --post-senders, or fewer --sse-receivers")
+    }
 }
 
 type Sink = SplitSink<WebSocketStream<MaybeTlsStream<TcpStream>>, Message>;
@@ -100,6 +159,8 @@ struct Errors {
     lost: Cell<u64>,
     out_of_order: Cell<u64>,
     disconnected: Cell<u64>,
+    /// Sends by POST not answered 202.
+    refused: Cell<u64>,
 }
 
 /// State shared by every client; single-threaded, hence `Cell`s.
@@ -181,8 +242,26 @@ async fn create_session(args: &Args) -> Result<String, String> {
     json["sessionId"].as_str().map(str::to_owned).ok_or_else(|| format!("no sessionId in {body}"))
 }
 
-async fn connect(args: &Args, index: usize, session: &str, positions: bool) -> Result<(Sink, Source), String> {
-    let query = if positions { "?positions=1" } else { "" };
+/// A connected member, of either transport.
+enum Client {
+    WebSocket(Sink, Source),
+    EventStream(EventStream, Welcome),
+}
+
+/// Connects client `index` as its place in the session says: a WebSocket, or an event stream.
+async fn connect(args: &Args, index: usize, session: &str) -> Result<Client, String> {
+    let local = index % args.clients;
+    let query = if local < args.positions_clients { "?positions=1" } else { "" };
+    if args.over_sse(local) {
+        let server = &args.server[index % args.server.len()];
+        let (stream, welcome) = EventStream::open(server, args.source(index), &format!("{}{session}/events{query}", args.ws_path)).await?;
+        return Ok(Client::EventStream(stream, welcome));
+    }
+    let (sink, source) = connect_websocket(args, index, session, query).await?;
+    Ok(Client::WebSocket(sink, source))
+}
+
+async fn connect_websocket(args: &Args, index: usize, session: &str, query: &str) -> Result<(Sink, Source), String> {
     let server = &args.server[index % args.server.len()];
     let url = format!("ws://{server}{}{session}{query}", args.ws_path);
     // tungstenite zero-fills its whole read buffer before every read: the default 128 KiB
@@ -220,11 +299,41 @@ async fn receive(run: Rc<Run>, me: usize, mut source: Source) {
     }
 }
 
-fn next_message(run: &Run, me: usize) -> Message {
+/// An event-stream member's stream: its events are messages as a WebSocket's are.
+async fn receive_events(run: Rc<Run>, me: usize, mut stream: EventStream) {
+    let mut on_event = |_name: &[u8], data: &[u8]| run.received(me, data);
+    while stream.read(&mut on_event).await {}
+    if !run.stopping.get() {
+        run.errors.disconnected.set(run.errors.disconnected.get() + 1);
+    }
+}
+
+/// The next message of client `me`, stamped now.
+fn next_text(run: &Run, me: usize) -> String {
     let seq = run.sent[me].get();
     run.sent[me].set(seq + 1);
-    let text = message::encode(Stamp { sender: me as u64, seq, sent_us: run.now_us() }, run.bytes);
+    message::encode(Stamp { sender: me as u64, seq, sent_us: run.now_us() }, run.bytes)
+}
+
+fn next_message(run: &Run, me: usize) -> Message {
+    let text = next_text(run, me);
     Message::text(if run.socketio { format!(r#"42["m",{text}]"#) } else { text })
+}
+
+/// Sends by POST, one message a request, while the window has room; stops at the first
+/// send not taken (counted as refused: its message is then lost too).
+async fn post_windowed(run: Rc<Run>, me: usize, mut poster: Poster, window: u64) {
+    while !run.stopping.get() {
+        if run.sent[me].get().saturating_sub(run.delivered_everywhere(me)) >= window {
+            run.room[me].notified().await;
+            continue;
+        }
+        if let Err(err) = poster.post(next_text(&run, me).as_bytes()).await {
+            run.errors.refused.set(run.errors.refused.get() + 1);
+            eprintln!("{}", json!({ "sender": me, "error": err }));
+            return;
+        }
+    }
 }
 
 /// Sends as fast as the window allows, many messages per flush.
@@ -292,6 +401,9 @@ fn main() {
 }
 
 async fn run(args: Args) -> bool {
+    if let Some(conflict) = args.conflict() {
+        return fail(conflict);
+    }
     let total = args.sessions * args.clients;
     let mut session_ids = Vec::with_capacity(args.sessions);
     for _ in 0..args.sessions {
@@ -311,7 +423,7 @@ async fn run(args: Args) -> bool {
             let (args, gate, session) = (args.clone(), gate.clone(), session_ids[i / args.clients].clone());
             tokio::task::spawn_local(async move {
                 let _permit = gate.acquire().await;
-                connect(&args, i, &session, i % args.clients < args.positions_clients).await
+                connect(&args, i, &session).await
             })
         })
         .collect();
@@ -346,8 +458,27 @@ async fn run(args: Args) -> bool {
         errors: Errors::default(),
     });
     let mut senders = Vec::with_capacity(total);
-    for (me, (sink, source)) in clients.into_iter().enumerate() {
+    let mut posters = Vec::new();
+    // The sinks of WebSocket clients that only receive, closed with the others at the end.
+    let mut sinks = Vec::with_capacity(total);
+    for (me, client) in clients.into_iter().enumerate() {
+        let sends = args.sends(me % args.clients);
+        let (sink, source) = match client {
+            Client::WebSocket(sink, source) => (sink, source),
+            Client::EventStream(stream, welcome) => {
+                tokio::task::spawn_local(receive_events(run.clone(), me, stream));
+                if sends {
+                    let poster = Poster::new(&args.server[me % args.server.len()], args.source(me), &welcome);
+                    posters.push(tokio::task::spawn_local(post_windowed(run.clone(), me, poster, args.window.max(1))));
+                }
+                continue;
+            }
+        };
         tokio::task::spawn_local(receive(run.clone(), me, source));
+        if !sends {
+            sinks.push(sink);
+            continue;
+        }
         let run = run.clone();
         senders.push(match args.rate {
             Some(rate) => {
@@ -372,9 +503,11 @@ async fn run(args: Args) -> bool {
     for notify in &run.room {
         notify.notify_one();
     }
-    let mut sinks = Vec::with_capacity(total);
     for sender in senders {
         sinks.push(sender.await.expect("sender task"));
+    }
+    for poster in posters {
+        poster.await.expect("POST sender task");
     }
 
     // Drain: every message sent must reach every other member of its session.
@@ -400,7 +533,12 @@ async fn run(args: Args) -> bool {
 
     let errors = &run.errors;
     let lost = errors.lost.get() + undelivered;
-    let ok = lost == 0 && errors.crossed.get() == 0 && errors.echoed.get() == 0 && errors.out_of_order.get() == 0 && errors.disconnected.get() == 0;
+    let ok = lost == 0
+        && errors.crossed.get() == 0
+        && errors.echoed.get() == 0
+        && errors.out_of_order.get() == 0
+        && errors.disconnected.get() == 0
+        && errors.refused.get() == 0;
     let histogram = run.latency_us.borrow();
     let sent: u64 = run.sent.iter().map(Cell::get).sum();
     println!(
@@ -409,6 +547,8 @@ async fn run(args: Args) -> bool {
             "mode": if args.rate.is_some() { "rate" } else { "throughput" },
             "sessions": args.sessions,
             "clients": args.clients,
+            "sseMembers": (0..args.clients).filter(|&local| args.over_sse(local)).count() * args.sessions,
+            "senders": (0..args.clients).filter(|&local| args.sends(local)).count() * args.sessions,
             "bytes": run.bytes,
             "measuredMs": measured_for.as_millis() as u64,
             "sent": sent,
@@ -427,6 +567,7 @@ async fn run(args: Args) -> bool {
                 "echoed": errors.echoed.get(),
                 "outOfOrder": errors.out_of_order.get(),
                 "disconnected": errors.disconnected.get(),
+                "refused": errors.refused.get(),
             },
             "ok": ok,
         })
