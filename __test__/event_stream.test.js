@@ -236,7 +236,32 @@ describe('event-stream members beside attach()', { skip: !hasNativeTransport && 
   });
 });
 
-describe('event-stream members: heartbeats and slow readers', () => {
+describe('event-stream members: heartbeats, slow readers and connections', () => {
+  it('gives up its place among the pending handshakes once a stream is open, and serves a request line that comes in pieces (binary)', { skip: !hasNativeTransport && 'the binary is tested with the native build' }, async () => {
+    const binary = await startBinary({ args: ['--max-pending-handshakes-per-ip', '4'] });
+    const host = managedBinary(binary);
+    try {
+      await host.createSession({ sessionId: 'many', maxClients: 20 });
+      const streams = [];
+      for (let i = 0; i < 12; i++) streams.push(await new EventStreamClient(host.events('many')).joined());
+      assert.equal((await host.stats()).connectionsByTransport.sse, 12, 'three times the per-address cap of waiting handshakes');
+
+      const slow = new RawClient(binary.port);
+      await slow.connected;
+      // Flushed apart: hyper reads this request, not the stream's own path.
+      await new Promise((resolve) => slow.socket.write('GET /session/many/ev', resolve));
+      await host.stats();
+      slow.write('ents HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n');
+      await slow.until(() => slow.received.includes('event: welcome'), 'the welcome');
+      assert.match(slow.received.toString(), /^HTTP\/1\.1 200 /);
+      assert.equal((await host.stats()).connectionsByTransport.sse, 13);
+      slow.socket.destroy();
+      await Promise.all(streams.map((stream) => stream.close()));
+    } finally {
+      await host.close();
+    }
+  });
+
   const beatingHosts = {
     binary: async () => managedBinary(await startBinary({ args: ['--ping-interval', '300', '--heartbeat-timeout', '1500'] })),
     express: async () => {

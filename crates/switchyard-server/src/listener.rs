@@ -78,7 +78,7 @@ pub trait Upgrades: Send + Sync + 'static {
 }
 
 /// Why no request came.
-enum HeadError {
+pub enum HeadError {
     /// The connection closed (or failed) first.
     Closed,
     /// 431: longer than [`MAX_HEAD_BYTES`], or more than [`MAX_HEADERS`] headers.
@@ -119,7 +119,7 @@ pub async fn serve(listener: TcpListener, waiting: Arc<Waiting>, stop: Cancellat
 }
 
 /// Reads until the request head is whole: the request, and the bytes after it.
-async fn read_request(tcp: &mut TcpStream, address: IpAddr) -> Result<(Request, Bytes), HeadError> {
+pub async fn read_request(tcp: &mut TcpStream, address: IpAddr) -> Result<(Request, Bytes), HeadError> {
     let mut buffer = vec![0; MAX_HEAD_BYTES];
     let mut filled = 0;
     loop {

@@ -10,15 +10,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use switchyard_core::{ConnectionRefusal, Identity, Route};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{self, TokenAuth, Upgrade, Verdict};
 use crate::engine::Engine;
-use crate::event_stream::native::{self, EventStream};
+use crate::event_stream::native::{self, http_answer, EventStream};
 use crate::event_stream::{self, Endpoint, SendError};
-use crate::listener::{answer, serve, Request, Upgrades};
+use crate::listener::{answer, read_request, serve, Request, Upgrades};
 use crate::path_pattern::PathPattern;
 use crate::waiting::{Limits, Waiting};
 use crate::{handshake, Accepted, Spawner, CLOSE_TIMEOUT};
@@ -76,10 +76,10 @@ impl<G: Gatekeeper> Upgrades for RelayPort<G> {
         }
         let beside = Endpoint::split(&request.url).and_then(|(base, endpoint)| Some((self.pattern.route(&base)?, endpoint)));
         match (beside, request.method.as_str()) {
-            (Some(_), "OPTIONS") => self.respond(tcp, http_answer(204, "No Content", "", "")),
+            (Some(_), "OPTIONS") => self.respond(tcp, http_answer(204, "", "", false)),
             (Some((route, Endpoint::Events)), "GET") => self.event_stream(tcp, request, route).await,
             (Some((route, Endpoint::Send)), "POST") => self.send(tcp, request, rest, route).await,
-            (Some(_), _) => self.respond(tcp, http_answer(405, "Method Not Allowed", "", "")),
+            (Some(_), _) => self.respond(tcp, http_answer(405, "METHOD_NOT_ALLOWED", "GET <path>/events, POST <path>/send", false)),
             (None, _) => {
                 self.engine.relay.handshake_failed();
                 self.respond(tcp, handshake::http_error(404, "Not Found", "No WebSocket is served at this path", ""))
@@ -154,43 +154,59 @@ impl<G: Gatekeeper> RelayPort<G> {
             },
         };
         let (status, code) = event_stream::refusal_status(refusal);
-        self.respond(tcp, http_answer(status, "Refused", code, &refusal.to_string()));
+        self.respond(tcp, http_answer(status, code, &refusal.to_string(), false));
     }
 
-    /// A member's frames, in a body of `content-length` bytes (`rest` its start).
-    async fn send(&self, mut tcp: TcpStream, request: Request, rest: Bytes, route: Route) {
+    /// A member's frames, in a body of `content-length` bytes (`rest` its start), and then
+    /// those of the sends that follow on the same connection (keep-alive, as a browser's
+    /// `fetch` sends them), until the client closes it, asks to, or sends something else.
+    async fn send(&self, mut tcp: TcpStream, mut request: Request, mut rest: Bytes, route: Route) {
+        let mut route = route;
+        loop {
+            let Some((answer, keep_alive)) = self.one_send(&mut tcp, &request, &rest, &route).await else { return };
+            if !keep_alive {
+                return self.respond(tcp, answer);
+            }
+            if tcp.write_all(&answer).await.is_err() {
+                return;
+            }
+            let next = tokio::time::timeout(KEEP_ALIVE, read_request(&mut tcp, request.address)).await;
+            let Ok(Ok((next, after))) = next else { return };
+            let beside = Endpoint::split(&next.url).and_then(|(base, endpoint)| Some((self.pattern.route(&base)?, endpoint)));
+            match (beside, next.method.as_str()) {
+                (Some((next_route, Endpoint::Send)), "POST") => (request, rest, route) = (next, after, next_route),
+                _ => return self.respond(tcp, http_answer(400, "INVALID_REQUEST", "Only sends may follow a send on one connection", false)),
+            }
+        }
+    }
+
+    /// Reads one send's body and hands it to the relay: the answer, and whether the
+    /// connection stays open; `None` when the client went away.
+    async fn one_send(&self, tcp: &mut TcpStream, request: &Request, rest: &Bytes, route: &Route) -> Option<(Vec<u8>, bool)> {
         let limit = event_stream::body_limit(&self.engine.relay);
         let length = request.header("content-length").and_then(|length| length.trim().parse::<usize>().ok());
         let body = match length {
             None => Err(SendError::Malformed("sent with a Content-Length")),
             Some(length) if length > limit => Err(SendError::TooLarge(limit)),
+            Some(length) if rest.len() > length => Err(SendError::Malformed("one request at a time: wait for each answer")),
             Some(length) => {
                 let mut body = rest.to_vec();
-                body.resize(length.max(body.len()), 0);
-                let read = body.len().min(rest.len());
-                let filled = tokio::time::timeout(CLOSE_TIMEOUT, tcp.read_exact(&mut body[read..])).await;
-                match filled {
-                    Ok(Ok(_)) => Ok(body),
-                    _ => return,
-                }
+                body.resize(length, 0);
+                tokio::time::timeout(CLOSE_TIMEOUT, tcp.read_exact(&mut body[rest.len()..])).await.ok()?.ok()?;
+                Ok(body)
             }
         };
+        let keep_alive = body.is_ok() && !request.header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close"));
         let sent = body.and_then(|body| {
             let token = request.header(event_stream::SEND_TOKEN_HEADER);
-            event_stream::send(&self.engine.relay, &self.engine.send_tokens, &route, token, request.header("content-type"), &body)
+            event_stream::send(&self.engine.relay, &self.engine.send_tokens, route, token, request.header("content-type"), &body)
         });
-        let answer = match sent {
-            Ok(_) => http_answer(202, "Accepted", "", ""),
-            Err(error) => http_answer(error.status(), "Refused", error.code(), &error.to_string()),
-        };
-        self.respond(tcp, answer);
+        Some(match sent {
+            Ok(_) => (http_answer(202, "", "", keep_alive), keep_alive),
+            Err(error) => (http_answer(error.status(), error.code(), &error.to_string(), keep_alive), keep_alive),
+        })
     }
 }
 
-/// An answer of the event-stream routes: the HTTP API's error body for a `code`, and the
-/// headers that let a page of another origin read it.
-fn http_answer(status: u16, reason: &str, code: &str, message: &str) -> Vec<u8> {
-    let cors: String = event_stream::CORS.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
-    let body = if code.is_empty() { String::new() } else { event_stream::error_body(code, message) };
-    format!("HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{cors}\r\n{body}", body.len()).into_bytes()
-}
+/// How long a connection that sent a send may wait idle for the next.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(5);

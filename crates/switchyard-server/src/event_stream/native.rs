@@ -138,6 +138,17 @@ pub fn response_head() -> Vec<u8> {
     head
 }
 
+/// A whole answer of the event-stream routes on a socket written by hand: `code` and
+/// `message` as the HTTP API's error body (none when `code` is empty), the CORS headers,
+/// and `keep_alive` or the connection's end.
+pub fn http_answer(status: u16, code: &str, message: &str, keep_alive: bool) -> Vec<u8> {
+    let reason = hyper::StatusCode::from_u16(status).ok().and_then(|status| status.canonical_reason()).unwrap_or("Error");
+    let cors: String = CORS.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
+    let body = if code.is_empty() { String::new() } else { super::error_body(code, message) };
+    let connection = if keep_alive { "keep-alive" } else { "close" };
+    format!("HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: {connection}\r\n{cors}\r\n{body}", body.len()).into_bytes()
+}
+
 /// Writes a stream to a socket taken whole, after `preface` (the response head, unless
 /// already written), until the stream ends or the client goes away.
 pub async fn serve(mut tcp: TcpStream, preface: Vec<u8>, mut stream: EventStream) {

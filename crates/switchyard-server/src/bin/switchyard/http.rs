@@ -4,7 +4,7 @@
 //! Errors are JSON: `{"error":{"code":"SESSION_NOT_FOUND","message":"..."}}`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
@@ -30,7 +30,11 @@ use switchyard_server::engine::{Engine, Held};
 use switchyard_server::admission::{self, Refused, TokenAuth, Upgrade};
 use switchyard_server::auth::{self, constant_time_eq};
 use switchyard_server::metrics::{self, HostGauge};
-use switchyard_server::event_stream::{self, native::EventStream, SendError};
+use switchyard_server::event_stream::native::{self, EventStream};
+use switchyard_server::event_stream::{self, Endpoint, SendError};
+use switchyard_server::listener;
+use switchyard_server::path_pattern::PathPattern;
+use switchyard_server::waiting::Slot;
 use switchyard_server::{handshake, now, Accepted, Spawner};
 use tokio::net::TcpStream;
 use tracing::error;
@@ -161,20 +165,47 @@ async fn upgrade_to_session(
     upgrade(app, peer, Route::Session(session_id), request, held).await
 }
 
+/// Why a request to join was refused before the relay saw it.
+struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl Refusal {
+    /// The refusal as the event-stream routes give their errors: JSON, with a code.
+    fn api_error(self) -> ApiError {
+        let code = match self.status {
+            StatusCode::UNAUTHORIZED => "UNAUTHORIZED",
+            StatusCode::TOO_MANY_REQUESTS => "RATE_LIMITED",
+            StatusCode::FORBIDDEN => "FORBIDDEN",
+            _ => "UNAVAILABLE",
+        };
+        ApiError::new(self.status, code, self.message)
+    }
+}
+
+/// A WebSocket upgrade's refusal is plain text, as it always was.
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, self.message).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
 /// Who a request to join is: admission's answer (429 for an address opening connections
 /// too fast, 401 without a valid token when tokens are configured), then the backend
 /// proxy's when it asks (403 when it says no, 503 when it does not answer).
-async fn admit(app: &App, peer: SocketAddr, route: &Route, parts: &axum::http::request::Parts, url: &str) -> Result<(Identity, Option<&'static str>), Response> {
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+async fn admit(app: &App, peer: SocketAddr, route: &Route, headers: &HeaderMap, url: &str) -> Result<(Identity, Option<&'static str>), Refusal> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let upgrade = Upgrade { url: Some(url), address: Some(peer.ip()), header };
+    let refusal = |status, message: String| Refusal { status, message };
     let (identity, protocol) = match admission::admit(&app.engine.relay, app.auth.as_deref(), upgrade, Identity::default()) {
         Ok(admitted) => (admitted.identity, admitted.protocol),
-        Err(refused @ Refused::TooManyConnections) => return Err((StatusCode::TOO_MANY_REQUESTS, refused.to_string()).into_response()),
-        Err(refused @ Refused::Unauthorized(_)) => {
-            let mut response = (StatusCode::UNAUTHORIZED, refused.to_string()).into_response();
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return Err(response);
-        }
+        Err(refused @ Refused::TooManyConnections) => return Err(refusal(StatusCode::TOO_MANY_REQUESTS, refused.to_string())),
+        Err(refused @ Refused::Unauthorized(_)) => return Err(refusal(StatusCode::UNAUTHORIZED, refused.to_string())),
     };
     let identity = match &app.proxy {
         Some(proxy) if proxy.asks_connect() => {
@@ -182,11 +213,11 @@ async fn admit(app: &App, peer: SocketAddr, route: &Route, parts: &axum::http::r
                 Route::Session(id) => Some(id.as_str()),
                 Route::Sessionless => None,
             };
-            let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
             match proxy.connect(session, header, Some(peer.ip().to_string()), identity).await {
                 Ok(Ok(identity)) => identity,
-                Ok(Err(disconnect)) => return Err((StatusCode::FORBIDDEN, disconnect.reason).into_response()),
-                Err(_) => return Err((StatusCode::SERVICE_UNAVAILABLE, "The application did not answer").into_response()),
+                Ok(Err(disconnect)) => return Err(refusal(StatusCode::FORBIDDEN, disconnect.reason)),
+                Err(_) => return Err(refusal(StatusCode::SERVICE_UNAVAILABLE, "The application did not answer".to_owned())),
             }
         }
         _ => identity,
@@ -199,9 +230,9 @@ async fn admit(app: &App, peer: SocketAddr, route: &Route, parts: &axum::http::r
 async fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request, held: Held) -> Response {
     let (mut parts, _body) = request.into_parts();
     let url = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    let (identity, protocol) = match admit(&app, peer, &route, &parts, &url).await {
+    let (identity, protocol) = match admit(&app, peer, &route, &parts.headers, &url).await {
         Ok(admitted) => admitted,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let accept = match handshake::accept(parts.method.as_str(), header) {
@@ -264,16 +295,17 @@ async fn events_to_session(
 }
 
 /// A member over Server-Sent Events, for clients whose network refuses the upgrade:
-/// admitted as an upgrade is, then its stream (`200 text/event-stream`), or the relay's
-/// refusal as an HTTP error (404 no such session, 409 full).
+/// admitted as an upgrade is, then its stream (`200 text/event-stream`), or the refusal as
+/// the HTTP API's error (404 no such session, 409 full). Most streams are served by
+/// [`raw_event_stream`] instead; this serves those whose request line came in pieces.
 async fn event_stream(app: Arc<App>, peer: SocketAddr, route: Route, request: Request) -> Response {
     let (parts, _body) = request.into_parts();
     let url = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let last_event_id = parts.headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let url = event_stream::resume_url(url, last_event_id).into_owned();
-    let identity = match admit(&app, peer, &route, &parts, &url).await {
+    let identity = match admit(&app, peer, &route, &parts.headers, &url).await {
         Ok((identity, _)) => identity,
-        Err(response) => return response,
+        Err(refusal) => return refusal.api_error().into_response(),
     };
     match EventStream::open(&app.engine, route, identity, event_stream::send_url(&url)).await {
         Ok(stream) => {
@@ -289,6 +321,42 @@ async fn event_stream(app: Arc<App>, peer: SocketAddr, route: Route, request: Re
         }
     }
 }
+
+/// An event stream on a connection that opened with its request (see accept.rs), served
+/// without hyper: its place among the waiting handshakes is given up once it is open.
+pub async fn raw_event_stream(app: Arc<App>, tcp: TcpStream, peer: SocketAddr, request: listener::Request, slot: Slot) {
+    match open_raw_event_stream(&app, peer, &request).await {
+        Ok(stream) => {
+            drop(slot);
+            app.spawner.tasks.track_future(native::serve(tcp, native::response_head(), stream)).await;
+        }
+        Err(error) => listener::answer(tcp, native::http_answer(error.status.as_u16(), error.code, &error.message, false)).await,
+    }
+}
+
+async fn open_raw_event_stream(app: &Arc<App>, peer: SocketAddr, request: &listener::Request) -> Result<EventStream, ApiError> {
+    let route = match Endpoint::split(&request.url) {
+        Some((base, Endpoint::Events)) if base.split('?').next() == Some("/") => Some(Route::Sessionless),
+        Some((base, Endpoint::Events)) => SESSION_PATH.route(&base),
+        _ => None,
+    };
+    let route = route.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "Event streams are at /session/<id>/events and /events"))?;
+    let mut headers = HeaderMap::new();
+    for (name, value) in request.headers_as_node_folds_them() {
+        if let (Ok(name), Ok(value)) = (header::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
+            headers.insert(name, value);
+        }
+    }
+    let url = event_stream::resume_url(&request.url, request.header("last-event-id")).into_owned();
+    let (identity, _) = admit(app, peer, &route, &headers, &url).await.map_err(Refusal::api_error)?;
+    EventStream::open(&app.engine, route, identity, event_stream::send_url(&url)).await.map_err(|refusal| {
+        let (status, code) = event_stream::refusal_status(refusal);
+        ApiError::new(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), code, refusal.to_string())
+    })
+}
+
+/// The binary's WebSocket path for sessions, which event streams stand beside.
+static SESSION_PATH: LazyLock<PathPattern> = LazyLock::new(|| PathPattern::parse("/session/:sessionId").expect("a valid pattern"));
 
 /// A stream's text as a response body.
 struct Chunks(EventStream);

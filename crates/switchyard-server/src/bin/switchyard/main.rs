@@ -165,7 +165,7 @@ async fn serve(args: cli::Args, config: Config, auth: Option<TokenAuth>, applica
     let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn({
         let relay = relay.clone();
-        accept::serve(listener, http::router(app), waiting, move || relay.handshake_failed(), accepting_stopped)
+        accept::serve(listener, app, waiting, move || relay.handshake_failed(), accepting_stopped)
     });
 
     let cause = shutdown_cause(launcher).await;
