@@ -1,6 +1,6 @@
 //! Accepts TCP connections for the HTTP server, each holding a place among the
-//! [`Waiting`] until it becomes a WebSocket or an event stream, or closes, and sending its
-//! request head within the deadline and in at most [`MAX_HEAD_BYTES`]. A connection that
+//! [`Waiting`] until its first request has come, and sending each request head within the
+//! deadline and in at most [`MAX_HEAD_BYTES`]. A connection that
 //! opens with an event stream's request is served without hyper: the stream is all it
 //! will carry, and it then costs what a WebSocket does.
 
@@ -38,9 +38,12 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, waiting: Arc<Waiting>, 
                 }
                 return;
             }
+            // Given up once a whole request has come: a keep-alive connection (a browser's
+            // sends, the API's clients) is then bounded by hyper's header timeout, which
+            // ends one idle for that long, not by the handshakes' caps.
+            let slot = std::sync::Mutex::new(Some(slot));
             let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                // The service lives as long as the HTTP connection, and the slot with it.
-                let _held = &slot;
+                slot.lock().map(|mut slot| slot.take()).ok();
                 request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
                 let mut router = router.clone();
                 // A Router is always ready: `call` needs no `poll_ready` first.
