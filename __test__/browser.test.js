@@ -684,6 +684,295 @@ function defineBrowserTests() {
       await logLine(first, { kind: 'leave', who: secondName });
       assert.deepEqual(consoleErrors, []);
     });
+
+    describe('HTTP fallback (SSE)', () => {
+      // What Chromium logs, as errors, for the upgrades the proxy refuses and the streams
+      // it cuts: expected here, and nothing else.
+      const expectedNoise = [
+        /WebSocket connection to '.*' failed: Error during WebSocket handshake: Unexpected response code: 400/,
+        /Failed to load resource: net::ERR_(INCOMPLETE_CHUNKED_ENCODING|CONNECTION_RESET|EMPTY_RESPONSE|CONNECTION_CLOSED)/,
+      ];
+      const unexpectedErrors = () => consoleErrors.filter((line) => !expectedNoise.some((noise) => noise.test(line)));
+      const patient = { timeout: 20_000 };
+
+      /**
+       * An HTTP proxy in front of the binary at `port`, as a corporate proxy would be: it
+       * answers 400 to every WebSocket upgrade until `letUpgradesThrough()`, and pipes
+       * every other request both ways as it streams. It serves the pages and the client
+       * package itself (at / and /client/), so that a page and its event stream share an
+       * origin (and its icon). `cutStreamAfter(n)` cuts the next event stream once n more events (with
+       * data) went through: the browser's side of it is destroyed, the binary's is left
+       * open and silent, as after a network loss. `hold()` keeps new requests and
+       * upgrades waiting until `release()`. `log` lists each upgrade and event stream
+       * asked for, in order; `cutAt` is when a stream was cut.
+       */
+      async function fallbackProxy(port) {
+        const net = require('node:net');
+        const { StringDecoder } = require('node:string_decoder');
+        const proxy = { log: [], cutAt: null, upgrades: false, held: null, budget: null };
+        const sockets = new Set();
+        const track = (socket) => {
+          sockets.add(socket);
+          socket.on('close', () => sockets.delete(socket));
+          socket.on('error', () => {});
+        };
+        const later = (go) => (proxy.held ? proxy.held.push(go) : go());
+
+        function forward(req, res) {
+          const upstream = http.request({ host: '127.0.0.1', port, method: req.method, path: req.url, headers: req.headers, agent: false });
+          let cut = false;
+          upstream.on('response', (answer) => {
+            track(answer.socket);
+            res.writeHead(answer.statusCode, answer.headers);
+            res.flushHeaders();
+            if (!/^text\/event-stream/.test(answer.headers['content-type'] ?? '')) return answer.pipe(res);
+            // An event stream goes on an event at a time, so that it can be cut between two.
+            const decoder = new StringDecoder('utf8');
+            let text = '';
+            answer.on('data', (chunk) => {
+              text += decoder.write(chunk);
+              for (let end = /\r?\n\r?\n/.exec(text); end && !cut; end = /\r?\n\r?\n/.exec(text)) {
+                const event = text.slice(0, end.index + end[0].length);
+                text = text.slice(event.length);
+                res.write(event);
+                if (proxy.budget !== null && /^data:/m.test(event) && --proxy.budget === 0) {
+                  proxy.budget = null;
+                  proxy.cutAt = Date.now();
+                  cut = true;
+                  answer.pause();
+                  res.socket.destroy();
+                }
+              }
+            });
+            answer.on('end', () => cut || res.end());
+          });
+          upstream.on('error', () => res.destroy());
+          res.on('close', () => cut || upstream.destroy());
+          req.pipe(upstream);
+        }
+
+        const server = http.createServer((req, res) => {
+          const { pathname } = new URL(req.url, 'http://localhost');
+          if (pathname.startsWith('/client/')) {
+            const file = path.join(clientDir, path.basename(pathname));
+            if (!fs.existsSync(file)) return res.writeHead(404).end();
+            res.writeHead(200, { 'content-type': types[path.extname(file)] ?? 'application/octet-stream' });
+            return fs.createReadStream(file).pipe(res);
+          }
+          if (pathname === '/') return res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>switchyard test</title>');
+          // The page's icon, asked for by Chromium: not the relay's to answer.
+          if (pathname === '/favicon.ico') return res.writeHead(204).end();
+          if (pathname.endsWith('/events')) proxy.log.push('events');
+          later(() => forward(req, res));
+        });
+        server.on('connection', track);
+        server.on('upgrade', (req, socket, head) => {
+          proxy.log.push('upgrade');
+          later(() => {
+            if (socket.destroyed) return;
+            if (!proxy.upgrades) {
+              const body = 'This proxy refuses WebSocket upgrades';
+              return socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
+            }
+            const upstream = net.connect(port, '127.0.0.1', () => {
+              const lines = [`${req.method} ${req.url} HTTP/${req.httpVersion}`];
+              for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+              upstream.write(`${lines.join('\r\n')}\r\n\r\n`);
+              upstream.write(head);
+              socket.pipe(upstream);
+              upstream.pipe(socket);
+            });
+            track(upstream);
+            upstream.on('close', () => socket.destroy());
+            socket.on('close', () => upstream.destroy());
+          });
+        });
+        await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+        Object.assign(proxy, {
+          url: `http://127.0.0.1:${server.address().port}`,
+          ws: `ws://127.0.0.1:${server.address().port}`,
+          letUpgradesThrough: () => (proxy.upgrades = true),
+          cutStreamAfter: (events) => (proxy.budget = events),
+          hold: () => (proxy.held ??= []),
+          release() {
+            const held = proxy.held ?? [];
+            proxy.held = null;
+            for (const go of held) go();
+          },
+          async close() {
+            proxy.held = null;
+            for (const socket of sockets) socket.destroy();
+            server.closeAllConnections();
+            await new Promise((resolve) => server.close(resolve));
+          },
+        });
+        cleanups.push(() => proxy.close());
+        return proxy;
+      }
+
+      /** A backend for the binary's `--proxy-request-url`: doubles `n`, and says which connection asked. */
+      async function requestBackend() {
+        const backend = http.createServer((req, res) => {
+          let body = '';
+          req.on('data', (chunk) => (body += chunk));
+          req.on('end', () => {
+            const call = JSON.parse(body);
+            res.writeHead(200, { 'content-type': 'application/json' });
+            res.end(JSON.stringify({ result: { payload: { doubled: call.payload.n * 2, connectionId: call.connectionId } } }));
+          });
+        });
+        await new Promise((resolve) => backend.listen(0, '127.0.0.1', resolve));
+        cleanups.push(() => new Promise((resolve) => backend.close(resolve)));
+        return `http://127.0.0.1:${backend.address().port}/request`;
+      }
+
+      /** The binary, with a session of 8 members that keeps its last 1000 publications. */
+      async function binaryWithSession(args = []) {
+        const { startBinary, stopBinaries, postJson } = require('./helpers');
+        const server = await startBinary({ args });
+        cleanups.push(() => stopBinaries());
+        const created = await postJson(`${server.base}/v1/sessions`, { maxClients: 8, history: { size: 1000, ttlMs: 600_000 } });
+        assert.equal(created.status, 201, JSON.stringify(created.body));
+        return { server, sessionId: created.body.sessionId };
+      }
+
+      /**
+       * A page whose RelayClient connects to `url` with `options` (`recover`, quick
+       * reconnects...): window.statuses holds `<status> <transport>` at each change,
+       * window.got the `n` of each `tick`, window.events `recovered`/`resync`, window.me
+       * its connection id. Resolves once it is open, with how long that took (ms).
+       */
+      async function clientPage(origin, url, options, before = []) {
+        const opened = await page(`${origin}/`);
+        const took = await opened.evaluate(
+          async ({ url, options, before }) => {
+            const { RelayClient } = await import('/client/index.js');
+            Object.assign(window, { statuses: [], got: [], events: [], me: null });
+            const started = performance.now();
+            window.relay = new RelayClient(url, options);
+            window.relay.onStatusChange((status, transport) => window.statuses.push(`${status} ${transport}`));
+            window.relay.on('client_connected', (welcome) => welcome.clientId === 'relay-server' && (window.me = welcome.connectionId));
+            window.relay.on('tick', (message) => window.got.push(message.n));
+            window.relay.on('recovered', () => window.events.push('recovered'));
+            window.relay.on('resync', () => window.events.push('resync'));
+            // Sent before it is open: they wait in the queue, whichever transport opens.
+            for (const message of before) window.relay.send(message);
+            await new Promise((resolve, reject) => {
+              const fail = () => reject(new Error(`the client did not open: ${window.statuses.join(', ') || 'connecting'}`));
+              const timer = setTimeout(fail, 20_000);
+              window.relay.onStatusChange((status) => {
+                if (status === 'open') resolve(clearTimeout(timer));
+                if (status === 'closed') fail(clearTimeout(timer));
+              });
+            });
+            return performance.now() - started;
+          },
+          { url, options, before },
+        );
+        return { opened, took };
+      }
+
+      const ticks = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => ({ type: 'tick', n: from + i }));
+
+      it('falls back to the event stream when a proxy refuses the upgrade: relays both ways beside a WebSocket member, answers requests, and sends what was queued', async () => {
+        const { server, sessionId } = await binaryWithSession(['--proxy-request-url', await requestBackend()]);
+        const proxy = await fallbackProxy(server.port);
+        // A WebSocket member first, straight to the binary, so it hears what the other sends.
+        const { opened: direct } = await clientPage(proxy.url, `${server.ws}/session/${sessionId}`, { transports: ['websocket'] });
+        const fallbackAfterMs = 3000;
+        const { opened: sse, took } = await clientPage(proxy.url, `${proxy.ws}/session/${sessionId}`, { fallbackAfterMs }, [
+          { type: 'tick', n: 'queued 1' },
+          { type: 'tick', n: 'queued 2' },
+        ]);
+        console.log(`[sse-fallback] a refused upgrade to an open event stream: ${Math.round(took)} ms`);
+        assert.ok(took < fallbackAfterMs, `fell back in ${took} ms, within fallbackAfterMs`);
+        assert.deepEqual(await sse.evaluate(() => ({ transport: window.relay.transport, statuses: window.statuses })), { transport: 'sse', statuses: ['open sse'] });
+        assert.deepEqual(proxy.log, ['upgrade', 'events'], 'a WebSocket first, then the event stream');
+        assert.equal(await direct.evaluate(() => window.relay.transport), 'websocket');
+
+        // What waited in the queue arrives first, then both ways, in order.
+        await direct.waitForFunction(() => window.got.length === 2, null, patient);
+        await direct.evaluate((messages) => messages.forEach((m) => window.relay.send(m)), ticks(1, 50));
+        await sse.evaluate((messages) => messages.forEach((m) => window.relay.send(m)), ticks(101, 150));
+        await sse.waitForFunction(() => window.got.length === 50, null, patient);
+        await direct.waitForFunction(() => window.got.length === 52, null, patient);
+        assert.deepEqual(await sse.evaluate(() => window.got), ticks(1, 50).map((t) => t.n));
+        assert.deepEqual(await direct.evaluate(() => window.got), ['queued 1', 'queued 2', ...ticks(101, 150).map((t) => t.n)]);
+
+        // A request goes out in a POST; its response comes down the stream.
+        const { answer, me } = await sse.evaluate(async () => ({ answer: await window.relay.request({ n: 21 }, { timeoutMs: 10_000 }), me: window.me }));
+        assert.match(me, /^c_/);
+        assert.deepEqual(answer, { doubled: 42, connectionId: me }, 'answered to the event stream member');
+
+        await sse.evaluate(() => window.relay.close());
+        assert.deepEqual(await sse.evaluate(() => ({ status: window.relay.status, transport: window.relay.transport })), { status: 'closed', transport: null });
+        assert.deepEqual(unexpectedErrors(), []);
+      });
+
+      it('recovers what was published while its event stream was cut, once and in order (recover: true), and reconnects over WebSocket once the proxy lets it', async () => {
+        const { server, sessionId } = await binaryWithSession();
+        const proxy = await fallbackProxy(server.port);
+        const { TestClient, fetchJson, eventually } = require('./helpers');
+        const sender = new TestClient(`${server.ws}/session/${sessionId}`);
+        cleanups.push(() => sender.close());
+        await sender.nextOfType('client_connected');
+        const send = (from, to) => ticks(from, to).forEach((tick) => sender.send(JSON.stringify(tick)));
+        const offset = async () => (await fetchJson(`${server.base}/v1/sessions/${sessionId}/history?limit=1`)).body.offset;
+
+        // A long fallbackAfterMs: the reconnect's WebSocket, held below, is not given up.
+        const options = { recover: true, fallbackAfterMs: 15_000, reconnect: { initialDelayMs: 200, maxDelayMs: 1000, maxAttempts: Infinity } };
+        const { opened } = await clientPage(proxy.url, `${proxy.ws}/session/${sessionId}`, options);
+        assert.equal(await opened.evaluate(() => window.relay.transport), 'sse');
+        send(1, 20);
+        await opened.waitForFunction(() => window.got.length === 20, null, patient);
+
+        // The stream is cut after 5 more events; the reconnect waits while more are published.
+        proxy.hold();
+        proxy.cutStreamAfter(5);
+        const attempts = proxy.log.length;
+        send(21, 30);
+        await opened.waitForFunction(() => window.relay.status === 'reconnecting', null, patient);
+        const noticed = Date.now() - proxy.cutAt;
+        send(31, 60);
+        await eventually(async () => assert.equal(await offset(), 60), 10_000);
+        proxy.letUpgradesThrough();
+        const released = Date.now();
+        proxy.release();
+
+        await opened.waitForFunction(() => window.got.length >= 60, null, patient);
+        const caughtUp = Date.now() - released;
+        console.log(`[sse-fallback] a cut event stream: noticed in ${noticed} ms; once let through, the missed 30+ messages were in after ${caughtUp} ms`);
+        send(61, 65);
+        await opened.waitForFunction(() => window.got.length >= 65, null, patient);
+        const { got, events, statuses, transport } = await opened.evaluate(() => ({ got: window.got, events: window.events, statuses: window.statuses, transport: window.relay.transport }));
+        assert.deepEqual(got, ticks(1, 65).map((t) => t.n), 'every message once, in order, live ones after the replay');
+        assert.deepEqual(events, ['recovered']);
+        assert.deepEqual(statuses, ['open sse', 'reconnecting null', 'open websocket']);
+        assert.equal(transport, 'websocket');
+        assert.equal(proxy.log[attempts], 'upgrade', 'the reconnect tried a WebSocket first');
+        assert.deepEqual(unexpectedErrors(), []);
+      });
+
+      it('measures the fallback and the recovery of a cut stream (logged, not asserted)', async () => {
+        const { server, sessionId } = await binaryWithSession();
+        const proxy = await fallbackProxy(server.port);
+        const options = { recover: true, reconnect: { initialDelayMs: 100, maxDelayMs: 1000, maxAttempts: Infinity } };
+        const { opened, took } = await clientPage(proxy.url, `${proxy.ws}/session/${sessionId}`, options);
+        const publish = (n) => fetch(`${server.base}/v1/sessions/${sessionId}/messages`, { method: 'POST', body: JSON.stringify({ type: 'tick', n }) });
+        await publish(1);
+        await opened.waitForFunction(() => window.got.length === 1, null, patient);
+        // Cut after the next event; each reconnect is refused its upgrade and falls back again.
+        proxy.cutStreamAfter(1);
+        await publish(2);
+        await opened.waitForFunction(() => window.relay.status === 'reconnecting', null, patient);
+        await publish(3);
+        await opened.waitForFunction(() => window.relay.status === 'open' && window.got.length >= 3, null, patient);
+        const recovered = Date.now() - proxy.cutAt;
+        const { got, transport } = await opened.evaluate(() => ({ got: window.got, transport: window.relay.transport }));
+        console.log(`[sse-fallback] fallback to an open event stream: ${Math.round(took)} ms; a cut stream recovered over ${transport} in ${recovered} ms (reconnect delay 50-100 ms included), got ${JSON.stringify(got)}`);
+        assert.deepEqual(unexpectedErrors(), []);
+      });
+    });
   });
 
   describe('the admin view', () => {

@@ -13,5 +13,6 @@ export type {
   RequestOptions,
   ServerMessage,
   TokenError,
+  Transport,
   WarningCleared,
 } from './switchyard_client.js';

@@ -37,6 +37,16 @@ impl Outgoing {
         Ok(())
     }
 
+    /// Puts `messages`, accepted earlier but not delivered (a connection ended with them
+    /// unsent), back at the front, in order, ahead of everything waiting. They were
+    /// accepted, so they are kept even past the limit: new messages are refused until the
+    /// queue is below it again.
+    pub fn requeue(&mut self, messages: Vec<String>) {
+        for message in messages.into_iter().rev() {
+            self.waiting.push_front(message);
+        }
+    }
+
     /// Takes everything waiting, oldest first.
     pub fn drain(&mut self) -> impl Iterator<Item = String> + '_ {
         self.waiting.drain(..)
@@ -72,5 +82,14 @@ mod tests {
         assert!(queue.is_empty());
         queue.push("d".into()).unwrap();
         assert_eq!(queue.len(), 1);
+    }
+
+    #[test]
+    fn requeues_what_went_undelivered_first_even_past_its_limit() {
+        let mut queue = Outgoing::new(2);
+        queue.push("c".into()).unwrap();
+        queue.requeue(vec!["a".into(), "b".into()]);
+        assert_eq!(queue.push("d".into()), Err(QueueFull { limit: 2 }));
+        assert_eq!(queue.drain().collect::<Vec<_>>(), ["a", "b", "c"]);
     }
 }

@@ -15,6 +15,7 @@ use super::client::{ClientOptions, Connection};
 use super::timer::Timer;
 use super::{error, read, type_error};
 use crate::backoff::Backoff;
+use crate::eventstream::Transport;
 
 const WINDOW_ID_KEY: &str = "switchyard.windowId";
 const DEFAULT_HEARTBEAT_MS: f64 = 20_000.0;
@@ -169,7 +170,9 @@ impl FocusDeclarationProtocol {
         if options.user_id.is_empty() {
             return Err(type_error("userId must not be empty"));
         }
-        let client_options = ClientOptions { reconnect: options.reconnect, ..ClientOptions::default() };
+        // The awareness service is reached over WebSocket only: its event stream, where a
+        // server offers one, is for session members.
+        let client_options = ClientOptions { reconnect: options.reconnect, transports: Some(vec![Transport::WebSocket]), ..ClientOptions::default() };
         let connection = Connection::new(&options.session_service_url, client_options)?;
         let focus = Rc::new(Focus {
             connection: connection.clone(),

@@ -19,6 +19,12 @@ export type JsonValue = string | number | boolean | null | JsonValue[] | { [key:
 /** Where a client's connection stands. */
 export type ConnectionStatus = 'connecting' | 'open' | 'reconnecting' | 'closed';
 
+/**
+ * How a client reaches the relay: `'websocket'`, or `'sse'`, the HTTP fallback for
+ * networks that refuse WebSockets (Server-Sent Events from `<path>/events` down, POSTs up).
+ */
+export type Transport = 'websocket' | 'sse';
+
 /** Reconnection with exponential backoff and jitter. */
 export interface ReconnectOptions {
   /** Delay before the first attempt. Default 1000. */
@@ -52,6 +58,23 @@ export interface RelayClientOptions {
    * a connect, that counts as a failed attempt.
    */
   getToken?: () => string | Promise<string>;
+  /**
+   * The transports each connect and reconnect tries, in order. Default
+   * `['websocket', 'sse']`: a WebSocket, and when it fails before it opens (a proxy that
+   * refuses the upgrade) or has not opened within `fallbackAfterMs`, the relay's event
+   * stream at the same URL's path plus `/events` (http(s) for ws(s), same query), with
+   * sends POSTed to the URL its welcome gives. The queue, recovery, channels, requests and
+   * `getToken` carry on across the switch, and the next reconnect tries a WebSocket first
+   * again. `['websocket']` never falls back; `['sse']` uses only the event stream. Over
+   * the event stream, what is sent while a POST is under way goes in the next one, in
+   * order; a message the relay refuses (too large, over the rate) is answered with an
+   * `error` message, as over WebSocket, and a POST that fails (the member is gone)
+   * reconnects, its messages waiting in the queue. Binary frames can be received over
+   * either transport; the client sends text only.
+   */
+  transports?: Transport[];
+  /** How long a transport may take to open before the next one is tried. Default 3000. */
+  fallbackAfterMs?: number;
 }
 
 /** Emitted as `token_error` when `getToken` gave no token. */
@@ -201,7 +224,10 @@ impl RelayClient {
     /// exponential backoff and jitter after a dropped connection or a 1001 (server
     /// shutting down, usually to restart); not after 1000 or 1008, which retrying cannot
     /// change (the session is gone, full, or not allowed), except 1008 "Token expired"
-    /// when `getToken` can give a fresh token.
+    /// when `getToken` can give a fresh token. Over the HTTP fallback (`transports`), the
+    /// event stream's `close` event counts as those close codes, and its refusals as
+    /// theirs: 404 (no such session) and 409 (full) end the client, 401 is retried only
+    /// with `getToken`, 429 and 5xx are retried.
     #[wasm_bindgen(constructor)]
     pub fn new(url: &str, #[wasm_bindgen(unchecked_optional_param_type = "RelayClientOptions")] options: JsValue) -> Result<RelayClient, JsValue> {
         Ok(Self { connection: Connection::new(url, client_options(options)?)? })
@@ -218,9 +244,13 @@ impl RelayClient {
         self.connection.off(r#type, listener);
     }
 
-    /// Calls `listener` with the new status each time it changes.
+    /// Calls `listener` with the new status each time it changes, and the transport the
+    /// connection is open on (`null` unless the status is `'open'`).
     #[wasm_bindgen(js_name = onStatusChange)]
-    pub fn on_status_change(&self, #[wasm_bindgen(unchecked_param_type = "(status: ConnectionStatus) => void")] listener: Function) {
+    pub fn on_status_change(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(status: ConnectionStatus, transport: Transport | null) => void")] listener: Function,
+    ) {
         self.connection.on_status(listener);
     }
 
@@ -270,5 +300,12 @@ impl RelayClient {
     #[wasm_bindgen(getter, unchecked_return_type = "ConnectionStatus")]
     pub fn status(&self) -> String {
         self.connection.status().as_str().to_owned()
+    }
+
+    /// The transport the connection is open on: `'websocket'`, `'sse'` (the HTTP
+    /// fallback), or `null` when it is not open.
+    #[wasm_bindgen(getter, unchecked_return_type = "Transport | null")]
+    pub fn transport(&self) -> JsValue {
+        self.connection.transport().map_or(JsValue::NULL, |transport| JsValue::from_str(transport.as_str()))
     }
 }
