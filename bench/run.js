@@ -62,19 +62,6 @@ const CLUSTER_RELAYS = ['binary', 'native', 'socketio'];
 const SIZE_RELAYS = ['native', 'binary', 'uws', 'ws'];
 /** The servers with event-stream members (Server-Sent Events down, POST up): attach(), listen(), eventStreamHandler() and the binary. */
 const EVENT_STREAM_RELAYS = ['native', 'listen', 'bridge', 'binary'];
-/**
- * Event-stream members and POST senders come from 250 loopback addresses, as users do from
- * theirs: the binary and listen() cap the connections from one address still waiting for
- * their request (256), which the binary counts an event stream among for its whole life,
- * and a saturated listen() has more of its POSTs (a new connection each) waiting.
- */
-const SPREAD = ['--source-ips', '250'];
-/**
- * The binary counts a connection among those waiting for their handshake until it closes
- * unless it becomes a WebSocket, so each event stream holds a place for its life, and the
- * default cap of 4,096 would refuse the idle scenario's streams past it.
- */
-const UNCAPPED_WAITING = { MAX_PENDING_HANDSHAKES: '1000000' };
 const scenarios = [
   { name: 'relay', label: '100 sessions x 4 clients x 100 B, max rate', args: ['--sessions', '100', '--clients', '4', '--bytes', '100'] },
   { name: 'relay-w4', label: '100 x 4 x 100 B, window 4 (a sender waits once 4 of its messages are in flight)', args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--window', '4'] },
@@ -139,7 +126,7 @@ const scenarios = [
   {
     name: 'sse-fanout',
     label: '10 x 50 x 100 B, window 4, 5 WebSocket senders a session, the 45 others receiving over Server-Sent Events',
-    args: ['--sessions', '10', '--clients', '50', '--bytes', '100', '--window', '4', '--senders', '5', '--sse-receivers', '45', ...SPREAD],
+    args: ['--sessions', '10', '--clients', '50', '--bytes', '100', '--window', '4', '--senders', '5', '--sse-receivers', '45'],
     relays: EVENT_STREAM_RELAYS,
     versus: 'fanout-few-senders',
   },
@@ -151,8 +138,8 @@ const scenarios = [
   },
   {
     name: 'post-publish-w4',
-    label: '100 x 4 x 100 B, window 4, one sender a session publishing by POST (one request at a time), three WebSocket receivers',
-    args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--window', '4', '--senders', '1', '--post-senders', ...SPREAD],
+    label: '100 x 4 x 100 B, window 4, one sender a session publishing by POST (one request in flight, carrying what the window has room for, as the browser client sends), three WebSocket receivers',
+    args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--window', '4', '--senders', '1', '--post-senders'],
     relays: EVENT_STREAM_RELAYS,
     versus: 'one-sender-w4',
   },
@@ -165,7 +152,7 @@ const scenarios = [
   {
     name: 'post-publish-w1',
     label: '100 x 4 x 100 B, window 1, one sender a session publishing by POST, three WebSocket receivers',
-    args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--window', '1', '--senders', '1', '--post-senders', ...SPREAD],
+    args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--window', '1', '--senders', '1', '--post-senders'],
     relays: EVENT_STREAM_RELAYS,
     versus: 'one-sender-w1',
   },
@@ -176,8 +163,7 @@ const scenarios = [
     name: 'idle-sse',
     label: '5,000 idle event-stream members (Server-Sent Events), against as many over WebSocket (idle-5k)',
     idle: 5_000,
-    args: ['--sse-receivers', '10', ...SPREAD],
-    env: UNCAPPED_WAITING,
+    args: ['--sse-receivers', '10'],
     relays: EVENT_STREAM_RELAYS,
     versus: 'idle-5k',
   },

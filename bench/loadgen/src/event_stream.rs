@@ -284,8 +284,8 @@ async fn read_head(tcp: &mut TcpStream, mut buffer: Vec<u8>) -> Result<(Head, Ve
     }
 }
 
-/// A member's sends: one frame a POST, each waiting for its answer, on one keep-alive
-/// connection (a new one after a server that closes each, as `listen()` does).
+/// A member's sends: frames one a line (application/x-ndjson), each POST waiting for its
+/// answer, on one keep-alive connection (a new one after a server that closes it).
 pub struct Poster {
     server: String,
     source: Option<IpAddr>,
@@ -298,7 +298,7 @@ pub struct Poster {
 impl Poster {
     pub fn new(server: &str, source: Option<IpAddr>, welcome: &Welcome) -> Self {
         let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {server}\r\nX-Switchyard-Send: {}\r\nContent-Type: application/json\r\nContent-Length: ",
+            "POST {} HTTP/1.1\r\nHost: {server}\r\nX-Switchyard-Send: {}\r\nContent-Type: application/x-ndjson\r\nContent-Length: ",
             welcome.url, welcome.token
         );
         Self { server: server.to_owned(), source, head: head.into_bytes(), request: Vec::new(), tcp: None }

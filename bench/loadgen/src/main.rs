@@ -320,15 +320,25 @@ fn next_message(run: &Run, me: usize) -> Message {
     Message::text(if run.socketio { format!(r#"42["m",{text}]"#) } else { text })
 }
 
-/// Sends by POST, one message a request, while the window has room; stops at the first
-/// send not taken (counted as refused: its message is then lost too).
+/// Sends by POST as the browser client does: one request in flight, carrying every
+/// message the window has room for (one a line, application/x-ndjson); stops at the first
+/// send not taken (counted as refused: its messages are then lost too).
 async fn post_windowed(run: Rc<Run>, me: usize, mut poster: Poster, window: u64) {
+    let mut batch = String::new();
     while !run.stopping.get() {
-        if run.sent[me].get().saturating_sub(run.delivered_everywhere(me)) >= window {
+        let room = window.saturating_sub(run.sent[me].get().saturating_sub(run.delivered_everywhere(me)));
+        if room == 0 {
             run.room[me].notified().await;
             continue;
         }
-        if let Err(err) = poster.post(next_text(&run, me).as_bytes()).await {
+        batch.clear();
+        for _ in 0..room {
+            if !batch.is_empty() {
+                batch.push('\n');
+            }
+            batch.push_str(&next_text(&run, me));
+        }
+        if let Err(err) = poster.post(batch.as_bytes()).await {
             run.errors.refused.set(run.errors.refused.get() + 1);
             eprintln!("{}", json!({ "sender": me, "error": err }));
             return;
