@@ -76,6 +76,7 @@ function managed(manager, ws, base, close) {
     events: (id, query = '') => `${base}/session/${id}/events${query}`,
     createSession: async (options) => manager.createSession(options),
     deleteSession: async (id) => manager.deleteSession(id),
+    presence: (id) => manager.presence(id),
     stats: async () => manager.getStats(),
     close,
   };
@@ -138,11 +139,14 @@ for (const [name, start] of Object.entries(hosts)) {
 
       const stats = await host.stats();
       assert.equal(stats.connectionsByTransport.sse, 1);
+      assert.equal((await sse.send({ type: 'request_control', clientId: 'sse', data: {}, timestamp: Date.now(), protocol_version: 1 })).status, 202);
+      assert.equal((await sse.nextOfType('accept_control')).json.data.granted, true, 'roles: a stream member takes control');
 
       const token = sse.token;
       sse.close();
       const left = await ws.nextOfType('client_disconnected');
       assert.equal(left.json.connectionId, sse.welcome.connectionId);
+      assert.equal(left.json.data.role, 'active');
       const gone = await sse.send({ type: 'cursor' }, { token });
       assert.equal(gone.status, 404, 'a closed member\'s token');
       assert.equal(gone.body.error.code, 'MEMBER_NOT_FOUND');
@@ -228,6 +232,10 @@ describe('event-stream members beside attach()', { skip: !hasNativeTransport && 
       const ws = await new TestClient(host.ws(id), { headers: { 'x-user': 'bob' } }).joined();
       const alice = await new EventStreamClient(host.events(id), { headers: { 'x-user': 'alice' } }).joined();
       assert.equal((await host.stats()).connectionsByTransport.sse, 1);
+      // Written by Rust on the socket taken from Node, as listen() writes one.
+      assert.equal(alice.headers['transfer-encoding'], undefined);
+      assert.equal(alice.headers.connection, 'close');
+      assert.equal(host.presence(id).find((c) => c.connectionId === alice.welcome.connectionId)?.userId, 'alice', 'authenticate named the stream\'s user');
       ws.close();
       alice.close();
     } finally {

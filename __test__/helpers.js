@@ -130,6 +130,7 @@ class EventStreamClient extends TestClient {
           });
           return;
         }
+        this.headers = response.headers;
         resolve(response);
         this.read(response).catch(() => {}).finally(() => this.ended({ code: 1006, reason: '' }));
       });

@@ -51,8 +51,9 @@ function eventStreamHandler(manager) {
 /**
  * After `attach(server, { path, authenticate })`: `<path>/events` and `<path>/send` are
  * served before the server's own `request` listeners (those added before `attach`, as
- * `http.createServer(app)` adds the app's), which see every other request. `authenticate`
- * decides a stream as it decides an upgrade.
+ * `http.createServer(app)` adds the app's), which see every other request. A stream's
+ * socket is taken into the native transport, as an upgrade's is, once `authenticate` (if
+ * any) has decided; a send is read here and handed over.
  */
 function attachEventStreams(manager, server, path, authenticate) {
   if (!server[PATHS]) {
@@ -65,12 +66,13 @@ function attachEventStreams(manager, server, path, authenticate) {
         for (const listener of listeners) listener.call(server, req, res);
         return;
       }
-      if (req.method !== 'GET' || !claimed.authenticate) return serve(manager, req, res, { path: claimed.path });
-      // Nothing is read from a GET's socket meanwhile: it has no body.
+      if (req.method !== 'GET') return serve(manager, req, res, { path: claimed.path });
+      if (!claimed.authenticate) return manager.adoptEventStream(req, { path: claimed.path });
+      // A GET has no body: nothing is lost while authenticate decides.
       Promise.resolve()
         .then(() => claimed.authenticate(req))
         .then(
-          (identity) => serve(manager, req, res, { path: claimed.path, identity: identity ?? null }),
+          (identity) => manager.adoptEventStream(req, { path: claimed.path, identity: identity ?? null }),
           (err) => {
             console.error('attach: authenticate threw for an event stream:', err);
             res.writeHead(500).end();

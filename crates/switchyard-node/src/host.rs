@@ -557,6 +557,12 @@ impl Host {
         native::available().map(|()| false)
     }
 
+    /// Nor take an event stream's socket: [`native::available`] says so.
+    #[cfg(target_family = "wasm")]
+    pub fn adopt_event_stream(self: &Rc<Self>, _: &Env, _: &Object, _: &PathPattern, _: Option<Identity>) -> Result<()> {
+        native::available()
+    }
+
     /// Nor open a port of its own: [`native::available`] says so.
     #[cfg(target_family = "wasm")]
     pub fn listen(self: &Rc<Self>, _: &Env, _: &str, _: u16, _: PathPattern, _: Option<Rc<Authenticate>>) -> Result<ListenAddress> {

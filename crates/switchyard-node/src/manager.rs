@@ -159,20 +159,20 @@ impl RelaySessionManager {
     #[napi(skip_typescript)]
     pub fn event_stream(&self, env: Env, request: Object, response: Object, body: Option<BufferSlice>, options: Option<Object>) -> Result<()> {
         guard(|| {
-            let (pattern, given) = match options {
-                None => (None, Some(switchyard_core::Identity::default())),
-                Some(options) => {
-                    let path: Option<String> = options.get("path")?;
-                    let pattern = path.map(|path| PathPattern::parse(&path).map_err(|message| type_error(&env, message))).transpose()?;
-                    let identity: Option<Unknown> = options.get("identity")?;
-                    let given = match identity {
-                        Some(value) if value.get_type()? == ValueType::Null => None,
-                        value => Some(options::identity(&env, value.filter(|v| v.get_type().ok() != Some(ValueType::Undefined)))?),
-                    };
-                    (pattern, given)
-                }
-            };
+            let (pattern, given) = event_stream_options(&env, options)?;
             self.host.event_stream(&env, &request, response, body.as_deref(), pattern.as_ref(), given)
+        })
+    }
+
+    /// An event stream's GET beside `attach()`'s WebSocket path `options.path`, taken into
+    /// the native transport; `options.identity` is what `authenticate` said (`null`:
+    /// refused).
+    #[napi(skip_typescript)]
+    pub fn adopt_event_stream(&self, env: Env, request: Object, options: Object) -> Result<()> {
+        guard(|| {
+            let (pattern, given) = event_stream_options(&env, Some(options))?;
+            let pattern = pattern.ok_or_else(|| type_error(&env, "options.path is required"))?;
+            self.host.adopt_event_stream(&env, &request, &pattern, given)
         })
     }
 
@@ -467,3 +467,19 @@ impl RelaySessionManager {
         guard(|| panic!("{message}"))
     }
 }
+
+/// The options the event-stream methods take from `lib/event_stream.js`: `path`, the
+/// WebSocket path the routes stand beside, and `identity`, what `authenticate` said
+/// (`null`: refused; absent: no say).
+fn event_stream_options(env: &Env, options: Option<Object>) -> Result<(Option<PathPattern>, Option<switchyard_core::Identity>)> {
+    let Some(options) = options else { return Ok((None, Some(switchyard_core::Identity::default()))) };
+    let path: Option<String> = options.get("path")?;
+    let pattern = path.map(|path| PathPattern::parse(&path).map_err(|message| type_error(env, message))).transpose()?;
+    let identity: Option<Unknown> = options.get("identity")?;
+    let given = match identity {
+        Some(value) if value.get_type()? == ValueType::Null => None,
+        value => Some(options::identity(env, value.filter(|v| v.get_type().ok() != Some(ValueType::Undefined)))?),
+    };
+    Ok((pattern, given))
+}
+

@@ -25,7 +25,7 @@ use napi::{Error, Result, Status, ValueType};
 #[cfg(not(target_family = "wasm"))]
 pub use authenticator::Authenticator;
 #[cfg(not(target_family = "wasm"))]
-pub use takeover::{take_over, Takeover};
+pub use takeover::{take_over, take_socket, Takeover};
 
 /// Whether this build can take sockets from Node; what `attach` and a native
 /// `handleUpgrade` throw where it cannot.

@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::handshake::http_error;
-use crate::waiting::{Waiting, MAX_HEAD_BYTES};
+use crate::waiting::{Slot, Waiting, MAX_HEAD_BYTES};
 use crate::CLOSE_TIMEOUT;
 
 /// Headers one request may have; more is answered 431, as a head too long is.
@@ -70,8 +70,9 @@ impl Request {
 /// What the listener hands its connections to.
 pub trait Upgrades: Send + Sync + 'static {
     /// A whole request; `rest` is what the client sent after it. The connection keeps its
-    /// place among the unfinished handshakes until this is done.
-    fn upgrade(&self, tcp: TcpStream, request: Request, rest: Bytes) -> impl Future<Output = ()> + Send;
+    /// place among the unfinished handshakes (`slot`) until this is done, or until it is
+    /// dropped sooner (a connection that will carry no handshake).
+    fn upgrade(&self, tcp: TcpStream, request: Request, rest: Bytes, slot: Slot) -> impl Future<Output = ()> + Send;
     /// A connection closed before it sent a whole request: over a cap, too slow, too long
     /// or not HTTP.
     fn refused(&self);
@@ -98,11 +99,9 @@ pub async fn serve(listener: TcpListener, waiting: Arc<Waiting>, stop: Cancellat
         let (upgrades, deadline) = (upgrades.clone(), waiting.limits().deadline);
         tokio::spawn(async move {
             let mut tcp = tcp;
-            // Held until the request is dealt with, the app's authenticate included.
-            let _slot = slot;
             let read = tokio::time::timeout(deadline, read_request(&mut tcp, peer.ip())).await;
             match read {
-                Ok(Ok((request, rest))) => upgrades.upgrade(tcp, request, rest).await,
+                Ok(Ok((request, rest))) => upgrades.upgrade(tcp, request, rest, slot).await,
                 Ok(Err(HeadError::Closed)) => {}
                 Ok(Err(HeadError::TooLarge)) => {
                     upgrades.refused();

@@ -20,7 +20,7 @@ use crate::event_stream::native::{self, http_answer, EventStream};
 use crate::event_stream::{self, Endpoint, SendError};
 use crate::listener::{answer, read_request, serve, Request, Upgrades};
 use crate::path_pattern::PathPattern;
-use crate::waiting::{Limits, Waiting};
+use crate::waiting::{Limits, Slot, Waiting};
 use crate::{handshake, Accepted, Spawner, CLOSE_TIMEOUT};
 
 /// The app's say on each upgrade (the addon asks its `authenticate` on the JS thread).
@@ -70,7 +70,9 @@ impl<G: Gatekeeper> RelayPort<G> {
 /// the address's connection rate and the token, then the handshake itself. Beside the
 /// WebSocket path, `<path>/events` and `<path>/send` serve event-stream members.
 impl<G: Gatekeeper> Upgrades for RelayPort<G> {
-    async fn upgrade(&self, tcp: TcpStream, request: Request, rest: Bytes) {
+    async fn upgrade(&self, tcp: TcpStream, request: Request, rest: Bytes, slot: Slot) {
+        // Held until the request is dealt with, the app's authenticate included; but a
+        // connection of sends is no handshake, however long it stays open.
         if let Some(route) = self.pattern.route(&request.url) {
             return self.websocket(tcp, request, rest, route).await;
         }
@@ -78,7 +80,10 @@ impl<G: Gatekeeper> Upgrades for RelayPort<G> {
         match (beside, request.method.as_str()) {
             (Some(_), "OPTIONS") => self.respond(tcp, http_answer(204, "", "", false)),
             (Some((route, Endpoint::Events)), "GET") => self.event_stream(tcp, request, route).await,
-            (Some((route, Endpoint::Send)), "POST") => self.send(tcp, request, rest, route).await,
+            (Some((route, Endpoint::Send)), "POST") => {
+                drop(slot);
+                self.send(tcp, request, rest, route).await
+            }
             (Some(_), _) => self.respond(tcp, http_answer(405, "METHOD_NOT_ALLOWED", "GET <path>/events, POST <path>/send", false)),
             (None, _) => {
                 self.engine.relay.handshake_failed();

@@ -4,13 +4,16 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use napi::bindgen_prelude::Object;
+use napi::bindgen_prelude::{JsObjectValue, Object};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Error, Result, Status};
 use switchyard_core::{ConnectionRefusal, Identity, Route};
 use switchyard_server::native_runtime::NativeRuntime;
 use switchyard_server::path_pattern::PathPattern;
 use switchyard_server::relay_port::RelayPort;
+use switchyard_server::event_stream::native::{http_answer, response_head, serve, EventStream};
+use switchyard_server::event_stream::{self, Endpoint};
+use switchyard_server::listener::answer;
 use switchyard_server::Accepted;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -131,4 +134,49 @@ impl Host {
         self.pump(env)?;
         Ok(admitted)
     }
+
+    /// Takes an event stream's request from Node's HTTP server (`attach()`, beside its
+    /// WebSocket path) into the native transport: its socket becomes Rust's, which admits
+    /// it and writes the stream, or the refusal, itself. `given` is what `authenticate`
+    /// said (`None`: refused, 401).
+    pub fn adopt_event_stream(self: &Rc<Self>, env: &Env, request: &Object, pattern: &PathPattern, given: Option<Identity>) -> Result<()> {
+        native::available()?;
+        let mut read = UpgradeRequest::read(request)?;
+        let socket: Object = request.get_named_property("socket")?;
+        let native = self.native(env)?;
+        let io = native
+            .stream(native::take_socket(&socket)?)
+            .map_err(|err| Error::new(Status::GenericFailure, format!("cannot adopt the socket: {err}")))?;
+        let admitted = match super::event_stream_route(&read.url, Some(pattern)) {
+            Some((Endpoint::Events, _)) if self.lifecycle.get() == Lifecycle::Stopped => Err(ConnectionRefusal::ShuttingDown),
+            Some((Endpoint::Events, route)) => given.ok_or(ConnectionRefusal::Unauthorized).and_then(|given| {
+                read.url = event_stream::resume_url(&read.url, read.header("last-event-id")).into_owned();
+                self.check_upgrade(Some(&read), given).map(|admitted| (route, admitted.identity)).map_err(|refused| refused.refusal())
+            }),
+            _ => Err(ConnectionRefusal::SessionNotFound),
+        };
+        let (route, identity) = match admitted {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                let (status, code) = event_stream::refusal_status(refusal);
+                native.spawner.runtime.spawn(answer(io, http_answer(status, code, &refusal.to_string(), false)));
+                return Ok(());
+            }
+        };
+        let (engine, send_url) = (self.engine.clone(), event_stream::send_url(&read.url));
+        native.spawner.tasks.spawn_on(
+            async move {
+                match EventStream::open(&engine, route, identity, send_url).await {
+                    Ok(stream) => serve(io, response_head(), stream).await,
+                    Err(refusal) => {
+                        let (status, code) = event_stream::refusal_status(refusal);
+                        answer(io, http_answer(status, code, &refusal.to_string(), false)).await;
+                    }
+                }
+            },
+            &native.spawner.runtime,
+        );
+        self.pump(env)
+    }
 }
+

@@ -35,6 +35,13 @@ pub fn take_over(socket: &Object, request: &UpgradeRequest, head: Bytes, protoco
             return Ok(Takeover::BadHandshake);
         }
     };
+    let stream = take_socket(socket)?;
+    Ok(Takeover::Taken { stream, preface: handshake::switching_protocols(&accept, protocol, extensions), head })
+}
+
+/// Takes a plain TCP socket from Node: libuv stops reading it, Rust keeps a descriptor of
+/// its own, and Node's is closed without a FIN.
+pub fn take_socket(socket: &Object) -> Result<std::net::TcpStream> {
     let handle: Object = socket.get_named_property("_handle")?;
     call_method(&handle, "readStop")?;
     let fd: i32 = handle.get_named_property_unchecked("fd")?;
@@ -43,7 +50,7 @@ pub fn take_over(socket: &Object, request: &UpgradeRequest, head: Bytes, protoco
     }
     let stream = duplicate(fd).map_err(|err| Error::new(Status::GenericFailure, format!("cannot take the socket over: {err}")))?;
     call_method(socket, "destroy")?;
-    Ok(Takeover::Taken { stream, preface: handshake::switching_protocols(&accept, protocol, extensions), head })
+    Ok(stream)
 }
 
 /// A descriptor of our own for the socket behind Node's `fd`.
