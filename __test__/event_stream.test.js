@@ -270,6 +270,31 @@ describe('event-stream members: heartbeats, slow readers and connections', () =>
     }
   });
 
+  it('serves whatever follows a send on one kept-alive connection, as a browser reuses it (listen)', { skip: !hasNativeTransport && 'no native transport here' }, async () => {
+    const host = await hosts.listen();
+    try {
+      const id = 'reused';
+      await host.createSession({ sessionId: id, maxClients: 3 });
+      const sse = await new EventStreamClient(host.events(id)).joined();
+      const ws = await new TestClient(host.ws(id)).joined();
+      const { port } = new URL(host.events(id));
+      const raw = new RawClient(Number(port));
+      await raw.connected;
+      const body = '{"type":"first"}';
+      raw.write(`POST /session/${id}/send HTTP/1.1\r\nHost: x\r\nX-Switchyard-Send: ${sse.token}\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+      await raw.until(() => raw.received.includes('202'), 'the send\'s answer');
+      assert.match(raw.received.toString(), /connection: keep-alive/);
+      assert.equal((await ws.nextOfType('first')).text, body);
+      raw.write(`GET /session/${id}/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n`);
+      await raw.until(() => raw.received.includes('event: welcome'), 'a stream on the same connection');
+      raw.socket.destroy();
+      sse.close();
+      ws.close();
+    } finally {
+      await host.close();
+    }
+  });
+
   const beatingHosts = {
     binary: async () => managedBinary(await startBinary({ args: ['--ping-interval', '300', '--heartbeat-timeout', '1500'] })),
     express: async () => {

@@ -14,18 +14,19 @@ const PATHS = Symbol('switchyard event-stream paths');
  */
 function serve(manager, req, res, options) {
   if (req.method !== 'POST') return manager.eventStream(req, res, undefined, options);
+  const handOver = (body) => manager.eventStream(req, res, body, options);
   // A body parser before this handler has read the body already (body-parser marks it
   // `_body`; one that did not match the content type left the stream unread).
   if (req.readableEnded || req._body === true) {
     const given = typeof req.body === 'string' || Buffer.isBuffer(req.body) ? req.body : JSON.stringify(req.body ?? '');
-    return manager.eventStream(req, res, Buffer.from(given), options);
+    return handOver(Buffer.from(given));
   }
   const limit = manager.eventStreamBodyLimit();
   const chunks = [];
   let length = 0;
   const done = () => {
     req.off('data', take);
-    manager.eventStream(req, res, Buffer.concat(chunks, Math.min(length, limit + 1)), options);
+    handOver(Buffer.concat(chunks, Math.min(length, limit + 1)));
   };
   const take = (chunk) => {
     chunks.push(chunk);
@@ -66,6 +67,7 @@ function attachEventStreams(manager, server, path, authenticate) {
         for (const listener of listeners) listener.call(server, req, res);
         return;
       }
+      // A send stays Node's: its connection may carry the app's requests next.
       if (req.method !== 'GET') return serve(manager, req, res, { path: claimed.path });
       if (!claimed.authenticate) return manager.adoptEventStream(req, { path: claimed.path });
       // A GET has no body: nothing is lost while authenticate decides.

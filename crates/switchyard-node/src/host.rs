@@ -457,16 +457,16 @@ impl Host {
     ) -> Result<()> {
         let mut request = UpgradeRequest::read(request)?;
         let Some((endpoint, route)) = event_stream_route(&request.url, pattern) else {
-            return answer(&response, 404, &[], &event_stream::error_body("NOT_FOUND", "Event streams are served at <path>/events, sends at <path>/send"));
+            return answer(env, &response, 404, &[], &event_stream::error_body("NOT_FOUND", "Event streams are served at <path>/events, sends at <path>/send"));
         };
         match (endpoint, request.method.as_str(), body) {
-            (_, "OPTIONS", _) => answer(&response, 204, &[], ""),
+            (_, "OPTIONS", _) => answer(env, &response, 204, &[], ""),
             (Endpoint::Send, "POST", Some(body)) => {
                 let token = request.header(event_stream::SEND_TOKEN_HEADER);
                 let sent = event_stream::send(&self.engine.relay, &self.engine.send_tokens, &route, token, request.header("content-type"), body);
                 let answered = match sent {
-                    Ok(_) => answer(&response, 202, &[], ""),
-                    Err(error) => answer(&response, error.status(), &[], &error.body()),
+                    Ok(_) => answer(env, &response, 202, &[], ""),
+                    Err(error) => answer(env, &response, error.status(), &[], &error.body()),
                 };
                 self.pump(env)?;
                 answered
@@ -475,7 +475,7 @@ impl Host {
                 request.url = event_stream::resume_url(&request.url, request.header("last-event-id")).into_owned();
                 let refused = |refusal: ConnectionRefusal| {
                     let (status, code) = event_stream::refusal_status(refusal);
-                    answer(&response, status, &[], &event_stream::error_body(code, &refusal.to_string()))
+                    answer(env, &response, status, &[], &event_stream::error_body(code, &refusal.to_string()))
                 };
                 if self.lifecycle.get() == Lifecycle::Stopped {
                     return refused(ConnectionRefusal::ShuttingDown);
@@ -492,7 +492,7 @@ impl Host {
                     Err(refusal) => return refused(refusal),
                 };
                 outbox.set_conn(conn);
-                answer(&response, 200, &event_stream::HEADERS, "")?;
+                answer(env, &response, 200, &event_stream::HEADERS, "")?;
                 let text = StreamText::new(positions, event_stream::send_url(&request.url), self.engine.send_tokens.issue(conn, &route));
                 let bridged = Rc::new(BridgeSocket::event_stream(env, &response, outbox, text, self.engine.relay.clone(), conn)?);
                 self.sockets.borrow_mut().insert(conn, bridged);
@@ -507,7 +507,7 @@ impl Host {
                 })?;
                 self.pump(env)
             }
-            _ => answer(&response, 405, &[], &event_stream::error_body("METHOD_NOT_ALLOWED", "GET <path>/events, POST <path>/send")),
+            _ => answer(env, &response, 405, &[], &event_stream::error_body("METHOD_NOT_ALLOWED", "GET <path>/events, POST <path>/send")),
         }
     }
 
@@ -625,22 +625,20 @@ impl Host {
 /// Writes an answer of the event-stream routes to a `ServerResponse`: the status, `headers`
 /// and the CORS ones, and `body` (JSON) to end it; a stream (status 200) stays open, its
 /// head sent at once.
-fn answer(response: &Object, status: u16, headers: &[(&str, &str)], body: &str) -> Result<()> {
-    let mut response = *response;
-    let this = response;
-    response.set_named_property("statusCode", u32::from(status))?;
-    let set_header: Function<FnArgs<(&str, &str)>, Unknown> = response.get_named_property_unchecked("setHeader")?;
-    let set_header = set_header.bind(this)?;
+fn answer(env: &Env, response: &Object, status: u16, headers: &[(&str, &str)], body: &str) -> Result<()> {
     let json = [("content-type", "application/json")];
     let headers = if body.is_empty() { headers } else { &json[..] };
+    let mut head = Object::new(env)?;
     for (name, value) in headers.iter().chain(&event_stream::CORS) {
-        set_header.call((*name, *value).into())?;
+        head.set_named_property(name, *value)?;
     }
+    let write_head: Function<FnArgs<(u32, Object)>, Unknown> = response.get_named_property_unchecked("writeHead")?;
+    write_head.bind(response)?.call((u32::from(status), head).into())?;
     if status == 200 {
-        return js::call_method(&response, "flushHeaders").map(drop);
+        return js::call_method(response, "flushHeaders").map(drop);
     }
     let end: Function<&str, Unknown> = response.get_named_property_unchecked("end")?;
-    end.bind(this)?.call(body).map(drop)
+    end.bind(response)?.call(body).map(drop)
 }
 
 /// Which event-stream route `url` is, and the member's route: where `pattern` (a

@@ -5,23 +5,23 @@
 //! for each upgrade before handing it over).
 
 use std::future::Future;
+use std::pin::Pin;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use switchyard_core::{ConnectionRefusal, Identity, Route};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{self, TokenAuth, Upgrade, Verdict};
 use crate::engine::Engine;
 use crate::event_stream::native::{self, http_answer, EventStream};
-use crate::event_stream::{self, Endpoint, SendError};
-use crate::listener::{answer, read_request, serve, Request, Upgrades};
+use crate::event_stream::{self, Endpoint};
+use crate::listener::{answer, serve, Request, Upgrades};
 use crate::path_pattern::PathPattern;
 use crate::waiting::{Limits, Slot, Waiting};
-use crate::{handshake, Accepted, Spawner, CLOSE_TIMEOUT};
+use crate::{handshake, Accepted, Spawner};
 
 /// The app's say on each upgrade (the addon asks its `authenticate` on the JS thread).
 pub trait Gatekeeper: Send + Sync + 'static {
@@ -71,25 +71,7 @@ impl<G: Gatekeeper> RelayPort<G> {
 /// WebSocket path, `<path>/events` and `<path>/send` serve event-stream members.
 impl<G: Gatekeeper> Upgrades for RelayPort<G> {
     async fn upgrade(&self, tcp: TcpStream, request: Request, rest: Bytes, slot: Slot) {
-        // Held until the request is dealt with, the app's authenticate included; but a
-        // connection of sends is no handshake, however long it stays open.
-        if let Some(route) = self.pattern.route(&request.url) {
-            return self.websocket(tcp, request, rest, route).await;
-        }
-        let beside = Endpoint::split(&request.url).and_then(|(base, endpoint)| Some((self.pattern.route(&base)?, endpoint)));
-        match (beside, request.method.as_str()) {
-            (Some(_), "OPTIONS") => self.respond(tcp, http_answer(204, "", "", false)),
-            (Some((route, Endpoint::Events)), "GET") => self.event_stream(tcp, request, route).await,
-            (Some((route, Endpoint::Send)), "POST") => {
-                drop(slot);
-                self.send(tcp, request, rest, route).await
-            }
-            (Some(_), _) => self.respond(tcp, http_answer(405, "METHOD_NOT_ALLOWED", "GET <path>/events, POST <path>/send", false)),
-            (None, _) => {
-                self.engine.relay.handshake_failed();
-                self.respond(tcp, handshake::http_error(404, "Not Found", "No WebSocket is served at this path", ""))
-            }
-        }
+        self.dispatch(tcp, request, rest, Some(slot)).await;
     }
 
     fn refused(&self) {
@@ -98,6 +80,34 @@ impl<G: Gatekeeper> Upgrades for RelayPort<G> {
 }
 
 impl<G: Gatekeeper> RelayPort<G> {
+    /// One request: a WebSocket upgrade, or an event stream's, or sends. `slot` is held
+    /// until the request is dealt with, the app's authenticate included; but a connection
+    /// of sends is no handshake, however long it stays open (a request that follows its
+    /// sends comes with none).
+    fn dispatch(&self, tcp: TcpStream, request: Request, rest: Bytes, slot: Option<Slot>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            if let Some(route) = self.pattern.route(&request.url) {
+                return self.websocket(tcp, request, rest, route).await;
+            }
+            let beside = Endpoint::split(&request.url).and_then(|(base, endpoint)| Some((self.pattern.route(&base)?, endpoint)));
+            match (beside, request.method.as_str()) {
+                (Some(_), "OPTIONS") => self.respond(tcp, http_answer(204, "", "", false)),
+                (Some((route, Endpoint::Events)), "GET") => self.event_stream(tcp, request, route).await,
+                (Some((route, Endpoint::Send)), "POST") => {
+                    drop(slot);
+                    if let Some((tcp, next, rest)) = self.send(tcp, request, rest, route).await {
+                        self.dispatch(tcp, next, rest, None).await;
+                    }
+                }
+                (Some(_), _) => self.respond(tcp, http_answer(405, "METHOD_NOT_ALLOWED", "GET <path>/events, POST <path>/send", false)),
+                (None, _) => {
+                    self.engine.relay.handshake_failed();
+                    self.respond(tcp, handshake::http_error(404, "Not Found", "No WebSocket is served at this path", ""))
+                }
+            }
+        })
+    }
+
     /// What the app says of a request, when it wants a say; `Err` is the answer to refuse it with.
     async fn given(&self, tcp: &TcpStream, request: &Request) -> Result<Identity, Vec<u8>> {
         let Some(gatekeeper) = &self.gatekeeper else { return Ok(Identity::default()) };
@@ -162,56 +172,19 @@ impl<G: Gatekeeper> RelayPort<G> {
         self.respond(tcp, http_answer(status, code, &refusal.to_string(), false));
     }
 
-    /// A member's frames, in a body of `content-length` bytes (`rest` its start), and then
-    /// those of the sends that follow on the same connection (keep-alive, as a browser's
-    /// `fetch` sends them), until the client closes it, asks to, or sends something else.
-    async fn send(&self, mut tcp: TcpStream, mut request: Request, mut rest: Bytes, route: Route) {
-        let mut route = route;
-        loop {
-            let Some((answer, keep_alive)) = self.one_send(&mut tcp, &request, &rest, &route).await else { return };
-            if !keep_alive {
-                return self.respond(tcp, answer);
-            }
-            if tcp.write_all(&answer).await.is_err() {
-                return;
-            }
-            let next = tokio::time::timeout(KEEP_ALIVE, read_request(&mut tcp, request.address)).await;
-            let Ok(Ok((next, after))) = next else { return };
-            let beside = Endpoint::split(&next.url).and_then(|(base, endpoint)| Some((self.pattern.route(&base)?, endpoint)));
-            match (beside, next.method.as_str()) {
-                (Some((next_route, Endpoint::Send)), "POST") => (request, rest, route) = (next, after, next_route),
-                _ => return self.respond(tcp, http_answer(400, "INVALID_REQUEST", "Only sends may follow a send on one connection", false)),
-            }
-        }
-    }
-
-    /// Reads one send's body and hands it to the relay: the answer, and whether the
-    /// connection stays open; `None` when the client went away.
-    async fn one_send(&self, tcp: &mut TcpStream, request: &Request, rest: &Bytes, route: &Route) -> Option<(Vec<u8>, bool)> {
-        let limit = event_stream::body_limit(&self.engine.relay);
-        let length = request.header("content-length").and_then(|length| length.trim().parse::<usize>().ok());
-        let body = match length {
-            None => Err(SendError::Malformed("sent with a Content-Length")),
-            Some(length) if length > limit => Err(SendError::TooLarge(limit)),
-            Some(length) if rest.len() > length => Err(SendError::Malformed("one request at a time: wait for each answer")),
-            Some(length) => {
-                let mut body = rest.to_vec();
-                body.resize(length, 0);
-                tokio::time::timeout(CLOSE_TIMEOUT, tcp.read_exact(&mut body[rest.len()..])).await.ok()?.ok()?;
-                Ok(body)
-            }
-        };
-        let keep_alive = body.is_ok() && !request.header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close"));
-        let sent = body.and_then(|body| {
-            let token = request.header(event_stream::SEND_TOKEN_HEADER);
-            event_stream::send(&self.engine.relay, &self.engine.send_tokens, route, token, request.header("content-type"), &body)
-        });
-        Some(match sent {
-            Ok(_) => (http_answer(202, "", "", keep_alive), keep_alive),
-            Err(error) => (http_answer(error.status(), error.code(), &error.to_string(), keep_alive), keep_alive),
-        })
+    /// A member's frames, and then those of the sends that follow on the same connection;
+    /// what follows them that is not a send is given back.
+    async fn send(&self, mut tcp: TcpStream, request: Request, rest: Bytes, route: Route) -> Option<(TcpStream, Request, Bytes)> {
+        let answer = native::read_send(&self.engine, &mut tcp, &request, &rest, &route).await?;
+        let pattern = &self.pattern;
+        native::serve_sends(&self.engine, tcp, request.address, answer, |url| send_route(pattern, url)).await
     }
 }
 
-/// How long a connection that sent a send may wait idle for the next.
-const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(5);
+/// Where a send to `url` goes, when it is one beside `pattern`.
+pub fn send_route(pattern: &PathPattern, url: &str) -> Option<Route> {
+    match Endpoint::split(url)? {
+        (base, Endpoint::Send) => pattern.route(&base),
+        _ => None,
+    }
+}

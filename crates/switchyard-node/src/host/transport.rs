@@ -179,4 +179,3 @@ impl Host {
         self.pump(env)
     }
 }
-

@@ -6,9 +6,11 @@
 //! socket has not taken counts against the bound.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
@@ -16,7 +18,9 @@ use switchyard_core::{close_code, ConnId, ConnectionRefusal, Frame, FrameKind, I
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{StreamText, CORS, HEADERS};
+use super::{SendError, StreamText, CORS, HEADERS};
+use crate::listener::{self, read_request, Request};
+use crate::CLOSE_TIMEOUT;
 use crate::codec::Outgoing;
 use crate::engine::Engine;
 use crate::now;
@@ -147,6 +151,75 @@ pub fn http_answer(status: u16, code: &str, message: &str, keep_alive: bool) -> 
     let body = if code.is_empty() { String::new() } else { super::error_body(code, message) };
     let connection = if keep_alive { "keep-alive" } else { "close" };
     format!("HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: {connection}\r\n{cors}\r\n{body}", body.len()).into_bytes()
+}
+
+/// How long a connection of sends may sit idle before the next.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// What a send on a socket written by hand is answered, and whether the connection stays
+/// open for the next.
+pub struct SendAnswer {
+    answer: Vec<u8>,
+    keep_alive: bool,
+}
+
+impl SendAnswer {
+    /// The answer to a send already read: `sent` is what became of it.
+    pub fn of(sent: Result<usize, SendError>, keep_alive: bool) -> Self {
+        let answer = match sent {
+            Ok(_) => http_answer(202, "", "", keep_alive),
+            Err(error) => http_answer(error.status(), error.code(), &error.to_string(), keep_alive),
+        };
+        Self { answer, keep_alive }
+    }
+}
+
+/// Reads a send's body (`content-length` bytes, `rest` its start) and hands it to the
+/// relay; `None` when the client went away first.
+pub async fn read_send(engine: &Engine, tcp: &mut TcpStream, request: &Request, rest: &[u8], route: &Route) -> Option<SendAnswer> {
+    let limit = super::body_limit(&engine.relay);
+    let length = request.header("content-length").and_then(|length| length.trim().parse::<usize>().ok());
+    let body = match length {
+        None => Err(SendError::Malformed("sent with a Content-Length")),
+        Some(length) if length > limit => Err(SendError::TooLarge(limit)),
+        Some(length) if rest.len() > length => Err(SendError::Malformed("one request at a time: wait for each answer")),
+        Some(length) => {
+            let mut body = rest.to_vec();
+            body.resize(length, 0);
+            tokio::time::timeout(CLOSE_TIMEOUT, tcp.read_exact(&mut body[rest.len()..])).await.ok()?.ok()?;
+            Ok(body)
+        }
+    };
+    let keep_alive = body.is_ok() && !request.header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close"));
+    let sent = body.and_then(|body| {
+        let token = request.header(super::SEND_TOKEN_HEADER);
+        super::send(&engine.relay, &engine.send_tokens, route, token, request.header("content-type"), &body)
+    });
+    Some(SendAnswer::of(sent, keep_alive))
+}
+
+/// Writes `first`, then serves the sends that follow on the same connection (keep-alive,
+/// as a browser's `fetch` sends them) until the client closes it, asks to, or sits idle.
+/// A request that is not a send (`route_of` says where a URL's send goes) is given back,
+/// for the caller to serve.
+pub async fn serve_sends(
+    engine: &Engine,
+    mut tcp: TcpStream,
+    address: IpAddr,
+    first: SendAnswer,
+    route_of: impl Fn(&str) -> Option<Route>,
+) -> Option<(TcpStream, Request, bytes::Bytes)> {
+    let mut answer = first;
+    loop {
+        if !answer.keep_alive {
+            listener::answer(tcp, answer.answer).await;
+            return None;
+        }
+        tcp.write_all(&answer.answer).await.ok()?;
+        let (request, rest) = tokio::time::timeout(KEEP_ALIVE, read_request(&mut tcp, address)).await.ok()?.ok()?;
+        let Some(route) = route_of(&request.url).filter(|_| request.method == "POST") else { return Some((tcp, request, rest)) };
+        answer = read_send(engine, &mut tcp, &request, &rest, &route).await?;
+    }
 }
 
 /// Writes a stream to a socket taken whole, after `preface` (the response head, unless

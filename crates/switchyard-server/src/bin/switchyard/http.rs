@@ -326,9 +326,11 @@ async fn event_stream(app: Arc<App>, peer: SocketAddr, route: Route, request: Re
 /// without hyper: its place among the waiting handshakes is given up once it is open.
 pub async fn raw_event_stream(app: Arc<App>, tcp: TcpStream, peer: SocketAddr, request: listener::Request, slot: Slot) {
     match open_raw_event_stream(&app, peer, &request).await {
+        // A task of its own, so that the stream holds only what it needs, not this
+        // connection's task (sized for an HTTP connection) nor its request.
         Ok(stream) => {
             drop(slot);
-            app.spawner.tasks.track_future(native::serve(tcp, native::response_head(), stream)).await;
+            app.spawner.tasks.spawn(native::serve(tcp, native::response_head(), stream));
         }
         Err(error) => listener::answer(tcp, native::http_answer(error.status.as_u16(), error.code, &error.message, false)).await,
     }
