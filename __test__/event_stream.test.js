@@ -130,7 +130,8 @@ for (const [name, start] of Object.entries(hosts)) {
       ws.send(Buffer.from([1, 2, 3]), { binary: true });
       assert.deepEqual([...(await sse.next((m) => m.isBinary)).data], [1, 2, 3]);
 
-      assert.equal((await sse.send({ type: 'cursor', x: 2 })).status, 202);
+      const taken = await sse.send({ type: 'cursor', x: 2 });
+      assert.deepEqual([taken.status, taken.length], [202, '0'], 'answered with its length, so a client reads it without chunking');
       assert.equal((await ws.nextOfType('cursor')).json.x, 2);
       assert.equal((await sse.send([{ type: 'op', n: 1 }, { type: 'op', n: 2 }, { type: 'op', n: 3 }])).status, 202, 'ndjson');
       for (const n of [1, 2, 3]) assert.equal((await ws.nextOfType('op')).json.n, n, 'in order');
@@ -161,6 +162,7 @@ for (const [name, start] of Object.entries(hosts)) {
 
       const wrong = await sse.send({ type: 'cursor' }, { token: `${sse.token.split('.')[0]}.not-the-secret` });
       assert.deepEqual([wrong.status, wrong.body.error.code], [403, 'FORBIDDEN']);
+      assert.ok(Number(wrong.length) > 0, 'an error is answered with its length');
       const none = await sse.send({ type: 'cursor' }, { token: '' });
       assert.equal(none.status, 403);
       const elsewhere = await sse.send({ type: 'cursor' }, { to: host.events(other).replace(/events$/, 'send') });

@@ -193,7 +193,7 @@ class EventStreamClient extends TestClient {
     const type = contentType ?? (Array.isArray(frames) ? 'application/x-ndjson' : 'text/plain');
     const response = await fetch(to, { method: 'POST', headers: { 'content-type': type, 'x-switchyard-send': token }, body: text });
     const body = await response.text();
-    return { status: response.status, body: body ? JSON.parse(body) : null };
+    return { status: response.status, body: body ? JSON.parse(body) : null, length: response.headers.get('content-length') };
   }
 
   close() {

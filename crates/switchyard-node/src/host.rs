@@ -632,6 +632,10 @@ fn answer(env: &Env, response: &Object, status: u16, headers: &[(&str, &str)], b
     for (name, value) in headers.iter().chain(&event_stream::CORS) {
         head.set_named_property(name, *value)?;
     }
+    // Written with its length: `writeHead` fixes the head, and without one Node would chunk it.
+    if status != 200 {
+        head.set_named_property("content-length", body.len() as u32)?;
+    }
     let write_head: Function<FnArgs<(u32, Object)>, Unknown> = response.get_named_property_unchecked("writeHead")?;
     write_head.bind(response)?.call((u32::from(status), head).into())?;
     if status == 200 {
