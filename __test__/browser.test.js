@@ -27,6 +27,14 @@ if (!fs.existsSync(CHROMIUM)) {
   defineBrowserTests();
 }
 
+/** Answers a request for a file of the client package (`/client/<name>`). */
+function serveClient(pathname, res) {
+  const file = path.join(clientDir, path.basename(pathname));
+  if (!fs.existsSync(file)) return res.writeHead(404).end();
+  res.writeHead(200, { 'content-type': types[path.extname(file)] ?? 'application/octet-stream' });
+  fs.createReadStream(file).pipe(res);
+}
+
 /**
  * A Node server for the pages: an empty page at /, the client package at /client/, and
  * one manager with native sessions at /session/:sessionId and awareness at /awareness.
@@ -37,12 +45,7 @@ async function appServer({ port = 0, prepare = () => {}, config = {} } = {}) {
   manager.start();
   const server = http.createServer((req, res) => {
     const { pathname } = new URL(req.url, 'http://localhost');
-    if (pathname.startsWith('/client/')) {
-      const file = path.join(clientDir, path.basename(pathname));
-      if (!fs.existsSync(file)) return res.writeHead(404).end();
-      res.writeHead(200, { 'content-type': types[path.extname(file)] ?? 'application/octet-stream' });
-      return fs.createReadStream(file).pipe(res);
-    }
+    if (pathname.startsWith('/client/')) return serveClient(pathname, res);
     res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>switchyard test</title>');
   });
   manager.attach(server);
@@ -753,12 +756,7 @@ function defineBrowserTests() {
 
         const server = http.createServer((req, res) => {
           const { pathname } = new URL(req.url, 'http://localhost');
-          if (pathname.startsWith('/client/')) {
-            const file = path.join(clientDir, path.basename(pathname));
-            if (!fs.existsSync(file)) return res.writeHead(404).end();
-            res.writeHead(200, { 'content-type': types[path.extname(file)] ?? 'application/octet-stream' });
-            return fs.createReadStream(file).pipe(res);
-          }
+          if (pathname.startsWith('/client/')) return serveClient(pathname, res);
           if (pathname === '/') return res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>switchyard test</title>');
           // The page's icon, asked for by Chromium: not the relay's to answer.
           if (pathname === '/favicon.ico') return res.writeHead(204).end();
