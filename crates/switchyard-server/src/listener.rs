@@ -82,7 +82,7 @@ pub trait Upgrades: Send + Sync + 'static {
 pub enum HeadError {
     /// The connection closed (or failed) first.
     Closed,
-    /// 431: longer than [`MAX_HEAD_BYTES`], or more than [`MAX_HEADERS`] headers.
+    /// 431: longer than [`MAX_HEAD_BYTES`], or more than 64 headers.
     TooLarge,
     /// 400: not an HTTP/1.1 request.
     Malformed,
