@@ -200,16 +200,6 @@ impl SendTokens {
         self.members.remove(&conn);
     }
 
-    /// Streams open on this node.
-    pub fn len(&self) -> usize {
-        self.members.len()
-    }
-
-    /// Whether no stream is open on this node.
-    pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
-    }
-
     /// The member `token` names, when it was sent to `route`'s send URL.
     fn member(&self, relay: &Relay, token: Option<&str>, route: &Route) -> Result<ConnId, SendError> {
         let session = match route {
