@@ -11,6 +11,8 @@
 //! relay: its runtime, its cluster, and admission. A host that runs sockets on an event
 //! loop of its own (the addon's bridge) takes the relay's output from a [`host_queue`]
 //! and its frames from each [`bridge_outbox`]; [`hooks`] is what it puts in front of the app's hooks.
+//! [`event_stream`] is the other way in, for networks that refuse the upgrade: members on a
+//! Server-Sent Events stream who send with POST.
 
 #![warn(missing_docs)]
 

@@ -1,5 +1,6 @@
 //! A port of the relay's own, served on the native runtime (the addon's
-//! `manager.listen({ port, host, path })`): upgrades whose path matches join the relay,
+//! `manager.listen({ port, host, path })`): upgrades whose path matches join the relay
+//! (and event streams and sends beside that path, as [`crate::event_stream`] serves them),
 //! after the app's say when it asked for one ([`Gatekeeper`]), with no HTTP server of the
 //! host's in the way (with Node's `attach`, Node makes a socket, a parser and a request
 //! for each upgrade before handing it over).
