@@ -62,7 +62,11 @@ function attachEventStreams(manager, server, path, authenticate) {
     const listeners = server.listeners('request');
     server.removeAllListeners('request');
     server.on('request', (req, res) => {
-      const claimed = paths.find((entry) => manager.eventStreamRoute(req.url ?? '/', entry.path));
+      // Every request of the app comes through here: only those that could be ours ask the addon.
+      const url = req.url ?? '/';
+      const pathname = url.split('?', 1)[0];
+      const ours = pathname.endsWith('/events') || pathname.endsWith('/send');
+      const claimed = ours && paths.find((entry) => manager.eventStreamRoute(url, entry.path));
       if (!claimed) {
         for (const listener of listeners) listener.call(server, req, res);
         return;
