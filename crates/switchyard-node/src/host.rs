@@ -463,7 +463,7 @@ impl Host {
             (_, "OPTIONS", _) => answer(env, &response, 204, &[], ""),
             (Endpoint::Send, "POST", Some(body)) => {
                 let token = request.header(event_stream::SEND_TOKEN_HEADER);
-                let sent = event_stream::send(&self.engine.relay, &self.engine.send_tokens, &route, token, request.header("content-type"), body);
+                let sent = event_stream::send(&self.engine.relay, &self.engine.send_tokens, &route, token, request.header("content-type"), Bytes::copy_from_slice(body));
                 let answered = match sent {
                     Ok(_) => answer(env, &response, 202, &[], ""),
                     Err(error) => answer(env, &response, error.status(), &[], &error.body()),

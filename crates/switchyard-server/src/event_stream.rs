@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 
 use base64::Engine as _;
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use dashmap::DashMap;
 use rand::distr::{Alphanumeric, SampleString};
 use serde_json::json;
@@ -224,12 +224,12 @@ impl SendTokens {
 /// Hands a send's frames to the relay, in order, as its member's: `token` from the
 /// [`SEND_TOKEN_HEADER`], `route` the session of the URL it was sent to. Every frame is
 /// checked before any is taken, so a bad body changes nothing. Returns how many were taken.
-pub fn send(relay: &Relay, tokens: &SendTokens, route: &Route, token: Option<&str>, content_type: Option<&str>, body: &[u8]) -> Result<usize, SendError> {
+pub fn send(relay: &Relay, tokens: &SendTokens, route: &Route, token: Option<&str>, content_type: Option<&str>, body: Bytes) -> Result<usize, SendError> {
     let conn = tokens.member(relay, token, route)?;
     if body.len() > body_limit(relay) {
         return Err(SendError::TooLarge(body_limit(relay)));
     }
-    let text = std::str::from_utf8(body).map_err(|_| SendError::Malformed("UTF-8 text"))?;
+    let text = std::str::from_utf8(&body).map_err(|_| SendError::Malformed("UTF-8 text"))?;
     let ndjson = content_type.is_some_and(|t| t.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case(NDJSON));
     let frames: Vec<&str> = match ndjson {
         true => text.split('\n').map(|line| line.strip_suffix('\r').unwrap_or(line)).filter(|line| !line.trim().is_empty()).collect(),
@@ -246,7 +246,8 @@ pub fn send(relay: &Relay, tokens: &SendTokens, route: &Route, token: Option<&st
         serde_json::from_str::<serde::de::IgnoredAny>(frame).map_err(|_| SendError::Malformed("JSON text (one message a line for application/x-ndjson)"))?;
     }
     for frame in &frames {
-        match relay.receive(conn, switchyard_core::Frame::text(frame.to_string()), switchyard_core::now()) {
+        // Each frame shares the body's bytes, as a WebSocket frame shares its read.
+        match relay.receive(conn, switchyard_core::Frame::text(body.slice_ref(frame.as_bytes())), switchyard_core::now()) {
             Received::Taken => {}
             Received::RateLimited => return Err(SendError::RateLimited),
             Received::Gone => return Err(SendError::MemberGone),

@@ -193,7 +193,7 @@ pub async fn read_send(engine: &Engine, tcp: &mut TcpStream, request: &Request, 
     let keep_alive = body.is_ok() && !request.header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close"));
     let sent = body.and_then(|body| {
         let token = request.header(super::SEND_TOKEN_HEADER);
-        super::send(&engine.relay, &engine.send_tokens, route, token, request.header("content-type"), &body)
+        super::send(&engine.relay, &engine.send_tokens, route, token, request.header("content-type"), body.into())
     });
     Some(SendAnswer::of(sent, keep_alive))
 }

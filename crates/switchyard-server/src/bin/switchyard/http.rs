@@ -389,7 +389,7 @@ async fn send(app: &App, route: Route, headers: &HeaderMap, body: Body) -> Resul
     let body = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let content_type = header(header::CONTENT_TYPE.as_str());
-    event_stream::send(&app.engine.relay, &app.engine.send_tokens, &route, header(event_stream::SEND_TOKEN_HEADER), content_type, &body)
+    event_stream::send(&app.engine.relay, &app.engine.send_tokens, &route, header(event_stream::SEND_TOKEN_HEADER), content_type, body)
         .map(|_| StatusCode::ACCEPTED)
         .map_err(|error| ApiError::new(StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST), error.code(), error.to_string()))
 }
