@@ -973,6 +973,62 @@ function defineBrowserTests() {
     });
   });
 
+  describe('TLS', () => {
+    it('relays over wss:// with the binary serving a certificate of a CA the browser trusts; a browser that does not trust it never opens', async () => {
+      const os = require('node:os');
+      const { startBinary, stopBinaries, certificateAuthority, TestClient } = require('./helpers');
+      const patient = { timeout: 20_000 };
+      const authority = certificateAuthority(fs.mkdtempSync(path.join(os.tmpdir(), 'switchyard-browser-tls-')));
+      const pair = authority.issue();
+      const server = await startBinary({ args: ['--tls-cert', pair.cert, '--tls-key', pair.key], ca: authority.ca });
+      cleanups.push(() => stopBinaries());
+      const pages = await appServer();
+      cleanups.push(() => pages.close());
+      // The test's CA is trusted by its key: Chromium takes no CA file, but it honours a
+      // chain (the binary serves the leaf, then the CA) holding a key it is told to trust.
+      const trusting = await chromium.launch({
+        executablePath: CHROMIUM,
+        args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', `--ignore-certificate-errors-spki-list=${authority.caSpki}`],
+      });
+      cleanups.push(() => trusting.close());
+      const created = await new Promise((resolve, reject) => {
+        const request = require('node:https').request(`${server.base}/v1/sessions`, { method: 'POST', ca: authority.ca, agent: false }, (res) => resolve(res.statusCode));
+        request.on('error', reject).end(JSON.stringify({ sessionId: 'tls' }));
+      });
+      assert.equal(created, 201);
+      const url = `wss://127.0.0.1:${server.port}/session/tls`;
+      const opened = await trusting.newPage();
+      await opened.goto(pages.url);
+      const other = new TestClient(url, { ca: authority.ca });
+      await other.opened;
+      cleanups.push(() => other.close());
+      await opened.evaluate(async (url) => {
+        const { RelayClient } = await import('/client/index.js');
+        window.got = [];
+        window.relay = new RelayClient(url, { reconnect: { maxAttempts: 0 } });
+        window.relay.on('greeting', (message) => window.got.push(message.text));
+        await new Promise((resolve) => window.relay.onStatusChange((status) => status === 'open' && resolve()));
+      }, url);
+      await opened.evaluate(() => window.relay.send({ type: 'greeting', text: 'from the page over TLS' }));
+      assert.equal((await other.nextOfType('greeting')).json.text, 'from the page over TLS');
+      other.send(JSON.stringify({ type: 'greeting', text: 'to the page over TLS' }));
+      await opened.waitForFunction(() => window.got.includes('to the page over TLS'), null, patient);
+
+      const untrusting = await page(pages.url);
+      const outcome = await untrusting.evaluate(
+        (url) =>
+          new Promise((resolve) => {
+            const socket = new WebSocket(url);
+            socket.onopen = () => resolve('opened');
+            socket.onclose = (event) => resolve(`closed ${event.code}`);
+          }),
+        url,
+      );
+      assert.equal(outcome, 'closed 1006');
+      consoleErrors.length = 0;
+    });
+  });
+
   describe('the admin view', () => {
     /**
      * Dark pixels in a screenshot, counted by decoding it in the page: text and figures

@@ -526,7 +526,7 @@ async function freePort() {
 }
 
 /** Starts the `switchyard` binary (or `command`, such as the npm bin) and waits until it answers. */
-async function startBinary({ args = [], env = {}, command, startupMs } = {}) {
+async function startBinary({ args = [], env = {}, command, startupMs, ca } = {}) {
   const [program, ...rest] = command ?? [require('../bin/switchyard.js').locateBinary()];
   const port = await freePort();
   const child = spawn(program, [...rest, '--port', String(port), '--host', '127.0.0.1', ...args], {
@@ -537,9 +537,16 @@ async function startBinary({ args = [], env = {}, command, startupMs } = {}) {
   let logs = '';
   child.stderr.on('data', (chunk) => (logs += chunk));
   child.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-  const base = `http://127.0.0.1:${port}`;
-  await untilHealthy(base, () => logs, startupMs);
-  return { child, port, base, ws: `ws://127.0.0.1:${port}`, logs: () => logs };
+  // With `ca`, the server serves TLS with a certificate that authority signed.
+  const [http, ws] = ca ? ['https', 'wss'] : ['http', 'ws'];
+  const base = `${http}://127.0.0.1:${port}`;
+  if (ca) {
+    const healthy = () => httpsGet(`${base}/health`, ca).then((r) => r.status === 200, () => false);
+    await eventually(async () => assert.ok(await healthy(), `the server did not start:\n${logs}`), startupMs ?? 5000);
+  } else {
+    await untilHealthy(base, () => logs, startupMs);
+  }
+  return { child, port, base, ws: `${ws}://127.0.0.1:${port}`, logs: () => logs };
 }
 
 function stopBinaries() {
@@ -641,3 +648,62 @@ async function startRedis(port) {
 
 module.exports.redisServerPath = redisServerPath;
 module.exports.startRedis = startRedis;
+
+/**
+ * A certificate authority of the test's own and certificates it signs for 127.0.0.1 and
+ * localhost, made with openssl's CLI in `dir`. `ca` is the authority's PEM (what a client
+ * trusts), `caSpki` the base64 SHA-256 of its public key (what Chromium's
+ * --ignore-certificate-errors-spki-list takes); `issue(name)` writes a new certificate
+ * chain (the leaf, then the authority) and key: `{ cert, key, serial }`, paths and the
+ * leaf's serial number as Node's `getPeerCertificate()` gives it.
+ */
+function certificateAuthority(dir) {
+  const { execFileSync } = require('node:child_process');
+  const crypto = require('node:crypto');
+  const openssl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  fs.mkdirSync(dir, { recursive: true });
+  openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=switchyard test CA');
+  fs.writeFileSync(path.join(dir, 'san.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
+  const ca = fs.readFileSync(path.join(dir, 'ca.crt'), 'utf8');
+  const caSpki = crypto.createHash('sha256').update(new crypto.X509Certificate(ca).publicKey.export({ type: 'spki', format: 'der' })).digest('base64');
+  let issued = 0;
+  function issue(name = `server-${++issued}`) {
+    openssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
+    openssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.leaf`, '-days', '2', '-extfile', 'san.ext');
+    const leaf = fs.readFileSync(path.join(dir, `${name}.leaf`), 'utf8');
+    fs.writeFileSync(path.join(dir, `${name}.crt`), leaf + ca);
+    return { cert: path.join(dir, `${name}.crt`), key: path.join(dir, `${name}.key`), serial: new crypto.X509Certificate(leaf).serialNumber };
+  }
+  return { ca, caSpki, issue };
+}
+
+/** The serial number of the certificate a TLS server at `port` presents now. */
+function servedSerial(port, ca) {
+  const tls = require('node:tls');
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: '127.0.0.1', port, ca, servername: 'localhost' }, () => {
+      resolve(socket.getPeerCertificate().serialNumber);
+      socket.end();
+    });
+    socket.on('error', reject);
+  });
+}
+
+/** GET over HTTPS, trusting `ca`: `{ status, body }` (the body parsed when it is JSON). */
+function httpsGet(url, ca) {
+  const https = require('node:https');
+  return new Promise((resolve, reject) => {
+    https
+      .get(url, { ca, agent: false }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk) => (text += chunk));
+        res.on('end', () => resolve({ status: res.statusCode, body: safeParse(text) ?? text }));
+      })
+      .on('error', reject);
+  });
+}
+
+module.exports.certificateAuthority = certificateAuthority;
+module.exports.servedSerial = servedSerial;
+module.exports.httpsGet = httpsGet;

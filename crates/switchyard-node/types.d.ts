@@ -385,6 +385,16 @@ export interface ListenOptions {
    * fields it gives override the token's claims.
    */
   authenticate?: (request: ListenRequest) => Authentication | Promise<Authentication>
+  /** Serve TLS (`wss://`, `https://`) with this certificate and key; `reloadTls()` replaces them without dropping a connection. */
+  tls?: ListenTls
+}
+
+/** A certificate chain and its key, for `listen({ tls })` and `reloadTls()`. */
+export interface ListenTls {
+  /** The certificate, then its intermediates: PEM text (a string or a Buffer), or the path of a PEM file, which `reloadTls()` reads again. */
+  cert: string | Buffer
+  /** The certificate's private key (PKCS#8, PKCS#1 or SEC1), given as `cert` is. */
+  key: string | Buffer
 }
 
 /**

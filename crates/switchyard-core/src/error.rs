@@ -25,6 +25,9 @@ pub mod close_code {
     pub const TOO_LARGE: u16 = 1009;
     /// Reserved for the server's own failures; no path sends it today.
     pub const INTERNAL: u16 = 1011;
+    /// Sent by a server draining before it stops (the binary's `--shutdown-grace`): the
+    /// client should reconnect, and will reach another node.
+    pub const SERVICE_RESTART: u16 = 1012;
     /// Sent to a slow consumer, whose outgoing queue stayed full.
     pub const TRY_AGAIN_LATER: u16 = 1013;
 

@@ -447,6 +447,11 @@ impl Relay {
         slow
     }
 
+    /// Every open connection, for a host that ends them a few at a time (a drain).
+    pub fn connection_ids(&self) -> Vec<ConnId> {
+        self.registry.ids_where(|_| true)
+    }
+
     /// Closes every connection with `code` and forgets every session.
     pub fn shutdown(&self, code: u16, reason: &str, now: Millis) {
         for id in self.sessions.ids_where(|_| true) {

@@ -248,6 +248,38 @@ pub const SHUTDOWN_TIMEOUT_MS: Setting = Setting::binary(
     "How long a stopping server waits for its connections to finish closing before it drops them.",
 )
 .range(POSITIVE);
+/// `--shutdown-grace`: how long a stopping server drains, in ms.
+pub const SHUTDOWN_GRACE_MS: Setting = Setting::binary(
+    Flag::new("shutdown-grace", "SHUTDOWN_GRACE"),
+    Kind::Millis,
+    Number(0),
+    "How long a stopping server drains: /ready answers 503 and new connections are refused at once, and open ones are closed with 1012 spread over this time, so that they reconnect to other nodes a few at a time.",
+)
+.range(Range { min: 0, max: u64::MAX });
+/// `--tls-cert`: the PEM certificate chain the binary serves TLS with.
+pub const TLS_CERT: Setting = Setting::binary(
+    Flag::new("tls-cert", "TLS_CERT"),
+    Kind::Text,
+    Unset,
+    "PEM file of the certificate chain to serve TLS with (wss://, https://), with --tls-key; SIGHUP reads both again.",
+);
+/// `--tls-key`: the PEM private key of `--tls-cert`.
+pub const TLS_KEY: Setting =
+    Setting::binary(Flag::new("tls-key", "TLS_KEY"), Kind::Text, Unset, "PEM file of the certificate's private key (PKCS#8, PKCS#1 or SEC1).");
+/// `--config`: the TOML file the binary's settings are read from.
+pub const CONFIG_FILE: Setting = Setting::binary(
+    Flag::new("config", "SWITCHYARD_CONFIG"),
+    Kind::Text,
+    Unset,
+    "TOML file of settings: every flag a key, with _ for -; the environment and flags override it.",
+);
+/// `--strict`: unknown keys of the config file stop the server.
+pub const STRICT: Setting = Setting::binary(
+    Flag::new("strict", "SWITCHYARD_STRICT"),
+    Kind::Bool,
+    Bool(false),
+    "An unknown key in the config file stops the server (exit 2) instead of a warning.",
+);
 /// `--admin-token`, `SWITCHYARD_ADMIN_TOKEN`: the bearer token of the admin endpoints.
 pub const ADMIN_TOKEN: Setting = Setting::binary(
     Flag::new("admin-token", "SWITCHYARD_ADMIN_TOKEN"),
@@ -780,6 +812,11 @@ pub const SETTINGS: &[Setting] = &[
     MAX_PENDING_HANDSHAKES_PER_IP,
     LISTEN_BACKLOG,
     SHUTDOWN_TIMEOUT_MS,
+    SHUTDOWN_GRACE_MS,
+    TLS_CERT,
+    TLS_KEY,
+    CONFIG_FILE,
+    STRICT,
     ADMIN_TOKEN,
     SESSION_TIMEOUT_MS,
     MAX_SESSIONS,

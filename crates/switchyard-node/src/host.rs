@@ -62,6 +62,8 @@ use switchyard_core::EventSink;
 
 #[cfg(not(target_family = "wasm"))]
 mod transport;
+#[cfg(not(target_family = "wasm"))]
+pub use transport::start_tls;
 
 /// How often a stopping manager looks whether its sockets have closed.
 const STOP_POLL_MS: f64 = 20.0;
@@ -565,7 +567,7 @@ impl Host {
 
     /// Nor open a port of its own: [`native::available`] says so.
     #[cfg(target_family = "wasm")]
-    pub fn listen(self: &Rc<Self>, _: &Env, _: &str, _: u16, _: PathPattern, _: Option<Rc<Authenticate>>) -> Result<ListenAddress> {
+    pub fn listen(self: &Rc<Self>, _: &Env, _: &str, _: u16, _: PathPattern, _: Option<Rc<Authenticate>>, _: Option<()>) -> Result<ListenAddress> {
         native::available().and_then(|()| Err(Error::new(Status::GenericFailure, "listen() needs the native transport")))
     }
 

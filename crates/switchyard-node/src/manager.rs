@@ -207,15 +207,44 @@ impl RelaySessionManager {
     pub fn listen(&self, env: Env, options: Option<Unknown>) -> Result<ListenAddress> {
         guard(|| {
             crate::native::available()?;
-            let options = read_options(&env, options, "options", &["port", "host", "path", "authenticate"])?;
+            let options = read_options(&env, options, "options", &["port", "host", "path", "authenticate", "tls"])?;
             let port = options.count("port", u16::MAX.into())?.map_or(0, |port| port as u16);
+            #[cfg(not(target_family = "wasm"))]
+            let tls = match options.has("tls")? {
+                true => Some(crate::host::start_tls(crate::options::tls_files(&options.nested("tls", &["cert", "key"])?, "tls")?)?),
+                false => None,
+            };
+            #[cfg(target_family = "wasm")]
+            let tls = None;
             let host = options.string("host")?.unwrap_or_else(|| DEFAULT_LISTEN_HOST.to_owned());
             let pattern = attach::read_path(&env, &options)?;
             let authenticate = authentication::read(&options)?;
             if self.host.lifecycle.get() == Lifecycle::Stopped {
                 return Err(napi::Error::from_reason("The manager is stopped: call start() before listen()"));
             }
-            self.host.listen(&env, &host, port, pattern, authenticate)
+            self.host.listen(&env, &host, port, pattern, authenticate, tls)
+        })
+    }
+
+    /// Reads the TLS certificate and key of every `listen()` port again (the files it was
+    /// given), or takes the pair given (`{ cert, key }`, as `listen`'s `tls`). Connections
+    /// open keep the pair they were accepted with. A pair that cannot serve throws, and
+    /// the one in use stays. For SIGHUP: `process.on('SIGHUP', () => manager.reloadTls())`.
+    #[napi(ts_args_type = "tls?: ListenTls")]
+    pub fn reload_tls(&self, env: Env, tls: Option<Unknown>) -> Result<()> {
+        guard(|| {
+            crate::native::available()?;
+            #[cfg(not(target_family = "wasm"))]
+            {
+                let given = match tls {
+                    Some(tls) if !matches!(tls.get_type()?, napi::ValueType::Undefined) => {
+                        Some(crate::options::tls_files(&read_options(&env, Some(tls), "tls", &["cert", "key"])?, "tls")?)
+                    }
+                    _ => None,
+                };
+                self.host.reload_tls(given)?;
+            }
+            Ok(())
         })
     }
 

@@ -149,6 +149,26 @@ fn buffer(options: &JsOptions, name: &str) -> Result<Option<Vec<u8>>> {
     Err(options.refuse(format!("{name} must be a Buffer, got {}", describe(value))))
 }
 
+/// A TLS pair, `{ cert, key }` (`listen()`'s `tls`, `reloadTls()`'s argument): each PEM
+/// text (a string or a `Buffer`), or a string that is no PEM, the path of a PEM file
+/// (read again by `reloadTls()`).
+#[cfg(not(target_family = "wasm"))]
+pub fn tls_files(tls: &JsOptions, what: &str) -> Result<switchyard_server::tls::TlsFiles> {
+    use switchyard_server::tls::{Pem, TlsFiles};
+    let pem = |name: &'static str, label: &'static str| -> Result<Pem> {
+        let text = match raw(tls, name)? {
+            None => return Err(tls.refuse(format!("{what} needs both cert and key: {name} is missing"))),
+            Some(value) if value.get_type()? == ValueType::String => tls.string(name)?.unwrap_or_default(),
+            Some(_) => return Ok(Pem::Given { name: label, pem: buffer(tls, name)?.unwrap_or_default() }),
+        };
+        Ok(match text.contains("-----BEGIN") {
+            true => Pem::Given { name: label, pem: text.into_bytes() },
+            false => Pem::File(text.into()),
+        })
+    };
+    Ok(TlsFiles { cert: pem("cert", "tls.cert")?, key: pem("key", "tls.key")? })
+}
+
 /// Converts a JavaScript value to JSON the way `JSON.stringify` does, naming `what` when
 /// it cannot be: a `BigInt`, a cycle, a function.
 pub fn json_value(env: &Env, value: Unknown, what: &str) -> Result<Value> {

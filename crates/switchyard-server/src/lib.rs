@@ -41,6 +41,10 @@ pub mod proxy;
 #[cfg(not(target_family = "wasm"))]
 pub mod relay_port;
 pub mod settings;
+#[cfg(not(target_family = "wasm"))]
+pub mod socket;
+#[cfg(not(target_family = "wasm"))]
+pub mod tls;
 pub mod waiting;
 #[cfg(not(target_family = "wasm"))]
 pub mod webhooks;

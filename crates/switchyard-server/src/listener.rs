@@ -10,11 +10,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::handshake::http_error;
+use crate::socket::Socket;
+use crate::tls::Tls;
 use crate::waiting::{Slot, Waiting, MAX_HEAD_BYTES};
 use crate::CLOSE_TIMEOUT;
 
@@ -72,7 +74,7 @@ pub trait Upgrades: Send + Sync + 'static {
     /// A whole request; `rest` is what the client sent after it. The connection keeps its
     /// place among the unfinished handshakes (`slot`) until this is done, or until it is
     /// dropped sooner (a connection that will carry no handshake).
-    fn upgrade(&self, tcp: TcpStream, request: Request, rest: Bytes, slot: Slot) -> impl Future<Output = ()> + Send;
+    fn upgrade(&self, socket: Socket, request: Request, rest: Bytes, slot: Slot) -> impl Future<Output = ()> + Send;
     /// A connection closed before it sent a whole request: over a cap, too slow, too long
     /// or not HTTP.
     fn refused(&self);
@@ -89,27 +91,36 @@ pub enum HeadError {
 }
 
 /// Accepts connections until `stop` is cancelled; each reads its request in a task of its
-/// own, holding a place among the `waiting` until then.
-pub async fn serve(listener: TcpListener, waiting: Arc<Waiting>, stop: CancellationToken, upgrades: Arc<impl Upgrades>) {
+/// own (after its TLS handshake, with `tls`), holding a place among the `waiting` until then.
+pub async fn serve(listener: TcpListener, waiting: Arc<Waiting>, stop: CancellationToken, upgrades: Arc<impl Upgrades>, tls: Option<Arc<Tls>>) {
     loop {
         let (tcp, peer, slot) = tokio::select! {
             accepted = waiting.accept(&listener, || upgrades.refused()) => accepted,
             _ = stop.cancelled() => return,
         };
-        let (upgrades, deadline) = (upgrades.clone(), waiting.limits().deadline);
+        let (upgrades, deadline, tls) = (upgrades.clone(), waiting.limits().deadline, tls.clone());
         tokio::spawn(async move {
-            let mut tcp = tcp;
-            let read = tokio::time::timeout(deadline, read_request(&mut tcp, peer.ip())).await;
+            let read = tokio::time::timeout(deadline, async {
+                let mut socket = match &tls {
+                    Some(tls) => tls.accept(tcp).await?,
+                    None => Socket::Plain(tcp),
+                };
+                let read = read_request(&mut socket, peer.ip()).await;
+                Some((socket, read))
+            })
+            .await;
             match read {
-                Ok(Ok((request, rest))) => upgrades.upgrade(tcp, request, rest, slot).await,
-                Ok(Err(HeadError::Closed)) => {}
-                Ok(Err(HeadError::TooLarge)) => {
+                Ok(Some((socket, Ok((request, rest))))) => upgrades.upgrade(socket, request, rest, slot).await,
+                Ok(Some((_, Err(HeadError::Closed)))) => {}
+                // A failed TLS handshake (or plain HTTP to a TLS port, answered 400).
+                Ok(None) => upgrades.refused(),
+                Ok(Some((socket, Err(HeadError::TooLarge)))) => {
                     upgrades.refused();
-                    answer(tcp, http_error(431, "Request Header Fields Too Large", "The request head is too long", "")).await;
+                    answer(socket, http_error(431, "Request Header Fields Too Large", "The request head is too long", "")).await;
                 }
-                Ok(Err(HeadError::Malformed)) => {
+                Ok(Some((socket, Err(HeadError::Malformed)))) => {
                     upgrades.refused();
-                    answer(tcp, http_error(400, "Bad Request", "Expected an HTTP/1.1 WebSocket upgrade request", "")).await;
+                    answer(socket, http_error(400, "Bad Request", "Expected an HTTP/1.1 WebSocket upgrade request", "")).await;
                 }
                 Err(_elapsed) => upgrades.refused(),
             }
@@ -118,7 +129,7 @@ pub async fn serve(listener: TcpListener, waiting: Arc<Waiting>, stop: Cancellat
 }
 
 /// Reads until the request head is whole: the request, and the bytes after it.
-pub async fn read_request(tcp: &mut TcpStream, address: IpAddr) -> Result<(Request, Bytes), HeadError> {
+pub async fn read_request(tcp: &mut (impl AsyncRead + Unpin), address: IpAddr) -> Result<(Request, Bytes), HeadError> {
     let mut buffer = vec![0; MAX_HEAD_BYTES];
     let mut filled = 0;
     loop {
@@ -155,7 +166,7 @@ pub async fn read_request(tcp: &mut TcpStream, address: IpAddr) -> Result<(Reque
 /// Writes a whole HTTP response and closes, after the client has read it (its EOF) or
 /// [`CLOSE_TIMEOUT`]: closing with its bytes unread would reset the connection, and the
 /// client might never see the answer.
-pub async fn answer(mut tcp: TcpStream, response: Vec<u8>) {
+pub async fn answer(mut tcp: impl AsyncRead + AsyncWrite + Unpin, response: Vec<u8>) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
         tcp.write_all(&response).await?;
         tcp.shutdown().await?;

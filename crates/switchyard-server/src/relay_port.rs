@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use switchyard_core::{ConnectionRefusal, Identity, Route};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{self, TokenAuth, Upgrade, Verdict};
@@ -21,6 +20,8 @@ use crate::event_stream::native::{self, http_answer, EventStream};
 use crate::event_stream::{self, Endpoint};
 use crate::listener::{answer, serve, Request, Upgrades};
 use crate::path_pattern::PathPattern;
+use crate::socket::Socket;
+use crate::tls::Tls;
 use crate::waiting::{Limits, Slot, Waiting};
 use crate::{handshake, Accepted, Spawner};
 
@@ -44,6 +45,8 @@ pub struct RelayPort<G> {
     pub gatekeeper: Option<G>,
     /// Cancelled when the host stops: the port closes, and handshakes under way are refused.
     pub stop: CancellationToken,
+    /// The port's certificate and key, when it serves TLS.
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl<G: Gatekeeper> RelayPort<G> {
@@ -58,11 +61,12 @@ impl<G: Gatekeeper> RelayPort<G> {
             let _entered = runtime.enter();
             tokio::net::TcpListener::from_std(socket)?
         };
-        runtime.spawn(serve(listener, Waiting::new(Limits::default()), self.stop.clone(), Arc::new(self)));
+        let tls = self.tls.clone();
+        runtime.spawn(serve(listener, Waiting::new(Limits::default()), self.stop.clone(), Arc::new(self), tls));
         Ok(address)
     }
 
-    fn respond(&self, tcp: TcpStream, response: Vec<u8>) {
+    fn respond(&self, tcp: Socket, response: Vec<u8>) {
         self.spawner.runtime.spawn(answer(tcp, response));
     }
 }
@@ -71,7 +75,7 @@ impl<G: Gatekeeper> RelayPort<G> {
 /// the address's connection rate and the token, then the handshake itself. Beside the
 /// WebSocket path, `<path>/events` and `<path>/send` serve event-stream members.
 impl<G: Gatekeeper> Upgrades for RelayPort<G> {
-    async fn upgrade(&self, tcp: TcpStream, request: Request, rest: Bytes, slot: Slot) {
+    async fn upgrade(&self, tcp: Socket, request: Request, rest: Bytes, slot: Slot) {
         self.dispatch(tcp, request, rest, Some(slot)).await;
     }
 
@@ -85,7 +89,7 @@ impl<G: Gatekeeper> RelayPort<G> {
     /// until the request is dealt with, the app's authenticate included; but a connection
     /// of sends is no handshake, however long it stays open (a request that follows its
     /// sends comes with none).
-    fn dispatch(&self, tcp: TcpStream, request: Request, rest: Bytes, slot: Option<Slot>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+    fn dispatch(&self, tcp: Socket, request: Request, rest: Bytes, slot: Option<Slot>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
             if let Some(route) = self.pattern.route(&request.url) {
                 return self.websocket(tcp, request, rest, route).await;
@@ -110,7 +114,7 @@ impl<G: Gatekeeper> RelayPort<G> {
     }
 
     /// What the app says of a request, when it wants a say; `Err` is the answer to refuse it with.
-    async fn given(&self, tcp: &TcpStream, request: &Request) -> Result<Identity, Vec<u8>> {
+    async fn given(&self, tcp: &Socket, request: &Request) -> Result<Identity, Vec<u8>> {
         let Some(gatekeeper) = &self.gatekeeper else { return Ok(Identity::default()) };
         let port = tcp.peer_addr().map_or(0, |peer| peer.port());
         let verdict = tokio::select! {
@@ -123,7 +127,7 @@ impl<G: Gatekeeper> RelayPort<G> {
         }
     }
 
-    async fn websocket(&self, tcp: TcpStream, request: Request, rest: Bytes, route: Route) {
+    async fn websocket(&self, tcp: Socket, request: Request, rest: Bytes, route: Route) {
         let given = match self.given(&tcp, &request).await {
             Ok(given) => given,
             Err(answer) => return self.respond(tcp, answer),
@@ -151,7 +155,7 @@ impl<G: Gatekeeper> RelayPort<G> {
     }
 
     /// A member over Server-Sent Events, admitted as an upgrade is.
-    async fn event_stream(&self, tcp: TcpStream, request: Request, route: Route) {
+    async fn event_stream(&self, tcp: Socket, request: Request, route: Route) {
         let given = match self.given(&tcp, &request).await {
             Ok(given) => given,
             Err(answer) => return self.respond(tcp, answer),
@@ -175,7 +179,7 @@ impl<G: Gatekeeper> RelayPort<G> {
 
     /// A member's frames, and then those of the sends that follow on the same connection;
     /// what follows them that is not a send is given back.
-    async fn send(&self, mut tcp: TcpStream, request: Request, rest: Bytes, route: Route) -> Option<(TcpStream, Request, Bytes)> {
+    async fn send(&self, mut tcp: Socket, request: Request, rest: Bytes, route: Route) -> Option<(Socket, Request, Bytes)> {
         let answer = native::read_send(&self.engine, &mut tcp, &request, &rest, &route).await?;
         let pattern = &self.pattern;
         native::serve_sends(&self.engine, tcp, request.address, answer, |url| send_route(pattern, url)).await

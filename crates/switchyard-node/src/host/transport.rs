@@ -2,6 +2,7 @@
 //! taken from Node, and the link to Redis. None of it is in the WebAssembly build.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use napi::bindgen_prelude::{JsObjectValue, Object};
@@ -11,6 +12,7 @@ use switchyard_core::{ConnectionRefusal, Identity, Route};
 use switchyard_server::native_runtime::NativeRuntime;
 use switchyard_server::path_pattern::PathPattern;
 use switchyard_server::relay_port::RelayPort;
+use switchyard_server::tls::{Tls, TlsFiles};
 use switchyard_server::event_stream::native::{http_answer, response_head, serve, EventStream};
 use switchyard_server::event_stream::{self, Endpoint};
 use switchyard_server::listener::answer;
@@ -31,9 +33,33 @@ use crate::request::UpgradeRequest;
 pub struct Port {
     _stop: DropGuard,
     _open: ThreadsafeFunction<(), (), (), Status, false>,
+    /// Its certificate and key, when it serves TLS.
+    pub tls: Option<Arc<Tls>>,
+}
+
+/// A `listen()` port's pair, read and checked; the error says which file and why.
+pub fn start_tls(files: TlsFiles) -> Result<Arc<Tls>> {
+    Tls::new(files).map(Arc::new).map_err(|err| Error::from_reason(format!("listen: TLS: {err}")))
 }
 
 impl Host {
+    /// `reloadTls()`: every TLS port's pair read again, or replaced by `given`.
+    pub fn reload_tls(&self, given: Option<TlsFiles>) -> Result<()> {
+        let ports = self.ports.borrow();
+        let mut serving = ports.iter().filter_map(|port| port.tls.as_ref()).peekable();
+        if serving.peek().is_none() {
+            return Err(Error::from_reason("reloadTls: no listen() port serves TLS"));
+        }
+        for tls in serving {
+            let reloaded = match &given {
+                Some(files) => tls.replace(files.clone()),
+                None => tls.reload(),
+            };
+            reloaded.map_err(|err| Error::from_reason(format!("reloadTls: {err}; the pair in use stays")))?;
+        }
+        Ok(())
+    }
+
     /// Starts what runs on the native runtime beside the sockets: the link to the
     /// cluster's Redis (whose wake-up lets what other nodes send reach bridge sockets),
     /// the backend proxy's calls and the webhooks' sender. Nothing without them.
@@ -77,17 +103,33 @@ impl Host {
 
     /// Opens a port of the relay's own (`listen()`), served on the native runtime until
     /// `stop()`.
-    pub fn listen(self: &Rc<Self>, env: &Env, host: &str, port: u16, pattern: PathPattern, authenticate: Option<Rc<Authenticate>>) -> Result<ListenAddress> {
+    pub fn listen(
+        self: &Rc<Self>,
+        env: &Env,
+        host: &str,
+        port: u16,
+        pattern: PathPattern,
+        authenticate: Option<Rc<Authenticate>>,
+        tls: Option<Arc<Tls>>,
+    ) -> Result<ListenAddress> {
         let native = self.native(env)?;
         let gatekeeper = authenticate.map(|authenticate| Authenticator::new(env, authenticate)).transpose()?;
         let stop = CancellationToken::new();
-        let relay_port = RelayPort { engine: self.engine.clone(), auth: self.auth.clone(), spawner: native.spawner.clone(), pattern, gatekeeper, stop: stop.clone() };
+        let relay_port = RelayPort {
+            engine: self.engine.clone(),
+            auth: self.auth.clone(),
+            spawner: native.spawner.clone(),
+            pattern,
+            gatekeeper,
+            stop: stop.clone(),
+            tls: tls.clone(),
+        };
         let address = relay_port
             .open(host, port)
             .map_err(|err| Error::new(Status::GenericFailure, format!("cannot listen on {host}:{port}: {err}")))?;
         let open = env.create_function_from_closure::<(), (), _>("switchyardPort", |_| Ok(()))?;
         let open = open.build_threadsafe_function::<()>().callee_handled::<false>().build()?;
-        self.ports.borrow_mut().push(Port { _stop: stop.drop_guard(), _open: open });
+        self.ports.borrow_mut().push(Port { _stop: stop.drop_guard(), _open: open, tls });
         Ok(ListenAddress { host: address.ip().to_string(), port: u32::from(address.port()) })
     }
 

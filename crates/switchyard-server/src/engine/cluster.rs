@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use switchyard_core::{Config, ConnectionRefusal, EventSink, Hooks, Route, SessionId, Topic};
 use switchyard_redis::{RedisBroker, RedisConfigError, RedisOptions, Reservation, Watch};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 
 use super::Engine;
@@ -84,7 +84,7 @@ impl Engine {
 
     /// Lets an upgraded connection in, or refuses it "Session full" when `held` says so.
     /// Returns whether it joined.
-    pub fn join(&self, spawner: &Spawner, accepted: Accepted<TcpStream>, held: Held) -> bool {
+    pub fn join<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static>(&self, spawner: &Spawner, accepted: Accepted<IO>, held: Held) -> bool {
         if held.full {
             spawner.refuse(accepted, ConnectionRefusal::SessionFull);
             return false;
@@ -97,7 +97,7 @@ impl Engine {
     /// Lets a connection whose handshake is answered in: at once, or, to a session in a
     /// cluster, once [`Engine::hold_place`] has held a place for it. Returns whether it
     /// joined (or is joining).
-    pub fn admit(self: &Arc<Self>, spawner: &Spawner, accepted: Accepted<TcpStream>) -> bool {
+    pub fn admit<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self: &Arc<Self>, spawner: &Spawner, accepted: Accepted<IO>) -> bool {
         let session_id = match (&accepted.route, &self.cluster) {
             (Route::Session(session_id), Some(_)) => session_id.clone(),
             _ => return self.join(spawner, accepted, Held::default()),

@@ -15,8 +15,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 use switchyard_core::{close_code, ConnId, ConnectionRefusal, Frame, FrameKind, Identity, Outbox, Pushed, Route, Transport};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::{SendError, StreamText, CORS, HEADERS};
 use crate::listener::{self, read_request, Request};
@@ -176,7 +175,7 @@ impl SendAnswer {
 
 /// Reads a send's body (`content-length` bytes, `rest` its start) and hands it to the
 /// relay; `None` when the client went away first.
-pub async fn read_send(engine: &Engine, tcp: &mut TcpStream, request: &Request, rest: &[u8], route: &Route) -> Option<SendAnswer> {
+pub async fn read_send(engine: &Engine, tcp: &mut (impl AsyncRead + Unpin), request: &Request, rest: &[u8], route: &Route) -> Option<SendAnswer> {
     let limit = super::body_limit(&engine.relay);
     let length = request.header("content-length").and_then(|length| length.trim().parse::<usize>().ok());
     let body = match length {
@@ -202,13 +201,13 @@ pub async fn read_send(engine: &Engine, tcp: &mut TcpStream, request: &Request, 
 /// as a browser's `fetch` sends them) until the client closes it, asks to, or sits idle.
 /// A request that is not a send (`route_of` says where a URL's send goes) is given back,
 /// for the caller to serve.
-pub async fn serve_sends(
+pub async fn serve_sends<IO: AsyncRead + AsyncWrite + Unpin>(
     engine: &Engine,
-    mut tcp: TcpStream,
+    mut tcp: IO,
     address: IpAddr,
     first: SendAnswer,
     route_of: impl Fn(&str) -> Option<Route>,
-) -> Option<(TcpStream, Request, bytes::Bytes)> {
+) -> Option<(IO, Request, bytes::Bytes)> {
     let mut answer = first;
     loop {
         if !answer.keep_alive {
@@ -224,22 +223,42 @@ pub async fn serve_sends(
 
 /// Writes a stream to a socket taken whole, after `preface` (the response head, unless
 /// already written), until the stream ends or the client goes away.
-pub async fn serve(mut tcp: TcpStream, preface: Vec<u8>, mut stream: EventStream) {
-    use std::future::poll_fn;
-    let (mut reader, mut writer) = tcp.split();
-    if writer.write_all(&preface).await.is_err() {
+pub async fn serve(mut io: impl AsyncRead + AsyncWrite + Unpin, preface: Vec<u8>, mut stream: EventStream) {
+    /// What the stream or its socket did next.
+    enum Next {
+        Chunk(Bytes),
+        End,
+        Gone,
+    }
+    if io.write_all(&preface).await.is_err() {
         return;
     }
     let mut sink = [0u8; 256];
     loop {
-        tokio::select! {
-            chunk = poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)) => match chunk {
-                Some(chunk) => if writer.write_all(&chunk).await.is_err() { return },
-                None => break,
-            },
+        let next = std::future::poll_fn(|cx| {
+            if let Poll::Ready(chunk) = Pin::new(&mut stream).poll_next(cx) {
+                return Poll::Ready(chunk.map_or(Next::End, Next::Chunk));
+            }
             // A client says nothing on its stream: a read ends only when it goes away.
-            read = reader.read(&mut sink) => if matches!(read, Ok(0) | Err(_)) { return },
+            loop {
+                let mut read = ReadBuf::new(&mut sink);
+                match Pin::new(&mut io).poll_read(cx, &mut read) {
+                    Poll::Ready(Ok(())) if !read.filled().is_empty() => continue,
+                    Poll::Ready(_) => return Poll::Ready(Next::Gone),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        })
+        .await;
+        match next {
+            Next::Chunk(chunk) => {
+                if io.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+            Next::End => break,
+            Next::Gone => return,
         }
     }
-    let _ = writer.shutdown().await;
+    let _ = io.shutdown().await;
 }

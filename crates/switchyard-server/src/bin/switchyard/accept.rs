@@ -2,7 +2,8 @@
 //! [`Waiting`] until its first request has come, and sending each request head within the
 //! deadline and in at most [`MAX_HEAD_BYTES`]. A connection that
 //! opens with an event stream's request is served without hyper: the stream is all it
-//! will carry, and it then costs what a WebSocket does.
+//! will carry, and it then costs what a WebSocket does. With TLS, each connection's
+//! handshake is done first, within the same deadline, and hyper serves every request.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use switchyard_server::listener::read_request;
+use switchyard_server::socket::Socket;
 use switchyard_server::waiting::{Waiting, MAX_HEAD_BYTES};
 use tokio::net::TcpStream;
 
@@ -22,22 +24,30 @@ use tracing::debug;
 
 /// Serves `router` on `listener` until `stop` resolves, each request carrying the peer's
 /// `ConnectInfo`. `refused` is called for each connection closed for a cap.
-pub async fn serve(listener: TcpListener, app: Arc<App>, waiting: Arc<Waiting>, refused: impl Fn(), stop: impl std::future::Future) {
+pub async fn serve(listener: TcpListener, app: Arc<App>, waiting: Arc<Waiting>, refused: impl Fn() + Clone + Send + 'static, stop: impl std::future::Future) {
     tokio::pin!(stop);
     let router = crate::http::router(app.clone());
     loop {
-        let (mut tcp, peer, slot) = tokio::select! {
+        let (tcp, peer, slot) = tokio::select! {
             accepted = waiting.accept(&listener, &refused) => accepted,
             _ = &mut stop => return,
         };
-        let (router, app, deadline) = (router.clone(), app.clone(), waiting.limits().deadline);
+        let (router, app, deadline, refused) = (router.clone(), app.clone(), waiting.limits().deadline, refused.clone());
         tokio::spawn(async move {
-            if opens_event_stream(&tcp, deadline).await {
-                if let Ok(Ok((request, _))) = tokio::time::timeout(deadline, read_request(&mut tcp, peer.ip())).await {
-                    crate::http::raw_event_stream(app, tcp, peer, request, slot).await;
+            let socket = match &app.tls {
+                Some(tls) => match tokio::time::timeout(deadline, tls.accept(tcp)).await {
+                    Ok(Some(socket)) => socket,
+                    _ => return refused(),
+                },
+                None if opens_event_stream(&tcp, deadline).await => {
+                    let mut socket = Socket::Plain(tcp);
+                    if let Ok(Ok((request, _))) = tokio::time::timeout(deadline, read_request(&mut socket, peer.ip())).await {
+                        crate::http::raw_event_stream(app, socket, peer, request, slot).await;
+                    }
+                    return;
                 }
-                return;
-            }
+                None => Socket::Plain(tcp),
+            };
             // Given up once a whole request has come: a keep-alive connection (a browser's
             // sends, the API's clients) is then bounded by hyper's header timeout, which
             // ends one idle for that long, not by the handshakes' caps.
@@ -53,7 +63,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, waiting: Arc<Waiting>, 
                 .timer(TokioTimer::new())
                 .header_read_timeout(deadline)
                 .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(TokioIo::new(tcp), service)
+                .serve_connection(TokioIo::new(socket), service)
                 .with_upgrades();
             if let Err(err) = connection.await {
                 debug!(%peer, %err, "HTTP connection ended");

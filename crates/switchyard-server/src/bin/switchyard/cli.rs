@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use switchyard_core::{AckPolicy, ChannelOptions, Config, ConflictResolution, HistoryConfig, Rate, RateLimits, SlowConsumerPolicy, TokenExpiry};
 use switchyard_redis::RedisOptions;
 use switchyard_server::admission::TokenAuth;
@@ -78,6 +78,30 @@ pub struct Args {
     /// drops them.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "4500", value_name = "MS")]
     pub shutdown_timeout: Positive,
+
+    /// Milliseconds a stopping server drains: /ready answers 503 and new connections are
+    /// refused at once, and open ones are closed with 1012 spread over this time, so that
+    /// they reconnect to other nodes a few at a time. A second signal ends it early.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value_t = 0, value_name = "MS")]
+    pub shutdown_grace: u64,
+
+    /// PEM file of the certificate chain to serve TLS with (wss://, https://), with
+    /// --tls-key; SIGHUP reads both again.
+    #[arg(long, env = "TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file of the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// TOML file of settings: every flag a key, with _ for - (`switchyard config init`
+    /// writes one); the environment and flags override it.
+    #[arg(long, env = "SWITCHYARD_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// An unknown key in the config file stops the server (exit 2) instead of a warning.
+    #[arg(long, env = "SWITCHYARD_STRICT")]
+    pub strict: bool,
 
     /// Connections the kernel may hold for the server to accept (the listen backlog; the
     /// kernel caps it at net.core.somaxconn).
@@ -353,8 +377,77 @@ pub struct Args {
     pub threads: Option<std::num::NonZeroUsize>,
 
     /// Print help.
-    #[arg(long, action = clap::ArgAction::Help)]
+    #[arg(long, action = clap::ArgAction::Help, global = true)]
     pub help: Option<bool>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What the binary does instead of serving.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Write a config file with every setting, or check one.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Make a token signed with the configured key, or check one as the server would.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print a config file holding every setting, each commented out at its default with
+    /// what it does.
+    Init {
+        /// Write it to this file instead (an existing file is left alone).
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Check a config file: its keys, their values and the server they make (TLS files
+    /// and JWT keys read); prints what is wrong and exits 2, or says it is fine.
+    Check {
+        /// The file to check.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Print a JWT for a user, signed with the key configured (--jwt-secret, or --key for a
+    /// private key), carrying the issuer, audience and claim names configured.
+    Create(TokenCreate),
+    /// Verify a token as the server would: prints its claims and who it admits, or why it
+    /// is refused (exit 1).
+    Check {
+        /// The token.
+        #[arg(value_name = "TOKEN")]
+        token: String,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TokenCreate {
+    /// The user (the claim --jwt-user-claim names, `sub` by default).
+    #[arg(long, value_name = "USER")]
+    pub sub: String,
+    /// The organization (the claim --jwt-organization-claim names, `org` when unset).
+    #[arg(long, value_name = "ORG")]
+    pub org: Option<String>,
+    /// Make a subscription token for this private channel (its `channel` claim).
+    #[arg(long, value_name = "CHANNEL")]
+    pub channel: Option<String>,
+    /// How long it is valid: 90s, 30m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// PEM file of the private key to sign with (RSA, EC or Ed25519), where the server
+    /// holds the public key; the algorithm is the first of --jwt-algorithms (RS256 without).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Another claim, NAME=VALUE (VALUE as JSON, or else a string); repeat it.
+    #[arg(long = "claim", value_name = "NAME=VALUE")]
+    pub claims: Vec<String>,
 }
 
 impl Args {
@@ -447,6 +540,13 @@ impl Args {
             history: (self.history_size > 0).then(|| HistoryConfig { size: self.history_size as usize, ttl_ms: ms(self.history_ttl) }),
             history_max_bytes: size(self.history_max_bytes),
         }
+    }
+
+    /// The certificate and key to serve TLS with, when both are given.
+    pub fn tls_files(&self) -> Option<switchyard_server::tls::TlsFiles> {
+        use switchyard_server::tls::{Pem, TlsFiles};
+        let (cert, key) = (self.tls_cert.clone()?, self.tls_key.clone()?);
+        Some(TlsFiles { cert: Pem::File(cert), key: Pem::File(key) })
     }
 
     pub fn handshake_limits(&self) -> switchyard_server::waiting::Limits {

@@ -4,6 +4,7 @@
 //! Errors are JSON: `{"error":{"code":"SESSION_NOT_FOUND","message":"..."}}`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
@@ -22,7 +23,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use switchyard_core::{
+use switchyard_core::{ConnectionRefusal, 
     server_message, ChannelName, ConfigReport, ConflictResolution, Frame, FrameKind, History, HistoryConfig, HostSettings, Identity,
     Millis, Position, PublishError, Route, SessionError, SessionId, SessionInfo, SessionOptions, Target, Topic,
 };
@@ -36,7 +37,8 @@ use switchyard_server::listener;
 use switchyard_server::path_pattern::PathPattern;
 use switchyard_server::waiting::Slot;
 use switchyard_server::{handshake, now, Accepted, Spawner};
-use tokio::net::TcpStream;
+use switchyard_server::socket::Socket;
+use switchyard_server::tls::Tls;
 use tracing::error;
 
 pub struct App {
@@ -56,6 +58,10 @@ pub struct App {
     pub proxy: Option<Arc<switchyard_server::proxy::Proxy>>,
     /// The webhooks, when `--webhook-url` is given.
     pub webhooks: Option<Arc<switchyard_server::webhooks::Webhooks>>,
+    /// The certificate and key, when the port serves TLS.
+    pub tls: Option<Arc<Tls>>,
+    /// Set once the server is stopping: not ready, and new connections are refused.
+    pub draining: AtomicBool,
 }
 
 type AppState = State<Arc<App>>;
@@ -69,6 +75,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/send", post(send_sessionless).options(preflight))
         .route("/session/{session_id}/send", post(send_to_session).options(preflight))
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/stats", get(stats))
         .route("/admin", get(|| async { axum::response::Redirect::permanent("/admin/") }))
         .route("/admin/", get(admin_page))
@@ -202,6 +209,9 @@ async fn admit(app: &App, peer: SocketAddr, route: &Route, headers: &HeaderMap, 
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let upgrade = Upgrade { url: Some(url), address: Some(peer.ip()), header };
     let refusal = |status, message: String| Refusal { status, message };
+    if app.draining.load(Ordering::Relaxed) {
+        return Err(refusal(StatusCode::SERVICE_UNAVAILABLE, ConnectionRefusal::ShuttingDown.reason().to_owned()));
+    }
     let (identity, protocol) = match admission::admit(&app.engine.relay, app.auth.as_deref(), upgrade, Identity::default()) {
         Ok(admitted) => (admitted.identity, admitted.protocol),
         Err(refused @ Refused::TooManyConnections) => return Err(refusal(StatusCode::TOO_MANY_REQUESTS, refused.to_string())),
@@ -257,14 +267,14 @@ async fn upgrade(app: Arc<App>, peer: SocketAddr, route: Route, request: Request
         // a connection costs less and writes without a virtual call. (An upgrade that
         // fails is a client gone before it completed.)
         let Ok(upgraded) = on_upgrade.await else { return };
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
+        match upgraded.downcast::<TokioIo<Socket>>() {
             Ok(Parts { io, read_buf, .. }) => {
                 let accepted = Accepted { io: io.into_inner(), preface: Vec::new(), head: read_buf, route, identity, deflate };
                 app.engine.join(&app.spawner, accepted, held);
             }
-            // accept.rs serves every connection as a `TcpStream`; were that to change, this
+            // accept.rs serves every connection as a `Socket`; were that to change, this
             // says so rather than dropping connections unseen.
-            Err(_) => error!("an upgraded connection is not a TcpStream; closed"),
+            Err(_) => error!("an upgraded connection is not a Socket; closed"),
         }
     });
     let mut response = Response::builder()
@@ -324,7 +334,7 @@ async fn event_stream(app: Arc<App>, peer: SocketAddr, route: Route, request: Re
 
 /// An event stream on a connection that opened with its request (see accept.rs), served
 /// without hyper: its place among the waiting handshakes is given up once it is open.
-pub async fn raw_event_stream(app: Arc<App>, tcp: TcpStream, peer: SocketAddr, request: listener::Request, slot: Slot) {
+pub async fn raw_event_stream(app: Arc<App>, tcp: Socket, peer: SocketAddr, request: listener::Request, slot: Slot) {
     match open_raw_event_stream(&app, peer, &request).await {
         // A task of its own, so that the stream holds only what it needs, not this
         // connection's task (sized for an HTTP connection) nor its request.
@@ -416,6 +426,22 @@ async fn health(State(app): AppState) -> Json<Value> {
         answer["cluster"] = json!({ "nodeId": &*cluster.node_id, "connected": cluster.connected, "peers": cluster.peers });
     }
     Json(answer)
+}
+
+/// Readiness: whether new connections are welcome here. Not while draining, nor, in a
+/// cluster, while the link to Redis is down (a member here would not reach the others).
+async fn ready(State(app): AppState) -> (StatusCode, Json<Value>) {
+    let not_ready = if app.draining.load(Ordering::Relaxed) {
+        Some("draining")
+    } else if app.engine.relay.cluster().is_some_and(|cluster| !cluster.connected) {
+        Some("the link to the cluster is down")
+    } else {
+        None
+    };
+    match not_ready {
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ready": false, "reason": reason }))),
+        None => (StatusCode::OK, Json(json!({ "ready": true }))),
+    }
 }
 
 async fn stats(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
