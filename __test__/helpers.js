@@ -114,11 +114,14 @@ class TestClient {
  * `closed` (the `close` event's code and reason, or 1006 when the stream just ended).
  */
 class EventStreamClient extends TestClient {
-  constructor(url, { headers = {} } = {}) {
+  constructor(url, { headers = {}, ca } = {}) {
     super(null);
     this.url = url;
+    // With `ca`, over HTTPS, trusting that authority.
+    this.ca = ca;
     this.opened = new Promise((resolve, reject) => {
-      this.request = http.get(url, { agent: false, headers: { accept: 'text/event-stream', ...headers } }, (response) => {
+      const transport = url.startsWith('https:') ? require('node:https') : http;
+      this.request = transport.get(url, { agent: false, ca, headers: { accept: 'text/event-stream', ...headers } }, (response) => {
         this.status = response.statusCode;
         if (response.statusCode !== 200) {
           let body = '';
@@ -191,7 +194,9 @@ class EventStreamClient extends TestClient {
     const list = Array.isArray(frames) ? frames : [frames];
     const text = list.map((frame) => (typeof frame === 'string' ? frame : JSON.stringify(frame))).join('\n');
     const type = contentType ?? (Array.isArray(frames) ? 'application/x-ndjson' : 'text/plain');
-    const response = await fetch(to, { method: 'POST', headers: { 'content-type': type, 'x-switchyard-send': token }, body: text });
+    const headers = { 'content-type': type, 'x-switchyard-send': token };
+    if (this.ca) return postOverTls(to, headers, text, this.ca);
+    const response = await fetch(to, { method: 'POST', headers, body: text });
     const body = await response.text();
     return { status: response.status, body: body ? JSON.parse(body) : null, length: response.headers.get('content-length') };
   }
@@ -200,6 +205,18 @@ class EventStreamClient extends TestClient {
     this.request.destroy();
     return this.closed;
   }
+}
+
+/** A POST over HTTPS trusting `ca` (fetch takes no CA): `{ status, body, length }`. */
+function postOverTls(url, headers, text, ca) {
+  return new Promise((resolve, reject) => {
+    const request = require('node:https').request(url, { method: 'POST', headers, ca, agent: false }, (response) => {
+      let body = '';
+      response.on('data', (chunk) => (body += chunk));
+      response.on('end', () => resolve({ status: response.statusCode, body: body ? JSON.parse(body) : null, length: response.headers['content-length'] }));
+    });
+    request.on('error', reject).end(text);
+  });
 }
 
 function safeParse(text) {

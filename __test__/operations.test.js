@@ -10,6 +10,7 @@ const os = require('node:os');
 const path = require('node:path');
 const {
   TestClient,
+  EventStreamClient,
   joinedClient,
   fetchJson,
   postJson,
@@ -79,6 +80,19 @@ function createSessionOverTls(server, sessionId) {
   });
 }
 
+/** An event-stream member and a WebSocket member of `session` relaying both ways over TLS. */
+async function assertStreamsOverTls(base, session, websocketUrl) {
+  const stream = new EventStreamClient(`${base}/session/${session}/events`, { ca: authority.ca });
+  await stream.opened;
+  await stream.nextOfType('client_connected');
+  const member = await joinedClient(websocketUrl, { ca: authority.ca });
+  member.send(JSON.stringify({ type: 'chat', text: 'down the stream' }));
+  assert.equal((await stream.next((m) => m.json?.type === 'chat')).json.text, 'down the stream');
+  assert.equal((await stream.send({ type: 'chat', text: 'up by POST' })).status, 202);
+  assert.equal((await member.next((m) => m.json?.type === 'chat')).json.text, 'up by POST');
+  await Promise.all([stream.close(), member.close()]);
+}
+
 async function assertRelays(from, to, text) {
   from.send(JSON.stringify({ type: 'chat', text }));
   assert.equal((await to.next((m) => m.json?.type === 'chat' && m.json.text === text)).json.text, text);
@@ -95,6 +109,8 @@ describe('switchyard binary: TLS', () => {
     const b = await joinedClient(`${server.ws}/session/tls`, { ca: authority.ca });
     await assertRelays(a, b, 'over TLS');
     await assertRelays(b, a, 'and back');
+    await Promise.all([a.close(), b.close()]);
+    await assertStreamsOverTls(server.base, 'tls', `${server.ws}/session/tls`);
 
     const plain = await plainGet(server.port, '/health');
     assert.equal(plain.status, 400);
@@ -105,8 +121,9 @@ describe('switchyard binary: TLS', () => {
     const untrusting = new TestClient(`${server.ws}/session/tls`);
     await assert.rejects(untrusting.opened, /certificate/);
 
-    await assertRelays(a, b, 'untouched by the refusals');
-    await Promise.all([a.close(), b.close()]);
+    const c = await joinedClient(`${server.ws}/session/tls`, { ca: authority.ca });
+    assert.equal(c.welcome.sessionId, 'tls', 'joined after the refusals');
+    await c.close();
   });
 
   it('reloads its certificate on SIGHUP (through the npm launcher) without dropping a connection, and keeps it when the new files are bad', async () => {
@@ -175,9 +192,14 @@ describe('listen() with TLS', { skip: !hasNativeTransport && 'the native transpo
       const { port } = manager.listen({ host: '127.0.0.1', port: 0, tls: { cert, key } });
       assert.equal(await servedSerial(port, authority.ca), first.serial);
       manager.createSession({ sessionId: 'l' });
-      const a = await joinedClient(`wss://127.0.0.1:${port}/session/l`, { ca: authority.ca });
-      const b = await joinedClient(`wss://127.0.0.1:${port}/session/l`, { ca: authority.ca });
+      let a = await joinedClient(`wss://127.0.0.1:${port}/session/l`, { ca: authority.ca });
+      let b = await joinedClient(`wss://127.0.0.1:${port}/session/l`, { ca: authority.ca });
       await assertRelays(a, b, 'listen over TLS');
+      await Promise.all([a.close(), b.close()]);
+      a = await joinedClient(`wss://127.0.0.1:${port}/session/l`, { ca: authority.ca });
+      b = await joinedClient(`wss://127.0.0.1:${port}/session/l`, { ca: authority.ca });
+      manager.createSession({ sessionId: 'sse' });
+      await assertStreamsOverTls(`https://127.0.0.1:${port}`, 'sse', `wss://127.0.0.1:${port}/session/sse`);
       const plain = await plainGet(port, '/session/l');
       assert.equal(plain.status, 400);
 
