@@ -400,7 +400,7 @@ describe('switchyard binary: probes and draining', () => {
     const late = new TestClient(`${server.ws}/session/drain`);
     await assert.rejects(late.opened, /Unexpected server response: 503/);
     const closes = await Promise.all(closedAt);
-    for (const close of closes) assert.deepEqual({ code: close.code, reason: close.reason }, { code: 1012, reason: 'Server restarting' });
+    for (const close of closes) assert.deepEqual({ code: close.code, reason: close.reason }, { code: 1012, reason: 'Service restart' });
     // The server closes the last of six no sooner than five sixths of the grace in.
     const last = Math.max(...closes.map((close) => close.at)) - signalled;
     assert.ok(last >= (graceMs * 5) / 6 - 50, `the last close came ${last} ms after SIGTERM`);
@@ -418,7 +418,7 @@ describe('switchyard binary: probes and draining', () => {
     server.child.kill('SIGTERM');
     // Of two connections, one is closed at the start of the grace, the other half-way.
     const drained = await Promise.race([first.closed, second.closed]);
-    assert.deepEqual(drained, { code: 1012, reason: 'Server restarting' });
+    assert.deepEqual(drained, { code: 1012, reason: 'Service restart' });
     server.child.kill('SIGINT');
     assert.deepEqual(await server.child.exited, { code: 0, signal: null });
     const rest = first.closeEvent === drained ? second : first;

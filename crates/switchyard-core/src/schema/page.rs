@@ -18,7 +18,9 @@ path in that object). A setting with no flag is the addon's only; one with no JS
 is the binary's only. Times are milliseconds and sizes bytes. The addon refuses a value
 outside the bounds with a `TypeError` naming the option; the binary prints why and exits
 with code 2. Where the binary's default or bounds differ from the addon's, the binary's
-are given in brackets.
+are given in brackets. Each flag is also a key of the binary's `--config` file, its name
+with `_` for `-` (`max_message_bytes = 65536`); flags override the environment, which
+overrides the file (see [the standalone server](operations/standalone-server.md#a-config-file)).
 
 | JS option | flag | environment | kind | default | bounds | meaning |
 | --- | --- | --- | --- | --- | --- | --- |

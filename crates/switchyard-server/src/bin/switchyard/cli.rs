@@ -26,9 +26,13 @@ type Positive = std::num::NonZeroU64;
     about = "Switchyard: a WebSocket session relay with an HTTP API",
     long_about = "Switchyard: a WebSocket session relay with an HTTP API.\n\n\
         WebSockets: /session/<id> joins a session (created with POST /v1/sessions); / is a\n\
-        sessionless connection. HTTP: GET /health, GET /stats, GET /metrics (Prometheus),\n\
-        POST /v1/sessions, GET /v1/sessions, GET|DELETE /v1/sessions/<id>, POST /v1/broadcast.\n\
-        Every flag can also be set by the environment variable shown.",
+        sessionless connection. HTTP: GET /health, GET /ready, GET /stats, GET /metrics\n\
+        (Prometheus), POST /v1/sessions, GET /v1/sessions, GET|DELETE /v1/sessions/<id>,\n\
+        POST /v1/broadcast.\n\n\
+        Every flag can also be set by the environment variable shown, and by a key of the\n\
+        --config file (the flag's name with _ for -): flags first, then the environment,\n\
+        then the file. `switchyard config --help` and `switchyard token --help` for the\n\
+        subcommands.",
     disable_help_flag = true
 )]
 pub struct Args {

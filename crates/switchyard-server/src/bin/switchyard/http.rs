@@ -144,6 +144,7 @@ const ABOUT: &str = concat!(
     "  DELETE /v1/sessions/{id}  end a session (admin)\n",
     "  POST   /v1/broadcast      send to sessions, channels or users (admin)\n",
     "  GET    /health            liveness\n",
+    "  GET    /ready             readiness (503 while draining, or with the cluster's link down)\n",
     "  GET    /stats             counters as JSON\n",
     "  GET    /metrics           Prometheus metrics\n",
     "  GET    /admin/            the admin view in a browser\n\n",

@@ -280,7 +280,7 @@ async fn drain(relay: &switchyard_core::Relay, grace: Duration) {
     let count = open.len() as f64;
     for (index, conn) in open.into_iter().enumerate() {
         tokio::time::sleep_until(start + grace.mul_f64(index as f64 / count)).await;
-        relay.end_connection(conn, close_code::SERVICE_RESTART, "Server restarting", now());
+        relay.end_connection(conn, close_code::SERVICE_RESTART, "Service restart", now());
     }
     tokio::time::sleep_until(start + grace).await;
 }
