@@ -104,6 +104,21 @@ function isPie(bytes) {
   return false;
 }
 
+/**
+ * Whether an ELF executable is linked statically: it names no interpreter (PT_INTERP, the
+ * dynamic loader) to start it, so it runs where there is no C library at all (FROM scratch).
+ */
+function linkedStatically(file) {
+  const bytes = fs.readFileSync(file);
+  if (identify(file).format !== 'elf') return false;
+  const phoff = Number(bytes.readBigUInt64LE(32));
+  const entrySize = bytes.readUInt16LE(54);
+  for (let i = 0; i < bytes.readUInt16LE(56); i++) {
+    if (bytes.readUInt32LE(phoff + i * entrySize) === 3) return false;
+  }
+  return true;
+}
+
 /** The artifacts `packages`/<dir> should hold, each with what its header must say. */
 function expectedArtifacts(platform, packages) {
   const expected = (name, kind) => ({ file: path.join(packages, platform.dir, name), kind });
@@ -212,7 +227,7 @@ function build(platform) {
 /** This machine's package. */
 const hostPlatform = () => byDir(require('../bin/switchyard.js').platformPackage());
 
-module.exports = { platforms, byDir, hostPlatform, buildableHere, build, buildAddon, buildBinary, toolchainFor, stage, addonFiles, check, identify, addonName, binaryName, releaseBinary };
+module.exports = { platforms, byDir, hostPlatform, buildableHere, build, buildAddon, buildBinary, toolchainFor, stage, addonFiles, check, identify, linkedStatically, addonName, binaryName, releaseBinary };
 
 if (require.main === module) {
   const [command, ...dirs] = process.argv.slice(2);

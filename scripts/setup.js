@@ -1,6 +1,6 @@
 // scripts/setup.js: installs and builds what `npm start` (`setup.js start`), `npm test`
-// (`setup.js test`), `npm run start:nextjs` (`setup.js nextjs`) and `npm run bench`
-// (`setup.js bench`) need, skipping every
+// (`setup.js test`), `npm run start:nextjs` (`setup.js nextjs`), `npm run bench`
+// (`setup.js bench`) and `npm run image` (`setup.js image`) need, skipping every
 // step whose inputs have not changed since it last ran, and stages what it built into the
 // npm/<platform> packages (`setup.js package` for publishing). Uses only Node's own modules,
 // so it works as the first command on a fresh clone, and leaves the clone's tracked files
@@ -83,6 +83,36 @@ function buildArm64() {
   run('tar', ['xzf', tarball], { cwd: node });
 }
 
+/**
+ * The static x86_64 musl `switchyard` binary, cross-built with Zig and staged in
+ * npm/linux-x64-musl: the one file of the container image (`npm run image`, FROM scratch).
+ * Only on Linux x64 (glibc), like the arm64 build; the musl addon is built on the release
+ * runner (`node scripts/platforms.js build linux-x64-musl`), not here.
+ */
+function buildMuslBinary() {
+  if (platforms.hostPlatform().dir !== 'linux-x64-gnu') return;
+  const musl = platforms.byDir('linux-x64-musl');
+  const built = platforms.releaseBinary(musl);
+  if (mtime(built) < serverSources()) {
+    platforms.toolchainFor(musl);
+    platforms.buildBinary(musl);
+  }
+  const staged = at('npm', musl.dir, platforms.binaryName(musl));
+  if (mtime(staged) >= mtime(built)) return;
+  fs.copyFileSync(built, staged);
+  console.log(`staged npm/${musl.dir}: ${path.basename(staged)}`);
+}
+
+/**
+ * The musl binary for `npm test`, where the image test can run it (podman or buildah is
+ * here) or must (under CI it fails without podman): elsewhere the build would take
+ * minutes for a test that skips.
+ */
+function buildMuslBinaryForTests() {
+  if (!require('./image').containerTool() && process.env.CI !== 'true') return;
+  buildMuslBinary();
+}
+
 /** The standalone server, built for the same target as the addon so they share compiled crates. */
 function buildServer() {
   const { hostTriple } = require('../bin/switchyard.js');
@@ -155,8 +185,9 @@ function stagePlatformPackages() {
 const purposes = {
   start: [installPackages, buildAddon, buildClient],
   nextjs: [installPackages, buildAddon, buildNextExample],
-  test: [installPackages, buildAddon, buildClient, buildServer, buildTestAddon, buildNextExample, buildWasmAddon, buildArm64, stagePlatformPackages],
-  package: [installPackages, buildAddon, buildClient, buildServer, buildWasmAddon, stagePlatformPackages],
+  test: [installPackages, buildAddon, buildClient, buildServer, buildTestAddon, buildNextExample, buildWasmAddon, buildArm64, buildMuslBinaryForTests, stagePlatformPackages],
+  package: [installPackages, buildAddon, buildClient, buildServer, buildWasmAddon, buildMuslBinary, stagePlatformPackages],
+  image: [buildMuslBinary],
   bench: [installPackages, buildAddon, buildClient, buildServer, buildWasmAddon],
 };
 const purpose = process.argv[2] ?? 'test';
