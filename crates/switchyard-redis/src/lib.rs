@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// How a node joins a cluster.
 #[derive(Clone, Debug)]
 pub struct RedisOptions {
-    /// `redis://[user:password@]host:port[/db]` (or `rediss://`).
+    /// `redis://[user:password@]host:port[/db]`; `rediss://` (TLS to Redis) is refused at start, this build has none.
     pub url: String,
     /// Put before every key and channel name, so clusters can share one Redis.
     pub prefix: String,
