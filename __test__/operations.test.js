@@ -54,6 +54,14 @@ function scratchFile(name, text) {
   return file;
 }
 
+/** Copies a certificate and key to `<name>.crt` and `<name>.key`, the paths a server is given. */
+function placePair(pair, name) {
+  const placed = { cert: path.join(scratch, `${name}.crt`), key: path.join(scratch, `${name}.key`) };
+  fs.copyFileSync(pair.cert, placed.cert);
+  fs.copyFileSync(pair.key, placed.key);
+  return placed;
+}
+
 /** A plain-HTTP request to a port: `{ status, body }`, or the error it met. */
 function plainGet(port, pathname) {
   return new Promise((resolve) => {
@@ -128,18 +136,14 @@ describe('switchyard binary: TLS', () => {
 
   it('reloads its certificate on SIGHUP (through the npm launcher) without dropping a connection, and keeps it when the new files are bad', async () => {
     const first = authority.issue();
-    const cert = path.join(scratch, 'reload.crt');
-    const key = path.join(scratch, 'reload.key');
-    fs.copyFileSync(first.cert, cert);
-    fs.copyFileSync(first.key, key);
+    const { cert, key } = placePair(first, 'reload');
     const server = await startBinary({ command: [process.execPath, path.join(__dirname, '..', 'bin', 'switchyard.js')], args: ['--tls-cert', cert, '--tls-key', key], ca: authority.ca });
     assert.equal(await createSessionOverTls(server, 'reload'), 201);
     const a = await joinedClient(`${server.ws}/session/reload`, { ca: authority.ca });
     const b = await joinedClient(`${server.ws}/session/reload`, { ca: authority.ca });
 
     const second = authority.issue();
-    fs.copyFileSync(second.cert, cert);
-    fs.copyFileSync(second.key, key);
+    placePair(second, 'reload');
     server.child.kill('SIGHUP');
     await eventually(() => assert.match(server.logs(), /SIGHUP: reloaded the TLS certificate and key/));
     assert.equal(await servedSerial(server.port, authority.ca), second.serial);
@@ -182,10 +186,7 @@ describe('switchyard binary: TLS', () => {
 describe('listen() with TLS', { skip: !hasNativeTransport && 'the native transport is not in this build' }, () => {
   it('serves wss:// from files, reloads them and takes a pair given as PEM, keeping open connections; a bad pair throws and changes nothing', async () => {
     const first = authority.issue();
-    const cert = path.join(scratch, 'listen.crt');
-    const key = path.join(scratch, 'listen.key');
-    fs.copyFileSync(first.cert, cert);
-    fs.copyFileSync(first.key, key);
+    const { cert, key } = placePair(first, 'listen');
     const manager = new RelaySessionManager();
     manager.start();
     try {
@@ -204,8 +205,7 @@ describe('listen() with TLS', { skip: !hasNativeTransport && 'the native transpo
       assert.equal(plain.status, 400);
 
       const second = authority.issue();
-      fs.copyFileSync(second.cert, cert);
-      fs.copyFileSync(second.key, key);
+      placePair(second, 'listen');
       manager.reloadTls();
       assert.equal(await servedSerial(port, authority.ca), second.serial);
       await assertRelays(b, a, 'after reloadTls()');
