@@ -136,7 +136,8 @@ pub fn checked(args: &cli::Args) -> Result<Checked, String> {
     Ok(Checked { config, auth, proxy_options, webhook_options, tls })
 }
 
-/// The app's backend, as the binary reaches it: the proxy and the webhooks.
+/// What the binary runs beside the relay: the app's backend (the proxy, the webhooks),
+/// and the certificate its port serves.
 struct Application {
     proxy: Option<Arc<Proxy>>,
     webhooks: Option<Arc<Webhooks>>,
