@@ -134,6 +134,23 @@ describe('switchyard binary: TLS', () => {
     await c.close();
   });
 
+  it('delivers the last of a burst that filled a paused reader\'s socket, with nothing sent after it', async () => {
+    const pair = authority.issue();
+    const server = await startBinary({ args: ['--tls-cert', pair.cert, '--tls-key', pair.key, '--max-queued-bytes', String(64 << 20)], ca: authority.ca });
+    assert.equal(await createSessionOverTls(server, 'burst'), 201);
+    const sender = await joinedClient(`${server.ws}/session/burst`, { ca: authority.ca });
+    const reader = await joinedClient(`${server.ws}/session/burst`, { ca: authority.ca });
+    reader.ws._socket.pause();
+    const pad = 'x'.repeat(1000);
+    const count = 8000;
+    for (let i = 1; i <= count; i++) sender.send(`{"type":"burst","i":${i},"pad":"${pad}"}`);
+    // Every one of them read by the server (and queued for the reader) before it reads.
+    await eventually(async () => assert.ok((await httpsGet(`${server.base}/stats`, authority.ca)).body.messages.received >= count));
+    reader.ws._socket.resume();
+    assert.equal((await reader.next((m) => m.json?.i === count, 20000)).json.i, count);
+    await Promise.all([sender.close(), reader.close()]);
+  });
+
   it('reloads its certificate on SIGHUP (through the npm launcher) without dropping a connection, and keeps it when the new files are bad', async () => {
     const first = authority.issue();
     const { cert, key } = placePair(first, 'reload');

@@ -471,7 +471,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 self.refill();
             }
             if self.writing.is_empty() {
-                return Poll::Ready(Ok(()));
+                // What a TLS stream holds back (its records, when the socket was full) goes
+                // out too; a plain socket holds nothing.
+                return Pin::new(&mut self.io).poll_flush(cx);
             }
             let (io, writing, skip) = (&mut self.io, &self.writing, self.written as usize);
             let written = ready!(STAGING.with_borrow_mut(|staging| {

@@ -215,6 +215,7 @@ pub async fn serve_sends<IO: AsyncRead + AsyncWrite + Unpin>(
             return None;
         }
         tcp.write_all(&answer.answer).await.ok()?;
+        tcp.flush().await.ok()?;
         let (request, rest) = tokio::time::timeout(KEEP_ALIVE, read_request(&mut tcp, address)).await.ok()?.ok()?;
         let Some(route) = route_of(&request.url).filter(|_| request.method == "POST") else { return Some((tcp, request, rest)) };
         answer = read_send(engine, &mut tcp, &request, &rest, &route).await?;
@@ -230,7 +231,7 @@ pub async fn serve(mut io: impl AsyncRead + AsyncWrite + Unpin, preface: Vec<u8>
         End,
         Gone,
     }
-    if io.write_all(&preface).await.is_err() {
+    if io.write_all(&preface).await.is_err() || io.flush().await.is_err() {
         return;
     }
     let mut sink = [0u8; 256];
@@ -252,7 +253,9 @@ pub async fn serve(mut io: impl AsyncRead + AsyncWrite + Unpin, preface: Vec<u8>
         .await;
         match next {
             Next::Chunk(chunk) => {
-                if io.write_all(&chunk).await.is_err() {
+                // Flushed, so that a TLS stream sends its last records without waiting for
+                // the next chunk.
+                if io.write_all(&chunk).await.is_err() || io.flush().await.is_err() {
                     return;
                 }
             }
