@@ -1,7 +1,8 @@
 // bench/processes.js: what `npm run bench` and `npm run soak` share: the relays they can
-// start (each its own process, pinned to core 0), building them, and reading a process's
-// CPU time and memory from /proc.
+// start (each its own process, pinned to core 0), building them, reading a process's
+// CPU time and memory from /proc, and the TLS scenarios' certificates.
 const { spawn, spawnSync } = require('node:child_process');
+const crypto = require('node:crypto');
 const fs = require('node:fs');
 const net = require('node:net');
 const path = require('node:path');
@@ -84,20 +85,55 @@ function rssBytes(pid) {
 }
 
 /**
+ * The TLS scenarios' certificates, made with openssl's CLI into `dir` (emptied first): a
+ * CA (`ca`, the load generator's `--ca`) and a server certificate for 127.0.0.1 and
+ * localhost that it signed (`cert`, key `key`), ECDSA P-256 keys in PKCS #8, valid for
+ * two days. Returns their paths.
+ */
+function makeCertificates(dir) {
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  const at = (name) => path.join(dir, name);
+  fs.writeFileSync(
+    at('ca.cnf'),
+    ['[req]', 'distinguished_name = dn', 'prompt = no', 'x509_extensions = ca', '[dn]', 'CN = switchyard bench CA', '[ca]', 'basicConstraints = critical,CA:TRUE', 'keyUsage = critical,keyCertSign,cRLSign', 'subjectKeyIdentifier = hash', ''].join('\n'),
+  );
+  fs.writeFileSync(
+    at('server.ext'),
+    ['basicConstraints = critical,CA:FALSE', 'keyUsage = critical,digitalSignature', 'extendedKeyUsage = serverAuth', 'subjectAltName = IP:127.0.0.1,DNS:localhost', 'subjectKeyIdentifier = hash', 'authorityKeyIdentifier = keyid', ''].join('\n'),
+  );
+  const openssl = (...args) => {
+    const done = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
+    if (done.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${done.error?.message ?? done.stderr}`);
+  };
+  const p256 = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  openssl('req', '-x509', ...p256, '-config', 'ca.cnf', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2');
+  openssl('req', ...p256, '-subj', '/CN=127.0.0.1', '-keyout', 'server.key', '-out', 'server.csr');
+  const serial = `0x${crypto.randomBytes(8).toString('hex')}`;
+  openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-set_serial', serial, '-days', '2', '-extfile', 'server.ext', '-out', 'server.pem');
+  return { ca: at('ca.pem'), cert: at('server.pem'), key: at('server.key') };
+}
+
+/**
  * Starts one of `relays` on core 0 and waits until it accepts connections, with `env`
  * added to its environment (the binary and servers.js read `HISTORY_SIZE`, `REDIS_URL`
- * and `NODE_ID`).
+ * and `NODE_ID`); with `tls` (`makeCertificates`'s paths), over TLS on every port (the
+ * binary's `--tls-cert`/`--tls-key`, servers.js's `TLS_CERT`/`TLS_KEY`). Over TLS,
+ * `clustered`, `roundTrips` and `collectGarbage` (plain HTTP) do not work: no cluster or
+ * idle scenario runs so.
  */
-async function startRelay(relay, env = {}) {
+async function startRelay(relay, env = {}, { tls } = {}) {
   const port = await freePort();
   // Where sessions are created, /health and /gc answered: the relay's port, or another.
   const httpPort = relay.httpPort ? await freePort() : port;
   const backend = relay.proxy ? await startBackend() : null;
   const proxyArgs = backend ? ['--proxy-publish-url', `http://127.0.0.1:${backend.port}/publish`] : [];
+  const tlsArgs = tls ? ['--tls-cert', tls.cert, '--tls-key', tls.key] : [];
+  const tlsEnv = tls ? { TLS_CERT: tls.cert, TLS_KEY: tls.key } : {};
   const command = relay.binary
-    ? [relay.executable ?? locateBinary(), '--port', String(port), '--host', '127.0.0.1', '--max-clients-per-session', '100', ...proxyArgs]
+    ? [relay.executable ?? locateBinary(), '--port', String(port), '--host', '127.0.0.1', '--max-clients-per-session', '100', ...proxyArgs, ...tlsArgs]
     : [process.execPath, '--expose-gc', path.join(__dirname, 'servers.js'), relay.node, String(port), String(httpPort)];
-  const child = spawn('taskset', ['-c', '0', ...command], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, RUST_LOG: 'warn', ...relay.env, ...env } });
+  const child = spawn('taskset', ['-c', '0', ...command], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, RUST_LOG: 'warn', ...relay.env, ...env, ...tlsEnv } });
   await untilListening(httpPort, relay.name);
   return {
     child,
@@ -154,4 +190,4 @@ async function startBackend() {
   };
 }
 
-module.exports = { root, relays, build, binaryOf, sleep, cpuSeconds, rssBytes, startRelay };
+module.exports = { root, relays, build, binaryOf, sleep, cpuSeconds, rssBytes, startRelay, makeCertificates };

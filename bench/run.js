@@ -13,6 +13,13 @@
 // path) as server `before`, interleaved with the rest in the same rounds, in the relay and
 // fan-out scenarios; the report then gives this build's binary against it.
 //
+// TLS: `tls-w4` runs relay-w4's load over TLS (wss://, and HTTPS to create sessions) on the
+// binary (--tls-cert/--tls-key), listen() (its `tls` option) and uWebSockets.js (SSLApp),
+// with a CA and a certificate for 127.0.0.1 made by openssl's CLI into target/bench-tls
+// once a run; each server's deliveries per core-second are given against its own in
+// relay-w4 and against uWebSockets.js's over TLS. Run the two together:
+// `npm run bench -- --only binary,listen,uws --scenarios relay-w4,tls-w4`.
+//
 // Options: --rounds N (3), --duration-ms N (5000), --only name,name (servers),
 // --scenarios name,name, --before REF, --write.
 const { spawn, spawnSync } = require('node:child_process');
@@ -21,7 +28,7 @@ const os = require('node:os');
 const path = require('node:path');
 const readline = require('node:readline');
 const { hostTriple } = require('../bin/switchyard.js');
-const { root, relays, build, binaryOf, sleep, cpuSeconds, rssBytes, startRelay } = require('./processes');
+const { root, relays, build, binaryOf, sleep, cpuSeconds, rssBytes, startRelay, makeCertificates } = require('./processes');
 const { startRedis } = require('../__test__/helpers');
 
 const option = (name, fallback) => {
@@ -62,10 +69,23 @@ const CLUSTER_RELAYS = ['binary', 'native', 'socketio'];
 const SIZE_RELAYS = ['native', 'binary', 'uws', 'ws'];
 /** The servers with event-stream members (Server-Sent Events down, POST up): attach(), listen(), eventStreamHandler() and the binary. */
 const EVENT_STREAM_RELAYS = ['native', 'listen', 'bridge', 'binary'];
+/** The servers that serve TLS themselves: the binary, listen() and uWebSockets.js (SSLApp). */
+const TLS_RELAYS = ['binary', 'listen', 'uws'];
 const scenarios = [
   { name: 'relay', label: '100 sessions x 4 clients x 100 B, max rate', args: ['--sessions', '100', '--clients', '4', '--bytes', '100'] },
   { name: 'relay-w4', label: '100 x 4 x 100 B, window 4 (a sender waits once 4 of its messages are in flight)', args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--window', '4'] },
   { name: 'relay-w1', label: '100 x 4 x 100 B, window 1', args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--window', '1'] },
+  // What TLS costs a relay: relay-w4's load over TLS 1.3, per core-second against the same
+  // server in relay-w4 and against uWebSockets.js's own TLS.
+  {
+    name: 'tls-w4',
+    label: '100 x 4 x 100 B, window 4, over TLS (wss://), against the same server in plain (relay-w4) and uWebSockets.js over TLS',
+    args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--window', '4'],
+    tls: true,
+    relays: TLS_RELAYS,
+    versus: 'relay-w4',
+    peer: 'uws',
+  },
   { name: 'size-1k', label: '100 x 4 x 1 KiB, window 4', args: ['--sessions', '100', '--clients', '4', '--bytes', '1024', '--window', '4'], relays: SIZE_RELAYS },
   { name: 'size-16k', label: '100 x 4 x 16 KiB, window 4', args: ['--sessions', '100', '--clients', '4', '--bytes', '16384', '--window', '4'], relays: SIZE_RELAYS },
   { name: 'fanout', label: '10 sessions x 50 clients x 100 B, max rate', args: ['--sessions', '10', '--clients', '50', '--bytes', '100', '--window', '4'] },
@@ -168,6 +188,8 @@ const scenarios = [
     versus: 'idle-5k',
   },
 ].filter((s) => !option('scenarios') || option('scenarios').split(',').includes(s.name));
+/** The TLS scenarios' CA and server certificate, made once a run. */
+const certificates = scenarios.some((s) => s.tls) ? makeCertificates(path.join(root, 'target', 'bench-tls')) : null;
 
 /** RSS once idle memory has settled: the lowest of several samples, each after a GC. */
 async function settledRss(running, pid) {
@@ -253,9 +275,10 @@ async function measureCluster(server, scenario) {
 
 async function measure(server, scenario) {
   if (scenario.cluster) return measureCluster(server, scenario);
-  const running = await startRelay(server, scenario.env);
+  const running = await startRelay(server, scenario.env, { tls: scenario.tls && certificates });
   const pid = running.child.pid;
   const common = ['--server', `127.0.0.1:${running.port}`, '--create-server', `127.0.0.1:${running.httpPort}`, '--create-path', running.createPath];
+  if (scenario.tls) common.push('--ca', certificates.ca);
   try {
     if (scenario.idle) {
       const rss = {};
@@ -316,6 +339,8 @@ function summarize(results) {
             roundTripsPerMessage: pick((r) => r.roundTripsPerMessage),
             wireBytesPerDelivery: pick((r) => r.wireBytesPerDelivery),
             payloadBytes: pick((r) => r.payloadBytes),
+            // What the TLS connections negotiated, in each run of the server.
+            tls: [...new Set(runs.map((r) => r.tls && `${r.tls.version} ${r.tls.cipherSuite}${r.tls.alpn ? `, ALPN ${r.tls.alpn}` : ''}`).filter(Boolean))].join('; '),
           };
     }
   }
@@ -400,9 +425,15 @@ function markdown(summary, machine, failed, floors) {
     } else {
       // Against the same server in another scenario, per core-second too: what a run capped by the load generator still compares.
       const perCoreVersus = scenario.versus ? [` | per core-second ${versusLabel(scenario)}`, ' ---: |'] : ['', ''];
+      // And against a peer in this scenario (uWebSockets.js over TLS), per core-second.
+      const perCorePeer = scenario.peer ? [` | per core-second vs ${scenario.peer}`, ' ---: |'] : ['', ''];
+      if (scenario.tls) {
+        const negotiated = serversOf(scenario).map((server) => `${server.name}: ${rows[server.name].tls || 'n/a'}`);
+        lines.push(`Every connection over TLS, the load generator's rustls (ring) offering TLS 1.3's AES-128-GCM first, as browsers do; negotiated: ${negotiated.join('; ')}.`, '');
+      }
       lines.push(
-        `| server | deliveries/s | ${versusLabel(scenario)} | per server core-second${perCoreVersus[0]} | p50 | p99 | p99.9 | server CPU | server RSS | load generator CPU |`,
-        `| --- | ---: | ---: | ---: |${perCoreVersus[1]} ---: | ---: | ---: | ---: | ---: | ---: |`,
+        `| server | deliveries/s | ${versusLabel(scenario)} | per server core-second${perCoreVersus[0]}${perCorePeer[0]} | p50 | p99 | p99.9 | server CPU | server RSS | load generator CPU |`,
+        `| --- | ---: | ---: | ---: |${perCoreVersus[1]}${perCorePeer[1]} ---: | ---: | ---: | ---: | ---: | ---: |`,
       );
       // What a load generator that cannot saturate the server still shows: deliveries per second of the server's own CPU.
       const perCore = (r) => r.deliveriesPerSec / (r.serverCpuPercent / 100);
@@ -411,8 +442,10 @@ function markdown(summary, machine, failed, floors) {
         const capped = r.loadgenCpuPercent >= LOADGEN_CAPPED_PERCENT ? ' (capped by the load generator)' : '';
         const other = versus(summary, scenario, server);
         const perCoreRatio = scenario.versus ? ` | ${ratio(perCore(r), other && perCore(other))}` : '';
+        const peer = scenario.peer && rows[scenario.peer];
+        const perCorePeerRatio = scenario.peer ? ` | ${ratio(perCore(r), peer && perCore(peer))}` : '';
         lines.push(
-          `| ${server.label} | ${fmt(r.deliveriesPerSec)}${capped} | ${ratio(r.deliveriesPerSec, other?.deliveriesPerSec)} | ${fmt(perCore(r))}${perCoreRatio} | ${fmt(r.p50Us / 1000, 2)} ms | ${fmt(r.p99Us / 1000, 2)} ms | ${fmt(r.p999Us / 1000, 2)} ms | ${fmt(r.serverCpuPercent)}% | ${fmt(r.serverRssBytes / 2 ** 20, 1)} MiB | ${fmt(r.loadgenCpuPercent)}% |`,
+          `| ${server.label} | ${fmt(r.deliveriesPerSec)}${capped} | ${ratio(r.deliveriesPerSec, other?.deliveriesPerSec)} | ${fmt(perCore(r))}${perCoreRatio}${perCorePeerRatio} | ${fmt(r.p50Us / 1000, 2)} ms | ${fmt(r.p99Us / 1000, 2)} ms | ${fmt(r.p999Us / 1000, 2)} ms | ${fmt(r.serverCpuPercent)}% | ${fmt(r.serverRssBytes / 2 ** 20, 1)} MiB | ${fmt(r.loadgenCpuPercent)}% |`,
         );
       }
       if (scenario.floor && floors.length) lines.push('', floorLine(floors));
@@ -450,6 +483,9 @@ function beforeAndAfter(summary, results, machine) {
 
 (async () => {
   if (os.platform() !== 'linux') throw new Error('the benchmark needs Linux (taskset, /proc)');
+  for (const scenario of scenarios.filter((s) => s.versus && !scenarios.some((other) => other.name === s.versus))) {
+    console.error(`${scenario.name} is compared with ${scenario.versus}, which this run leaves out: add it to --scenarios for the comparison`);
+  }
   build({ loadgen: true });
   const results = [];
   const failed = [];

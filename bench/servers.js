@@ -17,13 +17,20 @@
 //   socketio  the cluster peer: Socket.IO 4 with @socket.io/redis-adapter, a room per
 //             session, each `m` event emitted to the rest of the room on every node
 //
+// TLS_CERT and TLS_KEY (PEM files: a certificate chain and its key) make `listen` and
+// `uws` serve TLS instead, on every port (`listen`: its relay port through `listen({ tls })`,
+// its sessions on an `https` server; `uws`: `SSLApp`), as the binary does with `--tls-cert`
+// and `--tls-key`; the other kinds refuse them.
+//
 // Usage: node --expose-gc bench/servers.js <kind> <port> [<http port>]; HISTORY_SIZE=n keeps session
 // history in the switchyard servers, as it does in the binary, COMPRESSION=true turns
 // permessage-deflate on in each (as in the binary), and REDIS_URL (with
 // NODE_ID) makes the server a node of a cluster. `POST /gc` collects garbage so memory is
 // measured on live objects only; `GET /health` answers once a cluster node sees a peer.
 const http = require('node:http');
+const https = require('node:https');
 const crypto = require('node:crypto');
+const fs = require('node:fs');
 const { WebSocketServer } = require('ws');
 const { RelaySessionManager } = require('..');
 
@@ -38,6 +45,10 @@ const compression = Boolean(process.env.COMPRESSION);
 const perMessageDeflate = compression && { threshold: 256 };
 // PUBLISH_HOOK=sync asks a synchronous publish hook that allows every message.
 const hooks = process.env.PUBLISH_HOOK === 'sync' ? { publish: () => true } : undefined;
+const { TLS_CERT, TLS_KEY } = process.env;
+const tls = TLS_CERT && TLS_KEY ? { cert: fs.readFileSync(TLS_CERT), key: fs.readFileSync(TLS_KEY) } : undefined;
+/** The kinds that serve TLS when given TLS_CERT and TLS_KEY. */
+const TLS_KINDS = ['listen', 'uws'];
 const sessionPath = /^\/session\/([^/?]+)/;
 const eventStreamPath = /^\/session\/[^/?]+\/(events|send)(\?|$)/;
 
@@ -92,10 +103,11 @@ const servers = {
   listen() {
     const manager = new RelaySessionManager({ maxClientsPerSession: 100, history, nativeCompression: compression });
     manager.start();
-    const server = http.createServer(httpHandler(() => manager.createSession().sessionId));
+    const api = httpHandler(() => manager.createSession().sessionId);
+    const server = tls ? https.createServer(tls, api) : http.createServer(api);
     return {
       listen(port, host, done) {
-        manager.listen({ port, host });
+        manager.listen({ port, host, tls });
         server.listen(httpPort, host, done);
       },
     };
@@ -116,9 +128,9 @@ const servers = {
     });
   },
   uws() {
-    const { App, SHARED_COMPRESSOR, DISABLED } = require('@trufflesuite/uws-js-unofficial');
+    const { App, SSLApp, SHARED_COMPRESSOR, DISABLED } = require('@trufflesuite/uws-js-unofficial');
     const json = (res, body) => res.writeHeader('content-type', 'application/json').end(JSON.stringify(body));
-    const app = App()
+    const app = (tls ? SSLApp({ cert_file_name: TLS_CERT, key_file_name: TLS_KEY }) : App())
       .post('/sessions', (res) => {
         res.onAborted(() => {});
         json(res, { sessionId: crypto.randomUUID() });
@@ -179,6 +191,10 @@ const servers = {
 
 if (!servers[kind]) {
   console.error(`usage: node bench/servers.js <${Object.keys(servers).join('|')}> <port>`);
+  process.exit(2);
+}
+if (tls && !TLS_KINDS.includes(kind)) {
+  console.error(`bench/servers.js: ${kind} serves no TLS (TLS_CERT and TLS_KEY are for ${TLS_KINDS.join(', ')})`);
   process.exit(2);
 }
 Promise.resolve(servers[kind]()).then((server) => server.listen(port, '127.0.0.1', () => console.log(`${kind} listening on ${port}`)));

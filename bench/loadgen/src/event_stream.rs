@@ -1,15 +1,17 @@
-//! Event-stream members for the load generator, over raw HTTP/1.1 on a tokio `TcpStream`:
-//! a member's `GET <session>/events` read as Server-Sent Events ([`EventStream`]), and a
+//! Event-stream members for the load generator, over raw HTTP/1.1 on a [`Conn`] (TCP, or
+//! TLS over it): a member's `GET <session>/events` read as Server-Sent Events ([`EventStream`]), and a
 //! sender's keep-alive connection to the send URL its welcome gave ([`Poster`]). No HTTP
 //! client crate: the load generator's core should go to sockets, as it does for its
 //! WebSockets, and a server may answer the stream chunked (the binary, `attach()`, the
 //! bridge) or close-delimited (`listen()`), which a few lines here read alike.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
+use std::rc::Rc;
 
 use memchr::memchr;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{lookup_host, TcpSocket, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use crate::net::{Conn, Dialer};
 
 /// What a member reads into at a time: as the WebSocket clients' read buffer.
 const READ_BUFFER: usize = 8 * 1024;
@@ -24,7 +26,7 @@ pub struct Welcome {
 
 /// An open member's stream, past its response head.
 pub struct EventStream {
-    tcp: TcpStream,
+    conn: Conn,
     buffer: Box<[u8]>,
     body: Body,
     events: Events,
@@ -41,16 +43,16 @@ impl EventStream {
     /// Opens `path` on `server` (`host:port`), from `source` when given, and reads its
     /// events up to the welcome; what comes before or with it is presence, since nobody
     /// sends until every member is in.
-    pub async fn open(server: &str, source: Option<IpAddr>, path: &str) -> Result<(Self, Welcome), String> {
-        let mut tcp = connect(server, source).await?;
+    pub async fn open(dialer: &Dialer, server: &str, source: Option<IpAddr>, path: &str) -> Result<(Self, Welcome), String> {
+        let mut conn = dialer.connect(server, source).await?;
         let request = format!("GET {path} HTTP/1.1\r\nHost: {server}\r\nAccept: text/event-stream\r\n\r\n");
-        tcp.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
-        let (head, rest) = read_head(&mut tcp, Vec::new()).await?;
+        conn.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        let (head, rest) = read_head(&mut conn, Vec::new()).await?;
         if head.status != 200 {
             return Err(format!("GET {path}: HTTP {} {}", head.status, String::from_utf8_lossy(&rest)));
         }
         let body = if head.chunked { Body::Chunked(Chunked::default()) } else { Body::UntilClose };
-        let mut stream = Self { tcp, buffer: vec![0; READ_BUFFER].into_boxed_slice(), body, events: Events::default() };
+        let mut stream = Self { conn, buffer: vec![0; READ_BUFFER].into_boxed_slice(), body, events: Events::default() };
         let mut welcome = None;
         let mut open = stream.feed(&rest, &mut welcome_into(&mut welcome));
         while open && welcome.is_none() {
@@ -65,7 +67,7 @@ impl EventStream {
     /// Reads what the socket holds and hands each whole event to `on_event` (its name,
     /// empty for a message, and its data); false once the stream has ended.
     pub async fn read(&mut self, on_event: &mut impl FnMut(&[u8], &[u8])) -> bool {
-        let read = match self.tcp.read(&mut self.buffer).await {
+        let read = match self.conn.read(&mut self.buffer).await {
             Ok(0) | Err(_) => return false,
             Ok(read) => read,
         };
@@ -86,22 +88,6 @@ impl EventStream {
             Body::Chunked(chunked) => chunked.feed(bytes, &mut |part| events.feed(part, on_event)),
         }
     }
-}
-
-/// A connection to `server`, from the local address `source` when given, without Nagle's
-/// delay (as the WebSocket clients connect).
-async fn connect(server: &str, source: Option<IpAddr>) -> Result<TcpStream, String> {
-    let tcp = match source {
-        None => TcpStream::connect(server).await.map_err(|e| e.to_string())?,
-        Some(source) => {
-            let address: SocketAddr = lookup_host(server).await.map_err(|e| e.to_string())?.next().ok_or("no address")?;
-            let socket = if address.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(|e| e.to_string())?;
-            socket.bind(SocketAddr::new(source, 0)).map_err(|e| format!("binding {source}: {e}"))?;
-            socket.connect(address).await.map_err(|e| e.to_string())?
-        }
-    };
-    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    Ok(tcp)
 }
 
 /// An event handler that keeps the welcome's data in `slot`.
@@ -239,16 +225,16 @@ impl Events {
 }
 
 /// The parts of a response head the load generator acts on.
-struct Head {
-    status: u16,
-    chunked: bool,
-    content_length: Option<usize>,
-    close: bool,
+pub struct Head {
+    pub status: u16,
+    pub chunked: bool,
+    pub content_length: Option<usize>,
+    pub close: bool,
 }
 
 /// Reads until a response head is whole (`buffer` may hold its start already): the head,
 /// and the bytes after it.
-async fn read_head(tcp: &mut TcpStream, mut buffer: Vec<u8>) -> Result<(Head, Vec<u8>), String> {
+pub async fn read_head(conn: &mut (impl AsyncRead + Unpin), mut buffer: Vec<u8>) -> Result<(Head, Vec<u8>), String> {
     let mut chunk = [0u8; 1024];
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -276,7 +262,7 @@ async fn read_head(tcp: &mut TcpStream, mut buffer: Vec<u8>) -> Result<(Head, Ve
             httparse::Status::Partial if buffer.len() > MAX_HEAD => return Err("a response head past 16 KiB".into()),
             httparse::Status::Partial => {}
         }
-        match tcp.read(&mut chunk).await {
+        match conn.read(&mut chunk).await {
             Ok(0) => return Err("the connection closed before a response".into()),
             Ok(read) => buffer.extend_from_slice(&chunk[..read]),
             Err(err) => return Err(err.to_string()),
@@ -287,35 +273,36 @@ async fn read_head(tcp: &mut TcpStream, mut buffer: Vec<u8>) -> Result<(Head, Ve
 /// A member's sends: frames one a line (application/x-ndjson), each POST waiting for its
 /// answer, on one keep-alive connection (a new one after a server that closes it).
 pub struct Poster {
+    dialer: Rc<Dialer>,
     server: String,
     source: Option<IpAddr>,
     /// The request up to its `Content-Length` value.
     head: Vec<u8>,
     request: Vec<u8>,
-    tcp: Option<TcpStream>,
+    conn: Option<Conn>,
 }
 
 impl Poster {
-    pub fn new(server: &str, source: Option<IpAddr>, welcome: &Welcome) -> Self {
+    pub fn new(dialer: Rc<Dialer>, server: &str, source: Option<IpAddr>, welcome: &Welcome) -> Self {
         let head = format!(
             "POST {} HTTP/1.1\r\nHost: {server}\r\nX-Switchyard-Send: {}\r\nContent-Type: application/x-ndjson\r\nContent-Length: ",
             welcome.url, welcome.token
         );
-        Self { server: server.to_owned(), source, head: head.into_bytes(), request: Vec::new(), tcp: None }
+        Self { dialer, server: server.to_owned(), source, head: head.into_bytes(), request: Vec::new(), conn: None }
     }
 
     /// POSTs `body` and returns the answer's status once its body is read.
     pub async fn post(&mut self, body: &[u8]) -> Result<u16, String> {
-        let mut tcp = match self.tcp.take() {
-            Some(tcp) => tcp,
-            None => connect(&self.server, self.source).await?,
+        let mut conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => self.dialer.connect(&self.server, self.source).await?,
         };
         self.request.clear();
         self.request.extend_from_slice(&self.head);
         self.request.extend_from_slice(format!("{}\r\n\r\n", body.len()).as_bytes());
         self.request.extend_from_slice(body);
-        tcp.write_all(&self.request).await.map_err(|e| e.to_string())?;
-        let (head, mut rest) = read_head(&mut tcp, Vec::new()).await?;
+        conn.write_all(&self.request).await.map_err(|e| e.to_string())?;
+        let (head, mut rest) = read_head(&mut conn, Vec::new()).await?;
         if head.chunked {
             return Err(format!("HTTP {}: a chunked answer to a send", head.status));
         }
@@ -323,7 +310,7 @@ impl Poster {
         let length = head.content_length.unwrap_or(usize::MAX);
         let mut chunk = [0u8; 1024];
         while rest.len() < length {
-            match tcp.read(&mut chunk).await {
+            match conn.read(&mut chunk).await {
                 Ok(0) if head.content_length.is_none() => break,
                 Ok(0) => return Err("the connection closed inside an answer".into()),
                 Ok(read) => rest.extend_from_slice(&chunk[..read]),
@@ -334,8 +321,8 @@ impl Poster {
             // Read to the server's close before closing: the side that closes first keeps
             // the connection in TIME_WAIT, and with a new socket for each POST the load
             // generator's ephemeral ports would run out within seconds.
-            true => while matches!(tcp.read(&mut chunk).await, Ok(read) if read > 0) {},
-            false if head.content_length.is_some() => self.tcp = Some(tcp),
+            true => while matches!(conn.read(&mut chunk).await, Ok(read) if read > 0) {},
+            false if head.content_length.is_some() => self.conn = Some(conn),
             false => {}
         }
         if head.status != 202 {

@@ -21,14 +21,20 @@
 //! session to receiving only; `--source-ips` spreads these HTTP members over loopback
 //! addresses, as a server sees users.
 //!
+//! `--ca FILE` makes every connection TLS (`wss://`, `https://`: rustls with ring,
+//! trusting the CA certificates of that PEM file, offering ALPN `http/1.1`); the output
+//! then says what the connections to the (first) `--server` negotiated (`tls`).
+//!
 //! Everything runs on one thread (a current-thread runtime), so the caller can pin the
 //! load generator to one core and report that core's use.
 
 mod event_stream;
 mod message;
+mod net;
 
 use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -38,15 +44,15 @@ use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::LocalSet;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 
 use event_stream::{EventStream, Poster, Welcome};
 use message::Stamp;
+use net::{Conn, Dialer};
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "WebSocket relay load generator: checks every delivery, prints one JSON line")]
@@ -116,6 +122,10 @@ struct Args {
     /// are not all spent by one; for a server on loopback.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..))]
     source_ips: u8,
+    /// Connect over TLS (WebSockets as `wss://`, session creation, event streams and
+    /// POSTs as HTTPS), trusting the CA certificates in this PEM file.
+    #[arg(long)]
+    ca: Option<PathBuf>,
 }
 
 impl Args {
@@ -149,8 +159,8 @@ impl Args {
     }
 }
 
-type Sink = SplitSink<WebSocketStream<MaybeTlsStream<TcpStream>>, Message>;
-type Source = SplitStream<WebSocketStream<MaybeTlsStream<TcpStream>>>;
+type Sink = SplitSink<WebSocketStream<Conn>, Message>;
+type Source = SplitStream<WebSocketStream<Conn>>;
 
 #[derive(Default)]
 struct Errors {
@@ -227,16 +237,33 @@ impl Run {
 }
 
 /// POSTs to the create path and returns the session id from the answer.
-async fn create_session(args: &Args) -> Result<String, String> {
+async fn create_session(args: &Args, dialer: &Dialer) -> Result<String, String> {
     let server = args.create_server.as_ref().unwrap_or(&args.server[0]);
-    let mut stream = TcpStream::connect(server).await.map_err(|e| e.to_string())?;
+    let mut stream = dialer.connect(server, None).await?;
     let request = format!(
         "POST {} HTTP/1.1\r\nHost: {server}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}",
         args.create_path
     );
     stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.map_err(|e| e.to_string())?;
+    // The body by its length, or to the close: a TLS server may close without a
+    // close_notify, which reads as an error once the answer is in.
+    let (head, mut body) = event_stream::read_head(&mut stream, Vec::new()).await?;
+    let mut chunk = [0u8; 1024];
+    while body.len() < head.content_length.unwrap_or(usize::MAX) {
+        match stream.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(read) => body.extend_from_slice(&chunk[..read]),
+            Err(_) if head.content_length.is_none() => break,
+            Err(err) => return Err(err.to_string()),
+        }
+    }
+    // Then to the server's close, so that the server, not the load generator, keeps the
+    // connection in TIME_WAIT.
+    while matches!(stream.read(&mut chunk).await, Ok(read) if read > 0) {}
+    let answer = String::from_utf8_lossy(&body);
+    if !(200..300).contains(&head.status) {
+        return Err(format!("HTTP {}: {}", head.status, answer.trim()));
+    }
     let body = &answer[answer.find('{').ok_or("no JSON in the answer")?..=answer.rfind('}').ok_or("no JSON")?];
     let json: serde_json::Value = serde_json::from_str(body).map_err(|e| format!("{e}: {body}"))?;
     json["sessionId"].as_str().map(str::to_owned).ok_or_else(|| format!("no sessionId in {body}"))
@@ -249,25 +276,26 @@ enum Client {
 }
 
 /// Connects client `index` as its place in the session says: a WebSocket, or an event stream.
-async fn connect(args: &Args, index: usize, session: &str) -> Result<Client, String> {
+async fn connect(args: &Args, dialer: &Dialer, index: usize, session: &str) -> Result<Client, String> {
     let local = index % args.clients;
     let query = if local < args.positions_clients { "?positions=1" } else { "" };
     if args.over_sse(local) {
         let server = &args.server[index % args.server.len()];
-        let (stream, welcome) = EventStream::open(server, args.source(index), &format!("{}{session}/events{query}", args.ws_path)).await?;
+        let (stream, welcome) = EventStream::open(dialer, server, args.source(index), &format!("{}{session}/events{query}", args.ws_path)).await?;
         return Ok(Client::EventStream(stream, welcome));
     }
-    let (sink, source) = connect_websocket(args, index, session, query).await?;
+    let (sink, source) = connect_websocket(args, dialer, index, session, query).await?;
     Ok(Client::WebSocket(sink, source))
 }
 
-async fn connect_websocket(args: &Args, index: usize, session: &str, query: &str) -> Result<(Sink, Source), String> {
+async fn connect_websocket(args: &Args, dialer: &Dialer, index: usize, session: &str, query: &str) -> Result<(Sink, Source), String> {
     let server = &args.server[index % args.server.len()];
-    let url = format!("ws://{server}{}{session}{query}", args.ws_path);
+    let url = format!("{}://{server}{}{session}{query}", dialer.ws_scheme(), args.ws_path);
     // tungstenite zero-fills its whole read buffer before every read: the default 128 KiB
     // would make each small read cost a large memset, and the clients the bottleneck.
     let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
-    let (stream, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await.map_err(|e| e.to_string())?;
+    let conn = dialer.connect(server, None).await?;
+    let (stream, _) = tokio_tungstenite::client_async_with_config(url, conn, Some(config)).await.map_err(|e| e.to_string())?;
     let (mut sink, mut source) = stream.split();
     if args.socketio {
         // Engine.IO's open packet, then Socket.IO's connect to "/" and its answer. Runs
@@ -414,10 +442,14 @@ async fn run(args: Args) -> bool {
     if let Some(conflict) = args.conflict() {
         return fail(conflict);
     }
+    let dialer = match Dialer::new(args.ca.as_deref()) {
+        Ok(dialer) => Rc::new(dialer),
+        Err(err) => return fail(&err),
+    };
     let total = args.sessions * args.clients;
     let mut session_ids = Vec::with_capacity(args.sessions);
     for _ in 0..args.sessions {
-        match create_session(&args).await {
+        match create_session(&args, &dialer).await {
             Ok(id) => session_ids.push(id),
             Err(err) => return fail(&format!("cannot create a session: {err}")),
         }
@@ -430,10 +462,10 @@ async fn run(args: Args) -> bool {
     let gate = Rc::new(Semaphore::new(args.connect_concurrency));
     let connecting: Vec<_> = (0..total)
         .map(|i| {
-            let (args, gate, session) = (args.clone(), gate.clone(), session_ids[i / args.clients].clone());
+            let (args, dialer, gate, session) = (args.clone(), dialer.clone(), gate.clone(), session_ids[i / args.clients].clone());
             tokio::task::spawn_local(async move {
                 let _permit = gate.acquire().await;
-                connect(&args, i, &session).await
+                connect(&args, &dialer, i, &session).await
             })
         })
         .collect();
@@ -447,7 +479,7 @@ async fn run(args: Args) -> bool {
     if args.idle {
         event("connected");
         read_line().await;
-        println!("{}", json!({ "mode": "idle", "connections": total, "ok": true }));
+        println!("{}", json!({ "mode": "idle", "connections": total, "tls": tls_report(&dialer, &args), "ok": true }));
         return true;
     }
     // Let every server finish registering its last clients before anyone sends.
@@ -478,7 +510,7 @@ async fn run(args: Args) -> bool {
             Client::EventStream(stream, welcome) => {
                 tokio::task::spawn_local(receive_events(run.clone(), me, stream));
                 if sends {
-                    let poster = Poster::new(&args.server[me % args.server.len()], args.source(me), &welcome);
+                    let poster = Poster::new(dialer.clone(), &args.server[me % args.server.len()], args.source(me), &welcome);
                     posters.push(tokio::task::spawn_local(post_windowed(run.clone(), me, poster, args.window.max(1))));
                 }
                 continue;
@@ -560,6 +592,7 @@ async fn run(args: Args) -> bool {
             "sseMembers": (0..args.clients).filter(|&local| args.over_sse(local)).count() * args.sessions,
             "senders": (0..args.clients).filter(|&local| args.sends(local)).count() * args.sessions,
             "bytes": run.bytes,
+            "tls": tls_report(&dialer, &args),
             "measuredMs": measured_for.as_millis() as u64,
             "sent": sent,
             "deliveries": run.measured.get(),
@@ -583,6 +616,14 @@ async fn run(args: Args) -> bool {
         })
     );
     ok
+}
+
+/// What the TLS connections to the first `--server` negotiated; null for a plain run.
+fn tls_report(dialer: &Dialer, args: &Args) -> serde_json::Value {
+    match dialer.negotiated(&args.server[0]) {
+        Some(n) => json!({ "version": n.version, "cipherSuite": n.cipher_suite, "alpn": n.alpn }),
+        None => serde_json::Value::Null,
+    }
 }
 
 fn fail(message: &str) -> bool {
