@@ -25,7 +25,10 @@ if (!redisServerPath()) {
     it('cluster tests', { skip: message }, () => {});
   }
 } else {
-  clusterTests();
+  describe('on one Redis server', () => clusterTests({ on: 'clusters on Redis', oneNodeCluster: false }));
+  // The same against Redis in cluster mode, which refuses a command, script or
+  // transaction over keys of two slots: every key of a topic shares its hash tag.
+  describe('on a one-node Redis Cluster', () => clusterTests({ on: 'clusters on a one-node Redis Cluster', oneNodeCluster: true }));
 }
 
 /** A TCP proxy that sends each new connection to the next of `ports` in turn; while
@@ -95,7 +98,7 @@ async function everyoneHearsEveryone(clients, count, label) {
   }
 }
 
-function clusterTests() {
+function clusterTests({ on, oneNodeCluster }) {
   let redis;
   let nodes;
   let managerNode;
@@ -103,7 +106,7 @@ function clusterTests() {
   const closers = [];
 
   before(async () => {
-    redis = await startRedis();
+    redis = await startRedis(undefined, { oneNodeCluster });
     nodes = await Promise.all(['a', 'b', 'c'].map((id) => startBinary({ args: [...NODE_ARGS, '--redis-url', redis.url, '--node-id', id] })));
     managerNode = await startMixedServer({ redis: { url: redis.url, nodeId: 'm' }, maxClientsPerSession: 10, heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS });
     closers.push(() => managerNode.close());
@@ -122,7 +125,7 @@ function clusterTests() {
     await redis?.kill();
   });
 
-  describe('clusters on Redis: the session directory', () => {
+  describe(`${on}: the session directory`, () => {
     it('sees a session created on one node on every node, keeps ids unique, and counts capacity across nodes', async () => {
       const [a, b, c] = nodes;
       assert.equal((await postJson(`${a.base}/v1/sessions`, { sessionId: 'dir-1', maxClients: 2 })).status, 201);
@@ -167,7 +170,7 @@ function clusterTests() {
     });
   });
 
-  describe('clusters on Redis: publications across nodes', () => {
+  describe(`${on}: publications across nodes`, () => {
     it('relays among members on every node and both transports: verbatim, never echoed, in order, once', async () => {
       const [a, b, c] = nodes;
       await postJson(`${b.base}/v1/sessions`, { sessionId: 'relay-1' });
@@ -247,7 +250,7 @@ function clusterTests() {
     });
   });
 
-  describe('clusters on Redis: control roles', () => {
+  describe(`${on}: control roles`, () => {
     it('keeps one active member per session across nodes: grants, transfers, gates state_update, frees on leave', async () => {
       const [a, b, c] = nodes;
       await postJson(`${a.base}/v1/sessions`, { sessionId: 'roles-1', conflictResolution: 'user-choice' });
@@ -297,7 +300,7 @@ function clusterTests() {
     });
   });
 
-  describe('clusters on Redis: case awareness', () => {
+  describe(`${on}: case awareness`, () => {
     it("keeps one set of a user's windows across nodes: warns both of two cases, clears when one closes", async () => {
       const [a, b] = nodes;
       const register = (client, windowId, caseId) => client.send(JSON.stringify({ type: 'register', payload: { userId: 'carol', windowId, caseId } }));
@@ -318,7 +321,7 @@ function clusterTests() {
     });
   });
 
-  describe('clusters on Redis: streams', () => {
+  describe(`${on}: streams`, () => {
     it('welcomes clients on every node at the epoch of the stream the creating node numbers, right after it answered', async () => {
       const [a, b, c] = nodes;
       assert.equal((await postJson(`${a.base}/v1/sessions`, { sessionId: 'epoch-1', history: { size: 10, ttlMs: 60000 } })).status, 201);
@@ -370,7 +373,7 @@ function clusterTests() {
     });
   });
 
-  describe('clusters on Redis: the Node manager as a node', () => {
+  describe(`${on}: the Node manager as a node`, () => {
     it("recovers a native client on the manager's node, and counts its places with the binaries'", async () => {
       const [a] = nodes;
       await postJson(`${a.base}/v1/sessions`, { sessionId: 'mgr-1', maxClients: 2, history: { size: 100, ttlMs: 60000 } });
@@ -393,7 +396,7 @@ function clusterTests() {
     });
   });
 
-  describe('clusters on Redis: failures', () => {
+  describe(`${on}: failures`, () => {
     // A node killed outright is noticed when its lease runs out; one whose npm launcher
     // was killed stops with it and leaves the cluster as a graceful stop does.
     const LAUNCHER = [process.execPath, require.resolve('../bin/switchyard.js')];
@@ -482,7 +485,7 @@ function clusterTests() {
     });
   });
 
-  describe('clusters on Redis: webhooks', () => {
+  describe(`${on}: webhooks`, () => {
     it('tells each event once across three nodes: sessions, members, and a channel first occupied and last vacated anywhere', async () => {
       const crypto = require('node:crypto');
       const http = require('node:http');
@@ -518,7 +521,7 @@ function clusterTests() {
       const counter = createClient({ url: redis.url });
       await counter.connect();
       closers.push(() => counter.quit());
-      const occupants = () => counter.sCard('hooks:occupants:cluster-news');
+      const occupants = () => counter.sCard('hooks:{c:cluster-news}:occupants');
       for (const [index, member] of members.entries()) {
         member.send(JSON.stringify({ type: 'JOIN_CHANNEL', channel: 'cluster-news' }));
         await member.nextOfType('CHANNEL_JOINED');
@@ -558,11 +561,11 @@ function clusterTests() {
     });
   });
 
-  describe('clusters on Redis: the link\'s options', () => {
+  describe(`${on}: the link's options`, () => {
     it('drops what is past redis.maxQueued while Redis stalls, and counts Redis lost after redis.timeoutMs', async () => {
       // A Redis of this test's own, stopped (SIGSTOP) so that its sockets stay open and
       // nothing it is sent is answered: only a timeout tells the link it is gone.
-      const stalled = await startRedis();
+      const stalled = await startRedis(undefined, { oneNodeCluster });
       const quick = new RelaySessionManager({ redis: { url: stalled.url, nodeId: 'quick', timeoutMs: 200, maxQueued: 4 } });
       const patient = new RelaySessionManager({ redis: { url: stalled.url, nodeId: 'patient', timeoutMs: 600_000 } });
       try {
@@ -593,7 +596,7 @@ function clusterTests() {
     });
   });
 
-  describe('clusters on Redis: a node cut off alone', () => {
+  describe(`${on}: a node cut off alone`, () => {
     it('ends, when it rejoins, a session deleted elsewhere while it could not hear, and does not bring it back', async () => {
       const toRedis = await roundRobin([redis.port]);
       closers.push(() => toRedis.close());
@@ -615,7 +618,7 @@ function clusterTests() {
     });
   });
 
-  describe('clusters on Redis: no sticky sessions', () => {
+  describe(`${on}: no sticky sessions`, () => {
     it('serves clients that a round-robin proxy spreads over the nodes, and that reconnect elsewhere', async () => {
       const proxy = await roundRobin(nodes.map((node) => node.port));
       closers.push(() => proxy.close());

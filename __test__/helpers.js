@@ -644,16 +644,32 @@ function listening(port) {
  * Starts a `redis-server` of its own on a free port (or `port`), keeping nothing on disk,
  * and waits until it answers. `kill()` SIGKILLs it; `start()` again on the same port.
  */
-async function startRedis(port) {
+/**
+ * A `redis-server` of the test's own on a free port (or `port`), stopped with `kill()` and
+ * started again with `start()`. With `oneNodeCluster`, it runs in cluster mode holding
+ * every slot alone: clients use it as a single Redis, but it refuses, as a Redis Cluster
+ * does, any command, script or transaction over keys of two slots.
+ */
+async function startRedis(port, { oneNodeCluster = false } = {}) {
   const program = redisServerPath();
   if (!program) throw new Error('redis-server is not installed (apt-get install redis-server)');
   port ??= await freePort();
   const redis = { port, url: `redis://127.0.0.1:${port}`, child: null };
+  const clusterArgs = oneNodeCluster
+    ? ['--cluster-enabled', 'yes', '--cluster-config-file', path.join(fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'switchyard-redis-')), 'nodes.conf')]
+    : [];
+  const cli = (...args) => require('node:child_process').execFileSync('redis-cli', ['-p', String(port), ...args], { encoding: 'utf8' });
+  let slotted = false;
   redis.start = async () => {
-    const child = spawn(program, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    const child = spawn(program, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...clusterArgs], { stdio: 'ignore' });
     child.exited = new Promise((resolve) => child.on('exit', resolve));
     redis.child = child;
     await eventually(async () => assert.ok(await listening(port), `redis-server did not start on ${port}`), 5000);
+    if (!oneNodeCluster) return;
+    // Its slots are kept in its nodes.conf: given once, held again after a restart.
+    if (!slotted) cli('CLUSTER', 'ADDSLOTSRANGE', '0', '16383');
+    slotted = true;
+    await eventually(() => assert.match(cli('CLUSTER', 'INFO'), /cluster_state:ok/), 10000);
   };
   redis.kill = async () => {
     redis.child.kill('SIGKILL');

@@ -12,11 +12,15 @@
 //! offsets are the same everywhere and a client recovers on any node. Each node keeps a
 //! copy of the streams its subscribers need, loaded when it subscribes.
 //!
-//! Keys and channels, under the prefix: `session:<id>` (a session's record, expiring with
-//! it), `members:<session>` (a hash of connection to member), `node:<id>` (a lease),
-//! `nodes` (a set of node ids), `deleted:<id>` (when a session was deleted), `stream:<topic>` and `stream:<topic>:meta` (a stream and
-//! its epoch and last offset); channels `all` (the directory's news, and sends to users,
-//! organizations and everyone) and `t:<topic>` (a session's or channel's deliveries).
+//! Keys and channels, under the prefix, each of a topic (`s:<session>`, `c:<channel>`)
+//! under its hash tag, so that in a Redis Cluster they share one slot:
+//! `{s:<id>}:session` (a session's record, expiring with it), `{s:<id>}:members` (a hash
+//! of connection to member), `{s:<id>}:deleted` (when a session was deleted),
+//! `{<topic>}:stream` and `{<topic>}:meta` (a stream, and its epoch and last offset),
+//! `{c:<name>}:occupants` (the nodes with members of a channel); `{nodes}` (a set of node
+//! ids) and `{nodes}:<id>` (a lease) in one slot; channels `all` (the directory's news,
+//! and sends to users, organizations and everyone) and `{<topic>}:t` (a session's or
+//! channel's deliveries). No command, script or atomic pipeline spans two slots.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -165,6 +169,33 @@ impl Link {
         format!("{}{name}", self.prefix)
     }
 
+    /// A key of `topic`'s: `<prefix>{<topic>}:<what>`. Every key of a topic (a session's
+    /// record, members and tombstone, a stream and its meta, a channel's occupants) and
+    /// its channel share the hash tag `{<topic>}`, so in a Redis Cluster they share a
+    /// slot, and a script or command over several of them never crosses two.
+    fn topic_key(&self, topic: &Topic, what: &str) -> String {
+        self.tagged_key(&topic_name(topic), what)
+    }
+
+    /// `<prefix>{<tag>}:<what>`.
+    fn tagged_key(&self, tag: &str, what: &str) -> String {
+        format!("{}{{{tag}}}:{what}", self.prefix)
+    }
+
+    /// A key of session `id`'s (see [`Link::topic_key`]).
+    fn session_key(&self, id: &SessionId, what: &str) -> String {
+        self.topic_key(&Topic::Session(id.clone()), what)
+    }
+
+    /// The set of node ids, or a node's lease: all in the one slot `{nodes}`, so one
+    /// pipeline reads every lease.
+    fn node_key(&self, node: Option<&str>) -> String {
+        match node {
+            Some(node) => self.tagged_key("nodes", node),
+            None => format!("{}{{nodes}}", self.prefix),
+        }
+    }
+
     /// Deliveries to a session or channel, and a session's control steps, go on the
     /// topic's channel, in one order for every node subscribed to it; the rest (members
     /// too, which every node counts) on `all`.
@@ -180,7 +211,7 @@ impl Link {
     /// The channel a session's or channel's deliveries go on, which nodes with
     /// subscribers to it subscribe to.
     fn topic_channel(&self, topic: &Topic) -> String {
-        self.key(&format!("t:{}", topic_name(topic)))
+        self.topic_key(topic, "t")
     }
 
     async fn connect(&self) -> RedisResult<Connections> {
@@ -265,12 +296,11 @@ impl Link {
                     let message = wire::encode(&self.node_id, &remote);
                     match self.numbered_stream(&remote) {
                         Some((topic, config)) => {
-                            let name = topic_name(topic);
                             pipe.cmd("EVALSHA")
                                 .arg(&connections.number)
                                 .arg(2)
-                                .arg(self.key(&format!("stream:{name}:meta")))
-                                .arg(self.key(&format!("stream:{name}")))
+                                .arg(self.topic_key(topic, "meta"))
+                                .arg(self.topic_key(topic, "stream"))
                                 .arg(config.size)
                                 .arg(config.ttl_ms)
                                 .arg(now())
@@ -289,7 +319,7 @@ impl Link {
                 Outgoing::Claim(id, answer) => {
                     // What queued before the question is sent before it is asked.
                     self.flush(connections, &mut pipe, &mut sent).await?;
-                    let key = self.key(&format!("session:{id}"));
+                    let key = self.session_key(&id, "session");
                     let claimed: Option<String> = redis::cmd("SET").arg(key).arg("{}").arg("NX").arg("PX").arg(10_000).query_async(&mut connections.commands).await?;
                     let _ = answer.send(claimed.is_some());
                 }
@@ -298,7 +328,7 @@ impl Link {
                     let _ = answer.send(());
                 }
                 Outgoing::Reserve { session, hold, max, answer } => {
-                    let key = self.key(&format!("members:{session}"));
+                    let key = self.session_key(&session, "members");
                     if max.is_some() {
                         self.flush(connections, &mut pipe, &mut sent).await?;
                     }
@@ -314,7 +344,7 @@ impl Link {
                 }
                 Outgoing::Occupancy { channel, here, answer } => {
                     self.flush(connections, &mut pipe, &mut sent).await?;
-                    let key = self.key(&format!("occupants:{channel}"));
+                    let key = self.tagged_key(&wire::channel_tag(&channel), "occupants");
                     let mut occupancy = redis::pipe();
                     occupancy.atomic().cmd(if here { "SADD" } else { "SREM" }).arg(&key).arg(&*self.node_id).ignore().cmd("SCARD").arg(&key);
                     let (nodes,): (usize,) = occupancy.query_async(&mut connections.commands).await?;
@@ -341,7 +371,7 @@ impl Link {
             let _ = answer.send(());
         }
         for (id, answer) in lookups {
-            let json: Option<Vec<u8>> = redis::cmd("GET").arg(self.key(&format!("session:{id}"))).query_async(&mut connections.commands).await?;
+            let json: Option<Vec<u8>> = redis::cmd("GET").arg(self.session_key(&id, "session")).query_async(&mut connections.commands).await?;
             let found = json.and_then(|json| wire::record_from(&json).ok());
             let exists = found.is_some();
             if let Some(record) = found {
@@ -369,26 +399,26 @@ impl Link {
             Remote::Delivery(_) | Remote::Numbered { .. } | Remote::Control { .. } | Remote::Awareness { .. } | Remote::NodeGone(_) => {}
             Remote::SessionCreated(record) => {
                 let json = serde_json::to_vec(&wire::Record::from(record)).expect("a record serializes");
-                pipe.cmd("SET").arg(self.key(&format!("session:{}", record.id))).arg(json).arg("PXAT").arg(record.expires_at).ignore();
+                pipe.cmd("SET").arg(self.session_key(&record.id, "session")).arg(json).arg("PXAT").arg(record.expires_at).ignore();
                 // The stream's epoch is the creating node's from the start, so the
                 // positions its first members are welcomed with hold everywhere.
                 let topic = Topic::Session(record.id.clone());
                 if let (Some(history), Some(position)) = (record.history, self.broker.position(&topic)) {
-                    let meta = self.key(&format!("stream:{}:meta", topic_name(&topic)));
+                    let meta = self.topic_key(&topic, "meta");
                     pipe.cmd("HSETNX").arg(&meta).arg("epoch").arg(&*position.epoch).ignore();
                     pipe.cmd("HSETNX").arg(&meta).arg("offset").arg(0).ignore();
                     pipe.cmd("PEXPIRE").arg(&meta).arg(history.ttl_ms).ignore();
                 }
             }
             Remote::SessionDeleted(id) => {
-                pipe.cmd("DEL").arg(self.key(&format!("session:{id}"))).arg(self.key(&format!("members:{id}"))).ignore();
+                pipe.cmd("DEL").arg(self.session_key(id, "session")).arg(self.session_key(id, "members")).ignore();
                 // Remembered a day, for nodes that were away: a session of this id
                 // created before it is gone (see `register`).
-                pipe.cmd("SET").arg(self.key(&format!("deleted:{id}"))).arg(now()).arg("PX").arg(TOMBSTONE_MS).ignore();
+                pipe.cmd("SET").arg(self.session_key(id, "deleted")).arg(now()).arg("PX").arg(TOMBSTONE_MS).ignore();
             }
             Remote::MemberJoined { session, member, .. } => {
                 let json = serde_json::to_vec(&wire::Member::from(member)).expect("a member serializes");
-                let key = self.key(&format!("members:{session}"));
+                let key = self.session_key(session, "members");
                 pipe.cmd("HSET").arg(&key).arg(member.present.connection_id.0).arg(json).ignore();
                 // The hash goes with its session, on whichever node it expires.
                 if let Some(info) = self.relay.session(session.as_str()) {
@@ -396,7 +426,7 @@ impl Link {
                 }
             }
             Remote::MemberLeft { session, conn, .. } => {
-                pipe.cmd("HDEL").arg(self.key(&format!("members:{session}"))).arg(conn.0).ignore();
+                pipe.cmd("HDEL").arg(self.session_key(session, "members")).arg(conn.0).ignore();
             }
         }
     }
@@ -436,14 +466,13 @@ impl Link {
         if self.broker.stream_config(topic).is_none() {
             return Ok(());
         }
-        let name = topic_name(topic);
         let (meta, entries): ((Option<String>, Option<u64>), StreamEntries) = redis::pipe()
             .cmd("HMGET")
-            .arg(self.key(&format!("stream:{name}:meta")))
+            .arg(self.topic_key(topic, "meta"))
             .arg("epoch")
             .arg("offset")
             .cmd("XRANGE")
-            .arg(self.key(&format!("stream:{name}")))
+            .arg(self.topic_key(topic, "stream"))
             .arg("-")
             .arg("+")
             .query_async(commands)
@@ -502,13 +531,13 @@ impl Link {
     async fn renew_lease(&self, commands: &mut MultiplexedConnection) -> RedisResult<()> {
         redis::pipe()
             .cmd("SET")
-            .arg(self.key(&format!("node:{}", self.node_id)))
+            .arg(self.node_key(Some(&self.node_id)))
             .arg(now())
             .arg("PX")
             .arg(self.lease_ms)
             .ignore()
             .cmd("SADD")
-            .arg(self.key("nodes"))
+            .arg(self.node_key(None))
             .arg(&*self.node_id)
             .ignore()
             .query_async(commands)
@@ -518,11 +547,11 @@ impl Link {
     /// Renews the lease, finds nodes whose lease ran out, and checks the subscriptions.
     async fn tick(&self, connections: &mut Connections) -> RedisResult<()> {
         self.renew_lease(&mut connections.commands).await?;
-        let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(self.key("nodes")).query_async(&mut connections.commands).await?;
+        let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(self.node_key(None)).query_async(&mut connections.commands).await?;
         let others: Vec<&String> = nodes.iter().filter(|n| **n != *self.node_id).collect();
         let mut pipe = redis::pipe();
         for node in &others {
-            pipe.cmd("EXISTS").arg(self.key(&format!("node:{node}")));
+            pipe.cmd("EXISTS").arg(self.node_key(Some(node)));
         }
         let alive: Vec<bool> = if others.is_empty() { Vec::new() } else { pipe.query_async(&mut connections.commands).await? };
         self.state.peers.store(alive.iter().filter(|a| **a).count(), Ordering::Relaxed);
@@ -545,10 +574,10 @@ impl Link {
     /// Takes a gone node out of the directory: its members, the channels it had members
     /// of (so the next first member anywhere is counted so), and its place in `nodes`.
     async fn forget_node(&self, commands: &mut MultiplexedConnection, node: &str) -> RedisResult<()> {
-        for key in self.scan(commands, "occupants:*").await? {
+        for key in self.scan(commands, "{c:*}:occupants").await? {
             redis::cmd("SREM").arg(&key).arg(node).query_async::<()>(commands).await?;
         }
-        for key in self.scan(commands, "members:*").await? {
+        for key in self.scan(commands, "{s:*}:members").await? {
             let members: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL").arg(&key).query_async(commands).await?;
             // Members are keyed by connection; a joining client's held place, `r:<node>:...`.
             let held_by_it = format!("r:{node}:");
@@ -561,7 +590,7 @@ impl Link {
                 redis::cmd("HDEL").arg(&key).arg(gone).query_async::<()>(commands).await?;
             }
         }
-        redis::cmd("SREM").arg(self.key("nodes")).arg(node).query_async(commands).await
+        redis::cmd("SREM").arg(self.node_key(None)).arg(node).query_async(commands).await
     }
 
     async fn scan(&self, commands: &mut MultiplexedConnection, pattern: &str) -> RedisResult<Vec<String>> {
@@ -587,7 +616,8 @@ impl Link {
         // rather than coming back to the directory.
         let tombstones: Vec<Option<u64>> = match state.is_empty() {
             true => Vec::new(),
-            false => redis::cmd("MGET").arg(state.iter().map(|(r, _)| self.key(&format!("deleted:{}", r.id))).collect::<Vec<_>>()).query_async(commands).await?,
+            // One GET each: sessions' keys are in slots of their own.
+            false => state.iter().fold(&mut redis::pipe(), |gets, (record, _)| gets.cmd("GET").arg(self.session_key(&record.id, "deleted"))).query_async(commands).await?,
         };
         for ((record, members), deleted_at) in state.into_iter().zip(tombstones) {
             if deleted_at.is_some_and(|at| record.created_at <= at) {
@@ -595,7 +625,7 @@ impl Link {
                 continue;
             }
             let json = serde_json::to_vec(&wire::Record::from(&record)).expect("a record serializes");
-            pipe.cmd("SET").arg(self.key(&format!("session:{}", record.id))).arg(json).arg("PXAT").arg(record.expires_at).arg("NX").ignore();
+            pipe.cmd("SET").arg(self.session_key(&record.id, "session")).arg(json).arg("PXAT").arg(record.expires_at).arg("NX").ignore();
             let created = Remote::SessionCreated(record.clone());
             pipe.cmd("PUBLISH").arg(self.key("all")).arg(wire::encode(&self.node_id, &created)).ignore();
             for member in members {
@@ -613,16 +643,17 @@ impl Link {
     /// Learns the sessions and the other nodes' members from the directory.
     async fn load(&self, commands: &mut MultiplexedConnection) -> RedisResult<()> {
         let now = now();
-        for keys in self.scan(commands, "session:*").await?.chunks(500) {
-            let records: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(keys).query_async(commands).await?;
+        for keys in self.scan(commands, "{s:*}:session").await?.chunks(500) {
+            let records: Vec<Option<Vec<u8>>> = keys.iter().fold(&mut redis::pipe(), |gets, key| gets.cmd("GET").arg(key)).query_async(commands).await?;
             for record in records.into_iter().flatten().filter_map(|json| wire::record_from(&json).ok()) {
                 self.relay.handle_remote(Remote::SessionCreated(record), now);
             }
         }
         self.relay.forget_remote_members();
-        let prefix = self.key("members:");
-        for key in self.scan(commands, "members:*").await? {
-            let Some(session) = key.strip_prefix(&prefix).and_then(|id| SessionId::parse(id).ok()) else { continue };
+        let prefix = self.key("{s:");
+        for key in self.scan(commands, "{s:*}:members").await? {
+            let id = key.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix("}:members"));
+            let Some(session) = id.and_then(|id| SessionId::parse(id).ok()) else { continue };
             self.load_members(commands, &session, now).await?;
         }
         Ok(())
@@ -630,7 +661,7 @@ impl Link {
 
     /// Learns a session's members on the other nodes from the directory.
     async fn load_members(&self, commands: &mut MultiplexedConnection, session: &SessionId, now: Millis) -> RedisResult<()> {
-        let members: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL").arg(self.key(&format!("members:{session}"))).query_async(commands).await?;
+        let members: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL").arg(self.session_key(session, "members")).query_async(commands).await?;
         for member in members.into_iter().filter_map(|(_, json)| wire::member_from(&json).ok()).filter(|m| m.node != self.node_id) {
             self.relay.handle_remote(Remote::MemberJoined { session: session.clone(), member, announce: false }, now);
         }
@@ -653,7 +684,7 @@ impl Link {
                 .arg(wire::encode(&self.node_id, &gone))
                 .ignore()
                 .cmd("DEL")
-                .arg(self.key(&format!("node:{}", self.node_id)))
+                .arg(self.node_key(Some(&self.node_id)))
                 .ignore()
                 .query_async::<()>(commands)
                 .await

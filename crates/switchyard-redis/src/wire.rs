@@ -221,11 +221,16 @@ fn channel(name: &str) -> Result<ChannelName, WireError> {
     ChannelName::parse(name).map_err(|_| WireError::Field("channel"))
 }
 
-/// A topic as one string: also the tail of its pub/sub channel's name.
+/// A channel's topic name, from its name as text.
+pub fn channel_tag(name: &str) -> String {
+    format!("c:{name}")
+}
+
+/// A topic as one string: the hash tag of its keys and channel.
 pub fn topic_name(topic: &Topic) -> String {
     match topic {
         Topic::Session(id) => format!("s:{id}"),
-        Topic::Channel(name) => format!("c:{}", name.as_str()),
+        Topic::Channel(name) => channel_tag(name.as_str()),
         Topic::User(user) => format!("u:{user}"),
         Topic::Organization(organization) => format!("o:{organization}"),
         Topic::Connection(conn) => format!("n:{}", conn.0),
