@@ -427,6 +427,18 @@ function clusterTests({ on, oneNodeCluster }) {
         assert.ok(tookMs <= HEARTBEAT_TIMEOUT_MS, `within heartbeatTimeoutMs (took ${tookMs} ms)`);
         assert.deepEqual((await presenceOn(a, id)).map((p) => p.connectionId), [survivor.welcome.connectionId]);
         assert.equal((await fetchJson(`${nodes[2].base}/v1/sessions/${id}`)).status, 200, 'the session lives on');
+        // And the directory forgets it: a node joining later learns only the survivor.
+        const { createClient } = require('redis');
+        const directory = createClient({ url: redis.url });
+        await directory.connect();
+        try {
+          await eventually(async () => {
+            assert.equal(await directory.hLen(`switchyard:{s:${id}}:members`), 1, 'the survivor alone in the members hash');
+            assert.equal(await directory.exists(`switchyard:{nodes}:sessions:victim-${id}`), 0, 'the gone node\'s notes are gone');
+          }, CROSSING_MS);
+        } finally {
+          await directory.quit();
+        }
         const back = await new TestClient(`${nodes[1].ws}/session/${id}`).joined();
         await survivor.nextOfType('client_connected', CROSSING_MS);
         back.send('{"type":"after-kill"}');

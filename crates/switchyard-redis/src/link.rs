@@ -17,8 +17,11 @@
 //! `{s:<id>}:session` (a session's record, expiring with it), `{s:<id>}:members` (a hash
 //! of connection to member), `{s:<id>}:deleted` (when a session was deleted),
 //! `{<topic>}:stream` and `{<topic>}:meta` (a stream, and its epoch and last offset),
-//! `{c:<name>}:occupants` (the nodes with members of a channel); `{nodes}` (a set of node
-//! ids) and `{nodes}:<id>` (a lease) in one slot; channels `all` (the directory's news,
+//! `{c:<name>}:occupants` (the nodes with members of a channel); `{directory}:sessions`
+//! (every session's id, what a joining node reads); `{nodes}` (a set of node ids),
+//! `{nodes}:lease:<id>`, and `{nodes}:sessions:<id>` and `{nodes}:channels:<id>` (where a
+//! node has members, for the node that finds it gone), in one slot. Nothing is found by
+//! scanning the keyspace. Channels `all` (the directory's news,
 //! and sends to users, organizations and everyone) and `{<topic>}:t` (a session's or
 //! channel's deliveries). No command, script or atomic pipeline spans two slots.
 
@@ -187,13 +190,19 @@ impl Link {
         self.topic_key(&Topic::Session(id.clone()), what)
     }
 
-    /// The set of node ids, or a node's lease: all in the one slot `{nodes}`, so one
-    /// pipeline reads every lease.
-    fn node_key(&self, node: Option<&str>) -> String {
-        match node {
-            Some(node) => self.tagged_key("nodes", node),
+    /// The set of node ids (`what` `None`), or a node's `lease`, or the `sessions` it has
+    /// members in and the `channels` it has members of (what a node found gone leaves):
+    /// all in the one slot `{nodes}`, so one pipeline reads every lease.
+    fn node_key(&self, what: Option<(&str, &str)>) -> String {
+        match what {
+            Some((what, node)) => self.tagged_key("nodes", &format!("{what}:{node}")),
             None => format!("{}{{nodes}}", self.prefix),
         }
+    }
+
+    /// The set of every session's id: what a node joining reads the directory from.
+    fn sessions_key(&self) -> String {
+        self.tagged_key("directory", "sessions")
     }
 
     /// Deliveries to a session or channel, and a session's control steps, go on the
@@ -348,6 +357,7 @@ impl Link {
                     let mut occupancy = redis::pipe();
                     occupancy.atomic().cmd(if here { "SADD" } else { "SREM" }).arg(&key).arg(&*self.node_id).ignore().cmd("SCARD").arg(&key);
                     let (nodes,): (usize,) = occupancy.query_async(&mut connections.commands).await?;
+                    pipe.cmd(if here { "SADD" } else { "SREM" }).arg(self.node_key(Some(("channels", &self.node_id)))).arg(&channel).ignore();
                     let _ = answer.send(nodes);
                 }
                 Outgoing::Subscription(topic) => topics.push(topic),
@@ -400,6 +410,7 @@ impl Link {
             Remote::SessionCreated(record) => {
                 let json = serde_json::to_vec(&wire::Record::from(record)).expect("a record serializes");
                 pipe.cmd("SET").arg(self.session_key(&record.id, "session")).arg(json).arg("PXAT").arg(record.expires_at).ignore();
+                pipe.cmd("SADD").arg(self.sessions_key()).arg(record.id.as_str()).ignore();
                 // The stream's epoch is the creating node's from the start, so the
                 // positions its first members are welcomed with hold everywhere.
                 let topic = Topic::Session(record.id.clone());
@@ -412,6 +423,7 @@ impl Link {
             }
             Remote::SessionDeleted(id) => {
                 pipe.cmd("DEL").arg(self.session_key(id, "session")).arg(self.session_key(id, "members")).ignore();
+                pipe.cmd("SREM").arg(self.sessions_key()).arg(id.as_str()).ignore();
                 // Remembered a day, for nodes that were away: a session of this id
                 // created before it is gone (see `register`).
                 pipe.cmd("SET").arg(self.session_key(id, "deleted")).arg(now()).arg("PX").arg(TOMBSTONE_MS).ignore();
@@ -420,6 +432,8 @@ impl Link {
                 let json = serde_json::to_vec(&wire::Member::from(member)).expect("a member serializes");
                 let key = self.session_key(session, "members");
                 pipe.cmd("HSET").arg(&key).arg(member.present.connection_id.0).arg(json).ignore();
+                // Where to look for this node's members should it be found gone.
+                pipe.cmd("SADD").arg(self.node_key(Some(("sessions", &member.node)))).arg(session.as_str()).ignore();
                 // The hash goes with its session, on whichever node it expires.
                 if let Some(info) = self.relay.session(session.as_str()) {
                     pipe.cmd("PEXPIREAT").arg(&key).arg(info.expires_at).ignore();
@@ -531,7 +545,7 @@ impl Link {
     async fn renew_lease(&self, commands: &mut MultiplexedConnection) -> RedisResult<()> {
         redis::pipe()
             .cmd("SET")
-            .arg(self.node_key(Some(&self.node_id)))
+            .arg(self.node_key(Some(("lease", &self.node_id))))
             .arg(now())
             .arg("PX")
             .arg(self.lease_ms)
@@ -551,7 +565,7 @@ impl Link {
         let others: Vec<&String> = nodes.iter().filter(|n| **n != *self.node_id).collect();
         let mut pipe = redis::pipe();
         for node in &others {
-            pipe.cmd("EXISTS").arg(self.node_key(Some(node)));
+            pipe.cmd("EXISTS").arg(self.node_key(Some(("lease", node))));
         }
         let alive: Vec<bool> = if others.is_empty() { Vec::new() } else { pipe.query_async(&mut connections.commands).await? };
         self.state.peers.store(alive.iter().filter(|a| **a).count(), Ordering::Relaxed);
@@ -571,40 +585,37 @@ impl Link {
         self.reconcile_all(connections).await
     }
 
-    /// Takes a gone node out of the directory: its members, the channels it had members
-    /// of (so the next first member anywhere is counted so), and its place in `nodes`.
+    /// Takes a gone node out of the directory: its members (in the sessions it noted),
+    /// the channels it had members of (so the next first member anywhere is counted so),
+    /// and its place in `nodes`. Places it held for joining clients end by themselves.
     async fn forget_node(&self, commands: &mut MultiplexedConnection, node: &str) -> RedisResult<()> {
-        for key in self.scan(commands, "{c:*}:occupants").await? {
-            redis::cmd("SREM").arg(&key).arg(node).query_async::<()>(commands).await?;
+        let (channels_key, sessions_key) = (self.node_key(Some(("channels", node))), self.node_key(Some(("sessions", node))));
+        let (channels, sessions): (Vec<String>, Vec<String>) =
+            redis::pipe().cmd("SMEMBERS").arg(&channels_key).cmd("SMEMBERS").arg(&sessions_key).query_async(commands).await?;
+        let mut forget = redis::pipe();
+        for channel in &channels {
+            forget.cmd("SREM").arg(self.tagged_key(&wire::channel_tag(channel), "occupants")).arg(node).ignore();
         }
-        for key in self.scan(commands, "{s:*}:members").await? {
-            let members: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL").arg(&key).query_async(commands).await?;
-            // Members are keyed by connection; a joining client's held place, `r:<node>:...`.
-            let held_by_it = format!("r:{node}:");
-            let gone: Vec<String> = members
-                .into_iter()
-                .filter(|(field, json)| field.starts_with(&held_by_it) || wire::member_from(json).is_ok_and(|m| &*m.node == node))
-                .map(|(field, _)| field)
-                .collect();
+        let sessions: Vec<SessionId> = sessions.iter().filter_map(|id| SessionId::parse(id).ok()).collect();
+        for (session, members) in sessions.iter().zip(self.members_of(commands, &sessions).await?) {
+            let gone: Vec<String> = members.into_iter().filter(|(_, json)| wire::member_from(json).is_ok_and(|m| &*m.node == node)).map(|(field, _)| field).collect();
             if !gone.is_empty() {
-                redis::cmd("HDEL").arg(&key).arg(gone).query_async::<()>(commands).await?;
+                forget.cmd("HDEL").arg(self.session_key(session, "members")).arg(gone).ignore();
             }
         }
-        redis::cmd("SREM").arg(self.node_key(None)).arg(node).query_async(commands).await
+        forget.cmd("DEL").arg(&channels_key).arg(&sessions_key).ignore().cmd("SREM").arg(self.node_key(None)).arg(node).ignore();
+        forget.query_async(commands).await
     }
 
-    async fn scan(&self, commands: &mut MultiplexedConnection, pattern: &str) -> RedisResult<Vec<String>> {
-        let mut keys = Vec::new();
-        let mut cursor = 0u64;
-        loop {
-            let (next, batch): (u64, Vec<String>) =
-                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(self.key(pattern)).arg("COUNT").arg(1000).query_async(commands).await?;
-            keys.extend(batch);
-            if next == 0 {
-                return Ok(keys);
-            }
-            cursor = next;
+    /// The members hashes of `sessions`, in their order, read in pipelines.
+    async fn members_of(&self, commands: &mut MultiplexedConnection, sessions: &[SessionId]) -> RedisResult<Vec<Vec<(String, Vec<u8>)>>> {
+        let mut all = Vec::with_capacity(sessions.len());
+        for chunk in sessions.chunks(500) {
+            let read: Vec<Vec<(String, Vec<u8>)>> =
+                chunk.iter().fold(&mut redis::pipe(), |reads, session| reads.cmd("HGETALL").arg(self.session_key(session, "members"))).query_async(commands).await?;
+            all.extend(read);
         }
+        Ok(all)
     }
 
     /// Puts this node's sessions (unless the directory has them) and members in the
@@ -626,6 +637,7 @@ impl Link {
             }
             let json = serde_json::to_vec(&wire::Record::from(&record)).expect("a record serializes");
             pipe.cmd("SET").arg(self.session_key(&record.id, "session")).arg(json).arg("PXAT").arg(record.expires_at).arg("NX").ignore();
+            pipe.cmd("SADD").arg(self.sessions_key()).arg(record.id.as_str()).ignore();
             let created = Remote::SessionCreated(record.clone());
             pipe.cmd("PUBLISH").arg(self.key("all")).arg(wire::encode(&self.node_id, &created)).ignore();
             for member in members {
@@ -640,21 +652,33 @@ impl Link {
         pipe.query_async(commands).await
     }
 
-    /// Learns the sessions and the other nodes' members from the directory.
+    /// Learns the sessions and the other nodes' members from the directory. Ids of
+    /// sessions that expired are taken out of the set of sessions here.
     async fn load(&self, commands: &mut MultiplexedConnection) -> RedisResult<()> {
         let now = now();
-        for keys in self.scan(commands, "{s:*}:session").await?.chunks(500) {
-            let records: Vec<Option<Vec<u8>>> = keys.iter().fold(&mut redis::pipe(), |gets, key| gets.cmd("GET").arg(key)).query_async(commands).await?;
-            for record in records.into_iter().flatten().filter_map(|json| wire::record_from(&json).ok()) {
-                self.relay.handle_remote(Remote::SessionCreated(record), now);
+        let ids: Vec<String> = redis::cmd("SMEMBERS").arg(self.sessions_key()).query_async(commands).await?;
+        let ids: Vec<SessionId> = ids.iter().filter_map(|id| SessionId::parse(id).ok()).collect();
+        let mut live = Vec::new();
+        let mut expired = Vec::new();
+        for chunk in ids.chunks(500) {
+            let records: Vec<Option<Vec<u8>>> =
+                chunk.iter().fold(&mut redis::pipe(), |gets, id| gets.cmd("GET").arg(self.session_key(id, "session"))).query_async(commands).await?;
+            for (id, record) in chunk.iter().zip(records) {
+                match record.and_then(|json| wire::record_from(&json).ok()) {
+                    Some(record) => {
+                        live.push(record.id.clone());
+                        self.relay.handle_remote(Remote::SessionCreated(record), now);
+                    }
+                    None => expired.push(id.as_str()),
+                }
             }
         }
+        if !expired.is_empty() {
+            redis::cmd("SREM").arg(self.sessions_key()).arg(expired).query_async::<()>(commands).await?;
+        }
         self.relay.forget_remote_members();
-        let prefix = self.key("{s:");
-        for key in self.scan(commands, "{s:*}:members").await? {
-            let id = key.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix("}:members"));
-            let Some(session) = id.and_then(|id| SessionId::parse(id).ok()) else { continue };
-            self.load_members(commands, &session, now).await?;
+        for (session, members) in live.iter().zip(self.members_of(commands, &live).await?) {
+            self.take_members(session, members, now);
         }
         Ok(())
     }
@@ -662,10 +686,15 @@ impl Link {
     /// Learns a session's members on the other nodes from the directory.
     async fn load_members(&self, commands: &mut MultiplexedConnection, session: &SessionId, now: Millis) -> RedisResult<()> {
         let members: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL").arg(self.session_key(session, "members")).query_async(commands).await?;
+        self.take_members(session, members, now);
+        Ok(())
+    }
+
+    /// Hands the relay a session's members on the other nodes, from its members hash.
+    fn take_members(&self, session: &SessionId, members: Vec<(String, Vec<u8>)>, now: Millis) {
         for member in members.into_iter().filter_map(|(_, json)| wire::member_from(&json).ok()).filter(|m| m.node != self.node_id) {
             self.relay.handle_remote(Remote::MemberJoined { session: session.clone(), member, announce: false }, now);
         }
-        Ok(())
     }
 
     /// Leaves the cluster on a graceful stop: sends what is queued (the members leaving),
@@ -684,7 +713,7 @@ impl Link {
                 .arg(wire::encode(&self.node_id, &gone))
                 .ignore()
                 .cmd("DEL")
-                .arg(self.node_key(Some(&self.node_id)))
+                .arg(self.node_key(Some(("lease", &self.node_id))))
                 .ignore()
                 .query_async::<()>(commands)
                 .await
