@@ -29,6 +29,10 @@ const relays = [
   // pinned beside it, whose CPU is not the relay's).
   { name: 'native-hook', label: 'switchyard native, sync publish hook', node: 'native', env: { PUBLISH_HOOK: 'sync' }, scenarios: HOOK_SCENARIOS },
   { name: 'binary-proxy', label: 'switchyard binary, publish hook by proxy', binary: true, proxy: true, scenarios: HOOK_SCENARIOS },
+  // What a second core buys the binary: two worker threads, free to run on both cores
+  // (the load generator's too), against the one thread of `binary` on core 0. Per server
+  // core-second, what the locks and the hand-offs between threads cost.
+  { name: 'binary-2t', label: 'switchyard binary, 2 worker threads on both cores', binary: true, cores: '0,1', env: { SWITCHYARD_THREADS: '2' }, scenarios: ['relay-w4', 'fanout'] },
   { name: 'ws', label: 'baseline 1: plain ws relay', node: 'ws' },
   { name: 'original', label: 'baseline 2: parse + stringify per recipient', node: 'original' },
   { name: 'uws', label: 'peer: uWebSockets.js 20.30 (pub/sub)', node: 'uws' },
@@ -115,7 +119,7 @@ function makeCertificates(dir) {
 }
 
 /**
- * Starts one of `relays` on core 0 and waits until it accepts connections, with `env`
+ * Starts one of `relays` on core 0 (or the cores it names) and waits until it accepts connections, with `env`
  * added to its environment (the binary and servers.js read `HISTORY_SIZE`, `REDIS_URL`
  * and `NODE_ID`); with `tls` (`makeCertificates`'s paths), over TLS on every port (the
  * binary's `--tls-cert`/`--tls-key`, servers.js's `TLS_CERT`/`TLS_KEY`). Over TLS,
@@ -133,7 +137,7 @@ async function startRelay(relay, env = {}, { tls } = {}) {
   const command = relay.binary
     ? [relay.executable ?? locateBinary(), '--port', String(port), '--host', '127.0.0.1', '--max-clients-per-session', '100', ...proxyArgs, ...tlsArgs]
     : [process.execPath, '--expose-gc', path.join(__dirname, 'servers.js'), relay.node, String(port), String(httpPort)];
-  const child = spawn('taskset', ['-c', '0', ...command], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, RUST_LOG: 'warn', ...relay.env, ...env, ...tlsEnv } });
+  const child = spawn('taskset', ['-c', relay.cores ?? '0', ...command], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, RUST_LOG: 'warn', ...relay.env, ...env, ...tlsEnv } });
   await untilListening(httpPort, relay.name);
   return {
     child,
