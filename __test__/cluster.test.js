@@ -98,6 +98,18 @@ async function everyoneHearsEveryone(clients, count, label) {
   }
 }
 
+/** Runs `use` with a client of `redis`, to look at what the nodes keep there. */
+async function inRedis(redis, use) {
+  const { createClient } = require('redis');
+  const client = createClient({ url: redis.url });
+  await client.connect();
+  try {
+    return await use(client);
+  } finally {
+    await client.quit();
+  }
+}
+
 function clusterTests({ on, oneNodeCluster }) {
   let redis;
   let nodes;
@@ -428,22 +440,23 @@ function clusterTests({ on, oneNodeCluster }) {
         assert.deepEqual((await presenceOn(a, id)).map((p) => p.connectionId), [survivor.welcome.connectionId]);
         assert.equal((await fetchJson(`${nodes[2].base}/v1/sessions/${id}`)).status, 200, 'the session lives on');
         // And the directory forgets it: a node joining later learns only the survivor.
-        const { createClient } = require('redis');
-        const directory = createClient({ url: redis.url });
-        await directory.connect();
-        try {
-          await eventually(async () => {
+        await inRedis(redis, (directory) =>
+          eventually(async () => {
             assert.equal(await directory.hLen(`switchyard:{s:${id}}:members`), 1, 'the survivor alone in the members hash');
             assert.equal(await directory.exists(`switchyard:{nodes}:sessions:victim-${id}`), 0, 'the gone node\'s notes are gone');
-          }, CROSSING_MS);
-        } finally {
-          await directory.quit();
-        }
+          }, CROSSING_MS),
+        );
         const back = await new TestClient(`${nodes[1].ws}/session/${id}`).joined();
         await survivor.nextOfType('client_connected', CROSSING_MS);
         back.send('{"type":"after-kill"}');
         await survivor.nextOfType('after-kill', CROSSING_MS);
         await Promise.all([survivor.close(), back.close()]);
+        // A node's notes of where it has members let a session go with its last member there.
+        await inRedis(redis, (directory) =>
+          eventually(async () => {
+            for (const node of ['a', 'b']) assert.ok(!(await directory.sMembers(`switchyard:{nodes}:sessions:${node}`)).includes(id), `node ${node}'s notes`);
+          }, CROSSING_MS),
+        );
       });
     }
 

@@ -424,6 +424,7 @@ impl Link {
             Remote::SessionDeleted(id) => {
                 pipe.cmd("DEL").arg(self.session_key(id, "session")).arg(self.session_key(id, "members")).ignore();
                 pipe.cmd("SREM").arg(self.sessions_key()).arg(id.as_str()).ignore();
+                pipe.cmd("SREM").arg(self.node_key(Some(("sessions", &self.node_id)))).arg(id.as_str()).ignore();
                 // Remembered a day, for nodes that were away: a session of this id
                 // created before it is gone (see `register`).
                 pipe.cmd("SET").arg(self.session_key(id, "deleted")).arg(now()).arg("PX").arg(TOMBSTONE_MS).ignore();
@@ -441,6 +442,11 @@ impl Link {
             }
             Remote::MemberLeft { session, conn, .. } => {
                 pipe.cmd("HDEL").arg(self.session_key(session, "members")).arg(conn.0).ignore();
+                // This node's last member there gone: its note of the session goes too, so
+                // the notes hold only where it has members now.
+                if !self.relay.has_subscribers(&Topic::Session(session.clone())) {
+                    pipe.cmd("SREM").arg(self.node_key(Some(("sessions", &self.node_id)))).arg(session.as_str()).ignore();
+                }
             }
         }
     }
