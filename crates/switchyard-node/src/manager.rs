@@ -211,7 +211,7 @@ impl RelaySessionManager {
             let port = options.count("port", u16::MAX.into())?.map_or(0, |port| port as u16);
             #[cfg(not(target_family = "wasm"))]
             let tls = match options.has("tls")? {
-                true => Some(crate::host::start_tls(crate::options::tls_files(&options.nested("tls", &["cert", "key"])?, "tls")?)?),
+                true => Some(crate::host::start_tls(crate::options::tls_pair(&options.nested("tls", &["cert", "key"])?, "tls")?)?),
                 false => None,
             };
             #[cfg(target_family = "wasm")]
@@ -238,7 +238,7 @@ impl RelaySessionManager {
             {
                 let given = match tls {
                     Some(tls) if !matches!(tls.get_type()?, napi::ValueType::Undefined) => {
-                        Some(crate::options::tls_files(&read_options(&env, Some(tls), "tls", &["cert", "key"])?, "tls")?)
+                        Some(crate::options::tls_pair(&read_options(&env, Some(tls), "tls", &["cert", "key"])?, "tls")?)
                     }
                     _ => None,
                 };

@@ -153,8 +153,8 @@ fn buffer(options: &JsOptions, name: &str) -> Result<Option<Vec<u8>>> {
 /// text (a string or a `Buffer`), or a string that is no PEM, the path of a PEM file
 /// (read again by `reloadTls()`).
 #[cfg(not(target_family = "wasm"))]
-pub fn tls_files(tls: &JsOptions, what: &str) -> Result<switchyard_server::tls::TlsFiles> {
-    use switchyard_server::tls::{Pem, TlsFiles};
+pub fn tls_pair(tls: &JsOptions, what: &str) -> Result<switchyard_server::tls::TlsPair> {
+    use switchyard_server::tls::{Pem, TlsPair};
     let pem = |name: &'static str, label: &'static str| -> Result<Pem> {
         let text = match raw(tls, name)? {
             None => return Err(tls.refuse(format!("{what} needs both cert and key: {name} is missing"))),
@@ -166,7 +166,7 @@ pub fn tls_files(tls: &JsOptions, what: &str) -> Result<switchyard_server::tls::
             false => Pem::File(text.into()),
         })
     };
-    Ok(TlsFiles { cert: pem("cert", "tls.cert")?, key: pem("key", "tls.key")? })
+    Ok(TlsPair { cert: pem("cert", "tls.cert")?, key: pem("key", "tls.key")? })
 }
 
 /// Converts a JavaScript value to JSON the way `JSON.stringify` does, naming `what` when

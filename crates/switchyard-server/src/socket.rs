@@ -22,14 +22,9 @@ pub enum Socket {
 impl Socket {
     /// The address of the other end.
     pub fn peer_addr(&self) -> std::io::Result<SocketAddr> {
-        self.tcp().peer_addr()
-    }
-
-    /// The TCP connection underneath.
-    pub fn tcp(&self) -> &TcpStream {
         match self {
-            Socket::Plain(tcp) => tcp,
-            Socket::Tls(tls) => tls.get_ref().0,
+            Socket::Plain(tcp) => tcp.peer_addr(),
+            Socket::Tls(tls) => tls.get_ref().0.peer_addr(),
         }
     }
 }

@@ -42,9 +42,9 @@ impl Pem {
     }
 }
 
-/// The certificate chain and the key of a TLS port.
+/// The certificate chain and the key of a TLS port, each a file or PEM text.
 #[derive(Clone, Debug)]
-pub struct TlsFiles {
+pub struct TlsPair {
     /// The certificate, then the intermediates that lead to a root clients trust.
     pub cert: Pem,
     /// The certificate's private key (PKCS#8, PKCS#1 or SEC1).
@@ -90,7 +90,7 @@ pub enum TlsError {
 
 /// The pair a TLS port serves now, and where it came from.
 pub struct Tls {
-    files: RwLock<TlsFiles>,
+    pair: RwLock<TlsPair>,
     config: RwLock<Arc<ServerConfig>>,
 }
 
@@ -99,22 +99,22 @@ const HANDSHAKE_RECORD: u8 = 0x16;
 
 impl Tls {
     /// Reads the pair and checks that it can serve.
-    pub fn new(files: TlsFiles) -> Result<Self, TlsError> {
-        let config = server_config(&files)?;
-        Ok(Self { files: RwLock::new(files), config: RwLock::new(config) })
+    pub fn new(pair: TlsPair) -> Result<Self, TlsError> {
+        let config = server_config(&pair)?;
+        Ok(Self { pair: RwLock::new(pair), config: RwLock::new(config) })
     }
 
     /// Reads the pair again (the same files), and serves new connections with it.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let files = self.files.read().clone();
-        *self.config.write() = server_config(&files)?;
+        let pair = self.pair.read().clone();
+        *self.config.write() = server_config(&pair)?;
         Ok(())
     }
 
     /// Serves new connections with another pair, which later reloads read.
-    pub fn replace(&self, files: TlsFiles) -> Result<(), TlsError> {
-        let config = server_config(&files)?;
-        *self.files.write() = files;
+    pub fn replace(&self, pair: TlsPair) -> Result<(), TlsError> {
+        let config = server_config(&pair)?;
+        *self.pair.write() = pair;
         *self.config.write() = config;
         Ok(())
     }
@@ -142,9 +142,9 @@ impl Tls {
     }
 }
 
-fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
-    let (cert_name, cert_pem) = files.cert.read()?;
-    let (key_name, key_pem) = files.key.read()?;
+fn server_config(pair: &TlsPair) -> Result<Arc<ServerConfig>, TlsError> {
+    let (cert_name, cert_pem) = pair.cert.read()?;
+    let (key_name, key_pem) = pair.key.read()?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem).filter_map(Result::ok).collect();
     if chain.is_empty() {
         return Err(TlsError::NoCertificate { name: cert_name });

@@ -12,7 +12,7 @@ use switchyard_core::{ConnectionRefusal, Identity, Route};
 use switchyard_server::native_runtime::NativeRuntime;
 use switchyard_server::path_pattern::PathPattern;
 use switchyard_server::relay_port::RelayPort;
-use switchyard_server::tls::{Tls, TlsFiles};
+use switchyard_server::tls::{Tls, TlsPair};
 use switchyard_server::event_stream::native::{http_answer, response_head, serve, EventStream};
 use switchyard_server::event_stream::{self, Endpoint};
 use switchyard_server::listener::answer;
@@ -38,13 +38,13 @@ pub struct Port {
 }
 
 /// A `listen()` port's pair, read and checked; the error says which file and why.
-pub fn start_tls(files: TlsFiles) -> Result<Arc<Tls>> {
-    Tls::new(files).map(Arc::new).map_err(|err| Error::from_reason(format!("listen: TLS: {err}")))
+pub fn start_tls(pair: TlsPair) -> Result<Arc<Tls>> {
+    Tls::new(pair).map(Arc::new).map_err(|err| Error::from_reason(format!("listen: TLS: {err}")))
 }
 
 impl Host {
     /// `reloadTls()`: every TLS port's pair read again, or replaced by `given`.
-    pub fn reload_tls(&self, given: Option<TlsFiles>) -> Result<()> {
+    pub fn reload_tls(&self, given: Option<TlsPair>) -> Result<()> {
         let ports = self.ports.borrow();
         let mut serving = ports.iter().filter_map(|port| port.tls.as_ref()).peekable();
         if serving.peek().is_none() {
@@ -52,7 +52,7 @@ impl Host {
         }
         for tls in serving {
             let reloaded = match &given {
-                Some(files) => tls.replace(files.clone()),
+                Some(pair) => tls.replace(pair.clone()),
                 None => tls.reload(),
             };
             reloaded.map_err(|err| Error::from_reason(format!("reloadTls: {err}; the pair in use stays")))?;

@@ -547,10 +547,10 @@ impl Args {
     }
 
     /// The certificate and key to serve TLS with, when both are given.
-    pub fn tls_files(&self) -> Option<switchyard_server::tls::TlsFiles> {
-        use switchyard_server::tls::{Pem, TlsFiles};
+    pub fn tls_pair(&self) -> Option<switchyard_server::tls::TlsPair> {
+        use switchyard_server::tls::{Pem, TlsPair};
         let (cert, key) = (self.tls_cert.clone()?, self.tls_key.clone()?);
-        Some(TlsFiles { cert: Pem::File(cert), key: Pem::File(key) })
+        Some(TlsPair { cert: Pem::File(cert), key: Pem::File(key) })
     }
 
     pub fn handshake_limits(&self) -> switchyard_server::waiting::Limits {

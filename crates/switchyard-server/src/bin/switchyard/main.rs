@@ -132,7 +132,7 @@ pub fn checked(args: &cli::Args) -> Result<Checked, String> {
     let auth = args.verifier()?;
     let proxy_options = args.proxy_options().map_err(|err| err.to_string())?;
     let webhook_options = args.webhook_options().map_err(|err| err.to_string())?;
-    let tls = args.tls_files().map(Tls::new).transpose().map_err(|err| format!("TLS: {err}"))?;
+    let tls = args.tls_pair().map(Tls::new).transpose().map_err(|err| format!("TLS: {err}"))?;
     Ok(Checked { config, auth, proxy_options, webhook_options, tls })
 }
 
