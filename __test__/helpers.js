@@ -738,5 +738,6 @@ function httpsGet(url, ca) {
 }
 
 module.exports.certificateAuthority = certificateAuthority;
+module.exports.postOverTls = postOverTls;
 module.exports.servedSerial = servedSerial;
 module.exports.httpsGet = httpsGet;

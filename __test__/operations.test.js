@@ -21,6 +21,7 @@ const {
   certificateAuthority,
   servedSerial,
   httpsGet,
+  postOverTls,
   hasNativeTransport,
 } = require('./helpers');
 const { RelaySessionManager } = require('..');
@@ -75,17 +76,9 @@ function plainGet(port, pathname) {
   });
 }
 
-/** Creates a session on a TLS binary (the admin API over HTTPS, from loopback). */
-function createSessionOverTls(server, sessionId) {
-  const https = require('node:https');
-  return new Promise((resolve, reject) => {
-    const request = https.request(`${server.base}/v1/sessions`, { method: 'POST', ca: authority.ca, agent: false, headers: { 'content-type': 'application/json' } }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode));
-    });
-    request.on('error', reject);
-    request.end(JSON.stringify({ sessionId }));
-  });
+/** Creates a session on a TLS binary (the admin API over HTTPS, from loopback): its status. */
+async function createSessionOverTls(server, sessionId) {
+  return (await postOverTls(`${server.base}/v1/sessions`, { 'content-type': 'application/json' }, JSON.stringify({ sessionId }), authority.ca)).status;
 }
 
 /** An event-stream member and a WebSocket member of `session` relaying both ways over TLS. */
