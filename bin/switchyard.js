@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // bin/switchyard.js: `npx switchyard` starts the standalone server (the Rust `switchyard`
-// binary), passes SIGINT, SIGTERM and SIGHUP on to it, and exits with its exit code, so a
-// process manager that signals this process stops the server too. A signal that cannot
+// binary), passes SIGINT, SIGTERM (stop) and SIGHUP (read the TLS certificate again) on to
+// it, and exits with its exit code, so a process manager that signals this process
+// signals the server. A signal that cannot
 // be passed on (SIGKILL) must not leave an orphan behind either: the server is given one
 // end of a pipe as its descriptor 3 and stops when the pipe closes, which the kernel does
 // whenever this process ends (and on Linux it also dies with its parent).
