@@ -80,6 +80,10 @@ describe('configuration', () => {
         ? [
             [{ redis: { url: 'redis://127.0.0.1:1', timeoutMs: 0 } }, /timeoutMs must be a whole number from 1/],
             [{ redis: { url: 'redis://127.0.0.1:1', maxQueued: -1 } }, /maxQueued must be a whole number from 1/],
+            [{ redis: {} }, /redis needs a url, such as .* or a cluster's nodes/],
+            [{ redis: { url: 'redis://127.0.0.1:1', cluster: ['redis://127.0.0.1:2'] } }, /redis takes a url or a cluster, not both/],
+            [{ redis: { cluster: 'redis://127.0.0.1:2' } }, /cluster must be an array of strings/],
+            [{ redis: { url: 'redis+cluster://' } }, /name a Redis, such as redis:\/\/127.0.0.1:6379, or a cluster's nodes/],
           ]
         : [[{ redis: { url: 'redis://127.0.0.1:1' } }, /not available in the WebAssembly build/]]),
       ['fast', /config/],

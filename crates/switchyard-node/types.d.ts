@@ -216,8 +216,16 @@ export interface RelaySessionManagerConfig {
 
 /** How a manager joins a cluster. */
 export interface RedisOptions {
-  /** `redis://[user:password@]host:port[/db]`. */
-  url: string
+  /**
+   * One Redis, `redis://[user:password@]host:port[/db]`, or a Redis Cluster,
+   * `redis+cluster://host:port,host:port,...`. Give this or `cluster`.
+   */
+  url?: string
+  /**
+   * The nodes of a Redis (or Valkey) Cluster, each `redis://[user:password@]host:port`:
+   * any one is enough to find the rest. Give this or `url`.
+   */
+  cluster?: string[]
   /** Put before every key and channel name, so clusters can share one Redis. Default `"switchyard:"`. */
   keyPrefix?: string
   /** This node's name, unique in the cluster. Default: host, process id and a random suffix. */

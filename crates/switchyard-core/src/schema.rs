@@ -757,7 +757,14 @@ pub const REDIS_URL: Setting = Setting::new(
     Flag::new("redis-url", "REDIS_URL"),
     Kind::Text,
     Unset,
-    "Redis (or Valkey) shared by the nodes of a cluster, e.g. redis://127.0.0.1:6379; without it, one process alone.",
+    "Redis (or Valkey) shared by the nodes of a cluster, e.g. redis://127.0.0.1:6379, or a Redis Cluster, redis+cluster://host:port,host:port (the flag: or repeated, once for each of its nodes); without it, one process alone.",
+);
+/// `redis.cluster`: the nodes of a Redis Cluster, instead of `redis.url`.
+pub const REDIS_CLUSTER: Setting = Setting::addon(
+    "redis.cluster",
+    Kind::List,
+    Unset,
+    "The nodes of a Redis (or Valkey) Cluster, each redis://host:port, instead of url: any of them is enough to find the rest.",
 );
 /// `redis.keyPrefix`, `--redis-prefix`: the prefix of every Redis key and channel.
 pub const REDIS_PREFIX: Setting = Setting::new(
@@ -877,6 +884,7 @@ pub const SETTINGS: &[Setting] = &[
     HISTORY_TTL_MS,
     HISTORY_MAX_BYTES,
     REDIS_URL,
+    REDIS_CLUSTER,
     REDIS_PREFIX,
     NODE_ID,
     REDIS_TIMEOUT_MS,

@@ -15,9 +15,11 @@
 
 #![warn(missing_docs)]
 
+mod connection;
 mod link;
 mod wire;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,8 +36,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// How a node joins a cluster.
 #[derive(Clone, Debug)]
 pub struct RedisOptions {
-    /// `redis://[user:password@]host:port[/db]`; `rediss://` (TLS to Redis) is refused at start, this build has none.
-    pub url: String,
+    /// One Redis server, `redis://[user:password@]host:port[/db]`, or a Redis Cluster:
+    /// `redis+cluster://[user:password@]host:port,host:port,...`, or several `redis://`
+    /// URLs, each a seed node of it. `rediss://` (TLS to Redis) is refused at start, this
+    /// build has none.
+    pub urls: Vec<String>,
     /// Put before every key and channel name, so clusters can share one Redis.
     pub prefix: String,
     /// This node's name, unique in the cluster.
@@ -64,9 +69,12 @@ impl RedisOptions {
 /// Why a Redis broker could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisConfigError {
-    /// The Redis URL could not be parsed.
+    /// A Redis URL could not be parsed.
     #[error("redis url: {0}")]
     Url(redis::RedisError),
+    /// No Redis URL was given, or a cluster URL named no node.
+    #[error("redis url: name a Redis, such as redis://127.0.0.1:6379, or a cluster's nodes, such as redis+cluster://127.0.0.1:7000,127.0.0.1:7001")]
+    NoUrl,
     /// The node id is empty, longer than 128 characters, or has whitespace.
     #[error("the node id must be 1 to 128 characters with no whitespace")]
     NodeId,
@@ -149,12 +157,14 @@ pub struct RedisBroker {
     /// This node's copies of the streams, numbered in Redis.
     streams: Arc<MemoryStreams>,
     watchers: DashMap<Topic, usize>,
+    /// Streams some of whose publications never reached Redis (see [`RedisBroker::lost`]).
+    lost: Mutex<HashSet<Topic>>,
     node_id: Arc<str>,
     id_base: u64,
     outgoing: mpsc::Sender<Outgoing>,
     state: Arc<LinkState>,
     /// Taken by [`RedisBroker::start`].
-    waiting: Mutex<Option<(redis::Client, mpsc::Receiver<Outgoing>)>>,
+    waiting: Mutex<Option<(connection::Target, mpsc::Receiver<Outgoing>)>>,
     options: RedisOptions,
     stop: watch::Sender<bool>,
 }
@@ -165,18 +175,19 @@ impl RedisBroker {
         if options.node_id.is_empty() || options.node_id.len() > 128 || options.node_id.chars().any(char::is_whitespace) {
             return Err(RedisConfigError::NodeId);
         }
-        let client = redis::Client::open(options.url.as_str()).map_err(RedisConfigError::Url)?;
+        let target = connection::Target::parse(&options.urls)?;
         let (outgoing, incoming) = mpsc::channel(options.max_queued.max(1));
         // 24 random bits above 38 of counter: connection ids unique across nodes.
         let id_base = u64::from(rand::random::<u32>() & 0xFF_FFFF).max(1) << 38;
         Ok(Arc::new(Self {
             streams: Arc::new(MemoryStreams::new(history_max_bytes)),
             watchers: DashMap::new(),
+            lost: Mutex::default(),
             node_id: options.node_id.as_str().into(),
             id_base,
             outgoing,
             state: Arc::default(),
-            waiting: Mutex::new(Some((client, incoming))),
+            waiting: Mutex::new(Some((target, incoming))),
             options,
             stop: watch::channel(false).0,
         }))
@@ -186,9 +197,9 @@ impl RedisBroker {
     /// on the current tokio runtime. Returns at once: the link connects, and reconnects,
     /// by itself. Returns `None` when it was started already.
     pub fn start(self: &Arc<Self>, relay: Arc<Relay>) -> Option<tokio::task::JoinHandle<()>> {
-        let (client, incoming) = self.waiting.lock().ok()?.take()?;
+        let (target, incoming) = self.waiting.lock().ok()?.take()?;
         let link = link::Link {
-            client,
+            target,
             relay,
             broker: self.clone(),
             node_id: self.node_id.clone(),
@@ -310,9 +321,35 @@ impl RedisBroker {
         self.streams.load(topic, epoch, last, publications, now)
     }
 
-    fn queue(&self, outgoing: Outgoing) {
-        if !self.state.connected.load(Ordering::Relaxed) || self.outgoing.try_send(outgoing).is_err() {
-            self.state.dropped(1);
+    /// Counts a message for the other nodes that never reached Redis. A publication to a
+    /// stream makes the stream start again in a new epoch once Redis is reached again.
+    pub(crate) fn drop_remote(&self, remote: &Remote) {
+        self.state.dropped(1);
+        if let Remote::Delivery(delivery) = remote {
+            if delivery.publication && self.streams.stream_config(&delivery.topic).is_some() {
+                self.lost([delivery.topic.clone()]);
+            }
+        }
+    }
+
+    /// Notes streams some of whose publications never reached Redis.
+    pub(crate) fn lost(&self, topics: impl IntoIterator<Item = Topic>) {
+        self.lost.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(topics);
+    }
+
+    /// The streams noted as [`RedisBroker::lost`], forgotten here.
+    pub(crate) fn take_lost(&self) -> Vec<Topic> {
+        self.lost.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain().collect()
+    }
+
+    fn forward_remote(&self, remote: Remote) {
+        if !self.state.connected.load(Ordering::Relaxed) {
+            return self.drop_remote(&remote);
+        }
+        if let Err(mpsc::error::TrySendError::Full(Outgoing::Remote(remote)) | mpsc::error::TrySendError::Closed(Outgoing::Remote(remote))) =
+            self.outgoing.try_send(Outgoing::Remote(remote))
+        {
+            self.drop_remote(&remote);
         }
     }
 }
@@ -331,7 +368,7 @@ impl ClusterLink for RedisBroker {
     }
 
     fn forward(&self, remote: Remote) {
-        self.queue(Outgoing::Remote(remote));
+        self.forward_remote(remote);
     }
 
     fn subscribed(&self, topic: &Topic) {

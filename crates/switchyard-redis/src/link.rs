@@ -1,16 +1,20 @@
-//! The link task: one node's connections to Redis. A multiplexed connection carries the
-//! node's publications in pipelined batches (one round trip for everything that queued
-//! meanwhile) and the directory (sessions with their expiry, members, node leases); a
-//! dedicated subscriber connection hears the cluster-wide channel and the topics this
-//! node has subscribers to. When either connection fails the node is degraded until it
-//! reconnects; then it resubscribes, registers its sessions and members again and reloads
-//! the others'.
+//! The link task: one node's connections to Redis, one server or a Redis Cluster
+//! (`connection`). Commands carry the node's publications in pipelined batches
+//! (everything that queued meanwhile, in one round trip to one server, one per slot to a
+//! cluster) and the directory (sessions with their expiry, members, node leases); a
+//! subscriber hears the cluster-wide channel and the topics this node has subscribers to.
+//! When either fails the node is degraded until it reconnects; then it resubscribes,
+//! registers its sessions and members again and reloads the others'.
 //!
 //! Publications to a topic with a stream are numbered by Redis, not by a node: a script
 //! appends each to the topic's Redis stream (its entry id is the offset) and publishes it
 //! with its offset, and every node, the publisher's too, delivers it when it arrives, so
 //! offsets are the same everywhere and a client recovers on any node. Each node keeps a
-//! copy of the streams its subscribers need, loaded when it subscribes.
+//! copy of the streams its subscribers need, loaded when it subscribes. A stream never
+//! goes on past a gap under the same epoch: publications a node could not get to Redis,
+//! and those a Redis lost (a failover to a replica that had not received them, a stream
+//! that expired), start the stream again in a new epoch, so a client that missed them
+//! recovers `false` rather than silently short.
 //!
 //! Keys and channels, under the prefix, each of a topic (`s:<session>`, `c:<channel>`)
 //! under its hash tag, so that in a Redis Cluster they share one slot:
@@ -21,22 +25,22 @@
 //! (every session's id, what a joining node reads); `{nodes}` (a set of node ids),
 //! `{nodes}:lease:<id>`, and `{nodes}:sessions:<id>` and `{nodes}:channels:<id>` (where a
 //! node has members, for the node that finds it gone), in one slot. Nothing is found by
-//! scanning the keyspace. Channels `all` (the directory's news,
+//! scanning the keyspace. Channels `{all}` (the directory's news,
 //! and sends to users, organizations and everyone) and `{<topic>}:t` (a session's or
-//! channel's deliveries). No command, script or atomic pipeline spans two slots.
+//! channel's deliveries), sharded on a cluster. No command, script or pipeline spans two
+//! slots.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use redis::{AsyncConnectionConfig, Pipeline, RedisResult};
+use redis::RedisResult;
 use switchyard_core::{now, HistoryConfig, Millis, Publication, Relay, Remote, SessionId, Topic};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use crate::connection::{Batch, Commands, Subscriber, Target};
 use crate::wire::{self, topic_name};
 use crate::{LinkState, Outgoing, RedisBroker};
 
@@ -53,6 +57,10 @@ const TOMBSTONE_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// Most messages sent in one pipeline.
 const BATCH: usize = 1024;
+/// Most keys read at once.
+const READ_AT_ONCE: usize = 500;
+/// The hash tag of the channel every node hears.
+const NEWS: &str = "all";
 /// How long the link waits before connecting again, doubling from the least to the most.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
@@ -77,26 +85,40 @@ redis.call('HSET', KEYS[1], ARGV[2], now + 10000)
 return 1
 ";
 
-/// Numbers a publication in its topic's stream and publishes it with its place.
-/// KEYS: the stream's meta hash, the stream. ARGV: size, time to live (ms), now (ms), an
-/// epoch for a new stream, the topic's channel, the delivery's message.
+/// Numbers a publication in its topic's stream and publishes it with its place. The
+/// stream starts again in a new epoch when Redis holds less of it than the publishing
+/// node has seen (lost in a failover, or expired): never the same offsets twice.
+/// KEYS: the stream's meta hash, the stream. ARGV: size, time to live (ms), now (ms), the
+/// publishing node's epoch of the stream (or one for a new stream), the topic's channel,
+/// the delivery's message, the command that publishes, the offset the node has seen in
+/// its epoch, a new epoch.
 const NUMBER: &str = r"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[4]
+local seen = tonumber(ARGV[8])
+if not epoch or (epoch == ARGV[4] and tonumber(redis.call('HGET', KEYS[1], 'offset') or '0') < seen) then
+  if not epoch and seen == 0 then epoch = ARGV[4] else epoch = ARGV[9] end
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch)
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], offset .. '-0', 'm', ARGV[6], 't', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('PUBLISH', ARGV[5], '#' .. offset .. ' ' .. ARGV[3] .. ' ' .. epoch .. '\n' .. ARGV[6])
+redis.call(ARGV[7], ARGV[5], '#' .. offset .. ' ' .. ARGV[3] .. ' ' .. epoch .. '\n' .. ARGV[6])
 return offset
 ";
 
+/// Starts a topic's stream again in a new epoch, when Redis keeps one: publications to it
+/// were lost on the way. KEYS: the stream's meta hash, the stream. ARGV: the new epoch.
+const RESTART: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'offset', 0)
+end
+";
+
 pub(crate) struct Link {
-    pub client: redis::Client,
+    pub target: Target,
     pub relay: Arc<Relay>,
     pub broker: Arc<RedisBroker>,
     pub node_id: Arc<str>,
@@ -114,9 +136,8 @@ enum End {
 }
 
 struct Connections {
-    commands: MultiplexedConnection,
-    sink: PubSubSink,
-    stream: PubSubStream,
+    commands: Commands,
+    subscriber: Subscriber,
     /// Channels the subscriber connection is subscribed to.
     subscribed: HashSet<String>,
     /// The numbering script's SHA1, loaded on this connection's Redis.
@@ -158,7 +179,7 @@ impl Link {
                     _ = &mut wait => break,
                     _ = stop.changed() => return,
                     item = queue.recv() => match item {
-                        Some(Outgoing::Remote(_)) => self.state.dropped(1),
+                        Some(Outgoing::Remote(remote)) => self.broker.drop_remote(&remote),
                         Some(_) => {}
                         None => return,
                     },
@@ -168,8 +189,10 @@ impl Link {
         }
     }
 
-    fn key(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
+    /// The channel every node hears: the directory's news, and sends to users,
+    /// organizations and everyone. Tagged, as a cluster shards it as a key.
+    fn news(&self) -> String {
+        format!("{}{{{NEWS}}}", self.prefix)
     }
 
     /// A key of `topic`'s: `<prefix>{<topic>}:<what>`. Every key of a topic (a session's
@@ -212,7 +235,7 @@ impl Link {
         let topic = match remote {
             Remote::Delivery(d) if matches!(d.topic, Topic::Session(_) | Topic::Channel(_)) => d.topic.clone(),
             Remote::Control { session, .. } => Topic::Session(session.clone()),
-            _ => return self.key("all"),
+            _ => return self.news(),
         };
         self.topic_channel(&topic)
     }
@@ -224,21 +247,17 @@ impl Link {
     }
 
     async fn connect(&self) -> RedisResult<Connections> {
-        let config = AsyncConnectionConfig::new().set_connection_timeout(Some(self.timeout)).set_response_timeout(Some(self.timeout));
-        let mut commands = self.client.get_multiplexed_async_connection_with_config(&config).await?;
-        let (mut sink, stream) = tokio::time::timeout(self.timeout, self.client.get_async_pubsub())
-            .await
-            .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "timed out connecting the subscriber")))??
-            .split();
-        sink.subscribe(self.key("all")).await?;
+        let (mut commands, mut subscriber) = self.target.connect(self.timeout).await?;
+        subscriber.subscribe(&[self.news()]).await?;
         let number: String = redis::cmd("SCRIPT").arg("LOAD").arg(NUMBER).query_async(&mut commands).await?;
-        let mut connections = Connections { commands: commands.clone(), sink, stream, subscribed: HashSet::new(), number, peers: HashSet::new() };
+        let mut connections = Connections { commands: commands.clone(), subscriber, subscribed: HashSet::new(), number, peers: HashSet::new() };
         self.renew_lease(&mut commands).await?;
+        self.restart_lost(&commands).await?;
         // Every topic is subscribed to afresh, so its copy is loaded: what was numbered here
         // while Redis was away is of another epoch.
         self.reconcile_all(&mut connections).await?;
-        self.register(&mut commands).await?;
-        self.load(&mut commands).await?;
+        self.register(&commands).await?;
+        self.load(&commands).await?;
         self.state.connected.store(true, Ordering::Relaxed);
         self.state.joined.store(true, Ordering::Relaxed);
         info!(node = %self.node_id, "joined the cluster through Redis");
@@ -251,13 +270,7 @@ impl Link {
             let result = tokio::select! {
                 biased;
                 _ = stop.changed() => return End::Stopped,
-                message = connections.stream.next() => match message {
-                    Some(message) => {
-                        self.incoming(message.get_payload_bytes());
-                        Ok(())
-                    }
-                    None => Err(redis::RedisError::from((redis::ErrorKind::Io, "the subscriber connection closed"))),
-                },
+                message = connections.subscriber.next() => message.map(|message| self.incoming(&message)),
                 item = queue.recv() => match item {
                     Some(first) => self.send(connections, queue, first).await,
                     None => return End::Stopped,
@@ -289,91 +302,110 @@ impl Link {
         }
     }
 
-    /// Sends `first` and whatever else is queued, in one pipeline.
+    /// Sends `first` and whatever else is queued, in one batch.
     async fn send(&self, connections: &mut Connections, queue: &mut mpsc::Receiver<Outgoing>, first: Outgoing) -> RedisResult<()> {
-        let mut pipe = redis::pipe();
+        let mut batch = Batch::new(&connections.commands, NEWS);
         let mut topics = Vec::new();
         let mut item = Some(first);
         let mut sent = 0;
         let mut resync = false;
         let mut lookups = Vec::new();
         let mut loads = Vec::new();
-        while let Some(outgoing) = item.take() {
-            match outgoing {
-                Outgoing::Remote(remote) => {
-                    self.directory(&mut pipe, &remote);
-                    let message = wire::encode(&self.node_id, &remote);
-                    match self.numbered_stream(&remote) {
-                        Some((topic, config)) => {
-                            pipe.cmd("EVALSHA")
-                                .arg(&connections.number)
-                                .arg(2)
-                                .arg(self.topic_key(topic, "meta"))
-                                .arg(self.topic_key(topic, "stream"))
-                                .arg(config.size)
-                                .arg(config.ttl_ms)
-                                .arg(now())
-                                .arg(self.broker.position(topic).map_or_else(new_epoch, |p| p.epoch.to_string()))
-                                .arg(self.channel_of(&remote))
-                                .arg(message)
-                                .ignore();
+        // Topics published to in the batch: should it fail, their publications are lost.
+        let mut publishing = HashSet::new();
+        let result = async {
+            self.restart_lost(&connections.commands).await?;
+            while let Some(outgoing) = item.take() {
+                match outgoing {
+                    Outgoing::Remote(remote) => {
+                        self.directory(&mut batch, &remote);
+                        let message = wire::encode(&self.node_id, &remote);
+                        let channel = self.channel_of(&remote);
+                        match self.numbered_stream(&remote) {
+                            Some((topic, config)) => {
+                                let position = self.broker.position(topic);
+                                let meta = self.topic_key(topic, "meta");
+                                batch
+                                    .cmd("EVALSHA", &connections.number)
+                                    .arg(2)
+                                    .arg(&meta)
+                                    .arg(self.topic_key(topic, "stream"))
+                                    .arg(config.size)
+                                    .arg(config.ttl_ms)
+                                    .arg(now())
+                                    .arg(position.as_ref().map_or_else(new_epoch, |p| p.epoch.to_string()))
+                                    .arg(&channel)
+                                    .arg(message)
+                                    .arg(connections.commands.publish())
+                                    .arg(position.map_or(0, |p| p.offset))
+                                    .arg(new_epoch())
+                                    .ignore();
+                                publishing.insert(topic.clone());
+                            }
+                            None => {
+                                batch.cmd(connections.commands.publish(), &channel).arg(message).ignore();
+                            }
                         }
-                        None => {
-                            pipe.cmd("PUBLISH").arg(self.channel_of(&remote)).arg(message).ignore();
-                        }
+                        sent += 1;
                     }
-                    sent += 1;
-                }
-                Outgoing::LoadStream(topic, answer) => loads.push((topic, answer)),
-                Outgoing::Claim(id, answer) => {
-                    // What queued before the question is sent before it is asked.
-                    self.flush(connections, &mut pipe, &mut sent).await?;
-                    let key = self.session_key(&id, "session");
-                    let claimed: Option<String> = redis::cmd("SET").arg(key).arg("{}").arg("NX").arg("PX").arg(10_000).query_async(&mut connections.commands).await?;
-                    let _ = answer.send(claimed.is_some());
-                }
-                Outgoing::Settle(answer) => {
-                    self.flush(connections, &mut pipe, &mut sent).await?;
-                    let _ = answer.send(());
-                }
-                Outgoing::Reserve { session, hold, max, answer } => {
-                    let key = self.session_key(&session, "members");
-                    if max.is_some() {
-                        self.flush(connections, &mut pipe, &mut sent).await?;
+                    Outgoing::LoadStream(topic, answer) => loads.push((topic, answer)),
+                    Outgoing::Claim(id, answer) => {
+                        // What queued before the question is sent before it is asked.
+                        self.flush(&connections.commands, &mut batch, &mut sent).await?;
+                        let key = self.session_key(&id, "session");
+                        let claimed: Option<String> = redis::cmd("SET").arg(key).arg("{}").arg("NX").arg("PX").arg(10_000).query_async(&mut connections.commands).await?;
+                        let _ = answer.send(claimed.is_some());
                     }
-                    let free = match max {
-                        Some(max) => redis::cmd("EVAL").arg(RESERVE).arg(1).arg(key).arg(max).arg(&hold).arg(now()).query_async::<i64>(&mut connections.commands).await? == 1,
-                        None => {
-                            // Sent with what queued before it, so after the member's entry.
-                            pipe.cmd("HDEL").arg(key).arg(&hold).ignore();
-                            true
+                    Outgoing::Settle(answer) => {
+                        self.flush(&connections.commands, &mut batch, &mut sent).await?;
+                        let _ = answer.send(());
+                    }
+                    Outgoing::Reserve { session, hold, max, answer } => {
+                        let key = self.session_key(&session, "members");
+                        if max.is_some() {
+                            self.flush(&connections.commands, &mut batch, &mut sent).await?;
                         }
-                    };
-                    let _ = answer.send(free);
+                        let free = match max {
+                            Some(max) => {
+                                redis::cmd("EVAL").arg(RESERVE).arg(1).arg(key).arg(max).arg(&hold).arg(now()).query_async::<i64>(&mut connections.commands).await? == 1
+                            }
+                            None => {
+                                // Sent with what queued before it, so after the member's entry.
+                                batch.cmd("HDEL", &key).arg(&hold).ignore();
+                                true
+                            }
+                        };
+                        let _ = answer.send(free);
+                    }
+                    Outgoing::Occupancy { channel, here, answer } => {
+                        self.flush(&connections.commands, &mut batch, &mut sent).await?;
+                        let key = self.tagged_key(&wire::channel_tag(&channel), "occupants");
+                        let mut occupancy = redis::pipe();
+                        occupancy.atomic().cmd(if here { "SADD" } else { "SREM" }).arg(&key).arg(&*self.node_id).ignore().cmd("SCARD").arg(&key);
+                        let (nodes,): (usize,) = occupancy.query_async(&mut connections.commands).await?;
+                        batch.cmd(if here { "SADD" } else { "SREM" }, &self.node_key(Some(("channels", &self.node_id)))).arg(&channel).ignore();
+                        let _ = answer.send(nodes);
+                    }
+                    Outgoing::Subscription(topic) => topics.push(topic),
+                    Outgoing::Resync => resync = true,
+                    Outgoing::Lookup(id, answer) => lookups.push((id, answer)),
                 }
-                Outgoing::Occupancy { channel, here, answer } => {
-                    self.flush(connections, &mut pipe, &mut sent).await?;
-                    let key = self.tagged_key(&wire::channel_tag(&channel), "occupants");
-                    let mut occupancy = redis::pipe();
-                    occupancy.atomic().cmd(if here { "SADD" } else { "SREM" }).arg(&key).arg(&*self.node_id).ignore().cmd("SCARD").arg(&key);
-                    let (nodes,): (usize,) = occupancy.query_async(&mut connections.commands).await?;
-                    pipe.cmd(if here { "SADD" } else { "SREM" }).arg(self.node_key(Some(("channels", &self.node_id)))).arg(&channel).ignore();
-                    let _ = answer.send(nodes);
+                if sent < BATCH {
+                    item = queue.try_recv().ok();
                 }
-                Outgoing::Subscription(topic) => topics.push(topic),
-                Outgoing::Resync => resync = true,
-                Outgoing::Lookup(id, answer) => lookups.push((id, answer)),
             }
-            if sent < BATCH {
-                item = queue.try_recv().ok();
-            }
+            self.flush(&connections.commands, &mut batch, &mut sent).await
         }
-        self.flush(connections, &mut pipe, &mut sent).await?;
+        .await;
+        if result.is_err() {
+            self.broker.lost(publishing);
+        }
+        result?;
         for topic in topics {
             self.reconcile(connections, &topic).await?;
         }
         if resync {
-            self.load(&mut connections.commands).await?;
+            self.load(&connections.commands).await?;
         }
         for (topic, answer) in loads {
             // Subscribing loads the copy; a topic subscribed to already has it current.
@@ -392,60 +424,80 @@ impl Link {
         Ok(())
     }
 
-    /// Sends what the pipeline holds, in one round trip, and starts it afresh.
-    async fn flush(&self, connections: &mut Connections, pipe: &mut Pipeline, sent: &mut usize) -> RedisResult<()> {
-        if pipe.is_empty() {
+    /// Sends what the batch holds and starts it afresh.
+    async fn flush(&self, commands: &Commands, batch: &mut Batch, sent: &mut usize) -> RedisResult<()> {
+        if batch.is_empty() {
             return Ok(());
         }
-        std::mem::take(pipe).query_async::<()>(&mut connections.commands).await?;
+        let pipelines = std::mem::replace(batch, Batch::new(commands, NEWS)).send(commands).await?;
         self.state.sent.fetch_add(std::mem::take(sent) as u64, Ordering::Relaxed);
-        self.state.round_trips.fetch_add(1, Ordering::Relaxed);
+        self.state.round_trips.fetch_add(pipelines as u64, Ordering::Relaxed);
         Ok(())
     }
 
+    /// Starts again, in a new epoch, the streams of topics whose publications this node
+    /// could not get to Redis: a client that missed them then recovers `false`, not short.
+    async fn restart_lost(&self, commands: &Commands) -> RedisResult<()> {
+        let lost = self.broker.take_lost();
+        if lost.is_empty() {
+            return Ok(());
+        }
+        let restarted = commands
+            .each::<()>(lost.iter().map(|topic| {
+                let mut restart = redis::cmd("EVAL");
+                restart.arg(RESTART).arg(2).arg(self.topic_key(topic, "meta")).arg(self.topic_key(topic, "stream")).arg(new_epoch());
+                restart
+            }))
+            .await;
+        if restarted.is_err() {
+            self.broker.lost(lost.iter().cloned());
+        }
+        restarted.map(drop)
+    }
+
     /// What a message changes in the directory, added to the pipeline before it.
-    fn directory(&self, pipe: &mut Pipeline, remote: &Remote) {
+    fn directory(&self, batch: &mut Batch, remote: &Remote) {
         match remote {
             Remote::Delivery(_) | Remote::Numbered { .. } | Remote::Control { .. } | Remote::Awareness { .. } | Remote::NodeGone(_) => {}
             Remote::SessionCreated(record) => {
                 let json = serde_json::to_vec(&wire::Record::from(record)).expect("a record serializes");
-                pipe.cmd("SET").arg(self.session_key(&record.id, "session")).arg(json).arg("PXAT").arg(record.expires_at).ignore();
-                pipe.cmd("SADD").arg(self.sessions_key()).arg(record.id.as_str()).ignore();
+                batch.cmd("SET", &self.session_key(&record.id, "session")).arg(json).arg("PXAT").arg(record.expires_at).ignore();
+                batch.cmd("SADD", &self.sessions_key()).arg(record.id.as_str()).ignore();
                 // The stream's epoch is the creating node's from the start, so the
                 // positions its first members are welcomed with hold everywhere.
                 let topic = Topic::Session(record.id.clone());
                 if let (Some(history), Some(position)) = (record.history, self.broker.position(&topic)) {
                     let meta = self.topic_key(&topic, "meta");
-                    pipe.cmd("HSETNX").arg(&meta).arg("epoch").arg(&*position.epoch).ignore();
-                    pipe.cmd("HSETNX").arg(&meta).arg("offset").arg(0).ignore();
-                    pipe.cmd("PEXPIRE").arg(&meta).arg(history.ttl_ms).ignore();
+                    batch.cmd("HSETNX", &meta).arg("epoch").arg(&*position.epoch).ignore();
+                    batch.cmd("HSETNX", &meta).arg("offset").arg(0).ignore();
+                    batch.cmd("PEXPIRE", &meta).arg(history.ttl_ms).ignore();
                 }
             }
             Remote::SessionDeleted(id) => {
-                pipe.cmd("DEL").arg(self.session_key(id, "session")).arg(self.session_key(id, "members")).ignore();
-                pipe.cmd("SREM").arg(self.sessions_key()).arg(id.as_str()).ignore();
-                pipe.cmd("SREM").arg(self.node_key(Some(("sessions", &self.node_id)))).arg(id.as_str()).ignore();
+                batch.cmd("DEL", &self.session_key(id, "session")).arg(self.session_key(id, "members")).ignore();
+                batch.cmd("SREM", &self.sessions_key()).arg(id.as_str()).ignore();
+                batch.cmd("SREM", &self.node_key(Some(("sessions", &self.node_id)))).arg(id.as_str()).ignore();
                 // Remembered a day, for nodes that were away: a session of this id
                 // created before it is gone (see `register`).
-                pipe.cmd("SET").arg(self.session_key(id, "deleted")).arg(now()).arg("PX").arg(TOMBSTONE_MS).ignore();
+                batch.cmd("SET", &self.session_key(id, "deleted")).arg(now()).arg("PX").arg(TOMBSTONE_MS).ignore();
             }
             Remote::MemberJoined { session, member, .. } => {
                 let json = serde_json::to_vec(&wire::Member::from(member)).expect("a member serializes");
                 let key = self.session_key(session, "members");
-                pipe.cmd("HSET").arg(&key).arg(member.present.connection_id.0).arg(json).ignore();
+                batch.cmd("HSET", &key).arg(member.present.connection_id.0).arg(json).ignore();
                 // Where to look for this node's members should it be found gone.
-                pipe.cmd("SADD").arg(self.node_key(Some(("sessions", &member.node)))).arg(session.as_str()).ignore();
+                batch.cmd("SADD", &self.node_key(Some(("sessions", &member.node)))).arg(session.as_str()).ignore();
                 // The hash goes with its session, on whichever node it expires.
                 if let Some(info) = self.relay.session(session.as_str()) {
-                    pipe.cmd("PEXPIREAT").arg(&key).arg(info.expires_at).ignore();
+                    batch.cmd("PEXPIREAT", &key).arg(info.expires_at).ignore();
                 }
             }
             Remote::MemberLeft { session, conn, .. } => {
-                pipe.cmd("HDEL").arg(self.session_key(session, "members")).arg(conn.0).ignore();
+                batch.cmd("HDEL", &self.session_key(session, "members")).arg(conn.0).ignore();
                 // This node's last member there gone: its note of the session goes too, so
                 // the notes hold only where it has members now.
                 if !self.relay.has_subscribers(&Topic::Session(session.clone())) {
-                    pipe.cmd("SREM").arg(self.node_key(Some(("sessions", &self.node_id)))).arg(session.as_str()).ignore();
+                    batch.cmd("SREM", &self.node_key(Some(("sessions", &self.node_id)))).arg(session.as_str()).ignore();
                 }
             }
         }
@@ -457,12 +509,12 @@ impl Link {
         let wanted = self.relay.has_subscribers(topic) || self.broker.watched(topic);
         match (wanted, connections.subscribed.contains(&channel)) {
             (true, false) => {
-                connections.sink.subscribe(&channel).await?;
+                connections.subscriber.subscribe(std::slice::from_ref(&channel)).await?;
                 connections.subscribed.insert(channel);
                 self.catch_up(&mut connections.commands, topic).await?;
             }
             (false, true) => {
-                connections.sink.unsubscribe(&channel).await?;
+                connections.subscriber.unsubscribe(std::slice::from_ref(&channel)).await?;
                 connections.subscribed.remove(&channel);
             }
             _ => {}
@@ -482,7 +534,7 @@ impl Link {
 
     /// Makes this node's copy of a topic's stream what Redis keeps (nothing when Redis
     /// keeps none, or this node keeps no stream for it).
-    async fn load_copy(&self, commands: &mut MultiplexedConnection, topic: &Topic) -> RedisResult<()> {
+    async fn load_copy(&self, commands: &mut Commands, topic: &Topic) -> RedisResult<()> {
         if self.broker.stream_config(topic).is_none() {
             return Ok(());
         }
@@ -521,14 +573,14 @@ impl Link {
             .collect();
         let stale: Vec<String> = connections.subscribed.iter().filter(|channel| !wanted.contains_key(*channel)).cloned().collect();
         if !stale.is_empty() {
-            connections.sink.unsubscribe(&stale).await?;
+            connections.subscriber.unsubscribe(&stale).await?;
             for channel in &stale {
                 connections.subscribed.remove(channel);
             }
         }
         let missing: Vec<(String, Topic)> = wanted.into_iter().filter(|(channel, _)| !connections.subscribed.contains(channel)).collect();
         if !missing.is_empty() {
-            connections.sink.subscribe(missing.iter().map(|(channel, _)| channel).collect::<Vec<_>>()).await?;
+            connections.subscriber.subscribe(&missing.iter().map(|(channel, _)| channel.clone()).collect::<Vec<_>>()).await?;
             for (channel, topic) in missing {
                 connections.subscribed.insert(channel);
                 self.catch_up(&mut connections.commands, &topic).await?;
@@ -540,7 +592,7 @@ impl Link {
     /// Makes what this node knows of a topic it has just subscribed to what Redis has:
     /// the copy of its stream, and a session's members elsewhere. Subscribed first, what
     /// is numbered or joins meanwhile arrives after.
-    async fn catch_up(&self, commands: &mut MultiplexedConnection, topic: &Topic) -> RedisResult<()> {
+    async fn catch_up(&self, commands: &mut Commands, topic: &Topic) -> RedisResult<()> {
         self.load_copy(commands, topic).await?;
         if let Topic::Session(session) = topic {
             self.load_members(commands, session, now()).await?;
@@ -548,7 +600,7 @@ impl Link {
         Ok(())
     }
 
-    async fn renew_lease(&self, commands: &mut MultiplexedConnection) -> RedisResult<()> {
+    async fn renew_lease(&self, commands: &mut Commands) -> RedisResult<()> {
         redis::pipe()
             .cmd("SET")
             .arg(self.node_key(Some(("lease", &self.node_id))))
@@ -594,81 +646,72 @@ impl Link {
     /// Takes a gone node out of the directory: its members (in the sessions it noted),
     /// the channels it had members of (so the next first member anywhere is counted so),
     /// and its place in `nodes`. Places it held for joining clients end by themselves.
-    async fn forget_node(&self, commands: &mut MultiplexedConnection, node: &str) -> RedisResult<()> {
+    async fn forget_node(&self, commands: &mut Commands, node: &str) -> RedisResult<()> {
         let (channels_key, sessions_key) = (self.node_key(Some(("channels", node))), self.node_key(Some(("sessions", node))));
         let (channels, sessions): (Vec<String>, Vec<String>) =
             redis::pipe().cmd("SMEMBERS").arg(&channels_key).cmd("SMEMBERS").arg(&sessions_key).query_async(commands).await?;
-        let mut forget = redis::pipe();
+        let mut forget = Batch::new(commands, NEWS);
         for channel in &channels {
-            forget.cmd("SREM").arg(self.tagged_key(&wire::channel_tag(channel), "occupants")).arg(node).ignore();
+            forget.cmd("SREM", &self.tagged_key(&wire::channel_tag(channel), "occupants")).arg(node).ignore();
         }
         let sessions: Vec<SessionId> = sessions.iter().filter_map(|id| SessionId::parse(id).ok()).collect();
         for (session, members) in sessions.iter().zip(self.members_of(commands, &sessions).await?) {
             let gone: Vec<String> = members.into_iter().filter(|(_, json)| wire::member_from(json).is_ok_and(|m| &*m.node == node)).map(|(field, _)| field).collect();
             if !gone.is_empty() {
-                forget.cmd("HDEL").arg(self.session_key(session, "members")).arg(gone).ignore();
+                forget.cmd("HDEL", &self.session_key(session, "members")).arg(gone).ignore();
             }
         }
-        forget.cmd("DEL").arg(&channels_key).arg(&sessions_key).ignore().cmd("SREM").arg(self.node_key(None)).arg(node).ignore();
-        forget.query_async(commands).await
+        forget.cmd("DEL", &channels_key).arg(&sessions_key).ignore();
+        forget.cmd("SREM", &self.node_key(None)).arg(node).ignore();
+        forget.send(commands).await.map(drop)
     }
 
-    /// The members hashes of `sessions`, in their order, read in pipelines.
-    async fn members_of(&self, commands: &mut MultiplexedConnection, sessions: &[SessionId]) -> RedisResult<Vec<Vec<(String, Vec<u8>)>>> {
+    /// The members hashes of `sessions`, in their order, read a few hundred at once.
+    async fn members_of(&self, commands: &Commands, sessions: &[SessionId]) -> RedisResult<Vec<Vec<(String, Vec<u8>)>>> {
         let mut all = Vec::with_capacity(sessions.len());
-        for chunk in sessions.chunks(500) {
-            let read: Vec<Vec<(String, Vec<u8>)>> =
-                chunk.iter().fold(&mut redis::pipe(), |reads, session| reads.cmd("HGETALL").arg(self.session_key(session, "members"))).query_async(commands).await?;
-            all.extend(read);
+        for chunk in sessions.chunks(READ_AT_ONCE) {
+            all.extend(commands.each::<Vec<(String, Vec<u8>)>>(chunk.iter().map(|session| redis::cmd("HGETALL").arg(self.session_key(session, "members")).clone())).await?);
         }
         Ok(all)
     }
 
     /// Puts this node's sessions (unless the directory has them) and members in the
     /// directory, and tells the other nodes of both.
-    async fn register(&self, commands: &mut MultiplexedConnection) -> RedisResult<()> {
-        let mut pipe = redis::pipe();
+    async fn register(&self, commands: &Commands) -> RedisResult<()> {
+        let mut batch = Batch::new(commands, NEWS);
         let state = self.relay.local_state();
         // A session deleted elsewhere while this node could not hear of it ends here now,
         // rather than coming back to the directory.
-        let tombstones: Vec<Option<u64>> = match state.is_empty() {
-            true => Vec::new(),
-            // One GET each: sessions' keys are in slots of their own.
-            false => state.iter().fold(&mut redis::pipe(), |gets, (record, _)| gets.cmd("GET").arg(self.session_key(&record.id, "deleted"))).query_async(commands).await?,
-        };
+        let tombstones: Vec<Option<u64>> = commands.each(state.iter().map(|(record, _)| redis::cmd("GET").arg(self.session_key(&record.id, "deleted")).clone())).await?;
         for ((record, members), deleted_at) in state.into_iter().zip(tombstones) {
             if deleted_at.is_some_and(|at| record.created_at <= at) {
                 self.relay.handle_remote(Remote::SessionDeleted(record.id), now());
                 continue;
             }
             let json = serde_json::to_vec(&wire::Record::from(&record)).expect("a record serializes");
-            pipe.cmd("SET").arg(self.session_key(&record.id, "session")).arg(json).arg("PXAT").arg(record.expires_at).arg("NX").ignore();
-            pipe.cmd("SADD").arg(self.sessions_key()).arg(record.id.as_str()).ignore();
+            batch.cmd("SET", &self.session_key(&record.id, "session")).arg(json).arg("PXAT").arg(record.expires_at).arg("NX").ignore();
+            batch.cmd("SADD", &self.sessions_key()).arg(record.id.as_str()).ignore();
             let created = Remote::SessionCreated(record.clone());
-            pipe.cmd("PUBLISH").arg(self.key("all")).arg(wire::encode(&self.node_id, &created)).ignore();
+            batch.cmd(commands.publish(), &self.news()).arg(wire::encode(&self.node_id, &created)).ignore();
             for member in members {
                 let joined = Remote::MemberJoined { session: record.id.clone(), member, announce: false };
-                self.directory(&mut pipe, &joined);
-                pipe.cmd("PUBLISH").arg(self.key("all")).arg(wire::encode(&self.node_id, &joined)).ignore();
+                self.directory(&mut batch, &joined);
+                batch.cmd(commands.publish(), &self.news()).arg(wire::encode(&self.node_id, &joined)).ignore();
             }
         }
-        if pipe.is_empty() {
-            return Ok(());
-        }
-        pipe.query_async(commands).await
+        batch.send(commands).await.map(drop)
     }
 
     /// Learns the sessions and the other nodes' members from the directory. Ids of
     /// sessions that expired are taken out of the set of sessions here.
-    async fn load(&self, commands: &mut MultiplexedConnection) -> RedisResult<()> {
+    async fn load(&self, commands: &Commands) -> RedisResult<()> {
         let now = now();
-        let ids: Vec<String> = redis::cmd("SMEMBERS").arg(self.sessions_key()).query_async(commands).await?;
+        let ids: Vec<String> = redis::cmd("SMEMBERS").arg(self.sessions_key()).query_async(&mut commands.clone()).await?;
         let ids: Vec<SessionId> = ids.iter().filter_map(|id| SessionId::parse(id).ok()).collect();
         let mut live = Vec::new();
         let mut expired = Vec::new();
-        for chunk in ids.chunks(500) {
-            let records: Vec<Option<Vec<u8>>> =
-                chunk.iter().fold(&mut redis::pipe(), |gets, id| gets.cmd("GET").arg(self.session_key(id, "session"))).query_async(commands).await?;
+        for chunk in ids.chunks(READ_AT_ONCE) {
+            let records: Vec<Option<Vec<u8>>> = commands.each(chunk.iter().map(|id| redis::cmd("GET").arg(self.session_key(id, "session")).clone())).await?;
             for (id, record) in chunk.iter().zip(records) {
                 match record.and_then(|json| wire::record_from(&json).ok()) {
                     Some(record) => {
@@ -680,7 +723,7 @@ impl Link {
             }
         }
         if !expired.is_empty() {
-            redis::cmd("SREM").arg(self.sessions_key()).arg(expired).query_async::<()>(commands).await?;
+            redis::cmd("SREM").arg(self.sessions_key()).arg(expired).query_async::<()>(&mut commands.clone()).await?;
         }
         self.relay.forget_remote_members();
         for (session, members) in live.iter().zip(self.members_of(commands, &live).await?) {
@@ -690,7 +733,7 @@ impl Link {
     }
 
     /// Learns a session's members on the other nodes from the directory.
-    async fn load_members(&self, commands: &mut MultiplexedConnection, session: &SessionId, now: Millis) -> RedisResult<()> {
+    async fn load_members(&self, commands: &mut Commands, session: &SessionId, now: Millis) -> RedisResult<()> {
         let members: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL").arg(self.session_key(session, "members")).query_async(commands).await?;
         self.take_members(session, members, now);
         Ok(())
@@ -713,16 +756,10 @@ impl Link {
             }
             let commands = &mut connections.commands;
             self.forget_node(commands, &self.node_id).await?;
-            redis::pipe()
-                .cmd("PUBLISH")
-                .arg(self.key("all"))
-                .arg(wire::encode(&self.node_id, &gone))
-                .ignore()
-                .cmd("DEL")
-                .arg(self.node_key(Some(("lease", &self.node_id))))
-                .ignore()
-                .query_async::<()>(commands)
-                .await
+            let mut batch = Batch::new(commands, NEWS);
+            batch.cmd("DEL", &self.node_key(Some(("lease", &self.node_id)))).ignore();
+            batch.cmd(commands.publish(), &self.news()).arg(wire::encode(&self.node_id, &gone)).ignore();
+            batch.send(commands).await.map(drop)
         };
         if let Err(err) = left.await {
             warn!(node = %self.node_id, "could not leave the cluster cleanly: {err}");

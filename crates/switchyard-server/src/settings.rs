@@ -187,7 +187,7 @@ fn read_compression<S: Source>(options: &Options<S>) -> Result<Option<Compressio
     }
 }
 
-/// `redis: { url, keyPrefix, nodeId }`: this manager is a node of a cluster. A node
+/// `redis: { url | cluster, keyPrefix, nodeId }`: this manager is a node of a cluster. A node
 /// silent for `heartbeatTimeoutMs` is gone: its lease lasts half of it.
 #[cfg(not(target_family = "wasm"))]
 fn read_redis<S: Source>(options: &Options<S>, config: &Config) -> Result<Option<RedisOptions>, S::Error> {
@@ -195,9 +195,19 @@ fn read_redis<S: Source>(options: &Options<S>, config: &Config) -> Result<Option
         return Ok(None);
     }
     let redis = nested(options, "redis")?;
-    let Some(url) = redis.string("url")? else { return Err(options.refuse("redis needs a url, such as { url: 'redis://127.0.0.1:6379' }".into())) };
+    let urls = match (redis.string("url")?, redis.strings("cluster")?) {
+        (Some(url), None) => vec![url],
+        (None, Some(nodes)) if !nodes.is_empty() => nodes,
+        (Some(_), Some(_)) => return Err(options.refuse("redis takes a url or a cluster, not both".into())),
+        _ => {
+            return Err(options.refuse(
+                "redis needs a url, such as { url: 'redis://127.0.0.1:6379' }, or a cluster's nodes, such as { cluster: ['redis://127.0.0.1:7000', 'redis://127.0.0.1:7001'] }"
+                    .into(),
+            ))
+        }
+    };
     Ok(Some(RedisOptions {
-        url,
+        urls,
         prefix: redis.string("keyPrefix")?.unwrap_or_else(|| RedisOptions::DEFAULT_PREFIX.into()),
         node_id: redis.string("nodeId")?.unwrap_or_else(RedisOptions::default_node_id),
         lease_ms: config.heartbeat_timeout_ms / 2,

@@ -143,9 +143,11 @@ pub struct Args {
     pub max_clients_per_session: Positive,
 
     /// Redis (or Valkey) shared by the nodes of a cluster, e.g. redis://127.0.0.1:6379:
-    /// any node then serves any session. Without it the server is one process alone.
+    /// any node then serves any session. A Redis Cluster as
+    /// redis+cluster://host:port,host:port,..., or this flag once for each of its nodes.
+    /// Without it the server is one process alone.
     #[arg(long, env = "REDIS_URL", value_name = "URL")]
-    pub redis_url: Option<String>,
+    pub redis_url: Vec<String>,
 
     /// Put before every Redis key and channel, so clusters can share one Redis.
     #[arg(long, env = "REDIS_PREFIX", default_value = "switchyard:", value_name = "PREFIX")]
@@ -458,8 +460,11 @@ impl Args {
     /// How this node joins a cluster, when `--redis-url` names one. A node silent for the
     /// heartbeat timeout is gone: its lease lasts half of it, renewed every quarter lease.
     pub fn redis_options(&self) -> Option<RedisOptions> {
+        if self.redis_url.is_empty() {
+            return None;
+        }
         Some(RedisOptions {
-            url: self.redis_url.clone()?,
+            urls: self.redis_url.clone(),
             prefix: self.redis_prefix.clone(),
             node_id: self.node_id.clone().unwrap_or_else(RedisOptions::default_node_id),
             lease_ms: self.heartbeat_timeout.get() / 2,
