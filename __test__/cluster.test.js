@@ -9,7 +9,7 @@ const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const net = require('node:net');
 const { RelaySessionManager } = require('..');
-const { TestClient, fetchJson, postJson, eventually, startBinary, stopBinaries, startMixedServer, startRedis, redisServerPath } = require('./helpers');
+const { TestClient, fetchJson, postJson, eventually, startBinary, stopBinaries, startMixedServer, startRedis, startRedisCluster, redisServerPath } = require('./helpers');
 
 const HEARTBEAT_TIMEOUT_MS = 4000;
 const NODE_ARGS = ['--max-clients-per-session', '10', '--heartbeat-timeout', String(HEARTBEAT_TIMEOUT_MS), '--ping-interval', '1000'];
@@ -25,10 +25,11 @@ if (!redisServerPath()) {
     it('cluster tests', { skip: message }, () => {});
   }
 } else {
-  describe('on one Redis server', () => clusterTests({ on: 'clusters on Redis', oneNodeCluster: false }));
-  // The same against Redis in cluster mode, which refuses a command, script or
-  // transaction over keys of two slots: every key of a topic shares its hash tag.
-  describe('on a one-node Redis Cluster', () => clusterTests({ on: 'clusters on a one-node Redis Cluster', oneNodeCluster: true }));
+  describe('on one Redis server', () => clusterTests({ on: 'clusters on Redis', startRedis: () => startRedis() }));
+  // The same on a Redis Cluster, which refuses a command, script or pipeline over keys of
+  // two slots and shards pub/sub: every key and channel of a topic shares its hash tag.
+  describe('on a Redis Cluster of three masters and three replicas', () =>
+    clusterTests({ on: 'clusters on a Redis Cluster', startRedis: () => startRedisCluster(), startOwn: () => startRedisCluster({ masters: 1, replicas: 0 }), failover: true }));
 }
 
 /** A TCP proxy that sends each new connection to the next of `ports` in turn; while
@@ -100,17 +101,16 @@ async function everyoneHearsEveryone(clients, count, label) {
 
 /** Runs `use` with a client of `redis`, to look at what the nodes keep there. */
 async function inRedis(redis, use) {
-  const { createClient } = require('redis');
-  const client = createClient({ url: redis.url });
-  await client.connect();
+  const client = await redis.client();
   try {
     return await use(client);
   } finally {
-    await client.quit();
+    client.destroy();
   }
 }
 
-function clusterTests({ on, oneNodeCluster }) {
+/** The cluster tests, on the Redis `startRedis` starts; `startOwn` starts one for a test alone. */
+function clusterTests({ on, startRedis, startOwn = startRedis, failover = false }) {
   let redis;
   let nodes;
   let managerNode;
@@ -118,9 +118,12 @@ function clusterTests({ on, oneNodeCluster }) {
   const closers = [];
 
   before(async () => {
-    redis = await startRedis(undefined, { oneNodeCluster });
-    nodes = await Promise.all(['a', 'b', 'c'].map((id) => startBinary({ args: [...NODE_ARGS, '--redis-url', redis.url, '--node-id', id] })));
-    managerNode = await startMixedServer({ redis: { url: redis.url, nodeId: 'm' }, maxClientsPerSession: 10, heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS });
+    redis = await startRedis();
+    // A cluster is named both ways: one redis+cluster:// URL, or each of its nodes.
+    const urls = (id) => (redis.seeds && id === 'b' ? redis.seeds : [redis.url]).flatMap((url) => ['--redis-url', url]);
+    nodes = await Promise.all(['a', 'b', 'c'].map((id) => startBinary({ args: [...NODE_ARGS, ...urls(id), '--node-id', id] })));
+    const named = redis.seeds ? { cluster: redis.seeds } : { url: redis.url };
+    managerNode = await startMixedServer({ redis: { ...named, nodeId: 'm' }, maxClientsPerSession: 10, heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS });
     closers.push(() => managerNode.close());
     // A worker: a manager with no server and no clients, publishing into the cluster.
     worker = new RelaySessionManager({ redis: { url: redis.url, nodeId: 'worker' }, heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS });
@@ -542,10 +545,8 @@ function clusterTests({ on, oneNodeCluster }) {
       }
       // One change at a time, each counted in Redis before the next: which node is first
       // and which last is then plain.
-      const { createClient } = require('redis');
-      const counter = createClient({ url: redis.url });
-      await counter.connect();
-      closers.push(() => counter.quit());
+      const counter = await redis.client();
+      closers.push(() => counter.destroy());
       const occupants = () => counter.sCard('hooks:{c:cluster-news}:occupants');
       for (const [index, member] of members.entries()) {
         member.send(JSON.stringify({ type: 'JOIN_CHANNEL', channel: 'cluster-news' }));
@@ -590,7 +591,7 @@ function clusterTests({ on, oneNodeCluster }) {
     it('drops what is past redis.maxQueued while Redis stalls, and counts Redis lost after redis.timeoutMs', async () => {
       // A Redis of this test's own, stopped (SIGSTOP) so that its sockets stay open and
       // nothing it is sent is answered: only a timeout tells the link it is gone.
-      const stalled = await startRedis(undefined, { oneNodeCluster });
+      const stalled = await startOwn();
       const quick = new RelaySessionManager({ redis: { url: stalled.url, nodeId: 'quick', timeoutMs: 200, maxQueued: 4 } });
       const patient = new RelaySessionManager({ redis: { url: stalled.url, nodeId: 'patient', timeoutMs: 600_000 } });
       try {
@@ -602,7 +603,7 @@ function clusterTests({ on, oneNodeCluster }) {
         await eventually(() => assert.ok(quick.getSession('stall-2') && patient.getSession('stall-1')), CROSSING_MS);
         const dropped = () => [quick, patient].map((manager) => manager.getStats().cluster.dropped);
         const droppedBefore = dropped();
-        stalled.child.kill('SIGSTOP');
+        stalled.nodes[0].child.kill('SIGSTOP');
         // More than the link takes into one pipeline, so that some must wait in its queue.
         for (let n = 0; n < 3000; n++) {
           quick.publish('stall-1', { type: 'stalled', n });
@@ -614,7 +615,7 @@ function clusterTests({ on, oneNodeCluster }) {
         await eventually(() => assert.equal(quick.getStats().status, 'degraded'), CROSSING_MS);
         assert.equal(patient.getStats().status, 'ok', 'a node whose timeoutMs has not run out still counts Redis as there');
       } finally {
-        stalled.child.kill('SIGCONT');
+        stalled.nodes[0].child.kill('SIGCONT');
         await Promise.all([quick.stop({ timeoutMs: 200 }), patient.stop({ timeoutMs: 200 })]);
         await stalled.kill();
       }
@@ -623,19 +624,21 @@ function clusterTests({ on, oneNodeCluster }) {
 
   describe(`${on}: a node cut off alone`, () => {
     it('ends, when it rejoins, a session deleted elsewhere while it could not hear, and does not bring it back', async () => {
-      const toRedis = await roundRobin([redis.port]);
-      closers.push(() => toRedis.close());
-      const lonely = await startBinary({ args: [...NODE_ARGS, '--redis-url', `redis://127.0.0.1:${toRedis.port}`, '--node-id', 'lonely'] });
+      // A Redis user of its own, switched off and its connections cut to cut it off: on a
+      // cluster, where a proxy in front of one address would be bypassed, on every node.
+      redis.cli('ACL', 'SETUSER', 'lonely', 'on', '>lonely-secret', '~*', '&*', '+@all');
+      const lonely = await startBinary({ args: [...NODE_ARGS, '--redis-url', redis.urlAs('lonely', 'lonely-secret'), '--node-id', 'lonely'] });
       await eventually(async () => assert.equal((await health(lonely)).status, 'ok'), CROSSING_MS);
       await postJson(`${nodes[0].base}/v1/sessions`, { sessionId: 'cut-1' });
       const stranded = await new TestClient(`${lonely.ws}/session/cut-1`).joined();
       await eventually(async () => assert.equal((await presenceOn(nodes[1], 'cut-1')).length, 1), CROSSING_MS);
 
-      toRedis.down();
+      redis.cli('ACL', 'SETUSER', 'lonely', 'off');
+      redis.cli('CLIENT', 'KILL', 'USER', 'lonely');
       await eventually(async () => assert.equal((await health(lonely)).status, 'degraded'), CROSSING_MS);
       assert.equal((await fetch(`${nodes[1].base}/v1/sessions/cut-1`, { method: 'DELETE' })).status, 200);
       assert.equal((await fetchJson(`${lonely.base}/v1/sessions/cut-1`)).status, 200, 'cut off, it has not heard');
-      toRedis.restore();
+      redis.cli('ACL', 'SETUSER', 'lonely', 'on');
       assert.deepEqual(await stranded.closedWithin(15000), { code: 1000, reason: 'Session deleted' }, 'rejoining, it ends the session');
       for (const node of [...nodes, lonely]) assert.equal((await fetchJson(`${node.base}/v1/sessions/cut-1`)).status, 404, 'and nobody has it back');
       lonely.child.kill('SIGTERM');
@@ -687,6 +690,72 @@ function clusterTests({ on, oneNodeCluster }) {
         assert.deepEqual([json.offset, json.data.n], [n, n]);
       }
       await Promise.all([back.close(), writer.close()]);
+    });
+  });
+
+  if (!failover) return;
+  describe(`${on}: a master lost`, () => {
+    it("follows the failover to its replica: relay resumes, and a client that missed publications recovers false, never short", async () => {
+      const [a, b] = nodes;
+      const sessionId = 'failover-1';
+      await postJson(`${a.base}/v1/sessions`, { sessionId, history: { size: 10000, ttlMs: 600000 } });
+      const publisher = await new TestClient(`${a.ws}/session/${sessionId}`).joined();
+      const subscriber = await new TestClient(`${b.ws}/session/${sessionId}?positions=1`).joined();
+      await eventually(async () => assert.equal((await presenceOn(b, sessionId)).length, 2), CROSSING_MS);
+      const heard = [];
+      const listening = (async () => {
+        for (;;) {
+          // Until the connection is closed (or nothing comes for two minutes).
+          const message = await subscriber.next((m) => m.json?.type === 'publication', 120000).catch(() => null);
+          if (!message) return;
+          heard.push({ n: message.json.data.n, offset: message.json.offset, at: Date.now() });
+        }
+      })();
+      let sent = 0;
+      const sending = setInterval(() => publisher.send(JSON.stringify({ type: 'tick', n: sent++ })), 10);
+      await eventually(() => assert.ok(heard.length >= 20), CROSSING_MS);
+
+      const killed = redis.masterOf(`switchyard:{s:${sessionId}}:stream`);
+      const killedAt = Date.now();
+      const sentBefore = sent;
+      await redis.killNode(killed);
+      await eventually(() => assert.notEqual(redis.masterOf(`switchyard:{s:${sessionId}}:stream`), killed, 'a replica took over'), 60000);
+      const failedOverAt = Date.now();
+      // Relayed again: a tick sent after the failover arrives.
+      const sentAtFailover = sent;
+      await eventually(() => assert.ok(heard.some(({ n }) => n >= sentAtFailover), `no tick sent after the failover has arrived yet; the links said:\n${linkEvents(nodes)}`), 60000);
+      const resumedAt = Date.now();
+      clearInterval(sending);
+      const last = sent - 1;
+      await eventually(() => assert.equal(heard.at(-1)?.n, last, 'the last tick arrives'), CROSSING_MS);
+      const lost = sent - heard.length;
+      console.log(
+        `# failover: master ${killed} SIGKILLed with ${sentBefore} ticks sent; a replica served its slots ${failedOverAt - killedAt} ms later; ` +
+          `relay resumed ${resumedAt - killedAt} ms after the kill; of ${sent} ticks, ${heard.length} arrived live, ${lost} were lost`,
+      );
+      const ns = heard.map(({ n }) => n);
+      assert.ok(ns.every((n, i) => i === 0 || n > ns[i - 1]), 'what arrived came in order and once');
+
+      // Back with the position it held before the first break in its offsets.
+      const unbroken = heard.findIndex(({ offset }, i) => i > 0 && offset !== heard[i - 1].offset + 1);
+      const before = unbroken === -1 ? heard.length : unbroken;
+      const since = heard[before - 1].offset;
+      subscriber.ws.terminate();
+      await listening;
+      const back = await new TestClient(`${b.ws}/session/${sessionId}?since=${subscriber.welcome.epoch}:${since}`).joined();
+      const replayed = [];
+      if (back.welcome.recovered) {
+        while (replayed.length < back.welcome.offset - since) replayed.push((await back.nextOfType('publication', CROSSING_MS)).json.data.n);
+      }
+      console.log(`# back from ${subscriber.welcome.epoch}:${since}: recovered ${back.welcome.recovered}, ${replayed.length} replayed`);
+      const known = new Set([...ns.slice(0, before), ...replayed]);
+      if (back.welcome.recovered) {
+        assert.equal(known.size, sent, 'recovered: every tick, live before the break or replayed');
+      } else {
+        assert.ok(lost > 0 || before < heard.length, 'recovered false only when something was missed');
+      }
+      if (lost > 0) assert.equal(back.welcome.recovered, false, 'ticks were lost: recovery says so rather than leave a silent gap');
+      await Promise.all([publisher.close(), back.close()]);
     });
   });
 }

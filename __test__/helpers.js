@@ -640,47 +640,143 @@ function listening(port) {
   });
 }
 
+/** Runs `redis-cli` against 127.0.0.1:`port`, and answers what it printed. */
+const redisCli = (port, ...args) => require('node:child_process').execFileSync('redis-cli', ['-p', String(port), ...args], { encoding: 'utf8' });
+
+/** Starts one `redis-server` on `port` and waits until it answers. It saves nothing, but a
+ * replica writes what its master sends, and every process reads a dump in its directory
+ * when it starts: so each has a directory of its own. */
+async function startRedisProcess(port, args = []) {
+  const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), `switchyard-redis-${port}-`));
+  const child = spawn(redisServerPath(), ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...args], { stdio: 'ignore' });
+  child.exited = new Promise((resolve) => child.on('exit', resolve));
+  await eventually(async () => assert.ok(await listening(port), `redis-server did not start on ${port}`), 5000);
+  return child;
+}
+
 /**
- * Starts a `redis-server` of its own on a free port (or `port`), keeping nothing on disk,
- * and waits until it answers. `kill()` SIGKILLs it; `start()` again on the same port.
+ * A `redis-server` of the test's own on a free port (or `port`): `url` for the nodes,
+ * `client()` (node-redis) to look at what they keep, `cli(...args)` on each of its
+ * processes (one here), `nodes` (`{ port, child }`), `urlAs(user, password)`; `kill()`
+ * SIGKILLs it and `start()` starts it again on the same port.
  */
-/**
- * A `redis-server` of the test's own on a free port (or `port`), stopped with `kill()` and
- * started again with `start()`. With `oneNodeCluster`, it runs in cluster mode holding
- * every slot alone: clients use it as a single Redis, but it refuses, as a Redis Cluster
- * does, any command, script or transaction over keys of two slots.
- */
-async function startRedis(port, { oneNodeCluster = false } = {}) {
-  const program = redisServerPath();
-  if (!program) throw new Error('redis-server is not installed (apt-get install redis-server)');
+async function startRedis(port) {
+  if (!redisServerPath()) throw new Error('redis-server is not installed (apt-get install redis-server)');
   port ??= await freePort();
-  const redis = { port, url: `redis://127.0.0.1:${port}`, child: null };
-  const clusterArgs = oneNodeCluster
-    ? ['--cluster-enabled', 'yes', '--cluster-config-file', path.join(fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'switchyard-redis-')), 'nodes.conf')]
-    : [];
-  const cli = (...args) => require('node:child_process').execFileSync('redis-cli', ['-p', String(port), ...args], { encoding: 'utf8' });
-  let slotted = false;
-  redis.start = async () => {
-    const child = spawn(program, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...clusterArgs], { stdio: 'ignore' });
-    child.exited = new Promise((resolve) => child.on('exit', resolve));
-    redis.child = child;
-    await eventually(async () => assert.ok(await listening(port), `redis-server did not start on ${port}`), 5000);
-    if (!oneNodeCluster) return;
-    // Its slots are kept in its nodes.conf: given once, held again after a restart.
-    if (!slotted) cli('CLUSTER', 'ADDSLOTSRANGE', '0', '16383');
-    slotted = true;
-    await eventually(() => assert.match(cli('CLUSTER', 'INFO'), /cluster_state:ok/), 10000);
-  };
-  redis.kill = async () => {
-    redis.child.kill('SIGKILL');
-    await redis.child.exited;
+  const node = { port, child: null };
+  const redis = {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    nodes: [node],
+    urlAs: (user, password) => `redis://${user}:${password}@127.0.0.1:${port}`,
+    cli: (...args) => [redisCli(port, ...args)],
+    client: async () => {
+      const client = require('redis').createClient({ url: redis.url });
+      await client.connect();
+      return client;
+    },
+    start: async () => {
+      node.child = await startRedisProcess(port);
+      redis.child = node.child;
+    },
+    kill: async () => {
+      node.child.kill('SIGKILL');
+      await node.child.exited;
+    },
   };
   await redis.start();
   return redis;
 }
 
+/**
+ * A Redis Cluster of the test's own, shaped as `startRedis`'s server (its `url` is
+ * `redis+cluster://` and its nodes; `kill()` and `start()` act on every process), of
+ * `masters` masters each with `replicas` replicas (`seeds`: a `redis://` URL of each), joined with `redis-cli --cluster
+ * create` (one master alone holds every slot itself). A node that stops answering for
+ * `nodeTimeoutMs` is failed over to its replica. `masterOf(key)` is the port of the master
+ * serving `key`'s slot now; `killNode(port)` SIGKILLs one process.
+ */
+async function startRedisCluster({ masters = 3, replicas = 1, nodeTimeoutMs = 2000 } = {}) {
+  if (!redisServerPath()) throw new Error('redis-server is not installed (apt-get install redis-server)');
+  const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'switchyard-cluster-'));
+  const nodes = [];
+  // Each node also listens on its port + 10000, the cluster bus: both must be free.
+  const taken = (port) => nodes.some((node) => [node.port, node.port + 10000].some((used) => used === port || used === port + 10000));
+  while (nodes.length < masters * (1 + replicas)) {
+    const port = await freePort();
+    if (port + 10000 <= 65535 && !taken(port) && !(await listening(port + 10000))) nodes.push({ port, child: null });
+  }
+  const addresses = nodes.map(({ port }) => `127.0.0.1:${port}`);
+  const startNode = async (node) => {
+    const config = ['--cluster-enabled', 'yes', '--cluster-config-file', path.join(dir, `nodes-${node.port}.conf`), '--cluster-node-timeout', String(nodeTimeoutMs)];
+    node.child = await startRedisProcess(node.port, config);
+  };
+  const healthy = () =>
+    eventually(() => {
+      for (const node of nodes.filter((n) => n.child.exitCode === null && n.child.signalCode === null)) {
+        const info = redisCli(node.port, 'CLUSTER', 'INFO');
+        assert.match(info, /cluster_state:ok/, `cluster node ${node.port}: ${info}`);
+        assert.match(info, new RegExp(`cluster_known_nodes:${nodes.length}\\b`), `cluster node ${node.port}: ${info}`);
+      }
+    }, 30000);
+  const cluster = {
+    url: `redis+cluster://${addresses.join(',')}`,
+    seeds: addresses.map((address) => `redis://${address}`),
+    nodes,
+    urlAs: (user, password) => `redis+cluster://${user}:${password}@${addresses.join(',')}`,
+    cli: (...args) => nodes.filter((n) => n.child.exitCode === null && n.child.signalCode === null).map((node) => redisCli(node.port, ...args)),
+    client: async () => {
+      const client = require('redis').createCluster({ rootNodes: nodes.map(({ port }) => ({ url: `redis://127.0.0.1:${port}` })) });
+      await client.connect();
+      return client;
+    },
+    start: async () => {
+      await Promise.all(nodes.filter((n) => !n.child || n.child.exitCode !== null || n.child.signalCode !== null).map(startNode));
+      await healthy();
+    },
+    kill: async () => {
+      for (const node of nodes) node.child.kill('SIGKILL');
+      await Promise.all(nodes.map((node) => node.child.exited));
+    },
+    killNode: async (port) => {
+      const node = nodes.find((n) => n.port === port);
+      node.child.kill('SIGKILL');
+      await node.child.exited;
+    },
+    masterOf: (key) => {
+      const live = nodes.find((n) => n.child.exitCode === null && n.child.signalCode === null);
+      const slot = Number(redisCli(live.port, 'CLUSTER', 'KEYSLOT', key));
+      for (const line of redisCli(live.port, 'CLUSTER', 'NODES').trim().split('\n')) {
+        const [, address, flags, , , , , , ...ranges] = line.split(' ');
+        if (!flags.includes('master') || flags.includes('fail')) continue;
+        const holds = ranges.some((range) => {
+          const [from, to = from] = range.split('-').map(Number);
+          return slot >= from && slot <= to;
+        });
+        if (holds) return Number(address.split('@')[0].split(':')[1]);
+      }
+      throw new Error(`no live master serves ${key}`);
+    },
+  };
+  try {
+    await Promise.all(nodes.map(startNode));
+    if (masters === 1 && replicas === 0) {
+      redisCli(nodes[0].port, 'CLUSTER', 'ADDSLOTSRANGE', '0', '16383');
+    } else {
+      const created = require('node:child_process').spawnSync('redis-cli', ['--cluster', 'create', ...addresses, '--cluster-replicas', String(replicas), '--cluster-yes'], { encoding: 'utf8' });
+      assert.equal(created.status, 0, `redis-cli --cluster create failed:\n${created.stdout}${created.stderr}`);
+    }
+    await healthy();
+  } catch (error) {
+    for (const node of nodes) node.child?.kill('SIGKILL');
+    throw error;
+  }
+  return cluster;
+}
+
 module.exports.redisServerPath = redisServerPath;
 module.exports.startRedis = startRedis;
+module.exports.startRedisCluster = startRedisCluster;
 
 /**
  * A certificate authority of the test's own and certificates it signs for 127.0.0.1 and
