@@ -29,7 +29,7 @@ const path = require('node:path');
 const readline = require('node:readline');
 const { hostTriple } = require('../bin/switchyard.js');
 const { root, relays, build, binaryOf, sleep, cpuSeconds, rssBytes, startRelay, makeCertificates } = require('./processes');
-const { startRedis } = require('../__test__/helpers');
+const { startRedis, startRedisCluster } = require('../__test__/helpers');
 
 const option = (name, fallback) => {
   const at = process.argv.indexOf(`--${name}`);
@@ -114,6 +114,15 @@ const scenarios = [
     cluster: true,
     relays: CLUSTER_RELAYS,
     baseline: 'socketio',
+  },
+  {
+    name: 'cluster-sharded',
+    label: 'cluster: the same layout on a Redis Cluster of three masters (all on core 0), max rate',
+    args: ['--sessions', '100', '--clients', '4', '--bytes', '100'],
+    cluster: true,
+    redisMasters: 3,
+    relays: ['binary', 'native'],
+    versus: 'cluster',
   },
   {
     name: 'cluster-5k',
@@ -228,16 +237,19 @@ function loadgen(args, onEvent, program = [loadgenPath]) {
   });
 }
 
-/** Every command Redis has run since it started, from INFO commandstats. */
-function redisCommands(port) {
-  const info = spawnSync('redis-cli', ['-p', String(port), 'INFO', 'commandstats'], { encoding: 'utf8' }).stdout ?? '';
-  return [...info.matchAll(/^cmdstat_[^:]+:calls=(\d+)/gm)].reduce((sum, [, calls]) => sum + Number(calls), 0);
+/** Every command the Redis processes have run since they started, from INFO commandstats. */
+function redisCommands(redis) {
+  return redis.nodes.reduce((sum, { port }) => {
+    const info = spawnSync('redis-cli', ['-p', String(port), 'INFO', 'commandstats'], { encoding: 'utf8' }).stdout ?? '';
+    return sum + [...info.matchAll(/^cmdstat_[^:]+:calls=(\d+)/gm)].reduce((calls, [, n]) => calls + Number(n), 0);
+  }, 0);
 }
 
-/** Two nodes of `server` and a Redis, all on core 0; clients spread over both nodes. */
+/** Two nodes of `server` and a Redis (or a cluster of `scenario.redisMasters`), all on
+ * core 0; clients spread over both nodes. */
 async function measureCluster(server, scenario) {
-  const redis = await startRedis();
-  spawnSync('taskset', ['-cp', '0', String(redis.child.pid)]);
+  const redis = scenario.redisMasters ? await startRedisCluster({ masters: scenario.redisMasters, replicas: 0 }) : await startRedis();
+  for (const { child } of redis.nodes) spawnSync('taskset', ['-cp', '0', String(child.pid)]);
   const nodes = [];
   try {
     for (const id of ['a', 'b']) nodes.push(await startRelay(server, { REDIS_URL: redis.url, NODE_ID: id }));
@@ -247,15 +259,15 @@ async function measureCluster(server, scenario) {
         await sleep(25);
       }
     }
-    const pids = [...nodes.map((node) => node.child.pid), redis.child.pid];
+    const pids = [...nodes, ...redis.nodes].map(({ child }) => child.pid);
     const cpu = () => pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
     const args = ['--server', nodes.map((node) => `127.0.0.1:${node.port}`).join(','), '--create-path', nodes[0].createPath];
     if (server.wsPath) args.push('--ws-path', server.wsPath);
     let [cpuAtStart, cpuAtEnd, timeAtStart, timeAtEnd, commandsAtStart, commandsAtEnd] = [0, 0, 0, 0, 0, 0];
     const tripsAtStart = await Promise.all(nodes.map((node) => node.roundTrips()));
     const result = await loadgen([...args, ...(server.loadgenArgs ?? []), ...scenario.args, '--duration-ms', String(durationMs)], (event) => {
-      if (event === 'measure-start') [cpuAtStart, timeAtStart, commandsAtStart] = [cpu(), performance.now(), redisCommands(redis.port)];
-      if (event === 'measure-end') [cpuAtEnd, timeAtEnd, commandsAtEnd] = [cpu(), performance.now(), redisCommands(redis.port)];
+      if (event === 'measure-start') [cpuAtStart, timeAtStart, commandsAtStart] = [cpu(), performance.now(), redisCommands(redis)];
+      if (event === 'measure-end') [cpuAtEnd, timeAtEnd, commandsAtEnd] = [cpu(), performance.now(), redisCommands(redis)];
     });
     const trips = (await Promise.all(nodes.map((node) => node.roundTrips()))).map((n, i) => n - tripsAtStart[i]);
     const seconds = (timeAtEnd - timeAtStart) / 1000;
