@@ -133,6 +133,15 @@ impl ConnectionLike for Commands {
     }
 }
 
+/// What a [`Subscriber`] hears.
+pub(crate) enum Heard {
+    /// A message on a channel it is subscribed to.
+    Message(Vec<u8>),
+    /// A channel it is no longer subscribed to: the confirmation of its own unsubscribing,
+    /// or, on a cluster, the shard's word that the channel's slot moved to another.
+    Unsubscribed(String),
+}
+
 /// Hears the channels it is subscribed to.
 pub(crate) enum Subscriber {
     /// A connection of its own, in RESP2's subscriber mode.
@@ -145,44 +154,42 @@ impl Subscriber {
     pub async fn subscribe(&mut self, channels: &[String]) -> RedisResult<()> {
         match self {
             Self::Server { sink, .. } => sink.subscribe(channels).await,
-            // One at a time: channels of two slots cannot share an SSUBSCRIBE.
-            Self::Cluster { commands, .. } => try_join_all(channels.iter().map(|channel| {
-                let mut commands = commands.clone();
-                async move { commands.ssubscribe(channel).await }
-            }))
-            .await
-            .map(drop),
+            Self::Cluster { commands, .. } => each_channel(commands, channels, |mut commands, channel| async move { commands.ssubscribe(channel).await }).await,
         }
     }
 
     pub async fn unsubscribe(&mut self, channels: &[String]) -> RedisResult<()> {
         match self {
             Self::Server { sink, .. } => sink.unsubscribe(channels).await,
-            Self::Cluster { commands, .. } => try_join_all(channels.iter().map(|channel| {
-                let mut commands = commands.clone();
-                async move { commands.sunsubscribe(channel).await }
-            }))
-            .await
-            .map(drop),
+            Self::Cluster { commands, .. } => each_channel(commands, channels, |mut commands, channel| async move { commands.sunsubscribe(channel).await }).await,
         }
     }
 
-    /// The next message heard, or an error once the subscriber lost a connection (on a
+    /// What is heard next, or an error once the subscriber lost a connection (on a
     /// cluster, to any node: what was published meanwhile is gone, so the link starts
     /// afresh rather than carry on with a gap).
-    pub async fn next(&mut self) -> RedisResult<Vec<u8>> {
+    pub async fn next(&mut self) -> RedisResult<Heard> {
         let lost = || RedisError::from((ErrorKind::Io, "the subscriber connection closed"));
         match self {
             Self::Server { stream, .. } => {
                 use futures_util::StreamExt;
-                stream.next().await.map(|message| message.get_payload_bytes().to_vec()).ok_or_else(lost)
+                stream.next().await.map(|message| Heard::Message(message.get_payload_bytes().to_vec())).ok_or_else(lost)
             }
             Self::Cluster { heard, .. } => loop {
                 let push = heard.recv().await.ok_or_else(lost)?;
+                let channel = |data: Vec<Value>| match data.into_iter().next() {
+                    Some(Value::BulkString(channel)) => String::from_utf8(channel).ok(),
+                    _ => None,
+                };
                 match push.kind {
                     PushKind::SMessage | PushKind::Message => {
                         if let Some(Value::BulkString(message)) = push.data.into_iter().nth(1) {
-                            return Ok(message);
+                            return Ok(Heard::Message(message));
+                        }
+                    }
+                    PushKind::SUnsubscribe => {
+                        if let Some(channel) = channel(push.data) {
+                            return Ok(Heard::Unsubscribed(channel));
                         }
                     }
                     PushKind::Disconnection => return Err(lost()),
@@ -191,6 +198,16 @@ impl Subscriber {
             },
         }
     }
+}
+
+/// Runs `step` for each channel at once, each on its own: channels of two slots cannot
+/// share an `SSUBSCRIBE` or `SUNSUBSCRIBE`.
+async fn each_channel<Step, Done>(commands: &ClusterConnection, channels: &[String], step: Step) -> RedisResult<()>
+where
+    Step: Fn(ClusterConnection, String) -> Done,
+    Done: std::future::Future<Output = RedisResult<()>>,
+{
+    try_join_all(channels.iter().map(|channel| step(commands.clone(), channel.clone()))).await.map(drop)
 }
 
 /// The part of a key Redis hashes to find its slot: what is between its first `{` and

@@ -40,7 +40,7 @@ use switchyard_core::{now, HistoryConfig, Millis, Publication, Relay, Remote, Se
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::connection::{Batch, Commands, Subscriber, Target};
+use crate::connection::{Batch, Commands, Heard, Subscriber, Target};
 use crate::wire::{self, topic_name};
 use crate::{LinkState, Outgoing, RedisBroker};
 
@@ -270,7 +270,14 @@ impl Link {
             let result = tokio::select! {
                 biased;
                 _ = stop.changed() => return End::Stopped,
-                message = connections.subscriber.next() => message.map(|message| self.incoming(&message)),
+                heard = connections.subscriber.next() => match heard {
+                    Ok(Heard::Message(message)) => {
+                        self.incoming(&message);
+                        Ok(())
+                    }
+                    Ok(Heard::Unsubscribed(channel)) => self.unsubscribed(connections, channel).await,
+                    Err(err) => Err(err),
+                },
                 item = queue.recv() => match item {
                     Some(first) => self.send(connections, queue, first).await,
                     None => return End::Stopped,
@@ -281,6 +288,20 @@ impl Link {
                 return End::Lost(err);
             }
         }
+    }
+
+    /// A channel this node no longer hears. When it still wants it, its slot moved to
+    /// another shard: it subscribes there and catches up on what it missed, or, for the
+    /// channel every node hears, starts afresh.
+    async fn unsubscribed(&self, connections: &mut Connections, channel: String) -> RedisResult<()> {
+        if channel == self.news() {
+            return Err(redis::RedisError::from((redis::ErrorKind::Io, "the cluster moved the slot of the channel every node hears")));
+        }
+        if connections.subscribed.remove(&channel) {
+            debug!(node = %self.node_id, %channel, "a channel's slot moved: subscribing again");
+            self.reconcile_all(connections).await?;
+        }
+        Ok(())
     }
 
     fn incoming(&self, message: &[u8]) {
