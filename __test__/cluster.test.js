@@ -29,7 +29,7 @@ if (!redisServerPath()) {
   // The same on a Redis Cluster, which refuses a command, script or pipeline over keys of
   // two slots and shards pub/sub: every key and channel of a topic shares its hash tag.
   describe('on a Redis Cluster of three masters and three replicas', () =>
-    clusterTests({ on: 'clusters on a Redis Cluster', startRedis: () => startRedisCluster(), startOwn: () => startRedisCluster({ masters: 1, replicas: 0 }), failover: true }));
+    clusterTests({ on: 'clusters on a Redis Cluster', startRedis: () => startRedisCluster(), startOwn: () => startRedisCluster({ masters: 1, replicas: 0 }), sharded: true }));
 }
 
 /** A TCP proxy that sends each new connection to the next of `ports` in turn; while
@@ -109,8 +109,9 @@ async function inRedis(redis, use) {
   }
 }
 
-/** The cluster tests, on the Redis `startRedis` starts; `startOwn` starts one for a test alone. */
-function clusterTests({ on, startRedis, startOwn = startRedis, failover = false }) {
+/** The cluster tests, on the Redis `startRedis` starts; `startOwn` starts one for a test
+ * alone; `sharded`, a Redis Cluster, also has its slots moved and a master killed. */
+function clusterTests({ on, startRedis, startOwn = startRedis, sharded = false }) {
   let redis;
   let nodes;
   let managerNode;
@@ -693,7 +694,34 @@ function clusterTests({ on, startRedis, startOwn = startRedis, failover = false 
     });
   });
 
-  if (!failover) return;
+  if (!sharded) return;
+  describe(`${on}: a slot moved`, () => {
+    it("follows a session's slot moved to another master mid-traffic: every publication arrives once, in order, and a position from before recovers", async () => {
+      const [a, b] = nodes;
+      const sessionId = 'moved-1';
+      await postJson(`${a.base}/v1/sessions`, { sessionId, history: { size: 1000, ttlMs: 600000 } });
+      const publisher = await new TestClient(`${a.ws}/session/${sessionId}`).joined();
+      const subscriber = await new TestClient(`${b.ws}/session/${sessionId}?positions=1`).joined();
+      await eventually(async () => assert.equal((await presenceOn(b, sessionId)).length, 2), CROSSING_MS);
+      const from = redis.masterOf(`switchyard:{s:${sessionId}}:stream`);
+      for (let n = 1; n <= 50; n++) publisher.send(JSON.stringify({ type: 'tick', n }));
+      // Moved while those are on their way.
+      const to = redis.moveSlot(`switchyard:{s:${sessionId}}:stream`);
+      assert.notEqual(to, from);
+      assert.equal(redis.masterOf(`switchyard:{s:${sessionId}}:stream`), to, 'the slot is served by another master now');
+      for (let n = 51; n <= 100; n++) publisher.send(JSON.stringify({ type: 'tick', n }));
+      const heard = [];
+      for (let n = 1; n <= 100; n++) {
+        const { json } = await subscriber.nextOfType('publication', CROSSING_MS).catch((error) => assert.fail(`${error.message}; after ${JSON.stringify(heard)}; the links said:\n${linkEvents(nodes)}`));
+        heard.push([json.offset, json.data.n]);
+      }
+      assert.deepEqual(heard, [...Array(100).keys()].map((i) => [i + 1, i + 1]), 'every publication once, in order, numbered on');
+      const back = await new TestClient(`${b.ws}/session/${sessionId}?since=${subscriber.welcome.epoch}:40`).joined();
+      assert.deepEqual([back.welcome.recovered, back.welcome.offset], [true, 100], 'the stream moved with its slot');
+      await Promise.all([publisher.close(), subscriber.close(), back.close()]);
+    });
+  });
+
   describe(`${on}: a master lost`, () => {
     it("follows the failover to its replica: relay resumes, and a client that missed publications recovers false, never short", async () => {
       const [a, b] = nodes;

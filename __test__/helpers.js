@@ -640,8 +640,12 @@ function listening(port) {
   });
 }
 
-/** Runs `redis-cli` against 127.0.0.1:`port`, and answers what it printed. */
-const redisCli = (port, ...args) => require('node:child_process').execFileSync('redis-cli', ['-p', String(port), ...args], { encoding: 'utf8' });
+/** Runs `redis-cli` against 127.0.0.1:`port`, and answers what it printed; throws on an error reply. */
+function redisCli(port, ...args) {
+  const printed = require('node:child_process').execFileSync('redis-cli', ['-p', String(port), ...args], { encoding: 'utf8' });
+  if (/^(ERR|\(error\))/.test(printed)) throw new Error(`redis-cli -p ${port} ${args.join(' ')}: ${printed}`);
+  return printed;
+}
 
 /** Starts one `redis-server` on `port` and waits until it answers. It saves nothing, but a
  * replica writes what its master sends, and every process reads a dump in its directory
@@ -694,7 +698,8 @@ async function startRedis(port) {
  * `masters` masters each with `replicas` replicas (`seeds`: a `redis://` URL of each), joined with `redis-cli --cluster
  * create` (one master alone holds every slot itself). A node that stops answering for
  * `nodeTimeoutMs` is failed over to its replica. `masterOf(key)` is the port of the master
- * serving `key`'s slot now; `killNode(port)` SIGKILLs one process.
+ * serving `key`'s slot now; `moveSlot(key)` moves it to another; `killNode(port)` SIGKILLs
+ * one process.
  */
 async function startRedisCluster({ masters = 3, replicas = 1, nodeTimeoutMs = 2000 } = {}) {
   if (!redisServerPath()) throw new Error('redis-server is not installed (apt-get install redis-server)');
@@ -708,15 +713,23 @@ async function startRedisCluster({ masters = 3, replicas = 1, nodeTimeoutMs = 20
   }
   const addresses = nodes.map(({ port }) => `127.0.0.1:${port}`);
   const startNode = async (node) => {
-    const config = ['--cluster-enabled', 'yes', '--cluster-config-file', path.join(dir, `nodes-${node.port}.conf`), '--cluster-node-timeout', String(nodeTimeoutMs)];
+    const config = ['--cluster-enabled', 'yes', '--cluster-config-file', path.join(dir, `nodes-${node.port}.conf`), '--cluster-node-timeout', String(nodeTimeoutMs), '--repl-diskless-sync-delay', '0'];
     node.child = await startRedisProcess(node.port, config);
   };
+  // Every node sees the cluster whole: its slots served, each master holding some and
+  // every other node a replica.
   const healthy = () =>
     eventually(() => {
       for (const node of nodes.filter((n) => n.child.exitCode === null && n.child.signalCode === null)) {
         const info = redisCli(node.port, 'CLUSTER', 'INFO');
         assert.match(info, /cluster_state:ok/, `cluster node ${node.port}: ${info}`);
         assert.match(info, new RegExp(`cluster_known_nodes:${nodes.length}\\b`), `cluster node ${node.port}: ${info}`);
+        const view = redisCli(node.port, 'CLUSTER', 'NODES').trim().split('\n').map((line) => line.split(' '));
+        assert.equal(view.filter(([, , flags, , , , , , ...slots]) => flags.includes('master') && slots.length > 0).length, masters, `cluster node ${node.port}: ${view.join('\n')}`);
+        assert.equal(view.filter(([, , flags]) => flags.includes('slave')).length, masters * replicas, `cluster node ${node.port}: ${view.join('\n')}`);
+        // A replica that has not yet copied its master's data would never take over.
+        const replication = redisCli(node.port, 'INFO', 'replication');
+        if (/role:slave/.test(replication)) assert.match(replication, /master_link_status:up/, `replica ${node.port}: ${replication}`);
       }
     }, 30000);
   const cluster = {
@@ -742,6 +755,30 @@ async function startRedisCluster({ masters = 3, replicas = 1, nodeTimeoutMs = 20
       const node = nodes.find((n) => n.port === port);
       node.child.kill('SIGKILL');
       await node.child.exited;
+    },
+    /** Moves `key`'s slot, with its keys, from the master serving it to another, as
+     * `redis-cli --cluster reshard` does: importing and migrating, the keys a hundred at a
+     * time, then every master told the new owner. Answers the new owner's port. */
+    moveSlot: (key) => {
+      const from = cluster.masterOf(key);
+      const serving = redisCli(from, 'CLUSTER', 'NODES').trim().split('\n').map((line) => line.split(' '));
+      const masters = serving.filter(([, , flags, , , , , , ...slots]) => flags.includes('master') && !flags.includes('fail') && slots.length > 0);
+      const portOf = (address) => Number(address.split('@')[0].split(':')[1]);
+      const [toId, toAddress] = masters.find(([, address]) => portOf(address) !== from);
+      const to = portOf(toAddress);
+      const slot = redisCli(from, 'CLUSTER', 'KEYSLOT', key).trim();
+      const fromId = redisCli(from, 'CLUSTER', 'MYID').trim();
+      redisCli(to, 'CLUSTER', 'SETSLOT', slot, 'IMPORTING', fromId);
+      redisCli(from, 'CLUSTER', 'SETSLOT', slot, 'MIGRATING', toId);
+      for (;;) {
+        const keys = redisCli(from, 'CLUSTER', 'GETKEYSINSLOT', slot, '100').trim().split('\n').filter(Boolean);
+        if (keys.length === 0) break;
+        redisCli(from, 'MIGRATE', '127.0.0.1', String(to), '', '0', '5000', 'KEYS', ...keys);
+      }
+      // The new owner first (it takes a new config epoch), then the old, then the rest.
+      const others = masters.map(([, address]) => portOf(address)).filter((port) => port !== to && port !== from);
+      for (const port of [to, from, ...others]) redisCli(port, 'CLUSTER', 'SETSLOT', slot, 'NODE', toId);
+      return to;
     },
     masterOf: (key) => {
       const live = nodes.find((n) => n.child.exitCode === null && n.child.signalCode === null);
