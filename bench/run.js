@@ -133,6 +133,14 @@ const scenarios = [
     baseline: 'socketio',
   },
   {
+    name: 'cluster-sharded-5k',
+    label: 'cluster: on the Redis Cluster of three masters at 5,000 messages/s (15,000 deliveries/s)',
+    args: ['--sessions', '100', '--clients', '4', '--bytes', '100', '--rate', '5000'],
+    cluster: true,
+    redisMasters: 3,
+    relays: ['binary', 'native'],
+  },
+  {
     name: 'compressed',
     label: 'permessage-deflate: 50 sessions x 4 clients, 1 KiB JSON documents at 1,000 messages/s, ws clients that compress what they send',
     compressed: true,
@@ -261,13 +269,14 @@ async function measureCluster(server, scenario) {
     }
     const pids = [...nodes, ...redis.nodes].map(({ child }) => child.pid);
     const cpu = () => pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+    const redisCpu = () => redis.nodes.reduce((sum, { child }) => sum + cpuSeconds(child.pid), 0);
     const args = ['--server', nodes.map((node) => `127.0.0.1:${node.port}`).join(','), '--create-path', nodes[0].createPath];
     if (server.wsPath) args.push('--ws-path', server.wsPath);
-    let [cpuAtStart, cpuAtEnd, timeAtStart, timeAtEnd, commandsAtStart, commandsAtEnd] = [0, 0, 0, 0, 0, 0];
+    let [cpuAtStart, cpuAtEnd, timeAtStart, timeAtEnd, commandsAtStart, commandsAtEnd, redisCpuAtStart, redisCpuAtEnd] = [0, 0, 0, 0, 0, 0, 0, 0];
     const tripsAtStart = await Promise.all(nodes.map((node) => node.roundTrips()));
     const result = await loadgen([...args, ...(server.loadgenArgs ?? []), ...scenario.args, '--duration-ms', String(durationMs)], (event) => {
-      if (event === 'measure-start') [cpuAtStart, timeAtStart, commandsAtStart] = [cpu(), performance.now(), redisCommands(redis)];
-      if (event === 'measure-end') [cpuAtEnd, timeAtEnd, commandsAtEnd] = [cpu(), performance.now(), redisCommands(redis)];
+      if (event === 'measure-start') [cpuAtStart, timeAtStart, commandsAtStart, redisCpuAtStart] = [cpu(), performance.now(), redisCommands(redis), redisCpu()];
+      if (event === 'measure-end') [cpuAtEnd, timeAtEnd, commandsAtEnd, redisCpuAtEnd] = [cpu(), performance.now(), redisCommands(redis), redisCpu()];
     });
     const trips = (await Promise.all(nodes.map((node) => node.roundTrips()))).map((n, i) => n - tripsAtStart[i]);
     const seconds = (timeAtEnd - timeAtStart) / 1000;
@@ -275,6 +284,7 @@ async function measureCluster(server, scenario) {
     return {
       ...result,
       serverCpuPercent: (100 * (cpuAtEnd - cpuAtStart)) / seconds,
+      redisCpuPercent: (100 * (redisCpuAtEnd - redisCpuAtStart)) / seconds,
       serverRssBytes: nodes.reduce((sum, node) => sum + rssBytes(node.child.pid), 0),
       redisCommandsPerMessage: (commandsAtEnd - commandsAtStart) / seconds / messagesPerSec,
       roundTripsPerMessage: trips.every(Number.isFinite) ? trips.reduce((a, b) => a + b, 0) / result.sent : NaN,
@@ -348,6 +358,7 @@ function summarize(results) {
             serverRssBytes: pick((r) => r.serverRssBytes),
             loadgenCpuPercent: pick((r) => r.cpuPercent),
             redisCommandsPerMessage: pick((r) => r.redisCommandsPerMessage),
+            redisCpuPercent: pick((r) => r.redisCpuPercent),
             roundTripsPerMessage: pick((r) => r.roundTripsPerMessage),
             wireBytesPerDelivery: pick((r) => r.wireBytesPerDelivery),
             payloadBytes: pick((r) => r.payloadBytes),
@@ -423,15 +434,15 @@ function markdown(summary, machine, failed, floors) {
       }
     } else if (scenario.cluster) {
       lines.push(
-        'Server CPU and RSS are both nodes and Redis together (all on core 0). Half of each session\'s members are on the other node, so two in three deliveries cross nodes. Redis commands per message count every command Redis ran; round trips per message are the pipelines switchyard\'s binary sent (its `/stats`).',
+        'Server CPU and RSS are both nodes and Redis together (all on core 0). Half of each session\'s members are on the other node, so two in three deliveries cross nodes. Redis CPU is Redis\'s share of it (every process of a Redis Cluster). Redis commands per message count every command Redis ran; round trips per message are the pipelines switchyard\'s binary sent (its `/stats`).',
         '',
-        `| server | deliveries/s | ${versusLabel(scenario)} | p50 | p99 | p99.9 | CPU (nodes + Redis) | Redis commands per message | round trips per message |`,
-        '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+        `| server | deliveries/s | ${versusLabel(scenario)} | p50 | p99 | p99.9 | CPU (nodes + Redis) | Redis CPU | Redis commands per message | round trips per message |`,
+        '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
       );
       for (const server of serversOf(scenario)) {
         const r = rows[server.name];
         lines.push(
-          `| ${server.label} | ${fmt(r.deliveriesPerSec)} | ${scenario.args.includes('--rate') ? 'n/a (fixed rate)' : ratio(r.deliveriesPerSec, versus(summary, scenario, server)?.deliveriesPerSec)} | ${fmt(r.p50Us / 1000, 2)} ms | ${fmt(r.p99Us / 1000, 2)} ms | ${fmt(r.p999Us / 1000, 2)} ms | ${fmt(r.serverCpuPercent)}% | ${fmt(r.redisCommandsPerMessage, 3)} | ${fmt(r.roundTripsPerMessage, 3)} |`,
+          `| ${server.label} | ${fmt(r.deliveriesPerSec)} | ${scenario.args.includes('--rate') ? 'n/a (fixed rate)' : ratio(r.deliveriesPerSec, versus(summary, scenario, server)?.deliveriesPerSec)} | ${fmt(r.p50Us / 1000, 2)} ms | ${fmt(r.p99Us / 1000, 2)} ms | ${fmt(r.p999Us / 1000, 2)} ms | ${fmt(r.serverCpuPercent)}% | ${fmt(r.redisCpuPercent)}% | ${fmt(r.redisCommandsPerMessage, 3)} | ${fmt(r.roundTripsPerMessage, 3)} |`,
         );
       }
     } else {
