@@ -334,6 +334,8 @@ impl Link {
         let mut loads = Vec::new();
         // Topics published to in the batch: should it fail, their publications are lost.
         let mut publishing = HashSet::new();
+        // The epoch of a stream that starts in this batch (new, or started again).
+        let fresh = new_epoch();
         let result = async {
             self.restart_lost(&connections.commands).await?;
             while let Some(outgoing) = item.take() {
@@ -354,12 +356,12 @@ impl Link {
                                     .arg(config.size)
                                     .arg(config.ttl_ms)
                                     .arg(now())
-                                    .arg(position.as_ref().map_or_else(new_epoch, |p| p.epoch.to_string()))
+                                    .arg(position.as_ref().map_or(fresh.as_str(), |p| &*p.epoch))
                                     .arg(&channel)
                                     .arg(message)
                                     .arg(connections.commands.publish())
-                                    .arg(position.map_or(0, |p| p.offset))
-                                    .arg(new_epoch())
+                                    .arg(position.as_ref().map_or(0, |p| p.offset))
+                                    .arg(&fresh)
                                     .ignore();
                                 publishing.insert(topic.clone());
                             }
