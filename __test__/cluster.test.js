@@ -695,20 +695,26 @@ function clusterTests({ on, startRedis, startOwn = startRedis, sharded = false }
   });
 
   if (!sharded) return;
+  /** A session with history made on node a, a member publishing on a and one with
+   * positions on b; `key`, a key in the session's slot. */
+  async function acrossTwoNodes(sessionId) {
+    const [a, b] = nodes;
+    await postJson(`${a.base}/v1/sessions`, { sessionId, history: { size: 10000, ttlMs: 600000 } });
+    const publisher = await new TestClient(`${a.ws}/session/${sessionId}`).joined();
+    const subscriber = await new TestClient(`${b.ws}/session/${sessionId}?positions=1`).joined();
+    await eventually(async () => assert.equal((await presenceOn(b, sessionId)).length, 2), CROSSING_MS);
+    return { publisher, subscriber, key: `switchyard:{s:${sessionId}}:stream` };
+  }
+
   describe(`${on}: a slot moved`, () => {
     it("follows a session's slot moved to another master mid-traffic: every publication arrives once, in order, and a position from before recovers", async () => {
-      const [a, b] = nodes;
-      const sessionId = 'moved-1';
-      await postJson(`${a.base}/v1/sessions`, { sessionId, history: { size: 1000, ttlMs: 600000 } });
-      const publisher = await new TestClient(`${a.ws}/session/${sessionId}`).joined();
-      const subscriber = await new TestClient(`${b.ws}/session/${sessionId}?positions=1`).joined();
-      await eventually(async () => assert.equal((await presenceOn(b, sessionId)).length, 2), CROSSING_MS);
-      const from = redis.masterOf(`switchyard:{s:${sessionId}}:stream`);
+      const { publisher, subscriber, key } = await acrossTwoNodes('moved-1');
+      const from = redis.masterOf(key);
       for (let n = 1; n <= 50; n++) publisher.send(JSON.stringify({ type: 'tick', n }));
       // Moved while those are on their way.
-      const to = redis.moveSlot(`switchyard:{s:${sessionId}}:stream`);
+      const to = redis.moveSlot(key);
       assert.notEqual(to, from);
-      assert.equal(redis.masterOf(`switchyard:{s:${sessionId}}:stream`), to, 'the slot is served by another master now');
+      assert.equal(redis.masterOf(key), to, 'the slot is served by another master now');
       for (let n = 51; n <= 100; n++) publisher.send(JSON.stringify({ type: 'tick', n }));
       const heard = [];
       for (let n = 1; n <= 100; n++) {
@@ -716,7 +722,7 @@ function clusterTests({ on, startRedis, startOwn = startRedis, sharded = false }
         heard.push([json.offset, json.data.n]);
       }
       assert.deepEqual(heard, [...Array(100).keys()].map((i) => [i + 1, i + 1]), 'every publication once, in order, numbered on');
-      const back = await new TestClient(`${b.ws}/session/${sessionId}?since=${subscriber.welcome.epoch}:40`).joined();
+      const back = await new TestClient(`${nodes[1].ws}/session/moved-1?since=${subscriber.welcome.epoch}:40`).joined();
       assert.deepEqual([back.welcome.recovered, back.welcome.offset], [true, 100], 'the stream moved with its slot');
       await Promise.all([publisher.close(), subscriber.close(), back.close()]);
     });
@@ -724,12 +730,7 @@ function clusterTests({ on, startRedis, startOwn = startRedis, sharded = false }
 
   describe(`${on}: a master lost`, () => {
     it("follows the failover to its replica: relay resumes, and a client that missed publications recovers false, never short", async () => {
-      const [a, b] = nodes;
-      const sessionId = 'failover-1';
-      await postJson(`${a.base}/v1/sessions`, { sessionId, history: { size: 10000, ttlMs: 600000 } });
-      const publisher = await new TestClient(`${a.ws}/session/${sessionId}`).joined();
-      const subscriber = await new TestClient(`${b.ws}/session/${sessionId}?positions=1`).joined();
-      await eventually(async () => assert.equal((await presenceOn(b, sessionId)).length, 2), CROSSING_MS);
+      const { publisher, subscriber, key } = await acrossTwoNodes('failover-1');
       const heard = [];
       const listening = (async () => {
         for (;;) {
@@ -743,11 +744,11 @@ function clusterTests({ on, startRedis, startOwn = startRedis, sharded = false }
       const sending = setInterval(() => publisher.send(JSON.stringify({ type: 'tick', n: sent++ })), 10);
       await eventually(() => assert.ok(heard.length >= 20), CROSSING_MS);
 
-      const killed = redis.masterOf(`switchyard:{s:${sessionId}}:stream`);
+      const killed = redis.masterOf(key);
       const killedAt = Date.now();
       const sentBefore = sent;
       await redis.killNode(killed);
-      await eventually(() => assert.notEqual(redis.masterOf(`switchyard:{s:${sessionId}}:stream`), killed, 'a replica took over'), 60000);
+      await eventually(() => assert.notEqual(redis.masterOf(key), killed, 'a replica took over'), 60000);
       const failedOverAt = Date.now();
       // Relayed again: a tick sent after the failover arrives.
       const sentAtFailover = sent;
@@ -770,7 +771,7 @@ function clusterTests({ on, startRedis, startOwn = startRedis, sharded = false }
       const since = heard[before - 1].offset;
       subscriber.ws.terminate();
       await listening;
-      const back = await new TestClient(`${b.ws}/session/${sessionId}?since=${subscriber.welcome.epoch}:${since}`).joined();
+      const back = await new TestClient(`${nodes[1].ws}/session/failover-1?since=${subscriber.welcome.epoch}:${since}`).joined();
       const replayed = [];
       if (back.welcome.recovered) {
         while (replayed.length < back.welcome.offset - since) replayed.push((await back.nextOfType('publication', CROSSING_MS)).json.data.n);
