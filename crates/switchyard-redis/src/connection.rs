@@ -63,10 +63,10 @@ impl Target {
     }
 }
 
-/// `host:port,host:port` after `redis+cluster://`, with what comes after the first
-/// address's port (a database, options) and the credentials before it kept for each.
+/// A seed URL for each `host:port` of the list after `redis+cluster://`, each with the
+/// credentials before the list and what follows it (a database, options).
 fn cluster_seeds(rest: &str) -> Result<Vec<String>, RedisConfigError> {
-    let (credentials, hosts) = rest.rsplit_once('@').map_or(("", rest), |(user, hosts)| (user, hosts));
+    let (credentials, hosts) = rest.rsplit_once('@').unwrap_or(("", rest));
     let (hosts, tail) = hosts.find(['/', '?']).map_or((hosts, ""), |at| hosts.split_at(at));
     let credentials = if credentials.is_empty() { String::new() } else { format!("{credentials}@") };
     let seeds: Vec<String> = hosts.split(',').filter(|h| !h.is_empty()).map(|host| format!("redis://{credentials}{host}{tail}")).collect();
