@@ -4,6 +4,7 @@
 //! (pub/sub on one server, sharded pub/sub on a cluster), and a [`Batch`] of commands
 //! sent together in as few round trips as the target allows.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
@@ -227,26 +228,22 @@ fn hash_tag(key: &str) -> &str {
 /// node hears), sent once the rest are in, so no node reads news before what it tells of.
 pub(crate) struct Batch {
     cluster: bool,
-    last_tag: String,
-    pipes: Vec<(String, Pipeline)>,
+    last_tag: &'static str,
+    pipes: HashMap<String, Pipeline>,
 }
 
 impl Batch {
-    pub fn new(commands: &Commands, last_tag: &str) -> Self {
-        Self { cluster: commands.is_cluster(), last_tag: last_tag.to_owned(), pipes: Vec::new() }
+    pub fn new(commands: &Commands, last_tag: &'static str) -> Self {
+        Self { cluster: commands.is_cluster(), last_tag, pipes: HashMap::new() }
     }
 
     /// The pipeline for commands on `key` (or a channel, or a script's first key).
     pub fn on(&mut self, key: &str) -> &mut Pipeline {
         let tag = if self.cluster { hash_tag(key) } else { "" };
-        let at = match self.pipes.iter().position(|(t, _)| t == tag) {
-            Some(at) => at,
-            None => {
-                self.pipes.push((tag.to_owned(), Pipeline::new()));
-                self.pipes.len() - 1
-            }
-        };
-        &mut self.pipes[at].1
+        if !self.pipes.contains_key(tag) {
+            self.pipes.insert(tag.to_owned(), Pipeline::new());
+        }
+        self.pipes.get_mut(tag).expect("just made")
     }
 
     /// `name key`, for arguments to follow.

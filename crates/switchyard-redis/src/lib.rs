@@ -321,14 +321,21 @@ impl RedisBroker {
         self.streams.load(topic, epoch, last, publications, now)
     }
 
+    /// The stream a delivery is numbered in, in Redis: a publication to a session or
+    /// channel that keeps one.
+    pub(crate) fn numbered_stream<'r>(&self, remote: &'r Remote) -> Option<(&'r Topic, HistoryConfig)> {
+        match remote {
+            Remote::Delivery(d) if d.publication && matches!(d.topic, Topic::Session(_) | Topic::Channel(_)) => Some((&d.topic, self.stream_config(&d.topic)?)),
+            _ => None,
+        }
+    }
+
     /// Counts a message for the other nodes that never reached Redis. A publication to a
     /// stream makes the stream start again in a new epoch once Redis is reached again.
     pub(crate) fn drop_remote(&self, remote: &Remote) {
         self.state.dropped(1);
-        if let Remote::Delivery(delivery) = remote {
-            if delivery.publication && self.streams.stream_config(&delivery.topic).is_some() {
-                self.lost([delivery.topic.clone()]);
-            }
+        if let Some((topic, _)) = self.numbered_stream(remote) {
+            self.lost([topic.clone()]);
         }
     }
 
@@ -342,16 +349,6 @@ impl RedisBroker {
         self.lost.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain().collect()
     }
 
-    fn forward_remote(&self, remote: Remote) {
-        if !self.state.connected.load(Ordering::Relaxed) {
-            return self.drop_remote(&remote);
-        }
-        if let Err(mpsc::error::TrySendError::Full(Outgoing::Remote(remote)) | mpsc::error::TrySendError::Closed(Outgoing::Remote(remote))) =
-            self.outgoing.try_send(Outgoing::Remote(remote))
-        {
-            self.drop_remote(&remote);
-        }
-    }
 }
 
 impl ClusterLink for RedisBroker {
@@ -368,7 +365,12 @@ impl ClusterLink for RedisBroker {
     }
 
     fn forward(&self, remote: Remote) {
-        self.forward_remote(remote);
+        if !self.state.connected.load(Ordering::Relaxed) {
+            return self.drop_remote(&remote);
+        }
+        if let Err(Outgoing::Remote(remote)) = self.outgoing.try_send(Outgoing::Remote(remote)).map_err(mpsc::error::TrySendError::into_inner) {
+            self.drop_remote(&remote);
+        }
     }
 
     fn subscribed(&self, topic: &Topic) {

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::RedisResult;
-use switchyard_core::{now, HistoryConfig, Millis, Publication, Relay, Remote, SessionId, Topic};
+use switchyard_core::{now, Millis, Publication, Relay, Remote, SessionId, Topic};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
@@ -344,7 +344,7 @@ impl Link {
                         self.directory(&mut batch, &remote);
                         let message = wire::encode(&self.node_id, &remote);
                         let channel = self.channel_of(&remote);
-                        match self.numbered_stream(&remote) {
+                        match self.broker.numbered_stream(&remote) {
                             Some((topic, config)) => {
                                 let position = self.broker.position(topic);
                                 let meta = self.topic_key(topic, "meta");
@@ -543,16 +543,6 @@ impl Link {
             _ => {}
         }
         Ok(())
-    }
-
-    /// The stream a delivery is numbered in: a publication to a topic that keeps one.
-    fn numbered_stream<'r>(&self, remote: &'r Remote) -> Option<(&'r Topic, HistoryConfig)> {
-        match remote {
-            Remote::Delivery(d) if d.publication && matches!(d.topic, Topic::Session(_) | Topic::Channel(_)) => {
-                Some((&d.topic, self.broker.stream_config(&d.topic)?))
-            }
-            _ => None,
-        }
     }
 
     /// Makes this node's copy of a topic's stream what Redis keeps (nothing when Redis
