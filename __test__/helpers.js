@@ -659,17 +659,16 @@ async function startRedisProcess(port, args = []) {
 }
 
 /**
- * A `redis-server` of the test's own on a free port (or `port`): `url` for the nodes,
+ * A `redis-server` of the test's own on a free port: `url` for the nodes,
  * `client()` (node-redis) to look at what they keep, `cli(...args)` on each of its
  * processes (one here), `nodes` (`{ port, child }`), `urlAs(user, password)`; `kill()`
  * SIGKILLs it and `start()` starts it again on the same port.
  */
-async function startRedis(port) {
+async function startRedis() {
   if (!redisServerPath()) throw new Error('redis-server is not installed (apt-get install redis-server)');
-  port ??= await freePort();
+  const port = await freePort();
   const node = { port, child: null };
   const redis = {
-    port,
     url: `redis://127.0.0.1:${port}`,
     nodes: [node],
     urlAs: (user, password) => `redis://${user}:${password}@127.0.0.1:${port}`,
@@ -681,7 +680,6 @@ async function startRedis(port) {
     },
     start: async () => {
       node.child = await startRedisProcess(port);
-      redis.child = node.child;
     },
     kill: async () => {
       node.child.kill('SIGKILL');
@@ -716,11 +714,12 @@ async function startRedisCluster({ masters = 3, replicas = 1, nodeTimeoutMs = 20
     const config = ['--cluster-enabled', 'yes', '--cluster-config-file', path.join(dir, `nodes-${node.port}.conf`), '--cluster-node-timeout', String(nodeTimeoutMs), '--repl-diskless-sync-delay', '0'];
     node.child = await startRedisProcess(node.port, config);
   };
+  const alive = (node) => node.child.exitCode === null && node.child.signalCode === null;
   // Every node sees the cluster whole: its slots served, each master holding some and
   // every other node a replica.
   const healthy = () =>
     eventually(() => {
-      for (const node of nodes.filter((n) => n.child.exitCode === null && n.child.signalCode === null)) {
+      for (const node of nodes.filter(alive)) {
         const info = redisCli(node.port, 'CLUSTER', 'INFO');
         assert.match(info, /cluster_state:ok/, `cluster node ${node.port}: ${info}`);
         assert.match(info, new RegExp(`cluster_known_nodes:${nodes.length}\\b`), `cluster node ${node.port}: ${info}`);
@@ -737,14 +736,14 @@ async function startRedisCluster({ masters = 3, replicas = 1, nodeTimeoutMs = 20
     seeds: addresses.map((address) => `redis://${address}`),
     nodes,
     urlAs: (user, password) => `redis+cluster://${user}:${password}@${addresses.join(',')}`,
-    cli: (...args) => nodes.filter((n) => n.child.exitCode === null && n.child.signalCode === null).map((node) => redisCli(node.port, ...args)),
+    cli: (...args) => nodes.filter(alive).map((node) => redisCli(node.port, ...args)),
     client: async () => {
       const client = require('redis').createCluster({ rootNodes: nodes.map(({ port }) => ({ url: `redis://127.0.0.1:${port}` })) });
       await client.connect();
       return client;
     },
     start: async () => {
-      await Promise.all(nodes.filter((n) => !n.child || n.child.exitCode !== null || n.child.signalCode !== null).map(startNode));
+      await Promise.all(nodes.filter((node) => !node.child || !alive(node)).map(startNode));
       await healthy();
     },
     kill: async () => {
@@ -781,7 +780,7 @@ async function startRedisCluster({ masters = 3, replicas = 1, nodeTimeoutMs = 20
       return to;
     },
     masterOf: (key) => {
-      const live = nodes.find((n) => n.child.exitCode === null && n.child.signalCode === null);
+      const live = nodes.find(alive);
       const slot = Number(redisCli(live.port, 'CLUSTER', 'KEYSLOT', key));
       for (const line of redisCli(live.port, 'CLUSTER', 'NODES').trim().split('\n')) {
         const [, address, flags, , , , , , ...ranges] = line.split(' ');
