@@ -3,8 +3,10 @@
 // capacity and deletion everywhere, relay and channel publications across nodes
 // (verbatim, no echo, in order, once), server sends from any node and from a worker with
 // no clients, presence, a SIGKILLed node, Redis killed and restarted, and clients that
-// come in through a round-robin proxy with no stickiness. Without redis-server the tests
-// say loudly that they were skipped; under CI=true that is a failure.
+// come in through a round-robin proxy with no stickiness; all of it on one Redis and again
+// on a Redis Cluster of three masters and three replicas, where a session's slot is also
+// moved and a master SIGKILLed. Without redis-server the tests say loudly that they were
+// skipped; under CI=true that is a failure.
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const net = require('node:net');
